@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what building and testing Paddock needs, from Debian's packages.
+# Idempotent: installs only what is missing.
+set -euo pipefail
+
+packages=(
+    qemu-system-x86   # the L1 for nested KVM, and QEMU microvm for benchmarks
+    busybox-static    # shells and tools inside test VMs
+    linux-source-6.12 # the workspace kernel's source
+    build-essential flex bison bc libelf-dev libssl-dev dwarves xz-utils cpio
+    e2fsprogs         # test disk images built without mounting
+    debootstrap erofs-utils # workspace templates
+)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "install-deps: installing ${missing[*]}" >&2
+    if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
+    $sudo apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+fi

@@ -1,0 +1,189 @@
+//! Command-line flags: either `--config FILE` or flags for the common case.
+
+use crate::config::{
+    ConfigError, Console, DriveConfig, VmConfig, VsockConfig, DEFAULT_MEMORY_MIB, DEFAULT_VCPUS,
+};
+use std::path::PathBuf;
+
+pub const USAGE: &str = "\
+usage: paddock-vmm --config FILE
+       paddock-vmm --kernel PATH [--initramfs PATH] [--cmdline ARGS]
+                   [--vcpus N] [--memory-mib N]
+                   [--drive id=ID,path=PATH[,ro]]... [--vsock cid=N,uds=PATH]
+                   [--console stdout|off|PATH] [--no-rng]
+
+Boots one microVM and exits when it ends:
+  0 guest rebooted or powered off    1 VMM error
+  2 invalid configuration            3 guest kernel panic
+  4 unexpected guest triple fault";
+
+pub enum Command {
+    Run(Box<VmConfig>),
+    Help,
+}
+
+fn err(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+fn parse_number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, ConfigError> {
+    v.parse()
+        .map_err(|_| err(flag, format!("{v:?} is not a valid number")))
+}
+
+fn parse_drive(v: &str) -> Result<DriveConfig, ConfigError> {
+    let mut id = None;
+    let mut path = None;
+    let mut read_only = false;
+    for part in v.split(',') {
+        match part.split_once('=') {
+            Some(("id", x)) => id = Some(x.to_string()),
+            Some(("path", x)) => path = Some(PathBuf::from(x)),
+            None if part == "ro" => read_only = true,
+            _ => {
+                return Err(err(
+                    "--drive",
+                    format!("unknown part {part:?} (expected id=, path=, ro)"),
+                ))
+            }
+        }
+    }
+    Ok(DriveConfig {
+        id: id.ok_or_else(|| err("--drive", "missing id="))?,
+        path: path.ok_or_else(|| err("--drive", "missing path="))?,
+        read_only,
+    })
+}
+
+fn parse_vsock(v: &str) -> Result<VsockConfig, ConfigError> {
+    let mut cid = None;
+    let mut uds = None;
+    for part in v.split(',') {
+        match part.split_once('=') {
+            Some(("cid", x)) => cid = Some(parse_number::<u64>("--vsock", x)?),
+            Some(("uds", x)) => uds = Some(PathBuf::from(x)),
+            _ => {
+                return Err(err(
+                    "--vsock",
+                    format!("unknown part {part:?} (expected cid=, uds=)"),
+                ))
+            }
+        }
+    }
+    Ok(VsockConfig {
+        cid: cid.ok_or_else(|| err("--vsock", "missing cid="))?,
+        uds_path: uds.ok_or_else(|| err("--vsock", "missing uds="))?,
+    })
+}
+
+pub fn parse(args: &[String]) -> Result<Command, ConfigError> {
+    let mut config_file: Option<PathBuf> = None;
+    let mut kernel: Option<PathBuf> = None;
+    let mut cfg = VmConfig {
+        kernel: PathBuf::new(),
+        initramfs: None,
+        cmdline: String::new(),
+        vcpus: DEFAULT_VCPUS,
+        memory_mib: DEFAULT_MEMORY_MIB,
+        drives: Vec::new(),
+        vsock: None,
+        console: Console::Stdout,
+        rng: true,
+    };
+    let mut any_flag = false;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let flag = flag.as_str();
+        if matches!(flag, "-h" | "--help") {
+            return Ok(Command::Help);
+        }
+        if flag == "--no-rng" {
+            cfg.rng = false;
+            any_flag = true;
+            continue;
+        }
+        let value = it
+            .next()
+            .ok_or_else(|| err(flag, "needs a value"))?
+            .as_str();
+        match flag {
+            "--config" => {
+                config_file = Some(PathBuf::from(value));
+                continue;
+            }
+            "--kernel" => kernel = Some(PathBuf::from(value)),
+            "--initramfs" => cfg.initramfs = Some(PathBuf::from(value)),
+            "--cmdline" => cfg.cmdline = value.to_string(),
+            "--vcpus" => cfg.vcpus = parse_number(flag, value)?,
+            "--memory-mib" => cfg.memory_mib = parse_number(flag, value)?,
+            "--drive" => cfg.drives.push(parse_drive(value)?),
+            "--vsock" => cfg.vsock = Some(parse_vsock(value)?),
+            "--console" => cfg.console = Console::parse(value),
+            other => return Err(err(other, "unknown flag (see --help)")),
+        }
+        any_flag = true;
+    }
+    match (config_file, kernel) {
+        (Some(_), _) if any_flag => Err(err("--config", "cannot be combined with other flags")),
+        (Some(path), _) => Ok(Command::Run(Box::new(VmConfig::from_file(&path)?))),
+        (None, Some(k)) => {
+            cfg.kernel = k;
+            Ok(Command::Run(Box::new(cfg)))
+        }
+        (None, None) => Err(err("--kernel", "required (or --config FILE)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn flags_build_a_config() {
+        let Ok(Command::Run(c)) = parse(&args(&[
+            "--kernel",
+            "/k",
+            "--vcpus",
+            "2",
+            "--memory-mib",
+            "128",
+            "--drive",
+            "id=root,path=/r.img,ro",
+            "--vsock",
+            "cid=3,uds=/tmp/v.sock",
+            "--no-rng",
+        ])) else {
+            panic!("expected a config");
+        };
+        assert_eq!(c.vcpus, 2);
+        assert_eq!(c.memory_mib, 128);
+        assert!(c.drives[0].read_only);
+        assert_eq!(c.vsock.as_ref().map(|v| v.cid), Some(3));
+        assert!(!c.rng);
+    }
+
+    #[test]
+    fn bad_flags_name_themselves() {
+        for (a, field) in [
+            (vec!["--kernel"], "--kernel"),
+            (vec!["--kernel", "/k", "--vcpus", "x"], "--vcpus"),
+            (vec!["--kernel", "/k", "--vcpus", "300"], "--vcpus"),
+            (vec!["--kernel", "/k", "--bogus", "1"], "--bogus"),
+            (vec!["--kernel", "/k", "--drive", "path=/x"], "--drive"),
+            (vec!["--config", "/c", "--vcpus", "1"], "--config"),
+            (vec![], "--kernel"),
+        ] {
+            match parse(&args(&a)) {
+                Err(e) => assert_eq!(e.field, field, "{a:?}"),
+                Ok(_) => panic!("{a:?} should fail"),
+            }
+        }
+    }
+}

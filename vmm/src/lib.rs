@@ -1,0 +1,12 @@
+//! Paddock's VMM: boots one KVM microVM per process on the rust-vmm crates.
+
+pub mod arch;
+pub mod cli;
+pub mod config;
+pub mod devices;
+pub mod exit;
+pub mod memory;
+pub mod trace;
+pub mod vcpu;
+pub mod virtio;
+pub mod vm;

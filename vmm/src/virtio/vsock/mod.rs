@@ -1,0 +1,76 @@
+//! virtio-vsock with the host side as Unix sockets, in the convention
+//! Firecracker made familiar:
+//! - host to guest: connect to the VM's socket, send `CONNECT <port>\n`,
+//!   read `OK <host-port>\n`, then the stream is the connection;
+//! - guest to host: a guest connecting to CID 2 port P reaches the Unix
+//!   socket `<uds_path>_<P>`, which the host listens on.
+
+pub mod muxer;
+pub mod packet;
+
+use super::worker::{self, WorkerHandle};
+use super::{device_id, read_config_bytes, ActivateError, Activation, VirtioDevice};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+
+pub const RX_QUEUE: usize = 0;
+pub const TX_QUEUE: usize = 1;
+pub const EVENT_QUEUE: usize = 2;
+const QUEUE_SIZE: u16 = 256;
+
+pub struct Vsock {
+    guest_cid: u64,
+    uds_path: PathBuf,
+    listener: Option<UnixListener>,
+    config: [u8; 8],
+    worker: Option<WorkerHandle>,
+}
+
+impl Vsock {
+    /// `listener` is bound to `uds_path` already, so the host can connect
+    /// as soon as the VMM runs, before the guest driver is up.
+    pub fn new(guest_cid: u64, uds_path: PathBuf, listener: UnixListener) -> Self {
+        Vsock {
+            guest_cid,
+            uds_path,
+            listener: Some(listener),
+            config: guest_cid.to_le_bytes(),
+            worker: None,
+        }
+    }
+}
+
+impl VirtioDevice for Vsock {
+    fn device_type(&self) -> u32 {
+        device_id::VSOCK
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE, QUEUE_SIZE, QUEUE_SIZE]
+    }
+
+    fn features(&self) -> u64 {
+        0
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config, offset, data);
+    }
+
+    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
+        let listener = self
+            .listener
+            .take()
+            .ok_or_else(|| ActivateError::Device("vsock: activated twice".into()))?;
+        let muxer = muxer::Muxer::new(self.guest_cid, self.uds_path.clone(), listener)
+            .map_err(|e| ActivateError::Device(format!("vsock: {e}")))?;
+        self.worker = Some(worker::spawn("vsock", activation, muxer)?);
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        if let Some(mut w) = self.worker.take() {
+            w.stop();
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! Builds a VM from a validated configuration and runs it to its end.
+
+use crate::arch::boot::{load_boot_image, BootError};
+use crate::arch::cpuid::{filter_cpuid, HostCaps};
+use crate::arch::layout::*;
+use crate::arch::mptable::{setup_mptable, MpTableError};
+use crate::arch::regs::{self, RegsError};
+use crate::config::{Console, VmConfig};
+use crate::devices::boot_timer::BootTimer;
+use crate::devices::bus::BusError;
+use crate::devices::console::PanicNote;
+use crate::devices::legacy::{spawn_stdin_feeder, SerialConsole, I8042};
+use crate::devices::{lock, Bus, BusDevice};
+use crate::exit::{ExitSignal, VmExit};
+use crate::memory::{create_guest_memory, GuestMemory, MemoryError};
+use crate::vcpu::Vcpu;
+use crate::virtio::block::{Block, Disk};
+use crate::virtio::mmio::{MmioTransport, TransportError, REG_QUEUE_NOTIFY};
+use crate::virtio::rng::Rng;
+use crate::virtio::vsock::Vsock;
+use crate::virtio::{Interrupt, VirtioDevice};
+use kvm_bindings::{
+    kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+};
+use kvm_ioctls::{Cap, IoEventAddress, Kvm, VmFd};
+use linux_loader::cmdline::Cmdline;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use vm_memory::{Address, GuestMemoryBackend, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
+
+/// Arguments the VMM always puts first on the kernel command line: the
+/// console it provides, how Linux should reboot (the i8042 reset we catch),
+/// an immediate reboot on panic so a panicked guest doesn't linger, and no
+/// probing for buses the VM doesn't have.
+const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 pci=off nomodule 8250.nr_uarts=1";
+/// Where KVM puts its three-page TSS on Intel: just below the 4 GiB BIOS area.
+const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("opening /dev/kvm: {0}")]
+    OpenKvm(kvm_ioctls::Error),
+    #[error("KVM lacks a capability Paddock needs: {0:?}")]
+    MissingCap(Cap),
+    #[error("{what}: {source}")]
+    Kvm {
+        what: &'static str,
+        source: kvm_ioctls::Error,
+    },
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    #[error(transparent)]
+    MpTable(#[from] MpTableError),
+    #[error("vCPU {index}: {source}")]
+    Regs { index: u8, source: RegsError },
+    #[error("registering a device: {0}")]
+    Bus(#[from] BusError),
+    #[error("virtio transport: {0}")]
+    Transport(#[from] TransportError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("kernel command line: {0}")]
+    Cmdline(linux_loader::cmdline::Error),
+}
+
+fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
+    move |source| VmError::Kvm { what, source }
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> VmError {
+    let what = what.into();
+    move |source| VmError::Io { what, source }
+}
+
+/// The highest vCPU count this host's KVM allows.
+pub fn kvm_max_vcpus() -> Result<usize, VmError> {
+    let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
+    Ok(kvm.get_max_vcpus())
+}
+
+struct Devices {
+    pio: Bus,
+    mmio: Bus,
+    serial: Arc<Mutex<SerialConsole>>,
+    cmdline_devices: Vec<String>,
+    vsock_path: Option<PathBuf>,
+}
+
+fn register_memory(vm: &VmFd, mem: &GuestMemory) -> Result<(), VmError> {
+    for (slot, region) in mem.iter().enumerate() {
+        let host_addr = region
+            .get_host_address(vm_memory::MemoryRegionAddress(0))
+            .map_err(|e| VmError::Io {
+                what: "guest memory region has no host mapping".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        let r = kvm_userspace_memory_region {
+            slot: slot as u32,
+            flags: 0,
+            guest_phys_addr: region.start_addr().raw_value(),
+            memory_size: region.len(),
+            userspace_addr: host_addr as u64,
+        };
+        // SAFETY: the region is a live mapping owned by `mem`, which the VM
+        // holds until the process exits, and regions never overlap.
+        unsafe { vm.set_user_memory_region(r) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+    }
+    Ok(())
+}
+
+fn console_writer(console: &Console) -> Result<Box<dyn std::io::Write + Send>, VmError> {
+    Ok(match console {
+        Console::Stdout => Box::new(std::io::stdout()),
+        Console::Off => Box::new(std::io::sink()),
+        Console::File(p) => Box::new(
+            std::fs::File::create(p)
+                .map_err(io_err(format!("console: creating {}", p.display())))?,
+        ),
+    })
+}
+
+fn add_virtio(
+    vm: &VmFd,
+    mem: &GuestMemory,
+    devices: &mut Devices,
+    device: Box<dyn VirtioDevice>,
+) -> Result<(), VmError> {
+    let index = devices.cmdline_devices.len();
+    let addr = virtio_mmio_addr(index);
+    let irq = virtio_irq(index);
+    let irqfd = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("creating an irqfd"))?;
+    vm.register_irqfd(&irqfd, irq)
+        .map_err(kvm_err("KVM_IRQFD"))?;
+    let transport = MmioTransport::new(device, mem.clone(), Interrupt::new(irqfd))?;
+    for (q, evt) in transport.queue_evts().iter().enumerate() {
+        vm.register_ioevent(
+            evt,
+            &IoEventAddress::Mmio(addr + REG_QUEUE_NOTIFY),
+            q as u32,
+        )
+        .map_err(kvm_err("KVM_IOEVENTFD"))?;
+    }
+    let transport: Arc<Mutex<dyn BusDevice>> = Arc::new(Mutex::new(transport));
+    devices.mmio.insert(transport, addr, VIRTIO_MMIO_SIZE)?;
+    devices
+        .cmdline_devices
+        .push(format!("virtio_mmio.device=4K@{addr:#x}:{irq}"));
+    Ok(())
+}
+
+fn create_devices(
+    vm: &VmFd,
+    mem: &GuestMemory,
+    cfg: &VmConfig,
+    exit: &Arc<ExitSignal>,
+    panic: &PanicNote,
+    start: Instant,
+) -> Result<Devices, VmError> {
+    let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("creating an irqfd"))?;
+    vm.register_irqfd(&serial_irq, SERIAL_IRQ)
+        .map_err(kvm_err("KVM_IRQFD"))?;
+    let serial = Arc::new(Mutex::new(SerialConsole::new(
+        serial_irq,
+        console_writer(&cfg.console)?,
+        panic.clone(),
+    )));
+    let mut devices = Devices {
+        pio: Bus::default(),
+        mmio: Bus::default(),
+        serial: serial.clone(),
+        cmdline_devices: Vec::new(),
+        vsock_path: None,
+    };
+    devices.pio.insert(
+        serial,
+        u64::from(SERIAL_PORT_BASE),
+        u64::from(SERIAL_PORT_LEN),
+    )?;
+    devices.pio.insert(
+        Arc::new(Mutex::new(I8042::new(exit.clone()))),
+        u64::from(I8042_PORT_BASE),
+        u64::from(I8042_PORT_LEN),
+    )?;
+    devices.mmio.insert(
+        Arc::new(Mutex::new(BootTimer::new(start))),
+        BOOT_TIMER_ADDR,
+        0x1000,
+    )?;
+
+    for d in &cfg.drives {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(!d.read_only)
+            .open(&d.path)
+            .map_err(io_err(format!(
+                "drive {}: opening {}",
+                d.id,
+                d.path.display()
+            )))?;
+        let disk = Disk::new(file, d.read_only, &d.id)
+            .map_err(io_err(format!("drive {}: reading its size", d.id)))?;
+        add_virtio(vm, mem, &mut devices, Box::new(Block::new(disk)))?;
+    }
+    if let Some(v) = &cfg.vsock {
+        let listener = UnixListener::bind(&v.uds_path)
+            .map_err(io_err(format!("vsock: binding {}", v.uds_path.display())))?;
+        devices.vsock_path = Some(v.uds_path.clone());
+        add_virtio(
+            vm,
+            mem,
+            &mut devices,
+            Box::new(Vsock::new(v.cid, v.uds_path.clone(), listener)),
+        )?;
+    }
+    if cfg.rng {
+        add_virtio(vm, mem, &mut devices, Box::<Rng>::default())?;
+    }
+    Ok(devices)
+}
+
+fn build_cmdline(cfg: &VmConfig, devices: &Devices) -> Result<Cmdline, VmError> {
+    let mut cmdline = Cmdline::new(CMDLINE_MAX_SIZE).map_err(VmError::Cmdline)?;
+    cmdline.insert_str(BASE_CMDLINE).map_err(VmError::Cmdline)?;
+    for d in &devices.cmdline_devices {
+        cmdline.insert_str(d).map_err(VmError::Cmdline)?;
+    }
+    if !cfg.cmdline.trim().is_empty() {
+        cmdline
+            .insert_str(cfg.cmdline.trim())
+            .map_err(VmError::Cmdline)?;
+    }
+    Ok(cmdline)
+}
+
+fn check_caps(kvm: &Kvm) -> Result<(), VmError> {
+    for cap in [
+        Cap::Irqchip,
+        Cap::Ioeventfd,
+        Cap::Irqfd,
+        Cap::UserMemory,
+        Cap::Pit2,
+    ] {
+        if !kvm.check_extension(cap) {
+            return Err(VmError::MissingCap(cap));
+        }
+    }
+    Ok(())
+}
+
+/// Boots the VM described by `cfg` (already validated) and waits for its end.
+pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
+    let trace = crate::trace::Trace::from_env(start);
+    trace.mark("main entered");
+    let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
+    check_caps(&kvm)?;
+    let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+    vm.set_tss_address(KVM_TSS_ADDRESS)
+        .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+    vm.create_irq_chip()
+        .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+
+    let mem = create_guest_memory(cfg.memory_mib)?;
+    register_memory(&vm, &mem)?;
+    trace.mark("VM and guest memory created");
+
+    let exit = Arc::new(ExitSignal::default());
+    let panic = PanicNote::default();
+    let devices = create_devices(&vm, &mem, cfg, &exit, &panic, start)?;
+    let cmdline = build_cmdline(cfg, &devices)?;
+    trace.mark("devices created");
+    let entry = load_boot_image(&mem, &cfg.kernel, cfg.initramfs.as_deref(), &cmdline)?;
+    setup_mptable(&mem, cfg.vcpus)?;
+    trace.mark("kernel and initramfs loaded");
+
+    let base_cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+    let caps = HostCaps {
+        tsc_deadline: kvm.check_extension(Cap::TscDeadlineTimer),
+    };
+    let pio = Arc::new(devices.pio);
+    let mmio = Arc::new(devices.mmio);
+    let mut vcpus = Vec::with_capacity(usize::from(cfg.vcpus));
+    for index in 0..cfg.vcpus {
+        let fd = vm
+            .create_vcpu(u64::from(index))
+            .map_err(kvm_err("KVM_CREATE_VCPU"))?;
+        let mut cpuid = base_cpuid.clone();
+        filter_cpuid(&mut cpuid, index, cfg.vcpus, caps);
+        fd.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
+        let regs_err = |source| VmError::Regs { index, source };
+        regs::setup_msrs(&fd).map_err(regs_err)?;
+        regs::setup_fpu(&fd).map_err(regs_err)?;
+        regs::setup_lint(&fd).map_err(regs_err)?;
+        if index == 0 {
+            regs::setup_regs(&fd, entry.mode, entry.entry).map_err(regs_err)?;
+            regs::setup_sregs(&mem, &fd, entry.mode).map_err(regs_err)?;
+        }
+        vcpus.push(Vcpu {
+            fd,
+            index,
+            pio: pio.clone(),
+            mmio: mmio.clone(),
+            exit: exit.clone(),
+        });
+    }
+    if cfg.console == Console::Stdout {
+        spawn_stdin_feeder(devices.serial.clone())
+            .map_err(io_err("starting the console input thread"))?;
+    }
+    trace.mark("vCPUs configured; starting them");
+    for vcpu in vcpus {
+        let name = format!("vcpu{}", vcpu.index);
+        std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || vcpu.run())
+            .map_err(io_err(format!("starting {name}")))?;
+    }
+
+    let outcome = exit.wait();
+    // The other threads are still running the guest; they end with the
+    // process. What must not be lost is the console's last partial line.
+    lock(&devices.serial).flush();
+    if let Some(p) = &devices.vsock_path {
+        let _ = std::fs::remove_file(p);
+    }
+    let panic_reason = lock(&panic).clone();
+    Ok(match (outcome, panic_reason) {
+        (VmExit::GuestReset | VmExit::TripleFault, Some(reason)) => VmExit::GuestPanic(reason),
+        (outcome, _) => outcome,
+    })
+}
