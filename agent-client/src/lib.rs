@@ -1,0 +1,371 @@
+//! Talks to a workspace's guest agent through the VMM's vsock Unix socket.
+//!
+//! Every call opens its own connection (`CONNECT <AGENT_PORT>`), says
+//! Hello, runs one operation and closes, so calls are independent and may
+//! run concurrently from several threads. All reads have a timeout; an
+//! exec's own duration is bounded by its `timeout_ms`, not by the client.
+
+use paddock_proto::frame::{decode, read_frame_bytes, write_frame};
+use paddock_proto::{
+    AgentMsg, DirEntry, ErrorReply, ExecRequest, ExitStatus, FileStat, FrameError, HealthInfo,
+    HostMsg, ReadyInfo, Tagged, AGENT_PORT, CHUNK, PROTOCOL_VERSION,
+};
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("connecting to {path}: {source}")]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the VMM refused vsock port {port}: {reply:?}")]
+    VsockRefused { port: u32, reply: String },
+    #[error("agent error ({:?}): {}", .0.kind, .0.message)]
+    Agent(ErrorReply),
+    #[error("protocol: {0}")]
+    Protocol(#[from] FrameError),
+    #[error("unexpected message from the agent: {0}")]
+    Unexpected(String),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("i/o: {0}")]
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for ClientError {
+    fn from(e: std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                ClientError::Timeout(Duration::ZERO)
+            }
+            _ => ClientError::Io(e),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, ClientError>;
+
+/// A piece of a command's output.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output<'a> {
+    Stdout(&'a [u8]),
+    Stderr(&'a [u8]),
+}
+
+/// Waits for the agent's readiness report on `<uds_path>_<READY_PORT>`.
+/// Bind it (with [`ReadyListener::bind`]) before starting the VM.
+pub struct ReadyListener {
+    listener: UnixListener,
+}
+
+impl ReadyListener {
+    pub fn bind(vm_socket: &Path) -> Result<ReadyListener> {
+        let path = ready_socket_path(vm_socket);
+        let listener = UnixListener::bind(&path).map_err(|source| ClientError::Connect {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(ReadyListener { listener })
+    }
+
+    pub fn wait(&self, timeout: Duration) -> Result<ReadyInfo> {
+        self.listener.set_nonblocking(true)?;
+        let deadline = Instant::now() + timeout;
+        let mut stream = loop {
+            match self.listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if Instant::now() > deadline {
+                        return Err(ClientError::Timeout(timeout));
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        stream.set_nonblocking(false)?;
+        stream.set_read_timeout(Some(timeout))?;
+        match read_msg(&mut stream)? {
+            AgentMsg::Ready(info) => Ok(info),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+}
+
+/// Where the agent reports readiness for a VM whose vsock socket is `vm_socket`.
+pub fn ready_socket_path(vm_socket: &Path) -> PathBuf {
+    let mut p = vm_socket.as_os_str().to_owned();
+    p.push(format!("_{}", paddock_proto::READY_PORT));
+    PathBuf::from(p)
+}
+
+fn read_msg(s: &mut UnixStream) -> Result<AgentMsg> {
+    let body = read_frame_bytes(s).map_err(|e| match e {
+        FrameError::Io(io) => ClientError::from(io),
+        other => ClientError::Protocol(other),
+    })?;
+    Ok(decode(&body, AgentMsg::VARIANTS)?)
+}
+
+fn expect_done(msg: AgentMsg) -> Result<()> {
+    match msg {
+        AgentMsg::Done => Ok(()),
+        AgentMsg::Error(e) => Err(ClientError::Agent(e)),
+        other => Err(ClientError::Unexpected(format!("{other:?}"))),
+    }
+}
+
+pub struct AgentClient {
+    vm_socket: PathBuf,
+    timeout: Duration,
+}
+
+/// An open connection that said Hello.
+pub struct Session {
+    stream: UnixStream,
+    pub agent_version: String,
+}
+
+impl Session {
+    pub fn send(&mut self, msg: &HostMsg) -> Result<()> {
+        write_frame(&mut self.stream, msg).map_err(|e| match e {
+            FrameError::Io(io) => ClientError::from(io),
+            other => ClientError::Protocol(other),
+        })
+    }
+
+    pub fn recv(&mut self) -> Result<AgentMsg> {
+        read_msg(&mut self.stream)
+    }
+
+    /// The raw stream, for tests that speak the protocol badly on purpose.
+    pub fn stream(&mut self) -> &mut UnixStream {
+        &mut self.stream
+    }
+}
+
+impl AgentClient {
+    pub fn new(vm_socket: impl Into<PathBuf>) -> AgentClient {
+        AgentClient {
+            vm_socket: vm_socket.into(),
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    pub fn socket_path(&self) -> &Path {
+        &self.vm_socket
+    }
+
+    /// How long any single read may wait (default 30 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> AgentClient {
+        self.timeout = timeout;
+        self
+    }
+
+    /// A connection to the agent port, before Hello.
+    pub fn connect_raw(&self) -> Result<UnixStream> {
+        let mut s =
+            UnixStream::connect(&self.vm_socket).map_err(|source| ClientError::Connect {
+                path: self.vm_socket.clone(),
+                source,
+            })?;
+        s.set_read_timeout(Some(self.timeout))?;
+        s.write_all(format!("CONNECT {AGENT_PORT}\n").as_bytes())?;
+        // Byte by byte, so nothing after the reply line is consumed.
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while line.len() < 64 {
+            if s.read(&mut b)? == 0 {
+                break;
+            }
+            if b[0] == b'\n' {
+                break;
+            }
+            line.push(b[0]);
+        }
+        let reply = String::from_utf8_lossy(&line).to_string();
+        if !reply.starts_with("OK ") {
+            return Err(ClientError::VsockRefused {
+                port: AGENT_PORT,
+                reply,
+            });
+        }
+        Ok(s)
+    }
+
+    pub fn session(&self) -> Result<Session> {
+        let stream = self.connect_raw()?;
+        let mut s = Session {
+            stream,
+            agent_version: String::new(),
+        };
+        s.send(&HostMsg::Hello {
+            protocol: PROTOCOL_VERSION,
+        })?;
+        match s.recv()? {
+            AgentMsg::HelloOk { agent_version, .. } => {
+                s.agent_version = agent_version;
+                Ok(s)
+            }
+            AgentMsg::Error(e) => Err(ClientError::Agent(e)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    pub fn health(&self) -> Result<HealthInfo> {
+        let mut s = self.session()?;
+        s.send(&HostMsg::Health)?;
+        match s.recv()? {
+            AgentMsg::Health(h) => Ok(h),
+            AgentMsg::Error(e) => Err(ClientError::Agent(e)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Runs a command, streaming `stdin` (when `req.stdin`) and handing each
+    /// piece of output to `on_output` as it arrives.
+    pub fn exec(
+        &self,
+        req: ExecRequest,
+        stdin: Option<Box<dyn Read + Send>>,
+        mut on_output: impl FnMut(Output<'_>),
+    ) -> Result<ExitStatus> {
+        let mut s = self.session()?;
+        // The command may run for as long as its own timeout allows.
+        s.stream.set_read_timeout(None)?;
+        let wants_stdin = req.stdin;
+        s.send(&HostMsg::Exec(req))?;
+        match s.recv()? {
+            AgentMsg::Started { .. } => {}
+            AgentMsg::Error(e) => return Err(ClientError::Agent(e)),
+            other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+        let feeder = match (wants_stdin, stdin) {
+            (true, Some(mut input)) => {
+                let mut w = s.stream.try_clone()?;
+                Some(std::thread::spawn(move || -> Result<()> {
+                    let mut buf = vec![0u8; CHUNK];
+                    loop {
+                        let n = input.read(&mut buf)?;
+                        if n == 0 {
+                            break;
+                        }
+                        write_frame(&mut w, &HostMsg::Stdin(buf[..n].to_vec()))?;
+                    }
+                    write_frame(&mut w, &HostMsg::StdinEof)?;
+                    Ok(())
+                }))
+            }
+            (true, None) => {
+                s.send(&HostMsg::StdinEof)?;
+                None
+            }
+            _ => None,
+        };
+        let status = loop {
+            match s.recv()? {
+                AgentMsg::Stdout(d) => on_output(Output::Stdout(&d)),
+                AgentMsg::Stderr(d) => on_output(Output::Stderr(&d)),
+                AgentMsg::Exited(st) => break st,
+                AgentMsg::Error(e) => return Err(ClientError::Agent(e)),
+                other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+            }
+        };
+        if let Some(f) = feeder {
+            // The command may have exited without reading all its input.
+            let _ = f.join();
+        }
+        Ok(status)
+    }
+
+    /// Runs a command without stdin and collects its output.
+    pub fn exec_collect(&self, req: ExecRequest) -> Result<(ExitStatus, Vec<u8>, Vec<u8>)> {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let st = self.exec(req, None, |o| match o {
+            Output::Stdout(d) => out.extend_from_slice(d),
+            Output::Stderr(d) => err.extend_from_slice(d),
+        })?;
+        Ok((st, out, err))
+    }
+
+    pub fn write_file(&self, path: &str, mode: u32, mut src: impl Read) -> Result<()> {
+        let mut s = self.session()?;
+        s.send(&HostMsg::WriteFile {
+            path: path.into(),
+            mode,
+        })?;
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = src.read(&mut buf).map_err(ClientError::Io)?;
+            if n == 0 {
+                break;
+            }
+            s.send(&HostMsg::Data(buf[..n].to_vec()))?;
+        }
+        s.send(&HostMsg::DataEnd)?;
+        expect_done(s.recv()?)
+    }
+
+    /// Copies a file out of the workspace; returns its size and mode.
+    pub fn read_file(&self, path: &str, mut dst: impl Write) -> Result<(u64, u32)> {
+        let mut s = self.session()?;
+        s.send(&HostMsg::ReadFile { path: path.into() })?;
+        let (size, mode) = match s.recv()? {
+            AgentMsg::FileStart { size, mode } => (size, mode),
+            AgentMsg::Error(e) => return Err(ClientError::Agent(e)),
+            other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+        };
+        loop {
+            match s.recv()? {
+                AgentMsg::Data(d) => dst.write_all(&d).map_err(ClientError::Io)?,
+                AgentMsg::DataEnd => break,
+                AgentMsg::Error(e) => return Err(ClientError::Agent(e)),
+                other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+            }
+        }
+        Ok((size, mode))
+    }
+
+    pub fn stat(&self, path: &str) -> Result<FileStat> {
+        let mut s = self.session()?;
+        s.send(&HostMsg::Stat { path: path.into() })?;
+        match s.recv()? {
+            AgentMsg::Stat(st) => Ok(st),
+            AgentMsg::Error(e) => Err(ClientError::Agent(e)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    pub fn list_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
+        let mut s = self.session()?;
+        s.send(&HostMsg::ListDir { path: path.into() })?;
+        match s.recv()? {
+            AgentMsg::DirEntries(e) => Ok(e),
+            AgentMsg::Error(e) => Err(ClientError::Agent(e)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    pub fn make_dir(&self, path: &str, mode: u32, parents: bool) -> Result<()> {
+        let mut s = self.session()?;
+        s.send(&HostMsg::MakeDir {
+            path: path.into(),
+            mode,
+            parents,
+        })?;
+        expect_done(s.recv()?)
+    }
+
+    pub fn remove(&self, path: &str, recursive: bool) -> Result<()> {
+        let mut s = self.session()?;
+        s.send(&HostMsg::Remove {
+            path: path.into(),
+            recursive,
+        })?;
+        expect_done(s.recv()?)
+    }
+}

@@ -1,0 +1,287 @@
+//! One exec session: start the command, stream its output as it comes,
+//! feed it stdin and signals from the host, and report how it ended.
+
+use crate::cgroup::ExecCgroup;
+use crate::conn::{Conn, ConnError};
+use crate::reaper::{self, Ended};
+use crate::users;
+use paddock_proto::{AgentMsg, ErrorKind, ExecRequest, ExitStatus, HostMsg, CHUNK};
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub static RUNNING: AtomicU32 = AtomicU32::new(0);
+
+/// How long output still arriving after the command exited is waited for
+/// (from processes it left running that hold its stdout).
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
+
+fn validate(req: &ExecRequest) -> Result<(), String> {
+    if req.argv.is_empty() || req.argv[0].is_empty() {
+        return Err("argv is empty".into());
+    }
+    let nul = |s: &str| s.contains('\0');
+    if req.argv.iter().any(|a| nul(a)) {
+        return Err("argv contains a NUL byte".into());
+    }
+    for (k, v) in &req.env {
+        if k.is_empty() || k.contains('=') || nul(k) || nul(v) {
+            return Err(format!("invalid environment variable name {k:?}"));
+        }
+    }
+    if let Some(cwd) = &req.cwd {
+        if !cwd.starts_with('/') || nul(cwd) {
+            return Err("cwd must be an absolute path".into());
+        }
+    }
+    Ok(())
+}
+
+pub fn run(conn: &Conn, req: ExecRequest) -> Result<(), ConnError> {
+    if let Err(msg) = validate(&req) {
+        return conn.error(ErrorKind::InvalidRequest, msg);
+    }
+    let Some(account) = users::lookup(req.user) else {
+        return conn.error(
+            ErrorKind::InvalidRequest,
+            format!("no such user {:?} in this workspace", req.user),
+        );
+    };
+    let cgroup = ExecCgroup::create();
+    let mut cmd = Command::new(&req.argv[0]);
+    cmd.args(&req.argv[1..])
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env("HOME", &account.home)
+        .env("USER", &account.name)
+        .env("LOGNAME", &account.name)
+        .env("LANG", "C.UTF-8")
+        .envs(req.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(req.cwd.as_deref().unwrap_or(&account.home))
+        .stdin(if req.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (uid, gid) = (account.uid, account.gid);
+    let procs_fd = cgroup.as_ref().and_then(ExecCgroup::procs_fd);
+    // SAFETY: the closure only makes async-signal-safe system calls
+    // (write, setsid, setgroups, setgid, setuid) on values copied in before
+    // the fork; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some(fd) = procs_fd {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if uid != 0 || gid != 0 {
+                let groups = [gid];
+                if libc::setgroups(1, groups.as_ptr()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let spawned = reaper::spawn_watched(|| {
+        cmd.spawn().map(|child| {
+            let pid = child.id() as i32;
+            (child, pid)
+        })
+    });
+    let (mut child, ended) = match spawned {
+        Ok(x) => x,
+        Err(e) => {
+            let kind = match e.kind() {
+                std::io::ErrorKind::NotFound => ErrorKind::NotFound,
+                std::io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+                _ => ErrorKind::SpawnFailed,
+            };
+            return conn.error(kind, format!("cannot start {:?}: {e}", req.argv[0]));
+        }
+    };
+    let pid = child.id() as i32;
+    RUNNING.fetch_add(1, Ordering::SeqCst);
+    let _running = scopeguard(|| {
+        RUNNING.fetch_sub(1, Ordering::SeqCst);
+    });
+    conn.send(&AgentMsg::Started { pid: pid as u32 })?;
+
+    let kill_tree = {
+        let cg = cgroup.as_ref().map(ExecCgroup::kill_file);
+        move || {
+            // SAFETY: kill on our child's process group; harmless if gone.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            if let Some(p) = &cg {
+                let _ = std::fs::write(p, b"1");
+            }
+        }
+    };
+    let kill_tree = Arc::new(kill_tree);
+
+    let out = pump(conn.clone(), child.stdout.take(), AgentMsg::Stdout);
+    let err = pump(conn.clone(), child.stderr.take(), AgentMsg::Stderr);
+    let stdin = child.stdin.take();
+    let host_gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let finished = finished.clone();
+        // Host messages while the command runs: stdin, signals, or the host leaving.
+        let conn = conn.clone();
+        let kill = kill_tree.clone();
+        let gone = host_gone.clone();
+        std::thread::spawn(move || host_input(conn, stdin, pid, kill, gone, finished));
+    }
+
+    let timeout = req.timeout_ms.map(Duration::from_millis);
+    let (status, timed_out) = match timeout {
+        Some(t) => match ended.recv_timeout(t) {
+            Ok(s) => (s, false),
+            Err(_) => {
+                kill_tree();
+                (ended.recv().unwrap_or(Ended::Signal(libc::SIGKILL)), true)
+            }
+        },
+        None => (ended.recv().unwrap_or(Ended::Signal(libc::SIGKILL)), false),
+    };
+    // Output written just before exit is still in the pipes; take it, but
+    // don't wait forever on background processes that kept them open.
+    out.finish(DRAIN_AFTER_EXIT);
+    err.finish(DRAIN_AFTER_EXIT);
+    // From here the pid may be reused: the input thread must not signal it.
+    finished.store(true, Ordering::SeqCst);
+    if host_gone.load(Ordering::SeqCst) {
+        return Err(ConnError::Closed);
+    }
+    let exit = match status {
+        Ended::Code(c) => ExitStatus {
+            code: Some(c),
+            signal: None,
+            timed_out,
+        },
+        Ended::Signal(s) => ExitStatus {
+            code: None,
+            signal: Some(s),
+            timed_out,
+        },
+    };
+    conn.send(&AgentMsg::Exited(exit))
+}
+
+/// Runs `f` when dropped.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
+
+struct Pump {
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+impl Pump {
+    fn finish(self, grace: Duration) {
+        let _ = self.done.recv_timeout(grace);
+    }
+}
+
+/// Forwards a pipe to the host as it produces, chunk by chunk.
+fn pump<R: Read + Send + 'static>(
+    conn: Conn,
+    pipe: Option<R>,
+    wrap: fn(Vec<u8>) -> AgentMsg,
+) -> Pump {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Some(mut p) = pipe {
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                match p.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if conn.send(&wrap(buf[..n].to_vec())).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        let _ = tx.send(());
+    });
+    Pump { done: rx }
+}
+
+fn host_input(
+    conn: Conn,
+    mut stdin: Option<std::process::ChildStdin>,
+    pid: i32,
+    kill: Arc<impl Fn() + Send + Sync>,
+    gone: Arc<std::sync::atomic::AtomicBool>,
+    finished: Arc<std::sync::atomic::AtomicBool>,
+) {
+    loop {
+        if finished.load(Ordering::SeqCst) {
+            return;
+        }
+        match conn.recv() {
+            Ok(HostMsg::Stdin(data)) => {
+                if let Some(s) = stdin.as_mut() {
+                    if s.write_all(&data).is_err() {
+                        // The command closed its stdin; later data is dropped.
+                        stdin = None;
+                    }
+                }
+            }
+            Ok(HostMsg::StdinEof) => stdin = None,
+            Ok(HostMsg::Signal(sig)) if (1..=64).contains(&sig) => {
+                if !finished.load(Ordering::SeqCst) {
+                    // SAFETY: kill on the command's process group, still ours.
+                    unsafe { libc::kill(-pid, sig) };
+                }
+            }
+            Ok(other) => {
+                let _ = conn.error(
+                    ErrorKind::UnexpectedMessage,
+                    format!(
+                        "{} is not valid while a command runs",
+                        crate::conn::name(&other)
+                    ),
+                );
+            }
+            Err(e) if e.is_protocol_error() => {
+                let _ = conn.error(e.kind(), e.to_string());
+            }
+            Err(_) => {
+                // The host went away: nothing may outlive its session.
+                if !finished.load(Ordering::SeqCst) {
+                    gone.store(true, Ordering::SeqCst);
+                    kill();
+                }
+                return;
+            }
+        }
+    }
+}

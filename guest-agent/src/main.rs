@@ -1,0 +1,54 @@
+//! paddock-agent: PID 1 of every workspace.
+
+mod cgroup;
+mod conn;
+mod exec;
+mod files;
+mod init;
+mod log;
+mod reaper;
+mod server;
+mod sys;
+mod users;
+
+/// Logs why the workspace cannot go on and ends the VM. PID 1 exiting makes
+/// the kernel panic, which the VMM reports as a non-zero exit with the
+/// panic line, so a host can tell this from an ordinary reboot; the reason
+/// itself is the line before it on the console the host keeps.
+fn fatal(what: &str) -> ! {
+    info!("fatal: {what}; ending the workspace");
+    // SAFETY: sync takes no arguments.
+    unsafe { libc::sync() };
+    std::process::exit(1)
+}
+
+fn main() {
+    if std::process::id() != 1 {
+        eprintln!("paddock-agent: must run as PID 1 of a workspace VM");
+        std::process::exit(2);
+    }
+    if let Err(e) = init::early_mounts() {
+        fatal(&e.to_string());
+    }
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let opts = init::BootOptions::from_cmdline(&cmdline);
+    match init::switch_to_workspace_root(&opts) {
+        Ok(_) => {}
+        Err(e) => fatal(&e.to_string()),
+    }
+    if let Err(e) = init::late_mounts() {
+        fatal(&e.to_string());
+    }
+    init::set_hostname(&opts.hostname);
+    init::seed_entropy();
+    if let Err(e) = std::thread::Builder::new()
+        .name("reaper".into())
+        .spawn(reaper::run)
+    {
+        fatal(&format!("starting the reaper: {e}"));
+    }
+    if let Err(e) = server::serve() {
+        fatal(&format!("serving on vsock: {e}"));
+    }
+    fatal("the server stopped")
+}

@@ -1,0 +1,107 @@
+//! Accepts host connections and runs one operation on each, each on its
+//! own thread, so one slow or broken session never blocks another.
+
+use crate::conn::{Conn, ConnError};
+use crate::{exec, files, info, sys};
+use paddock_proto::vsock::{self, Listener};
+use paddock_proto::{
+    frame::write_frame, AgentMsg, ErrorKind, HealthInfo, HostMsg, ReadyInfo, AGENT_PORT,
+    PROTOCOL_VERSION, READY_PORT,
+};
+use std::sync::atomic::Ordering;
+
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub fn serve() -> std::io::Result<()> {
+    let listener = Listener::bind(AGENT_PORT)?;
+    report_ready();
+    loop {
+        let stream = match listener.accept() {
+            Ok(s) => s,
+            Err(e) => {
+                info!("accept: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                continue;
+            }
+        };
+        std::thread::spawn(move || {
+            if let Ok(conn) = Conn::new(stream) {
+                if let Err(e) = session(&conn) {
+                    if !matches!(e, ConnError::Closed) {
+                        info!("session ended: {e}");
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Tells the host we serve: connects to its ready port and says so.
+fn report_ready() {
+    let ready = AgentMsg::Ready(ReadyInfo {
+        agent_version: AGENT_VERSION.into(),
+        protocol: PROTOCOL_VERSION,
+        uptime_ms: sys::uptime_ms(),
+    });
+    match vsock::connect(vsock::HOST_CID, READY_PORT) {
+        Ok(mut s) => {
+            if let Err(e) = write_frame(&mut s, &ready) {
+                info!("reporting readiness: {e}");
+            }
+        }
+        // A host that doesn't listen for readiness can still connect to us.
+        Err(e) => info!("no host listening on the ready port ({e})"),
+    }
+}
+
+fn session(conn: &Conn) -> Result<(), ConnError> {
+    match conn.recv() {
+        Ok(HostMsg::Hello { protocol }) if protocol == PROTOCOL_VERSION => {
+            conn.send(&AgentMsg::HelloOk {
+                protocol: PROTOCOL_VERSION,
+                agent_version: AGENT_VERSION.into(),
+            })?;
+        }
+        Ok(HostMsg::Hello { protocol }) => {
+            return conn.error(
+                ErrorKind::UnsupportedVersion,
+                format!("host speaks protocol {protocol}, this agent speaks {PROTOCOL_VERSION}"),
+            );
+        }
+        Ok(other) => {
+            return conn.error(
+                ErrorKind::UnexpectedMessage,
+                format!("expected Hello, got {}", crate::conn::name(&other)),
+            );
+        }
+        Err(e) if e.is_protocol_error() => return conn.error(e.kind(), e.to_string()),
+        Err(e) => return Err(e),
+    }
+    let req = match conn.recv() {
+        Ok(r) => r,
+        Err(e) if e.is_protocol_error() => return conn.error(e.kind(), e.to_string()),
+        Err(e) => return Err(e),
+    };
+    match req {
+        HostMsg::Exec(r) => exec::run(conn, r),
+        HostMsg::WriteFile { path, mode } => files::write_file(conn, &path, mode),
+        HostMsg::ReadFile { path } => files::read_file(conn, &path),
+        HostMsg::Stat { path } => files::stat(conn, &path),
+        HostMsg::ListDir { path } => files::list_dir(conn, &path),
+        HostMsg::MakeDir {
+            path,
+            mode,
+            parents,
+        } => files::make_dir(conn, &path, mode, parents),
+        HostMsg::Remove { path, recursive } => files::remove(conn, &path, recursive),
+        HostMsg::Health => conn.send(&AgentMsg::Health(HealthInfo {
+            agent_version: AGENT_VERSION.into(),
+            uptime_ms: sys::uptime_ms(),
+            running_execs: exec::RUNNING.load(Ordering::SeqCst),
+        })),
+        other => conn.error(
+            ErrorKind::UnexpectedMessage,
+            format!("{} is not a request", crate::conn::name(&other)),
+        ),
+    }
+}

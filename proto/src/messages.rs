@@ -1,0 +1,204 @@
+//! Every message of the protocol. Variants are only ever appended, so a
+//! peer with an older list reports the new ones as unknown operations.
+
+use serde::{Deserialize, Serialize};
+
+/// How many variants an enum has, for telling unknown operations apart.
+pub trait Tagged {
+    const VARIANTS: u64;
+}
+
+/// Who a command runs as inside the workspace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum User {
+    Root,
+    /// The unprivileged `agent` user every template has.
+    #[default]
+    Agent,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecRequest {
+    /// argv[0] is looked up in PATH.
+    pub argv: Vec<String>,
+    /// Added to a minimal environment (PATH, HOME, USER, LANG). Values may be
+    /// secrets: the agent passes them to the process and nowhere else.
+    pub env: Vec<(String, String)>,
+    /// Defaults to the user's home directory.
+    pub cwd: Option<String>,
+    pub user: User,
+    /// Whether the host will stream stdin; without it stdin is /dev/null.
+    pub stdin: bool,
+    /// Kill the whole process tree after this long.
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostMsg {
+    Hello {
+        protocol: u32,
+    },
+    Exec(ExecRequest),
+    Stdin(#[serde(with = "serde_bytes")] Vec<u8>),
+    StdinEof,
+    /// A signal for the running command's process group.
+    Signal(i32),
+    /// Followed by `Data` frames and `DataEnd`; answered with `Done`.
+    WriteFile {
+        path: String,
+        mode: u32,
+    },
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
+    DataEnd,
+    /// Answered with `FileStart`, `Data` frames and `DataEnd`.
+    ReadFile {
+        path: String,
+    },
+    Stat {
+        path: String,
+    },
+    ListDir {
+        path: String,
+    },
+    MakeDir {
+        path: String,
+        mode: u32,
+        parents: bool,
+    },
+    Remove {
+        path: String,
+        recursive: bool,
+    },
+    Health,
+}
+
+impl Tagged for HostMsg {
+    const VARIANTS: u64 = 14;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// The frame could not be decoded.
+    Malformed,
+    /// The frame is larger than `MAX_FRAME`.
+    FrameTooLarge,
+    /// A message tag this agent does not know.
+    UnknownOperation,
+    /// The host speaks a protocol version the agent does not.
+    UnsupportedVersion,
+    /// A message that makes no sense at this point of the conversation.
+    UnexpectedMessage,
+    /// A request with invalid fields (empty argv, relative path, ...).
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    AlreadyExists,
+    /// The command could not be started.
+    SpawnFailed,
+    Io,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+/// How a command ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    /// The agent killed it because its timeout passed.
+    pub timed_out: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStat {
+    pub kind: FileKind,
+    pub size: u64,
+    /// Permission bits (mode & 0o7777).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_s: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    pub name: String,
+    pub stat: FileStat,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthInfo {
+    pub agent_version: String,
+    pub uptime_ms: u64,
+    pub running_execs: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadyInfo {
+    pub agent_version: String,
+    pub protocol: u32,
+    /// Guest uptime when the agent became ready.
+    pub uptime_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentMsg {
+    HelloOk {
+        protocol: u32,
+        agent_version: String,
+    },
+    Error(ErrorReply),
+    Started {
+        pid: u32,
+    },
+    Stdout(#[serde(with = "serde_bytes")] Vec<u8>),
+    Stderr(#[serde(with = "serde_bytes")] Vec<u8>),
+    Exited(ExitStatus),
+    FileStart {
+        size: u64,
+        mode: u32,
+    },
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
+    DataEnd,
+    Done,
+    Stat(FileStat),
+    DirEntries(Vec<DirEntry>),
+    Health(HealthInfo),
+    Ready(ReadyInfo),
+}
+
+impl Tagged for AgentMsg {
+    const VARIANTS: u64 = 14;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The VARIANTS constants must follow the enums; the last variant's tag
+    /// is VARIANTS - 1 and encodes as that single byte.
+    #[test]
+    fn variant_counts_match() {
+        let last_host = postcard::to_stdvec(&HostMsg::Health).expect("enc");
+        assert_eq!(u64::from(last_host[0]), HostMsg::VARIANTS - 1);
+        let last_agent = postcard::to_stdvec(&AgentMsg::Ready(ReadyInfo {
+            agent_version: String::new(),
+            protocol: 0,
+            uptime_ms: 0,
+        }))
+        .expect("enc");
+        assert_eq!(u64::from(last_agent[0]), AgentMsg::VARIANTS - 1);
+    }
+}
