@@ -1,0 +1,8 @@
+//! Paddock's end-to-end test harness and the small tools it runs on both
+//! sides of a VM.
+
+pub mod agent_suite;
+pub mod cpio;
+pub mod harness;
+pub mod measure;
+pub mod pattern;

@@ -1,0 +1,135 @@
+//! The guest agent in a real workspace VM: one run of scenarios/agent.sh
+//! (one L1 boot on the nested path) serves every test here.
+
+use paddock_tests::harness::{agent_stage, run_script, Artifacts, Checks, Outcome};
+use std::sync::OnceLock;
+
+fn outcome() -> &'static Outcome {
+    static RUN: OnceLock<Outcome> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let a = Artifacts::from_env().unwrap_or_else(|e| panic!("{e}"));
+        let stage = agent_stage(&a).unwrap_or_else(|e| panic!("{e}"));
+        run_script("agent.sh", &stage).unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
+fn checks() -> Checks<'static> {
+    Checks::new(outcome(), "agent")
+}
+
+#[test]
+fn agent_reports_ready_and_the_suite_completes() {
+    let mut c = checks();
+    c.eq("ws1_ready", "1")
+        .eq("ws2_ready", "1")
+        .eq("suite_done", "1")
+        .eq("hostname", "ws1");
+    c.finish();
+}
+
+#[test]
+fn exec_reports_output_exit_codes_and_signals() {
+    let mut c = checks();
+    c.eq("python_stdout", "42")
+        .eq("python_status", "code:0,signal:-,timed_out:false")
+        .eq("exit3_status", "code:3,signal:-,timed_out:false")
+        .eq("sigkill_status", "code:-,signal:9,timed_out:false")
+        .eq("missing_binary", "NotFound")
+        .eq("sigterm_status", "code:-,signal:15,timed_out:false");
+    c.finish();
+}
+
+#[test]
+fn stdin_and_output_stream_intact() {
+    let mut c = checks();
+    c.eq("stdin50_status", "code:0,signal:-,timed_out:false")
+        .eq("stdin50_match", "true")
+        .eq("stdout20_status", "code:0,signal:-,timed_out:false")
+        .eq("stdout20_len", &(20u64 << 20).to_string())
+        .eq("stdout20_match", "true")
+        .eq("stderr_lines_in_order", "true")
+        .eq("stream_interleaved", "true");
+    c.finish();
+}
+
+#[test]
+fn files_round_trip_with_permissions() {
+    let mut c = checks();
+    c.eq("upload100", "ok")
+        .eq("download100", "ok")
+        .eq("roundtrip100_len", &(100u64 << 20).to_string())
+        .eq("roundtrip100_match", "true")
+        .eq("uploaded_mode", "640")
+        .eq("mkdir", "ok")
+        .eq("list_has_d1", "true")
+        .eq("remove_dir", "ok")
+        .eq("stat_removed", "NotFound")
+        .eq("relative_path", "InvalidRequest")
+        .eq("read_missing", "NotFound");
+    c.finish();
+}
+
+#[test]
+fn timeouts_kill_the_tree_and_concurrent_execs_all_finish() {
+    let mut c = checks();
+    c.eq("timeout_status", "code:-,signal:9,timed_out:true")
+        .eq("sleeps_left_after_timeout", "0")
+        .eq("concurrent_ok", "20")
+        .eq("sleeps_left_after_disconnect", "0");
+    if let Some(ms) = c.number("timeout_elapsed_ms") {
+        c.check(
+            ms >= 2000,
+            format!("killed after {ms} ms, before the 2 s timeout"),
+        );
+    }
+    c.finish();
+}
+
+#[test]
+fn hostile_frames_get_errors_and_the_agent_keeps_serving() {
+    let mut c = checks();
+    c.eq("malformed_frame", "Malformed")
+        .eq("oversized_frame", "FrameTooLarge")
+        .eq("unknown_operation", "UnknownOperation")
+        .eq("bad_version", "UnsupportedVersion");
+    let health = outcome().fact("agent", "health_after_abuse").unwrap_or("");
+    c.check(
+        health.starts_with("ok:"),
+        format!("health after abuse: {health}"),
+    );
+    c.finish();
+}
+
+#[test]
+fn agent_user_is_unprivileged_and_secrets_stay_in_the_process() {
+    let mut c = checks();
+    c.eq("agent_uid", "1000")
+        .eq("agent_write_root", "refused")
+        .eq("secret_seen_by_process", "true")
+        .eq("secret_in_logs", "0");
+    c.finish();
+}
+
+#[test]
+fn writes_persist_across_a_restart_and_the_template_is_never_written() {
+    let o = outcome();
+    let mut c = checks();
+    c.eq("persisted", "written before the restart")
+        .eq("ws1_vmm_exit", "0")
+        .eq("ws2_vmm_exit", "0");
+    let id = o.fact("agent", "template_id").unwrap_or("");
+    c.check(
+        id.starts_with("paddock-template default"),
+        format!("template id {id:?}"),
+    );
+    let before = o.fact("agent", "template_sha_before");
+    c.check(
+        before.is_some_and(|b| b.len() == 64),
+        "template checksum missing",
+    );
+    c.check(
+        before == o.fact("agent", "template_sha_after"),
+        "the template changed",
+    );
+    c.finish();
+}
