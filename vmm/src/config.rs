@@ -5,6 +5,7 @@ use crate::arch::boot::detect_kernel_format;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::fs::File;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_VCPUS: u8 = 1;
@@ -188,9 +189,12 @@ impl VmConfig {
                     .open(&d.path)
             };
             match open.and_then(|f| f.metadata()) {
-                Ok(m) if !m.is_file() => errors.push(err(
+                Ok(m) if !m.is_file() && !m.file_type().is_block_device() => errors.push(err(
                     format!("{field}.path"),
-                    format!("{} is not a regular file", d.path.display()),
+                    format!(
+                        "{} is neither a regular file nor a block device",
+                        d.path.display()
+                    ),
                 )),
                 Ok(_) => {}
                 Err(e) => errors.push(err(

@@ -48,8 +48,10 @@ pub struct Disk {
 }
 
 impl Disk {
-    pub fn new(file: File, read_only: bool, id: &str) -> std::io::Result<Self> {
-        let len = file.metadata()?.len();
+    pub fn new(mut file: File, read_only: bool, id: &str) -> std::io::Result<Self> {
+        // Seeking to the end sizes block devices (a partition holding a
+        // template) as well as files; metadata() says 0 for a device.
+        let len = std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))?;
         Ok(Disk {
             file,
             read_only,
