@@ -2,7 +2,7 @@
 //! sides of a VM.
 
 pub mod agent_suite;
-pub mod cpio;
+pub mod appliance;
 pub mod harness;
 pub mod measure;
 pub mod pattern;

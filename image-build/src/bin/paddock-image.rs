@@ -1,0 +1,260 @@
+//! paddock-image: the deterministic steps of building the appliance image
+//! (initramfs archive, ESP and GPT disk) and listing what an image holds.
+
+use paddock_image::{
+    cpio, esp, gpt, inspect, DATA_BLANK_MARKER, LABEL_DATA, LABEL_ESP, LABEL_TEMPLATE,
+};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: paddock-image initramfs --root DIR --out FILE
+       paddock-image disk --uki FILE --template FILE --out FILE [--esp-config FILE]
+                          [--esp-mib N] [--data-mib N]
+       paddock-image list DISK [--check-no-shell]
+
+Timestamps and GUIDs come from SOURCE_DATE_EPOCH, which must be set for
+initramfs and disk: the same inputs always give the same bytes.";
+
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("{0}\n\n{USAGE}")]
+    Usage(String),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Image(String),
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CliError {
+    let path = path.to_path_buf();
+    move |source| CliError::Io { what, path, source }
+}
+
+fn epoch() -> Result<u32, CliError> {
+    let v = std::env::var("SOURCE_DATE_EPOCH")
+        .map_err(|_| CliError::Usage("SOURCE_DATE_EPOCH is not set".into()))?;
+    v.parse().map_err(|_| {
+        CliError::Usage(format!(
+            "SOURCE_DATE_EPOCH={v:?} is not a number of seconds"
+        ))
+    })
+}
+
+struct Flags {
+    values: Vec<(String, String)>,
+    switches: Vec<String>,
+    positional: Vec<String>,
+}
+
+fn parse_flags(args: &[String], with_value: &[&str]) -> Result<Flags, CliError> {
+    let mut f = Flags {
+        values: Vec::new(),
+        switches: Vec::new(),
+        positional: Vec::new(),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if with_value.contains(&a.as_str()) {
+            let v = it
+                .next()
+                .ok_or_else(|| CliError::Usage(format!("{a} needs a value")))?;
+            f.values.push((a.clone(), v.clone()));
+        } else if a.starts_with("--") {
+            f.switches.push(a.clone());
+        } else {
+            f.positional.push(a.clone());
+        }
+    }
+    Ok(f)
+}
+
+impl Flags {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.values
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    fn path(&self, name: &str) -> Result<PathBuf, CliError> {
+        self.get(name)
+            .map(PathBuf::from)
+            .ok_or_else(|| CliError::Usage(format!("{name} is required")))
+    }
+    fn mib(&self, name: &str, default: u64) -> Result<u64, CliError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=1 << 20).contains(n))
+                .ok_or_else(|| {
+                    CliError::Usage(format!("{name} {v:?}: expected MiB, 1 to 1048576"))
+                }),
+        }
+    }
+}
+
+fn cmd_initramfs(args: &[String]) -> Result<(), CliError> {
+    let f = parse_flags(args, &["--root", "--out"])?;
+    let root = f.path("--root")?;
+    let out = f.path("--out")?;
+    let mtime = epoch()?;
+    let mut entries = cpio::entries_from_dir(&root).map_err(io("reading", &root))?;
+    if !entries.iter().any(|e| e.path() == "dev") {
+        entries.push(cpio::Entry::Dir {
+            path: "dev".into(),
+            mode: 0o755,
+        });
+    }
+    // The kernel opens /dev/console for init before devtmpfs exists.
+    entries.push(cpio::Entry::CharDev {
+        path: "dev/console".into(),
+        mode: 0o600,
+        major: 5,
+        minor: 1,
+    });
+    entries.sort_by(|a, b| a.path().cmp(b.path()));
+    let mut bytes = Vec::new();
+    cpio::write_archive(&mut bytes, &entries, mtime).map_err(io("writing", &out))?;
+    std::fs::write(&out, bytes).map_err(io("writing", &out))
+}
+
+/// GUIDs that are stable for a given build (and differ per name).
+fn stable_guid(seed: u32, what: &str) -> gpt::Guid {
+    let h = Sha256::digest(format!("paddock-image {seed} {what}").as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&h[..16]);
+    gpt::Guid::from_bytes(b)
+}
+
+fn cmd_disk(args: &[String]) -> Result<(), CliError> {
+    let f = parse_flags(
+        args,
+        &[
+            "--uki",
+            "--template",
+            "--out",
+            "--esp-config",
+            "--esp-mib",
+            "--data-mib",
+        ],
+    )?;
+    let seed = epoch()?;
+    let uki_path = f.path("--uki")?;
+    let tmpl_path = f.path("--template")?;
+    let out = f.path("--out")?;
+    let esp_mib = f.mib("--esp-mib", 64)?;
+    let data_mib = f.mib("--data-mib", 64)?;
+    let uki = std::fs::read(&uki_path).map_err(io("reading", &uki_path))?;
+    let tmpl = std::fs::read(&tmpl_path).map_err(io("reading", &tmpl_path))?;
+    let config = match f.get("--esp-config") {
+        Some(p) => Some(std::fs::read(p).map_err(io("reading", Path::new(p)))?),
+        None => None,
+    };
+    let esp = esp::build(&uki, config.as_deref(), esp_mib << 20, seed)
+        .map_err(|e| CliError::Image(e.to_string()))?;
+
+    let mib_sectors = (1u64 << 20) / gpt::SECTOR;
+    let tmpl_sectors = (tmpl.len() as u64).div_ceil(1 << 20) * mib_sectors;
+    // 1 MiB before the first partition, alignment gaps and the backup table.
+    let total = (1 + esp_mib + 1 + data_mib + 1) * mib_sectors + tmpl_sectors + mib_sectors;
+    let mut table = gpt::Gpt::new(total, stable_guid(seed, "disk"))
+        .map_err(|e| CliError::Image(e.to_string()))?;
+    let img_err = |e: gpt::GptError| CliError::Image(e.to_string());
+    table
+        .add(
+            LABEL_ESP,
+            gpt::TYPE_ESP,
+            stable_guid(seed, "esp"),
+            esp_mib * mib_sectors,
+        )
+        .map_err(img_err)?;
+    table
+        .add(
+            LABEL_TEMPLATE,
+            gpt::TYPE_LINUX,
+            stable_guid(seed, "tmpl"),
+            tmpl_sectors,
+        )
+        .map_err(img_err)?;
+    table
+        .add(LABEL_DATA, gpt::TYPE_LINUX, stable_guid(seed, "data"), 0)
+        .map_err(img_err)?;
+    let mut disk = std::io::Cursor::new(vec![0u8; (total * gpt::SECTOR) as usize]);
+    table.write(&mut disk).map_err(img_err)?;
+    let mut disk = disk.into_inner();
+    let mut put = |name: &str, bytes: &[u8]| -> Result<(), CliError> {
+        let (_, p) = table
+            .find(name)
+            .ok_or_else(|| CliError::Image(format!("no {name}")))?;
+        let at = (p.first_lba * gpt::SECTOR) as usize;
+        disk[at..at + bytes.len()].copy_from_slice(bytes);
+        Ok(())
+    };
+    put(LABEL_ESP, &esp)?;
+    put(LABEL_TEMPLATE, &tmpl)?;
+    put(LABEL_DATA, DATA_BLANK_MARKER)?;
+    std::fs::write(&out, disk).map_err(io("writing", &out))
+}
+
+fn cmd_list(args: &[String]) -> Result<(), CliError> {
+    let f = parse_flags(args, &[])?;
+    let [disk_path] = f.positional.as_slice() else {
+        return Err(CliError::Usage("list takes one disk image".into()));
+    };
+    let disk = std::fs::read(disk_path).map_err(io("reading", Path::new(disk_path)))?;
+    let (lines, entries) = inspect::list_disk(&disk).map_err(|e| CliError::Image(e.to_string()))?;
+    for l in lines {
+        println!("{l}");
+    }
+    if f.switches.iter().any(|s| s == "--check-no-shell") {
+        let bad: Vec<String> = entries
+            .iter()
+            .filter_map(inspect::forbidden_reason)
+            .collect();
+        if entries.is_empty() {
+            return Err(CliError::Image(
+                "the UKI holds no initramfs to check".into(),
+            ));
+        }
+        if !bad.is_empty() {
+            return Err(CliError::Image(format!(
+                "the image holds what it must not:\n  {}",
+                bad.join("\n  ")
+            )));
+        }
+        println!(
+            "check: {} initramfs entries, no shell, no interpreter, no script",
+            entries.len()
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("initramfs") => cmd_initramfs(&args[1..]),
+        Some("disk") => cmd_disk(&args[1..]),
+        Some("list") => cmd_list(&args[1..]),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(CliError::Usage(format!("unknown command {other:?}"))),
+        None => Err(CliError::Usage("no command given".into())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("paddock-image: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

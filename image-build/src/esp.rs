@@ -1,0 +1,150 @@
+//! The EFI system partition: a FAT filesystem holding the unified kernel
+//! image at the removable-media default path, so firmware boots it with no
+//! boot entries configured. Every timestamp is fixed, so the same UKI gives
+//! the same bytes.
+
+use std::io::{Cursor, Write};
+
+/// Where UEFI firmware looks when it has no boot entry for a disk.
+pub const DEFAULT_LOADER: &str = "EFI/BOOT/BOOTX64.EFI";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EspError {
+    #[error("building the FAT filesystem: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the UKI ({uki} bytes) does not fit an ESP of {size} bytes")]
+    TooSmall { uki: usize, size: u64 },
+}
+
+/// The FAT epoch: any fixed moment works, this one needs no conversion.
+#[derive(Debug)]
+struct FixedTime;
+
+const EPOCH: fatfs::Date = fatfs::Date {
+    year: 1980,
+    month: 1,
+    day: 1,
+};
+
+impl fatfs::TimeProvider for FixedTime {
+    fn get_current_date(&self) -> fatfs::Date {
+        EPOCH
+    }
+    fn get_current_date_time(&self) -> fatfs::DateTime {
+        fatfs::DateTime {
+            date: EPOCH,
+            time: fatfs::Time {
+                hour: 0,
+                min: 0,
+                sec: 0,
+                millis: 0,
+            },
+        }
+    }
+}
+
+static FIXED_TIME: FixedTime = FixedTime;
+
+/// Where host-init looks for the appliance's configuration on the ESP.
+pub const CONFIG_PATH: &str = "paddock/config.json";
+
+/// A FAT image of `size` bytes holding `uki` as the default loader and,
+/// when given, the appliance configuration at [`CONFIG_PATH`].
+pub fn build(
+    uki: &[u8],
+    config: Option<&[u8]>,
+    size: u64,
+    volume_id: u32,
+) -> Result<Vec<u8>, EspError> {
+    if (uki.len() as u64) + 2 * 1024 * 1024 > size {
+        return Err(EspError::TooSmall {
+            uki: uki.len(),
+            size,
+        });
+    }
+    let mut img = Cursor::new(vec![0u8; size as usize]);
+    fatfs::format_volume(
+        &mut img,
+        fatfs::FormatVolumeOptions::new()
+            .volume_id(volume_id)
+            .volume_label(*b"PADDOCK-ESP"),
+    )?;
+    {
+        let fs =
+            fatfs::FileSystem::new(&mut img, fatfs::FsOptions::new().time_provider(&FIXED_TIME))?;
+        let root = fs.root_dir();
+        let efi = root.create_dir("EFI")?;
+        let boot = efi.create_dir("BOOT")?;
+        let mut f = boot.create_file("BOOTX64.EFI")?;
+        f.truncate()?;
+        f.write_all(uki)?;
+        f.flush()?;
+        if let Some(cfg) = config {
+            let (dir, name) = CONFIG_PATH.split_once('/').unwrap_or(("", CONFIG_PATH));
+            let d = root.create_dir(dir)?;
+            let mut f = d.create_file(name)?;
+            f.truncate()?;
+            f.write_all(cfg)?;
+            f.flush()?;
+        }
+    }
+    Ok(img.into_inner())
+}
+
+/// Every file in the ESP with its size, for listings.
+pub fn list(esp: &[u8]) -> Result<Vec<(String, u64)>, EspError> {
+    let fs = fatfs::FileSystem::new(Cursor::new(esp.to_vec()), fatfs::FsOptions::new())?;
+    let mut out = Vec::new();
+    let mut stack = vec![(String::new(), fs.root_dir())];
+    while let Some((prefix, dir)) = stack.pop() {
+        for e in dir.iter() {
+            let e = e?;
+            let name = e.file_name();
+            if name == "." || name == ".." {
+                continue;
+            }
+            let path = format!("{prefix}{name}");
+            if e.is_dir() {
+                stack.push((format!("{path}/"), e.to_dir()));
+            } else {
+                out.push((path, e.len()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Reads one file out of the ESP.
+pub fn read_file(esp: &[u8], path: &str) -> Result<Vec<u8>, EspError> {
+    use std::io::Read;
+    let fs = fatfs::FileSystem::new(Cursor::new(esp.to_vec()), fatfs::FsOptions::new())?;
+    let mut f = fs.root_dir().open_file(path)?;
+    let mut out = Vec::new();
+    f.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_input_same_bytes_and_readable() {
+        let uki = vec![0x5au8; 300_000];
+        let a = build(&uki, None, 8 * 1024 * 1024, 0x1234_5678).expect("build");
+        let b = build(&uki, None, 8 * 1024 * 1024, 0x1234_5678).expect("build");
+        assert!(a == b, "ESP not deterministic");
+        assert_eq!(
+            list(&a).expect("list"),
+            vec![("EFI/BOOT/BOOTX64.EFI".to_string(), 300_000)]
+        );
+        assert_eq!(read_file(&a, DEFAULT_LOADER).expect("read"), uki);
+        let c = build(&uki, Some(b"{}"), 8 * 1024 * 1024, 1).expect("build");
+        assert_eq!(read_file(&c, CONFIG_PATH).expect("config"), b"{}");
+        assert!(matches!(
+            build(&uki, None, 1024 * 1024, 1),
+            Err(EspError::TooSmall { .. })
+        ));
+    }
+}
