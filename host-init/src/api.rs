@@ -1,0 +1,11 @@
+//! The network-facing API. It runs as its own process (`paddock-init
+//! api-server`) under its own uid with no capabilities, no_new_privs and a
+//! seccomp allow-list; it reaches the privileged part of host-init only
+//! through one local channel (a socketpair at fd 3) carrying small JSON
+//! messages, which the privileged side treats as untrusted input.
+
+pub mod channel;
+pub mod http;
+pub mod sandbox;
+pub mod server;
+pub mod supervisor;

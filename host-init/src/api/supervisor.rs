@@ -1,0 +1,117 @@
+//! host-init's side of the API process: start it with its privileges
+//! dropped, hand it the TLS identity, and answer its requests.
+
+use super::channel::{self, ChannelError, Init, Request, Started, StatusReply, CHANNEL_FD};
+use crate::warn;
+use std::io::BufReader;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// The API process's own uid and gid (no other process uses them).
+pub const API_UID: u32 = 900;
+pub const API_GID: u32 = 900;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("starting the API process: {0}")]
+    Spawn(std::io::Error),
+    #[error("talking to the API process: {0}")]
+    Channel(#[from] ChannelError),
+    #[error("the API process could not start: {0}")]
+    Failed(String),
+}
+
+pub struct Running {
+    pub pid: u32,
+    pub port: u16,
+}
+
+/// Starts `exe api-server`; `drop_to` is the (uid, gid) it runs as (None
+/// only in tests that cannot switch users). `status` answers its requests.
+pub fn spawn(
+    exe: &Path,
+    init: &Init,
+    drop_to: Option<(u32, u32)>,
+    status: impl Fn() -> StatusReply + Send + 'static,
+) -> Result<Running, ApiError> {
+    let (ours, theirs) = UnixStream::pair().map_err(ApiError::Spawn)?;
+    let theirs_fd = theirs.as_raw_fd();
+    let mut cmd = Command::new(exe);
+    cmd.arg("api-server")
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    crate::children::reset_signals(&mut cmd);
+    if let Some((uid, gid)) = drop_to {
+        cmd.uid(uid).gid(gid);
+    }
+    // SAFETY: the closure runs between fork and exec and only makes
+    // async-signal-safe system calls (dup2, prctl, setrlimit).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(theirs_fd, CHANNEL_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let no_core = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(ApiError::Spawn)?;
+    drop(theirs);
+    let pid = child.id();
+    // The child is reaped by PID 1's reaper, never through this handle.
+    drop(child);
+
+    let writer = ours.try_clone().map_err(|e| ApiError::Channel(e.into()))?;
+    let mut writer = writer;
+    ours.set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(|e| ApiError::Channel(e.into()))?;
+    let mut reader = BufReader::new(ours);
+    channel::send(&mut writer, init)?;
+    let started: Started = channel::recv(&mut reader)?;
+    let port = match started {
+        Started {
+            port: Some(p),
+            error: None,
+        } => p,
+        Started { error: Some(e), .. } => return Err(ApiError::Failed(e)),
+        _ => {
+            return Err(ApiError::Failed(
+                "it sent an inconsistent start-up reply".into(),
+            ))
+        }
+    };
+    let _ = reader.get_ref().set_read_timeout(None);
+    std::thread::Builder::new()
+        .name("api-channel".into())
+        .spawn(move || loop {
+            match channel::recv::<Request>(&mut reader) {
+                Ok(Request::Status) => {
+                    if channel::send(&mut writer, &status()).is_err() {
+                        return;
+                    }
+                }
+                Err(ChannelError::Closed) => return,
+                Err(e) => {
+                    // A misbehaving API process loses its channel (and so
+                    // every privileged answer) until it is restarted.
+                    warn!("API process sent a bad message ({e}); closing its channel");
+                    return;
+                }
+            }
+        })
+        .map_err(ApiError::Spawn)?;
+    Ok(Running { pid, port })
+}

@@ -1,0 +1,134 @@
+//! The one reaper. PID 1 inherits every orphan on the box, so exactly one
+//! place calls wait: the supervisor loop's `reap_all`. Code that starts a
+//! process collects its status here instead of waiting on it itself, which
+//! would race the reaper and lose.
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+
+/// How a process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Code(c) => write!(f, "exit code {c}"),
+            Exit::Signal(s) => write!(f, "signal {s}"),
+        }
+    }
+}
+
+/// Unclaimed exits are kept for a while; orphans nobody asks about are
+/// dropped oldest-first beyond this many.
+const MAX_UNCLAIMED: usize = 1024;
+
+#[derive(Default)]
+pub struct Children {
+    exited: Mutex<(HashMap<u32, Exit>, Vec<u32>)>,
+    cv: Condvar,
+}
+
+pub static CHILDREN: std::sync::LazyLock<Children> = std::sync::LazyLock::new(Children::default);
+
+impl Children {
+    /// Collects every child that has ended. Called on SIGCHLD.
+    pub fn reap_all(&self) {
+        loop {
+            let exit = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, Exit::Code(code)),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, Exit::Signal(sig as i32)),
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(_) => continue,
+            };
+            let mut g = self.exited.lock().unwrap_or_else(|e| e.into_inner());
+            let pid = exit.0.as_raw() as u32;
+            g.0.insert(pid, exit.1);
+            g.1.push(pid);
+            if g.1.len() > MAX_UNCLAIMED {
+                let old = g.1.remove(0);
+                g.0.remove(&old);
+            }
+            self.cv.notify_all();
+        }
+    }
+
+    /// Waits up to `timeout` for `pid` to end.
+    pub fn wait(&self, pid: u32, timeout: Option<Duration>) -> Option<Exit> {
+        let until = timeout.map(|t| Instant::now() + t);
+        let mut g = self.exited.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(e) = g.0.remove(&pid) {
+                g.1.retain(|p| *p != pid);
+                return Some(e);
+            }
+            match until {
+                None => g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner()),
+                Some(u) => {
+                    let left = u.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    g = self
+                        .cv
+                        .wait_timeout(g, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+}
+
+/// Makes a child start with every signal unblocked and at its default
+/// action, whatever PID 1's threads block or handle.
+pub fn reset_signals(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: runs between fork and exec and only calls async-signal-safe
+    // functions (sigemptyset, sigprocmask, signal).
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            for sig in [
+                libc::SIGTERM,
+                libc::SIGINT,
+                libc::SIGPWR,
+                libc::SIGHUP,
+                libc::SIGCHLD,
+                libc::SIGPIPE,
+            ] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Runs a tool to completion and returns its exit and stderr.
+pub fn run(mut cmd: Command) -> std::io::Result<(Exit, String)> {
+    reset_signals(&mut cmd);
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    let pid = child.id();
+    drop(child);
+    let exit = CHILDREN
+        .wait(pid, None)
+        .ok_or_else(|| std::io::Error::other("child vanished"))?;
+    Ok((exit, err))
+}

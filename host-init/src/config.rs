@@ -1,0 +1,329 @@
+//! The appliance's configuration: defaults, then an optional JSON file on
+//! the data partition, then `paddock.*` options on the kernel command line.
+//! Every problem is reported with where it came from; a bad value is
+//! ignored (the layer below it stays in force) so the box stays reachable.
+
+use serde::Deserialize;
+use std::net::Ipv4Addr;
+
+pub const CONFIG_FILE: &str = "/data/config/paddock.json";
+pub const DEFAULT_API_PORT: u16 = 8443;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetMode {
+    Dhcp,
+    Static {
+        address: Ipv4Addr,
+        prefix: u8,
+        gateway: Option<Ipv4Addr>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Uplink interface; the first wired NIC when unset.
+    pub interface: Option<String>,
+    pub net: NetMode,
+    pub dns: Vec<Ipv4Addr>,
+    pub api_port: u16,
+    /// Halt instead of rebooting after a fatal error.
+    pub halt_on_fatal: bool,
+    /// Boot a demo workspace at startup (`just run` asks for one).
+    pub demo_workspace: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            interface: None,
+            net: NetMode::Dhcp,
+            dns: Vec::new(),
+            api_port: DEFAULT_API_PORT,
+            halt_on_fatal: false,
+            demo_workspace: false,
+        }
+    }
+}
+
+/// One problem, naming where it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub origin: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.origin, self.message)
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileNet {
+    interface: Option<String>,
+    mode: Option<String>,
+    address: Option<String>,
+    gateway: Option<String>,
+    #[serde(default)]
+    dns: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileApi {
+    port: Option<u16>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    network: FileNet,
+    #[serde(default)]
+    api: FileApi,
+    on_fatal: Option<String>,
+    demo_workspace: Option<bool>,
+}
+
+fn parse_cidr(v: &str) -> Result<(Ipv4Addr, u8), String> {
+    let (a, p) = v
+        .split_once('/')
+        .ok_or_else(|| format!("{v:?} is not ADDRESS/PREFIX (e.g. 192.0.2.10/24)"))?;
+    let address: Ipv4Addr = a
+        .parse()
+        .map_err(|_| format!("{a:?} is not an IPv4 address"))?;
+    let prefix: u8 = p
+        .parse()
+        .ok()
+        .filter(|n| (1..=32).contains(n))
+        .ok_or_else(|| format!("prefix {p:?} is not 1 to 32"))?;
+    Ok((address, prefix))
+}
+
+fn parse_ip(v: &str) -> Result<Ipv4Addr, String> {
+    v.parse()
+        .map_err(|_| format!("{v:?} is not an IPv4 address"))
+}
+
+fn valid_ifname(v: &str) -> Result<String, String> {
+    if v.is_empty() || v.len() > 15 || v.contains('/') || v.contains(char::is_whitespace) {
+        Err(format!("{v:?} is not an interface name"))
+    } else {
+        Ok(v.to_string())
+    }
+}
+
+fn parse_on_fatal(v: &str) -> Result<bool, String> {
+    match v {
+        "reboot" => Ok(false),
+        "halt" => Ok(true),
+        _ => Err(format!("{v:?} is not \"reboot\" or \"halt\"")),
+    }
+}
+
+impl Config {
+    /// Applies the JSON file's text on top of `self`.
+    pub fn apply_file(&mut self, text: &str, origin: &str) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        let mut bad = |field: &str, message: String| {
+            problems.push(ConfigProblem {
+                origin: format!("{origin}: {field}"),
+                message,
+            })
+        };
+        let f: FileConfig = match serde_json::from_str(text) {
+            Ok(f) => f,
+            Err(e) => {
+                bad("file", format!("not valid configuration JSON: {e}"));
+                return problems;
+            }
+        };
+        if let Some(i) = f.network.interface {
+            match valid_ifname(&i) {
+                Ok(i) => self.interface = Some(i),
+                Err(m) => bad("network.interface", m),
+            }
+        }
+        match f.network.mode.as_deref() {
+            None | Some("dhcp") if f.network.address.is_none() => {}
+            None | Some("dhcp") => bad(
+                "network.address",
+                "given, but network.mode is not \"static\"".into(),
+            ),
+            Some("static") => match f.network.address.as_deref().map(parse_cidr) {
+                None => bad(
+                    "network.address",
+                    "static mode needs an ADDRESS/PREFIX".into(),
+                ),
+                Some(Err(m)) => bad("network.address", m),
+                Some(Ok((address, prefix))) => {
+                    let gateway = match f.network.gateway.as_deref().map(parse_ip).transpose() {
+                        Ok(g) => g,
+                        Err(m) => {
+                            bad("network.gateway", m);
+                            None
+                        }
+                    };
+                    self.net = NetMode::Static {
+                        address,
+                        prefix,
+                        gateway,
+                    };
+                }
+            },
+            Some(other) => bad(
+                "network.mode",
+                format!("{other:?} is not \"dhcp\" or \"static\""),
+            ),
+        }
+        let mut dns = Vec::new();
+        for d in &f.network.dns {
+            match parse_ip(d) {
+                Ok(ip) => dns.push(ip),
+                Err(m) => bad("network.dns", m),
+            }
+        }
+        if !dns.is_empty() {
+            self.dns = dns;
+        }
+        if let Some(p) = f.api.port {
+            if p == 0 {
+                bad("api.port", "0 is not a port".into());
+            } else {
+                self.api_port = p;
+            }
+        }
+        if let Some(v) = f.on_fatal {
+            match parse_on_fatal(&v) {
+                Ok(h) => self.halt_on_fatal = h,
+                Err(m) => bad("on_fatal", m),
+            }
+        }
+        if let Some(d) = f.demo_workspace {
+            self.demo_workspace = d;
+        }
+        problems
+    }
+
+    /// Applies `paddock.*` kernel command-line options on top of `self`.
+    pub fn apply_cmdline(&mut self, cmdline: &str) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        let mut static_ip = None;
+        let mut gateway = None;
+        for arg in cmdline.split_whitespace() {
+            let Some(opt) = arg.strip_prefix("paddock.") else {
+                continue;
+            };
+            let (key, value) = opt.split_once('=').unwrap_or((opt, ""));
+            let result: Result<(), String> = match key {
+                "ip" if value == "dhcp" => {
+                    self.net = NetMode::Dhcp;
+                    Ok(())
+                }
+                "ip" => parse_cidr(value).map(|c| static_ip = Some(c)),
+                "gw" => parse_ip(value).map(|g| gateway = Some(g)),
+                "dns" => value
+                    .split(',')
+                    .map(parse_ip)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(|d| self.dns = d),
+                "iface" => valid_ifname(value).map(|i| self.interface = Some(i)),
+                "api_port" => value
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .map(|p| self.api_port = p)
+                    .ok_or_else(|| format!("{value:?} is not a port")),
+                "on_fatal" => parse_on_fatal(value).map(|h| self.halt_on_fatal = h),
+                "demo" => match value {
+                    "1" | "yes" => {
+                        self.demo_workspace = true;
+                        Ok(())
+                    }
+                    "0" | "no" => {
+                        self.demo_workspace = false;
+                        Ok(())
+                    }
+                    _ => Err(format!("{value:?} is not 0 or 1")),
+                },
+                _ => Err("unknown option".to_string()),
+            };
+            if let Err(message) = result {
+                problems.push(ConfigProblem {
+                    origin: format!("kernel command line: paddock.{key}"),
+                    message,
+                });
+            }
+        }
+        match (static_ip, gateway) {
+            (Some((address, prefix)), gateway) => {
+                self.net = NetMode::Static {
+                    address,
+                    prefix,
+                    gateway,
+                }
+            }
+            (None, Some(g)) => match &mut self.net {
+                NetMode::Static { gateway, .. } => *gateway = Some(g),
+                NetMode::Dhcp => problems.push(ConfigProblem {
+                    origin: "kernel command line: paddock.gw".into(),
+                    message: "needs paddock.ip=ADDRESS/PREFIX (DHCP supplies its own gateway)"
+                        .into(),
+                }),
+            },
+            (None, None) => {}
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order_and_problems_name_their_origin() {
+        let mut c = Config::default();
+        let p = c.apply_file(
+            r#"{"network":{"mode":"static","address":"192.0.2.5/24","gateway":"192.0.2.1"},"api":{"port":9443}}"#,
+            "paddock.json",
+        );
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(c.api_port, 9443);
+        let p = c.apply_cmdline(
+            "quiet paddock.ip=10.0.0.9/8 paddock.demo=1 paddock.bogus=1 paddock.api_port=x",
+        );
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].to_string().contains("paddock.bogus"));
+        assert!(p[1].to_string().contains("\"x\" is not a port"));
+        assert_eq!(
+            c.net,
+            NetMode::Static {
+                address: Ipv4Addr::new(10, 0, 0, 9),
+                prefix: 8,
+                gateway: None
+            }
+        );
+        assert!(c.demo_workspace);
+        assert_eq!(c.api_port, 9443, "a bad override leaves the value below it");
+    }
+
+    #[test]
+    fn bad_files_are_reported_not_half_applied() {
+        let mut c = Config::default();
+        let p = c.apply_file("{not json", "f");
+        assert_eq!(p.len(), 1);
+        assert!(p[0].message.contains("not valid configuration JSON"));
+        let p = c.apply_file(r#"{"surprise": 1}"#, "f");
+        assert!(p[0].message.contains("unknown field"));
+        let p = c.apply_file(
+            r#"{"network":{"mode":"static","address":"300.1.1.1/24"}}"#,
+            "f",
+        );
+        assert!(p[0].to_string().contains("network.address"));
+        assert_eq!(c, Config::default());
+        let p = c.apply_cmdline("paddock.gw=10.0.0.1");
+        assert!(p[0].message.contains("needs paddock.ip"));
+    }
+}

@@ -1,0 +1,143 @@
+//! The uplink: pick the wired NIC, bring it up, and configure it by DHCP
+//! (our own client, below) or from static configuration.
+
+mod dhcp;
+mod ifconfig;
+
+use crate::config::{Config, NetMode};
+use crate::{info, warn};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+pub use ifconfig::IfError;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uplink {
+    pub interface: String,
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+    /// "dhcp" or "static".
+    pub source: &'static str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("no wired network interface found")]
+    NoInterface,
+    #[error("interface {0} does not exist")]
+    MissingInterface(String),
+    #[error("{0}")]
+    If(#[from] IfError),
+    #[error("DHCP on {iface}: {detail}")]
+    Dhcp { iface: String, detail: String },
+}
+
+/// Physical Ethernet interfaces, in name order.
+fn wired_interfaces() -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/sys/class/net") {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let base = format!("/sys/class/net/{name}");
+            let ether = std::fs::read_to_string(format!("{base}/type"))
+                .map(|t| t.trim() == "1")
+                .unwrap_or(false);
+            let physical = std::path::Path::new(&format!("{base}/device")).exists();
+            if ether && physical {
+                out.push(name);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn wait_for_interface(cfg: &Config) -> Result<String, NetError> {
+    let started = Instant::now();
+    loop {
+        let found = wired_interfaces();
+        match &cfg.interface {
+            Some(want) if found.contains(want) => return Ok(want.clone()),
+            None if !found.is_empty() => return Ok(found[0].clone()),
+            _ => {}
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            return Err(match &cfg.interface {
+                Some(want) => NetError::MissingInterface(want.clone()),
+                None => NetError::NoInterface,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn mac_of(iface: &str) -> Option<[u8; 6]> {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{iface}/address")).ok()?;
+    let mut mac = [0u8; 6];
+    let parts: Vec<&str> = text.trim().split(':').collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    for (m, p) in mac.iter_mut().zip(parts) {
+        *m = u8::from_str_radix(p, 16).ok()?;
+    }
+    Some(mac)
+}
+
+/// Brings up loopback and the uplink; returns the uplink's configuration.
+pub fn bring_up(cfg: &Config) -> Result<Uplink, NetError> {
+    ifconfig::set_up("lo")?;
+    let iface = wait_for_interface(cfg)?;
+    ifconfig::set_up(&iface)?;
+    let uplink = match &cfg.net {
+        NetMode::Static {
+            address,
+            prefix,
+            gateway,
+        } => Uplink {
+            interface: iface.clone(),
+            address: *address,
+            prefix: *prefix,
+            gateway: *gateway,
+            dns: cfg.dns.clone(),
+            source: "static",
+        },
+        NetMode::Dhcp => {
+            let mac = mac_of(&iface).ok_or_else(|| NetError::Dhcp {
+                iface: iface.clone(),
+                detail: "no MAC address".into(),
+            })?;
+            let lease = dhcp::acquire(&iface, mac, Duration::from_secs(60)).map_err(|detail| {
+                NetError::Dhcp {
+                    iface: iface.clone(),
+                    detail,
+                }
+            })?;
+            info!(
+                "DHCP on {iface}: {}/{} from {} (lease {} s)",
+                lease.address, lease.prefix, lease.server, lease.lease_secs
+            );
+            Uplink {
+                interface: iface.clone(),
+                address: lease.address,
+                prefix: lease.prefix,
+                gateway: lease.router,
+                dns: if cfg.dns.is_empty() {
+                    lease.dns
+                } else {
+                    cfg.dns.clone()
+                },
+                source: "dhcp",
+            }
+        }
+    };
+    ifconfig::set_address(&iface, uplink.address, uplink.prefix)?;
+    if let Some(gw) = uplink.gateway {
+        if let Err(e) = ifconfig::add_default_route(&iface, gw) {
+            warn!("default route via {gw}: {e}");
+        }
+    }
+    Ok(uplink)
+}

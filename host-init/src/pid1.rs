@@ -1,0 +1,284 @@
+//! PID 1's life: bring the box up step by step, then supervise it forever.
+//! The main thread only handles signals (SIGCHLD → reap, SIGTERM/SIGPWR →
+//! power off, SIGINT from Ctrl-Alt-Del → reboot); everything else runs on
+//! threads that inherit its blocked signal mask.
+
+use crate::api::channel::{Init, StatusReply};
+use crate::children::CHILDREN;
+use crate::config::{Config, CONFIG_FILE};
+use crate::shutdown::{self, Then};
+use crate::status::SCREEN;
+use crate::{entropy, error, fatal, info, log, modules, mounts, net, power, storage, tls, warn};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use std::time::{Duration, Instant};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+fn handled_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGPWR,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+pub fn run() -> ! {
+    fatal::install_panic_hook();
+    if let Err(e) = mounts::early() {
+        log::init();
+        fatal::die(&e.to_string());
+    }
+    log::init();
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    info!("Paddock {VERSION} starting on Linux {}", kernel_release());
+    if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
+        warn!("Ctrl-Alt-Del stays a hard reset: {e}");
+    }
+    let signals = handled_signals();
+    if let Err(e) = signals.thread_block() {
+        fatal::die(&format!("blocking signals: {e}"));
+    }
+    let sfd = match SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC) {
+        Ok(s) => s,
+        Err(e) => fatal::die(&format!("signalfd: {e}")),
+    };
+    let _ = std::thread::Builder::new()
+        .name("status".into())
+        .spawn(|| SCREEN.run());
+    let started = Instant::now();
+    let boot_cmdline = cmdline.clone();
+    let _ = std::thread::Builder::new()
+        .name("boot".into())
+        .spawn(move || boot(&boot_cmdline, started));
+    supervise(sfd)
+}
+
+fn supervise(sfd: SignalFd) -> ! {
+    loop {
+        match sfd.read_signal() {
+            Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGCHLD) => {}
+                Ok(Signal::SIGTERM) => shutdown::begin(Then::PowerOff, "SIGTERM"),
+                Ok(Signal::SIGPWR) => shutdown::begin(Then::PowerOff, "power button or SIGPWR"),
+                Ok(Signal::SIGINT) => shutdown::begin(Then::Reboot, "Ctrl-Alt-Del"),
+                _ => {}
+            },
+            Ok(None) => {}
+            Err(nix::Error::EINTR) => {}
+            Err(e) => {
+                error!("reading signals: {e}");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        // SIGCHLDs coalesce: always collect everything that ended.
+        CHILDREN.reap_all();
+    }
+}
+
+fn boot(cmdline: &str, started: Instant) {
+    SCREEN.update(|s| {
+        s.version = VERSION.into();
+        s.kernel = kernel_release();
+        s.state = "starting".into();
+        s.tpm = false;
+    });
+    modules::load_all();
+    modules::disable_loading();
+    if let Err(e) = mounts::efivars() {
+        warn!("{e}");
+    }
+    let tpm = entropy::tpm_present();
+    entropy::seed();
+    SCREEN.update(|s| s.tpm = tpm);
+
+    let data = match storage::prepare() {
+        Ok(d) => d,
+        Err(e) => {
+            error!("{e}");
+            error!("the box stays up without its data: no API, no workspaces; no data on the partition was touched");
+            SCREEN.update(|s| {
+                s.state = "error".into();
+                s.error = Some(e.to_string());
+            });
+            return;
+        }
+    };
+    if data.formatted {
+        info!("created the data filesystem on {}", data.data_dev);
+    }
+    let clean = match data.was_clean {
+        None => "new filesystem".to_string(),
+        Some(true) => "clean".to_string(),
+        Some(false) => "journal recovered (last shutdown was not clean)".to_string(),
+    };
+    info!(
+        "data partition {} on {}: {} MiB, {}{}",
+        data.data_dev,
+        data.disk,
+        data.size_bytes >> 20,
+        clean,
+        if data.grew {
+            ", grown to fill the disk"
+        } else {
+            ""
+        }
+    );
+    SCREEN.update(|s| {
+        s.data = Some(format!(
+            "{} ({} MiB, {clean})",
+            data.data_dev,
+            data.size_bytes >> 20
+        ))
+    });
+
+    let mut cfg = Config::default();
+    let mut problems = Vec::new();
+    if let Some(esp) = &data.esp_dev {
+        match storage::read_esp_config(esp) {
+            Ok(Some(text)) => {
+                info!("configuration from the ESP ({})", storage::ESP_CONFIG);
+                problems.extend(cfg.apply_file(&text, &format!("ESP:{}", storage::ESP_CONFIG)));
+            }
+            Ok(None) => {}
+            Err(e) => warn!("{e}"),
+        }
+    }
+    if let Ok(text) = std::fs::read_to_string(CONFIG_FILE) {
+        info!("configuration from {CONFIG_FILE}");
+        problems.extend(cfg.apply_file(&text, CONFIG_FILE));
+    }
+    problems.extend(cfg.apply_cmdline(cmdline));
+    for p in &problems {
+        error!("configuration: {p} (ignored)");
+    }
+    if !problems.is_empty() {
+        SCREEN.update(|s| {
+            s.notes.push(format!(
+                "{} configuration problem(s), see the log",
+                problems.len()
+            ))
+        });
+    }
+    fatal::set_halt_on_fatal(cfg.halt_on_fatal);
+
+    let (identity, fresh) =
+        match tls::load_or_create(&std::path::Path::new(storage::DATA_MOUNT).join("state")) {
+            Ok(i) => i,
+            Err(e) => {
+                error!("{e}");
+                SCREEN.update(|s| {
+                    s.state = "error".into();
+                    s.error = Some(e.to_string());
+                });
+                return;
+            }
+        };
+    if fresh {
+        info!("made the API's TLS certificate");
+    }
+    info!("API TLS certificate SHA-256 {}", identity.fingerprint);
+    SCREEN.update(|s| s.fingerprint = Some(identity.fingerprint.clone()));
+    match crate::bootstrap::ensure(&std::path::Path::new(storage::DATA_MOUNT).join("state")) {
+        Ok(Some(c)) => SCREEN.update(|s| s.bootstrap_credential = Some(c)),
+        Ok(None) => {}
+        Err(e) => warn!("{e}"),
+    }
+
+    if power::listen() == 0 {
+        warn!("no power button found: ACPI power-off will not shut the box down in order");
+    }
+
+    let exe = std::env::current_exe().unwrap_or_else(|_| "/init".into());
+    let init = Init {
+        cert_pem: identity.cert_pem.clone(),
+        key_pem: identity.key_pem.clone(),
+        port: cfg.api_port,
+    };
+    let boot_started = started;
+    let api = crate::api::supervisor::spawn(
+        &exe,
+        &init,
+        Some((
+            crate::api::supervisor::API_UID,
+            crate::api::supervisor::API_GID,
+        )),
+        move || StatusReply {
+            version: VERSION.into(),
+            state: SCREEN.get().state,
+            workspaces: crate::workspaces::count(),
+            uptime_s: boot_started.elapsed().as_secs(),
+        },
+    );
+    let port = match api {
+        Ok(r) => {
+            shutdown::set_api_pid(r.pid);
+            info!(
+                "API serving TLS on port {} (pid {}, uid {})",
+                r.port,
+                r.pid,
+                crate::api::supervisor::API_UID
+            );
+            Some(r.port)
+        }
+        Err(e) => {
+            error!("{e}");
+            SCREEN.update(|s| s.error = Some(e.to_string()));
+            None
+        }
+    };
+
+    // The network comes last among the essentials: DHCP may take a while,
+    // and the API is already listening on every address it will get.
+    match net::bring_up(&cfg) {
+        Ok(up) => {
+            let addr = format!(
+                "{} {}/{} ({})",
+                up.interface, up.address, up.prefix, up.source
+            );
+            info!(
+                "network: {addr}, gateway {}, dns {:?}",
+                up.gateway
+                    .map(|g| g.to_string())
+                    .unwrap_or_else(|| "none".into()),
+                up.dns
+            );
+            SCREEN.update(|s| {
+                s.addresses = vec![addr];
+                if let Some(p) = port {
+                    s.api_url = Some(format!("https://{}:{p}/", up.address));
+                }
+            });
+        }
+        Err(e) => {
+            error!("network: {e}");
+            SCREEN.update(|s| s.notes.push(format!("network: {e}")));
+        }
+    }
+    if !shutdown::in_progress() {
+        SCREEN.update(|s| s.state = "ready".into());
+    }
+    info!(
+        "ready {:.1} s after host-init started",
+        started.elapsed().as_secs_f64()
+    );
+
+    if cfg.demo_workspace {
+        match data.template_dev {
+            Some(t) => crate::demo::start(t),
+            None => warn!("demo workspace: the image has no template partition"),
+        }
+    }
+}

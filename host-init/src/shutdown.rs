@@ -1,0 +1,60 @@
+//! The orderly shutdown: stop the workspaces, stop the API, unmount the
+//! data partition, sync, then power off (or reboot, for Ctrl-Alt-Del).
+//! It runs on its own thread so the supervisor keeps reaping meanwhile.
+
+use crate::status::SCREEN;
+use crate::{info, warn};
+use nix::sys::reboot::{reboot, RebootMode};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+static STARTED: AtomicBool = AtomicBool::new(false);
+static API_PID: AtomicU32 = AtomicU32::new(0);
+
+#[derive(Clone, Copy, Debug)]
+pub enum Then {
+    PowerOff,
+    Reboot,
+}
+
+pub fn set_api_pid(pid: u32) {
+    API_PID.store(pid, Ordering::SeqCst);
+}
+
+pub fn in_progress() -> bool {
+    STARTED.load(Ordering::SeqCst)
+}
+
+pub fn begin(then: Then, why: &str) {
+    if STARTED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    info!("shutdown requested ({why}); will {then:?} when done");
+    SCREEN.update(|s| s.state = "shutting down".into());
+    let _ = std::thread::Builder::new()
+        .name("shutdown".into())
+        .spawn(move || run(then));
+}
+
+fn run(then: Then) -> ! {
+    let stopped = crate::workspaces::stop_all(Duration::from_secs(10));
+    info!("shutdown: {stopped} workspace(s) stopped");
+    let api = API_PID.load(Ordering::SeqCst);
+    if api != 0 {
+        let pid = nix::unistd::Pid::from_raw(api as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = crate::children::CHILDREN.wait(api, Some(Duration::from_secs(3)));
+    }
+    match crate::storage::unmount() {
+        Ok(()) => info!("shutdown: data partition unmounted cleanly"),
+        Err(e) => warn!("shutdown: data partition still busy ({e}); remounted read-only"),
+    }
+    nix::unistd::sync();
+    let mode = match then {
+        Then::PowerOff => RebootMode::RB_POWER_OFF,
+        Then::Reboot => RebootMode::RB_AUTOBOOT,
+    };
+    info!("shutdown: done; {then:?} now");
+    let _ = reboot(mode);
+    crate::fatal::die("the kernel refused to power off")
+}

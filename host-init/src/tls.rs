@@ -1,0 +1,138 @@
+//! The API's TLS identity: a self-signed certificate made on first boot and
+//! kept on the data partition; clients pin its SHA-256 fingerprint, which
+//! the status screen shows.
+
+use sha2::{Digest, Sha256};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("making the certificate: {0}")]
+    Generate(String),
+    #[error("{0} holds no PEM certificate")]
+    BadPem(PathBuf),
+}
+
+pub struct Identity {
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// Upper-case hex pairs joined by ':' (as `openssl x509 -fingerprint`).
+    pub fingerprint: String,
+}
+
+pub fn fingerprint(cert_der: &[u8]) -> String {
+    Sha256::digest(cert_der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+pub fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .ok()
+        .map(|c| c.to_vec())
+}
+
+fn write_private(path: &Path, data: &str) -> Result<(), TlsError> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|source| TlsError::Io {
+            what: "writing",
+            path: tmp.clone(),
+            source,
+        })?;
+    f.write_all(data.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|source| TlsError::Io {
+            what: "writing",
+            path: tmp.clone(),
+            source,
+        })?;
+    std::fs::rename(&tmp, path).map_err(|source| TlsError::Io {
+        what: "renaming",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Makes a fresh self-signed identity (ECDSA P-256).
+pub fn generate() -> Result<Identity, TlsError> {
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["paddock".to_string(), "localhost".to_string()])
+            .map_err(|e| TlsError::Generate(e.to_string()))?;
+    Ok(Identity {
+        fingerprint: fingerprint(ck.cert.der()),
+        cert_pem: ck.cert.pem(),
+        key_pem: ck.key_pair.serialize_pem(),
+    })
+}
+
+/// Loads the identity from `dir`, making one on first use.
+pub fn load_or_create(dir: &Path) -> Result<(Identity, bool), TlsError> {
+    let cert_path = dir.join("api-cert.pem");
+    let key_path = dir.join("api-key.pem");
+    if cert_path.exists() && key_path.exists() {
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).map_err(|source| TlsError::Io {
+                what: "reading",
+                path: p.to_path_buf(),
+                source,
+            })
+        };
+        let cert_pem = read(&cert_path)?;
+        let key_pem = read(&key_path)?;
+        let der = pem_to_der(&cert_pem).ok_or_else(|| TlsError::BadPem(cert_path.clone()))?;
+        return Ok((
+            Identity {
+                fingerprint: fingerprint(&der),
+                cert_pem,
+                key_pem,
+            },
+            false,
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(|source| TlsError::Io {
+        what: "creating",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let id = generate()?;
+    write_private(&key_path, &id.key_pem)?;
+    write_private(&cert_path, &id.cert_pem)?;
+    Ok((id, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_persists_and_fingerprint_matches_the_der() {
+        let dir = std::env::temp_dir().join(format!("paddock-tls-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (a, fresh) = load_or_create(&dir).expect("create");
+        assert!(fresh);
+        let (b, fresh) = load_or_create(&dir).expect("load");
+        assert!(!fresh);
+        assert_eq!(a.fingerprint, b.fingerprint);
+        assert_eq!(a.fingerprint.len(), 32 * 3 - 1);
+        let der = pem_to_der(&a.cert_pem).expect("der");
+        assert_eq!(fingerprint(&der), a.fingerprint);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
