@@ -25,11 +25,33 @@ l1-kernel: deps
 template recipe="image-build/templates/default.recipe": deps
     @image-build/build-template.sh {{recipe}}
 
+# Fetch the appliance's host kernel, Debian's generic one (cached by version); prints its directory.
+host-kernel: deps
+    @image-build/host-kernel.sh
+
+# Build the appliance image into target/image (add `demo` for one that boots a demo workspace).
+image variant="": deps static
+    #!/usr/bin/env bash
+    set -euo pipefail
+    export PADDOCK_GUEST_KERNEL=$(guest-kernel/build.sh)
+    export PADDOCK_TEMPLATE=$(image-build/build-template.sh image-build/templates/default.recipe)
+    export PADDOCK_HOST_KERNEL=$(image-build/host-kernel.sh)
+    export PADDOCK_STATIC_BIN={{static_dir}}
+    if [ "{{variant}}" = demo ]; then
+        image-build/build-image.sh target/image-demo --esp-config firmware/demo-config.json
+    else
+        image-build/build-image.sh target/image
+    fi
+
+# List everything in a built image and check it holds no shell or interpreter.
+image-list img="target/image/paddock.img": static
+    {{static_dir}}/paddock-image list {{img}} --check-no-shell
+
 # Static (static-pie) binaries that run in any initramfs, host or guest.
 static:
     RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked \
         --target x86_64-unknown-linux-gnu --target-dir target/static \
-        -p paddock-vmm -p paddock-agent -p paddock-tests --bins
+        -p paddock-vmm -p paddock-agent -p paddock-init -p paddock-image -p paddock-tests --bins
 
 # Formatting, lints and unit tests: no KVM needed.
 check:
@@ -45,11 +67,29 @@ test: deps check static
     export PADDOCK_GUEST_KERNEL=$(guest-kernel/build.sh)
     export PADDOCK_L1_KERNEL=$(tests/l1-kernel.sh)
     export PADDOCK_TEMPLATE=$(image-build/build-template.sh image-build/templates/default.recipe)
+    export PADDOCK_HOST_KERNEL=$(image-build/host-kernel.sh)
     export PADDOCK_STATIC_BIN={{static_dir}}
+    image-build/build-image.sh target/image-demo --esp-config firmware/demo-config.json
+    export PADDOCK_IMAGE_DIR=$PWD/target/image-demo
     cargo test -p paddock-tests --test vmm_scenarios --test agent_scenarios --locked -- --test-threads=8
+    # One appliance at a time: each is a whole emulated server.
+    cargo test -p paddock-tests --test appliance --locked -- --test-threads=1
 
-# Boot the demo guest in the VMM and show its console (nested KVM in QEMU here).
-run: deps static
+# Boot the appliance image in QEMU (UEFI + TPM) with a demo workspace; the console is this terminal.
+run: (image "demo")
+    #!/usr/bin/env bash
+    set -euo pipefail
+    state=${PADDOCK_RUN_DIR:-$PADDOCK_CACHE/run}
+    mkdir -p "$state"
+    # A fresh "server disk" each run: first boot, bigger than the image.
+    cp target/image-demo/paddock.img "$state/disk.img"
+    truncate -s 8G "$state/disk.img"
+    echo "The API will be at https://127.0.0.1:8443/ (self-signed; compare the fingerprint on the console)."
+    echo "Try: curl -k https://127.0.0.1:8443/v1/health    Quit: Ctrl-A X (QEMU), or power off via QMP at $state/qmp.sock"
+    firmware/boot-appliance.sh "$state/disk.img" "$state" --port 8443
+
+# Boot the demo guest straight in the VMM (no appliance) and show its console.
+run-vmm: deps static
     #!/usr/bin/env bash
     set -euo pipefail
     export PADDOCK_GUEST_KERNEL=$(guest-kernel/build.sh)

@@ -10,6 +10,10 @@ packages=(
     build-essential flex bison bc libelf-dev libssl-dev dwarves xz-utils cpio
     e2fsprogs         # test disk images built without mounting
     debootstrap erofs-utils # workspace templates
+    kmod zstd         # the appliance image: module dependencies, initramfs compression
+    systemd-boot-efi  # the UEFI stub the unified kernel image is built on
+    ovmf swtpm swtpm-tools # UEFI firmware and a TPM 2.0 for booting the appliance in QEMU
+    curl openssl      # the appliance tests talk HTTPS to its API
 )
 missing=()
 for p in "${packages[@]}"; do

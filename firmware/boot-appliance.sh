@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Boots an appliance disk image in QEMU the way a server would: UEFI (OVMF),
+# a TPM 2.0 (swtpm), the disk on virtio, one virtio NIC with the API port
+# forwarded to localhost. KVM with nested virtualization when the host has
+# a usable /dev/kvm, TCG with an emulated EPYC (which has SVM) otherwise.
+#
+#   boot-appliance.sh DISK STATE_DIR [--serial FILE] [--port N] [--accel kvm|tcg]
+#
+# STATE_DIR keeps the TPM state, the UEFI variables and the QMP socket
+# (STATE_DIR/qmp.sock) between boots. QEMU runs in the foreground (exec).
+set -euo pipefail
+
+disk=${1:?usage: boot-appliance.sh DISK STATE_DIR [--serial FILE] [--port N] [--accel kvm|tcg]}
+state=${2:?usage: boot-appliance.sh DISK STATE_DIR [--serial FILE] [--port N] [--accel kvm|tcg]}
+shift 2
+serial=mon:stdio
+port=8443
+accel=
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --serial) serial="file:${2:?}"; shift 2 ;;
+        --port) port=${2:?}; shift 2 ;;
+        --accel) accel=${2:?}; shift 2 ;;
+        *) echo "boot-appliance: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+code=/usr/share/OVMF/OVMF_CODE_4M.fd
+vars_template=/usr/share/OVMF/OVMF_VARS_4M.fd
+for f in "$code" "$vars_template"; do
+    [ -f "$f" ] || { echo "boot-appliance: $f missing (apt-get install ovmf)" >&2; exit 1; }
+done
+mkdir -p "$state/tpm"
+[ -f "$state/OVMF_VARS.fd" ] || cp "$vars_template" "$state/OVMF_VARS.fd"
+rm -f "$state/tpm/sock" "$state/qmp.sock"
+# --terminate: swtpm exits when QEMU closes the connection.
+swtpm socket --tpm2 --tpmstate dir="$state/tpm" --ctrl type=unixio,path="$state/tpm/sock" \
+    --terminate --daemon
+for _ in $(seq 50); do [ -S "$state/tpm/sock" ] && break; sleep 0.1; done
+
+if [ -z "$accel" ]; then
+    # PVM-backed /dev/kvm (these build machines) cannot run a stock kernel.
+    if [ -w /dev/kvm ] && [ ! -d /sys/module/kvm_pvm ] && grep -qE 'vmx|svm' /proc/cpuinfo; then
+        accel=kvm
+    else
+        accel=tcg
+    fi
+fi
+case "$accel" in
+    kvm) cpu=(-accel kvm -cpu host) ;;
+    tcg) cpu=(-accel tcg -cpu EPYC) ;;
+    *) echo "boot-appliance: --accel must be kvm or tcg" >&2; exit 2 ;;
+esac
+echo "boot-appliance: $disk with $accel; API at https://127.0.0.1:$port/" >&2
+exec qemu-system-x86_64 -M q35 "${cpu[@]}" -smp 2 -m 4096 \
+    -nodefaults -display none -no-reboot \
+    -drive if=pflash,format=raw,readonly=on,file="$code" \
+    -drive if=pflash,format=raw,file="$state/OVMF_VARS.fd" \
+    -drive file="$disk",if=virtio,format=raw \
+    -netdev user,id=n0,hostfwd=tcp:127.0.0.1:"$port"-:8443 -device virtio-net-pci,netdev=n0 \
+    -chardev socket,id=chrtpm,path="$state/tpm/sock" -tpmdev emulator,id=tpm0,chardev=chrtpm \
+    -device tpm-tis,tpmdev=tpm0 \
+    -serial "$serial" -qmp unix:"$state/qmp.sock",server,nowait
