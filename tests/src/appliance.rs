@@ -1,0 +1,231 @@
+//! Booting the appliance image the way `just run` does (firmware/
+//! boot-appliance.sh: OVMF, swtpm, virtio disk and NIC) and watching its
+//! serial console, for the end-to-end tests.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplianceError {
+    #[error("{0} is not set (the Justfile's test recipe sets it)")]
+    MissingVar(&'static str),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("waited {waited:?} for {needle:?} on the appliance's console; it shows:\n{tail}")]
+    NotSeen {
+        needle: String,
+        waited: Duration,
+        tail: String,
+    },
+    #[error("QMP: {0}")]
+    Qmp(String),
+}
+
+type Result<T> = std::result::Result<T, ApplianceError>;
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ApplianceError {
+    let what = what.into();
+    move |source| ApplianceError::Io { what, source }
+}
+
+/// The demo image directory the Justfile built (paddock.img and friends).
+pub fn image_dir() -> Result<PathBuf> {
+    std::env::var_os("PADDOCK_IMAGE_DIR")
+        .map(PathBuf::from)
+        .ok_or(ApplianceError::MissingVar("PADDOCK_IMAGE_DIR"))
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
+    Ok(l.local_addr().map_err(io("finding a free port"))?.port())
+}
+
+pub struct Appliance {
+    qemu: Child,
+    pub serial: PathBuf,
+    pub state: PathBuf,
+    pub port: u16,
+    started: Instant,
+}
+
+impl Appliance {
+    /// Boots `disk`; `state` keeps TPM and UEFI state across boots.
+    pub fn boot(disk: &Path, state: &Path, serial: &Path) -> Result<Appliance> {
+        let port = free_port()?;
+        let _ = std::fs::remove_file(serial);
+        std::fs::create_dir_all(state).map_err(io(format!("creating {}", state.display())))?;
+        let qemu = Command::new(repo_root().join("firmware/boot-appliance.sh"))
+            .arg(disk)
+            .arg(state)
+            .arg("--serial")
+            .arg(serial)
+            .arg("--port")
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(io("starting firmware/boot-appliance.sh"))?;
+        Ok(Appliance {
+            qemu,
+            serial: serial.to_path_buf(),
+            state: state.to_path_buf(),
+            port,
+            started: Instant::now(),
+        })
+    }
+
+    /// The console so far, with carriage returns and escape sequences gone.
+    pub fn console(&self) -> String {
+        let raw = std::fs::read(&self.serial).unwrap_or_default();
+        let text = String::from_utf8_lossy(&raw).replace('\r', "");
+        let mut out = String::with_capacity(text.len());
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                // Skip CSI sequences (the firmware clears the screen).
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    while let Some(&n) = chars.peek() {
+                        chars.next();
+                        if n.is_ascii_alphabetic() {
+                            break;
+                        }
+                    }
+                }
+                continue;
+            }
+            out.push(c);
+        }
+        out
+    }
+
+    /// Waits (up to a generous hang guard) until the console shows `needle`.
+    pub fn wait_for(&mut self, needle: &str, guard: Duration) -> Result<String> {
+        let until = Instant::now() + guard;
+        loop {
+            let text = self.console();
+            if text.contains(needle) {
+                return Ok(text);
+            }
+            let exited = matches!(self.qemu.try_wait(), Ok(Some(_)));
+            if exited || Instant::now() > until {
+                let tail: Vec<&str> = text.lines().rev().take(60).collect();
+                return Err(ApplianceError::NotSeen {
+                    needle: needle.to_string(),
+                    waited: self.started.elapsed(),
+                    tail: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn qmp(&self, command: &str) -> Result<()> {
+        let path = self.state.join("qmp.sock");
+        let mut s =
+            UnixStream::connect(&path).map_err(io(format!("connecting {}", path.display())))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(io("QMP timeout"))?;
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).map_err(io("QMP greeting"))?;
+        for cmd in ["qmp_capabilities", command] {
+            s.write_all(format!("{{\"execute\":\"{cmd}\"}}\n").as_bytes())
+                .map_err(io("QMP write"))?;
+            let n = s.read(&mut buf).map_err(io("QMP read"))?;
+            let reply = String::from_utf8_lossy(&buf[..n]);
+            if !reply.contains("\"return\"") && !reply.contains("\"event\"") {
+                return Err(ApplianceError::Qmp(format!("{cmd}: {reply}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Presses the ACPI power button and waits for QEMU to exit.
+    pub fn power_button(&mut self, guard: Duration) -> Result<Option<ExitStatus>> {
+        self.qmp("system_powerdown")?;
+        let until = Instant::now() + guard;
+        while Instant::now() < until {
+            if let Ok(Some(s)) = self.qemu.try_wait() {
+                return Ok(Some(s));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        Ok(None)
+    }
+
+    /// An HTTPS request to the API through the forwarded port (curl, with
+    /// the certificate checked against the pinned fingerprint separately).
+    pub fn https_get(&self, path: &str) -> Result<(String, String)> {
+        let out = Command::new("curl")
+            .args(["-sk", "--max-time", "30", "-w", "\n%{http_code}"])
+            .arg(format!("https://127.0.0.1:{}{path}", self.port))
+            .output()
+            .map_err(io("running curl"))?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or((&text, ""));
+        Ok((code.to_string(), body.to_string()))
+    }
+
+    /// The SHA-256 fingerprint of the certificate the API port presents.
+    pub fn served_fingerprint(&self) -> Result<String> {
+        let mut s_client = Command::new("openssl")
+            .args(["s_client", "-connect"])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(io("running openssl s_client"))?;
+        let mut pem = String::new();
+        if let Some(mut o) = s_client.stdout.take() {
+            let _ = o.read_to_string(&mut pem);
+        }
+        let _ = s_client.wait();
+        let mut x509 = Command::new("openssl")
+            .args(["x509", "-noout", "-fingerprint", "-sha256"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(io("running openssl x509"))?;
+        if let Some(mut i) = x509.stdin.take() {
+            let _ = i.write_all(pem.as_bytes());
+        }
+        let out = x509.wait_with_output().map_err(io("openssl x509"))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(text.trim().rsplit('=').next().unwrap_or("").to_string())
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.qemu.kill();
+        let _ = self.qemu.wait();
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The value after `label` on the status screen's last rendering.
+pub fn status_field(console: &str, label: &str) -> Option<String> {
+    console.lines().rev().find_map(|l| {
+        l.trim_start()
+            .strip_prefix(label)
+            .map(|v| v.trim().to_string())
+    })
+}

@@ -1,0 +1,252 @@
+//! The appliance image end to end: it boots under UEFI with a TPM, shows
+//! its status, serves TLS, runs a workspace under the nested KVM, grows and
+//! keeps its data across boots, shuts down in order on the power button,
+//! refuses to touch a damaged data partition, holds no shell, and builds
+//! to the same bytes twice.
+
+use paddock_image::gpt::{Gpt, SECTOR};
+use paddock_image::LABEL_DATA;
+use paddock_tests::appliance::{image_dir, repo_root, status_field, Appliance};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// Hang guards, not performance limits: TCG boots of OVMF are slow.
+const BOOT_GUARD: Duration = Duration::from_secs(600);
+const DISK_BYTES: u64 = 4 << 30;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("paddock-appliance-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// A copy of the image on a bigger "server disk".
+fn fresh_disk(dir: &Path) -> PathBuf {
+    let disk = dir.join("disk.img");
+    std::fs::copy(image_dir().expect("image").join("paddock.img"), &disk).expect("copy image");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&disk)
+        .and_then(|f| f.set_len(DISK_BYTES))
+        .expect("grow disk file");
+    disk
+}
+
+fn data_partition(disk: &Path) -> (u64, u64) {
+    let mut f = std::fs::File::open(disk).expect("open disk");
+    let table = Gpt::read(&mut f).expect("GPT");
+    let (_, p) = table.find(LABEL_DATA).expect("data partition").clone();
+    (p.first_lba, p.last_lba)
+}
+
+fn hash_range(disk: &Path, from: u64, len: u64) -> String {
+    let mut f = std::fs::File::open(disk).expect("open disk");
+    f.seek(SeekFrom::Start(from)).expect("seek");
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = f
+            .read(&mut buf[..left.min(1 << 20) as usize])
+            .expect("read");
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        left -= n as u64;
+    }
+    format!("{:x}", h.finalize())
+}
+
+#[test]
+fn appliance_boots_serves_keeps_data_and_shuts_down_in_order() {
+    let dir = scratch("lifecycle");
+    let disk = fresh_disk(&dir);
+    let state = dir.join("state");
+
+    // First boot: grows the data partition, makes the filesystem, the TLS
+    // identity and the bootstrap credential, boots the demo workspace.
+    let mut app = Appliance::boot(&disk, &state, &dir.join("boot1.log")).expect("boot 1");
+    let console = app
+        .wait_for("demo workspace: `uname -sr` says", BOOT_GUARD)
+        .expect("a workspace boots inside the appliance and runs a command");
+    eprintln!("{console}");
+    assert!(
+        console.contains("grown to fill the disk"),
+        "first boot grows the data partition"
+    );
+    assert!(console.contains("created the data filesystem"));
+    assert!(console.contains("bootstrap admin credential (shown once"));
+    let fingerprint =
+        status_field(&console, "TLS SHA-256").expect("fingerprint on the status screen");
+    assert_eq!(fingerprint.len(), 95, "fingerprint {fingerprint:?}");
+    let address = status_field(&console, "Address").expect("address on the status screen");
+    assert!(
+        address.contains("10.0.2.15/24 (dhcp)"),
+        "address {address:?}"
+    );
+    let api = status_field(&console, "API").expect("API URL");
+    assert!(api.starts_with("https://10.0.2.15:8443/"), "{api:?}");
+    assert!(
+        console.contains("Linux 6.12"),
+        "the workspace runs our guest kernel"
+    );
+
+    let (code, body) = app.https_get("/v1/health").expect("health");
+    assert_eq!(code, "200", "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).expect("JSON health");
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["workspaces"], 1);
+    let (code, _) = app.https_get("/v1/no-such-thing").expect("404");
+    assert_eq!(code, "404");
+    assert_eq!(
+        app.served_fingerprint().expect("served cert"),
+        fingerprint,
+        "the API presents the certificate the screen shows"
+    );
+    assert!(!console.contains("login:"), "no login prompt anywhere");
+
+    // The ACPI power button: workspaces stopped, data unmounted, power off.
+    let exited = app
+        .power_button(Duration::from_secs(180))
+        .expect("QMP powerdown");
+    let console = app.console();
+    assert!(
+        exited.is_some(),
+        "powered off after the power button:\n{console}"
+    );
+    assert!(
+        console.contains("shutdown: 1 workspace(s) stopped"),
+        "{console}"
+    );
+    assert!(
+        console.contains("shutdown: data partition unmounted cleanly"),
+        "{console}"
+    );
+    drop(app);
+
+    let (first, last) = data_partition(&disk);
+    assert_eq!(
+        last,
+        DISK_BYTES / SECTOR - 34,
+        "data partition ends at the disk's end"
+    );
+    assert!((last - first) * SECTOR > 3 << 30);
+
+    // Second boot: same data, clean filesystem, same identity, no new
+    // credential.
+    let mut app = Appliance::boot(&disk, &state, &dir.join("boot2.log")).expect("boot 2");
+    let console = app
+        .wait_for("ready ", BOOT_GUARD)
+        .and_then(|_| app.wait_for("TLS SHA-256", BOOT_GUARD))
+        .expect("second boot");
+    assert!(
+        console.contains(", clean"),
+        "filesystem clean after the orderly shutdown:\n{console}"
+    );
+    assert!(!console.contains("created the data filesystem"));
+    assert!(!console.contains("grown to fill the disk"));
+    assert!(
+        !console.contains("bootstrap admin credential"),
+        "the credential is shown once only"
+    );
+    assert!(!console.contains("made the API's TLS certificate"));
+    assert!(
+        console.contains(&fingerprint),
+        "the TLS identity survives a reboot"
+    );
+    app.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_damaged_data_partition_is_reported_and_never_reformatted() {
+    let dir = scratch("damaged");
+    let disk = fresh_disk(&dir);
+    let state = dir.join("state");
+    // Make it look like somebody's data: not blank, no filesystem.
+    let (first, _) = data_partition(&disk);
+    let start = first * SECTOR;
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&disk)
+            .expect("open");
+        f.seek(SeekFrom::Start(start)).expect("seek");
+        f.write_all(&vec![0xA5u8; 64 * 1024]).expect("scribble");
+    }
+    let before = hash_range(&disk, start, 64 << 20);
+    let mut app = Appliance::boot(&disk, &state, &dir.join("boot.log")).expect("boot");
+    let console = app
+        .wait_for("no data on the partition was touched", BOOT_GUARD)
+        .expect("a clear error state");
+    app.kill();
+    eprintln!("{console}");
+    assert!(
+        console.contains("holds no ext4 filesystem and is not marked blank"),
+        "{console}"
+    );
+    assert_eq!(status_field(&console, "State").as_deref(), Some("error"));
+    assert_eq!(
+        status_field(&console, "API").as_deref(),
+        Some("(not serving)")
+    );
+    assert_eq!(
+        hash_range(&disk, start, 64 << 20),
+        before,
+        "the partition's bytes are untouched"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_image_holds_no_shell_and_builds_to_the_same_bytes() {
+    let images = image_dir().expect("image dir");
+    let tool = PathBuf::from(std::env::var("PADDOCK_STATIC_BIN").expect("PADDOCK_STATIC_BIN"))
+        .join("paddock-image");
+    let out = Command::new(&tool)
+        .arg("list")
+        .arg(images.join("paddock.img"))
+        .arg("--check-no-shell")
+        .output()
+        .expect("paddock-image list");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{listing}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "initramfs 100755",
+        " init\n",
+        "usr/lib/paddock/paddock-vmm",
+        "lib/modules/load.list",
+        "esp EFI/BOOT/BOOTX64.EFI",
+        "uki section .linux",
+        "partition 3 paddock-data",
+    ] {
+        assert!(listing.contains(want), "{want:?} missing from the listing");
+    }
+    assert!(listing.contains("no shell, no interpreter, no script"));
+
+    // Rebuild with the same inputs: every output byte-identical.
+    let again = scratch("rebuild");
+    let esp_config = images.join("esp-config.json");
+    let status = Command::new(repo_root().join("image-build/build-image.sh"))
+        .arg(&again)
+        .arg("--esp-config")
+        .arg(&esp_config)
+        .status()
+        .expect("build-image.sh");
+    assert!(status.success());
+    for f in ["paddock.img", "paddock.efi", "initramfs.cpio.zst"] {
+        let a = std::fs::read(images.join(f)).expect("first build");
+        let b = std::fs::read(again.join(f)).expect("second build");
+        assert!(a == b, "{f} differs between two builds of the same inputs");
+    }
+    let _ = std::fs::remove_dir_all(&again);
+}
