@@ -106,3 +106,11 @@ bench-boot runs="10": deps static
     export PADDOCK_TEMPLATE=$(image-build/build-template.sh image-build/templates/default.recipe)
     export PADDOCK_STATIC_BIN={{static_dir}}
     PADDOCK_BENCH_RUNS={{runs}} cargo run -q --release -p paddock-tests --bin paddock-bench-boot --locked
+
+# Appliance boot benchmark: power-on to init and to API ready, vs Debian's kernel + busybox initramfs.
+bench-appliance runs="3": (image "")
+    #!/usr/bin/env bash
+    set -euo pipefail
+    export PADDOCK_HOST_KERNEL=$(image-build/host-kernel.sh)
+    export PADDOCK_IMAGE_DIR=$PWD/target/image
+    PADDOCK_BENCH_RUNS={{runs}} cargo run -q --release -p paddock-tests --bin paddock-bench-appliance --locked

@@ -5,6 +5,10 @@
 # a usable /dev/kvm, TCG with an emulated EPYC (which has SVM) otherwise.
 #
 #   boot-appliance.sh DISK STATE_DIR [--serial FILE] [--port N] [--accel kvm|tcg]
+#                     [--kernel FILE --initrd FILE --append ARGS]
+#
+# --kernel/--initrd/--append boot a kernel directly (still through OVMF)
+# instead of the disk's UKI: the benchmark compares both, and a stock kernel.
 #
 # STATE_DIR keeps the TPM state, the UEFI variables and the QMP socket
 # (STATE_DIR/qmp.sock) between boots. QEMU runs in the foreground (exec).
@@ -16,11 +20,15 @@ shift 2
 serial=mon:stdio
 port=8443
 accel=
+direct=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --serial) serial="file:${2:?}"; shift 2 ;;
         --port) port=${2:?}; shift 2 ;;
         --accel) accel=${2:?}; shift 2 ;;
+        --kernel) direct+=(-kernel "${2:?}"); shift 2 ;;
+        --initrd) direct+=(-initrd "${2:?}"); shift 2 ;;
+        --append) direct+=(-append "${2:?}"); shift 2 ;;
         *) echo "boot-appliance: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -45,13 +53,17 @@ if [ -z "$accel" ]; then
         accel=tcg
     fi
 fi
+# Under TCG the appliance gets one vCPU: with two, QEMU's emulated SVM
+# loses the cross-CPU kicks the appliance's KVM sends to a CPU running a
+# workspace, and the kernel soft-locks (seen here as "soft lockup ... stuck
+# for 126s! [virtio-vsock]" while a VMM exited). One CPU needs no kicks.
 case "$accel" in
-    kvm) cpu=(-accel kvm -cpu host) ;;
-    tcg) cpu=(-accel tcg -cpu EPYC) ;;
+    kvm) cpu=(-accel kvm -cpu host -smp 2) ;;
+    tcg) cpu=(-accel tcg -cpu EPYC -smp 1) ;;
     *) echo "boot-appliance: --accel must be kvm or tcg" >&2; exit 2 ;;
 esac
 echo "boot-appliance: $disk with $accel; API at https://127.0.0.1:$port/" >&2
-exec qemu-system-x86_64 -M q35 "${cpu[@]}" -smp 2 -m 4096 \
+exec qemu-system-x86_64 -M q35 "${cpu[@]}" -m 4096 \
     -nodefaults -display none -no-reboot \
     -drive if=pflash,format=raw,readonly=on,file="$code" \
     -drive if=pflash,format=raw,file="$state/OVMF_VARS.fd" \
@@ -59,4 +71,4 @@ exec qemu-system-x86_64 -M q35 "${cpu[@]}" -smp 2 -m 4096 \
     -netdev user,id=n0,hostfwd=tcp:127.0.0.1:"$port"-:8443 -device virtio-net-pci,netdev=n0 \
     -chardev socket,id=chrtpm,path="$state/tpm/sock" -tpmdev emulator,id=tpm0,chardev=chrtpm \
     -device tpm-tis,tpmdev=tpm0 \
-    -serial "$serial" -qmp unix:"$state/qmp.sock",server,nowait
+    -serial "$serial" -qmp unix:"$state/qmp.sock",server,nowait "${direct[@]}"

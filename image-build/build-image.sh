@@ -105,6 +105,14 @@ objcopy \
     --add-section .initrd="$work/initramfs.cpio.zst" --change-section-vma .initrd="$(printf 0x%x "$initrd_at")" \
     --add-section .linux="$hk/vmlinuz" --change-section-vma .linux="$(printf 0x%x "$linux_at")" \
     "$stub" "$work/paddock.efi"
+# objcopy stamps the PE header with the current time (and checksums it):
+# use the build's epoch, and no checksum (firmware ignores it; sbsign
+# recomputes it when signing).
+pe_at=$(od -An -tu4 -j60 -N4 "$work/paddock.efi" | tr -d ' ')
+e=$SOURCE_DATE_EPOCH
+printf "$(printf '\\x%02x\\x%02x\\x%02x\\x%02x' $((e & 255)) $((e >> 8 & 255)) $((e >> 16 & 255)) $((e >> 24 & 255)))" |
+    dd of="$work/paddock.efi" bs=1 seek=$((pe_at + 8)) conv=notrunc status=none
+printf '\x00\x00\x00\x00' | dd of="$work/paddock.efi" bs=1 seek=$((pe_at + 24 + 64)) conv=notrunc status=none
 
 disk_args=(--uki "$work/paddock.efi" --template "$PADDOCK_TEMPLATE" --out "$work/paddock.img")
 [ -n "$esp_config" ] && disk_args+=(--esp-config "$esp_config")

@@ -1,25 +1,7 @@
 //! paddock-init: PID 1 of the Paddock appliance, and (as `paddock-init
 //! api-server`, started by itself) the unprivileged API process.
 
-mod api;
-mod bootstrap;
-mod children;
-mod config;
-mod demo;
-mod entropy;
-mod fatal;
-mod log;
-mod modules;
-mod mounts;
-mod net;
-mod pid1;
-mod power;
-mod shutdown;
-mod status;
-mod storage;
-mod tls;
-mod workspaces;
-
+use paddock_init::{api, pid1};
 use std::process::ExitCode;
 
 const USAGE: &str = "\

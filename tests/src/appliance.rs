@@ -64,6 +64,17 @@ pub struct Appliance {
 impl Appliance {
     /// Boots `disk`; `state` keeps TPM and UEFI state across boots.
     pub fn boot(disk: &Path, state: &Path, serial: &Path) -> Result<Appliance> {
+        Self::boot_with(disk, state, serial, &[])
+    }
+
+    /// Boots with extra arguments for firmware/boot-appliance.sh (e.g. a
+    /// direct kernel boot).
+    pub fn boot_with(
+        disk: &Path,
+        state: &Path,
+        serial: &Path,
+        extra: &[std::ffi::OsString],
+    ) -> Result<Appliance> {
         let port = free_port()?;
         let _ = std::fs::remove_file(serial);
         std::fs::create_dir_all(state).map_err(io(format!("creating {}", state.display())))?;
@@ -74,6 +85,7 @@ impl Appliance {
             .arg(serial)
             .arg("--port")
             .arg(port.to_string())
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -207,6 +219,11 @@ impl Appliance {
         let out = x509.wait_with_output().map_err(io("openssl x509"))?;
         let text = String::from_utf8_lossy(&out.stdout);
         Ok(text.trim().rsplit('=').next().unwrap_or("").to_string())
+    }
+
+    /// Seconds since QEMU was started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
     }
 
     pub fn kill(&mut self) {

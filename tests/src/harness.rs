@@ -505,6 +505,12 @@ fn scratch_dir(name: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// One L1 CPU: with two, QEMU's emulated SVM loses the kicks the L1's KVM
+/// sends between CPUs while one runs a nested guest, and the L1 wedges
+/// (soft lockups in the VMM's threads, or a hung transfer at 100% CPU).
+/// With one CPU there is nothing to kick.
+const L1_CPUS: &str = "1";
+
 /// What paddock-vmm prints when its guest triple-faults.
 const TRIPLE_FAULT_LINE: &str = "paddock-vmm: guest triple fault";
 
@@ -655,7 +661,7 @@ pub fn run_script_with(script: &str, stage: &Stage, console: Console) -> Result<
             let make = || {
                 let mut cmd = Command::new("qemu-system-x86_64");
                 cmd.args([
-                    "-M", "pc", "-accel", "tcg", "-cpu", "EPYC", "-smp", "2", "-m", "4096",
+                    "-M", "pc", "-accel", "tcg", "-cpu", "EPYC", "-smp", L1_CPUS, "-m", "4096",
                 ])
                 .args([
                     "-nodefaults",
