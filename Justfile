@@ -58,7 +58,7 @@ check:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
     cargo test --workspace --lib --bins --locked
-    cargo test -p paddock-vmm -p paddock-agent-client -p paddock-proto --tests --locked
+    cargo test -p paddock-vmm -p paddock-agent-client -p paddock-proto -p paddock-init -p paddock-image --tests --locked
 
 # Everything CI checks: gates, unit tests, and the VMM booting real guests under KVM.
 test: deps check static
