@@ -122,6 +122,9 @@ fn expect_done(msg: AgentMsg) -> Result<()> {
 pub struct AgentClient {
     vm_socket: PathBuf,
     timeout: Duration,
+    /// A connection someone else opened (and passed to us), used by the
+    /// next operation instead of connecting to `vm_socket`.
+    preconnected: std::sync::Mutex<Option<UnixStream>>,
 }
 
 /// An open connection that said Hello.
@@ -153,6 +156,18 @@ impl AgentClient {
         AgentClient {
             vm_socket: vm_socket.into(),
             timeout: Duration::from_secs(30),
+            preconnected: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// A client for one operation over a stream already connected to the
+    /// agent port (past the `CONNECT` handshake), e.g. one received from a
+    /// more privileged process.
+    pub fn from_connected(stream: UnixStream) -> AgentClient {
+        AgentClient {
+            vm_socket: PathBuf::from("(passed connection)"),
+            timeout: Duration::from_secs(30),
+            preconnected: std::sync::Mutex::new(Some(stream)),
         }
     }
 
@@ -168,6 +183,15 @@ impl AgentClient {
 
     /// A connection to the agent port, before Hello.
     pub fn connect_raw(&self) -> Result<UnixStream> {
+        let passed = self
+            .preconnected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(s) = passed {
+            s.set_read_timeout(Some(self.timeout))?;
+            return Ok(s);
+        }
         let mut s =
             UnixStream::connect(&self.vm_socket).map_err(|source| ClientError::Connect {
                 path: self.vm_socket.clone(),

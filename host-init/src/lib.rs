@@ -6,6 +6,7 @@ pub mod api;
 pub mod bootstrap;
 pub mod children;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod entropy;
 pub mod fatal;

@@ -191,10 +191,44 @@ fn boot(cmdline: &str, started: Instant) {
     }
     info!("API TLS certificate SHA-256 {}", identity.fingerprint);
     SCREEN.update(|s| s.fingerprint = Some(identity.fingerprint.clone()));
-    match crate::bootstrap::ensure(&std::path::Path::new(storage::DATA_MOUNT).join("state")) {
-        Ok(Some(c)) => SCREEN.update(|s| s.bootstrap_credential = Some(c)),
+    let data_root = std::path::Path::new(storage::DATA_MOUNT);
+    let control = match crate::control::service::Control::open(
+        &data_root.join("state"),
+        &data_root.join("audit"),
+        data.template_dev.clone(),
+    ) {
+        Ok(c) => std::sync::Arc::new(c),
+        Err(e) => {
+            error!("{e}");
+            SCREEN.update(|s| {
+                s.state = "error".into();
+                s.error = Some(e.to_string());
+            });
+            return;
+        }
+    };
+    match crate::bootstrap::ensure(&data_root.join("state")) {
+        Ok(Some(c)) => {
+            if let Err(e) = control.add_bootstrap(&c) {
+                error!("recording the bootstrap credential: {e}");
+            }
+            SCREEN.update(|s| s.bootstrap_credential = Some(c));
+        }
         Ok(None) => {}
         Err(e) => warn!("{e}"),
+    }
+    if let Some(t) = &data.template_dev {
+        if let Err(e) = crate::control::runner::prepare_host(t) {
+            warn!("workspaces may not start: {e}");
+        }
+    }
+    control.recover_after_boot();
+    shutdown::set_control(control.clone());
+    {
+        let c = control.clone();
+        let _ = std::thread::Builder::new()
+            .name("ttl".into())
+            .spawn(move || c.expire_loop());
     }
 
     if power::listen() == 0 {
@@ -207,38 +241,7 @@ fn boot(cmdline: &str, started: Instant) {
         key_pem: identity.key_pem.clone(),
         port: cfg.api_port,
     };
-    let boot_started = started;
-    let api = crate::api::supervisor::spawn(
-        &exe,
-        &init,
-        Some((
-            crate::api::supervisor::API_UID,
-            crate::api::supervisor::API_GID,
-        )),
-        move || StatusReply {
-            version: VERSION.into(),
-            state: SCREEN.get().state,
-            workspaces: crate::workspaces::count(),
-            uptime_s: boot_started.elapsed().as_secs(),
-        },
-    );
-    let port = match api {
-        Ok(r) => {
-            shutdown::set_api_pid(r.pid);
-            info!(
-                "API serving TLS on port {} (pid {}, uid {})",
-                r.port,
-                r.pid,
-                crate::api::supervisor::API_UID
-            );
-            Some(r.port)
-        }
-        Err(e) => {
-            error!("{e}");
-            SCREEN.update(|s| s.error = Some(e.to_string()));
-            None
-        }
-    };
+    let port = start_api(exe, init, control, started);
 
     // The network comes last among the essentials: DHCP may take a while,
     // and the API is already listening on every address it will get.
@@ -281,4 +284,73 @@ fn boot(cmdline: &str, started: Instant) {
             None => warn!("demo workspace: the image has no template partition"),
         }
     }
+}
+
+/// Starts the API process and keeps it running: when it ends (a crash, a
+/// seccomp kill) it is started again after a pause, unless the box is
+/// shutting down. Returns the port it serves.
+fn start_api(
+    exe: std::path::PathBuf,
+    init: Init,
+    control: std::sync::Arc<crate::control::service::Control>,
+    started: Instant,
+) -> Option<u16> {
+    use crate::api::supervisor::{spawn, API_GID, API_UID};
+    let spawn_once = move || {
+        let c = control.clone();
+        spawn(
+            &exe,
+            &init,
+            Some((API_UID, API_GID)),
+            move || StatusReply {
+                version: VERSION.into(),
+                state: SCREEN.get().state,
+                workspaces: crate::workspaces::count(),
+                uptime_s: started.elapsed().as_secs(),
+            },
+            move |auth, call| c.call(auth, call),
+        )
+    };
+    let first = match spawn_once() {
+        Ok(r) => r,
+        Err(e) => {
+            error!("{e}");
+            SCREEN.update(|s| s.error = Some(e.to_string()));
+            return None;
+        }
+    };
+    info!(
+        "API serving TLS on port {} (pid {}, uid {API_UID})",
+        first.port, first.pid
+    );
+    shutdown::set_api_pid(first.pid);
+    let port = first.port;
+    let mut pid = first.pid;
+    let _ = std::thread::Builder::new()
+        .name("api-watch".into())
+        .spawn(move || loop {
+            let exit = CHILDREN.wait(pid, None);
+            if shutdown::in_progress() {
+                return;
+            }
+            warn!(
+                "the API process ended ({}); starting it again",
+                exit.map(|e| e.to_string()).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_secs(1));
+            loop {
+                match spawn_once() {
+                    Ok(r) => {
+                        shutdown::set_api_pid(r.pid);
+                        pid = r.pid;
+                        break;
+                    }
+                    Err(e) => {
+                        error!("{e}");
+                        std::thread::sleep(Duration::from_secs(5));
+                    }
+                }
+            }
+        });
+    Some(port)
 }

@@ -10,6 +10,13 @@ use std::time::Duration;
 
 static STARTED: AtomicBool = AtomicBool::new(false);
 static API_PID: AtomicU32 = AtomicU32::new(0);
+static CONTROL: std::sync::OnceLock<std::sync::Arc<crate::control::service::Control>> =
+    std::sync::OnceLock::new();
+
+/// The control plane, whose database must be closed before /data unmounts.
+pub fn set_control(c: std::sync::Arc<crate::control::service::Control>) {
+    let _ = CONTROL.set(c);
+}
 
 #[derive(Clone, Copy, Debug)]
 pub enum Then {
@@ -44,6 +51,9 @@ fn run(then: Then) -> ! {
         let pid = nix::unistd::Pid::from_raw(api as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         let _ = crate::children::CHILDREN.wait(api, Some(Duration::from_secs(3)));
+    }
+    if let Some(c) = CONTROL.get() {
+        c.close();
     }
     match crate::storage::unmount() {
         Ok(()) => info!("shutdown: data partition unmounted cleanly"),

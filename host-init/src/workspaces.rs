@@ -4,7 +4,7 @@
 
 use crate::children::{Exit, CHILDREN};
 use crate::info;
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{kill as send_signal, Signal};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
 use std::sync::{Condvar, Mutex};
@@ -99,9 +99,16 @@ fn wait_all(until: Instant) -> bool {
 fn signal_all(sig: Signal) -> Vec<String> {
     let t = lock();
     for pid in t.running.values() {
-        let _ = kill(Pid::from_raw(*pid as i32), sig);
+        let _ = send_signal(Pid::from_raw(*pid as i32), sig);
     }
     t.running.keys().cloned().collect()
+}
+
+/// SIGKILL to one workspace's VMM, if it runs.
+pub fn kill(name: &str) {
+    if let Some(pid) = lock().running.get(name) {
+        let _ = send_signal(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+    }
 }
 
 /// Stops every workspace: SIGTERM to each VMM, then SIGKILL to any still

@@ -2,8 +2,9 @@
 //! uid with no capabilities, no_new_privs and seccomp, serves TLS, answers
 //! from the privileged side's channel, and survives garbage.
 
-use paddock_init::api::channel::{Init, StatusReply};
+use paddock_init::api::channel::{CallReply, Init, StatusReply};
 use paddock_init::api::supervisor::{spawn, API_GID, API_UID};
+use paddock_init::control::service::Outcome;
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
@@ -15,6 +16,18 @@ fn proc_status(pid: u32, key: &str) -> String {
         .find_map(|l| l.strip_prefix(&format!("{key}:")))
         .map(|v| v.trim().to_string())
         .unwrap_or_default()
+}
+
+/// The API process inherits the test's output; it must not outlive a
+/// failed assertion (the harness would wait on it forever).
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0 as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+    }
 }
 
 #[test]
@@ -30,16 +43,30 @@ fn api_process_is_confined_and_serves_tls() {
         eprintln!("note: not root, so the uid switch is not exercised; seccomp and no_new_privs still are");
     }
     let exe = Path::new(env!("CARGO_BIN_EXE_paddock-init"));
-    let running = spawn(exe, &init, root.then_some((API_UID, API_GID)), || {
-        StatusReply {
+    // Every call is answered "401", as host-init would for a bad token: this
+    // test is about the process, not the control plane.
+    let running = spawn(
+        exe,
+        &init,
+        root.then_some((API_UID, API_GID)),
+        || StatusReply {
             version: "test".into(),
             state: "ready".into(),
             workspaces: 3,
             uptime_s: 1,
-        }
-    })
+        },
+        |_, _| Outcome {
+            reply: CallReply {
+                status: 401,
+                body: serde_json::json!({"error": "invalid, expired or revoked token"}),
+                fd: false,
+            },
+            stream: None,
+        },
+    )
     .expect("API process starts");
     let pid = running.pid;
+    let _guard = KillOnDrop(pid);
 
     assert_eq!(proc_status(pid, "NoNewPrivs"), "1");
     assert_eq!(proc_status(pid, "Seccomp"), "2", "seccomp filter mode");
@@ -80,6 +107,46 @@ fn api_process_is_confined_and_serves_tls() {
         .output()
         .expect("curl");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "413");
+    // Calls go to the privileged side, which decides.
+    let ws_url = format!("https://127.0.0.1:{}/v1/workspaces", running.port);
+    let out = Command::new("curl")
+        .args([
+            "-sk",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &ws_url,
+        ])
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
+    let out = Command::new("curl")
+        .args([
+            "-sk",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Length: 5",
+            "--data-binary",
+            "{nope",
+            &ws_url,
+        ])
+        .output()
+        .expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "400",
+        "malformed JSON is refused before it travels"
+    );
     std::thread::sleep(Duration::from_millis(200));
     let out = Command::new("curl")
         .args(["-sk", "--max-time", "10", &url])

@@ -192,6 +192,61 @@ impl Appliance {
         Ok((code.to_string(), body.to_string()))
     }
 
+    /// One API call with curl: method, path, bearer token (may be empty)
+    /// and an optional body; returns the status code and the body.
+    pub fn api(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<&[u8]>,
+    ) -> Result<(u16, Vec<u8>)> {
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-sk",
+            "--max-time",
+            "300",
+            "-X",
+            method,
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+        ]);
+        if !token.is_empty() {
+            cmd.arg("-H").arg(format!("Authorization: Bearer {token}"));
+        }
+        if body.is_some() {
+            cmd.args([
+                "--data-binary",
+                "@-",
+                "-H",
+                "Content-Type: application/json",
+            ]);
+        }
+        cmd.arg(format!("https://127.0.0.1:{}{path}", self.port));
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(io("running curl"))?;
+        if let Some(mut i) = child.stdin.take() {
+            if let Some(b) = body {
+                let _ = i.write_all(b);
+            }
+        }
+        let out = child.wait_with_output().map_err(io("curl"))?;
+        let mut raw = out.stdout;
+        let split = raw.iter().rposition(|b| *b == b'\n').unwrap_or(0);
+        let code = String::from_utf8_lossy(&raw[split..])
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        raw.truncate(split);
+        Ok((code, raw))
+    }
+
     /// The SHA-256 fingerprint of the certificate the API port presents.
     pub fn served_fingerprint(&self) -> Result<String> {
         let mut s_client = Command::new("openssl")

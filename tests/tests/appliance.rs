@@ -13,6 +13,299 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+fn json(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
+}
+
+/// Stdout of an exec's NDJSON stream, and its final event.
+fn exec_output(stream: &[u8]) -> (String, serde_json::Value) {
+    use base64::Engine as _;
+    let mut out = Vec::new();
+    let mut last = serde_json::Value::Null;
+    for line in stream.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let v = json(line);
+        if let Some(d) = v.get("stdout").and_then(|d| d.as_str()) {
+            out.extend(
+                base64::engine::general_purpose::STANDARD
+                    .decode(d)
+                    .expect("base64"),
+            );
+        } else {
+            last = v;
+        }
+    }
+    (String::from_utf8_lossy(&out).to_string(), last)
+}
+
+/// The workspace API against the booted appliance: tokens, scopes, create,
+/// exec, files, TTL, delete, refusals, the audit log.
+/// Returns the id of the workspace it deleted.
+fn workspace_api(app: &mut Appliance, admin: &str) -> String {
+    let call = |m: &str, p: &str, t: &str, b: Option<&str>| {
+        app.api(m, p, t, b.map(str::as_bytes)).expect("curl")
+    };
+
+    // Who are you: 401 before anything else.
+    assert_eq!(call("GET", "/v1/workspaces", "", None).0, 401);
+    assert_eq!(
+        call("GET", "/v1/workspaces", "pdk_not_a_token", None).0,
+        401
+    );
+
+    // Bad requests: clear 4xx, nothing created.
+    let (code, body) = call("POST", "/v1/workspaces", admin, Some("{not json"));
+    assert_eq!(code, 400, "{}", String::from_utf8_lossy(&body));
+    let (code, body) = call(
+        "POST",
+        "/v1/workspaces",
+        admin,
+        Some(r#"{"ttl_s": 60, "surprise": true}"#),
+    );
+    assert_eq!(code, 422);
+    assert!(String::from_utf8_lossy(&body).contains("surprise"));
+    let (code, body) = call(
+        "POST",
+        "/v1/workspaces",
+        admin,
+        Some(r#"{"ttl_s": 0, "memory_mib": 99999999, "vcpus": 1000}"#),
+    );
+    assert_eq!(code, 422);
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains("ttl_s") && text.contains("memory_mib") && text.contains("vcpus"),
+        "{text}"
+    );
+    let (code, _) = call(
+        "POST",
+        "/v1/workspaces",
+        admin,
+        Some(r#"{"memory_mib": 256}"#),
+    );
+    assert_eq!(code, 422, "ttl_s is required");
+    let (code, body) = call(
+        "POST",
+        "/v1/workspaces",
+        admin,
+        Some(r#"{"ttl_s": 60, "memory_mib": 60000}"#),
+    );
+    assert_eq!(
+        code,
+        409,
+        "more memory than the box has: {}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(
+        json(&call("GET", "/v1/workspaces", admin, None).1)["workspaces"]
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
+
+    // Create, exec (with a secret in env), files.
+    let (code, body) = call(
+        "POST",
+        "/v1/workspaces",
+        admin,
+        Some(
+            r#"{"ttl_s": 900, "memory_mib": 256, "disk_mib": 512, "labels": {"team": "a"}, "env": {"SECRET_X": "s3cr3t-value"}}"#,
+        ),
+    );
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    let ws = json(&body);
+    let id = ws["id"].as_str().expect("id").to_string();
+    assert_eq!(ws["state"], "running");
+    assert!(
+        !String::from_utf8_lossy(&body).contains("s3cr3t"),
+        "env values are never returned"
+    );
+    let exec_body =
+        r#"{"argv": ["python3", "-c", "import os; print(6*7, os.environ['SECRET_X'])"]}"#;
+    let (code, stream) = call(
+        "POST",
+        &format!("/v1/workspaces/{id}/exec"),
+        admin,
+        Some(exec_body),
+    );
+    assert_eq!(code, 200);
+    let (out, last) = exec_output(&stream);
+    assert_eq!(out, "42 s3cr3t-value\n");
+    assert_eq!(last["exit_code"], 0, "{last}");
+    let (code, _) = call(
+        "PUT",
+        &format!("/v1/workspaces/{id}/files?path=/tmp/hello.txt&mode=600"),
+        admin,
+        Some("hello paddock"),
+    );
+    assert_eq!(code, 200);
+    let (code, got) = call(
+        "GET",
+        &format!("/v1/workspaces/{id}/files?path=/tmp/hello.txt"),
+        admin,
+        None,
+    );
+    assert_eq!((code, got.as_slice()), (200, &b"hello paddock"[..]));
+    let (code, _) = call(
+        "GET",
+        &format!("/v1/workspaces/{id}/files?path=/no/such/file"),
+        admin,
+        None,
+    );
+    assert_eq!(code, 404);
+
+    // Scoped tokens: no escalation, 403 without learning what exists.
+    let (code, body) = call(
+        "POST",
+        "/v1/tokens",
+        admin,
+        Some(r#"{"name": "reader", "scopes": ["read"]}"#),
+    );
+    assert_eq!(code, 201);
+    let reader = json(&body);
+    let reader_secret = reader["secret"].as_str().expect("secret").to_string();
+    assert_eq!(
+        call("GET", &format!("/v1/workspaces/{id}"), &reader_secret, None).0,
+        403,
+        "another token's workspace"
+    );
+    assert_eq!(
+        call(
+            "GET",
+            "/v1/workspaces/ws_doesnotexist",
+            &reader_secret,
+            None
+        )
+        .0,
+        403,
+        "same answer when it does not exist"
+    );
+    assert_eq!(
+        call(
+            "POST",
+            &format!("/v1/workspaces/{id}/exec"),
+            &reader_secret,
+            Some(exec_body)
+        )
+        .0,
+        403
+    );
+    assert_eq!(
+        call(
+            "POST",
+            "/v1/tokens",
+            &reader_secret,
+            Some(r#"{"name": "up", "scopes": ["admin"]}"#)
+        )
+        .0,
+        403
+    );
+    assert_eq!(call("GET", "/v1/audit", &reader_secret, None).0, 403);
+    let (code, body) = call(
+        "POST",
+        "/v1/tokens",
+        admin,
+        Some(r#"{"name": "team-a", "scopes": ["read", "exec"], "labels": {"team": "a"}}"#),
+    );
+    assert_eq!(code, 201);
+    let team = json(&body)["secret"].as_str().expect("secret").to_string();
+    assert_eq!(
+        call("GET", &format!("/v1/workspaces/{id}"), &team, None).0,
+        200,
+        "label-scoped token sees team a"
+    );
+    let (code, stream) = call(
+        "POST",
+        &format!("/v1/workspaces/{id}/exec"),
+        &team,
+        Some(r#"{"argv": ["sh", "-c", "exit 7"]}"#),
+    );
+    assert_eq!(code, 200);
+    assert_eq!(exec_output(&stream).1["exit_code"], 7);
+    assert_eq!(
+        call("DELETE", &format!("/v1/workspaces/{id}"), &team, None).0,
+        403,
+        "no delete scope"
+    );
+    // Revocation takes effect on the next request.
+    let reader_id = reader["id"].as_str().expect("id");
+    assert_eq!(
+        call("DELETE", &format!("/v1/tokens/{reader_id}"), admin, None).0,
+        200
+    );
+    assert_eq!(call("GET", "/v1/workspaces", &reader_secret, None).0, 401);
+
+    // TTL: a 5 s workspace is destroyed by the appliance on its own.
+    let (code, body) = call(
+        "POST",
+        "/v1/workspaces",
+        admin,
+        Some(r#"{"ttl_s": 5, "memory_mib": 256, "disk_mib": 256}"#),
+    );
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    let short = json(&body)["id"].as_str().expect("id").to_string();
+    let mut gone = false;
+    for _ in 0..120 {
+        if call("GET", &format!("/v1/workspaces/{short}"), admin, None).0 == 404 {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(gone, "the 5 s workspace outlived its TTL");
+
+    // Delete; then the audit log tells the story, without secrets.
+    assert_eq!(
+        call("DELETE", &format!("/v1/workspaces/{id}"), admin, None).0,
+        200
+    );
+    assert_eq!(
+        call("GET", &format!("/v1/workspaces/{id}"), admin, None).0,
+        404
+    );
+    let (code, audit) = call("GET", "/v1/audit?limit=500", admin, None);
+    assert_eq!(code, 200);
+    let audit_text = String::from_utf8_lossy(&audit).to_string();
+    for event in [
+        "token_issued",
+        "workspace_created",
+        "exec_started",
+        "exec_ended",
+        "file_written",
+        "workspace_expired",
+        "workspace_deleted",
+        "token_revoked",
+        "request_refused",
+    ] {
+        assert!(
+            audit_text.contains(event),
+            "audit log lacks {event}: {audit_text}"
+        );
+    }
+    assert!(
+        audit_text.contains(&short),
+        "the expiry names the workspace"
+    );
+    assert!(
+        !audit_text.contains("s3cr3t") && !audit_text.contains("pdk_"),
+        "no secrets in the audit log"
+    );
+    let only = json(
+        &call(
+            "GET",
+            &format!("/v1/audit?workspace={id}&event=exec_ended"),
+            admin,
+            None,
+        )
+        .1,
+    );
+    let events = only["events"].as_array().expect("events");
+    assert_eq!(events.len(), 2, "{only}");
+    assert!(events
+        .iter()
+        .all(|e| e["argv0"].is_string() && e.get("stdout").is_none()));
+    id
+}
+
 /// Hang guards, not performance limits: TCG boots of OVMF are slow.
 const BOOT_GUARD: Duration = Duration::from_secs(600);
 const DISK_BYTES: u64 = 4 << 30;
@@ -110,6 +403,13 @@ fn appliance_boots_serves_keeps_data_and_shuts_down_in_order() {
     );
     assert!(!console.contains("login:"), "no login prompt anywhere");
 
+    let admin = console
+        .split_whitespace()
+        .find(|w| w.starts_with("pdk_admin_"))
+        .expect("bootstrap credential")
+        .to_string();
+    let deleted = workspace_api(&mut app, &admin);
+
     // The ACPI power button: workspaces stopped, data unmounted, power off.
     let exited = app
         .power_button(Duration::from_secs(180))
@@ -159,6 +459,25 @@ fn appliance_boots_serves_keeps_data_and_shuts_down_in_order() {
         console.contains(&fingerprint),
         "the TLS identity survives a reboot"
     );
+    // Tokens and the audit log live in the data partition's database.
+    let mut tries = 0;
+    let audit = loop {
+        let (code, body) = app
+            .api(
+                "GET",
+                &format!("/v1/audit?workspace={deleted}"),
+                &admin,
+                None,
+            )
+            .expect("curl");
+        if code == 200 || tries > 20 {
+            assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+            break String::from_utf8_lossy(&body).to_string();
+        }
+        tries += 1;
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    assert!(audit.contains("workspace_deleted"), "{audit}");
     app.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }

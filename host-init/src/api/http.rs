@@ -1,5 +1,6 @@
 //! The small HTTP/1.1 layer the API needs: one request per connection,
-//! head parsed by httparse with caps on size, JSON responses.
+//! head parsed by httparse with caps on size, bodies by Content-Length
+//! (capped per route), JSON responses, chunked streaming for exec.
 
 use std::io::{Read, Write};
 
@@ -9,7 +10,16 @@ pub const MAX_HEAD: usize = 16 * 1024;
 #[derive(Debug, PartialEq, Eq)]
 pub struct Request {
     pub method: String,
+    /// Path without the query.
     pub path: String,
+    /// Decoded query pairs, in order.
+    pub query: Vec<(String, String)>,
+    /// The bearer secret, "" when absent or malformed.
+    pub bearer: String,
+    pub content_length: Option<u64>,
+    pub chunked: bool,
+    /// Body bytes that arrived with the head.
+    pub leftover: Vec<u8>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -24,10 +34,26 @@ pub enum HttpError {
     Closed,
 }
 
-/// Reads one request head.
+fn decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(&s.replace('+', " "))
+        .decode_utf8_lossy()
+        .to_string()
+}
+
+fn parse_query(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+/// Reads one request head (and whatever body bytes came with it).
 pub fn read_request(stream: &mut impl Read) -> Result<Request, HttpError> {
     let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
+    let mut chunk = [0u8; 4096];
     loop {
         let n = stream.read(&mut chunk)?;
         if n == 0 {
@@ -37,11 +63,38 @@ pub fn read_request(stream: &mut impl Read) -> Result<Request, HttpError> {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf) {
-            Ok(httparse::Status::Complete(_)) => {
+            Ok(httparse::Status::Complete(head_len)) if head_len > MAX_HEAD => {
+                return Err(HttpError::TooLarge)
+            }
+            Ok(httparse::Status::Complete(head_len)) => {
+                let target = req.path.unwrap_or("");
+                let (path, query) = target.split_once('?').unwrap_or((target, ""));
+                let mut bearer = String::new();
+                let mut content_length = None;
+                let mut chunked = false;
+                for h in req.headers.iter() {
+                    let value = std::str::from_utf8(h.value).unwrap_or("").trim();
+                    if h.name.eq_ignore_ascii_case("authorization") {
+                        if let Some(t) = value.strip_prefix("Bearer ") {
+                            bearer = t.trim().to_string();
+                        }
+                    } else if h.name.eq_ignore_ascii_case("content-length") {
+                        content_length = Some(value.parse::<u64>().map_err(|_| {
+                            HttpError::Malformed(format!("Content-Length {value:?}"))
+                        })?);
+                    } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                        chunked = value.to_ascii_lowercase().contains("chunked");
+                    }
+                }
                 return Ok(Request {
                     method: req.method.unwrap_or("").to_string(),
-                    path: req.path.unwrap_or("").to_string(),
-                })
+                    path: path.to_string(),
+                    query: parse_query(query),
+                    bearer,
+                    content_length,
+                    chunked,
+                    leftover: buf[head_len..].to_vec(),
+                });
             }
             Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => continue,
             Ok(httparse::Status::Partial) => return Err(HttpError::TooLarge),
@@ -50,14 +103,45 @@ pub fn read_request(stream: &mut impl Read) -> Result<Request, HttpError> {
     }
 }
 
+/// Why a body could not be read, as the status to answer with.
+pub enum BodyError {
+    TooLarge(u64),
+    LengthRequired,
+    Io(std::io::Error),
+}
+
+/// Reads a whole body of at most `cap` bytes.
+pub fn read_body(req: &Request, stream: &mut impl Read, cap: u64) -> Result<Vec<u8>, BodyError> {
+    if req.chunked {
+        return Err(BodyError::LengthRequired);
+    }
+    let len = req.content_length.unwrap_or(0);
+    if len > cap {
+        return Err(BodyError::TooLarge(cap));
+    }
+    let mut body = req.leftover.clone();
+    body.truncate(len as usize);
+    let need = len as usize - body.len();
+    let mut rest = vec![0u8; need];
+    stream.read_exact(&mut rest).map_err(BodyError::Io)?;
+    body.extend_from_slice(&rest);
+    Ok(body)
+}
+
 pub fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        201 => "Created",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        409 => "Conflict",
+        411 => "Length Required",
         413 => "Content Too Large",
+        422 => "Unprocessable Content",
+        500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "Error",
     }
@@ -78,21 +162,52 @@ pub fn write_json(
     stream.flush()
 }
 
+pub fn write_bytes(stream: &mut impl Write, body: &[u8]) -> std::io::Result<()> {
+    write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n",
+        body.len()
+    )?;
+    stream.write_all(body)?;
+    stream.flush()
+}
+
+/// Starts a chunked response; send pieces with [`write_chunk`], end with
+/// [`end_chunks`].
+pub fn start_chunked(stream: &mut impl Write, content_type: &str) -> std::io::Result<()> {
+    write!(stream, "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n")?;
+    stream.flush()
+}
+
+pub fn write_chunk(stream: &mut impl Write, data: &[u8]) -> std::io::Result<()> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    write!(stream, "{:x}\r\n", data.len())?;
+    stream.write_all(data)?;
+    stream.write_all(b"\r\n")?;
+    stream.flush()
+}
+
+pub fn end_chunks(stream: &mut impl Write) -> std::io::Result<()> {
+    stream.write_all(b"0\r\n\r\n")?;
+    stream.flush()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn parses_heads_and_rejects_abuse() {
-        let r =
-            read_request(&mut &b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n"[..]).expect("parse");
+        let r = read_request(&mut &b"GET /v1/x?label=a%3Db&limit=5 HTTP/1.1\r\nAuthorization: Bearer pdk_1\r\nContent-Length: 3\r\n\r\nabc"[..]).expect("parse");
+        assert_eq!(r.path, "/v1/x");
         assert_eq!(
-            r,
-            Request {
-                method: "GET".into(),
-                path: "/v1/health".into()
-            }
+            r.query,
+            vec![("label".into(), "a=b".into()), ("limit".into(), "5".into())]
         );
+        assert_eq!(r.bearer, "pdk_1");
+        assert_eq!(r.leftover, b"abc");
         assert!(matches!(
             read_request(&mut &b"GET /x HTTP/1.1\r\nHo"[..]),
             Err(HttpError::Closed)
@@ -101,11 +216,31 @@ mod tests {
             read_request(&mut &b"\x00\x01\x02 garbage\r\n\r\n"[..]),
             Err(HttpError::Malformed(_))
         ));
+        assert!(matches!(
+            read_request(&mut &b"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"[..]),
+            Err(HttpError::Malformed(_))
+        ));
         let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
         big.extend(std::iter::repeat_n(b'a', MAX_HEAD + 10));
         assert!(matches!(
             read_request(&mut &big[..]),
             Err(HttpError::TooLarge)
         ));
+    }
+
+    #[test]
+    fn bodies_are_capped() {
+        let r = read_request(&mut &b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n"[..])
+            .expect("parse");
+        assert!(matches!(
+            read_body(&r, &mut &[][..], 10),
+            Err(BodyError::TooLarge(10))
+        ));
+        let r = read_request(&mut &b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nab"[..])
+            .expect("parse");
+        assert_eq!(
+            read_body(&r, &mut &b"cd"[..], 10).ok(),
+            Some(b"abcd".to_vec())
+        );
     }
 }

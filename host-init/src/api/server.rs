@@ -1,8 +1,11 @@
 //! The API process itself: TLS on the API port, one thread per connection
 //! (bounded), answers built from what host-init says over the channel.
 
-use super::channel::{self, Init, Request, Started, StatusReply, CHANNEL_FD};
+use super::channel::{
+    self, Call, CallReply, Init, Purpose, Request, Started, StatusReply, CHANNEL_FD, FD_CHANNEL_FD,
+};
 use super::http;
+use serde_json::Value;
 use std::io::BufReader;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::FromRawFd;
@@ -16,9 +19,20 @@ const IO_TIMEOUT: Duration = Duration::from_secs(15);
 
 struct Shared {
     tls: Arc<rustls::ServerConfig>,
-    channel: Mutex<(BufReader<UnixStream>, UnixStream)>,
+    channel: Mutex<Channel>,
     active: AtomicUsize,
 }
+
+struct Channel {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+    fds: UnixStream,
+}
+
+/// Largest JSON body any route takes.
+const MAX_JSON: u64 = 1 << 20;
+/// Largest file upload or download through the API.
+const MAX_FILE: u64 = 256 << 20;
 
 fn tls_config(init: &Init) -> Result<rustls::ServerConfig, String> {
     use rustls::pki_types::pem::PemObject;
@@ -39,15 +53,306 @@ fn tls_config(init: &Init) -> Result<rustls::ServerConfig, String> {
 
 fn status(shared: &Shared) -> Option<StatusReply> {
     let mut ch = shared.channel.lock().unwrap_or_else(|e| e.into_inner());
-    let (reader, writer) = &mut *ch;
-    channel::send(writer, &Request::Status).ok()?;
-    channel::recv(reader).ok()
+    let ch = &mut *ch;
+    channel::send(&mut ch.writer, &Request::Status).ok()?;
+    channel::recv(&mut ch.reader).ok()
 }
 
-fn route(shared: &Shared, req: &http::Request) -> (u16, serde_json::Value) {
-    let path = req.path.split('?').next().unwrap_or("");
-    match (req.method.as_str(), path) {
-        ("GET", "/v1/health") => match status(shared) {
+/// One call to host-init; the connection it passes back, if any.
+fn call(shared: &Shared, auth: &str, call: Call) -> (CallReply, Option<UnixStream>) {
+    let failed = || CallReply {
+        status: 503,
+        body: serde_json::json!({"error": "host-init did not answer"}),
+        fd: false,
+    };
+    let mut ch = shared.channel.lock().unwrap_or_else(|e| e.into_inner());
+    let ch = &mut *ch;
+    let req = Request::Call {
+        auth: auth.to_string(),
+        call,
+    };
+    if channel::send(&mut ch.writer, &req).is_err() {
+        return (failed(), None);
+    }
+    let Ok(reply) = channel::recv::<CallReply>(&mut ch.reader) else {
+        return (failed(), None);
+    };
+    if !reply.fd {
+        return (reply, None);
+    }
+    match channel::recv_fd(&ch.fds) {
+        Ok(fd) => (reply, Some(UnixStream::from(fd))),
+        Err(_) => (failed(), None),
+    }
+}
+
+fn json_error(status: u16, msg: impl Into<String>) -> (u16, Value) {
+    (status, serde_json::json!({"error": msg.into()}))
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+type Tls = rustls::StreamOwned<rustls::ServerConnection, TcpStream>;
+
+fn read_json(req: &http::Request, tls: &mut Tls) -> Result<Value, (u16, Value)> {
+    let body = match http::read_body(req, tls, MAX_JSON) {
+        Ok(b) => b,
+        Err(http::BodyError::TooLarge(cap)) => {
+            return Err(json_error(413, format!("body over {cap} bytes")))
+        }
+        Err(http::BodyError::LengthRequired) => {
+            return Err(json_error(411, "send a Content-Length"))
+        }
+        Err(http::BodyError::Io(e)) => {
+            return Err(json_error(400, format!("reading the body: {e}")))
+        }
+    };
+    if body.is_empty() {
+        return Err(json_error(400, "a JSON body is required"));
+    }
+    serde_json::from_slice(&body).map_err(|e| json_error(400, format!("malformed JSON: {e}")))
+}
+
+fn query<'a>(req: &'a http::Request, key: &str) -> Option<&'a str> {
+    req.query
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecBody {
+    argv: Vec<String>,
+    #[serde(default)]
+    env: std::collections::BTreeMap<String, String>,
+    cwd: Option<String>,
+    user: Option<String>,
+    timeout_s: Option<u64>,
+    /// Standard input, base64.
+    stdin: Option<String>,
+}
+
+/// Streams an exec as NDJSON: {"stdout": b64} / {"stderr": b64} events,
+/// then {"exit_code", "signal", "timed_out", "duration_ms"}.
+fn exec(shared: &Shared, req: &http::Request, tls: &mut Tls, id: &str) -> Option<(u16, Value)> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let body = match read_json(req, tls) {
+        Ok(v) => v,
+        Err(e) => return Some(e),
+    };
+    let body: ExecBody = match serde_json::from_value(body) {
+        Ok(b) => b,
+        Err(e) => return Some(json_error(422, format!("exec request: {e}"))),
+    };
+    if body.argv.is_empty() || body.argv.len() > 4096 || body.argv.iter().any(|a| a.contains('\0'))
+    {
+        return Some(json_error(
+            422,
+            "argv: 1 to 4096 arguments without NUL bytes",
+        ));
+    }
+    let user = match body.user.as_deref() {
+        None | Some("agent") => paddock_proto::User::Agent,
+        Some("root") => paddock_proto::User::Root,
+        Some(other) => {
+            return Some(json_error(
+                422,
+                format!("user: {other:?} is not \"agent\" or \"root\""),
+            ))
+        }
+    };
+    let stdin = match body.stdin.as_deref().map(|s| b64.decode(s)) {
+        None => None,
+        Some(Ok(bytes)) => Some(bytes),
+        Some(Err(e)) => return Some(json_error(422, format!("stdin: not base64: {e}"))),
+    };
+    let argv0 = body.argv[0].clone();
+    let (reply, stream) = call(
+        shared,
+        &req.bearer,
+        Call::OpenAgent {
+            id: id.to_string(),
+            purpose: Purpose::Exec {
+                argv0: argv0.clone(),
+            },
+        },
+    );
+    let Some(stream) = stream.filter(|_| reply.status == 200) else {
+        return Some((reply.status, reply.body));
+    };
+    let mut env: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(reply.body.get("env").cloned().unwrap_or_default())
+            .unwrap_or_default();
+    env.extend(body.env);
+    let request = paddock_proto::ExecRequest {
+        argv: body.argv,
+        env: env.into_iter().collect(),
+        cwd: body.cwd,
+        user,
+        stdin: stdin.is_some(),
+        timeout_ms: body.timeout_s.map(|s| s.saturating_mul(1000)),
+    };
+    let started = std::time::Instant::now();
+    if http::start_chunked(tls, "application/x-ndjson").is_err() {
+        return None;
+    }
+    let client = paddock_agent_client::AgentClient::from_connected(stream);
+    let input: Option<Box<dyn std::io::Read + Send>> =
+        stdin.map(|b| Box::new(std::io::Cursor::new(b)) as Box<dyn std::io::Read + Send>);
+    let mut client_gone = false;
+    let result = client.exec(request, input, |o| {
+        let line = match o {
+            paddock_agent_client::Output::Stdout(d) => serde_json::json!({"stdout": b64.encode(d)}),
+            paddock_agent_client::Output::Stderr(d) => serde_json::json!({"stderr": b64.encode(d)}),
+        };
+        if !client_gone && http::write_chunk(tls, format!("{line}\n").as_bytes()).is_err() {
+            client_gone = true;
+        }
+    });
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let (last, exit_code, signal) = match result {
+        Ok(st) => (
+            serde_json::json!({"exit_code": st.code, "signal": st.signal, "timed_out": st.timed_out, "duration_ms": duration_ms}),
+            st.code,
+            st.signal,
+        ),
+        Err(e) => (
+            serde_json::json!({"error": e.to_string(), "duration_ms": duration_ms}),
+            None,
+            None,
+        ),
+    };
+    let _ = http::write_chunk(tls, format!("{last}\n").as_bytes());
+    let _ = http::end_chunks(tls);
+    let _ = call(
+        shared,
+        &req.bearer,
+        Call::ExecEnded {
+            id: id.to_string(),
+            argv0,
+            exit_code,
+            signal,
+            duration_ms,
+        },
+    );
+    None
+}
+
+fn files(shared: &Shared, req: &http::Request, tls: &mut Tls, id: &str) -> Option<(u16, Value)> {
+    let Some(path) = query(req, "path").map(str::to_string) else {
+        return Some(json_error(400, "the path query parameter is required"));
+    };
+    if !path.starts_with('/') || path.len() > 4096 || path.contains('\0') {
+        return Some(json_error(
+            422,
+            "path: an absolute path inside the workspace",
+        ));
+    }
+    match req.method.as_str() {
+        "PUT" => {
+            let mode = match query(req, "mode").map(|m| u32::from_str_radix(m, 8)) {
+                None => 0o644,
+                Some(Ok(m)) if m <= 0o7777 => m,
+                _ => return Some(json_error(422, "mode: octal permission bits, e.g. 644")),
+            };
+            let body = match http::read_body(req, tls, MAX_FILE) {
+                Ok(b) => b,
+                Err(http::BodyError::TooLarge(cap)) => {
+                    return Some(json_error(413, format!("file over {cap} bytes")))
+                }
+                Err(http::BodyError::LengthRequired) => {
+                    return Some(json_error(411, "send a Content-Length"))
+                }
+                Err(http::BodyError::Io(e)) => {
+                    return Some(json_error(400, format!("reading the body: {e}")))
+                }
+            };
+            let (reply, stream) = call(
+                shared,
+                &req.bearer,
+                Call::OpenAgent {
+                    id: id.to_string(),
+                    purpose: Purpose::WriteFile { path: path.clone() },
+                },
+            );
+            let Some(stream) = stream.filter(|_| reply.status == 200) else {
+                return Some((reply.status, reply.body));
+            };
+            let client = paddock_agent_client::AgentClient::from_connected(stream);
+            Some(match client.write_file(&path, mode, &body[..]) {
+                Ok(()) => (
+                    200,
+                    serde_json::json!({"path": path, "bytes": body.len(), "mode": format!("{mode:o}")}),
+                ),
+                Err(e) => json_error(422, e.to_string()),
+            })
+        }
+        "GET" => {
+            let (reply, stream) = call(
+                shared,
+                &req.bearer,
+                Call::OpenAgent {
+                    id: id.to_string(),
+                    purpose: Purpose::ReadFile { path: path.clone() },
+                },
+            );
+            let Some(stream) = stream.filter(|_| reply.status == 200) else {
+                return Some((reply.status, reply.body));
+            };
+            let client = paddock_agent_client::AgentClient::from_connected(stream);
+            let mut buf = Vec::new();
+            let mut capped = CappedWriter {
+                inner: &mut buf,
+                left: MAX_FILE,
+            };
+            match client.read_file(&path, &mut capped) {
+                Ok(_) => {
+                    let _ = http::write_bytes(tls, &buf);
+                    None
+                }
+                Err(e) if e.to_string().contains("NotFound") => {
+                    Some(json_error(404, e.to_string()))
+                }
+                Err(e) => Some(json_error(422, e.to_string())),
+            }
+        }
+        _ => Some(json_error(405, "use GET or PUT")),
+    }
+}
+
+struct CappedWriter<'a> {
+    inner: &'a mut Vec<u8>,
+    left: u64,
+}
+
+impl std::io::Write for CappedWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if data.len() as u64 > self.left {
+            return Err(std::io::Error::other(format!("file over {MAX_FILE} bytes")));
+        }
+        self.left -= data.len() as u64;
+        self.inner.extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Answers one request; None when the handler already wrote the response.
+fn route(shared: &Shared, req: &http::Request, tls: &mut Tls) -> Option<(u16, Value)> {
+    let segs: Vec<&str> = req.path.trim_end_matches('/').split('/').skip(1).collect();
+    let m = req.method.as_str();
+    let simple = |c: Call| {
+        let (r, _) = call(shared, &req.bearer, c);
+        Some((r.status, r.body))
+    };
+    match (m, segs.as_slice()) {
+        ("GET", ["v1", "health"]) => Some(match status(shared) {
             Some(s) => (
                 200,
                 serde_json::json!({
@@ -58,16 +363,61 @@ fn route(shared: &Shared, req: &http::Request) -> (u16, serde_json::Value) {
                     "uptime_s": s.uptime_s,
                 }),
             ),
-            None => (
-                503,
-                serde_json::json!({"error": "host-init did not answer"}),
-            ),
+            None => json_error(503, "host-init did not answer"),
+        }),
+        (_, ["v1", "health"]) => Some(json_error(405, "use GET")),
+        ("POST", ["v1", "workspaces"]) => match read_json(req, tls) {
+            Ok(spec) => simple(Call::CreateWorkspace { spec }),
+            Err(e) => Some(e),
         },
-        (_, "/v1/health") => (405, serde_json::json!({"error": "use GET"})),
-        _ => (
+        ("GET", ["v1", "workspaces"]) => {
+            let mut labels = Vec::new();
+            for (k, v) in &req.query {
+                if k == "label" {
+                    match v.split_once('=') {
+                        Some((a, b)) => labels.push((a.to_string(), b.to_string())),
+                        None => return Some(json_error(400, "label filters are label=KEY=VALUE")),
+                    }
+                }
+            }
+            simple(Call::ListWorkspaces { labels })
+        }
+        (_, ["v1", "workspaces", id, ..]) if !valid_id(id) => {
+            Some(json_error(404, "no such endpoint"))
+        }
+        ("GET", ["v1", "workspaces", id]) => simple(Call::GetWorkspace { id: id.to_string() }),
+        ("DELETE", ["v1", "workspaces", id]) => {
+            simple(Call::DeleteWorkspace { id: id.to_string() })
+        }
+        ("POST", ["v1", "workspaces", id, "stop"]) => {
+            simple(Call::StopWorkspace { id: id.to_string() })
+        }
+        ("POST", ["v1", "workspaces", id, "exec"]) => exec(shared, req, tls, id),
+        (_, ["v1", "workspaces", id, "files"]) => files(shared, req, tls, id),
+        ("POST", ["v1", "tokens"]) => match read_json(req, tls) {
+            Ok(request) => simple(Call::CreateToken { request }),
+            Err(e) => Some(e),
+        },
+        ("GET", ["v1", "tokens"]) => simple(Call::ListTokens),
+        ("DELETE", ["v1", "tokens", id]) if valid_id(id) => {
+            simple(Call::RevokeToken { id: id.to_string() })
+        }
+        ("GET", ["v1", "audit"]) => {
+            let limit = query(req, "limit")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(1000);
+            let filters = req
+                .query
+                .iter()
+                .filter(|(k, _)| ["event", "workspace", "token"].contains(&k.as_str()))
+                .cloned()
+                .collect();
+            simple(Call::ReadAudit { filters, limit })
+        }
+        _ => Some(json_error(
             404,
-            serde_json::json!({"error": format!("no such endpoint: {path}")}),
-        ),
+            format!("no such endpoint: {} {}", req.method, req.path),
+        )),
     }
 }
 
@@ -78,15 +428,19 @@ fn handle(shared: &Shared, tcp: TcpStream) {
         return;
     };
     let mut tls = rustls::StreamOwned::new(conn, tcp);
-    let (status, body) = match http::read_request(&mut tls) {
-        Ok(req) => route(shared, &req),
-        Err(http::HttpError::TooLarge) => {
-            (413, serde_json::json!({"error": "request head too large"}))
+    let answer = match http::read_request(&mut tls) {
+        Ok(req) => {
+            // Long-running calls (create, exec) may outlive the read timeout.
+            let _ = tls.sock.set_read_timeout(None);
+            route(shared, &req, &mut tls)
         }
-        Err(http::HttpError::Malformed(m)) => (400, serde_json::json!({"error": m})),
+        Err(http::HttpError::TooLarge) => Some(json_error(413, "request head too large")),
+        Err(http::HttpError::Malformed(m)) => Some(json_error(400, m)),
         Err(_) => return,
     };
-    let _ = http::write_json(&mut tls, status, &body);
+    if let Some((status, body)) = answer {
+        let _ = http::write_json(&mut tls, status, &body);
+    }
     tls.conn.send_close_notify();
     let _ = std::io::Write::flush(&mut tls);
 }
@@ -143,9 +497,15 @@ pub fn main() -> std::process::ExitCode {
     {
         return std::process::ExitCode::from(1);
     }
+    // SAFETY: host-init placed the descriptor channel at FD_CHANNEL_FD.
+    let fds = unsafe { UnixStream::from_raw_fd(FD_CHANNEL_FD) };
     let shared = Arc::new(Shared {
         tls,
-        channel: Mutex::new((reader, writer)),
+        channel: Mutex::new(Channel {
+            reader,
+            writer,
+            fds,
+        }),
         active: AtomicUsize::new(0),
     });
     for conn in listener.incoming() {

@@ -1,7 +1,10 @@
 //! host-init's side of the API process: start it with its privileges
 //! dropped, hand it the TLS identity, and answer its requests.
 
-use super::channel::{self, ChannelError, Init, Request, Started, StatusReply, CHANNEL_FD};
+use super::channel::{
+    self, Call, ChannelError, Init, Request, Started, StatusReply, CHANNEL_FD, FD_CHANNEL_FD,
+};
+use crate::control::service::Outcome;
 use crate::warn;
 use std::io::BufReader;
 use std::os::fd::AsRawFd;
@@ -31,15 +34,19 @@ pub struct Running {
 }
 
 /// Starts `exe api-server`; `drop_to` is the (uid, gid) it runs as (None
-/// only in tests that cannot switch users). `status` answers its requests.
+/// only in tests that cannot switch users). `status` answers status
+/// requests, `calls` everything else (with the caller's bearer secret).
 pub fn spawn(
     exe: &Path,
     init: &Init,
     drop_to: Option<(u32, u32)>,
     status: impl Fn() -> StatusReply + Send + 'static,
+    calls: impl Fn(&str, Call) -> Outcome + Send + 'static,
 ) -> Result<Running, ApiError> {
     let (ours, theirs) = UnixStream::pair().map_err(ApiError::Spawn)?;
+    let (fds_ours, fds_theirs) = UnixStream::pair().map_err(ApiError::Spawn)?;
     let theirs_fd = theirs.as_raw_fd();
+    let fds_theirs_fd = fds_theirs.as_raw_fd();
     let mut cmd = Command::new(exe);
     cmd.arg("api-server")
         .env_clear()
@@ -54,7 +61,8 @@ pub fn spawn(
     // async-signal-safe system calls (dup2, prctl, setrlimit).
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(theirs_fd, CHANNEL_FD) < 0 {
+            if libc::dup2(theirs_fd, CHANNEL_FD) < 0 || libc::dup2(fds_theirs_fd, FD_CHANNEL_FD) < 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
@@ -70,6 +78,7 @@ pub fn spawn(
     }
     let child = cmd.spawn().map_err(ApiError::Spawn)?;
     drop(theirs);
+    drop(fds_theirs);
     let pid = child.id();
     // The child is reaped by PID 1's reaper, never through this handle.
     drop(child);
@@ -101,6 +110,20 @@ pub fn spawn(
                 Ok(Request::Status) => {
                     if channel::send(&mut writer, &status()).is_err() {
                         return;
+                    }
+                }
+                Ok(Request::Call { auth, call }) => {
+                    let out = calls(&auth, call);
+                    let mut reply = out.reply;
+                    reply.fd = out.stream.is_some();
+                    if channel::send(&mut writer, &reply).is_err() {
+                        return;
+                    }
+                    if let Some(stream) = out.stream {
+                        if let Err(e) = channel::send_fd(&fds_ours, stream.as_raw_fd()) {
+                            warn!("passing a workspace connection to the API process: {e}");
+                            return;
+                        }
                     }
                 }
                 Err(ChannelError::Closed) => return,

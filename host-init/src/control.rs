@@ -1,0 +1,11 @@
+//! The control plane PID 1 keeps: tokens, workspaces and the audit log, in
+//! a crash-safe embedded database on the data partition. The API process
+//! forwards every request here with the caller's bearer secret; all
+//! authentication and authorization happen on this side of the channel.
+
+pub mod audit;
+pub mod runner;
+pub mod service;
+pub mod store;
+pub mod tokens;
+pub mod workspace;

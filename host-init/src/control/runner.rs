@@ -1,0 +1,217 @@
+//! Running a workspace: its disk file, its cgroup with limits derived from
+//! the request, and its paddock-vmm process under a uid of its own, moved
+//! into the cgroup before it executes anything.
+
+use super::workspace::WorkspaceRecord;
+use crate::demo::{AGENT_INITRAMFS, GUEST_KERNEL, VMM};
+use paddock_agent_client::ReadyListener;
+use std::ffi::CString;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// First uid handed to workspaces; each gets its own.
+pub const WS_UID_BASE: u32 = 200_000;
+/// Group allowed to use /dev/kvm and read the template partition.
+pub const VM_GID: u32 = 901;
+/// Memory a VMM may use beyond its guest's RAM (page tables, buffers).
+pub const VMM_OVERHEAD_MIB: u64 = 96;
+const CGROUP_ROOT: &str = "/sys/fs/cgroup/paddock";
+const READY_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the workspace did not become ready: {0}")]
+    NotReady(String),
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RunError {
+    let path = path.to_path_buf();
+    move |source| RunError::Io { what, path, source }
+}
+
+pub fn data_dir(id: &str) -> PathBuf {
+    PathBuf::from("/data/workspaces").join(id)
+}
+
+pub fn run_dir(id: &str) -> PathBuf {
+    PathBuf::from("/run/paddock/ws").join(id)
+}
+
+pub fn vsock_path(id: &str) -> PathBuf {
+    run_dir(id).join("vsock.sock")
+}
+
+fn cgroup_dir(id: &str) -> PathBuf {
+    PathBuf::from(CGROUP_ROOT).join(id)
+}
+
+fn write(path: &Path, value: &str) -> Result<(), RunError> {
+    std::fs::write(path, value).map_err(io("writing", path))
+}
+
+/// Makes /dev/kvm and the template partition usable by workspace uids
+/// (through VM_GID) and enables the cgroup controllers; once per boot.
+pub fn prepare_host(template_dev: &str) -> Result<(), RunError> {
+    for (dev, mode) in [("/dev/kvm", 0o660), (template_dev, 0o640)] {
+        let p = Path::new(dev);
+        std::os::unix::fs::chown(p, Some(0), Some(VM_GID)).map_err(io("chown", p))?;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+            .map_err(io("chmod", p))?;
+    }
+    let root = Path::new(CGROUP_ROOT);
+    std::fs::create_dir_all(root).map_err(io("creating", root))?;
+    write(
+        Path::new("/sys/fs/cgroup/cgroup.subtree_control"),
+        "+cpu +memory +pids +io",
+    )?;
+    write(
+        &root.join("cgroup.subtree_control"),
+        "+cpu +memory +pids +io",
+    )?;
+    Ok(())
+}
+
+/// Creates the workspace's disk, cgroup and run directory and starts its
+/// VMM; waits for the agent's readiness. Returns the VMM's pid.
+pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<u32, RunError> {
+    let dir = data_dir(&ws.id);
+    std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+    let disk = dir.join("disk.img");
+    {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&disk)
+            .map_err(io("creating", &disk))?;
+        f.set_len(ws.disk_mib << 20).map_err(io("sizing", &disk))?;
+    }
+    std::os::unix::fs::chown(&disk, Some(ws.uid), Some(ws.uid)).map_err(io("chown", &disk))?;
+    std::fs::set_permissions(&disk, std::fs::Permissions::from_mode(0o600))
+        .map_err(io("chmod", &disk))?;
+
+    let cg = cgroup_dir(&ws.id);
+    std::fs::create_dir_all(&cg).map_err(io("creating", &cg))?;
+    write(
+        &cg.join("memory.max"),
+        &format!("{}", (ws.memory_mib + VMM_OVERHEAD_MIB) << 20),
+    )?;
+    // Absent when the kernel has no swap accounting; nothing to limit then.
+    let _ = write(&cg.join("memory.swap.max"), "0");
+    write(
+        &cg.join("cpu.max"),
+        &format!("{} 100000", u64::from(ws.vcpus) * 100_000),
+    )?;
+    write(&cg.join("pids.max"), &format!("{}", ws.vcpus + 16))?;
+
+    let run = run_dir(&ws.id);
+    let _ = std::fs::remove_dir_all(&run);
+    std::fs::create_dir_all(&run).map_err(io("creating", &run))?;
+    std::os::unix::fs::chown(&run, Some(ws.uid), Some(ws.uid)).map_err(io("chown", &run))?;
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))
+        .map_err(io("chmod", &run))?;
+    let uds = vsock_path(&ws.id);
+    let ready = ReadyListener::bind(&uds).map_err(|e| RunError::NotReady(e.to_string()))?;
+    let ready_path = paddock_agent_client::ready_socket_path(&uds);
+    std::fs::set_permissions(&ready_path, std::fs::Permissions::from_mode(0o666))
+        .map_err(io("chmod", &ready_path))?;
+
+    let console = dir.join("console.log");
+    let out = std::fs::File::create(&console).map_err(io("creating", &console))?;
+    let err = out.try_clone().map_err(io("opening", &console))?;
+    let procs = CString::new(cg.join("cgroup.procs").to_string_lossy().as_bytes())
+        .map_err(|_| RunError::NotReady("cgroup path".into()))?;
+    let uid = ws.uid;
+    let mut cmd = Command::new(VMM);
+    crate::children::reset_signals(&mut cmd);
+    cmd.args(["--kernel", GUEST_KERNEL, "--initramfs", AGENT_INITRAMFS])
+        .arg("--vcpus")
+        .arg(ws.vcpus.to_string())
+        .arg("--memory-mib")
+        .arg(ws.memory_mib.to_string())
+        .arg("--drive")
+        .arg(format!("id=template,path={template_dev},ro"))
+        .arg("--drive")
+        .arg(format!("id=data,path={}", disk.display()))
+        .arg("--vsock")
+        .arg(format!("cid=3,uds={}", uds.display()))
+        .args(["--console", "stdout", "--cmdline"])
+        .arg(format!("paddock.hostname={}", ws.id.replace('_', "-")))
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    // SAFETY: between fork and exec; only async-signal-safe calls (open,
+    // write, close, setgroups, setresgid, setresuid, prctl, setrlimit).
+    unsafe {
+        cmd.pre_exec(move || {
+            // Into the workspace's cgroup before anything of it runs.
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 || libc::write(fd, b"0\n".as_ptr().cast(), 2) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            let groups = [VM_GID];
+            if libc::setgroups(1, groups.as_ptr()) < 0
+                || libc::setresgid(uid, uid, uid) < 0
+                || libc::setresuid(uid, uid, uid) < 0
+                || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            let no_core = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(io("starting", Path::new(VMM)))?;
+    let pid = child.id();
+    drop(child);
+    crate::workspaces::add(&ws.id, pid);
+    match ready.wait(READY_TIMEOUT) {
+        Ok(_) => Ok(pid),
+        Err(e) => {
+            let why = match crate::workspaces::wait_ended(&ws.id, Some(Duration::ZERO)) {
+                Some(exit) => format!("its VMM ended ({exit}); see {}", console.display()),
+                None => e.to_string(),
+            };
+            stop(&ws.id);
+            Err(RunError::NotReady(why))
+        }
+    }
+}
+
+/// Kills the workspace's VMM (if running) and waits for it.
+pub fn stop(id: &str) {
+    crate::workspaces::kill(id);
+    let _ = crate::workspaces::wait_ended(id, Some(Duration::from_secs(10)));
+    let _ = std::fs::remove_dir_all(run_dir(id));
+    let _ = std::fs::remove_dir(cgroup_dir(id));
+}
+
+/// Stops it and removes everything it had on disk.
+pub fn destroy(id: &str) -> Result<(), RunError> {
+    stop(id);
+    let dir = data_dir(id);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(RunError::Io {
+            what: "removing",
+            path: dir,
+            source: e,
+        }),
+    }
+}

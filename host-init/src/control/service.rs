@@ -1,0 +1,550 @@
+//! The control plane's decisions: who the caller is (401), whether they may
+//! (403, without revealing whether a workspace they may not see exists),
+//! whether the box has room (409), and then doing it and writing it down.
+
+use super::audit::{now_s, AuditLog};
+use super::runner;
+use super::store::{Store, StoreError, TOKENS, WORKSPACES};
+use super::tokens::{hash_secret, MintRequest, Scope, TokenRecord};
+use super::workspace::{WorkspaceRecord, WorkspaceSpec, WsState};
+use crate::api::channel::{Call, CallReply, Purpose};
+use crate::{info, warn};
+use serde_json::{json, Value};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Host memory kept for host-init, the API and the kernel.
+const HOST_RESERVE_MIB: u64 = 1024;
+/// Disk kept free on the data partition.
+const DISK_RESERVE_MIB: u64 = 1024;
+
+pub struct Control {
+    store: Store,
+    pub audit: AuditLog,
+    template_dev: Option<String>,
+    /// Admission (capacity and quota checks plus the record) is serial.
+    admission: Mutex<()>,
+}
+
+/// A reply plus, for OpenAgent, the connection to pass.
+pub struct Outcome {
+    pub reply: CallReply,
+    pub stream: Option<UnixStream>,
+}
+
+fn reply(status: u16, body: Value) -> Outcome {
+    Outcome {
+        reply: CallReply {
+            status,
+            body,
+            fd: false,
+        },
+        stream: None,
+    }
+}
+
+fn error(status: u16, msg: impl Into<String>) -> Outcome {
+    reply(status, json!({"error": msg.into()}))
+}
+
+fn store_err(e: StoreError) -> Outcome {
+    warn!("state database: {e}");
+    error(500, "the state database failed; nothing was changed")
+}
+
+fn mem_total_mib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kb| kb / 1024)
+        .unwrap_or(0)
+}
+
+fn data_fs_mib() -> u64 {
+    nix::sys::statvfs::statvfs("/data")
+        .map(|s| (s.blocks() * s.fragment_size()) >> 20)
+        .unwrap_or(0)
+}
+
+impl Control {
+    pub fn open(
+        state_dir: &Path,
+        audit_dir: &Path,
+        template_dev: Option<String>,
+    ) -> Result<Control, StoreError> {
+        Ok(Control {
+            store: Store::open(&state_dir.join("paddock.redb"))?,
+            audit: AuditLog::new(audit_dir, 16 << 20, 8),
+            template_dev,
+            admission: Mutex::new(()),
+        })
+    }
+
+    /// Closes the database for shutdown.
+    pub fn close(&self) {
+        self.store.close();
+    }
+
+    /// Records the bootstrap admin credential made on first boot.
+    pub fn add_bootstrap(&self, secret: &str) -> Result<(), StoreError> {
+        let t = TokenRecord::bootstrap(secret, now_s());
+        self.store.put(TOKENS, &t.id, &t)?;
+        self.audit.record(
+            "token_issued",
+            json!({"token": t.id, "name": t.name, "scopes": t.scopes}),
+        );
+        Ok(())
+    }
+
+    /// After a host reboot nothing is running: whatever was is lost, and
+    /// its disk is removed rather than left behind.
+    pub fn recover_after_boot(&self) {
+        let Ok(all) = self.store.list::<WorkspaceRecord>(WORKSPACES) else {
+            return;
+        };
+        for mut ws in all {
+            if matches!(ws.state, WsState::Running | WsState::Starting) {
+                let _ = runner::destroy(&ws.id);
+                ws.state = WsState::Lost;
+                let _ = self.store.put(WORKSPACES, &ws.id, &ws);
+                self.audit.record("workspace_lost", json!({"workspace": ws.id, "reason": "the host restarted while it ran; its disk was removed"}));
+                info!(
+                    "workspace {} was running before the restart: marked lost, disk removed",
+                    ws.id
+                );
+            }
+        }
+    }
+
+    /// Destroys workspaces whose TTL passed; runs forever.
+    pub fn expire_loop(self: Arc<Self>) {
+        loop {
+            std::thread::sleep(Duration::from_millis(500));
+            let now = now_s();
+            let Ok(all) = self.store.list::<WorkspaceRecord>(WORKSPACES) else {
+                continue;
+            };
+            for ws in all
+                .into_iter()
+                .filter(|w| w.expires_at <= now && w.state != WsState::Starting)
+            {
+                if let Err(e) = runner::destroy(&ws.id) {
+                    warn!("expiring {}: {e}", ws.id);
+                }
+                let _ = self.store.delete(WORKSPACES, &ws.id);
+                self.audit.record(
+                    "workspace_expired",
+                    json!({"workspace": ws.id, "owner": ws.owner, "ttl_ended_at": ws.expires_at}),
+                );
+                info!("workspace {} expired (TTL) and was destroyed", ws.id);
+            }
+        }
+    }
+
+    fn refuse(&self, status: u16, why: &str, token: Option<&str>, what: &str) -> Outcome {
+        self.audit.record(
+            "request_refused",
+            json!({"status": status, "reason": why, "token": token, "request": what}),
+        );
+        error(status, why)
+    }
+
+    fn token_by_id(&self, id: &str) -> Option<TokenRecord> {
+        self.store.get(TOKENS, id).ok().flatten()
+    }
+
+    fn authenticate(&self, secret: &str, what: &str) -> Result<TokenRecord, Outcome> {
+        if secret.is_empty() {
+            return Err(self.refuse(401, "missing bearer token", None, what));
+        }
+        let hash = hash_secret(secret);
+        let tokens = self.store.list::<TokenRecord>(TOKENS).map_err(store_err)?;
+        let Some(tok) = tokens.into_iter().find(|t| t.hash == hash) else {
+            return Err(self.refuse(401, "invalid, expired or revoked token", None, what));
+        };
+        // Revoking a token revokes everything minted from it.
+        let now = now_s();
+        let mut cur = Some(tok.clone());
+        for _ in 0..32 {
+            match cur {
+                None => break,
+                Some(t) if !t.is_live(now) => {
+                    return Err(self.refuse(
+                        401,
+                        "invalid, expired or revoked token",
+                        Some(&tok.id),
+                        what,
+                    ));
+                }
+                Some(t) => cur = t.parent.as_deref().and_then(|p| self.token_by_id(p)),
+            }
+        }
+        Ok(tok)
+    }
+
+    fn need(&self, tok: &TokenRecord, scope: Scope, what: &str) -> Result<(), Outcome> {
+        if tok.has(scope) {
+            Ok(())
+        } else {
+            Err(self.refuse(
+                403,
+                &format!("this token lacks the {scope:?} scope"),
+                Some(&tok.id),
+                what,
+            ))
+        }
+    }
+
+    fn workspace(
+        &self,
+        tok: &TokenRecord,
+        id: &str,
+        scope: Scope,
+        what: &str,
+    ) -> Result<WorkspaceRecord, Outcome> {
+        self.need(tok, scope, what)?;
+        let ws = self
+            .store
+            .get::<WorkspaceRecord>(WORKSPACES, id)
+            .map_err(store_err)?;
+        let admin = tok.has(Scope::Admin);
+        let limited = !tok.labels.is_empty() || tok.workspace_ids.is_some();
+        match ws {
+            Some(w) if admin => Ok(w),
+            Some(w) if (w.owner == tok.id || limited) && tok.covers(&w.id, &w.labels) => Ok(w),
+            None if admin => Err(error(404, format!("no workspace {id}"))),
+            // The same answer whether it exists or not.
+            _ => Err(self.refuse(403, "no such workspace for this token", Some(&tok.id), what)),
+        }
+    }
+
+    pub fn call(&self, auth: &str, call: Call) -> Outcome {
+        let what = match &call {
+            Call::CreateWorkspace { .. } => "create_workspace".to_string(),
+            Call::ListWorkspaces { .. } => "list_workspaces".into(),
+            Call::GetWorkspace { id } => format!("get_workspace {id}"),
+            Call::DeleteWorkspace { id } => format!("delete_workspace {id}"),
+            Call::StopWorkspace { id } => format!("stop_workspace {id}"),
+            Call::OpenAgent { id, .. } => format!("agent {id}"),
+            Call::ExecEnded { id, .. } => format!("exec_ended {id}"),
+            Call::CreateToken { .. } => "create_token".into(),
+            Call::ListTokens => "list_tokens".into(),
+            Call::RevokeToken { id } => format!("revoke_token {id}"),
+            Call::ReadAudit { .. } => "read_audit".into(),
+        };
+        let tok = match self.authenticate(auth, &what) {
+            Ok(t) => t,
+            Err(o) => return o,
+        };
+        match self.dispatch(&tok, call, &what) {
+            Ok(o) | Err(o) => o,
+        }
+    }
+
+    fn dispatch(&self, tok: &TokenRecord, call: Call, what: &str) -> Result<Outcome, Outcome> {
+        match call {
+            Call::CreateWorkspace { spec } => self.create(tok, spec, what),
+            Call::ListWorkspaces { labels } => {
+                self.need(tok, Scope::Read, what)?;
+                let all = self
+                    .store
+                    .list::<WorkspaceRecord>(WORKSPACES)
+                    .map_err(store_err)?;
+                let limited = !tok.labels.is_empty() || tok.workspace_ids.is_some();
+                let visible: Vec<Value> = all
+                    .iter()
+                    .filter(|w| {
+                        tok.has(Scope::Admin)
+                            || ((w.owner == tok.id || limited) && tok.covers(&w.id, &w.labels))
+                    })
+                    .filter(|w| labels.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
+                    .map(WorkspaceRecord::public)
+                    .collect();
+                Ok(reply(200, json!({"workspaces": visible})))
+            }
+            Call::GetWorkspace { id } => Ok(reply(
+                200,
+                self.workspace(tok, &id, Scope::Read, what)?.public(),
+            )),
+            Call::DeleteWorkspace { id } => {
+                let ws = self.workspace(tok, &id, Scope::Delete, what)?;
+                runner::destroy(&ws.id).map_err(|e| error(500, e.to_string()))?;
+                self.store.delete(WORKSPACES, &ws.id).map_err(store_err)?;
+                self.audit.record(
+                    "workspace_deleted",
+                    json!({"workspace": ws.id, "token": tok.id}),
+                );
+                Ok(reply(200, json!({"deleted": ws.id})))
+            }
+            Call::StopWorkspace { id } => {
+                let mut ws = self.workspace(tok, &id, Scope::Delete, what)?;
+                runner::stop(&ws.id);
+                ws.state = WsState::Stopped;
+                self.store.put(WORKSPACES, &ws.id, &ws).map_err(store_err)?;
+                self.audit.record(
+                    "workspace_stopped",
+                    json!({"workspace": ws.id, "token": tok.id}),
+                );
+                Ok(reply(200, ws.public()))
+            }
+            Call::OpenAgent { id, purpose } => {
+                let scope = match purpose {
+                    Purpose::Exec { .. } => Scope::Exec,
+                    _ => Scope::Files,
+                };
+                let ws = self.workspace(tok, &id, scope, what)?;
+                if ws.state != WsState::Running {
+                    return Err(error(
+                        409,
+                        format!("workspace {id} is {:?}, not running", ws.state),
+                    ));
+                }
+                let client = paddock_agent_client::AgentClient::new(runner::vsock_path(&ws.id));
+                let stream = client
+                    .connect_raw()
+                    .map_err(|e| error(503, format!("the workspace's agent: {e}")))?;
+                match &purpose {
+                    Purpose::Exec { argv0 } => self.audit.record(
+                        "exec_started",
+                        json!({"workspace": ws.id, "token": tok.id, "argv0": argv0}),
+                    ),
+                    Purpose::ReadFile { path } => self.audit.record(
+                        "file_read",
+                        json!({"workspace": ws.id, "token": tok.id, "path": path}),
+                    ),
+                    Purpose::WriteFile { path } => self.audit.record(
+                        "file_written",
+                        json!({"workspace": ws.id, "token": tok.id, "path": path}),
+                    ),
+                }
+                Ok(Outcome {
+                    reply: CallReply {
+                        status: 200,
+                        body: json!({"env": ws.env}),
+                        fd: true,
+                    },
+                    stream: Some(stream),
+                })
+            }
+            Call::ExecEnded {
+                id,
+                argv0,
+                exit_code,
+                signal,
+                duration_ms,
+            } => {
+                let ws = self.workspace(tok, &id, Scope::Exec, what)?;
+                self.audit.record(
+                    "exec_ended",
+                    json!({"workspace": ws.id, "token": tok.id, "argv0": argv0, "exit_code": exit_code, "signal": signal, "duration_ms": duration_ms}),
+                );
+                Ok(reply(200, json!({})))
+            }
+            Call::CreateToken { request } => {
+                let req: MintRequest = serde_json::from_value(request)
+                    .map_err(|e| error(422, format!("token request: {e}")))?;
+                let (secret, rec) = tok
+                    .mint(&req, now_s())
+                    .map_err(|e| self.refuse(403, &e.to_string(), Some(&tok.id), what))?;
+                self.store.put(TOKENS, &rec.id, &rec).map_err(store_err)?;
+                self.audit.record("token_issued", json!({"token": rec.id, "by": tok.id, "name": rec.name, "scopes": rec.scopes, "expires_at": rec.expires_at}));
+                Ok(reply(
+                    201,
+                    json!({"id": rec.id, "secret": secret, "scopes": rec.scopes, "expires_at": rec.expires_at, "note": "the secret is shown once"}),
+                ))
+            }
+            Call::ListTokens => {
+                self.need(tok, Scope::Admin, what)?;
+                let all = self.store.list::<TokenRecord>(TOKENS).map_err(store_err)?;
+                let list: Vec<Value> = all
+                    .iter()
+                    .map(|t| json!({"id": t.id, "name": t.name, "scopes": t.scopes, "expires_at": t.expires_at, "revoked": t.revoked, "parent": t.parent, "quotas": t.quotas, "labels": t.labels}))
+                    .collect();
+                Ok(reply(200, json!({"tokens": list})))
+            }
+            Call::RevokeToken { id } => {
+                let target = self.token_by_id(&id);
+                let allowed = tok.has(Scope::Admin)
+                    || target
+                        .as_ref()
+                        .is_some_and(|t| t.parent.as_deref() == Some(tok.id.as_str()));
+                let Some(mut t) = target.filter(|_| allowed) else {
+                    return Err(self.refuse(
+                        403,
+                        "no such token for this token",
+                        Some(&tok.id),
+                        what,
+                    ));
+                };
+                t.revoked = true;
+                self.store.put(TOKENS, &t.id, &t).map_err(store_err)?;
+                self.audit
+                    .record("token_revoked", json!({"token": t.id, "by": tok.id}));
+                Ok(reply(200, json!({"revoked": t.id})))
+            }
+            Call::ReadAudit { filters, limit } => {
+                self.need(tok, Scope::Admin, what)?;
+                Ok(reply(
+                    200,
+                    json!({"events": self.audit.read(&filters, limit.clamp(1, 10_000))}),
+                ))
+            }
+        }
+    }
+
+    fn create(&self, tok: &TokenRecord, spec: Value, what: &str) -> Result<Outcome, Outcome> {
+        self.need(tok, Scope::Create, what)?;
+        if tok.workspace_ids.is_some() {
+            return Err(self.refuse(
+                403,
+                "a token limited to given workspaces cannot create new ones",
+                Some(&tok.id),
+                what,
+            ));
+        }
+        let mut spec: WorkspaceSpec = serde_json::from_value(spec)
+            .map_err(|e| error(422, format!("workspace request: {e}")))?;
+        for (k, v) in &tok.labels {
+            match spec.labels.get(k) {
+                Some(x) if x != v => {
+                    return Err(error(
+                        422,
+                        format!("labels: this token only creates workspaces with {k}={v}"),
+                    ))
+                }
+                _ => {
+                    spec.labels.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        let problems = spec.problems();
+        if !problems.is_empty() {
+            return Err(error(422, problems.join("; ")));
+        }
+        let Some(template_dev) = self.template_dev.clone() else {
+            return Err(error(503, "this image has no template partition"));
+        };
+        let ws = {
+            let _g = self.admission.lock().unwrap_or_else(|e| e.into_inner());
+            let all = self
+                .store
+                .list::<WorkspaceRecord>(WORKSPACES)
+                .map_err(store_err)?;
+            let live: Vec<&WorkspaceRecord> = all
+                .iter()
+                .filter(|w| matches!(w.state, WsState::Running | WsState::Starting))
+                .collect();
+            let mine: Vec<&&WorkspaceRecord> = live.iter().filter(|w| w.owner == tok.id).collect();
+            let q = &tok.quotas;
+            if q.max_workspaces.is_some_and(|m| mine.len() as u32 >= m) {
+                return Err(self.refuse(
+                    409,
+                    "quota: this token's max_workspaces is reached",
+                    Some(&tok.id),
+                    what,
+                ));
+            }
+            if q.max_vcpus
+                .is_some_and(|m| mine.iter().map(|w| w.vcpus).sum::<u32>() + spec.vcpus > m)
+            {
+                return Err(self.refuse(
+                    409,
+                    "quota: this token's max_vcpus would be exceeded",
+                    Some(&tok.id),
+                    what,
+                ));
+            }
+            if q.max_memory_mib.is_some_and(|m| {
+                mine.iter().map(|w| w.memory_mib).sum::<u64>() + spec.memory_mib > m
+            }) {
+                return Err(self.refuse(
+                    409,
+                    "quota: this token's max_memory_mib would be exceeded",
+                    Some(&tok.id),
+                    what,
+                ));
+            }
+            let used_mem: u64 = live
+                .iter()
+                .map(|w| w.memory_mib + runner::VMM_OVERHEAD_MIB)
+                .sum();
+            let mem_cap = mem_total_mib().saturating_sub(HOST_RESERVE_MIB);
+            if used_mem + spec.memory_mib + runner::VMM_OVERHEAD_MIB > mem_cap {
+                return Err(self.refuse(
+                    409,
+                    &format!(
+                        "capacity: {} MiB of memory requested, {} MiB free for workspaces",
+                        spec.memory_mib,
+                        mem_cap.saturating_sub(used_mem)
+                    ),
+                    Some(&tok.id),
+                    what,
+                ));
+            }
+            let used_disk: u64 = all
+                .iter()
+                .filter(|w| w.state != WsState::Lost)
+                .map(|w| w.disk_mib)
+                .sum();
+            let disk_cap = data_fs_mib().saturating_sub(DISK_RESERVE_MIB);
+            if used_disk + spec.disk_mib > disk_cap {
+                return Err(self.refuse(
+                    409,
+                    &format!(
+                        "capacity: {} MiB of disk requested, {} MiB free",
+                        spec.disk_mib,
+                        disk_cap.saturating_sub(used_disk)
+                    ),
+                    Some(&tok.id),
+                    what,
+                ));
+            }
+            let taken: Vec<u32> = all.iter().map(|w| w.uid).collect();
+            let uid = (runner::WS_UID_BASE..)
+                .find(|u| !taken.contains(u))
+                .unwrap_or(runner::WS_UID_BASE);
+            let now = now_s();
+            let ws = WorkspaceRecord {
+                id: format!("ws_{}", super::tokens::random_hex(6)),
+                owner: tok.id.clone(),
+                template: spec.template.clone(),
+                vcpus: spec.vcpus,
+                memory_mib: spec.memory_mib,
+                disk_mib: spec.disk_mib,
+                labels: spec.labels.clone(),
+                env: spec.env.clone(),
+                created_at: now,
+                expires_at: now + spec.ttl_s,
+                state: WsState::Starting,
+                uid,
+            };
+            self.store.put(WORKSPACES, &ws.id, &ws).map_err(store_err)?;
+            ws
+        };
+        match runner::start(&ws, &template_dev) {
+            Ok(pid) => {
+                let mut ws = ws;
+                ws.state = WsState::Running;
+                self.store.put(WORKSPACES, &ws.id, &ws).map_err(store_err)?;
+                self.audit.record("workspace_created", json!({"workspace": ws.id, "token": tok.id, "vcpus": ws.vcpus, "memory_mib": ws.memory_mib, "disk_mib": ws.disk_mib, "ttl_s": ws.expires_at - ws.created_at, "labels": ws.labels}));
+                info!("workspace {} started (pid {pid}, uid {})", ws.id, ws.uid);
+                Ok(reply(201, ws.public()))
+            }
+            Err(e) => {
+                let _ = runner::destroy(&ws.id);
+                let _ = self.store.delete(WORKSPACES, &ws.id);
+                self.audit.record(
+                    "workspace_failed",
+                    json!({"workspace": ws.id, "token": tok.id, "reason": e.to_string()}),
+                );
+                Err(error(503, format!("the workspace did not start: {e}")))
+            }
+        }
+    }
+}
