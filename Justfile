@@ -51,7 +51,7 @@ image-list img="target/image/paddock.img": static
 static:
     RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked \
         --target x86_64-unknown-linux-gnu --target-dir target/static \
-        -p paddock-vmm -p paddock-agent -p paddock-init -p paddock-image -p paddock-tests --bins
+        -p paddock-vmm -p paddock-agent -p paddock-init -p paddock-image -p paddock-cli -p paddock-tests --bins
 
 # Formatting, lints and unit tests: no KVM needed.
 check:

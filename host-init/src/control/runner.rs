@@ -19,7 +19,9 @@ pub const VM_GID: u32 = 901;
 /// Memory a VMM may use beyond its guest's RAM (page tables, buffers).
 pub const VMM_OVERHEAD_MIB: u64 = 96;
 const CGROUP_ROOT: &str = "/sys/fs/cgroup/paddock";
-const READY_TIMEOUT: Duration = Duration::from_secs(300);
+/// Kept below the API clients' own patience so they get a 503 with the
+/// reason rather than a dropped connection.
+const READY_TIMEOUT: Duration = Duration::from_secs(240);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -184,9 +186,21 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<u32, RunError> 
         Ok(_) => Ok(pid),
         Err(e) => {
             let why = match crate::workspaces::wait_ended(&ws.id, Some(Duration::ZERO)) {
-                Some(exit) => format!("its VMM ended ({exit}); see {}", console.display()),
+                Some(exit) => format!("its VMM ended ({exit})"),
                 None => e.to_string(),
             };
+            // The end of the guest's console says why, far more often than not.
+            let tail: String = std::fs::read_to_string(&console)
+                .unwrap_or_default()
+                .lines()
+                .rev()
+                .take(8)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join(" | ");
+            let why = format!("{why}; console: {tail}");
             stop(&ws.id);
             Err(RunError::NotReady(why))
         }

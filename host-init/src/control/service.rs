@@ -137,11 +137,13 @@ impl Control {
                 if let Err(e) = runner::destroy(&ws.id) {
                     warn!("expiring {}: {e}", ws.id);
                 }
-                let _ = self.store.delete(WORKSPACES, &ws.id);
+                // Written before the record goes, so whoever sees it gone
+                // finds the reason already in the log.
                 self.audit.record(
                     "workspace_expired",
                     json!({"workspace": ws.id, "owner": ws.owner, "ttl_ended_at": ws.expires_at}),
                 );
+                let _ = self.store.delete(WORKSPACES, &ws.id);
                 info!("workspace {} expired (TTL) and was destroyed", ws.id);
             }
         }
