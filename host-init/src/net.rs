@@ -20,6 +20,8 @@ pub struct Uplink {
     pub dns: Vec<Ipv4Addr>,
     /// "dhcp" or "static".
     pub source: &'static str,
+    /// Seconds the DHCP lease lasts.
+    pub lease_secs: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +105,7 @@ pub fn bring_up(cfg: &Config) -> Result<Uplink, NetError> {
             gateway: *gateway,
             dns: cfg.dns.clone(),
             source: "static",
+            lease_secs: None,
         },
         NetMode::Dhcp => {
             let mac = mac_of(&iface).ok_or_else(|| NetError::Dhcp {
@@ -130,6 +133,7 @@ pub fn bring_up(cfg: &Config) -> Result<Uplink, NetError> {
                     cfg.dns.clone()
                 },
                 source: "dhcp",
+                lease_secs: Some(lease.lease_secs),
             }
         }
     };
@@ -140,4 +144,55 @@ pub fn bring_up(cfg: &Config) -> Result<Uplink, NetError> {
         }
     }
     Ok(uplink)
+}
+
+/// Renews a DHCP lease at half its life, forever; `changed` hears about a
+/// new address (the interface is reconfigured first). A failed renewal is
+/// retried every 30 s; the old address stays until a server answers.
+pub fn keep_lease(mut up: Uplink, changed: impl Fn(&Uplink) + Send + 'static) {
+    let Some(mac) = mac_of(&up.interface) else {
+        return;
+    };
+    let _ = std::thread::Builder::new()
+        .name("dhcp".into())
+        .spawn(move || {
+            let mut wait =
+                Duration::from_secs(u64::from(up.lease_secs.unwrap_or(3600)).max(60) / 2);
+            loop {
+                std::thread::sleep(wait);
+                match dhcp::acquire(&up.interface, mac, Duration::from_secs(60)) {
+                    Ok(lease) => {
+                        wait = Duration::from_secs(u64::from(lease.lease_secs).max(60) / 2);
+                        if lease.address != up.address
+                            || lease.prefix != up.prefix
+                            || lease.router != up.gateway
+                        {
+                            info!(
+                                "DHCP on {}: the lease moved to {}/{}",
+                                up.interface, lease.address, lease.prefix
+                            );
+                            if let Err(e) =
+                                ifconfig::set_address(&up.interface, lease.address, lease.prefix)
+                            {
+                                warn!("{e}");
+                            }
+                            if let Some(gw) = lease.router {
+                                let _ = ifconfig::add_default_route(&up.interface, gw);
+                            }
+                            up.address = lease.address;
+                            up.prefix = lease.prefix;
+                            up.gateway = lease.router;
+                            changed(&up);
+                        }
+                    }
+                    Err(e) => {
+                        warn!(
+                            "renewing the DHCP lease on {}: {e}; retrying in 30 s",
+                            up.interface
+                        );
+                        wait = Duration::from_secs(30);
+                    }
+                }
+            }
+        });
 }

@@ -264,6 +264,19 @@ fn boot(cmdline: &str, started: Instant) {
                     s.api_url = Some(format!("https://{}:{p}/", up.address));
                 }
             });
+            if up.source == "dhcp" {
+                net::keep_lease(up.clone(), move |u| {
+                    SCREEN.update(|s| {
+                        s.addresses = vec![format!(
+                            "{} {}/{} ({})",
+                            u.interface, u.address, u.prefix, u.source
+                        )];
+                        if let Some(p) = port {
+                            s.api_url = Some(format!("https://{}:{p}/", u.address));
+                        }
+                    })
+                });
+            }
         }
         Err(e) => {
             error!("network: {e}");

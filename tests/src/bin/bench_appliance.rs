@@ -31,8 +31,9 @@ fn mib(b: u64) -> String {
 /// A busybox initramfs whose init prints a marker and powers off.
 fn peer_initramfs(path: &Path) -> Result<(), String> {
     let busybox = std::fs::read("/bin/busybox").map_err(|e| format!("/bin/busybox: {e}"))?;
+    // ttyS0 directly: /dev/console is the screen (the last console= given).
     let init =
-        b"#!/bin/sh\necho PEER-INIT-STARTED > /dev/console\n/bin/busybox poweroff -f\n".to_vec();
+        b"#!/bin/sh\necho PEER-INIT-STARTED > /dev/ttyS0\n/bin/busybox poweroff -f\n".to_vec();
     let entries = vec![
         Entry::Dir {
             path: "bin".into(),
@@ -56,6 +57,12 @@ fn peer_initramfs(path: &Path) -> Result<(), String> {
             mode: 0o600,
             major: 5,
             minor: 1,
+        },
+        Entry::CharDev {
+            path: "dev/ttyS0".into(),
+            mode: 0o600,
+            major: 4,
+            minor: 64,
         },
         Entry::File {
             path: "init".into(),
@@ -192,6 +199,7 @@ fn run() -> Result<(), String> {
         );
         peer_init.push(r.init_s);
     }
+    let peer_size = size(&peer_initrd);
     let _ = std::fs::remove_dir_all(&work);
     println!(
         "appliance boot, median of {runs} (QEMU q35 + OVMF + swtpm, seconds from QEMU start):"
@@ -228,7 +236,7 @@ fn run() -> Result<(), String> {
     );
     println!(
         "  peer busybox initramfs (uncompressed): {}",
-        mib(size(&peer_initrd))
+        mib(peer_size)
     );
     Ok(())
 }
