@@ -226,6 +226,23 @@ fn workspace_api(app: &mut Appliance, admin: &str) -> String {
         403,
         "no delete scope"
     );
+    // Metrics: per workspace and host totals, for a token that may read.
+    assert_eq!(call("GET", "/metrics", "", None).0, 401);
+    let (code, text) = call("GET", "/metrics", admin, None);
+    assert_eq!(code, 200);
+    let text = String::from_utf8_lossy(&text).to_string();
+    for want in [
+        format!("paddock_workspace_execs_total{{workspace=\"{id}\"}} 2"),
+        format!("paddock_workspace_memory_bytes{{workspace=\"{id}\"}}"),
+        format!("paddock_workspace_cpu_seconds_total{{workspace=\"{id}\"}}"),
+        format!("paddock_workspace_disk_used_bytes{{workspace=\"{id}\"}}"),
+        "paddock_host_memory_total_bytes".to_string(),
+    ] {
+        assert!(
+            text.contains(&want),
+            "{want} missing from /metrics:\n{text}"
+        );
+    }
     // Revocation takes effect on the next request.
     let reader_id = reader["id"].as_str().expect("id");
     assert_eq!(

@@ -137,6 +137,8 @@ pub enum Call {
     RevokeToken {
         id: String,
     },
+    /// Prometheus text for the workspaces the token may see, and the host.
+    Metrics,
     ReadAudit {
         filters: Vec<(String, String)>,
         limit: usize,

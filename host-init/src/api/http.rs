@@ -172,6 +172,16 @@ pub fn write_bytes(stream: &mut impl Write, body: &[u8]) -> std::io::Result<()> 
     stream.flush()
 }
 
+/// Prometheus's text exposition format.
+pub fn write_text(stream: &mut impl Write, body: &str) -> std::io::Result<()> {
+    write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}
+
 /// Starts a chunked response; send pieces with [`write_chunk`], end with
 /// [`end_chunks`].
 pub fn start_chunked(stream: &mut impl Write, content_type: &str) -> std::io::Result<()> {

@@ -402,6 +402,16 @@ fn route(shared: &Shared, req: &http::Request, tls: &mut Tls) -> Option<(u16, Va
         ("DELETE", ["v1", "tokens", id]) if valid_id(id) => {
             simple(Call::RevokeToken { id: id.to_string() })
         }
+        ("GET", ["metrics"]) => {
+            let (r, _) = call(shared, &req.bearer, Call::Metrics);
+            match r.body.get("text").and_then(Value::as_str) {
+                Some(text) if r.status == 200 => {
+                    let _ = http::write_text(tls, text);
+                    None
+                }
+                _ => Some((r.status, r.body)),
+            }
+        }
         ("GET", ["v1", "audit"]) => {
             let limit = query(req, "limit")
                 .and_then(|l| l.parse().ok())

@@ -52,7 +52,7 @@ pub fn vsock_path(id: &str) -> PathBuf {
     run_dir(id).join("vsock.sock")
 }
 
-fn cgroup_dir(id: &str) -> PathBuf {
+pub fn cgroup_dir(id: &str) -> PathBuf {
     PathBuf::from(CGROUP_ROOT).join(id)
 }
 

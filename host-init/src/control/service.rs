@@ -26,6 +26,8 @@ pub struct Control {
     template_dev: Option<String>,
     /// Admission (capacity and quota checks plus the record) is serial.
     admission: Mutex<()>,
+    /// Execs started per workspace since boot, for /metrics.
+    execs: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// A reply plus, for OpenAgent, the connection to pass.
@@ -83,6 +85,7 @@ impl Control {
             audit: AuditLog::new(audit_dir, 16 << 20, 8),
             template_dev,
             admission: Mutex::new(()),
+            execs: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -239,6 +242,7 @@ impl Control {
             Call::ListTokens => "list_tokens".into(),
             Call::RevokeToken { id } => format!("revoke_token {id}"),
             Call::ReadAudit { .. } => "read_audit".into(),
+            Call::Metrics => "metrics".into(),
         };
         let tok = match self.authenticate(auth, &what) {
             Ok(t) => t,
@@ -312,10 +316,18 @@ impl Control {
                     .connect_raw()
                     .map_err(|e| error(503, format!("the workspace's agent: {e}")))?;
                 match &purpose {
-                    Purpose::Exec { argv0 } => self.audit.record(
-                        "exec_started",
-                        json!({"workspace": ws.id, "token": tok.id, "argv0": argv0}),
-                    ),
+                    Purpose::Exec { argv0 } => {
+                        *self
+                            .execs
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .entry(ws.id.clone())
+                            .or_insert(0) += 1;
+                        self.audit.record(
+                            "exec_started",
+                            json!({"workspace": ws.id, "token": tok.id, "argv0": argv0}),
+                        )
+                    }
                     Purpose::ReadFile { path } => self.audit.record(
                         "file_read",
                         json!({"workspace": ws.id, "token": tok.id, "path": path}),
@@ -389,6 +401,26 @@ impl Control {
                 self.audit
                     .record("token_revoked", json!({"token": t.id, "by": tok.id}));
                 Ok(reply(200, json!({"revoked": t.id})))
+            }
+            Call::Metrics => {
+                self.need(tok, Scope::Read, what)?;
+                let all = self
+                    .store
+                    .list::<WorkspaceRecord>(WORKSPACES)
+                    .map_err(store_err)?;
+                let limited = !tok.labels.is_empty() || tok.workspace_ids.is_some();
+                let visible: Vec<WorkspaceRecord> = all
+                    .into_iter()
+                    .filter(|w| {
+                        tok.has(Scope::Admin)
+                            || ((w.owner == tok.id || limited) && tok.covers(&w.id, &w.labels))
+                    })
+                    .collect();
+                let execs = self.execs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                Ok(reply(
+                    200,
+                    json!({"text": super::metrics::render(&visible, &execs)}),
+                ))
             }
             Call::ReadAudit { filters, limit } => {
                 self.need(tok, Scope::Admin, what)?;

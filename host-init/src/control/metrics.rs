@@ -1,0 +1,187 @@
+//! /metrics in Prometheus's text format: per workspace CPU time, memory and
+//! disk use (from its cgroup and its disk file) and exec count; host totals.
+
+use super::runner;
+use super::workspace::{WorkspaceRecord, WsState};
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::os::unix::fs::MetadataExt;
+
+fn read_u64(path: &std::path::Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn cpu_usage_us(id: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(runner::cgroup_dir(id).join("cpu.stat")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn meminfo(key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())?;
+    Some(kb * 1024)
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+pub fn render(workspaces: &[WorkspaceRecord], execs: &HashMap<String, u64>) -> String {
+    let mut out = String::new();
+    let running: Vec<&WorkspaceRecord> = workspaces
+        .iter()
+        .filter(|w| w.state == WsState::Running)
+        .collect();
+    type Sample = fn(&WorkspaceRecord, &HashMap<String, u64>) -> Option<f64>;
+    let per_ws: [(&str, &str, &str, Sample); 6] = [
+        (
+            "paddock_workspace_cpu_seconds_total",
+            "counter",
+            "CPU time used by the workspace's VMM and guest",
+            |w, _| cpu_usage_us(&w.id).map(|us| us as f64 / 1e6),
+        ),
+        (
+            "paddock_workspace_memory_bytes",
+            "gauge",
+            "memory charged to the workspace's cgroup",
+            |w, _| read_u64(&runner::cgroup_dir(&w.id).join("memory.current")).map(|b| b as f64),
+        ),
+        (
+            "paddock_workspace_memory_limit_bytes",
+            "gauge",
+            "the workspace's memory.max",
+            |w, _| read_u64(&runner::cgroup_dir(&w.id).join("memory.max")).map(|b| b as f64),
+        ),
+        (
+            "paddock_workspace_disk_used_bytes",
+            "gauge",
+            "bytes allocated to the workspace's disk file",
+            |w, _| {
+                std::fs::metadata(runner::data_dir(&w.id).join("disk.img"))
+                    .ok()
+                    .map(|m| (m.blocks() * 512) as f64)
+            },
+        ),
+        (
+            "paddock_workspace_disk_size_bytes",
+            "gauge",
+            "the workspace's disk size",
+            |w, _| Some((w.disk_mib << 20) as f64),
+        ),
+        (
+            "paddock_workspace_execs_total",
+            "counter",
+            "commands started in the workspace since the host booted",
+            |w, e| Some(e.get(&w.id).copied().unwrap_or(0) as f64),
+        ),
+    ];
+    for (name, kind, help, sample) in per_ws {
+        family(&mut out, name, kind, help);
+        for w in &running {
+            if let Some(v) = sample(w, execs) {
+                let _ = writeln!(out, "{name}{{workspace=\"{}\"}} {v}", w.id);
+            }
+        }
+    }
+    family(
+        &mut out,
+        "paddock_workspaces",
+        "gauge",
+        "workspaces by state",
+    );
+    for state in ["starting", "running", "stopped", "lost"] {
+        let n = workspaces
+            .iter()
+            .filter(|w| {
+                serde_json::to_value(w.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .as_deref()
+                    == Some(state)
+            })
+            .count();
+        let _ = writeln!(out, "paddock_workspaces{{state=\"{state}\"}} {n}");
+    }
+    family(
+        &mut out,
+        "paddock_host_memory_total_bytes",
+        "gauge",
+        "host RAM",
+    );
+    let _ = writeln!(
+        out,
+        "paddock_host_memory_total_bytes {}",
+        meminfo("MemTotal:").unwrap_or(0)
+    );
+    family(
+        &mut out,
+        "paddock_host_memory_available_bytes",
+        "gauge",
+        "host RAM available",
+    );
+    let _ = writeln!(
+        out,
+        "paddock_host_memory_available_bytes {}",
+        meminfo("MemAvailable:").unwrap_or(0)
+    );
+    let data_free = nix::sys::statvfs::statvfs("/data")
+        .map(|s| s.blocks_available() * s.fragment_size())
+        .unwrap_or(0);
+    family(
+        &mut out,
+        "paddock_host_data_free_bytes",
+        "gauge",
+        "free space on the data partition",
+    );
+    let _ = writeln!(out, "paddock_host_data_free_bytes {data_free}");
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "0".into());
+    family(
+        &mut out,
+        "paddock_host_load1",
+        "gauge",
+        "host load average over 1 minute",
+    );
+    let _ = writeln!(out, "paddock_host_load1 {load}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_families_and_labels() {
+        let ws = WorkspaceRecord {
+            id: "ws_abc".into(),
+            owner: "tok_x".into(),
+            template: "default".into(),
+            vcpus: 1,
+            memory_mib: 256,
+            disk_mib: 512,
+            labels: Default::default(),
+            env: Default::default(),
+            created_at: 0,
+            expires_at: 10,
+            state: WsState::Running,
+            uid: 200_000,
+        };
+        let mut execs = HashMap::new();
+        execs.insert("ws_abc".to_string(), 3);
+        let text = render(&[ws], &execs);
+        assert!(
+            text.contains("paddock_workspace_execs_total{workspace=\"ws_abc\"} 3"),
+            "{text}"
+        );
+        assert!(text.contains("paddock_workspace_disk_size_bytes{workspace=\"ws_abc\"} 536870912"));
+        assert!(text.contains("paddock_workspaces{state=\"running\"} 1"));
+        assert!(text.contains("# TYPE paddock_host_memory_total_bytes gauge"));
+    }
+}
