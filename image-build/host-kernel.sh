@@ -12,13 +12,10 @@ if [ -n "${PADDOCK_HOST_KERNEL:-}" ]; then
     echo "$PADDOCK_HOST_KERNEL"
     exit 0
 fi
+. "$(dirname "$0")/../scripts/lib/debian-kernel.sh"
 cache_root=${PADDOCK_CACHE:-$HOME/.cache/paddock}
 meta=linux-image-amd64
-version=$(apt-cache policy "$meta" | sed -n 's/^ *Candidate: *//p')
-if [ -z "$version" ] || [ "$version" = "(none)" ]; then
-    echo "host-kernel: apt knows no $meta; run 'apt-get update'" >&2
-    exit 1
-fi
+version=$(debian_kernel_version "$meta")
 out="$cache_root/host-kernel/$version"
 if [ -f "$out/vmlinuz" ] && [ -f "$out/kernel-release" ]; then
     echo "$out"
@@ -27,12 +24,8 @@ fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/paddock-hostk.XXXXXX")
 trap 'rm -rf "$work"' EXIT
+kver=$(debian_kernel_unpack "$meta" "$version" "$work")
 cd "$work"
-apt-get download "$meta=$version" >&2 2>/dev/null || apt-get download "$meta" >&2
-image_pkg=$(dpkg-deb -f ./"$meta"_*.deb Depends | tr ',' '\n' | sed -n 's/^ *\(linux-image-[^ ]*\).*/\1/p' | head -n1)
-apt-get download "$image_pkg" >&2
-dpkg-deb -x ./"$image_pkg"_*.deb root
-kver=$(ls root/lib/modules)
 rm -rf "$out.tmp"
 mkdir -p "$out.tmp/lib/modules"
 cp root/boot/vmlinuz-"$kver" "$out.tmp/vmlinuz"

@@ -113,6 +113,26 @@ pub fn reset_signals(cmd: &mut Command) {
     }
 }
 
+/// For `pre_exec` closures of confined children (the API process, VMMs):
+/// no_new_privs, so no exec can gain privileges, and no core dumps, which
+/// could spill guest memory or keys. Async-signal-safe.
+pub fn confine_after_fork() -> std::io::Result<()> {
+    let no_core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prctl and setrlimit with plain values and a pointer to a
+    // local; nothing allocates between fork and exec.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0
+            || libc::setrlimit(libc::RLIMIT_CORE, &no_core) < 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Runs a tool to completion and returns its exit and stderr.
 pub fn run(mut cmd: Command) -> std::io::Result<(Exit, String)> {
     reset_signals(&mut cmd);

@@ -10,6 +10,7 @@ pub mod control;
 pub mod demo;
 pub mod entropy;
 pub mod fatal;
+pub mod fsutil;
 pub mod log;
 pub mod modules;
 pub mod mounts;

@@ -3,7 +3,6 @@
 //! the status screen shows.
 
 use sha2::{Digest, Sha256};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,28 +42,8 @@ pub fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
 }
 
 fn write_private(path: &Path, data: &str) -> Result<(), TlsError> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|source| TlsError::Io {
-            what: "writing",
-            path: tmp.clone(),
-            source,
-        })?;
-    f.write_all(data.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|source| TlsError::Io {
-            what: "writing",
-            path: tmp.clone(),
-            source,
-        })?;
-    std::fs::rename(&tmp, path).map_err(|source| TlsError::Io {
-        what: "renaming",
+    crate::fsutil::write_private(path, data.as_bytes()).map_err(|source| TlsError::Io {
+        what: "writing",
         path: path.to_path_buf(),
         source,
     })

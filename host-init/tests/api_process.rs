@@ -30,6 +30,24 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// The HTTP status curl gets for `args` (a URL and options).
+fn status_of(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-sk",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .args(args)
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 #[test]
 fn api_process_is_confined_and_serves_tls() {
     let id = paddock_init::tls::generate().expect("identity");
@@ -93,57 +111,12 @@ fn api_process_is_confined_and_serves_tls() {
     let _ = raw.write_all(b"\x00\x01GARBAGE\r\n\r\n");
     drop(raw);
     let big = format!("https://127.0.0.1:{}/{}", running.port, "a".repeat(20_000));
-    let out = Command::new("curl")
-        .args([
-            "-sk",
-            "--max-time",
-            "10",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            &big,
-        ])
-        .output()
-        .expect("curl");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "413");
+    assert_eq!(status_of(&[&big]), "413");
     // Calls go to the privileged side, which decides.
     let ws_url = format!("https://127.0.0.1:{}/v1/workspaces", running.port);
-    let out = Command::new("curl")
-        .args([
-            "-sk",
-            "--max-time",
-            "10",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            &ws_url,
-        ])
-        .output()
-        .expect("curl");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
-    let out = Command::new("curl")
-        .args([
-            "-sk",
-            "--max-time",
-            "10",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-X",
-            "POST",
-            "-H",
-            "Content-Length: 5",
-            "--data-binary",
-            "{nope",
-            &ws_url,
-        ])
-        .output()
-        .expect("curl");
+    assert_eq!(status_of(&[&ws_url]), "401");
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
+        status_of(&["-X", "POST", "--data-binary", "{nope", &ws_url]),
         "400",
         "malformed JSON is refused before it travels"
     );

@@ -65,15 +65,7 @@ pub fn spawn(
             {
                 return Err(std::io::Error::last_os_error());
             }
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let no_core = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            libc::setrlimit(libc::RLIMIT_CORE, &no_core);
-            Ok(())
+            crate::children::confine_after_fork()
         });
     }
     let child = cmd.spawn().map_err(ApiError::Spawn)?;

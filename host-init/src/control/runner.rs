@@ -166,15 +166,10 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<u32, RunError> 
             if libc::setgroups(1, groups.as_ptr()) < 0
                 || libc::setresgid(uid, uid, uid) < 0
                 || libc::setresuid(uid, uid, uid) < 0
-                || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0
             {
                 return Err(std::io::Error::last_os_error());
             }
-            let no_core = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+            crate::children::confine_after_fork()?;
             Ok(())
         });
     }

@@ -218,15 +218,25 @@ impl Control {
             .store
             .get::<WorkspaceRecord>(WORKSPACES, id)
             .map_err(store_err)?;
-        let admin = tok.has(Scope::Admin);
-        let limited = !tok.labels.is_empty() || tok.workspace_ids.is_some();
         match ws {
-            Some(w) if admin => Ok(w),
-            Some(w) if (w.owner == tok.id || limited) && tok.covers(&w.id, &w.labels) => Ok(w),
-            None if admin => Err(error(404, format!("no workspace {id}"))),
+            Some(w) if tok.sees(&w.id, &w.owner, &w.labels) => Ok(w),
+            None if tok.has(Scope::Admin) => Err(error(404, format!("no workspace {id}"))),
             // The same answer whether it exists or not.
             _ => Err(self.refuse(403, "no such workspace for this token", Some(&tok.id), what)),
         }
+    }
+
+    /// Every workspace the token may see (needs the read scope).
+    fn visible(&self, tok: &TokenRecord, what: &str) -> Result<Vec<WorkspaceRecord>, Outcome> {
+        self.need(tok, Scope::Read, what)?;
+        let all = self
+            .store
+            .list::<WorkspaceRecord>(WORKSPACES)
+            .map_err(store_err)?;
+        Ok(all
+            .into_iter()
+            .filter(|w| tok.sees(&w.id, &w.owner, &w.labels))
+            .collect())
     }
 
     pub fn call(&self, auth: &str, call: Call) -> Outcome {
@@ -257,18 +267,9 @@ impl Control {
         match call {
             Call::CreateWorkspace { spec } => self.create(tok, spec, what),
             Call::ListWorkspaces { labels } => {
-                self.need(tok, Scope::Read, what)?;
-                let all = self
-                    .store
-                    .list::<WorkspaceRecord>(WORKSPACES)
-                    .map_err(store_err)?;
-                let limited = !tok.labels.is_empty() || tok.workspace_ids.is_some();
-                let visible: Vec<Value> = all
+                let visible: Vec<Value> = self
+                    .visible(tok, what)?
                     .iter()
-                    .filter(|w| {
-                        tok.has(Scope::Admin)
-                            || ((w.owner == tok.id || limited) && tok.covers(&w.id, &w.labels))
-                    })
                     .filter(|w| labels.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
                     .map(WorkspaceRecord::public)
                     .collect();
@@ -403,19 +404,7 @@ impl Control {
                 Ok(reply(200, json!({"revoked": t.id})))
             }
             Call::Metrics => {
-                self.need(tok, Scope::Read, what)?;
-                let all = self
-                    .store
-                    .list::<WorkspaceRecord>(WORKSPACES)
-                    .map_err(store_err)?;
-                let limited = !tok.labels.is_empty() || tok.workspace_ids.is_some();
-                let visible: Vec<WorkspaceRecord> = all
-                    .into_iter()
-                    .filter(|w| {
-                        tok.has(Scope::Admin)
-                            || ((w.owner == tok.id || limited) && tok.covers(&w.id, &w.labels))
-                    })
-                    .collect();
+                let visible = self.visible(tok, what)?;
                 let execs = self.execs.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 Ok(reply(
                     200,

@@ -174,6 +174,15 @@ impl TokenRecord {
         labels_ok && ids_ok
     }
 
+    /// Whether this token may see a workspace at all: admin sees every one;
+    /// a token limited by labels or ids sees exactly those it covers; any
+    /// other token sees the ones it created.
+    pub fn sees(&self, ws_id: &str, ws_owner: &str, ws_labels: &BTreeMap<String, String>) -> bool {
+        let limited = !self.labels.is_empty() || self.workspace_ids.is_some();
+        self.has(Scope::Admin)
+            || ((ws_owner == self.id || limited) && self.covers(ws_id, ws_labels))
+    }
+
     /// Mints a child token; returns its secret (shown once) and record.
     pub fn mint(&self, req: &MintRequest, now: u64) -> Result<(String, TokenRecord), TokenError> {
         check_name(&req.name)?;
