@@ -1,41 +1,29 @@
 //! The demo workspace `just run` asks for: one microVM from the default
-//! template, booted at startup, proven alive by running a command in it.
+//! template, started at boot like any workspace (own uid, own cgroup), and
+//! proven alive by running a command in it. It is host-init's own: not in
+//! the state database, not visible through the API.
 
+use crate::control::runner::{self, RunError};
+use crate::control::workspace::{WorkspaceRecord, WsState};
 use crate::status::SCREEN;
 use crate::{info, warn};
-use paddock_agent_client::{AgentClient, ReadyListener};
+use paddock_agent_client::AgentClient;
 use paddock_proto::{ExecRequest, User};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-pub const VMM: &str = "/usr/lib/paddock/paddock-vmm";
-pub const GUEST_KERNEL: &str = "/usr/lib/paddock/guest/vmlinux";
-pub const AGENT_INITRAMFS: &str = "/usr/lib/paddock/guest/agent.cpio";
 const NAME: &str = "demo";
-const DISK_BYTES: u64 = 2 << 30;
-/// Booting under nested emulation can take minutes; hardware takes seconds.
-const READY_TIMEOUT: Duration = Duration::from_secs(600);
+/// Below the API workspaces' range, so the two never share a uid.
+const DEMO_UID: u32 = runner::WS_UID_BASE - 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     #[error("no /dev/kvm: this machine offers no hardware virtualization to workspaces")]
     NoKvm,
-    #[error("{what} {path}: {source}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{0}")]
+    Run(#[from] RunError),
     #[error("the workspace agent: {0}")]
     Agent(#[from] paddock_agent_client::ClientError),
-    #[error("the VMM ended before the workspace was ready ({0})")]
-    VmmEnded(String),
-}
-
-fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DemoError {
-    let path = path.to_path_buf();
-    move |source| DemoError::Io { what, path, source }
 }
 
 fn set(text: String) {
@@ -62,63 +50,29 @@ fn run(template_dev: &str) -> Result<(), DemoError> {
     if !Path::new("/dev/kvm").exists() {
         return Err(DemoError::NoKvm);
     }
-    let dir = PathBuf::from("/data/workspaces").join(NAME);
-    std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
-    let disk = dir.join("disk.img");
-    if !disk.exists() {
-        let f = std::fs::File::create(&disk).map_err(io("creating", &disk))?;
-        f.set_len(DISK_BYTES).map_err(io("sizing", &disk))?;
-    }
-    let run_dir = PathBuf::from("/run/paddock").join(NAME);
-    let _ = std::fs::remove_dir_all(&run_dir);
-    std::fs::create_dir_all(&run_dir).map_err(io("creating", &run_dir))?;
-    let uds = run_dir.join("vsock.sock");
-    let ready = ReadyListener::bind(&uds)?;
-    let console = dir.join("console.log");
-    let console_file = std::fs::File::create(&console).map_err(io("creating", &console))?;
-    let err_file = console_file.try_clone().map_err(io("opening", &console))?;
-    let started = Instant::now();
-    let mut cmd = Command::new(VMM);
-    crate::children::reset_signals(&mut cmd);
-    let child = cmd
-        .args(["--kernel", GUEST_KERNEL, "--initramfs", AGENT_INITRAMFS])
-        .args(["--vcpus", "1", "--memory-mib", "512"])
-        .arg("--drive")
-        .arg(format!("id=template,path={template_dev},ro"))
-        .arg("--drive")
-        .arg(format!("id=data,path={}", disk.display()))
-        .arg("--vsock")
-        .arg(format!("cid=3,uds={}", uds.display()))
-        .args(["--console", "stdout", "--cmdline", "paddock.hostname=demo"])
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(console_file)
-        .stderr(err_file)
-        .spawn()
-        .map_err(io("starting", Path::new(VMM)))?;
-    let pid = child.id();
-    drop(child);
-    crate::workspaces::add(NAME, pid);
-    info!("demo workspace: VMM started (pid {pid}); waiting for its agent");
-    set("booting".into());
-
-    let info = match ready.wait(READY_TIMEOUT) {
-        Ok(i) => i,
-        Err(e) => {
-            return Err(
-                match crate::workspaces::wait_ended(NAME, Some(Duration::ZERO)) {
-                    Some(exit) => DemoError::VmmEnded(exit.to_string()),
-                    None => e.into(),
-                },
-            )
-        }
+    let ws = WorkspaceRecord {
+        id: NAME.into(),
+        owner: "host-init".into(),
+        template: "default".into(),
+        vcpus: 1,
+        memory_mib: 512,
+        disk_mib: 2048,
+        labels: Default::default(),
+        env: Default::default(),
+        created_at: crate::control::audit::now_s(),
+        expires_at: u64::MAX,
+        state: WsState::Running,
+        uid: DEMO_UID,
     };
+    set("booting".into());
+    let started = Instant::now();
+    let (pid, ready) = runner::start(&ws, template_dev)?;
     let ready_s = started.elapsed().as_secs_f64();
     info!(
-        "demo workspace: ready after {ready_s:.1} s (agent {}, guest uptime {} ms)",
-        info.agent_version, info.uptime_ms
+        "demo workspace: ready after {ready_s:.1} s (pid {pid}, agent {}, guest uptime {} ms)",
+        ready.agent_version, ready.uptime_ms
     );
-    let client = AgentClient::new(&uds).with_timeout(Duration::from_secs(120));
+    let client = AgentClient::new(runner::vsock_path(NAME)).with_timeout(Duration::from_secs(120));
     let (status, out, _) = client.exec_collect(ExecRequest {
         argv: vec!["uname".into(), "-sr".into()],
         env: Vec::new(),

@@ -107,12 +107,8 @@ fn boot(cmdline: &str, started: Instant) {
     let data = match storage::prepare() {
         Ok(d) => d,
         Err(e) => {
-            error!("{e}");
+            enter_error(&e.to_string());
             error!("the box stays up without its data: no API, no workspaces; no data on the partition was touched");
-            SCREEN.update(|s| {
-                s.state = "error".into();
-                s.error = Some(e.to_string());
-            });
             return;
         }
     };
@@ -177,14 +173,7 @@ fn boot(cmdline: &str, started: Instant) {
     let (identity, fresh) =
         match tls::load_or_create(&std::path::Path::new(storage::DATA_MOUNT).join("state")) {
             Ok(i) => i,
-            Err(e) => {
-                error!("{e}");
-                SCREEN.update(|s| {
-                    s.state = "error".into();
-                    s.error = Some(e.to_string());
-                });
-                return;
-            }
+            Err(e) => return enter_error(&e.to_string()),
         };
     if fresh {
         info!("made the API's TLS certificate");
@@ -198,14 +187,7 @@ fn boot(cmdline: &str, started: Instant) {
         data.template_dev.clone(),
     ) {
         Ok(c) => std::sync::Arc::new(c),
-        Err(e) => {
-            error!("{e}");
-            SCREEN.update(|s| {
-                s.state = "error".into();
-                s.error = Some(e.to_string());
-            });
-            return;
-        }
+        Err(e) => return enter_error(&e.to_string()),
     };
     match crate::bootstrap::ensure(&data_root.join("state")) {
         Ok(Some(c)) => {
@@ -366,4 +348,13 @@ fn start_api(
             }
         });
     Some(port)
+}
+
+/// The box stays up, showing why it cannot serve.
+fn enter_error(why: &str) {
+    error!("{why}");
+    SCREEN.update(|s| {
+        s.state = "error".into();
+        s.error = Some(why.to_string());
+    });
 }

@@ -3,14 +3,18 @@
 //! into the cgroup before it executes anything.
 
 use super::workspace::WorkspaceRecord;
-use crate::demo::{AGENT_INITRAMFS, GUEST_KERNEL, VMM};
 use paddock_agent_client::ReadyListener;
+use paddock_proto::ReadyInfo;
 use std::ffi::CString;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
+
+pub const VMM: &str = "/usr/lib/paddock/paddock-vmm";
+pub const GUEST_KERNEL: &str = "/usr/lib/paddock/guest/vmlinux";
+pub const AGENT_INITRAMFS: &str = "/usr/lib/paddock/guest/agent.cpio";
 
 /// First uid handed to workspaces; each gets its own.
 pub const WS_UID_BASE: u32 = 200_000;
@@ -83,8 +87,9 @@ pub fn prepare_host(template_dev: &str) -> Result<(), RunError> {
 }
 
 /// Creates the workspace's disk, cgroup and run directory and starts its
-/// VMM; waits for the agent's readiness. Returns the VMM's pid.
-pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<u32, RunError> {
+/// VMM; waits for the agent's readiness. Returns the VMM's pid and what
+/// the agent reported.
+pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo), RunError> {
     let dir = data_dir(&ws.id);
     std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
     let disk = dir.join("disk.img");
@@ -178,7 +183,7 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<u32, RunError> 
     drop(child);
     crate::workspaces::add(&ws.id, pid);
     match ready.wait(READY_TIMEOUT) {
-        Ok(_) => Ok(pid),
+        Ok(info) => Ok((pid, info)),
         Err(e) => {
             let why = match crate::workspaces::wait_ended(&ws.id, Some(Duration::ZERO)) {
                 Some(exit) => format!("its VMM ended ({exit})"),

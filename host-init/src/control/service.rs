@@ -551,7 +551,7 @@ impl Control {
             ws
         };
         match runner::start(&ws, &template_dev) {
-            Ok(pid) => {
+            Ok((pid, _)) => {
                 let mut ws = ws;
                 ws.state = WsState::Running;
                 self.store.put(WORKSPACES, &ws.id, &ws).map_err(store_err)?;
