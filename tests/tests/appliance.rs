@@ -608,6 +608,8 @@ fn a_damaged_data_partition_is_reported_and_never_reformatted() {
     let mut app = Appliance::boot(&disk, &state, &dir.join("boot.log")).expect("boot");
     let console = app
         .wait_for("no data on the partition was touched", BOOT_GUARD)
+        // The status screen is redrawn on its own thread, just after.
+        .and_then(|_| app.wait_for("State        error", BOOT_GUARD))
         .expect("a clear error state");
     app.kill();
     eprintln!("{console}");
