@@ -88,7 +88,10 @@ impl ReadyListener {
             }
         };
         stream.set_nonblocking(false)?;
-        stream.set_read_timeout(Some(timeout))?;
+        // One deadline for the whole wait: a guest that connects late and
+        // then stalls must not stretch it to twice the timeout.
+        let left = deadline.saturating_duration_since(Instant::now());
+        stream.set_read_timeout(Some(left.max(Duration::from_millis(100))))?;
         match read_msg(&mut stream)? {
             AgentMsg::Ready(info) => Ok(info),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),

@@ -203,7 +203,7 @@ impl Appliance {
     ) -> Result<(u16, Vec<u8>)> {
         let mut cmd = Command::new("curl");
         cmd.args([
-            "-sk",
+            "-skS",
             "--max-time",
             "300",
             "-X",
@@ -228,7 +228,7 @@ impl Appliance {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .map_err(io("running curl"))?;
         if let Some(mut i) = child.stdin.take() {
@@ -244,6 +244,15 @@ impl Appliance {
             .parse()
             .unwrap_or(0);
         raw.truncate(split);
+        if code == 0 {
+            // No HTTP answer at all: say what curl saw instead of a body.
+            raw = format!(
+                "no HTTP response ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )
+            .into_bytes();
+        }
         Ok((code, raw))
     }
 
@@ -290,7 +299,27 @@ impl Appliance {
 impl Drop for Appliance {
     fn drop(&mut self) {
         self.kill();
+        // A failed assertion shows only its own message: the appliance's
+        // last words are what explains it, so they go with the failure.
+        if std::thread::panicking() {
+            eprintln!(
+                "---- appliance console, last lines without status screens ----\n{}",
+                log_tail(&self.console(), 80)
+            );
+        }
     }
+}
+
+/// The last `n` lines of a console, status-screen renderings left out (the
+/// screen is redrawn often and would crowd out the log).
+pub fn log_tail(console: &str, n: usize) -> String {
+    // Screen lines are its rules and its indented fields.
+    let lines: Vec<&str> = console
+        .lines()
+        .filter(|l| !l.starts_with("==") && !l.starts_with("  ") && !l.trim().is_empty())
+        .collect();
+    let skip = lines.len().saturating_sub(n);
+    lines[skip..].join("\n")
 }
 
 /// The value after `label` on the status screen's last rendering.
