@@ -2,7 +2,7 @@
 //! uid with no capabilities, no_new_privs and seccomp, serves TLS, answers
 //! from the privileged side's channel, and survives garbage.
 
-use paddock_init::api::channel::{CallReply, Init, StatusReply};
+use paddock_init::api::channel::{Call, CallReply, Init, StatusReply};
 use paddock_init::api::supervisor::{spawn, API_GID, API_UID};
 use paddock_init::control::service::Outcome;
 use std::io::Write;
@@ -62,7 +62,10 @@ fn api_process_is_confined_and_serves_tls() {
     }
     let exe = Path::new(env!("CARGO_BIN_EXE_paddock-init"));
     // Every call is answered "401", as host-init would for a bad token: this
-    // test is about the process, not the control plane.
+    // test is about the process, not the control plane. A create is held
+    // until the test releases it, to show other calls do not wait behind it.
+    let release = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let held = release.clone();
     let running = spawn(
         exe,
         &init,
@@ -73,13 +76,22 @@ fn api_process_is_confined_and_serves_tls() {
             workspaces: 3,
             uptime_s: 1,
         },
-        |_, _| Outcome {
-            reply: CallReply {
-                status: 401,
-                body: serde_json::json!({"error": "invalid, expired or revoked token"}),
-                fd: false,
-            },
-            stream: None,
+        move |_, call| {
+            if matches!(call, Call::CreateWorkspace { .. }) {
+                let (lock, cv) = &*held;
+                let mut go = lock.lock().expect("lock");
+                while !*go {
+                    go = cv.wait(go).expect("wait");
+                }
+            }
+            Outcome {
+                reply: CallReply {
+                    status: 401,
+                    body: serde_json::json!({"error": "invalid, expired or revoked token"}),
+                    fd: false,
+                },
+                stream: None,
+            }
         },
     )
     .expect("API process starts");
@@ -120,6 +132,21 @@ fn api_process_is_confined_and_serves_tls() {
         "400",
         "malformed JSON is refused before it travels"
     );
+
+    // A create that takes long (here: until released) holds up nothing else.
+    let create_url = ws_url.clone();
+    let create =
+        std::thread::spawn(move || status_of(&["-X", "POST", "--data-binary", "{}", &create_url]));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(status_of(&[&ws_url]), "401", "answered while a create runs");
+    assert!(!create.is_finished(), "the create is still held");
+    {
+        let (lock, cv) = &*release;
+        *lock.lock().expect("lock") = true;
+        cv.notify_all();
+    }
+    assert_eq!(create.join().expect("create thread"), "401");
+
     std::thread::sleep(Duration::from_millis(200));
     let out = Command::new("curl")
         .args(["-sk", "--max-time", "10", &url])

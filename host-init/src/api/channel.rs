@@ -1,60 +1,136 @@
-//! Messages on the channel between the API process and host-init. One JSON
-//! object per line, each line capped, so a compromised API process can
+//! Messages between the API process and host-init. One JSON object per
+//! SOCK_SEQPACKET message, each capped, so a compromised API process can
 //! neither make the privileged side allocate without bound nor confuse it
 //! with a malformed message.
+//!
+//! The control socket (fd 3 in the API process) carries the start-up
+//! exchange (`Init`, `Started`) and then only `Open` messages, each with a
+//! fresh socket attached: one exchange, one request and its reply. So calls
+//! run side by side: a workspace being created does not hold up a health
+//! check, an exec, or another create.
 
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
 
-/// Longest line either side accepts.
+/// Longest message either side accepts.
 pub const MAX_LINE: usize = 64 * 1024;
-/// The descriptor the API process finds the channel on.
+/// The descriptor the API process finds its control socket on.
 pub const CHANNEL_FD: i32 = 3;
-/// The descriptor channel: one byte plus one SCM_RIGHTS descriptor per
-/// message, sent only right after a CallReply that says so.
-pub const FD_CHANNEL_FD: i32 = 4;
 
-/// Sends `fd` over a Unix socket with SCM_RIGHTS.
-pub fn send_fd(
-    sock: &impl std::os::fd::AsRawFd,
-    fd: std::os::fd::RawFd,
-) -> Result<(), ChannelError> {
-    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-    let iov = [std::io::IoSlice::new(b"F")];
-    let fds = [fd];
-    let cmsg = [ControlMessage::ScmRights(&fds)];
-    sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
+/// One end of a SOCK_SEQPACKET socket: every send is one whole message
+/// (boundaries kept, so a descriptor always travels with the message it
+/// belongs to and a reader can never consume half of the next one).
+pub struct Endpoint(UnixStream);
+
+impl Endpoint {
+    /// A connected pair, both ends close-on-exec.
+    pub fn pair() -> Result<(Endpoint, Endpoint), ChannelError> {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
         .map_err(|e| ChannelError::Io(e.into()))?;
-    Ok(())
-}
+        Ok((Endpoint(a.into()), Endpoint(b.into())))
+    }
 
-/// Receives one descriptor sent by [`send_fd`].
-pub fn recv_fd(sock: &impl std::os::fd::AsRawFd) -> Result<std::os::fd::OwnedFd, ChannelError> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    use std::os::fd::FromRawFd;
-    let mut byte = [0u8; 1];
-    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = recvmsg::<()>(
-        sock.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(|e| ChannelError::Io(e.into()))?;
-    let mut got = None;
-    for c in msg.cmsgs().map_err(|e| ChannelError::Io(e.into()))? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            for fd in fds {
-                // SAFETY: the kernel just installed this descriptor for us.
-                let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-                if got.is_none() {
-                    got = Some(owned);
+    /// Takes over a descriptor inherited at `fd`.
+    ///
+    /// # Safety
+    /// `fd` must be an open SOCK_SEQPACKET socket that nothing else owns.
+    pub unsafe fn from_raw(fd: i32) -> Endpoint {
+        // SAFETY: the caller vouches that the descriptor is ours alone.
+        Endpoint(unsafe { UnixStream::from_raw_fd(fd) })
+    }
+
+    pub fn raw(&self) -> i32 {
+        self.0.as_raw_fd()
+    }
+
+    /// Bounds how long `recv` waits (None: forever).
+    pub fn set_timeout(&self, t: Option<Duration>) -> Result<(), ChannelError> {
+        self.0.set_read_timeout(t)?;
+        self.0.set_write_timeout(t)?;
+        Ok(())
+    }
+
+    /// Sends one JSON message, with a descriptor attached when given.
+    pub fn send<T: Serialize>(&self, msg: &T, fd: Option<&impl AsFd>) -> Result<(), ChannelError> {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        let body = serde_json::to_vec(msg).map_err(|e| ChannelError::Malformed(e.to_string()))?;
+        if body.len() > MAX_LINE {
+            return Err(ChannelError::TooLong);
+        }
+        let iov = [std::io::IoSlice::new(&body)];
+        let raw = fd.map(|f| [f.as_fd().as_raw_fd()]);
+        let cmsg: Vec<ControlMessage> = raw.iter().map(|r| ControlMessage::ScmRights(r)).collect();
+        let sent = sendmsg::<()>(self.raw(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)
+            .map_err(|e| ChannelError::Io(e.into()))?;
+        if sent != body.len() {
+            return Err(ChannelError::Malformed("message sent in part".into()));
+        }
+        Ok(())
+    }
+
+    /// Receives one message and the descriptor that came with it, if any.
+    /// A message that is too long, does not parse, or carries more than one
+    /// descriptor is an error (extra descriptors are closed, never used).
+    pub fn recv<T: for<'de> Deserialize<'de>>(&self) -> Result<(T, Option<OwnedFd>), ChannelError> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        let mut buf = vec![0u8; MAX_LINE + 1];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let (n, flags, fds) = {
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            let msg = recvmsg::<()>(
+                self.raw(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            )
+            .map_err(|e| ChannelError::Io(e.into()))?;
+            let mut fds = Vec::new();
+            for c in msg.cmsgs().map_err(|e| ChannelError::Io(e.into()))? {
+                if let ControlMessageOwned::ScmRights(raw) = c {
+                    for fd in raw {
+                        // SAFETY: the kernel just installed this descriptor
+                        // for us; owning it makes sure it gets closed.
+                        fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                    }
                 }
             }
+            (msg.bytes, msg.flags, fds)
+        };
+        if n == 0 && fds.is_empty() {
+            return Err(ChannelError::Closed);
         }
+        if flags.contains(MsgFlags::MSG_TRUNC) || n > MAX_LINE {
+            return Err(ChannelError::TooLong);
+        }
+        if flags.contains(MsgFlags::MSG_CTRUNC) || fds.len() > 1 {
+            return Err(ChannelError::Malformed("more than one descriptor".into()));
+        }
+        let msg = serde_json::from_slice(&buf[..n])
+            .map_err(|e| ChannelError::Malformed(e.to_string()))?;
+        Ok((msg, fds.into_iter().next()))
     }
-    got.ok_or_else(|| ChannelError::Malformed("no descriptor arrived".into()))
+}
+
+impl AsFd for Endpoint {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl From<OwnedFd> for Endpoint {
+    /// The descriptor must be a SOCK_SEQPACKET socket (one that came
+    /// attached to an `Open`).
+    fn from(fd: OwnedFd) -> Endpoint {
+        Endpoint(fd.into())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +162,12 @@ pub struct Started {
     pub error: Option<String>,
 }
 
-/// API → host-init.
+/// API → host-init on the control socket: "here is a new exchange" (the
+/// socket is attached).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Open;
+
+/// API → host-init, the one request of an exchange.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
@@ -154,7 +235,8 @@ pub enum Purpose {
 }
 
 /// host-init → API, for a Call: the HTTP status and JSON body to answer
-/// with; `fd` says a descriptor follows on the descriptor channel.
+/// with; `fd` says a descriptor (a connection to a workspace's agent) is
+/// attached to this message.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CallReply {
@@ -173,51 +255,60 @@ pub struct StatusReply {
     pub uptime_s: u64,
 }
 
-pub fn send<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), ChannelError> {
-    let mut line = serde_json::to_vec(msg).map_err(|e| ChannelError::Malformed(e.to_string()))?;
-    if line.len() >= MAX_LINE {
-        return Err(ChannelError::TooLong);
-    }
-    line.push(b'\n');
-    w.write_all(&line)?;
-    w.flush()?;
-    Ok(())
-}
-
-pub fn recv<T: for<'de> Deserialize<'de>>(r: &mut impl BufRead) -> Result<T, ChannelError> {
-    let mut line = Vec::new();
-    let n = std::io::Read::take(&mut *r, MAX_LINE as u64 + 1).read_until(b'\n', &mut line)?;
-    if n == 0 {
-        return Err(ChannelError::Closed);
-    }
-    if line.last() != Some(&b'\n') {
-        return Err(if n > MAX_LINE {
-            ChannelError::TooLong
-        } else {
-            ChannelError::Closed
-        });
-    }
-    serde_json::from_slice(&line).map_err(|e| ChannelError::Malformed(e.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::BufReader;
+    use std::io::{Read, Write};
 
     #[test]
-    fn round_trip_and_hostile_lines() {
-        let mut buf = Vec::new();
-        send(&mut buf, &Request::Status).expect("send");
-        let back: Request = recv(&mut BufReader::new(&buf[..])).expect("recv");
+    fn round_trip_with_and_without_descriptors() {
+        let (a, b) = Endpoint::pair().expect("pair");
+        a.send(&Request::Status, None::<&OwnedFd>).expect("send");
+        let (back, fd) = b.recv::<Request>().expect("recv");
         assert_eq!(back, Request::Status);
+        assert!(fd.is_none());
 
-        let r: Result<Request, _> = recv(&mut BufReader::new(&b"{\"op\":\"format_disk\"}\n"[..]));
-        assert!(matches!(r, Err(ChannelError::Malformed(_))));
-        let long = vec![b'x'; MAX_LINE + 10];
-        let r: Result<Request, _> = recv(&mut BufReader::new(&long[..]));
-        assert!(matches!(r, Err(ChannelError::TooLong)));
-        let r: Result<Request, _> = recv(&mut BufReader::new(&b""[..]));
-        assert!(matches!(r, Err(ChannelError::Closed)));
+        let (mut x, mut y) = UnixStream::pair().expect("stream pair");
+        b.send(&Open, Some(&x)).expect("send fd");
+        let (_, fd) = a.recv::<Open>().expect("recv fd");
+        let mut passed = UnixStream::from(fd.expect("a descriptor"));
+        passed.write_all(b"hi").expect("write");
+        let mut got = [0u8; 2];
+        y.read_exact(&mut got).expect("read");
+        assert_eq!(&got, b"hi");
+        x.write_all(b"!").expect("still ours too");
+    }
+
+    #[test]
+    fn hostile_messages_are_errors() {
+        let (a, b) = Endpoint::pair().expect("pair");
+        let raw = |bytes: &[u8]| {
+            nix::sys::socket::send(a.raw(), bytes, nix::sys::socket::MsgFlags::empty())
+                .expect("raw send")
+        };
+        raw(br#"{"op":"format_disk"}"#);
+        assert!(matches!(
+            b.recv::<Request>(),
+            Err(ChannelError::Malformed(_))
+        ));
+        raw(&vec![b'x'; MAX_LINE + 10]);
+        assert!(matches!(b.recv::<Request>(), Err(ChannelError::TooLong)));
+        // Two descriptors where one is allowed: refused, both closed.
+        let (s1, _k1) = UnixStream::pair().expect("pair");
+        let (s2, _k2) = UnixStream::pair().expect("pair");
+        let fds = [s1.as_raw_fd(), s2.as_raw_fd()];
+        let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+        let iov = [std::io::IoSlice::new(b"null")];
+        nix::sys::socket::sendmsg::<()>(
+            a.raw(),
+            &iov,
+            &cmsg,
+            nix::sys::socket::MsgFlags::empty(),
+            None,
+        )
+        .expect("sendmsg");
+        assert!(matches!(b.recv::<Open>(), Err(ChannelError::Malformed(_))));
+        drop(a);
+        assert!(matches!(b.recv::<Request>(), Err(ChannelError::Closed)));
     }
 }

@@ -22,6 +22,8 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_recvmsg,
     libc::SYS_sendmsg,
     libc::SYS_shutdown,
+    // one socket pair per request to host-init
+    libc::SYS_socketpair,
     libc::SYS_close,
     libc::SYS_setsockopt,
     libc::SYS_getsockopt,

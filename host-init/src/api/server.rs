@@ -2,16 +2,15 @@
 //! (bounded), answers built from what host-init says over the channel.
 
 use super::channel::{
-    self, Call, CallReply, Init, Purpose, Request, Started, StatusReply, CHANNEL_FD, FD_CHANNEL_FD,
+    Call, CallReply, Endpoint, Init, Open, Purpose, Request, Started, StatusReply, CHANNEL_FD,
 };
 use super::http;
 use serde_json::Value;
-use std::io::BufReader;
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::FromRawFd;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 const MAX_CONNECTIONS: usize = 64;
@@ -19,14 +18,17 @@ const IO_TIMEOUT: Duration = Duration::from_secs(15);
 
 struct Shared {
     tls: Arc<rustls::ServerConfig>,
-    channel: Mutex<Channel>,
+    /// The control socket to host-init; each request opens its own
+    /// exchange through it.
+    control: Endpoint,
     active: AtomicUsize,
 }
 
-struct Channel {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
-    fds: UnixStream,
+/// A new exchange with host-init: a fresh socket pair, one end handed over.
+fn exchange(shared: &Shared) -> Option<Endpoint> {
+    let (mine, theirs) = Endpoint::pair().ok()?;
+    shared.control.send(&Open, Some(&theirs)).ok()?;
+    Some(mine)
 }
 
 /// Largest JSON body any route takes.
@@ -52,10 +54,9 @@ fn tls_config(init: &Init) -> Result<rustls::ServerConfig, String> {
 }
 
 fn status(shared: &Shared) -> Option<StatusReply> {
-    let mut ch = shared.channel.lock().unwrap_or_else(|e| e.into_inner());
-    let ch = &mut *ch;
-    channel::send(&mut ch.writer, &Request::Status).ok()?;
-    channel::recv(&mut ch.reader).ok()
+    let ex = exchange(shared)?;
+    ex.send(&Request::Status, None::<&OwnedFd>).ok()?;
+    ex.recv().ok().map(|(reply, _)| reply)
 }
 
 /// One call to host-init; the connection it passes back, if any.
@@ -65,24 +66,19 @@ fn call(shared: &Shared, auth: &str, call: Call) -> (CallReply, Option<UnixStrea
         body: serde_json::json!({"error": "host-init did not answer"}),
         fd: false,
     };
-    let mut ch = shared.channel.lock().unwrap_or_else(|e| e.into_inner());
-    let ch = &mut *ch;
+    let Some(ex) = exchange(shared) else {
+        return (failed(), None);
+    };
     let req = Request::Call {
         auth: auth.to_string(),
         call,
     };
-    if channel::send(&mut ch.writer, &req).is_err() {
+    if ex.send(&req, None::<&OwnedFd>).is_err() {
         return (failed(), None);
     }
-    let Ok(reply) = channel::recv::<CallReply>(&mut ch.reader) else {
-        return (failed(), None);
-    };
-    if !reply.fd {
-        return (reply, None);
-    }
-    match channel::recv_fd(&ch.fds) {
-        Ok(fd) => (reply, Some(UnixStream::from(fd))),
-        Err(_) => (failed(), None),
+    match ex.recv::<CallReply>() {
+        Ok((reply, fd)) if reply.fd == fd.is_some() => (reply, fd.map(UnixStream::from)),
+        _ => (failed(), None),
     }
 }
 
@@ -457,65 +453,49 @@ fn handle(shared: &Shared, tcp: TcpStream) {
 
 /// Entry point of `paddock-init api-server`.
 pub fn main() -> std::process::ExitCode {
-    // SAFETY: host-init placed the channel at CHANNEL_FD before exec; this
-    // process owns it from here on.
-    let chan = unsafe { UnixStream::from_raw_fd(CHANNEL_FD) };
-    let Ok(writer) = chan.try_clone() else {
-        eprintln!("paddock-api: no channel at fd {CHANNEL_FD}");
-        return std::process::ExitCode::from(2);
-    };
-    let mut reader = BufReader::new(chan);
-    let mut writer = writer;
-    let init: Init = match channel::recv(&mut reader) {
-        Ok(i) => i,
+    // SAFETY: host-init placed the control socket (SOCK_SEQPACKET) at
+    // CHANNEL_FD before exec; this process owns it from here on.
+    let control = unsafe { Endpoint::from_raw(CHANNEL_FD) };
+    let init: Init = match control.recv() {
+        Ok((i, _)) => i,
         Err(e) => {
             eprintln!("paddock-api: reading start-up message: {e}");
             return std::process::ExitCode::from(2);
         }
     };
-    let fail = |writer: &mut UnixStream, msg: String| {
-        let _ = channel::send(
-            writer,
+    let fail = |control: &Endpoint, msg: String| {
+        let _ = control.send(
             &Started {
                 port: None,
                 error: Some(msg.clone()),
             },
+            None::<&OwnedFd>,
         );
         eprintln!("paddock-api: {msg}");
         std::process::ExitCode::from(1)
     };
     let tls = match tls_config(&init) {
         Ok(t) => Arc::new(t),
-        Err(e) => return fail(&mut writer, format!("TLS configuration: {e}")),
+        Err(e) => return fail(&control, format!("TLS configuration: {e}")),
     };
     let listener = match TcpListener::bind(("0.0.0.0", init.port)) {
         Ok(l) => l,
-        Err(e) => return fail(&mut writer, format!("binding port {}: {e}", init.port)),
+        Err(e) => return fail(&control, format!("binding port {}: {e}", init.port)),
     };
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(init.port);
     if let Err(e) = super::sandbox::apply() {
-        return fail(&mut writer, e.to_string());
+        return fail(&control, e.to_string());
     }
-    if channel::send(
-        &mut writer,
-        &Started {
-            port: Some(port),
-            error: None,
-        },
-    )
-    .is_err()
-    {
+    let started = Started {
+        port: Some(port),
+        error: None,
+    };
+    if control.send(&started, None::<&OwnedFd>).is_err() {
         return std::process::ExitCode::from(1);
     }
-    // SAFETY: host-init placed the descriptor channel at FD_CHANNEL_FD.
-    let fds = unsafe { UnixStream::from_raw_fd(FD_CHANNEL_FD) };
     let shared = Arc::new(Shared {
         tls,
-        channel: Mutex::new(Channel {
-            reader,
-            writer,
-            fds,
-        }),
+        control,
         active: AtomicUsize::new(0),
     });
     for conn in listener.incoming() {

@@ -2,17 +2,23 @@
 //! dropped, hand it the TLS identity, and answer its requests.
 
 use super::channel::{
-    self, Call, ChannelError, Init, Request, Started, StatusReply, CHANNEL_FD, FD_CHANNEL_FD,
+    Call, ChannelError, Endpoint, Init, Open, Request, Started, StatusReply, CHANNEL_FD,
 };
 use crate::control::service::Outcome;
 use crate::warn;
-use std::io::BufReader;
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Exchanges served at once; the API process bounds its connections to
+/// the same number, so only a misbehaving one ever meets this limit.
+const MAX_EXCHANGES: usize = 64;
+/// How long an exchange may take to deliver its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The API process's own uid and gid (no other process uses them).
 pub const API_UID: u32 = 900;
@@ -40,13 +46,11 @@ pub fn spawn(
     exe: &Path,
     init: &Init,
     drop_to: Option<(u32, u32)>,
-    status: impl Fn() -> StatusReply + Send + 'static,
-    calls: impl Fn(&str, Call) -> Outcome + Send + 'static,
+    status: impl Fn() -> StatusReply + Send + Sync + 'static,
+    calls: impl Fn(&str, Call) -> Outcome + Send + Sync + 'static,
 ) -> Result<Running, ApiError> {
-    let (ours, theirs) = UnixStream::pair().map_err(ApiError::Spawn)?;
-    let (fds_ours, fds_theirs) = UnixStream::pair().map_err(ApiError::Spawn)?;
-    let theirs_fd = theirs.as_raw_fd();
-    let fds_theirs_fd = fds_theirs.as_raw_fd();
+    let (ours, theirs) = Endpoint::pair()?;
+    let theirs_fd = theirs.raw();
     let mut cmd = Command::new(exe);
     cmd.arg("api-server")
         .env_clear()
@@ -61,8 +65,7 @@ pub fn spawn(
     // async-signal-safe system calls (dup2, prctl, setrlimit).
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(theirs_fd, CHANNEL_FD) < 0 || libc::dup2(fds_theirs_fd, FD_CHANNEL_FD) < 0
-            {
+            if libc::dup2(theirs_fd, CHANNEL_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             crate::children::confine_after_fork()
@@ -70,18 +73,13 @@ pub fn spawn(
     }
     let child = cmd.spawn().map_err(ApiError::Spawn)?;
     drop(theirs);
-    drop(fds_theirs);
     let pid = child.id();
     // The child is reaped by PID 1's reaper, never through this handle.
     drop(child);
 
-    let writer = ours.try_clone().map_err(|e| ApiError::Channel(e.into()))?;
-    let mut writer = writer;
-    ours.set_read_timeout(Some(Duration::from_secs(60)))
-        .map_err(|e| ApiError::Channel(e.into()))?;
-    let mut reader = BufReader::new(ours);
-    channel::send(&mut writer, init)?;
-    let started: Started = channel::recv(&mut reader)?;
+    ours.set_timeout(Some(Duration::from_secs(60)))?;
+    ours.send(init, None::<&OwnedFd>)?;
+    let (started, _) = ours.recv::<Started>()?;
     let port = match started {
         Started {
             port: Some(p),
@@ -94,29 +92,20 @@ pub fn spawn(
             ))
         }
     };
-    let _ = reader.get_ref().set_read_timeout(None);
+    ours.set_timeout(None)?;
+    let handlers = Arc::new(Handlers {
+        status: Box::new(status),
+        calls: Box::new(calls),
+        in_flight: AtomicUsize::new(0),
+    });
     std::thread::Builder::new()
-        .name("api-channel".into())
+        .name("api-control".into())
         .spawn(move || loop {
-            match channel::recv::<Request>(&mut reader) {
-                Ok(Request::Status) => {
-                    if channel::send(&mut writer, &status()).is_err() {
-                        return;
-                    }
-                }
-                Ok(Request::Call { auth, call }) => {
-                    let out = calls(&auth, call);
-                    let mut reply = out.reply;
-                    reply.fd = out.stream.is_some();
-                    if channel::send(&mut writer, &reply).is_err() {
-                        return;
-                    }
-                    if let Some(stream) = out.stream {
-                        if let Err(e) = channel::send_fd(&fds_ours, stream.as_raw_fd()) {
-                            warn!("passing a workspace connection to the API process: {e}");
-                            return;
-                        }
-                    }
+            let exchange = match ours.recv::<Open>() {
+                Ok((Open, Some(fd))) => fd,
+                Ok((Open, None)) => {
+                    warn!("API process opened an exchange without a socket; closing its channel");
+                    return;
                 }
                 Err(ChannelError::Closed) => return,
                 Err(e) => {
@@ -125,8 +114,65 @@ pub fn spawn(
                     warn!("API process sent a bad message ({e}); closing its channel");
                     return;
                 }
+            };
+            if handlers.in_flight.fetch_add(1, Ordering::SeqCst) >= MAX_EXCHANGES {
+                handlers.in_flight.fetch_sub(1, Ordering::SeqCst);
+                continue; // dropped: that request gets "host-init did not answer"
+            }
+            let h = handlers.clone();
+            let spawned = std::thread::Builder::new()
+                .name("api-exchange".into())
+                .spawn(move || {
+                    serve_exchange(&h, exchange);
+                    h.in_flight.fetch_sub(1, Ordering::SeqCst);
+                });
+            if spawned.is_err() {
+                handlers.in_flight.fetch_sub(1, Ordering::SeqCst);
             }
         })
         .map_err(ApiError::Spawn)?;
     Ok(Running { pid, port })
+}
+
+type StatusFn = dyn Fn() -> StatusReply + Send + Sync;
+type CallsFn = dyn Fn(&str, Call) -> Outcome + Send + Sync;
+
+struct Handlers {
+    status: Box<StatusFn>,
+    calls: Box<CallsFn>,
+    in_flight: AtomicUsize,
+}
+
+/// One request from the API process and its answer.
+fn serve_exchange(h: &Handlers, socket: OwnedFd) {
+    use nix::sys::socket::{getsockopt, sockopt, SockType};
+    if getsockopt(&socket, sockopt::SockType) != Ok(SockType::SeqPacket) {
+        warn!("API process opened an exchange on something other than a packet socket; ignored");
+        return;
+    }
+    let ex = Endpoint::from(socket);
+    if ex.set_timeout(Some(REQUEST_TIMEOUT)).is_err() {
+        return;
+    }
+    let sent = match ex.recv::<Request>() {
+        Ok((Request::Status, None)) => ex.send(&(h.status)(), None::<&OwnedFd>),
+        Ok((Request::Call { auth, call }, None)) => {
+            let out = (h.calls)(&auth, call);
+            let mut reply = out.reply;
+            reply.fd = out.stream.is_some();
+            ex.send(&reply, out.stream.as_ref())
+        }
+        Ok((_, Some(_))) => {
+            warn!("API process attached a descriptor to a request; ignored");
+            return;
+        }
+        Err(ChannelError::Closed) => return,
+        Err(e) => {
+            warn!("API process sent a bad request ({e}); ignored");
+            return;
+        }
+    };
+    if let Err(e) = sent {
+        warn!("answering the API process: {e}");
+    }
 }
