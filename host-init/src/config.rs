@@ -30,6 +30,9 @@ pub struct Config {
     pub halt_on_fatal: bool,
     /// Boot a demo workspace at startup (`just run` asks for one).
     pub demo_workspace: bool,
+    /// SHA-256 (hex) of a bootstrap admin credential chosen at image build
+    /// time; first boot then makes none and shows none.
+    pub bootstrap_admin_sha256: Option<String>,
 }
 
 impl Default for Config {
@@ -41,6 +44,7 @@ impl Default for Config {
             api_port: DEFAULT_API_PORT,
             halt_on_fatal: false,
             demo_workspace: false,
+            bootstrap_admin_sha256: None,
         }
     }
 }
@@ -84,6 +88,7 @@ struct FileConfig {
     api: FileApi,
     on_fatal: Option<String>,
     demo_workspace: Option<bool>,
+    bootstrap_admin_sha256: Option<String>,
 }
 
 fn parse_cidr(v: &str) -> Result<(Ipv4Addr, u8), String> {
@@ -111,6 +116,14 @@ fn valid_ifname(v: &str) -> Result<String, String> {
         Err(format!("{v:?} is not an interface name"))
     } else {
         Ok(v.to_string())
+    }
+}
+
+fn parse_sha256_hex(v: &str) -> Result<String, String> {
+    if v.len() == 64 && v.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(v.to_ascii_lowercase())
+    } else {
+        Err("not a SHA-256 in hex (64 hex digits; `printf %s TOKEN | sha256sum` makes one)".into())
     }
 }
 
@@ -202,6 +215,12 @@ impl Config {
         }
         if let Some(d) = f.demo_workspace {
             self.demo_workspace = d;
+        }
+        if let Some(h) = f.bootstrap_admin_sha256 {
+            match parse_sha256_hex(&h) {
+                Ok(h) => self.bootstrap_admin_sha256 = Some(h),
+                Err(m) => bad("bootstrap_admin_sha256", m),
+            }
         }
         problems
     }
@@ -307,6 +326,20 @@ mod tests {
         );
         assert!(c.demo_workspace);
         assert_eq!(c.api_port, 9443, "a bad override leaves the value below it");
+    }
+
+    #[test]
+    fn a_build_time_credential_hash_is_checked() {
+        let mut c = Config::default();
+        let good = "AB".repeat(32);
+        assert!(c
+            .apply_file(&format!(r#"{{"bootstrap_admin_sha256":"{good}"}}"#), "esp")
+            .is_empty());
+        assert_eq!(c.bootstrap_admin_sha256, Some("ab".repeat(32)));
+        let p = c.apply_file(r#"{"bootstrap_admin_sha256":"pdk_admin_plaintext"}"#, "esp");
+        assert_eq!(p.len(), 1);
+        assert!(p[0].to_string().contains("bootstrap_admin_sha256"), "{p:?}");
+        assert_eq!(c.bootstrap_admin_sha256, Some("ab".repeat(32)), "kept");
     }
 
     #[test]

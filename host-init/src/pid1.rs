@@ -189,14 +189,24 @@ fn boot(cmdline: &str, started: Instant) {
         Ok(c) => std::sync::Arc::new(c),
         Err(e) => return enter_error(&e.to_string()),
     };
-    match crate::bootstrap::ensure(&data_root.join("state")) {
-        Ok(Some(c)) => {
-            if let Err(e) = control.add_bootstrap(&c) {
+    use crate::bootstrap::Bootstrap;
+    match crate::bootstrap::ensure(
+        &data_root.join("state"),
+        cfg.bootstrap_admin_sha256.as_deref(),
+    ) {
+        Ok(Bootstrap::Made { secret, hash }) => {
+            if let Err(e) = control.add_bootstrap(&hash) {
                 error!("recording the bootstrap credential: {e}");
             }
-            SCREEN.update(|s| s.bootstrap_credential = Some(c));
+            SCREEN.update(|s| s.bootstrap_credential = Some(secret));
         }
-        Ok(None) => {}
+        Ok(Bootstrap::Given { hash }) => {
+            if let Err(e) = control.add_bootstrap(&hash) {
+                error!("recording the bootstrap credential: {e}");
+            }
+            info!("bootstrap admin credential: the one chosen when the image was built");
+        }
+        Ok(Bootstrap::Exists) => {}
         Err(e) => warn!("{e}"),
     }
     if let Some(t) = &data.template_dev {

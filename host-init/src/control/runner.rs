@@ -2,6 +2,7 @@
 //! the request, and its paddock-vmm process under a uid of its own, moved
 //! into the cgroup before it executes anything.
 
+use super::limits::Limits;
 use super::workspace::WorkspaceRecord;
 use paddock_agent_client::ReadyListener;
 use paddock_proto::ReadyInfo;
@@ -20,8 +21,6 @@ pub const AGENT_INITRAMFS: &str = "/usr/lib/paddock/guest/agent.cpio";
 pub const WS_UID_BASE: u32 = 200_000;
 /// Group allowed to use /dev/kvm and read the template partition.
 pub const VM_GID: u32 = 901;
-/// Memory a VMM may use beyond its guest's RAM (page tables, buffers).
-pub const VMM_OVERHEAD_MIB: u64 = 96;
 const CGROUP_ROOT: &str = "/sys/fs/cgroup/paddock";
 /// Kept below the API clients' own patience so they get a 503 with the
 /// reason rather than a dropped connection.
@@ -39,7 +38,7 @@ pub enum RunError {
     NotReady(String),
 }
 
-fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RunError {
+pub(super) fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RunError {
     let path = path.to_path_buf();
     move |source| RunError::Io { what, path, source }
 }
@@ -60,7 +59,7 @@ pub fn cgroup_dir(id: &str) -> PathBuf {
     PathBuf::from(CGROUP_ROOT).join(id)
 }
 
-fn write(path: &Path, value: &str) -> Result<(), RunError> {
+pub(super) fn write(path: &Path, value: &str) -> Result<(), RunError> {
     std::fs::write(path, value).map_err(io("writing", path))
 }
 
@@ -108,17 +107,8 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
 
     let cg = cgroup_dir(&ws.id);
     std::fs::create_dir_all(&cg).map_err(io("creating", &cg))?;
-    write(
-        &cg.join("memory.max"),
-        &format!("{}", (ws.memory_mib + VMM_OVERHEAD_MIB) << 20),
-    )?;
-    // Absent when the kernel has no swap accounting; nothing to limit then.
-    let _ = write(&cg.join("memory.swap.max"), "0");
-    write(
-        &cg.join("cpu.max"),
-        &format!("{} 100000", u64::from(ws.vcpus) * 100_000),
-    )?;
-    write(&cg.join("pids.max"), &format!("{}", ws.vcpus + 16))?;
+    let limits = Limits::for_workspace(ws);
+    limits.apply(&cg, &dir)?;
 
     let run = run_dir(&ws.id);
     let _ = std::fs::remove_dir_all(&run);

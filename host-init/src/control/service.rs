@@ -94,9 +94,9 @@ impl Control {
         self.store.close();
     }
 
-    /// Records the bootstrap admin credential made on first boot.
-    pub fn add_bootstrap(&self, secret: &str) -> Result<(), StoreError> {
-        let t = TokenRecord::bootstrap(secret, now_s());
+    /// Records the bootstrap admin credential (its hash) on first boot.
+    pub fn add_bootstrap(&self, hash: &str) -> Result<(), StoreError> {
+        let t = TokenRecord::bootstrap(hash, now_s());
         self.store.put(TOKENS, &t.id, &t)?;
         self.audit.record(
             "token_issued",
@@ -495,10 +495,10 @@ impl Control {
             }
             let used_mem: u64 = live
                 .iter()
-                .map(|w| w.memory_mib + runner::VMM_OVERHEAD_MIB)
+                .map(|w| w.memory_mib + super::limits::VMM_OVERHEAD_MIB)
                 .sum();
             let mem_cap = mem_total_mib().saturating_sub(HOST_RESERVE_MIB);
-            if used_mem + spec.memory_mib + runner::VMM_OVERHEAD_MIB > mem_cap {
+            if used_mem + spec.memory_mib + super::limits::VMM_OVERHEAD_MIB > mem_cap {
                 return Err(self.refuse(
                     409,
                     &format!(

@@ -148,11 +148,12 @@ impl TokenRecord {
     }
 
     /// The bootstrap admin credential's record.
-    pub fn bootstrap(secret: &str, now: u64) -> TokenRecord {
+    /// The bootstrap admin token, from its secret's hash.
+    pub fn bootstrap(hash: &str, now: u64) -> TokenRecord {
         TokenRecord {
             id: "tok_bootstrap".into(),
             name: "bootstrap admin".into(),
-            hash: hash_secret(secret),
+            hash: hash.to_string(),
             scopes: vec![Scope::Admin],
             created_at: now,
             expires_at: None,

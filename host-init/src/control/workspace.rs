@@ -154,6 +154,7 @@ impl WorkspaceRecord {
             "created_at": self.created_at,
             "expires_at": self.expires_at,
             "state": self.state,
+            "limits": super::limits::Limits::for_workspace(self).public(),
         })
     }
 }
