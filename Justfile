@@ -53,11 +53,18 @@ static:
         --target x86_64-unknown-linux-gnu --target-dir target/static \
         -p paddock-vmm -p paddock-agent -p paddock-init -p paddock-image -p paddock-cli -p paddock-tests --bins
 
-# Formatting, lints and unit tests: no KVM needed.
+# Install schemathesis (pinned, from PyPI) into the cache; prints its `st` path.
+schemathesis:
+    @scripts/schemathesis.sh
+
+# Formatting, lints and unit tests (and the OpenAPI document against the server): no KVM needed.
 check:
+    #!/usr/bin/env bash
+    set -euo pipefail
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
     cargo test --workspace --lib --bins --locked
+    export PADDOCK_SCHEMATHESIS=$(scripts/schemathesis.sh)
     cargo test -p paddock-vmm -p paddock-agent-client -p paddock-proto -p paddock-init -p paddock-image --tests --locked
 
 # Everything CI checks: gates, unit tests, and the VMM booting real guests under KVM.

@@ -15,6 +15,11 @@ packages=(
     ovmf swtpm swtpm-tools # UEFI firmware and a TPM 2.0 for booting the appliance in QEMU
     curl openssl      # the appliance tests talk HTTPS to its API
 )
+# schemathesis (checks docs/openapi.yaml) runs in a venv: Debian's python3
+# needs python3-venv for that; a python3 of its own (pyenv) has venv built in.
+if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    packages+=(python3 python3-venv)
+fi
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

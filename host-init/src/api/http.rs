@@ -20,6 +20,8 @@ pub struct Request {
     pub chunked: bool,
     /// Body bytes that arrived with the head.
     pub leftover: Vec<u8>,
+    /// Whether a handler took the body (so an early answer knows to drain it).
+    pub body_taken: std::cell::Cell<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +96,7 @@ pub fn read_request(stream: &mut impl Read) -> Result<Request, HttpError> {
                     content_length,
                     chunked,
                     leftover: buf[head_len..].to_vec(),
+                    body_taken: std::cell::Cell::new(false),
                 });
             }
             Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => continue,
@@ -112,6 +115,7 @@ pub enum BodyError {
 
 /// Reads a whole body of at most `cap` bytes.
 pub fn read_body(req: &Request, stream: &mut impl Read, cap: u64) -> Result<Vec<u8>, BodyError> {
+    req.body_taken.set(true);
     if req.chunked {
         return Err(BodyError::LengthRequired);
     }
@@ -126,6 +130,22 @@ pub fn read_body(req: &Request, stream: &mut impl Read, cap: u64) -> Result<Vec<
     stream.read_exact(&mut rest).map_err(BodyError::Io)?;
     body.extend_from_slice(&rest);
     Ok(body)
+}
+
+/// Reads and drops a body nobody took, up to `cap` bytes, so that an answer
+/// given before reading it (a refusal) reaches a client still sending it
+/// instead of a connection reset. Bigger bodies are left: the connection
+/// closes on them.
+pub fn discard_body(req: &Request, stream: &mut impl Read, cap: u64) {
+    if req.body_taken.get() || req.chunked {
+        return;
+    }
+    let len = req.content_length.unwrap_or(0);
+    if len > cap {
+        return;
+    }
+    let left = len.saturating_sub(req.leftover.len() as u64);
+    let _ = std::io::copy(&mut stream.take(left), &mut std::io::sink());
 }
 
 pub fn reason(status: u16) -> &'static str {
@@ -145,6 +165,19 @@ pub fn reason(status: u16) -> &'static str {
         503 => "Service Unavailable",
         _ => "Error",
     }
+}
+
+/// A 405 naming the methods the resource has.
+pub fn write_not_allowed(stream: &mut impl Write, allow: &[&str]) -> std::io::Result<()> {
+    let allow = allow.join(", ");
+    let body =
+        serde_json::json!({"error": format!("method not allowed here; use {allow}")}).to_string();
+    write!(
+        stream,
+        "HTTP/1.1 405 Method Not Allowed\r\nAllow: {allow}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
 }
 
 pub fn write_json(

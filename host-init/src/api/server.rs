@@ -250,10 +250,15 @@ fn files(shared: &Shared, req: &http::Request, tls: &mut Tls, id: &str) -> Optio
     }
     match req.method.as_str() {
         "PUT" => {
-            let mode = match query(req, "mode").map(|m| u32::from_str_radix(m, 8)) {
+            let mode = match query(req, "mode") {
                 None => 0o644,
-                Some(Ok(m)) if m <= 0o7777 => m,
-                _ => return Some(json_error(422, "mode: octal permission bits, e.g. 644")),
+                Some(m)
+                    if (1..=4).contains(&m.len())
+                        && m.bytes().all(|b| (b'0'..=b'7').contains(&b)) =>
+                {
+                    u32::from_str_radix(m, 8).unwrap_or(0o644)
+                }
+                Some(_) => return Some(json_error(422, "mode: octal permission bits, e.g. 644")),
             };
             let body = match http::read_body(req, tls, MAX_FILE) {
                 Ok(b) => b,
@@ -339,9 +344,34 @@ impl std::io::Write for CappedWriter<'_> {
     }
 }
 
+/// The methods a known resource has; None for paths that are not ours.
+fn allowed_methods(segs: &[&str]) -> Option<&'static [&'static str]> {
+    Some(match segs {
+        ["v1", "health"] | ["metrics"] | ["v1", "audit"] => &["GET"],
+        ["v1", "workspaces"] | ["v1", "tokens"] => &["GET", "POST"],
+        ["v1", "workspaces", _] => &["GET", "DELETE"],
+        ["v1", "workspaces", _, "stop" | "exec"] => &["POST"],
+        ["v1", "workspaces", _, "files"] => &["GET", "PUT"],
+        ["v1", "tokens", _] => &["DELETE"],
+        _ => return None,
+    })
+}
+
+fn segments(path: &str) -> Vec<&str> {
+    path.trim_end_matches('/').split('/').skip(1).collect()
+}
+
+/// A label filter or label: 1-63 of letters, digits, '.', '_', '-'.
+fn label_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 /// Answers one request; None when the handler already wrote the response.
 fn route(shared: &Shared, req: &http::Request, tls: &mut Tls) -> Option<(u16, Value)> {
-    let segs: Vec<&str> = req.path.trim_end_matches('/').split('/').skip(1).collect();
+    let segs = segments(&req.path);
     let m = req.method.as_str();
     let simple = |c: Call| {
         let (r, _) = call(shared, &req.bearer, c);
@@ -361,7 +391,6 @@ fn route(shared: &Shared, req: &http::Request, tls: &mut Tls) -> Option<(u16, Va
             ),
             None => json_error(503, "host-init did not answer"),
         }),
-        (_, ["v1", "health"]) => Some(json_error(405, "use GET")),
         ("POST", ["v1", "workspaces"]) => match read_json(req, tls) {
             Ok(spec) => simple(Call::CreateWorkspace { spec }),
             Err(e) => Some(e),
@@ -371,8 +400,15 @@ fn route(shared: &Shared, req: &http::Request, tls: &mut Tls) -> Option<(u16, Va
             for (k, v) in &req.query {
                 if k == "label" {
                     match v.split_once('=') {
-                        Some((a, b)) => labels.push((a.to_string(), b.to_string())),
-                        None => return Some(json_error(400, "label filters are label=KEY=VALUE")),
+                        Some((a, b)) if label_ok(a) && label_ok(b) => {
+                            labels.push((a.to_string(), b.to_string()))
+                        }
+                        _ => {
+                            return Some(json_error(
+                                400,
+                                format!("label filter {v:?}: use label=KEY=VALUE, each 1-63 of letters, digits, '.', '_', '-'"),
+                            ))
+                        }
                     }
                 }
             }
@@ -409,15 +445,20 @@ fn route(shared: &Shared, req: &http::Request, tls: &mut Tls) -> Option<(u16, Va
             }
         }
         ("GET", ["v1", "audit"]) => {
-            let limit = query(req, "limit")
-                .and_then(|l| l.parse().ok())
-                .unwrap_or(1000);
-            let filters = req
+            let limit = match query(req, "limit").map(str::parse::<usize>) {
+                None => 1000,
+                Some(Ok(l)) if (1..=10_000).contains(&l) => l,
+                Some(_) => return Some(json_error(400, "limit: a number from 1 to 10000")),
+            };
+            let filters: Vec<(String, String)> = req
                 .query
                 .iter()
                 .filter(|(k, _)| ["event", "workspace", "token"].contains(&k.as_str()))
                 .cloned()
                 .collect();
+            if let Some((k, _)) = filters.iter().find(|(_, v)| v.len() > 64) {
+                return Some(json_error(400, format!("{k}: at most 64 characters")));
+            }
             simple(Call::ReadAudit { filters, limit })
         }
         _ => Some(json_error(
@@ -436,9 +477,21 @@ fn handle(shared: &Shared, tcp: TcpStream) {
     let mut tls = rustls::StreamOwned::new(conn, tcp);
     let answer = match http::read_request(&mut tls) {
         Ok(req) => {
-            // Long-running calls (create, exec) may outlive the read timeout.
-            let _ = tls.sock.set_read_timeout(None);
-            route(shared, &req, &mut tls)
+            let allowed = allowed_methods(&segments(&req.path));
+            if let Some(methods) = allowed.filter(|m| !m.contains(&req.method.as_str())) {
+                http::discard_body(&req, &mut tls, MAX_JSON);
+                let _ = http::write_not_allowed(&mut tls, methods);
+                None
+            } else {
+                // Long-running calls (create, exec) may outlive the read timeout.
+                let _ = tls.sock.set_read_timeout(None);
+                let answer = route(shared, &req, &mut tls);
+                if answer.is_some() {
+                    let _ = tls.sock.set_read_timeout(Some(IO_TIMEOUT));
+                    http::discard_body(&req, &mut tls, MAX_JSON);
+                }
+                answer
+            }
         }
         Err(http::HttpError::TooLarge) => Some(json_error(413, "request head too large")),
         Err(http::HttpError::Malformed(m)) => Some(json_error(400, m)),

@@ -23,6 +23,9 @@ pub fn now_s() -> u64 {
 
 impl AuditLog {
     pub fn new(dir: &Path, max_bytes: u64, keep: u32) -> AuditLog {
+        // A missing directory would lose every event; each write warns if
+        // this fails.
+        let _ = std::fs::create_dir_all(dir);
         AuditLog {
             path: dir.join("audit.log"),
             max_bytes,

@@ -1,0 +1,130 @@
+//! docs/openapi.yaml matches the server: schemathesis (from PyPI, installed
+//! by `just schemathesis`) generates requests from the document, valid and
+//! not, and checks every answer against it. The server is the real one:
+//! the API process as PID 1 starts it, answering from the real control plane
+//! (state database, tokens, audit log) on a scratch directory. Workspaces
+//! cannot boot here, so the token schemathesis uses has a quota of zero
+//! workspaces: a valid create is refused with 409 before any VM would start.
+
+use paddock_init::api::channel::{Init, StatusReply};
+use paddock_init::api::supervisor::spawn;
+use paddock_init::control::service::Control;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0 as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+    }
+}
+
+fn schemathesis() -> PathBuf {
+    let st = std::env::var("PADDOCK_SCHEMATHESIS").unwrap_or_else(|_| {
+        panic!("PADDOCK_SCHEMATHESIS is not set: run `just schemathesis` (it prints the path)")
+    });
+    let st = PathBuf::from(st);
+    assert!(st.is_file(), "{} does not exist", st.display());
+    st
+}
+
+#[test]
+fn the_openapi_document_matches_the_server() {
+    let st = schemathesis();
+    let dir = std::env::temp_dir().join(format!("paddock-openapi-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("state")).expect("state dir");
+    let control = Arc::new(
+        Control::open(
+            &dir.join("state"),
+            &dir.join("audit"),
+            Some("/nonexistent-template".into()),
+        )
+        .expect("control plane"),
+    );
+    let admin = "pdk_admin_openapi_conformance_test_secret";
+    control
+        .add_bootstrap(&paddock_init::control::tokens::hash_secret(admin))
+        .expect("bootstrap token");
+    // Every scope, but no workspace may start.
+    let out = control.call(
+        admin,
+        paddock_init::api::channel::Call::CreateToken {
+            request: serde_json::json!({
+                "name": "schemathesis",
+                "scopes": ["admin"],
+                "quotas": {"max_workspaces": 0}
+            }),
+        },
+    );
+    assert_eq!(out.reply.status, 201, "{}", out.reply.body);
+    let secret = out.reply.body["secret"]
+        .as_str()
+        .expect("secret")
+        .to_string();
+
+    let id = paddock_init::tls::generate().expect("identity");
+    let init = Init {
+        cert_pem: id.cert_pem,
+        key_pem: id.key_pem,
+        port: 0,
+    };
+    let c = control.clone();
+    let running = spawn(
+        Path::new(env!("CARGO_BIN_EXE_paddock-init")),
+        &init,
+        None,
+        || StatusReply {
+            version: env!("CARGO_PKG_VERSION").into(),
+            state: "ready".into(),
+            workspaces: 0,
+            uptime_s: 1,
+        },
+        move |auth, call| c.call(auth, call),
+    )
+    .expect("API process starts");
+    let _guard = KillOnDrop(running.pid);
+
+    let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.yaml");
+    let out = Command::new(&st)
+        .arg("run")
+        .arg(&doc)
+        .arg("--url")
+        .arg(format!("https://127.0.0.1:{}", running.port))
+        .args(["--tls-verify", "false"])
+        .arg("--header")
+        .arg(format!("Authorization: Bearer {secret}"))
+        // A valid create is refused by the quota (no VM can boot here), so
+        // "valid data is accepted" cannot hold in this setting.
+        .args([
+            "--checks",
+            "all",
+            "--exclude-checks",
+            "positive_data_acceptance",
+        ])
+        .args(["--phases", "examples,coverage,fuzzing"])
+        .args(["--max-examples", "30", "--workers", "1", "--seed", "1"])
+        .arg("--no-color")
+        .env("SCHEMATHESIS_HOOKS", "")
+        .current_dir(&dir)
+        .output()
+        .expect("run schemathesis");
+    let report = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{report}");
+    assert!(
+        out.status.success(),
+        "schemathesis found mismatches:\n{report}"
+    );
+    // It really exercised the server: the audit log saw its refusals.
+    let audit = std::fs::read_to_string(dir.join("audit/audit.log")).unwrap_or_default();
+    assert!(audit.contains("request_refused"), "no refusals recorded");
+    let _ = std::fs::remove_dir_all(&dir);
+}
