@@ -12,7 +12,7 @@ use paddock_proto::{ExecRequest, User};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-const NAME: &str = "demo";
+pub const NAME: &str = "demo";
 /// Below the API workspaces' range, so the two never share a uid.
 const DEMO_UID: u32 = runner::WS_UID_BASE - 1;
 

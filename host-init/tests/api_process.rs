@@ -66,6 +66,14 @@ fn api_process_is_confined_and_serves_tls() {
     // until the test releases it, to show other calls do not wait behind it.
     let release = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
     let held = release.clone();
+    // A second create, held the same way, outlives the API process that
+    // asked for it: the privileged side finishes it and notes the answer
+    // could not be delivered.
+    let release_orphan =
+        std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let held_orphan = release_orphan.clone();
+    let orphan_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let orphan_done_inner = orphan_done.clone();
     let running = spawn(
         exe,
         &init,
@@ -77,7 +85,14 @@ fn api_process_is_confined_and_serves_tls() {
             uptime_s: 1,
         },
         move |_, call| {
-            if matches!(call, Call::CreateWorkspace { .. }) {
+            if matches!(&call, Call::CreateWorkspace { spec } if spec["orphan"] == true) {
+                let (lock, cv) = &*held_orphan;
+                let mut go = lock.lock().expect("lock");
+                while !*go {
+                    go = cv.wait(go).expect("wait");
+                }
+                orphan_done_inner.store(true, std::sync::atomic::Ordering::SeqCst);
+            } else if matches!(call, Call::CreateWorkspace { .. }) {
                 let (lock, cv) = &*held;
                 let mut go = lock.lock().expect("lock");
                 while !*go {
@@ -157,9 +172,67 @@ fn api_process_is_confined_and_serves_tls() {
         "still serving"
     );
 
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
+    // The API process dies with a call in flight (as host-init's
+    // supervisor would then see it); the call still completes on the
+    // privileged side, and a new API process serves at once.
+    let orphan_url = ws_url.clone();
+    let orphan = std::thread::spawn(move || {
+        status_of(&[
+            "-X",
+            "POST",
+            "--data-binary",
+            r#"{"orphan": true}"#,
+            &orphan_url,
+        ])
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    drop(_guard);
+    assert_eq!(
+        orphan.join().expect("orphan thread"),
+        "000",
+        "its client lost the connection"
     );
-    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+    {
+        let (lock, cv) = &*release_orphan;
+        *lock.lock().expect("lock") = true;
+        cv.notify_all();
+    }
+    for _ in 0..100 {
+        if orphan_done.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        orphan_done.load(std::sync::atomic::Ordering::SeqCst),
+        "the privileged side finished the orphaned call"
+    );
+    let again = spawn(
+        exe,
+        &init,
+        root.then_some((API_UID, API_GID)),
+        || StatusReply {
+            version: "test".into(),
+            state: "ready".into(),
+            workspaces: 4,
+            uptime_s: 2,
+        },
+        |_, _| Outcome {
+            reply: CallReply {
+                status: 401,
+                body: serde_json::json!({"error": "invalid, expired or revoked token"}),
+                fd: false,
+            },
+            stream: None,
+        },
+    )
+    .expect("a new API process starts");
+    let _guard = KillOnDrop(again.pid);
+    let url = format!("https://127.0.0.1:{}/v1/health", again.port);
+    let out = Command::new("curl")
+        .args(["-sk", "--max-time", "10", &url])
+        .output()
+        .expect("curl");
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(body["workspaces"], 4, "the new process answers");
 }

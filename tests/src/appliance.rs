@@ -290,6 +290,13 @@ impl Appliance {
         self.started.elapsed()
     }
 
+    /// Cuts the power at once, as a pulled plug would (QEMU is killed;
+    /// `kill` or drop reaps it).
+    pub fn power_cut(&self) {
+        // SAFETY: kill(2) on the pid of our own unreaped child.
+        unsafe { libc::kill(self.qemu.id() as i32, libc::SIGKILL) };
+    }
+
     pub fn kill(&mut self) {
         let _ = self.qemu.kill();
         let _ = self.qemu.wait();

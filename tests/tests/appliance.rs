@@ -358,16 +358,11 @@ fn limits_hold(app: &Appliance, admin: &str) {
         assert_eq!(code, 200, "{}", String::from_utf8_lossy(&stream));
         exec_output(&stream)
     };
-    let hostile: [(&str, &[&str]); 4] = [
-        ("fork bomb", &["sh", "-c", "b() { b | b & }; b; sleep 30"]),
-        (
-            "memory hog",
-            &[
-                "python3",
-                "-c",
-                "b = []\nwhile True: b.append(bytearray(16 << 20))",
-            ],
-        ),
+    // A CPU spin for the whole attack, beside one hostile thing after
+    // another (together they would only starve each other inside A's one
+    // vCPU, and prove less).
+    let spin: &[&str] = &["sh", "-c", "while :; do :; done"];
+    let attacks: [(&str, &[&str], u64); 3] = [
         (
             "disk fill",
             &[
@@ -375,15 +370,43 @@ fn limits_hold(app: &Appliance, admin: &str) {
                 "-c",
                 "dd if=/dev/zero of=/var/tmp/fill bs=1M 2>&1; sync; df -m / | tail -1",
             ],
+            300,
         ),
-        ("cpu spin", &["sh", "-c", "while :; do :; done"]),
+        (
+            "memory hog",
+            &[
+                "python3",
+                "-c",
+                "b = []\nwhile True: b.append(bytearray(16 << 20))",
+            ],
+            120,
+        ),
+        (
+            "fork bomb",
+            &["sh", "-c", "b() { b | b & }; b; sleep 30"],
+            20,
+        ),
     ];
     let done = std::sync::atomic::AtomicBool::new(false);
-    let (worst, probes, fill) = std::thread::scope(|s| {
-        let runs: Vec<_> = hostile
-            .iter()
-            .map(|(what, argv)| (*what, s.spawn(|| exec(&a, argv, 40))))
-            .collect();
+    let (worst, probes, ended) = std::thread::scope(|s| {
+        let spinner = s.spawn(|| {
+            let mut ends = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                exec(&a, spin, 15);
+                ends += 1;
+            }
+            ends
+        });
+        let attacker = s.spawn(|| {
+            attacks
+                .iter()
+                .map(|(what, argv, timeout)| {
+                    let (out, last) = exec(&a, argv, *timeout);
+                    eprintln!("limits: {what} ended: {last}");
+                    (out, last)
+                })
+                .collect::<Vec<_>>()
+        });
         let probe = s.spawn(|| {
             let mut worst = Duration::ZERO;
             let mut n = 0;
@@ -401,18 +424,24 @@ fn limits_hold(app: &Appliance, admin: &str) {
             }
             (worst, n)
         });
-        let mut fill = String::new();
-        for (what, run) in runs {
-            let (out, last) = run.join().expect("hostile exec");
-            eprintln!("limits: {what} ended: {last}");
-            if what == "disk fill" {
-                fill = out;
-            }
-        }
+        let ended = attacker.join().expect("attacks");
         done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let spins = spinner.join().expect("spinner");
+        assert!(spins > 0, "the CPU spin ran");
         let (worst, n) = probe.join().expect("probe");
-        (worst, n, fill)
+        (worst, n, ended)
     });
+    let fill = &ended[0].0;
+    assert_eq!(
+        ended[0].1["timed_out"], false,
+        "the disk fill ended on its own: {}",
+        ended[0].1
+    );
+    let hog = &ended[1].1;
+    assert!(
+        hog["signal"] == 9 || hog["exit_code"] == 1,
+        "the memory hog met the guest's own limit (OOM kill or MemoryError): {hog}"
+    );
     eprintln!("limits: workspace B answered {probes} execs during the attack, worst {worst:?}");
     assert!(probes > 0, "B was probed during the attack");
     assert!(fill.contains("No space left on device"), "{fill}");
@@ -709,7 +738,113 @@ fn appliance_boots_serves_keeps_data_and_shuts_down_in_order() {
         std::thread::sleep(Duration::from_secs(1));
     };
     assert!(audit.contains("workspace_deleted"), "{audit}");
+
+    // Power cut with one workspace running and another half created: on
+    // the next boot both are reported lost, their disks are gone, and the
+    // database and audit log are whole.
+    let (code, body) = app
+        .api(
+            "POST",
+            "/v1/workspaces",
+            &admin,
+            Some(br#"{"ttl_s": 900, "memory_mib": 256, "disk_mib": 256, "labels": {"phase": "running"}}"#),
+        )
+        .expect("curl");
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    let running = json(&body)["id"].as_str().expect("id").to_string();
+    let half = std::thread::scope(|s| {
+        let creating = s.spawn(|| {
+            app.api(
+                "POST",
+                "/v1/workspaces",
+                &admin,
+                Some(br#"{"ttl_s": 900, "memory_mib": 256, "disk_mib": 256, "labels": {"phase": "creating"}}"#),
+            )
+        });
+        // Wait until the appliance has recorded it as starting, then cut.
+        let mut half = None;
+        for _ in 0..200 {
+            let (_, body) = app
+                .api("GET", "/v1/workspaces?label=phase=creating", &admin, None)
+                .expect("curl");
+            if let Some(w) = json(&body)["workspaces"]
+                .as_array()
+                .and_then(|a| a.first().cloned())
+            {
+                assert_eq!(w["state"], "starting", "{w}");
+                half = Some(w["id"].as_str().expect("id").to_string());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        app.power_cut();
+        let (code, _) = creating.join().expect("create thread").expect("curl");
+        assert_ne!(code, 201, "the cut came before the create finished");
+        half.expect("the create was recorded as starting before the cut")
+    });
     app.kill();
+    drop(app);
+
+    let mut app = Appliance::boot(&disk, &state, &dir.join("boot3.log")).expect("boot 3");
+    let console = app
+        .wait_for("ready ", BOOT_GUARD)
+        .expect("third boot, after the power cut");
+    assert!(
+        console.contains(&format!(
+            "workspace {running} was running before the restart"
+        )),
+        "{console}"
+    );
+    let mut tries = 0;
+    let listed = loop {
+        let (code, body) = app
+            .api("GET", "/v1/workspaces", &admin, None)
+            .expect("curl");
+        if code == 200 || tries > 20 {
+            assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+            break json(&body);
+        }
+        tries += 1;
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    for id in [&running, &half] {
+        let w = listed["workspaces"]
+            .as_array()
+            .and_then(|a| a.iter().find(|w| w["id"] == id.as_str()).cloned())
+            .unwrap_or_else(|| panic!("{id} is still listed after the cut: {listed}"));
+        assert_eq!(w["state"], "lost", "{w}");
+    }
+    let (code, audit) = app
+        .api("GET", "/v1/audit?event=workspace_lost", &admin, None)
+        .expect("curl");
+    assert_eq!(code, 200);
+    let audit = String::from_utf8_lossy(&audit).to_string();
+    assert!(audit.contains(&running) && audit.contains(&half), "{audit}");
+    let exited = app.power_button(Duration::from_secs(180)).expect("QMP");
+    assert!(exited.is_some(), "powered off:\n{}", app.console());
+    drop(app);
+    // Straight from the disk: no workspace directory is left behind.
+    let (first, _) = data_partition(&disk);
+    let debugfs = ["/usr/sbin/debugfs", "/sbin/debugfs"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("debugfs");
+    let out = Command::new(debugfs)
+        .args(["-R", "ls -p /workspaces"])
+        .arg(format!("{}?offset={}", disk.display(), first * SECTOR))
+        .output()
+        .expect("debugfs");
+    let listing = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && !listing.is_empty(),
+        "debugfs: {listing}"
+    );
+    for id in [&running, &half] {
+        assert!(
+            !listing.contains(id.as_str()),
+            "{id}'s disk is still there:\n{listing}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -43,8 +43,11 @@ pub(super) fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error)
     move |source| RunError::Io { what, path, source }
 }
 
+/// Where workspaces' disks live, one directory each.
+pub const WORKSPACES_DIR: &str = "/data/workspaces";
+
 pub fn data_dir(id: &str) -> PathBuf {
-    PathBuf::from("/data/workspaces").join(id)
+    PathBuf::from(WORKSPACES_DIR).join(id)
 }
 
 pub fn run_dir(id: &str) -> PathBuf {

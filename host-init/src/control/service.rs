@@ -111,6 +111,18 @@ impl Control {
         let Ok(all) = self.store.list::<WorkspaceRecord>(WORKSPACES) else {
             return;
         };
+        // A directory no record names (the power went between the two) is
+        // removed too: nothing on the data partition outlives its record.
+        if let Ok(dirs) = std::fs::read_dir(runner::WORKSPACES_DIR) {
+            for d in dirs.flatten() {
+                let name = d.file_name().to_string_lossy().to_string();
+                // The demo workspace is not in the database; it manages its own.
+                if name != crate::demo::NAME && !all.iter().any(|w| w.id == name) {
+                    let _ = runner::destroy(&name);
+                    info!("removed workspace data {name} that no record names");
+                }
+            }
+        }
         for mut ws in all {
             if matches!(ws.state, WsState::Running | WsState::Starting) {
                 let _ = runner::destroy(&ws.id);
