@@ -121,3 +121,11 @@ bench-appliance runs="3": (image "")
     export PADDOCK_HOST_KERNEL=$(image-build/host-kernel.sh)
     export PADDOCK_IMAGE_DIR=$PWD/target/image
     PADDOCK_BENCH_RUNS={{runs}} cargo run -q --release -p paddock-tests --bin paddock-bench-appliance --locked
+
+# Workspace API benchmark: create -> first exec (median, p99), concurrent creates, memory per workspace.
+bench-api runs="20" concurrent="10": (image "")
+    #!/usr/bin/env bash
+    set -euo pipefail
+    export PADDOCK_IMAGE_DIR=$PWD/target/image
+    PADDOCK_BENCH_RUNS={{runs}} PADDOCK_BENCH_CONCURRENT={{concurrent}} \
+        cargo run -q --release -p paddock-tests --bin paddock-bench-api --locked
