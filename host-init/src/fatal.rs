@@ -25,6 +25,7 @@ fn end() -> ! {
     }
     error!("rebooting in {} s", REBOOT_DELAY.as_secs());
     std::thread::sleep(REBOOT_DELAY);
+    crate::log::flush(Duration::from_secs(2));
     nix::unistd::sync();
     let _ = reboot(RebootMode::RB_AUTOBOOT);
     // reboot(2) only returns on error; there is nothing left but to wait.

@@ -2,16 +2,108 @@
 //! serial console finds it) and the console the operator is looking at.
 //! Nothing secret is ever passed here: no tokens, no keys, no env values.
 
+//! host-init's log: the kernel log (/dev/kmsg, where a crash dump or a
+//! serial console finds it) and the console the operator is looking at.
+//! Nothing secret is ever passed here: no tokens, no keys, no env values.
+//!
+//! Logging never waits for a console. Each console has a writer thread fed
+//! from a bounded queue: a serial line that stops taking output (a UART
+//! that lost its transmit interrupt, a terminal that sent XOFF) holds back
+//! only its own text, never the thread that logged it. With consoles
+//! written in place, one stalled UART once froze every PID 1 thread that
+//! logged, and with them workspace creation. kmsg is written directly: it
+//! never blocks, and it keeps the whole log.
+
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Text a console may hold back before newer text is dropped.
+const MAX_PENDING: usize = 256 * 1024;
+/// How long a console may sit on one write before the kernel log says so.
+const STALL_REPORT: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
+struct Pending {
+    chunks: VecDeque<Vec<u8>>,
+    bytes: usize,
+    dropped: usize,
+    /// When the writer started its current write, while it is in one.
+    writing_since: Option<Instant>,
+    stall_reported: bool,
+    closed: bool,
+}
+
+struct Console {
+    name: String,
+    pending: Mutex<Pending>,
+    ready: Condvar,
+}
+
+impl Console {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, text: Vec<u8>) {
+        let mut p = self.lock();
+        if p.closed {
+            return;
+        }
+        if p.bytes + text.len() > MAX_PENDING {
+            p.dropped += text.len();
+            return;
+        }
+        p.bytes += text.len();
+        p.chunks.push_back(text);
+        self.ready.notify_one();
+    }
+
+    /// The writer thread: blocking writes, one chunk at a time.
+    fn drain(&self, mut file: File) {
+        loop {
+            let chunk = {
+                let mut p = self.lock();
+                loop {
+                    if let Some(c) = p.chunks.pop_front() {
+                        p.bytes -= c.len();
+                        p.writing_since = Some(Instant::now());
+                        break c;
+                    }
+                    if p.closed {
+                        return;
+                    }
+                    p = self.ready.wait(p).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            let _ = file.write_all(&chunk);
+            let mut p = self.lock();
+            p.writing_since = None;
+            if p.stall_reported {
+                p.stall_reported = false;
+                let dropped = std::mem::take(&mut p.dropped);
+                drop(p);
+                kmsg_line(
+                    Level::Warn,
+                    &format!(
+                        "console {} takes output again; {dropped} bytes were dropped meanwhile",
+                        self.name
+                    ),
+                );
+            }
+            self.ready.notify_all();
+        }
+    }
+}
 
 struct Sinks {
     kmsg: Option<File>,
     /// Every active console (serial and screen), not just /dev/console,
     /// which is only the last one named on the command line.
-    consoles: Vec<File>,
+    consoles: Vec<Arc<Console>>,
 }
 
 static SINKS: Mutex<Sinks> = Mutex::new(Sinks {
@@ -19,30 +111,123 @@ static SINKS: Mutex<Sinks> = Mutex::new(Sinks {
     consoles: Vec::new(),
 });
 
-/// Opens the sinks; safe to call again after /dev is mounted.
+fn sinks() -> std::sync::MutexGuard<'static, Sinks> {
+    SINKS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn open_console(path: &str) -> Option<File> {
+    // O_NOCTTY: PID 1 must not acquire a controlling terminal, or a Ctrl-C
+    // typed on the serial line would reach it as SIGINT.
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(path)
+        .ok()
+}
+
+/// Opens the sinks and starts a writer per console; safe to call again
+/// after /dev is mounted (the previous writers finish what they hold).
 pub fn init() {
-    let mut s = SINKS.lock().unwrap_or_else(|e| e.into_inner());
-    s.kmsg = OpenOptions::new().write(true).open("/dev/kmsg").ok();
-    s.consoles.clear();
+    let mut files = Vec::new();
     let active = std::fs::read_to_string("/sys/class/tty/console/active").unwrap_or_default();
     for name in active.split_whitespace() {
-        // O_NOCTTY: PID 1 must not acquire a controlling terminal, or a
-        // Ctrl-C typed on the serial line would reach it as SIGINT.
-        if let Ok(f) = OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NOCTTY)
-            .open(format!("/dev/{name}"))
-        {
-            s.consoles.push(f);
+        if let Some(f) = open_console(&format!("/dev/{name}")) {
+            files.push((name.to_string(), f));
         }
     }
-    if s.consoles.is_empty() {
-        if let Ok(f) = OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NOCTTY)
-            .open("/dev/console")
-        {
-            s.consoles.push(f);
+    if files.is_empty() {
+        if let Some(f) = open_console("/dev/console") {
+            files.push(("console".to_string(), f));
+        }
+    }
+    let mut consoles = Vec::new();
+    for (name, file) in files {
+        let c = Arc::new(Console {
+            name,
+            pending: Mutex::new(Pending::default()),
+            ready: Condvar::new(),
+        });
+        let writer = c.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("console-{}", c.name))
+            .spawn(move || writer.drain(file));
+        if spawned.is_ok() {
+            consoles.push(c);
+        }
+    }
+    let mut s = sinks();
+    s.kmsg = OpenOptions::new().write(true).open("/dev/kmsg").ok();
+    for old in std::mem::replace(&mut s.consoles, consoles) {
+        let mut p = old.lock();
+        p.closed = true;
+        old.ready.notify_all();
+    }
+    let any = !s.consoles.is_empty();
+    drop(s);
+    if any {
+        start_stall_watch();
+    }
+}
+
+/// Reports, through the kernel log (which reaches a serial console by the
+/// kernel's own polled path), a console that has stopped taking output.
+fn start_stall_watch() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        let _ = std::thread::Builder::new()
+            .name("console-watch".into())
+            .spawn(|| loop {
+                std::thread::sleep(Duration::from_secs(2));
+                let consoles = sinks().consoles.clone();
+                for c in consoles {
+                    let mut p = c.lock();
+                    let stalled = p.writing_since.map(|t| t.elapsed()).unwrap_or_default();
+                    if stalled >= STALL_REPORT && !p.stall_reported {
+                        p.stall_reported = true;
+                        drop(p);
+                        // Level 2 (critical): printed even with `quiet`.
+                        kmsg_raw(&format!(
+                            "<2>paddock-init: console {} has taken no output for {} s; its text is held back (the kernel log has everything)",
+                            c.name,
+                            stalled.as_secs()
+                        ));
+                    }
+                }
+            });
+    });
+}
+
+fn kmsg_raw(record: &str) {
+    if let Some(k) = sinks().kmsg.as_mut() {
+        let _ = k.write_all(record.as_bytes());
+    }
+}
+
+fn kmsg_line(level: Level, line: &str) {
+    kmsg_raw(&format!(
+        "<{}>paddock-init: {}{line}",
+        level as u8,
+        level.tag()
+    ));
+}
+
+/// Waits (at most `limit`) until every console has written what it holds:
+/// before a power-off or reboot, so the last words reach the operator.
+pub fn flush(limit: Duration) {
+    let until = Instant::now() + limit;
+    let consoles = sinks().consoles.clone();
+    for c in consoles {
+        let mut p = c.lock();
+        while !p.chunks.is_empty() || p.writing_since.is_some() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            p = c
+                .ready
+                .wait_timeout(p, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 }
@@ -54,36 +239,48 @@ pub enum Level {
     Info = 6,
 }
 
-pub fn log(level: Level, msg: std::fmt::Arguments) {
-    let text = msg.to_string();
-    let mut s = SINKS.lock().unwrap_or_else(|e| e.into_inner());
-    let tag = match level {
-        Level::Error => "ERROR: ",
-        Level::Warn => "warning: ",
-        Level::Info => "",
-    };
-    // One write per line: kmsg takes each write as one record.
-    if let Some(k) = s.kmsg.as_mut() {
-        for line in text.lines() {
-            let _ = k.write_all(format!("<{}>paddock-init: {tag}{line}", level as u8).as_bytes());
+impl Level {
+    fn tag(self) -> &'static str {
+        match self {
+            Level::Error => "ERROR: ",
+            Level::Warn => "warning: ",
+            Level::Info => "",
         }
     }
-    if s.consoles.is_empty() {
+}
+
+pub fn log(level: Level, msg: std::fmt::Arguments) {
+    let text = msg.to_string();
+    let tag = level.tag();
+    let consoles = {
+        let mut s = sinks();
+        // One write per line: kmsg takes each write as one record.
+        if let Some(k) = s.kmsg.as_mut() {
+            for line in text.lines() {
+                let _ =
+                    k.write_all(format!("<{}>paddock-init: {tag}{line}", level as u8).as_bytes());
+            }
+        }
+        s.consoles.clone()
+    };
+    if consoles.is_empty() {
         eprintln!("paddock-init: {tag}{text}");
     }
-    for c in &mut s.consoles {
-        let _ = c.write_all(format!("paddock-init: {tag}{text}\r\n").as_bytes());
+    let line = format!("paddock-init: {tag}{text}\r\n").into_bytes();
+    for c in consoles {
+        c.push(line.clone());
     }
 }
 
 /// Writes raw text to the console (the status screen).
 pub fn console(text: &str) {
-    let mut s = SINKS.lock().unwrap_or_else(|e| e.into_inner());
-    if s.consoles.is_empty() {
+    let consoles = sinks().consoles.clone();
+    if consoles.is_empty() {
         eprint!("{text}");
     }
-    for c in &mut s.consoles {
-        let _ = c.write_all(text.replace('\n', "\r\n").as_bytes());
+    let bytes = text.replace('\n', "\r\n").into_bytes();
+    for c in consoles {
+        c.push(bytes.clone());
     }
 }
 
@@ -98,4 +295,59 @@ macro_rules! warn {
 #[macro_export]
 macro_rules! error {
     ($($t:tt)*) => { $crate::log::log($crate::log::Level::Error, format_args!($($t)*)) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn a_stalled_console_never_blocks_the_logger() {
+        let (read_end, write_end) = nix::unistd::pipe().expect("pipe");
+        let c = Arc::new(Console {
+            name: "test".into(),
+            pending: Mutex::new(Pending::default()),
+            ready: Condvar::new(),
+        });
+        let writer = c.clone();
+        let file = File::from(write_end);
+        let t = std::thread::spawn(move || writer.drain(file));
+        // Nobody reads the pipe: its buffer fills, the writer blocks, and
+        // pushing still returns at once, dropping past the cap.
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..10 {
+            c.push(chunk.clone());
+        }
+        {
+            let p = c.lock();
+            assert!(p.bytes <= MAX_PENDING, "bounded: {}", p.bytes);
+            assert!(p.dropped > 0, "past the cap, text is dropped");
+        }
+        // The reader comes back: everything held is written.
+        let mut r = File::from(read_end);
+        let reader = std::thread::spawn(move || {
+            let mut total = 0usize;
+            let mut buf = vec![0u8; 65536];
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                total += n;
+            }
+            total
+        });
+        {
+            let mut p = c.lock();
+            while !p.chunks.is_empty() || p.writing_since.is_some() {
+                p = c.ready.wait(p).expect("wait");
+            }
+            p.closed = true;
+            c.ready.notify_all();
+        }
+        t.join().expect("writer");
+        let written = reader.join().expect("reader");
+        let dropped = c.lock().dropped;
+        assert_eq!(written + dropped, 10 * 64 * 1024);
+    }
 }

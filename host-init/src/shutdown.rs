@@ -65,6 +65,7 @@ fn run(then: Then) -> ! {
         Then::Reboot => RebootMode::RB_AUTOBOOT,
     };
     info!("shutdown: done; {then:?} now");
+    crate::log::flush(Duration::from_secs(2));
     let _ = reboot(mode);
     crate::fatal::die("the kernel refused to power off")
 }

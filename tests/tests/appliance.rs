@@ -226,6 +226,33 @@ fn workspace_api(app: &mut Appliance, admin: &str) -> String {
         403,
         "no delete scope"
     );
+    // A token's expiry takes effect by itself.
+    let (code, body) = call(
+        "POST",
+        "/v1/tokens",
+        admin,
+        Some(r#"{"name": "brief", "scopes": ["read"], "ttl_s": 2}"#),
+    );
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    let brief = json(&body)["secret"].as_str().expect("secret").to_string();
+    assert_eq!(call("GET", "/v1/workspaces", &brief, None).0, 200);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        call("GET", "/v1/workspaces", &brief, None).0,
+        401,
+        "expired"
+    );
+    // File paths: relative ones and NUL bytes are refused before anything
+    // reaches the workspace.
+    for bad in ["../../etc/passwd", "etc/passwd", "/tmp/a%00b"] {
+        let (code, body) = call(
+            "PUT",
+            &format!("/v1/workspaces/{id}/files?path={bad}"),
+            admin,
+            Some("x"),
+        );
+        assert_eq!(code, 422, "{bad}: {}", String::from_utf8_lossy(&body));
+    }
     // Metrics: per workspace and host totals, for a token that may read.
     assert_eq!(call("GET", "/metrics", "", None).0, 401);
     let (code, text) = call("GET", "/metrics", admin, None);
