@@ -72,6 +72,8 @@ impl ReadyListener {
         Ok(ReadyListener { listener })
     }
 
+    /// Waits up to `timeout` for the agent to connect, then up to
+    /// REPORT_TIMEOUT for its report.
     pub fn wait(&self, timeout: Duration) -> Result<ReadyInfo> {
         self.listener.set_nonblocking(true)?;
         let deadline = Instant::now() + timeout;
@@ -88,16 +90,20 @@ impl ReadyListener {
             }
         };
         stream.set_nonblocking(false)?;
-        // One deadline for the whole wait: a guest that connects late and
-        // then stalls must not stretch it to twice the timeout.
-        let left = deadline.saturating_duration_since(Instant::now());
-        stream.set_read_timeout(Some(left.max(Duration::from_millis(100))))?;
+        // A connected agent sends its report at once; this bounds a guest
+        // that connects and then says nothing. It is separate from the
+        // accept deadline: a short wait that accepts near its end must not
+        // drop the report (the agent reports once).
+        stream.set_read_timeout(Some(REPORT_TIMEOUT))?;
         match read_msg(&mut stream)? {
             AgentMsg::Ready(info) => Ok(info),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }
 }
+
+/// How long a connected agent has to send its readiness report.
+pub const REPORT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Where the agent reports readiness for a VM whose vsock socket is `vm_socket`.
 pub fn ready_socket_path(vm_socket: &Path) -> PathBuf {

@@ -4,6 +4,7 @@
 
 use super::limits::Limits;
 use super::workspace::WorkspaceRecord;
+use crate::warn;
 use paddock_agent_client::ReadyListener;
 use paddock_proto::ReadyInfo;
 use std::ffi::CString;
@@ -171,33 +172,87 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(io("starting", Path::new(VMM)))?;
-    let pid = child.id();
-    drop(child);
-    crate::workspaces::add(&ws.id, pid);
-    match ready.wait(READY_TIMEOUT) {
-        Ok(info) => Ok((pid, info)),
-        Err(e) => {
-            let why = match crate::workspaces::wait_ended(&ws.id, Some(Duration::ZERO)) {
-                Some(exit) => format!("its VMM ended ({exit})"),
-                None => e.to_string(),
-            };
-            // The end of the guest's console says why, far more often than not.
-            let tail: String = std::fs::read_to_string(&console)
-                .unwrap_or_default()
-                .lines()
-                .rev()
-                .take(8)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join(" | ");
-            let why = format!("{why}; console: {tail}");
-            stop(&ws.id);
-            Err(RunError::NotReady(why))
+    // A guest that stalls before its agent runs has touched nothing of the
+    // workspace yet (the agent is its first program): its VM is started
+    // again, once. Seen under nested emulation, where an L2 kernel now and
+    // then stops mid-boot; a real hang of ours still fails after the retry.
+    let mut restarted = false;
+    loop {
+        let child = cmd.spawn().map_err(io("starting", Path::new(VMM)))?;
+        let pid = child.id();
+        drop(child);
+        crate::workspaces::add(&ws.id, pid);
+        let why = match wait_ready(&ready, &ws.id, &console) {
+            Boot::Ready(info) => return Ok((pid, info)),
+            Boot::Stalled if !restarted => {
+                warn!(
+                    "workspace {}: its guest printed nothing for {} s before its agent started (last: {}); starting its VM again",
+                    ws.id,
+                    BOOT_STALL.as_secs(),
+                    console_tail(&console, 1)
+                );
+                crate::workspaces::kill(&ws.id);
+                let _ = crate::workspaces::wait_ended(&ws.id, Some(Duration::from_secs(10)));
+                // The VMM's own socket; the readiness socket stays bound.
+                let _ = std::fs::remove_file(&uds);
+                restarted = true;
+                continue;
+            }
+            Boot::Stalled => format!(
+                "its guest printed nothing for {} s, twice",
+                BOOT_STALL.as_secs()
+            ),
+            Boot::Failed(why) => why,
+        };
+        // The end of the guest's console says why, far more often than not.
+        let why = format!("{why}; console: {}", console_tail(&console, 8));
+        stop(&ws.id);
+        return Err(RunError::NotReady(why));
+    }
+}
+
+/// How long a booting guest may print nothing before it counts as stalled.
+const BOOT_STALL: Duration = Duration::from_secs(60);
+
+enum Boot {
+    Ready(ReadyInfo),
+    Stalled,
+    Failed(String),
+}
+
+/// Waits for the agent's readiness while watching the guest make progress
+/// (its console growing) and its VMM stay alive.
+fn wait_ready(ready: &ReadyListener, id: &str, console: &Path) -> Boot {
+    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    let mut last_len = 0;
+    let mut last_progress = std::time::Instant::now();
+    loop {
+        match ready.wait(Duration::from_secs(2)) {
+            Ok(info) => return Boot::Ready(info),
+            Err(paddock_agent_client::ClientError::Timeout(_)) => {}
+            Err(e) => return Boot::Failed(e.to_string()),
+        }
+        if let Some(exit) = crate::workspaces::wait_ended(id, Some(Duration::ZERO)) {
+            return Boot::Failed(format!("its VMM ended ({exit})"));
+        }
+        let len = std::fs::metadata(console).map(|m| m.len()).unwrap_or(0);
+        if len != last_len {
+            last_len = len;
+            last_progress = std::time::Instant::now();
+        } else if last_progress.elapsed() >= BOOT_STALL {
+            return Boot::Stalled;
+        }
+        if std::time::Instant::now() >= deadline {
+            return Boot::Failed(format!("timed out after {} s", READY_TIMEOUT.as_secs()));
         }
     }
+}
+
+/// The last `n` lines of a guest console, on one line.
+fn console_tail(console: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(console).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
 }
 
 /// Kills the workspace's VMM (if running) and waits for it.
