@@ -11,6 +11,7 @@ pub mod demo;
 pub mod entropy;
 pub mod fatal;
 pub mod fsutil;
+pub mod jail;
 pub mod log;
 pub mod modules;
 pub mod mounts;

@@ -1,17 +1,22 @@
-//! paddock-init: PID 1 of the Paddock appliance, and (as `paddock-init
-//! api-server`, started by itself) the unprivileged API process.
+//! paddock-init: PID 1 of the Paddock appliance, and (started by itself)
+//! the unprivileged API process (`api-server`) and the jail each
+//! workspace's VMM runs in (`jail`).
 
-use paddock_init::{api, pid1};
+use paddock_init::{api, jail, pid1};
 use std::process::ExitCode;
 
 const USAGE: &str = "\
 usage: paddock-init              (as PID 1 of the appliance only)
-       paddock-init api-server   (started by PID 1 with its channel on fd 3)";
+       paddock-init api-server   (started by PID 1 with its channel on fd 3)
+       paddock-init jail ...     (started by PID 1 around each VMM; see --help there)
+       paddock-init jail-probe [PATH...]  (run inside a jail: reports what it sees)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("api-server") if args.len() == 1 => api::server::main(),
+        Some("jail") => jail::main(&args[1..]),
+        Some("jail-probe") => jail::probe(&args[1..]),
         None if std::process::id() == 1 => pid1::run(),
         None => {
             eprintln!("paddock-init: this is the appliance's init and runs only as PID 1\n{USAGE}");

@@ -1,0 +1,158 @@
+//! The jail each VMM runs in, built on this machine around
+//! `paddock-init jail-probe` (the test mode that reports what a jailed
+//! process sees): PID 1 of its own PID namespace, /proc showing nothing
+//! else, only the bound paths visible (other workspaces' files are not),
+//! the workspace's uid with no capabilities and no_new_privs, an empty
+//! environment, no inherited descriptors; exit codes pass through.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_paddock-init"))
+}
+
+/// The shared libraries the (dynamically linked) test binary needs: they
+/// must be inside the jail for it to start there. The appliance's binaries
+/// are static and need none.
+fn libraries(bin: &Path) -> Vec<String> {
+    let out = Command::new("ldd").arg(bin).output().expect("ldd");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+        .map(String::from)
+        .collect()
+}
+
+fn jail(dir: &Path, tail: &[&str]) -> std::process::Output {
+    let bin = exe();
+    let mut cmd = Command::new(&bin);
+    cmd.arg("jail")
+        .args(["--uid", "4242", "--gid", "4242", "--group", "4343"])
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--bind")
+        .arg(&bin)
+        .arg("--bind")
+        .arg(format!("{}:rw", dir.join("mine").display()));
+    for lib in libraries(&bin) {
+        cmd.args(["--bind", &lib]);
+    }
+    cmd.arg("--").arg(&bin).args(tail);
+    // Something the jail must not pass on.
+    cmd.env("PADDOCK_SECRET_TEST", "must-not-leak");
+    cmd.output().expect("run the jail")
+}
+
+#[test]
+fn a_jailed_process_sees_only_its_own_world() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "building a jail needs root (namespaces, mounts); run the suite as root"
+    );
+    let dir = std::env::temp_dir().join(format!("paddock-jail-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("mine")).expect("dir");
+    std::fs::create_dir_all(dir.join("other-workspace")).expect("dir");
+    std::fs::write(dir.join("other-workspace/disk.img"), "not yours").expect("file");
+    let mine = dir.join("mine");
+    let other = dir.join("other-workspace/disk.img");
+
+    let out = jail(
+        &dir,
+        &[
+            "jail-probe",
+            &mine.to_string_lossy(),
+            &other.to_string_lossy(),
+            "/etc/passwd",
+            "/run",
+            "/dev/kvm",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).expect("probe JSON");
+    assert_eq!(r["pid"], 1, "PID 1 of its own namespace: {r}");
+    assert_eq!(
+        r["proc_pids"],
+        serde_json::json!(["1"]),
+        "/proc shows only the jail: {r}"
+    );
+    assert!(
+        r["uid"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("4242\t4242\t4242")),
+        "{r}"
+    );
+    assert!(
+        r["gid"]
+            .as_str()
+            .is_some_and(|g| g.starts_with("4242\t4242\t4242")),
+        "{r}"
+    );
+    assert_eq!(r["groups"], "4343", "{r}");
+    assert_eq!(r["cap_eff"], "0000000000000000", "{r}");
+    assert_eq!(r["cap_prm"], "0000000000000000", "{r}");
+    assert_eq!(r["no_new_privs"], "1", "{r}");
+    assert_eq!(r["env"], 0, "empty environment: {r}");
+    assert_eq!(r["hostname"], "paddock-vmm", "{r}");
+    assert!(
+        r["open_fds"].as_u64().is_some_and(|n| n <= 4),
+        "stdio only: {r}"
+    );
+    let seen = |p: &Path| {
+        r["visible"]
+            .as_array()
+            .and_then(|v| {
+                v.iter()
+                    .find(|e| e[0] == p.to_string_lossy().as_ref())
+                    .and_then(|e| e[1].as_bool())
+            })
+            .expect("asked about")
+    };
+    assert!(seen(&mine), "its own bound directory: {r}");
+    assert!(!seen(&other), "another workspace's disk: {r}");
+    assert!(!seen(Path::new("/etc/passwd")), "the host's files: {r}");
+    assert!(!seen(Path::new("/run")), "the host's sockets: {r}");
+    assert!(
+        !seen(Path::new("/dev/kvm")),
+        "devices it was not given: {r}"
+    );
+    // Top level of the jail: the bound paths' first components and /proc.
+    let entries: Vec<String> = serde_json::from_value(r["root_entries"].clone()).expect("list");
+    assert!(entries.contains(&"proc".to_string()), "{entries:?}");
+    assert!(!entries.contains(&"etc".to_string()), "{entries:?}");
+
+    // The jail exits as its program did.
+    let out = jail(&dir, &["no-such-subcommand"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Refused before anything is built.
+    let out = Command::new(exe())
+        .args([
+            "jail",
+            "--uid",
+            "0",
+            "--gid",
+            "0",
+            "--root",
+            "/tmp/x",
+            "--bind",
+            "/bin/true",
+            "--",
+            "/bin/true",
+        ])
+        .output()
+        .expect("jail");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must not be 0"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
