@@ -150,7 +150,10 @@ pub fn init() {
         let writer = c.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("console-{}", c.name))
-            .spawn(move || writer.drain(file));
+            .spawn(move || {
+                block_all_signals();
+                writer.drain(file)
+            });
         if spawned.is_ok() {
             consoles.push(c);
         }
@@ -176,25 +179,40 @@ fn start_stall_watch() {
     STARTED.call_once(|| {
         let _ = std::thread::Builder::new()
             .name("console-watch".into())
-            .spawn(|| loop {
-                std::thread::sleep(Duration::from_secs(2));
-                let consoles = sinks().consoles.clone();
-                for c in consoles {
-                    let mut p = c.lock();
-                    let stalled = p.writing_since.map(|t| t.elapsed()).unwrap_or_default();
-                    if stalled >= STALL_REPORT && !p.stall_reported {
-                        p.stall_reported = true;
-                        drop(p);
-                        // Level 2 (critical): printed even with `quiet`.
-                        kmsg_raw(&format!(
-                            "<2>paddock-init: console {} has taken no output for {} s; its text is held back (the kernel log has everything)",
-                            c.name,
-                            stalled.as_secs()
-                        ));
-                    }
+            .spawn(|| {
+                block_all_signals();
+                loop {
+                    std::thread::sleep(Duration::from_secs(2));
+                    report_stalls();
                 }
             });
     });
+}
+
+fn report_stalls() {
+    let consoles = sinks().consoles.clone();
+    for c in consoles {
+        let mut p = c.lock();
+        let stalled = p.writing_since.map(|t| t.elapsed()).unwrap_or_default();
+        if stalled >= STALL_REPORT && !p.stall_reported {
+            p.stall_reported = true;
+            drop(p);
+            // Level 2 (critical): printed even with `quiet`.
+            kmsg_raw(&format!(
+                "<2>paddock-init: console {} has taken no output for {} s; its text is held back (the kernel log has everything)",
+                c.name,
+                stalled.as_secs()
+            ));
+        }
+    }
+}
+
+/// Log threads take no signals: in PID 1 a signal with its default action
+/// (SIGPWR, SIGTERM) delivered to any thread that does not block it would
+/// end PID 1, and the kernel with it. PID 1 reads its signals from a
+/// signalfd on the main thread.
+fn block_all_signals() {
+    let _ = nix::sys::signal::SigSet::all().thread_block();
 }
 
 fn kmsg_raw(record: &str) {

@@ -37,19 +37,24 @@ fn kernel_release() -> String {
 
 pub fn run() -> ! {
     fatal::install_panic_hook();
+    // Before any thread exists: every thread inherits this mask, so the
+    // handled signals reach only the signalfd below. A thread that left
+    // one unblocked would take it with its default action, and PID 1's
+    // exit panics the kernel.
+    let signals = handled_signals();
+    let blocked = signals.thread_block();
     if let Err(e) = mounts::early() {
         log::init();
         fatal::die(&e.to_string());
     }
     log::init();
+    if let Err(e) = blocked {
+        fatal::die(&format!("blocking signals: {e}"));
+    }
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     info!("Paddock {VERSION} starting on Linux {}", kernel_release());
     if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
         warn!("Ctrl-Alt-Del stays a hard reset: {e}");
-    }
-    let signals = handled_signals();
-    if let Err(e) = signals.thread_block() {
-        fatal::die(&format!("blocking signals: {e}"));
     }
     let sfd = match SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC) {
         Ok(s) => s,
