@@ -10,6 +10,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+mod common;
+use common::KillOnDrop;
+
 fn proc_status(pid: u32, key: &str) -> String {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     text.lines()
@@ -18,15 +21,43 @@ fn proc_status(pid: u32, key: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The API process inherits the test's output; it must not outlive a
-/// failed assertion (the harness would wait on it forever).
-struct KillOnDrop(u32);
+/// What host-init answers for a bad token: this test is about the process,
+/// not the control plane.
+fn refused() -> Outcome {
+    Outcome {
+        reply: CallReply {
+            status: 401,
+            body: serde_json::json!({"error": "invalid, expired or revoked token"}),
+            fd: false,
+        },
+        stream: None,
+    }
+}
 
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.0 as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(pid, None);
+/// Holds calls until the test opens it.
+#[derive(Clone)]
+struct Gate(std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+
+impl Gate {
+    fn new() -> Gate {
+        Gate(std::sync::Arc::new((
+            std::sync::Mutex::new(false),
+            std::sync::Condvar::new(),
+        )))
+    }
+
+    fn wait(&self) {
+        let (lock, cv) = &*self.0;
+        let mut open = lock.lock().expect("lock");
+        while !*open {
+            open = cv.wait(open).expect("wait");
+        }
+    }
+
+    fn open(&self) {
+        let (lock, cv) = &*self.0;
+        *lock.lock().expect("lock") = true;
+        cv.notify_all();
     }
 }
 
@@ -64,13 +95,12 @@ fn api_process_is_confined_and_serves_tls() {
     // Every call is answered "401", as host-init would for a bad token: this
     // test is about the process, not the control plane. A create is held
     // until the test releases it, to show other calls do not wait behind it.
-    let release = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let release = Gate::new();
     let held = release.clone();
     // A second create, held the same way, outlives the API process that
     // asked for it: the privileged side finishes it and notes the answer
     // could not be delivered.
-    let release_orphan =
-        std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let release_orphan = Gate::new();
     let held_orphan = release_orphan.clone();
     let orphan_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let orphan_done_inner = orphan_done.clone();
@@ -86,27 +116,12 @@ fn api_process_is_confined_and_serves_tls() {
         },
         move |_, call| {
             if matches!(&call, Call::CreateWorkspace { spec } if spec["orphan"] == true) {
-                let (lock, cv) = &*held_orphan;
-                let mut go = lock.lock().expect("lock");
-                while !*go {
-                    go = cv.wait(go).expect("wait");
-                }
+                held_orphan.wait();
                 orphan_done_inner.store(true, std::sync::atomic::Ordering::SeqCst);
             } else if matches!(call, Call::CreateWorkspace { .. }) {
-                let (lock, cv) = &*held;
-                let mut go = lock.lock().expect("lock");
-                while !*go {
-                    go = cv.wait(go).expect("wait");
-                }
+                held.wait();
             }
-            Outcome {
-                reply: CallReply {
-                    status: 401,
-                    body: serde_json::json!({"error": "invalid, expired or revoked token"}),
-                    fd: false,
-                },
-                stream: None,
-            }
+            refused()
         },
     )
     .expect("API process starts");
@@ -155,11 +170,7 @@ fn api_process_is_confined_and_serves_tls() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(status_of(&[&ws_url]), "401", "answered while a create runs");
     assert!(!create.is_finished(), "the create is still held");
-    {
-        let (lock, cv) = &*release;
-        *lock.lock().expect("lock") = true;
-        cv.notify_all();
-    }
+    release.open();
     assert_eq!(create.join().expect("create thread"), "401");
 
     std::thread::sleep(Duration::from_millis(200));
@@ -192,11 +203,7 @@ fn api_process_is_confined_and_serves_tls() {
         "000",
         "its client lost the connection"
     );
-    {
-        let (lock, cv) = &*release_orphan;
-        *lock.lock().expect("lock") = true;
-        cv.notify_all();
-    }
+    release_orphan.open();
     for _ in 0..100 {
         if orphan_done.load(std::sync::atomic::Ordering::SeqCst) {
             break;
@@ -217,14 +224,7 @@ fn api_process_is_confined_and_serves_tls() {
             workspaces: 4,
             uptime_s: 2,
         },
-        |_, _| Outcome {
-            reply: CallReply {
-                status: 401,
-                body: serde_json::json!({"error": "invalid, expired or revoked token"}),
-                fd: false,
-            },
-            stream: None,
-        },
+        |_, _| refused(),
     )
     .expect("a new API process starts");
     let _guard = KillOnDrop(again.pid);

@@ -13,15 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-struct KillOnDrop(u32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.0 as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(pid, None);
-    }
-}
+mod common;
+use common::KillOnDrop;
 
 fn schemathesis() -> PathBuf {
     let st = std::env::var("PADDOCK_SCHEMATHESIS").unwrap_or_else(|_| {
