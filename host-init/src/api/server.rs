@@ -92,19 +92,40 @@ fn valid_id(id: &str) -> bool {
 
 type Tls = rustls::StreamOwned<rustls::ServerConnection, TcpStream>;
 
+/// The answer to a body that could not be read; `what` names it ("body",
+/// "file") in the size refusal.
+fn body_refusal(e: http::BodyError, what: &str) -> (u16, Value) {
+    match e {
+        http::BodyError::TooLarge(cap) => json_error(413, format!("{what} over {cap} bytes")),
+        http::BodyError::LengthRequired => json_error(411, "send a Content-Length"),
+        http::BodyError::Io(e) => json_error(400, format!("reading the body: {e}")),
+    }
+}
+
+/// Asks host-init for a connection to the workspace's agent: its reply body
+/// and the connection, or (when refused) the answer to give.
+fn open_agent(
+    shared: &Shared,
+    bearer: &str,
+    id: &str,
+    purpose: Purpose,
+) -> Result<(Value, UnixStream), (u16, Value)> {
+    let (reply, stream) = call(
+        shared,
+        bearer,
+        Call::OpenAgent {
+            id: id.to_string(),
+            purpose,
+        },
+    );
+    match stream.filter(|_| reply.status == 200) {
+        Some(s) => Ok((reply.body, s)),
+        None => Err((reply.status, reply.body)),
+    }
+}
+
 fn read_json(req: &http::Request, tls: &mut Tls) -> Result<Value, (u16, Value)> {
-    let body = match http::read_body(req, tls, MAX_JSON) {
-        Ok(b) => b,
-        Err(http::BodyError::TooLarge(cap)) => {
-            return Err(json_error(413, format!("body over {cap} bytes")))
-        }
-        Err(http::BodyError::LengthRequired) => {
-            return Err(json_error(411, "send a Content-Length"))
-        }
-        Err(http::BodyError::Io(e)) => {
-            return Err(json_error(400, format!("reading the body: {e}")))
-        }
-    };
+    let body = http::read_body(req, tls, MAX_JSON).map_err(|e| body_refusal(e, "body"))?;
     if body.is_empty() {
         return Err(json_error(400, "a JSON body is required"));
     }
@@ -167,22 +188,15 @@ fn exec(shared: &Shared, req: &http::Request, tls: &mut Tls, id: &str) -> Option
         Some(Err(e)) => return Some(json_error(422, format!("stdin: not base64: {e}"))),
     };
     let argv0 = body.argv[0].clone();
-    let (reply, stream) = call(
-        shared,
-        &req.bearer,
-        Call::OpenAgent {
-            id: id.to_string(),
-            purpose: Purpose::Exec {
-                argv0: argv0.clone(),
-            },
-        },
-    );
-    let Some(stream) = stream.filter(|_| reply.status == 200) else {
-        return Some((reply.status, reply.body));
+    let purpose = Purpose::Exec {
+        argv0: argv0.clone(),
+    };
+    let (reply, stream) = match open_agent(shared, &req.bearer, id, purpose) {
+        Ok(r) => r,
+        Err(refusal) => return Some(refusal),
     };
     let mut env: std::collections::BTreeMap<String, String> =
-        serde_json::from_value(reply.body.get("env").cloned().unwrap_or_default())
-            .unwrap_or_default();
+        serde_json::from_value(reply.get("env").cloned().unwrap_or_default()).unwrap_or_default();
     env.extend(body.env);
     let request = paddock_proto::ExecRequest {
         argv: body.argv,
@@ -262,26 +276,12 @@ fn files(shared: &Shared, req: &http::Request, tls: &mut Tls, id: &str) -> Optio
             };
             let body = match http::read_body(req, tls, MAX_FILE) {
                 Ok(b) => b,
-                Err(http::BodyError::TooLarge(cap)) => {
-                    return Some(json_error(413, format!("file over {cap} bytes")))
-                }
-                Err(http::BodyError::LengthRequired) => {
-                    return Some(json_error(411, "send a Content-Length"))
-                }
-                Err(http::BodyError::Io(e)) => {
-                    return Some(json_error(400, format!("reading the body: {e}")))
-                }
+                Err(e) => return Some(body_refusal(e, "file")),
             };
-            let (reply, stream) = call(
-                shared,
-                &req.bearer,
-                Call::OpenAgent {
-                    id: id.to_string(),
-                    purpose: Purpose::WriteFile { path: path.clone() },
-                },
-            );
-            let Some(stream) = stream.filter(|_| reply.status == 200) else {
-                return Some((reply.status, reply.body));
+            let purpose = Purpose::WriteFile { path: path.clone() };
+            let stream = match open_agent(shared, &req.bearer, id, purpose) {
+                Ok((_, s)) => s,
+                Err(refusal) => return Some(refusal),
             };
             let client = paddock_agent_client::AgentClient::from_connected(stream);
             Some(match client.write_file(&path, mode, &body[..]) {
@@ -293,16 +293,10 @@ fn files(shared: &Shared, req: &http::Request, tls: &mut Tls, id: &str) -> Optio
             })
         }
         "GET" => {
-            let (reply, stream) = call(
-                shared,
-                &req.bearer,
-                Call::OpenAgent {
-                    id: id.to_string(),
-                    purpose: Purpose::ReadFile { path: path.clone() },
-                },
-            );
-            let Some(stream) = stream.filter(|_| reply.status == 200) else {
-                return Some((reply.status, reply.body));
+            let purpose = Purpose::ReadFile { path: path.clone() };
+            let stream = match open_agent(shared, &req.bearer, id, purpose) {
+                Ok((_, s)) => s,
+                Err(refusal) => return Some(refusal),
             };
             let client = paddock_agent_client::AgentClient::from_connected(stream);
             let mut buf = Vec::new();
