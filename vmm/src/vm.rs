@@ -9,6 +9,7 @@ use crate::config::{Console, VmConfig};
 use crate::devices::boot_timer::BootTimer;
 use crate::devices::bus::BusError;
 use crate::devices::console::PanicNote;
+use crate::devices::detached::Detached;
 use crate::devices::legacy::{spawn_stdin_feeder, SerialConsole, I8042};
 use crate::devices::{lock, Bus, BusDevice};
 use crate::exit::{ExitSignal, VmExit};
@@ -116,15 +117,20 @@ fn register_memory(vm: &VmFd, mem: &GuestMemory) -> Result<(), VmError> {
     Ok(())
 }
 
+/// The console's sink, written by a thread of its own so that a slow file or
+/// pipe never holds up the vCPU that is printing.
 fn console_writer(console: &Console) -> Result<Box<dyn std::io::Write + Send>, VmError> {
-    Ok(match console {
+    let sink: Box<dyn std::io::Write + Send> = match console {
         Console::Stdout => Box::new(std::io::stdout()),
-        Console::Off => Box::new(std::io::sink()),
+        Console::Off => return Ok(Box::new(std::io::sink())),
         Console::File(p) => Box::new(
             std::fs::File::create(p)
                 .map_err(io_err(format!("console: creating {}", p.display())))?,
         ),
-    })
+    };
+    Ok(Box::new(
+        Detached::spawn(sink).map_err(io_err("starting the console output thread"))?,
+    ))
 }
 
 fn add_virtio(

@@ -3,6 +3,7 @@
 pub mod boot_timer;
 pub mod bus;
 pub mod console;
+pub mod detached;
 pub mod legacy;
 
 pub use bus::{lock, Bus, BusDevice};
