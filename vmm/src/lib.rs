@@ -4,6 +4,7 @@ pub mod arch;
 pub mod cli;
 pub mod config;
 pub mod devices;
+pub mod entropy;
 pub mod exit;
 pub mod memory;
 pub mod trace;

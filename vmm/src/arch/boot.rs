@@ -328,7 +328,7 @@ mod tests {
 
     fn rand_suffix() -> u64 {
         let mut b = [0u8; 8];
-        getrandom::fill(&mut b).expect("random");
+        crate::entropy::fill(&mut b).expect("random");
         u64::from_le_bytes(b)
     }
 

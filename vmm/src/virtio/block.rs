@@ -321,7 +321,7 @@ mod tests {
         let path =
             std::env::temp_dir().join(format!("paddock-blk-test-{}-{}", std::process::id(), {
                 let mut b = [0u8; 8];
-                getrandom::fill(&mut b).expect("rand");
+                crate::entropy::fill(&mut b).expect("rand");
                 u64::from_le_bytes(b)
             }));
         let mut f = std::fs::OpenOptions::new()

@@ -76,7 +76,7 @@ impl RngWorker {
 fn fill(mem: &GuestMemory, c: &Chain) -> u32 {
     let len = (c.writable_len() as usize).min(MAX_REQUEST);
     let mut buf = vec![0u8; len];
-    if getrandom::fill(&mut buf).is_err() {
+    if crate::entropy::fill(&mut buf).is_err() {
         return 0;
     }
     match c.write_at(mem, 0, &buf) {

@@ -26,7 +26,7 @@ struct Harness<'a> {
 
 fn temp_dir() -> PathBuf {
     let mut b = [0u8; 8];
-    getrandom::fill(&mut b).expect("rand");
+    crate::entropy::fill(&mut b).expect("rand");
     let d = std::env::temp_dir().join(format!("paddock-vsock-{}", u64::from_le_bytes(b)));
     std::fs::create_dir_all(&d).expect("dir");
     d
