@@ -9,7 +9,10 @@ boot_hello() { # name kernel
     wait_socket "${uds}_1000"
     "$VMM" --kernel "$2" --initramfs "$GI" --vsock "cid=3,uds=$uds" \
         --cmdline "paddock.scenario=hello" > "$T/$name.console" 2> "$T/$name.err"
-    fact "$name" "vmm_exit=$?"
+    rc=$?
+    fact "$name" "vmm_exit=$rc"
+    # A VMM that failed may never have connected: don't wait for it forever.
+    [ "$rc" = 0 ] || { show "$name" "$T/$name.err"; kill $rp 2>/dev/null; }
     wait $rp
     fact "$name" "$(cat "$T/$name.vsock")"
     fact "$name" "serial_hello=$(grep -c 'guest: hello over serial' "$T/$name.console")"

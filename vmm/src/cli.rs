@@ -10,7 +10,7 @@ usage: paddock-vmm --config FILE
        paddock-vmm --kernel PATH [--initramfs PATH] [--cmdline ARGS]
                    [--vcpus N] [--memory-mib N]
                    [--drive id=ID,path=PATH[,ro]]... [--vsock cid=N,uds=PATH]
-                   [--console stdout|off|PATH] [--no-rng]
+                   [--console stdout|off|PATH] [--no-rng] [--no-seccomp]
 
 Boots one microVM and exits when it ends:
   0 guest rebooted or powered off    1 VMM error
@@ -92,6 +92,7 @@ pub fn parse(args: &[String]) -> Result<Command, ConfigError> {
         vsock: None,
         console: Console::Stdout,
         rng: true,
+        seccomp: true,
     };
     let mut any_flag = false;
     let mut it = args.iter();
@@ -102,6 +103,12 @@ pub fn parse(args: &[String]) -> Result<Command, ConfigError> {
         }
         if flag == "--no-rng" {
             cfg.rng = false;
+            any_flag = true;
+            continue;
+        }
+        // For debugging only: runs every thread without its filter.
+        if flag == "--no-seccomp" {
+            cfg.seccomp = false;
             any_flag = true;
             continue;
         }

@@ -40,6 +40,9 @@ pub struct VmConfig {
     /// virtio-rng; on unless switched off.
     #[serde(default = "default_true")]
     pub rng: bool,
+    /// Per-thread seccomp filters (seccomp.rs); off only for debugging.
+    #[serde(default = "default_true")]
+    pub seccomp: bool,
 }
 
 fn default_vcpus() -> u8 {

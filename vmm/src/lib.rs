@@ -7,6 +7,8 @@ pub mod devices;
 pub mod entropy;
 pub mod exit;
 pub mod memory;
+pub mod seccomp;
+pub mod threads;
 pub mod trace;
 pub mod vcpu;
 pub mod virtio;

@@ -14,6 +14,8 @@ use crate::devices::legacy::{spawn_stdin_feeder, SerialConsole, I8042};
 use crate::devices::{lock, Bus, BusDevice};
 use crate::exit::{ExitSignal, VmExit};
 use crate::memory::{create_guest_memory, GuestMemory, MemoryError};
+use crate::seccomp::{Filters, SeccompError, ThreadKind};
+use crate::threads;
 use crate::vcpu::Vcpu;
 use crate::virtio::block::{Block, Disk};
 use crate::virtio::mmio::{MmioTransport, TransportError, REG_QUEUE_NOTIFY};
@@ -68,6 +70,8 @@ pub enum VmError {
         what: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
     #[error("kernel command line: {0}")]
     Cmdline(linux_loader::cmdline::Error),
 }
@@ -265,6 +269,12 @@ fn check_caps(kvm: &Kvm) -> Result<(), VmError> {
 pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
     let trace = crate::trace::Trace::from_env(start);
     trace.mark("main entered");
+    if cfg.seccomp {
+        // Before any thread exists, so that each starts under its filter.
+        crate::seccomp::install_report_handler()
+            .map_err(io_err("installing the seccomp report handler"))?;
+        threads::enable(Filters::compile()?).map_err(io_err("starting the thread spawner"))?;
+    }
     let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
     check_caps(&kvm)?;
     let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
@@ -330,11 +340,11 @@ pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
     trace.mark("vCPUs configured; starting them");
     for vcpu in vcpus {
         let name = format!("vcpu{}", vcpu.index);
-        std::thread::Builder::new()
-            .name(name.clone())
-            .spawn(move || vcpu.run())
+        threads::spawn(name.clone(), ThreadKind::Vcpu, move || vcpu.run())
             .map_err(io_err(format!("starting {name}")))?;
     }
+    // From here on the main thread only waits for the end and cleans up.
+    threads::confine_current(ThreadKind::Main)?;
 
     let outcome = exit.wait();
     // The other threads are still running the guest; they end with the

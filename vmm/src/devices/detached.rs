@@ -58,9 +58,11 @@ impl Detached {
     pub fn with_capacity(out: Box<dyn Write + Send>, capacity: usize) -> std::io::Result<Self> {
         let shared = Arc::new(Shared::default());
         let theirs = shared.clone();
-        std::thread::Builder::new()
-            .name("console-out".into())
-            .spawn(move || drain(&theirs, out))?;
+        crate::threads::spawn(
+            "console-out".into(),
+            crate::seccomp::ThreadKind::ConsoleOut,
+            move || drain(&theirs, out),
+        )?;
         Ok(Detached { shared, capacity })
     }
 }

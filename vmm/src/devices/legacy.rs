@@ -70,9 +70,10 @@ impl BusDevice for SerialConsole {
 /// Copies our stdin into the guest's serial port until stdin ends, so the
 /// console can be used interactively. Waits while the UART's FIFO is full.
 pub fn spawn_stdin_feeder(serial: Arc<std::sync::Mutex<SerialConsole>>) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("console-in".into())
-        .spawn(move || {
+    crate::threads::spawn(
+        "console-in".into(),
+        crate::seccomp::ThreadKind::ConsoleIn,
+        move || {
             use std::io::Read;
             let mut stdin = std::io::stdin().lock();
             let mut buf = [0u8; 256];
@@ -89,8 +90,9 @@ pub fn spawn_stdin_feeder(serial: Arc<std::sync::Mutex<SerialConsole>>) -> std::
                     }
                 }
             }
-        })
-        .map(|_| ())
+        },
+    )
+    .map(|_| ())
 }
 
 /// Ends the VM when the guest asks the keyboard controller for a CPU reset.

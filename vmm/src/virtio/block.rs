@@ -5,6 +5,7 @@ use super::chain::{Chain, ChainLimits};
 use super::worker::{self, DeviceFault, DeviceWorker, WorkerContext, WorkerHandle};
 use super::{device_id, read_config_bytes, ActivateError, Activation, Interrupt, VirtioDevice};
 use crate::memory::GuestMemory;
+use crate::seccomp::ThreadKind;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use virtio_queue::{Queue, QueueT};
@@ -111,6 +112,7 @@ impl VirtioDevice for Block {
             .ok_or_else(|| ActivateError::Device(format!("block {}: activated twice", self.id)))?;
         let handle = worker::spawn(
             &format!("blk-{}", self.id),
+            ThreadKind::Block,
             activation,
             BlockWorker::new(disk),
         )?;

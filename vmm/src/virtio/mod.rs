@@ -9,7 +9,7 @@ pub mod rng;
 pub mod vsock;
 pub mod worker;
 
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 pub mod testing;
 
 use crate::memory::GuestMemory;

@@ -4,6 +4,7 @@ use super::chain::{Chain, ChainLimits};
 use super::worker::{self, DeviceFault, DeviceWorker, WorkerContext, WorkerHandle};
 use super::{device_id, ActivateError, Activation, Interrupt, VirtioDevice};
 use crate::memory::GuestMemory;
+use crate::seccomp::ThreadKind;
 use virtio_queue::{Queue, QueueT};
 
 const QUEUE_SIZE: u16 = 64;
@@ -34,7 +35,12 @@ impl VirtioDevice for Rng {
         data.fill(0);
     }
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
-        self.worker = Some(worker::spawn("rng", activation, RngWorker)?);
+        self.worker = Some(worker::spawn(
+            "rng",
+            ThreadKind::Rng,
+            activation,
+            RngWorker,
+        )?);
         Ok(())
     }
     fn reset(&mut self) {

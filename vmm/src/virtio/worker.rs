@@ -3,6 +3,7 @@
 
 use super::{ActivateError, Activation, Interrupt, NeedsReset};
 use crate::memory::GuestMemory;
+use crate::seccomp::ThreadKind;
 use std::os::fd::{AsRawFd, RawFd};
 use std::thread::JoinHandle;
 use virtio_queue::Queue;
@@ -83,8 +84,23 @@ impl Drop for WorkerHandle {
     }
 }
 
+/// Starts `worker` on a thread of its own (of seccomp kind `kind`) serving
+/// the activated queues. Called from a vCPU thread; the set-up runs on the
+/// spawner thread (see threads.rs).
 pub fn spawn<W: DeviceWorker>(
     name: &str,
+    kind: ThreadKind,
+    activation: Activation,
+    worker: W,
+) -> Result<WorkerHandle, ActivateError> {
+    let name = name.to_string();
+    crate::threads::on_spawner(move || start(&name, kind, activation, worker))
+        .map_err(ActivateError::Thread)?
+}
+
+fn start<W: DeviceWorker>(
+    name: &str,
+    kind: ThreadKind,
     activation: Activation,
     mut worker: W,
 ) -> Result<WorkerHandle, ActivateError> {
@@ -122,15 +138,13 @@ pub fn spawn<W: DeviceWorker>(
         epoll,
     };
     let label = name.to_string();
-    let thread = std::thread::Builder::new()
-        .name(format!("virtio-{name}"))
-        .spawn(move || {
-            let _stop = stop_clone;
-            if let Err(e) = run(&mut worker, &mut ctx, &queue_evts) {
-                fault(&label, &e, &needs_reset, &ctx.interrupt);
-            }
-        })
-        .map_err(ActivateError::Thread)?;
+    let thread = crate::threads::spawn(format!("virtio-{name}"), kind, move || {
+        let _stop = stop_clone;
+        if let Err(e) = run(&mut worker, &mut ctx, &queue_evts) {
+            fault(&label, &e, &needs_reset, &ctx.interrupt);
+        }
+    })
+    .map_err(ActivateError::Thread)?;
     Ok(WorkerHandle {
         stop,
         thread: Some(thread),
@@ -195,7 +209,7 @@ pub fn check_avail_ring(queue: &Queue, mem: &GuestMemory) -> Result<(), DeviceFa
     Ok(())
 }
 
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 impl WorkerContext {
     /// A context with a private epoll, for driving workers from tests.
     pub fn for_test(mem: GuestMemory, queues: Vec<Queue>, interrupt: Interrupt) -> Self {

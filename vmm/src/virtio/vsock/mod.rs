@@ -10,6 +10,7 @@ pub mod packet;
 
 use super::worker::{self, WorkerHandle};
 use super::{device_id, read_config_bytes, ActivateError, Activation, VirtioDevice};
+use crate::seccomp::ThreadKind;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 
@@ -62,9 +63,13 @@ impl VirtioDevice for Vsock {
             .listener
             .take()
             .ok_or_else(|| ActivateError::Device("vsock: activated twice".into()))?;
-        let muxer = muxer::Muxer::new(self.guest_cid, self.uds_path.clone(), listener)
-            .map_err(|e| ActivateError::Device(format!("vsock: {e}")))?;
-        self.worker = Some(worker::spawn("vsock", activation, muxer)?);
+        let muxer = muxer::Muxer::new(self.guest_cid, self.uds_path.clone(), listener);
+        self.worker = Some(worker::spawn(
+            "vsock",
+            ThreadKind::Vsock,
+            activation,
+            muxer,
+        )?);
         Ok(())
     }
 

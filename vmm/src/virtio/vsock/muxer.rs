@@ -36,12 +36,6 @@ const LIMITS: ChainLimits = ChainLimits {
     max_bytes: (HEADER_LEN + MAX_PKT_PAYLOAD) as u64 + 4096,
 };
 
-#[derive(Debug, thiserror::Error)]
-pub enum MuxerError {
-    #[error("making the listener non-blocking: {0}")]
-    Listener(std::io::Error),
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     /// Host connected to the VM socket; waiting for its `CONNECT <port>` line.
@@ -149,15 +143,8 @@ pub struct Muxer {
 }
 
 impl Muxer {
-    pub fn new(
-        guest_cid: u64,
-        uds_path: PathBuf,
-        listener: UnixListener,
-    ) -> Result<Self, MuxerError> {
-        listener
-            .set_nonblocking(true)
-            .map_err(MuxerError::Listener)?;
-        Ok(Muxer {
+    pub fn new(guest_cid: u64, uds_path: PathBuf, listener: UnixListener) -> Self {
+        Muxer {
             guest_cid,
             uds_path,
             listener,
@@ -167,7 +154,7 @@ impl Muxer {
             next_host_port: FIRST_HOST_PORT,
             control: VecDeque::new(),
             errors: 0,
-        })
+        }
     }
 
     fn guest_error(&mut self, what: impl std::fmt::Display) {
@@ -780,6 +767,11 @@ impl Muxer {
 
 impl DeviceWorker for Muxer {
     fn start(&mut self, ctx: &mut WorkerContext) -> Result<(), DeviceFault> {
+        // Here, on the worker's own thread: its seccomp filter allows
+        // making sockets non-blocking; the vCPU that activated it may not.
+        self.listener
+            .set_nonblocking(true)
+            .map_err(|e| DeviceFault(format!("making the vsock listener non-blocking: {e}")))?;
         ctx.watch(self.listener.as_raw_fd(), LISTENER_TOKEN, EventSet::IN)
             .map_err(|e| DeviceFault(format!("watching the vsock listener: {e}")))
     }

@@ -43,7 +43,7 @@ impl<'a> Harness<'a> {
         let dir = temp_dir();
         let uds = dir.join("vm.sock");
         let listener = UnixListener::bind(&uds).expect("bind");
-        let mut mux = Muxer::new(CID, uds, listener).expect("muxer");
+        let mut mux = Muxer::new(CID, uds, listener);
         let mut ctx = ctx;
         mux.start(&mut ctx).expect("start");
         Harness {
