@@ -202,34 +202,38 @@ fn run(spec: &JailSpec) -> Result<u8, JailError> {
 }
 
 /// The parent: unprivileged, waits for the jailed child and exits as it did.
+///
+/// Single-threaded on purpose: after unshare(CLONE_NEWPID) the kernel
+/// refuses to create threads in this process (EINVAL), so stop requests and
+/// the child's end are both taken from one sigwait loop.
 fn supervise(spec: &JailSpec, child: nix::unistd::Pid) -> Result<u8, JailError> {
     use nix::sys::signal::{SigSet, Signal};
-    use nix::sys::wait::{waitpid, WaitStatus};
-    let forwarded = [Signal::SIGTERM, Signal::SIGINT];
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     let mut set = SigSet::empty();
-    for s in forwarded {
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGCHLD] {
         set.add(s);
     }
     set.thread_block().map_err(sys("blocking signals"))?;
     drop_privileges(spec.uid, spec.gid, &[])?;
-    // A thread passes on host-init's stop requests; the main thread waits.
-    // The jailed program is PID 1 of its namespace, where a signal it has
-    // no handler for is ignored, and the VMM has no graceful stop yet: a
-    // request to stop is passed on as SIGKILL.
-    let _ = std::thread::Builder::new()
-        .name("jail-signals".into())
-        .spawn(move || loop {
-            if set.wait().is_ok() {
-                let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
-            }
-        });
     loop {
-        match waitpid(child, None) {
+        // The child may have ended before SIGCHLD was blocked: look first.
+        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(_, code)) => return Ok(code as u8),
             Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128u8.saturating_add(sig as u8)),
-            Ok(_) => continue,
-            Err(nix::Error::EINTR) => continue,
+            Ok(_) | Err(nix::Error::EINTR) => {}
             Err(e) => return Err(sys("waiting for the jailed process")(e)),
+        }
+        match set.wait() {
+            // The jailed program is PID 1 of its namespace, where a signal
+            // it has no handler for is ignored, and the VMM has no graceful
+            // stop yet: a request to stop is passed on as SIGKILL. The
+            // parent stays until the child is gone, so that when host-init
+            // sees the jail end, the jail's mounts are released too.
+            Ok(Signal::SIGTERM | Signal::SIGINT) => {
+                let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+            }
+            Ok(_) => {}
+            Err(e) => return Err(sys("waiting for signals")(e)),
         }
     }
 }

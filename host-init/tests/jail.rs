@@ -156,3 +156,58 @@ fn a_jailed_process_sees_only_its_own_world() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("must not be 0"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// host-init stops a workspace by sending its jail SIGTERM: the jailed
+/// program (PID 1 of its namespace, deaf to signals it has no handler for)
+/// is killed, and the jail exits only after it is gone, so that its mounts
+/// (which pin the data partition) are released when host-init sees the end.
+#[test]
+fn sigterm_to_the_jail_ends_the_jailed_program_first() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "building a jail needs root (namespaces, mounts); run the suite as root"
+    );
+    let busybox = Path::new("/bin/busybox");
+    assert!(busybox.exists(), "needs busybox-static (just deps)");
+    let dir = std::env::temp_dir().join(format!("paddock-jail-term-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut child = Command::new(exe())
+        .args(["jail", "--uid", "4242", "--gid", "4242", "--root"])
+        .arg(dir.join("root"))
+        .args([
+            "--bind",
+            "/bin/busybox",
+            "--",
+            "/bin/busybox",
+            "sleep",
+            "600",
+        ])
+        .spawn()
+        .expect("start the jail");
+    // Until the jailed sleep runs, there is no process of uid 4242 under it.
+    let jailed = || {
+        std::fs::read_dir("/proc")
+            .expect("/proc")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.split('\0').take(3).eq(["/bin/busybox", "sleep", "600"]))
+            })
+            .collect::<Vec<_>>()
+    };
+    let started = std::time::Instant::now();
+    while jailed().is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the jailed program never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let status = child.wait().expect("wait for the jail");
+    assert_eq!(status.code(), Some(128 + 9), "{status:?}");
+    assert!(jailed().is_empty(), "the jailed program outlived its jail");
+    let _ = std::fs::remove_dir_all(&dir);
+}
