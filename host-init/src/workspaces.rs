@@ -104,12 +104,35 @@ fn signal_all(sig: Signal) -> Vec<String> {
     t.running.keys().cloned().collect()
 }
 
-/// SIGKILL to one workspace's VMM, if it runs.
-pub fn kill(name: &str) {
-    if let Some(pid) = lock().running.get(name) {
-        let _ = send_signal(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+/// The pid of a workspace's jail (the process host-init started), if it runs.
+pub fn pid(name: &str) -> Option<u32> {
+    lock().running.get(name).copied()
+}
+
+/// Ends a workspace's VMM at once: SIGKILL to its jail (the VMM, its
+/// child, dies with it). For a frozen workspace, whose jail cannot act on
+/// a SIGTERM.
+pub fn kill_now(name: &str) {
+    if let Some(pid) = pid(name) {
+        let _ = send_signal(Pid::from_raw(pid as i32), Signal::SIGKILL);
     }
 }
+
+/// Ends one workspace's VMM, if it runs: SIGTERM to its jail, which kills
+/// the VMM and exits once it is gone (its mounts released with it); SIGKILL
+/// to the jail if it is still there after `JAIL_GRACE`.
+pub fn kill(name: &str) {
+    let Some(pid) = lock().running.get(name).copied() else {
+        return;
+    };
+    let _ = send_signal(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    if wait_ended(name, Some(JAIL_GRACE)).is_none() {
+        let _ = send_signal(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+}
+
+/// How long a jail gets to end its VMM before it is killed itself.
+const JAIL_GRACE: Duration = Duration::from_secs(5);
 
 /// Stops every workspace: SIGTERM to each VMM, then SIGKILL to any still
 /// there after `grace`. Returns how many were running.

@@ -55,6 +55,12 @@ pub fn run_dir(id: &str) -> PathBuf {
     PathBuf::from("/run/paddock/ws").join(id)
 }
 
+/// Where the jail mounts the VMM's root (in its own mount namespace; on the
+/// host this stays an empty directory).
+pub fn jail_dir(id: &str) -> PathBuf {
+    PathBuf::from("/run/paddock/jail").join(id)
+}
+
 pub fn vsock_path(id: &str) -> PathBuf {
     run_dir(id).join("vsock.sock")
 }
@@ -131,10 +137,36 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
     let err = out.try_clone().map_err(io("opening", &console))?;
     let procs = CString::new(cg.join("cgroup.procs").to_string_lossy().as_bytes())
         .map_err(|_| RunError::NotReady("cgroup path".into()))?;
-    let uid = ws.uid;
-    let mut cmd = Command::new(VMM);
+    let jail_root = jail_dir(&ws.id);
+    let _ = std::fs::remove_dir_all(&jail_root);
+    std::fs::create_dir_all(&jail_root).map_err(io("creating", &jail_root))?;
+    let host_init = std::env::current_exe().map_err(io("finding", Path::new("/proc/self/exe")))?;
+    let mut cmd = Command::new(host_init);
     crate::children::reset_signals(&mut cmd);
-    cmd.args(["--kernel", GUEST_KERNEL, "--initramfs", AGENT_INITRAMFS])
+    // The VMM runs in `paddock-init jail` (see jail.rs): its own namespaces,
+    // a root holding only the paths bound here, the workspace's uid.
+    let uid = ws.uid.to_string();
+    cmd.arg("jail")
+        .args(["--uid", &uid, "--gid", &uid, "--group", &VM_GID.to_string()])
+        .arg("--root")
+        .arg(&jail_root);
+    for (path, writable) in [
+        (Path::new(VMM), false),
+        (Path::new(GUEST_KERNEL), false),
+        (Path::new(AGENT_INITRAMFS), false),
+        (Path::new(template_dev), false),
+        (Path::new("/dev/kvm"), true),
+        (disk.as_path(), true),
+        (run.as_path(), true),
+    ] {
+        let mut bind = path.as_os_str().to_owned();
+        if writable {
+            bind.push(":rw");
+        }
+        cmd.arg("--bind").arg(bind);
+    }
+    cmd.args(["--", VMM])
+        .args(["--kernel", GUEST_KERNEL, "--initramfs", AGENT_INITRAMFS])
         .arg("--vcpus")
         .arg(ws.vcpus.to_string())
         .arg("--memory-mib")
@@ -152,23 +184,16 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
         .stdout(out)
         .stderr(err);
     // SAFETY: between fork and exec; only async-signal-safe calls (open,
-    // write, close, setgroups, setresgid, setresuid, prctl, setrlimit).
+    // write, close).
     unsafe {
         cmd.pre_exec(move || {
-            // Into the workspace's cgroup before anything of it runs.
+            // Into the workspace's cgroup before anything of it runs; the
+            // jail drops privileges itself once it is built.
             let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
             if fd < 0 || libc::write(fd, b"0\n".as_ptr().cast(), 2) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             libc::close(fd);
-            let groups = [VM_GID];
-            if libc::setgroups(1, groups.as_ptr()) < 0
-                || libc::setresgid(uid, uid, uid) < 0
-                || libc::setresuid(uid, uid, uid) < 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            crate::children::confine_after_fork()?;
             Ok(())
         });
     }
@@ -257,9 +282,16 @@ fn console_tail(console: &Path, n: usize) -> String {
 
 /// Kills the workspace's VMM (if running) and waits for it.
 pub fn stop(id: &str) {
-    crate::workspaces::kill(id);
+    if super::forensics::is_frozen(&cgroup_dir(id)) {
+        // Frozen (quarantined): no process of it can run to end the VMM
+        // gently, and thawing it would let the guest run again.
+        crate::workspaces::kill_now(id);
+    } else {
+        crate::workspaces::kill(id);
+    }
     let _ = crate::workspaces::wait_ended(id, Some(Duration::from_secs(10)));
     let _ = std::fs::remove_dir_all(run_dir(id));
+    let _ = std::fs::remove_dir(jail_dir(id));
     let _ = std::fs::remove_dir(cgroup_dir(id));
 }
 
