@@ -67,8 +67,23 @@ check:
     export PADDOCK_SCHEMATHESIS=$(scripts/schemathesis.sh)
     cargo test -p paddock-vmm -p paddock-agent-client -p paddock-proto -p paddock-init -p paddock-image --tests --locked
 
-# Everything CI checks: gates, unit tests, and the VMM booting real guests under KVM.
-test: deps check static
+# Coverage instrumentation for libFuzzer on the stable toolchain (no nightly,
+# so no sanitizer: panics and overflow checks are what the targets catch).
+# Build the fuzz targets: every guest-facing parser and the API request path.
+fuzz-build:
+    RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+        -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+        -Cllvm-args=-sanitizer-coverage-trace-compares" \
+        cargo build --release --locked --manifest-path fuzz/Cargo.toml \
+        --target x86_64-unknown-linux-gnu --target-dir target/fuzz --bins
+
+# `just fuzz virtio_vsock seconds 3600` is a longer campaign on one target.
+# Fuzz one target or all, for N runs (CI: all, 20000 each) or N seconds.
+fuzz target="all" mode="runs" n="20000": fuzz-build
+    scripts/fuzz.sh {{target}} {{mode}} {{n}}
+
+# Everything CI checks: gates, unit tests, fuzzing, and the VMM booting real guests under KVM.
+test: deps check static (fuzz "all" "runs" "20000")
     #!/usr/bin/env bash
     set -euo pipefail
     export PADDOCK_GUEST_KERNEL=$(guest-kernel/build.sh)
