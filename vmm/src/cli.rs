@@ -9,7 +9,7 @@ pub const USAGE: &str = "\
 usage: paddock-vmm --config FILE
        paddock-vmm --kernel PATH [--initramfs PATH] [--cmdline ARGS]
                    [--vcpus N] [--memory-mib N]
-                   [--drive id=ID,path=PATH[,ro]]... [--vsock cid=N,uds=PATH]
+                   [--drive id=ID,path=PATH[,ro][,bps=N][,iops=N]]... [--vsock cid=N,uds=PATH]
                    [--console stdout|off|PATH] [--no-rng] [--no-seccomp]
 
 Boots one microVM and exits when it ends:
@@ -38,15 +38,18 @@ fn parse_drive(v: &str) -> Result<DriveConfig, ConfigError> {
     let mut id = None;
     let mut path = None;
     let mut read_only = false;
+    let mut rate = crate::rate_limit::RateLimit::default();
     for part in v.split(',') {
         match part.split_once('=') {
             Some(("id", x)) => id = Some(x.to_string()),
             Some(("path", x)) => path = Some(PathBuf::from(x)),
+            Some(("bps", x)) => rate.bytes_per_s = Some(parse_number("--drive bps", x)?),
+            Some(("iops", x)) => rate.ops_per_s = Some(parse_number("--drive iops", x)?),
             None if part == "ro" => read_only = true,
             _ => {
                 return Err(err(
                     "--drive",
-                    format!("unknown part {part:?} (expected id=, path=, ro)"),
+                    format!("unknown part {part:?} (expected id=, path=, ro, bps=, iops=)"),
                 ))
             }
         }
@@ -55,6 +58,7 @@ fn parse_drive(v: &str) -> Result<DriveConfig, ConfigError> {
         id: id.ok_or_else(|| err("--drive", "missing id="))?,
         path: path.ok_or_else(|| err("--drive", "missing path="))?,
         read_only,
+        rate,
     })
 }
 
@@ -174,6 +178,37 @@ mod tests {
         assert!(c.drives[0].read_only);
         assert_eq!(c.vsock.as_ref().map(|v| v.cid), Some(3));
         assert!(!c.rng);
+    }
+
+    #[test]
+    fn drives_take_rate_limits_and_refuse_bad_ones() {
+        let Ok(Command::Run(c)) = parse(&args(&[
+            "--kernel",
+            "/k",
+            "--drive",
+            "id=data,path=/d.img,bps=1048576,iops=200",
+        ])) else {
+            panic!("expected a config");
+        };
+        assert_eq!(c.drives[0].rate.bytes_per_s, Some(1 << 20));
+        assert_eq!(c.drives[0].rate.ops_per_s, Some(200));
+        assert!(parse(&args(&[
+            "--kernel",
+            "/k",
+            "--drive",
+            "id=d,path=/d,bps=fast"
+        ]))
+        .is_err());
+        let Ok(Command::Run(c)) =
+            parse(&args(&["--kernel", "/k", "--drive", "id=d,path=/d,iops=0"]))
+        else {
+            panic!("expected a config");
+        };
+        let errors = c.validate(1 << 20, 8);
+        assert!(
+            errors.iter().any(|e| e.field == "drives[0].rate.ops_per_s"),
+            "{errors:?}"
+        );
     }
 
     #[test]

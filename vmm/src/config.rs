@@ -62,6 +62,9 @@ pub struct DriveConfig {
     pub path: PathBuf,
     #[serde(default)]
     pub read_only: bool,
+    /// Bytes and requests per second the guest may drive on it.
+    #[serde(default)]
+    pub rate: crate::rate_limit::RateLimit,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -176,6 +179,17 @@ impl VmConfig {
                     format!("{field}.id"),
                     format!("{:?} must be 1-20 characters of [A-Za-z0-9_-]", d.id),
                 ));
+            }
+            for (what, v) in [
+                ("bytes_per_s", d.rate.bytes_per_s),
+                ("ops_per_s", d.rate.ops_per_s),
+            ] {
+                if v == Some(0) {
+                    errors.push(err(
+                        format!("{field}.rate.{what}"),
+                        "must be at least 1 (leave it out for no limit)",
+                    ));
+                }
             }
             if !ids.insert(d.id.as_str()) {
                 errors.push(err(

@@ -7,6 +7,7 @@ pub mod devices;
 pub mod entropy;
 pub mod exit;
 pub mod memory;
+pub mod rate_limit;
 pub mod seccomp;
 pub mod threads;
 pub mod trace;

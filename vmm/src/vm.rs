@@ -216,7 +216,8 @@ fn create_devices(
                 d.path.display()
             )))?;
         let disk = Disk::new(file, d.read_only, &d.id)
-            .map_err(io_err(format!("drive {}: reading its size", d.id)))?;
+            .map_err(io_err(format!("drive {}: reading its size", d.id)))?
+            .with_rate(d.rate);
         add_virtio(vm, mem, &mut devices, Box::new(Block::new(disk)))?;
     }
     if let Some(v) = &cfg.vsock {
