@@ -232,7 +232,9 @@ fn supervise(spec: &JailSpec, child: nix::unistd::Pid) -> Result<u8, JailError> 
             Ok(Signal::SIGTERM | Signal::SIGINT) => {
                 let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
             }
-            Ok(_) => {}
+            // EINTR: woken for something else (the cgroup freezer does
+            // this); look again.
+            Ok(_) | Err(nix::Error::EINTR) => {}
             Err(e) => return Err(sys("waiting for signals")(e)),
         }
     }
