@@ -16,7 +16,12 @@ usage: paddock [--json] COMMAND ...
   exec [--root] [--timeout S] ID -- COMMAND [ARG]...   streams output, exits with the command's code
   cp SRC DST                             one side is ID:/path inside the workspace
   stop ID | rm ID
+  quarantine ID                          freeze it, revoke its tokens, take a forensic snapshot (admin)
+  forensics ID manifest|memory|disk|audit DEST   download a snapshot file, checked against its manifest
+  forensics rm ID                        delete a snapshot (nothing else ever does)
   token create NAME --scope S... [--ttl S] [--label K=V]... | token ls | token revoke ID
+  token rotate ID                        a new secret for it (tok_bootstrap: the admin credential)
+  tls rotate                             a new TLS certificate for the API; pin its fingerprint again
   events [--workspace ID] [--event NAME] [--limit N]
 The configuration lives in $PADDOCK_CONFIG (default ~/.config/paddock/config.json).";
 
@@ -384,6 +389,66 @@ fn cp(api: &Api, args: &[String]) -> Result<(), CliError> {
     }
 }
 
+/// Downloads one file of a forensic snapshot to `dest`; every file but the
+/// manifest is checked against the SHA-256 the manifest records.
+fn forensics(api: &Api, args: &[String], json_out: bool) -> Result<(), CliError> {
+    if let [rm, id] = args {
+        if rm == "rm" {
+            let (s, b) = api.call(
+                "DELETE",
+                &format!("/v1/workspaces/{}/forensics", enc(id)),
+                None,
+            )?;
+            return ok(s, b).map(|_| ());
+        }
+    }
+    let [id, name, dest] = args else {
+        return Err(CliError::Usage(
+            "forensics ID manifest|memory|disk|audit DEST, or forensics rm ID".into(),
+        ));
+    };
+    let fetch = |what: &str| -> Result<Vec<u8>, CliError> {
+        let mut r = api.request(
+            "GET",
+            &format!("/v1/workspaces/{}/forensics/{}", enc(id), enc(what)),
+            None,
+        )?;
+        let body = r.body()?;
+        if r.status != 200 {
+            ok(
+                r.status,
+                serde_json::from_slice(&body).unwrap_or(Value::Null),
+            )?;
+        }
+        Ok(body)
+    };
+    let data = fetch(name)?;
+    if name != "manifest" {
+        let manifest: Value = serde_json::from_slice(&fetch("manifest")?)
+            .map_err(|e| CliError::Api(format!("the snapshot's manifest: {e}")))?;
+        let want = manifest["files"][name.as_str()]["sha256"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let got: String = <sha2::Sha256 as sha2::Digest>::digest(&data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if want != got {
+            return Err(CliError::Api(format!(
+                "{name}: {} bytes downloaded with SHA-256 {got}, but the manifest says {want}; not saved",
+                data.len()
+            )));
+        }
+    }
+    std::fs::write(dest, &data).map_err(|e| CliError::Config(format!("{dest}: {e}")))?;
+    let v = json!({"file": name, "bytes": data.len(), "saved": dest});
+    print(json_out, &v, |_| {
+        println!("{name}: {} bytes saved to {dest}", data.len())
+    });
+    Ok(())
+}
+
 fn token(api: &Api, args: &[String], json_out: bool) -> Result<(), CliError> {
     match args.first().map(String::as_str) {
         Some("create") => {
@@ -452,7 +517,19 @@ fn token(api: &Api, args: &[String], json_out: bool) -> Result<(), CliError> {
             let (s, b) = api.call("DELETE", &format!("/v1/tokens/{}", enc(id)), None)?;
             ok(s, b).map(|_| ())
         }
-        _ => Err(CliError::Usage("token create|ls|revoke".into())),
+        Some("rotate") => {
+            let id = args
+                .get(1)
+                .ok_or_else(|| CliError::Usage("token rotate ID".into()))?;
+            let (s, b) = api.call("POST", &format!("/v1/tokens/{}/rotate", enc(id)), None)?;
+            let v = ok(s, b)?;
+            print(json_out, &v, |v| {
+                println!("{}", v["secret"].as_str().unwrap_or_default());
+                eprintln!("(shown once; the old secret no longer works)");
+            });
+            Ok(())
+        }
+        _ => Err(CliError::Usage("token create|ls|revoke|rotate".into())),
     }
 }
 
@@ -513,6 +590,30 @@ fn run(args: &[String]) -> Result<ExitCode, CliError> {
         "stop" => {
             let (s, b) = api.call("POST", &id_path("/stop")?, None)?;
             ok(s, b).map(|_| ())
+        }
+        "quarantine" => {
+            let (s, b) = api.call("POST", &id_path("/quarantine")?, None)?;
+            let v = ok(s, b)?;
+            print(json_out, &v, |v| {
+                println!(
+                    "{} quarantined: frozen, {} token(s) revoked, snapshot of {} bytes of memory and {} of disk",
+                    v["workspace"]["id"].as_str().unwrap_or("?"),
+                    v["revoked_tokens"].as_array().map_or(0, Vec::len),
+                    v["snapshot"]["files"]["memory"]["bytes"],
+                    v["snapshot"]["files"]["disk"]["bytes"],
+                )
+            });
+            Ok(())
+        }
+        "forensics" => forensics(&api, rest, json_out),
+        "tls" if rest.first().map(String::as_str) == Some("rotate") => {
+            let (s, b) = api.call("POST", "/v1/tls/rotate", None)?;
+            let v = ok(s, b)?;
+            print(json_out, &v, |v| {
+                println!("{}", v["fingerprint"].as_str().unwrap_or_default());
+                eprintln!("(the API restarts with it within 2 s; run `paddock login` with this fingerprint)");
+            });
+            Ok(())
         }
         "token" => token(&api, rest, json_out),
         "events" => events(&api, rest, json_out),

@@ -4,6 +4,7 @@
 //! authentication and authorization happen on this side of the channel.
 
 pub mod audit;
+pub mod forensics;
 pub mod limits;
 pub mod metrics;
 pub mod runner;

@@ -63,6 +63,8 @@ fn run(template_dev: &str) -> Result<(), DemoError> {
         expires_at: u64::MAX,
         state: WsState::Running,
         uid: DEMO_UID,
+        disk_mib_per_s: None,
+        disk_iops: None,
     };
     set("booting".into());
     let started = Instant::now();

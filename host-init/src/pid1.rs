@@ -310,7 +310,7 @@ fn start_api(
         let c = control.clone();
         spawn(
             &exe,
-            &init,
+            &crate::api::supervisor::current_init(&init),
             Some((API_UID, API_GID)),
             move || StatusReply {
                 version: VERSION.into(),

@@ -57,7 +57,11 @@ fn run(then: Then) -> ! {
     }
     match crate::storage::unmount() {
         Ok(()) => info!("shutdown: data partition unmounted cleanly"),
-        Err(e) => warn!("shutdown: data partition still busy ({e}); remounted read-only"),
+        Err(e) => {
+            warn!("shutdown: data partition still busy ({e}); remounted read-only");
+            // Who might hold it: every process but this one and kernel threads.
+            warn!("shutdown: processes left: {}", crate::children::census());
+        }
     }
     nix::unistd::sync();
     let mode = match then {

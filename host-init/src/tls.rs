@@ -61,10 +61,59 @@ pub fn generate() -> Result<Identity, TlsError> {
     })
 }
 
+const CERT_FILE: &str = "api-cert.pem";
+const KEY_FILE: &str = "api-key.pem";
+/// Suffix of a rotation's new files until both are in place.
+const NEW: &str = "new";
+
+/// Replaces the identity in `dir` with a fresh one (an operator's rotation).
+/// Both new files are written and synced under `.new` names before either
+/// replaces the old one; a rotation cut short is finished by the next
+/// `load_or_create`, so the key and certificate never come from different
+/// identities.
+pub fn rotate(dir: &Path) -> Result<Identity, TlsError> {
+    let id = generate()?;
+    write_private(
+        &dir.join(KEY_FILE).with_extension(format!("pem.{NEW}")),
+        &id.key_pem,
+    )?;
+    write_private(
+        &dir.join(CERT_FILE).with_extension(format!("pem.{NEW}")),
+        &id.cert_pem,
+    )?;
+    finish_rotation(dir)?;
+    Ok(id)
+}
+
+/// Moves a rotation's `.new` files into place (the key first; the
+/// certificate's `.new` file is what marks a rotation in progress).
+fn finish_rotation(dir: &Path) -> Result<(), TlsError> {
+    let cert_new = dir.join(CERT_FILE).with_extension(format!("pem.{NEW}"));
+    if !cert_new.exists() {
+        return Ok(());
+    }
+    for file in [KEY_FILE, CERT_FILE] {
+        let from = dir.join(file).with_extension(format!("pem.{NEW}"));
+        let to = dir.join(file);
+        if from.exists() {
+            std::fs::rename(&from, &to).map_err(|source| TlsError::Io {
+                what: "renaming",
+                path: from.clone(),
+                source,
+            })?;
+        }
+    }
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
 /// Loads the identity from `dir`, making one on first use.
 pub fn load_or_create(dir: &Path) -> Result<(Identity, bool), TlsError> {
-    let cert_path = dir.join("api-cert.pem");
-    let key_path = dir.join("api-key.pem");
+    finish_rotation(dir)?;
+    let cert_path = dir.join(CERT_FILE);
+    let key_path = dir.join(KEY_FILE);
     if cert_path.exists() && key_path.exists() {
         let read = |p: &Path| {
             std::fs::read_to_string(p).map_err(|source| TlsError::Io {
@@ -99,6 +148,28 @@ pub fn load_or_create(dir: &Path) -> Result<(Identity, bool), TlsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rotation_replaces_both_files_and_an_interrupted_one_completes() {
+        let dir = std::env::temp_dir().join(format!("paddock-tls-rot-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (first, _) = load_or_create(&dir).expect("first");
+        let second = rotate(&dir).expect("rotate");
+        assert_ne!(first.fingerprint, second.fingerprint);
+        let (loaded, fresh) = load_or_create(&dir).expect("load");
+        assert!(!fresh);
+        assert_eq!(loaded.fingerprint, second.fingerprint);
+        assert_eq!(loaded.key_pem, second.key_pem);
+        // Cut short after the key moved: the next load finishes the move.
+        let third = generate().expect("generate");
+        std::fs::write(dir.join(KEY_FILE), &third.key_pem).expect("key");
+        std::fs::write(dir.join("api-cert.pem.new"), &third.cert_pem).expect("cert");
+        let (loaded, _) = load_or_create(&dir).expect("load");
+        assert_eq!(loaded.fingerprint, third.fingerprint);
+        assert_eq!(loaded.key_pem, third.key_pem);
+        assert!(!dir.join("api-cert.pem.new").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn identity_persists_and_fingerprint_matches_the_der() {

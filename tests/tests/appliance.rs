@@ -595,6 +595,333 @@ fn cli_session(app: &Appliance, admin: &str, fingerprint: &str) {
 const BOOT_GUARD: Duration = Duration::from_secs(600);
 const DISK_BYTES: u64 = 4 << 30;
 
+/// The stop plan's quarantine: a workspace frozen below its guest, the
+/// tokens scoped to it revoked at once, and a forensic snapshot an admin
+/// can download that holds what the guest had in memory and on disk. The
+/// snapshot outlives the workspace's TTL and its deletion.
+fn quarantine_and_forensics(app: &Appliance, admin: &str) {
+    let call = |m: &str, p: &str, t: &str, b: Option<&str>| {
+        app.api(m, p, t, b.map(str::as_bytes)).expect("curl")
+    };
+    let created = std::time::Instant::now();
+    let ttl_s = 60;
+    let (code, body) = call(
+        "POST",
+        "/v1/workspaces",
+        admin,
+        Some(&format!(
+            r#"{{"ttl_s": {ttl_s}, "memory_mib": 128, "disk_mib": 256, "disk_mib_per_s": 2}}"#
+        )),
+    );
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    let id = json(&body)["id"].as_str().expect("id").to_string();
+    assert_eq!(json(&body)["limits"]["disk_bytes_per_s"], 2u64 << 20);
+    // The VMM's token bucket on its disk: 8 MiB written and synced at
+    // 2 MiB/s (after at most 2 MiB of burst) cannot take less than 3 s.
+    let (code, stream) = call(
+        "POST",
+        &format!("/v1/workspaces/{id}/exec"),
+        admin,
+        Some(
+            r#"{"argv": ["dd", "if=/dev/zero", "of=/home/agent/rate-test", "bs=1M", "count=8", "conv=fsync"]}"#,
+        ),
+    );
+    assert_eq!(code, 200);
+    let (_, end) = exec_output(&stream);
+    assert_eq!(end["exit_code"], 0, "{end}");
+    let ms = end["duration_ms"].as_u64().expect("duration");
+    eprintln!("rate limit: 8 MiB written and synced at 2 MiB/s in {ms} ms");
+    assert!(ms >= 2_500, "8 MiB at 2 MiB/s took only {ms} ms");
+    let (code, body) = call(
+        "POST",
+        "/v1/tokens",
+        admin,
+        Some(&format!(
+            r#"{{"name": "agent-q", "scopes": ["exec", "read"], "ttl_s": 3600, "workspace_ids": ["{id}"]}}"#
+        )),
+    );
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    let scoped = json(&body);
+    let scoped_secret = scoped["secret"].as_str().expect("secret").to_string();
+    // Markers built by the shell, so they exist only as the guest wrote
+    // them: one in tmpfs (guest RAM only), one on the workspace's disk.
+    let marker_cmd = r#"{"user": "root", "argv": ["sh", "-c", "m=PADDOCK-MEM; echo \"$m-MARKER-$((6*7))\" > /run/forensic-marker; d=PADDOCK-DISK; echo \"$d-MARKER-$((6*7))\" > /root/disk-marker; sync"]}"#;
+    let (code, stream) = call(
+        "POST",
+        &format!("/v1/workspaces/{id}/exec"),
+        &scoped_secret,
+        Some(marker_cmd),
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&stream));
+    assert_eq!(exec_output(&stream).1["exit_code"], 0);
+
+    let (code, body) = call(
+        "POST",
+        &format!("/v1/workspaces/{id}/quarantine"),
+        admin,
+        None,
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let q = json(&body);
+    assert_eq!(q["workspace"]["state"], "quarantined", "{q}");
+    assert_eq!(
+        q["revoked_tokens"],
+        serde_json::json!([scoped["id"]]),
+        "{q}"
+    );
+    assert_eq!(
+        q["snapshot"]["files"]["memory"]["bytes"],
+        128u64 << 20,
+        "{q}"
+    );
+    assert_eq!(q["snapshot"]["files"]["disk"]["bytes"], 256u64 << 20, "{q}");
+    eprintln!("quarantine: {}", q["snapshot"]["files"]);
+
+    // At once: its tokens answer 401, nothing reaches the guest, a second
+    // quarantine or a non-admin download is refused.
+    assert_eq!(call("GET", "/v1/workspaces", &scoped_secret, None).0, 401);
+    let (code, body) = call(
+        "POST",
+        &format!("/v1/workspaces/{id}/exec"),
+        admin,
+        Some(r#"{"argv": ["true"]}"#),
+    );
+    assert_eq!(code, 409, "{}", String::from_utf8_lossy(&body));
+    let (code, body) = call(
+        "PUT",
+        &format!("/v1/workspaces/{id}/files?path=/tmp/x"),
+        admin,
+        Some("x"),
+    );
+    assert_eq!(code, 409, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        call(
+            "POST",
+            &format!("/v1/workspaces/{id}/quarantine"),
+            admin,
+            None
+        )
+        .0,
+        409
+    );
+    let (code, body) = call(
+        "POST",
+        "/v1/tokens",
+        admin,
+        Some(
+            r#"{"name": "reader", "scopes": ["read", "exec", "files", "create", "delete"], "ttl_s": 600}"#,
+        ),
+    );
+    assert_eq!(code, 201);
+    let reader = json(&body)["secret"].as_str().expect("secret").to_string();
+    assert_eq!(
+        call(
+            "GET",
+            &format!("/v1/workspaces/{id}/forensics/memory"),
+            &reader,
+            None
+        )
+        .0,
+        403,
+        "forensics are for admins only"
+    );
+    assert_eq!(
+        call(
+            "GET",
+            &format!("/v1/workspaces/{id}/forensics/other"),
+            admin,
+            None
+        )
+        .0,
+        404
+    );
+
+    // The snapshot holds what the guest wrote, and matches its manifest.
+    let (code, memory) = call(
+        "GET",
+        &format!("/v1/workspaces/{id}/forensics/memory"),
+        admin,
+        None,
+    );
+    assert_eq!(code, 200);
+    assert_eq!(memory.len(), 128 << 20);
+    let sha = |b: &[u8]| format!("{:x}", sha2::Sha256::digest(b));
+    assert_eq!(
+        q["snapshot"]["files"]["memory"]["sha256"].as_str(),
+        Some(sha(&memory).as_str())
+    );
+    let has = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        has(&memory, b"PADDOCK-MEM-MARKER-42\n"),
+        "the memory snapshot holds the marker written to the guest's tmpfs"
+    );
+    drop(memory);
+    let (code, disk) = call(
+        "GET",
+        &format!("/v1/workspaces/{id}/forensics/disk"),
+        admin,
+        None,
+    );
+    assert_eq!(code, 200);
+    assert_eq!(
+        q["snapshot"]["files"]["disk"]["sha256"].as_str(),
+        Some(sha(&disk).as_str())
+    );
+    assert!(
+        has(&disk, b"PADDOCK-DISK-MARKER-42\n"),
+        "the disk snapshot holds the file the guest synced"
+    );
+    drop(disk);
+    let (code, audit) = call(
+        "GET",
+        &format!("/v1/workspaces/{id}/forensics/audit"),
+        admin,
+        None,
+    );
+    assert_eq!(code, 200);
+    let audit = String::from_utf8_lossy(&audit);
+    for event in ["workspace_created", "exec_started", "workspace_quarantined"] {
+        assert!(audit.contains(event), "{event} in the trail: {audit}");
+    }
+
+    // Its TTL has no hold on it: still there, still frozen, after it ran out.
+    if let Some(left) = Duration::from_secs(ttl_s + 2).checked_sub(created.elapsed()) {
+        std::thread::sleep(left);
+    }
+    let (code, body) = call("GET", &format!("/v1/workspaces/{id}"), admin, None);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body)["state"], "quarantined");
+
+    // Deleting the workspace keeps the snapshot; only its own delete goes.
+    assert_eq!(
+        call("DELETE", &format!("/v1/workspaces/{id}"), admin, None).0,
+        200
+    );
+    let (code, manifest) = call(
+        "GET",
+        &format!("/v1/workspaces/{id}/forensics/manifest"),
+        admin,
+        None,
+    );
+    assert_eq!(code, 200);
+    assert_eq!(json(&manifest)["workspace"]["id"], id.as_str());
+    assert_eq!(
+        call(
+            "DELETE",
+            &format!("/v1/workspaces/{id}/forensics"),
+            admin,
+            None
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        call(
+            "GET",
+            &format!("/v1/workspaces/{id}/forensics/manifest"),
+            admin,
+            None
+        )
+        .0,
+        404
+    );
+    let (code, body) = call("GET", "/v1/audit?event=workspace_quarantined", admin, None);
+    assert_eq!(code, 200);
+    assert!(String::from_utf8_lossy(&body).contains(&id));
+}
+
+/// Rotations an operator needs in an incident, each in force at once: the
+/// API's TLS identity (served and shown on the console within seconds) and
+/// the bootstrap admin credential (the old secret refused from the next
+/// request). Returns the new admin secret and the new fingerprint.
+fn rotations(app: &mut Appliance, admin: &str, old_fingerprint: &str) -> (String, String) {
+    let (code, body) = app
+        .api(
+            "POST",
+            "/v1/tokens",
+            admin,
+            Some(br#"{"name": "ops", "scopes": ["read", "exec"], "ttl_s": 600}"#),
+        )
+        .expect("curl");
+    assert_eq!(code, 201);
+    let ops = json(&body)["secret"].as_str().expect("secret").to_string();
+    assert_eq!(
+        app.api("POST", "/v1/tls/rotate", &ops, None)
+            .expect("curl")
+            .0,
+        403
+    );
+    assert_eq!(
+        app.api("POST", "/v1/tokens/tok_bootstrap/rotate", &ops, None)
+            .expect("curl")
+            .0,
+        403
+    );
+
+    let (code, body) = app
+        .api("POST", "/v1/tls/rotate", admin, None)
+        .expect("curl");
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let fingerprint = json(&body)["fingerprint"]
+        .as_str()
+        .expect("fingerprint")
+        .to_string();
+    assert_eq!(fingerprint.len(), 95);
+    assert_ne!(fingerprint, old_fingerprint);
+    let started = std::time::Instant::now();
+    loop {
+        if app.served_fingerprint().ok().as_deref() == Some(fingerprint.as_str()) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the API never served the rotated certificate"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!(
+        "rotations: new certificate served after {:?}",
+        started.elapsed()
+    );
+    app.wait_for(&fingerprint, Duration::from_secs(30))
+        .expect("the status screen shows the new fingerprint");
+
+    let (code, body) = app
+        .api("POST", "/v1/tokens/tok_bootstrap/rotate", admin, None)
+        .expect("curl");
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let new_admin = json(&body)["secret"].as_str().expect("secret").to_string();
+    assert_ne!(new_admin, admin);
+    assert_eq!(
+        app.api("GET", "/v1/workspaces", admin, None)
+            .expect("curl")
+            .0,
+        401
+    );
+    assert_eq!(
+        app.api("GET", "/v1/workspaces", &new_admin, None)
+            .expect("curl")
+            .0,
+        200
+    );
+    // Tokens the old secret's holder minted stay valid: same token, new secret.
+    assert_eq!(
+        app.api("GET", "/v1/workspaces", &ops, None)
+            .expect("curl")
+            .0,
+        200
+    );
+    let (_, body) = app
+        .api("GET", "/v1/audit?event=tls_rotated", &new_admin, None)
+        .expect("curl");
+    assert!(String::from_utf8_lossy(&body).contains(&fingerprint));
+    let (_, body) = app
+        .api("GET", "/v1/audit?event=token_rotated", &new_admin, None)
+        .expect("curl");
+    assert!(String::from_utf8_lossy(&body).contains("tok_bootstrap"));
+    (new_admin, fingerprint)
+}
+
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("paddock-appliance-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -694,8 +1021,12 @@ fn appliance_boots_serves_keeps_data_and_shuts_down_in_order() {
         .expect("bootstrap credential")
         .to_string();
     let deleted = workspace_api(&mut app, &admin);
+    quarantine_and_forensics(&app, &admin);
     limits_hold(&app, &admin);
     cli_session(&app, &admin, &fingerprint);
+    // From here on: the rotated credential and certificate (the second
+    // boot checks that the rotated certificate is the one that persists).
+    let (admin, fingerprint) = rotations(&mut app, &admin, &fingerprint);
 
     // The ACPI power button: workspaces stopped, data unmounted, power off.
     let exited = app

@@ -199,6 +199,25 @@ pub enum Call {
     StopWorkspace {
         id: String,
     },
+    /// Freeze, revoke its tokens, take a forensic snapshot (admin).
+    QuarantineWorkspace {
+        id: String,
+    },
+    /// One file of a workspace's forensic snapshot, passed back as a
+    /// descriptor (admin).
+    ForensicFile {
+        id: String,
+        name: String,
+    },
+    DeleteForensics {
+        id: String,
+    },
+    /// A new secret for a token (admin, or the token that minted it).
+    RotateToken {
+        id: String,
+    },
+    /// A new TLS identity for the API (admin).
+    RotateTls,
     /// A connection to the workspace's agent, passed back as a descriptor.
     OpenAgent {
         id: String,

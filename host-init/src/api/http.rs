@@ -205,6 +205,24 @@ pub fn write_bytes(stream: &mut impl Write, body: &[u8]) -> std::io::Result<()> 
     stream.flush()
 }
 
+/// A download of `len` bytes read from `body` (a file host-init opened).
+/// A body that ends early ends the connection short of its length, which
+/// the client sees as a truncated download, never as a complete one.
+pub fn write_from(stream: &mut impl Write, body: &mut impl Read, len: u64) -> std::io::Result<()> {
+    write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {len}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n"
+    )?;
+    let copied = std::io::copy(&mut body.take(len), stream)?;
+    if copied < len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("the file ended after {copied} of {len} bytes"),
+        ));
+    }
+    stream.flush()
+}
+
 /// Prometheus's text exposition format.
 pub fn write_text(stream: &mut impl Write, body: &str) -> std::io::Result<()> {
     write!(

@@ -61,6 +61,12 @@ fn status(shared: &Shared) -> Option<StatusReply> {
 
 /// One call to host-init; the connection it passes back, if any.
 fn call(shared: &Shared, auth: &str, call: Call) -> (CallReply, Option<UnixStream>) {
+    let (reply, fd) = call_fd(shared, auth, call);
+    (reply, fd.map(UnixStream::from))
+}
+
+/// A call whose reply may carry a descriptor of any kind.
+fn call_fd(shared: &Shared, auth: &str, call: Call) -> (CallReply, Option<OwnedFd>) {
     let failed = || CallReply {
         status: 503,
         body: serde_json::json!({"error": "host-init did not answer"}),
@@ -77,7 +83,7 @@ fn call(shared: &Shared, auth: &str, call: Call) -> (CallReply, Option<UnixStrea
         return (failed(), None);
     }
     match ex.recv::<CallReply>() {
-        Ok((reply, fd)) if reply.fd == fd.is_some() => (reply, fd.map(UnixStream::from)),
+        Ok((reply, fd)) if reply.fd == fd.is_some() => (reply, fd),
         _ => (failed(), None),
     }
 }
@@ -319,6 +325,30 @@ fn files(shared: &Shared, req: &http::Request, tls: &mut Tls, id: &str) -> Optio
     }
 }
 
+/// One file of a forensic snapshot, sent from the descriptor host-init
+/// passes back (this process cannot open files itself).
+fn forensic_file(
+    shared: &Shared,
+    req: &http::Request,
+    tls: &mut Tls,
+    id: &str,
+    name: &str,
+) -> Option<(u16, Value)> {
+    let call = Call::ForensicFile {
+        id: id.to_string(),
+        name: name.to_string(),
+    };
+    let (reply, fd) = call_fd(shared, &req.bearer, call);
+    let len = reply.body.get("bytes").and_then(Value::as_u64);
+    match (fd, len) {
+        (Some(fd), Some(len)) if reply.status == 200 => {
+            let _ = http::write_from(tls, &mut std::fs::File::from(fd), len);
+            None
+        }
+        _ => Some((reply.status, reply.body)),
+    }
+}
+
 struct CappedWriter<'a> {
     inner: &'a mut Vec<u8>,
     left: u64,
@@ -344,9 +374,12 @@ fn allowed_methods(segs: &[&str]) -> Option<&'static [&'static str]> {
         ["v1", "health"] | ["metrics"] | ["v1", "audit"] => &["GET"],
         ["v1", "workspaces"] | ["v1", "tokens"] => &["GET", "POST"],
         ["v1", "workspaces", _] => &["GET", "DELETE"],
-        ["v1", "workspaces", _, "stop" | "exec"] => &["POST"],
+        ["v1", "workspaces", _, "stop" | "exec" | "quarantine"] => &["POST"],
+        ["v1", "workspaces", _, "forensics"] => &["DELETE"],
+        ["v1", "workspaces", _, "forensics", _] => &["GET"],
         ["v1", "workspaces", _, "files"] => &["GET", "PUT"],
         ["v1", "tokens", _] => &["DELETE"],
+        ["v1", "tokens", _, "rotate"] | ["v1", "tls", "rotate"] => &["POST"],
         _ => return None,
     })
 }
@@ -418,6 +451,15 @@ fn route(shared: &Shared, req: &http::Request, tls: &mut Tls) -> Option<(u16, Va
         ("POST", ["v1", "workspaces", id, "stop"]) => {
             simple(Call::StopWorkspace { id: id.to_string() })
         }
+        ("POST", ["v1", "workspaces", id, "quarantine"]) => {
+            simple(Call::QuarantineWorkspace { id: id.to_string() })
+        }
+        ("DELETE", ["v1", "workspaces", id, "forensics"]) => {
+            simple(Call::DeleteForensics { id: id.to_string() })
+        }
+        ("GET", ["v1", "workspaces", id, "forensics", name]) => {
+            forensic_file(shared, req, tls, id, name)
+        }
         ("POST", ["v1", "workspaces", id, "exec"]) => exec(shared, req, tls, id),
         (_, ["v1", "workspaces", id, "files"]) => files(shared, req, tls, id),
         ("POST", ["v1", "tokens"]) => match read_json(req, tls) {
@@ -428,6 +470,10 @@ fn route(shared: &Shared, req: &http::Request, tls: &mut Tls) -> Option<(u16, Va
         ("DELETE", ["v1", "tokens", id]) if valid_id(id) => {
             simple(Call::RevokeToken { id: id.to_string() })
         }
+        ("POST", ["v1", "tokens", id, "rotate"]) if valid_id(id) => {
+            simple(Call::RotateToken { id: id.to_string() })
+        }
+        ("POST", ["v1", "tls", "rotate"]) => simple(Call::RotateTls),
         ("GET", ["metrics"]) => {
             let (r, _) = call(shared, &req.bearer, Call::Metrics);
             match r.body.get("text").and_then(Value::as_str) {

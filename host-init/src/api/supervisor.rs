@@ -34,6 +34,45 @@ pub enum ApiError {
     Failed(String),
 }
 
+/// The TLS identity (certificate and key, PEM) the next API process
+/// starts with, once an admin has rotated it; None: the one from boot.
+static IDENTITY: std::sync::Mutex<Option<(String, String)>> = std::sync::Mutex::new(None);
+/// The running API process, for a restart after a rotation.
+static API_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Makes the next API process serve this identity.
+pub fn replace_identity(cert_pem: &str, key_pem: &str) {
+    *IDENTITY.lock().unwrap_or_else(|e| e.into_inner()) =
+        Some((cert_pem.to_string(), key_pem.to_string()));
+}
+
+/// `init` with the rotated identity, if there is one.
+pub fn current_init(init: &Init) -> Init {
+    let mut i = init.clone();
+    if let Some((cert, key)) = IDENTITY.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        i.cert_pem = cert;
+        i.key_pem = key;
+    }
+    i
+}
+
+/// Ends the API process after `delay` (SIGTERM); whoever watches it starts
+/// a new one, which picks up `current_init`.
+pub fn restart_soon(delay: Duration) {
+    let _ = std::thread::Builder::new()
+        .name("api-restart".into())
+        .spawn(move || {
+            std::thread::sleep(delay);
+            let pid = API_PID.load(Ordering::SeqCst);
+            if pid != 0 {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        });
+}
+
 pub struct Running {
     pub pid: u32,
     pub port: u16,
@@ -74,6 +113,7 @@ pub fn spawn(
     let child = cmd.spawn().map_err(ApiError::Spawn)?;
     drop(theirs);
     let pid = child.id();
+    API_PID.store(pid, Ordering::SeqCst);
     // The child is reaped by PID 1's reaper, never through this handle.
     drop(child);
 

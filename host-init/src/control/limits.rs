@@ -27,6 +27,10 @@ pub struct Limits {
     pub pids: u64,
     pub io_bps: u64,
     pub io_iops: u64,
+    /// The VMM's token buckets on the workspace's disk (the API may set
+    /// them lower than io.max).
+    pub disk_bps: u64,
+    pub disk_iops: u64,
 }
 
 impl Limits {
@@ -38,6 +42,10 @@ impl Limits {
             pids: vcpus + 16,
             io_bps: vcpus * IO_BPS_PER_VCPU,
             io_iops: vcpus * IO_IOPS_PER_VCPU,
+            disk_bps: ws
+                .disk_mib_per_s
+                .map_or(vcpus * IO_BPS_PER_VCPU, |m| m << 20),
+            disk_iops: ws.disk_iops.unwrap_or(vcpus * IO_IOPS_PER_VCPU),
         }
     }
 
@@ -89,6 +97,8 @@ impl Limits {
             "pids_max": self.pids,
             "io_max_bytes_per_s": self.io_bps,
             "io_max_ops_per_s": self.io_iops,
+            "disk_bytes_per_s": self.disk_bps,
+            "disk_ops_per_s": self.disk_iops,
         })
     }
 }

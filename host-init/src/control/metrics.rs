@@ -172,6 +172,8 @@ mod tests {
             expires_at: 10,
             state: WsState::Running,
             uid: 200_000,
+            disk_mib_per_s: None,
+            disk_iops: None,
         };
         let mut execs = HashMap::new();
         execs.insert("ws_abc".to_string(), 3);

@@ -174,7 +174,12 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
         .arg("--drive")
         .arg(format!("id=template,path={template_dev},ro"))
         .arg("--drive")
-        .arg(format!("id=data,path={}", disk.display()))
+        .arg(format!(
+            "id=data,path={},bps={},iops={}",
+            disk.display(),
+            limits.disk_bps,
+            limits.disk_iops
+        ))
         .arg("--vsock")
         .arg(format!("cid=3,uds={}", uds.display()))
         .args(["--console", "stdout", "--cmdline"])
@@ -290,9 +295,35 @@ pub fn stop(id: &str) {
         crate::workspaces::kill(id);
     }
     let _ = crate::workspaces::wait_ended(id, Some(Duration::from_secs(10)));
+    // Anything of it still alive (the VMM of a jail that was killed outright
+    // dies by its parent-death signal, a moment later) is killed here, and
+    // stop returns only once its cgroup is empty: their mounts of the data
+    // partition go with them.
+    let cg = cgroup_dir(id);
+    if cg.exists() {
+        let _ = std::fs::write(cg.join("cgroup.kill"), "1");
+        if !wait_empty(&cg, Duration::from_secs(10)) {
+            warn!("workspace {id}: processes of it remain after 10 s");
+        }
+    }
     let _ = std::fs::remove_dir_all(run_dir(id));
     let _ = std::fs::remove_dir(jail_dir(id));
-    let _ = std::fs::remove_dir(cgroup_dir(id));
+    let _ = std::fs::remove_dir(&cg);
+}
+
+/// Waits until a cgroup holds no process (cgroup.events: populated 0).
+fn wait_empty(cg: &Path, timeout: Duration) -> bool {
+    let until = std::time::Instant::now() + timeout;
+    loop {
+        let events = std::fs::read_to_string(cg.join("cgroup.events")).unwrap_or_default();
+        if events.is_empty() || events.lines().any(|l| l.trim() == "populated 0") {
+            return true;
+        }
+        if std::time::Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Stops it and removes everything it had on disk.

@@ -3,6 +3,7 @@
 //! whether the box has room (409), and then doing it and writing it down.
 
 use super::audit::{now_s, AuditLog};
+use super::forensics;
 use super::runner;
 use super::store::{Store, StoreError, TOKENS, WORKSPACES};
 use super::tokens::{hash_secret, MintRequest, Scope, TokenRecord};
@@ -10,7 +11,7 @@ use super::workspace::{WorkspaceRecord, WorkspaceSpec, WsState};
 use crate::api::channel::{Call, CallReply, Purpose};
 use crate::{info, warn};
 use serde_json::{json, Value};
-use std::os::unix::net::UnixStream;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,6 +25,8 @@ pub struct Control {
     store: Store,
     pub audit: AuditLog,
     template_dev: Option<String>,
+    /// Where the API's TLS identity lives (rotated by an admin's call).
+    state_dir: std::path::PathBuf,
     /// Admission (capacity and quota checks plus the record) is serial.
     admission: Mutex<()>,
     /// Execs started per workspace since boot, for /metrics.
@@ -33,7 +36,9 @@ pub struct Control {
 /// A reply plus, for OpenAgent, the connection to pass.
 pub struct Outcome {
     pub reply: CallReply,
-    pub stream: Option<UnixStream>,
+    /// A descriptor passed back with the reply: an agent connection, or a
+    /// file to send.
+    pub stream: Option<OwnedFd>,
 }
 
 fn reply(status: u16, body: Value) -> Outcome {
@@ -84,6 +89,7 @@ impl Control {
             store: Store::open(&state_dir.join("paddock.redb"))?,
             audit: AuditLog::new(audit_dir, 16 << 20, 8),
             template_dev,
+            state_dir: state_dir.to_path_buf(),
             admission: Mutex::new(()),
             execs: Mutex::new(std::collections::HashMap::new()),
         })
@@ -145,10 +151,9 @@ impl Control {
             let Ok(all) = self.store.list::<WorkspaceRecord>(WORKSPACES) else {
                 continue;
             };
-            for ws in all
-                .into_iter()
-                .filter(|w| w.expires_at <= now && w.state != WsState::Starting)
-            {
+            for ws in all.into_iter().filter(|w| {
+                w.expires_at <= now && !matches!(w.state, WsState::Starting | WsState::Quarantined)
+            }) {
                 if let Err(e) = runner::destroy(&ws.id) {
                     warn!("expiring {}: {e}", ws.id);
                 }
@@ -258,6 +263,11 @@ impl Control {
             Call::GetWorkspace { id } => format!("get_workspace {id}"),
             Call::DeleteWorkspace { id } => format!("delete_workspace {id}"),
             Call::StopWorkspace { id } => format!("stop_workspace {id}"),
+            Call::QuarantineWorkspace { id } => format!("quarantine_workspace {id}"),
+            Call::ForensicFile { id, name } => format!("forensic_file {id} {name}"),
+            Call::DeleteForensics { id } => format!("delete_forensics {id}"),
+            Call::RotateToken { id } => format!("rotate_token {id}"),
+            Call::RotateTls => "rotate_tls".into(),
             Call::OpenAgent { id, .. } => format!("agent {id}"),
             Call::ExecEnded { id, .. } => format!("exec_ended {id}"),
             Call::CreateToken { .. } => "create_token".into(),
@@ -312,6 +322,50 @@ impl Control {
                 );
                 Ok(reply(200, ws.public()))
             }
+            Call::QuarantineWorkspace { id } => {
+                self.need(tok, Scope::Admin, what)?;
+                let ws = self.workspace(tok, &id, Scope::Admin, what)?;
+                self.quarantine(tok, ws)
+            }
+            Call::ForensicFile { id, name } => {
+                self.need(tok, Scope::Admin, what)?;
+                let path = forensics::file(&id, &name).ok_or_else(|| {
+                    error(
+                        404,
+                        format!("no forensic {name:?} for workspace {id} (files: manifest, memory, disk, audit)"),
+                    )
+                })?;
+                let mut f = std::fs::File::open(&path)
+                    .map_err(|e| error(500, format!("opening {}: {e}", path.display())))?;
+                let bytes = forensics::size(&mut f)
+                    .map_err(|e| error(500, format!("sizing {}: {e}", path.display())))?;
+                self.audit.record(
+                    "forensics_read",
+                    json!({"workspace": id, "token": tok.id, "file": name}),
+                );
+                Ok(Outcome {
+                    reply: CallReply {
+                        status: 200,
+                        body: json!({"bytes": bytes}),
+                        fd: true,
+                    },
+                    stream: Some(f.into()),
+                })
+            }
+            Call::DeleteForensics { id } => {
+                self.need(tok, Scope::Admin, what)?;
+                match forensics::delete(&id) {
+                    Ok(true) => {
+                        self.audit.record(
+                            "forensics_deleted",
+                            json!({"workspace": id, "token": tok.id}),
+                        );
+                        Ok(reply(200, json!({"deleted": id})))
+                    }
+                    Ok(false) => Err(error(404, format!("no forensic snapshot of {id}"))),
+                    Err(e) => Err(error(500, e.to_string())),
+                }
+            }
             Call::OpenAgent { id, purpose } => {
                 let scope = match purpose {
                     Purpose::Exec { .. } => Scope::Exec,
@@ -356,7 +410,7 @@ impl Control {
                         body: json!({"env": ws.env}),
                         fd: true,
                     },
-                    stream: Some(stream),
+                    stream: Some(stream.into()),
                 })
             }
             Call::ExecEnded {
@@ -415,6 +469,55 @@ impl Control {
                     .record("token_revoked", json!({"token": t.id, "by": tok.id}));
                 Ok(reply(200, json!({"revoked": t.id})))
             }
+            Call::RotateToken { id } => {
+                let target = self.token_by_id(&id);
+                let allowed = tok.has(Scope::Admin)
+                    || target
+                        .as_ref()
+                        .is_some_and(|t| t.parent.as_deref() == Some(tok.id.as_str()));
+                let Some(mut t) = target.filter(|t| allowed && !t.revoked) else {
+                    return Err(self.refuse(
+                        403,
+                        "no such live token for this token",
+                        Some(&tok.id),
+                        what,
+                    ));
+                };
+                // Same id, scopes, expiry and children; only the secret
+                // changes, and the old one stops working with this commit.
+                let secret = super::tokens::new_secret();
+                t.hash = hash_secret(&secret);
+                self.store.put(TOKENS, &t.id, &t).map_err(store_err)?;
+                self.audit
+                    .record("token_rotated", json!({"token": t.id, "by": tok.id}));
+                Ok(reply(
+                    200,
+                    json!({"id": t.id, "secret": secret, "note": "the secret is shown once; the old one no longer works"}),
+                ))
+            }
+            Call::RotateTls => {
+                self.need(tok, Scope::Admin, what)?;
+                let id = crate::tls::rotate(&self.state_dir)
+                    .map_err(|e| error(500, format!("rotating the TLS identity: {e}")))?;
+                crate::api::supervisor::replace_identity(&id.cert_pem, &id.key_pem);
+                crate::status::SCREEN.update(|s| s.fingerprint = Some(id.fingerprint.clone()));
+                self.audit.record(
+                    "tls_rotated",
+                    json!({"by": tok.id, "fingerprint": id.fingerprint}),
+                );
+                warn!(
+                    "API TLS certificate rotated; new SHA-256 {}",
+                    id.fingerprint
+                );
+                // This answer goes out through the API process serving the
+                // old certificate; it is restarted with the new one once it
+                // has had time to send it.
+                crate::api::supervisor::restart_soon(Duration::from_millis(750));
+                Ok(reply(
+                    200,
+                    json!({"fingerprint": id.fingerprint, "note": "the API restarts with the new certificate within 2 s; pin the new fingerprint"}),
+                ))
+            }
             Call::Metrics => {
                 let visible = self.visible(tok, what)?;
                 let execs = self.execs.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -431,6 +534,70 @@ impl Control {
                 ))
             }
         }
+    }
+
+    /// Quarantine (docs/runbook.md): freeze it below the guest, so it runs
+    /// nothing more; refuse every way in (exec and files need a running
+    /// workspace; it has no network yet); revoke the tokens scoped to it;
+    /// take the forensic snapshot. The VMM stays frozen, memory and all,
+    /// until an admin stops or deletes the workspace.
+    fn quarantine(&self, tok: &TokenRecord, mut ws: WorkspaceRecord) -> Result<Outcome, Outcome> {
+        if ws.state != WsState::Running {
+            return Err(error(
+                409,
+                format!(
+                    "workspace {} is {:?}; only a running workspace can be quarantined",
+                    ws.id, ws.state
+                ),
+            ));
+        }
+        let jail = crate::workspaces::pid(&ws.id)
+            .ok_or_else(|| error(409, format!("the VMM of {} is not running", ws.id)))?;
+        forensics::freeze(&runner::cgroup_dir(&ws.id)).map_err(|e| error(500, e.to_string()))?;
+        ws.state = WsState::Quarantined;
+        self.store.put(WORKSPACES, &ws.id, &ws).map_err(store_err)?;
+        let mut revoked = Vec::new();
+        for mut t in self.store.list::<TokenRecord>(TOKENS).map_err(store_err)? {
+            let scoped = t
+                .workspace_ids
+                .as_ref()
+                .is_some_and(|ids| ids.contains(&ws.id));
+            if scoped && !t.revoked {
+                t.revoked = true;
+                self.store.put(TOKENS, &t.id, &t).map_err(store_err)?;
+                self.audit.record(
+                    "token_revoked",
+                    json!({"token": t.id, "by": tok.id, "reason": "quarantine", "workspace": ws.id}),
+                );
+                revoked.push(t.id);
+            }
+        }
+        self.audit.record(
+            "workspace_quarantined",
+            json!({"workspace": ws.id, "token": tok.id, "revoked_tokens": revoked}),
+        );
+        warn!("workspace {} quarantined by {}", ws.id, tok.id);
+        let vmm = forensics::vmm_pid(jail)
+            .ok_or_else(|| error(500, format!("the VMM of {} was not found", ws.id)))?;
+        let trail = self
+            .audit
+            .read(&[("workspace".to_string(), ws.id.clone())], 100_000);
+        let disk = runner::data_dir(&ws.id).join("disk.img");
+        let manifest = forensics::snapshot(&ws, vmm, &disk, &trail, now_s(), &tok.id)
+            .map_err(|e| {
+                error(
+                    500,
+                    format!("the workspace is frozen and its tokens revoked, but the snapshot failed: {e}"),
+                )
+            })?;
+        self.audit.record(
+            "forensics_taken",
+            json!({"workspace": ws.id, "token": tok.id, "files": manifest["files"]}),
+        );
+        Ok(reply(
+            200,
+            json!({"workspace": ws.public(), "revoked_tokens": revoked, "snapshot": manifest}),
+        ))
     }
 
     fn create(&self, tok: &TokenRecord, spec: Value, what: &str) -> Result<Outcome, Outcome> {
@@ -558,6 +725,8 @@ impl Control {
                 expires_at: now + spec.ttl_s,
                 state: WsState::Starting,
                 uid,
+                disk_mib_per_s: spec.disk_mib_per_s,
+                disk_iops: spec.disk_iops,
             };
             self.store.put(WORKSPACES, &ws.id, &ws).map_err(store_err)?;
             ws

@@ -32,6 +32,12 @@ pub struct WorkspaceSpec {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Rate limits on its disk, enforced in the VMM's block device (token
+    /// buckets); at most, and by default, what io.max gives its vCPUs.
+    #[serde(default)]
+    pub disk_mib_per_s: Option<u64>,
+    #[serde(default)]
+    pub disk_iops: Option<u64>,
 }
 
 fn default_template() -> String {
@@ -85,6 +91,19 @@ impl WorkspaceSpec {
                 self.ttl_s
             ));
         }
+        let vcpus = u64::from(self.vcpus.max(1));
+        let max_mib_s = vcpus * (super::limits::IO_BPS_PER_VCPU >> 20);
+        let max_iops = vcpus * super::limits::IO_IOPS_PER_VCPU;
+        if let Some(v) = self.disk_mib_per_s.filter(|v| !(1..=max_mib_s).contains(v)) {
+            p.push(format!(
+                "disk_mib_per_s: {v} is not 1 to {max_mib_s} (100 per vCPU)"
+            ));
+        }
+        if let Some(v) = self.disk_iops.filter(|v| !(1..=max_iops).contains(v)) {
+            p.push(format!(
+                "disk_iops: {v} is not 1 to {max_iops} (4000 per vCPU)"
+            ));
+        }
         if self.env.len() > MAX_ENV {
             p.push(format!("env: more than {MAX_ENV} variables"));
         }
@@ -121,6 +140,10 @@ pub enum WsState {
     Stopped,
     /// The host rebooted while it ran; its disk was removed.
     Lost,
+    /// Frozen for an incident (vCPUs and VMM stopped below the guest), its
+    /// tokens revoked, a forensic snapshot taken; no TTL applies. Only an
+    /// admin's stop or delete ends it.
+    Quarantined,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,6 +161,10 @@ pub struct WorkspaceRecord {
     pub expires_at: u64,
     pub state: WsState,
     pub uid: u32,
+    #[serde(default)]
+    pub disk_mib_per_s: Option<u64>,
+    #[serde(default)]
+    pub disk_iops: Option<u64>,
 }
 
 impl WorkspaceRecord {
@@ -162,6 +189,22 @@ impl WorkspaceRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disk_rates_are_bounded_by_the_vcpus() {
+        let spec = |json: &str| -> WorkspaceSpec { serde_json::from_str(json).expect("parse") };
+        assert!(
+            spec(r#"{"ttl_s":60,"vcpus":2,"disk_mib_per_s":200,"disk_iops":8000}"#)
+                .problems()
+                .is_empty()
+        );
+        let p = spec(r#"{"ttl_s":60,"vcpus":2,"disk_mib_per_s":201,"disk_iops":0}"#).problems();
+        assert!(
+            p.iter().any(|e| e.starts_with("disk_mib_per_s: 201")),
+            "{p:?}"
+        );
+        assert!(p.iter().any(|e| e.starts_with("disk_iops: 0")), "{p:?}");
+    }
 
     #[test]
     fn every_bad_field_is_named() {

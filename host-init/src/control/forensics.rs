@@ -1,0 +1,413 @@
+//! Quarantine: a workspace frozen below its guest and its VMM, and the
+//! forensic snapshot taken of it (guest memory, disk, audit trail).
+//!
+//! The freeze is the cgroup v2 freezer on the workspace's cgroup: every
+//! thread of its jail and VMM stops, vCPUs included, without the VMM's
+//! cooperation. Guest memory is then read by host-init straight from the
+//! frozen VMM's address space (`/proc/<pid>/mem`, at the memfds the VMM
+//! names `paddock-guest-ram@<guest address>`), so a compromised VMM has no
+//! say in what the snapshot holds.
+//!
+//! A snapshot lives in `/data/forensics/<workspace id>/` until an admin
+//! deletes it; no TTL applies. Not yet encrypted at rest: that waits for
+//! the TPM-rooted disk keys (issue 7), and docs/runbook.md says so.
+
+use super::workspace::WorkspaceRecord;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub const FORENSICS_DIR: &str = "/data/forensics";
+/// What a VMM names its guest RAM memfds (paddock-vmm's memory.rs).
+const RAM_MEMFD: &str = "/memfd:paddock-guest-ram@";
+const FREEZE_WAIT: Duration = Duration::from_secs(30);
+const CHUNK: usize = 1 << 20;
+
+/// The files of a snapshot, by the name the API uses for each.
+pub const FILES: [(&str, &str); 4] = [
+    ("manifest", "manifest.json"),
+    ("memory", "memory.raw"),
+    ("disk", "disk.img"),
+    ("audit", "audit.jsonl"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForensicsError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the workspace's cgroup did not report frozen within {0:?}; threads not frozen: {1}")]
+    NotFrozen(Duration, String),
+    #[error("no guest memory found in the VMM's mappings (pid {0})")]
+    NoGuestMemory(u32),
+    #[error("the VMM of workspace {0} is not running")]
+    NoVmm(String),
+    #[error("workspace {0} already has a forensic snapshot")]
+    Exists(String),
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ForensicsError {
+    let path = path.to_path_buf();
+    move |source| ForensicsError::Io { what, path, source }
+}
+
+pub fn snapshot_dir(id: &str) -> PathBuf {
+    Path::new(FORENSICS_DIR).join(id)
+}
+
+/// The path of snapshot file `name` ("memory", "disk", ...) of workspace
+/// `id`, if that is a snapshot file's name and the snapshot has it.
+pub fn file(id: &str, name: &str) -> Option<PathBuf> {
+    let (_, file) = FILES.iter().find(|(n, _)| *n == name)?;
+    let p = snapshot_dir(id).join(file);
+    p.is_file().then_some(p)
+}
+
+/// PF_KTHREAD in /proc/<pid>/stat's flags field.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// The kernel threads in a cgroup. KVM attaches a worker of its own
+/// (`kvm-nx-lpage-recovery-<pid>`) to the cgroup of the process that made
+/// the VM; the freezer cannot freeze kernel threads, so while it is there
+/// the cgroup never reports frozen.
+fn kernel_threads(cgroup: &Path) -> Vec<String> {
+    let threads = std::fs::read_to_string(cgroup.join("cgroup.threads")).unwrap_or_default();
+    threads
+        .split_whitespace()
+        .filter(|tid| {
+            let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).unwrap_or_default();
+            stat.rsplit_once(") ")
+                .and_then(|(_, rest)| rest.split_whitespace().nth(6))
+                .and_then(|f| f.parse::<u64>().ok())
+                .is_some_and(|flags| flags & PF_KTHREAD != 0)
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Freezes every process of the workspace's cgroup and waits until the
+/// kernel says they all are. KVM's kernel worker is moved to the root
+/// cgroup first (it runs no guest code; see `kernel_threads`).
+pub fn freeze(cgroup: &Path) -> Result<(), ForensicsError> {
+    let root_procs = Path::new("/sys/fs/cgroup/cgroup.procs");
+    for tid in kernel_threads(cgroup) {
+        std::fs::write(root_procs, &tid).map_err(io("moving a kernel thread to", root_procs))?;
+    }
+    let ctl = cgroup.join("cgroup.freeze");
+    std::fs::write(&ctl, "1").map_err(io("writing", &ctl))?;
+    let events = cgroup.join("cgroup.events");
+    let until = Instant::now() + FREEZE_WAIT;
+    loop {
+        let text = std::fs::read_to_string(&events).map_err(io("reading", &events))?;
+        if text.lines().any(|l| l.trim() == "frozen 1") {
+            return Ok(());
+        }
+        if Instant::now() >= until {
+            return Err(ForensicsError::NotFrozen(FREEZE_WAIT, unfrozen(cgroup)));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The threads of a cgroup with their state and where they sleep, for
+/// the report of a freeze that did not complete.
+fn unfrozen(cgroup: &Path) -> String {
+    let threads = std::fs::read_to_string(cgroup.join("cgroup.threads")).unwrap_or_default();
+    threads
+        .split_whitespace()
+        .map(|tid| {
+            let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).unwrap_or_default();
+            // The state follows the parenthesised command name.
+            let state = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .unwrap_or("?")
+                .to_string();
+            let comm = std::fs::read_to_string(format!("/proc/{tid}/comm")).unwrap_or_default();
+            let wchan = std::fs::read_to_string(format!("/proc/{tid}/wchan")).unwrap_or_default();
+            format!("{tid} {} {state} {wchan}", comm.trim())
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether the cgroup is frozen (or being frozen).
+pub fn is_frozen(cgroup: &Path) -> bool {
+    std::fs::read_to_string(cgroup.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
+}
+
+/// The VMM inside a workspace's jail: the jail process's only child.
+pub fn vmm_pid(jail_pid: u32) -> Option<u32> {
+    let children =
+        std::fs::read_to_string(format!("/proc/{jail_pid}/task/{jail_pid}/children")).ok()?;
+    children.split_whitespace().next()?.parse().ok()
+}
+
+/// (host start, host end, guest address) of each guest RAM region in a
+/// `/proc/<pid>/maps` text.
+fn ram_regions(maps: &str) -> Vec<(u64, u64, u64)> {
+    maps.lines()
+        .filter_map(|l| {
+            let (range, rest) = l.split_once(' ')?;
+            let gpa = rest.split(RAM_MEMFD).nth(1)?;
+            let gpa = gpa.split_whitespace().next()?;
+            let gpa = u64::from_str_radix(gpa.strip_prefix("0x")?, 16).ok()?;
+            let (a, b) = range.split_once('-')?;
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+                gpa,
+            ))
+        })
+        .collect()
+}
+
+/// Copies `len` bytes from `read_at(offset)` to `out` at `out_at + offset`,
+/// leaving holes where a whole chunk is zero; returns the SHA-256 of the
+/// bytes as a flat image of `len` bytes.
+fn copy_sparse(
+    mut read_at: impl FnMut(&mut [u8], u64) -> std::io::Result<usize>,
+    len: u64,
+    out: &File,
+    out_at: u64,
+    hash: &mut Sha256,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut done = 0u64;
+    while done < len {
+        let want = ((len - done) as usize).min(CHUNK);
+        let mut got = 0;
+        while got < want {
+            match read_at(&mut buf[got..want], done + got as u64)? {
+                0 => {
+                    // Past the end of the source: the rest reads as zeros.
+                    buf[got..want].fill(0);
+                    got = want;
+                }
+                n => got += n,
+            }
+        }
+        hash.update(&buf[..want]);
+        if buf[..want].iter().any(|&b| b != 0) {
+            out.write_all_at(&buf[..want], out_at + done)?;
+        }
+        done += want as u64;
+    }
+    Ok(())
+}
+
+fn finish(path: &Path, f: &File, len: u64, hash: Sha256) -> Result<Value, ForensicsError> {
+    f.set_len(len).map_err(io("sizing", path))?;
+    f.sync_all().map_err(io("syncing", path))?;
+    Ok(json!({"bytes": len, "sha256": hex(&hash.finalize())}))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn create(path: &Path) -> Result<File, ForensicsError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io("creating", path))
+}
+
+/// Guest RAM as one flat file indexed by guest-physical address (the MMIO
+/// hole, for guests above 3 GiB, stays a hole).
+fn copy_memory(vmm: u32, path: &Path) -> Result<Value, ForensicsError> {
+    let maps_path = PathBuf::from(format!("/proc/{vmm}/maps"));
+    let maps = std::fs::read_to_string(&maps_path).map_err(io("reading", &maps_path))?;
+    let mut regions = ram_regions(&maps);
+    if regions.is_empty() {
+        return Err(ForensicsError::NoGuestMemory(vmm));
+    }
+    regions.sort_by_key(|r| r.2);
+    let mem_path = PathBuf::from(format!("/proc/{vmm}/mem"));
+    let mem = File::open(&mem_path).map_err(io("opening", &mem_path))?;
+    let out = create(path)?;
+    let mut hash = Sha256::new();
+    let mut end = 0;
+    for (start, stop, gpa) in regions {
+        if gpa > end {
+            // The hole between regions hashes as zeros, as it reads.
+            let zeros = vec![0u8; CHUNK];
+            let mut left = gpa - end;
+            while left > 0 {
+                let n = left.min(CHUNK as u64) as usize;
+                hash.update(&zeros[..n]);
+                left -= n as u64;
+            }
+        }
+        copy_sparse(
+            |buf, off| mem.read_at(buf, start + off),
+            stop - start,
+            &out,
+            gpa,
+            &mut hash,
+        )
+        .map_err(io("copying guest memory from", &mem_path))?;
+        end = gpa + (stop - start);
+    }
+    finish(path, &out, end, hash)
+}
+
+fn copy_disk(disk: &Path, path: &Path) -> Result<Value, ForensicsError> {
+    let src = File::open(disk).map_err(io("opening", disk))?;
+    let len = src.metadata().map_err(io("reading", disk))?.len();
+    let out = create(path)?;
+    let mut hash = Sha256::new();
+    copy_sparse(|buf, off| src.read_at(buf, off), len, &out, 0, &mut hash)
+        .map_err(io("copying", disk))?;
+    finish(path, &out, len, hash)
+}
+
+fn write_small(path: &Path, bytes: &[u8]) -> Result<Value, ForensicsError> {
+    let mut f = create(path)?;
+    f.write_all(bytes).map_err(io("writing", path))?;
+    let len = bytes.len() as u64;
+    finish(path, &f, len, Sha256::new_with_prefix(bytes))
+}
+
+/// Takes the snapshot of a frozen workspace: its guest memory (read from
+/// `vmm`), its disk, and `audit` (its audit trail, one JSON value per
+/// line); returns the manifest, also stored beside them.
+pub fn snapshot(
+    ws: &WorkspaceRecord,
+    vmm: u32,
+    disk: &Path,
+    audit: &[Value],
+    taken_at: u64,
+    by: &str,
+) -> Result<Value, ForensicsError> {
+    let dir = snapshot_dir(&ws.id);
+    if dir.exists() {
+        return Err(ForensicsError::Exists(ws.id.clone()));
+    }
+    let tmp = Path::new(FORENSICS_DIR).join(format!(".{}.partial", ws.id));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io("creating", &tmp))?;
+    let result = (|| {
+        let memory = copy_memory(vmm, &tmp.join("memory.raw"))?;
+        let disk = copy_disk(disk, &tmp.join("disk.img"))?;
+        let mut lines = Vec::new();
+        for e in audit {
+            lines.extend_from_slice(e.to_string().as_bytes());
+            lines.push(b'\n');
+        }
+        let audit = write_small(&tmp.join("audit.jsonl"), &lines)?;
+        let manifest = json!({
+            "workspace": ws.public(),
+            "taken_at": taken_at,
+            "taken_by": by,
+            "files": {"memory": memory, "disk": disk, "audit": audit},
+            "encrypted": false,
+        });
+        let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+        write_small(&tmp.join("manifest.json"), &text)?;
+        Ok(manifest)
+    })();
+    match result {
+        Ok(manifest) => {
+            std::fs::rename(&tmp, &dir).map_err(io("publishing", &dir))?;
+            if let Ok(d) = File::open(FORENSICS_DIR) {
+                let _ = d.sync_all();
+            }
+            Ok(manifest)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Reads a small snapshot file (the manifest) as JSON.
+pub fn manifest(id: &str) -> Option<Value> {
+    let mut text = String::new();
+    File::open(snapshot_dir(id).join("manifest.json"))
+        .ok()?
+        .read_to_string(&mut text)
+        .ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Removes a snapshot (an admin's explicit call; nothing else does).
+pub fn delete(id: &str) -> Result<bool, ForensicsError> {
+    let dir = snapshot_dir(id);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io("removing", &dir)(e)),
+    }
+}
+
+/// Size of an open snapshot file, for the HTTP answer.
+pub fn size(f: &mut File) -> std::io::Result<u64> {
+    let n = f.seek(SeekFrom::End(0))?;
+    f.seek(SeekFrom::Start(0))?;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_guest_ram_in_maps() {
+        let maps = "\
+7f0000000000-7f0008000000 rw-s 00000000 00:01 1234 /memfd:paddock-guest-ram@0x0 (deleted)
+7f1000000000-7f1040000000 rw-s 00000000 00:01 1235 /memfd:paddock-guest-ram@0x100000000 (deleted)
+7f2000000000-7f2000001000 rw-p 00000000 00:00 0 [heap]
+7f3000000000-7f3000001000 rw-s 00000000 00:01 99 /memfd:other (deleted)";
+        assert_eq!(
+            ram_regions(maps),
+            vec![
+                (0x7f00_0000_0000, 0x7f00_0800_0000, 0),
+                (0x7f10_0000_0000, 0x7f10_4000_0000, 0x1_0000_0000),
+            ]
+        );
+    }
+
+    #[test]
+    fn sparse_copy_keeps_content_and_holes_and_hashes_the_flat_image() {
+        let dir = std::env::temp_dir().join(format!("paddock-forensics-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut src = vec![0u8; 3 * CHUNK + 100];
+        src[CHUNK + 5..CHUNK + 11].copy_from_slice(b"marker");
+        src[3 * CHUNK + 99] = 7;
+        let out = create(&dir.join("out")).expect("create");
+        let mut hash = Sha256::new();
+        copy_sparse(
+            |buf, off| {
+                let off = off as usize;
+                let n = buf.len().min(src.len().saturating_sub(off));
+                buf[..n].copy_from_slice(&src[off..off + n]);
+                Ok(n)
+            },
+            src.len() as u64,
+            &out,
+            0,
+            &mut hash,
+        )
+        .expect("copy");
+        let m = finish(&dir.join("out"), &out, src.len() as u64, hash).expect("finish");
+        assert_eq!(std::fs::read(dir.join("out")).expect("read"), src);
+        assert_eq!(m["sha256"], hex(&Sha256::digest(&src)));
+        // Chunks 0 and 2 were all zeros: not written, so not allocated.
+        let blocks = std::os::unix::fs::MetadataExt::blocks(&out.metadata().expect("meta"));
+        assert!(blocks * 512 < 3 * CHUNK as u64, "{blocks} blocks");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
