@@ -210,6 +210,24 @@ impl Control {
         Ok(tok)
     }
 
+    /// A token `tok` may revoke or rotate: any, for an admin; otherwise
+    /// only those it minted. Others get the same 403 whether they exist or not.
+    fn managed_token(
+        &self,
+        tok: &TokenRecord,
+        id: &str,
+        what: &str,
+    ) -> Result<TokenRecord, Outcome> {
+        let target = self.token_by_id(id);
+        let allowed = tok.has(Scope::Admin)
+            || target
+                .as_ref()
+                .is_some_and(|t| t.parent.as_deref() == Some(tok.id.as_str()));
+        target
+            .filter(|_| allowed)
+            .ok_or_else(|| self.refuse(403, "no such token for this token", Some(&tok.id), what))
+    }
+
     fn need(&self, tok: &TokenRecord, scope: Scope, what: &str) -> Result<(), Outcome> {
         if tok.has(scope) {
             Ok(())
@@ -450,19 +468,7 @@ impl Control {
                 Ok(reply(200, json!({"tokens": list})))
             }
             Call::RevokeToken { id } => {
-                let target = self.token_by_id(&id);
-                let allowed = tok.has(Scope::Admin)
-                    || target
-                        .as_ref()
-                        .is_some_and(|t| t.parent.as_deref() == Some(tok.id.as_str()));
-                let Some(mut t) = target.filter(|_| allowed) else {
-                    return Err(self.refuse(
-                        403,
-                        "no such token for this token",
-                        Some(&tok.id),
-                        what,
-                    ));
-                };
+                let mut t = self.managed_token(tok, &id, what)?;
                 t.revoked = true;
                 self.store.put(TOKENS, &t.id, &t).map_err(store_err)?;
                 self.audit
@@ -470,19 +476,10 @@ impl Control {
                 Ok(reply(200, json!({"revoked": t.id})))
             }
             Call::RotateToken { id } => {
-                let target = self.token_by_id(&id);
-                let allowed = tok.has(Scope::Admin)
-                    || target
-                        .as_ref()
-                        .is_some_and(|t| t.parent.as_deref() == Some(tok.id.as_str()));
-                let Some(mut t) = target.filter(|t| allowed && !t.revoked) else {
-                    return Err(self.refuse(
-                        403,
-                        "no such live token for this token",
-                        Some(&tok.id),
-                        what,
-                    ));
-                };
+                let mut t = self.managed_token(tok, &id, what)?;
+                if t.revoked {
+                    return Err(error(409, format!("token {id} is revoked")));
+                }
                 // Same id, scopes, expiry and children; only the secret
                 // changes, and the old one stops working with this commit.
                 let secret = super::tokens::new_secret();
