@@ -91,8 +91,9 @@ test: deps check static (fuzz "all" "runs" "20000")
     export PADDOCK_TEMPLATE=$(image-build/build-template.sh image-build/templates/default.recipe)
     export PADDOCK_HOST_KERNEL=$(image-build/host-kernel.sh)
     export PADDOCK_STATIC_BIN={{static_dir}}
-    image-build/build-image.sh target/image-demo --esp-config firmware/demo-config.json
-    export PADDOCK_IMAGE_DIR=$PWD/target/image-demo
+    # The demo image plus the test suite's diagnostics (docs/appliance.md).
+    image-build/build-image.sh target/image-test --esp-config firmware/test-config.json
+    export PADDOCK_IMAGE_DIR=$PWD/target/image-test
     cargo test -p paddock-tests --test vmm_scenarios --test agent_scenarios --locked -- --test-threads=8
     # One appliance at a time: each is a whole emulated server.
     cargo test -p paddock-tests --test appliance --locked -- --test-threads=1

@@ -33,6 +33,10 @@ pub struct Config {
     /// SHA-256 (hex) of a bootstrap admin credential chosen at image build
     /// time; first boot then makes none and shows none.
     pub bootstrap_admin_sha256: Option<String>,
+    /// For the test suite's image only: serves the admin-only diagnostics
+    /// the end-to-end tests need (a scan of every host process's argv and
+    /// environment for a string). Shown on the status screen when on.
+    pub test_probes: bool,
 }
 
 impl Default for Config {
@@ -45,6 +49,7 @@ impl Default for Config {
             halt_on_fatal: false,
             demo_workspace: false,
             bootstrap_admin_sha256: None,
+            test_probes: false,
         }
     }
 }
@@ -89,6 +94,7 @@ struct FileConfig {
     on_fatal: Option<String>,
     demo_workspace: Option<bool>,
     bootstrap_admin_sha256: Option<String>,
+    test_probes: Option<bool>,
 }
 
 fn parse_cidr(v: &str) -> Result<(Ipv4Addr, u8), String> {
@@ -216,6 +222,9 @@ impl Config {
         if let Some(d) = f.demo_workspace {
             self.demo_workspace = d;
         }
+        if let Some(t) = f.test_probes {
+            self.test_probes = t;
+        }
         if let Some(h) = f.bootstrap_admin_sha256 {
             match parse_sha256_hex(&h) {
                 Ok(h) => self.bootstrap_admin_sha256 = Some(h),
@@ -310,6 +319,11 @@ mod tests {
         );
         assert!(p.is_empty(), "{p:?}");
         assert_eq!(c.api_port, 9443);
+        assert!(!c.test_probes, "off unless asked for");
+        assert!(c
+            .apply_file(r#"{"test_probes": true}"#, "test-config.json")
+            .is_empty());
+        assert!(c.test_probes);
         let p = c.apply_cmdline(
             "quiet paddock.ip=10.0.0.9/8 paddock.demo=1 paddock.bogus=1 paddock.api_port=x",
         );

@@ -219,6 +219,11 @@ fn boot(cmdline: &str, started: Instant) {
             warn!("workspaces may not start: {e}");
         }
     }
+    if cfg.test_probes {
+        control.enable_test_probes();
+        warn!("test probes are on (config test_probes): an image for the test suite, not for use");
+        SCREEN.update(|s| s.notes.push("TEST IMAGE: test probes on".into()));
+    }
     control.recover_after_boot();
     shutdown::set_control(control.clone());
     {

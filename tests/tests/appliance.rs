@@ -131,6 +131,46 @@ fn workspace_api(app: &mut Appliance, admin: &str) -> String {
     let (out, last) = exec_output(&stream);
     assert_eq!(out, "42 s3cr3t-value\n");
     assert_eq!(last["exit_code"], 0, "{last}");
+
+    // With the workspace running and its secret just used: no process on
+    // the host holds it in its argv or environment (the test image's
+    // process scan; it sees every process, jailed VMMs included, as the
+    // positive control shows), and the appliance's log never printed it.
+    let scan = |needle: &str| {
+        let (code, body) = call(
+            "POST",
+            "/v1/debug/process-scan",
+            admin,
+            Some(&format!(r#"{{"needle": "{needle}"}}"#)),
+        );
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+        json(&body)
+    };
+    let found = scan("/usr/lib/paddock/paddock-vmm");
+    assert!(
+        found["matches"].as_array().is_some_and(|m| m
+            .iter()
+            .any(|p| p["comm"] == "paddock-vmm" && p["in"] == "argv")),
+        "the scan sees the jailed VMMs: {found}"
+    );
+    let found = scan("s3cr3t-value");
+    assert_eq!(found["matches"], serde_json::json!([]), "{found}");
+    assert!(found["scanned"].as_u64().unwrap_or(0) > 5, "{found}");
+    eprintln!(
+        "secret scan: {} host processes, none holds the secret",
+        found["scanned"]
+    );
+    assert!(
+        !app.console().contains("s3cr3t"),
+        "the appliance's log has no secret"
+    );
+    let (code, _) = call(
+        "POST",
+        "/v1/debug/process-scan",
+        "pdk_not_a_token",
+        Some(r#"{"needle": "s3cr3t-value"}"#),
+    );
+    assert_eq!(code, 401);
     let (code, _) = call(
         "PUT",
         &format!("/v1/workspaces/{id}/files?path=/tmp/hello.txt&mode=600"),

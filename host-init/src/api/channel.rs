@@ -218,6 +218,11 @@ pub enum Call {
     },
     /// A new TLS identity for the API (admin).
     RotateTls,
+    /// Test images only: which host processes hold `needle` in their argv
+    /// or environment (admin).
+    ScanProcesses {
+        needle: String,
+    },
     /// A connection to the workspace's agent, passed back as a descriptor.
     OpenAgent {
         id: String,

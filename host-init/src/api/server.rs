@@ -474,6 +474,16 @@ fn route(shared: &Shared, req: &http::Request, tls: &mut Tls) -> Option<(u16, Va
             simple(Call::RotateToken { id: id.to_string() })
         }
         ("POST", ["v1", "tls", "rotate"]) => simple(Call::RotateTls),
+        // Answered 404 by host-init unless the image enables test probes.
+        ("POST", ["v1", "debug", "process-scan"]) => match read_json(req, tls) {
+            Ok(v) => match v.get("needle").and_then(Value::as_str) {
+                Some(n) => simple(Call::ScanProcesses {
+                    needle: n.to_string(),
+                }),
+                None => Some(json_error(422, "needle: a string is required")),
+            },
+            Err(e) => Some(e),
+        },
         ("GET", ["metrics"]) => {
             let (r, _) = call(shared, &req.bearer, Call::Metrics);
             match r.body.get("text").and_then(Value::as_str) {

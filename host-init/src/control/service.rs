@@ -27,6 +27,8 @@ pub struct Control {
     template_dev: Option<String>,
     /// Where the API's TLS identity lives (rotated by an admin's call).
     state_dir: std::path::PathBuf,
+    /// The test suite's diagnostics (config `test_probes`); off in products.
+    test_probes: std::sync::atomic::AtomicBool,
     /// Admission (capacity and quota checks plus the record) is serial.
     admission: Mutex<()>,
     /// Execs started per workspace since boot, for /metrics.
@@ -90,9 +92,16 @@ impl Control {
             audit: AuditLog::new(audit_dir, 16 << 20, 8),
             template_dev,
             state_dir: state_dir.to_path_buf(),
+            test_probes: std::sync::atomic::AtomicBool::new(false),
             admission: Mutex::new(()),
             execs: Mutex::new(std::collections::HashMap::new()),
         })
+    }
+
+    /// Serves the test suite's diagnostics from now on (config `test_probes`).
+    pub fn enable_test_probes(&self) {
+        self.test_probes
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Closes the database for shutdown.
@@ -286,6 +295,7 @@ impl Control {
             Call::DeleteForensics { id } => format!("delete_forensics {id}"),
             Call::RotateToken { id } => format!("rotate_token {id}"),
             Call::RotateTls => "rotate_tls".into(),
+            Call::ScanProcesses { .. } => "scan_processes".into(),
             Call::OpenAgent { id, .. } => format!("agent {id}"),
             Call::ExecEnded { id, .. } => format!("exec_ended {id}"),
             Call::CreateToken { .. } => "create_token".into(),
@@ -514,6 +524,17 @@ impl Control {
                     200,
                     json!({"fingerprint": id.fingerprint, "note": "the API restarts with the new certificate within 2 s; pin the new fingerprint"}),
                 ))
+            }
+            Call::ScanProcesses { needle } => {
+                if !self.test_probes.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(error(404, "no such endpoint: POST /v1/debug/process-scan"));
+                }
+                self.need(tok, Scope::Admin, what)?;
+                if !(8..=4096).contains(&needle.len()) {
+                    return Err(error(422, "needle: 8 to 4096 bytes"));
+                }
+                let (scanned, matches) = crate::children::scan_processes(needle.as_bytes());
+                Ok(reply(200, json!({"scanned": scanned, "matches": matches})))
             }
             Call::Metrics => {
                 let visible = self.visible(tok, what)?;
