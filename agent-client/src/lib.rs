@@ -91,14 +91,40 @@ impl ReadyListener {
         };
         stream.set_nonblocking(false)?;
         // A connected agent sends its report at once; this bounds a guest
-        // that connects and then says nothing. It is separate from the
-        // accept deadline: a short wait that accepts near its end must not
-        // drop the report (the agent reports once).
-        stream.set_read_timeout(Some(REPORT_TIMEOUT))?;
-        match read_msg(&mut stream)? {
+        // that connects and then says nothing, or trickles its report a
+        // byte at a time: the whole report must arrive within
+        // REPORT_TIMEOUT, not each read. It is separate from the accept
+        // deadline: a short wait that accepts near its end must not drop
+        // the report (the agent reports once).
+        let mut report = DeadlineReader {
+            stream: &mut stream,
+            until: Instant::now() + REPORT_TIMEOUT,
+        };
+        match read_msg(&mut report)? {
             AgentMsg::Ready(info) => Ok(info),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
+    }
+}
+
+/// Reads from a socket until a fixed moment, whatever the pace of the
+/// bytes: each read may wait only for what is left of the time.
+struct DeadlineReader<'a> {
+    stream: &'a mut UnixStream,
+    until: Instant,
+}
+
+impl Read for DeadlineReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the readiness report did not arrive in time",
+            ));
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
     }
 }
 
@@ -112,7 +138,7 @@ pub fn ready_socket_path(vm_socket: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-fn read_msg(s: &mut UnixStream) -> Result<AgentMsg> {
+fn read_msg(s: &mut impl Read) -> Result<AgentMsg> {
     let body = read_frame_bytes(s).map_err(|e| match e {
         FrameError::Io(io) => ClientError::from(io),
         other => ClientError::Protocol(other),

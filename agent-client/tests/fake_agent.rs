@@ -165,3 +165,35 @@ fn readiness_is_received_and_waiting_times_out() {
     ));
     let _ = std::fs::remove_file(paddock_agent_client::ready_socket_path(&vm2));
 }
+
+/// A guest that connects for readiness and then trickles its report a byte
+/// at a time must not hold the host past REPORT_TIMEOUT in all (each read
+/// alone would be in time).
+#[test]
+fn a_trickled_readiness_report_is_bounded_in_total() {
+    let vm = temp_sock("trickle");
+    let l = ReadyListener::bind(&vm).expect("bind");
+    let ready_path = paddock_agent_client::ready_socket_path(&vm);
+    std::thread::spawn(move || {
+        let mut s = UnixStream::connect(ready_path).expect("connect");
+        // A frame length far bigger than anything sent: the body never ends.
+        let _ = s.write_all(&1000u32.to_le_bytes());
+        for _ in 0..600 {
+            if s.write_all(&[0]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(l.wait(Duration::from_secs(5)).is_err());
+    });
+    let limit = paddock_agent_client::REPORT_TIMEOUT + Duration::from_secs(30);
+    assert_eq!(
+        rx.recv_timeout(limit).ok(),
+        Some(true),
+        "the wait must end with an error, not hang"
+    );
+    let _ = std::fs::remove_file(paddock_agent_client::ready_socket_path(&vm));
+}

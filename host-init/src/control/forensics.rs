@@ -110,15 +110,18 @@ pub fn freeze(cgroup: &Path) -> Result<(), ForensicsError> {
             return Ok(());
         }
         if Instant::now() >= until {
-            return Err(ForensicsError::NotFrozen(FREEZE_WAIT, unfrozen(cgroup)));
+            return Err(ForensicsError::NotFrozen(
+                FREEZE_WAIT,
+                threads_report(cgroup),
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 /// The threads of a cgroup with their state and where they sleep, for
-/// the report of a freeze that did not complete.
-fn unfrozen(cgroup: &Path) -> String {
+/// the report of a freeze that did not complete or a start that hangs.
+pub fn threads_report(cgroup: &Path) -> String {
     let threads = std::fs::read_to_string(cgroup.join("cgroup.threads")).unwrap_or_default();
     threads
         .split_whitespace()

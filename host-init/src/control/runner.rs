@@ -99,6 +99,7 @@ pub fn prepare_host(template_dev: &str) -> Result<(), RunError> {
 /// VMM; waits for the agent's readiness. Returns the VMM's pid and what
 /// the agent reported.
 pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo), RunError> {
+    let _watch = SlowStart::watch(&ws.id);
     let dir = data_dir(&ws.id);
     std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
     let disk = dir.join("disk.img");
@@ -309,6 +310,51 @@ pub fn stop(id: &str) {
     let _ = std::fs::remove_dir_all(run_dir(id));
     let _ = std::fs::remove_dir(jail_dir(id));
     let _ = std::fs::remove_dir(&cg);
+}
+
+/// While a start runs past `SLOW_START`, reports every `SLOW_START` where
+/// the starting thread is (kernel stack) and what the workspace's processes
+/// are doing. Seen here: a create that got no answer for 300 s with
+/// host-init logging nothing (not even the 240 s readiness timeout), so
+/// the thread itself was stuck somewhere; this says where next time.
+struct SlowStart {
+    _cancel: std::sync::mpsc::Sender<()>,
+}
+
+const SLOW_START: Duration = Duration::from_secs(120);
+
+impl SlowStart {
+    fn watch(id: &str) -> SlowStart {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        // SAFETY: gettid has no arguments and cannot fail.
+        let tid = unsafe { libc::gettid() };
+        let id = id.to_string();
+        let _ = std::thread::Builder::new()
+            .name("slow-start".into())
+            .spawn(move || {
+                let mut waited = Duration::ZERO;
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    rx.recv_timeout(SLOW_START)
+                {
+                    waited += SLOW_START;
+                    let task = format!("/proc/self/task/{tid}");
+                    let read = |f: &str| {
+                        std::fs::read_to_string(format!("{task}/{f}"))
+                            .unwrap_or_default()
+                            .replace('\n', " | ")
+                    };
+                    warn!(
+                        "workspace {id}: starting it has taken {} s; the starting thread {tid} is at {} (stack: {}); its processes: {}; its console ends: {}",
+                        waited.as_secs(),
+                        read("wchan"),
+                        read("stack"),
+                        super::forensics::threads_report(&cgroup_dir(&id)),
+                        console_tail(&data_dir(&id).join("console.log"), 2)
+                    );
+                }
+            });
+        SlowStart { _cancel: tx }
+    }
 }
 
 /// Waits until a cgroup holds no process (cgroup.events: populated 0).
