@@ -113,68 +113,6 @@ pub fn reset_signals(cmd: &mut Command) {
     }
 }
 
-/// How many processes were looked at, and each (pid, command, "argv" or
-/// "environ") whose command line or environment contains `needle`. For the
-/// test suite's check that no workspace secret sits where other users of
-/// the host could read it.
-pub fn scan_processes(needle: &[u8]) -> (usize, Vec<serde_json::Value>) {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return (0, Vec::new());
-    };
-    let mut scanned = 0;
-    let mut found = Vec::new();
-    for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
-        scanned += 1;
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        for part in ["cmdline", "environ"] {
-            let bytes = std::fs::read(format!("/proc/{pid}/{part}")).unwrap_or_default();
-            if bytes.windows(needle.len()).any(|w| w == needle) {
-                found.push(serde_json::json!({
-                    "pid": pid,
-                    "comm": comm.trim(),
-                    "in": if part == "cmdline" { "argv" } else { "environ" },
-                }));
-            }
-        }
-    }
-    (scanned, found)
-}
-
-/// Every process but PID 1 and kernel threads, as "pid comm (cgroup)", for
-/// a report when something holds on at shutdown.
-pub fn census() -> String {
-    const PF_KTHREAD: u64 = 0x0020_0000;
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return "(no /proc)".into();
-    };
-    let mut out = Vec::new();
-    for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
-        if pid == 1 {
-            continue;
-        }
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let Some((head, rest)) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        let flags = rest
-            .split_whitespace()
-            .nth(6)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0);
-        if flags & PF_KTHREAD != 0 {
-            continue;
-        }
-        let comm = head.split_once(" (").map_or("?", |(_, c)| c);
-        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-        out.push(format!("{pid} {comm} ({})", cgroup.trim()));
-    }
-    if out.is_empty() {
-        "none".into()
-    } else {
-        out.join(", ")
-    }
-}
-
 /// For `pre_exec` closures of confined children (the API process, VMMs):
 /// no_new_privs, so no exec can gain privileges, and no core dumps, which
 /// could spill guest memory or keys. Async-signal-safe.

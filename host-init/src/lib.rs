@@ -18,6 +18,7 @@ pub mod mounts;
 pub mod net;
 pub mod pid1;
 pub mod power;
+pub mod procfs;
 pub mod shutdown;
 pub mod status;
 pub mod storage;

@@ -60,7 +60,7 @@ fn run(then: Then) -> ! {
         Err(e) => {
             warn!("shutdown: data partition still busy ({e}); remounted read-only");
             // Who might hold it: every process but this one and kernel threads.
-            warn!("shutdown: processes left: {}", crate::children::census());
+            warn!("shutdown: processes left: {}", crate::procfs::census());
         }
     }
     nix::unistd::sync();

@@ -70,25 +70,14 @@ pub fn file(id: &str, name: &str) -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
-/// PF_KTHREAD in /proc/<pid>/stat's flags field.
-const PF_KTHREAD: u64 = 0x0020_0000;
-
 /// The kernel threads in a cgroup. KVM attaches a worker of its own
 /// (`kvm-nx-lpage-recovery-<pid>`) to the cgroup of the process that made
 /// the VM; the freezer cannot freeze kernel threads, so while it is there
 /// the cgroup never reports frozen.
-fn kernel_threads(cgroup: &Path) -> Vec<String> {
-    let threads = std::fs::read_to_string(cgroup.join("cgroup.threads")).unwrap_or_default();
-    threads
-        .split_whitespace()
-        .filter(|tid| {
-            let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).unwrap_or_default();
-            stat.rsplit_once(") ")
-                .and_then(|(_, rest)| rest.split_whitespace().nth(6))
-                .and_then(|f| f.parse::<u64>().ok())
-                .is_some_and(|flags| flags & PF_KTHREAD != 0)
-        })
-        .map(str::to_string)
+fn kernel_threads(cgroup: &Path) -> Vec<u32> {
+    crate::procfs::cgroup_threads(cgroup)
+        .into_iter()
+        .filter(|&tid| crate::procfs::stat(tid).is_some_and(|s| s.is_kernel_thread()))
         .collect()
 }
 
@@ -98,7 +87,8 @@ fn kernel_threads(cgroup: &Path) -> Vec<String> {
 pub fn freeze(cgroup: &Path) -> Result<(), ForensicsError> {
     let root_procs = Path::new("/sys/fs/cgroup/cgroup.procs");
     for tid in kernel_threads(cgroup) {
-        std::fs::write(root_procs, &tid).map_err(io("moving a kernel thread to", root_procs))?;
+        std::fs::write(root_procs, tid.to_string())
+            .map_err(io("moving a kernel thread to", root_procs))?;
     }
     let ctl = cgroup.join("cgroup.freeze");
     std::fs::write(&ctl, "1").map_err(io("writing", &ctl))?;
@@ -122,20 +112,13 @@ pub fn freeze(cgroup: &Path) -> Result<(), ForensicsError> {
 /// The threads of a cgroup with their state and where they sleep, for
 /// the report of a freeze that did not complete or a start that hangs.
 pub fn threads_report(cgroup: &Path) -> String {
-    let threads = std::fs::read_to_string(cgroup.join("cgroup.threads")).unwrap_or_default();
-    threads
-        .split_whitespace()
+    crate::procfs::cgroup_threads(cgroup)
+        .into_iter()
         .map(|tid| {
-            let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).unwrap_or_default();
-            // The state follows the parenthesised command name.
-            let state = stat
-                .rsplit_once(") ")
-                .and_then(|(_, rest)| rest.split_whitespace().next())
-                .unwrap_or("?")
-                .to_string();
-            let comm = std::fs::read_to_string(format!("/proc/{tid}/comm")).unwrap_or_default();
+            let (comm, state) =
+                crate::procfs::stat(tid).map_or(("?".into(), "?".into()), |s| (s.comm, s.state));
             let wchan = std::fs::read_to_string(format!("/proc/{tid}/wchan")).unwrap_or_default();
-            format!("{tid} {} {state} {wchan}", comm.trim())
+            format!("{tid} {comm} {state} {wchan}")
         })
         .collect::<Vec<_>>()
         .join(", ")

@@ -533,7 +533,7 @@ impl Control {
                 if !(8..=4096).contains(&needle.len()) {
                     return Err(error(422, "needle: 8 to 4096 bytes"));
                 }
-                let (scanned, matches) = crate::children::scan_processes(needle.as_bytes());
+                let (scanned, matches) = crate::procfs::scan_processes(needle.as_bytes());
                 Ok(reply(200, json!({"scanned": scanned, "matches": matches})))
             }
             Call::Metrics => {
