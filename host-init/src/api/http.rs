@@ -196,13 +196,7 @@ pub fn write_json(
 }
 
 pub fn write_bytes(stream: &mut impl Write, body: &[u8]) -> std::io::Result<()> {
-    write!(
-        stream,
-        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n",
-        body.len()
-    )?;
-    stream.write_all(body)?;
-    stream.flush()
+    write_from(stream, &mut &body[..], body.len() as u64)
 }
 
 /// A download of `len` bytes read from `body` (a file host-init opened).
