@@ -16,7 +16,7 @@ use super::workspace::WorkspaceRecord;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -316,16 +316,6 @@ pub fn snapshot(
             Err(e)
         }
     }
-}
-
-/// Reads a small snapshot file (the manifest) as JSON.
-pub fn manifest(id: &str) -> Option<Value> {
-    let mut text = String::new();
-    File::open(snapshot_dir(id).join("manifest.json"))
-        .ok()?
-        .read_to_string(&mut text)
-        .ok()?;
-    serde_json::from_str(&text).ok()
 }
 
 /// Removes a snapshot (an admin's explicit call; nothing else does).
