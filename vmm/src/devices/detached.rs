@@ -94,9 +94,6 @@ fn drain(shared: &Shared, mut out: Box<dyn Write + Send>) {
 impl Write for Detached {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let mut q = self.shared.lock();
-        // The writer only waits on an empty queue: waking it for every byte
-        // would cost the printing vCPU a futex call per byte.
-        let was_empty = q.bytes.is_empty();
         if q.dropped > 0 {
             let note = format!("\r\n[paddock-vmm: {} bytes of console output dropped: the console sink was too slow]\r\n", q.dropped);
             if q.bytes.len() + note.len() + buf.len() <= self.capacity {
@@ -106,11 +103,9 @@ impl Write for Detached {
         }
         if q.dropped == 0 && q.bytes.len() + buf.len() <= self.capacity {
             q.bytes.extend(buf);
+            self.shared.changed.notify_all();
         } else {
             q.dropped = q.dropped.saturating_add(buf.len() as u64);
-        }
-        if was_empty && !q.bytes.is_empty() {
-            self.shared.changed.notify_all();
         }
         // The guest is told its bytes went out either way: a UART does not
         // fail a write because nobody is listening.
