@@ -2,7 +2,11 @@
 """Writes the seed corpus in fuzz/corpus/: well-formed inputs for each
 target, so that fuzzing starts from requests that get past the first checks
 (the fuzzer mutates from there). Run again after changing a target's input
-layout; the files it writes are committed."""
+layout; the files it writes are committed.
+
+tpm_response is not written here: its seed is a real swtpm session,
+recorded by `PADDOCK_TPM_SEED=fuzz/corpus/tpm_response/swtpm-session cargo
+test -p paddock-tpm --test swtpm the_fuzzers`."""
 import json, os, struct
 
 HERE = os.path.dirname(os.path.abspath(__file__))
