@@ -22,6 +22,9 @@ usage: paddock [--json] COMMAND ...
   token create NAME --scope S... [--ttl S] [--label K=V]... | token ls | token revoke ID
   token rotate ID                        a new secret for it (tok_bootstrap: the admin credential)
   tls rotate                             a new TLS certificate for the API; pin its fingerprint again
+  keys                                   how the disk keys are held (sealed to the TPM, locked, ...)
+  keys recover                           re-seal locked disk keys to this boot state; reads the
+                                         recovery secret from stdin
   events [--workspace ID] [--event NAME] [--limit N]
 The configuration lives in $PADDOCK_CONFIG (default ~/.config/paddock/config.json).";
 
@@ -615,6 +618,36 @@ fn run(args: &[String]) -> Result<ExitCode, CliError> {
             });
             Ok(())
         }
+        "keys" => match rest.first().map(String::as_str) {
+            None => {
+                let (s, b) = api.call("GET", "/v1/keys", None)?;
+                let v = ok(s, b)?;
+                print(json_out, &v, |v| {
+                    println!(
+                        "{}: {}",
+                        v["state"].as_str().unwrap_or("?"),
+                        v["detail"].as_str().unwrap_or_default()
+                    )
+                });
+                Ok(())
+            }
+            Some("recover") => {
+                // From stdin, not an argument: argv is visible to every
+                // process on the operator's machine.
+                let mut secret = String::new();
+                std::io::stdin()
+                    .read_line(&mut secret)
+                    .map_err(|e| CliError::Usage(format!("reading the recovery secret: {e}")))?;
+                let body = serde_json::json!({"recovery_secret": secret.trim()});
+                let (s, b) = api.call("POST", "/v1/keys/recover", Some(&body))?;
+                let v = ok(s, b)?;
+                print(json_out, &v, |v| {
+                    println!("{}", v["detail"].as_str().unwrap_or_default())
+                });
+                Ok(())
+            }
+            Some(other) => Err(CliError::Usage(format!("unknown keys command {other:?}"))),
+        },
         "token" => token(&api, rest, json_out),
         "events" => events(&api, rest, json_out),
         other => Err(CliError::Usage(format!("unknown command {other:?}"))),

@@ -37,6 +37,13 @@ pub struct Config {
     /// the end-to-end tests need (a scan of every host process's argv and
     /// environment for a string). Shown on the status screen when on.
     pub test_probes: bool,
+    /// Without a TPM, keep workspace disk keys under a key stored on the
+    /// data partition instead of refusing encrypted workspaces. Weaker (a
+    /// copy of the disk holds everything) and said so on the status screen.
+    pub allow_software_keys: bool,
+    /// SHA-256 (hex) of a recovery secret chosen at image build time; first
+    /// boot then makes none and shows none.
+    pub recovery_key_sha256: Option<String>,
 }
 
 impl Default for Config {
@@ -50,6 +57,8 @@ impl Default for Config {
             demo_workspace: false,
             bootstrap_admin_sha256: None,
             test_probes: false,
+            allow_software_keys: false,
+            recovery_key_sha256: None,
         }
     }
 }
@@ -95,6 +104,8 @@ struct FileConfig {
     demo_workspace: Option<bool>,
     bootstrap_admin_sha256: Option<String>,
     test_probes: Option<bool>,
+    allow_software_keys: Option<bool>,
+    recovery_key_sha256: Option<String>,
 }
 
 fn parse_cidr(v: &str) -> Result<(Ipv4Addr, u8), String> {
@@ -231,6 +242,15 @@ impl Config {
                 Err(m) => bad("bootstrap_admin_sha256", m),
             }
         }
+        if let Some(a) = f.allow_software_keys {
+            self.allow_software_keys = a;
+        }
+        if let Some(h) = f.recovery_key_sha256 {
+            match parse_sha256_hex(&h) {
+                Ok(h) => self.recovery_key_sha256 = Some(h),
+                Err(m) => bad("recovery_key_sha256", m),
+            }
+        }
         problems
     }
 
@@ -340,6 +360,29 @@ mod tests {
         );
         assert!(c.demo_workspace);
         assert_eq!(c.api_port, 9443, "a bad override leaves the value below it");
+    }
+
+    #[test]
+    fn key_options_are_off_unless_set_and_checked() {
+        let mut c = Config::default();
+        assert!(!c.allow_software_keys);
+        assert!(c.recovery_key_sha256.is_none());
+        let good = "cd".repeat(32);
+        assert!(c
+            .apply_file(
+                &format!(r#"{{"allow_software_keys": true, "recovery_key_sha256": "{good}"}}"#),
+                "esp"
+            )
+            .is_empty());
+        assert!(c.allow_software_keys);
+        assert_eq!(c.recovery_key_sha256.as_deref(), Some(good.as_str()));
+        let p = c.apply_file(r#"{"recovery_key_sha256": "my secret"}"#, "esp");
+        assert!(p[0].to_string().contains("recovery_key_sha256"), "{p:?}");
+        assert_eq!(
+            c.recovery_key_sha256.as_deref(),
+            Some(good.as_str()),
+            "kept"
+        );
     }
 
     #[test]

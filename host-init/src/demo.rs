@@ -65,6 +65,7 @@ fn run(template_dev: &str) -> Result<(), DemoError> {
         uid: DEMO_UID,
         disk_mib_per_s: None,
         disk_iops: None,
+        unencrypted_disk: false,
     };
     set("booting".into());
     let started = Instant::now();

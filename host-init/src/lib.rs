@@ -12,6 +12,7 @@ pub mod entropy;
 pub mod fatal;
 pub mod fsutil;
 pub mod jail;
+pub mod keys;
 pub mod log;
 pub mod modules;
 pub mod mounts;

@@ -175,6 +175,25 @@ fn boot(cmdline: &str, started: Instant) {
     }
     fatal::set_halt_on_fatal(cfg.halt_on_fatal);
 
+    // The disk keys before anything that could start a workspace. A key
+    // store that will not open (another boot state, no TPM) leaves every
+    // workspace's data untouched; the API still serves, to recover.
+    let keys = crate::keys::init(&crate::keys::Options {
+        tpm: crate::keys::TpmSource::Device(crate::keys::TPM_DEVICE.into()),
+        pcrs: crate::keys::DEFAULT_PCRS.to_vec(),
+        allow_software_keys: cfg.allow_software_keys,
+        recovery_key_sha256: cfg.recovery_key_sha256.clone(),
+    });
+    if keys.ready {
+        info!("disk keys: {}", keys.summary);
+    } else {
+        error!("disk keys: {}", keys.summary);
+    }
+    SCREEN.update(|s| {
+        s.keys = Some(keys.summary.clone());
+        s.recovery_secret = keys.recovery_secret.clone();
+    });
+
     let (identity, fresh) =
         match tls::load_or_create(&std::path::Path::new(storage::DATA_MOUNT).join("state")) {
             Ok(i) => i,

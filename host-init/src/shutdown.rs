@@ -55,6 +55,11 @@ fn run(then: Then) -> ! {
     if let Some(c) = CONTROL.get() {
         c.close();
     }
+    // The workspaces' encrypted disks: their loop devices hold files on
+    // /data open until the mappings go.
+    for (name, e) in crate::keys::dmcrypt::close_all() {
+        crate::warn!("shutdown: closing {name}: {e}");
+    }
     match crate::storage::unmount() {
         Ok(()) => info!("shutdown: data partition unmounted cleanly"),
         Err(e) => {

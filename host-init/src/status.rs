@@ -23,6 +23,10 @@ pub struct Status {
     pub notes: Vec<String>,
     /// Shown on the boot that created it, never again.
     pub bootstrap_credential: Option<String>,
+    /// How workspace disk keys are held (or why they are not).
+    pub keys: Option<String>,
+    /// The key store's recovery secret, on the boot that made it only.
+    pub recovery_secret: Option<String>,
 }
 
 pub struct Screen {
@@ -111,12 +115,20 @@ pub fn render(s: &Status) -> String {
     if let Some(d) = &s.data {
         line("Data", d);
     }
+    if let Some(k) = &s.keys {
+        line("Disk keys", k);
+    }
     for n in &s.notes {
         line("Note", n);
     }
     if let Some(c) = &s.bootstrap_credential {
         out.push_str(&format!(
             "\n  FIRST BOOT: bootstrap admin credential (shown once, never again):\n    {c}\n"
+        ));
+    }
+    if let Some(r) = &s.recovery_secret {
+        out.push_str(&format!(
+            "\n  FIRST BOOT: disk-key recovery secret (shown once; write it down and keep it offline).\n  It re-seals the disk keys after a firmware or image update changes the boot\n  measurements (POST /v1/keys/recover):\n    {r}\n"
         ));
     }
     out.push_str(&format!("{rule}\n"));

@@ -39,6 +39,18 @@ fn the_openapi_document_matches_the_server() {
         )
         .expect("control plane"),
     );
+    // Software keys in the scratch directory: GET /v1/keys answers, and
+    // recovery says there is nothing to recover.
+    let keys = paddock_init::keys::init_at(
+        &dir.join("keys"),
+        &paddock_init::keys::Options {
+            tpm: paddock_init::keys::TpmSource::Device(dir.join("no-tpm")),
+            pcrs: paddock_init::keys::DEFAULT_PCRS.to_vec(),
+            allow_software_keys: true,
+            recovery_key_sha256: None,
+        },
+    );
+    assert!(keys.ready, "{}", keys.summary);
     let admin = "pdk_admin_openapi_conformance_test_secret";
     control
         .add_bootstrap(&paddock_init::control::tokens::hash_secret(admin))

@@ -218,10 +218,23 @@ pub enum Call {
     },
     /// A new TLS identity for the API (admin).
     RotateTls,
+    /// How the disk keys are held (admin).
+    KeyStatus,
+    /// Re-seal the disk keys to this boot state with the recovery secret
+    /// (admin).
+    RecoverKeys {
+        secret: String,
+    },
     /// Test images only: which host processes hold `needle` in their argv
     /// or environment (admin).
     ScanProcesses {
         needle: String,
+    },
+    /// Test images only: open a workspace's disk with the key the key store
+    /// holds for it, read-only, and say whether an ext4 filesystem is there
+    /// (admin). Proves from outside which disks the box can still read.
+    ProbeDisk {
+        id: String,
     },
     /// A connection to the workspace's agent, passed back as a descriptor.
     OpenAgent {

@@ -371,7 +371,7 @@ impl std::io::Write for CappedWriter<'_> {
 /// The methods a known resource has; None for paths that are not ours.
 fn allowed_methods(segs: &[&str]) -> Option<&'static [&'static str]> {
     Some(match segs {
-        ["v1", "health"] | ["metrics"] | ["v1", "audit"] => &["GET"],
+        ["v1", "health"] | ["metrics"] | ["v1", "audit"] | ["v1", "keys"] => &["GET"],
         ["v1", "workspaces"] | ["v1", "tokens"] => &["GET", "POST"],
         ["v1", "workspaces", _] => &["GET", "DELETE"],
         ["v1", "workspaces", _, "stop" | "exec" | "quarantine"] => &["POST"],
@@ -379,7 +379,9 @@ fn allowed_methods(segs: &[&str]) -> Option<&'static [&'static str]> {
         ["v1", "workspaces", _, "forensics", _] => &["GET"],
         ["v1", "workspaces", _, "files"] => &["GET", "PUT"],
         ["v1", "tokens", _] => &["DELETE"],
-        ["v1", "tokens", _, "rotate"] | ["v1", "tls", "rotate"] => &["POST"],
+        ["v1", "tokens", _, "rotate"] | ["v1", "tls", "rotate"] | ["v1", "keys", "recover"] => {
+            &["POST"]
+        }
         _ => return None,
     })
 }
@@ -474,6 +476,19 @@ fn route(shared: &Shared, req: &http::Request, tls: &mut Tls) -> Option<(u16, Va
             simple(Call::RotateToken { id: id.to_string() })
         }
         ("POST", ["v1", "tls", "rotate"]) => simple(Call::RotateTls),
+        ("GET", ["v1", "keys"]) => simple(Call::KeyStatus),
+        ("POST", ["v1", "keys", "recover"]) => match read_json(req, tls) {
+            Ok(v) => match v.get("recovery_secret").and_then(Value::as_str) {
+                Some(secret) if secret.len() <= 256 => simple(Call::RecoverKeys {
+                    secret: secret.to_string(),
+                }),
+                _ => Some(json_error(
+                    422,
+                    "recovery_secret: a string (the secret shown at first boot) is required",
+                )),
+            },
+            Err(e) => Some(e),
+        },
         // Answered 404 by host-init unless the image enables test probes.
         ("POST", ["v1", "debug", "process-scan"]) => match read_json(req, tls) {
             Ok(v) => match v.get("needle").and_then(Value::as_str) {
@@ -481,6 +496,13 @@ fn route(shared: &Shared, req: &http::Request, tls: &mut Tls) -> Option<(u16, Va
                     needle: n.to_string(),
                 }),
                 None => Some(json_error(422, "needle: a string is required")),
+            },
+            Err(e) => Some(e),
+        },
+        ("POST", ["v1", "debug", "open-disk"]) => match read_json(req, tls) {
+            Ok(v) => match v.get("workspace").and_then(Value::as_str) {
+                Some(id) if valid_id(id) => simple(Call::ProbeDisk { id: id.to_string() }),
+                _ => Some(json_error(422, "workspace: a workspace id is required")),
             },
             Err(e) => Some(e),
         },

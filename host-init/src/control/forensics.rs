@@ -9,8 +9,12 @@
 //! say in what the snapshot holds.
 //!
 //! A snapshot lives in `/data/forensics/<workspace id>/` until an admin
-//! deletes it; no TTL applies. Not yet encrypted at rest: that waits for
-//! the TPM-rooted disk keys (issue 7), and docs/runbook.md says so.
+//! deletes it; no TTL applies. Its memory and disk files are ciphertext,
+//! each under its own key in the key store (`fx-<id>-memory`, and for the
+//! disk a copy of the workspace's own disk key, `fx-<id>-disk`): the disk
+//! is copied as the ciphertext it already was, memory is written through a
+//! dm-crypt mapping. A download reads through a read-only mapping;
+//! deleting the snapshot erases both keys like a workspace's.
 
 use super::workspace::WorkspaceRecord;
 use serde_json::{json, Value};
@@ -51,6 +55,13 @@ pub enum ForensicsError {
     NoVmm(String),
     #[error("workspace {0} already has a forensic snapshot")]
     Exists(String),
+    #[error("{0}")]
+    Keys(#[from] crate::keys::KeyError),
+}
+
+/// The key store names of a snapshot's two encrypted files.
+pub fn key_name(id: &str, file: &str) -> String {
+    format!("fx-{id}-{file}")
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ForensicsError {
@@ -159,11 +170,25 @@ fn ram_regions(maps: &str) -> Vec<(u64, u64, u64)> {
 /// leaving holes where a whole chunk is zero; returns the SHA-256 of the
 /// bytes as a flat image of `len` bytes.
 fn copy_sparse(
-    mut read_at: impl FnMut(&mut [u8], u64) -> std::io::Result<usize>,
+    read_at: impl FnMut(&mut [u8], u64) -> std::io::Result<usize>,
     len: u64,
     out: &File,
     out_at: u64,
     hash: &mut Sha256,
+) -> std::io::Result<()> {
+    copy_chunks(read_at, len, Some(out), out_at, hash, false)
+}
+
+/// As copy_sparse; `dense` writes zero chunks too (an encrypted device,
+/// where a hole would not read back as zeros), and without `out` only
+/// hashes.
+fn copy_chunks(
+    mut read_at: impl FnMut(&mut [u8], u64) -> std::io::Result<usize>,
+    len: u64,
+    out: Option<&File>,
+    out_at: u64,
+    hash: &mut Sha256,
+    dense: bool,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; CHUNK];
     let mut done = 0u64;
@@ -181,8 +206,10 @@ fn copy_sparse(
             }
         }
         hash.update(&buf[..want]);
-        if buf[..want].iter().any(|&b| b != 0) {
-            out.write_all_at(&buf[..want], out_at + done)?;
+        if let Some(out) = out {
+            if dense || buf[..want].iter().any(|&b| b != 0) {
+                out.write_all_at(&buf[..want], out_at + done)?;
+            }
         }
         done += want as u64;
     }
@@ -209,9 +236,10 @@ fn create(path: &Path) -> Result<File, ForensicsError> {
         .map_err(io("creating", path))
 }
 
-/// Guest RAM as one flat file indexed by guest-physical address (the MMIO
-/// hole, for guests above 3 GiB, stays a hole).
-fn copy_memory(vmm: u32, path: &Path) -> Result<Value, ForensicsError> {
+/// Guest RAM as one flat image indexed by guest-physical address (the
+/// MMIO hole, for guests above 3 GiB, reads as zeros), written through a
+/// dm-crypt mapping onto `path` under the key store key `key`.
+fn copy_memory(vmm: u32, path: &Path, key: &str, mapping: &str) -> Result<Value, ForensicsError> {
     let maps_path = PathBuf::from(format!("/proc/{vmm}/maps"));
     let maps = std::fs::read_to_string(&maps_path).map_err(io("reading", &maps_path))?;
     let mut regions = ram_regions(&maps);
@@ -219,43 +247,83 @@ fn copy_memory(vmm: u32, path: &Path) -> Result<Value, ForensicsError> {
         return Err(ForensicsError::NoGuestMemory(vmm));
     }
     regions.sort_by_key(|r| r.2);
-    let mem_path = PathBuf::from(format!("/proc/{vmm}/mem"));
-    let mem = File::open(&mem_path).map_err(io("opening", &mem_path))?;
-    let out = create(path)?;
-    let mut hash = Sha256::new();
-    let mut end = 0;
-    for (start, stop, gpa) in regions {
-        if gpa > end {
-            // The hole between regions hashes as zeros, as it reads.
-            let zeros = vec![0u8; CHUNK];
-            let mut left = gpa - end;
-            while left > 0 {
-                let n = left.min(CHUNK as u64) as usize;
+    let total = regions.iter().map(|r| r.2 + (r.1 - r.0)).max().unwrap_or(0);
+    let backing = create(path)?;
+    backing.set_len(total).map_err(io("sizing", path))?;
+    drop(backing);
+    let store = crate::keys::store()?;
+    let dev = store.open_disk(key, mapping, path)?;
+    let result = (|| {
+        let out =
+            crate::keys::dmcrypt::open_device(dev, true).map_err(crate::keys::KeyError::from)?;
+        let mem_path = PathBuf::from(format!("/proc/{vmm}/mem"));
+        let mem = File::open(&mem_path).map_err(io("opening", &mem_path))?;
+        let mut hash = Sha256::new();
+        let mut end = 0;
+        let zeros = vec![0u8; CHUNK];
+        for (start, stop, gpa) in regions {
+            while end < gpa {
+                let n = (gpa - end).min(CHUNK as u64) as usize;
                 hash.update(&zeros[..n]);
-                left -= n as u64;
+                out.write_all_at(&zeros[..n], end)
+                    .map_err(io("writing", path))?;
+                end += n as u64;
             }
+            copy_chunks(
+                |buf, off| mem.read_at(buf, start + off),
+                stop - start,
+                Some(&out),
+                gpa,
+                &mut hash,
+                true,
+            )
+            .map_err(io("copying guest memory from", &mem_path))?;
+            end = gpa + (stop - start);
         }
-        copy_sparse(
-            |buf, off| mem.read_at(buf, start + off),
-            stop - start,
-            &out,
-            gpa,
-            &mut hash,
-        )
-        .map_err(io("copying guest memory from", &mem_path))?;
-        end = gpa + (stop - start);
+        out.sync_all().map_err(io("syncing", path))?;
+        Ok(json!({"bytes": end, "sha256": hex(&hash.finalize())}))
+    })();
+    if let Err(e) = crate::keys::dmcrypt::close(mapping) {
+        crate::warn!("forensics: closing {mapping}: {e}");
     }
-    finish(path, &out, end, hash)
+    result
 }
 
-fn copy_disk(disk: &Path, path: &Path) -> Result<Value, ForensicsError> {
+/// The disk as the ciphertext it is on the data partition (a sparse copy:
+/// never-written ranges stay holes, as they are in the original), its key
+/// copied to `key`; the manifest's hash is of the plaintext, read through
+/// the workspace's own mapping `plain`.
+fn copy_disk(
+    disk: &Path,
+    plain: &Path,
+    path: &Path,
+    from_key: &str,
+    key: &str,
+) -> Result<Value, ForensicsError> {
+    // What the VMM wrote may still sit in the page cache of the decrypted
+    // device, not yet encrypted into the file: flush it through first.
+    let dec = File::open(plain).map_err(io("opening", plain))?;
+    dec.sync_all().map_err(io("flushing", plain))?;
     let src = File::open(disk).map_err(io("opening", disk))?;
     let len = src.metadata().map_err(io("reading", disk))?.len();
     let out = create(path)?;
-    let mut hash = Sha256::new();
-    copy_sparse(|buf, off| src.read_at(buf, off), len, &out, 0, &mut hash)
+    let mut ignored = Sha256::new();
+    copy_sparse(|buf, off| src.read_at(buf, off), len, &out, 0, &mut ignored)
         .map_err(io("copying", disk))?;
-    finish(path, &out, len, hash)
+    out.set_len(len).map_err(io("sizing", path))?;
+    out.sync_all().map_err(io("syncing", path))?;
+    crate::keys::store()?.copy_key(from_key, key)?;
+    let mut hash = Sha256::new();
+    copy_chunks(
+        |buf, off| dec.read_at(buf, off),
+        len,
+        None,
+        0,
+        &mut hash,
+        false,
+    )
+    .map_err(io("reading", plain))?;
+    Ok(json!({"bytes": len, "sha256": hex(&hash.finalize())}))
 }
 
 fn write_small(path: &Path, bytes: &[u8]) -> Result<Value, ForensicsError> {
@@ -271,7 +339,6 @@ fn write_small(path: &Path, bytes: &[u8]) -> Result<Value, ForensicsError> {
 pub fn snapshot(
     ws: &WorkspaceRecord,
     vmm: u32,
-    disk: &Path,
     audit: &[Value],
     taken_at: u64,
     by: &str,
@@ -283,9 +350,24 @@ pub fn snapshot(
     let tmp = Path::new(FORENSICS_DIR).join(format!(".{}.partial", ws.id));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io("creating", &tmp))?;
+    let (memory_key, disk_copy_key) = (key_name(&ws.id, "memory"), key_name(&ws.id, "disk"));
+    let disk = super::runner::data_dir(&ws.id).join("disk.img");
+    let plain_disk = super::runner::disk_node(&ws.id);
+    let disk_key = super::runner::key_name(&ws.id);
     let result = (|| {
-        let memory = copy_memory(vmm, &tmp.join("memory.raw"))?;
-        let disk = copy_disk(disk, &tmp.join("disk.img"))?;
+        let memory = copy_memory(
+            vmm,
+            &tmp.join("memory.raw"),
+            &memory_key,
+            &format!("paddock-fx-{}-m", ws.id),
+        )?;
+        let disk = copy_disk(
+            &disk,
+            &plain_disk,
+            &tmp.join("disk.img"),
+            &disk_key,
+            &disk_copy_key,
+        )?;
         let mut lines = Vec::new();
         for e in audit {
             lines.extend_from_slice(e.to_string().as_bytes());
@@ -297,7 +379,8 @@ pub fn snapshot(
             "taken_at": taken_at,
             "taken_by": by,
             "files": {"memory": memory, "disk": disk, "audit": audit},
-            "encrypted": false,
+            "encrypted": true,
+            "encryption": "memory and disk: AES-256-XTS, one key each, wrapped under the TPM-rooted key store (docs/keys.md)",
         });
         let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
         write_small(&tmp.join("manifest.json"), &text)?;
@@ -313,14 +396,54 @@ pub fn snapshot(
         }
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
+            if let Ok(store) = crate::keys::store() {
+                for k in [&memory_key, &disk_copy_key] {
+                    if store.has_key(k) {
+                        let _ = store.erase(k);
+                    }
+                }
+            }
             Err(e)
         }
     }
 }
 
-/// Removes a snapshot (an admin's explicit call; nothing else does).
+/// Opens snapshot file `name` for reading: the manifest and audit trail as
+/// they are, memory and disk decrypted through a read-only mapping that
+/// goes away when the descriptor closes.
+pub fn open(id: &str, name: &str) -> Result<File, ForensicsError> {
+    let path = file(id, name).ok_or_else(|| {
+        io("finding", &snapshot_dir(id).join(name))(std::io::Error::from(
+            std::io::ErrorKind::NotFound,
+        ))
+    })?;
+    if !matches!(name, "memory" | "disk") {
+        return File::open(&path).map_err(io("opening", &path));
+    }
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mapping = format!(
+        "paddock-fx-{id}-r{}",
+        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    );
+    let key = crate::keys::store()?.existing_key(&key_name(id, name))?;
+    let dev = crate::keys::dmcrypt::open_with(&mapping, &path, key.bytes(), true)
+        .map_err(crate::keys::KeyError::from)?;
+    let f = crate::keys::dmcrypt::open_device(dev, false);
+    let _ = crate::keys::dmcrypt::remove_when_closed(&mapping);
+    Ok(f.map_err(crate::keys::KeyError::from)?)
+}
+
+/// Removes a snapshot (an admin's explicit call; nothing else does): its
+/// keys are erased first, so no copy of its files stays readable.
 pub fn delete(id: &str) -> Result<bool, ForensicsError> {
     let dir = snapshot_dir(id);
+    let store = crate::keys::store()?;
+    for file in ["memory", "disk"] {
+        let k = key_name(id, file);
+        if store.has_key(&k) {
+            store.erase(&k)?;
+        }
+    }
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),

@@ -52,7 +52,9 @@ impl Limits {
     /// Writes them into the cgroup `cg`; io.max goes on the disk that
     /// holds `data` (the workspace's disk file), which is also the disk the
     /// template partition is on.
-    pub fn apply(&self, cg: &Path, data: &Path) -> Result<(), RunError> {
+    /// `mapped` is the workspace's decrypted disk (its dm-crypt mapping,
+    /// a device of its own that the VMM's I/O enters first), limited too.
+    pub fn apply(&self, cg: &Path, data: &Path, mapped: Option<u64>) -> Result<(), RunError> {
         write(&cg.join("memory.max"), &self.memory_bytes.to_string())?;
         // Absent when the kernel has no swap accounting; nothing to limit then.
         let _ = write(&cg.join("memory.swap.max"), "0");
@@ -61,15 +63,21 @@ impl Limits {
             &format!("{} 100000", self.cpu_quota_us),
         )?;
         write(&cg.join("pids.max"), &self.pids.to_string())?;
-        let disk = whole_disk_of(data)?;
-        write(
-            &cg.join("io.max"),
-            &format!(
-                "{disk} rbps={bps} wbps={bps} riops={iops} wiops={iops}",
-                bps = self.io_bps,
-                iops = self.io_iops
-            ),
-        )
+        let mut disks = vec![whole_disk_of(data)?];
+        if let Some(dev) = mapped {
+            disks.push(format!("{}:{}", libc::major(dev), libc::minor(dev)));
+        }
+        for disk in disks {
+            write(
+                &cg.join("io.max"),
+                &format!(
+                    "{disk} rbps={bps} wbps={bps} riops={iops} wiops={iops}",
+                    bps = self.io_bps,
+                    iops = self.io_iops
+                ),
+            )?;
+        }
+        Ok(())
     }
 }
 

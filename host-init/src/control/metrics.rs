@@ -174,6 +174,7 @@ mod tests {
             uid: 200_000,
             disk_mib_per_s: None,
             disk_iops: None,
+            unencrypted_disk: false,
         };
         let mut execs = HashMap::new();
         execs.insert("ws_abc".to_string(), 3);

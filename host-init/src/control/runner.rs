@@ -37,6 +37,8 @@ pub enum RunError {
     },
     #[error("the workspace did not become ready: {0}")]
     NotReady(String),
+    #[error("the workspace's encrypted disk: {0}")]
+    Keys(#[from] crate::keys::KeyError),
 }
 
 pub(super) fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RunError {
@@ -59,6 +61,22 @@ pub fn run_dir(id: &str) -> PathBuf {
 /// host this stays an empty directory).
 pub fn jail_dir(id: &str) -> PathBuf {
     PathBuf::from("/run/paddock/jail").join(id)
+}
+
+/// The name its disk key has in the key store.
+pub fn key_name(id: &str) -> String {
+    format!("ws-{id}")
+}
+
+/// Its dm-crypt mapping's name.
+pub fn mapping_name(id: &str) -> String {
+    format!("paddock-ws-{id}")
+}
+
+/// The block device node of its decrypted disk, the only form of the disk
+/// its VMM is given.
+pub fn disk_node(id: &str) -> PathBuf {
+    PathBuf::from("/dev/paddock/disks").join(id)
 }
 
 pub fn vsock_path(id: &str) -> PathBuf {
@@ -112,14 +130,25 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
             .map_err(io("creating", &disk))?;
         f.set_len(ws.disk_mib << 20).map_err(io("sizing", &disk))?;
     }
-    std::os::unix::fs::chown(&disk, Some(ws.uid), Some(ws.uid)).map_err(io("chown", &disk))?;
     std::fs::set_permissions(&disk, std::fs::Permissions::from_mode(0o600))
         .map_err(io("chmod", &disk))?;
+    let (node, mapped) = if ws.unencrypted_disk {
+        // A test image's benchmark peer: the VMM gets the file itself.
+        std::os::unix::fs::chown(&disk, Some(ws.uid), Some(ws.uid)).map_err(io("chown", &disk))?;
+        (disk.clone(), None)
+    } else {
+        // The file holds ciphertext only; nobody but host-init opens it.
+        let dev =
+            crate::keys::store()?.open_disk(&key_name(&ws.id), &mapping_name(&ws.id), &disk)?;
+        let node = disk_node(&ws.id);
+        make_disk_node(&node, dev, ws.uid)?;
+        (node, Some(dev))
+    };
 
     let cg = cgroup_dir(&ws.id);
     std::fs::create_dir_all(&cg).map_err(io("creating", &cg))?;
     let limits = Limits::for_workspace(ws);
-    limits.apply(&cg, &dir)?;
+    limits.apply(&cg, &dir, mapped)?;
 
     let run = run_dir(&ws.id);
     let _ = std::fs::remove_dir_all(&run);
@@ -157,7 +186,7 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
         (Path::new(AGENT_INITRAMFS), false),
         (Path::new(template_dev), false),
         (Path::new("/dev/kvm"), true),
-        (disk.as_path(), true),
+        (node.as_path(), true),
         (run.as_path(), true),
     ] {
         let mut bind = path.as_os_str().to_owned();
@@ -177,7 +206,7 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
         .arg("--drive")
         .arg(format!(
             "id=data,path={},bps={},iops={}",
-            disk.display(),
+            node.display(),
             limits.disk_bps,
             limits.disk_iops
         ))
@@ -310,6 +339,54 @@ pub fn stop(id: &str) {
     let _ = std::fs::remove_dir_all(run_dir(id));
     let _ = std::fs::remove_dir(jail_dir(id));
     let _ = std::fs::remove_dir(&cg);
+    // Nothing of it runs any more, so nothing holds its decrypted disk.
+    let _ = std::fs::remove_file(disk_node(id));
+    if let Err(e) = crate::keys::dmcrypt::close(&mapping_name(id)) {
+        warn!("workspace {id}: closing its encrypted disk: {e}");
+    }
+}
+
+/// Opens a stopped workspace's disk read-only with its key and says
+/// whether the plaintext holds an ext4 superblock, and the mapping's table
+/// as the kernel reports it (the test image's probe).
+pub fn probe_disk(id: &str, disk: &Path) -> Result<(bool, String), RunError> {
+    use std::os::unix::fs::FileExt;
+    let key = crate::keys::store()?.existing_key(&key_name(id))?;
+    let mapping = format!("paddock-probe-{id}");
+    let dev = crate::keys::dmcrypt::open_with(&mapping, disk, key.bytes(), true)
+        .map_err(crate::keys::KeyError::from)?;
+    // What `dmsetup table` would show for it: the key's name, not the key.
+    let table = crate::keys::dmcrypt::table(&mapping).unwrap_or_else(|e| e.to_string());
+    let read = crate::keys::dmcrypt::open_device(dev, false).and_then(|f| {
+        let mut magic = [0u8; 2];
+        f.read_exact_at(&mut magic, 1024 + 0x38).map_err(|e| {
+            crate::keys::dmcrypt::DmError::Io {
+                what: "reading",
+                path: disk.to_path_buf(),
+                source: e,
+            }
+        })?;
+        Ok(magic == [0x53, 0xef])
+    });
+    let _ = crate::keys::dmcrypt::close(&mapping);
+    Ok((read.map_err(crate::keys::KeyError::from)?, table))
+}
+
+/// A block device node for the decrypted disk, owned by the workspace's
+/// uid (its VMM opens it inside the jail, where it is bound).
+fn make_disk_node(node: &Path, dev: u64, uid: u32) -> Result<(), RunError> {
+    if let Some(dir) = node.parent() {
+        std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    }
+    let _ = std::fs::remove_file(node);
+    nix::sys::stat::mknod(
+        node,
+        nix::sys::stat::SFlag::S_IFBLK,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        dev,
+    )
+    .map_err(|e| io("making the device node", node)(std::io::Error::from(e)))?;
+    std::os::unix::fs::chown(node, Some(uid), Some(uid)).map_err(io("chown", node))
 }
 
 /// While a start runs past `SLOW_START`, reports every `SLOW_START` where
@@ -372,9 +449,16 @@ fn wait_empty(cg: &Path, timeout: Duration) -> bool {
     }
 }
 
-/// Stops it and removes everything it had on disk.
+/// Stops it and removes everything it had on disk, its key first: once
+/// the key is erased (the key store's epoch rotated), no copy of the disk
+/// can be read, so the files that follow are only space to free. When the
+/// key cannot be erased (keys locked) nothing is removed.
 pub fn destroy(id: &str) -> Result<(), RunError> {
     stop(id);
+    let store = crate::keys::store()?;
+    if store.has_key(&key_name(id)) {
+        store.erase(&key_name(id))?;
+    }
     let dir = data_dir(id);
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => Ok(()),

@@ -295,7 +295,10 @@ impl Control {
             Call::DeleteForensics { id } => format!("delete_forensics {id}"),
             Call::RotateToken { id } => format!("rotate_token {id}"),
             Call::RotateTls => "rotate_tls".into(),
+            Call::KeyStatus => "key_status".into(),
+            Call::RecoverKeys { .. } => "recover_keys".into(),
             Call::ScanProcesses { .. } => "scan_processes".into(),
+            Call::ProbeDisk { id } => format!("probe_disk {id}"),
             Call::OpenAgent { id, .. } => format!("agent {id}"),
             Call::ExecEnded { id, .. } => format!("exec_ended {id}"),
             Call::CreateToken { .. } => "create_token".into(),
@@ -357,14 +360,15 @@ impl Control {
             }
             Call::ForensicFile { id, name } => {
                 self.need(tok, Scope::Admin, what)?;
-                let path = forensics::file(&id, &name).ok_or_else(|| {
-                    error(
+                if forensics::file(&id, &name).is_none() {
+                    return Err(error(
                         404,
                         format!("no forensic {name:?} for workspace {id} (files: manifest, memory, disk, audit)"),
-                    )
-                })?;
-                let mut f = std::fs::File::open(&path)
-                    .map_err(|e| error(500, format!("opening {}: {e}", path.display())))?;
+                    ));
+                }
+                let mut f = forensics::open(&id, &name)
+                    .map_err(|e| error(500, format!("opening forensic {name} of {id}: {e}")))?;
+                let path = forensics::snapshot_dir(&id).join(&name);
                 let bytes = forensics::size(&mut f)
                     .map_err(|e| error(500, format!("sizing {}: {e}", path.display())))?;
                 self.audit.record(
@@ -525,6 +529,37 @@ impl Control {
                     json!({"fingerprint": id.fingerprint, "note": "the API restarts with the new certificate within 2 s; pin the new fingerprint"}),
                 ))
             }
+            Call::KeyStatus => {
+                self.need(tok, Scope::Admin, what)?;
+                let store = crate::keys::store().map_err(|e| error(503, e.to_string()))?;
+                let (state, detail) = store.summary();
+                Ok(reply(200, json!({"state": state, "detail": detail})))
+            }
+            Call::RecoverKeys { secret } => {
+                self.need(tok, Scope::Admin, what)?;
+                let store = crate::keys::store().map_err(|e| error(503, e.to_string()))?;
+                match store.recover(&secret) {
+                    Ok(summary) => {
+                        self.audit
+                            .record("keys_recovered", json!({"by": tok.id, "result": summary}));
+                        warn!("disk keys: {summary}");
+                        crate::status::SCREEN.update(|s| s.keys = Some(summary.clone()));
+                        Ok(reply(200, json!({"state": "ready", "detail": summary})))
+                    }
+                    Err(e) => {
+                        self.audit.record(
+                            "keys_recovery_refused",
+                            json!({"by": tok.id, "reason": e.to_string()}),
+                        );
+                        let status = match e {
+                            crate::keys::KeyError::WrongRecovery => 403,
+                            crate::keys::KeyError::NotLocked => 409,
+                            _ => 500,
+                        };
+                        Err(error(status, e.to_string()))
+                    }
+                }
+            }
             Call::ScanProcesses { needle } => {
                 if !self.test_probes.load(std::sync::atomic::Ordering::SeqCst) {
                     return Err(error(404, "no such endpoint: POST /v1/debug/process-scan"));
@@ -535,6 +570,26 @@ impl Control {
                 }
                 let (scanned, matches) = crate::procfs::scan_processes(needle.as_bytes());
                 Ok(reply(200, json!({"scanned": scanned, "matches": matches})))
+            }
+            Call::ProbeDisk { id } => {
+                if !self.test_probes.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(error(404, "no such endpoint: POST /v1/debug/open-disk"));
+                }
+                self.need(tok, Scope::Admin, what)?;
+                if crate::workspaces::pid(&id).is_some() {
+                    return Err(error(409, format!("{id} is running; stop it first")));
+                }
+                let disk = runner::data_dir(&id).join("disk.img");
+                if !disk.is_file() {
+                    return Err(error(404, format!("no disk of {id} on the data partition")));
+                }
+                match runner::probe_disk(&id, &disk) {
+                    Ok((ext4, table)) => Ok(reply(
+                        200,
+                        json!({"opened": true, "ext4": ext4, "table": table}),
+                    )),
+                    Err(e) => Ok(reply(200, json!({"opened": false, "error": e.to_string()}))),
+                }
             }
             Call::Metrics => {
                 let visible = self.visible(tok, what)?;
@@ -600,14 +655,14 @@ impl Control {
         let trail = self
             .audit
             .read(&[("workspace".to_string(), ws.id.clone())], 100_000);
-        let disk = runner::data_dir(&ws.id).join("disk.img");
-        let manifest = forensics::snapshot(&ws, vmm, &disk, &trail, now_s(), &tok.id)
-            .map_err(|e| {
-                error(
-                    500,
-                    format!("the workspace is frozen and its tokens revoked, but the snapshot failed: {e}"),
-                )
-            })?;
+        let manifest = forensics::snapshot(&ws, vmm, &trail, now_s(), &tok.id).map_err(|e| {
+            error(
+                500,
+                format!(
+                    "the workspace is frozen and its tokens revoked, but the snapshot failed: {e}"
+                ),
+            )
+        })?;
         self.audit.record(
             "forensics_taken",
             json!({"workspace": ws.id, "token": tok.id, "files": manifest["files"]}),
@@ -650,6 +705,13 @@ impl Control {
         let Some(template_dev) = self.template_dev.clone() else {
             return Err(error(503, "this image has no template partition"));
         };
+        if spec.test_unencrypted_disk && !self.test_probes.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(error(
+                422,
+                "test_unencrypted_disk: only test images make unencrypted disks",
+            ));
+        }
         let ws = {
             let _g = self.admission.lock().unwrap_or_else(|e| e.into_inner());
             let all = self
@@ -725,6 +787,13 @@ impl Control {
                     what,
                 ));
             }
+            // Last, so quota and capacity answers come first: a box whose
+            // keys are locked still says what a request would exceed.
+            if !spec.test_unencrypted_disk {
+                if let Err(e) = crate::keys::store().and_then(|s| s.check_ready()) {
+                    return Err(error(503, e.to_string()));
+                }
+            }
             let taken: Vec<u32> = all.iter().map(|w| w.uid).collect();
             let uid = (runner::WS_UID_BASE..)
                 .find(|u| !taken.contains(u))
@@ -745,6 +814,7 @@ impl Control {
                 uid,
                 disk_mib_per_s: spec.disk_mib_per_s,
                 disk_iops: spec.disk_iops,
+                unencrypted_disk: spec.test_unencrypted_disk,
             };
             self.store.put(WORKSPACES, &ws.id, &ws).map_err(store_err)?;
             ws

@@ -38,6 +38,10 @@ pub struct WorkspaceSpec {
     pub disk_mib_per_s: Option<u64>,
     #[serde(default)]
     pub disk_iops: Option<u64>,
+    /// Test images only (benchmarks): a disk without dm-crypt, to compare
+    /// against. Refused everywhere else.
+    #[serde(default)]
+    pub test_unencrypted_disk: bool,
 }
 
 fn default_template() -> String {
@@ -165,6 +169,9 @@ pub struct WorkspaceRecord {
     pub disk_mib_per_s: Option<u64>,
     #[serde(default)]
     pub disk_iops: Option<u64>,
+    /// Its disk is a plain file (test images' benchmark peer only).
+    #[serde(default)]
+    pub unencrypted_disk: bool,
 }
 
 impl WorkspaceRecord {
@@ -182,6 +189,7 @@ impl WorkspaceRecord {
             "expires_at": self.expires_at,
             "state": self.state,
             "limits": super::limits::Limits::for_workspace(self).public(),
+            "disk_encrypted": !self.unencrypted_disk,
         })
     }
 }

@@ -1,0 +1,184 @@
+//! The key store against a real TPM 2.0 (swtpm): sealing, the
+//! copy-then-delete attack, a changed boot state, recovery, a missing TPM.
+
+use paddock_init::keys::{KeyError, KeyStore, Options, TpmSource};
+use paddock_tpm::transport::Stream;
+use paddock_tpm::Tpm;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// The test's stand-in for the boot measurements: PCR 16 (resettable,
+/// extendable by anyone), so the test can "boot something else".
+const PCRS: &[u8] = &[16];
+
+struct Swtpm {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Swtpm {
+    fn start(dir: &Path) -> Swtpm {
+        std::fs::create_dir_all(dir).expect("dir");
+        let child = Command::new("swtpm")
+            .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
+            .arg("--server")
+            .arg(format!("type=unixio,path={}", dir.join("data").display()))
+            .arg("--ctrl")
+            .arg(format!("type=unixio,path={}", dir.join("ctrl").display()))
+            .arg("--tpmstate")
+            .arg(format!("dir={}", dir.display()))
+            .spawn()
+            .expect("swtpm must be installed (apt-get install swtpm; `just deps` does)");
+        let until = Instant::now() + Duration::from_secs(10);
+        while !dir.join("data").exists() {
+            assert!(Instant::now() < until, "swtpm did not create its socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Swtpm {
+            child,
+            dir: dir.to_path_buf(),
+        }
+    }
+    fn source(&self) -> TpmSource {
+        TpmSource::Socket(self.dir.join("data"))
+    }
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn opts(tpm: TpmSource) -> Options {
+    Options {
+        tpm,
+        pcrs: PCRS.to_vec(),
+        allow_software_keys: false,
+        recovery_key_sha256: None,
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir").flatten() {
+        std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+    }
+}
+
+#[test]
+fn tpm_sealed_keys_survive_reboots_die_with_their_workspace_and_lock_in_another_boot_state() {
+    let root = std::env::temp_dir().join(format!("paddock-keystore-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let sw = Swtpm::start(&root.join("tpm"));
+    let keys = root.join("keys");
+
+    // First boot: a new store, sealed to the PCRs, with a recovery secret.
+    let (store, report) = KeyStore::open(&keys, &opts(sw.source()));
+    assert!(report.ready, "{}", report.summary);
+    let recovery = report
+        .recovery_secret
+        .clone()
+        .expect("a recovery secret on first boot");
+    let a = store.disk_key("ws-a").expect("key a");
+    let b = store.disk_key("ws-b").expect("key b");
+    assert_ne!(a.bytes(), b.bytes(), "every disk has its own key");
+    let listing = std::fs::read_dir(&keys)
+        .expect("dir")
+        .flatten()
+        .map(|e| std::fs::read(e.path()).unwrap_or_default())
+        .collect::<Vec<_>>();
+    for f in &listing {
+        assert!(
+            !f.windows(16)
+                .any(|w| w == &a.bytes()[..16] || w == &b.bytes()[..16]),
+            "a disk key is stored in the clear"
+        );
+    }
+
+    // The copy-then-delete attack: the data partition (here, the key
+    // store) is copied, then ws-a is deleted; the TPM stays.
+    let copy = root.join("copy");
+    copy_dir(&keys, &copy);
+    store.erase("ws-a").expect("erase a");
+    assert_eq!(store.disk_key("ws-b").expect("b").bytes(), b.bytes());
+    drop(store);
+    let (stolen, report) = KeyStore::open(&copy, &opts(sw.source()));
+    assert!(report.ready, "the copy opens (same TPM, same boot state)");
+    match stolen.disk_key("ws-a") {
+        Err(KeyError::Wrap { .. }) => {}
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(_) => panic!("the copy still opened the deleted workspace's key"),
+    }
+    // The recovery secret does not bring it back either: it opens the
+    // epoch the TPM holds now, and the old one is gone.
+    assert!(matches!(
+        stolen.recover(&recovery),
+        Err(KeyError::NotLocked)
+    ));
+    drop(stolen);
+
+    // Reboot in the same state: everything is back.
+    let (store, report) = KeyStore::open(&keys, &opts(sw.source()));
+    assert!(report.ready, "{}", report.summary);
+    assert!(report.recovery_secret.is_none(), "shown once only");
+    assert_eq!(store.disk_key("ws-b").expect("b").bytes(), b.bytes());
+    drop(store);
+
+    // Another boot state: the TPM refuses, the store locks, nothing changes.
+    {
+        let mut tpm = Tpm::new(Box::new(
+            Stream::connect(&sw.dir.join("data")).expect("connect"),
+        ));
+        tpm.pcr_extend(16, &[7; 32]).expect("extend");
+    }
+    let before: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(&keys)
+        .expect("dir")
+        .flatten()
+        .map(|e| (e.path(), std::fs::read(e.path()).unwrap_or_default()))
+        .collect();
+    let (store, report) = KeyStore::open(&keys, &opts(sw.source()));
+    assert!(!report.ready);
+    assert!(
+        report.summary.contains("different state"),
+        "{}",
+        report.summary
+    );
+    assert!(matches!(store.disk_key("ws-b"), Err(KeyError::Locked(_))));
+    assert!(matches!(store.erase("ws-b"), Err(KeyError::Locked(_))));
+    for (p, bytes) in &before {
+        assert_eq!(
+            &std::fs::read(p).unwrap_or_default(),
+            bytes,
+            "{} changed",
+            p.display()
+        );
+    }
+    // Recovery: a wrong secret is refused, the right one re-seals.
+    assert!(matches!(
+        store.recover("0000"),
+        Err(KeyError::WrongRecovery)
+    ));
+    store.recover(&recovery).expect("recover");
+    assert_eq!(store.disk_key("ws-b").expect("b").bytes(), b.bytes());
+    drop(store);
+    let (store, report) = KeyStore::open(&keys, &opts(sw.source()));
+    assert!(
+        report.ready,
+        "re-sealed to the new state: {}",
+        report.summary
+    );
+    assert_eq!(store.disk_key("ws-b").expect("b").bytes(), b.bytes());
+    drop(store);
+
+    // The TPM gone: locked, with the reason, nothing touched.
+    let (store, report) = KeyStore::open(&keys, &opts(TpmSource::Socket(root.join("absent"))));
+    assert!(!report.ready);
+    assert!(report.summary.contains("missing"), "{}", report.summary);
+    assert!(store.disk_key("ws-b").is_err());
+    drop(store);
+    drop(sw);
+    let _ = std::fs::remove_dir_all(&root);
+}
