@@ -65,7 +65,7 @@ check:
     cargo clippy --workspace --all-targets --locked -- -D warnings
     cargo test --workspace --lib --bins --locked
     export PADDOCK_SCHEMATHESIS=$(scripts/schemathesis.sh)
-    cargo test -p paddock-vmm -p paddock-agent-client -p paddock-proto -p paddock-init -p paddock-image --tests --locked
+    cargo test -p paddock-vmm -p paddock-agent-client -p paddock-proto -p paddock-init -p paddock-image -p paddock-tpm --tests --locked
 
 # Coverage instrumentation for libFuzzer on the stable toolchain (no nightly,
 # so no sanitizer: panics and overflow checks are what the targets catch).
@@ -137,6 +137,19 @@ bench-appliance runs="3": (image "")
     export PADDOCK_HOST_KERNEL=$(image-build/host-kernel.sh)
     export PADDOCK_IMAGE_DIR=$PWD/target/image
     PADDOCK_BENCH_RUNS={{runs}} cargo run -q --release -p paddock-tests --bin paddock-bench-appliance --locked
+
+# Encrypted vs unencrypted workspace disks (I/O inside a workspace, create and delete), one appliance run.
+bench-disk runs="3": deps static
+    #!/usr/bin/env bash
+    set -euo pipefail
+    export PADDOCK_GUEST_KERNEL=$(guest-kernel/build.sh)
+    export PADDOCK_TEMPLATE=$(image-build/build-template.sh image-build/templates/default.recipe)
+    export PADDOCK_HOST_KERNEL=$(image-build/host-kernel.sh)
+    export PADDOCK_STATIC_BIN={{static_dir}}
+    # The test image: only it makes the unencrypted peer.
+    image-build/build-image.sh target/image-test --esp-config firmware/test-config.json
+    export PADDOCK_IMAGE_DIR=$PWD/target/image-test
+    PADDOCK_BENCH_RUNS={{runs}} cargo run -q --release -p paddock-tests --bin paddock-bench-disk --locked
 
 # Workspace API benchmark: create -> first exec (median, p99), concurrent creates, memory per workspace.
 bench-api runs="20" concurrent="10": (image "")

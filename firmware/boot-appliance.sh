@@ -5,8 +5,10 @@
 # a usable /dev/kvm, TCG with an emulated EPYC (which has SVM) otherwise.
 #
 #   boot-appliance.sh DISK STATE_DIR [--serial FILE] [--port N] [--accel kvm|tcg]
-#                     [--kernel FILE --initrd FILE --append ARGS]
+#                     [--kernel FILE --initrd FILE --append ARGS] [--no-tpm]
 #
+# --no-tpm boots without the TPM (its state stays in STATE_DIR untouched):
+# what a box does whose TPM was removed or disabled.
 # --kernel/--initrd/--append boot a kernel directly (still through OVMF)
 # instead of the disk's UKI: the benchmark compares both, and a stock kernel.
 #
@@ -21,6 +23,7 @@ serial=mon:stdio
 port=8443
 accel=
 direct=()
+tpm=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --serial) serial="file:${2:?}"; shift 2 ;;
@@ -29,6 +32,7 @@ while [ $# -gt 0 ]; do
         --kernel) direct+=(-kernel "${2:?}"); shift 2 ;;
         --initrd) direct+=(-initrd "${2:?}"); shift 2 ;;
         --append) direct+=(-append "${2:?}"); shift 2 ;;
+        --no-tpm) tpm=0; shift ;;
         *) echo "boot-appliance: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -40,10 +44,15 @@ done
 mkdir -p "$state/tpm"
 [ -f "$state/OVMF_VARS.fd" ] || cp "$vars_template" "$state/OVMF_VARS.fd"
 rm -f "$state/tpm/sock" "$state/qmp.sock"
-# --terminate: swtpm exits when QEMU closes the connection.
-swtpm socket --tpm2 --tpmstate dir="$state/tpm" --ctrl type=unixio,path="$state/tpm/sock" \
-    --terminate --daemon
-for _ in $(seq 50); do [ -S "$state/tpm/sock" ] && break; sleep 0.1; done
+tpm_args=()
+if [ "$tpm" = 1 ]; then
+    # --terminate: swtpm exits when QEMU closes the connection.
+    swtpm socket --tpm2 --tpmstate dir="$state/tpm" --ctrl type=unixio,path="$state/tpm/sock" \
+        --terminate --daemon
+    for _ in $(seq 50); do [ -S "$state/tpm/sock" ] && break; sleep 0.1; done
+    tpm_args=(-chardev socket,id=chrtpm,path="$state/tpm/sock" -tpmdev emulator,id=tpm0,chardev=chrtpm
+        -device tpm-tis,tpmdev=tpm0)
+fi
 
 if [ -z "$accel" ]; then
     # PVM-backed /dev/kvm (these build machines) cannot run a stock kernel.
@@ -69,6 +78,5 @@ exec qemu-system-x86_64 -M q35 "${cpu[@]}" -m 4096 \
     -drive if=pflash,format=raw,file="$state/OVMF_VARS.fd" \
     -drive file="$disk",if=virtio,format=raw \
     -netdev user,id=n0,hostfwd=tcp:127.0.0.1:"$port"-:8443 -device virtio-net-pci,netdev=n0 \
-    -chardev socket,id=chrtpm,path="$state/tpm/sock" -tpmdev emulator,id=tpm0,chardev=chrtpm \
-    -device tpm-tis,tpmdev=tpm0 \
+    "${tpm_args[@]}" \
     -serial "$serial" -qmp unix:"$state/qmp.sock",server,nowait "${direct[@]}"

@@ -1,0 +1,182 @@
+//! Encrypted workspace disks against unencrypted ones, in one appliance
+//! run: sequential and random I/O inside a workspace (O_DIRECT on a file
+//! of its ext4 disk), and create and delete latency with the key work in
+//! it (delete rotates the key store's epoch in the TPM). The unencrypted
+//! peer is a test image's `test_unencrypted_disk` workspace: the same VMM
+//! and guest, the disk file handed to the VMM without dm-crypt. Prints a
+//! table; records nothing.
+
+use paddock_tests::appliance::{image_dir, Appliance};
+use std::time::{Duration, Instant};
+
+const GUARD: Duration = Duration::from_secs(600);
+
+/// Runs in the guest as root: 64 MiB written and read in 1 MiB blocks,
+/// then 1000 random 4 KiB reads and writes, all O_DIRECT (no guest cache).
+const IO_SCRIPT: &str = r#"
+import os, mmap, time, random, json
+path, size, bs, n = '/srv/bench.dat', 64 << 20, 1 << 20, 1000
+big = mmap.mmap(-1, bs); big.write(os.urandom(bs))
+small = mmap.mmap(-1, 4096)
+fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_DIRECT, 0o600)
+t = time.monotonic()
+for i in range(size // bs): os.pwritev(fd, [big], i * bs)
+os.fsync(fd); sw = size / (time.monotonic() - t) / 2**20
+t = time.monotonic()
+for i in range(size // bs): os.preadv(fd, [big], i * bs)
+sr = size / (time.monotonic() - t) / 2**20
+blocks = size // 4096
+t = time.monotonic()
+for _ in range(n): os.preadv(fd, [small], random.randrange(blocks) * 4096)
+rr = n / (time.monotonic() - t)
+t = time.monotonic()
+for _ in range(n): os.pwritev(fd, [small], random.randrange(blocks) * 4096)
+os.fsync(fd); rw = n / (time.monotonic() - t)
+print(json.dumps({"seq_write": sw, "seq_read": sr, "rand_read": rr, "rand_write": rw}))
+"#;
+
+const METRICS: [(&str, &str); 6] = [
+    ("create", "create (s)"),
+    ("delete", "delete (s)"),
+    ("seq_write", "sequential write (MiB/s)"),
+    ("seq_read", "sequential read (MiB/s)"),
+    ("rand_read", "random 4 KiB read (IOPS)"),
+    ("rand_write", "random 4 KiB write (IOPS)"),
+];
+
+fn json(b: &[u8]) -> Result<serde_json::Value, String> {
+    serde_json::from_slice(b).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(b)))
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench-disk: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// One workspace's round: create, the I/O script, delete.
+fn round(app: &Appliance, token: &str, encrypted: bool) -> Result<Vec<(String, f64)>, String> {
+    let spec = format!(
+        r#"{{"ttl_s": 1800, "memory_mib": 256, "disk_mib": 512, "test_unencrypted_disk": {}}}"#,
+        !encrypted
+    );
+    let call =
+        |m: &str, p: &str, b: Option<&[u8]>| app.api(m, p, token, b).map_err(|e| e.to_string());
+    let t = Instant::now();
+    let (code, body) = call("POST", "/v1/workspaces", Some(spec.as_bytes()))?;
+    let create = t.elapsed().as_secs_f64();
+    if code != 201 {
+        return Err(format!("create: {code} {}", String::from_utf8_lossy(&body)));
+    }
+    let ws = json(&body)?;
+    let id = ws["id"].as_str().unwrap_or_default().to_string();
+    if ws["disk_encrypted"] != encrypted {
+        return Err(format!("asked encrypted={encrypted}, got {ws}"));
+    }
+    let exec = serde_json::json!({"argv": ["python3", "-c", IO_SCRIPT], "user": "root"});
+    let (code, stream) = call(
+        "POST",
+        &format!("/v1/workspaces/{id}/exec"),
+        Some(exec.to_string().as_bytes()),
+    )?;
+    if code != 200 {
+        return Err(format!("exec: {code}"));
+    }
+    use base64::Engine as _;
+    let mut out = Vec::new();
+    for line in stream.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let v = json(line)?;
+        if let Some(d) = v.get("stdout").and_then(|d| d.as_str()) {
+            out.extend(
+                base64::engine::general_purpose::STANDARD
+                    .decode(d)
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+    }
+    let io = json(&out)?;
+    let t = Instant::now();
+    let (code, _) = call("DELETE", &format!("/v1/workspaces/{id}"), None)?;
+    let delete = t.elapsed().as_secs_f64();
+    if code != 200 {
+        return Err(format!("delete: {code}"));
+    }
+    let mut r = vec![
+        ("create".to_string(), create),
+        ("delete".to_string(), delete),
+    ];
+    for (k, _) in &METRICS[2..] {
+        r.push((
+            k.to_string(),
+            io[k].as_f64().ok_or(format!("{k} missing: {io}"))?,
+        ));
+    }
+    Ok(r)
+}
+
+fn run() -> Result<(), String> {
+    let runs: usize = std::env::var("PADDOCK_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let images = image_dir().map_err(|e| e.to_string())?;
+    let work = std::env::temp_dir().join(format!("paddock-bench-disk-{}", std::process::id()));
+    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let disk = work.join("disk.img");
+    std::fs::copy(images.join("paddock.img"), &disk).map_err(|e| e.to_string())?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&disk)
+        .and_then(|f| f.set_len(8 << 30))
+        .map_err(|e| e.to_string())?;
+    let mut app = Appliance::boot(&disk, &work.join("state"), &work.join("serial.log"))
+        .map_err(|e| e.to_string())?;
+    let console = app
+        .wait_for("ready ", GUARD)
+        .and_then(|_| app.wait_for("bootstrap admin credential", GUARD))
+        .map_err(|e| e.to_string())?;
+    let token = console
+        .split_whitespace()
+        .find(|w| w.starts_with("pdk_admin_"))
+        .ok_or("no bootstrap credential on the console")?
+        .to_string();
+    let mut results: [Vec<Vec<(String, f64)>>; 2] = [Vec::new(), Vec::new()];
+    // Interleaved, so drift in the emulated machine hits both alike.
+    for i in 0..runs {
+        for (slot, encrypted) in [(0, true), (1, false)] {
+            let r = round(&app, &token, encrypted)?;
+            eprintln!("run {i} encrypted={encrypted}: {r:?}");
+            results[slot].push(r);
+        }
+    }
+    let _ = app.power_button(Duration::from_secs(120));
+    drop(app);
+    let _ = std::fs::remove_dir_all(&work);
+
+    println!("\nWorkspace disk, median of {runs} (1 vCPU, 256 MiB, 512 MiB disk)\n");
+    println!("| | dm-crypt (AES-256-XTS) | unencrypted | ratio |");
+    println!("| --- | --- | --- | --- |");
+    for (key, label) in METRICS {
+        let m = |slot: usize| {
+            median(
+                &results[slot]
+                    .iter()
+                    .filter_map(|r| r.iter().find(|(k, _)| k == key).map(|(_, v)| *v))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let (e, p) = (m(0), m(1));
+        println!("| {label} | {e:.2} | {p:.2} | {:.2} |", e / p);
+    }
+    Ok(())
+}
