@@ -59,6 +59,7 @@ fn run(template_dev: &str) -> Result<(), DemoError> {
         disk_mib: 2048,
         labels: Default::default(),
         env: Default::default(),
+        env_sealed: None,
         created_at: crate::control::audit::now_s(),
         expires_at: u64::MAX,
         state: WsState::Running,

@@ -1094,6 +1094,18 @@ fn appliance_boots_serves_keeps_data_and_shuts_down_in_order() {
         "data partition ends at the disk's end"
     );
     assert!((last - first) * SECTOR > 3 << 30);
+    // The env secret given at create is sealed under that workspace's key
+    // in the database: nowhere on the partition in the clear (its id, in
+    // the audit log, is: the scan works).
+    let (from, len) = (first * SECTOR, (last - first + 1) * SECTOR);
+    assert!(
+        !occurs_in(&disk, from, len, b"s3cr3t-value"),
+        "a workspace's env secret is on the data partition in the clear"
+    );
+    assert!(
+        occurs_in(&disk, from, len, deleted.as_bytes()),
+        "positive control"
+    );
 
     // Second boot: same data, clean filesystem, same identity, no new
     // credential.

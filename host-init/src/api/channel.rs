@@ -236,6 +236,9 @@ pub enum Call {
     ProbeDisk {
         id: String,
     },
+    /// Test images only: write back and drop the host's page cache, so a
+    /// benchmark's next read reaches the disk (and dm-crypt) (admin).
+    DropCaches,
     /// A connection to the workspace's agent, passed back as a descriptor.
     OpenAgent {
         id: String,

@@ -168,6 +168,7 @@ mod tests {
             disk_mib: 512,
             labels: Default::default(),
             env: Default::default(),
+            env_sealed: None,
             created_at: 0,
             expires_at: 10,
             state: WsState::Running,

@@ -299,6 +299,7 @@ impl Control {
             Call::RecoverKeys { .. } => "recover_keys".into(),
             Call::ScanProcesses { .. } => "scan_processes".into(),
             Call::ProbeDisk { id } => format!("probe_disk {id}"),
+            Call::DropCaches => "drop_caches".into(),
             Call::OpenAgent { id, .. } => format!("agent {id}"),
             Call::ExecEnded { id, .. } => format!("exec_ended {id}"),
             Call::CreateToken { .. } => "create_token".into(),
@@ -436,10 +437,11 @@ impl Control {
                         json!({"workspace": ws.id, "token": tok.id, "path": path}),
                     ),
                 }
+                let env = self.open_env(&ws)?;
                 Ok(Outcome {
                     reply: CallReply {
                         status: 200,
-                        body: json!({"env": ws.env}),
+                        body: json!({"env": env}),
                         fd: true,
                     },
                     stream: Some(stream.into()),
@@ -571,6 +573,16 @@ impl Control {
                 let (scanned, matches) = crate::procfs::scan_processes(needle.as_bytes());
                 Ok(reply(200, json!({"scanned": scanned, "matches": matches})))
             }
+            Call::DropCaches => {
+                if !self.test_probes.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(error(404, "no such endpoint: POST /v1/debug/drop-caches"));
+                }
+                self.need(tok, Scope::Admin, what)?;
+                nix::unistd::sync();
+                std::fs::write("/proc/sys/vm/drop_caches", "3")
+                    .map_err(|e| error(500, format!("dropping caches: {e}")))?;
+                Ok(reply(200, json!({"dropped": true})))
+            }
             Call::ProbeDisk { id } => {
                 if !self.test_probes.load(std::sync::atomic::Ordering::SeqCst) {
                     return Err(error(404, "no such endpoint: POST /v1/debug/open-disk"));
@@ -671,6 +683,40 @@ impl Control {
             200,
             json!({"workspace": ws.public(), "revoked_tokens": revoked, "snapshot": manifest}),
         ))
+    }
+
+    /// Encrypts a new workspace's env values under its (new) disk key.
+    fn seal_env(
+        &self,
+        id: &str,
+        env: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Option<Vec<u8>>, Outcome> {
+        if env.is_empty() {
+            return Ok(None);
+        }
+        let name = runner::key_name(id);
+        let store = crate::keys::store().map_err(|e| error(503, e.to_string()))?;
+        let plain = serde_json::to_vec(env).map_err(|e| error(500, e.to_string()))?;
+        store
+            .disk_key(&name)
+            .and_then(|_| store.seal(&name, &plain))
+            .map(Some)
+            .map_err(|e| error(503, format!("sealing the workspace's env: {e}")))
+    }
+
+    /// A workspace's env values, decrypted for an exec.
+    fn open_env(
+        &self,
+        ws: &WorkspaceRecord,
+    ) -> Result<std::collections::BTreeMap<String, String>, Outcome> {
+        let Some(sealed) = &ws.env_sealed else {
+            return Ok(ws.env.clone());
+        };
+        let store = crate::keys::store().map_err(|e| error(503, e.to_string()))?;
+        let plain = store
+            .open_sealed(&runner::key_name(&ws.id), sealed)
+            .map_err(|e| error(503, format!("opening the workspace's env: {e}")))?;
+        serde_json::from_slice(&plain).map_err(|e| error(500, format!("the workspace's env: {e}")))
     }
 
     fn create(&self, tok: &TokenRecord, spec: Value, what: &str) -> Result<Outcome, Outcome> {
@@ -799,15 +845,22 @@ impl Control {
                 .find(|u| !taken.contains(u))
                 .unwrap_or(runner::WS_UID_BASE);
             let now = now_s();
+            let id = format!("ws_{}", super::tokens::random_hex(6));
+            let env_sealed = self.seal_env(&id, &spec.env)?;
             let ws = WorkspaceRecord {
-                id: format!("ws_{}", super::tokens::random_hex(6)),
+                id,
                 owner: tok.id.clone(),
                 template: spec.template.clone(),
                 vcpus: spec.vcpus,
                 memory_mib: spec.memory_mib,
                 disk_mib: spec.disk_mib,
                 labels: spec.labels.clone(),
-                env: spec.env.clone(),
+                env: spec
+                    .env
+                    .keys()
+                    .map(|k| (k.clone(), String::new()))
+                    .collect(),
+                env_sealed,
                 created_at: now,
                 expires_at: now + spec.ttl_s,
                 state: WsState::Starting,

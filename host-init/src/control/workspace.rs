@@ -159,8 +159,13 @@ pub struct WorkspaceRecord {
     pub memory_mib: u64,
     pub disk_mib: u64,
     pub labels: BTreeMap<String, String>,
-    /// Kept so execs get them; never returned by the API.
+    /// Only the names: the values are in `env_sealed`.
     pub env: BTreeMap<String, String>,
+    /// The env values (JSON), encrypted under a key derived from the
+    /// workspace's disk key (keys::KeyStore::seal): never on the data
+    /// partition in the clear, and unreadable once the workspace is deleted.
+    #[serde(default)]
+    pub env_sealed: Option<Vec<u8>>,
     pub created_at: u64,
     pub expires_at: u64,
     pub state: WsState,

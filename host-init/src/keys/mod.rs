@@ -480,6 +480,25 @@ impl KeyStore {
         }
     }
 
+    /// Encrypts `data` (a workspace's secrets) under a key derived from
+    /// `name`'s disk key: erased with it, unreadable in any copy after.
+    pub fn seal(&self, name: &str, data: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let key = self.existing_key(name)?;
+        wrap::seal(&key, name, data).map_err(|source| KeyError::Wrap {
+            name: name.into(),
+            source,
+        })
+    }
+
+    /// Decrypts what `seal` made for `name`.
+    pub fn open_sealed(&self, name: &str, sealed: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let key = self.existing_key(name)?;
+        wrap::open_sealed(&key, name, sealed).map_err(|source| KeyError::Wrap {
+            name: name.into(),
+            source,
+        })
+    }
+
     pub fn has_key(&self, name: &str) -> bool {
         self.key_path(name).exists()
     }

@@ -122,6 +122,62 @@ pub fn unwrap<const N: usize>(
     Ok(key)
 }
 
+/// A key for data other than the disk itself (its env secrets), derived
+/// from the disk key so it is erased with it.
+fn data_key<const N: usize>(disk_key: &Secret<N>, name: &str) -> Result<LessSafeKey, WrapError> {
+    let mut ikm = Secret::<32>::zero();
+    ikm.bytes_mut().copy_from_slice(&paddock_tpm::kdf::sha256(&[
+        disk_key.bytes(),
+        b"paddock data v1",
+    ]));
+    kek(&ikm, name)
+}
+
+/// Nonce, then ciphertext with its tag.
+pub fn seal<const N: usize>(
+    disk_key: &Secret<N>,
+    name: &str,
+    data: &[u8],
+) -> Result<Vec<u8>, WrapError> {
+    let mut nonce = [0u8; NONCE_LEN];
+    SystemRandom::new()
+        .fill(&mut nonce)
+        .map_err(|_| WrapError::Random)?;
+    let mut body = data.to_vec();
+    data_key(disk_key, name)?
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(name.as_bytes()),
+            &mut body,
+        )
+        .map_err(|_| WrapError::Authentication)?;
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+pub fn open_sealed<const N: usize>(
+    disk_key: &Secret<N>,
+    name: &str,
+    sealed: &[u8],
+) -> Result<Vec<u8>, WrapError> {
+    if sealed.len() < NONCE_LEN + AES_256_GCM.tag_len() {
+        return Err(WrapError::Format(sealed.len()));
+    }
+    let nonce: [u8; NONCE_LEN] = sealed[..NONCE_LEN]
+        .try_into()
+        .map_err(|_| WrapError::Format(sealed.len()))?;
+    let mut body = sealed[NONCE_LEN..].to_vec();
+    let plain = data_key(disk_key, name)?
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(name.as_bytes()),
+            &mut body,
+        )
+        .map_err(|_| WrapError::Authentication)?;
+    Ok(plain.to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +211,16 @@ mod tests {
         bad[30] ^= 1;
         assert!(unwrap::<64>(&epoch(1), 5, "ws-a", &bad).is_err());
         assert!(unwrap::<64>(&epoch(1), 5, "ws-a", &w[..20]).is_err());
+        // Data sealed under the disk key opens only with it, for its name.
+        let sealed = seal(&key, "ws-a", b"SECRET=1").expect("seal");
+        assert!(!sealed.windows(8).any(|w| w == b"SECRET=1"));
+        assert_eq!(
+            open_sealed(&key, "ws-a", &sealed).expect("open"),
+            b"SECRET=1"
+        );
+        assert!(open_sealed(&Secret::<64>::from([8; 64]), "ws-a", &sealed).is_err());
+        assert!(open_sealed(&key, "ws-b", &sealed).is_err());
+        assert!(open_sealed(&key, "ws-a", &sealed[..10]).is_err());
         // Two wraps of one key differ (fresh nonce).
         assert_ne!(w, wrap(&epoch(1), 5, "ws-a", &key).expect("wrap"));
     }
