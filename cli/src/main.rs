@@ -16,6 +16,7 @@ usage: paddock [--json] COMMAND ...
   exec [--root] [--timeout S] ID -- COMMAND [ARG]...   streams output, exits with the command's code
   cp SRC DST                             one side is ID:/path inside the workspace
   stop ID | rm ID
+  limits ID [--disk-mib-per-s N] [--disk-iops N]   new disk rate limits for a running workspace (admin)
   quarantine ID                          freeze it, revoke its tokens, take a forensic snapshot (admin)
   forensics ID manifest|memory|disk|audit DEST   download a snapshot file, checked against its manifest
   forensics rm ID                        delete a snapshot (nothing else ever does)
@@ -593,6 +594,43 @@ fn run(args: &[String]) -> Result<ExitCode, CliError> {
         "stop" => {
             let (s, b) = api.call("POST", &id_path("/stop")?, None)?;
             ok(s, b).map(|_| ())
+        }
+        "limits" => {
+            let mut body = serde_json::Map::new();
+            let mut id = None;
+            let mut it = rest.iter();
+            while let Some(a) = it.next() {
+                let key = match a.as_str() {
+                    "--disk-mib-per-s" => "disk_mib_per_s",
+                    "--disk-iops" => "disk_iops",
+                    other if id.is_none() && !other.starts_with("--") => {
+                        id = Some(other.to_string());
+                        continue;
+                    }
+                    other => return Err(CliError::Usage(format!("limits: unexpected {other:?}"))),
+                };
+                let n: u64 = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| CliError::Usage(format!("{a} needs a number")))?;
+                body.insert(key.into(), n.into());
+            }
+            let id = id.ok_or_else(|| CliError::Usage("limits takes a workspace id".into()))?;
+            let (s, b) = api.call(
+                "POST",
+                &format!("/v1/workspaces/{}/limits", enc(&id)),
+                Some(&serde_json::Value::Object(body)),
+            )?;
+            let v = ok(s, b)?;
+            print(json_out, &v, |v| {
+                println!(
+                    "{}: disk {} bytes/s, {} ops/s",
+                    v["id"].as_str().unwrap_or("?"),
+                    v["limits"]["disk_bytes_per_s"],
+                    v["limits"]["disk_ops_per_s"]
+                )
+            });
+            Ok(())
         }
         "quarantine" => {
             let (s, b) = api.call("POST", &id_path("/quarantine")?, None)?;

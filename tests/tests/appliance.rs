@@ -672,6 +672,38 @@ fn quarantine_and_forensics(app: &Appliance, admin: &str) {
     let ms = end["duration_ms"].as_u64().expect("duration");
     eprintln!("rate limit: 8 MiB written and synced at 2 MiB/s in {ms} ms");
     assert!(ms >= 2_500, "8 MiB at 2 MiB/s took only {ms} ms");
+    // Lowered while it runs: the VMM takes the new limit at the guest's
+    // next request. 6 MiB at 1 MiB/s (1 MiB of burst) cannot take under
+    // 5 s; at the old 2 MiB/s it would take about 2.
+    let (code, body) = call(
+        "POST",
+        &format!("/v1/workspaces/{id}/limits"),
+        admin,
+        Some(r#"{"disk_mib_per_s": 0}"#),
+    );
+    assert_eq!(code, 422, "{}", String::from_utf8_lossy(&body));
+    let (code, body) = call(
+        "POST",
+        &format!("/v1/workspaces/{id}/limits"),
+        admin,
+        Some(r#"{"disk_mib_per_s": 1}"#),
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body)["limits"]["disk_bytes_per_s"], 1u64 << 20);
+    let (code, stream) = call(
+        "POST",
+        &format!("/v1/workspaces/{id}/exec"),
+        admin,
+        Some(
+            r#"{"argv": ["dd", "if=/dev/zero", "of=/home/agent/rate-test-2", "bs=1M", "count=6", "conv=fsync"]}"#,
+        ),
+    );
+    assert_eq!(code, 200);
+    let (_, end) = exec_output(&stream);
+    assert_eq!(end["exit_code"], 0, "{end}");
+    let ms = end["duration_ms"].as_u64().expect("duration");
+    eprintln!("rate limit lowered at run time: 6 MiB at 1 MiB/s in {ms} ms");
+    assert!(ms >= 4_500, "6 MiB at 1 MiB/s took only {ms} ms");
     let (code, body) = call(
         "POST",
         "/v1/tokens",

@@ -10,7 +10,7 @@ usage: paddock-vmm --config FILE
        paddock-vmm --kernel PATH [--initramfs PATH] [--cmdline ARGS]
                    [--vcpus N] [--memory-mib N]
                    [--drive id=ID,path=PATH[,ro][,bps=N][,iops=N]]... [--vsock cid=N,uds=PATH]
-                   [--console stdout|off|PATH] [--no-rng] [--no-seccomp]
+                   [--console stdout|off|PATH] [--control PATH] [--no-rng] [--no-seccomp]
 
 Boots one microVM and exits when it ends:
   0 guest rebooted or powered off    1 VMM error
@@ -97,6 +97,7 @@ pub fn parse(args: &[String]) -> Result<Command, ConfigError> {
         console: Console::Stdout,
         rng: true,
         seccomp: true,
+        control: None,
     };
     let mut any_flag = false;
     let mut it = args.iter();
@@ -133,6 +134,7 @@ pub fn parse(args: &[String]) -> Result<Command, ConfigError> {
             "--drive" => cfg.drives.push(parse_drive(value)?),
             "--vsock" => cfg.vsock = Some(parse_vsock(value)?),
             "--console" => cfg.console = Console::parse(value),
+            "--control" => cfg.control = Some(PathBuf::from(value)),
             other => return Err(err(other, "unknown flag (see --help)")),
         }
         any_flag = true;

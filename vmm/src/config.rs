@@ -43,6 +43,9 @@ pub struct VmConfig {
     /// Per-thread seccomp filters (seccomp.rs); off only for debugging.
     #[serde(default = "default_true")]
     pub seccomp: bool,
+    /// The host's control socket (control.rs), if any.
+    #[serde(default)]
+    pub control: Option<PathBuf>,
 }
 
 fn default_vcpus() -> u8 {

@@ -3,6 +3,7 @@
 pub mod arch;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod devices;
 pub mod entropy;
 pub mod exit;

@@ -45,10 +45,12 @@ pub enum ThreadKind {
     Block,
     Vsock,
     Rng,
+    /// Serves the host's control socket (control.rs).
+    Control,
 }
 
 impl ThreadKind {
-    pub const ALL: [ThreadKind; 8] = [
+    pub const ALL: [ThreadKind; 9] = [
         ThreadKind::Main,
         ThreadKind::Vcpu,
         ThreadKind::ConsoleOut,
@@ -57,6 +59,7 @@ impl ThreadKind {
         ThreadKind::Block,
         ThreadKind::Vsock,
         ThreadKind::Rng,
+        ThreadKind::Control,
     ];
     const WORKERS: [ThreadKind; 3] = [ThreadKind::Block, ThreadKind::Vsock, ThreadKind::Rng];
 }
@@ -148,6 +151,8 @@ fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
         }
         ThreadKind::ConsoleOut => {}
         ThreadKind::ConsoleIn => allow(&[libc::SYS_read]),
+        // One connection at a time on the listener main bound for it.
+        ThreadKind::Control => allow(&[libc::SYS_accept4, libc::SYS_read]),
         ThreadKind::Rng => allow(WORKER_LOOP),
         ThreadKind::Block => {
             allow(WORKER_LOOP);
@@ -373,6 +378,7 @@ impl ThreadKind {
             ThreadKind::Block => "virtio-blk",
             ThreadKind::Vsock => "virtio-vsock",
             ThreadKind::Rng => "virtio-rng",
+            ThreadKind::Control => "control",
         }
     }
 }

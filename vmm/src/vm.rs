@@ -97,6 +97,8 @@ struct Devices {
     serial: Arc<Mutex<SerialConsole>>,
     cmdline_devices: Vec<String>,
     vsock_path: Option<PathBuf>,
+    /// Each drive's rate limit, changeable through the control socket.
+    rates: crate::control::Drives,
 }
 
 fn register_memory(vm: &VmFd, mem: &GuestMemory) -> Result<(), VmError> {
@@ -188,6 +190,7 @@ fn create_devices(
         serial: serial.clone(),
         cmdline_devices: Vec::new(),
         vsock_path: None,
+        rates: Default::default(),
     };
     devices.pio.insert(
         serial,
@@ -215,9 +218,12 @@ fn create_devices(
                 d.id,
                 d.path.display()
             )))?;
+        let cell = Arc::new(crate::control::RateCell::default());
+        devices.rates.insert(d.id.clone(), cell.clone());
         let disk = Disk::new(file, d.read_only, &d.id)
             .map_err(io_err(format!("drive {}: reading its size", d.id)))?
-            .with_rate(d.rate);
+            .with_rate(d.rate)
+            .with_control(cell);
         add_virtio(vm, mem, &mut devices, Box::new(Block::new(disk)))?;
     }
     if let Some(v) = &cfg.vsock {
@@ -295,7 +301,7 @@ pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
 
     let exit = Arc::new(ExitSignal::default());
     let panic = PanicNote::default();
-    let devices = create_devices(&vm, &mem, cfg, &exit, &panic, start)?;
+    let mut devices = create_devices(&vm, &mem, cfg, &exit, &panic, start)?;
     let cmdline = build_cmdline(cfg, &devices)?;
     trace.mark("devices created");
     let entry = load_boot_image(&mem, &cfg.kernel, cfg.initramfs.as_deref(), &cmdline)?;
@@ -344,6 +350,16 @@ pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
         threads::spawn(name.clone(), ThreadKind::Vcpu, move || vcpu.run())
             .map_err(io_err(format!("starting {name}")))?;
     }
+    if let Some(path) = &cfg.control {
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path)
+            .map_err(io_err(format!("control: binding {}", path.display())))?;
+        let rates = std::mem::take(&mut devices.rates);
+        threads::spawn("control".into(), ThreadKind::Control, move || {
+            crate::control::serve(listener, rates)
+        })
+        .map_err(io_err("starting the control thread"))?;
+    }
     // From here on the main thread only waits for the end and cleans up.
     threads::confine_current(ThreadKind::Main)?;
 
@@ -351,7 +367,7 @@ pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
     // The other threads are still running the guest; they end with the
     // process. What must not be lost is the console's last partial line.
     lock(&devices.serial).flush();
-    if let Some(p) = &devices.vsock_path {
+    for p in devices.vsock_path.iter().chain(cfg.control.iter()) {
         let _ = std::fs::remove_file(p);
     }
     let panic_reason = lock(&panic).clone();

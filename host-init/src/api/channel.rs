@@ -199,6 +199,11 @@ pub enum Call {
     StopWorkspace {
         id: String,
     },
+    /// New disk rate limits for a running workspace (admin).
+    SetLimits {
+        id: String,
+        request: serde_json::Value,
+    },
     /// Freeze, revoke its tokens, take a forensic snapshot (admin).
     QuarantineWorkspace {
         id: String,

@@ -79,6 +79,39 @@ pub fn disk_node(id: &str) -> PathBuf {
     PathBuf::from("/dev/paddock/disks").join(id)
 }
 
+/// The VMM's control socket (vmm/src/control.rs).
+pub fn control_path(id: &str) -> PathBuf {
+    run_dir(id).join("control.sock")
+}
+
+/// Changes the running VMM's rate limit on the workspace's disk.
+pub fn set_disk_rate(id: &str, bytes_per_s: u64, ops_per_s: u64) -> Result<(), RunError> {
+    use std::io::{Read, Write};
+    let path = control_path(id);
+    let mut s =
+        std::os::unix::net::UnixStream::connect(&path).map_err(io("connecting to", &path))?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
+    let req = serde_json::json!({
+        "op": "set_rate", "drive": "data", "bytes_per_s": bytes_per_s, "ops_per_s": ops_per_s
+    });
+    s.write_all(format!("{req}\n").as_bytes())
+        .map_err(io("writing to", &path))?;
+    let mut reply = Vec::new();
+    s.take(4096)
+        .read_to_end(&mut reply)
+        .map_err(io("reading from", &path))?;
+    let v: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
+    if v["ok"] == true {
+        Ok(())
+    } else {
+        Err(RunError::NotReady(format!(
+            "the VMM refused the new rate: {}",
+            String::from_utf8_lossy(&reply).trim()
+        )))
+    }
+}
+
 pub fn vsock_path(id: &str) -> PathBuf {
     run_dir(id).join("vsock.sock")
 }
@@ -212,6 +245,8 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
         ))
         .arg("--vsock")
         .arg(format!("cid=3,uds={}", uds.display()))
+        .arg("--control")
+        .arg(control_path(&ws.id))
         .args(["--console", "stdout", "--cmdline"])
         .arg(format!("paddock.hostname={}", ws.id.replace('_', "-")))
         .env_clear()

@@ -291,6 +291,7 @@ impl Control {
             Call::DeleteWorkspace { id } => format!("delete_workspace {id}"),
             Call::StopWorkspace { id } => format!("stop_workspace {id}"),
             Call::QuarantineWorkspace { id } => format!("quarantine_workspace {id}"),
+            Call::SetLimits { id, .. } => format!("set_limits {id}"),
             Call::ForensicFile { id, name } => format!("forensic_file {id} {name}"),
             Call::DeleteForensics { id } => format!("delete_forensics {id}"),
             Call::RotateToken { id } => format!("rotate_token {id}"),
@@ -353,6 +354,11 @@ impl Control {
                     json!({"workspace": ws.id, "token": tok.id}),
                 );
                 Ok(reply(200, ws.public()))
+            }
+            Call::SetLimits { id, request } => {
+                self.need(tok, Scope::Admin, what)?;
+                let ws = self.workspace(tok, &id, Scope::Admin, what)?;
+                self.set_limits(tok, ws, request)
             }
             Call::QuarantineWorkspace { id } => {
                 self.need(tok, Scope::Admin, what)?;
@@ -683,6 +689,60 @@ impl Control {
             200,
             json!({"workspace": ws.public(), "revoked_tokens": revoked, "snapshot": manifest}),
         ))
+    }
+
+    /// New rate limits on a running workspace's disk, applied by its VMM
+    /// before the guest's next request and kept in its record.
+    fn set_limits(
+        &self,
+        tok: &TokenRecord,
+        mut ws: WorkspaceRecord,
+        request: Value,
+    ) -> Result<Outcome, Outcome> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct LimitsRequest {
+            disk_mib_per_s: Option<u64>,
+            disk_iops: Option<u64>,
+        }
+        let req: LimitsRequest = serde_json::from_value(request)
+            .map_err(|e| error(422, format!("limits request: {e}")))?;
+        if req.disk_mib_per_s.is_none() && req.disk_iops.is_none() {
+            return Err(error(422, "give disk_mib_per_s, disk_iops or both"));
+        }
+        // The same bounds as at create.
+        let mut check = super::workspace::WorkspaceSpec::for_limits(ws.vcpus);
+        check.disk_mib_per_s = req.disk_mib_per_s;
+        check.disk_iops = req.disk_iops;
+        let problems: Vec<String> = check
+            .problems()
+            .into_iter()
+            .filter(|p| p.starts_with("disk_"))
+            .collect();
+        if !problems.is_empty() {
+            return Err(error(422, problems.join("; ")));
+        }
+        if ws.state != WsState::Running {
+            return Err(error(
+                409,
+                format!("workspace {} is {:?}, not running", ws.id, ws.state),
+            ));
+        }
+        if req.disk_mib_per_s.is_some() {
+            ws.disk_mib_per_s = req.disk_mib_per_s;
+        }
+        if req.disk_iops.is_some() {
+            ws.disk_iops = req.disk_iops;
+        }
+        let limits = super::limits::Limits::for_workspace(&ws);
+        runner::set_disk_rate(&ws.id, limits.disk_bps, limits.disk_iops)
+            .map_err(|e| error(503, e.to_string()))?;
+        self.store.put(WORKSPACES, &ws.id, &ws).map_err(store_err)?;
+        self.audit.record(
+            "workspace_limits_changed",
+            json!({"workspace": ws.id, "token": tok.id, "disk_bytes_per_s": limits.disk_bps, "disk_ops_per_s": limits.disk_iops}),
+        );
+        Ok(reply(200, ws.public()))
     }
 
     /// Encrypts a new workspace's env values under its (new) disk key.

@@ -44,6 +44,25 @@ pub struct WorkspaceSpec {
     pub test_unencrypted_disk: bool,
 }
 
+impl WorkspaceSpec {
+    /// A spec that only carries what limit checks need (a running
+    /// workspace's new rate limits are checked like a create's).
+    pub fn for_limits(vcpus: u32) -> WorkspaceSpec {
+        WorkspaceSpec {
+            template: default_template(),
+            vcpus,
+            memory_mib: default_memory(),
+            disk_mib: default_disk(),
+            ttl_s: 1,
+            env: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            disk_mib_per_s: None,
+            disk_iops: None,
+            test_unencrypted_disk: false,
+        }
+    }
+}
+
 fn default_template() -> String {
     "default".into()
 }

@@ -49,6 +49,8 @@ pub struct Disk {
     sectors: u64,
     id: String,
     rate: RateLimit,
+    /// Where the control socket puts a new limit.
+    control: Option<std::sync::Arc<crate::control::RateCell>>,
 }
 
 impl Disk {
@@ -62,7 +64,14 @@ impl Disk {
             sectors: len / SECTOR_SIZE,
             id: id.to_string(),
             rate: RateLimit::default(),
+            control: None,
         })
+    }
+
+    /// Lets the control socket change its limit while the guest runs.
+    pub fn with_control(mut self, cell: std::sync::Arc<crate::control::RateCell>) -> Self {
+        self.control = Some(cell);
+        self
     }
 
     /// Holds the guest's requests on this disk to `rate`.
@@ -160,6 +169,12 @@ impl BlockWorker {
     /// Waits until the rate limit admits a request of `bytes`, then pays
     /// for it. The whole queue waits: that is the throttle.
     fn throttle(&mut self, bytes: u64) {
+        if let Some(rate) = self.disk.control.as_ref().and_then(|c| c.take()) {
+            // A fresh bucket at the new rate: the old debt is forgiven, the
+            // new burst (one second's worth) starts full.
+            self.disk.rate = rate;
+            self.limiter = (!rate.is_unlimited()).then(|| RateLimiter::new(rate, Instant::now()));
+        }
         if let Some(l) = &mut self.limiter {
             let d = l.wait(Instant::now());
             if !d.is_zero() {
@@ -497,6 +512,28 @@ mod tests {
         // and the third waited for it (one second).
         let waited = WAITED_US.load(std::sync::atomic::Ordering::SeqCst);
         assert!((900_000..=1_000_000).contains(&waited), "{waited} us");
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn a_rate_set_through_the_control_cell_takes_over_at_the_next_request() {
+        let (d, path) = disk(1, false);
+        let cell = std::sync::Arc::new(crate::control::RateCell::default());
+        let mut w = BlockWorker::new(d.with_control(cell.clone()));
+        w.sleep = |_| {};
+        w.throttle(4096);
+        assert!(w.limiter.is_none(), "unlimited until told otherwise");
+        let slow = RateLimit {
+            bytes_per_s: Some(1 << 20),
+            ops_per_s: Some(10),
+        };
+        cell.set(slow);
+        w.throttle(4096);
+        assert_eq!(w.disk.rate, slow);
+        assert!(w.limiter.is_some());
+        cell.set(RateLimit::default());
+        w.throttle(4096);
+        assert!(w.limiter.is_none(), "lifted again");
         let _ = std::fs::remove_file(path);
     }
 

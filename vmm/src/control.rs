@@ -1,0 +1,187 @@
+//! The host's channel into a running VMM: a Unix socket (in the workspace's
+//! run directory, inside the jail) taking one JSON request per connection.
+//! Today it changes a drive's rate limit; the block worker picks the new
+//! limit up before its next request.
+//!
+//! Only the host (host-init, root) can reach the socket, but its requests
+//! are still parsed strictly: anything malformed gets an error reply and
+//! changes nothing.
+
+use crate::rate_limit::RateLimit;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Longest request accepted, in bytes.
+const MAX_REQUEST: usize = 4096;
+
+/// A drive's rate limit as the control thread sets it and its worker reads
+/// it: the worker checks one flag per request, and takes the lock only
+/// when the flag says something changed.
+#[derive(Default)]
+pub struct RateCell {
+    changed: AtomicBool,
+    next: Mutex<RateLimit>,
+}
+
+impl RateCell {
+    pub fn set(&self, rate: RateLimit) {
+        *self.next.lock().unwrap_or_else(|e| e.into_inner()) = rate;
+        self.changed.store(true, Ordering::Release);
+    }
+
+    /// The new limit, if one was set since the last call.
+    pub fn take(&self) -> Option<RateLimit> {
+        if !self.changed.swap(false, Ordering::Acquire) {
+            return None;
+        }
+        Some(*self.next.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+pub type Drives = BTreeMap<String, Arc<RateCell>>;
+
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+enum Request {
+    /// A drive's new limits; an absent (or null) one is unlimited.
+    SetRate {
+        drive: String,
+        #[serde(default)]
+        bytes_per_s: Option<u64>,
+        #[serde(default)]
+        ops_per_s: Option<u64>,
+    },
+}
+
+/// Answers one request: `{"ok": true}` or `{"error": "..."}`.
+pub fn handle(request: &[u8], drives: &Drives) -> String {
+    let reply = match serde_json::from_slice::<Request>(request) {
+        Err(e) => Err(format!("malformed request: {e}")),
+        Ok(Request::SetRate {
+            drive,
+            bytes_per_s,
+            ops_per_s,
+        }) => match drives.get(&drive) {
+            None => Err(format!("no drive {drive:?}")),
+            Some(_) if bytes_per_s == Some(0) || ops_per_s == Some(0) => {
+                Err("a rate of 0 would stop the drive; leave it out for unlimited".into())
+            }
+            Some(cell) => {
+                cell.set(RateLimit {
+                    bytes_per_s,
+                    ops_per_s,
+                });
+                Ok(())
+            }
+        },
+    };
+    match reply {
+        Ok(()) => "{\"ok\":true}\n".into(),
+        Err(e) => format!("{}\n", serde_json::json!({ "error": e })),
+    }
+}
+
+/// Serves the socket forever, one connection at a time (the control thread).
+pub fn serve(listener: UnixListener, drives: Drives) {
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        let mut buf = Vec::with_capacity(256);
+        let mut chunk = [0u8; 512];
+        let reply = loop {
+            match conn.read(&mut chunk) {
+                Ok(0) => break handle(&buf, &drives),
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = buf.iter().position(|b| *b == b'\n') {
+                        break handle(&buf[..end], &drives);
+                    }
+                    if buf.len() > MAX_REQUEST {
+                        break format!("{{\"error\":\"request over {MAX_REQUEST} bytes\"}}\n");
+                    }
+                }
+                Err(_) => break String::new(),
+            }
+        };
+        let _ = conn.write_all(reply.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drives() -> (Drives, Arc<RateCell>) {
+        let cell = Arc::new(RateCell::default());
+        let mut d = Drives::new();
+        d.insert("data".into(), cell.clone());
+        (d, cell)
+    }
+
+    #[test]
+    fn a_rate_change_reaches_the_drive_once() {
+        let (d, cell) = drives();
+        assert_eq!(cell.take(), None);
+        let r = handle(
+            br#"{"op":"set_rate","drive":"data","bytes_per_s":1048576}"#,
+            &d,
+        );
+        assert_eq!(r, "{\"ok\":true}\n");
+        assert_eq!(
+            cell.take(),
+            Some(RateLimit {
+                bytes_per_s: Some(1 << 20),
+                ops_per_s: None
+            })
+        );
+        assert_eq!(cell.take(), None, "taken once");
+    }
+
+    #[test]
+    fn malformed_requests_change_nothing() {
+        let (d, cell) = drives();
+        for bad in [
+            &b"not json"[..],
+            br#"{"op":"set_rate","drive":"other","bytes_per_s":1}"#,
+            br#"{"op":"set_rate","drive":"data","bytes_per_s":0}"#,
+            br#"{"op":"set_rate","drive":"data","bytes_per_s":-1}"#,
+            br#"{"op":"set_rate","drive":"data","surprise":1}"#,
+            br#"{"op":"reboot"}"#,
+            b"",
+        ] {
+            let r = handle(bad, &d);
+            assert!(r.starts_with("{\"error\":"), "{r}");
+        }
+        assert_eq!(cell.take(), None);
+    }
+
+    #[test]
+    fn the_socket_answers_one_request_per_connection() {
+        let dir = std::env::temp_dir().join(format!("paddock-control-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("control.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let (d, cell) = drives();
+        std::thread::spawn(move || serve(listener, d));
+        let ask = |req: &[u8]| {
+            let mut s = std::os::unix::net::UnixStream::connect(&path).expect("connect");
+            // The server may answer and hang up before an overlong request
+            // is all written.
+            let _ = s.write_all(req);
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out
+        };
+        assert_eq!(
+            ask(b"{\"op\":\"set_rate\",\"drive\":\"data\",\"ops_per_s\":10}\n"),
+            "{\"ok\":true}\n"
+        );
+        assert_eq!(cell.take().and_then(|r| r.ops_per_s), Some(10));
+        assert!(ask(&vec![b'x'; 5000]).contains("request over"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
