@@ -152,7 +152,22 @@ fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
         ThreadKind::ConsoleOut => {}
         ThreadKind::ConsoleIn => allow(&[libc::SYS_read]),
         // One connection at a time on the listener main bound for it.
-        ThreadKind::Control => allow(&[libc::SYS_accept4, libc::SYS_read]),
+        // std reads a socket with recv (recvfrom) and writes it with send
+        // (sendto).
+        ThreadKind::Control => {
+            allow(&[
+                libc::SYS_accept4,
+                libc::SYS_read,
+                libc::SYS_recvfrom,
+                libc::SYS_sendto,
+            ]);
+            // std checks a descriptor is open before closing it (debug
+            // builds).
+            r.insert(
+                libc::SYS_fcntl,
+                vec![SeccompRule::new(vec![cond(1, libc::F_GETFD as u64)?])?],
+            );
+        }
         ThreadKind::Rng => allow(WORKER_LOOP),
         ThreadKind::Block => {
             allow(WORKER_LOOP);
@@ -517,6 +532,43 @@ mod tests {
             });
             assert!(exited_zero(&s), "{kind:?}: {s:?}");
         }
+    }
+
+    static CONTROL_LISTENER: std::sync::OnceLock<std::os::unix::net::UnixListener> =
+        std::sync::OnceLock::new();
+
+    #[test]
+    fn the_control_thread_answers_a_request_under_its_filter() {
+        use std::io::{Read, Write};
+        let dir = std::env::temp_dir().join(format!("paddock-seccomp-ctl-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("control.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        assert!(CONTROL_LISTENER.set(listener).is_ok());
+        // Connected and written before the child starts: it finds the
+        // request waiting in the backlog.
+        let mut client = std::os::unix::net::UnixStream::connect(&path).expect("connect");
+        client.write_all(b"request\n").expect("write");
+        // The same std calls control::serve makes; nothing that allocates.
+        let s = under(&[ThreadKind::Control], || {
+            let Some(l) = CONTROL_LISTENER.get() else {
+                return 2;
+            };
+            let Ok((mut conn, _)) = l.accept() else {
+                return 3;
+            };
+            let mut buf = [0u8; 64];
+            if conn.read(&mut buf).is_err() || conn.write_all(b"ok\n").is_err() {
+                return 4;
+            }
+            0
+        });
+        assert!(exited_zero(&s), "{s:?}");
+        let mut reply = String::new();
+        client.read_to_string(&mut reply).expect("read");
+        assert_eq!(reply, "ok\n");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
