@@ -2,55 +2,14 @@
 //! copy-then-delete attack, a changed boot state, recovery, a missing TPM.
 
 use paddock_init::keys::{KeyError, KeyStore, Options, TpmSource};
+use paddock_tpm::swtpm::Swtpm;
 use paddock_tpm::transport::Stream;
 use paddock_tpm::Tpm;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
 
 /// The test's stand-in for the boot measurements: PCR 16 (resettable,
 /// extendable by anyone), so the test can "boot something else".
 const PCRS: &[u8] = &[16];
-
-struct Swtpm {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Swtpm {
-    fn start(dir: &Path) -> Swtpm {
-        std::fs::create_dir_all(dir).expect("dir");
-        let child = Command::new("swtpm")
-            .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
-            .arg("--server")
-            .arg(format!("type=unixio,path={}", dir.join("data").display()))
-            .arg("--ctrl")
-            .arg(format!("type=unixio,path={}", dir.join("ctrl").display()))
-            .arg("--tpmstate")
-            .arg(format!("dir={}", dir.display()))
-            .spawn()
-            .expect("swtpm must be installed (apt-get install swtpm; `just deps` does)");
-        let until = Instant::now() + Duration::from_secs(10);
-        while !dir.join("data").exists() {
-            assert!(Instant::now() < until, "swtpm did not create its socket");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Swtpm {
-            child,
-            dir: dir.to_path_buf(),
-        }
-    }
-    fn source(&self) -> TpmSource {
-        TpmSource::Socket(self.dir.join("data"))
-    }
-}
-
-impl Drop for Swtpm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn opts(tpm: TpmSource) -> Options {
     Options {
@@ -72,11 +31,12 @@ fn copy_dir(from: &Path, to: &Path) {
 fn tpm_sealed_keys_survive_reboots_die_with_their_workspace_and_lock_in_another_boot_state() {
     let root = std::env::temp_dir().join(format!("paddock-keystore-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
-    let sw = Swtpm::start(&root.join("tpm"));
+    let sw = Swtpm::start(&root.join("tpm")).unwrap_or_else(|e| panic!("{e}"));
+    let source = || TpmSource::Socket(sw.socket());
     let keys = root.join("keys");
 
     // First boot: a new store, sealed to the PCRs, with a recovery secret.
-    let (store, report) = KeyStore::open(&keys, &opts(sw.source()));
+    let (store, report) = KeyStore::open(&keys, &opts(source()));
     assert!(report.ready, "{}", report.summary);
     let recovery = report
         .recovery_secret
@@ -105,7 +65,7 @@ fn tpm_sealed_keys_survive_reboots_die_with_their_workspace_and_lock_in_another_
     store.erase("ws-a").expect("erase a");
     assert_eq!(store.disk_key("ws-b").expect("b").bytes(), b.bytes());
     drop(store);
-    let (stolen, report) = KeyStore::open(&copy, &opts(sw.source()));
+    let (stolen, report) = KeyStore::open(&copy, &opts(source()));
     assert!(report.ready, "the copy opens (same TPM, same boot state)");
     match stolen.disk_key("ws-a") {
         Err(KeyError::Wrap { .. }) => {}
@@ -121,7 +81,7 @@ fn tpm_sealed_keys_survive_reboots_die_with_their_workspace_and_lock_in_another_
     drop(stolen);
 
     // Reboot in the same state: everything is back.
-    let (store, report) = KeyStore::open(&keys, &opts(sw.source()));
+    let (store, report) = KeyStore::open(&keys, &opts(source()));
     assert!(report.ready, "{}", report.summary);
     assert!(report.recovery_secret.is_none(), "shown once only");
     assert_eq!(store.disk_key("ws-b").expect("b").bytes(), b.bytes());
@@ -129,9 +89,7 @@ fn tpm_sealed_keys_survive_reboots_die_with_their_workspace_and_lock_in_another_
 
     // Another boot state: the TPM refuses, the store locks, nothing changes.
     {
-        let mut tpm = Tpm::new(Box::new(
-            Stream::connect(&sw.dir.join("data")).expect("connect"),
-        ));
+        let mut tpm = Tpm::new(Box::new(Stream::connect(&sw.socket()).expect("connect")));
         tpm.pcr_extend(16, &[7; 32]).expect("extend");
     }
     let before: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(&keys)
@@ -139,7 +97,7 @@ fn tpm_sealed_keys_survive_reboots_die_with_their_workspace_and_lock_in_another_
         .flatten()
         .map(|e| (e.path(), std::fs::read(e.path()).unwrap_or_default()))
         .collect();
-    let (store, report) = KeyStore::open(&keys, &opts(sw.source()));
+    let (store, report) = KeyStore::open(&keys, &opts(source()));
     assert!(!report.ready);
     assert!(
         report.summary.contains("different state"),
@@ -164,7 +122,7 @@ fn tpm_sealed_keys_survive_reboots_die_with_their_workspace_and_lock_in_another_
     store.recover(&recovery).expect("recover");
     assert_eq!(store.disk_key("ws-b").expect("b").bytes(), b.bytes());
     drop(store);
-    let (store, report) = KeyStore::open(&keys, &opts(sw.source()));
+    let (store, report) = KeyStore::open(&keys, &opts(source()));
     assert!(
         report.ready,
         "re-sealed to the new state: {}",

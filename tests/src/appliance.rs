@@ -25,6 +25,8 @@ pub enum ApplianceError {
     },
     #[error("QMP: {0}")]
     Qmp(String),
+    #[error("no bootstrap credential on the console")]
+    NoCredential,
 }
 
 type Result<T> = std::result::Result<T, ApplianceError>;
@@ -62,6 +64,31 @@ pub struct Appliance {
 }
 
 impl Appliance {
+    /// For the benchmarks: a fresh copy of the image in `work`, grown to
+    /// `bytes` (a server's disk), booted to its first-boot screen. Returns
+    /// the appliance and the bootstrap admin credential it shows.
+    pub fn boot_fresh(work: &Path, bytes: u64) -> Result<(Appliance, String)> {
+        std::fs::create_dir_all(work).map_err(io(format!("creating {}", work.display())))?;
+        let disk = work.join("disk.img");
+        std::fs::copy(image_dir()?.join("paddock.img"), &disk).map_err(io("copying the image"))?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&disk)
+            .and_then(|f| f.set_len(bytes))
+            .map_err(io("growing the disk"))?;
+        let guard = Duration::from_secs(600);
+        let mut app = Appliance::boot(&disk, &work.join("state"), &work.join("serial.log"))?;
+        let console = app
+            .wait_for("API serving TLS", guard)
+            .and_then(|_| app.wait_for("bootstrap admin credential", guard))?;
+        let token = console
+            .split_whitespace()
+            .find(|w| w.starts_with("pdk_admin_"))
+            .ok_or(ApplianceError::NoCredential)?
+            .to_string();
+        Ok((app, token))
+    }
+
     /// Boots `disk`; `state` keeps TPM and UEFI state across boots.
     pub fn boot(disk: &Path, state: &Path, serial: &Path) -> Result<Appliance> {
         Self::boot_with(disk, state, serial, &[])

@@ -143,18 +143,7 @@ impl Tpm {
         };
         let decrypt_at = auths.iter().position(|a| attrs_of(a) & SA_DECRYPT != 0);
         let encrypt_at = auths.iter().position(|a| attrs_of(a) & SA_ENCRYPT != 0);
-        if let Some(i) = decrypt_at {
-            if let Auth::Session {
-                session,
-                auth_value,
-                ..
-            } = &auths[i]
-            {
-                let n = first_param_len(&params, cmd.name)?;
-                let (newer, older) = (session.nonce_caller.clone(), session.nonce_tpm.clone());
-                session.xor(auth_value, &newer, &older, &mut params[2..2 + n]);
-            }
-        }
+        mask_first_param(auths, decrypt_at, &mut params, cmd.name, true)?;
         let names: Vec<u8> = cmd.names.concat();
         let cp_hash = sha256(&[&cmd.code.to_be_bytes(), &names, &params]);
         // The first session's HMAC also covers the nonces of separate
@@ -278,18 +267,7 @@ impl Tpm {
             }
         }
         r.finish()?;
-        if let Some(i) = encrypt_at {
-            if let Auth::Session {
-                session,
-                auth_value,
-                ..
-            } = &auths[i]
-            {
-                let n = first_param_len(&out, cmd.name)?;
-                let (newer, older) = (session.nonce_tpm.clone(), session.nonce_caller.clone());
-                session.xor(auth_value, &newer, &older, &mut out[2..2 + n]);
-            }
-        }
+        mask_first_param(auths, encrypt_at, &mut out, cmd.name, false)?;
         Ok((handles, out))
     }
 
@@ -733,6 +711,34 @@ impl Tpm {
         }
         Ok(data)
     }
+}
+
+/// Applies session `at`'s XOR mask to the TPM2B `params` start with: on
+/// the way out (`outgoing`) the caller's nonce is the newer, on the way
+/// back the TPM's.
+fn mask_first_param(
+    auths: &[Auth],
+    at: Option<usize>,
+    params: &mut [u8],
+    name: &str,
+    outgoing: bool,
+) -> Result<(), TpmError> {
+    let Some(Auth::Session {
+        session,
+        auth_value,
+        ..
+    }) = at.and_then(|i| auths.get(i))
+    else {
+        return Ok(());
+    };
+    let n = first_param_len(params, name)?;
+    let (newer, older) = if outgoing {
+        (&session.nonce_caller, &session.nonce_tpm)
+    } else {
+        (&session.nonce_tpm, &session.nonce_caller)
+    };
+    session.xor(auth_value, newer, older, &mut params[2..2 + n]);
+    Ok(())
 }
 
 /// Compares without an early exit, so timing says nothing of where two

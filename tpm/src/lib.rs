@@ -7,6 +7,7 @@
 pub mod kdf;
 pub mod policy;
 pub mod session;
+pub mod swtpm;
 pub mod transport;
 pub mod wire;
 

@@ -5,11 +5,10 @@ use paddock_tpm::consts::*;
 use paddock_tpm::transport::{Stream, Transport};
 use paddock_tpm::{policy, Auth, PcrSelection, SessionKind, Tpm, TpmError};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
 
+/// swtpm in a directory of its own, removed with it.
 struct Swtpm {
-    child: Child,
+    inner: Option<paddock_tpm::swtpm::Swtpm>,
     dir: PathBuf,
 }
 
@@ -17,28 +16,16 @@ impl Swtpm {
     fn start(name: &str) -> Swtpm {
         let dir = std::env::temp_dir().join(format!("paddock-swtpm-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let child = Command::new("swtpm")
-            .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
-            .arg("--server")
-            .arg(format!("type=unixio,path={}", dir.join("data").display()))
-            .arg("--ctrl")
-            .arg(format!("type=unixio,path={}", dir.join("ctrl").display()))
-            .arg("--tpmstate")
-            .arg(format!("dir={}", dir.display()))
-            .spawn()
-            .expect("swtpm must be installed (apt-get install swtpm; `just deps` does)");
-        let until = Instant::now() + Duration::from_secs(10);
-        while !dir.join("data").exists() {
-            assert!(Instant::now() < until, "swtpm did not create its socket");
-            std::thread::sleep(Duration::from_millis(20));
+        let inner = paddock_tpm::swtpm::Swtpm::start(&dir).unwrap_or_else(|e| panic!("{e}"));
+        Swtpm {
+            inner: Some(inner),
+            dir,
         }
-        Swtpm { child, dir }
     }
 
     fn tpm(&self) -> Tpm {
         Tpm::new(Box::new(
-            Stream::connect(&self.dir.join("data")).expect("connect"),
+            Stream::connect(&self.path().join("data")).expect("connect"),
         ))
     }
 
@@ -49,8 +36,7 @@ impl Swtpm {
 
 impl Drop for Swtpm {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        drop(self.inner.take());
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -242,17 +242,7 @@ impl KeyStore {
                                     pcr_list(&meta.pcrs),
                                     epoch.generation
                                 );
-                                Ok((
-                                    State::Ready {
-                                        root: Root::Tpm(t),
-                                        epoch,
-                                    },
-                                    BootReport {
-                                        summary,
-                                        ready: true,
-                                        recovery_secret: None,
-                                    },
-                                ))
+                                Ok(ready(Root::Tpm(t), epoch, summary, None))
                             }
                             Err(KeyError::BootStateChanged) => {
                                 let why = KeyError::BootStateChanged.to_string();
@@ -280,17 +270,7 @@ impl KeyStore {
                             "SOFTWARE KEYS (no TPM; allowed by configuration): a copy of the data disk holds everything, epoch {}",
                             epoch.generation
                         );
-                        Ok((
-                            State::Ready {
-                                root: Root::File(f),
-                                epoch,
-                            },
-                            BootReport {
-                                summary,
-                                ready: true,
-                                recovery_secret: None,
-                            },
-                        ))
+                        Ok(ready(Root::File(f), epoch, summary, None))
                     }
                     other => Err(KeyError::Corrupt(format!(
                         "{}: unknown root {other:?}",
@@ -332,17 +312,7 @@ impl KeyStore {
                         },
                     )?;
                     info!("disk keys: no TPM; software keys, as the configuration allows");
-                    Ok((
-                        State::Ready {
-                            root: Root::File(f),
-                            epoch,
-                        },
-                        BootReport {
-                            summary: "SOFTWARE KEYS (no TPM; allowed by configuration): a copy of the data disk holds everything".into(),
-                            ready: true,
-                            recovery_secret: None,
-                        },
-                    ))
+                    Ok(ready(Root::File(f), epoch, "SOFTWARE KEYS (no TPM; allowed by configuration): a copy of the data disk holds everything".into(), None))
                 } else {
                     Err(KeyError::Unavailable(
                         "no TPM 2.0 found, so encrypted workspaces are refused (set allow_software_keys in the configuration to accept keys kept on the data disk)".into(),
@@ -381,17 +351,7 @@ impl KeyStore {
             pcr_list(&t.pcrs())
         );
         info!("disk keys: {summary}");
-        Ok((
-            State::Ready {
-                root: Root::Tpm(t),
-                epoch,
-            },
-            BootReport {
-                summary,
-                ready: true,
-                recovery_secret: shown,
-            },
-        ))
+        Ok(ready(Root::Tpm(t), epoch, summary, shown))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -684,6 +644,17 @@ impl KeyStore {
         let key = self.disk_key(name)?;
         Ok(dmcrypt::open(mapping, backing, key.bytes())?)
     }
+}
+
+fn ready(root: Root, epoch: Epoch, summary: String, shown: Option<String>) -> (State, BootReport) {
+    (
+        State::Ready { root, epoch },
+        BootReport {
+            summary,
+            ready: true,
+            recovery_secret: shown,
+        },
+    )
 }
 
 fn write_meta(dir: &Path, meta: &Meta) -> Result<(), KeyError> {

@@ -5,10 +5,9 @@
 //! the drop in the host's available memory). Prints a table; records
 //! nothing.
 
-use paddock_tests::appliance::{image_dir, Appliance};
+use paddock_tests::appliance::Appliance;
 use std::time::{Duration, Instant};
 
-const GUARD: Duration = Duration::from_secs(600);
 /// The smallest workspace the API allows: the benchmark measures our
 /// overhead, not the guest's appetite.
 const SPEC: &str = r#"{"ttl_s": 1800, "memory_mib": 128, "disk_mib": 256}"#;
@@ -108,27 +107,8 @@ fn run() -> Result<(), String> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
-    let images = image_dir().map_err(|e| e.to_string())?;
     let work = std::env::temp_dir().join(format!("paddock-bench-api-{}", std::process::id()));
-    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
-    let disk = work.join("disk.img");
-    std::fs::copy(images.join("paddock.img"), &disk).map_err(|e| e.to_string())?;
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&disk)
-        .map_err(|e| e.to_string())?;
-    f.set_len(8 << 30).map_err(|e| e.to_string())?;
-    let mut app = Appliance::boot(&disk, &work.join("state"), &work.join("serial.log"))
-        .map_err(|e| e.to_string())?;
-    let console = app
-        .wait_for("API serving TLS", GUARD)
-        .and_then(|_| app.wait_for("bootstrap admin credential", GUARD))
-        .map_err(|e| e.to_string())?;
-    let token = console
-        .split_whitespace()
-        .find(|w| w.starts_with("pdk_admin_"))
-        .ok_or("no bootstrap credential on the console")?
-        .to_string();
+    let (mut app, token) = Appliance::boot_fresh(&work, 8 << 30).map_err(|e| e.to_string())?;
     let api = Api { app: &app, token };
 
     // Sequential: create, first exec, delete; N times.

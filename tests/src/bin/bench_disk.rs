@@ -7,10 +7,8 @@
 //! and guest, the disk file handed to the VMM without dm-crypt. Prints a
 //! table; records nothing.
 
-use paddock_tests::appliance::{image_dir, Appliance};
+use paddock_tests::appliance::Appliance;
 use std::time::{Duration, Instant};
-
-const GUARD: Duration = Duration::from_secs(600);
 
 /// Runs in the guest as root, one phase per exec (the host drops its page
 /// cache between them, so reads reach dm-crypt): 64 MiB written in 1 MiB
@@ -147,27 +145,8 @@ fn run() -> Result<(), String> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
-    let images = image_dir().map_err(|e| e.to_string())?;
     let work = std::env::temp_dir().join(format!("paddock-bench-disk-{}", std::process::id()));
-    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
-    let disk = work.join("disk.img");
-    std::fs::copy(images.join("paddock.img"), &disk).map_err(|e| e.to_string())?;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&disk)
-        .and_then(|f| f.set_len(8 << 30))
-        .map_err(|e| e.to_string())?;
-    let mut app = Appliance::boot(&disk, &work.join("state"), &work.join("serial.log"))
-        .map_err(|e| e.to_string())?;
-    let console = app
-        .wait_for("ready ", GUARD)
-        .and_then(|_| app.wait_for("bootstrap admin credential", GUARD))
-        .map_err(|e| e.to_string())?;
-    let token = console
-        .split_whitespace()
-        .find(|w| w.starts_with("pdk_admin_"))
-        .ok_or("no bootstrap credential on the console")?
-        .to_string();
+    let (mut app, token) = Appliance::boot_fresh(&work, 8 << 30).map_err(|e| e.to_string())?;
     let mut results: [Vec<Vec<(String, f64)>>; 2] = [Vec::new(), Vec::new()];
     // Interleaved, so drift in the emulated machine hits both alike.
     for i in 0..runs {
