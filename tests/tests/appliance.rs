@@ -1423,8 +1423,9 @@ fn dump_from_data(disk: &Path, inner: &str, out: &Path) -> Vec<u8> {
     std::fs::read(out).unwrap_or_else(|e| panic!("{inner} was not dumped: {e}"))
 }
 
-/// Issue 7 end to end, one appliance disk over six boots: disks encrypted
-/// with their own keys, sealed to the boot state, erased for good.
+/// Issue 7 end to end, one appliance disk over six boots (and a seventh
+/// of a new box without a TPM): disks encrypted with their own keys,
+/// sealed to the boot state, erased for good.
 #[test]
 fn workspace_disks_are_encrypted_sealed_to_the_boot_state_and_erased_for_good() {
     let dir = scratch("keys");
@@ -1705,6 +1706,44 @@ fn workspace_disks_are_encrypted_sealed_to_the_boot_state_and_erased_for_good() 
         "nothing to recover: {}",
         String::from_utf8_lossy(&body)
     );
+    power_off(app);
+
+    // Boot 7: a new box without a TPM at all (fresh disk, fresh state):
+    // encrypted workspaces are refused, and the screen says why.
+    let _ = std::fs::remove_file(&disk);
+    let bare = fresh_disk(&dir);
+    let mut app = Appliance::boot_with(
+        &bare,
+        &dir.join("state-bare"),
+        &dir.join("k7.log"),
+        &["--no-tpm".into()],
+    )
+    .expect("boot 7");
+    let console = app
+        .wait_for("ready ", BOOT_GUARD)
+        .and_then(|_| app.wait_for("bootstrap admin credential", BOOT_GUARD))
+        .expect("boot 7");
+    assert!(
+        console.contains("Disk keys    no disk keys: no TPM 2.0 found"),
+        "{console}"
+    );
+    assert!(!console.contains("disk-key recovery secret"), "{console}");
+    let bare_admin = console
+        .split_whitespace()
+        .find(|w| w.starts_with("pdk_admin_"))
+        .expect("bootstrap credential")
+        .to_string();
+    assert_eq!(keys_state(&app, &bare_admin)["state"], "unavailable");
+    let (code, body) = app
+        .api(
+            "POST",
+            "/v1/workspaces",
+            &bare_admin,
+            Some(br#"{"ttl_s": 60, "memory_mib": 256, "disk_mib": 256}"#),
+        )
+        .expect("curl");
+    assert_eq!(code, 503, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("allow_software_keys"));
     power_off(app);
     let _ = std::fs::remove_dir_all(&dir);
 }
