@@ -560,6 +560,48 @@ impl Tpm {
         Ok(d)
     }
 
+    /// Runs `f` with the authorizations of an index that a PCR policy
+    /// guards: a policy session satisfied by the PCRs' current values, then
+    /// a session salted by `key` that encrypts the first parameter
+    /// (`encrypt`: `SA_DECRYPT` on the way in, `SA_ENCRYPT` on the way
+    /// back). Both sessions are closed whatever happens.
+    pub fn with_pcr_policy<T>(
+        &mut self,
+        key: &EccKey,
+        pcrs: &PcrSelection,
+        encrypt: u8,
+        f: impl FnOnce(&mut Tpm, &mut [Auth]) -> Result<T, TpmError>,
+    ) -> Result<T, TpmError> {
+        let mut pol = self.start_session(SessionKind::Policy, None)?;
+        let mut enc = match self.start_session(SessionKind::Hmac, Some(key)) {
+            Ok(s) => s,
+            Err(e) => {
+                self.close(pol);
+                return Err(e);
+            }
+        };
+        let r = self.policy_pcr(&pol, pcrs).and_then(|_| {
+            f(
+                self,
+                &mut [
+                    Auth::Session {
+                        session: &mut pol,
+                        auth_value: &[],
+                        attrs: 0,
+                    },
+                    Auth::Session {
+                        session: &mut enc,
+                        auth_value: &[],
+                        attrs: encrypt,
+                    },
+                ],
+            )
+        });
+        self.close(pol);
+        self.close(enc);
+        r
+    }
+
     /// An NV index's public area and name; the name is checked against the
     /// area, so a later HMAC over it binds what we read.
     pub fn nv_read_public(&mut self, index: u32) -> Result<NvPublic, TpmError> {
@@ -656,6 +698,29 @@ impl Tpm {
         Ok(())
     }
 
+    /// A command on an index that authorizes itself (its handle twice:
+    /// as the authorization and as the index), named as the TPM reports
+    /// it now (the name changes once the index is first written).
+    fn nv_command(
+        &mut self,
+        name: &'static str,
+        code: u32,
+        index: u32,
+        params: Vec<u8>,
+        auths: &mut [Auth],
+    ) -> Result<Vec<u8>, TpmError> {
+        let public = self.nv_read_public(index)?;
+        let cmd = Command {
+            name,
+            code,
+            handles: &[index, index],
+            names: &[&public.name, &public.name],
+            params,
+            response_handles: 0,
+        };
+        Ok(self.execute(cmd, auths)?.1)
+    }
+
     /// Writes `data` at offset 0 of an index that authorizes itself
     /// (AUTHWRITE or POLICYWRITE); `auths` is that authorization, then
     /// optionally a session that encrypts the data (`SA_DECRYPT`).
@@ -665,18 +730,9 @@ impl Tpm {
         data: &[u8],
         auths: &mut [Auth],
     ) -> Result<(), TpmError> {
-        let public = self.nv_read_public(index)?;
         let mut w = Writer::new();
         w.tpm2b(data).u16(0);
-        let cmd = Command {
-            name: "NV_Write",
-            code: CC_NV_WRITE,
-            handles: &[index, index],
-            names: &[&public.name, &public.name],
-            params: w.into_vec(),
-            response_handles: 0,
-        };
-        self.execute(cmd, auths)?;
+        self.nv_command("NV_Write", CC_NV_WRITE, index, w.into_vec(), auths)?;
         Ok(())
     }
 
@@ -688,18 +744,9 @@ impl Tpm {
         size: u16,
         auths: &mut [Auth],
     ) -> Result<Vec<u8>, TpmError> {
-        let public = self.nv_read_public(index)?;
         let mut w = Writer::new();
         w.u16(size).u16(0);
-        let cmd = Command {
-            name: "NV_Read",
-            code: CC_NV_READ,
-            handles: &[index, index],
-            names: &[&public.name, &public.name],
-            params: w.into_vec(),
-            response_handles: 0,
-        };
-        let (_, out) = self.execute(cmd, auths)?;
+        let out = self.nv_command("NV_Read", CC_NV_READ, index, w.into_vec(), auths)?;
         let mut r = Reader::new(&out, "NV_Read");
         let data = r.tpm2b()?.to_vec();
         r.finish()?;

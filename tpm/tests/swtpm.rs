@@ -113,52 +113,14 @@ fn a_pcr_bound_nv_secret_is_released_only_in_its_boot_state_or_with_recovery() {
 
     let secret = [0x42; 32];
     let write = |tpm: &mut Tpm, data: &[u8]| -> Result<(), TpmError> {
-        let mut pol = tpm.start_session(SessionKind::Policy, None)?;
-        let mut enc = tpm.start_session(SessionKind::Hmac, Some(&key))?;
-        tpm.policy_pcr(&pol, &sel)?;
-        let r = tpm.nv_write(
-            INDEX,
-            data,
-            &mut [
-                Auth::Session {
-                    session: &mut pol,
-                    auth_value: &[],
-                    attrs: 0,
-                },
-                Auth::Session {
-                    session: &mut enc,
-                    auth_value: &[],
-                    attrs: SA_DECRYPT,
-                },
-            ],
-        );
-        tpm.close(pol);
-        tpm.close(enc);
-        r
+        tpm.with_pcr_policy(&key, &sel, SA_DECRYPT, |tpm, auths| {
+            tpm.nv_write(INDEX, data, auths)
+        })
     };
     let read = |tpm: &mut Tpm| -> Result<Vec<u8>, TpmError> {
-        let mut pol = tpm.start_session(SessionKind::Policy, None)?;
-        let mut enc = tpm.start_session(SessionKind::Hmac, Some(&key))?;
-        tpm.policy_pcr(&pol, &sel)?;
-        let r = tpm.nv_read(
-            INDEX,
-            32,
-            &mut [
-                Auth::Session {
-                    session: &mut pol,
-                    auth_value: &[],
-                    attrs: 0,
-                },
-                Auth::Session {
-                    session: &mut enc,
-                    auth_value: &[],
-                    attrs: SA_ENCRYPT,
-                },
-            ],
-        );
-        tpm.close(pol);
-        tpm.close(enc);
-        r
+        tpm.with_pcr_policy(&key, &sel, SA_ENCRYPT, |tpm, auths| {
+            tpm.nv_read(INDEX, 32, auths)
+        })
     };
     ok(write(&mut tpm, &secret), "NV_Write under the policy");
     assert_eq!(ok(read(&mut tpm), "NV_Read under the policy"), secret);

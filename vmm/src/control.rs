@@ -35,7 +35,9 @@ impl RateCell {
 
     /// The new limit, if one was set since the last call.
     pub fn take(&self) -> Option<RateLimit> {
-        if !self.changed.swap(false, Ordering::Acquire) {
+        // A plain load first: on the I/O path the answer is nearly always
+        // "no", and a load does not take the cache line from other cores.
+        if !self.changed.load(Ordering::Relaxed) || !self.changed.swap(false, Ordering::Acquire) {
             return None;
         }
         Some(*self.next.lock().unwrap_or_else(|e| e.into_inner()))

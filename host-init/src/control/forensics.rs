@@ -425,12 +425,7 @@ pub fn open(id: &str, name: &str) -> Result<File, ForensicsError> {
         "paddock-fx-{id}-r{}",
         N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
     );
-    let key = crate::keys::store()?.existing_key(&key_name(id, name))?;
-    let dev = crate::keys::dmcrypt::open_with(&mapping, &path, key.bytes(), true)
-        .map_err(crate::keys::KeyError::from)?;
-    let f = crate::keys::dmcrypt::open_device(dev, false);
-    let _ = crate::keys::dmcrypt::remove_when_closed(&mapping);
-    Ok(f.map_err(crate::keys::KeyError::from)?)
+    Ok(crate::keys::store()?.open_read_only(&key_name(id, name), &mapping, &path)?)
 }
 
 /// Removes a snapshot (an admin's explicit call; nothing else does): its

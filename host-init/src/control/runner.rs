@@ -386,25 +386,14 @@ pub fn stop(id: &str) {
 /// as the kernel reports it (the test image's probe).
 pub fn probe_disk(id: &str, disk: &Path) -> Result<(bool, String), RunError> {
     use std::os::unix::fs::FileExt;
-    let key = crate::keys::store()?.existing_key(&key_name(id))?;
     let mapping = format!("paddock-probe-{id}");
-    let dev = crate::keys::dmcrypt::open_with(&mapping, disk, key.bytes(), true)
-        .map_err(crate::keys::KeyError::from)?;
+    let f = crate::keys::store()?.open_read_only(&key_name(id), &mapping, disk)?;
     // What `dmsetup table` would show for it: the key's name, not the key.
     let table = crate::keys::dmcrypt::table(&mapping).unwrap_or_else(|e| e.to_string());
-    let read = crate::keys::dmcrypt::open_device(dev, false).and_then(|f| {
-        let mut magic = [0u8; 2];
-        f.read_exact_at(&mut magic, 1024 + 0x38).map_err(|e| {
-            crate::keys::dmcrypt::DmError::Io {
-                what: "reading",
-                path: disk.to_path_buf(),
-                source: e,
-            }
-        })?;
-        Ok(magic == [0x53, 0xef])
-    });
-    let _ = crate::keys::dmcrypt::close(&mapping);
-    Ok((read.map_err(crate::keys::KeyError::from)?, table))
+    let mut magic = [0u8; 2];
+    f.read_exact_at(&mut magic, 1024 + 0x38)
+        .map_err(io("reading", disk))?;
+    Ok((magic == [0x53, 0xef], table))
 }
 
 /// A block device node for the decrypted disk, owned by the workspace's

@@ -236,14 +236,7 @@ impl KeyStore {
                             return Err(KeyError::Locked("this TPM is not the one the disk keys were sealed to (its storage key differs: another TPM, or it was cleared). Nothing was changed".into()));
                         }
                         match t.read() {
-                            Ok(epoch) => {
-                                let summary = format!(
-                                    "sealed to the TPM (PCR {}), epoch {}",
-                                    pcr_list(&meta.pcrs),
-                                    epoch.generation
-                                );
-                                Ok(ready(Root::Tpm(t), epoch, summary, None))
-                            }
+                            Ok(epoch) => Ok(ready(Root::Tpm(t), epoch, None)),
                             Err(KeyError::BootStateChanged) => {
                                 let why = KeyError::BootStateChanged.to_string();
                                 Ok((
@@ -266,11 +259,7 @@ impl KeyStore {
                             path: dir.join(EPOCH_FILE),
                         };
                         let epoch = f.read()?;
-                        let summary = format!(
-                            "SOFTWARE KEYS (no TPM; allowed by configuration): a copy of the data disk holds everything, epoch {}",
-                            epoch.generation
-                        );
-                        Ok(ready(Root::File(f), epoch, summary, None))
+                        Ok(ready(Root::File(f), epoch, None))
                     }
                     other => Err(KeyError::Corrupt(format!(
                         "{}: unknown root {other:?}",
@@ -311,8 +300,7 @@ impl KeyStore {
                             tpm_key_name: String::new(),
                         },
                     )?;
-                    info!("disk keys: no TPM; software keys, as the configuration allows");
-                    Ok(ready(Root::File(f), epoch, "SOFTWARE KEYS (no TPM; allowed by configuration): a copy of the data disk holds everything".into(), None))
+                    Ok(ready(Root::File(f), epoch, None))
                 } else {
                     Err(KeyError::Unavailable(
                         "no TPM 2.0 found, so encrypted workspaces are refused (set allow_software_keys in the configuration to accept keys kept on the data disk)".into(),
@@ -346,12 +334,7 @@ impl KeyStore {
                 tpm_key_name: hex(t.key_name()),
             },
         )?;
-        let summary = format!(
-            "sealed to the TPM (PCR {}), new key store",
-            pcr_list(&t.pcrs())
-        );
-        info!("disk keys: {summary}");
-        Ok(ready(Root::Tpm(t), epoch, summary, shown))
+        Ok(ready(Root::Tpm(t), epoch, shown))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -374,17 +357,7 @@ impl KeyStore {
     /// One line for the status screen and /v1/health.
     pub fn summary(&self) -> (String, String) {
         match &*self.lock() {
-            State::Ready { root, epoch } => (
-                "ready".into(),
-                match root {
-                    Root::Tpm(t) => format!(
-                        "sealed to the TPM (PCR {}), epoch {}",
-                        pcr_list(&t.pcrs()),
-                        epoch.generation
-                    ),
-                    Root::File(_) => format!("SOFTWARE KEYS (no TPM), epoch {}", epoch.generation),
-                },
-            ),
+            State::Ready { root, epoch } => ("ready".into(), describe(root, epoch)),
             State::Locked { why, .. } => ("locked".into(), why.clone()),
             State::Unavailable(why) => ("unavailable".into(), why.clone()),
         }
@@ -635,6 +608,25 @@ impl KeyStore {
         Ok(summary)
     }
 
+    /// Opens `backing` decrypted and read-only with `name`'s existing key,
+    /// as a descriptor only: the mapping `mapping` goes away when that is
+    /// closed (a forensic download, the test image's disk probe).
+    pub fn open_read_only(
+        &self,
+        name: &str,
+        mapping: &str,
+        backing: &Path,
+    ) -> Result<std::fs::File, KeyError> {
+        let key = self.existing_key(name)?;
+        let dev = dmcrypt::open_with(mapping, backing, key.bytes(), true)?;
+        let f = dmcrypt::open_device(dev, false);
+        if let Err(e) = dmcrypt::remove_when_closed(mapping) {
+            // Shutdown closes whatever is left.
+            warn!("key store: {mapping} stays until shutdown: {e}");
+        }
+        Ok(f?)
+    }
+
     /// Opens `name`'s disk `backing` as the mapping `mapping`; returns its
     /// device number.
     pub fn open_disk(&self, name: &str, mapping: &str, backing: &Path) -> Result<u64, KeyError> {
@@ -646,7 +638,23 @@ impl KeyStore {
     }
 }
 
-fn ready(root: Root, epoch: Epoch, summary: String, shown: Option<String>) -> (State, BootReport) {
+/// How a ready store holds its keys, in one line.
+fn describe(root: &Root, epoch: &Epoch) -> String {
+    match root {
+        Root::Tpm(t) => format!(
+            "sealed to the TPM (PCR {}), epoch {}",
+            pcr_list(&t.pcrs()),
+            epoch.generation
+        ),
+        Root::File(_) => format!(
+            "SOFTWARE KEYS (no TPM; allowed by configuration): a copy of the data disk holds everything, epoch {}",
+            epoch.generation
+        ),
+    }
+}
+
+fn ready(root: Root, epoch: Epoch, shown: Option<String>) -> (State, BootReport) {
+    let summary = describe(&root, &epoch);
     (
         State::Ready { root, epoch },
         BootReport {

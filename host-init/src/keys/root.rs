@@ -131,46 +131,10 @@ impl TpmRoot {
         self.write(epoch)
     }
 
-    /// Runs `f` with a policy session satisfied by the current PCRs and a
-    /// salted session that encrypts the parameter that carries the epoch.
-    fn with_policy<T>(
-        &mut self,
-        encrypt: u8,
-        f: impl FnOnce(&mut Tpm, &mut [Auth]) -> Result<T, TpmError>,
-    ) -> Result<T, TpmError> {
-        let mut pol = self.tpm.start_session(SessionKind::Policy, None)?;
-        let mut enc = match self.tpm.start_session(SessionKind::Hmac, Some(&self.key)) {
-            Ok(s) => s,
-            Err(e) => {
-                self.tpm.close(pol);
-                return Err(e);
-            }
-        };
-        let r = self.tpm.policy_pcr(&pol, &self.pcrs).and_then(|_| {
-            f(
-                &mut self.tpm,
-                &mut [
-                    Auth::Session {
-                        session: &mut pol,
-                        auth_value: &[],
-                        attrs: 0,
-                    },
-                    Auth::Session {
-                        session: &mut enc,
-                        auth_value: &[],
-                        attrs: encrypt,
-                    },
-                ],
-            )
-        });
-        self.tpm.close(pol);
-        self.tpm.close(enc);
-        r
-    }
-
     pub fn read(&mut self) -> Result<Epoch, KeyError> {
         let raw = self
-            .with_policy(SA_ENCRYPT, |tpm, auths| {
+            .tpm
+            .with_pcr_policy(&self.key, &self.pcrs, SA_ENCRYPT, |tpm, auths| {
                 tpm.nv_read(NV_INDEX, EPOCH_LEN, auths)
             })
             .map_err(|e| {
@@ -190,19 +154,20 @@ impl TpmRoot {
 
     pub fn write(&mut self, epoch: &Epoch) -> Result<(), KeyError> {
         let data = epoch.encode();
-        self.with_policy(SA_DECRYPT, |tpm, auths| {
-            tpm.nv_write(NV_INDEX, data.bytes(), auths)
-        })
-        .map_err(|e| {
-            if e.is_policy_fail() {
-                KeyError::BootStateChanged
-            } else {
-                KeyError::Tpm {
-                    what: "writing the epoch",
-                    source: e,
+        self.tpm
+            .with_pcr_policy(&self.key, &self.pcrs, SA_DECRYPT, |tpm, auths| {
+                tpm.nv_write(NV_INDEX, data.bytes(), auths)
+            })
+            .map_err(|e| {
+                if e.is_policy_fail() {
+                    KeyError::BootStateChanged
+                } else {
+                    KeyError::Tpm {
+                        what: "writing the epoch",
+                        source: e,
+                    }
                 }
-            }
-        })
+            })
     }
 
     /// Reads the epoch with the recovery value (any boot state), through a
