@@ -1,7 +1,8 @@
 //! Command-line flags: either `--config FILE` or flags for the common case.
 
 use crate::config::{
-    ConfigError, Console, DriveConfig, VmConfig, VsockConfig, DEFAULT_MEMORY_MIB, DEFAULT_VCPUS,
+    ConfigError, Console, DriveConfig, NetConfig, VmConfig, VsockConfig, DEFAULT_MEMORY_MIB,
+    DEFAULT_VCPUS,
 };
 use std::path::PathBuf;
 
@@ -10,6 +11,7 @@ usage: paddock-vmm --config FILE
        paddock-vmm --kernel PATH [--initramfs PATH] [--cmdline ARGS]
                    [--vcpus N] [--memory-mib N]
                    [--drive id=ID,path=PATH[,ro][,bps=N][,iops=N]]... [--vsock cid=N,uds=PATH]
+                   [--net fd=N,mac=MAC[,bps=N][,pps=N]]
                    [--console stdout|off|PATH] [--control PATH] [--no-rng] [--no-seccomp]
 
 Boots one microVM and exits when it ends:
@@ -62,6 +64,31 @@ fn parse_drive(v: &str) -> Result<DriveConfig, ConfigError> {
     })
 }
 
+fn parse_net(v: &str) -> Result<NetConfig, ConfigError> {
+    let mut fd = None;
+    let mut mac = None;
+    let mut rate = crate::rate_limit::RateLimit::default();
+    for part in v.split(',') {
+        match part.split_once('=') {
+            Some(("fd", x)) => fd = Some(parse_number("--net fd", x)?),
+            Some(("mac", x)) => mac = Some(x.to_string()),
+            Some(("bps", x)) => rate.bytes_per_s = Some(parse_number("--net bps", x)?),
+            Some(("pps", x)) => rate.ops_per_s = Some(parse_number("--net pps", x)?),
+            _ => {
+                return Err(err(
+                    "--net",
+                    format!("unknown part {part:?} (expected fd=, mac=, bps=, pps=)"),
+                ))
+            }
+        }
+    }
+    Ok(NetConfig {
+        tap_fd: fd.ok_or_else(|| err("--net", "missing fd="))?,
+        mac: mac.ok_or_else(|| err("--net", "missing mac="))?,
+        rate,
+    })
+}
+
 fn parse_vsock(v: &str) -> Result<VsockConfig, ConfigError> {
     let mut cid = None;
     let mut uds = None;
@@ -98,6 +125,7 @@ pub fn parse(args: &[String]) -> Result<Command, ConfigError> {
         rng: true,
         seccomp: true,
         control: None,
+        net: None,
     };
     let mut any_flag = false;
     let mut it = args.iter();
@@ -133,6 +161,7 @@ pub fn parse(args: &[String]) -> Result<Command, ConfigError> {
             "--memory-mib" => cfg.memory_mib = parse_number(flag, value)?,
             "--drive" => cfg.drives.push(parse_drive(value)?),
             "--vsock" => cfg.vsock = Some(parse_vsock(value)?),
+            "--net" => cfg.net = Some(parse_net(value)?),
             "--console" => cfg.console = Console::parse(value),
             "--control" => cfg.control = Some(PathBuf::from(value)),
             other => return Err(err(other, "unknown flag (see --help)")),

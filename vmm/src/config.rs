@@ -46,6 +46,61 @@ pub struct VmConfig {
     /// The host's control socket (control.rs), if any.
     #[serde(default)]
     pub control: Option<PathBuf>,
+    /// virtio-net on a tap the host opened and passed as a descriptor.
+    #[serde(default)]
+    pub net: Option<NetConfig>,
+}
+
+fn check_net(n: &NetConfig, errors: &mut Vec<ConfigError>) {
+    if parse_mac(&n.mac).is_none() {
+        errors.push(err(
+            "net.mac",
+            format!(
+                "{:?} is not a unicast MAC address (xx:xx:xx:xx:xx:xx)",
+                n.mac
+            ),
+        ));
+    }
+    for (what, v) in [
+        ("bytes_per_s", n.rate.bytes_per_s),
+        ("ops_per_s", n.rate.ops_per_s),
+    ] {
+        if v == Some(0) {
+            errors.push(err(
+                format!("net.rate.{what}"),
+                "must be at least 1 (leave it out for no limit)",
+            ));
+        }
+    }
+    if n.tap_fd < 3 {
+        errors.push(err(
+            "net.tap_fd",
+            format!("{} is stdio, not a tap", n.tap_fd),
+        ));
+        return;
+    }
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes into a stat buffer we own; a bad fd gives EBADF.
+    let r = unsafe { libc::fstat(n.tap_fd, st.as_mut_ptr()) };
+    if r != 0 {
+        errors.push(err(
+            "net.tap_fd",
+            format!(
+                "descriptor {} is not open: {}",
+                n.tap_fd,
+                std::io::Error::last_os_error()
+            ),
+        ));
+        return;
+    }
+    // SAFETY: fstat succeeded, so it filled the buffer.
+    let st = unsafe { st.assume_init() };
+    if st.st_mode & libc::S_IFMT != libc::S_IFCHR {
+        errors.push(err(
+            "net.tap_fd",
+            format!("descriptor {} is not a character device (a tap)", n.tap_fd),
+        ));
+    }
 }
 
 fn default_vcpus() -> u8 {
@@ -68,6 +123,37 @@ pub struct DriveConfig {
     /// Bytes and requests per second the guest may drive on it.
     #[serde(default)]
     pub rate: crate::rate_limit::RateLimit,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    /// An inherited descriptor of a tap (IFF_TAP | IFF_NO_PI). The VMM
+    /// never opens /dev/net/tun itself: its network namespace is empty.
+    pub tap_fd: i32,
+    /// The guest's MAC address, "xx:xx:xx:xx:xx:xx".
+    pub mac: String,
+    /// Bytes and frames per second, each direction on its own.
+    #[serde(default)]
+    pub rate: crate::rate_limit::RateLimit,
+}
+
+/// Parses "02:00:0a:c8:00:02"; a multicast address is refused (the guest
+/// could not use it as its own).
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in mac.iter_mut() {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    if parts.next().is_some() || mac[0] & 1 == 1 {
+        return None;
+    }
+    Some(mac)
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -223,8 +309,19 @@ impl VmConfig {
                 )),
             }
         }
-        let virtio_count =
-            self.drives.len() + usize::from(self.rng) + usize::from(self.vsock.is_some());
+        if let Some(n) = &self.net {
+            check_net(n, &mut errors);
+            if self.drives.iter().any(|d| d.id == crate::vm::NET_RATE_ID) {
+                errors.push(err(
+                    "drives",
+                    "a drive may not be called \"net\": the control socket knows the NIC by that name",
+                ));
+            }
+        }
+        let virtio_count = self.drives.len()
+            + usize::from(self.rng)
+            + usize::from(self.vsock.is_some())
+            + usize::from(self.net.is_some());
         if virtio_count > crate::arch::layout::MAX_VIRTIO_DEVICES {
             errors.push(err(
                 "drives",

@@ -45,12 +45,13 @@ pub enum ThreadKind {
     Block,
     Vsock,
     Rng,
+    Net,
     /// Serves the host's control socket (control.rs).
     Control,
 }
 
 impl ThreadKind {
-    pub const ALL: [ThreadKind; 9] = [
+    pub const ALL: [ThreadKind; 10] = [
         ThreadKind::Main,
         ThreadKind::Vcpu,
         ThreadKind::ConsoleOut,
@@ -59,9 +60,15 @@ impl ThreadKind {
         ThreadKind::Block,
         ThreadKind::Vsock,
         ThreadKind::Rng,
+        ThreadKind::Net,
         ThreadKind::Control,
     ];
-    const WORKERS: [ThreadKind; 3] = [ThreadKind::Block, ThreadKind::Vsock, ThreadKind::Rng];
+    const WORKERS: [ThreadKind; 4] = [
+        ThreadKind::Block,
+        ThreadKind::Vsock,
+        ThreadKind::Rng,
+        ThreadKind::Net,
+    ];
 }
 
 /// `_IO(KVMIO, 0x80)`: the one ioctl a vCPU thread makes once running.
@@ -169,6 +176,17 @@ fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
             );
         }
         ThreadKind::Rng => allow(WORKER_LOOP),
+        // Frames in and out of the tap (read, write), its watch switched
+        // off and on, the rate timer. The tap's descriptor is all the
+        // network it has: no socket calls.
+        ThreadKind::Net => {
+            allow(WORKER_LOOP);
+            allow(&[
+                libc::SYS_epoll_ctl,
+                libc::SYS_timerfd_settime,
+                libc::SYS_timerfd_gettime,
+            ]);
+        }
         ThreadKind::Block => {
             allow(WORKER_LOOP);
             allow(&[
@@ -393,6 +411,7 @@ impl ThreadKind {
             ThreadKind::Block => "virtio-blk",
             ThreadKind::Vsock => "virtio-vsock",
             ThreadKind::Rng => "virtio-rng",
+            ThreadKind::Net => "virtio-net",
             ThreadKind::Control => "control",
         }
     }

@@ -19,7 +19,25 @@ use crate::threads;
 use crate::vcpu::Vcpu;
 use crate::virtio::block::{Block, Disk};
 use crate::virtio::mmio::{MmioTransport, TransportError, REG_QUEUE_NOTIFY};
+use crate::virtio::net::Net;
 use crate::virtio::rng::Rng;
+
+/// The name the control socket knows the network device's rate by.
+pub const NET_RATE_ID: &str = "net";
+
+fn set_nonblocking(f: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a descriptor we own, with integer arguments only.
+    let flags = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
 use crate::virtio::vsock::Vsock;
 use crate::virtio::{Interrupt, VirtioDevice};
 use kvm_bindings::{
@@ -236,6 +254,24 @@ fn create_devices(
             &mut devices,
             Box::new(Vsock::new(v.cid, v.uds_path.clone(), listener)),
         )?;
+    }
+    if let Some(n) = &cfg.net {
+        let mac = crate::config::parse_mac(&n.mac).ok_or_else(|| VmError::Io {
+            what: format!("net: MAC {:?}", n.mac),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        })?;
+        // SAFETY: validate() checked that the descriptor is open and a
+        // character device; our parent passed it to us for this device
+        // alone, and nothing else in this process owns it.
+        let tap = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(n.tap_fd) };
+        set_nonblocking(&tap).map_err(io_err("net: making the tap non-blocking"))?;
+        let cell = Arc::new(crate::control::RateCell::default());
+        devices.rates.insert(NET_RATE_ID.to_string(), cell.clone());
+        let net = Net::new(tap, mac)
+            .map_err(io_err("net: creating its rate timer"))?
+            .with_rate(n.rate)
+            .with_control(cell);
+        add_virtio(vm, mem, &mut devices, Box::new(net))?;
     }
     if cfg.rng {
         add_virtio(vm, mem, &mut devices, Box::<Rng>::default())?;

@@ -5,6 +5,7 @@
 pub mod block;
 pub mod chain;
 pub mod mmio;
+pub mod net;
 pub mod rng;
 pub mod vsock;
 pub mod worker;
@@ -33,6 +34,7 @@ pub mod status {
 
 /// Device IDs (virtio 1.2, 5).
 pub mod device_id {
+    pub const NET: u32 = 1;
     pub const BLOCK: u32 = 2;
     pub const RNG: u32 = 4;
     pub const VSOCK: u32 = 19;
