@@ -2,7 +2,11 @@
 //! (our own client, below) or from static configuration.
 
 mod dhcp;
+pub mod firewall;
 mod ifconfig;
+pub mod nft;
+pub mod policy;
+pub mod tap;
 
 use crate::config::{Config, NetMode};
 use crate::{info, warn};

@@ -1,0 +1,404 @@
+//! The workspace firewall: one nf_tables table, rebuilt whole and swapped
+//! in atomically on every change (a workspace started, stopped, or its
+//! policy changed), so there is never a moment with half a policy.
+//!
+//! Each workspace has a tap of its own (its own layer-2 segment: no ARP or
+//! broadcast reaches another workspace) and a /30: the host side .1, the
+//! guest .2. What it may do:
+//! - ask the host's resolver (udp 53 to its gateway address);
+//! - open TCP to ports its domain entries name: redirected to the host's
+//!   proxy, which decides on the SNI or Host the client sends;
+//! - open TCP to its CIDR entries' ports, routed and masqueraded, unless
+//!   the address is in a forbidden range;
+//! - nothing else: everything it sends that no rule opens is counted and
+//!   dropped, in its own chain, so the count is its own.
+//!
+//! Nothing from outside reaches a workspace except replies.
+
+use super::nft::{self, Expr, Hook, Netlink, NftError, Op, Rule, Verdict};
+use super::policy::{Egress, FORBIDDEN};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Mutex;
+
+pub const TABLE: &str = "paddock";
+/// Where the firewall sends workspaces' web connections (proxy.rs).
+pub const PROXY_PORT: u16 = 15001;
+/// The resolver (dns.rs) listens here on every address; the firewall
+/// lets only workspaces' taps reach it.
+pub const DNS_PORT: u16 = 53;
+/// Workspaces' addresses: a /30 each, 10.200.0.0/16 in all.
+const POOL: u32 = 0x0ac8_0000;
+pub const POOL_PREFIX: u8 = 16;
+pub const MAX_SLOTS: u32 = 1 << 14;
+const TAP_PREFIX: &str = "pdk";
+
+/// A workspace's place on the host's network, from its uid's offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot(pub u32);
+
+impl Slot {
+    pub fn new(index: u32) -> Option<Slot> {
+        (index < MAX_SLOTS).then_some(Slot(index))
+    }
+    pub fn tap(self) -> String {
+        format!("{TAP_PREFIX}{}", self.0)
+    }
+    pub fn host(self) -> Ipv4Addr {
+        Ipv4Addr::from(POOL + self.0 * 4 + 1)
+    }
+    pub fn guest(self) -> Ipv4Addr {
+        Ipv4Addr::from(POOL + self.0 * 4 + 2)
+    }
+    /// The slot a guest address belongs to (the resolver and the proxy
+    /// know their clients by it).
+    pub fn of_guest(ip: Ipv4Addr) -> Option<Slot> {
+        let v = u32::from(ip).checked_sub(POOL)?;
+        (v % 4 == 2).then_some(())?;
+        Slot::new(v / 4)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WsNet {
+    pub id: String,
+    pub slot: Slot,
+    pub egress: Egress,
+}
+
+fn rule(chain: &str, parts: Vec<Vec<Expr>>, tail: Vec<Expr>, tag: Option<&str>) -> Op {
+    let mut exprs: Vec<Expr> = parts.into_iter().flatten().collect();
+    exprs.extend(tail);
+    Op::AddRule(Rule {
+        chain: chain.to_string(),
+        exprs,
+        tag: tag.map(str::to_string),
+    })
+}
+
+fn chain(name: &str) -> Op {
+    Op::AddChain {
+        name: name.to_string(),
+        base: None,
+    }
+}
+
+fn base(name: &str, hook: Hook, prio: i32, kind: &'static str, accept: bool) -> Op {
+    Op::AddChain {
+        name: name.to_string(),
+        base: Some((hook, prio, kind, accept)),
+    }
+}
+
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+const REFUSED: &str = "refused";
+
+/// The whole table for these workspaces, as one batch that replaces
+/// whatever table was there.
+pub fn ruleset(workspaces: &[WsNet]) -> Vec<Op> {
+    let mut ops = vec![Op::AddTable, Op::DeleteTable, Op::AddTable];
+    ops.push(base("prerouting", Hook::Prerouting, -100, "nat", true));
+    ops.push(base("postrouting", Hook::Postrouting, 100, "nat", true));
+    ops.push(base("input", Hook::Input, 0, "filter", true));
+    ops.push(base("forward", Hook::Forward, 0, "filter", false));
+    let any_tap = format!("{TAP_PREFIX}*");
+    // The resolver and the proxy answer workspaces only.
+    for (proto, port) in [(UDP, DNS_PORT), (TCP, DNS_PORT), (TCP, PROXY_PORT)] {
+        ops.push(rule(
+            "input",
+            vec![
+                nft::iifname_not(&any_tap),
+                nft::l4proto(proto),
+                nft::dport(port),
+            ],
+            vec![Expr::Verdict(Verdict::Drop)],
+            None,
+        ));
+    }
+    // Replies to what a workspace opened, and nothing else, come back in.
+    ops.push(rule(
+        "forward",
+        vec![nft::oifname(&any_tap), nft::ct_established()],
+        vec![Expr::Verdict(Verdict::Accept)],
+        None,
+    ));
+    ops.push(rule(
+        "postrouting",
+        vec![
+            nft::ipv4(),
+            nft::ip_addr_in(false, Ipv4Addr::from(POOL), POOL_PREFIX),
+            nft::oifname_not(&any_tap),
+        ],
+        vec![Expr::Masquerade],
+        None,
+    ));
+    for ws in workspaces {
+        ops.extend(workspace_rules(ws));
+    }
+    ops
+}
+
+fn workspace_rules(ws: &WsNet) -> Vec<Op> {
+    let n = ws.slot.0;
+    let tap = ws.slot.tap();
+    let (pre, input, fwd) = (format!("pre{n}"), format!("in{n}"), format!("fwd{n}"));
+    let mut ops = vec![chain(&pre), chain(&input), chain(&fwd)];
+    for (base_chain, own) in [("prerouting", &pre), ("input", &input), ("forward", &fwd)] {
+        ops.push(rule(
+            base_chain,
+            vec![nft::iifname(&tap)],
+            vec![Expr::GotoTo(own.clone())],
+            None,
+        ));
+    }
+    // prerouting: CIDR entries go straight on; domain ports to the proxy.
+    for c in &ws.egress.cidrs {
+        for p in &c.ports {
+            ops.push(rule(
+                &pre,
+                vec![
+                    nft::ipv4(),
+                    nft::ip_addr_in(true, c.net, c.prefix),
+                    nft::l4proto(TCP),
+                    nft::dport(*p),
+                ],
+                vec![Expr::Verdict(Verdict::Return)],
+                None,
+            ));
+        }
+    }
+    for p in ws.egress.domain_ports() {
+        ops.push(rule(
+            &pre,
+            vec![nft::ipv4(), nft::l4proto(TCP), nft::dport(p)],
+            vec![Expr::Redirect(PROXY_PORT)],
+            None,
+        ));
+    }
+    // input: its resolver, the proxy (after the redirect), replies.
+    let to_gateway = || nft::ip_addr_in(true, ws.slot.host(), 32);
+    ops.push(rule(
+        &input,
+        vec![nft::ct_established()],
+        vec![Expr::Verdict(Verdict::Accept)],
+        None,
+    ));
+    for (proto, port) in [(UDP, DNS_PORT), (TCP, DNS_PORT)] {
+        ops.push(rule(
+            &input,
+            vec![
+                nft::ipv4(),
+                to_gateway(),
+                nft::l4proto(proto),
+                nft::dport(port),
+            ],
+            vec![Expr::Verdict(Verdict::Accept)],
+            None,
+        ));
+    }
+    if !ws.egress.domains.is_empty() {
+        ops.push(rule(
+            &input,
+            vec![
+                nft::ipv4(),
+                to_gateway(),
+                nft::l4proto(TCP),
+                nft::dport(PROXY_PORT),
+            ],
+            vec![Expr::Verdict(Verdict::Accept)],
+            None,
+        ));
+    }
+    ops.push(rule(
+        &input,
+        vec![],
+        vec![Expr::Counter, Expr::Verdict(Verdict::Drop)],
+        Some(REFUSED),
+    ));
+    // forward: forbidden ranges first, whatever the entries say.
+    for (net, prefix) in FORBIDDEN {
+        ops.push(rule(
+            &fwd,
+            vec![nft::ipv4(), nft::ip_addr_in(true, net, prefix)],
+            vec![Expr::Counter, Expr::Verdict(Verdict::Drop)],
+            Some(REFUSED),
+        ));
+    }
+    for c in &ws.egress.cidrs {
+        for p in &c.ports {
+            ops.push(rule(
+                &fwd,
+                vec![
+                    nft::ipv4(),
+                    nft::ip_addr_in(true, c.net, c.prefix),
+                    nft::l4proto(TCP),
+                    nft::dport(*p),
+                ],
+                vec![Expr::Verdict(Verdict::Accept)],
+                None,
+            ));
+        }
+    }
+    ops.push(rule(
+        &fwd,
+        vec![],
+        vec![Expr::Counter, Expr::Verdict(Verdict::Drop)],
+        Some(REFUSED),
+    ));
+    ops
+}
+
+/// The firewall as host-init keeps it: the workspaces it knows and what
+/// their chains counted before the last rebuild reset them.
+pub struct Firewall {
+    nl: Netlink,
+    workspaces: BTreeMap<String, WsNet>,
+    refused_before: BTreeMap<String, u64>,
+}
+
+static FIREWALL: Mutex<Option<Firewall>> = Mutex::new(None);
+
+fn with<T>(f: impl FnOnce(&mut Firewall) -> Result<T, NftError>) -> Result<T, NftError> {
+    let mut g = FIREWALL.lock().unwrap_or_else(|e| e.into_inner());
+    match g.as_mut() {
+        Some(fw) => f(fw),
+        None => Err(NftError::NoAnswer("the firewall (not started)".into())),
+    }
+}
+
+impl Firewall {
+    fn refused_now(&mut self, ws: &WsNet) -> u64 {
+        let n = ws.slot.0;
+        let mut total = 0;
+        for c in [format!("in{n}"), format!("fwd{n}")] {
+            if let Ok(cs) = self.nl.counters(TABLE, &c) {
+                total += cs
+                    .iter()
+                    .filter(|(t, _, _)| t == REFUSED)
+                    .map(|(_, p, _)| p)
+                    .sum::<u64>();
+            }
+        }
+        total
+    }
+
+    fn sync(&mut self) -> Result<(), NftError> {
+        // A rebuild resets the counters: bank them first.
+        let known: Vec<WsNet> = self.workspaces.values().cloned().collect();
+        for ws in &known {
+            let now = self.refused_now(ws);
+            *self.refused_before.entry(ws.id.clone()).or_default() += now;
+        }
+        self.nl.apply(TABLE, &ruleset(&known))
+    }
+}
+
+/// Installs the empty table (workspaces reach nothing) and turns on
+/// forwarding; once, at boot, before any workspace runs.
+pub fn start() -> Result<(), NftError> {
+    let mut nl = Netlink::open()?;
+    nl.apply(TABLE, &ruleset(&[]))?;
+    for (path, value) in [
+        ("/proc/sys/net/ipv4/ip_forward", "1"),
+        // Workspaces have no IPv6; the host does not route it for them.
+        ("/proc/sys/net/ipv6/conf/all/forwarding", "0"),
+    ] {
+        let _ = std::fs::write(path, value);
+    }
+    *FIREWALL.lock().unwrap_or_else(|e| e.into_inner()) = Some(Firewall {
+        nl,
+        workspaces: BTreeMap::new(),
+        refused_before: BTreeMap::new(),
+    });
+    Ok(())
+}
+
+/// Adds a workspace or replaces its policy; in force when this returns.
+pub fn set(ws: WsNet) -> Result<(), NftError> {
+    with(|fw| {
+        let old = fw.workspaces.insert(ws.id.clone(), ws.clone());
+        let r = fw.sync();
+        if r.is_err() {
+            // The kernel kept the old table; so does our picture of it.
+            match old {
+                Some(o) => fw.workspaces.insert(ws.id.clone(), o),
+                None => fw.workspaces.remove(&ws.id),
+            };
+        }
+        r
+    })
+}
+
+pub fn remove(id: &str) -> Result<(), NftError> {
+    with(|fw| {
+        if fw.workspaces.remove(id).is_none() {
+            return Ok(());
+        }
+        fw.refused_before.remove(id);
+        fw.sync()
+    })
+}
+
+/// The policy of the workspace at a guest address (the resolver's and the
+/// proxy's question), with its id.
+pub fn policy_of(guest: Ipv4Addr) -> Option<(String, Egress)> {
+    let slot = Slot::of_guest(guest)?;
+    let g = FIREWALL.lock().unwrap_or_else(|e| e.into_inner());
+    g.as_ref()?
+        .workspaces
+        .values()
+        .find(|w| w.slot == slot)
+        .map(|w| (w.id.clone(), w.egress.clone()))
+}
+
+/// Packets the firewall refused from this workspace, since it started.
+pub fn refused(id: &str) -> u64 {
+    with(|fw| {
+        let Some(ws) = fw.workspaces.get(id).cloned() else {
+            return Ok(0);
+        };
+        Ok(fw.refused_before.get(id).copied().unwrap_or(0) + fw.refused_now(&ws))
+    })
+    .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::policy::EgressRequest;
+    use super::*;
+
+    #[test]
+    fn slots_map_to_their_own_slash_30() {
+        let s = Slot::new(3).expect("slot");
+        assert_eq!(s.tap(), "pdk3");
+        assert_eq!(s.host(), Ipv4Addr::new(10, 200, 0, 13));
+        assert_eq!(s.guest(), Ipv4Addr::new(10, 200, 0, 14));
+        assert_eq!(Slot::of_guest(s.guest()), Some(s));
+        assert_eq!(Slot::of_guest(s.host()), None);
+        assert_eq!(Slot::of_guest(Ipv4Addr::new(10, 199, 0, 2)), None);
+        assert!(Slot::new(MAX_SLOTS).is_none());
+    }
+
+    #[test]
+    fn a_workspace_without_entries_gets_no_opening() {
+        let ws = WsNet {
+            id: "w".into(),
+            slot: Slot(0),
+            egress: Egress::default(),
+        };
+        let ops = workspace_rules(&ws);
+        let accepts_forward = ops.iter().any(|o| matches!(o, Op::AddRule(r) if r.chain == "fwd0" && r.exprs.contains(&Expr::Verdict(Verdict::Accept))));
+        let redirects = ops.iter().any(|o| matches!(o, Op::AddRule(r) if r.exprs.iter().any(|e| matches!(e, Expr::Redirect(_)))));
+        assert!(!accepts_forward && !redirects);
+        let egress = EgressRequest {
+            domains: vec!["allowed.test".into()],
+            cidrs: vec!["198.51.100.0/24:8080".into()],
+        }
+        .check()
+        .expect("valid");
+        let ops = workspace_rules(&WsNet { egress, ..ws });
+        let redirects = ops.iter().filter(|o| matches!(o, Op::AddRule(r) if r.exprs.iter().any(|e| matches!(e, Expr::Redirect(_))))).count();
+        assert_eq!(redirects, 2);
+    }
+}

@@ -1,0 +1,60 @@
+//! A workspace's tap: created by host-init in the host's network namespace
+//! and handed to its VMM as an open descriptor (the VMM's own namespace
+//! has no interfaces, and it never opens /dev/net/tun). The tap goes away
+//! with the last descriptor, so a VMM that dies takes its link with it.
+
+use super::firewall::Slot;
+use super::ifconfig;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    #[error("opening /dev/net/tun: {0}")]
+    Open(std::io::Error),
+    #[error("creating tap {name}: {source}")]
+    Create {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Configure(#[from] ifconfig::IfError),
+}
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const IFF_TAP: libc::c_short = 0x0002;
+const IFF_NO_PI: libc::c_short = 0x1000;
+
+/// Creates the slot's tap, gives it the host side of the slot's /30 and
+/// brings it up. A stale tap of the same name (a VMM still dying) is
+/// reattached: TUNSETIFF on an existing name joins it.
+pub fn create(slot: Slot) -> Result<OwnedFd, TapError> {
+    let name = slot.tap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .map_err(TapError::Open)?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = IFF_TAP | IFF_NO_PI;
+    // SAFETY: TUNSETIFF reads and writes the ifreq we own.
+    if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF as _, &mut req) } < 0 {
+        return Err(TapError::Create {
+            name,
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    ifconfig::set_address(&name, slot.host(), 30)?;
+    ifconfig::set_up(&name)?;
+    // SAFETY: into_raw_fd gives up a descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(file)) })
+}
+
+/// The guest's MAC: locally administered, unicast, the slot in the low bytes.
+pub fn guest_mac(slot: Slot) -> String {
+    let b = slot.0.to_be_bytes();
+    format!("02:70:64:{:02x}:{:02x}:{:02x}", b[1], b[2], b[3])
+}
