@@ -6,6 +6,7 @@ mod exec;
 mod files;
 mod init;
 mod log;
+mod net;
 mod reaper;
 mod server;
 mod sys;
@@ -40,6 +41,13 @@ fn main() {
         fatal(&e.to_string());
     }
     init::set_hostname(&opts.hostname);
+    // A workspace without a NIC (or a malformed description) simply has
+    // no network; the agent still serves.
+    if let Some(cfg) = net::from_cmdline(&cmdline) {
+        if let Err(e) = net::configure(cfg) {
+            eprintln!("paddock-agent: network: {e}");
+        }
+    }
     init::seed_entropy();
     if let Err(e) = std::thread::Builder::new()
         .name("reaper".into())

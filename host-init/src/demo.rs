@@ -67,6 +67,10 @@ fn run(template_dev: &str) -> Result<(), DemoError> {
         disk_mib_per_s: None,
         disk_iops: None,
         unencrypted_disk: false,
+        // The demo runs outside the control plane: no slot, no NIC.
+        egress: Default::default(),
+        net_mib_per_s: None,
+        net_connections_per_s: None,
     };
     set("booting".into());
     let started = Instant::now();

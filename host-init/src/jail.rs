@@ -49,12 +49,14 @@ pub struct JailSpec {
     pub root: PathBuf,
     pub binds: Vec<Bind>,
     pub max_fds: u64,
+    /// A descriptor the program is given, as its fd 3 (a workspace's tap).
+    pub keep_fd: Option<i32>,
     pub program: PathBuf,
     pub args: Vec<String>,
 }
 
 pub const USAGE: &str = "paddock-init jail --uid N --gid N [--group N]... --root DIR \
-[--bind PATH[:rw]]... [--max-fds N] -- PROGRAM [ARGS...]";
+[--bind PATH[:rw]]... [--max-fds N] [--keep-fd N] -- PROGRAM [ARGS...]";
 
 fn number<T: std::str::FromStr>(flag: &str, v: Option<&String>) -> Result<T, JailError> {
     v.and_then(|s| s.parse().ok())
@@ -67,6 +69,7 @@ impl JailSpec {
         let mut groups = Vec::new();
         let mut binds = Vec::new();
         let mut max_fds = 1024;
+        let mut keep_fd = None;
         let mut it = args.iter();
         while let Some(a) = it.next() {
             match a.as_str() {
@@ -74,6 +77,15 @@ impl JailSpec {
                 "--gid" => gid = Some(number::<u32>("--gid", it.next())?),
                 "--group" => groups.push(number::<u32>("--group", it.next())?),
                 "--max-fds" => max_fds = number::<u64>("--max-fds", it.next())?,
+                "--keep-fd" => {
+                    let fd = number::<i32>("--keep-fd", it.next())?;
+                    if fd < 3 {
+                        return Err(JailError::Usage(format!(
+                            "--keep-fd {fd} is stdio; give the descriptor to pass on"
+                        )));
+                    }
+                    keep_fd = Some(fd);
+                }
                 "--root" => {
                     root = it.next().map(PathBuf::from);
                 }
@@ -105,6 +117,7 @@ impl JailSpec {
             root: root.ok_or_else(|| JailError::Usage("--root is required".into()))?,
             binds,
             max_fds,
+            keep_fd,
             program: PathBuf::from(program),
             args: args.to_vec(),
         };
@@ -402,8 +415,29 @@ impl Prepared {
             None::<&str>,
         )
         .map_err(sys("making the jail's root read-only"))?;
+        // The one descriptor passed on becomes fd 3 (without close-on-exec:
+        // dup2 clears it, and fcntl where it already is 3).
+        let first_closed: u32 = match spec.keep_fd {
+            Some(fd) => {
+                // SAFETY: dup2/fcntl on descriptors this process owns.
+                let r = unsafe {
+                    if fd == 3 {
+                        libc::fcntl(3, libc::F_SETFD, 0)
+                    } else {
+                        libc::dup2(fd, 3)
+                    }
+                };
+                if r < 0 {
+                    return Err(sys(format!("passing on descriptor {fd}"))(
+                        nix::Error::last(),
+                    ));
+                }
+                4
+            }
+            None => 3,
+        };
         // SAFETY: close_range on descriptors this process owns; stdio stays.
-        if unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) } < 0 {
+        if unsafe { libc::syscall(libc::SYS_close_range, first_closed, u32::MAX, 0u32) } < 0 {
             return Err(sys("closing descriptors")(nix::Error::last()));
         }
         let limits = [(libc::RLIMIT_NOFILE, spec.max_fds), (libc::RLIMIT_CORE, 0)];

@@ -2,14 +2,17 @@
 //! (our own client, below) or from static configuration.
 
 mod dhcp;
+pub mod dns;
 pub mod firewall;
 mod ifconfig;
 pub mod nft;
 pub mod policy;
+pub mod proxy;
+pub mod sni;
 pub mod tap;
 
 use crate::config::{Config, NetMode};
-use crate::{info, warn};
+use crate::{error, info, warn};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -38,6 +41,28 @@ pub enum NetError {
     If(#[from] IfError),
     #[error("DHCP on {iface}: {detail}")]
     Dhcp { iface: String, detail: String },
+}
+
+/// The workspaces' side of the network: firewall, resolver, proxy.
+/// Failures are logged and leave workspaces without a network opening
+/// (their creation then fails with the reason), never with an open one.
+pub fn start_workspace_network() {
+    match firewall::start() {
+        Ok(()) => info!(
+            "workspace firewall installed (nf_tables table inet {})",
+            firewall::TABLE
+        ),
+        Err(e) => {
+            error!("workspace firewall: {e}; workspaces cannot be created");
+            return;
+        }
+    }
+    if let Err(e) = dns::start() {
+        error!("workspace resolver on port {}: {e}", firewall::DNS_PORT);
+    }
+    if let Err(e) = proxy::start() {
+        error!("egress proxy on port {}: {e}", firewall::PROXY_PORT);
+    }
 }
 
 /// Physical Ethernet interfaces, in name order.

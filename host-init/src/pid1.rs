@@ -262,6 +262,11 @@ fn boot(cmdline: &str, started: Instant) {
         key_pem: identity.key_pem.clone(),
         port: cfg.api_port,
     };
+    // Before anything can create a workspace: the firewall (which also
+    // turns forwarding on, only once its table is in), the resolver and
+    // the proxy. If the firewall cannot be installed, workspaces are
+    // refused rather than started unfenced.
+    net::start_workspace_network();
     let port = start_api(exe, init, control, started);
 
     // The network comes last among the essentials: DHCP may take a while,
@@ -279,6 +284,7 @@ fn boot(cmdline: &str, started: Instant) {
                     .unwrap_or_else(|| "none".into()),
                 up.dns
             );
+            net::dns::configure(&up.dns, &[up.address]);
             SCREEN.update(|s| {
                 s.addresses = vec![addr];
                 if let Some(p) = port {
@@ -287,6 +293,7 @@ fn boot(cmdline: &str, started: Instant) {
             });
             if up.source == "dhcp" {
                 net::keep_lease(up.clone(), move |u| {
+                    net::dns::configure(&u.dns, &[u.address]);
                     SCREEN.update(|s| {
                         s.addresses = vec![format!(
                             "{} {}/{} ({})",

@@ -103,6 +103,7 @@ fn a_workspace_reaches_its_resolver_and_nothing_else_and_refusals_are_counted() 
         id: "ws_a".into(),
         slot,
         egress,
+        connections_per_s: 100,
     })
     .expect("installing the workspace's rules");
     assert_eq!(firewall::refused("ws_a"), 0);
@@ -159,6 +160,7 @@ fn a_workspace_reaches_its_resolver_and_nothing_else_and_refusals_are_counted() 
         id: "ws_a".into(),
         slot,
         egress: Default::default(),
+        connections_per_s: 100,
     })
     .expect("replacing the policy");
     assert!(firewall::refused("ws_a") >= counted);

@@ -204,6 +204,11 @@ pub enum Call {
         id: String,
         request: serde_json::Value,
     },
+    /// A new egress allowlist, in force at once (admin).
+    SetEgress {
+        id: String,
+        request: serde_json::Value,
+    },
     /// Freeze, revoke its tokens, take a forensic snapshot (admin).
     QuarantineWorkspace {
         id: String,

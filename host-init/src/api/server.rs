@@ -375,6 +375,7 @@ fn allowed_methods(segs: &[&str]) -> Option<&'static [&'static str]> {
         ["v1", "workspaces"] | ["v1", "tokens"] => &["GET", "POST"],
         ["v1", "workspaces", _] => &["GET", "DELETE"],
         ["v1", "workspaces", _, "stop" | "exec" | "quarantine" | "limits"] => &["POST"],
+        ["v1", "workspaces", _, "egress"] => &["PUT"],
         ["v1", "workspaces", _, "forensics"] => &["DELETE"],
         ["v1", "workspaces", _, "forensics", _] => &["GET"],
         ["v1", "workspaces", _, "files"] => &["GET", "PUT"],
@@ -455,6 +456,13 @@ fn route(shared: &Shared, req: &http::Request, tls: &mut Tls) -> Option<(u16, Va
         }
         ("POST", ["v1", "workspaces", id, "limits"]) => match read_json(req, tls) {
             Ok(request) => simple(Call::SetLimits {
+                id: id.to_string(),
+                request,
+            }),
+            Err(e) => Some(e),
+        },
+        ("PUT", ["v1", "workspaces", id, "egress"]) => match read_json(req, tls) {
+            Ok(request) => simple(Call::SetEgress {
                 id: id.to_string(),
                 request,
             }),

@@ -31,6 +31,10 @@ pub struct Limits {
     /// them lower than io.max).
     pub disk_bps: u64,
     pub disk_iops: u64,
+    /// The VMM's token bucket on its NIC, each direction.
+    pub net_bps: u64,
+    /// New connections per second (the firewall's limit).
+    pub net_connections_per_s: u64,
 }
 
 impl Limits {
@@ -46,6 +50,13 @@ impl Limits {
                 .disk_mib_per_s
                 .map_or(vcpus * IO_BPS_PER_VCPU, |m| m << 20),
             disk_iops: ws.disk_iops.unwrap_or(vcpus * IO_IOPS_PER_VCPU),
+            net_bps: ws
+                .net_mib_per_s
+                .unwrap_or(super::workspace::DEFAULT_NET_MIB_PER_S)
+                << 20,
+            net_connections_per_s: ws
+                .net_connections_per_s
+                .unwrap_or(super::workspace::DEFAULT_NET_CONNECTIONS_PER_S),
         }
     }
 
@@ -107,6 +118,8 @@ impl Limits {
             "io_max_ops_per_s": self.io_iops,
             "disk_bytes_per_s": self.disk_bps,
             "disk_ops_per_s": self.disk_iops,
+            "net_bytes_per_s": self.net_bps,
+            "net_connections_per_s": self.net_connections_per_s,
         })
     }
 }

@@ -18,6 +18,17 @@ fn cpu_usage_us(id: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// A counter of the workspace's tap (seen from the host: its rx is what
+/// the guest sent).
+fn tap_counter(w: &WorkspaceRecord, which: &str) -> Option<f64> {
+    let slot = runner::slot(w)?;
+    read_u64(std::path::Path::new(&format!(
+        "/sys/class/net/{}/statistics/{which}",
+        slot.tap()
+    )))
+    .map(|v| v as f64)
+}
+
 fn meminfo(key: &str) -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let kb: u64 = text
@@ -38,7 +49,7 @@ pub fn render(workspaces: &[WorkspaceRecord], execs: &HashMap<String, u64>) -> S
         .filter(|w| w.state == WsState::Running)
         .collect();
     type Sample = fn(&WorkspaceRecord, &HashMap<String, u64>) -> Option<f64>;
-    let per_ws: [(&str, &str, &str, Sample); 6] = [
+    let per_ws: [(&str, &str, &str, Sample); 11] = [
         (
             "paddock_workspace_cpu_seconds_total",
             "counter",
@@ -78,6 +89,36 @@ pub fn render(workspaces: &[WorkspaceRecord], execs: &HashMap<String, u64>) -> S
             "counter",
             "commands started in the workspace since the host booted",
             |w, e| Some(e.get(&w.id).copied().unwrap_or(0) as f64),
+        ),
+        (
+            "paddock_workspace_net_sent_bytes_total",
+            "counter",
+            "bytes the workspace's guest sent on its NIC",
+            |w, _| tap_counter(w, "rx_bytes"),
+        ),
+        (
+            "paddock_workspace_net_received_bytes_total",
+            "counter",
+            "bytes delivered to the workspace's NIC",
+            |w, _| tap_counter(w, "tx_bytes"),
+        ),
+        (
+            "paddock_workspace_denied_packets_total",
+            "counter",
+            "packets from the workspace its firewall refused (no rule opens them, a forbidden address, or over its new-connection rate)",
+            |w, _| Some(crate::net::firewall::refused(&w.id) as f64),
+        ),
+        (
+            "paddock_workspace_denied_lookups_total",
+            "counter",
+            "DNS lookups of names not on the workspace's allowlist (answered NXDOMAIN, never forwarded)",
+            |w, _| Some(crate::net::dns::refused(&w.id) as f64),
+        ),
+        (
+            "paddock_workspace_denied_connections_total",
+            "counter",
+            "connections the egress proxy refused (name or port not on the allowlist, ECH, no name)",
+            |w, _| Some(crate::net::proxy::refused(&w.id) as f64),
         ),
     ];
     for (name, kind, help, sample) in per_ws {
@@ -176,6 +217,9 @@ mod tests {
             disk_mib_per_s: None,
             disk_iops: None,
             unencrypted_disk: false,
+            egress: Default::default(),
+            net_mib_per_s: None,
+            net_connections_per_s: None,
         };
         let mut execs = HashMap::new();
         execs.insert("ws_abc".to_string(), 3);

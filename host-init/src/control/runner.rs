@@ -8,6 +8,7 @@ use crate::warn;
 use paddock_agent_client::ReadyListener;
 use paddock_proto::ReadyInfo;
 use std::ffi::CString;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,33 @@ pub enum RunError {
     NotReady(String),
     #[error("the workspace's encrypted disk: {0}")]
     Keys(#[from] crate::keys::KeyError),
+    #[error("the workspace's network: {0}")]
+    Net(String),
+}
+
+/// A workspace's place on the host network, from its uid (the demo
+/// workspace, below the uid range, has none).
+pub fn slot(ws: &WorkspaceRecord) -> Option<crate::net::firewall::Slot> {
+    ws.uid
+        .checked_sub(WS_UID_BASE)
+        .and_then(crate::net::firewall::Slot::new)
+}
+
+/// Its firewall entry as the record says.
+pub fn ws_net(
+    ws: &WorkspaceRecord,
+    slot: crate::net::firewall::Slot,
+) -> Result<crate::net::firewall::WsNet, RunError> {
+    let egress = ws
+        .egress
+        .check()
+        .map_err(|p| RunError::Net(format!("its egress policy: {}", p.join("; "))))?;
+    Ok(crate::net::firewall::WsNet {
+        id: ws.id.clone(),
+        slot,
+        egress,
+        connections_per_s: Limits::for_workspace(ws).net_connections_per_s,
+    })
 }
 
 pub(super) fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RunError {
@@ -84,8 +112,14 @@ pub fn control_path(id: &str) -> PathBuf {
     run_dir(id).join("control.sock")
 }
 
-/// Changes the running VMM's rate limit on the workspace's disk.
-pub fn set_disk_rate(id: &str, bytes_per_s: u64, ops_per_s: u64) -> Result<(), RunError> {
+/// Changes the running VMM's rate limit on a device of the workspace:
+/// its disk ("data") or its NIC ("net").
+pub fn set_rate(
+    id: &str,
+    device: &str,
+    bytes_per_s: u64,
+    ops_per_s: Option<u64>,
+) -> Result<(), RunError> {
     use std::io::{Read, Write};
     let path = control_path(id);
     let mut s =
@@ -93,7 +127,7 @@ pub fn set_disk_rate(id: &str, bytes_per_s: u64, ops_per_s: u64) -> Result<(), R
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
     let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
     let req = serde_json::json!({
-        "op": "set_rate", "drive": "data", "bytes_per_s": bytes_per_s, "ops_per_s": ops_per_s
+        "op": "set_rate", "drive": device, "bytes_per_s": bytes_per_s, "ops_per_s": ops_per_s
     });
     s.write_all(format!("{req}\n").as_bytes())
         .map_err(io("writing to", &path))?;
@@ -203,6 +237,17 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
     let jail_root = jail_dir(&ws.id);
     let _ = std::fs::remove_dir_all(&jail_root);
     std::fs::create_dir_all(&jail_root).map_err(io("creating", &jail_root))?;
+    // Its NIC: a tap on the host, fenced by the firewall before the guest
+    // can send a frame; the VMM gets only the open descriptor.
+    let net = match slot(ws) {
+        Some(slot) => {
+            crate::net::firewall::set(ws_net(ws, slot)?)
+                .map_err(|e| RunError::Net(e.to_string()))?;
+            let tap = crate::net::tap::create(slot).map_err(|e| RunError::Net(e.to_string()))?;
+            Some((slot, tap))
+        }
+        None => None,
+    };
     let host_init = std::env::current_exe().map_err(io("finding", Path::new("/proc/self/exe")))?;
     let mut cmd = Command::new(host_init);
     crate::children::reset_signals(&mut cmd);
@@ -213,6 +258,9 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
         .args(["--uid", &uid, "--gid", &uid, "--group", &VM_GID.to_string()])
         .arg("--root")
         .arg(&jail_root);
+    if let Some((_, tap)) = &net {
+        cmd.arg("--keep-fd").arg(tap.as_raw_fd().to_string());
+    }
     for (path, writable) in [
         (Path::new(VMM), false),
         (Path::new(GUEST_KERNEL), false),
@@ -247,8 +295,19 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
         .arg(format!("cid=3,uds={}", uds.display()))
         .arg("--control")
         .arg(control_path(&ws.id))
-        .args(["--console", "stdout", "--cmdline"])
-        .arg(format!("paddock.hostname={}", ws.id.replace('_', "-")))
+        .args(["--console", "stdout"]);
+    let mut guest_args = format!("paddock.hostname={}", ws.id.replace('_', "-"));
+    if let Some((slot, _)) = &net {
+        cmd.arg("--net").arg(format!(
+            "fd=3,mac={},bps={}",
+            crate::net::tap::guest_mac(*slot),
+            limits.net_bps
+        ));
+        guest_args.push_str(&format!(" paddock.net={}/30,{}", slot.guest(), slot.host()));
+    }
+    let tap_fd = net.as_ref().map(|(_, t)| t.as_raw_fd());
+    cmd.arg("--cmdline")
+        .arg(guest_args)
         .env_clear()
         .stdin(Stdio::null())
         .stdout(out)
@@ -264,6 +323,12 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
                 return Err(std::io::Error::last_os_error());
             }
             libc::close(fd);
+            // The tap goes on to the jail (which makes it the VMM's fd 3).
+            if let Some(t) = tap_fd {
+                if libc::fcntl(t, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             Ok(())
         });
     }
@@ -370,6 +435,10 @@ pub fn stop(id: &str) {
         if !wait_empty(&cg, Duration::from_secs(10)) {
             warn!("workspace {id}: processes of it remain after 10 s");
         }
+    }
+    // Its tap went with the VMM (the last descriptor); its rules go now.
+    if let Err(e) = crate::net::firewall::remove(id) {
+        warn!("workspace {id}: removing its firewall rules: {e}");
     }
     let _ = std::fs::remove_dir_all(run_dir(id));
     let _ = std::fs::remove_dir(jail_dir(id));
@@ -479,6 +548,8 @@ fn wait_empty(cg: &Path, timeout: Duration) -> bool {
 /// key cannot be erased (keys locked) nothing is removed.
 pub fn destroy(id: &str) -> Result<(), RunError> {
     stop(id);
+    crate::net::dns::forget(id);
+    crate::net::proxy::forget(id);
     let store = crate::keys::store()?;
     if store.has_key(&key_name(id)) {
         store.erase(&key_name(id))?;

@@ -292,6 +292,7 @@ impl Control {
             Call::StopWorkspace { id } => format!("stop_workspace {id}"),
             Call::QuarantineWorkspace { id } => format!("quarantine_workspace {id}"),
             Call::SetLimits { id, .. } => format!("set_limits {id}"),
+            Call::SetEgress { id, .. } => format!("set_egress {id}"),
             Call::ForensicFile { id, name } => format!("forensic_file {id} {name}"),
             Call::DeleteForensics { id } => format!("delete_forensics {id}"),
             Call::RotateToken { id } => format!("rotate_token {id}"),
@@ -359,6 +360,11 @@ impl Control {
                 self.need(tok, Scope::Admin, what)?;
                 let ws = self.workspace(tok, &id, Scope::Admin, what)?;
                 self.set_limits(tok, ws, request)
+            }
+            Call::SetEgress { id, request } => {
+                self.need(tok, Scope::Admin, what)?;
+                let ws = self.workspace(tok, &id, Scope::Admin, what)?;
+                self.set_egress(tok, ws, request)
             }
             Call::QuarantineWorkspace { id } => {
                 self.need(tok, Scope::Admin, what)?;
@@ -645,6 +651,11 @@ impl Control {
         let jail = crate::workspaces::pid(&ws.id)
             .ok_or_else(|| error(409, format!("the VMM of {} is not running", ws.id)))?;
         forensics::freeze(&runner::cgroup_dir(&ws.id)).map_err(|e| error(500, e.to_string()))?;
+        // Cut its network: without its entry, its tap reaches nothing (not
+        // even the resolver) and its open proxied connections find no policy.
+        if let Err(e) = crate::net::firewall::remove(&ws.id) {
+            warn!("quarantine of {}: removing its network: {e}", ws.id);
+        }
         ws.state = WsState::Quarantined;
         self.store.put(WORKSPACES, &ws.id, &ws).map_err(store_err)?;
         let mut revoked = Vec::new();
@@ -704,20 +715,29 @@ impl Control {
         struct LimitsRequest {
             disk_mib_per_s: Option<u64>,
             disk_iops: Option<u64>,
+            net_mib_per_s: Option<u64>,
+            net_connections_per_s: Option<u64>,
         }
         let req: LimitsRequest = serde_json::from_value(request)
             .map_err(|e| error(422, format!("limits request: {e}")))?;
-        if req.disk_mib_per_s.is_none() && req.disk_iops.is_none() {
-            return Err(error(422, "give disk_mib_per_s, disk_iops or both"));
+        let disk = req.disk_mib_per_s.is_some() || req.disk_iops.is_some();
+        let net = req.net_mib_per_s.is_some() || req.net_connections_per_s.is_some();
+        if !disk && !net {
+            return Err(error(
+                422,
+                "give one or more of disk_mib_per_s, disk_iops, net_mib_per_s, net_connections_per_s",
+            ));
         }
         // The same bounds as at create.
         let mut check = super::workspace::WorkspaceSpec::for_limits(ws.vcpus);
         check.disk_mib_per_s = req.disk_mib_per_s;
         check.disk_iops = req.disk_iops;
+        check.net_mib_per_s = req.net_mib_per_s;
+        check.net_connections_per_s = req.net_connections_per_s;
         let problems: Vec<String> = check
             .problems()
             .into_iter()
-            .filter(|p| p.starts_with("disk_"))
+            .filter(|p| p.starts_with("disk_") || p.starts_with("net_"))
             .collect();
         if !problems.is_empty() {
             return Err(error(422, problems.join("; ")));
@@ -734,13 +754,61 @@ impl Control {
         if req.disk_iops.is_some() {
             ws.disk_iops = req.disk_iops;
         }
+        if req.net_mib_per_s.is_some() {
+            ws.net_mib_per_s = req.net_mib_per_s;
+        }
+        if req.net_connections_per_s.is_some() {
+            ws.net_connections_per_s = req.net_connections_per_s;
+        }
         let limits = super::limits::Limits::for_workspace(&ws);
-        runner::set_disk_rate(&ws.id, limits.disk_bps, limits.disk_iops)
-            .map_err(|e| error(503, e.to_string()))?;
+        if disk {
+            runner::set_rate(&ws.id, "data", limits.disk_bps, Some(limits.disk_iops))
+                .map_err(|e| error(503, e.to_string()))?;
+        }
+        if req.net_mib_per_s.is_some() {
+            runner::set_rate(&ws.id, "net", limits.net_bps, None)
+                .map_err(|e| error(503, e.to_string()))?;
+        }
+        if req.net_connections_per_s.is_some() {
+            if let Some(slot) = runner::slot(&ws) {
+                let entry = runner::ws_net(&ws, slot).map_err(|e| error(503, e.to_string()))?;
+                crate::net::firewall::set(entry).map_err(|e| error(503, e.to_string()))?;
+            }
+        }
         self.store.put(WORKSPACES, &ws.id, &ws).map_err(store_err)?;
         self.audit.record(
             "workspace_limits_changed",
-            json!({"workspace": ws.id, "token": tok.id, "disk_bytes_per_s": limits.disk_bps, "disk_ops_per_s": limits.disk_iops}),
+            json!({"workspace": ws.id, "token": tok.id, "disk_bytes_per_s": limits.disk_bps, "disk_ops_per_s": limits.disk_iops, "net_bytes_per_s": limits.net_bps, "net_connections_per_s": limits.net_connections_per_s}),
+        );
+        Ok(reply(200, ws.public()))
+    }
+
+    /// Replaces a workspace's egress allowlist; a running workspace's
+    /// firewall, resolver and proxy use the new one when this returns.
+    fn set_egress(
+        &self,
+        tok: &TokenRecord,
+        mut ws: WorkspaceRecord,
+        request: Value,
+    ) -> Result<Outcome, Outcome> {
+        let req: crate::net::policy::EgressRequest = serde_json::from_value(request)
+            .map_err(|e| error(422, format!("egress request: {e}")))?;
+        req.check().map_err(|p| error(422, p.join("; ")))?;
+        if !matches!(ws.state, WsState::Running | WsState::Stopped) {
+            return Err(error(409, format!("workspace {} is {:?}", ws.id, ws.state)));
+        }
+        let before = ws.egress.clone();
+        ws.egress = req;
+        if ws.state == WsState::Running {
+            if let Some(slot) = runner::slot(&ws) {
+                let entry = runner::ws_net(&ws, slot).map_err(|e| error(503, e.to_string()))?;
+                crate::net::firewall::set(entry).map_err(|e| error(503, e.to_string()))?;
+            }
+        }
+        self.store.put(WORKSPACES, &ws.id, &ws).map_err(store_err)?;
+        self.audit.record(
+            "workspace_egress_changed",
+            json!({"workspace": ws.id, "token": tok.id, "before": before, "after": ws.egress}),
         );
         Ok(reply(200, ws.public()))
     }
@@ -928,6 +996,9 @@ impl Control {
                 disk_mib_per_s: spec.disk_mib_per_s,
                 disk_iops: spec.disk_iops,
                 unencrypted_disk: spec.test_unencrypted_disk,
+                egress: spec.egress.clone(),
+                net_mib_per_s: spec.net_mib_per_s,
+                net_connections_per_s: spec.net_connections_per_s,
             };
             self.store.put(WORKSPACES, &ws.id, &ws).map_err(store_err)?;
             ws

@@ -42,7 +42,23 @@ pub struct WorkspaceSpec {
     /// against. Refused everywhere else.
     #[serde(default)]
     pub test_unencrypted_disk: bool,
+    /// What it may reach (net/policy.rs); absent: nothing.
+    #[serde(default)]
+    pub egress: crate::net::policy::EgressRequest,
+    /// Its NIC's bandwidth, each direction (default and maximum below).
+    #[serde(default)]
+    pub net_mib_per_s: Option<u64>,
+    /// New connections it may open per second, all destinations together.
+    #[serde(default)]
+    pub net_connections_per_s: Option<u64>,
 }
+
+/// A workspace's network by default: plenty for package installs, not
+/// enough for one workspace to fill a server's uplink.
+pub const DEFAULT_NET_MIB_PER_S: u64 = 50;
+pub const MAX_NET_MIB_PER_S: u64 = 1000;
+pub const DEFAULT_NET_CONNECTIONS_PER_S: u64 = 50;
+pub const MAX_NET_CONNECTIONS_PER_S: u64 = 1000;
 
 impl WorkspaceSpec {
     /// A spec that only carries what limit checks need (a running
@@ -59,6 +75,9 @@ impl WorkspaceSpec {
             disk_mib_per_s: None,
             disk_iops: None,
             test_unencrypted_disk: false,
+            egress: Default::default(),
+            net_mib_per_s: None,
+            net_connections_per_s: None,
         }
     }
 }
@@ -126,6 +145,25 @@ impl WorkspaceSpec {
             p.push(format!(
                 "disk_iops: {v} is not 1 to {max_iops} (4000 per vCPU)"
             ));
+        }
+        if let Some(v) = self
+            .net_mib_per_s
+            .filter(|v| !(1..=MAX_NET_MIB_PER_S).contains(v))
+        {
+            p.push(format!(
+                "net_mib_per_s: {v} is not 1 to {MAX_NET_MIB_PER_S}"
+            ));
+        }
+        if let Some(v) = self
+            .net_connections_per_s
+            .filter(|v| !(1..=MAX_NET_CONNECTIONS_PER_S).contains(v))
+        {
+            p.push(format!(
+                "net_connections_per_s: {v} is not 1 to {MAX_NET_CONNECTIONS_PER_S}"
+            ));
+        }
+        if let Err(problems) = self.egress.check() {
+            p.extend(problems.into_iter().map(|e| format!("egress.{e}")));
         }
         if self.env.len() > MAX_ENV {
             p.push(format!("env: more than {MAX_ENV} variables"));
@@ -196,6 +234,13 @@ pub struct WorkspaceRecord {
     /// Its disk is a plain file (test images' benchmark peer only).
     #[serde(default)]
     pub unencrypted_disk: bool,
+    /// Its egress allowlist as asked for (checked at create and change).
+    #[serde(default)]
+    pub egress: crate::net::policy::EgressRequest,
+    #[serde(default)]
+    pub net_mib_per_s: Option<u64>,
+    #[serde(default)]
+    pub net_connections_per_s: Option<u64>,
 }
 
 impl WorkspaceRecord {
@@ -214,6 +259,7 @@ impl WorkspaceRecord {
             "state": self.state,
             "limits": super::limits::Limits::for_workspace(self).public(),
             "disk_encrypted": !self.unencrypted_disk,
+            "egress": self.egress,
         })
     }
 }

@@ -64,6 +64,8 @@ pub struct WsNet {
     pub id: String,
     pub slot: Slot,
     pub egress: Egress,
+    /// New connections (and other new flows) per second, all together.
+    pub connections_per_s: u64,
 }
 
 fn rule(chain: &str, parts: Vec<Vec<Expr>>, tail: Vec<Expr>, tag: Option<&str>) -> Op {
@@ -136,6 +138,14 @@ pub fn ruleset(workspaces: &[WsNet]) -> Vec<Op> {
     for ws in workspaces {
         ops.extend(workspace_rules(ws));
     }
+    // A tap without a workspace entry (one being cut off, or a stale one)
+    // reaches nothing on the host either.
+    ops.push(rule(
+        "input",
+        vec![nft::iifname(&any_tap)],
+        vec![Expr::Verdict(Verdict::Drop)],
+        None,
+    ));
     ops
 }
 
@@ -152,6 +162,18 @@ fn workspace_rules(ws: &WsNet) -> Vec<Op> {
             None,
         ));
     }
+    // prerouting sees the first packet of each new flow only: the place
+    // for the new-connection rate.
+    ops.push(rule(
+        &pre,
+        vec![],
+        vec![
+            Expr::LimitOver(ws.connections_per_s.max(1)),
+            Expr::Counter,
+            Expr::Verdict(Verdict::Drop),
+        ],
+        Some(REFUSED),
+    ));
     // prerouting: CIDR entries go straight on; domain ports to the proxy.
     for c in &ws.egress.cidrs {
         for p in &c.ports {
@@ -271,7 +293,7 @@ impl Firewall {
     fn refused_now(&mut self, ws: &WsNet) -> u64 {
         let n = ws.slot.0;
         let mut total = 0;
-        for c in [format!("in{n}"), format!("fwd{n}")] {
+        for c in [format!("pre{n}"), format!("in{n}"), format!("fwd{n}")] {
             if let Ok(cs) = self.nl.counters(TABLE, &c) {
                 total += cs
                     .iter()
@@ -386,6 +408,7 @@ mod tests {
             id: "w".into(),
             slot: Slot(0),
             egress: Egress::default(),
+            connections_per_s: 10,
         };
         let ops = workspace_rules(&ws);
         let accepts_forward = ops.iter().any(|o| matches!(o, Op::AddRule(r) if r.chain == "fwd0" && r.exprs.contains(&Expr::Verdict(Verdict::Accept))));

@@ -92,6 +92,8 @@ pub enum Expr {
     Masquerade,
     /// TCP reset to the sender.
     RejectTcpReset,
+    /// Matches packets past `per_second` (a burst of as many allowed).
+    LimitOver(u64),
     Verdict(Verdict),
     /// Dynamic chain names (per-workspace) need owned strings.
     JumpTo(String),
@@ -401,6 +403,15 @@ fn encode_expr(m: &mut Msg, e: &Expr) {
         Expr::RejectTcpReset => {
             m.str(1, "reject").begin(2);
             m.u32(1, 1); // NFT_REJECT_TCP_RST
+            m.end();
+        }
+        Expr::LimitOver(rate) => {
+            m.str(1, "limit").begin(2);
+            m.attr(1, &rate.to_be_bytes()).attr(2, &1u64.to_be_bytes());
+            // burst, NFT_LIMIT_PKTS, NFT_LIMIT_F_INV ("over")
+            m.u32(3, u32::try_from(*rate).unwrap_or(u32::MAX))
+                .u32(4, 0)
+                .u32(5, 1);
             m.end();
         }
         Expr::Verdict(v) => {

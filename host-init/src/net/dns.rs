@@ -1,0 +1,344 @@
+//! The workspaces' only resolver. It answers a name only if the asking
+//! workspace's allowlist has it; anything else gets NXDOMAIN from here and
+//! never reaches the upstream, so a lookup cannot carry data out. Allowed
+//! names are asked upstream (A only: workspaces have no IPv6; HTTPS and
+//! SVCB records, which would hand out ECH configurations, are answered
+//! empty), and addresses no workspace may reach are taken out of the
+//! answer, so DNS rebinding gets nowhere.
+//!
+//! The proxy resolves through the same code (`resolve`).
+
+use super::firewall;
+use super::policy;
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+/// Queries answered at once; more wait in the socket's buffer.
+const MAX_IN_FLIGHT: usize = 64;
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest TTL passed on: a changed policy or record is seen within it.
+const MAX_TTL: u32 = 300;
+
+static UPSTREAM: RwLock<Vec<Ipv4Addr>> = RwLock::new(Vec::new());
+/// The host's own addresses (the uplink's), forbidden like the ranges.
+static HOST_ADDRS: RwLock<Vec<Ipv4Addr>> = RwLock::new(Vec::new());
+static REFUSED: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error("no upstream resolver is configured")]
+    NoUpstream,
+    #[error("resolving {name}: {detail}")]
+    Failed { name: String, detail: String },
+    #[error("{name} does not exist")]
+    NxDomain { name: String },
+}
+
+/// Where allowed names are asked, and the host's own addresses (refused
+/// in answers). Called at boot and when the uplink changes.
+pub fn configure(upstream: &[Ipv4Addr], host: &[Ipv4Addr]) {
+    *UPSTREAM.write().unwrap_or_else(|e| e.into_inner()) = upstream.to_vec();
+    *HOST_ADDRS.write().unwrap_or_else(|e| e.into_inner()) = host.to_vec();
+}
+
+pub fn host_addrs() -> Vec<Ipv4Addr> {
+    HOST_ADDRS.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Lookups this workspace made that its allowlist refused.
+pub fn refused(id: &str) -> u64 {
+    REFUSED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(id)
+        .copied()
+        .unwrap_or(0)
+}
+
+pub fn forget(id: &str) {
+    REFUSED.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+}
+
+fn count_refusal(id: &str) {
+    *REFUSED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(id.to_string())
+        .or_default() += 1;
+}
+
+/// Serves workspaces on udp/53 (the firewall keeps everyone else out).
+pub fn start() -> std::io::Result<()> {
+    let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, firewall::DNS_PORT))?;
+    std::thread::Builder::new()
+        .name("dns".into())
+        .spawn(move || serve(sock))?;
+    Ok(())
+}
+
+fn serve(sock: UdpSocket) {
+    let mut buf = [0u8; 4096];
+    loop {
+        let Ok((n, from)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        let SocketAddr::V4(from4) = from else {
+            continue;
+        };
+        let Some((id, egress)) = firewall::policy_of(*from4.ip()) else {
+            continue;
+        };
+        if IN_FLIGHT.fetch_add(1, Ordering::AcqRel) >= MAX_IN_FLIGHT {
+            IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+            continue;
+        }
+        let query = buf[..n].to_vec();
+        let Ok(reply_sock) = sock.try_clone() else {
+            IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+            continue;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("dns-query".into())
+            .spawn(move || {
+                if let Some(reply) = answer(&query, &id, &egress) {
+                    let _ = reply_sock.send_to(&reply, from);
+                }
+                IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+            });
+        if spawned.is_err() {
+            IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+fn reply_to(q: &Message, code: ResponseCode) -> Message {
+    let mut m = Message::new();
+    m.set_id(q.id())
+        .set_message_type(MessageType::Response)
+        .set_op_code(q.op_code())
+        .set_recursion_desired(q.recursion_desired())
+        .set_recursion_available(true)
+        .set_response_code(code);
+    m.add_queries(q.queries().to_vec());
+    m
+}
+
+/// The reply to one query from workspace `id`, or None for input that is
+/// not a DNS query at all (dropped without an answer).
+pub fn answer(query: &[u8], id: &str, egress: &policy::Egress) -> Option<Vec<u8>> {
+    let q = match Message::from_vec(query) {
+        Ok(q) => q,
+        // A header we can read gets FORMERR; garbage gets nothing.
+        Err(_) if query.len() >= 12 => {
+            let mut m = Message::new();
+            m.set_id(u16::from_be_bytes([query[0], query[1]]))
+                .set_message_type(MessageType::Response)
+                .set_response_code(ResponseCode::FormErr);
+            return m.to_vec().ok();
+        }
+        Err(_) => return None,
+    };
+    if q.message_type() != MessageType::Query {
+        return None;
+    }
+    if q.op_code() != OpCode::Query || q.queries().len() != 1 {
+        return reply_to(&q, ResponseCode::NotImp).to_vec().ok();
+    }
+    let question = &q.queries()[0];
+    let name = question.name().to_lowercase().to_ascii();
+    let name = name.trim_end_matches('.');
+    if !egress.allows_name(name) {
+        count_refusal(id);
+        return reply_to(&q, ResponseCode::NXDomain).to_vec().ok();
+    }
+    if question.query_type() != RecordType::A {
+        // AAAA, HTTPS, SVCB and the rest: the name exists, with nothing
+        // of that type for a workspace.
+        return reply_to(&q, ResponseCode::NoError).to_vec().ok();
+    }
+    let mut reply = match lookup(question.name()) {
+        Ok((code, records)) => {
+            let mut m = reply_to(&q, code);
+            m.add_answers(records);
+            m
+        }
+        Err(_) => reply_to(&q, ResponseCode::ServFail),
+    };
+    if reply.to_vec().map(|v| v.len() > 512).unwrap_or(false) && q.extensions().is_none() {
+        reply = reply.truncate();
+    }
+    reply.to_vec().ok()
+}
+
+/// Asks the upstream resolvers for `name`'s A records; returns the
+/// response code and the answer with forbidden addresses taken out (CNAMEs
+/// kept, TTLs capped).
+fn lookup(name: &Name) -> Result<(ResponseCode, Vec<Record>), DnsError> {
+    let servers = UPSTREAM.read().unwrap_or_else(|e| e.into_inner()).clone();
+    if servers.is_empty() {
+        return Err(DnsError::NoUpstream);
+    }
+    let host = host_addrs();
+    let fail = |detail: String| DnsError::Failed {
+        name: name.to_ascii(),
+        detail,
+    };
+    let mut last = fail("no upstream answered".into());
+    for server in servers {
+        match ask(server, name) {
+            Ok(m) => {
+                let records = m
+                    .answers()
+                    .iter()
+                    .filter(|r| match r.data() {
+                        RData::A(a) => !policy::forbidden(a.0, &host),
+                        RData::CNAME(_) => true,
+                        _ => false,
+                    })
+                    .map(|r| {
+                        let mut r = r.clone();
+                        let ttl = r.ttl().min(MAX_TTL);
+                        r.set_ttl(ttl);
+                        r
+                    })
+                    .collect();
+                return Ok((m.response_code(), records));
+            }
+            Err(e) => last = fail(e),
+        }
+    }
+    Err(last)
+}
+
+fn ask(server: Ipv4Addr, name: &Name) -> Result<Message, String> {
+    let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(UPSTREAM_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    sock.connect((server, 53)).map_err(|e| e.to_string())?;
+    // A random id (and a random source port, from bind): an off-path
+    // spoofer must guess both.
+    let mut id = [0u8; 2];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
+        .map_err(|_| "no randomness".to_string())?;
+    let id = u16::from_ne_bytes(id);
+    let mut m = Message::new();
+    m.set_id(id)
+        .set_message_type(MessageType::Query)
+        .set_op_code(OpCode::Query)
+        .set_recursion_desired(true);
+    m.add_query(Query::query(name.clone(), RecordType::A));
+    let bytes = m.to_vec().map_err(|e| e.to_string())?;
+    sock.send(&bytes).map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = sock.recv(&mut buf).map_err(|e| format!("{server}: {e}"))?;
+        let Ok(r) = Message::from_vec(&buf[..n]) else {
+            continue;
+        };
+        // Only the answer to this question (a spoofed reply would need the
+        // id and the name both).
+        if r.id() == id
+            && r.message_type() == MessageType::Response
+            && r.queries().first().map(|q| q.name().to_lowercase()) == Some(name.to_lowercase())
+        {
+            return Ok(r);
+        }
+    }
+}
+
+/// The addresses a workspace's connection to `name` may go to: the name's
+/// A records (following CNAMEs) less the forbidden ones.
+pub fn resolve(name: &str) -> Result<Vec<Ipv4Addr>, DnsError> {
+    let fqdn = Name::from_ascii(format!("{name}.")).map_err(|e| DnsError::Failed {
+        name: name.into(),
+        detail: e.to_string(),
+    })?;
+    let (code, records) = lookup(&fqdn)?;
+    if code == ResponseCode::NXDomain {
+        return Err(DnsError::NxDomain { name: name.into() });
+    }
+    let addrs: Vec<Ipv4Addr> = records
+        .iter()
+        .filter_map(|r| match r.data() {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        })
+        .collect();
+    Ok(addrs)
+}
+
+/// Whether an address from anywhere (a guest's or an upstream's) is one
+/// a workspace may be connected to.
+pub fn reachable(ip: IpAddr) -> bool {
+    match ip {
+        // Workspaces' own addresses are in 10.0.0.0/8, forbidden too.
+        IpAddr::V4(v4) => !policy::forbidden(v4, &host_addrs()),
+        IpAddr::V6(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use policy::EgressRequest;
+
+    fn query(name: &str, t: RecordType) -> Vec<u8> {
+        let mut m = Message::new();
+        m.set_id(0x1234)
+            .set_message_type(MessageType::Query)
+            .set_recursion_desired(true);
+        m.add_query(Query::query(Name::from_ascii(name).expect("name"), t));
+        m.to_vec().expect("encode")
+    }
+
+    fn egress() -> policy::Egress {
+        EgressRequest {
+            domains: vec!["allowed.test".into()],
+            cidrs: vec![],
+        }
+        .check()
+        .expect("policy")
+    }
+
+    #[test]
+    fn unlisted_names_get_nxdomain_without_asking_upstream_and_are_counted() {
+        // No upstream is configured: an answer other than NXDOMAIN would
+        // have needed one.
+        let r = answer(
+            &query("x7f3.exfil.test.", RecordType::A),
+            "ws_dns1",
+            &egress(),
+        )
+        .expect("reply");
+        let m = Message::from_vec(&r).expect("parse");
+        assert_eq!(m.id(), 0x1234);
+        assert_eq!(m.response_code(), ResponseCode::NXDomain);
+        assert_eq!(refused("ws_dns1"), 1);
+    }
+
+    #[test]
+    fn https_and_aaaa_records_of_allowed_names_are_empty() {
+        for t in [RecordType::HTTPS, RecordType::SVCB, RecordType::AAAA] {
+            let r = answer(&query("allowed.test.", t), "ws_dns2", &egress()).expect("reply");
+            let m = Message::from_vec(&r).expect("parse");
+            assert_eq!(m.response_code(), ResponseCode::NoError);
+            assert!(m.answers().is_empty());
+        }
+        assert_eq!(refused("ws_dns2"), 0);
+    }
+
+    #[test]
+    fn garbage_gets_formerr_or_nothing() {
+        assert!(answer(b"xx", "w", &egress()).is_none());
+        let r = answer(&[0xab; 40], "w", &egress()).expect("formerr");
+        let m = Message::from_vec(&r).expect("parse");
+        assert_eq!(m.response_code(), ResponseCode::FormErr);
+        assert_eq!(m.id(), 0xabab);
+    }
+}
