@@ -12,11 +12,17 @@ const USAGE: &str = "\
 usage: paddock [--json] COMMAND ...
   login URL TOKEN --fingerprint SHA256   pin the appliance (fingerprint from its console) and save the token
   create [--ttl S] [--vcpus N] [--memory-mib N] [--disk-mib N] [--label K=V]... [--env K=V]...
+         [--allow DOMAIN[:PORTS]]... [--allow-cidr NET:PORTS]...   what it may reach (default nothing)
   ls [--label K=V]...
   exec [--root] [--timeout S] ID -- COMMAND [ARG]...   streams output, exits with the command's code
   cp SRC DST                             one side is ID:/path inside the workspace
   stop ID | rm ID
-  limits ID [--disk-mib-per-s N] [--disk-iops N]   new disk rate limits for a running workspace (admin)
+  limits ID [--disk-mib-per-s N] [--disk-iops N] [--net-mib-per-s N] [--net-connections-per-s N]
+                                         new rate limits for a running workspace (admin)
+  egress ID [--allow DOMAIN[:PORTS]]... [--allow-cidr NET:PORTS]...   replace its allowlist (admin;
+                                         none given: it reaches nothing)
+  link ls | link add FROM TO PORT | link rm LINK   private links: FROM may connect to TO on PORT (admin)
+  publish ID PORT [--host-port N] | unpublish ID PORT   reach a workspace port from the uplink (admin)
   quarantine ID                          freeze it, revoke its tokens, take a forensic snapshot (admin)
   forensics ID manifest|memory|disk|audit DEST   download a snapshot file, checked against its manifest
   forensics rm ID                        delete a snapshot (nothing else ever does)
@@ -218,6 +224,7 @@ fn login(args: &[String]) -> Result<(), CliError> {
 fn create(api: &Api, args: &[String], json_out: bool) -> Result<(), CliError> {
     let mut spec = json!({"ttl_s": 3600});
     let (mut labels, mut env) = (serde_json::Map::new(), serde_json::Map::new());
+    let (mut domains, mut cidrs) = (Vec::new(), Vec::new());
     let mut i = 0;
     while i < args.len() {
         let flag = args[i].clone();
@@ -236,16 +243,94 @@ fn create(api: &Api, args: &[String], json_out: bool) -> Result<(), CliError> {
                 let (k, v) = kv(value(args, &mut i, &flag)?, &flag)?;
                 env.insert(k, json!(v));
             }
+            "--allow" => domains.push(json!(value(args, &mut i, &flag)?)),
+            "--allow-cidr" => cidrs.push(json!(value(args, &mut i, &flag)?)),
             other => return Err(CliError::Usage(format!("create: unknown {other:?}"))),
         }
         i += 1;
     }
+    spec["egress"] = json!({"domains": domains, "cidrs": cidrs});
     spec["labels"] = Value::Object(labels);
     spec["env"] = Value::Object(env);
     let (s, b) = api.call("POST", "/v1/workspaces", Some(&spec))?;
     let ws = ok(s, b)?;
     print(json_out, &ws, |w| {
         println!("{}", w["id"].as_str().unwrap_or(""))
+    });
+    Ok(())
+}
+
+fn egress(api: &Api, args: &[String], json_out: bool) -> Result<(), CliError> {
+    let (id, args) = args
+        .split_first()
+        .ok_or_else(|| CliError::Usage("egress takes a workspace id".into()))?;
+    let (mut domains, mut cidrs) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while i < args.len() {
+        let flag = args[i].clone();
+        match flag.as_str() {
+            "--allow" => domains.push(json!(value(args, &mut i, &flag)?)),
+            "--allow-cidr" => cidrs.push(json!(value(args, &mut i, &flag)?)),
+            other => return Err(CliError::Usage(format!("egress: unknown {other:?}"))),
+        }
+        i += 1;
+    }
+    let body = json!({"domains": domains, "cidrs": cidrs});
+    let (s, b) = api.call(
+        "PUT",
+        &format!("/v1/workspaces/{}/egress", enc(id)),
+        Some(&body),
+    )?;
+    let v = ok(s, b)?;
+    print(json_out, &v, |v| println!("{}: egress {}", id, v["egress"]));
+    Ok(())
+}
+
+fn link(api: &Api, args: &[String], json_out: bool) -> Result<(), CliError> {
+    let v = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["ls"] => {
+            let (s, b) = api.call("GET", "/v1/links", None)?;
+            ok(s, b)?
+        }
+        ["add", from, to, port] => {
+            let port: u16 = port.parse().map_err(|_| {
+                CliError::Usage(format!("link add: port {port:?} is not 1 to 65535"))
+            })?;
+            let body = json!({"from": from, "to": to, "port": port});
+            let (s, b) = api.call("POST", "/v1/links", Some(&body))?;
+            ok(s, b)?
+        }
+        ["rm", id] => {
+            let (s, b) = api.call("DELETE", &format!("/v1/links/{}", enc(id)), None)?;
+            ok(s, b)?
+        }
+        _ => {
+            return Err(CliError::Usage(
+                "link ls | link add FROM TO PORT | link rm LINK".into(),
+            ))
+        }
+    };
+    print(json_out, &v, |v| {
+        let show = |l: &Value| {
+            println!(
+                "{}  {} -> {}:{} ({})",
+                l["id"].as_str().unwrap_or("?"),
+                l["from"].as_str().unwrap_or("?"),
+                l["to"].as_str().unwrap_or("?"),
+                l["port"],
+                l["to_address"].as_str().unwrap_or("no address")
+            )
+        };
+        match v.get("links").and_then(Value::as_array) {
+            Some(all) => all.iter().for_each(show),
+            None if v.get("deleted").is_some() => println!("removed {}", v["deleted"]),
+            None => show(v),
+        }
     });
     Ok(())
 }
@@ -603,6 +688,8 @@ fn run(args: &[String]) -> Result<ExitCode, CliError> {
                 let key = match a.as_str() {
                     "--disk-mib-per-s" => "disk_mib_per_s",
                     "--disk-iops" => "disk_iops",
+                    "--net-mib-per-s" => "net_mib_per_s",
+                    "--net-connections-per-s" => "net_connections_per_s",
                     other if id.is_none() && !other.starts_with("--") => {
                         id = Some(other.to_string());
                         continue;
@@ -624,10 +711,12 @@ fn run(args: &[String]) -> Result<ExitCode, CliError> {
             let v = ok(s, b)?;
             print(json_out, &v, |v| {
                 println!(
-                    "{}: disk {} bytes/s, {} ops/s",
+                    "{}: disk {} bytes/s, {} ops/s; network {} bytes/s, {} connections/s",
                     v["id"].as_str().unwrap_or("?"),
                     v["limits"]["disk_bytes_per_s"],
-                    v["limits"]["disk_ops_per_s"]
+                    v["limits"]["disk_ops_per_s"],
+                    v["limits"]["net_bytes_per_s"],
+                    v["limits"]["net_connections_per_s"]
                 )
             });
             Ok(())
@@ -687,6 +776,40 @@ fn run(args: &[String]) -> Result<ExitCode, CliError> {
             Some(other) => Err(CliError::Usage(format!("unknown keys command {other:?}"))),
         },
         "token" => token(&api, rest, json_out),
+        "egress" => egress(&api, rest, json_out),
+        "link" => link(&api, rest, json_out),
+        "publish" => {
+            let (id, port, host_port) = match rest {
+                [id, port] => (id, port, None),
+                [id, port, flag, h] if flag == "--host-port" => (id, port, Some(h)),
+                _ => return Err(CliError::Usage("publish ID PORT [--host-port N]".into())),
+            };
+            let num = |v: &str| {
+                v.parse::<u16>()
+                    .map_err(|_| CliError::Usage(format!("{v:?} is not a port")))
+            };
+            let mut body = json!({"port": num(port)?});
+            if let Some(h) = host_port {
+                body["host_port"] = json!(num(h)?);
+            }
+            let (s, b) = api.call("POST", &format!("/v1/workspaces/{}/ports", enc(id)), Some(&body))?;
+            let v = ok(s, b)?;
+            print(json_out, &v, |v| {
+                println!("{} port {} is at the appliance's port {}", id, v["port"], v["host_port"])
+            });
+            Ok(())
+        }
+        "unpublish" => {
+            let [id, port] = rest else {
+                return Err(CliError::Usage("unpublish ID PORT".into()));
+            };
+            let (s, b) = api.call(
+                "DELETE",
+                &format!("/v1/workspaces/{}/ports/{}", enc(id), enc(port)),
+                None,
+            )?;
+            ok(s, b).map(|_| ())
+        }
         "events" => events(&api, rest, json_out),
         other => Err(CliError::Usage(format!("unknown command {other:?}"))),
     }

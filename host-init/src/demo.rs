@@ -71,6 +71,7 @@ fn run(template_dev: &str) -> Result<(), DemoError> {
         egress: Default::default(),
         net_mib_per_s: None,
         net_connections_per_s: None,
+        published: Vec::new(),
     };
     set("booting".into());
     let started = Instant::now();

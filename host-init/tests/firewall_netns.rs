@@ -11,6 +11,9 @@ use std::io::Write;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::time::Duration;
 
+/// The firewall is one per process (host-init has one): tests take turns.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn private_netns() {
     assert!(
         nix::unistd::geteuid().is_root(),
@@ -81,6 +84,7 @@ fn mac_of(iface: &str) -> [u8; 6] {
 
 #[test]
 fn a_workspace_reaches_its_resolver_and_nothing_else_and_refusals_are_counted() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     private_netns();
     firewall::start().expect("installing the empty table");
     let slot = Slot::new(5).expect("slot");
@@ -104,6 +108,7 @@ fn a_workspace_reaches_its_resolver_and_nothing_else_and_refusals_are_counted() 
         slot,
         egress,
         connections_per_s: 100,
+        published: Vec::new(),
     })
     .expect("installing the workspace's rules");
     assert_eq!(firewall::refused("ws_a"), 0);
@@ -161,8 +166,350 @@ fn a_workspace_reaches_its_resolver_and_nothing_else_and_refusals_are_counted() 
         slot,
         egress: Default::default(),
         connections_per_s: 100,
+        published: Vec::new(),
     })
     .expect("replacing the policy");
     assert!(firewall::refused("ws_a") >= counted);
     firewall::remove("ws_a").expect("removing");
+}
+
+/// An Ethernet frame carrying an IPv4 TCP segment with `flags`.
+fn tcp_frame(
+    dst_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+) -> Vec<u8> {
+    let mut tcp = Vec::new();
+    tcp.extend_from_slice(&sport.to_be_bytes());
+    tcp.extend_from_slice(&dport.to_be_bytes());
+    tcp.extend_from_slice(&1000u32.to_be_bytes());
+    tcp.extend_from_slice(&0u32.to_be_bytes());
+    tcp.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&[0, 6]);
+    pseudo.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
+    pseudo.extend_from_slice(&tcp);
+    let c = checksum(&pseudo);
+    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&[0x02, 0x70, 0x64, 0, 0, 9]);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 6, 0, 0];
+    ip[2..4].copy_from_slice(&((20 + tcp.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    let c = checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&tcp);
+    f
+}
+
+/// The next IPv4 TCP segment the tap hands out (as its guest would
+/// receive it): (source, destination port, flags); None within `wait`.
+fn next_tcp(tap: &mut std::fs::File, wait: Duration) -> Option<(Ipv4Addr, u16, u8)> {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let until = std::time::Instant::now() + wait;
+    let mut buf = [0u8; 2048];
+    while std::time::Instant::now() < until {
+        let mut pfd = libc::pollfd {
+            fd: tap.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one pollfd we own.
+        if unsafe { libc::poll(&mut pfd, 1, 100) } <= 0 {
+            continue;
+        }
+        let n = tap.read(&mut buf).ok()?;
+        if n >= 54 && buf[12..14] == [0x08, 0x00] && buf[23] == 6 {
+            let src = Ipv4Addr::new(buf[26], buf[27], buf[28], buf[29]);
+            let dport = u16::from_be_bytes([buf[36], buf[37]]);
+            return Some((src, dport, buf[47]));
+        }
+    }
+    None
+}
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const RST: u8 = 0x04;
+
+#[test]
+fn a_link_carries_one_direction_on_one_port_and_its_removal_resets() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    private_netns();
+    firewall::start().expect("installing the empty table");
+    let (sa, sb) = (Slot::new(1).expect("slot"), Slot::new(2).expect("slot"));
+    let mut ta = std::fs::File::from(tap::create(sa).expect("tap a"));
+    let mut tb = std::fs::File::from(tap::create(sb).expect("tap b"));
+    for (id, slot) in [("ws_a", sa), ("ws_b", sb)] {
+        firewall::set(WsNet {
+            id: id.into(),
+            slot,
+            egress: Default::default(),
+            connections_per_s: 100,
+            published: Vec::new(),
+        })
+        .expect("workspace rules");
+    }
+    firewall::set_links(vec![firewall::Link {
+        id: "lnk_1".into(),
+        from: "ws_a".into(),
+        to: "ws_b".into(),
+        port: 8080,
+    }])
+    .expect("the link");
+    let (mac_a, mac_b) = (mac_of(&sa.tap()), mac_of(&sb.tap()));
+    // The guests' MACs, as their ARP answers would give them (no guest
+    // here to answer).
+    for slot in [sa, sb] {
+        let ok = std::process::Command::new("ip")
+            .args(["neigh", "add", &slot.guest().to_string(), "lladdr"])
+            .arg(tap::guest_mac(slot))
+            .args(["dev", &slot.tap()])
+            .status()
+            .expect("running ip(8)");
+        assert!(ok.success());
+    }
+
+    // A's SYN to B:8080 comes out of B's tap.
+    tap_write(
+        &mut ta,
+        &tcp_frame(mac_a, sa.guest(), sb.guest(), 40000, 8080, SYN),
+    );
+    assert_eq!(
+        next_tcp(&mut tb, Duration::from_secs(2)),
+        Some((sa.guest(), 8080, SYN)),
+        "A opens B:8080"
+    );
+    // B's SYN-ACK goes back to A.
+    tap_write(
+        &mut tb,
+        &tcp_frame(mac_b, sb.guest(), sa.guest(), 8080, 40000, SYN | ACK),
+    );
+    assert_eq!(
+        next_tcp(&mut ta, Duration::from_secs(2)).map(|t| t.2),
+        Some(SYN | ACK),
+        "B answers"
+    );
+    // Another port of B, and B opening anything to A: refused with a reset.
+    tap_write(
+        &mut ta,
+        &tcp_frame(mac_a, sa.guest(), sb.guest(), 40001, 22, SYN),
+    );
+    assert_eq!(
+        next_tcp(&mut tb, Duration::from_millis(500)),
+        None,
+        "B:22 is closed to A"
+    );
+    assert_eq!(
+        next_tcp(&mut ta, Duration::from_secs(2)).map(|t| t.2 & RST),
+        Some(RST)
+    );
+    tap_write(
+        &mut tb,
+        &tcp_frame(mac_b, sb.guest(), sa.guest(), 40002, 8080, SYN),
+    );
+    assert_eq!(
+        next_tcp(&mut ta, Duration::from_millis(500)),
+        None,
+        "B cannot open A"
+    );
+    assert_eq!(
+        next_tcp(&mut tb, Duration::from_secs(2)).map(|t| t.2 & RST),
+        Some(RST)
+    );
+
+    // The link goes: A's next packet on the open connection is reset.
+    firewall::set_links(Vec::new()).expect("no links");
+    tap_write(
+        &mut ta,
+        &tcp_frame(mac_a, sa.guest(), sb.guest(), 40000, 8080, ACK),
+    );
+    assert_eq!(next_tcp(&mut tb, Duration::from_millis(500)), None, "cut");
+    assert_eq!(
+        next_tcp(&mut ta, Duration::from_secs(2)).map(|t| t.2 & RST),
+        Some(RST)
+    );
+    assert!(firewall::refused("ws_a") >= 2 && firewall::refused("ws_b") >= 1);
+}
+
+fn tap_write(tap: &mut std::fs::File, frame: &[u8]) {
+    tap.write_all(frame).expect("frame");
+}
+
+#[test]
+fn a_published_port_is_reached_from_the_uplink_only() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    private_netns();
+    firewall::start().expect("installing the empty table");
+    // An uplink: a tap the test plays the outside world on.
+    let mut up = std::fs::File::from(tap::open_named("up0").expect("uplink tap"));
+    let client = Ipv4Addr::new(192, 0, 2, 77);
+    let host = Ipv4Addr::new(192, 0, 2, 1);
+    let (sa, sb) = (Slot::new(3).expect("slot"), Slot::new(4).expect("slot"));
+    let mut ta = std::fs::File::from(tap::create(sa).expect("tap a"));
+    let mut tb = std::fs::File::from(tap::create(sb).expect("tap b"));
+    for args in [
+        vec!["addr", "add", "192.0.2.1/24", "dev", "up0"],
+        vec!["link", "set", "up0", "up"],
+        vec![
+            "neigh",
+            "add",
+            "192.0.2.77",
+            "lladdr",
+            "02:00:00:00:00:77",
+            "dev",
+            "up0",
+        ],
+    ] {
+        assert!(std::process::Command::new("ip")
+            .args(&args)
+            .status()
+            .expect("ip")
+            .success());
+    }
+    for slot in [sa, sb] {
+        let ok = std::process::Command::new("ip")
+            .args(["neigh", "add", &slot.guest().to_string(), "lladdr"])
+            .arg(tap::guest_mac(slot))
+            .args(["dev", &slot.tap()])
+            .status()
+            .expect("ip");
+        assert!(ok.success());
+    }
+    for (id, slot, published) in [("ws_a", sa, vec![(8080, 20080)]), ("ws_b", sb, vec![])] {
+        firewall::set(WsNet {
+            id: id.into(),
+            slot,
+            egress: Default::default(),
+            connections_per_s: 100,
+            published,
+        })
+        .expect("workspace rules");
+    }
+    let mac_up = mac_of("up0");
+    // From outside, the host's 20080 reaches A's 8080, and A's answer goes out.
+    tap_write(&mut up, &tcp_frame(mac_up, client, host, 50000, 20080, SYN));
+    assert_eq!(
+        next_tcp(&mut ta, Duration::from_secs(2)),
+        Some((client, 8080, SYN))
+    );
+    tap_write(
+        &mut ta,
+        &tcp_frame(
+            mac_of(&sa.tap()),
+            sa.guest(),
+            client,
+            8080,
+            50000,
+            SYN | ACK,
+        ),
+    );
+    let out = next_tcp(&mut up, Duration::from_secs(2));
+    assert_eq!(
+        out.map(|t| (t.0, t.1, t.2)),
+        Some((host, 50000, SYN | ACK)),
+        "answered as the host"
+    );
+    // Another host port reaches nothing; another workspace cannot use it.
+    tap_write(&mut up, &tcp_frame(mac_up, client, host, 50001, 20081, SYN));
+    assert_eq!(next_tcp(&mut ta, Duration::from_millis(500)), None);
+    tap_write(
+        &mut tb,
+        &tcp_frame(mac_of(&sb.tap()), sb.guest(), host, 40000, 20080, SYN),
+    );
+    assert_eq!(
+        next_tcp(&mut ta, Duration::from_millis(500)),
+        None,
+        "B is not the outside"
+    );
+    // Unpublished: gone.
+    firewall::set(WsNet {
+        id: "ws_a".into(),
+        slot: sa,
+        egress: Default::default(),
+        connections_per_s: 100,
+        published: vec![],
+    })
+    .expect("unpublish");
+    tap_write(&mut up, &tcp_frame(mac_up, client, host, 50002, 20080, SYN));
+    assert_eq!(next_tcp(&mut ta, Duration::from_millis(500)), None);
+}
+
+#[test]
+fn new_connections_over_the_rate_are_refused_and_counted() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    private_netns();
+    firewall::start().expect("installing the empty table");
+    let slot = Slot::new(6).expect("slot");
+    let mut t = std::fs::File::from(tap::create(slot).expect("tap"));
+    // The tap doubles as the way out: what is forwarded comes back out of it.
+    for args in [
+        vec![
+            "route",
+            "add",
+            "default",
+            "via",
+            "10.200.0.26",
+            "dev",
+            "pdk6",
+        ],
+        vec![
+            "neigh",
+            "add",
+            "10.200.0.26",
+            "lladdr",
+            "02:00:00:00:00:26",
+            "dev",
+            "pdk6",
+        ],
+    ] {
+        assert!(std::process::Command::new("ip")
+            .args(&args)
+            .status()
+            .expect("ip")
+            .success());
+    }
+    let egress = EgressRequest {
+        domains: vec![],
+        cidrs: vec!["198.51.100.0/24:80".into()],
+    }
+    .check()
+    .expect("policy");
+    firewall::set(WsNet {
+        id: "ws_r".into(),
+        slot,
+        egress,
+        connections_per_s: 3,
+        published: Vec::new(),
+    })
+    .expect("rules");
+    let mac = mac_of(&slot.tap());
+    let dst = Ipv4Addr::new(198, 51, 100, 9);
+    for i in 0..12u16 {
+        tap_write(
+            &mut t,
+            &tcp_frame(mac, slot.guest(), dst, 41000 + i, 80, SYN),
+        );
+    }
+    let mut forwarded = 0;
+    while let Some((_, port, flags)) = next_tcp(&mut t, Duration::from_millis(500)) {
+        if port == 80 && flags == SYN {
+            forwarded += 1;
+        }
+    }
+    assert!(
+        (1..=6).contains(&forwarded),
+        "{forwarded} of 12 new connections in a burst went out at 3/s"
+    );
+    assert!(firewall::refused("ws_r") >= 12 - forwarded as u64);
 }

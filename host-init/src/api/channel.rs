@@ -204,6 +204,23 @@ pub enum Call {
         id: String,
         request: serde_json::Value,
     },
+    /// A workspace port reachable from the uplink (admin).
+    PublishPort {
+        id: String,
+        request: serde_json::Value,
+    },
+    UnpublishPort {
+        id: String,
+        port: String,
+    },
+    /// Directed private links between workspaces (admin).
+    ListLinks,
+    CreateLink {
+        request: serde_json::Value,
+    },
+    DeleteLink {
+        id: String,
+    },
     /// A new egress allowlist, in force at once (admin).
     SetEgress {
         id: String,

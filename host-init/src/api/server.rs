@@ -372,10 +372,13 @@ impl std::io::Write for CappedWriter<'_> {
 fn allowed_methods(segs: &[&str]) -> Option<&'static [&'static str]> {
     Some(match segs {
         ["v1", "health"] | ["metrics"] | ["v1", "audit"] | ["v1", "keys"] => &["GET"],
-        ["v1", "workspaces"] | ["v1", "tokens"] => &["GET", "POST"],
+        ["v1", "workspaces"] | ["v1", "tokens"] | ["v1", "links"] => &["GET", "POST"],
+        ["v1", "links", _] => &["DELETE"],
         ["v1", "workspaces", _] => &["GET", "DELETE"],
         ["v1", "workspaces", _, "stop" | "exec" | "quarantine" | "limits"] => &["POST"],
         ["v1", "workspaces", _, "egress"] => &["PUT"],
+        ["v1", "workspaces", _, "ports"] => &["POST"],
+        ["v1", "workspaces", _, "ports", _] => &["DELETE"],
         ["v1", "workspaces", _, "forensics"] => &["DELETE"],
         ["v1", "workspaces", _, "forensics", _] => &["GET"],
         ["v1", "workspaces", _, "files"] => &["GET", "PUT"],
@@ -461,6 +464,23 @@ fn route(shared: &Shared, req: &http::Request, tls: &mut Tls) -> Option<(u16, Va
             }),
             Err(e) => Some(e),
         },
+        ("POST", ["v1", "workspaces", id, "ports"]) => match read_json(req, tls) {
+            Ok(request) => simple(Call::PublishPort {
+                id: id.to_string(),
+                request,
+            }),
+            Err(e) => Some(e),
+        },
+        ("DELETE", ["v1", "workspaces", id, "ports", port]) => simple(Call::UnpublishPort {
+            id: id.to_string(),
+            port: port.to_string(),
+        }),
+        ("GET", ["v1", "links"]) => simple(Call::ListLinks),
+        ("POST", ["v1", "links"]) => match read_json(req, tls) {
+            Ok(request) => simple(Call::CreateLink { request }),
+            Err(e) => Some(e),
+        },
+        ("DELETE", ["v1", "links", id]) => simple(Call::DeleteLink { id: id.to_string() }),
         ("PUT", ["v1", "workspaces", id, "egress"]) => match read_json(req, tls) {
             Ok(request) => simple(Call::SetEgress {
                 id: id.to_string(),

@@ -220,6 +220,7 @@ mod tests {
             egress: Default::default(),
             net_mib_per_s: None,
             net_connections_per_s: None,
+            published: Vec::new(),
         };
         let mut execs = HashMap::new();
         execs.insert("ws_abc".to_string(), 3);

@@ -66,6 +66,7 @@ pub fn ws_net(
         slot,
         egress,
         connections_per_s: Limits::for_workspace(ws).net_connections_per_s,
+        published: ws.published.iter().map(|p| (p.port, p.host_port)).collect(),
     })
 }
 

@@ -11,6 +11,9 @@ use super::workspace::{WorkspaceRecord, WorkspaceSpec, WsState};
 use crate::api::channel::{Call, CallReply, Purpose};
 use crate::{info, warn};
 use serde_json::{json, Value};
+mod links;
+mod ports;
+
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -138,6 +141,7 @@ impl Control {
                 }
             }
         }
+        self.drop_all_links();
         for mut ws in all {
             if matches!(ws.state, WsState::Running | WsState::Starting) {
                 let _ = runner::destroy(&ws.id);
@@ -173,6 +177,7 @@ impl Control {
                     json!({"workspace": ws.id, "owner": ws.owner, "ttl_ended_at": ws.expires_at}),
                 );
                 let _ = self.store.delete(WORKSPACES, &ws.id);
+                self.drop_links_of(&ws.id);
                 info!("workspace {} expired (TTL) and was destroyed", ws.id);
             }
         }
@@ -293,6 +298,11 @@ impl Control {
             Call::QuarantineWorkspace { id } => format!("quarantine_workspace {id}"),
             Call::SetLimits { id, .. } => format!("set_limits {id}"),
             Call::SetEgress { id, .. } => format!("set_egress {id}"),
+            Call::ListLinks => "list_links".into(),
+            Call::PublishPort { id, .. } => format!("publish_port {id}"),
+            Call::UnpublishPort { id, port } => format!("unpublish_port {id} {port}"),
+            Call::CreateLink { .. } => "create_link".into(),
+            Call::DeleteLink { id } => format!("delete_link {id}"),
             Call::ForensicFile { id, name } => format!("forensic_file {id} {name}"),
             Call::DeleteForensics { id } => format!("delete_forensics {id}"),
             Call::RotateToken { id } => format!("rotate_token {id}"),
@@ -339,6 +349,7 @@ impl Control {
                 let ws = self.workspace(tok, &id, Scope::Delete, what)?;
                 runner::destroy(&ws.id).map_err(|e| error(500, e.to_string()))?;
                 self.store.delete(WORKSPACES, &ws.id).map_err(store_err)?;
+                self.drop_links_of(&ws.id);
                 self.audit.record(
                     "workspace_deleted",
                     json!({"workspace": ws.id, "token": tok.id}),
@@ -361,6 +372,11 @@ impl Control {
                 let ws = self.workspace(tok, &id, Scope::Admin, what)?;
                 self.set_limits(tok, ws, request)
             }
+            Call::ListLinks => self.list_links(tok, what),
+            Call::PublishPort { id, request } => self.publish_port(tok, &id, request, what),
+            Call::UnpublishPort { id, port } => self.unpublish_port(tok, &id, &port, what),
+            Call::CreateLink { request } => self.create_link(tok, request, what),
+            Call::DeleteLink { id } => self.delete_link(tok, &id, what),
             Call::SetEgress { id, request } => {
                 self.need(tok, Scope::Admin, what)?;
                 let ws = self.workspace(tok, &id, Scope::Admin, what)?;
@@ -999,6 +1015,7 @@ impl Control {
                 egress: spec.egress.clone(),
                 net_mib_per_s: spec.net_mib_per_s,
                 net_connections_per_s: spec.net_connections_per_s,
+                published: Vec::new(),
             };
             self.store.put(WORKSPACES, &ws.id, &ws).map_err(store_err)?;
             ws

@@ -8,6 +8,7 @@ use std::path::Path;
 
 pub const TOKENS: TableDefinition<&str, &str> = TableDefinition::new("tokens");
 pub const WORKSPACES: TableDefinition<&str, &str> = TableDefinition::new("workspaces");
+pub const LINKS: TableDefinition<&str, &str> = TableDefinition::new("links");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -53,6 +54,7 @@ impl Store {
         let w = db.begin_write()?;
         w.open_table(TOKENS)?;
         w.open_table(WORKSPACES)?;
+        w.open_table(LINKS)?;
         w.commit()?;
         Ok(Store {
             db: std::sync::RwLock::new(Some(db)),

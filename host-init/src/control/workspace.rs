@@ -241,7 +241,19 @@ pub struct WorkspaceRecord {
     pub net_mib_per_s: Option<u64>,
     #[serde(default)]
     pub net_connections_per_s: Option<u64>,
+    /// Its ports reachable from the uplink, each at a port of the host's.
+    #[serde(default)]
+    pub published: Vec<Published>,
 }
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    pub port: u16,
+    pub host_port: u16,
+}
+
+/// The uplink ports published workspace ports are given from.
+pub const PUBLISH_RANGE: std::ops::RangeInclusive<u16> = 20000..=29999;
 
 impl WorkspaceRecord {
     /// The record as the API shows it (no env values).
@@ -260,6 +272,9 @@ impl WorkspaceRecord {
             "limits": super::limits::Limits::for_workspace(self).public(),
             "disk_encrypted": !self.unencrypted_disk,
             "egress": self.egress,
+            "published": self.published,
+            // Its NIC's address (what a private link's `from` connects to).
+            "address": super::runner::slot(self).map(|s| s.guest().to_string()),
         })
     }
 }

@@ -66,6 +66,8 @@ pub struct WsNet {
     pub egress: Egress,
     /// New connections (and other new flows) per second, all together.
     pub connections_per_s: u64,
+    /// Published ports: (its port, the uplink's port that reaches it).
+    pub published: Vec<(u16, u16)>,
 }
 
 fn rule(chain: &str, parts: Vec<Vec<Expr>>, tail: Vec<Expr>, tag: Option<&str>) -> Op {
@@ -96,9 +98,20 @@ const TCP: u8 = 6;
 const UDP: u8 = 17;
 const REFUSED: &str = "refused";
 
-/// The whole table for these workspaces, as one batch that replaces
-/// whatever table was there.
-pub fn ruleset(workspaces: &[WsNet]) -> Vec<Op> {
+/// A directed private link: `from` may open TCP connections to `to` on
+/// `port`; `to` may only answer them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub id: String,
+    pub from: String,
+    pub to: String,
+    pub port: u16,
+}
+
+/// The whole table for these workspaces and links, as one batch that
+/// replaces whatever table was there. A link is in force only while both
+/// its ends are.
+pub fn ruleset(workspaces: &[WsNet], links: &[Link]) -> Vec<Op> {
     let mut ops = vec![Op::AddTable, Op::DeleteTable, Op::AddTable];
     ops.push(base("prerouting", Hook::Prerouting, -100, "nat", true));
     ops.push(base("postrouting", Hook::Postrouting, 100, "nat", true));
@@ -118,10 +131,16 @@ pub fn ruleset(workspaces: &[WsNet]) -> Vec<Op> {
             None,
         ));
     }
-    // Replies to what a workspace opened, and nothing else, come back in.
+    // Replies from outside to what a workspace opened, and nothing else,
+    // come back in. (Replies between workspaces are allowed per link, in
+    // the answering workspace's chain, so removing a link stops them too.)
     ops.push(rule(
         "forward",
-        vec![nft::oifname(&any_tap), nft::ct_established()],
+        vec![
+            nft::iifname_not(&any_tap),
+            nft::oifname(&any_tap),
+            nft::ct_established(),
+        ],
         vec![Expr::Verdict(Verdict::Accept)],
         None,
     ));
@@ -135,8 +154,49 @@ pub fn ruleset(workspaces: &[WsNet]) -> Vec<Op> {
         vec![Expr::Masquerade],
         None,
     ));
+    // Published ports: the uplink's port to the workspace's, from outside only.
     for ws in workspaces {
-        ops.extend(workspace_rules(ws));
+        for (port, host_port) in &ws.published {
+            ops.push(rule(
+                "prerouting",
+                vec![
+                    nft::iifname_not(&any_tap),
+                    nft::ipv4(),
+                    nft::l4proto(TCP),
+                    nft::dport(*host_port),
+                ],
+                vec![Expr::Dnat(ws.slot.guest(), *port)],
+                None,
+            ));
+            ops.push(rule(
+                "forward",
+                vec![
+                    nft::iifname_not(&any_tap),
+                    nft::oifname(&ws.slot.tap()),
+                    nft::ipv4(),
+                    nft::ip_addr_in(true, ws.slot.guest(), 32),
+                    nft::l4proto(TCP),
+                    nft::dport(*port),
+                ],
+                vec![Expr::Verdict(Verdict::Accept)],
+                None,
+            ));
+        }
+    }
+    for ws in workspaces {
+        let slot_of = |id: &str| workspaces.iter().find(|w| w.id == id).map(|w| w.slot);
+        // Its links, both ends present: as the opener and as the answerer.
+        let opens: Vec<(Slot, u16)> = links
+            .iter()
+            .filter(|l| l.from == ws.id)
+            .filter_map(|l| Some((slot_of(&l.to)?, l.port)))
+            .collect();
+        let answers: Vec<(Slot, u16)> = links
+            .iter()
+            .filter(|l| l.to == ws.id)
+            .filter_map(|l| Some((slot_of(&l.from)?, l.port)))
+            .collect();
+        ops.extend(workspace_rules(ws, &opens, &answers));
     }
     // A tap without a workspace entry (one being cut off, or a stale one)
     // reaches nothing on the host either.
@@ -149,7 +209,7 @@ pub fn ruleset(workspaces: &[WsNet]) -> Vec<Op> {
     ops
 }
 
-fn workspace_rules(ws: &WsNet) -> Vec<Op> {
+fn workspace_rules(ws: &WsNet, opens: &[(Slot, u16)], answers: &[(Slot, u16)]) -> Vec<Op> {
     let n = ws.slot.0;
     let tap = ws.slot.tap();
     let (pre, input, fwd) = (format!("pre{n}"), format!("in{n}"), format!("fwd{n}"));
@@ -238,7 +298,63 @@ fn workspace_rules(ws: &WsNet) -> Vec<Op> {
         vec![Expr::Counter, Expr::Verdict(Verdict::Drop)],
         Some(REFUSED),
     ));
-    // forward: forbidden ranges first, whatever the entries say.
+    // forward: its links first (the other workspace's address is in a
+    // forbidden range), then another workspace is refused with a reset,
+    // so a connection whose link was removed ends at its next packet.
+    for (to, port) in opens {
+        ops.push(rule(
+            &fwd,
+            vec![
+                nft::oifname(&to.tap()),
+                nft::ipv4(),
+                nft::ip_addr_in(true, to.guest(), 32),
+                nft::l4proto(TCP),
+                nft::dport(*port),
+            ],
+            vec![Expr::Verdict(Verdict::Accept)],
+            None,
+        ));
+    }
+    // Answers on its published ports go back out (to the uplink only).
+    for (port, _) in &ws.published {
+        ops.push(rule(
+            &fwd,
+            vec![
+                nft::oifname_not(&format!("{TAP_PREFIX}*")),
+                nft::ipv4(),
+                nft::l4proto(TCP),
+                nft::sport(*port),
+                nft::ct_established(),
+            ],
+            vec![Expr::Verdict(Verdict::Accept)],
+            None,
+        ));
+    }
+    for (from, port) in answers {
+        ops.push(rule(
+            &fwd,
+            vec![
+                nft::oifname(&from.tap()),
+                nft::ipv4(),
+                nft::l4proto(TCP),
+                nft::sport(*port),
+                nft::ct_established(),
+            ],
+            vec![Expr::Verdict(Verdict::Accept)],
+            None,
+        ));
+    }
+    ops.push(rule(
+        &fwd,
+        vec![
+            nft::ipv4(),
+            nft::ip_addr_in(true, Ipv4Addr::from(POOL), POOL_PREFIX),
+            nft::l4proto(TCP),
+        ],
+        vec![Expr::Counter, Expr::RejectTcpReset],
+        Some(REFUSED),
+    ));
+    // Then the forbidden ranges, whatever the entries say.
     for (net, prefix) in FORBIDDEN {
         ops.push(rule(
             &fwd,
@@ -276,6 +392,7 @@ fn workspace_rules(ws: &WsNet) -> Vec<Op> {
 pub struct Firewall {
     nl: Netlink,
     workspaces: BTreeMap<String, WsNet>,
+    links: Vec<Link>,
     refused_before: BTreeMap<String, u64>,
 }
 
@@ -312,7 +429,7 @@ impl Firewall {
             let now = self.refused_now(ws);
             *self.refused_before.entry(ws.id.clone()).or_default() += now;
         }
-        self.nl.apply(TABLE, &ruleset(&known))
+        self.nl.apply(TABLE, &ruleset(&known, &self.links))
     }
 }
 
@@ -320,7 +437,7 @@ impl Firewall {
 /// forwarding; once, at boot, before any workspace runs.
 pub fn start() -> Result<(), NftError> {
     let mut nl = Netlink::open()?;
-    nl.apply(TABLE, &ruleset(&[]))?;
+    nl.apply(TABLE, &ruleset(&[], &[]))?;
     for (path, value) in [
         ("/proc/sys/net/ipv4/ip_forward", "1"),
         // Workspaces have no IPv6; the host does not route it for them.
@@ -331,6 +448,7 @@ pub fn start() -> Result<(), NftError> {
     *FIREWALL.lock().unwrap_or_else(|e| e.into_inner()) = Some(Firewall {
         nl,
         workspaces: BTreeMap::new(),
+        links: Vec::new(),
         refused_before: BTreeMap::new(),
     });
     Ok(())
@@ -347,6 +465,18 @@ pub fn set(ws: WsNet) -> Result<(), NftError> {
                 Some(o) => fw.workspaces.insert(ws.id.clone(), o),
                 None => fw.workspaces.remove(&ws.id),
             };
+        }
+        r
+    })
+}
+
+/// Replaces the set of links; in force when this returns.
+pub fn set_links(links: Vec<Link>) -> Result<(), NftError> {
+    with(|fw| {
+        let old = std::mem::replace(&mut fw.links, links);
+        let r = fw.sync();
+        if r.is_err() {
+            fw.links = old;
         }
         r
     })
@@ -409,8 +539,9 @@ mod tests {
             slot: Slot(0),
             egress: Egress::default(),
             connections_per_s: 10,
+            published: Vec::new(),
         };
-        let ops = workspace_rules(&ws);
+        let ops = workspace_rules(&ws, &[], &[]);
         let accepts_forward = ops.iter().any(|o| matches!(o, Op::AddRule(r) if r.chain == "fwd0" && r.exprs.contains(&Expr::Verdict(Verdict::Accept))));
         let redirects = ops.iter().any(|o| matches!(o, Op::AddRule(r) if r.exprs.iter().any(|e| matches!(e, Expr::Redirect(_)))));
         assert!(!accepts_forward && !redirects);
@@ -420,7 +551,7 @@ mod tests {
         }
         .check()
         .expect("valid");
-        let ops = workspace_rules(&WsNet { egress, ..ws });
+        let ops = workspace_rules(&WsNet { egress, ..ws }, &[], &[]);
         let redirects = ops.iter().filter(|o| matches!(o, Op::AddRule(r) if r.exprs.iter().any(|e| matches!(e, Expr::Redirect(_))))).count();
         assert_eq!(redirects, 2);
     }

@@ -90,6 +90,8 @@ pub enum Expr {
     /// Redirect to a local port (nat chains only).
     Redirect(u16),
     Masquerade,
+    /// Destination NAT to an IPv4 address and port (nat chains only).
+    Dnat(std::net::Ipv4Addr, u16),
     /// TCP reset to the sender.
     RejectTcpReset,
     /// Matches packets past `per_second` (a burst of as many allowed).
@@ -235,6 +237,21 @@ pub fn dport(port: u16) -> Vec<Expr> {
     ]
 }
 
+/// `th sport P`; the caller matched l4proto.
+pub fn sport(port: u16) -> Vec<Expr> {
+    vec![
+        Expr::Payload {
+            transport: true,
+            offset: 0,
+            len: 2,
+        },
+        Expr::Cmp {
+            eq: true,
+            data: port.to_be_bytes().to_vec(),
+        },
+    ]
+}
+
 /// `ct state established,related`
 pub fn ct_established() -> Vec<Expr> {
     vec![
@@ -316,6 +333,7 @@ impl Msg {
 
 const REG_VERDICT: u32 = 0;
 const REG_1: u32 = 1;
+const REG_2: u32 = 2;
 
 fn data_value(m: &mut Msg, kind: u16, value: &[u8]) {
     m.begin(kind).attr(1, value).end(); // NFTA_DATA_VALUE
@@ -399,6 +417,28 @@ fn encode_expr(m: &mut Msg, e: &Expr) {
         }
         Expr::Masquerade => {
             m.str(1, "masq");
+        }
+        Expr::Dnat(addr, port) => {
+            // reg1 = address, reg2 = port; nat DNAT ipv4 to them.
+            m.str(1, "immediate").begin(2);
+            m.u32(1, REG_1);
+            data_value(m, 2, &addr.octets());
+            m.end().end();
+            m.begin(1);
+            m.str(1, "immediate").begin(2);
+            m.u32(1, REG_2);
+            data_value(m, 2, &port.to_be_bytes());
+            m.end().end();
+            m.begin(1);
+            m.str(1, "nat").begin(2);
+            // NFT_NAT_DNAT, NFPROTO_IPV4, addr min, proto min,
+            // NF_NAT_RANGE_MAP_IPS | NF_NAT_RANGE_PROTO_SPECIFIED.
+            m.u32(1, 1)
+                .u32(2, u32::from(NFPROTO_IPV4))
+                .u32(3, REG_1)
+                .u32(5, REG_2)
+                .u32(7, 3);
+            m.end();
         }
         Expr::RejectTcpReset => {
             m.str(1, "reject").begin(2);

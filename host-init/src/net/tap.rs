@@ -29,6 +29,15 @@ const IFF_NO_PI: libc::c_short = 0x1000;
 /// reattached: TUNSETIFF on an existing name joins it.
 pub fn create(slot: Slot) -> Result<OwnedFd, TapError> {
     let name = slot.tap();
+    let fd = open_named(&name)?;
+    ifconfig::set_address(&name, slot.host(), 30)?;
+    ifconfig::set_up(&name)?;
+    Ok(fd)
+}
+
+/// Creates (or attaches to) the tap `name`, unconfigured.
+pub fn open_named(name: &str) -> Result<OwnedFd, TapError> {
+    let name = name.to_string();
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -47,8 +56,6 @@ pub fn create(slot: Slot) -> Result<OwnedFd, TapError> {
             source: std::io::Error::last_os_error(),
         });
     }
-    ifconfig::set_address(&name, slot.host(), 30)?;
-    ifconfig::set_up(&name)?;
     // SAFETY: into_raw_fd gives up a descriptor nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(file)) })
 }
