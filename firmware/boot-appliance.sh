@@ -6,7 +6,10 @@
 #
 #   boot-appliance.sh DISK STATE_DIR [--serial FILE] [--port N] [--accel kvm|tcg]
 #                     [--kernel FILE --initrd FILE --append ARGS] [--no-tpm]
+#                     [--forward HOSTPORT:APPLIANCEPORT]...
 #
+# --forward adds a localhost port forwarded to one of the appliance's (a
+# published workspace port, say).
 # --no-tpm boots without the TPM (its state stays in STATE_DIR untouched):
 # what a box does whose TPM was removed or disabled.
 # --kernel/--initrd/--append boot a kernel directly (still through OVMF)
@@ -24,6 +27,7 @@ port=8443
 accel=
 direct=()
 tpm=1
+forwards=
 while [ $# -gt 0 ]; do
     case "$1" in
         --serial) serial="file:${2:?}"; shift 2 ;;
@@ -33,6 +37,10 @@ while [ $# -gt 0 ]; do
         --initrd) direct+=(-initrd "${2:?}"); shift 2 ;;
         --append) direct+=(-append "${2:?}"); shift 2 ;;
         --no-tpm) tpm=0; shift ;;
+        --forward)
+            f=${2:?}
+            [[ "$f" =~ ^[0-9]+:[0-9]+$ ]] || { echo "boot-appliance: --forward wants HOSTPORT:APPLIANCEPORT" >&2; exit 2; }
+            forwards+=",hostfwd=tcp:127.0.0.1:${f%%:*}-:${f##*:}"; shift 2 ;;
         *) echo "boot-appliance: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -77,6 +85,6 @@ exec qemu-system-x86_64 -M q35 "${cpu[@]}" -m 4096 \
     -drive if=pflash,format=raw,readonly=on,file="$code" \
     -drive if=pflash,format=raw,file="$state/OVMF_VARS.fd" \
     -drive file="$disk",if=virtio,format=raw \
-    -netdev user,id=n0,hostfwd=tcp:127.0.0.1:"$port"-:8443 -device virtio-net-pci,netdev=n0 \
+    -netdev user,id=n0,hostfwd=tcp:127.0.0.1:"$port"-:8443"$forwards" -device virtio-net-pci,netdev=n0 \
     "${tpm_args[@]}" \
     -serial "$serial" -qmp unix:"$state/qmp.sock",server,nowait "${direct[@]}"

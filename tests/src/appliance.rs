@@ -61,6 +61,9 @@ pub struct Appliance {
     pub state: PathBuf,
     pub port: u16,
     started: Instant,
+    /// A command prefix (`ip netns exec NAME`) when QEMU runs in a test's
+    /// network namespace: the API port is on that namespace's loopback.
+    prefix: Vec<String>,
 }
 
 impl Appliance {
@@ -102,10 +105,32 @@ impl Appliance {
         serial: &Path,
         extra: &[std::ffi::OsString],
     ) -> Result<Appliance> {
+        Self::boot_in(disk, state, serial, extra, &[])
+    }
+
+    /// Boots with QEMU started through `prefix` (e.g. `ip netns exec NAME`,
+    /// for a fake internet: its user-mode network then opens connections
+    /// inside that namespace).
+    pub fn boot_in(
+        disk: &Path,
+        state: &Path,
+        serial: &Path,
+        extra: &[std::ffi::OsString],
+        prefix: &[String],
+    ) -> Result<Appliance> {
         let port = free_port()?;
         let _ = std::fs::remove_file(serial);
         std::fs::create_dir_all(state).map_err(io(format!("creating {}", state.display())))?;
-        let qemu = Command::new(repo_root().join("firmware/boot-appliance.sh"))
+        let script = repo_root().join("firmware/boot-appliance.sh");
+        let mut cmd = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&script);
+                c
+            }
+            None => Command::new(&script),
+        };
+        let qemu = cmd
             .arg(disk)
             .arg(state)
             .arg("--serial")
@@ -124,7 +149,20 @@ impl Appliance {
             state: state.to_path_buf(),
             port,
             started: Instant::now(),
+            prefix: prefix.to_vec(),
         })
+    }
+
+    /// A command run where the API port is (through the prefix, if any).
+    fn command(&self, program: &str) -> Command {
+        match self.prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
     }
 
     /// The console so far, with carriage returns and escape sequences gone.
@@ -209,7 +247,8 @@ impl Appliance {
     /// An HTTPS request to the API through the forwarded port (curl, with
     /// the certificate checked against the pinned fingerprint separately).
     pub fn https_get(&self, path: &str) -> Result<(String, String)> {
-        let out = Command::new("curl")
+        let out = self
+            .command("curl")
             .args(["-sk", "--max-time", "30", "-w", "\n%{http_code}"])
             .arg(format!("https://127.0.0.1:{}{path}", self.port))
             .output()
@@ -254,7 +293,7 @@ impl Appliance {
         token: &str,
         body: Option<&[u8]>,
     ) -> Result<(u16, Vec<u8>)> {
-        let mut cmd = Command::new("curl");
+        let mut cmd = self.command("curl");
         cmd.args([
             "-skS",
             "--max-time",
@@ -311,7 +350,8 @@ impl Appliance {
 
     /// The SHA-256 fingerprint of the certificate the API port presents.
     pub fn served_fingerprint(&self) -> Result<String> {
-        let mut s_client = Command::new("openssl")
+        let mut s_client = self
+            .command("openssl")
             .args(["s_client", "-connect"])
             .arg(format!("127.0.0.1:{}", self.port))
             .stdin(Stdio::null())

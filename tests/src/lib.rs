@@ -3,6 +3,7 @@
 
 pub mod agent_suite;
 pub mod appliance;
+pub mod fakenet;
 pub mod harness;
 pub mod measure;
 pub mod pattern;

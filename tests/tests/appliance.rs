@@ -7,6 +7,7 @@
 use paddock_image::gpt::{Gpt, SECTOR};
 use paddock_image::LABEL_DATA;
 use paddock_tests::appliance::{image_dir, repo_root, status_field, Appliance};
+use paddock_tests::fakenet::{FakeNet, ALLOWED, DENIED, DNS, METADATA, RAW_LISTED, RAW_UNLISTED};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -1745,5 +1746,411 @@ fn workspace_disks_are_encrypted_sealed_to_the_boot_state_and_erased_for_good() 
     assert_eq!(code, 503, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("allow_software_keys"));
     power_off(app);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 6 end to end, on one boot: the appliance runs inside a fake
+/// internet (tests/src/fakenet.rs) and its workspaces are checked from
+/// inside: deny by default, the allowlist on names and CIDRs, the host's
+/// resolver, forbidden addresses, isolation from each other, policy
+/// changes on a running workspace, and the counters and audit that show it.
+#[test]
+fn workspace_networks_deny_by_default_and_open_only_what_is_listed() {
+    let net = FakeNet::create().expect("the fake internet (needs root and ip(8))");
+    let dir = scratch("network");
+    let disk = fresh_disk(&dir);
+    // 18080 in the fake internet's namespace reaches the appliance's 20080
+    // (where a published port will be).
+    let mut app = Appliance::boot_in(
+        &disk,
+        &dir.join("state"),
+        &dir.join("network.log"),
+        &["--forward".into(), "18080:20080".into()],
+        &net.exec_prefix(),
+    )
+    .expect("boot");
+    let console = app
+        .wait_for("ready ", BOOT_GUARD)
+        .and_then(|_| app.wait_for("bootstrap admin credential", BOOT_GUARD))
+        .expect("boot");
+    assert!(
+        console.contains("workspace firewall installed"),
+        "{}",
+        paddock_tests::appliance::log_tail(&console, 40)
+    );
+    let admin = console
+        .split_whitespace()
+        .find(|w| w.starts_with("pdk_admin_"))
+        .expect("bootstrap credential")
+        .to_string();
+    let call = |m: &str, p: &str, b: Option<&str>| {
+        app.api(m, p, &admin, b.map(str::as_bytes)).expect("curl")
+    };
+    let create = |body: &str| {
+        let (code, body) = call("POST", "/v1/workspaces", Some(body));
+        assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+        json(&body)["id"].as_str().expect("id").to_string()
+    };
+    // A shell command in a workspace: (stdout and stderr, exit code).
+    let sh = |id: &str, script: &str| {
+        let body =
+            serde_json::json!({"argv": ["bash", "-c", format!("{script} 2>&1")], "timeout_s": 120})
+                .to_string();
+        let (code, stream) = call("POST", &format!("/v1/workspaces/{id}/exec"), Some(&body));
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&stream));
+        let (out, last) = exec_output(&stream);
+        (out, last["exit_code"].as_i64().unwrap_or(-1))
+    };
+    let metric = |name: &str, id: &str| -> f64 {
+        let (code, body) = call("GET", "/metrics", None);
+        assert_eq!(code, 200);
+        let text = String::from_utf8_lossy(&body).to_string();
+        let key = format!("{name}{{workspace=\"{id}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in:\n{text}"))
+    };
+    // curl from a guest: the body, or the empty string if it failed.
+    let curl = |id: &str, args: &str| {
+        let (out, code) = sh(id, &format!("curl -sk --max-time 15 {args}"));
+        if code == 0 {
+            out
+        } else {
+            String::new()
+        }
+    };
+
+    // Bad policies are refused with the entry named; nothing is created.
+    let (code, body) = call(
+        "POST",
+        "/v1/workspaces",
+        Some(r#"{"ttl_s": 600, "egress": {"domains": ["no_dots"], "cidrs": ["10.0.0.0/8"]}}"#),
+    );
+    assert_eq!(code, 422);
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains("no_dots") && text.contains("give the ports"),
+        "{text}"
+    );
+
+    // A: an allowlist. B: nothing (the default).
+    let listed = format!("{RAW_LISTED}/32:8080");
+    let a = create(
+        &serde_json::json!({
+            "ttl_s": 1800, "memory_mib": 256, "disk_mib": 512,
+            "egress": {
+                "domains": ["allowed.test"],
+                // Forbidden whatever the list says: the metadata address, the host.
+                "cidrs": [listed, "169.254.169.254/32:80", "10.0.2.15/32:8443"]
+            }
+        })
+        .to_string(),
+    );
+    let b = create(r#"{"ttl_s": 1800, "memory_mib": 256, "disk_mib": 512}"#);
+
+    // network none: nothing resolves, nothing connects, no ping; counted.
+    assert_eq!(curl(&b, &format!("https://{ALLOWED}/")), "");
+    assert_eq!(curl(&b, "http://8.8.8.8/"), "");
+    let (out, code) = sh(
+        &b,
+        "python3 -c \"import socket; print(socket.gethostbyname('allowed.test'))\"",
+    );
+    assert_ne!(code, 0, "B resolved a name: {out}");
+    let (out, code) = sh(
+        &b,
+        "python3 -c \"import socket,time; s=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_ICMP); s.settimeout(3); s.sendto(bytes([8,0,0xf7,0xff,0,0,0,0]),('203.0.113.10',0)); print(s.recv(100))\"",
+    );
+    assert_ne!(code, 0, "B got a ping reply: {out}");
+    assert!(metric("paddock_workspace_denied_packets_total", &b) > 0.0);
+    assert!(metric("paddock_workspace_denied_lookups_total", &b) > 0.0);
+
+    // Allowlist: the listed name works over HTTPS and HTTP, by name.
+    let body = curl(&a, "https://allowed.test/");
+    assert_eq!(
+        body,
+        "server=allowed.test host=allowed.test sni=allowed.test\n"
+    );
+    assert!(curl(&a, "http://allowed.test/").starts_with("server=allowed.test"));
+    // An unlisted name fails at DNS.
+    let (out, code) = sh(&a, "curl -sk --max-time 15 https://denied.test/");
+    assert_ne!(code, 0, "{out}");
+    assert_eq!(code, 6, "curl's 'could not resolve host': {out}");
+    // SNI allowed.test sent to denied.test's address: the proxy connects
+    // to allowed.test, never to the address the guest dialled.
+    let body = curl(
+        &a,
+        &format!("--connect-to allowed.test:443:{DENIED}:443 https://allowed.test/"),
+    );
+    assert_eq!(
+        body, "server=allowed.test host=allowed.test sni=allowed.test\n",
+        "never denied.test"
+    );
+    // The Host header the same way on port 80.
+    let body = curl(&a, &format!("-H 'Host: allowed.test' http://{DENIED}/"));
+    assert!(body.starts_with("server=allowed.test"), "{body:?}");
+    // A name sharing allowed.test's address is not allowed.test.
+    assert_eq!(
+        curl(
+            &a,
+            &format!("--resolve other.test:443:{ALLOWED} https://other.test/")
+        ),
+        ""
+    );
+    let (out, _) = sh(
+        &a,
+        &format!("curl -s --max-time 15 -H 'Host: other.test' http://{ALLOWED}/"),
+    );
+    assert!(out.contains("not on this workspace's allowlist"), "{out}");
+    // Raw IP: the listed CIDR and port work, others do not.
+    assert!(curl(&a, &format!("http://{RAW_LISTED}:8080/")).starts_with("server=raw-listed"));
+    assert_eq!(curl(&a, &format!("http://{RAW_UNLISTED}:8080/")), "");
+    // Listed but forbidden: metadata and the host's own address.
+    assert_eq!(curl(&a, &format!("http://{METADATA}/")), "");
+    assert_eq!(curl(&a, "https://10.0.2.15:8443/v1/health"), "");
+    assert_eq!(curl(&a, "https://10.200.0.1:8443/v1/health"), "");
+    // DNS elsewhere and QUIC are dropped.
+    let (_, code) = sh(&a, &format!("python3 -c \"import socket; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(3); s.sendto(b'x'*20,('{DNS}',53)); s.recv(100)\""));
+    assert_ne!(code, 0, "DNS to another resolver answered");
+
+    // DNS: a random name in an unlisted zone never reaches the upstream.
+    let probe = format!("x{}.exfil-zone.test", std::process::id());
+    let (_, code) = sh(
+        &a,
+        &format!("python3 -c \"import socket; socket.gethostbyname('{probe}')\""),
+    );
+    assert_ne!(code, 0);
+    assert!(
+        !net.queries().iter().any(|q| q.contains("exfil-zone")),
+        "the upstream saw {:?}",
+        net.queries()
+    );
+    assert!(
+        net.queries().iter().any(|q| q == "allowed.test"),
+        "positive control"
+    );
+    // A listed name whose address is private gets no address (rebinding).
+    let rebind = create(
+        &serde_json::json!({"ttl_s": 600, "memory_mib": 256, "disk_mib": 512, "egress": {"domains": ["rebind.test"]}})
+            .to_string(),
+    );
+    let (out, code) = sh(
+        &rebind,
+        "python3 -c \"import socket; print(socket.gethostbyname('rebind.test'))\"",
+    );
+    assert!(code != 0 || !out.contains("10.0.2.15"), "{out}");
+    assert_eq!(curl(&rebind, "http://rebind.test/"), "");
+    call("DELETE", &format!("/v1/workspaces/{rebind}"), None);
+
+    // A and B cannot see each other: direct IP, broadcast.
+    let (b_ip, _) = sh(&b, "python3 -c \"import socket; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.connect(('10.200.0.1',53)); print(s.getsockname()[0])\"");
+    let b_ip = b_ip.trim().to_string();
+    assert!(b_ip.starts_with("10.200."), "{b_ip}");
+    // A server in B while A tries it (a command's processes end with it,
+    // so the server runs in an exec of its own beside the others).
+    let (from_b, from_a) = std::thread::scope(|scope| {
+        let server = scope.spawn(|| sh(&b, "timeout 45 python3 -m http.server 8000"));
+        std::thread::sleep(Duration::from_secs(6));
+        let from_b = curl(&b, "http://127.0.0.1:8000/");
+        let from_a = curl(&a, &format!("http://{b_ip}:8000/"));
+        let _ = server.join();
+        (from_b, from_a)
+    });
+    assert!(
+        from_b.contains("Directory listing"),
+        "positive control: {from_b:?}"
+    );
+    assert_eq!(from_a, "", "A reached B's server");
+    let listener = std::thread::scope(|scope| {
+        let h = scope.spawn(|| {
+            sh(
+                &b,
+                "python3 -c \"import socket; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('',9999)); s.settimeout(10); print('got', s.recv(100))\"",
+            )
+        });
+        std::thread::sleep(Duration::from_secs(3));
+        sh(
+            &a,
+            &format!("python3 -c \"import socket; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.setsockopt(socket.SOL_SOCKET,socket.SO_BROADCAST,1); [s.sendto(b'hello',(d,9999)) for d in ('255.255.255.255','10.200.255.255','{b_ip}')]\""),
+        );
+        h.join().expect("listener")
+    });
+    assert!(!listener.0.contains("got"), "B heard A: {}", listener.0);
+
+    // A directed private link A -> B:8080. B answers; B cannot open
+    // anything to A; a third workspace C reaches neither; removing the link
+    // cuts A's open connection.
+    let c = create(r#"{"ttl_s": 1800, "memory_mib": 256, "disk_mib": 512}"#);
+    let address = |id: &str| {
+        json(&call("GET", &format!("/v1/workspaces/{id}"), None).1)["address"]
+            .as_str()
+            .expect("address")
+            .to_string()
+    };
+    let a_ip = address(&a);
+    assert_eq!(address(&b), b_ip);
+    let (code, body) = call(
+        "POST",
+        "/v1/links",
+        Some(&serde_json::json!({"from": a, "to": b, "port": 8080}).to_string()),
+    );
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    let link = json(&body);
+    assert_eq!(link["to_address"], b_ip.as_str());
+    let link_id = link["id"].as_str().expect("link id").to_string();
+    let (code, _) = call(
+        "POST",
+        "/v1/links",
+        Some(&serde_json::json!({"from": a, "to": b, "port": 0}).to_string()),
+    );
+    assert_eq!(code, 422);
+    let echo_server = "timeout 70 python3 -c 'import socket,threading\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1); s.bind((\"\",8080)); s.listen()\ndef h(c):\n  while True:\n    d=c.recv(100)\n    if not d: break\n    c.sendall(d)\nwhile True:\n  c,_=s.accept(); threading.Thread(target=h,args=(c,),daemon=True).start()'";
+    let echo_client = |ip: &str, secs: u32| {
+        format!(
+            "python3 -c 'import socket,time\nn=0\ntry:\n  c=socket.create_connection((\"{ip}\",8080),timeout=5); c.settimeout(5); t=time.time()\n  while time.time()-t<{secs}:\n    c.sendall(b\"ping\"); assert c.recv(100)==b\"ping\"; n+=1; time.sleep(0.5)\n  print(\"held\",n)\nexcept Exception as e:\n  print(\"cut\",n,type(e).__name__)'"
+        )
+    };
+    let (a_once, held, b_to_a, c_to_b, c_to_a) = std::thread::scope(|scope| {
+        let server = scope.spawn(|| sh(&b, echo_server));
+        let a_server = scope.spawn(|| sh(&a, "timeout 60 python3 -m http.server 9000"));
+        std::thread::sleep(Duration::from_secs(8));
+        let a_once = sh(&a, &echo_client(&b_ip, 1)).0;
+        let b_to_a = (
+            curl(&b, &format!("http://{a_ip}:9000/")),
+            sh(&b, &echo_client(&a_ip, 1)).0,
+        );
+        let c_to_b = sh(&c, &echo_client(&b_ip, 1)).0;
+        let c_to_a = curl(&c, &format!("http://{a_ip}:9000/"));
+        // A holds a connection; the link goes while it is open.
+        let holder = scope.spawn(|| {
+            let started = std::time::Instant::now();
+            (sh(&a, &echo_client(&b_ip, 50)).0, started.elapsed())
+        });
+        std::thread::sleep(Duration::from_secs(8));
+        let (code, body) = call("DELETE", &format!("/v1/links/{link_id}"), None);
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+        let held = holder.join().expect("holder");
+        let _ = server.join();
+        let _ = a_server.join();
+        (a_once, held, b_to_a, c_to_b, c_to_a)
+    });
+    assert!(
+        a_once.starts_with("held"),
+        "A reaches B over the link: {a_once}"
+    );
+    assert_eq!(b_to_a.0, "", "B opened a connection to A");
+    assert!(
+        b_to_a.1.starts_with("cut 0"),
+        "B opened a connection to A: {}",
+        b_to_a.1
+    );
+    assert!(c_to_b.starts_with("cut 0"), "C reached B: {c_to_b}");
+    assert_eq!(c_to_a, "", "C reached A");
+    let ((held_out, held_for), _) = (held, ());
+    assert!(
+        held_out.starts_with("cut "),
+        "removing the link cut A's connection: {held_out}"
+    );
+    assert!(
+        held_for < Duration::from_secs(45),
+        "cut, not run out ({held_for:?})"
+    );
+    let (code, body) = call("GET", "/v1/links", None);
+    assert_eq!(code, 200);
+    assert_eq!(json(&body)["links"].as_array().map(Vec::len), Some(0));
+
+    // A published port: reachable from outside only while published, and
+    // never from another workspace.
+    let outside = || {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &net.name, "curl", "-s", "--max-time", "10"])
+            .arg("http://127.0.0.1:18080/")
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let (before, published, from_b, after) = std::thread::scope(|scope| {
+        let server = scope.spawn(|| sh(&a, "timeout 50 python3 -m http.server 8000"));
+        std::thread::sleep(Duration::from_secs(6));
+        let before = outside();
+        let (code, body) = call(
+            "POST",
+            &format!("/v1/workspaces/{a}/ports"),
+            Some(r#"{"port": 8000, "host_port": 20080}"#),
+        );
+        assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(json(&body)["host_port"], 20080);
+        let published = outside();
+        let from_b = curl(&b, "http://10.0.2.15:20080/");
+        let (code, body) = call("DELETE", &format!("/v1/workspaces/{a}/ports/8000"), None);
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+        let after = outside();
+        let _ = server.join();
+        (before, published, from_b, after)
+    });
+    assert_eq!(before, "", "reachable before it was published");
+    assert!(
+        published.contains("Directory listing"),
+        "published: {published:?}"
+    );
+    assert_eq!(from_b, "", "another workspace used the published port");
+    assert_eq!(after, "", "reachable after it was unpublished");
+
+    // A running workspace's allowlist changes without a restart, and a
+    // connection the new list no longer allows is cut.
+    let slow = std::thread::scope(|scope| {
+        let h = scope.spawn(|| {
+            let started = std::time::Instant::now();
+            let r = sh(&a, "curl -sk --max-time 100 https://allowed.test/slow");
+            (r, started.elapsed())
+        });
+        std::thread::sleep(Duration::from_secs(8));
+        let (code, body) = call(
+            "PUT",
+            &format!("/v1/workspaces/{a}/egress"),
+            Some(r#"{"domains": ["denied.test"]}"#),
+        );
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+        h.join().expect("slow download")
+    });
+    let ((out, code), took) = slow;
+    assert_ne!(code, 0, "the cut download ended in an error: {out}");
+    assert!(
+        took < Duration::from_secs(60),
+        "cut, not run to its end ({took:?})"
+    );
+    assert!(curl(&a, "https://denied.test/").starts_with("server=denied.test"));
+    assert_eq!(curl(&a, "https://allowed.test/"), "");
+
+    // Every refusal is counted; every policy change is audited.
+    for m in [
+        "paddock_workspace_denied_packets_total",
+        "paddock_workspace_denied_lookups_total",
+        "paddock_workspace_denied_connections_total",
+    ] {
+        assert!(metric(m, &a) > 0.0, "{m} for A");
+    }
+    assert!(metric("paddock_workspace_net_sent_bytes_total", &a) > 0.0);
+    let (code, body) = call("GET", "/v1/audit", None);
+    assert_eq!(code, 200);
+    let audit = String::from_utf8_lossy(&body);
+    assert!(
+        audit.contains("workspace_egress_changed") && audit.contains("denied.test"),
+        "{audit}"
+    );
+    assert!(
+        audit.contains("link_created") && audit.contains("link_deleted"),
+        "{audit}"
+    );
+    assert!(
+        audit.contains("port_published") && audit.contains("port_unpublished"),
+        "{audit}"
+    );
+
+    for id in [&a, &b, &c] {
+        assert_eq!(call("DELETE", &format!("/v1/workspaces/{id}"), None).0, 200);
+    }
+    let exited = app.power_button(Duration::from_secs(180)).expect("QMP");
+    assert!(exited.is_some(), "powered off");
     let _ = std::fs::remove_dir_all(&dir);
 }
