@@ -518,6 +518,8 @@ pub fn probe(paths: &[String]) -> std::process::ExitCode {
         "proc_pids": pids,
         "root_entries": root,
         "open_fds": fds,
+        // What a VMM given a tap finds at fd 3 (`--keep-fd`).
+        "fd3": std::fs::read_link("/proc/self/fd/3").ok().map(|p| p.to_string_lossy().to_string()),
         "hostname": nix::unistd::gethostname().map(|h| h.to_string_lossy().to_string()).unwrap_or_default(),
         "visible": visible,
         "connects": connects,

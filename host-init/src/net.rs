@@ -8,6 +8,7 @@ mod ifconfig;
 pub mod nft;
 pub mod policy;
 pub mod proxy;
+mod refusals;
 pub mod sni;
 pub mod tap;
 

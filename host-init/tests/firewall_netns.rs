@@ -301,32 +301,10 @@ fn a_link_carries_one_direction_on_one_port_and_its_removal_resets() {
         "B answers"
     );
     // Another port of B, and B opening anything to A: refused with a reset.
-    tap_write(
-        &mut ta,
-        &tcp_frame(mac_a, sa.guest(), sb.guest(), 40001, 22, SYN),
-    );
-    assert_eq!(
-        next_tcp(&mut tb, Duration::from_millis(500)),
-        None,
-        "B:22 is closed to A"
-    );
-    assert_eq!(
-        next_tcp(&mut ta, Duration::from_secs(2)).map(|t| t.2 & RST),
-        Some(RST)
-    );
-    tap_write(
-        &mut tb,
-        &tcp_frame(mac_b, sb.guest(), sa.guest(), 40002, 8080, SYN),
-    );
-    assert_eq!(
-        next_tcp(&mut ta, Duration::from_millis(500)),
-        None,
-        "B cannot open A"
-    );
-    assert_eq!(
-        next_tcp(&mut tb, Duration::from_secs(2)).map(|t| t.2 & RST),
-        Some(RST)
-    );
+    let frame = tcp_frame(mac_a, sa.guest(), sb.guest(), 40001, 22, SYN);
+    assert_reset(&mut ta, &frame, &mut tb, "B:22 is closed to A");
+    let frame = tcp_frame(mac_b, sb.guest(), sa.guest(), 40002, 8080, SYN);
+    assert_reset(&mut tb, &frame, &mut ta, "B cannot open A");
 
     // The link goes: A's next packet on the open connection is reset.
     firewall::set_links(Vec::new()).expect("no links");
@@ -340,6 +318,18 @@ fn a_link_carries_one_direction_on_one_port_and_its_removal_resets() {
         Some(RST)
     );
     assert!(firewall::refused("ws_a") >= 2 && firewall::refused("ws_b") >= 1);
+}
+
+/// Sends `frame` from `sender`; nothing reaches `other`, and the sender
+/// gets a TCP reset.
+fn assert_reset(sender: &mut std::fs::File, frame: &[u8], other: &mut std::fs::File, what: &str) {
+    tap_write(sender, frame);
+    assert_eq!(next_tcp(other, Duration::from_millis(500)), None, "{what}");
+    assert_eq!(
+        next_tcp(sender, Duration::from_secs(2)).map(|t| t.2 & RST),
+        Some(RST),
+        "{what}: a reset"
+    );
 }
 
 fn tap_write(tap: &mut std::fs::File, frame: &[u8]) {

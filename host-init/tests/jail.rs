@@ -25,10 +25,18 @@ fn libraries(bin: &Path) -> Vec<String> {
 }
 
 fn jail(dir: &Path, tail: &[&str]) -> std::process::Output {
+    jail_keeping(dir, None, tail)
+}
+
+/// The jail, passing on descriptor `keep` (left open across exec) if given.
+fn jail_keeping(dir: &Path, keep: Option<i32>, tail: &[&str]) -> std::process::Output {
     let bin = exe();
     let mut cmd = Command::new(&bin);
-    cmd.arg("jail")
-        .args(["--uid", "4242", "--gid", "4242", "--group", "4343"])
+    cmd.arg("jail");
+    if let Some(fd) = keep {
+        cmd.args(["--keep-fd", &fd.to_string()]);
+    }
+    cmd.args(["--uid", "4242", "--gid", "4242", "--group", "4343"])
         .arg("--root")
         .arg(dir.join("root"))
         .arg("--bind")
@@ -126,6 +134,33 @@ fn a_jailed_process_sees_only_its_own_world() {
     let entries: Vec<String> = serde_json::from_value(r["root_entries"].clone()).expect("list");
     assert!(entries.contains(&"proc".to_string()), "{entries:?}");
     assert!(!entries.contains(&"etc".to_string()), "{entries:?}");
+
+    assert!(r["fd3"].is_null(), "nothing at fd 3 unless passed: {r}");
+
+    // A descriptor passed on (a workspace's tap) arrives as fd 3, and it
+    // is the only one beyond stdio.
+    let kept = dir.join("kept");
+    std::fs::write(&kept, "tap stand-in").expect("file");
+    let path = std::ffi::CString::new(kept.to_string_lossy().as_bytes()).expect("path");
+    // SAFETY: open(2) with a NUL-terminated path; without O_CLOEXEC on
+    // purpose, as host-init leaves the tap for the jail.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) };
+    assert!(fd >= 0);
+    let out = jail_keeping(&dir, Some(fd), &["jail-probe"]);
+    // SAFETY: closing the descriptor opened above.
+    unsafe { libc::close(fd) };
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).expect("probe JSON");
+    assert!(
+        r["fd3"].as_str().is_some_and(|t| t.ends_with("kept")),
+        "the passed descriptor at fd 3: {r}"
+    );
+    assert!(r["open_fds"].as_u64().is_some_and(|n| n <= 5), "{r}");
 
     // The jail exits as its program did.
     let out = jail(&dir, &["no-such-subcommand"]);

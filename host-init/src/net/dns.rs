@@ -12,10 +12,9 @@ use super::firewall;
 use super::policy;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::RwLock;
 use std::time::Duration;
 
 /// Queries answered at once; more wait in the socket's buffer.
@@ -27,7 +26,7 @@ const MAX_TTL: u32 = 300;
 static UPSTREAM: RwLock<Vec<Ipv4Addr>> = RwLock::new(Vec::new());
 /// The host's own addresses (the uplink's), forbidden like the ranges.
 static HOST_ADDRS: RwLock<Vec<Ipv4Addr>> = RwLock::new(Vec::new());
-static REFUSED: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+static REFUSED: super::refusals::Refusals = super::refusals::Refusals::new();
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
 #[derive(Debug, thiserror::Error)]
@@ -53,24 +52,11 @@ pub fn host_addrs() -> Vec<Ipv4Addr> {
 
 /// Lookups this workspace made that its allowlist refused.
 pub fn refused(id: &str) -> u64 {
-    REFUSED
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(id)
-        .copied()
-        .unwrap_or(0)
+    REFUSED.get(id)
 }
 
 pub fn forget(id: &str) {
-    REFUSED.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
-}
-
-fn count_refusal(id: &str) {
-    *REFUSED
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(id.to_string())
-        .or_default() += 1;
+    REFUSED.forget(id);
 }
 
 /// Serves workspaces on udp/53 (the firewall keeps everyone else out).
@@ -154,7 +140,7 @@ pub fn answer(query: &[u8], id: &str, egress: &policy::Egress) -> Option<Vec<u8>
     let name = question.name().to_lowercase().to_ascii();
     let name = name.trim_end_matches('.');
     if !egress.allows_name(name) {
-        count_refusal(id);
+        REFUSED.count(id);
         return reply_to(&q, ResponseCode::NXDomain).to_vec().ok();
     }
     if question.query_type() != RecordType::A {

@@ -209,6 +209,28 @@ pub fn ruleset(workspaces: &[WsNet], links: &[Link]) -> Vec<Op> {
     ops
 }
 
+/// One rule per CIDR entry and port, ending in `verdict`.
+fn cidr_rules(chain: &str, egress: &Egress, verdict: Verdict) -> Vec<Op> {
+    egress
+        .cidrs
+        .iter()
+        .flat_map(|c| c.ports.iter().map(move |p| (c, *p)))
+        .map(|(c, p)| {
+            rule(
+                chain,
+                vec![
+                    nft::ipv4(),
+                    nft::ip_addr_in(true, c.net, c.prefix),
+                    nft::l4proto(TCP),
+                    nft::dport(p),
+                ],
+                vec![Expr::Verdict(verdict)],
+                None,
+            )
+        })
+        .collect()
+}
+
 fn workspace_rules(ws: &WsNet, opens: &[(Slot, u16)], answers: &[(Slot, u16)]) -> Vec<Op> {
     let n = ws.slot.0;
     let tap = ws.slot.tap();
@@ -235,21 +257,7 @@ fn workspace_rules(ws: &WsNet, opens: &[(Slot, u16)], answers: &[(Slot, u16)]) -
         Some(REFUSED),
     ));
     // prerouting: CIDR entries go straight on; domain ports to the proxy.
-    for c in &ws.egress.cidrs {
-        for p in &c.ports {
-            ops.push(rule(
-                &pre,
-                vec![
-                    nft::ipv4(),
-                    nft::ip_addr_in(true, c.net, c.prefix),
-                    nft::l4proto(TCP),
-                    nft::dport(*p),
-                ],
-                vec![Expr::Verdict(Verdict::Return)],
-                None,
-            ));
-        }
-    }
+    ops.extend(cidr_rules(&pre, &ws.egress, Verdict::Return));
     for p in ws.egress.domain_ports() {
         ops.push(rule(
             &pre,
@@ -363,21 +371,7 @@ fn workspace_rules(ws: &WsNet, opens: &[(Slot, u16)], answers: &[(Slot, u16)]) -
             Some(REFUSED),
         ));
     }
-    for c in &ws.egress.cidrs {
-        for p in &c.ports {
-            ops.push(rule(
-                &fwd,
-                vec![
-                    nft::ipv4(),
-                    nft::ip_addr_in(true, c.net, c.prefix),
-                    nft::l4proto(TCP),
-                    nft::dport(*p),
-                ],
-                vec![Expr::Verdict(Verdict::Accept)],
-                None,
-            ));
-        }
-    }
+    ops.extend(cidr_rules(&fwd, &ws.egress, Verdict::Accept));
     ops.push(rule(
         &fwd,
         vec![],
@@ -530,6 +524,40 @@ mod tests {
         assert_eq!(Slot::of_guest(s.host()), None);
         assert_eq!(Slot::of_guest(Ipv4Addr::new(10, 199, 0, 2)), None);
         assert!(Slot::new(MAX_SLOTS).is_none());
+    }
+
+    #[test]
+    fn a_link_is_in_force_only_while_both_ends_are() {
+        let ws = |id: &str, n: u32| WsNet {
+            id: id.into(),
+            slot: Slot(n),
+            egress: Egress::default(),
+            connections_per_s: 10,
+            published: Vec::new(),
+        };
+        let link = Link {
+            id: "lnk".into(),
+            from: "a".into(),
+            to: "b".into(),
+            port: 8080,
+        };
+        let accepts_to_b = |ops: &[Op]| {
+            ops.iter().any(|o| {
+                matches!(o, Op::AddRule(r) if r.chain == "fwd1"
+                    && r.exprs.contains(&Expr::Verdict(Verdict::Accept))
+                    && r.exprs.contains(&Expr::Cmp { eq: true, data: {
+                        let mut d = b"pdk2".to_vec();
+                        d.resize(16, 0);
+                        d
+                    } }))
+            })
+        };
+        let both = ruleset(&[ws("a", 1), ws("b", 2)], std::slice::from_ref(&link));
+        assert!(accepts_to_b(&both));
+        // b quarantined (its entry removed): a's opening to it goes too.
+        let one = ruleset(&[ws("a", 1)], std::slice::from_ref(&link));
+        assert!(!accepts_to_b(&one));
+        assert!(!accepts_to_b(&ruleset(&[ws("a", 1), ws("b", 2)], &[])));
     }
 
     #[test]

@@ -11,12 +11,10 @@
 
 use super::firewall;
 use super::sni::{self, Peek};
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 /// How long a client has to say where it is going.
@@ -30,31 +28,20 @@ const MAX_CONNECTIONS: usize = 4096;
 /// Refusals logged per workspace; the rest are only counted.
 const MAX_LOGGED: u64 = 20;
 
-static REFUSED: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+static REFUSED: super::refusals::Refusals = super::refusals::Refusals::new();
 static OPEN: AtomicUsize = AtomicUsize::new(0);
 
 /// Connections this workspace made that the proxy refused.
 pub fn refused(id: &str) -> u64 {
-    REFUSED
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(id)
-        .copied()
-        .unwrap_or(0)
+    REFUSED.get(id)
 }
 
 pub fn forget(id: &str) {
-    REFUSED.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    REFUSED.forget(id);
 }
 
 fn refuse(id: &str, why: &str) {
-    let n = {
-        let mut m = REFUSED.lock().unwrap_or_else(|e| e.into_inner());
-        let n = m.entry(id.to_string()).or_default();
-        *n += 1;
-        *n
-    };
-    if n <= MAX_LOGGED {
+    if REFUSED.count(id) <= MAX_LOGGED {
         crate::info!("workspace {id}: egress refused: {why}");
     }
 }
@@ -240,6 +227,12 @@ fn splice(client: TcpStream, upstream: TcpStream, peer: Ipv4Addr, name: String, 
     }
 }
 
+/// Ends both directions (the other pump sees the shutdown).
+fn cut(a: &TcpStream, b: &TcpStream) {
+    let _ = a.shutdown(Shutdown::Both);
+    let _ = b.shutdown(Shutdown::Both);
+}
+
 fn pump(mut from: TcpStream, mut to: TcpStream, allowed: &dyn Fn() -> bool) {
     let mut buf = [0u8; 16 * 1024];
     let mut idle = Duration::ZERO;
@@ -253,9 +246,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, allowed: &dyn Fn() -> bool) {
                 if checked.elapsed() >= RECHECK {
                     checked = std::time::Instant::now();
                     if !allowed() {
-                        let _ = from.shutdown(Shutdown::Both);
-                        let _ = to.shutdown(Shutdown::Both);
-                        return;
+                        return cut(&from, &to);
                     }
                 }
                 if to.write_all(&buf[..n]).is_err() {
@@ -270,10 +261,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, allowed: &dyn Fn() -> bool) {
             {
                 idle += RECHECK;
                 if idle >= IDLE || !allowed() {
-                    // Both directions end: the other pump sees the shutdown.
-                    let _ = from.shutdown(Shutdown::Both);
-                    let _ = to.shutdown(Shutdown::Both);
-                    return;
+                    return cut(&from, &to);
                 }
             }
             Err(_) => break,
