@@ -151,6 +151,18 @@ bench-disk runs="3": deps static
     export PADDOCK_IMAGE_DIR=$PWD/target/image-test
     PADDOCK_BENCH_RUNS={{runs}} cargo run -q --release -p paddock-tests --bin paddock-bench-disk --locked
 
+# Workspace network paths (direct, proxied HTTP and HTTPS, the NIC's limiter, DNS), one appliance run in a fake internet.
+bench-net runs="3": deps static
+    #!/usr/bin/env bash
+    set -euo pipefail
+    export PADDOCK_GUEST_KERNEL=$(guest-kernel/build.sh)
+    export PADDOCK_TEMPLATE=$(image-build/build-template.sh image-build/templates/default.recipe)
+    export PADDOCK_HOST_KERNEL=$(image-build/host-kernel.sh)
+    export PADDOCK_STATIC_BIN={{static_dir}}
+    image-build/build-image.sh target/image-test --esp-config firmware/test-config.json
+    export PADDOCK_IMAGE_DIR=$PWD/target/image-test
+    PADDOCK_BENCH_RUNS={{runs}} cargo run -q --release -p paddock-tests --bin paddock-bench-net --locked
+
 # Workspace API benchmark: create -> first exec (median, p99), concurrent creates, memory per workspace.
 bench-api runs="20" concurrent="10": (image "")
     #!/usr/bin/env bash

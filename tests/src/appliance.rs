@@ -71,6 +71,15 @@ impl Appliance {
     /// `bytes` (a server's disk), booted to its first-boot screen. Returns
     /// the appliance and the bootstrap admin credential it shows.
     pub fn boot_fresh(work: &Path, bytes: u64) -> Result<(Appliance, String)> {
+        Self::boot_fresh_in(work, bytes, &[])
+    }
+
+    /// `boot_fresh` with QEMU started through `prefix` (a fake internet).
+    pub fn boot_fresh_in(
+        work: &Path,
+        bytes: u64,
+        prefix: &[String],
+    ) -> Result<(Appliance, String)> {
         std::fs::create_dir_all(work).map_err(io(format!("creating {}", work.display())))?;
         let disk = work.join("disk.img");
         std::fs::copy(image_dir()?.join("paddock.img"), &disk).map_err(io("copying the image"))?;
@@ -80,7 +89,13 @@ impl Appliance {
             .and_then(|f| f.set_len(bytes))
             .map_err(io("growing the disk"))?;
         let guard = Duration::from_secs(600);
-        let mut app = Appliance::boot(&disk, &work.join("state"), &work.join("serial.log"))?;
+        let mut app = Appliance::boot_in(
+            &disk,
+            &work.join("state"),
+            &work.join("serial.log"),
+            &[],
+            prefix,
+        )?;
         let console = app
             .wait_for("API serving TLS", guard)
             .and_then(|_| app.wait_for("bootstrap admin credential", guard))?;

@@ -28,6 +28,8 @@ pub const ALLOWED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 pub const DENIED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
 pub const RAW_LISTED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 30);
 pub const RAW_UNLISTED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 31);
+/// Bytes `/big` sends.
+pub const BIG: usize = 32 << 20;
 pub const METADATA: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 
 #[derive(Debug, thiserror::Error)]
@@ -240,7 +242,8 @@ impl Drop for FakeNet {
 }
 
 /// Reads one request head and answers `server=WHO host=HOST sni=SNI`;
-/// `/slow` trickles a byte every 200 ms for a minute instead.
+/// `/slow` trickles a byte every 200 ms for a minute instead; `/big`
+/// sends 32 MiB (for the network benchmark).
 fn answer<S: Read + Write>(mut s: S, first: Option<u8>, who: &str, sni: &str) {
     let mut head = Vec::new();
     if let Some(b) = first {
@@ -263,6 +266,20 @@ fn answer<S: Read + Write>(mut s: S, first: Option<u8>, who: &str, sni: &str) {
         .unwrap_or("")
         .trim()
         .to_string();
+    if text.starts_with("GET /big ") {
+        let _ = s.write_all(
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        let chunk = vec![b'x'; 64 << 10];
+        for _ in 0..BIG / chunk.len() {
+            if s.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+        let _ = s.flush();
+        return;
+    }
     if text.starts_with("GET /slow ") {
         let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 300\r\nConnection: close\r\n\r\n");
         for _ in 0..300 {

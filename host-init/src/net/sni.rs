@@ -124,12 +124,19 @@ fn server_name(data: &[u8]) -> Option<String> {
     None
 }
 
-/// A host name as clients send it: LDH labels and dots, lower-cased.
+/// A host name as clients send it: LDH labels, none empty, at most one
+/// trailing dot (dropped); lower-cased.
 fn hostname(b: &[u8]) -> Option<String> {
+    let b = b.strip_suffix(b".").unwrap_or(b);
     let ok = !b.is_empty()
         && b.len() <= 253
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'.');
+        && b.split(|c| *c == b'.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .iter()
+                    .all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+        });
     ok.then(|| String::from_utf8_lossy(b).to_ascii_lowercase())
 }
 
@@ -158,7 +165,7 @@ fn http_host(buf: &[u8]) -> Peek {
                 _ => value,
             };
             match hostname(name) {
-                Some(n) => Peek::Name(n.trim_end_matches('.').to_string()),
+                Some(n) => Peek::Name(n),
                 None => Peek::NoName("HTTP Host is not a host name"),
             }
         }
@@ -243,5 +250,16 @@ mod tests {
             Peek::NoName(_)
         ));
         assert!(matches!(peek(b"\x00\x01binary"), Peek::NoName(_)));
+        // Found by fuzzing: a Host of dots only named nothing.
+        for bad in [
+            &b"GET / HTTP/1.1\r\nHost: .\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a..b\r\n\r\n",
+        ] {
+            assert!(matches!(peek(bad), Peek::NoName(_)), "{bad:?}");
+        }
+        assert_eq!(
+            peek(b"GET / HTTP/1.1\r\nHost: a.test.\r\n\r\n"),
+            Peek::Name("a.test".into())
+        );
     }
 }
