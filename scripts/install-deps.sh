@@ -14,6 +14,7 @@ packages=(
     systemd-boot-efi  # the UEFI stub the unified kernel image is built on
     ovmf swtpm swtpm-tools # UEFI firmware and a TPM 2.0 for booting the appliance in QEMU
     curl openssl      # the appliance tests talk HTTPS to its API
+    iproute2          # the network tests: namespaces, taps, neighbours (ip)
 )
 # schemathesis (checks docs/openapi.yaml) runs in a venv: Debian's python3
 # needs python3-venv for that; a python3 of its own (pyenv) has venv built in.
