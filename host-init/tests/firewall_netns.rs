@@ -170,7 +170,19 @@ fn a_workspace_reaches_its_resolver_and_nothing_else_and_refusals_are_counted() 
     })
     .expect("replacing the policy");
     assert!(firewall::refused("ws_a") >= counted);
+
+    // Cut off (quarantine removes the entry while the tap lives on): not
+    // even the resolver answers it any more.
     firewall::remove("ws_a").expect("removing");
+    tap.write_all(&udp_frame(mac, slot.guest(), slot.host(), 53, b"after"))
+        .expect("frame");
+    resolver
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    assert!(
+        resolver.recv_from(&mut buf).is_err(),
+        "a tap without an entry reached the resolver"
+    );
 }
 
 /// An Ethernet frame carrying an IPv4 TCP segment with `flags`.

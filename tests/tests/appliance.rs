@@ -2147,6 +2147,35 @@ fn workspace_networks_deny_by_default_and_open_only_what_is_listed() {
         "{audit}"
     );
 
+    // Quarantine cuts a workspace off, links into it included: C, linked
+    // to A, is refused at once (the firewall's reset), where a frozen guest
+    // behind an open link would leave it waiting.
+    let (code, body) = call(
+        "POST",
+        "/v1/links",
+        Some(&serde_json::json!({"from": c, "to": a, "port": 8080}).to_string()),
+    );
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    let reached = std::thread::scope(|scope| {
+        let server =
+            scope.spawn(|| sh(&a, echo_server.replace("timeout 70", "timeout 20").as_str()));
+        std::thread::sleep(Duration::from_secs(6));
+        let r = sh(&c, &echo_client(&a_ip, 1)).0;
+        let _ = server.join();
+        r
+    });
+    assert!(
+        reached.starts_with("held"),
+        "C reaches A over the link: {reached}"
+    );
+    let (code, body) = call("POST", &format!("/v1/workspaces/{a}/quarantine"), None);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let after = sh(&c, &echo_client(&a_ip, 1)).0;
+    assert!(
+        after.contains("ConnectionRefusedError"),
+        "C after A's quarantine: {after}"
+    );
+
     for id in [&a, &b, &c] {
         assert_eq!(call("DELETE", &format!("/v1/workspaces/{id}"), None).0, 200);
     }
