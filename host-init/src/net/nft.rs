@@ -649,7 +649,9 @@ impl Netlink {
                 Err(e) => return Err(e),
             };
             for (kind, seq, payload) in messages(&rbuf[..n])? {
-                if kind != NLMSG_ERROR {
+                // Only this batch's answers count: anything older (the acks
+                // of a batch that failed part way) is left behind.
+                if kind != NLMSG_ERROR || !(first + 1..=last).contains(&seq) {
                     continue;
                 }
                 let code = payload
@@ -694,7 +696,10 @@ impl Netlink {
         let mut rbuf = vec![0u8; 1 << 16];
         loop {
             let n = self.recv(&mut rbuf)?;
-            for (kind, _, payload) in messages(&rbuf[..n])? {
+            for (kind, got, payload) in messages(&rbuf[..n])? {
+                if got != seq {
+                    continue;
+                }
                 match kind {
                     NLMSG_DONE => return Ok(out),
                     NLMSG_ERROR => {
