@@ -107,6 +107,12 @@ fn run() -> Result<(), String> {
     let work = std::env::temp_dir().join(format!("paddock-bench-net-{}", std::process::id()));
     let (mut app, token) =
         Appliance::boot_fresh_in(&work, 8 << 30, &net.exec_prefix()).map_err(|e| e.to_string())?;
+    // The test image boots a demo workspace at "ready"; a create while it
+    // boots was seen to take minutes under nested emulation (two guests
+    // booting on the appliance's one emulated CPU), so the timings start
+    // once it is done, as the tests do.
+    app.wait_for("demo workspace: `uname -sr` says", Duration::from_secs(600))
+        .map_err(|e| e.to_string())?;
     let egress = serde_json::json!({"domains": ["allowed.test"], "cidrs": [format!("{RAW_LISTED}/32:8080")]});
     let ws = create(
         &app,
