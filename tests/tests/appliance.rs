@@ -1840,7 +1840,7 @@ fn workspace_networks_deny_by_default_and_open_only_what_is_listed() {
         &serde_json::json!({
             "ttl_s": 1800, "memory_mib": 256, "disk_mib": 512,
             "egress": {
-                "domains": ["allowed.test"],
+                "domains": ["allowed.test", "*.allowed.test:443"],
                 // Forbidden whatever the list says: the metadata address, the host.
                 "cidrs": [listed, "169.254.169.254/32:80", "10.0.2.15/32:8443"]
             }
@@ -1872,6 +1872,16 @@ fn workspace_networks_deny_by_default_and_open_only_what_is_listed() {
         "server=allowed.test host=allowed.test sni=allowed.test\n"
     );
     assert!(curl(&a, "http://allowed.test/").starts_with("server=allowed.test"));
+    // A wildcard entry covers the names below it, on its own ports only.
+    assert_eq!(
+        curl(&a, "https://www.allowed.test/"),
+        "server=allowed.test host=www.allowed.test sni=www.allowed.test\n"
+    );
+    let body = curl(&a, "http://www.allowed.test/");
+    assert!(
+        body.contains("www.allowed.test:80 is not on this workspace's allowlist"),
+        "port 80 is not in the wildcard entry: {body:?}"
+    );
     // An unlisted name fails at DNS.
     let (out, code) = sh(&a, "curl -sk --max-time 15 https://denied.test/");
     assert_ne!(code, 0, "{out}");
