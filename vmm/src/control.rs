@@ -1,7 +1,8 @@
 //! The host's channel into a running VMM: a Unix socket (in the workspace's
 //! run directory, inside the jail) taking one JSON request per connection.
-//! Today it changes a drive's rate limit; the block worker picks the new
-//! limit up before its next request.
+//! Today it changes a device's rate limit (a drive by its id, the NIC as
+//! "net"); the device's worker picks the new limit up before its next
+//! request.
 //!
 //! Only the host (host-init, root) can reach the socket, but its requests
 //! are still parsed strictly: anything malformed gets an error reply and
@@ -18,7 +19,7 @@ use std::sync::{Arc, Mutex};
 /// Longest request accepted, in bytes.
 const MAX_REQUEST: usize = 4096;
 
-/// A drive's rate limit as the control thread sets it and its worker reads
+/// A device's rate limit as the control thread sets it and its worker reads
 /// it: the worker checks one flag per request, and takes the lock only
 /// when the flag says something changed.
 #[derive(Default)]
@@ -44,14 +45,17 @@ impl RateCell {
     }
 }
 
-pub type Drives = BTreeMap<String, Arc<RateCell>>;
+/// Rate-limited devices by name: drives by their ids, the NIC as "net".
+pub type Devices = BTreeMap<String, Arc<RateCell>>;
 
 #[derive(Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 enum Request {
-    /// A drive's new limits; an absent (or null) one is unlimited.
+    /// A device's new limits; an absent (or null) one is unlimited.
+    /// (`drive` is the field's first name, still accepted.)
     SetRate {
-        drive: String,
+        #[serde(alias = "drive")]
+        device: String,
         #[serde(default)]
         bytes_per_s: Option<u64>,
         #[serde(default)]
@@ -60,17 +64,17 @@ enum Request {
 }
 
 /// Answers one request: `{"ok": true}` or `{"error": "..."}`.
-pub fn handle(request: &[u8], drives: &Drives) -> String {
+pub fn handle(request: &[u8], devices: &Devices) -> String {
     let reply = match serde_json::from_slice::<Request>(request) {
         Err(e) => Err(format!("malformed request: {e}")),
         Ok(Request::SetRate {
-            drive,
+            device,
             bytes_per_s,
             ops_per_s,
-        }) => match drives.get(&drive) {
-            None => Err(format!("no drive {drive:?}")),
+        }) => match devices.get(&device) {
+            None => Err(format!("no device {device:?}")),
             Some(_) if bytes_per_s == Some(0) || ops_per_s == Some(0) => {
-                Err("a rate of 0 would stop the drive; leave it out for unlimited".into())
+                Err("a rate of 0 would stop the device; leave it out for unlimited".into())
             }
             Some(cell) => {
                 cell.set(RateLimit {
@@ -88,18 +92,18 @@ pub fn handle(request: &[u8], drives: &Drives) -> String {
 }
 
 /// Serves the socket forever, one connection at a time (the control thread).
-pub fn serve(listener: UnixListener, drives: Drives) {
+pub fn serve(listener: UnixListener, devices: Devices) {
     for conn in listener.incoming() {
         let Ok(mut conn) = conn else { continue };
         let mut buf = Vec::with_capacity(256);
         let mut chunk = [0u8; 512];
         let reply = loop {
             match conn.read(&mut chunk) {
-                Ok(0) => break handle(&buf, &drives),
+                Ok(0) => break handle(&buf, &devices),
                 Ok(n) => {
                     buf.extend_from_slice(&chunk[..n]);
                     if let Some(end) = buf.iter().position(|b| *b == b'\n') {
-                        break handle(&buf[..end], &drives);
+                        break handle(&buf[..end], &devices);
                     }
                     if buf.len() > MAX_REQUEST {
                         break format!("{{\"error\":\"request over {MAX_REQUEST} bytes\"}}\n");
@@ -116,16 +120,16 @@ pub fn serve(listener: UnixListener, drives: Drives) {
 mod tests {
     use super::*;
 
-    fn drives() -> (Drives, Arc<RateCell>) {
+    fn devices() -> (Devices, Arc<RateCell>) {
         let cell = Arc::new(RateCell::default());
-        let mut d = Drives::new();
+        let mut d = Devices::new();
         d.insert("data".into(), cell.clone());
         (d, cell)
     }
 
     #[test]
     fn a_rate_change_reaches_the_drive_once() {
-        let (d, cell) = drives();
+        let (d, cell) = devices();
         assert_eq!(cell.take(), None);
         let r = handle(
             br#"{"op":"set_rate","drive":"data","bytes_per_s":1048576}"#,
@@ -144,7 +148,7 @@ mod tests {
 
     #[test]
     fn malformed_requests_change_nothing() {
-        let (d, cell) = drives();
+        let (d, cell) = devices();
         for bad in [
             &b"not json"[..],
             br#"{"op":"set_rate","drive":"other","bytes_per_s":1}"#,
@@ -167,7 +171,7 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("control.sock");
         let listener = UnixListener::bind(&path).expect("bind");
-        let (d, cell) = drives();
+        let (d, cell) = devices();
         std::thread::spawn(move || serve(listener, d));
         let ask = |req: &[u8]| {
             let mut s = std::os::unix::net::UnixStream::connect(&path).expect("connect");
@@ -179,7 +183,7 @@ mod tests {
             out
         };
         assert_eq!(
-            ask(b"{\"op\":\"set_rate\",\"drive\":\"data\",\"ops_per_s\":10}\n"),
+            ask(b"{\"op\":\"set_rate\",\"device\":\"data\",\"ops_per_s\":10}\n"),
             "{\"ok\":true}\n"
         );
         assert_eq!(cell.take().and_then(|r| r.ops_per_s), Some(10));

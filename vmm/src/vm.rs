@@ -115,8 +115,9 @@ struct Devices {
     serial: Arc<Mutex<SerialConsole>>,
     cmdline_devices: Vec<String>,
     vsock_path: Option<PathBuf>,
-    /// Each drive's rate limit, changeable through the control socket.
-    rates: crate::control::Drives,
+    /// Each drive's and the NIC's rate limit, changeable through the
+    /// control socket.
+    rates: crate::control::Devices,
 }
 
 fn register_memory(vm: &VmFd, mem: &GuestMemory) -> Result<(), VmError> {

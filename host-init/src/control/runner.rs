@@ -128,7 +128,7 @@ pub fn set_rate(
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
     let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
     let req = serde_json::json!({
-        "op": "set_rate", "drive": device, "bytes_per_s": bytes_per_s, "ops_per_s": ops_per_s
+        "op": "set_rate", "device": device, "bytes_per_s": bytes_per_s, "ops_per_s": ops_per_s
     });
     s.write_all(format!("{req}\n").as_bytes())
         .map_err(io("writing to", &path))?;
