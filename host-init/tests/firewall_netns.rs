@@ -21,11 +21,6 @@ fn private_netns() {
     );
     // Namespaces are per thread for the network: only this test's thread moves.
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
-    let lo = std::process::Command::new("ip")
-        .args(["link", "set", "lo", "up"])
-        .status();
-    // Without ip(8) the loopback stays down; nothing here needs it.
-    let _ = lo;
 }
 
 fn checksum(b: &[u8]) -> u16 {
@@ -61,6 +56,24 @@ fn udp_frame(dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, port: u16, payload:
     f
 }
 
+/// Runs ip(8) in this thread's namespace; it must succeed.
+fn ip(args: &[&str]) {
+    let ok = std::process::Command::new("ip")
+        .args(args)
+        .status()
+        .expect("running ip(8)");
+    assert!(ok.success(), "ip {}", args.join(" "));
+}
+
+/// The guests' MACs, as their ARP answers would give them (no guest here
+/// to answer).
+fn guests_known(slots: &[Slot]) {
+    for slot in slots {
+        let (addr, mac) = (slot.guest().to_string(), tap::guest_mac(*slot));
+        ip(&["neigh", "add", &addr, "lladdr", &mac, "dev", &slot.tap()]);
+    }
+}
+
 /// The interface's MAC (by ioctl: /sys shows the namespace it was mounted in).
 fn mac_of(iface: &str) -> [u8; 6] {
     use std::os::fd::AsRawFd;
@@ -92,11 +105,7 @@ fn a_workspace_reaches_its_resolver_and_nothing_else_and_refusals_are_counted() 
     let mut tap = std::fs::File::from(tap_fd);
     // A default route (back out of the tap: this namespace has no uplink)
     // so that frames to outside addresses reach the forward hook.
-    let routed = std::process::Command::new("ip")
-        .args(["route", "add", "default", "dev", &slot.tap()])
-        .status()
-        .expect("running ip(8)");
-    assert!(routed.success());
+    ip(&["route", "add", "default", "dev", &slot.tap()]);
     let egress = EgressRequest {
         domains: vec!["allowed.test".into()],
         cidrs: vec!["198.51.100.0/24:8080".into()],
@@ -280,17 +289,7 @@ fn a_link_carries_one_direction_on_one_port_and_its_removal_resets() {
     }])
     .expect("the link");
     let (mac_a, mac_b) = (mac_of(&sa.tap()), mac_of(&sb.tap()));
-    // The guests' MACs, as their ARP answers would give them (no guest
-    // here to answer).
-    for slot in [sa, sb] {
-        let ok = std::process::Command::new("ip")
-            .args(["neigh", "add", &slot.guest().to_string(), "lladdr"])
-            .arg(tap::guest_mac(slot))
-            .args(["dev", &slot.tap()])
-            .status()
-            .expect("running ip(8)");
-        assert!(ok.success());
-    }
+    guests_known(&[sa, sb]);
 
     // A's SYN to B:8080 comes out of B's tap.
     tap_write(
@@ -373,21 +372,9 @@ fn a_published_port_is_reached_from_the_uplink_only() {
             "up0",
         ],
     ] {
-        assert!(std::process::Command::new("ip")
-            .args(&args)
-            .status()
-            .expect("ip")
-            .success());
+        ip(&args);
     }
-    for slot in [sa, sb] {
-        let ok = std::process::Command::new("ip")
-            .args(["neigh", "add", &slot.guest().to_string(), "lladdr"])
-            .arg(tap::guest_mac(slot))
-            .args(["dev", &slot.tap()])
-            .status()
-            .expect("ip");
-        assert!(ok.success());
-    }
+    guests_known(&[sa, sb]);
     for (id, slot, published) in [("ws_a", sa, vec![(8080, 20080)]), ("ws_b", sb, vec![])] {
         firewall::set(WsNet {
             id: id.into(),
@@ -455,32 +442,24 @@ fn new_connections_over_the_rate_are_refused_and_counted() {
     let slot = Slot::new(6).expect("slot");
     let mut t = std::fs::File::from(tap::create(slot).expect("tap"));
     // The tap doubles as the way out: what is forwarded comes back out of it.
-    for args in [
-        vec![
-            "route",
-            "add",
-            "default",
-            "via",
-            "10.200.0.26",
-            "dev",
-            "pdk6",
-        ],
-        vec![
-            "neigh",
-            "add",
-            "10.200.0.26",
-            "lladdr",
-            "02:00:00:00:00:26",
-            "dev",
-            "pdk6",
-        ],
-    ] {
-        assert!(std::process::Command::new("ip")
-            .args(&args)
-            .status()
-            .expect("ip")
-            .success());
-    }
+    ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.200.0.26",
+        "dev",
+        "pdk6",
+    ]);
+    ip(&[
+        "neigh",
+        "add",
+        "10.200.0.26",
+        "lladdr",
+        "02:00:00:00:00:26",
+        "dev",
+        "pdk6",
+    ]);
     let egress = EgressRequest {
         domains: vec![],
         cidrs: vec!["198.51.100.0/24:80".into()],

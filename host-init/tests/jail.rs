@@ -52,6 +52,17 @@ fn jail_keeping(dir: &Path, keep: Option<i32>, tail: &[&str]) -> std::process::O
     cmd.output().expect("run the jail")
 }
 
+/// The jail-probe's JSON report, from a jail that must have succeeded.
+fn probe_report(out: &std::process::Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).expect("probe JSON")
+}
+
 #[test]
 fn a_jailed_process_sees_only_its_own_world() {
     assert!(
@@ -77,13 +88,7 @@ fn a_jailed_process_sees_only_its_own_world() {
             "/dev/kvm",
         ],
     );
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_str(stdout.trim()).expect("probe JSON");
+    let r = probe_report(&out);
     assert_eq!(r["pid"], 1, "PID 1 of its own namespace: {r}");
     assert_eq!(
         r["proc_pids"],
@@ -149,13 +154,7 @@ fn a_jailed_process_sees_only_its_own_world() {
     let out = jail_keeping(&dir, Some(fd), &["jail-probe"]);
     // SAFETY: closing the descriptor opened above.
     unsafe { libc::close(fd) };
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_str(stdout.trim()).expect("probe JSON");
+    let r = probe_report(&out);
     assert!(
         r["fd3"].as_str().is_some_and(|t| t.ends_with("kept")),
         "the passed descriptor at fd 3: {r}"

@@ -3,6 +3,7 @@
 
 pub mod agent_suite;
 pub mod appliance;
+pub mod bench;
 pub mod fakenet;
 pub mod harness;
 pub mod measure;

@@ -148,7 +148,7 @@ pub fn answer(query: &[u8], id: &str, egress: &policy::Egress) -> Option<Vec<u8>
         // of that type for a workspace.
         return reply_to(&q, ResponseCode::NoError).to_vec().ok();
     }
-    let mut reply = match lookup(question.name()) {
+    let reply = match lookup(question.name()) {
         Ok((code, records)) => {
             let mut m = reply_to(&q, code);
             m.add_answers(records);
@@ -156,10 +156,12 @@ pub fn answer(query: &[u8], id: &str, egress: &policy::Egress) -> Option<Vec<u8>
         }
         Err(_) => reply_to(&q, ResponseCode::ServFail),
     };
-    if reply.to_vec().map(|v| v.len() > 512).unwrap_or(false) && q.extensions().is_none() {
-        reply = reply.truncate();
+    let bytes = reply.to_vec().ok()?;
+    // Without EDNS a client takes 512 bytes; more is cut, marked truncated.
+    if bytes.len() > 512 && q.extensions().is_none() {
+        return reply.truncate().to_vec().ok();
     }
-    reply.to_vec().ok()
+    Some(bytes)
 }
 
 /// Asks the upstream resolvers for `name`'s A records; returns the

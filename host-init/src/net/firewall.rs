@@ -267,34 +267,24 @@ fn workspace_rules(ws: &WsNet, opens: &[(Slot, u16)], answers: &[(Slot, u16)]) -
         ));
     }
     // input: its resolver, the proxy (after the redirect), replies.
-    let to_gateway = || nft::ip_addr_in(true, ws.slot.host(), 32);
     ops.push(rule(
         &input,
         vec![nft::ct_established()],
         vec![Expr::Verdict(Verdict::Accept)],
         None,
     ));
-    for (proto, port) in [(UDP, DNS_PORT), (TCP, DNS_PORT)] {
+    let mut services = vec![(UDP, DNS_PORT), (TCP, DNS_PORT)];
+    if !ws.egress.domains.is_empty() {
+        services.push((TCP, PROXY_PORT));
+    }
+    for (proto, port) in services {
         ops.push(rule(
             &input,
             vec![
                 nft::ipv4(),
-                to_gateway(),
+                nft::ip_addr_in(true, ws.slot.host(), 32),
                 nft::l4proto(proto),
                 nft::dport(port),
-            ],
-            vec![Expr::Verdict(Verdict::Accept)],
-            None,
-        ));
-    }
-    if !ws.egress.domains.is_empty() {
-        ops.push(rule(
-            &input,
-            vec![
-                nft::ipv4(),
-                to_gateway(),
-                nft::l4proto(TCP),
-                nft::dport(PROXY_PORT),
             ],
             vec![Expr::Verdict(Verdict::Accept)],
             None,

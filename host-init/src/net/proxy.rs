@@ -109,7 +109,8 @@ fn read_name(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Peek {
         match conn.read(&mut chunk) {
             Ok(0) | Err(_) => return Peek::NoName("the client said nothing in time"),
             Ok(n) => {
-                buf.extend_from_slice(&chunk[..n.min(sni::MAX_PEEK - buf.len().min(sni::MAX_PEEK))])
+                let room = sni::MAX_PEEK.saturating_sub(buf.len());
+                buf.extend_from_slice(&chunk[..n.min(room)]);
             }
         }
         if buf.len() >= sni::MAX_PEEK {

@@ -8,6 +8,7 @@
 //! table; records nothing.
 
 use paddock_tests::appliance::Appliance;
+use paddock_tests::bench::{self, json, median};
 use std::time::{Duration, Instant};
 
 /// Runs in the guest as root, one phase per exec (the host drops its page
@@ -49,24 +50,8 @@ const METRICS: [(&str, &str); 6] = [
     ("rand_write", "random 4 KiB write (IOPS)"),
 ];
 
-fn json(b: &[u8]) -> Result<serde_json::Value, String> {
-    serde_json::from_slice(b).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(b)))
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bench-disk: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    bench::exit("bench-disk", run())
 }
 
 /// One workspace's round: create, the I/O script, delete.
@@ -106,18 +91,7 @@ fn round(app: &Appliance, token: &str, encrypted: bool) -> Result<Vec<(String, f
         if code != 200 {
             return Err(format!("exec: {code}"));
         }
-        use base64::Engine as _;
-        let mut out = Vec::new();
-        for line in stream.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let v = json(line)?;
-            if let Some(d) = v.get("stdout").and_then(|d| d.as_str()) {
-                out.extend(
-                    base64::engine::general_purpose::STANDARD
-                        .decode(d)
-                        .map_err(|e| e.to_string())?,
-                );
-            }
-        }
+        let out = bench::exec_stdout(&stream)?;
         match json(&out)? {
             serde_json::Value::Object(m) => io.extend(m),
             other => return Err(format!("{phase}: {other}")),
@@ -141,10 +115,7 @@ fn round(app: &Appliance, token: &str, encrypted: bool) -> Result<Vec<(String, f
 }
 
 fn run() -> Result<(), String> {
-    let runs: usize = std::env::var("PADDOCK_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let runs = bench::runs();
     let work = std::env::temp_dir().join(format!("paddock-bench-disk-{}", std::process::id()));
     let (mut app, token) = Appliance::boot_fresh(&work, 8 << 30).map_err(|e| e.to_string())?;
     let mut results: [Vec<Vec<(String, f64)>>; 2] = [Vec::new(), Vec::new()];

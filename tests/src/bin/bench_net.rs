@@ -10,18 +10,9 @@
 //! paths are compared with each other in the same run. Prints a table.
 
 use paddock_tests::appliance::Appliance;
+use paddock_tests::bench::{self, json, median};
 use paddock_tests::fakenet::{FakeNet, BIG, RAW_LISTED};
 use std::time::Duration;
-
-fn json(b: &[u8]) -> Result<serde_json::Value, String> {
-    serde_json::from_slice(b).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(b)))
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
 
 /// Runs `script` (bash) in the workspace; its stdout.
 fn sh(app: &Appliance, token: &str, id: &str, script: &str) -> Result<String, String> {
@@ -37,19 +28,7 @@ fn sh(app: &Appliance, token: &str, id: &str, script: &str) -> Result<String, St
     if code != 200 {
         return Err(format!("exec: {code} {}", String::from_utf8_lossy(&stream)));
     }
-    use base64::Engine as _;
-    let mut out = Vec::new();
-    for line in stream.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let v = json(line)?;
-        if let Some(d) = v.get("stdout").and_then(|d| d.as_str()) {
-            out.extend(
-                base64::engine::general_purpose::STANDARD
-                    .decode(d)
-                    .map_err(|e| e.to_string())?,
-            );
-        }
-    }
-    Ok(String::from_utf8_lossy(&out).to_string())
+    Ok(String::from_utf8_lossy(&bench::exec_stdout(&stream)?).to_string())
 }
 
 /// curl's own timings of one transfer: (seconds to connect, to the first
@@ -89,20 +68,11 @@ fn create(app: &Appliance, token: &str, spec: serde_json::Value) -> Result<Strin
 }
 
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bench-net: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    bench::exit("bench-net", run())
 }
 
 fn run() -> Result<(), String> {
-    let runs: usize = std::env::var("PADDOCK_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let runs = bench::runs();
     let net = FakeNet::create().map_err(|e| e.to_string())?;
     let work = std::env::temp_dir().join(format!("paddock-bench-net-{}", std::process::id()));
     let (mut app, token) =
