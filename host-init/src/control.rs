@@ -3,6 +3,7 @@
 //! forwards every request here with the caller's bearer secret; all
 //! authentication and authorization happen on this side of the channel.
 
+pub mod access;
 pub mod audit;
 pub mod forensics;
 pub mod limits;

@@ -2,17 +2,19 @@
 //! (403, without revealing whether a workspace they may not see exists),
 //! whether the box has room (409), and then doing it and writing it down.
 
+use super::access::TokenTree;
 use super::audit::{now_s, AuditLog};
 use super::forensics;
 use super::runner;
 use super::store::{Store, StoreError, TOKENS, WORKSPACES};
-use super::tokens::{hash_secret, MintRequest, Scope, TokenRecord};
+use super::tokens::{hash_secret, Scope, TokenRecord};
 use super::workspace::{WorkspaceRecord, WorkspaceSpec, WsState};
 use crate::api::channel::{Call, CallReply, Purpose};
 use crate::{info, warn};
 use serde_json::{json, Value};
 mod links;
 mod ports;
+mod token_calls;
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -23,6 +25,8 @@ use std::time::Duration;
 const HOST_RESERVE_MIB: u64 = 1024;
 /// Disk kept free on the data partition.
 const DISK_RESERVE_MIB: u64 = 1024;
+/// How often an expired workspace whose destruction failed is tried again.
+const EXPIRY_RETRY_S: u64 = 60;
 
 pub struct Control {
     store: Store,
@@ -36,6 +40,11 @@ pub struct Control {
     admission: Mutex<()>,
     /// Execs started per workspace since boot, for /metrics.
     execs: Mutex<std::collections::HashMap<String, u64>>,
+    /// Every token, indexed by id and by secret hash (control::access).
+    tokens: std::sync::RwLock<TokenTree>,
+    /// Workspaces whose TTL ended but whose destruction failed: when to try
+    /// again (unix seconds). Their records stay until it succeeds.
+    expiry_retry: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// A reply plus, for OpenAgent, the connection to pass.
@@ -90,15 +99,29 @@ impl Control {
         audit_dir: &Path,
         template_dev: Option<String>,
     ) -> Result<Control, StoreError> {
+        let store = Store::open(&state_dir.join("paddock.redb"))?;
+        let tokens = TokenTree::new(store.list::<TokenRecord>(TOKENS)?);
         Ok(Control {
-            store: Store::open(&state_dir.join("paddock.redb"))?,
+            store,
             audit: AuditLog::new(audit_dir, 16 << 20, 8),
             template_dev,
             state_dir: state_dir.to_path_buf(),
             test_probes: std::sync::atomic::AtomicBool::new(false),
             admission: Mutex::new(()),
             execs: Mutex::new(std::collections::HashMap::new()),
+            tokens: std::sync::RwLock::new(tokens),
+            expiry_retry: Mutex::new(std::collections::HashMap::new()),
         })
+    }
+
+    /// The token tree, for reading.
+    fn tree(&self) -> std::sync::RwLockReadGuard<'_, TokenTree> {
+        self.tokens.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The tenant a token acts for (control::access::TokenTree::tenant_of).
+    pub fn tenant_of(&self, tok: &TokenRecord) -> String {
+        self.tree().tenant_of(tok)
     }
 
     /// Serves the test suite's diagnostics from now on (config `test_probes`).
@@ -116,6 +139,10 @@ impl Control {
     pub fn add_bootstrap(&self, hash: &str) -> Result<(), StoreError> {
         let t = TokenRecord::bootstrap(hash, now_s());
         self.store.put(TOKENS, &t.id, &t)?;
+        self.tokens
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(t.clone());
         self.audit.record(
             "token_issued",
             json!({"token": t.id, "name": t.name, "scopes": t.scopes}),
@@ -167,9 +194,40 @@ impl Control {
             for ws in all.into_iter().filter(|w| {
                 w.expires_at <= now && !matches!(w.state, WsState::Starting | WsState::Quarantined)
             }) {
-                if let Err(e) = runner::destroy(&ws.id) {
-                    warn!("expiring {}: {e}", ws.id);
+                if self
+                    .expiry_retry
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&ws.id)
+                    .is_some_and(|t| *t > now)
+                {
+                    continue;
                 }
+                if let Err(e) = runner::destroy(&ws.id) {
+                    // The record stays: it is what names the disk and key
+                    // still to erase, and what lets an admin see and retry.
+                    let first = self
+                        .expiry_retry
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(ws.id.clone(), now + EXPIRY_RETRY_S)
+                        .is_none();
+                    if first {
+                        self.audit.record(
+                            "workspace_expiry_failed",
+                            json!({"workspace": ws.id, "reason": e.to_string(), "retry_every_s": EXPIRY_RETRY_S}),
+                        );
+                    }
+                    warn!(
+                        "expiring {}: {e}; its record stays and it is retried",
+                        ws.id
+                    );
+                    continue;
+                }
+                self.expiry_retry
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&ws.id);
                 // Written before the record goes, so whoever sees it gone
                 // finds the reason already in the log.
                 self.audit.record(
@@ -191,55 +249,27 @@ impl Control {
         error(status, why)
     }
 
-    fn token_by_id(&self, id: &str) -> Option<TokenRecord> {
-        self.store.get(TOKENS, id).ok().flatten()
-    }
-
     fn authenticate(&self, secret: &str, what: &str) -> Result<TokenRecord, Outcome> {
         if secret.is_empty() {
             return Err(self.refuse(401, "missing bearer token", None, what));
         }
         let hash = hash_secret(secret);
-        let tokens = self.store.list::<TokenRecord>(TOKENS).map_err(store_err)?;
-        let Some(tok) = tokens.into_iter().find(|t| t.hash == hash) else {
+        let tree = self.tree();
+        let Some(tok) = tree.by_hash(&hash).cloned() else {
+            drop(tree);
             return Err(self.refuse(401, "invalid, expired or revoked token", None, what));
         };
-        // Revoking a token revokes everything minted from it.
-        let now = now_s();
-        let mut cur = Some(tok.clone());
-        for _ in 0..32 {
-            match cur {
-                None => break,
-                Some(t) if !t.is_live(now) => {
-                    return Err(self.refuse(
-                        401,
-                        "invalid, expired or revoked token",
-                        Some(&tok.id),
-                        what,
-                    ));
-                }
-                Some(t) => cur = t.parent.as_deref().and_then(|p| self.token_by_id(p)),
-            }
+        // Revoking or expiring any ancestor ends every token minted under it.
+        if !tree.is_live(&tok, now_s()) {
+            drop(tree);
+            return Err(self.refuse(
+                401,
+                "invalid, expired or revoked token",
+                Some(&tok.id),
+                what,
+            ));
         }
         Ok(tok)
-    }
-
-    /// A token `tok` may revoke or rotate: any, for an admin; otherwise
-    /// only those it minted. Others get the same 403 whether they exist or not.
-    fn managed_token(
-        &self,
-        tok: &TokenRecord,
-        id: &str,
-        what: &str,
-    ) -> Result<TokenRecord, Outcome> {
-        let target = self.token_by_id(id);
-        let allowed = tok.has(Scope::Admin)
-            || target
-                .as_ref()
-                .is_some_and(|t| t.parent.as_deref() == Some(tok.id.as_str()));
-        target
-            .filter(|_| allowed)
-            .ok_or_else(|| self.refuse(403, "no such token for this token", Some(&tok.id), what))
     }
 
     fn need(&self, tok: &TokenRecord, scope: Scope, what: &str) -> Result<(), Outcome> {
@@ -268,7 +298,7 @@ impl Control {
             .get::<WorkspaceRecord>(WORKSPACES, id)
             .map_err(store_err)?;
         match ws {
-            Some(w) if tok.sees(&w.id, &w.owner, &w.labels) => Ok(w),
+            Some(w) if self.tree().sees(tok, &w) => Ok(w),
             None if tok.has(Scope::Admin) => Err(error(404, format!("no workspace {id}"))),
             // The same answer whether it exists or not.
             _ => Err(self.refuse(403, "no such workspace for this token", Some(&tok.id), what)),
@@ -282,10 +312,8 @@ impl Control {
             .store
             .list::<WorkspaceRecord>(WORKSPACES)
             .map_err(store_err)?;
-        Ok(all
-            .into_iter()
-            .filter(|w| tok.sees(&w.id, &w.owner, &w.labels))
-            .collect())
+        let tree = self.tree();
+        Ok(all.into_iter().filter(|w| tree.sees(tok, w)).collect())
     }
 
     pub fn call(&self, auth: &str, call: Call) -> Outcome {
@@ -347,6 +375,7 @@ impl Control {
             )),
             Call::DeleteWorkspace { id } => {
                 let ws = self.workspace(tok, &id, Scope::Delete, what)?;
+                self.quarantine_is_admins(tok, &ws, what)?;
                 runner::destroy(&ws.id).map_err(|e| error(500, e.to_string()))?;
                 self.store.delete(WORKSPACES, &ws.id).map_err(store_err)?;
                 self.drop_links_of(&ws.id);
@@ -358,6 +387,7 @@ impl Control {
             }
             Call::StopWorkspace { id } => {
                 let mut ws = self.workspace(tok, &id, Scope::Delete, what)?;
+                self.quarantine_is_admins(tok, &ws, what)?;
                 runner::stop(&ws.id);
                 ws.state = WsState::Stopped;
                 self.store.put(WORKSPACES, &ws.id, &ws).map_err(store_err)?;
@@ -489,53 +519,10 @@ impl Control {
                 );
                 Ok(reply(200, json!({})))
             }
-            Call::CreateToken { request } => {
-                let req: MintRequest = serde_json::from_value(request)
-                    .map_err(|e| error(422, format!("token request: {e}")))?;
-                let (secret, rec) = tok
-                    .mint(&req, now_s())
-                    .map_err(|e| self.refuse(403, &e.to_string(), Some(&tok.id), what))?;
-                self.store.put(TOKENS, &rec.id, &rec).map_err(store_err)?;
-                self.audit.record("token_issued", json!({"token": rec.id, "by": tok.id, "name": rec.name, "scopes": rec.scopes, "expires_at": rec.expires_at}));
-                Ok(reply(
-                    201,
-                    json!({"id": rec.id, "secret": secret, "scopes": rec.scopes, "expires_at": rec.expires_at, "note": "the secret is shown once"}),
-                ))
-            }
-            Call::ListTokens => {
-                self.need(tok, Scope::Admin, what)?;
-                let all = self.store.list::<TokenRecord>(TOKENS).map_err(store_err)?;
-                let list: Vec<Value> = all
-                    .iter()
-                    .map(|t| json!({"id": t.id, "name": t.name, "scopes": t.scopes, "expires_at": t.expires_at, "revoked": t.revoked, "parent": t.parent, "quotas": t.quotas, "labels": t.labels}))
-                    .collect();
-                Ok(reply(200, json!({"tokens": list})))
-            }
-            Call::RevokeToken { id } => {
-                let mut t = self.managed_token(tok, &id, what)?;
-                t.revoked = true;
-                self.store.put(TOKENS, &t.id, &t).map_err(store_err)?;
-                self.audit
-                    .record("token_revoked", json!({"token": t.id, "by": tok.id}));
-                Ok(reply(200, json!({"revoked": t.id})))
-            }
-            Call::RotateToken { id } => {
-                let mut t = self.managed_token(tok, &id, what)?;
-                if t.revoked {
-                    return Err(error(409, format!("token {id} is revoked")));
-                }
-                // Same id, scopes, expiry and children; only the secret
-                // changes, and the old one stops working with this commit.
-                let secret = super::tokens::new_secret();
-                t.hash = hash_secret(&secret);
-                self.store.put(TOKENS, &t.id, &t).map_err(store_err)?;
-                self.audit
-                    .record("token_rotated", json!({"token": t.id, "by": tok.id}));
-                Ok(reply(
-                    200,
-                    json!({"id": t.id, "secret": secret, "note": "the secret is shown once; the old one no longer works"}),
-                ))
-            }
+            Call::CreateToken { request } => self.mint_token(tok, request, what),
+            Call::ListTokens => self.list_tokens(tok, what),
+            Call::RevokeToken { id } => self.revoke_token(tok, &id, what),
+            Call::RotateToken { id } => self.rotate_token(tok, &id, what),
             Call::RotateTls => {
                 self.need(tok, Scope::Admin, what)?;
                 let id = crate::tls::rotate(&self.state_dir)
@@ -649,6 +636,27 @@ impl Control {
         }
     }
 
+    /// A quarantined workspace is evidence: only an admin stops or deletes it.
+    fn quarantine_is_admins(
+        &self,
+        tok: &TokenRecord,
+        ws: &WorkspaceRecord,
+        what: &str,
+    ) -> Result<(), Outcome> {
+        if ws.state == WsState::Quarantined && !tok.has(Scope::Admin) {
+            return Err(self.refuse(
+                403,
+                &format!(
+                    "workspace {} is quarantined; only an admin may stop or delete it",
+                    ws.id
+                ),
+                Some(&tok.id),
+                what,
+            ));
+        }
+        Ok(())
+    }
+
     /// Quarantine (docs/runbook.md): freeze it below the guest, so it runs
     /// nothing more; refuse every way in (exec and files need a running
     /// workspace; it has no network yet); revoke the tokens scoped to it;
@@ -675,14 +683,15 @@ impl Control {
         ws.state = WsState::Quarantined;
         self.store.put(WORKSPACES, &ws.id, &ws).map_err(store_err)?;
         let mut revoked = Vec::new();
-        for mut t in self.store.list::<TokenRecord>(TOKENS).map_err(store_err)? {
+        let tokens: Vec<TokenRecord> = self.tree().all().cloned().collect();
+        for mut t in tokens {
             let scoped = t
                 .workspace_ids
                 .as_ref()
                 .is_some_and(|ids| ids.contains(&ws.id));
             if scoped && !t.revoked {
                 t.revoked = true;
-                self.store.put(TOKENS, &t.id, &t).map_err(store_err)?;
+                self.save_token(&t)?;
                 self.audit.record(
                     "token_revoked",
                     json!({"token": t.id, "by": tok.id, "reason": "quarantine", "workspace": ws.id}),
@@ -892,6 +901,10 @@ impl Control {
         if !problems.is_empty() {
             return Err(error(422, problems.join("; ")));
         }
+        // What egress a workspace starts with is the creating token's to
+        // grant only within what it was granted (admins: any).
+        tok.may_grant(&spec.egress)
+            .map_err(|e| self.refuse(403, &e.to_string(), Some(&tok.id), what))?;
         let Some(template_dev) = self.template_dev.clone() else {
             return Err(error(503, "this image has no template partition"));
         };
@@ -912,35 +925,11 @@ impl Control {
                 .iter()
                 .filter(|w| matches!(w.state, WsState::Running | WsState::Starting))
                 .collect();
-            let mine: Vec<&&WorkspaceRecord> = live.iter().filter(|w| w.owner == tok.id).collect();
-            let q = &tok.quotas;
-            if q.max_workspaces.is_some_and(|m| mine.len() as u32 >= m) {
-                return Err(self.refuse(
-                    409,
-                    "quota: this token's max_workspaces is reached",
-                    Some(&tok.id),
-                    what,
-                ));
-            }
-            if q.max_vcpus
-                .is_some_and(|m| mine.iter().map(|w| w.vcpus).sum::<u32>() + spec.vcpus > m)
+            if let Some(why) =
+                self.tree()
+                    .quota_problem(tok, &all, spec.vcpus, spec.memory_mib, spec.disk_mib)
             {
-                return Err(self.refuse(
-                    409,
-                    "quota: this token's max_vcpus would be exceeded",
-                    Some(&tok.id),
-                    what,
-                ));
-            }
-            if q.max_memory_mib.is_some_and(|m| {
-                mine.iter().map(|w| w.memory_mib).sum::<u64>() + spec.memory_mib > m
-            }) {
-                return Err(self.refuse(
-                    409,
-                    "quota: this token's max_memory_mib would be exceeded",
-                    Some(&tok.id),
-                    what,
-                ));
+                return Err(self.refuse(409, &why, Some(&tok.id), what));
             }
             let used_mem: u64 = live
                 .iter()

@@ -2,6 +2,7 @@
 //! scopes, an expiry, quotas and optional limits to labelled workspaces or
 //! to given workspace ids. A token can only mint tokens weaker than itself.
 
+use crate::net::policy::EgressRequest;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -38,6 +39,9 @@ pub struct Quotas {
     pub max_workspaces: Option<u32>,
     pub max_vcpus: Option<u32>,
     pub max_memory_mib: Option<u64>,
+    /// Disk of every workspace the token's tree holds, stopped ones too.
+    #[serde(default)]
+    pub max_disk_mib: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +61,10 @@ pub struct TokenRecord {
     pub labels: BTreeMap<String, String>,
     /// If set, only these workspaces.
     pub workspace_ids: Option<Vec<String>>,
+    /// The egress entries this token may put on workspaces it creates.
+    /// Admin tokens may grant any; for others None grants nothing.
+    #[serde(default)]
+    pub egress_allow: Option<EgressRequest>,
 }
 
 /// What a caller asks for when minting.
@@ -71,6 +79,7 @@ pub struct MintRequest {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub workspace_ids: Option<Vec<String>>,
+    pub egress_allow: Option<EgressRequest>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -162,7 +171,34 @@ impl TokenRecord {
             quotas: Quotas::default(),
             labels: BTreeMap::new(),
             workspace_ids: None,
+            egress_allow: None,
         }
+    }
+
+    /// Whether a label or id limit narrows what this token sees.
+    pub fn is_limited(&self) -> bool {
+        !self.labels.is_empty() || self.workspace_ids.is_some()
+    }
+
+    /// Whether this token may put `egress` on a workspace it creates.
+    pub fn may_grant(&self, egress: &EgressRequest) -> Result<(), TokenError> {
+        if self.has(Scope::Admin) || (egress.domains.is_empty() && egress.cidrs.is_empty()) {
+            return Ok(());
+        }
+        let wanted = egress
+            .check()
+            .map_err(|p| TokenError::Invalid(format!("egress: {}", p.join("; "))))?;
+        let granted = match &self.egress_allow {
+            None => crate::net::policy::Egress::default(),
+            Some(g) => g
+                .check()
+                .map_err(|p| TokenError::Invalid(format!("egress_allow: {}", p.join("; "))))?,
+        };
+        wanted.within(&granted).map_err(|e| {
+            TokenError::Escalation(format!(
+                "egress {e}: this token may not grant it (its egress_allow)"
+            ))
+        })
     }
 
     /// Whether this token may touch a workspace with these labels and id.
@@ -173,15 +209,6 @@ impl TokenRecord {
             .as_ref()
             .is_none_or(|ids| ids.iter().any(|i| i == ws_id));
         labels_ok && ids_ok
-    }
-
-    /// Whether this token may see a workspace at all: admin sees every one;
-    /// a token limited by labels or ids sees exactly those it covers; any
-    /// other token sees the ones it created.
-    pub fn sees(&self, ws_id: &str, ws_owner: &str, ws_labels: &BTreeMap<String, String>) -> bool {
-        let limited = !self.labels.is_empty() || self.workspace_ids.is_some();
-        self.has(Scope::Admin)
-            || ((ws_owner == self.id || limited) && self.covers(ws_id, ws_labels))
     }
 
     /// Mints a child token; returns its secret (shown once) and record.
@@ -249,6 +276,20 @@ impl TokenRecord {
                 self.quotas.max_memory_mib,
                 "max_memory_mib",
             )?,
+            max_disk_mib: within(
+                req.quotas.max_disk_mib,
+                self.quotas.max_disk_mib,
+                "max_disk_mib",
+            )?,
+        };
+        let egress_allow = match &req.egress_allow {
+            None => None,
+            Some(e) => {
+                e.check()
+                    .map_err(|p| TokenError::Invalid(format!("egress_allow: {}", p.join("; "))))?;
+                self.may_grant(e)?;
+                Some(e.clone())
+            }
         };
         let secret = new_secret();
         let mut scopes = req.scopes.clone();
@@ -268,6 +309,7 @@ impl TokenRecord {
                 quotas,
                 labels: req.labels.clone(),
                 workspace_ids,
+                egress_allow,
             },
         ))
     }

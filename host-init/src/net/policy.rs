@@ -195,12 +195,48 @@ impl Egress {
             .any(|d| d.ports.contains(&port) && matches(&d.pattern, name))
     }
 
+    /// Whether every entry here is one `grant` already allows: a name (or
+    /// wildcard) at or below one of its patterns on ports it lists, a
+    /// network inside one of its networks on ports it lists. Err names the
+    /// first entry that is not.
+    pub fn within(&self, grant: &Egress) -> Result<(), String> {
+        for d in &self.domains {
+            let ok = grant.domains.iter().any(|g| {
+                d.ports.iter().all(|p| g.ports.contains(p))
+                    && pattern_within(&d.pattern, &g.pattern)
+            });
+            if !ok {
+                return Err(format!("{:?} on ports {:?}", d.pattern, d.ports));
+            }
+        }
+        for c in &self.cidrs {
+            let ok = grant.cidrs.iter().any(|g| {
+                c.ports.iter().all(|p| g.ports.contains(p))
+                    && g.prefix <= c.prefix
+                    && in_net(c.net, g.net, g.prefix)
+            });
+            if !ok {
+                return Err(format!("{}/{} on ports {:?}", c.net, c.prefix, c.ports));
+            }
+        }
+        Ok(())
+    }
+
     /// Every port some domain entry opens (the firewall sends them to the proxy).
     pub fn domain_ports(&self) -> Vec<u16> {
         let mut p: Vec<u16> = self.domains.iter().flat_map(|d| d.ports.clone()).collect();
         p.sort_unstable();
         p.dedup();
         p
+    }
+}
+
+/// Whether every name `pattern` matches is one `grant` matches.
+fn pattern_within(pattern: &str, grant: &str) -> bool {
+    match (pattern.strip_prefix("*."), grant.strip_prefix("*.")) {
+        (None, _) => matches(grant, pattern),
+        (Some(_), None) => false,
+        (Some(zone), Some(gzone)) => zone == gzone || matches(grant, zone),
     }
 }
 
@@ -278,6 +314,32 @@ mod tests {
         assert!(e.allows("allowed.test", 443) && e.allows("allowed.test", 80));
         assert!(!e.allows("allowed.test", 8443));
         assert!(!e.allows("other.test", 443));
+    }
+
+    #[test]
+    fn a_grant_covers_only_narrower_entries() {
+        let grant = req(&["*.pkg.test:443", "api.test"], &["198.51.100.0/24:443+80"])
+            .check()
+            .expect("valid");
+        let ok = |d: &[&str], c: &[&str]| req(d, c).check().expect("valid").within(&grant);
+        assert!(ok(
+            &["a.pkg.test:443", "*.x.pkg.test:443", "*.pkg.test:443"],
+            &[]
+        )
+        .is_ok());
+        assert!(ok(&["api.test", "api.test:80"], &["198.51.100.128/25:443"]).is_ok());
+        assert!(
+            ok(&["pkg.test:443"], &[]).is_err(),
+            "the zone itself is not below it"
+        );
+        assert!(ok(&["a.pkg.test"], &[]).is_err(), "port 80 was not granted");
+        let narrow = req(&["*.x.pkg.test:443"], &[]).check().expect("valid");
+        let wide = req(&["*.pkg.test:443"], &[]).check().expect("valid");
+        assert!(wide.within(&narrow).is_err(), "a wider wildcard");
+        assert!(ok(&["x.api.test"], &[]).is_err());
+        assert!(ok(&[], &["198.51.0.0/16:443"]).is_err(), "a wider network");
+        assert!(ok(&[], &["198.51.100.0/24:22"]).is_err(), "another port");
+        assert!(ok(&[], &[]).is_ok());
     }
 
     #[test]
