@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+#[path = "appliance/tenants.rs"]
+mod tenants;
+
 fn json(bytes: &[u8]) -> serde_json::Value {
     serde_json::from_slice(bytes)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
@@ -1094,6 +1097,7 @@ fn appliance_boots_serves_keeps_data_and_shuts_down_in_order() {
         .expect("bootstrap credential")
         .to_string();
     let deleted = workspace_api(&mut app, &admin);
+    tenants::tenant_isolation(&app, &admin);
     quarantine_and_forensics(&app, &admin);
     limits_hold(&app, &admin);
     cli_session(&app, &admin, &fingerprint);
