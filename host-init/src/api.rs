@@ -4,6 +4,7 @@
 //! through one local channel (a socketpair at fd 3) carrying small JSON
 //! messages, which the privileged side treats as untrusted input.
 
+pub mod admission;
 pub mod channel;
 pub mod http;
 pub mod sandbox;

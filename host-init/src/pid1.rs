@@ -351,6 +351,11 @@ fn start_api(
             },
             move |auth, call| c.call(auth, call),
         )
+        .inspect(|r| {
+            if let Err(e) = crate::api::supervisor::confine_memory(r.pid) {
+                warn!("the API process's memory cgroup: {e}");
+            }
+        })
     };
     let first = match spawn_once() {
         Ok(r) => r,

@@ -287,6 +287,9 @@ pub enum Call {
     },
     /// Prometheus text for the workspaces the token may see, and the host.
     Metrics,
+    /// Who the bearer is, before any body is read: `{"token", "admin",
+    /// "tenant"}` or the refusal.
+    WhoAmI,
     ReadAudit {
         filters: Vec<(String, String)>,
         limit: usize,

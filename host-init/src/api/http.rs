@@ -132,6 +132,59 @@ pub fn read_body(req: &Request, stream: &mut impl Read, cap: u64) -> Result<Vec<
     Ok(body)
 }
 
+/// A body of exactly `len` bytes as a reader: what came with the head,
+/// then the stream. Ends at `len`; a stream that ends first is an error,
+/// and `complete` says whether all of it arrived.
+pub struct ExactBody<'a, S> {
+    leftover: &'a [u8],
+    stream: &'a mut S,
+    left: u64,
+}
+
+impl<'a, S: Read> ExactBody<'a, S> {
+    pub fn new(req: &'a Request, stream: &'a mut S, len: u64) -> Self {
+        let take = req.leftover.len().min(len as usize);
+        ExactBody {
+            leftover: &req.leftover[..take],
+            stream,
+            left: len,
+        }
+    }
+
+    pub fn complete(&self) -> bool {
+        self.left == 0
+    }
+}
+
+impl<S: Read> Read for ExactBody<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = buf.len().min(self.left as usize);
+        let n = if !self.leftover.is_empty() {
+            let n = want.min(self.leftover.len());
+            buf[..n].copy_from_slice(&self.leftover[..n]);
+            self.leftover = &self.leftover[n..];
+            n
+        } else {
+            let n = self.stream.read(&mut buf[..want])?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the body ended {} bytes short of its Content-Length",
+                        self.left
+                    ),
+                ));
+            }
+            n
+        };
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 /// Reads and drops a body nobody took, up to `cap` bytes, so that an answer
 /// given before reading it (a refusal) reaches a client still sending it
 /// instead of a connection reset. Bigger bodies are left: the connection

@@ -1,6 +1,7 @@
 //! The API process itself: TLS on the API port, one thread per connection
 //! (bounded), answers built from what host-init says over the channel.
 
+use super::admission::Admission;
 use super::channel::{
     Call, CallReply, Endpoint, Init, Open, Purpose, Request, Started, StatusReply, CHANNEL_FD,
 };
@@ -9,19 +10,65 @@ use serde_json::Value;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-const MAX_CONNECTIONS: usize = 64;
+/// Longest any single read or write may wait (an idle body, a stalled client).
 const IO_TIMEOUT: Duration = Duration::from_secs(15);
+/// From accept to a complete request head, TLS handshake included: a client
+/// that sends half a head and waits is cut off here, before authentication.
+const HEAD_DEADLINE: Duration = Duration::from_secs(10);
+/// How long an answer given before authentication waits for a body it refuses.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(2);
 
 struct Shared {
     tls: Arc<rustls::ServerConfig>,
     /// The control socket to host-init; each request opens its own
     /// exchange through it.
     control: Endpoint,
-    active: AtomicUsize,
+    admission: Arc<Admission>,
+}
+
+/// The TCP stream under TLS, with an optional deadline over all reads
+/// (per-read timeouts alone let a client trickle a byte at a time forever).
+pub struct Timed {
+    tcp: TcpStream,
+    deadline: Option<Instant>,
+}
+
+impl Timed {
+    fn set_deadline(&mut self, within: Option<Duration>) {
+        self.deadline = within.map(|d| Instant::now() + d);
+    }
+}
+
+impl std::io::Read for Timed {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let wait = match self.deadline {
+            None => IO_TIMEOUT,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "request deadline passed",
+                    ));
+                }
+                left.min(IO_TIMEOUT)
+            }
+        };
+        self.tcp.set_read_timeout(Some(wait))?;
+        self.tcp.read(buf)
+    }
+}
+
+impl std::io::Write for Timed {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tcp.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.tcp.flush()
+    }
 }
 
 /// A new exchange with host-init: a fresh socket pair, one end handed over.
@@ -96,7 +143,7 @@ fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-type Tls = rustls::StreamOwned<rustls::ServerConnection, TcpStream>;
+type Tls = rustls::StreamOwned<rustls::ServerConnection, Timed>;
 
 /// The answer to a body that could not be read; `what` names it ("body",
 /// "file") in the size refusal.
@@ -280,21 +327,32 @@ fn files(shared: &Shared, req: &http::Request, tls: &mut Tls, id: &str) -> Optio
                 }
                 Some(_) => return Some(json_error(422, "mode: octal permission bits, e.g. 644")),
             };
-            let body = match http::read_body(req, tls, MAX_FILE) {
-                Ok(b) => b,
-                Err(e) => return Some(body_refusal(e, "file")),
-            };
+            if req.chunked {
+                return Some(body_refusal(http::BodyError::LengthRequired, "file"));
+            }
+            let len = req.content_length.unwrap_or(0);
+            if len > MAX_FILE {
+                return Some(body_refusal(http::BodyError::TooLarge(MAX_FILE), "file"));
+            }
             let purpose = Purpose::WriteFile { path: path.clone() };
             let stream = match open_agent(shared, &req.bearer, id, purpose) {
                 Ok((_, s)) => s,
                 Err(refusal) => return Some(refusal),
             };
             let client = paddock_agent_client::AgentClient::from_connected(stream);
-            Some(match client.write_file(&path, mode, &body[..]) {
-                Ok(()) => (
+            // Streamed from the client to the agent: an upload never sits
+            // whole in this process's memory.
+            req.body_taken.set(true);
+            let mut body = http::ExactBody::new(req, tls, len);
+            let written = client.write_file(&path, mode, &mut body);
+            let complete = body.complete();
+            Some(match written {
+                Ok(()) if complete => (
                     200,
-                    serde_json::json!({"path": path, "bytes": body.len(), "mode": format!("{mode:o}")}),
+                    serde_json::json!({"path": path, "bytes": len, "mode": format!("{mode:o}")}),
                 ),
+                Ok(()) => json_error(400, "the body ended before its Content-Length"),
+                Err(e) if !complete => json_error(400, format!("reading the body: {e}")),
                 Err(e) => json_error(422, e.to_string()),
             })
         }
@@ -305,16 +363,24 @@ fn files(shared: &Shared, req: &http::Request, tls: &mut Tls, id: &str) -> Optio
                 Err(refusal) => return Some(refusal),
             };
             let client = paddock_agent_client::AgentClient::from_connected(stream);
-            let mut buf = Vec::new();
-            let mut capped = CappedWriter {
-                inner: &mut buf,
+            // Streamed as chunks as the agent sends them; the answer starts
+            // with the first bytes, so an error before them is still a status.
+            let mut out = ChunkedOut {
+                tls,
+                started: false,
                 left: MAX_FILE,
             };
-            match client.read_file(&path, &mut capped) {
-                Ok(_) => {
-                    let _ = http::write_bytes(tls, &buf);
+            match client.read_file(&path, &mut out) {
+                Ok(_) if out.started => {
+                    let _ = http::end_chunks(out.tls);
                     None
                 }
+                Ok(_) => {
+                    let _ = http::write_bytes(out.tls, &[]);
+                    None
+                }
+                // Cut mid-stream: no last chunk, so the client sees a truncated body.
+                Err(_) if out.started => None,
                 Err(e) if e.to_string().contains("NotFound") => {
                     Some(json_error(404, e.to_string()))
                 }
@@ -349,18 +415,27 @@ fn forensic_file(
     }
 }
 
-struct CappedWriter<'a> {
-    inner: &'a mut Vec<u8>,
+/// A download's bytes as response chunks, the head sent with the first.
+struct ChunkedOut<'a> {
+    tls: &'a mut Tls,
+    started: bool,
     left: u64,
 }
 
-impl std::io::Write for CappedWriter<'_> {
+impl std::io::Write for ChunkedOut<'_> {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         if data.len() as u64 > self.left {
             return Err(std::io::Error::other(format!("file over {MAX_FILE} bytes")));
         }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        if !self.started {
+            http::start_chunked(self.tls, "application/octet-stream")?;
+            self.started = true;
+        }
         self.left -= data.len() as u64;
-        self.inner.extend_from_slice(data);
+        http::write_chunk(self.tls, data)?;
         Ok(data.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -576,29 +651,86 @@ fn route(shared: &Shared, req: &http::Request, tls: &mut Tls) -> Option<(u16, Va
     }
 }
 
+/// Whether a request is answered without a token (and so before one is checked).
+fn public(req: &http::Request) -> bool {
+    req.method == "GET" && segments(&req.path) == ["v1", "health"]
+}
+
+/// Who the bearer is, asked before any body is read: Ok((tenant, admin)),
+/// or the refusal to answer with.
+fn who(shared: &Shared, bearer: &str) -> Result<(String, bool), (u16, Value)> {
+    let (reply, _) = call(shared, bearer, Call::WhoAmI);
+    let tenant = reply.body.get("tenant").and_then(Value::as_str);
+    let admin = reply.body.get("admin").and_then(Value::as_bool);
+    match (reply.status, tenant, admin) {
+        (200, Some(t), Some(a)) => Ok((t.to_string(), a)),
+        (200, _, _) => Err(json_error(503, "host-init gave no identity")),
+        (status, _, _) => Err((status, reply.body)),
+    }
+}
+
 fn handle(shared: &Shared, tcp: TcpStream) {
-    let _ = tcp.set_read_timeout(Some(IO_TIMEOUT));
     let _ = tcp.set_write_timeout(Some(IO_TIMEOUT));
+    let _ = nix::sys::socket::setsockopt(&tcp, nix::sys::socket::sockopt::KeepAlive, &true);
     let Ok(conn) = rustls::ServerConnection::new(shared.tls.clone()) else {
         return;
     };
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let timed = Timed {
+        tcp,
+        deadline: Some(Instant::now() + HEAD_DEADLINE),
+    };
+    let mut tls = rustls::StreamOwned::new(conn, timed);
+    // Held until this function returns: a non-admin request's slot.
+    let mut _slot = None;
     let answer = match http::read_request(&mut tls) {
         Ok(req) => {
+            tls.sock.set_deadline(None);
             let allowed = allowed_methods(&segments(&req.path));
-            if let Some(methods) = allowed.filter(|m| !m.contains(&req.method.as_str())) {
-                http::discard_body(&req, &mut tls, MAX_JSON);
-                let _ = http::write_not_allowed(&mut tls, methods);
-                None
+            let identity = if public(&req) || allowed.is_none() {
+                Ok(None)
             } else {
-                // Long-running calls (create, exec) may outlive the read timeout.
-                let _ = tls.sock.set_read_timeout(None);
-                let answer = route(shared, &req, &mut tls);
-                if answer.is_some() {
-                    let _ = tls.sock.set_read_timeout(Some(IO_TIMEOUT));
+                who(shared, &req.bearer).map(Some)
+            };
+            match identity {
+                Err(refusal) => {
+                    // No token, no body read: a refusal costs the client a
+                    // round trip and the server next to nothing.
+                    tls.sock.set_deadline(Some(DRAIN_DEADLINE));
                     http::discard_body(&req, &mut tls, MAX_JSON);
+                    Some(refusal)
                 }
-                answer
+                Ok(id) => {
+                    let admitted = match &id {
+                        Some((tenant, admin)) => shared
+                            .admission
+                            .request(tenant, *admin)
+                            .map_err(|e| json_error(429, e.to_string())),
+                        None => Ok(None),
+                    };
+                    match admitted {
+                        Err(refusal) => {
+                            tls.sock.set_deadline(Some(DRAIN_DEADLINE));
+                            http::discard_body(&req, &mut tls, MAX_JSON);
+                            Some(refusal)
+                        }
+                        Ok(slot) => {
+                            _slot = slot;
+                            if let Some(methods) =
+                                allowed.filter(|m| !m.contains(&req.method.as_str()))
+                            {
+                                http::discard_body(&req, &mut tls, MAX_JSON);
+                                let _ = http::write_not_allowed(&mut tls, methods);
+                                None
+                            } else {
+                                let answer = route(shared, &req, &mut tls);
+                                if answer.is_some() {
+                                    http::discard_body(&req, &mut tls, MAX_JSON);
+                                }
+                                answer
+                            }
+                        }
+                    }
+                }
             }
         }
         Err(http::HttpError::TooLarge) => Some(json_error(413, "request head too large")),
@@ -657,22 +789,23 @@ pub fn main() -> std::process::ExitCode {
     let shared = Arc::new(Shared {
         tls,
         control,
-        active: AtomicUsize::new(0),
+        admission: Arc::new(Admission::default()),
     });
     for conn in listener.incoming() {
         let Ok(tcp) = conn else { continue };
-        if shared.active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
-            continue; // dropped: the client sees a reset and retries
-        }
-        shared.active.fetch_add(1, Ordering::SeqCst);
+        let Some(address) = tcp.peer_addr().ok().map(|a| a.ip()) else {
+            continue;
+        };
+        // Over the global or this address's cap: closed at once (the
+        // client sees a reset); the head deadline frees slots within 10 s.
+        let Some(slot) = shared.admission.connect(address) else {
+            continue;
+        };
         let s = shared.clone();
-        let spawned = std::thread::Builder::new().spawn(move || {
+        let _ = std::thread::Builder::new().spawn(move || {
+            let _slot = slot;
             handle(&s, tcp);
-            s.active.fetch_sub(1, Ordering::SeqCst);
         });
-        if spawned.is_err() {
-            shared.active.fetch_sub(1, Ordering::SeqCst);
-        }
     }
     std::process::ExitCode::SUCCESS
 }

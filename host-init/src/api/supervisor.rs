@@ -14,9 +14,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Exchanges served at once; the API process bounds its connections to
-/// the same number, so only a misbehaving one ever meets this limit.
-const MAX_EXCHANGES: usize = 64;
+/// Exchanges served at once: one per connection the API process may hold
+/// (api::admission), with room for the short who-am-I exchange each
+/// request starts with, so only a misbehaving API process meets it.
+const MAX_EXCHANGES: usize = 2 * super::admission::MAX_CONNECTIONS;
 /// How long an exchange may take to deliver its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -71,6 +72,31 @@ pub fn restart_soon(delay: Duration) {
                 );
             }
         });
+}
+
+/// The API process's memory cgroup.
+const API_CGROUP: &str = "/sys/fs/cgroup/paddock-api";
+/// Its memory.max: requests hold at most a 1 MiB JSON body and 64 KiB of
+/// stream buffers each (uploads and downloads are streamed), so 256
+/// connections fit in a few tens of MiB; 256 MiB leaves room and still
+/// stops a leak or a parser blow-up long before it squeezes workspaces.
+/// The kernel's OOM kill is a crash like any other: the watcher restarts it.
+const API_MEMORY_MAX: u64 = 256 << 20;
+
+/// Puts the API process into its own memory cgroup (cgroup v2).
+pub fn confine_memory(pid: u32) -> std::io::Result<()> {
+    let root = Path::new("/sys/fs/cgroup");
+    // Enabling a controller that is already on is a no-op.
+    std::fs::write(root.join("cgroup.subtree_control"), "+memory")?;
+    let cg = Path::new(API_CGROUP);
+    match std::fs::create_dir(cg) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::write(cg.join("memory.max"), API_MEMORY_MAX.to_string())?;
+    std::fs::write(cg.join("memory.swap.max"), "0").ok();
+    std::fs::write(cg.join("cgroup.procs"), pid.to_string())
 }
 
 pub struct Running {

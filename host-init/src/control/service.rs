@@ -347,6 +347,7 @@ impl Control {
             Call::RevokeToken { id } => format!("revoke_token {id}"),
             Call::ReadAudit { .. } => "read_audit".into(),
             Call::Metrics => "metrics".into(),
+            Call::WhoAmI => "whoami".into(),
         };
         let tok = match self.authenticate(auth, &what) {
             Ok(t) => t,
@@ -618,6 +619,10 @@ impl Control {
                     Err(e) => Ok(reply(200, json!({"opened": false, "error": e.to_string()}))),
                 }
             }
+            Call::WhoAmI => Ok(reply(
+                200,
+                json!({"token": tok.id, "admin": tok.has(Scope::Admin), "tenant": self.tenant_of(tok)}),
+            )),
             Call::Metrics => {
                 let visible = self.visible(tok, what)?;
                 let execs = self.execs.lock().unwrap_or_else(|e| e.into_inner()).clone();
