@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod console;
 pub mod forensics;
 pub mod limits;
 pub mod metrics;

@@ -49,7 +49,7 @@ pub fn render(workspaces: &[WorkspaceRecord], execs: &HashMap<String, u64>) -> S
         .filter(|w| w.state == WsState::Running)
         .collect();
     type Sample = fn(&WorkspaceRecord, &HashMap<String, u64>) -> Option<f64>;
-    let per_ws: [(&str, &str, &str, Sample); 11] = [
+    let per_ws: [(&str, &str, &str, Sample); 12] = [
         (
             "paddock_workspace_cpu_seconds_total",
             "counter",
@@ -76,6 +76,16 @@ pub fn render(workspaces: &[WorkspaceRecord], execs: &HashMap<String, u64>) -> S
                 std::fs::metadata(runner::data_dir(&w.id).join("disk.img"))
                     .ok()
                     .map(|m| (m.blocks() * 512) as f64)
+            },
+        ),
+        (
+            "paddock_workspace_console_bytes",
+            "gauge",
+            "bytes its serial console holds on the data partition (both files, capped)",
+            |w, _| {
+                let log = runner::data_dir(&w.id).join("console.log");
+                let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+                Some((size(&log) + size(&super::console::rotated(&log))) as f64)
             },
         ),
         (

@@ -231,7 +231,7 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
         .map_err(io("chmod", &ready_path))?;
 
     let console = dir.join("console.log");
-    let out = std::fs::File::create(&console).map_err(io("creating", &console))?;
+    let out = super::console::pipe_into(&console, &ws.id).map_err(io("creating", &console))?;
     let err = out.try_clone().map_err(io("opening", &console))?;
     let procs = CString::new(cg.join("cgroup.procs").to_string_lossy().as_bytes())
         .map_err(|_| RunError::NotReady("cgroup path".into()))?;

@@ -956,10 +956,10 @@ impl Control {
             let used_disk: u64 = all
                 .iter()
                 .filter(|w| w.state != WsState::Lost)
-                .map(|w| w.disk_mib)
+                .map(|w| w.disk_mib + super::console::LOG_DISK_MIB)
                 .sum();
             let disk_cap = data_fs_mib().saturating_sub(DISK_RESERVE_MIB);
-            if used_disk + spec.disk_mib > disk_cap {
+            if used_disk + spec.disk_mib + super::console::LOG_DISK_MIB > disk_cap {
                 return Err(self.refuse(
                     409,
                     &format!(
