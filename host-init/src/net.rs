@@ -4,6 +4,7 @@
 mod dhcp;
 pub mod dns;
 pub mod firewall;
+pub mod http_stream;
 mod ifconfig;
 pub mod nft;
 pub mod policy;
