@@ -9,29 +9,36 @@
 //! Refusals are counted per workspace; an HTTP client gets a 403 that
 //! says why, a TLS client an `unrecognized_name` alert.
 
+use super::fair_share::{FairShare, Permit};
 use super::firewall;
 use super::http_stream::{Refused, RequestStream};
+use super::policy::Egress;
 use super::sni::{self, Peek};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a client has to say where it is going.
 const PEEK_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A connection idle this long in both directions is closed.
-const IDLE: Duration = Duration::from_secs(900);
-/// Connections open at once, all workspaces together; past it new ones
-/// are closed at once (and counted).
-const MAX_CONNECTIONS: usize = 4096;
+/// A connection idle this long in both directions is closed. Longer than
+/// the keep-alive servers give (nginx 75 s, most CDNs 60-120 s) and the
+/// usual long poll (<= 60 s), so a live client is not cut; short enough
+/// that idle connections a workspace leaves open give their slots back
+/// within two minutes. (A client that needs longer sends keepalives.)
+const IDLE: Duration = Duration::from_secs(120);
+/// Connections open at once, all workspaces together (each is two threads).
+/// One workspace holds at most 256; the last 1024 go only to workspaces
+/// holding fewer than 16, so busy workspaces never use up the pool: 64
+/// more workspaces still get 16 each. Past its share a workspace's new
+/// connections are closed at once (and counted).
+static POOL: FairShare = FairShare::new(4096, 256, 16, 1024);
 /// Refusals logged per workspace; the rest are only counted.
 const MAX_LOGGED: u64 = 20;
 
 static REFUSED: super::refusals::Refusals = super::refusals::Refusals::new();
-static OPEN: AtomicUsize = AtomicUsize::new(0);
 
 /// Connections this workspace made that the proxy refused.
 pub fn refused(id: &str) -> u64 {
@@ -57,20 +64,23 @@ pub fn start() -> std::io::Result<()> {
                 let Ok(conn) = conn else {
                     continue;
                 };
-                if OPEN.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-                    OPEN.fetch_sub(1, Ordering::AcqRel);
+                let Ok(SocketAddr::V4(peer)) = conn.peer_addr() else {
                     continue;
-                }
-                let spawned = std::thread::Builder::new()
+                };
+                let Some((id, egress)) = firewall::policy_of(*peer.ip()) else {
+                    continue;
+                };
+                let Some(permit) = admit(&POOL, &id) else {
+                    continue;
+                };
+                // The permit goes back when the thread ends (or never starts).
+                let _ = std::thread::Builder::new()
                     .name("egress".into())
                     .stack_size(64 * 1024)
                     .spawn(move || {
-                        handle(conn);
-                        OPEN.fetch_sub(1, Ordering::AcqRel);
+                        handle(conn, peer, id, egress);
+                        drop(permit);
                     });
-                if spawned.is_err() {
-                    OPEN.fetch_sub(1, Ordering::AcqRel);
-                }
             }
         })?;
     Ok(())
@@ -123,13 +133,16 @@ fn read_name(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Peek {
     }
 }
 
-fn handle(mut conn: TcpStream) {
-    let Ok(SocketAddr::V4(peer)) = conn.peer_addr() else {
-        return;
-    };
-    let Some((id, egress)) = firewall::policy_of(*peer.ip()) else {
-        return;
-    };
+/// A slot in `pool` for workspace `id`, or a counted refusal.
+fn admit(pool: &'static FairShare, id: &str) -> Option<Permit> {
+    let permit = pool.acquire(id);
+    if permit.is_none() {
+        refuse(id, "it holds its share of the proxy's connections");
+    }
+    permit
+}
+
+fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egress) {
     let Some(dest) = original_destination(&conn) else {
         return refuse(&id, "no original destination (not a redirected connection)");
     };

@@ -121,3 +121,26 @@ fn keep_alive_requests_for_the_allowed_name_and_a_split_second_request() {
         ["allowed.test", "allowed.test"]
     );
 }
+
+#[test]
+fn a_workspace_holding_its_share_of_connections_leaves_room_for_the_others() {
+    // Workspace A opens and holds as many as it may: it is stopped at its
+    // share, and the refusals are counted against it.
+    let a: Vec<_> = std::iter::from_fn(|| admit(&POOL, "ws_greedy")).collect();
+    assert_eq!(a.len(), 256);
+    assert!(REFUSED.get("ws_greedy") >= 1);
+    // Fifteen more greedy workspaces take the pool down to its reserve
+    // (the last four only their floor of the reserve)...
+    let others: Vec<Vec<_>> = (0..15)
+        .map(|i| std::iter::from_fn(|| admit(&POOL, &format!("ws_greedy{i}"))).collect())
+        .collect();
+    assert_eq!(
+        others.iter().map(Vec::len).sum::<usize>(),
+        4096 - 256 - 1024 + 4 * 16
+    );
+    // ...and a quiet workspace still gets its connections.
+    let b: Vec<_> = std::iter::from_fn(|| admit(&POOL, "ws_quiet")).collect();
+    assert_eq!(b.len(), 16);
+    drop(b);
+    assert!(admit(&POOL, "ws_quiet").is_some());
+}
