@@ -6,6 +6,10 @@
 //! guest dialled is ignored, so a connection that presents an allowed name
 //! to some other address does not get that address.
 //!
+//! On plain HTTP every request on the connection is checked (see
+//! `http_stream`), not only the first. Each workspace has a fair share of
+//! the connections (`fair_share`).
+//!
 //! Refusals are counted per workspace; an HTTP client gets a 403 that
 //! says why, a TLS client an `unrecognized_name` alert.
 
