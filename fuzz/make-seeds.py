@@ -96,3 +96,10 @@ write("api_request", "token", http("POST", "/v1/tokens", {
     "name": "ci", "scopes": ["exec", "read"], "ttl_s": 600, "workspace_ids": ["ws_1"]}))
 write("api_request", "list", http("GET", "/v1/workspaces?label=team%3Da&limit=10"))
 write("api_request", "chunked", b"POST /v1/workspaces HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n0\r\n\r\n")
+
+# http_requests: a split byte, then a client's request stream.
+write("http_requests", "pipelined", b"\x80GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n"
+      b"GET / HTTP/1.1\r\nHost: other.test\r\n\r\n")
+write("http_requests", "chunked_then_cl", b"\x40POST / HTTP/1.1\r\nHost: allowed.test\r\n"
+      b"Transfer-Encoding: chunked\r\n\r\n5;x=1\r\nhello\r\n0\r\nT: v\r\n\r\n"
+      b"GET http://allowed.test/ HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: 3\r\n\r\nabc")

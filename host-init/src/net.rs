@@ -3,7 +3,9 @@
 
 mod dhcp;
 pub mod dns;
+pub mod fair_share;
 pub mod firewall;
+pub mod http_stream;
 mod ifconfig;
 pub mod nft;
 pub mod policy;

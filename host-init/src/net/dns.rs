@@ -8,17 +8,21 @@
 //!
 //! The proxy resolves through the same code (`resolve`).
 
+use super::fair_share::FairShare;
 use super::firewall;
 use super::policy;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::RwLock;
 use std::time::Duration;
 
-/// Queries answered at once; more wait in the socket's buffer.
-const MAX_IN_FLIGHT: usize = 64;
+/// Queries answered at once, all workspaces together (a thread each, up to
+/// UPSTREAM_TIMEOUT). One workspace has at most 16 in flight; the last 64
+/// go only to workspaces with fewer than 4, so one busy workspace cannot
+/// hold the resolver: 16 more workspaces still get 4 each. Past its
+/// share a workspace's queries are dropped (its resolver retries).
+static IN_FLIGHT: FairShare = FairShare::new(256, 16, 4, 64);
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest TTL passed on: a changed policy or record is seen within it.
 const MAX_TTL: u32 = 300;
@@ -27,7 +31,6 @@ static UPSTREAM: RwLock<Vec<Ipv4Addr>> = RwLock::new(Vec::new());
 /// The host's own addresses (the uplink's), forbidden like the ranges.
 static HOST_ADDRS: RwLock<Vec<Ipv4Addr>> = RwLock::new(Vec::new());
 static REFUSED: super::refusals::Refusals = super::refusals::Refusals::new();
-static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
@@ -80,26 +83,22 @@ fn serve(sock: UdpSocket) {
         let Some((id, egress)) = firewall::policy_of(*from4.ip()) else {
             continue;
         };
-        if IN_FLIGHT.fetch_add(1, Ordering::AcqRel) >= MAX_IN_FLIGHT {
-            IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
-            continue;
-        }
-        let query = buf[..n].to_vec();
-        let Ok(reply_sock) = sock.try_clone() else {
-            IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+        let Some(permit) = IN_FLIGHT.acquire(&id) else {
             continue;
         };
-        let spawned = std::thread::Builder::new()
+        let query = buf[..n].to_vec();
+        let Ok(reply_sock) = sock.try_clone() else {
+            continue;
+        };
+        // The permit goes back when the thread ends (or never starts).
+        let _ = std::thread::Builder::new()
             .name("dns-query".into())
             .spawn(move || {
                 if let Some(reply) = answer(&query, &id, &egress) {
                     let _ = reply_sock.send_to(&reply, from);
                 }
-                IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+                drop(permit);
             });
-        if spawned.is_err() {
-            IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
-        }
     }
 }
 
@@ -292,6 +291,21 @@ mod tests {
         }
         .check()
         .expect("policy")
+    }
+
+    #[test]
+    fn a_workspace_with_its_queries_in_flight_leaves_room_for_the_others() {
+        let a: Vec<_> = std::iter::from_fn(|| IN_FLIGHT.acquire("ws_greedy")).collect();
+        assert_eq!(a.len(), 16);
+        let busy: Vec<Vec<_>> = (0..20)
+            .map(|i| std::iter::from_fn(|| IN_FLIGHT.acquire(&format!("ws_busy{i}"))).collect())
+            .collect();
+        assert_eq!(
+            busy.iter().map(Vec::len).sum::<usize>(),
+            256 - 16 - 64 + 9 * 4
+        );
+        let b: Vec<_> = std::iter::from_fn(|| IN_FLIGHT.acquire("ws_quiet")).collect();
+        assert_eq!(b.len(), 4);
     }
 
     #[test]

@@ -6,30 +6,43 @@
 //! guest dialled is ignored, so a connection that presents an allowed name
 //! to some other address does not get that address.
 //!
+//! On plain HTTP every request on the connection is checked (see
+//! `http_stream`), not only the first. Each workspace has a fair share of
+//! the connections (`fair_share`).
+//!
 //! Refusals are counted per workspace; an HTTP client gets a 403 that
 //! says why, a TLS client an `unrecognized_name` alert.
 
+use super::fair_share::{FairShare, Permit};
 use super::firewall;
+use super::http_stream::{Refused, RequestStream};
+use super::policy::Egress;
 use super::sni::{self, Peek};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a client has to say where it is going.
 const PEEK_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A connection idle this long in both directions is closed.
-const IDLE: Duration = Duration::from_secs(900);
-/// Connections open at once, all workspaces together; past it new ones
-/// are closed at once (and counted).
-const MAX_CONNECTIONS: usize = 4096;
+/// A connection idle this long in both directions is closed. Longer than
+/// the keep-alive servers give (nginx 75 s, most CDNs 60-120 s) and the
+/// usual long poll (<= 60 s), so a live client is not cut; short enough
+/// that idle connections a workspace leaves open give their slots back
+/// within two minutes. (A client that needs longer sends keepalives.)
+const IDLE: Duration = Duration::from_secs(120);
+/// Connections open at once, all workspaces together (each is two threads).
+/// One workspace holds at most 256; the last 1024 go only to workspaces
+/// holding fewer than 16, so busy workspaces never use up the pool: 64
+/// more workspaces still get 16 each. Past its share a workspace's new
+/// connections are closed at once (and counted).
+static POOL: FairShare = FairShare::new(4096, 256, 16, 1024);
 /// Refusals logged per workspace; the rest are only counted.
 const MAX_LOGGED: u64 = 20;
 
 static REFUSED: super::refusals::Refusals = super::refusals::Refusals::new();
-static OPEN: AtomicUsize = AtomicUsize::new(0);
 
 /// Connections this workspace made that the proxy refused.
 pub fn refused(id: &str) -> u64 {
@@ -55,20 +68,23 @@ pub fn start() -> std::io::Result<()> {
                 let Ok(conn) = conn else {
                     continue;
                 };
-                if OPEN.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-                    OPEN.fetch_sub(1, Ordering::AcqRel);
+                let Ok(SocketAddr::V4(peer)) = conn.peer_addr() else {
                     continue;
-                }
-                let spawned = std::thread::Builder::new()
+                };
+                let Some((id, egress)) = firewall::policy_of(*peer.ip()) else {
+                    continue;
+                };
+                let Some(permit) = admit(&POOL, &id) else {
+                    continue;
+                };
+                // The permit goes back when the thread ends (or never starts).
+                let _ = std::thread::Builder::new()
                     .name("egress".into())
                     .stack_size(64 * 1024)
                     .spawn(move || {
-                        handle(conn);
-                        OPEN.fetch_sub(1, Ordering::AcqRel);
+                        handle(conn, peer, id, egress);
+                        drop(permit);
                     });
-                if spawned.is_err() {
-                    OPEN.fetch_sub(1, Ordering::AcqRel);
-                }
             }
         })?;
     Ok(())
@@ -121,13 +137,16 @@ fn read_name(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Peek {
     }
 }
 
-fn handle(mut conn: TcpStream) {
-    let Ok(SocketAddr::V4(peer)) = conn.peer_addr() else {
-        return;
-    };
-    let Some((id, egress)) = firewall::policy_of(*peer.ip()) else {
-        return;
-    };
+/// A slot in `pool` for workspace `id`, or a counted refusal.
+fn admit(pool: &'static FairShare, id: &str) -> Option<Permit> {
+    let permit = pool.acquire(id);
+    if permit.is_none() {
+        refuse(id, "it holds its share of the proxy's connections");
+    }
+    permit
+}
+
+fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egress) {
     let Some(dest) = original_destination(&conn) else {
         return refuse(&id, "no original destination (not a redirected connection)");
     };
@@ -178,10 +197,52 @@ fn handle(mut conn: TcpStream) {
     else {
         return deny(conn, tls, &format!("{name}:{} did not answer", dest.port()));
     };
-    if upstream.write_all(&first).is_err() {
+    // Plain HTTP: every request on the connection is checked, not only
+    // the first (a keep-alive or pipelined request for another name would
+    // reach whatever else this address serves).
+    let mut requests = (!tls).then(|| RequestStream::new(&name));
+    let mut pending = first;
+    if let Some(r) = requests.as_mut() {
+        let (vetted, refused) = vet(r, &mut pending);
+        if let Some(refused) = refused {
+            // Not even the first request is sent on: nothing of it went up.
+            refuse(&id, &format!("{name}: {}", refused.why));
+            let _ = conn.write_all(&refused.response());
+            let _ = conn.shutdown(Shutdown::Both);
+            return;
+        }
+        if upstream.write_all(&vetted).is_err() {
+            return;
+        }
+    } else if upstream.write_all(&pending).is_err() {
         return;
+    } else {
+        pending.clear();
     }
-    splice(conn, upstream, *peer.ip(), name, dest.port());
+    splice(
+        conn,
+        upstream,
+        Splice {
+            allowed: policy_allows(*peer.ip()),
+            id,
+            name,
+            port: dest.port(),
+            requests: requests.map(|r| (r, pending)),
+        },
+    );
+}
+
+/// Takes the bytes of `pending` that `requests` allows to go upstream,
+/// and the refusal of what follows them, if any.
+fn vet(requests: &mut RequestStream, pending: &mut Vec<u8>) -> (Vec<u8>, Option<Refused>) {
+    let mut vetted = Vec::new();
+    loop {
+        match requests.check(pending) {
+            Ok(0) => return (vetted, None),
+            Ok(n) => vetted.extend(pending.drain(..n)),
+            Err(refused) => return (vetted, Some(refused)),
+        }
+    }
 }
 
 fn deny(mut conn: TcpStream, tls: bool, why: &str) {
@@ -205,26 +266,124 @@ fn deny(mut conn: TcpStream, tls: bool, why: &str) {
 /// allows it.
 const RECHECK: Duration = Duration::from_secs(1);
 
+type Allowed = Box<dyn Fn(&str, u16) -> bool + Send + Sync>;
+
+/// Asks the firewall's current policy for the workspace at `peer`.
+fn policy_allows(peer: Ipv4Addr) -> Allowed {
+    Box::new(move |name, port| {
+        firewall::policy_of(peer).is_some_and(|(_, egress)| egress.allows(name, port))
+    })
+}
+
+/// What one spliced connection is.
+struct Splice {
+    /// Whether the workspace's policy still allows (name, port).
+    allowed: Allowed,
+    id: String,
+    name: String,
+    port: u16,
+    /// Plain HTTP: the request checker and the client's bytes it has not
+    /// passed yet.
+    requests: Option<(RequestStream, Vec<u8>)>,
+}
+
 /// Copies both ways until both sides are done, one is idle too long, or
 /// the workspace's policy stops allowing `name`:`port` (then both sides
 /// are cut within a second).
-fn splice(client: TcpStream, upstream: TcpStream, peer: Ipv4Addr, name: String, port: u16) {
+fn splice(client: TcpStream, upstream: TcpStream, conn: Splice) {
     let (Ok(client2), Ok(upstream2)) = (client.try_clone(), upstream.try_clone()) else {
         return;
     };
     for s in [&client, &upstream] {
         let _ = s.set_read_timeout(Some(RECHECK));
     }
-    let allowed =
-        move || firewall::policy_of(peer).is_some_and(|(_, egress)| egress.allows(&name, port));
-    let allowed2 = allowed.clone();
+    let Splice {
+        allowed,
+        id,
+        name,
+        port,
+        requests,
+    } = conn;
+    let allowed = move || allowed(&name, port);
+    let allowed = Arc::new(allowed);
+    let allowed2 = Arc::clone(&allowed);
+    let words: LastWords = Arc::default();
+    let words2 = Arc::clone(&words);
     let back = std::thread::Builder::new()
         .name("egress-back".into())
         .stack_size(64 * 1024)
-        .spawn(move || pump(upstream2, client2, &allowed2));
-    pump(client, upstream, &allowed);
+        .spawn(move || pump(upstream2, client2, &*allowed2, Side::Answers(&words2)));
+    let mut checker = requests.map(|(r, pending)| Checker {
+        requests: r,
+        pending,
+        id,
+        words,
+    });
+    let side = match checker.as_mut() {
+        Some(c) => Side::Requests(c),
+        None => Side::Opaque,
+    };
+    pump(client, upstream, &*allowed, side);
     if let Ok(t) = back {
         let _ = t.join();
+    }
+}
+
+/// The client side of a plain-HTTP connection: what checks its requests.
+struct Checker {
+    requests: RequestStream,
+    pending: Vec<u8>,
+    id: String,
+    words: LastWords,
+}
+
+/// The refusal the client gets once the upstream has answered what it was
+/// sent before it (responses come in request order).
+type LastWords = Arc<std::sync::Mutex<Option<Vec<u8>>>>;
+
+/// What a pump copies.
+enum Side<'a> {
+    /// TLS: bytes it cannot read.
+    Opaque,
+    /// Plain HTTP from the client: every request checked.
+    Requests(&'a mut Checker),
+    /// From the upstream, and what to send the client when it is done.
+    Answers(&'a std::sync::Mutex<Option<Vec<u8>>>),
+}
+
+impl Side<'_> {
+    /// Once the upstream is done or quiet after a refusal: tells the
+    /// client why and ends the connection. False if there was none.
+    fn last_words(&self, client: &mut TcpStream, upstream: &TcpStream) -> bool {
+        let Side::Answers(words) = self else {
+            return false;
+        };
+        let Some(words) = words.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return false;
+        };
+        let _ = client.write_all(&words);
+        cut(client, upstream);
+        true
+    }
+}
+
+impl Checker {
+    /// Sends on what may go; on a refusal stops (the answers' pump tells
+    /// the client why once the requests before it are answered).
+    fn forward(&mut self, data: &[u8], upstream: &mut TcpStream) -> bool {
+        self.pending.extend_from_slice(data);
+        let (vetted, refused) = vet(&mut self.requests, &mut self.pending);
+        if upstream.write_all(&vetted).is_err() {
+            return false;
+        }
+        match refused {
+            None => true,
+            Some(refused) => {
+                refuse(&self.id, &refused.why);
+                *self.words.lock().unwrap_or_else(|e| e.into_inner()) = Some(refused.response());
+                false
+            }
+        }
     }
 }
 
@@ -234,13 +393,18 @@ fn cut(a: &TcpStream, b: &TcpStream) {
     let _ = b.shutdown(Shutdown::Both);
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, allowed: &dyn Fn() -> bool) {
+fn pump(mut from: TcpStream, mut to: TcpStream, allowed: &dyn Fn() -> bool, mut side: Side<'_>) {
     let mut buf = [0u8; 16 * 1024];
     let mut idle = Duration::ZERO;
     let mut checked = std::time::Instant::now();
     loop {
         match from.read(&mut buf) {
-            Ok(0) => break,
+            Ok(0) => {
+                if side.last_words(&mut to, &from) {
+                    return;
+                }
+                break;
+            }
             Ok(n) => {
                 idle = Duration::ZERO;
                 // A busy connection is checked as often as a quiet one.
@@ -250,7 +414,11 @@ fn pump(mut from: TcpStream, mut to: TcpStream, allowed: &dyn Fn() -> bool) {
                         return cut(&from, &to);
                     }
                 }
-                if to.write_all(&buf[..n]).is_err() {
+                let sent = match &mut side {
+                    Side::Requests(c) => c.forward(&buf[..n], &mut to),
+                    _ => to.write_all(&buf[..n]).is_ok(),
+                };
+                if !sent {
                     break;
                 }
             }
@@ -261,6 +429,9 @@ fn pump(mut from: TcpStream, mut to: TcpStream, allowed: &dyn Fn() -> bool) {
                 ) =>
             {
                 idle += RECHECK;
+                if side.last_words(&mut to, &from) {
+                    return;
+                }
                 if idle >= IDLE || !allowed() {
                     return cut(&from, &to);
                 }
@@ -270,3 +441,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, allowed: &dyn Fn() -> bool) {
     }
     let _ = to.shutdown(Shutdown::Write);
 }
+
+#[cfg(test)]
+#[path = "proxy_tests.rs"]
+mod tests;

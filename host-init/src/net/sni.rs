@@ -158,18 +158,23 @@ fn http_host(buf: &[u8]) -> Peek {
             let (Some(h), None) = (hosts.next(), hosts.next()) else {
                 return Peek::NoName("HTTP request without exactly one Host header");
             };
-            let value = h.value.trim_ascii();
-            // "name" or "name:port"; an IPv6 literal is no name.
-            let name = match value.iter().rposition(|c| *c == b':') {
-                Some(i) if value[i + 1..].iter().all(u8::is_ascii_digit) => &value[..i],
-                _ => value,
-            };
-            match hostname(name) {
+            match host_header_name(h.value) {
                 Some(n) => Peek::Name(n),
                 None => Peek::NoName("HTTP Host is not a host name"),
             }
         }
     }
+}
+
+/// The lower-case name in a Host value (or URI authority): "name" or
+/// "name:port"; an IPv6 literal is no name.
+pub fn host_header_name(value: &[u8]) -> Option<String> {
+    let value = value.trim_ascii();
+    let name = match value.iter().rposition(|c| *c == b':') {
+        Some(i) if value[i + 1..].iter().all(u8::is_ascii_digit) => &value[..i],
+        _ => value,
+    };
+    hostname(name)
 }
 
 #[cfg(test)]

@@ -1,0 +1,146 @@
+//! The real splice/pump/checker code against a loopback front end that
+//! serves two names on one address (as a CDN does) and records which
+//! names it was asked for.
+
+use super::*;
+use std::sync::Mutex;
+
+/// A keep-alive HTTP server answering any Host with "hello <host>".
+fn front_end() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let seen = Arc::clone(&seen2);
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let mut headers = [httparse::EMPTY_HEADER; 32];
+                    let mut req = httparse::Request::new(&mut headers);
+                    if let Ok(httparse::Status::Complete(len)) = req.parse(&buf) {
+                        let host = req
+                            .headers
+                            .iter()
+                            .find(|h| h.name.eq_ignore_ascii_case("host"))
+                            .map(|h| String::from_utf8_lossy(h.value).into_owned())
+                            .unwrap_or_default();
+                        seen.lock().expect("lock").push(host.clone());
+                        buf.drain(..len);
+                        let body = format!("hello {host}");
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if conn.write_all(resp.as_bytes()).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    match conn.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A client connected through `splice` to the front end, as `handle`
+/// sets it up for a plain-HTTP connection allowed for `name`.
+fn through_proxy(upstream: SocketAddr, name: &str, check: bool) -> TcpStream {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (conn, _) = listener.accept().expect("accept");
+    let upstream = TcpStream::connect(upstream).expect("front end");
+    let name = name.to_string();
+    std::thread::spawn(move || {
+        let requests = check.then(|| (RequestStream::new(&name), Vec::new()));
+        splice(
+            conn,
+            upstream,
+            Splice {
+                allowed: Box::new(|_, _| true),
+                id: "ws_test".into(),
+                name,
+                port: 80,
+                requests,
+            },
+        )
+    });
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    client
+}
+
+fn read_until_close(mut c: TcpStream) -> String {
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn a_pipelined_request_for_another_name_on_the_same_address_never_reaches_it() {
+    let (addr, seen) = front_end();
+    let mut client = through_proxy(addr, "allowed.test", true);
+    client
+        .write_all(
+            b"GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\nGET / HTTP/1.1\r\nHost: other.test\r\n\r\n",
+        )
+        .expect("write");
+    let answer = read_until_close(client);
+    assert!(answer.contains("hello allowed.test"), "{answer}");
+    assert!(answer.contains("403 Forbidden"), "{answer}");
+    assert!(!answer.contains("hello other.test"), "{answer}");
+    assert_eq!(*seen.lock().expect("lock"), ["allowed.test"]);
+    assert!(REFUSED.get("ws_test") >= 1);
+}
+
+#[test]
+fn keep_alive_requests_for_the_allowed_name_and_a_split_second_request() {
+    let (addr, seen) = front_end();
+    let mut client = through_proxy(addr, "allowed.test", true);
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\nGET / HTTP/1.1\r\nHo")
+        .expect("write");
+    std::thread::sleep(Duration::from_millis(100));
+    client
+        .write_all(b"st: allowed.test\r\n\r\nGET http://other.test/ HTTP/1.1\r\nHost: allowed.test\r\n\r\n")
+        .expect("write");
+    let answer = read_until_close(client);
+    assert_eq!(answer.matches("hello allowed.test").count(), 2, "{answer}");
+    assert!(answer.contains("403 Forbidden"), "{answer}");
+    assert_eq!(
+        *seen.lock().expect("lock"),
+        ["allowed.test", "allowed.test"]
+    );
+}
+
+#[test]
+fn a_workspace_holding_its_share_of_connections_leaves_room_for_the_others() {
+    // Workspace A opens and holds as many as it may: it is stopped at its
+    // share, and the refusals are counted against it.
+    let a: Vec<_> = std::iter::from_fn(|| admit(&POOL, "ws_greedy")).collect();
+    assert_eq!(a.len(), 256);
+    assert!(REFUSED.get("ws_greedy") >= 1);
+    // Fifteen more greedy workspaces take the pool down to its reserve
+    // (the last four only their floor of the reserve)...
+    let others: Vec<Vec<_>> = (0..15)
+        .map(|i| std::iter::from_fn(|| admit(&POOL, &format!("ws_greedy{i}"))).collect())
+        .collect();
+    assert_eq!(
+        others.iter().map(Vec::len).sum::<usize>(),
+        4096 - 256 - 1024 + 4 * 16
+    );
+    // ...and a quiet workspace still gets its connections.
+    let b: Vec<_> = std::iter::from_fn(|| admit(&POOL, "ws_quiet")).collect();
+    assert_eq!(b.len(), 16);
+    drop(b);
+    assert!(admit(&POOL, "ws_quiet").is_some());
+}
