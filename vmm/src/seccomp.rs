@@ -82,7 +82,6 @@ const COMMON: &[libc::c_long] = &[
     libc::SYS_close,
     libc::SYS_mmap,
     libc::SYS_munmap,
-    libc::SYS_mremap,
     libc::SYS_mprotect,
     libc::SYS_madvise,
     libc::SYS_brk,
@@ -112,7 +111,6 @@ const THREAD_START: &[libc::c_long] = &[
     libc::SYS_clone3,
     libc::SYS_set_robust_list,
     libc::SYS_rseq,
-    libc::SYS_prctl,
     libc::SYS_seccomp,
     libc::SYS_sched_getaffinity,
 ];
@@ -126,6 +124,19 @@ fn cond(arg: u8, value: u64) -> Result<SeccompCondition, seccompiler::BackendErr
     SeccompCondition::new(arg, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, value)
 }
 
+/// An `int` argument equal to `value` (only its low 32 bits are defined).
+fn cond32(arg: u8, value: u64) -> Result<SeccompCondition, seccompiler::BackendError> {
+    SeccompCondition::new(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value)
+}
+
+/// Each allowed value of an `int` argument as a rule of its own.
+fn one_of(arg: u8, values: &[u64]) -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
+    values
+        .iter()
+        .map(|v| SeccompRule::new(vec![cond32(arg, *v)?]))
+        .collect()
+}
+
 /// The system calls `kind` may make (with argument checks where a call is
 /// only needed in one form), besides the refused ones.
 fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
@@ -136,6 +147,14 @@ fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
         }
     };
     allow(COMMON);
+    // Calls allowed only in some forms, added once `allow` is done with `r`.
+    // realloc's growing of large blocks: never MREMAP_FIXED or
+    // MREMAP_DONTUNMAP, which would let a subverted thread move guest
+    // memory under another address (issue 14, item 10).
+    let mut narrow: Vec<(i64, Vec<SeccompRule>)> = vec![(
+        libc::SYS_mremap,
+        one_of(3, &[0, libc::MREMAP_MAYMOVE as u64])?,
+    )];
     match kind {
         ThreadKind::Main => {
             // The end of the VM: its vsock socket file is removed.
@@ -223,6 +242,16 @@ fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
         }
         ThreadKind::Spawner => {
             allow(THREAD_START);
+            // A new thread's name, and no_new_privs before its own filter;
+            // no other prctl (PR_SET_VMA would rename mappings, PR_SET_MM
+            // rewrite the process's memory map description).
+            narrow.push((
+                libc::SYS_prctl,
+                one_of(
+                    0,
+                    &[libc::PR_SET_NAME as u64, libc::PR_SET_NO_NEW_PRIVS as u64],
+                )?,
+            ));
             // A worker's stop eventfd and epoll, made before it starts.
             allow(&[
                 libc::SYS_eventfd2,
@@ -238,6 +267,9 @@ fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
                 }
             }
         }
+    }
+    for (call, rules) in narrow {
+        merge(&mut r, call, rules);
     }
     Ok(r)
 }
@@ -517,6 +549,37 @@ mod tests {
                 0
             });
             assert!(killed(&s), "{kind:?}: {s:?}");
+        }
+    }
+
+    #[test]
+    fn no_thread_may_rename_mappings_or_move_memory_to_a_fixed_address() {
+        for kind in ThreadKind::ALL {
+            let s = under(&[kind], || {
+                // PR_SET_VMA (0x53564d41) with PR_SET_VMA_ANON_NAME (0).
+                // SAFETY: prctl with constant arguments; it only names memory.
+                unsafe { libc::prctl(0x5356_4d41, 0, 0, 0, 0) };
+                0
+            });
+            assert!(killed(&s), "{kind:?} renamed a mapping: {s:?}");
+            let s = under(&[kind], || {
+                // SAFETY: mremap of an unmapped address fails; only the
+                // filter's answer to MREMAP_FIXED is under test.
+                unsafe {
+                    libc::mremap(
+                        0x1000 as *mut libc::c_void,
+                        4096,
+                        4096,
+                        libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                        0x2000 as *mut libc::c_void,
+                    )
+                };
+                0
+            });
+            assert!(
+                killed(&s),
+                "{kind:?} moved memory to a fixed address: {s:?}"
+            );
         }
     }
 

@@ -51,6 +51,8 @@ pub enum ForensicsError {
     NotFrozen(Duration, String),
     #[error("no guest memory found in the VMM's mappings (pid {0})")]
     NoGuestMemory(u32),
+    #[error("the VMM's memory map does not look like a {0} MiB guest ({1}); nothing copied")]
+    ImplausibleMemory(u64, String),
     #[error("the VMM of workspace {0} is not running")]
     NoVmm(String),
     #[error("workspace {0} already has a forensic snapshot")]
@@ -166,6 +168,51 @@ fn ram_regions(maps: &str) -> Vec<(u64, u64, u64)> {
         .collect()
 }
 
+/// Below this guest address RAM is one region from 0; above it there is
+/// the MMIO hole up to 4 GiB (the VMM's layout, vmm/src/arch/layout.rs).
+const MMIO_HOLE_START: u64 = 0xc000_0000;
+const HIGH_RAM_START: u64 = 1 << 32;
+
+/// The maps file is the VMM's to shape (it names its own memfds and can
+/// grow or move mappings), and a VMM the guest took over may lie: the
+/// regions must add up to exactly the workspace's memory, not overlap, and
+/// lie where the layout puts RAM, or nothing is copied. Sorted by guest
+/// address, with the image's length.
+fn plausible(
+    mut regions: Vec<(u64, u64, u64)>,
+    memory_mib: u64,
+) -> Result<(Vec<(u64, u64, u64)>, u64), ForensicsError> {
+    let want = memory_mib << 20;
+    let bad = |why: String| Err(ForensicsError::ImplausibleMemory(memory_mib, why));
+    regions.sort_by_key(|r| r.2);
+    let mut sum = 0u64;
+    let mut end = 0u64;
+    for &(start, stop, gpa) in &regions {
+        let Some(len) = stop.checked_sub(start).filter(|l| *l > 0) else {
+            return bad(format!("an empty or inverted mapping at {start:#x}"));
+        };
+        if gpa < end {
+            return bad(format!("regions overlap at guest address {gpa:#x}"));
+        }
+        let Some(region_end) = gpa.checked_add(len) else {
+            return bad(format!("a region past the address space at {gpa:#x}"));
+        };
+        let low = region_end <= MMIO_HOLE_START;
+        let high = gpa >= HIGH_RAM_START && region_end <= HIGH_RAM_START + want;
+        if !low && !high {
+            return bad(format!(
+                "a region at {gpa:#x}..{region_end:#x}, outside guest RAM"
+            ));
+        }
+        sum = sum.saturating_add(len);
+        end = region_end;
+    }
+    if sum != want {
+        return bad(format!("{sum} bytes mapped"));
+    }
+    Ok((regions, end))
+}
+
 /// Copies `len` bytes from `read_at(offset)` to `out` at `out_at + offset`,
 /// leaving holes where a whole chunk is zero; returns the SHA-256 of the
 /// bytes as a flat image of `len` bytes.
@@ -239,15 +286,20 @@ fn create(path: &Path) -> Result<File, ForensicsError> {
 /// Guest RAM as one flat image indexed by guest-physical address (the
 /// MMIO hole, for guests above 3 GiB, reads as zeros), written through a
 /// dm-crypt mapping onto `path` under the key store key `key`.
-fn copy_memory(vmm: u32, path: &Path, key: &str, mapping: &str) -> Result<Value, ForensicsError> {
+fn copy_memory(
+    vmm: u32,
+    memory_mib: u64,
+    path: &Path,
+    key: &str,
+    mapping: &str,
+) -> Result<Value, ForensicsError> {
     let maps_path = PathBuf::from(format!("/proc/{vmm}/maps"));
     let maps = std::fs::read_to_string(&maps_path).map_err(io("reading", &maps_path))?;
-    let mut regions = ram_regions(&maps);
+    let regions = ram_regions(&maps);
     if regions.is_empty() {
         return Err(ForensicsError::NoGuestMemory(vmm));
     }
-    regions.sort_by_key(|r| r.2);
-    let total = regions.iter().map(|r| r.2 + (r.1 - r.0)).max().unwrap_or(0);
+    let (regions, total) = plausible(regions, memory_mib)?;
     let backing = create(path)?;
     backing.set_len(total).map_err(io("sizing", path))?;
     drop(backing);
@@ -357,6 +409,7 @@ pub fn snapshot(
     let result = (|| {
         let memory = copy_memory(
             vmm,
+            ws.memory_mib,
             &tmp.join("memory.raw"),
             &memory_key,
             &format!("paddock-fx-{}-m", ws.id),
@@ -456,6 +509,54 @@ pub fn size(f: &mut File) -> std::io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lying_memory_map_is_refused_before_any_copy() {
+        let mib = 256u64;
+        let good = vec![(0x7f00_0000_0000, 0x7f00_0000_0000 + (mib << 20), 0)];
+        assert_eq!(plausible(good, mib).expect("plausible").1, mib << 20);
+        let cases = [
+            // Grown: the copy would write zeros until /data is full.
+            vec![(0x7f00_0000_0000, 0x7f00_0000_0000 + (64 << 30), 0)],
+            // A second, renamed mapping claiming far-away guest memory.
+            vec![
+                (0x7f00_0000_0000, 0x7f00_0000_0000 + (mib << 20), 0),
+                (0x7f10_0000_0000, 0x7f10_0000_1000, 1 << 45),
+            ],
+            // Only part of the memory.
+            vec![(0x7f00_0000_0000, 0x7f00_0000_1000, 0)],
+            // Overlapping regions.
+            vec![
+                (0x7f00_0000_0000, 0x7f00_0000_0000 + (128 << 20), 0),
+                (0x7f10_0000_0000, 0x7f10_0000_0000 + (128 << 20), 64 << 20),
+            ],
+            // Inverted.
+            vec![(0x7f00_0000_1000, 0x7f00_0000_0000, 0)],
+        ];
+        for c in cases {
+            assert!(
+                matches!(
+                    plausible(c.clone(), mib),
+                    Err(ForensicsError::ImplausibleMemory(..))
+                ),
+                "{c:x?}"
+            );
+        }
+        // A guest above 3 GiB: low RAM to the hole, the rest from 4 GiB.
+        let big = 4096u64;
+        let split = vec![
+            (0x7f00_0000_0000, 0x7f00_0000_0000 + MMIO_HOLE_START, 0),
+            (
+                0x7f10_0000_0000,
+                0x7f10_0000_0000 + (1 << 30),
+                HIGH_RAM_START,
+            ),
+        ];
+        assert_eq!(
+            plausible(split, big).expect("split").1,
+            HIGH_RAM_START + (1 << 30)
+        );
+    }
 
     #[test]
     fn finds_guest_ram_in_maps() {
