@@ -173,15 +173,18 @@ fn ram_regions(maps: &str) -> Vec<(u64, u64, u64)> {
 const MMIO_HOLE_START: u64 = 0xc000_0000;
 const HIGH_RAM_START: u64 = 1 << 32;
 
+/// (host start, host end, guest address) of one guest RAM mapping.
+type Region = (u64, u64, u64);
+
 /// The maps file is the VMM's to shape (it names its own memfds and can
 /// grow or move mappings), and a VMM the guest took over may lie: the
 /// regions must add up to exactly the workspace's memory, not overlap, and
 /// lie where the layout puts RAM, or nothing is copied. Sorted by guest
 /// address, with the image's length.
 fn plausible(
-    mut regions: Vec<(u64, u64, u64)>,
+    mut regions: Vec<Region>,
     memory_mib: u64,
-) -> Result<(Vec<(u64, u64, u64)>, u64), ForensicsError> {
+) -> Result<(Vec<Region>, u64), ForensicsError> {
     let want = memory_mib << 20;
     let bad = |why: String| Err(ForensicsError::ImplausibleMemory(memory_mib, why));
     regions.sort_by_key(|r| r.2);
