@@ -494,3 +494,82 @@ fn new_connections_over_the_rate_are_refused_and_counted() {
     );
     assert!(firewall::refused("ws_r") >= 12 - forwarded as u64);
 }
+
+/// Workspace A writes workspace B's source address (issue 14, item 8): the
+/// resolver must not hear it (it would answer under B's policy and count
+/// A's refusals against B) and nothing is forwarded as B; A's own address
+/// still works. Dropped by the firewall and by strict rp_filter both.
+#[test]
+fn a_workspace_cannot_send_as_another() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    private_netns();
+    firewall::start().expect("installing the empty table");
+    let (a, b) = (Slot::new(7).expect("slot"), Slot::new(8).expect("slot"));
+    let mut tap_a = std::fs::File::from(tap::create(a).expect("tap a"));
+    let _tap_b = tap::create(b).expect("tap b");
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{}/rp_filter", a.tap()))
+            .expect("rp_filter")
+            .trim(),
+        "1"
+    );
+    for (id, slot) in [("ws_a", a), ("ws_b", b)] {
+        firewall::set(WsNet {
+            id: id.into(),
+            slot,
+            egress: Default::default(),
+            connections_per_s: 100,
+            published: Vec::new(),
+        })
+        .expect("rules");
+    }
+    let resolver = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, firewall::DNS_PORT)).expect("bind :53");
+    resolver
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .expect("timeout");
+    let mac = mac_of(&a.tap());
+    let mut buf = [0u8; 64];
+    for (src, dst) in [
+        (b.guest(), a.host()),
+        (b.guest(), b.host()),
+        (Ipv4Addr::new(203, 0, 113, 9), a.host()),
+    ] {
+        tap_a
+            .write_all(&udp_frame(mac, src, dst, 53, b"spoofed"))
+            .expect("frame");
+        assert!(
+            resolver.recv_from(&mut buf).is_err(),
+            "the resolver heard {src} -> {dst} from A's tap"
+        );
+    }
+    assert_eq!(firewall::refused("ws_b"), 0, "nothing counted against B");
+    // Its own address still reaches its resolver.
+    tap_a
+        .write_all(&udp_frame(mac, a.guest(), a.host(), 53, b"honest"))
+        .expect("frame");
+    let (n, from) = resolver.recv_from(&mut buf).expect("the honest query");
+    assert_eq!(
+        (&buf[..n], from.ip()),
+        (&b"honest"[..], std::net::IpAddr::V4(a.guest()))
+    );
+
+    // With reverse-path filtering off, the firewall alone still drops it.
+    std::fs::write(
+        format!("/proc/sys/net/ipv4/conf/{}/rp_filter", a.tap()),
+        "0",
+    )
+    .expect("rp off");
+    std::fs::write("/proc/sys/net/ipv4/conf/all/rp_filter", "0").expect("rp off");
+    tap_a
+        .write_all(&udp_frame(mac, b.guest(), a.host(), 53, b"spoofed"))
+        .expect("frame");
+    assert!(
+        resolver.recv_from(&mut buf).is_err(),
+        "the firewall let a spoofed source through"
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        firewall::refused("ws_a") >= 1,
+        "counted against A, whose tap it came from"
+    );
+}

@@ -244,6 +244,18 @@ fn workspace_rules(ws: &WsNet, opens: &[(Slot, u16)], answers: &[(Slot, u16)]) -
             None,
         ));
     }
+    // Only its own source address: a guest that writes another
+    // workspace's address (or anyone's) would otherwise be answered by the
+    // resolver under that workspace's policy and have its traffic
+    // masqueraded as the other's (issue 14, item 8).
+    for own in [&input, &fwd] {
+        ops.push(rule(
+            own,
+            vec![nft::ipv4(), nft::ip_saddr_not(ws.slot.guest())],
+            vec![Expr::Counter, Expr::Verdict(Verdict::Drop)],
+            Some(REFUSED),
+        ));
+    }
     // prerouting sees the first packet of each new flow only: the place
     // for the new-connection rate.
     ops.push(rule(

@@ -222,6 +222,21 @@ pub fn ip_addr_in(dest: bool, net: std::net::Ipv4Addr, prefix: u8) -> Vec<Expr> 
     v
 }
 
+/// `ip saddr != ADDR`; the caller has matched IPv4.
+pub fn ip_saddr_not(addr: std::net::Ipv4Addr) -> Vec<Expr> {
+    vec![
+        Expr::Payload {
+            transport: false,
+            offset: 12,
+            len: 4,
+        },
+        Expr::Cmp {
+            eq: false,
+            data: addr.octets().to_vec(),
+        },
+    ]
+}
+
 /// `th dport P` (TCP and UDP share the offset); the caller matched l4proto.
 pub fn dport(port: u16) -> Vec<Expr> {
     vec![

@@ -18,6 +18,11 @@ pub enum TapError {
     },
     #[error("{0}")]
     Configure(#[from] ifconfig::IfError),
+    #[error("setting strict reverse-path filtering on {name}: {source}")]
+    RpFilter {
+        name: String,
+        source: std::io::Error,
+    },
 }
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
@@ -30,6 +35,16 @@ const IFF_NO_PI: libc::c_short = 0x1000;
 pub fn create(slot: Slot) -> Result<OwnedFd, TapError> {
     let name = slot.tap();
     let fd = open_named(&name)?;
+    // Strict reverse-path filtering: a packet whose source address the
+    // kernel would not route back out of this tap (another workspace's
+    // address, anyone's) is dropped before any hook sees it. The firewall
+    // checks the source too (firewall::workspace_rules); this is the
+    // kernel's own second fence.
+    let rp = format!("/proc/sys/net/ipv4/conf/{name}/rp_filter");
+    std::fs::write(&rp, "1").map_err(|source| TapError::RpFilter {
+        name: name.clone(),
+        source,
+    })?;
     ifconfig::set_address(&name, slot.host(), 30)?;
     ifconfig::set_up(&name)?;
     Ok(fd)
