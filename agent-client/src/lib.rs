@@ -8,7 +8,7 @@
 use paddock_proto::frame::{decode, read_frame_bytes, write_frame};
 use paddock_proto::{
     AgentMsg, DirEntry, ErrorReply, ExecRequest, ExitStatus, FileStat, FrameError, HealthInfo,
-    HostMsg, ReadyInfo, Tagged, AGENT_PORT, CHUNK, PROTOCOL_VERSION,
+    HostMsg, ReadyInfo, Tagged, User, AGENT_PORT, CHUNK, PROTOCOL_VERSION,
 };
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -160,6 +160,9 @@ pub struct AgentClient {
     /// A connection someone else opened (and passed to us), used by the
     /// next operation instead of connecting to `vm_socket`.
     preconnected: std::sync::Mutex<Option<UnixStream>>,
+    /// Whom file operations run as (`HostMsg::AsUser`); None: as root,
+    /// without saying so (what agents before that message do anyway).
+    user: Option<User>,
 }
 
 /// An open connection that said Hello.
@@ -192,17 +195,26 @@ impl AgentClient {
             vm_socket: vm_socket.into(),
             timeout: Duration::from_secs(30),
             preconnected: std::sync::Mutex::new(None),
+            user: None,
         }
     }
 
     /// A client for one operation over a stream already connected to the
     /// agent port (past the `CONNECT` handshake), e.g. one received from a
     /// more privileged process.
+    /// File operations (not exec, which names its own user) run with
+    /// `user`'s credentials in the guest.
+    pub fn as_user(mut self, user: User) -> AgentClient {
+        self.user = Some(user);
+        self
+    }
+
     pub fn from_connected(stream: UnixStream) -> AgentClient {
         AgentClient {
             vm_socket: PathBuf::from("(passed connection)"),
             timeout: Duration::from_secs(30),
             preconnected: std::sync::Mutex::new(Some(stream)),
+            user: None,
         }
     }
 
@@ -268,6 +280,9 @@ impl AgentClient {
         match s.recv()? {
             AgentMsg::HelloOk { agent_version, .. } => {
                 s.agent_version = agent_version;
+                if let Some(user) = self.user {
+                    s.send(&HostMsg::AsUser(user))?;
+                }
                 Ok(s)
             }
             AgentMsg::Error(e) => Err(ClientError::Agent(e)),

@@ -86,5 +86,6 @@ pub fn name(m: &HostMsg) -> &'static str {
         HostMsg::MakeDir { .. } => "MakeDir",
         HostMsg::Remove { .. } => "Remove",
         HostMsg::Health => "Health",
+        HostMsg::AsUser(_) => "AsUser",
     }
 }

@@ -77,13 +77,48 @@ fn session(conn: &Conn) -> Result<(), ConnError> {
         Err(e) if e.is_protocol_error() => return conn.error(e.kind(), e.to_string()),
         Err(e) => return Err(e),
     }
-    let req = match conn.recv() {
-        Ok(r) => r,
-        Err(e) if e.is_protocol_error() => return conn.error(e.kind(), e.to_string()),
-        Err(e) => return Err(e),
+    let next = || match conn.recv() {
+        Ok(r) => Ok(Some(r)),
+        Err(e) if e.is_protocol_error() => conn.error(e.kind(), e.to_string()).map(|()| None),
+        Err(e) => Err(e),
     };
+    let Some(mut req) = next()? else {
+        return Ok(());
+    };
+    // A file operation as a given user: this thread takes on that user's
+    // credentials for good (it serves this one connection and ends).
+    let mut privileged = true;
+    if let HostMsg::AsUser(user) = req {
+        if let Err(e) = crate::users::become_user(user) {
+            return conn.error(ErrorKind::Io, format!("switching to {user:?}: {e}"));
+        }
+        privileged = user == paddock_proto::User::Root;
+        req = match next()? {
+            Some(HostMsg::Exec(_) | HostMsg::AsUser(_)) => {
+                return conn.error(
+                    ErrorKind::UnexpectedMessage,
+                    "AsUser comes before a file operation only".to_string(),
+                )
+            }
+            Some(r) => r,
+            None => return Ok(()),
+        };
+    }
     match req {
         HostMsg::Exec(r) => exec::run(conn, r),
+        HostMsg::WriteFile { mode, .. } if !privileged && mode & 0o6000 != 0 => {
+            // The upload's frames come anyway: take them so the host reads
+            // this answer rather than a broken connection.
+            while !matches!(conn.recv(), Ok(HostMsg::DataEnd) | Err(_)) {}
+            conn.error(
+                ErrorKind::InvalidRequest,
+                format!("mode {mode:o}: setuid and setgid bits need the root user"),
+            )
+        }
+        HostMsg::MakeDir { mode, .. } if !privileged && mode & 0o6000 != 0 => conn.error(
+            ErrorKind::InvalidRequest,
+            format!("mode {mode:o}: setuid and setgid bits need the root user"),
+        ),
         HostMsg::WriteFile { path, mode } => files::write_file(conn, &path, mode),
         HostMsg::ReadFile { path } => files::read_file(conn, &path),
         HostMsg::Stat { path } => files::stat(conn, &path),

@@ -47,6 +47,43 @@ pub fn lookup(user: User) -> Option<Account> {
     })
 }
 
+/// Gives the calling thread, and only it, `user`'s credentials for good:
+/// no supplementary groups, its gid and uid as real, effective, saved and
+/// filesystem ids. A non-root uid leaves the thread no capabilities, so
+/// the kernel checks every file access (and every /proc/PID access) as that
+/// user. Raw system calls on purpose: glibc's setuid and friends change
+/// every thread of the process, and the agent's other threads serve other
+/// connections as root.
+pub fn become_user(user: User) -> std::io::Result<()> {
+    if user == User::Root {
+        return Ok(());
+    }
+    let account = lookup(user)
+        .ok_or_else(|| std::io::Error::other(format!("no {user:?} account in /etc/passwd")))?;
+    if account.uid == 0 || account.gid == 0 {
+        return Err(std::io::Error::other(format!(
+            "the {} account has uid {} gid {}: refusing to treat it as unprivileged",
+            account.name, account.uid, account.gid
+        )));
+    }
+    let (uid, gid) = (
+        libc::c_long::from(account.uid),
+        libc::c_long::from(account.gid),
+    );
+    // SAFETY: setgroups with an empty list, then setresgid and setresuid
+    // with plain integers; as raw syscalls they touch only this thread.
+    let ok = unsafe {
+        libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) == 0
+            && libc::syscall(libc::SYS_setresgid, gid, gid, gid) == 0
+            && libc::syscall(libc::SYS_setresuid, uid, uid, uid) == 0
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

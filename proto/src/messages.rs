@@ -70,10 +70,14 @@ pub enum HostMsg {
         recursive: bool,
     },
     Health,
+    /// Sent between `Hello` and a file operation: the operation runs with
+    /// this user's credentials, checked by the guest's kernel. Without it
+    /// file operations run as root (hosts before this message existed).
+    AsUser(User),
 }
 
 impl Tagged for HostMsg {
-    const VARIANTS: u64 = 14;
+    const VARIANTS: u64 = 15;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

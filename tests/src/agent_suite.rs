@@ -322,6 +322,72 @@ fn users_and_secrets(c: &AgentClient) {
     );
 }
 
+/// File operations as the agent user (issue 14, item 9): the guest's
+/// kernel checks them as that user, so a files-only token reaches neither
+/// root's files nor other processes' environments, and plants no setuid
+/// binary; as root they still can.
+fn files_as_users(c: &AgentClient) {
+    let sock = c.socket_path().to_path_buf();
+    let agent = AgentClient::new(&sock)
+        .with_timeout(Duration::from_secs(60))
+        .as_user(User::Agent);
+    let root = AgentClient::new(&sock)
+        .with_timeout(Duration::from_secs(60))
+        .as_user(User::Root);
+    // A root-owned secret and a symlink to it the agent user planted.
+    let mut r = req(&[
+        "sh",
+        "-c",
+        "umask 077; echo root-only > /root/secret.txt; ln -sf /root/secret.txt /tmp/link; chown -h agent /tmp/link",
+    ]);
+    r.user = User::Root;
+    let _ = c.exec_collect(r);
+    let mut sink = Vec::new();
+    fact(
+        "as_agent_read_environ",
+        error_kind(&agent.read_file("/proc/1/environ", &mut sink)),
+    );
+    fact(
+        "as_agent_read_root_file",
+        error_kind(&agent.read_file("/root/secret.txt", &mut sink)),
+    );
+    fact(
+        "as_agent_read_via_symlink",
+        error_kind(&agent.read_file("/tmp/link", &mut sink)),
+    );
+    fact(
+        "as_agent_write_etc",
+        error_kind(&agent.write_file("/etc/planted", 0o644, &b"x"[..])),
+    );
+    fact(
+        "as_agent_setuid",
+        error_kind(&agent.write_file("/tmp/suid", 0o4755, &b"x"[..])),
+    );
+    fact(
+        "as_agent_write_tmp",
+        error_kind(&agent.write_file("/tmp/mine.txt", 0o600, &b"mine"[..])),
+    );
+    fact(
+        "as_agent_owner",
+        match agent.stat("/tmp/mine.txt") {
+            Ok(s) => s.uid.to_string(),
+            Err(e) => format!("error:{e}"),
+        },
+    );
+    fact(
+        "as_root_setuid",
+        error_kind(&root.write_file("/tmp/suid", 0o4755, &b"x"[..])),
+    );
+    fact(
+        "as_root_read_root_file",
+        error_kind(&root.read_file("/root/secret.txt", &mut sink)),
+    );
+    match c.health() {
+        Ok(_) => fact("health_after_users", "ok"),
+        Err(e) => fact("health_after_users", format!("error:{e}")),
+    }
+}
+
 /// Speaks badly on purpose; the agent must answer and keep serving.
 fn hostile(c: &AgentClient) {
     let raw = |bytes: &[u8]| -> String {
@@ -375,6 +441,7 @@ pub fn run_suite(sock: &str) {
     stdin_stream(&c);
     stdout_stream(&c);
     files(&c);
+    files_as_users(&c);
     timeouts_and_concurrency(&c);
     signals(&c);
     disconnect_kills(&c);

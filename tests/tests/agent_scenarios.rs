@@ -70,6 +70,22 @@ fn files_round_trip_with_permissions() {
 }
 
 #[test]
+fn file_operations_as_the_agent_user_are_checked_by_the_guest_kernel() {
+    let mut c = checks();
+    c.eq("as_agent_read_environ", "PermissionDenied")
+        .eq("as_agent_read_root_file", "PermissionDenied")
+        .eq("as_agent_read_via_symlink", "PermissionDenied")
+        .eq("as_agent_write_etc", "PermissionDenied")
+        .eq("as_agent_setuid", "InvalidRequest")
+        .eq("as_agent_write_tmp", "ok")
+        .eq("as_agent_owner", "1000")
+        .eq("as_root_setuid", "ok")
+        .eq("as_root_read_root_file", "ok")
+        .eq("health_after_users", "ok");
+    c.finish();
+}
+
+#[test]
 fn timeouts_kill_the_tree_and_concurrent_execs_all_finish() {
     let mut c = checks();
     c.eq("timeout_status", "code:-,signal:9,timed_out:true")

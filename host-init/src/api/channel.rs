@@ -299,9 +299,20 @@ pub enum Call {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Purpose {
-    Exec { argv0: String },
-    ReadFile { path: String },
-    WriteFile { path: String },
+    Exec {
+        argv0: String,
+    },
+    /// `root`: as the guest's root rather than its `agent` user.
+    ReadFile {
+        path: String,
+        #[serde(default)]
+        root: bool,
+    },
+    WriteFile {
+        path: String,
+        #[serde(default)]
+        root: bool,
+    },
 }
 
 /// host-init → API, for a Call: the HTTP status and JSON body to answer

@@ -315,6 +315,16 @@ fn files(shared: &Shared, req: &http::Request, tls: &mut Tls, id: &str) -> Optio
             "path: an absolute path inside the workspace",
         ));
     }
+    let (user, root) = match query(req, "user") {
+        None | Some("agent") => (paddock_proto::User::Agent, false),
+        Some("root") => (paddock_proto::User::Root, true),
+        Some(other) => {
+            return Some(json_error(
+                422,
+                format!("user: {other:?} is not \"agent\" or \"root\""),
+            ))
+        }
+    };
     match req.method.as_str() {
         "PUT" => {
             let mode = match query(req, "mode") {
@@ -334,12 +344,21 @@ fn files(shared: &Shared, req: &http::Request, tls: &mut Tls, id: &str) -> Optio
             if len > MAX_FILE {
                 return Some(body_refusal(http::BodyError::TooLarge(MAX_FILE), "file"));
             }
-            let purpose = Purpose::WriteFile { path: path.clone() };
+            if !root && mode & 0o6000 != 0 {
+                return Some(json_error(
+                    422,
+                    format!("mode {mode:o}: setuid and setgid bits need user=root"),
+                ));
+            }
+            let purpose = Purpose::WriteFile {
+                path: path.clone(),
+                root,
+            };
             let stream = match open_agent(shared, &req.bearer, id, purpose) {
                 Ok((_, s)) => s,
                 Err(refusal) => return Some(refusal),
             };
-            let client = paddock_agent_client::AgentClient::from_connected(stream);
+            let client = paddock_agent_client::AgentClient::from_connected(stream).as_user(user);
             // Streamed from the client to the agent: an upload never sits
             // whole in this process's memory.
             req.body_taken.set(true);
@@ -357,12 +376,15 @@ fn files(shared: &Shared, req: &http::Request, tls: &mut Tls, id: &str) -> Optio
             })
         }
         "GET" => {
-            let purpose = Purpose::ReadFile { path: path.clone() };
+            let purpose = Purpose::ReadFile {
+                path: path.clone(),
+                root,
+            };
             let stream = match open_agent(shared, &req.bearer, id, purpose) {
                 Ok((_, s)) => s,
                 Err(refusal) => return Some(refusal),
             };
-            let client = paddock_agent_client::AgentClient::from_connected(stream);
+            let client = paddock_agent_client::AgentClient::from_connected(stream).as_user(user);
             // Streamed as chunks as the agent sends them; the answer starts
             // with the first bytes, so an error before them is still a status.
             let mut out = ChunkedOut {

@@ -464,6 +464,22 @@ impl Control {
                     _ => Scope::Files,
                 };
                 let ws = self.workspace(tok, &id, scope, what)?;
+                // A file operation as the guest's root reads what its
+                // commands hold (their environments: the workspace's
+                // secrets) and plants setuid binaries: only for a token that
+                // may run commands as root anyway.
+                let as_root = matches!(
+                    purpose,
+                    Purpose::ReadFile { root: true, .. } | Purpose::WriteFile { root: true, .. }
+                );
+                if as_root && !tok.has(Scope::Exec) {
+                    return Err(self.refuse(
+                        403,
+                        "file operations as root need the exec scope too (files alone run as the agent user)",
+                        Some(&tok.id),
+                        what,
+                    ));
+                }
                 if ws.state != WsState::Running {
                     return Err(error(
                         409,
@@ -487,16 +503,20 @@ impl Control {
                             json!({"workspace": ws.id, "token": tok.id, "argv0": argv0}),
                         )
                     }
-                    Purpose::ReadFile { path } => self.audit.record(
+                    Purpose::ReadFile { path, root } => self.audit.record(
                         "file_read",
-                        json!({"workspace": ws.id, "token": tok.id, "path": path}),
+                        json!({"workspace": ws.id, "token": tok.id, "path": path, "user": if *root { "root" } else { "agent" }}),
                     ),
-                    Purpose::WriteFile { path } => self.audit.record(
+                    Purpose::WriteFile { path, root } => self.audit.record(
                         "file_written",
-                        json!({"workspace": ws.id, "token": tok.id, "path": path}),
+                        json!({"workspace": ws.id, "token": tok.id, "path": path, "user": if *root { "root" } else { "agent" }}),
                     ),
                 }
-                let env = self.open_env(&ws)?;
+                // The env (the workspace's secrets) goes to execs only.
+                let env = match purpose {
+                    Purpose::Exec { .. } => self.open_env(&ws)?,
+                    _ => Default::default(),
+                };
                 Ok(Outcome {
                     reply: CallReply {
                         status: 200,
