@@ -32,6 +32,8 @@ pub struct Uplink {
     pub source: &'static str,
     /// Seconds the DHCP lease lasts.
     pub lease_secs: Option<u32>,
+    /// The DHCP server that gave the lease: renewals go to it alone.
+    pub dhcp_server: Option<Ipv4Addr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +140,7 @@ pub fn bring_up(cfg: &Config) -> Result<Uplink, NetError> {
             dns: cfg.dns.clone(),
             source: "static",
             lease_secs: None,
+            dhcp_server: None,
         },
         NetMode::Dhcp => {
             let mac = mac_of(&iface).ok_or_else(|| NetError::Dhcp {
@@ -166,6 +169,7 @@ pub fn bring_up(cfg: &Config) -> Result<Uplink, NetError> {
                 },
                 source: "dhcp",
                 lease_secs: Some(lease.lease_secs),
+                dhcp_server: Some(lease.server),
             }
         }
     };
@@ -192,8 +196,35 @@ pub fn keep_lease(mut up: Uplink, changed: impl Fn(&Uplink) + Send + 'static) {
                 Duration::from_secs(u64::from(up.lease_secs.unwrap_or(3600)).max(60) / 2);
             loop {
                 std::thread::sleep(wait);
-                match dhcp::acquire(&up.interface, mac, Duration::from_secs(60)) {
+                // At half its life (T1) the lease is renewed with its own
+                // server, rebound by broadcast at 7/8 (T2), and only once it
+                // has run out is a new one sought with DISCOVER.
+                let secs = u64::from(up.lease_secs.unwrap_or(3600)).max(60);
+                let renewed = match up.dhcp_server {
+                    Some(server) => dhcp::renew(
+                        &up.interface,
+                        mac,
+                        &dhcp::Lease {
+                            address: up.address,
+                            prefix: up.prefix,
+                            router: up.gateway,
+                            dns: up.dns.clone(),
+                            server,
+                            lease_secs: secs as u32,
+                        },
+                        Duration::from_secs(secs * 3 / 8),
+                        Duration::from_secs(secs / 2),
+                    ),
+                    None => Err("no server to renew with".to_string()),
+                };
+                let result = renewed.or_else(|e| {
+                    warn!("DHCP on {}: {e}; looking for a new lease", up.interface);
+                    dhcp::acquire(&up.interface, mac, Duration::from_secs(60))
+                });
+                match result {
                     Ok(lease) => {
+                        up.dhcp_server = Some(lease.server);
+                        up.lease_secs = Some(lease.lease_secs);
                         wait = Duration::from_secs(u64::from(lease.lease_secs).max(60) / 2);
                         if lease.address != up.address
                             || lease.prefix != up.prefix

@@ -87,6 +87,7 @@ fn receive(
     xid: u32,
     want: MessageType,
     until: Instant,
+    from_whom: &dyn Fn(&Message) -> bool,
 ) -> Result<Option<Message>, String> {
     let mut buf = [0u8; 1500];
     loop {
@@ -111,7 +112,7 @@ fn receive(
         let Ok(msg) = Message::decode(&mut Decoder::new(&buf[..n])) else {
             continue;
         };
-        if msg.xid() != xid || msg.opcode() != Opcode::BootReply {
+        if msg.xid() != xid || msg.opcode() != Opcode::BootReply || !from_whom(&msg) {
             continue;
         }
         match msg.opts().msg_type() {
@@ -175,7 +176,7 @@ pub fn acquire(iface: &str, mac: [u8; 6], total: Duration) -> Result<Lease, Stri
         let step_until = (Instant::now() + wait).min(deadline);
         sock.send_to(&request(mac, xid, MessageType::Discover, None)?, to)
             .map_err(|e| format!("sending DISCOVER: {e}"))?;
-        match receive(&sock, xid, MessageType::Offer, step_until) {
+        match receive(&sock, xid, MessageType::Offer, step_until, &|_| true) {
             Ok(Some(offer)) => {
                 let server = server_of(&offer);
                 let addr = offer.yiaddr();
@@ -189,6 +190,7 @@ pub fn acquire(iface: &str, mac: [u8; 6], total: Duration) -> Result<Lease, Stri
                     xid,
                     MessageType::Ack,
                     (Instant::now() + wait).min(deadline),
+                    &|m| server_of(m) == server,
                 ) {
                     Ok(Some(ack)) => return lease_from(&ack, server),
                     Ok(None) => last_error = "no ACK after REQUEST".into(),
@@ -201,6 +203,87 @@ pub fn acquire(iface: &str, mac: [u8; 6], total: Duration) -> Result<Lease, Stri
         wait = (wait * 2).min(Duration::from_secs(16));
     }
     Err(format!("{last_error} within {total:?}"))
+}
+
+/// A renewal's REQUEST (RFC 2131 4.3.2, RENEWING and REBINDING): our
+/// address in `ciaddr`, no requested-address or server options, unicast
+/// replies.
+fn renewal(mac: [u8; 6], xid: u32, ours: Ipv4Addr) -> Result<Vec<u8>, String> {
+    let mut msg = Message::default();
+    msg.set_opcode(Opcode::BootRequest)
+        .set_xid(xid)
+        .set_ciaddr(ours)
+        .set_chaddr(&mac);
+    let opts = msg.opts_mut();
+    opts.insert(DhcpOption::MessageType(MessageType::Request));
+    let mut id = vec![1u8];
+    id.extend_from_slice(&mac);
+    opts.insert(DhcpOption::ClientIdentifier(id));
+    opts.insert(DhcpOption::ParameterRequestList(vec![
+        OptionCode::SubnetMask,
+        OptionCode::Router,
+        OptionCode::DomainNameServer,
+        OptionCode::AddressLeaseTime,
+    ]));
+    msg.to_vec().map_err(|e| format!("encoding a renewal: {e}"))
+}
+
+/// Whether a reply may extend `lease`: only for the same address, and
+/// while renewing only from the server that gave it. Anything else on the
+/// LAN answering a renewal (a rogue server offering another address or
+/// gateway) is ignored, never followed.
+fn extends(reply: &Message, lease: &Lease, renewing: bool) -> bool {
+    let same_address = match reply.opts().msg_type() {
+        Some(MessageType::Nak) => true,
+        _ => reply.yiaddr() == lease.address,
+    };
+    same_address && (!renewing || server_of(reply) == lease.server)
+}
+
+/// Extends `lease`: REQUESTs sent to its server until `rebind_after`, then
+/// broadcast until `expires` (any server may extend the same address, none
+/// may move it). Err once the lease has run out: only then does the caller
+/// start over with DISCOVER.
+pub fn renew(
+    iface: &str,
+    mac: [u8; 6],
+    lease: &Lease,
+    rebind_after: Duration,
+    expires: Duration,
+) -> Result<Lease, String> {
+    let sock = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68))
+        .map_err(|e| format!("binding port 68: {e}"))?;
+    sock.set_broadcast(true).map_err(|e| e.to_string())?;
+    bind_to_device(&sock, iface)?;
+    let start = Instant::now();
+    let mut wait = Duration::from_secs(4);
+    let mut last_error = String::from("no answer");
+    while start.elapsed() < expires {
+        let renewing = start.elapsed() < rebind_after;
+        let to = if renewing {
+            SocketAddrV4::new(lease.server, 67)
+        } else {
+            SocketAddrV4::new(Ipv4Addr::BROADCAST, 67)
+        };
+        let xid = random_xid();
+        if let Err(e) = sock.send_to(&renewal(mac, xid, lease.address)?, to) {
+            last_error = format!("sending the renewal to {to}: {e}");
+        }
+        let phase_end = if renewing { rebind_after } else { expires };
+        let until = (Instant::now() + wait).min(start + phase_end);
+        match receive(&sock, xid, MessageType::Ack, until, &|m| {
+            extends(m, lease, renewing)
+        }) {
+            Ok(Some(ack)) => return lease_from(&ack, server_of(&ack)),
+            Ok(None) => {}
+            Err(e) => last_error = e,
+        }
+        wait = (wait * 2).min(Duration::from_secs(60));
+    }
+    Err(format!(
+        "the lease on {} ran out ({last_error})",
+        lease.address
+    ))
 }
 
 #[cfg(test)]
@@ -227,5 +310,59 @@ mod tests {
         assert_eq!(lease.router, Some(Ipv4Addr::new(10, 0, 2, 2)));
         ack.set_yiaddr(Ipv4Addr::UNSPECIFIED);
         assert!(lease_from(&ack, Ipv4Addr::LOCALHOST).is_err());
+    }
+
+    #[test]
+    fn a_renewal_goes_to_its_server_and_a_rogue_cannot_move_the_uplink() {
+        let mac = [2, 0, 0, 0, 0, 1];
+        let ours = Ipv4Addr::new(10, 0, 2, 15);
+        let server = Ipv4Addr::new(10, 0, 2, 2);
+        let bytes = renewal(mac, 9, ours).expect("encode");
+        let msg = Message::decode(&mut Decoder::new(&bytes)).expect("decode");
+        assert_eq!(msg.ciaddr(), ours);
+        assert!(msg.opts().get(OptionCode::ServerIdentifier).is_none());
+        assert!(msg.opts().get(OptionCode::RequestedIpAddress).is_none());
+        let lease = Lease {
+            address: ours,
+            prefix: 24,
+            router: Some(server),
+            dns: Vec::new(),
+            server,
+            lease_secs: 3600,
+        };
+        let reply = |from: Ipv4Addr, addr: Ipv4Addr, kind: MessageType| {
+            let mut m = Message::default();
+            m.set_opcode(Opcode::BootReply).set_yiaddr(addr);
+            m.opts_mut().insert(DhcpOption::MessageType(kind));
+            m.opts_mut().insert(DhcpOption::ServerIdentifier(from));
+            m
+        };
+        let rogue = Ipv4Addr::new(10, 0, 2, 66);
+        let elsewhere = Ipv4Addr::new(10, 0, 2, 99);
+        assert!(extends(
+            &reply(server, ours, MessageType::Ack),
+            &lease,
+            true
+        ));
+        assert!(
+            !extends(&reply(rogue, ours, MessageType::Ack), &lease, true),
+            "another server while renewing"
+        );
+        assert!(
+            !extends(&reply(rogue, ours, MessageType::Nak), &lease, true),
+            "a rogue's NAK"
+        );
+        assert!(
+            !extends(&reply(server, elsewhere, MessageType::Ack), &lease, true),
+            "moving the address"
+        );
+        assert!(
+            extends(&reply(rogue, ours, MessageType::Ack), &lease, false),
+            "rebinding: any server, same address"
+        );
+        assert!(
+            !extends(&reply(rogue, elsewhere, MessageType::Ack), &lease, false),
+            "rebinding never moves it"
+        );
     }
 }
