@@ -228,8 +228,12 @@ impl TokenRecord {
                 "ttl_s must be 1 second to 10 years".into(),
             ));
         }
-        let expires_at = now.saturating_add(ttl);
+        let mut expires_at = now.saturating_add(ttl);
         if let Some(p) = self.expires_at {
+            // No ttl asked for: the default, but never past the parent's.
+            if req.ttl_s.is_none() {
+                expires_at = expires_at.min(p);
+            }
             if expires_at > p {
                 return Err(TokenError::Escalation(
                     "an expiry later than the parent's".into(),
@@ -374,6 +378,13 @@ mod tests {
         ));
         let (_, child) = exec.mint(&req(&[Scope::Exec]), 100).expect("subset");
         assert_eq!(child.quotas.max_workspaces, Some(2), "quotas are inherited");
+        let (_, later) = exec
+            .mint(&req(&[Scope::Exec]), 5000)
+            .expect("a default ttl minted later");
+        assert_eq!(
+            later.expires_at, exec.expires_at,
+            "capped at the parent's expiry"
+        );
     }
 
     #[test]
