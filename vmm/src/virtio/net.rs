@@ -181,7 +181,12 @@ pub struct NetWorker {
     counters: Arc<NetCounters>,
     /// A frame read from the tap that no receive buffer has taken yet.
     pending: Option<usize>,
+    /// The received frame (`pending` says how much of it waits).
     frame: Box<[u8; MAX_FRAME + 1]>,
+    /// A transmitted frame on its way to the tap: its own buffer, so a
+    /// transmit never overwrites a received frame still waiting for a
+    /// guest buffer.
+    tx_frame: Box<[u8; MAX_FRAME]>,
     /// Whether epoll reports the tap: off while the guest has no receive
     /// buffer or receiving is throttled, so a waiting frame does not spin us.
     tap_watched: bool,
@@ -205,6 +210,7 @@ impl NetWorker {
             counters,
             pending: None,
             frame: Box::new([0u8; MAX_FRAME + 1]),
+            tx_frame: Box::new([0u8; MAX_FRAME]),
             tap_watched: false,
             timer_armed: false,
             logged: 0,
@@ -293,7 +299,7 @@ impl NetWorker {
             ));
         }
         let len = total - HEADER_LEN;
-        let frame = &mut self.frame[..len];
+        let frame = &mut self.tx_frame[..len];
         if let Err(e) = c.read_at(mem, HEADER_LEN as u64, frame) {
             return self.guest_error(format!("transmit chain: {e}"));
         }
@@ -577,6 +583,33 @@ mod tests {
         let (used, watching) = w.receive(&mem, &mut q).expect("ok");
         assert!(used && watching);
         assert_eq!(tq.used_elem(0), (0, (HEADER_LEN + 64) as u32));
+    }
+
+    #[test]
+    fn a_transmit_leaves_a_waiting_received_frame_intact() {
+        let mem = guest_memory();
+        let (rxq, txq) = (TestQueue::new(&mem, 16), TestQueue::new(&mem, 16));
+        let (mut w, host) = worker(RateLimit::default());
+        host.send(&frame(64, 0x33)).expect("send");
+        let mut rq = rxq.queue();
+        assert!(!w.receive(&mem, &mut rq).expect("ok").0, "no buffer yet");
+        mem.write_slice(&frame(HEADER_LEN + 100, 0x77), GuestAddress(0x30000))
+            .expect("w");
+        txq.set_descs(vec![desc(0x30000, (HEADER_LEN + 100) as u32, 0, 0)]);
+        txq.publish(&[0]);
+        let mut tq = txq.queue();
+        assert!(w.transmit(&mem, &mut tq).expect("ok"));
+        rxq.set_descs(vec![desc(0x10000, 2048, F_WRITE, 0)]);
+        rxq.publish(&[0]);
+        assert!(w.receive(&mem, &mut rq).expect("ok").0);
+        let mut got = vec![0u8; 64];
+        mem.read_slice(&mut got, GuestAddress(0x10000 + HEADER_LEN as u64))
+            .expect("r");
+        assert_eq!(
+            got,
+            frame(64, 0x33),
+            "the guest gets the frame the tap sent"
+        );
     }
 
     #[test]
