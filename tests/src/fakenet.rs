@@ -243,8 +243,20 @@ impl Drop for FakeNet {
 
 /// Reads one request head and answers `server=WHO host=HOST sni=SNI`;
 /// `/slow` trickles a byte every 200 ms for a minute instead; `/big`
-/// sends 32 MiB (for the network benchmark).
+/// sends 32 MiB (for the network benchmark); `/keepalive` answers and then
+/// serves the next request on the same connection, as a shared front end
+/// (a CDN serving many names on one address) does.
 fn answer<S: Read + Write>(mut s: S, first: Option<u8>, who: &str, sni: &str) {
+    let mut first = first;
+    loop {
+        if !answer_one(&mut s, first.take(), who, sni) {
+            return;
+        }
+    }
+}
+
+/// One request; true when the connection stays open for another.
+fn answer_one<S: Read + Write>(s: &mut S, first: Option<u8>, who: &str, sni: &str) -> bool {
     let mut head = Vec::new();
     if let Some(b) = first {
         head.push(b);
@@ -253,7 +265,7 @@ fn answer<S: Read + Write>(mut s: S, first: Option<u8>, who: &str, sni: &str) {
     while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
         match s.read(&mut byte) {
             Ok(1) => head.push(byte[0]),
-            _ => return,
+            _ => return false,
         }
     }
     let text = String::from_utf8_lossy(&head).to_string();
@@ -274,31 +286,34 @@ fn answer<S: Read + Write>(mut s: S, first: Option<u8>, who: &str, sni: &str) {
         let chunk = vec![b'x'; 64 << 10];
         for _ in 0..BIG / chunk.len() {
             if s.write_all(&chunk).is_err() {
-                return;
+                return false;
             }
         }
         let _ = s.flush();
-        return;
+        return false;
     }
     if text.starts_with("GET /slow ") {
         let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 300\r\nConnection: close\r\n\r\n");
         for _ in 0..300 {
             if s.write_all(b".").and_then(|()| s.flush()).is_err() {
-                return;
+                return false;
             }
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
-        return;
+        return false;
     }
+    let keep = text.starts_with("GET /keepalive ");
     let body = format!("server={who} host={host} sni={sni}\n");
-    let _ = s.write_all(
+    let close = if keep { "" } else { "Connection: close\r\n" };
+    let sent = s.write_all(
         format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{close}\r\n{body}",
             body.len()
         )
         .as_bytes(),
     );
     let _ = s.flush();
+    keep && sent.is_ok()
 }
 
 fn serve_http(conn: TcpStream, who: &str, sni: &str) {

@@ -1919,6 +1919,19 @@ fn workspace_networks_deny_by_default_and_open_only_what_is_listed() {
         &format!("curl -s --max-time 15 -H 'Host: other.test' http://{ALLOWED}/"),
     );
     assert!(out.contains("not on this workspace's allowlist"), "{out}");
+    // Smuggling (issue 14, item 3): on one allowed keep-alive connection
+    // to a front end that serves other.test on the same address, a second,
+    // pipelined request for other.test never reaches it.
+    let pipelined = "python3 -c 'import socket\ns=socket.create_connection((\"allowed.test\",80),timeout=15)\ns.sendall(b\"GET /keepalive HTTP/1.1\\r\\nHost: allowed.test\\r\\n\\r\\nGET / HTTP/1.1\\r\\nHost: other.test\\r\\n\\r\\n\")\nd=b\"\"\nwhile True:\n  try:\n    x=s.recv(4096)\n  except Exception:\n    break\n  if not x:\n    break\n  d+=x\nprint(d.decode(errors=\"replace\"))'";
+    let (out, _) = sh(&a, pipelined);
+    assert!(
+        out.contains("host=allowed.test"),
+        "the first request is served: {out}"
+    );
+    assert!(
+        !out.contains("host=other.test"),
+        "the pipelined request reached other.test: {out}"
+    );
     // Raw IP: the listed CIDR and port work, others do not.
     assert!(curl(&a, &format!("http://{RAW_LISTED}:8080/")).starts_with("server=raw-listed"));
     assert_eq!(curl(&a, &format!("http://{RAW_UNLISTED}:8080/")), "");
