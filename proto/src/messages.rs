@@ -195,7 +195,7 @@ mod tests {
     /// is VARIANTS - 1 and encodes as that single byte.
     #[test]
     fn variant_counts_match() {
-        let last_host = postcard::to_stdvec(&HostMsg::Health).expect("enc");
+        let last_host = postcard::to_stdvec(&HostMsg::AsUser(User::Agent)).expect("enc");
         assert_eq!(u64::from(last_host[0]), HostMsg::VARIANTS - 1);
         let last_agent = postcard::to_stdvec(&AgentMsg::Ready(ReadyInfo {
             agent_version: String::new(),
