@@ -6,7 +6,7 @@ use crate::conn::{Conn, ConnError};
 use paddock_proto::{AgentMsg, DirEntry, ErrorKind, FileKind, FileStat, HostMsg, CHUNK};
 use std::fs::{File, Metadata};
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -66,7 +66,15 @@ pub fn write_file(conn: &Conn, path: &str, mode: u32) -> Result<(), ConnError> {
         "{path}.paddock-upload-{}",
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
-    let mut file = match File::create(&tmp) {
+    // A new file, never an existing one: a symlink another user of the
+    // guest planted at this name must not redirect an upload (O_EXCL does
+    // not follow it).
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp);
+    let mut file = match created {
         Ok(f) => f,
         Err(e) => return reply_io(conn, "creating", path, &e),
     };
