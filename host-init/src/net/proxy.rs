@@ -205,10 +205,15 @@ fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egress) {
     if let Some(r) = requests.as_mut() {
         let (vetted, refused) = vet(r, &mut pending);
         if let Some(refused) = refused {
-            // Not even the first request is sent on: nothing of it went up.
             refuse(&id, &format!("{name}: {}", refused.why));
+            // Requests that came before the refused one in the same first
+            // segment (pipelined) go up and get their answers first.
+            if !vetted.is_empty() && upstream.write_all(&vetted).is_ok() {
+                relay_until_quiet(&mut upstream, &mut conn);
+            }
             let _ = conn.write_all(&refused.response());
             let _ = conn.shutdown(Shutdown::Both);
+            let _ = upstream.shutdown(Shutdown::Both);
             return;
         }
         if upstream.write_all(&vetted).is_err() {
@@ -230,6 +235,18 @@ fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egress) {
             requests: requests.map(|r| (r, pending)),
         },
     );
+}
+
+/// Copies the upstream's answers to the client until it closes or has
+/// been quiet for RECHECK (the answers to the requests already sent).
+fn relay_until_quiet(upstream: &mut TcpStream, client: &mut TcpStream) {
+    let _ = upstream.set_read_timeout(Some(RECHECK));
+    let mut buf = [0u8; 16 << 10];
+    while let Ok(n) = upstream.read(&mut buf) {
+        if n == 0 || client.write_all(&buf[..n]).is_err() {
+            return;
+        }
+    }
 }
 
 /// Takes the bytes of `pending` that `requests` allows to go upstream,
