@@ -14,6 +14,7 @@ use crate::{info, warn};
 use serde_json::{json, Value};
 mod links;
 mod ports;
+mod quarantine;
 mod token_calls;
 
 use std::os::fd::OwnedFd;
@@ -23,8 +24,6 @@ use std::time::Duration;
 
 /// Host memory kept for host-init, the API and the kernel.
 const HOST_RESERVE_MIB: u64 = 1024;
-/// Disk kept free on the data partition.
-const DISK_RESERVE_MIB: u64 = 1024;
 /// How often an expired workspace whose destruction failed is tried again.
 const EXPIRY_RETRY_S: u64 = 60;
 
@@ -84,12 +83,6 @@ fn mem_total_mib() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map(|kb| kb / 1024)
-        .unwrap_or(0)
-}
-
-fn data_fs_mib() -> u64 {
-    nix::sys::statvfs::statvfs("/data")
-        .map(|s| (s.blocks() * s.fragment_size()) >> 20)
         .unwrap_or(0)
 }
 
@@ -682,76 +675,6 @@ impl Control {
         Ok(())
     }
 
-    /// Quarantine (docs/runbook.md): freeze it below the guest, so it runs
-    /// nothing more; refuse every way in (exec and files need a running
-    /// workspace; it has no network yet); revoke the tokens scoped to it;
-    /// take the forensic snapshot. The VMM stays frozen, memory and all,
-    /// until an admin stops or deletes the workspace.
-    fn quarantine(&self, tok: &TokenRecord, mut ws: WorkspaceRecord) -> Result<Outcome, Outcome> {
-        if ws.state != WsState::Running {
-            return Err(error(
-                409,
-                format!(
-                    "workspace {} is {:?}; only a running workspace can be quarantined",
-                    ws.id, ws.state
-                ),
-            ));
-        }
-        let jail = crate::workspaces::pid(&ws.id)
-            .ok_or_else(|| error(409, format!("the VMM of {} is not running", ws.id)))?;
-        forensics::freeze(&runner::cgroup_dir(&ws.id)).map_err(|e| error(500, e.to_string()))?;
-        // Cut its network: without its entry, its tap reaches nothing (not
-        // even the resolver) and its open proxied connections find no policy.
-        if let Err(e) = crate::net::firewall::remove(&ws.id) {
-            warn!("quarantine of {}: removing its network: {e}", ws.id);
-        }
-        ws.state = WsState::Quarantined;
-        self.store.put(WORKSPACES, &ws.id, &ws).map_err(store_err)?;
-        let mut revoked = Vec::new();
-        let tokens: Vec<TokenRecord> = self.tree().all().cloned().collect();
-        for mut t in tokens {
-            let scoped = t
-                .workspace_ids
-                .as_ref()
-                .is_some_and(|ids| ids.contains(&ws.id));
-            if scoped && !t.revoked {
-                t.revoked = true;
-                self.save_token(&t)?;
-                self.audit.record(
-                    "token_revoked",
-                    json!({"token": t.id, "by": tok.id, "reason": "quarantine", "workspace": ws.id}),
-                );
-                revoked.push(t.id);
-            }
-        }
-        self.audit.record(
-            "workspace_quarantined",
-            json!({"workspace": ws.id, "token": tok.id, "revoked_tokens": revoked}),
-        );
-        warn!("workspace {} quarantined by {}", ws.id, tok.id);
-        let vmm = forensics::vmm_pid(jail)
-            .ok_or_else(|| error(500, format!("the VMM of {} was not found", ws.id)))?;
-        let trail = self
-            .audit
-            .read(&[("workspace".to_string(), ws.id.clone())], 100_000);
-        let manifest = forensics::snapshot(&ws, vmm, &trail, now_s(), &tok.id).map_err(|e| {
-            error(
-                500,
-                format!(
-                    "the workspace is frozen and its tokens revoked, but the snapshot failed: {e}"
-                ),
-            )
-        })?;
-        self.audit.record(
-            "forensics_taken",
-            json!({"workspace": ws.id, "token": tok.id, "files": manifest["files"]}),
-        );
-        Ok(reply(
-            200,
-            json!({"workspace": ws.public(), "revoked_tokens": revoked, "snapshot": manifest}),
-        ))
-    }
-
     /// New rate limits on a running workspace's disk, applied by its VMM
     /// before the guest's next request and kept in its record.
     fn set_limits(
@@ -973,20 +896,11 @@ impl Control {
                     what,
                 ));
             }
-            let used_disk: u64 = all
-                .iter()
-                .filter(|w| w.state != WsState::Lost)
-                .map(|w| w.disk_mib + super::console::LOG_DISK_MIB)
-                .sum();
-            let disk_cap = data_fs_mib().saturating_sub(DISK_RESERVE_MIB);
-            if used_disk + spec.disk_mib + super::console::LOG_DISK_MIB > disk_cap {
+            let need = spec.disk_mib + super::console::LOG_DISK_MIB;
+            if let Err(why) = super::space::Partition::now(&all).admits(need, false) {
                 return Err(self.refuse(
                     409,
-                    &format!(
-                        "capacity: {} MiB of disk requested, {} MiB free",
-                        spec.disk_mib,
-                        disk_cap.saturating_sub(used_disk)
-                    ),
+                    &format!("capacity: {} MiB of disk requested: {why}", spec.disk_mib),
                     Some(&tok.id),
                     what,
                 ));
