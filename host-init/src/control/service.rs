@@ -15,6 +15,8 @@ use serde_json::{json, Value};
 mod links;
 mod ports;
 mod quarantine;
+#[cfg(test)]
+mod tests;
 mod token_calls;
 
 use std::os::fd::OwnedFd;
@@ -180,57 +182,62 @@ impl Control {
     pub fn expire_loop(self: Arc<Self>) {
         loop {
             std::thread::sleep(Duration::from_millis(500));
-            let now = now_s();
-            let Ok(all) = self.store.list::<WorkspaceRecord>(WORKSPACES) else {
+            self.expire_due(now_s(), runner::destroy);
+        }
+    }
+
+    /// Destroys (with `destroy`) the workspaces whose TTL passed by `now`,
+    /// except those whose last failed attempt asks to wait.
+    fn expire_due(&self, now: u64, destroy: impl Fn(&str) -> Result<(), runner::RunError>) {
+        let Ok(all) = self.store.list::<WorkspaceRecord>(WORKSPACES) else {
+            return;
+        };
+        for ws in all.into_iter().filter(|w| {
+            w.expires_at <= now && !matches!(w.state, WsState::Starting | WsState::Quarantined)
+        }) {
+            if self
+                .expiry_retry
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&ws.id)
+                .is_some_and(|t| *t > now)
+            {
                 continue;
-            };
-            for ws in all.into_iter().filter(|w| {
-                w.expires_at <= now && !matches!(w.state, WsState::Starting | WsState::Quarantined)
-            }) {
-                if self
+            }
+            if let Err(e) = destroy(&ws.id) {
+                // The record stays: it is what names the disk and key
+                // still to erase, and what lets an admin see and retry.
+                let first = self
                     .expiry_retry
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .get(&ws.id)
-                    .is_some_and(|t| *t > now)
-                {
-                    continue;
-                }
-                if let Err(e) = runner::destroy(&ws.id) {
-                    // The record stays: it is what names the disk and key
-                    // still to erase, and what lets an admin see and retry.
-                    let first = self
-                        .expiry_retry
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(ws.id.clone(), now + EXPIRY_RETRY_S)
-                        .is_none();
-                    if first {
-                        self.audit.record(
-                            "workspace_expiry_failed",
-                            json!({"workspace": ws.id, "reason": e.to_string(), "retry_every_s": EXPIRY_RETRY_S}),
-                        );
-                    }
-                    warn!(
-                        "expiring {}: {e}; its record stays and it is retried",
-                        ws.id
+                    .insert(ws.id.clone(), now + EXPIRY_RETRY_S)
+                    .is_none();
+                if first {
+                    self.audit.record(
+                        "workspace_expiry_failed",
+                        json!({"workspace": ws.id, "reason": e.to_string(), "retry_every_s": EXPIRY_RETRY_S}),
                     );
-                    continue;
                 }
-                self.expiry_retry
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&ws.id);
-                // Written before the record goes, so whoever sees it gone
-                // finds the reason already in the log.
-                self.audit.record(
-                    "workspace_expired",
-                    json!({"workspace": ws.id, "owner": ws.owner, "ttl_ended_at": ws.expires_at}),
+                warn!(
+                    "expiring {}: {e}; its record stays and it is retried",
+                    ws.id
                 );
-                let _ = self.store.delete(WORKSPACES, &ws.id);
-                self.drop_links_of(&ws.id);
-                info!("workspace {} expired (TTL) and was destroyed", ws.id);
+                continue;
             }
+            self.expiry_retry
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&ws.id);
+            // Written before the record goes, so whoever sees it gone
+            // finds the reason already in the log.
+            self.audit.record(
+                "workspace_expired",
+                json!({"workspace": ws.id, "owner": ws.owner, "ttl_ended_at": ws.expires_at}),
+            );
+            let _ = self.store.delete(WORKSPACES, &ws.id);
+            self.drop_links_of(&ws.id);
+            info!("workspace {} expired (TTL) and was destroyed", ws.id);
         }
     }
 
