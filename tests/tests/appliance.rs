@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+#[path = "appliance/egress_share.rs"]
+mod egress_share;
 #[path = "appliance/tenants.rs"]
 mod tenants;
 
@@ -1967,6 +1969,15 @@ fn workspace_networks_deny_by_default_and_open_only_what_is_listed() {
     );
     assert!(code != 0 || !out.contains("10.0.2.15"), "{out}");
     assert_eq!(curl(&rebind, "http://rebind.test/"), "");
+    // The proxy's connections shared: A holds its share, the other still
+    // connects (given allowed.test for it).
+    let (code, body) = call(
+        "PUT",
+        &format!("/v1/workspaces/{rebind}/egress"),
+        Some(r#"{"domains": ["allowed.test"]}"#),
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    egress_share::a_greedy_workspace_leaves_the_proxy_to_the_others(&sh, &a, &rebind);
     call("DELETE", &format!("/v1/workspaces/{rebind}"), None);
 
     // A and B cannot see each other: direct IP, broadcast.
