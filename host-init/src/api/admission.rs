@@ -18,11 +18,20 @@ pub const MAX_PER_ADDRESS: usize = 32;
 pub const MAX_PER_TENANT: usize = 8;
 /// Connection slots only admin tokens' requests may use.
 pub const ADMIN_RESERVE: usize = 32;
+/// Connections taken beyond the caps above, on a shorter head deadline, so
+/// that a client over them gets an answer (health, an admin's request, or
+/// 503 saying why) rather than a reset.
+pub const MAX_OVERFLOW: usize = 16;
+/// Overflow connections one address may hold: a flooding address cannot
+/// take the overflow for everyone else.
+pub const MAX_OVERFLOW_PER_ADDRESS: usize = 2;
 
 #[derive(Default)]
 struct State {
     connections: usize,
     per_address: HashMap<IpAddr, usize>,
+    overflow: usize,
+    overflow_per_address: HashMap<IpAddr, usize>,
     tenant_requests: usize,
     per_tenant: HashMap<String, usize>,
 }
@@ -49,6 +58,15 @@ pub enum Refusal {
 pub struct Connection {
     admission: Arc<Admission>,
     address: IpAddr,
+    overflow: bool,
+}
+
+impl Connection {
+    /// Whether this is an overflow slot: the client was over a cap, and
+    /// only health and admin requests are served on it.
+    pub fn is_overflow(&self) -> bool {
+        self.overflow
+    }
 }
 
 /// A tenant's request slot, given back on drop.
@@ -71,19 +89,29 @@ impl Admission {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A slot for a new connection from `address`, or None (over the
-    /// global or the per-address cap).
+    /// A slot for a new connection from `address`: a regular one, an
+    /// overflow one when the global or the per-address cap is reached, or
+    /// None when the overflow is full too (the connection is closed unread).
     pub fn connect(self: &Arc<Self>, address: IpAddr) -> Option<Connection> {
         let mut s = self.lock();
         let mine = s.per_address.get(&address).copied().unwrap_or(0);
-        if s.connections >= MAX_CONNECTIONS || mine >= MAX_PER_ADDRESS {
-            return None;
-        }
-        s.connections += 1;
-        *s.per_address.entry(address).or_insert(0) += 1;
+        let overflow = if s.connections < MAX_CONNECTIONS && mine < MAX_PER_ADDRESS {
+            s.connections += 1;
+            *s.per_address.entry(address).or_insert(0) += 1;
+            false
+        } else {
+            let mine = s.overflow_per_address.get(&address).copied().unwrap_or(0);
+            if s.overflow >= MAX_OVERFLOW || mine >= MAX_OVERFLOW_PER_ADDRESS {
+                return None;
+            }
+            s.overflow += 1;
+            *s.overflow_per_address.entry(address).or_insert(0) += 1;
+            true
+        };
         Some(Connection {
             admission: self.clone(),
             address,
+            overflow,
         })
     }
 
@@ -117,8 +145,13 @@ impl Admission {
 impl Drop for Connection {
     fn drop(&mut self) {
         let mut s = self.admission.lock();
-        s.connections = s.connections.saturating_sub(1);
-        dec(&mut s.per_address, &self.address);
+        if self.overflow {
+            s.overflow = s.overflow.saturating_sub(1);
+            dec(&mut s.overflow_per_address, &self.address);
+        } else {
+            s.connections = s.connections.saturating_sub(1);
+            dec(&mut s.per_address, &self.address);
+        }
     }
 }
 
@@ -127,6 +160,49 @@ impl Drop for TenantRequest {
         let mut s = self.admission.lock();
         s.tenant_requests = s.tenant_requests.saturating_sub(1);
         dec(&mut s.per_tenant, &self.tenant);
+    }
+}
+
+/// A counting semaphore for work whose memory must not pile up across
+/// threads (reading and parsing bodies).
+pub struct Permits {
+    used: Mutex<usize>,
+    freed: std::sync::Condvar,
+    max: usize,
+}
+
+/// One of a `Permits`, given back on drop.
+pub struct Permit<'a>(&'a Permits);
+
+impl Permits {
+    pub const fn new(max: usize) -> Permits {
+        Permits {
+            used: Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+            max,
+        }
+    }
+
+    /// A permit, waiting at most `wait` for one to come free.
+    pub fn take(&self, wait: std::time::Duration) -> Option<Permit<'_>> {
+        let used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut used, _) = self
+            .freed
+            .wait_timeout_while(used, wait, |u| *u >= self.max)
+            .unwrap_or_else(|e| e.into_inner());
+        if *used >= self.max {
+            return None;
+        }
+        *used += 1;
+        Some(Permit(self))
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut used = self.0.used.lock().unwrap_or_else(|e| e.into_inner());
+        *used = used.saturating_sub(1);
+        self.0.freed.notify_one();
     }
 }
 
@@ -141,10 +217,39 @@ mod tests {
         let held: Vec<Connection> = (0..MAX_PER_ADDRESS)
             .map(|_| a.connect(ip).expect("slot"))
             .collect();
-        assert!(a.connect(ip).is_none(), "per-address cap");
-        assert!(a.connect("192.0.2.2".parse().expect("ip")).is_some());
-        drop(held);
-        assert!(a.connect(ip).is_some(), "slots come back");
+        assert!(held.iter().all(|c| !c.is_overflow()));
+        let over: Vec<Connection> = (0..MAX_OVERFLOW_PER_ADDRESS)
+            .map(|_| a.connect(ip).expect("an overflow slot"))
+            .collect();
+        assert!(over.iter().all(Connection::is_overflow), "per-address cap");
+        assert!(a.connect(ip).is_none(), "the overflow's per-address cap");
+        let other = a.connect("192.0.2.2".parse().expect("ip")).expect("slot");
+        assert!(!other.is_overflow());
+        drop((held, over, other));
+        assert!(
+            a.connect(ip).is_some_and(|c| !c.is_overflow()),
+            "slots come back"
+        );
+
+        // Over the global cap, every address gets a little overflow, no more.
+        let all: Vec<Connection> = (0..MAX_CONNECTIONS)
+            .map(|i| {
+                let ip = IpAddr::from([10, 0, (i / 200) as u8, (i % 200) as u8]);
+                a.connect(ip).expect("slot")
+            })
+            .collect();
+        let spill: Vec<Connection> = (0..MAX_OVERFLOW)
+            .map(|i| {
+                a.connect(IpAddr::from([10, 1, 0, i as u8]))
+                    .expect("overflow")
+            })
+            .collect();
+        assert!(spill.iter().all(Connection::is_overflow));
+        assert!(
+            a.connect(IpAddr::from([10, 2, 0, 1])).is_none(),
+            "overflow full"
+        );
+        drop((all, spill));
 
         let reqs: Vec<_> = (0..MAX_PER_TENANT)
             .map(|_| a.request("tok_a", false).expect("slot"))
@@ -163,5 +268,23 @@ mod tests {
             .collect();
         assert_eq!(a.request("tok_z", false).err(), Some(Refusal::Busy));
         drop(many);
+    }
+
+    #[test]
+    fn permits_are_counted_and_waited_for() {
+        let p = Permits::new(2);
+        let a = p.take(std::time::Duration::ZERO).expect("first");
+        let _b = p.take(std::time::Duration::ZERO).expect("second");
+        assert!(p.take(std::time::Duration::from_millis(10)).is_none());
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                drop(a);
+            });
+            assert!(
+                p.take(std::time::Duration::from_secs(10)).is_some(),
+                "a waiter gets the permit given back"
+            );
+        });
     }
 }
