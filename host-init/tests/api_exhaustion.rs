@@ -1,8 +1,8 @@
 //! The API process against what api_flood.rs leaves out (issue 14, item
 //! 2): clients over the connection caps, bodies trickled before
 //! authentication, execs whose client went away, uploads streamed to a
-//! (fake) agent, and JSON bodies built to take many times their size once
-//! parsed. Loopback only; each test runs its own API process.
+//! (fake) agent, JSON bodies built to take many times their size once
+//! parsed, and token guessing. Loopback only; each test runs its own API process.
 
 use paddock_init::api::admission::{MAX_CONNECTIONS, MAX_PER_ADDRESS};
 use paddock_init::api::channel::{Call, CallReply, Init, Purpose, StatusReply};
@@ -25,6 +25,8 @@ use common::KillOnDrop;
 /// What the fake control plane and agent saw.
 #[derive(Default)]
 struct Seen {
+    /// Who-am-I calls: every authentication the API process asked for.
+    who_am_i: AtomicUsize,
     /// Calls past who-am-I that reached the control plane.
     forwarded: AtomicUsize,
     /// Exec sessions whose host side closed (the agent would kill the command).
@@ -99,6 +101,9 @@ fn fake_upload(mut s: UnixStream, seen: Arc<Seen>) {
 /// other gets 401. Agent connections go to the fakes above.
 fn control(seen: Arc<Seen>) -> impl Fn(&str, Call) -> Outcome {
     move |auth, call| {
+        if matches!(call, Call::WhoAmI) {
+            seen.who_am_i.fetch_add(1, Ordering::SeqCst);
+        }
         let admin = match auth {
             "admin" => true,
             "tenant" => false,
@@ -512,4 +517,37 @@ fn json_bodies_are_parsed_a_few_at_a_time() {
     let hwm = proc_kib(api.pid, "VmHWM");
     // The old server: about 125 MiB; now about 36.
     assert!(hwm < 64 * 1024, "peak RSS {hwm} KiB for 8 such requests");
+}
+
+#[test]
+fn guessing_tokens_is_slowed_per_address() {
+    use paddock_init::api::admission::MAX_AUTH_FAILURES;
+    let api = start();
+    let list = format!("https://127.0.0.1:{}/v1/workspaces", api.port);
+    let tries = MAX_AUTH_FAILURES as usize + 5;
+    let codes: Vec<String> = (0..tries)
+        .map(|i| {
+            let bearer = format!("Authorization: Bearer guess{i}");
+            curl("127.0.0.50", &["-H", &bearer, &list]).0
+        })
+        .collect();
+    let refused = codes.iter().filter(|c| *c == "401").count();
+    let slowed = codes.iter().filter(|c| *c == "429").count();
+    // Every failure is an audit event host-init writes and syncs: the old
+    // server let a guesser write them as fast as it could send.
+    assert_eq!(
+        (refused, slowed),
+        (MAX_AUTH_FAILURES as usize, 5),
+        "{codes:?}"
+    );
+    assert_eq!(
+        api.seen.who_am_i.load(Ordering::SeqCst),
+        MAX_AUTH_FAILURES as usize,
+        "the slowed ones never reached host-init"
+    );
+    assert_eq!(
+        curl("127.0.0.51", &["-H", "Authorization: Bearer tenant", &list]).0,
+        "200",
+        "another address is not slowed"
+    );
 }

@@ -25,6 +25,14 @@ pub const MAX_OVERFLOW: usize = 16;
 /// Overflow connections one address may hold: a flooding address cannot
 /// take the overflow for everyone else.
 pub const MAX_OVERFLOW_PER_ADDRESS: usize = 2;
+/// Failed authentications one address may have in `AUTH_WINDOW`; beyond,
+/// its requests get 429 without reaching host-init. Each failure there is
+/// an audit event written and synced, so a guessing client would otherwise
+/// rotate the audit log's real events away and slow every audited call.
+pub const MAX_AUTH_FAILURES: u32 = 20;
+pub const AUTH_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+/// Addresses remembered for failures before the stale ones are dropped.
+const AUTH_FAILURE_ADDRESSES: usize = 4096;
 
 #[derive(Default)]
 struct State {
@@ -34,6 +42,8 @@ struct State {
     overflow_per_address: HashMap<IpAddr, usize>,
     tenant_requests: usize,
     per_tenant: HashMap<String, usize>,
+    /// Per address: when its current window started, failures in it.
+    auth_failures: HashMap<IpAddr, (std::time::Instant, u32)>,
 }
 
 #[derive(Default)]
@@ -113,6 +123,35 @@ impl Admission {
             address,
             overflow,
         })
+    }
+
+    /// Whether `address` failed authentication too often lately.
+    pub fn auth_blocked(&self, address: IpAddr) -> bool {
+        let s = self.lock();
+        s.auth_failures
+            .get(&address)
+            .is_some_and(|(since, n)| since.elapsed() < AUTH_WINDOW && *n >= MAX_AUTH_FAILURES)
+    }
+
+    /// Counts a failed authentication from `address`.
+    pub fn auth_failed(&self, address: IpAddr) {
+        let mut s = self.lock();
+        if s.auth_failures.len() >= AUTH_FAILURE_ADDRESSES {
+            s.auth_failures
+                .retain(|_, (since, _)| since.elapsed() < AUTH_WINDOW);
+        }
+        if s.auth_failures.len() >= AUTH_FAILURE_ADDRESSES {
+            // Still full of fresh entries: many addresses failing at once.
+            // Forgetting one lets it guess a little more; growing without
+            // bound would let a flood of addresses take the memory.
+            return;
+        }
+        let now = std::time::Instant::now();
+        let entry = s.auth_failures.entry(address).or_insert((now, 0));
+        if entry.0.elapsed() >= AUTH_WINDOW {
+            *entry = (now, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
     }
 
     /// Admits an authenticated request: admins always (their connection
@@ -268,6 +307,18 @@ mod tests {
             .collect();
         assert_eq!(a.request("tok_z", false).err(), Some(Refusal::Busy));
         drop(many);
+    }
+
+    #[test]
+    fn failed_authentications_are_counted_per_address() {
+        let a = Arc::new(Admission::default());
+        let ip: IpAddr = "192.0.2.9".parse().expect("ip");
+        for _ in 0..MAX_AUTH_FAILURES {
+            assert!(!a.auth_blocked(ip));
+            a.auth_failed(ip);
+        }
+        assert!(a.auth_blocked(ip));
+        assert!(!a.auth_blocked("192.0.2.10".parse().expect("ip")));
     }
 
     #[test]

@@ -2,12 +2,12 @@
 //! deadlines that bound what a client can hold before it is authenticated,
 //! authentication on the head, admission (api::admission), and the request.
 
-use super::admission::{Refusal, MAX_CONNECTIONS, MAX_PER_ADDRESS};
+use super::admission::{Refusal, AUTH_WINDOW, MAX_CONNECTIONS, MAX_PER_ADDRESS};
 use super::channel::Call;
 use super::http;
 use super::server::{allowed_methods, call, json_error, route, segments, Shared, Tls, MAX_DRAIN};
 use serde_json::Value;
-use std::net::TcpStream;
+use std::net::{IpAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 /// Longest any single read or write may wait (an idle body, a stalled client).
@@ -118,9 +118,9 @@ fn who(shared: &Shared, bearer: &str) -> Result<(String, bool), (u16, Value)> {
     }
 }
 
-/// Serves one connection; `overflow`: it came in over a connection cap, so
-/// only health and admin tokens' requests are served on it.
-pub fn handle(shared: &Shared, tcp: TcpStream, overflow: bool) {
+/// Serves one connection from `address`; `overflow`: it came in over a
+/// connection cap, so only health and admin tokens' requests are served on it.
+pub fn handle(shared: &Shared, tcp: TcpStream, address: IpAddr, overflow: bool) {
     let _ = tcp.set_write_timeout(Some(IO_TIMEOUT));
     keepalive(&tcp);
     let Ok(conn) = rustls::ServerConnection::new(shared.tls.clone()) else {
@@ -140,7 +140,7 @@ pub fn handle(shared: &Shared, tcp: TcpStream, overflow: bool) {
         Ok(req) => {
             // A body (once admitted) is read with the idle timeout per read.
             tls.sock.set_deadline(None);
-            let answer = serve(shared, &req, &mut tls, overflow);
+            let answer = serve(shared, &req, &mut tls, address, overflow);
             if answer.is_some() {
                 // Whatever body nobody took gets a short deadline, whoever
                 // sent it: a trickled body never holds a connection.
@@ -167,6 +167,7 @@ fn serve(
     shared: &Shared,
     req: &http::Request,
     tls: &mut Tls,
+    address: IpAddr,
     overflow: bool,
 ) -> Option<(u16, Value)> {
     let allowed = allowed_methods(&segments(&req.path));
@@ -174,9 +175,23 @@ fn serve(
         // Health, or no such endpoint: neither takes a token nor a body.
         return route(shared, req, tls);
     }
+    if shared.admission.auth_blocked(address) {
+        return Some(json_error(
+            429,
+            format!(
+                "too many failed authentications from this address; retry in {} s",
+                AUTH_WINDOW.as_secs()
+            ),
+        ));
+    }
     let (tenant, admin) = match who(shared, &req.bearer) {
         Ok(id) => id,
-        Err(refusal) => return Some(refusal),
+        Err(refusal) => {
+            if refusal.0 == 401 {
+                shared.admission.auth_failed(address);
+            }
+            return Some(refusal);
+        }
     };
     if overflow && !admin {
         return Some(json_error(

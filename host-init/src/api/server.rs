@@ -507,7 +507,7 @@ pub fn main() -> std::process::ExitCode {
             .stack_size(THREAD_STACK)
             .spawn(move || {
                 let overflow = slot.is_overflow();
-                handle(&s, tcp, overflow);
+                handle(&s, tcp, address, overflow);
                 drop(slot);
             });
     }

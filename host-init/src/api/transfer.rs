@@ -44,7 +44,7 @@ pub fn exec(shared: &Shared, req: &http::Request, tls: &mut Tls, id: &str) -> Op
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
     let large = req.content_length.unwrap_or(0) > super::server::MAX_FORWARDED_JSON;
-    let _large = match large.then(|| LARGE_BODIES.take(Duration::ZERO)) {
+    let large = match large.then(|| LARGE_BODIES.take(Duration::ZERO)) {
         Some(None) => {
             return Some(json_error(
                 503,
@@ -89,6 +89,7 @@ pub fn exec(shared: &Shared, req: &http::Request, tls: &mut Tls, id: &str) -> Op
         Some(Ok(bytes)) => Some(bytes),
         Some(Err(e)) => return Some(json_error(422, format!("stdin: not base64: {e}"))),
     };
+    drop(body.stdin);
     let argv0 = body.argv[0].clone();
     let purpose = Purpose::Exec {
         argv0: argv0.clone(),
@@ -120,8 +121,12 @@ pub fn exec(shared: &Shared, req: &http::Request, tls: &mut Tls, id: &str) -> Op
         _ => return Some(json_error(503, "out of descriptors; retry shortly")),
     };
     let client = paddock_agent_client::AgentClient::from_connected(stream);
-    let input: Option<Box<dyn std::io::Read + Send>> =
-        stdin.map(|b| Box::new(std::io::Cursor::new(b)) as Box<dyn std::io::Read + Send>);
+    let input: Option<Box<dyn std::io::Read + Send>> = stdin.map(|b| {
+        Box::new(Stdin {
+            bytes: std::io::Cursor::new(b),
+            large,
+        }) as Box<dyn std::io::Read + Send>
+    });
     let finished = AtomicBool::new(false);
     let result = std::thread::scope(|s| {
         s.spawn(|| watch_client(&client_end, &agent_end, &finished));
@@ -334,6 +339,24 @@ impl std::io::Write for ChunkedOut<'_> {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// An exec's stdin, held until the agent has taken it all: then its memory
+/// and its `LARGE_BODIES` permit (if it came in a large request) go back.
+struct Stdin {
+    bytes: std::io::Cursor<Vec<u8>>,
+    large: Option<super::admission::Permit<'static>>,
+}
+
+impl std::io::Read for Stdin {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.bytes.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.bytes = std::io::Cursor::new(Vec::new());
+            self.large = None;
+        }
+        Ok(n)
     }
 }
 
