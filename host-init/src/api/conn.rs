@@ -214,5 +214,8 @@ fn serve(
         let _ = http::write_not_allowed(tls, methods);
         return None;
     }
+    if http::write_continue(tls, req).is_err() {
+        return None;
+    }
     route(shared, req, tls)
 }
