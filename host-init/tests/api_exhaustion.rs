@@ -550,4 +550,14 @@ fn guessing_tokens_is_slowed_per_address() {
         "200",
         "another address is not slowed"
     );
+    assert_eq!(
+        curl("127.0.0.50", &["-H", "Authorization: Bearer tenant", &list]).0,
+        "200",
+        "nor a token that authenticated lately, from the slowed address"
+    );
+    assert_eq!(
+        curl("127.0.0.50", &["-H", "Authorization: Bearer admin", &list]).0,
+        "429",
+        "a token not seen lately waits out the window there"
+    );
 }

@@ -33,6 +33,11 @@ pub const MAX_AUTH_FAILURES: u32 = 20;
 pub const AUTH_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 /// Addresses remembered for failures before the stale ones are dropped.
 const AUTH_FAILURE_ADDRESSES: usize = 4096;
+/// Bearers that authenticated lately (by hash) pass an address's guessing
+/// limit, so one client's bad token does not lock out others behind the
+/// same address; host-init still checks them on every request.
+const KNOWN_BEARERS: usize = 4096;
+const KNOWN_BEARER_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 
 #[derive(Default)]
 struct State {
@@ -44,6 +49,13 @@ struct State {
     per_tenant: HashMap<String, usize>,
     /// Per address: when its current window started, failures in it.
     auth_failures: HashMap<IpAddr, (std::time::Instant, u32)>,
+    /// SHA-256 of bearers host-init accepted, and when.
+    known_bearers: HashMap<[u8; 32], std::time::Instant>,
+}
+
+fn bearer_hash(bearer: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bearer.as_bytes()).into()
 }
 
 #[derive(Default)]
@@ -131,6 +143,27 @@ impl Admission {
         s.auth_failures
             .get(&address)
             .is_some_and(|(since, n)| since.elapsed() < AUTH_WINDOW && *n >= MAX_AUTH_FAILURES)
+    }
+
+    /// Whether host-init accepted `bearer` lately.
+    pub fn known_bearer(&self, bearer: &str) -> bool {
+        let s = self.lock();
+        s.known_bearers
+            .get(&bearer_hash(bearer))
+            .is_some_and(|at| at.elapsed() < KNOWN_BEARER_TTL)
+    }
+
+    /// Notes that host-init accepted `bearer`.
+    pub fn accepted_bearer(&self, bearer: &str) {
+        let mut s = self.lock();
+        if s.known_bearers.len() >= KNOWN_BEARERS {
+            s.known_bearers
+                .retain(|_, at| at.elapsed() < KNOWN_BEARER_TTL);
+        }
+        if s.known_bearers.len() < KNOWN_BEARERS {
+            s.known_bearers
+                .insert(bearer_hash(bearer), std::time::Instant::now());
+        }
     }
 
     /// Counts a failed authentication from `address`.
@@ -319,6 +352,10 @@ mod tests {
         }
         assert!(a.auth_blocked(ip));
         assert!(!a.auth_blocked("192.0.2.10".parse().expect("ip")));
+        assert!(!a.known_bearer("pdk_good"));
+        a.accepted_bearer("pdk_good");
+        assert!(a.known_bearer("pdk_good"));
+        assert!(!a.known_bearer("pdk_other"));
     }
 
     #[test]

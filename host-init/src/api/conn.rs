@@ -175,7 +175,13 @@ fn serve(
         // Health, or no such endpoint: neither takes a token nor a body.
         return route(shared, req, tls);
     }
-    if shared.admission.auth_blocked(address) {
+    if req.bearer.is_empty() {
+        // No credential is not a guess, and not worth an audit event each:
+        // a client sending none as fast as it can would otherwise write
+        // host-init's audit log as fast (the same answer host-init gives).
+        return Some(json_error(401, "missing bearer token"));
+    }
+    if shared.admission.auth_blocked(address) && !shared.admission.known_bearer(&req.bearer) {
         return Some(json_error(
             429,
             format!(
@@ -185,7 +191,10 @@ fn serve(
         ));
     }
     let (tenant, admin) = match who(shared, &req.bearer) {
-        Ok(id) => id,
+        Ok(id) => {
+            shared.admission.accepted_bearer(&req.bearer);
+            id
+        }
         Err(refusal) => {
             if refusal.0 == 401 {
                 shared.admission.auth_failed(address);
