@@ -14,8 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-#[path = "appliance/console.rs"]
-mod console;
 #[path = "appliance/tenants.rs"]
 mod tenants;
 
@@ -1100,7 +1098,6 @@ fn appliance_boots_serves_keeps_data_and_shuts_down_in_order() {
         .to_string();
     let deleted = workspace_api(&mut app, &admin);
     tenants::tenant_isolation(&app, &admin);
-    console::console_flood(&app, &admin);
     quarantine_and_forensics(&app, &admin);
     limits_hold(&app, &admin);
     cli_session(&app, &admin, &fingerprint);
