@@ -11,6 +11,7 @@ pub mod limits;
 pub mod metrics;
 pub mod runner;
 pub mod service;
+pub mod space;
 pub mod store;
 pub mod tokens;
 pub mod workspace;

@@ -9,6 +9,7 @@ pub mod http_stream;
 mod ifconfig;
 pub mod nft;
 pub mod policy;
+mod policy_table;
 pub mod proxy;
 mod refusals;
 pub mod sni;

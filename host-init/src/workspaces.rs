@@ -67,6 +67,11 @@ pub fn wait_ended(name: &str, timeout: Option<Duration>) -> Option<Exit> {
         if let Some(e) = t.ended.get(name) {
             return Some(*e);
         }
+        // Never started in this boot (a stopped workspace, or one from
+        // before a restart): there is nothing to wait for.
+        if !t.running.contains_key(name) {
+            return None;
+        }
         let left = match until {
             Some(u) => u.saturating_duration_since(Instant::now()),
             None => Duration::from_secs(3600),

@@ -3,7 +3,7 @@
 //! body, a tenant holding long calls, and a burst of large uploads with a
 //! bad token. Through each, /v1/health and an admin's call are answered.
 
-use paddock_init::api::channel::{Call, CallReply, Init, StatusReply};
+use paddock_init::api::channel::{Call, Init, StatusReply};
 use paddock_init::api::supervisor::{spawn, API_GID, API_UID};
 use paddock_init::control::service::Outcome;
 use std::io::Write;
@@ -14,18 +14,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 mod common;
-use common::KillOnDrop;
-
-fn outcome(status: u16, body: serde_json::Value) -> Outcome {
-    Outcome {
-        reply: CallReply {
-            status,
-            body,
-            fd: false,
-        },
-        stream: None,
-    }
-}
+use common::{outcome, KillOnDrop};
 
 /// The control plane, reduced to three bearers: "admin", "tenant" (whose
 /// creates are held until the gate opens) and anything else (401).
@@ -67,22 +56,9 @@ fn control(
 
 /// curl from a loopback address of its own (the caps are per address).
 fn curl(from: &str, args: &[&str]) -> String {
-    let out = Command::new("curl")
-        .args([
-            "-sk",
-            "--interface",
-            from,
-            "--max-time",
-            "20",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        ])
-        .args(args)
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout).to_string()
+    let mut all = vec!["--interface", from];
+    all.extend_from_slice(args);
+    common::curl_status(20, &all)
 }
 
 fn vm_hwm_kib(pid: u32) -> u64 {

@@ -2,7 +2,7 @@
 //! uid with no capabilities, no_new_privs and seccomp, serves TLS, answers
 //! from the privileged side's channel, and survives garbage.
 
-use paddock_init::api::channel::{Call, CallReply, Init, StatusReply};
+use paddock_init::api::channel::{Call, Init, StatusReply};
 use paddock_init::api::supervisor::{spawn, API_GID, API_UID};
 use paddock_init::control::service::Outcome;
 use std::io::Write;
@@ -24,14 +24,10 @@ fn proc_status(pid: u32, key: &str) -> String {
 /// What host-init answers for a bad token: this test is about the process,
 /// not the control plane.
 fn refused() -> Outcome {
-    Outcome {
-        reply: CallReply {
-            status: 401,
-            body: serde_json::json!({"error": "invalid, expired or revoked token"}),
-            fd: false,
-        },
-        stream: None,
-    }
+    common::outcome(
+        401,
+        serde_json::json!({"error": "invalid, expired or revoked token"}),
+    )
 }
 
 /// Holds calls until the test opens it.
@@ -64,22 +60,8 @@ impl Gate {
 /// The HTTP status curl gets for `args` (a URL and options), with a bearer
 /// (without one the API process answers 401 itself).
 fn status_of(args: &[&str]) -> String {
-    let out = Command::new("curl")
-        .args([
-            "-sk",
-            "-H",
-            "Authorization: Bearer t",
-            "--max-time",
-            "10",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        ])
-        .args(args)
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout).to_string()
+    // A bearer: calls without one are answered by the API process itself.
+    common::curl_status(10, &[&["-H", "Authorization: Bearer t"], args].concat())
 }
 
 #[test]
@@ -120,14 +102,10 @@ fn api_process_is_confined_and_serves_tls() {
         move |_, call| {
             // Every bearer is someone here; the calls themselves are refused.
             if matches!(call, Call::WhoAmI) {
-                return Outcome {
-                    reply: CallReply {
-                        status: 200,
-                        body: serde_json::json!({"token": "t", "admin": false, "tenant": "t"}),
-                        fd: false,
-                    },
-                    stream: None,
-                };
+                return common::outcome(
+                    200,
+                    serde_json::json!({"token": "t", "admin": false, "tenant": "t"}),
+                );
             }
             if matches!(&call, Call::CreateWorkspace { spec } if spec["orphan"] == true) {
                 held_orphan.wait();

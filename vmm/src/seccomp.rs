@@ -150,10 +150,20 @@ fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
     // Calls allowed only in some forms, added once `allow` is done with `r`.
     // realloc's growing of large blocks: never MREMAP_FIXED or
     // MREMAP_DONTUNMAP, which would let a subverted thread move guest
-    // memory under another address (issue 14, item 10).
+    // memory under another address (issue 14, item 10), and never an
+    // old size of 0, which on a shared mapping (guest RAM is one) makes a
+    // second mapping of the same pages.
     let mut narrow: Vec<(i64, Vec<SeccompRule>)> = vec![(
         libc::SYS_mremap,
-        one_of(3, &[0, libc::MREMAP_MAYMOVE as u64])?,
+        [0, libc::MREMAP_MAYMOVE as u64]
+            .iter()
+            .map(|flags| {
+                SeccompRule::new(vec![
+                    cond32(3, *flags)?,
+                    SeccompCondition::new(1, SeccompCmpArgLen::Qword, SeccompCmpOp::Ne, 0)?,
+                ])
+            })
+            .collect::<Result<_, _>>()?,
     )];
     match kind {
         ThreadKind::Main => {
@@ -580,6 +590,36 @@ mod tests {
                 killed(&s),
                 "{kind:?} moved memory to a fixed address: {s:?}"
             );
+        }
+    }
+
+    #[test]
+    fn no_thread_may_duplicate_a_shared_mapping() {
+        for kind in ThreadKind::ALL {
+            // mremap with an old size of 0 gives a second mapping of a
+            // shared region's pages (what guest RAM is).
+            let s = under(&[kind], || {
+                // SAFETY: mremap of an unmapped address fails; only the
+                // filter's answer to an old size of 0 is under test.
+                unsafe { libc::mremap(0x1000 as *mut libc::c_void, 0, 4096, libc::MREMAP_MAYMOVE) };
+                0
+            });
+            assert!(killed(&s), "{kind:?} duplicated a mapping: {s:?}");
+            // Growing a block (realloc's use) stays allowed: it fails
+            // here (nothing is mapped there) but is not killed.
+            let s = under(&[kind], || {
+                // SAFETY: as above; the address is unmapped, so it fails.
+                let r = unsafe {
+                    libc::mremap(
+                        0x1000 as *mut libc::c_void,
+                        4096,
+                        8192,
+                        libc::MREMAP_MAYMOVE,
+                    )
+                };
+                i32::from(r != libc::MAP_FAILED)
+            });
+            assert!(exited_zero(&s), "{kind:?} could not grow a block: {s:?}");
         }
     }
 

@@ -31,12 +31,42 @@ pub fn rotated(log: &Path) -> PathBuf {
 /// it; returns the write end, for the VMM's stdout and stderr.
 pub fn pipe_into(log: &Path, name: &str) -> std::io::Result<OwnedFd> {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // A restart starts a new log; the last run's is overwritten, not just
+    // freed.
+    scrub(log);
     let file = std::fs::File::create(log)?;
     let log = log.to_path_buf();
     std::thread::Builder::new()
         .name(format!("console-{name}"))
         .spawn(move || pump(std::fs::File::from(read), file, &log, LOG_MAX))?;
     Ok(write)
+}
+
+/// Overwrites a workspace's console files (`log` and its rotated file)
+/// with zeros, so what its guest printed (the data partition itself is
+/// not encrypted) is not left in freed blocks when they are removed or
+/// replaced. On flash whose controller remaps writes this is a best
+/// effort; the files never hold the workspace's disk or memory.
+pub fn scrub(log: &Path) {
+    scrub_file(log);
+    scrub_file(&rotated(log));
+}
+
+fn scrub_file(path: &Path) {
+    let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(path) else {
+        return;
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let zeros = vec![0u8; 64 << 10];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        if f.write_all(&zeros[..n]).is_err() {
+            return;
+        }
+        left -= n as u64;
+    }
+    let _ = f.sync_data();
 }
 
 /// Copies until every writer has closed the pipe. A write that fails (a
@@ -55,6 +85,7 @@ fn pump(mut from: impl Read, mut file: std::fs::File, log: &Path, max: u64) {
         let mut data = &buf[..n];
         while !data.is_empty() {
             if written >= max {
+                scrub_file(&rotated(log));
                 let _ = std::fs::rename(log, rotated(log));
                 match std::fs::File::create(log) {
                     Ok(f) => file = f,
@@ -75,6 +106,29 @@ fn pump(mut from: impl Read, mut file: std::fs::File, log: &Path, max: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scrubbed_console_files_hold_only_zeros_in_their_blocks() {
+        let dir = std::env::temp_dir().join(format!("paddock-scrub-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let log = dir.join("console.log");
+        std::fs::write(&log, b"API_KEY=sk-live-secret\n").expect("write");
+        std::fs::write(rotated(&log), vec![b'x'; 200_000]).expect("write");
+        // Hard links see the same blocks the removed files leave behind.
+        std::fs::hard_link(&log, dir.join("a")).expect("link");
+        std::fs::hard_link(rotated(&log), dir.join("b")).expect("link");
+        scrub(&log);
+        std::fs::remove_file(&log).expect("rm");
+        std::fs::remove_file(rotated(&log)).expect("rm");
+        for (name, len) in [("a", 23), ("b", 200_000)] {
+            let left = std::fs::read(dir.join(name)).expect("read");
+            assert_eq!(left.len(), len, "{name}");
+            assert!(left.iter().all(|&b| b == 0), "{name} still holds data");
+        }
+        scrub(&dir.join("absent"));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
 
     #[test]
     fn a_flood_stays_within_two_files_and_keeps_the_tail() {

@@ -556,6 +556,7 @@ pub fn destroy(id: &str) -> Result<(), RunError> {
         store.erase(&key_name(id))?;
     }
     let dir = data_dir(id);
+    super::console::scrub(&dir.join("console.log"));
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -14,6 +14,9 @@ use crate::{info, warn};
 use serde_json::{json, Value};
 mod links;
 mod ports;
+mod quarantine;
+#[cfg(test)]
+mod tests;
 mod token_calls;
 
 use std::os::fd::OwnedFd;
@@ -23,8 +26,6 @@ use std::time::Duration;
 
 /// Host memory kept for host-init, the API and the kernel.
 const HOST_RESERVE_MIB: u64 = 1024;
-/// Disk kept free on the data partition.
-const DISK_RESERVE_MIB: u64 = 1024;
 /// How often an expired workspace whose destruction failed is tried again.
 const EXPIRY_RETRY_S: u64 = 60;
 
@@ -84,12 +85,6 @@ fn mem_total_mib() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map(|kb| kb / 1024)
-        .unwrap_or(0)
-}
-
-fn data_fs_mib() -> u64 {
-    nix::sys::statvfs::statvfs("/data")
-        .map(|s| (s.blocks() * s.fragment_size()) >> 20)
         .unwrap_or(0)
 }
 
@@ -187,57 +182,62 @@ impl Control {
     pub fn expire_loop(self: Arc<Self>) {
         loop {
             std::thread::sleep(Duration::from_millis(500));
-            let now = now_s();
-            let Ok(all) = self.store.list::<WorkspaceRecord>(WORKSPACES) else {
+            self.expire_due(now_s(), runner::destroy);
+        }
+    }
+
+    /// Destroys (with `destroy`) the workspaces whose TTL passed by `now`,
+    /// except those whose last failed attempt asks to wait.
+    fn expire_due(&self, now: u64, destroy: impl Fn(&str) -> Result<(), runner::RunError>) {
+        let Ok(all) = self.store.list::<WorkspaceRecord>(WORKSPACES) else {
+            return;
+        };
+        for ws in all.into_iter().filter(|w| {
+            w.expires_at <= now && !matches!(w.state, WsState::Starting | WsState::Quarantined)
+        }) {
+            if self
+                .expiry_retry
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&ws.id)
+                .is_some_and(|t| *t > now)
+            {
                 continue;
-            };
-            for ws in all.into_iter().filter(|w| {
-                w.expires_at <= now && !matches!(w.state, WsState::Starting | WsState::Quarantined)
-            }) {
-                if self
+            }
+            if let Err(e) = destroy(&ws.id) {
+                // The record stays: it is what names the disk and key
+                // still to erase, and what lets an admin see and retry.
+                let first = self
                     .expiry_retry
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .get(&ws.id)
-                    .is_some_and(|t| *t > now)
-                {
-                    continue;
-                }
-                if let Err(e) = runner::destroy(&ws.id) {
-                    // The record stays: it is what names the disk and key
-                    // still to erase, and what lets an admin see and retry.
-                    let first = self
-                        .expiry_retry
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(ws.id.clone(), now + EXPIRY_RETRY_S)
-                        .is_none();
-                    if first {
-                        self.audit.record(
-                            "workspace_expiry_failed",
-                            json!({"workspace": ws.id, "reason": e.to_string(), "retry_every_s": EXPIRY_RETRY_S}),
-                        );
-                    }
-                    warn!(
-                        "expiring {}: {e}; its record stays and it is retried",
-                        ws.id
+                    .insert(ws.id.clone(), now + EXPIRY_RETRY_S)
+                    .is_none();
+                if first {
+                    self.audit.record(
+                        "workspace_expiry_failed",
+                        json!({"workspace": ws.id, "reason": e.to_string(), "retry_every_s": EXPIRY_RETRY_S}),
                     );
-                    continue;
                 }
-                self.expiry_retry
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&ws.id);
-                // Written before the record goes, so whoever sees it gone
-                // finds the reason already in the log.
-                self.audit.record(
-                    "workspace_expired",
-                    json!({"workspace": ws.id, "owner": ws.owner, "ttl_ended_at": ws.expires_at}),
+                warn!(
+                    "expiring {}: {e}; its record stays and it is retried",
+                    ws.id
                 );
-                let _ = self.store.delete(WORKSPACES, &ws.id);
-                self.drop_links_of(&ws.id);
-                info!("workspace {} expired (TTL) and was destroyed", ws.id);
+                continue;
             }
+            self.expiry_retry
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&ws.id);
+            // Written before the record goes, so whoever sees it gone
+            // finds the reason already in the log.
+            self.audit.record(
+                "workspace_expired",
+                json!({"workspace": ws.id, "owner": ws.owner, "ttl_ended_at": ws.expires_at}),
+            );
+            let _ = self.store.delete(WORKSPACES, &ws.id);
+            self.drop_links_of(&ws.id);
+            info!("workspace {} expired (TTL) and was destroyed", ws.id);
         }
     }
 
@@ -682,76 +682,6 @@ impl Control {
         Ok(())
     }
 
-    /// Quarantine (docs/runbook.md): freeze it below the guest, so it runs
-    /// nothing more; refuse every way in (exec and files need a running
-    /// workspace; it has no network yet); revoke the tokens scoped to it;
-    /// take the forensic snapshot. The VMM stays frozen, memory and all,
-    /// until an admin stops or deletes the workspace.
-    fn quarantine(&self, tok: &TokenRecord, mut ws: WorkspaceRecord) -> Result<Outcome, Outcome> {
-        if ws.state != WsState::Running {
-            return Err(error(
-                409,
-                format!(
-                    "workspace {} is {:?}; only a running workspace can be quarantined",
-                    ws.id, ws.state
-                ),
-            ));
-        }
-        let jail = crate::workspaces::pid(&ws.id)
-            .ok_or_else(|| error(409, format!("the VMM of {} is not running", ws.id)))?;
-        forensics::freeze(&runner::cgroup_dir(&ws.id)).map_err(|e| error(500, e.to_string()))?;
-        // Cut its network: without its entry, its tap reaches nothing (not
-        // even the resolver) and its open proxied connections find no policy.
-        if let Err(e) = crate::net::firewall::remove(&ws.id) {
-            warn!("quarantine of {}: removing its network: {e}", ws.id);
-        }
-        ws.state = WsState::Quarantined;
-        self.store.put(WORKSPACES, &ws.id, &ws).map_err(store_err)?;
-        let mut revoked = Vec::new();
-        let tokens: Vec<TokenRecord> = self.tree().all().cloned().collect();
-        for mut t in tokens {
-            let scoped = t
-                .workspace_ids
-                .as_ref()
-                .is_some_and(|ids| ids.contains(&ws.id));
-            if scoped && !t.revoked {
-                t.revoked = true;
-                self.save_token(&t)?;
-                self.audit.record(
-                    "token_revoked",
-                    json!({"token": t.id, "by": tok.id, "reason": "quarantine", "workspace": ws.id}),
-                );
-                revoked.push(t.id);
-            }
-        }
-        self.audit.record(
-            "workspace_quarantined",
-            json!({"workspace": ws.id, "token": tok.id, "revoked_tokens": revoked}),
-        );
-        warn!("workspace {} quarantined by {}", ws.id, tok.id);
-        let vmm = forensics::vmm_pid(jail)
-            .ok_or_else(|| error(500, format!("the VMM of {} was not found", ws.id)))?;
-        let trail = self
-            .audit
-            .read(&[("workspace".to_string(), ws.id.clone())], 100_000);
-        let manifest = forensics::snapshot(&ws, vmm, &trail, now_s(), &tok.id).map_err(|e| {
-            error(
-                500,
-                format!(
-                    "the workspace is frozen and its tokens revoked, but the snapshot failed: {e}"
-                ),
-            )
-        })?;
-        self.audit.record(
-            "forensics_taken",
-            json!({"workspace": ws.id, "token": tok.id, "files": manifest["files"]}),
-        );
-        Ok(reply(
-            200,
-            json!({"workspace": ws.public(), "revoked_tokens": revoked, "snapshot": manifest}),
-        ))
-    }
-
     /// New rate limits on a running workspace's disk, applied by its VMM
     /// before the guest's next request and kept in its record.
     fn set_limits(
@@ -973,20 +903,11 @@ impl Control {
                     what,
                 ));
             }
-            let used_disk: u64 = all
-                .iter()
-                .filter(|w| w.state != WsState::Lost)
-                .map(|w| w.disk_mib + super::console::LOG_DISK_MIB)
-                .sum();
-            let disk_cap = data_fs_mib().saturating_sub(DISK_RESERVE_MIB);
-            if used_disk + spec.disk_mib + super::console::LOG_DISK_MIB > disk_cap {
+            let need = spec.disk_mib + super::console::LOG_DISK_MIB;
+            if let Err(why) = super::space::Partition::now(&all).admits(need, false) {
                 return Err(self.refuse(
                     409,
-                    &format!(
-                        "capacity: {} MiB of disk requested, {} MiB free",
-                        spec.disk_mib,
-                        disk_cap.saturating_sub(used_disk)
-                    ),
+                    &format!("capacity: {} MiB of disk requested: {why}", spec.disk_mib),
                     Some(&tok.id),
                     what,
                 ));

@@ -51,16 +51,12 @@ fn random_xid() -> u32 {
     u32::from_le_bytes(b)
 }
 
-fn request(
-    mac: [u8; 6],
-    xid: u32,
-    kind: MessageType,
-    offer: Option<(Ipv4Addr, Ipv4Addr)>,
-) -> Result<Vec<u8>, String> {
+/// A client message of `kind` with what every one of ours carries: our
+/// hardware address, client id and the options we ask for.
+fn client_message(mac: [u8; 6], xid: u32, kind: MessageType) -> Message {
     let mut msg = Message::default();
     msg.set_opcode(Opcode::BootRequest)
         .set_xid(xid)
-        .set_flags(Flags::default().set_broadcast())
         .set_chaddr(&mac);
     let opts = msg.opts_mut();
     opts.insert(DhcpOption::MessageType(kind));
@@ -73,7 +69,19 @@ fn request(
         OptionCode::DomainNameServer,
         OptionCode::AddressLeaseTime,
     ]));
+    msg
+}
+
+fn request(
+    mac: [u8; 6],
+    xid: u32,
+    kind: MessageType,
+    offer: Option<(Ipv4Addr, Ipv4Addr)>,
+) -> Result<Vec<u8>, String> {
+    let mut msg = client_message(mac, xid, kind);
+    msg.set_flags(Flags::default().set_broadcast());
     if let Some((addr, server)) = offer {
+        let opts = msg.opts_mut();
         opts.insert(DhcpOption::RequestedIpAddress(addr));
         opts.insert(DhcpOption::ServerIdentifier(server));
     }
@@ -209,22 +217,8 @@ pub fn acquire(iface: &str, mac: [u8; 6], total: Duration) -> Result<Lease, Stri
 /// address in `ciaddr`, no requested-address or server options, unicast
 /// replies.
 fn renewal(mac: [u8; 6], xid: u32, ours: Ipv4Addr) -> Result<Vec<u8>, String> {
-    let mut msg = Message::default();
-    msg.set_opcode(Opcode::BootRequest)
-        .set_xid(xid)
-        .set_ciaddr(ours)
-        .set_chaddr(&mac);
-    let opts = msg.opts_mut();
-    opts.insert(DhcpOption::MessageType(MessageType::Request));
-    let mut id = vec![1u8];
-    id.extend_from_slice(&mac);
-    opts.insert(DhcpOption::ClientIdentifier(id));
-    opts.insert(DhcpOption::ParameterRequestList(vec![
-        OptionCode::SubnetMask,
-        OptionCode::Router,
-        OptionCode::DomainNameServer,
-        OptionCode::AddressLeaseTime,
-    ]));
+    let mut msg = client_message(mac, xid, MessageType::Request);
+    msg.set_ciaddr(ours);
     msg.to_vec().map_err(|e| format!("encoding a renewal: {e}"))
 }
 

@@ -402,6 +402,13 @@ fn with<T>(f: impl FnOnce(&mut Firewall) -> Result<T, NftError>) -> Result<T, Nf
     }
 }
 
+/// The firewall's lock, held as a rebuild holds it (tests of what must
+/// not wait for one).
+#[cfg(test)]
+pub fn hold_for_test() -> std::sync::MutexGuard<'static, Option<Firewall>> {
+    FIREWALL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Firewall {
     fn refused_now(&mut self, ws: &WsNet) -> u64 {
         let n = ws.slot.0;
@@ -461,6 +468,9 @@ pub fn set(ws: WsNet) -> Result<(), NftError> {
                 Some(o) => fw.workspaces.insert(ws.id.clone(), o),
                 None => fw.workspaces.remove(&ws.id),
             };
+        } else {
+            // The resolver and the proxy follow once the packets do.
+            super::policy_table::publish(fw.workspaces.values());
         }
         r
     })
@@ -483,6 +493,9 @@ pub fn remove(id: &str) -> Result<(), NftError> {
         if fw.workspaces.remove(id).is_none() {
             return Ok(());
         }
+        // Its lookups and connections end before the rebuild, not after:
+        // refusing early is never a hole (quarantine relies on it).
+        super::policy_table::publish(fw.workspaces.values());
         fw.refused_before.remove(id);
         fw.sync()
     })
@@ -490,14 +503,9 @@ pub fn remove(id: &str) -> Result<(), NftError> {
 
 /// The policy of the workspace at a guest address (the resolver's and the
 /// proxy's question), with its id.
+/// Never waits for a rebuild (net::policy_table).
 pub fn policy_of(guest: Ipv4Addr) -> Option<(String, Egress)> {
-    let slot = Slot::of_guest(guest)?;
-    let g = FIREWALL.lock().unwrap_or_else(|e| e.into_inner());
-    g.as_ref()?
-        .workspaces
-        .values()
-        .find(|w| w.slot == slot)
-        .map(|w| (w.id.clone(), w.egress.clone()))
+    super::policy_table::lookup(guest)
 }
 
 /// Packets the firewall refused from this workspace, since it started.

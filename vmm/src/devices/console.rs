@@ -60,9 +60,22 @@ impl Write for ConsoleWriter {
         Ok(buf.len())
     }
 
+    /// Does nothing: the UART model flushes after every byte the guest
+    /// writes, and a flush of the detached sink waits until its thread has
+    /// written everything out. Passed on, that made each guest byte a
+    /// round trip between the vCPU thread and the console thread; on a
+    /// busy one-CPU host every byte could wait out a scheduler slice, and
+    /// a boot's console took minutes (the "boot stall", issue 18).
+    /// `finish` is the real flush, for the end of the VM.
     fn flush(&mut self) -> std::io::Result<()> {
-        let _ = self.out.flush();
         Ok(())
+    }
+}
+
+impl ConsoleWriter {
+    /// Writes out what is still queued (bounded by the sink's own wait).
+    pub fn finish(&mut self) {
+        let _ = self.out.flush();
     }
 }
 

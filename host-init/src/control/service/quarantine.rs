@@ -1,0 +1,105 @@
+//! Quarantine: a running workspace frozen, cut off, its scoped tokens
+//! revoked and a forensic snapshot taken where the data partition has room.
+
+use super::{error, reply, store_err, Control, Outcome};
+use crate::control::audit::now_s;
+use crate::control::store::WORKSPACES;
+use crate::control::tokens::TokenRecord;
+use crate::control::workspace::{WorkspaceRecord, WsState};
+use crate::control::{forensics, runner, space};
+use crate::warn;
+use serde_json::json;
+
+impl Control {
+    /// Quarantine (docs/runbook.md): freeze it below the guest, so it runs
+    /// nothing more; refuse every way in (exec and files need a running
+    /// workspace; it has no network yet); revoke the tokens scoped to it;
+    /// take the forensic snapshot. The VMM stays frozen, memory and all,
+    /// until an admin stops or deletes the workspace.
+    pub(super) fn quarantine(
+        &self,
+        tok: &TokenRecord,
+        mut ws: WorkspaceRecord,
+    ) -> Result<Outcome, Outcome> {
+        if ws.state != WsState::Running {
+            return Err(error(
+                409,
+                format!(
+                    "workspace {} is {:?}; only a running workspace can be quarantined",
+                    ws.id, ws.state
+                ),
+            ));
+        }
+        let jail = crate::workspaces::pid(&ws.id)
+            .ok_or_else(|| error(409, format!("the VMM of {} is not running", ws.id)))?;
+        forensics::freeze(&runner::cgroup_dir(&ws.id)).map_err(|e| error(500, e.to_string()))?;
+        // Cut its network: without its entry, its tap reaches nothing (not
+        // even the resolver) and its open proxied connections find no policy.
+        if let Err(e) = crate::net::firewall::remove(&ws.id) {
+            warn!("quarantine of {}: removing its network: {e}", ws.id);
+        }
+        ws.state = WsState::Quarantined;
+        self.store.put(WORKSPACES, &ws.id, &ws).map_err(store_err)?;
+        let mut revoked = Vec::new();
+        let tokens: Vec<TokenRecord> = self.tree().all().cloned().collect();
+        for mut t in tokens {
+            let scoped = t
+                .workspace_ids
+                .as_ref()
+                .is_some_and(|ids| ids.contains(&ws.id));
+            if scoped && !t.revoked {
+                t.revoked = true;
+                self.save_token(&t)?;
+                self.audit.record(
+                    "token_revoked",
+                    json!({"token": t.id, "by": tok.id, "reason": "quarantine", "workspace": ws.id}),
+                );
+                revoked.push(t.id);
+            }
+        }
+        self.audit.record(
+            "workspace_quarantined",
+            json!({"workspace": ws.id, "token": tok.id, "revoked_tokens": revoked}),
+        );
+        warn!("workspace {} quarantined by {}", ws.id, tok.id);
+        let vmm = forensics::vmm_pid(jail)
+            .ok_or_else(|| error(500, format!("the VMM of {} was not found", ws.id)))?;
+        // The snapshot is evidence, not a right to the partition: it is
+        // taken only where it fits beside what workspaces were promised,
+        // or a quarantine (by any holder of the scope) could fill the disk
+        // under everyone else. The workspace stays frozen either way.
+        let all = self
+            .store
+            .list::<WorkspaceRecord>(WORKSPACES)
+            .map_err(store_err)?;
+        if let Err(why) = space::Partition::now(&all).admits(space::snapshot_mib(&ws), true) {
+            self.audit.record(
+                "forensics_skipped",
+                json!({"workspace": ws.id, "token": tok.id, "reason": why}),
+            );
+            return Err(error(
+                507,
+                format!("the workspace is frozen and its tokens revoked, but there is no room for its forensic snapshot: {why}"),
+            ));
+        }
+        let trail = self
+            .audit
+            .read(&[("workspace".to_string(), ws.id.clone())], 100_000);
+        let manifest = forensics::snapshot(&ws, vmm, &trail, now_s(), &tok.id).map_err(|e| {
+            error(
+                500,
+                format!(
+                    "the workspace is frozen and its tokens revoked, but the snapshot failed: {e}"
+                ),
+            )
+        })?;
+        self.audit.record(
+            "forensics_taken",
+            json!({"workspace": ws.id, "token": tok.id, "files": manifest["files"]}),
+        );
+        Ok(reply(
+            200,
+            json!({"workspace": ws.public(), "revoked_tokens": revoked, "snapshot": manifest}),
+        ))
+    }
+}

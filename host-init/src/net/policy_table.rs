@@ -1,0 +1,67 @@
+//! Which workspace sits at a guest address and what it may reach: the
+//! question the resolver and the proxy ask on every query and connection.
+//!
+//! It is kept apart from the firewall's lock, which a rebuild holds while
+//! it reads every workspace's counters and loads a new table over netlink:
+//! behind that lock, one tenant creating and deleting workspaces in a loop
+//! held up every other workspace's lookups and connections (issue 14,
+//! item 7). Readers take a read lock for one map lookup; the firewall
+//! replaces the whole map after each change.
+
+use super::firewall::{Slot, WsNet};
+use super::policy::Egress;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::RwLock;
+
+static TABLE: RwLock<BTreeMap<u32, (String, Egress)>> = RwLock::new(BTreeMap::new());
+
+/// Makes `workspaces` the whole table.
+pub fn publish<'a>(workspaces: impl IntoIterator<Item = &'a WsNet>) {
+    let next: BTreeMap<u32, (String, Egress)> = workspaces
+        .into_iter()
+        .map(|w| (w.slot.0, (w.id.clone(), w.egress.clone())))
+        .collect();
+    *TABLE.write().unwrap_or_else(|e| e.into_inner()) = next;
+}
+
+/// The workspace at guest address `guest` and its policy.
+pub fn lookup(guest: Ipv4Addr) -> Option<(String, Egress)> {
+    let slot = Slot::of_guest(guest)?;
+    TABLE
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&slot.0)
+        .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups_are_answered_while_the_firewall_rebuilds() {
+        let ws = WsNet {
+            id: "ws_reader".into(),
+            slot: Slot::new(7).expect("slot"),
+            egress: Egress::default(),
+            connections_per_s: 10,
+            published: Vec::new(),
+        };
+        publish([&ws]);
+        let guest = ws.slot.guest();
+        // A rebuild in progress: the firewall's lock is held throughout.
+        let held = super::super::firewall::hold_for_test();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(super::super::firewall::policy_of(guest).map(|(id, _)| id));
+        });
+        // A liveness check, not a timing: the old lookup waited on the
+        // firewall's lock, so this never arrived while it was held.
+        let got = rx.recv_timeout(std::time::Duration::from_secs(60));
+        drop(held);
+        assert_eq!(got, Ok(Some("ws_reader".to_string())));
+        publish([]);
+        assert_eq!(lookup(guest), None);
+    }
+}
