@@ -6,7 +6,9 @@
 
 pub mod admission;
 pub mod channel;
+pub mod conn;
 pub mod http;
 pub mod sandbox;
 pub mod server;
 pub mod supervisor;
+pub mod transfer;

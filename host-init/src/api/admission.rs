@@ -18,13 +18,44 @@ pub const MAX_PER_ADDRESS: usize = 32;
 pub const MAX_PER_TENANT: usize = 8;
 /// Connection slots only admin tokens' requests may use.
 pub const ADMIN_RESERVE: usize = 32;
+/// Connections taken beyond the caps above, on a shorter head deadline, so
+/// that a client over them gets an answer (health, an admin's request, or
+/// 503 saying why) rather than a reset.
+pub const MAX_OVERFLOW: usize = 16;
+/// Overflow connections one address may hold: a flooding address cannot
+/// take the overflow for everyone else.
+pub const MAX_OVERFLOW_PER_ADDRESS: usize = 2;
+/// Failed authentications one address may have in `AUTH_WINDOW`; beyond,
+/// its requests get 429 without reaching host-init. Each failure there is
+/// an audit event written and synced, so a guessing client would otherwise
+/// rotate the audit log's real events away and slow every audited call.
+pub const MAX_AUTH_FAILURES: u32 = 20;
+pub const AUTH_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+/// Addresses remembered for failures before the stale ones are dropped.
+const AUTH_FAILURE_ADDRESSES: usize = 4096;
+/// Bearers that authenticated lately (by hash) pass an address's guessing
+/// limit, so one client's bad token does not lock out others behind the
+/// same address; host-init still checks them on every request.
+const KNOWN_BEARERS: usize = 4096;
+const KNOWN_BEARER_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 
 #[derive(Default)]
 struct State {
     connections: usize,
     per_address: HashMap<IpAddr, usize>,
+    overflow: usize,
+    overflow_per_address: HashMap<IpAddr, usize>,
     tenant_requests: usize,
     per_tenant: HashMap<String, usize>,
+    /// Per address: when its current window started, failures in it.
+    auth_failures: HashMap<IpAddr, (std::time::Instant, u32)>,
+    /// SHA-256 of bearers host-init accepted, and when.
+    known_bearers: HashMap<[u8; 32], std::time::Instant>,
+}
+
+fn bearer_hash(bearer: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bearer.as_bytes()).into()
 }
 
 #[derive(Default)]
@@ -49,6 +80,15 @@ pub enum Refusal {
 pub struct Connection {
     admission: Arc<Admission>,
     address: IpAddr,
+    overflow: bool,
+}
+
+impl Connection {
+    /// Whether this is an overflow slot: the client was over a cap, and
+    /// only health and admin requests are served on it.
+    pub fn is_overflow(&self) -> bool {
+        self.overflow
+    }
 }
 
 /// A tenant's request slot, given back on drop.
@@ -71,20 +111,80 @@ impl Admission {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A slot for a new connection from `address`, or None (over the
-    /// global or the per-address cap).
+    /// A slot for a new connection from `address`: a regular one, an
+    /// overflow one when the global or the per-address cap is reached, or
+    /// None when the overflow is full too (the connection is closed unread).
     pub fn connect(self: &Arc<Self>, address: IpAddr) -> Option<Connection> {
         let mut s = self.lock();
         let mine = s.per_address.get(&address).copied().unwrap_or(0);
-        if s.connections >= MAX_CONNECTIONS || mine >= MAX_PER_ADDRESS {
-            return None;
-        }
-        s.connections += 1;
-        *s.per_address.entry(address).or_insert(0) += 1;
+        let overflow = if s.connections < MAX_CONNECTIONS && mine < MAX_PER_ADDRESS {
+            s.connections += 1;
+            *s.per_address.entry(address).or_insert(0) += 1;
+            false
+        } else {
+            let mine = s.overflow_per_address.get(&address).copied().unwrap_or(0);
+            if s.overflow >= MAX_OVERFLOW || mine >= MAX_OVERFLOW_PER_ADDRESS {
+                return None;
+            }
+            s.overflow += 1;
+            *s.overflow_per_address.entry(address).or_insert(0) += 1;
+            true
+        };
         Some(Connection {
             admission: self.clone(),
             address,
+            overflow,
         })
+    }
+
+    /// Whether `address` failed authentication too often lately.
+    pub fn auth_blocked(&self, address: IpAddr) -> bool {
+        let s = self.lock();
+        s.auth_failures
+            .get(&address)
+            .is_some_and(|(since, n)| since.elapsed() < AUTH_WINDOW && *n >= MAX_AUTH_FAILURES)
+    }
+
+    /// Whether host-init accepted `bearer` lately.
+    pub fn known_bearer(&self, bearer: &str) -> bool {
+        let s = self.lock();
+        s.known_bearers
+            .get(&bearer_hash(bearer))
+            .is_some_and(|at| at.elapsed() < KNOWN_BEARER_TTL)
+    }
+
+    /// Notes that host-init accepted `bearer`.
+    pub fn accepted_bearer(&self, bearer: &str) {
+        let mut s = self.lock();
+        if s.known_bearers.len() >= KNOWN_BEARERS {
+            s.known_bearers
+                .retain(|_, at| at.elapsed() < KNOWN_BEARER_TTL);
+        }
+        if s.known_bearers.len() < KNOWN_BEARERS {
+            s.known_bearers
+                .insert(bearer_hash(bearer), std::time::Instant::now());
+        }
+    }
+
+    /// Counts a failed authentication from `address`.
+    pub fn auth_failed(&self, address: IpAddr) {
+        let mut s = self.lock();
+        if s.auth_failures.len() >= AUTH_FAILURE_ADDRESSES {
+            s.auth_failures
+                .retain(|_, (since, _)| since.elapsed() < AUTH_WINDOW);
+        }
+        if s.auth_failures.len() >= AUTH_FAILURE_ADDRESSES {
+            // Still full of fresh entries: many addresses failing at once.
+            // Forgetting one lets it guess a little more; growing without
+            // bound would let a flood of addresses take the memory.
+            return;
+        }
+        let now = std::time::Instant::now();
+        let entry = s.auth_failures.entry(address).or_insert((now, 0));
+        if entry.0.elapsed() >= AUTH_WINDOW {
+            *entry = (now, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
     }
 
     /// Admits an authenticated request: admins always (their connection
@@ -117,8 +217,13 @@ impl Admission {
 impl Drop for Connection {
     fn drop(&mut self) {
         let mut s = self.admission.lock();
-        s.connections = s.connections.saturating_sub(1);
-        dec(&mut s.per_address, &self.address);
+        if self.overflow {
+            s.overflow = s.overflow.saturating_sub(1);
+            dec(&mut s.overflow_per_address, &self.address);
+        } else {
+            s.connections = s.connections.saturating_sub(1);
+            dec(&mut s.per_address, &self.address);
+        }
     }
 }
 
@@ -127,6 +232,49 @@ impl Drop for TenantRequest {
         let mut s = self.admission.lock();
         s.tenant_requests = s.tenant_requests.saturating_sub(1);
         dec(&mut s.per_tenant, &self.tenant);
+    }
+}
+
+/// A counting semaphore for work whose memory must not pile up across
+/// threads (reading and parsing bodies).
+pub struct Permits {
+    used: Mutex<usize>,
+    freed: std::sync::Condvar,
+    max: usize,
+}
+
+/// One of a `Permits`, given back on drop.
+pub struct Permit<'a>(&'a Permits);
+
+impl Permits {
+    pub const fn new(max: usize) -> Permits {
+        Permits {
+            used: Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+            max,
+        }
+    }
+
+    /// A permit, waiting at most `wait` for one to come free.
+    pub fn take(&self, wait: std::time::Duration) -> Option<Permit<'_>> {
+        let used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut used, _) = self
+            .freed
+            .wait_timeout_while(used, wait, |u| *u >= self.max)
+            .unwrap_or_else(|e| e.into_inner());
+        if *used >= self.max {
+            return None;
+        }
+        *used += 1;
+        Some(Permit(self))
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut used = self.0.used.lock().unwrap_or_else(|e| e.into_inner());
+        *used = used.saturating_sub(1);
+        self.0.freed.notify_one();
     }
 }
 
@@ -141,10 +289,39 @@ mod tests {
         let held: Vec<Connection> = (0..MAX_PER_ADDRESS)
             .map(|_| a.connect(ip).expect("slot"))
             .collect();
-        assert!(a.connect(ip).is_none(), "per-address cap");
-        assert!(a.connect("192.0.2.2".parse().expect("ip")).is_some());
-        drop(held);
-        assert!(a.connect(ip).is_some(), "slots come back");
+        assert!(held.iter().all(|c| !c.is_overflow()));
+        let over: Vec<Connection> = (0..MAX_OVERFLOW_PER_ADDRESS)
+            .map(|_| a.connect(ip).expect("an overflow slot"))
+            .collect();
+        assert!(over.iter().all(Connection::is_overflow), "per-address cap");
+        assert!(a.connect(ip).is_none(), "the overflow's per-address cap");
+        let other = a.connect("192.0.2.2".parse().expect("ip")).expect("slot");
+        assert!(!other.is_overflow());
+        drop((held, over, other));
+        assert!(
+            a.connect(ip).is_some_and(|c| !c.is_overflow()),
+            "slots come back"
+        );
+
+        // Over the global cap, every address gets a little overflow, no more.
+        let all: Vec<Connection> = (0..MAX_CONNECTIONS)
+            .map(|i| {
+                let ip = IpAddr::from([10, 0, (i / 200) as u8, (i % 200) as u8]);
+                a.connect(ip).expect("slot")
+            })
+            .collect();
+        let spill: Vec<Connection> = (0..MAX_OVERFLOW)
+            .map(|i| {
+                a.connect(IpAddr::from([10, 1, 0, i as u8]))
+                    .expect("overflow")
+            })
+            .collect();
+        assert!(spill.iter().all(Connection::is_overflow));
+        assert!(
+            a.connect(IpAddr::from([10, 2, 0, 1])).is_none(),
+            "overflow full"
+        );
+        drop((all, spill));
 
         let reqs: Vec<_> = (0..MAX_PER_TENANT)
             .map(|_| a.request("tok_a", false).expect("slot"))
@@ -163,5 +340,39 @@ mod tests {
             .collect();
         assert_eq!(a.request("tok_z", false).err(), Some(Refusal::Busy));
         drop(many);
+    }
+
+    #[test]
+    fn failed_authentications_are_counted_per_address() {
+        let a = Arc::new(Admission::default());
+        let ip: IpAddr = "192.0.2.9".parse().expect("ip");
+        for _ in 0..MAX_AUTH_FAILURES {
+            assert!(!a.auth_blocked(ip));
+            a.auth_failed(ip);
+        }
+        assert!(a.auth_blocked(ip));
+        assert!(!a.auth_blocked("192.0.2.10".parse().expect("ip")));
+        assert!(!a.known_bearer("pdk_good"));
+        a.accepted_bearer("pdk_good");
+        assert!(a.known_bearer("pdk_good"));
+        assert!(!a.known_bearer("pdk_other"));
+    }
+
+    #[test]
+    fn permits_are_counted_and_waited_for() {
+        let p = Permits::new(2);
+        let a = p.take(std::time::Duration::ZERO).expect("first");
+        let _b = p.take(std::time::Duration::ZERO).expect("second");
+        assert!(p.take(std::time::Duration::from_millis(10)).is_none());
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                drop(a);
+            });
+            assert!(
+                p.take(std::time::Duration::from_secs(10)).is_some(),
+                "a waiter gets the permit given back"
+            );
+        });
     }
 }

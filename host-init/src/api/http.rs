@@ -18,6 +18,9 @@ pub struct Request {
     pub bearer: String,
     pub content_length: Option<u64>,
     pub chunked: bool,
+    /// `Expect: 100-continue`: the client waits (briefly) for a go-ahead
+    /// before sending its body.
+    pub expect_continue: bool,
     /// Body bytes that arrived with the head.
     pub leftover: Vec<u8>,
     /// Whether a handler took the body (so an early answer knows to drain it).
@@ -74,6 +77,7 @@ pub fn read_request(stream: &mut impl Read) -> Result<Request, HttpError> {
                 let mut bearer = String::new();
                 let mut content_length = None;
                 let mut chunked = false;
+                let mut expect_continue = false;
                 for h in req.headers.iter() {
                     let value = std::str::from_utf8(h.value).unwrap_or("").trim();
                     if h.name.eq_ignore_ascii_case("authorization") {
@@ -86,6 +90,8 @@ pub fn read_request(stream: &mut impl Read) -> Result<Request, HttpError> {
                         })?);
                     } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                         chunked = value.to_ascii_lowercase().contains("chunked");
+                    } else if h.name.eq_ignore_ascii_case("expect") {
+                        expect_continue = value.eq_ignore_ascii_case("100-continue");
                     }
                 }
                 return Ok(Request {
@@ -95,6 +101,7 @@ pub fn read_request(stream: &mut impl Read) -> Result<Request, HttpError> {
                     bearer,
                     content_length,
                     chunked,
+                    expect_continue,
                     leftover: buf[head_len..].to_vec(),
                     body_taken: std::cell::Cell::new(false),
                 });
@@ -222,6 +229,16 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
+/// The go-ahead for a body, to a client that asked for one, sent once the
+/// request is authenticated and admitted: a refused client never sends it.
+pub fn write_continue(stream: &mut impl Write, req: &Request) -> std::io::Result<()> {
+    if !req.expect_continue || req.content_length.unwrap_or(0) == 0 {
+        return Ok(());
+    }
+    stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+    stream.flush()
+}
+
 /// A 405 naming the methods the resource has.
 pub fn write_not_allowed(stream: &mut impl Write, allow: &[&str]) -> std::io::Result<()> {
     let allow = allow.join(", ");
@@ -318,6 +335,15 @@ mod tests {
         );
         assert_eq!(r.bearer, "pdk_1");
         assert_eq!(r.leftover, b"abc");
+        assert!(!r.expect_continue);
+        let r = read_request(
+            &mut &b"PUT /f HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 9\r\n\r\n"[..],
+        )
+        .expect("parse");
+        assert!(r.expect_continue);
+        let mut out = Vec::new();
+        write_continue(&mut out, &r).expect("write");
+        assert_eq!(out, b"HTTP/1.1 100 Continue\r\n\r\n");
         assert!(matches!(
             read_request(&mut &b"GET /x HTTP/1.1\r\nHo"[..]),
             Err(HttpError::Closed)

@@ -2,7 +2,7 @@
 //! dropped, hand it the TLS identity, and answer its requests.
 
 use super::channel::{
-    Call, ChannelError, Endpoint, Init, Open, Request, Started, StatusReply, CHANNEL_FD,
+    Call, CallReply, ChannelError, Endpoint, Init, Open, Request, Started, StatusReply, CHANNEL_FD,
 };
 use crate::control::service::Outcome;
 use crate::warn;
@@ -14,10 +14,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Exchanges served at once: one per connection the API process may hold
-/// (api::admission), with room for the short who-am-I exchange each
-/// request starts with, so only a misbehaving API process meets it.
-const MAX_EXCHANGES: usize = 2 * super::admission::MAX_CONNECTIONS;
+/// Exchanges served at once (each on a thread of host-init's): one per
+/// connection the API process may hold (api::admission), with room for the
+/// short who-am-I exchange each request starts with, so only a misbehaving
+/// API process, or exchanges left running by one that died, meet it.
+const MAX_EXCHANGES: usize =
+    2 * (super::admission::MAX_CONNECTIONS + super::admission::MAX_OVERFLOW);
+/// The last of those exchanges serve only admin tokens' calls (and status
+/// and who-am-I, which are quick), so an admin can still revoke, delete or
+/// quarantine when the rest are taken.
+const ADMIN_ROOM: usize = 64;
+/// Exchanges in flight, across API processes: a call an API process left
+/// behind when it died (a create) still holds its thread here.
+static EXCHANGES: AtomicUsize = AtomicUsize::new(0);
 /// How long an exchange may take to deliver its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -162,7 +171,6 @@ pub fn spawn(
     let handlers = Arc::new(Handlers {
         status: Box::new(status),
         calls: Box::new(calls),
-        in_flight: AtomicUsize::new(0),
     });
     std::thread::Builder::new()
         .name("api-control".into())
@@ -181,19 +189,21 @@ pub fn spawn(
                     return;
                 }
             };
-            if handlers.in_flight.fetch_add(1, Ordering::SeqCst) >= MAX_EXCHANGES {
-                handlers.in_flight.fetch_sub(1, Ordering::SeqCst);
+            let before = EXCHANGES.fetch_add(1, Ordering::SeqCst);
+            if before >= MAX_EXCHANGES {
+                EXCHANGES.fetch_sub(1, Ordering::SeqCst);
                 continue; // dropped: that request gets "host-init did not answer"
             }
+            let crowded = before >= MAX_EXCHANGES - ADMIN_ROOM;
             let h = handlers.clone();
             let spawned = std::thread::Builder::new()
                 .name("api-exchange".into())
                 .spawn(move || {
-                    serve_exchange(&h, exchange);
-                    h.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    serve_exchange(&h, exchange, crowded);
+                    EXCHANGES.fetch_sub(1, Ordering::SeqCst);
                 });
             if spawned.is_err() {
-                handlers.in_flight.fetch_sub(1, Ordering::SeqCst);
+                EXCHANGES.fetch_sub(1, Ordering::SeqCst);
             }
         })
         .map_err(ApiError::Spawn)?;
@@ -206,11 +216,18 @@ type CallsFn = dyn Fn(&str, Call) -> Outcome + Send + Sync;
 struct Handlers {
     status: Box<StatusFn>,
     calls: Box<CallsFn>,
-    in_flight: AtomicUsize,
 }
 
-/// One request from the API process and its answer.
-fn serve_exchange(h: &Handlers, socket: OwnedFd) {
+/// Whether `auth` is an admin token's secret (asked like any who-am-I).
+fn is_admin(h: &Handlers, auth: &str) -> bool {
+    let who = (h.calls)(auth, Call::WhoAmI);
+    who.reply.status == 200 && who.reply.body.get("admin") == Some(&serde_json::Value::Bool(true))
+}
+
+/// One request from the API process and its answer; `crowded`: the
+/// exchanges kept for admins are all that is left, so only their calls
+/// (and status and who-am-I) are served.
+fn serve_exchange(h: &Handlers, socket: OwnedFd, crowded: bool) {
     use nix::sys::socket::{getsockopt, sockopt, SockType};
     if getsockopt(&socket, sockopt::SockType) != Ok(SockType::SeqPacket) {
         warn!("API process opened an exchange on something other than a packet socket; ignored");
@@ -222,6 +239,16 @@ fn serve_exchange(h: &Handlers, socket: OwnedFd) {
     }
     let sent = match ex.recv::<Request>() {
         Ok((Request::Status, None)) => ex.send(&(h.status)(), None::<&OwnedFd>),
+        Ok((Request::Call { auth, call }, None))
+            if crowded && !matches!(call, Call::WhoAmI) && !is_admin(h, &auth) =>
+        {
+            let busy = CallReply {
+                status: 503,
+                body: serde_json::json!({"error": "host-init is serving as many calls as it allows for non-admin tokens; retry shortly"}),
+                fd: false,
+            };
+            ex.send(&busy, None::<&OwnedFd>)
+        }
         Ok((Request::Call { auth, call }, None)) => {
             let out = (h.calls)(&auth, call);
             let mut reply = out.reply;
@@ -240,5 +267,79 @@ fn serve_exchange(h: &Handlers, socket: OwnedFd) {
     };
     if let Err(e) = sent {
         warn!("answering the API process: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn outcome(status: u16, body: serde_json::Value) -> Outcome {
+        Outcome {
+            reply: CallReply {
+                status,
+                body,
+                fd: false,
+            },
+            stream: None,
+        }
+    }
+
+    /// One exchange served as the control thread would when `crowded`.
+    fn exchange(h: &Arc<Handlers>, request: &Request, crowded: bool) -> serde_json::Value {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        let (api_end, ours) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .expect("pair");
+        let api_end = Endpoint::from(api_end);
+        let h = h.clone();
+        let served = std::thread::spawn(move || serve_exchange(&h, ours, crowded));
+        api_end.send(request, None::<&OwnedFd>).expect("send");
+        let (reply, _) = api_end.recv::<serde_json::Value>().expect("reply");
+        served.join().expect("served");
+        reply
+    }
+
+    #[test]
+    fn the_last_exchanges_serve_admins_only() {
+        let forwarded = Arc::new(AtomicUsize::new(0));
+        let seen = forwarded.clone();
+        let h = Arc::new(Handlers {
+            status: Box::new(|| StatusReply {
+                version: "t".into(),
+                state: "ready".into(),
+                workspaces: 0,
+                uptime_s: 0,
+            }),
+            calls: Box::new(move |auth, call| {
+                if matches!(call, Call::WhoAmI) {
+                    return outcome(200, serde_json::json!({"admin": auth == "admin"}));
+                }
+                seen.fetch_add(1, Ordering::SeqCst);
+                outcome(200, serde_json::json!({"tokens": []}))
+            }),
+        });
+        let list = |auth: &str| Request::Call {
+            auth: auth.into(),
+            call: Call::ListTokens,
+        };
+        assert_eq!(exchange(&h, &list("tenant"), false)["status"], 200);
+        assert_eq!(forwarded.load(Ordering::SeqCst), 1);
+        let refused = exchange(&h, &list("tenant"), true);
+        assert_eq!(refused["status"], 503, "{refused}");
+        assert_eq!(forwarded.load(Ordering::SeqCst), 1, "not forwarded");
+        assert_eq!(exchange(&h, &list("admin"), true)["status"], 200);
+        assert_eq!(forwarded.load(Ordering::SeqCst), 2);
+        let who = Request::Call {
+            auth: "tenant".into(),
+            call: Call::WhoAmI,
+        };
+        assert_eq!(exchange(&h, &who, true)["status"], 200);
+        assert_eq!(exchange(&h, &Request::Status, true)["state"], "ready");
     }
 }

@@ -1,0 +1,391 @@
+//! The routes that move bytes between a client and a workspace's agent:
+//! exec (NDJSON stream out), file upload and download (streamed both ways,
+//! never held whole), and forensic files (from a descriptor host-init opens).
+
+use super::admission::Permits;
+use super::channel::{Call, Purpose};
+use super::http;
+use super::server::{
+    body_refusal, call, call_fd, json_error, open_agent, parse_json, query, Shared, Tls, MAX_FILE,
+};
+use serde_json::Value;
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Largest exec request: it carries the command's stdin (base64), which
+/// goes to the agent, not over the channel to host-init.
+const MAX_EXEC_JSON: u64 = 1 << 20;
+/// Exec bodies over the channel-sized JSON cap read at once in the whole
+/// process: raw and parsed (several times the raw size), a few of them is
+/// tens of MiB; more than this at once get 503 rather than pushing the
+/// process toward its memory.max.
+static LARGE_BODIES: Permits = Permits::new(8);
+/// Most entries in an exec's `env`.
+const MAX_ENV: usize = 4096;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecBody {
+    argv: Vec<String>,
+    #[serde(default)]
+    env: std::collections::BTreeMap<String, String>,
+    cwd: Option<String>,
+    user: Option<String>,
+    timeout_s: Option<u64>,
+    /// Standard input, base64.
+    stdin: Option<String>,
+}
+
+/// Streams an exec as NDJSON: {"stdout": b64} / {"stderr": b64} events,
+/// then {"exit_code", "signal", "timed_out", "duration_ms"}.
+pub fn exec(shared: &Shared, req: &http::Request, tls: &mut Tls, id: &str) -> Option<(u16, Value)> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let large = req.content_length.unwrap_or(0) > super::server::MAX_FORWARDED_JSON;
+    let large = match large.then(|| LARGE_BODIES.take(Duration::ZERO)) {
+        Some(None) => {
+            return Some(json_error(
+                503,
+                "too many large exec requests are being read at once; retry shortly",
+            ))
+        }
+        Some(Some(permit)) => Some(permit),
+        None => None,
+    };
+    let raw = match http::read_body(req, tls, MAX_EXEC_JSON) {
+        Ok(b) => b,
+        Err(e) => return Some(body_refusal(e, "exec request")),
+    };
+    // Parsed straight into its type: no intermediate JSON tree.
+    let body: ExecBody = match parse_json(&raw) {
+        Ok(b) => b,
+        Err(e) => return Some(e),
+    };
+    drop(raw);
+    if body.argv.is_empty() || body.argv.len() > 4096 || body.argv.iter().any(|a| a.contains('\0'))
+    {
+        return Some(json_error(
+            422,
+            "argv: 1 to 4096 arguments without NUL bytes",
+        ));
+    }
+    if body.env.len() > MAX_ENV {
+        return Some(json_error(422, format!("env: at most {MAX_ENV} variables")));
+    }
+    let user = match body.user.as_deref() {
+        None | Some("agent") => paddock_proto::User::Agent,
+        Some("root") => paddock_proto::User::Root,
+        Some(other) => {
+            return Some(json_error(
+                422,
+                format!("user: {other:?} is not \"agent\" or \"root\""),
+            ))
+        }
+    };
+    let stdin = match body.stdin.as_deref().map(|s| b64.decode(s)) {
+        None => None,
+        Some(Ok(bytes)) => Some(bytes),
+        Some(Err(e)) => return Some(json_error(422, format!("stdin: not base64: {e}"))),
+    };
+    drop(body.stdin);
+    let argv0 = body.argv[0].clone();
+    let purpose = Purpose::Exec {
+        argv0: argv0.clone(),
+    };
+    let (reply, stream) = match open_agent(shared, &req.bearer, id, purpose) {
+        Ok(r) => r,
+        Err(refusal) => return Some(refusal),
+    };
+    let mut env: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(reply.get("env").cloned().unwrap_or_default()).unwrap_or_default();
+    env.extend(body.env);
+    let request = paddock_proto::ExecRequest {
+        argv: body.argv,
+        env: env.into_iter().collect(),
+        cwd: body.cwd,
+        user,
+        stdin: stdin.is_some(),
+        timeout_ms: body.timeout_s.map(|s| s.saturating_mul(1000)),
+    };
+    let started = std::time::Instant::now();
+    if http::start_chunked(tls, "application/x-ndjson").is_err() {
+        return None;
+    }
+    // Ending the agent session ends the command (the agent kills what a
+    // session leaves behind): done when the client is gone, so a long exec
+    // never outlives the client that holds its tenant's slot.
+    let (agent_end, client_end) = match (stream.try_clone(), tls.sock.watch_handle()) {
+        (Ok(a), Ok(c)) => (a, c),
+        _ => return Some(json_error(503, "out of descriptors; retry shortly")),
+    };
+    let client = paddock_agent_client::AgentClient::from_connected(stream);
+    let input: Option<Box<dyn std::io::Read + Send>> = stdin.map(|b| {
+        Box::new(Stdin {
+            bytes: std::io::Cursor::new(b),
+            large,
+        }) as Box<dyn std::io::Read + Send>
+    });
+    let finished = AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        s.spawn(|| watch_client(&client_end, &agent_end, &finished));
+        let mut client_gone = false;
+        let result = client.exec(request, input, |o| {
+            let line = match o {
+                paddock_agent_client::Output::Stdout(d) => {
+                    serde_json::json!({"stdout": b64.encode(d)})
+                }
+                paddock_agent_client::Output::Stderr(d) => {
+                    serde_json::json!({"stderr": b64.encode(d)})
+                }
+            };
+            if !client_gone && http::write_chunk(tls, format!("{line}\n").as_bytes()).is_err() {
+                client_gone = true;
+                let _ = agent_end.shutdown(std::net::Shutdown::Both);
+            }
+        });
+        finished.store(true, Ordering::SeqCst);
+        result
+    });
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let (last, exit_code, signal) = match result {
+        Ok(st) => (
+            serde_json::json!({"exit_code": st.code, "signal": st.signal, "timed_out": st.timed_out, "duration_ms": duration_ms}),
+            st.code,
+            st.signal,
+        ),
+        Err(e) => (
+            serde_json::json!({"error": e.to_string(), "duration_ms": duration_ms}),
+            None,
+            None,
+        ),
+    };
+    let _ = http::write_chunk(tls, format!("{last}\n").as_bytes());
+    let _ = http::end_chunks(tls);
+    let _ = call(
+        shared,
+        &req.bearer,
+        Call::ExecEnded {
+            id: id.to_string(),
+            argv0,
+            exit_code,
+            signal,
+            duration_ms,
+        },
+    );
+    None
+}
+
+pub fn files(
+    shared: &Shared,
+    req: &http::Request,
+    tls: &mut Tls,
+    id: &str,
+) -> Option<(u16, Value)> {
+    let Some(path) = query(req, "path").map(str::to_string) else {
+        return Some(json_error(400, "the path query parameter is required"));
+    };
+    if !path.starts_with('/') || path.len() > 4096 || path.contains('\0') {
+        return Some(json_error(
+            422,
+            "path: an absolute path inside the workspace",
+        ));
+    }
+    let (user, root) = match query(req, "user") {
+        None | Some("agent") => (paddock_proto::User::Agent, false),
+        Some("root") => (paddock_proto::User::Root, true),
+        Some(other) => {
+            return Some(json_error(
+                422,
+                format!("user: {other:?} is not \"agent\" or \"root\""),
+            ))
+        }
+    };
+    match req.method.as_str() {
+        "PUT" => {
+            let mode = match query(req, "mode") {
+                None => 0o644,
+                Some(m)
+                    if (1..=4).contains(&m.len())
+                        && m.bytes().all(|b| (b'0'..=b'7').contains(&b)) =>
+                {
+                    u32::from_str_radix(m, 8).unwrap_or(0o644)
+                }
+                Some(_) => return Some(json_error(422, "mode: octal permission bits, e.g. 644")),
+            };
+            if req.chunked {
+                return Some(body_refusal(http::BodyError::LengthRequired, "file"));
+            }
+            let len = req.content_length.unwrap_or(0);
+            if len > MAX_FILE {
+                return Some(body_refusal(http::BodyError::TooLarge(MAX_FILE), "file"));
+            }
+            if !root && mode & 0o6000 != 0 {
+                return Some(json_error(
+                    422,
+                    format!("mode {mode:o}: setuid and setgid bits need user=root"),
+                ));
+            }
+            let purpose = Purpose::WriteFile {
+                path: path.clone(),
+                root,
+            };
+            let stream = match open_agent(shared, &req.bearer, id, purpose) {
+                Ok((_, s)) => s,
+                Err(refusal) => return Some(refusal),
+            };
+            let client = paddock_agent_client::AgentClient::from_connected(stream).as_user(user);
+            // Streamed from the client to the agent: an upload never sits
+            // whole in this process's memory.
+            req.body_taken.set(true);
+            let mut body = http::ExactBody::new(req, tls, len);
+            let written = client.write_file(&path, mode, &mut body);
+            let complete = body.complete();
+            Some(match written {
+                Ok(()) if complete => (
+                    200,
+                    serde_json::json!({"path": path, "bytes": len, "mode": format!("{mode:o}")}),
+                ),
+                Ok(()) => json_error(400, "the body ended before its Content-Length"),
+                Err(e) if !complete => json_error(400, format!("reading the body: {e}")),
+                Err(e) => json_error(422, e.to_string()),
+            })
+        }
+        "GET" => {
+            let purpose = Purpose::ReadFile {
+                path: path.clone(),
+                root,
+            };
+            let stream = match open_agent(shared, &req.bearer, id, purpose) {
+                Ok((_, s)) => s,
+                Err(refusal) => return Some(refusal),
+            };
+            let client = paddock_agent_client::AgentClient::from_connected(stream).as_user(user);
+            // Streamed as chunks as the agent sends them; the answer starts
+            // with the first bytes, so an error before them is still a status.
+            let mut out = ChunkedOut {
+                tls,
+                started: false,
+                left: MAX_FILE,
+            };
+            match client.read_file(&path, &mut out) {
+                Ok(_) if out.started => {
+                    let _ = http::end_chunks(out.tls);
+                    None
+                }
+                Ok(_) => {
+                    let _ = http::write_bytes(out.tls, &[]);
+                    None
+                }
+                // Cut mid-stream: no last chunk, so the client sees a truncated body.
+                Err(_) if out.started => None,
+                Err(e) if e.to_string().contains("NotFound") => {
+                    Some(json_error(404, e.to_string()))
+                }
+                Err(e) => Some(json_error(422, e.to_string())),
+            }
+        }
+        _ => Some(json_error(405, "use GET or PUT")),
+    }
+}
+
+/// One file of a forensic snapshot, sent from the descriptor host-init
+/// passes back (this process cannot open files itself).
+pub fn forensic_file(
+    shared: &Shared,
+    req: &http::Request,
+    tls: &mut Tls,
+    id: &str,
+    name: &str,
+) -> Option<(u16, Value)> {
+    let call = Call::ForensicFile {
+        id: id.to_string(),
+        name: name.to_string(),
+    };
+    let (reply, fd) = call_fd(shared, &req.bearer, call);
+    let len = reply.body.get("bytes").and_then(Value::as_u64);
+    match (fd, len) {
+        (Some(fd), Some(len)) if reply.status == 200 => {
+            let _ = http::write_from(tls, &mut std::fs::File::from(fd), len);
+            None
+        }
+        _ => Some((reply.status, reply.body)),
+    }
+}
+
+/// A download's bytes as response chunks, the head sent with the first.
+struct ChunkedOut<'a> {
+    tls: &'a mut Tls,
+    started: bool,
+    left: u64,
+}
+
+impl std::io::Write for ChunkedOut<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if data.len() as u64 > self.left {
+            return Err(std::io::Error::other(format!("file over {MAX_FILE} bytes")));
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        if !self.started {
+            http::start_chunked(self.tls, "application/octet-stream")?;
+            self.started = true;
+        }
+        self.left -= data.len() as u64;
+        http::write_chunk(self.tls, data)?;
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An exec's stdin, held until the agent has taken it all: then its memory
+/// and its `LARGE_BODIES` permit (if it came in a large request) go back.
+struct Stdin {
+    bytes: std::io::Cursor<Vec<u8>>,
+    large: Option<super::admission::Permit<'static>>,
+}
+
+impl std::io::Read for Stdin {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.bytes.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.bytes = std::io::Cursor::new(Vec::new());
+            self.large = None;
+        }
+        Ok(n)
+    }
+}
+
+/// How often the exec watcher looks whether the exec has finished.
+const WATCH_TICK_MS: libc::c_int = 500;
+
+/// Watches the client's socket while an exec runs (nothing is read from it
+/// then): when the client hangs up (FIN, reset, keepalive failure), ends
+/// the agent session, and so the command and the request. Returns when
+/// `finished` is set.
+fn watch_client(client: &TcpStream, agent: &UnixStream, finished: &AtomicBool) {
+    use std::os::fd::AsRawFd;
+    let gone = libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL;
+    while !finished.load(Ordering::SeqCst) {
+        // POLLIN is not asked for: bytes the client sends now (a TLS alert,
+        // a pipelined request) are left for TLS; only a hang-up counts.
+        let mut fd = libc::pollfd {
+            fd: client.as_raw_fd(),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: poll on one pollfd we own, for an open descriptor.
+        let n = unsafe { libc::poll(&mut fd, 1, WATCH_TICK_MS) };
+        if n > 0 && fd.revents & gone != 0 {
+            let _ = agent.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return;
+        }
+    }
+}
