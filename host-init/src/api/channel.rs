@@ -263,6 +263,11 @@ pub enum Call {
     ProbeDisk {
         id: String,
     },
+    /// Test images only: the end of a workspace's serial console (the
+    /// demo's too), to see from outside why a guest did not come up (admin).
+    ReadConsole {
+        name: String,
+    },
     /// Test images only: write back and drop the host's page cache, so a
     /// benchmark's next read reaches the disk (and dm-crypt) (admin).
     DropCaches,

@@ -350,6 +350,9 @@ pub fn route(shared: &Shared, req: &http::Request, tls: &mut Tls) -> Option<(u16
             Err(e) => Some(e),
         },
         ("POST", ["v1", "debug", "drop-caches"]) => simple(Call::DropCaches),
+        ("GET", ["v1", "debug", "console", name]) if valid_id(name) => simple(Call::ReadConsole {
+            name: name.to_string(),
+        }),
         ("POST", ["v1", "debug", "open-disk"]) => match read_json(req, tls) {
             Ok(v) => match v.get("workspace").and_then(Value::as_str) {
                 Some(id) if valid_id(id) => simple(Call::ProbeDisk { id: id.to_string() }),

@@ -42,6 +42,17 @@ pub fn pipe_into(log: &Path, name: &str) -> std::io::Result<OwnedFd> {
     Ok(write)
 }
 
+/// The last `max` bytes of a console file, as text.
+pub fn tail(log: &Path, max: u64) -> std::io::Result<String> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = std::fs::File::open(log)?;
+    let len = f.metadata()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(max)))?;
+    let mut bytes = Vec::new();
+    f.take(max).read_to_end(&mut bytes)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// Overwrites a workspace's console files (`log` and its rotated file)
 /// with zeros, so what its guest printed (the data partition itself is
 /// not encrypted) is not left in freed blocks when they are removed or

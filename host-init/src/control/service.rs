@@ -339,6 +339,7 @@ impl Control {
             Call::RecoverKeys { .. } => "recover_keys".into(),
             Call::ScanProcesses { .. } => "scan_processes".into(),
             Call::ProbeDisk { id } => format!("probe_disk {id}"),
+            Call::ReadConsole { name } => format!("read_console {name}"),
             Call::DropCaches => "drop_caches".into(),
             Call::OpenAgent { id, .. } => format!("agent {id}"),
             Call::ExecEnded { id, .. } => format!("exec_ended {id}"),
@@ -618,6 +619,19 @@ impl Control {
                 std::fs::write("/proc/sys/vm/drop_caches", "3")
                     .map_err(|e| error(500, format!("dropping caches: {e}")))?;
                 Ok(reply(200, json!({"dropped": true})))
+            }
+            Call::ReadConsole { name } => {
+                if !self.test_probes.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(error(
+                        404,
+                        format!("no such endpoint: GET /v1/debug/console/{name}"),
+                    ));
+                }
+                self.need(tok, Scope::Admin, what)?;
+                let log = runner::data_dir(&name).join("console.log");
+                let text = super::console::tail(&log, 64 << 10)
+                    .map_err(|e| error(404, format!("no console of {name}: {e}")))?;
+                Ok(reply(200, json!({"name": name, "console": text})))
             }
             Call::ProbeDisk { id } => {
                 if !self.test_probes.load(std::sync::atomic::Ordering::SeqCst) {
