@@ -11,7 +11,6 @@ use super::server::{
 use serde_json::Value;
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Largest exec request: it carries the command's stdin (base64), which
@@ -127,7 +126,12 @@ pub fn exec(shared: &Shared, req: &http::Request, tls: &mut Tls, id: &str) -> Op
             large,
         }) as Box<dyn std::io::Read + Send>
     });
-    let finished = AtomicBool::new(false);
+    // Dropping `done` wakes the watcher the moment the exec is over (a
+    // polling tick here added up to its length to every exec's answer).
+    let (done, finished) = match UnixStream::pair() {
+        Ok(p) => p,
+        Err(_) => return Some(json_error(503, "out of descriptors; retry shortly")),
+    };
     let result = std::thread::scope(|s| {
         s.spawn(|| watch_client(&client_end, &agent_end, &finished));
         let mut client_gone = false;
@@ -145,7 +149,7 @@ pub fn exec(shared: &Shared, req: &http::Request, tls: &mut Tls, id: &str) -> Op
                 let _ = agent_end.shutdown(std::net::Shutdown::Both);
             }
         });
-        finished.store(true, Ordering::SeqCst);
+        drop(done);
         result
     });
     let duration_ms = started.elapsed().as_millis() as u64;
@@ -360,31 +364,42 @@ impl std::io::Read for Stdin {
     }
 }
 
-/// How often the exec watcher looks whether the exec has finished.
-const WATCH_TICK_MS: libc::c_int = 500;
-
 /// Watches the client's socket while an exec runs (nothing is read from it
 /// then): when the client hangs up (FIN, reset, keepalive failure), ends
 /// the agent session, and so the command and the request. Returns when
-/// `finished` is set.
-fn watch_client(client: &TcpStream, agent: &UnixStream, finished: &AtomicBool) {
+/// the exec is over (`finished`'s other end closed).
+fn watch_client(client: &TcpStream, agent: &UnixStream, finished: &UnixStream) {
     use std::os::fd::AsRawFd;
     let gone = libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL;
-    while !finished.load(Ordering::SeqCst) {
-        // POLLIN is not asked for: bytes the client sends now (a TLS alert,
-        // a pipelined request) are left for TLS; only a hang-up counts.
-        let mut fd = libc::pollfd {
-            fd: client.as_raw_fd(),
-            events: libc::POLLRDHUP,
-            revents: 0,
-        };
-        // SAFETY: poll on one pollfd we own, for an open descriptor.
-        let n = unsafe { libc::poll(&mut fd, 1, WATCH_TICK_MS) };
-        if n > 0 && fd.revents & gone != 0 {
-            let _ = agent.shutdown(std::net::Shutdown::Both);
+    loop {
+        // POLLIN is not asked of the client: bytes it sends now (a TLS
+        // alert, a pipelined request) are left for TLS; only a hang-up
+        // counts.
+        let mut fds = [
+            libc::pollfd {
+                fd: client.as_raw_fd(),
+                events: libc::POLLRDHUP,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: finished.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: poll on two pollfds we own, for open descriptors.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
             return;
         }
-        if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+        if fds[1].revents != 0 {
+            return;
+        }
+        if fds[0].revents & gone != 0 {
+            let _ = agent.shutdown(std::net::Shutdown::Both);
             return;
         }
     }
