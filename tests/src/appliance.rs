@@ -275,12 +275,6 @@ impl Appliance {
 
     /// One API call with curl: method, path, bearer token (may be empty)
     /// and an optional body; returns the status code and the body.
-    ///
-    /// A workspace create that fails because its guest did not become
-    /// ready is tried once more, loudly: under nested emulation a guest
-    /// kernel now and then stalls right after its serial driver starts (an
-    /// open problem, see the session notes), and a client retrying a 503 is
-    /// what the API's users do too. Any other answer is returned as is.
     pub fn api(
         &self,
         method: &str,
@@ -288,17 +282,7 @@ impl Appliance {
         token: &str,
         body: Option<&[u8]>,
     ) -> Result<(u16, Vec<u8>)> {
-        let first = self.api_once(method, path, token, body)?;
-        let stalled =
-            first.0 == 503 && String::from_utf8_lossy(&first.1).contains("did not become ready");
-        if method == "POST" && path == "/v1/workspaces" && stalled {
-            eprintln!(
-                "NOTE: a workspace create failed with a guest that did not become ready ({}); trying once more",
-                String::from_utf8_lossy(&first.1)
-            );
-            return self.api_once(method, path, token, body);
-        }
-        Ok(first)
+        self.api_once(method, path, token, body)
     }
 
     fn api_once(
