@@ -553,11 +553,14 @@ pub fn destroy(id: &str) -> Result<(), RunError> {
     crate::net::proxy::forget(id);
     let store = crate::keys::store()?;
     if store.has_key(&key_name(id)) {
-        store.erase(&key_name(id))?;
+        let ballast = Path::new(super::space::BALLAST);
+        super::space::with_ballast(ballast, crate::keys::KeyError::is_out_of_space, || {
+            store.erase(&key_name(id))
+        })?;
     }
     let dir = data_dir(id);
     super::console::scrub(&dir.join("console.log"));
-    match std::fs::remove_dir_all(&dir) {
+    let removed = match std::fs::remove_dir_all(&dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(RunError::Io {
@@ -565,5 +568,11 @@ pub fn destroy(id: &str) -> Result<(), RunError> {
             path: dir,
             source: e,
         }),
-    }
+    };
+    // What the disk freed takes the ballast's place again, if it was used.
+    let _ = super::space::keep_ballast(
+        Path::new(super::space::BALLAST),
+        super::space::BALLAST_BYTES,
+    );
+    removed
 }

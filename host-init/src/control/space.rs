@@ -14,6 +14,53 @@ use std::path::Path;
 /// Disk kept free on the data partition, beyond every promise.
 pub const RESERVE_MIB: u64 = 1024;
 
+/// Space held on the data partition in one allocated file, given up when a
+/// deletion finds the partition full: erasing a key writes files before it
+/// frees any, so without it a full partition (by whatever means the
+/// admission did not foresee) would make workspaces undeletable, and the
+/// space could never be freed through the API.
+pub const BALLAST: &str = "/data/state/ballast";
+pub const BALLAST_BYTES: u64 = 32 << 20;
+
+/// Makes sure the ballast file holds `bytes` of allocated space.
+pub fn keep_ballast(path: &Path, bytes: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.len() == bytes && m.blocks() * 512 >= bytes {
+            return Ok(());
+        }
+    }
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(path)?;
+    let len = i64::try_from(bytes).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    // Allocated, not sparse: the point is blocks that can be given back.
+    nix::fcntl::fallocate(&f, nix::fcntl::FallocateFlags::empty(), 0, len)
+        .map_err(std::io::Error::from)?;
+    f.sync_all()
+}
+
+/// Runs `op`; if it fails for want of space and the ballast is there,
+/// gives the ballast up and runs it once more.
+pub fn with_ballast<T, E>(
+    ballast: &Path,
+    out_of_space: impl Fn(&E) -> bool,
+    mut op: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    match op() {
+        Err(e) if out_of_space(&e) && std::fs::remove_file(ballast).is_ok() => {
+            crate::warn!(
+                "the data partition is full: its ballast ({}) was given up to finish a deletion",
+                ballast.display()
+            );
+            op()
+        }
+        other => other,
+    }
+}
+
 /// The size of the data partition's filesystem.
 pub fn data_fs_mib() -> u64 {
     nix::sys::statvfs::statvfs("/data")

@@ -66,6 +66,17 @@ pub enum KeyError {
     NotLocked,
 }
 
+impl KeyError {
+    /// Whether it failed for want of space on the partition (an erasure
+    /// writes the re-wrapped keys and the new epoch before it frees
+    /// anything).
+    pub fn is_out_of_space(&self) -> bool {
+        matches!(self, KeyError::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::StorageFull
+                || source.raw_os_error() == Some(libc::EDQUOT))
+    }
+}
+
 enum Root {
     Tpm(TpmRoot),
     File(FileRoot),
