@@ -35,6 +35,27 @@ fn kernel_release() -> String {
         .unwrap_or_default()
 }
 
+/// Descriptors PID 1 may hold. The kernel starts init with 1024: one
+/// workspace holding its share of proxied connections (256, two
+/// descriptors each) plus the API's exchanges ran host-init out, and the
+/// API's next request lost its socket. This is above the sum of every
+/// pool it serves (proxy 4096 x 2, resolver, 512 exchanges, workspaces).
+const MAX_DESCRIPTORS: u64 = 65_536;
+
+fn raise_descriptor_limit() {
+    let lim = libc::rlimit {
+        rlim_cur: MAX_DESCRIPTORS,
+        rlim_max: MAX_DESCRIPTORS,
+    };
+    // SAFETY: setrlimit with a pointer to a local struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } < 0 {
+        warn!(
+            "raising the descriptor limit to {MAX_DESCRIPTORS}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 pub fn run() -> ! {
     fatal::install_panic_hook();
     // Before any thread exists: every thread inherits this mask, so the
@@ -53,6 +74,7 @@ pub fn run() -> ! {
     }
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     info!("Paddock {VERSION} starting on Linux {}", kernel_release());
+    raise_descriptor_limit();
     if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
         warn!("Ctrl-Alt-Del stays a hard reset: {e}");
     }
@@ -244,6 +266,15 @@ fn boot(cmdline: &str, started: Instant) {
         SCREEN.update(|s| s.notes.push("TEST IMAGE: test probes on".into()));
     }
     control.recover_after_boot();
+    let ballast = std::path::Path::new(crate::control::space::BALLAST);
+    if let Err(e) =
+        crate::control::space::keep_ballast(ballast, crate::control::space::BALLAST_BYTES)
+    {
+        warn!(
+            "data partition ballast {}: {e}; deletes on a full partition may fail",
+            ballast.display()
+        );
+    }
     shutdown::set_control(control.clone());
     {
         let c = control.clone();

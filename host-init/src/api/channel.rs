@@ -82,7 +82,11 @@ impl Endpoint {
     pub fn recv<T: for<'de> Deserialize<'de>>(&self) -> Result<(T, Option<OwnedFd>), ChannelError> {
         use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
         let mut buf = vec![0u8; MAX_LINE + 1];
-        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        // Room for as many descriptors as one message can carry (the
+        // kernel's SCM_MAX_FD): extra ones a sender attached are received
+        // and closed here, so a truncated control message means only one
+        // thing, that this process had no descriptor left to take one.
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 253]);
         let (n, flags, fds) = {
             let mut iov = [std::io::IoSliceMut::new(&mut buf)];
             let msg = recvmsg::<()>(
@@ -92,6 +96,9 @@ impl Endpoint {
                 MsgFlags::MSG_CMSG_CLOEXEC,
             )
             .map_err(|e| ChannelError::Io(e.into()))?;
+            if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+                return Err(ChannelError::DescriptorLost);
+            }
             let mut fds = Vec::new();
             for c in msg.cmsgs().map_err(|e| ChannelError::Io(e.into()))? {
                 if let ControlMessageOwned::ScmRights(raw) = c {
@@ -110,7 +117,7 @@ impl Endpoint {
         if flags.contains(MsgFlags::MSG_TRUNC) || n > MAX_LINE {
             return Err(ChannelError::TooLong);
         }
-        if flags.contains(MsgFlags::MSG_CTRUNC) || fds.len() > 1 {
+        if fds.len() > 1 {
             return Err(ChannelError::Malformed("more than one descriptor".into()));
         }
         let msg = serde_json::from_slice(&buf[..n])
@@ -143,6 +150,10 @@ pub enum ChannelError {
     TooLong,
     #[error("malformed message: {0}")]
     Malformed(String),
+    /// The message's descriptor could not be taken (this process is at its
+    /// descriptor limit): that message is lost, the channel is fine.
+    #[error("a descriptor sent with the message was lost: no descriptor left to receive it")]
+    DescriptorLost,
 }
 
 /// host-init → API, once at start.
@@ -396,5 +407,46 @@ mod tests {
         assert!(matches!(b.recv::<Open>(), Err(ChannelError::Malformed(_))));
         drop(a);
         assert!(matches!(b.recv::<Request>(), Err(ChannelError::Closed)));
+    }
+
+    #[test]
+    fn a_receiver_out_of_descriptors_loses_one_message_not_the_channel() {
+        let (a, b) = Endpoint::pair().expect("pair");
+        let (x, _y) = UnixStream::pair().expect("pair");
+        a.send(&Open, Some(&x)).expect("send");
+        a.send(&Open, Some(&x)).expect("send");
+        // In a child of its own: with its descriptor limit below every free
+        // slot, the kernel can install no descriptor it receives.
+        // SAFETY: the child only makes system calls and exits.
+        match unsafe { nix::unistd::fork() }.expect("fork") {
+            nix::unistd::ForkResult::Child => {
+                let mut lim = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                // SAFETY: getrlimit and setrlimit with pointers to a local.
+                unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+                let normal = lim.rlim_cur;
+                lim.rlim_cur = 0;
+                // SAFETY: as above.
+                unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+                let first = matches!(b.recv::<Open>(), Err(ChannelError::DescriptorLost));
+                lim.rlim_cur = normal;
+                // SAFETY: as above.
+                unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+                let second = matches!(b.recv::<Open>(), Ok((Open, Some(_))));
+                // SAFETY: ends the forked child without running the test
+                // harness's exit handlers.
+                unsafe { libc::_exit(i32::from(!first) + 2 * i32::from(!second)) };
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let status = nix::sys::wait::waitpid(child, None).expect("wait");
+                assert_eq!(
+                    status,
+                    nix::sys::wait::WaitStatus::Exited(child, 0),
+                    "the first message must be reported lost and the next one received"
+                );
+            }
+        }
     }
 }

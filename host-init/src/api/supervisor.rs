@@ -182,6 +182,12 @@ pub fn spawn(
                     return;
                 }
                 Err(ChannelError::Closed) => return,
+                // host-init is at its descriptor limit: that request gets
+                // "host-init did not answer"; the next ones are served.
+                Err(ChannelError::DescriptorLost) => {
+                    lost_descriptor_note();
+                    continue;
+                }
                 Err(e) => {
                     // A misbehaving API process loses its channel (and so
                     // every privileged answer) until it is restarted.
@@ -208,6 +214,17 @@ pub fn spawn(
         })
         .map_err(ApiError::Spawn)?;
     Ok(Running { pid, port })
+}
+
+/// Says (at most once a minute) that an exchange was lost for want of a
+/// descriptor.
+fn lost_descriptor_note() {
+    static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+        *last = Some(std::time::Instant::now());
+        warn!("an API request was dropped: host-init has no file descriptor left to take it");
+    }
 }
 
 type StatusFn = dyn Fn() -> StatusReply + Send + Sync;
