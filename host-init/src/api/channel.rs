@@ -408,45 +408,4 @@ mod tests {
         drop(a);
         assert!(matches!(b.recv::<Request>(), Err(ChannelError::Closed)));
     }
-
-    #[test]
-    fn a_receiver_out_of_descriptors_loses_one_message_not_the_channel() {
-        let (a, b) = Endpoint::pair().expect("pair");
-        let (x, _y) = UnixStream::pair().expect("pair");
-        a.send(&Open, Some(&x)).expect("send");
-        a.send(&Open, Some(&x)).expect("send");
-        // In a child of its own: with its descriptor limit below every free
-        // slot, the kernel can install no descriptor it receives.
-        // SAFETY: the child only makes system calls and exits.
-        match unsafe { nix::unistd::fork() }.expect("fork") {
-            nix::unistd::ForkResult::Child => {
-                let mut lim = libc::rlimit {
-                    rlim_cur: 0,
-                    rlim_max: 0,
-                };
-                // SAFETY: getrlimit and setrlimit with pointers to a local.
-                unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-                let normal = lim.rlim_cur;
-                lim.rlim_cur = 0;
-                // SAFETY: as above.
-                unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
-                let first = matches!(b.recv::<Open>(), Err(ChannelError::DescriptorLost));
-                lim.rlim_cur = normal;
-                // SAFETY: as above.
-                unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
-                let second = matches!(b.recv::<Open>(), Ok((Open, Some(_))));
-                // SAFETY: ends the forked child without running the test
-                // harness's exit handlers.
-                unsafe { libc::_exit(i32::from(!first) + 2 * i32::from(!second)) };
-            }
-            nix::unistd::ForkResult::Parent { child } => {
-                let status = nix::sys::wait::waitpid(child, None).expect("wait");
-                assert_eq!(
-                    status,
-                    nix::sys::wait::WaitStatus::Exited(child, 0),
-                    "the first message must be reported lost and the next one received"
-                );
-            }
-        }
-    }
 }
