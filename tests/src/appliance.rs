@@ -282,16 +282,6 @@ impl Appliance {
         token: &str,
         body: Option<&[u8]>,
     ) -> Result<(u16, Vec<u8>)> {
-        self.api_once(method, path, token, body)
-    }
-
-    fn api_once(
-        &self,
-        method: &str,
-        path: &str,
-        token: &str,
-        body: Option<&[u8]>,
-    ) -> Result<(u16, Vec<u8>)> {
         let mut cmd = self.command("curl");
         cmd.args([
             "-skS",

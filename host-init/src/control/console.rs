@@ -68,16 +68,9 @@ fn scrub_file(path: &Path) {
         return;
     };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let zeros = vec![0u8; 64 << 10];
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(zeros.len() as u64) as usize;
-        if f.write_all(&zeros[..n]).is_err() {
-            return;
-        }
-        left -= n as u64;
+    if std::io::copy(&mut std::io::repeat(0).take(len), &mut f).is_ok() {
+        let _ = f.sync_data();
     }
-    let _ = f.sync_data();
 }
 
 /// Copies until every writer has closed the pipe. A write that fails (a

@@ -61,18 +61,15 @@ pub fn with_ballast<T, E>(
     }
 }
 
-/// The size of the data partition's filesystem.
-pub fn data_fs_mib() -> u64 {
+/// The data partition's size and what an unprivileged writer could still
+/// use of it, in MiB (zeros when it cannot be read).
+fn data_fs_mib() -> (u64, u64) {
     nix::sys::statvfs::statvfs("/data")
-        .map(|s| (s.blocks() * s.fragment_size()) >> 20)
-        .unwrap_or(0)
-}
-
-/// Space on the data partition an unprivileged writer could still use.
-pub fn data_available_mib() -> u64 {
-    nix::sys::statvfs::statvfs("/data")
-        .map(|s| (s.blocks_available() * s.fragment_size()) >> 20)
-        .unwrap_or(0)
+        .map(|s| {
+            let mib = |blocks: u64| (blocks * s.fragment_size()) >> 20;
+            (mib(s.blocks()), mib(s.blocks_available()))
+        })
+        .unwrap_or((0, 0))
 }
 
 /// What the workspaces that are not lost were promised: each one's disk
@@ -124,9 +121,10 @@ pub struct Partition {
 impl Partition {
     /// The data partition now, with `all` its workspaces.
     pub fn now(all: &[WorkspaceRecord]) -> Partition {
+        let (size_mib, available_mib) = data_fs_mib();
         Partition {
-            size_mib: data_fs_mib(),
-            available_mib: data_available_mib(),
+            size_mib,
+            available_mib,
             committed_mib: promised_mib(all)
                 + stored_mib(Path::new(super::forensics::FORENSICS_DIR)),
         }
