@@ -157,3 +157,23 @@ pub fn stop_all(grace: Duration) -> usize {
     }
     names.len()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_for_a_workspace_that_never_ran_returns_at_once() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(wait_ended(
+                "ws_never_started",
+                Some(Duration::from_secs(3600)),
+            ));
+        });
+        // A liveness check, not a timing: before, this waited the whole
+        // hour (every stop of a stopped workspace waited its 10 s).
+        let got = rx.recv_timeout(Duration::from_secs(60));
+        assert!(matches!(got, Ok(None)), "{got:?}");
+    }
+}
