@@ -199,31 +199,16 @@ fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egress) {
     };
     // Plain HTTP: every request on the connection is checked, not only
     // the first (a keep-alive or pipelined request for another name would
-    // reach whatever else this address serves).
-    let mut requests = (!tls).then(|| RequestStream::new(&name));
-    let mut pending = first;
-    if let Some(r) = requests.as_mut() {
-        let (vetted, refused) = vet(r, &mut pending);
-        if let Some(refused) = refused {
-            refuse(&id, &format!("{name}: {}", refused.why));
-            // Requests that came before the refused one in the same first
-            // segment (pipelined) go up and get their answers first.
-            if !vetted.is_empty() && upstream.write_all(&vetted).is_ok() {
-                relay_until_quiet(&mut upstream, &mut conn);
-            }
-            let _ = conn.write_all(&refused.response());
-            let _ = conn.shutdown(Shutdown::Both);
-            let _ = upstream.shutdown(Shutdown::Both);
+    // reach whatever else this address serves); the checker starts with
+    // the bytes read to learn the name.
+    let requests = if tls {
+        if upstream.write_all(&first).is_err() {
             return;
         }
-        if upstream.write_all(&vetted).is_err() {
-            return;
-        }
-    } else if upstream.write_all(&pending).is_err() {
-        return;
+        None
     } else {
-        pending.clear();
-    }
+        Some((RequestStream::new(&name), first))
+    };
     splice(
         conn,
         upstream,
@@ -232,21 +217,9 @@ fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egress) {
             id,
             name,
             port: dest.port(),
-            requests: requests.map(|r| (r, pending)),
+            requests,
         },
     );
-}
-
-/// Copies the upstream's answers to the client until it closes or has
-/// been quiet for RECHECK (the answers to the requests already sent).
-fn relay_until_quiet(upstream: &mut TcpStream, client: &mut TcpStream) {
-    let _ = upstream.set_read_timeout(Some(RECHECK));
-    let mut buf = [0u8; 16 << 10];
-    while let Ok(n) = upstream.read(&mut buf) {
-        if n == 0 || client.write_all(&buf[..n]).is_err() {
-            return;
-        }
-    }
 }
 
 /// Takes the bytes of `pending` that `requests` allows to go upstream,
@@ -282,6 +255,11 @@ fn deny(mut conn: TcpStream, tls: bool, why: &str) {
 /// How often a quiet connection checks that its workspace's policy still
 /// allows it.
 const RECHECK: Duration = Duration::from_secs(1);
+/// After a refused request, how long the upstream may stay quiet before
+/// the client is told and cut, even if the upstream has not closed: the
+/// answers to the requests before it come first, and an upstream may be
+/// slow (over a second on an emulated box).
+const ANSWER_WAIT: Duration = Duration::from_secs(30);
 
 type Allowed = Box<dyn Fn(&str, u16) -> bool + Send + Sync>;
 
@@ -356,7 +334,13 @@ struct Checker {
 
 /// The refusal the client gets once the upstream has answered what it was
 /// sent before it (responses come in request order).
-type LastWords = Arc<std::sync::Mutex<Option<Vec<u8>>>>;
+type LastWords = Arc<std::sync::Mutex<Option<Refusal>>>;
+
+/// A refusal waiting for the answers before it, and since when.
+struct Refusal {
+    response: Vec<u8>,
+    at: std::time::Instant,
+}
 
 /// What a pump copies.
 enum Side<'a> {
@@ -365,20 +349,36 @@ enum Side<'a> {
     /// Plain HTTP from the client: every request checked.
     Requests(&'a mut Checker),
     /// From the upstream, and what to send the client when it is done.
-    Answers(&'a std::sync::Mutex<Option<Vec<u8>>>),
+    Answers(&'a std::sync::Mutex<Option<Refusal>>),
 }
 
 impl Side<'_> {
-    /// Once the upstream is done or quiet after a refusal: tells the
-    /// client why and ends the connection. False if there was none.
-    fn last_words(&self, client: &mut TcpStream, upstream: &TcpStream) -> bool {
+    /// Once the upstream is done (`quiet` None: it closed) or has been
+    /// quiet for ANSWER_WAIT since a refusal: tells the client why and
+    /// ends the connection. False if there was none, or not yet.
+    fn last_words(
+        &self,
+        client: &mut TcpStream,
+        upstream: &TcpStream,
+        quiet: Option<Duration>,
+    ) -> bool {
         let Side::Answers(words) = self else {
             return false;
         };
-        let Some(words) = words.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        let mut words = words.lock().unwrap_or_else(|e| e.into_inner());
+        let due = match (&*words, quiet) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(r), Some(quiet)) => quiet.min(r.at.elapsed()) >= ANSWER_WAIT,
+        };
+        if !due {
+            return false;
+        }
+        let Some(refusal) = words.take() else {
             return false;
         };
-        let _ = client.write_all(&words);
+        drop(words);
+        let _ = client.write_all(&refusal.response);
         cut(client, upstream);
         true
     }
@@ -397,7 +397,10 @@ impl Checker {
             None => true,
             Some(refused) => {
                 refuse(&self.id, &refused.why);
-                *self.words.lock().unwrap_or_else(|e| e.into_inner()) = Some(refused.response());
+                *self.words.lock().unwrap_or_else(|e| e.into_inner()) = Some(Refusal {
+                    response: refused.response(),
+                    at: std::time::Instant::now(),
+                });
                 false
             }
         }
@@ -414,10 +417,18 @@ fn pump(mut from: TcpStream, mut to: TcpStream, allowed: &dyn Fn() -> bool, mut 
     let mut buf = [0u8; 16 * 1024];
     let mut idle = Duration::ZERO;
     let mut checked = std::time::Instant::now();
+    // What the client sent before the splice (the bytes that named the
+    // host) goes first, checked like the rest.
+    if let Side::Requests(c) = &mut side {
+        if !c.forward(&[], &mut to) {
+            let _ = to.shutdown(Shutdown::Write);
+            return;
+        }
+    }
     loop {
         match from.read(&mut buf) {
             Ok(0) => {
-                if side.last_words(&mut to, &from) {
+                if side.last_words(&mut to, &from, None) {
                     return;
                 }
                 break;
@@ -446,7 +457,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, allowed: &dyn Fn() -> bool, mut 
                 ) =>
             {
                 idle += RECHECK;
-                if side.last_words(&mut to, &from) {
+                if side.last_words(&mut to, &from, Some(idle)) {
                     return;
                 }
                 if idle >= IDLE || !allowed() {

@@ -7,6 +7,11 @@ use std::sync::Mutex;
 
 /// A keep-alive HTTP server answering any Host with "hello <host>".
 fn front_end() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    slow_front_end(Duration::ZERO)
+}
+
+/// The same, taking `delay` to answer each request.
+fn slow_front_end(delay: Duration) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -30,6 +35,7 @@ fn front_end() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
                             .unwrap_or_default();
                         seen.lock().expect("lock").push(host.clone());
                         buf.drain(..len);
+                        std::thread::sleep(delay);
                         let body = format!("hello {host}");
                         let resp = format!(
                             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
@@ -54,13 +60,20 @@ fn front_end() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
 /// A client connected through `splice` to the front end, as `handle`
 /// sets it up for a plain-HTTP connection allowed for `name`.
 fn through_proxy(upstream: SocketAddr, name: &str, check: bool) -> TcpStream {
+    through_proxy_after(upstream, name, check, b"")
+}
+
+/// The same, with `first`: what the client sent before the connection was
+/// spliced (read to learn the name), as `handle` passes it on.
+fn through_proxy_after(upstream: SocketAddr, name: &str, check: bool, first: &[u8]) -> TcpStream {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
     let (conn, _) = listener.accept().expect("accept");
     let upstream = TcpStream::connect(upstream).expect("front end");
     let name = name.to_string();
+    let first = first.to_vec();
     std::thread::spawn(move || {
-        let requests = check.then(|| (RequestStream::new(&name), Vec::new()));
+        let requests = check.then(|| (RequestStream::new(&name), first));
         splice(
             conn,
             upstream,
@@ -74,7 +87,7 @@ fn through_proxy(upstream: SocketAddr, name: &str, check: bool) -> TcpStream {
         )
     });
     client
-        .set_read_timeout(Some(Duration::from_secs(5)))
+        .set_read_timeout(Some(Duration::from_secs(15)))
         .expect("timeout");
     client
 }
@@ -100,6 +113,36 @@ fn a_pipelined_request_for_another_name_on_the_same_address_never_reaches_it() {
     assert!(!answer.contains("hello other.test"), "{answer}");
     assert_eq!(*seen.lock().expect("lock"), ["allowed.test"]);
     assert!(REFUSED.get("ws_test") >= 1);
+}
+
+/// An upstream slower than the proxy's quiet check (seen in CI: the
+/// emulated appliance's upstream took over a second) still gets to answer
+/// the allowed request before the client hears of the refused one.
+#[test]
+fn a_slow_upstream_answers_the_allowed_request_before_the_refusal() {
+    const BOTH: &[u8] =
+        b"GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\nGET / HTTP/1.1\r\nHost: other.test\r\n\r\n";
+    let slow = RECHECK * 3;
+    // Both requests in the segment that named the host...
+    let (addr, seen) = slow_front_end(slow);
+    let answer = read_until_close(through_proxy_after(addr, "allowed.test", true, BOTH));
+    assert!(
+        answer.contains("hello allowed.test"),
+        "first segment: {answer}"
+    );
+    assert!(answer.contains("403 Forbidden"), "{answer}");
+    assert_eq!(*seen.lock().expect("lock"), ["allowed.test"]);
+    // ...and in a later one.
+    let (addr, seen) = slow_front_end(slow);
+    let mut client = through_proxy(addr, "allowed.test", true);
+    client.write_all(BOTH).expect("write");
+    let answer = read_until_close(client);
+    assert!(
+        answer.contains("hello allowed.test"),
+        "later segment: {answer}"
+    );
+    assert!(answer.contains("403 Forbidden"), "{answer}");
+    assert_eq!(*seen.lock().expect("lock"), ["allowed.test"]);
 }
 
 #[test]
