@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod boot_watch;
 pub mod console;
 pub mod forensics;
 pub mod limits;

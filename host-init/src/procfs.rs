@@ -12,6 +12,8 @@ pub struct Stat {
     pub comm: String,
     pub state: String,
     pub flags: u64,
+    /// CPU time used, user and system, in clock ticks (USER_HZ).
+    pub cpu_ticks: u64,
 }
 
 impl Stat {
@@ -33,9 +35,20 @@ fn parse_stat(text: &str) -> Option<Stat> {
     let comm = head.split_once(" (").map_or("?", |(_, c)| c).to_string();
     let mut fields = rest.split_whitespace();
     let state = fields.next()?.to_string();
-    // After the state: ppid, pgrp, session, tty_nr, tpgid, then flags.
+    // After the state: ppid, pgrp, session, tty_nr, tpgid, then flags;
+    // then minflt, cminflt, majflt, cmajflt, utime, stime.
     let flags = fields.nth(5)?.parse().ok()?;
-    Some(Stat { comm, state, flags })
+    let mut ticks = || fields.next().and_then(|f| f.parse::<u64>().ok());
+    let cpu_ticks = match (ticks(), ticks(), ticks(), ticks(), ticks(), ticks()) {
+        (_, _, _, _, Some(u), Some(s)) => u.saturating_add(s),
+        _ => 0,
+    };
+    Some(Stat {
+        comm,
+        state,
+        flags,
+        cpu_ticks,
+    })
 }
 
 /// Every process id in /proc.
@@ -109,6 +122,9 @@ mod tests {
         assert_eq!(s.comm, "a) b (c");
         assert_eq!(s.state, "S");
         assert!(s.is_kernel_thread());
+        assert_eq!(s.cpu_ticks, 0, "a short line has no times");
+        let s = parse_stat("42 (vcpu0) R 1 42 42 0 -1 64 5 0 0 0 150 30 0 0").expect("parse");
+        assert_eq!(s.cpu_ticks, 180);
         let me = stat(std::process::id()).expect("our own stat");
         assert!(!me.is_kernel_thread());
         assert!(pids().contains(&std::process::id()));

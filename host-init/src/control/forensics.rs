@@ -128,10 +128,16 @@ pub fn threads_report(cgroup: &Path) -> String {
     crate::procfs::cgroup_threads(cgroup)
         .into_iter()
         .map(|tid| {
-            let (comm, state) =
-                crate::procfs::stat(tid).map_or(("?".into(), "?".into()), |s| (s.comm, s.state));
+            let (comm, state, ticks) = crate::procfs::stat(tid)
+                .map_or(("?".into(), "?".into(), 0), |s| {
+                    (s.comm, s.state, s.cpu_ticks)
+                });
             let wchan = std::fs::read_to_string(format!("/proc/{tid}/wchan")).unwrap_or_default();
-            format!("{tid} {comm} {state} {wchan}")
+            // USER_HZ is 100 on every Linux this runs on.
+            format!(
+                "{tid} {comm} {state} {wchan} cpu {:.1} s",
+                ticks as f64 / 100.0
+            )
         })
         .collect::<Vec<_>>()
         .join(", ")

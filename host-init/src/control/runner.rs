@@ -2,6 +2,7 @@
 //! the request, and its paddock-vmm process under a uid of its own, moved
 //! into the cgroup before it executes anything.
 
+use super::boot_watch;
 use super::limits::Limits;
 use super::workspace::WorkspaceRecord;
 use crate::warn;
@@ -24,9 +25,6 @@ pub const WS_UID_BASE: u32 = 200_000;
 /// Group allowed to use /dev/kvm and read the template partition.
 pub const VM_GID: u32 = 901;
 const CGROUP_ROOT: &str = "/sys/fs/cgroup/paddock";
-/// Kept below the API clients' own patience so they get a 503 with the
-/// reason rather than a dropped connection.
-const READY_TIMEOUT: Duration = Duration::from_secs(240);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -185,7 +183,7 @@ pub fn prepare_host(template_dev: &str) -> Result<(), RunError> {
 /// VMM; waits for the agent's readiness. Returns the VMM's pid and what
 /// the agent reported.
 pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo), RunError> {
-    let _watch = SlowStart::watch(&ws.id);
+    let _watch = super::boot_watch::SlowStart::watch(&ws.id);
     let dir = data_dir(&ws.id);
     std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
     let disk = dir.join("disk.img");
@@ -343,14 +341,14 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
         let pid = child.id();
         drop(child);
         crate::workspaces::add(&ws.id, pid);
-        let why = match wait_ready(&ready, &ws.id, &console) {
-            Boot::Ready(info) => return Ok((pid, info)),
-            Boot::Stalled if !restarted => {
+        let why = match boot_watch::wait_ready(&ready, &ws.id, &console) {
+            boot_watch::Boot::Ready(info) => return Ok((pid, info)),
+            boot_watch::Boot::Stalled if !restarted => {
                 warn!(
                     "workspace {}: its guest printed nothing for {} s before its agent started (last: {}); starting its VM again",
                     ws.id,
-                    BOOT_STALL.as_secs(),
-                    console_tail(&console, 1)
+                    boot_watch::BOOT_STALL.as_secs(),
+                    boot_watch::console_tail(&console, 1)
                 );
                 crate::workspaces::kill(&ws.id);
                 let _ = crate::workspaces::wait_ended(&ws.id, Some(Duration::from_secs(10)));
@@ -359,61 +357,18 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
                 restarted = true;
                 continue;
             }
-            Boot::Stalled => format!(
-                "its guest printed nothing for {} s, twice",
-                BOOT_STALL.as_secs()
+            boot_watch::Boot::Stalled => format!(
+                "its guest printed nothing for {} s, twice ({})",
+                boot_watch::BOOT_STALL.as_secs(),
+                boot_watch::report(&ws.id)
             ),
-            Boot::Failed(why) => why,
+            boot_watch::Boot::Failed(why) => why,
         };
         // The end of the guest's console says why, far more often than not.
-        let why = format!("{why}; console: {}", console_tail(&console, 8));
+        let why = format!("{why}; console: {}", boot_watch::console_tail(&console, 8));
         stop(&ws.id);
         return Err(RunError::NotReady(why));
     }
-}
-
-/// How long a booting guest may print nothing before it counts as stalled.
-const BOOT_STALL: Duration = Duration::from_secs(60);
-
-enum Boot {
-    Ready(ReadyInfo),
-    Stalled,
-    Failed(String),
-}
-
-/// Waits for the agent's readiness while watching the guest make progress
-/// (its console growing) and its VMM stay alive.
-fn wait_ready(ready: &ReadyListener, id: &str, console: &Path) -> Boot {
-    let deadline = std::time::Instant::now() + READY_TIMEOUT;
-    let mut last_len = 0;
-    let mut last_progress = std::time::Instant::now();
-    loop {
-        match ready.wait(Duration::from_secs(2)) {
-            Ok(info) => return Boot::Ready(info),
-            Err(paddock_agent_client::ClientError::Timeout(_)) => {}
-            Err(e) => return Boot::Failed(e.to_string()),
-        }
-        if let Some(exit) = crate::workspaces::wait_ended(id, Some(Duration::ZERO)) {
-            return Boot::Failed(format!("its VMM ended ({exit})"));
-        }
-        let len = std::fs::metadata(console).map(|m| m.len()).unwrap_or(0);
-        if len != last_len {
-            last_len = len;
-            last_progress = std::time::Instant::now();
-        } else if last_progress.elapsed() >= BOOT_STALL {
-            return Boot::Stalled;
-        }
-        if std::time::Instant::now() >= deadline {
-            return Boot::Failed(format!("timed out after {} s", READY_TIMEOUT.as_secs()));
-        }
-    }
-}
-
-/// The last `n` lines of a guest console, on one line.
-fn console_tail(console: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(console).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join(" | ")
 }
 
 /// Kills the workspace's VMM (if running) and waits for it.
@@ -481,51 +436,6 @@ fn make_disk_node(node: &Path, dev: u64, uid: u32) -> Result<(), RunError> {
     )
     .map_err(|e| io("making the device node", node)(std::io::Error::from(e)))?;
     std::os::unix::fs::chown(node, Some(uid), Some(uid)).map_err(io("chown", node))
-}
-
-/// While a start runs past `SLOW_START`, reports every `SLOW_START` where
-/// the starting thread is (kernel stack) and what the workspace's processes
-/// are doing. Seen here: a create that got no answer for 300 s with
-/// host-init logging nothing (not even the 240 s readiness timeout), so
-/// the thread itself was stuck somewhere; this says where next time.
-struct SlowStart {
-    _cancel: std::sync::mpsc::Sender<()>,
-}
-
-const SLOW_START: Duration = Duration::from_secs(120);
-
-impl SlowStart {
-    fn watch(id: &str) -> SlowStart {
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        // SAFETY: gettid has no arguments and cannot fail.
-        let tid = unsafe { libc::gettid() };
-        let id = id.to_string();
-        let _ = std::thread::Builder::new()
-            .name("slow-start".into())
-            .spawn(move || {
-                let mut waited = Duration::ZERO;
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                    rx.recv_timeout(SLOW_START)
-                {
-                    waited += SLOW_START;
-                    let task = format!("/proc/self/task/{tid}");
-                    let read = |f: &str| {
-                        std::fs::read_to_string(format!("{task}/{f}"))
-                            .unwrap_or_default()
-                            .replace('\n', " | ")
-                    };
-                    warn!(
-                        "workspace {id}: starting it has taken {} s; the starting thread {tid} is at {} (stack: {}); its processes: {}; its console ends: {}",
-                        waited.as_secs(),
-                        read("wchan"),
-                        read("stack"),
-                        super::forensics::threads_report(&cgroup_dir(&id)),
-                        console_tail(&data_dir(&id).join("console.log"), 2)
-                    );
-                }
-            });
-        SlowStart { _cancel: tx }
-    }
 }
 
 /// Waits until a cgroup holds no process (cgroup.events: populated 0).
