@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 /// Kept below the API clients' own patience so they get a 503 with the
 /// reason rather than a dropped connection.
 const READY_TIMEOUT: Duration = Duration::from_secs(240);
-/// How long a booting guest may print nothing before it counts as stalled.
+/// How long a booting guest may make no progress (print nothing, and its
+/// VMM use no CPU) before it counts as stalled.
 pub const BOOT_STALL: Duration = Duration::from_secs(60);
 /// How long a start runs before it is reported as slow (and again each
 /// time this much more passes).
@@ -27,10 +28,11 @@ pub enum Boot {
 }
 
 /// Waits for the agent's readiness while watching the guest make progress
-/// (its console growing) and its VMM stay alive.
+/// and its VMM stay alive. Progress is the console growing or the VMM's
+/// threads using CPU: a quiet kernel prints little while it boots.
 pub fn wait_ready(ready: &ReadyListener, id: &str, console: &Path) -> Boot {
     let deadline = Instant::now() + READY_TIMEOUT;
-    let mut last_len = 0;
+    let mut last = (0, 0);
     let mut last_progress = Instant::now();
     loop {
         match ready.wait(Duration::from_secs(2)) {
@@ -42,8 +44,9 @@ pub fn wait_ready(ready: &ReadyListener, id: &str, console: &Path) -> Boot {
             return Boot::Failed(format!("its VMM ended ({exit})"));
         }
         let len = std::fs::metadata(console).map(|m| m.len()).unwrap_or(0);
-        if len != last_len {
-            last_len = len;
+        let now = (len, cpu_ticks(id));
+        if now != last {
+            last = now;
             last_progress = Instant::now();
         } else if last_progress.elapsed() >= BOOT_STALL {
             return Boot::Stalled;
@@ -56,6 +59,15 @@ pub fn wait_ready(ready: &ReadyListener, id: &str, console: &Path) -> Boot {
             ));
         }
     }
+}
+
+/// CPU time the workspace's threads have used, in clock ticks.
+fn cpu_ticks(id: &str) -> u64 {
+    crate::procfs::cgroup_threads(&cgroup_dir(id))
+        .into_iter()
+        .filter_map(crate::procfs::stat)
+        .map(|s| s.cpu_ticks)
+        .sum()
 }
 
 /// The last `n` lines of a guest console, on one line.

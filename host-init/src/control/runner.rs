@@ -333,8 +333,8 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
     }
     // A guest that stalls before its agent runs has touched nothing of the
     // workspace yet (the agent is its first program): its VM is started
-    // again, once. Seen under nested emulation, where an L2 kernel now and
-    // then stops mid-boot; a real hang of ours still fails after the retry.
+    // again, once. A VM that prints nothing and uses no CPU for a minute is
+    // stuck, not slow; a real hang of ours still fails after the retry.
     let mut restarted = false;
     loop {
         let child = cmd.spawn().map_err(io("starting", Path::new(VMM)))?;
@@ -345,9 +345,10 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
             boot_watch::Boot::Ready(info) => return Ok((pid, info)),
             boot_watch::Boot::Stalled if !restarted => {
                 warn!(
-                    "workspace {}: its guest printed nothing for {} s before its agent started (last: {}); starting its VM again",
+                    "workspace {}: its VM made no progress for {} s before its agent started ({}; console ends: {}); starting its VM again",
                     ws.id,
                     boot_watch::BOOT_STALL.as_secs(),
+                    boot_watch::report(&ws.id),
                     boot_watch::console_tail(&console, 1)
                 );
                 crate::workspaces::kill(&ws.id);
@@ -358,7 +359,7 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
                 continue;
             }
             boot_watch::Boot::Stalled => format!(
-                "its guest printed nothing for {} s, twice ({})",
+                "its VM made no progress for {} s, twice ({})",
                 boot_watch::BOOT_STALL.as_secs(),
                 boot_watch::report(&ws.id)
             ),
