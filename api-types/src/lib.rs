@@ -1,0 +1,24 @@
+//! The bodies of Paddock's HTTP API (`/v1`), as types: what a client
+//! sends, what the server answers, and its errors. The server
+//! (paddock-init) builds its answers from these, the CLI and the tests
+//! read them back with the same types, so a field renamed on one side
+//! fails to compile on the other. `docs/openapi.yaml` documents the same
+//! shapes; its conformance test (host-init/tests/openapi.rs) checks the
+//! server's answers against the document, and `tests::` below check the
+//! types against the document's field lists.
+//!
+//! Plain serde structs only: no I/O, no validation beyond the shape
+//! (limits and policy are the control plane's job).
+
+pub mod error;
+pub mod exec;
+pub mod token;
+pub mod workspace;
+
+pub use error::ErrorBody;
+pub use exec::{ExecEvent, ExecRequest};
+pub use token::{MintRequest, MintedToken, Quotas, Scope, TokenList, TokenView};
+pub use workspace::{
+    Deleted, Egress, Published, Workspace, WorkspaceLimits, WorkspaceList, WorkspaceSpec,
+    WorkspaceState,
+};

@@ -1,0 +1,88 @@
+//! Tokens: scopes, quotas, minting, and how tokens are shown.
+
+use crate::workspace::Egress;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Create,
+    Exec,
+    Files,
+    Delete,
+    Read,
+    Admin,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 6] = [
+        Scope::Create,
+        Scope::Exec,
+        Scope::Files,
+        Scope::Delete,
+        Scope::Read,
+        Scope::Admin,
+    ];
+}
+
+/// Caps on what a token's tree may hold at once.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quotas {
+    pub max_workspaces: Option<u32>,
+    pub max_vcpus: Option<u32>,
+    pub max_memory_mib: Option<u64>,
+    /// Disk of every workspace the token's tree holds, stopped ones too.
+    #[serde(default)]
+    pub max_disk_mib: Option<u64>,
+}
+
+/// `POST /v1/tokens`: a child of the calling token, never wider than it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MintRequest {
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_s: Option<u64>,
+    #[serde(default)]
+    pub quotas: Quotas,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_ids: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_allow: Option<Egress>,
+}
+
+/// The answer to a mint: the secret, shown this once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MintedToken {
+    pub id: String,
+    pub secret: String,
+    pub scopes: Vec<Scope>,
+    pub expires_at: Option<u64>,
+    pub note: String,
+}
+
+/// A token as an admin's list shows it (never its secret or hash).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenView {
+    pub id: String,
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    pub expires_at: Option<u64>,
+    pub revoked: bool,
+    pub parent: Option<String>,
+    pub quotas: Quotas,
+    pub labels: BTreeMap<String, String>,
+    pub workspace_ids: Option<Vec<String>>,
+    pub egress_allow: Option<Egress>,
+}
+
+/// `GET /v1/tokens`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenList {
+    pub tokens: Vec<TokenView>,
+}

@@ -1,0 +1,195 @@
+//! The types name the same fields, and the same enum values, as the
+//! schemas of docs/openapi.yaml. (What values the server accepts and
+//! answers is checked against the document by host-init's openapi test,
+//! with schemathesis; this catches a field added to one and not the other.)
+
+use paddock_api_types::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+const DOC: &str = include_str!("../../docs/openapi.yaml");
+
+/// The lines of `components.schemas.<name>`, found by indentation (the
+/// document's own layout: schemas at 4 spaces, their keys at 6).
+fn schema(name: &str) -> Vec<&'static str> {
+    let start = format!("    {name}:");
+    let mut lines = DOC
+        .lines()
+        .skip_while(|l| *l != "  schemas:")
+        .skip_while(|l| *l != start)
+        .skip(1);
+    let mut out = Vec::new();
+    for l in lines.by_ref() {
+        if !l.starts_with("      ") && !l.trim().is_empty() {
+            break;
+        }
+        out.push(l);
+    }
+    assert!(!out.is_empty(), "no schema {name} in docs/openapi.yaml");
+    out
+}
+
+/// The property names directly under `properties:` (indent 8).
+fn properties(name: &str) -> BTreeSet<String> {
+    schema(name)
+        .into_iter()
+        .skip_while(|l| *l != "      properties:")
+        .skip(1)
+        .take_while(|l| l.starts_with("        ") || l.trim().is_empty())
+        .filter(|l| l.len() > 8 && !l[8..].starts_with(' '))
+        .filter_map(|l| l.trim().split(':').next().map(str::to_string))
+        .collect()
+}
+
+/// The `enum: [...]` of a string schema.
+fn enum_values(name: &str) -> BTreeSet<String> {
+    let line = schema(name)
+        .into_iter()
+        .find(|l| l.trim_start().starts_with("enum:"))
+        .unwrap_or_else(|| panic!("{name} has no enum"));
+    list_after(line, "enum:")
+}
+
+fn list_after(line: &str, key: &str) -> BTreeSet<String> {
+    let rest = &line[line.find(key).expect("key") + key.len()..];
+    let inner = rest
+        .trim()
+        .trim_start_matches('[')
+        .split(']')
+        .next()
+        .unwrap_or("");
+    inner
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The keys a value of the type serializes to (samples below set every
+/// optional field, so none is skipped).
+fn keys<T: serde::Serialize>(v: &T) -> BTreeSet<String> {
+    match serde_json::to_value(v).expect("serialize") {
+        serde_json::Value::Object(m) => m.keys().cloned().collect(),
+        other => panic!("not an object: {other}"),
+    }
+}
+
+fn egress() -> Egress {
+    Egress {
+        domains: vec!["example.com".into()],
+        cidrs: vec!["203.0.113.0/24:443".into()],
+    }
+}
+
+#[test]
+fn request_types_name_the_documented_fields() {
+    let mut spec = WorkspaceSpec::new(60);
+    spec.disk_mib_per_s = Some(1);
+    spec.disk_iops = Some(1);
+    spec.net_mib_per_s = Some(1);
+    spec.net_connections_per_s = Some(1);
+    let mut spec_keys = keys(&spec);
+    // Test images' benchmark switch: refused by product images, so not in
+    // the public document.
+    spec.test_unencrypted_disk = true;
+    assert!(keys(&spec).contains("test_unencrypted_disk"));
+    spec_keys.remove("test_unencrypted_disk");
+    assert_eq!(spec_keys, properties("WorkspaceSpec"));
+
+    assert_eq!(keys(&egress()), properties("Egress"));
+    let exec = ExecRequest {
+        argv: vec!["true".into()],
+        env: BTreeMap::from([("A".into(), "b".into())]),
+        cwd: Some("/".into()),
+        user: Some("root".into()),
+        timeout_s: Some(1),
+        stdin: Some(String::new()),
+    };
+    assert_eq!(keys(&exec), properties("ExecRequest"));
+    let mint = MintRequest {
+        name: "n".into(),
+        scopes: vec![Scope::Read],
+        ttl_s: Some(1),
+        quotas: Quotas::default(),
+        labels: BTreeMap::new(),
+        workspace_ids: Some(vec![]),
+        egress_allow: Some(egress()),
+    };
+    assert_eq!(keys(&mint), properties("TokenRequest"));
+    assert_eq!(keys(&Quotas::default()), properties("Quotas"));
+}
+
+#[test]
+fn answer_types_name_the_documented_fields() {
+    let limits = WorkspaceLimits {
+        cpu_max_us_per_100ms: 1,
+        memory_max_bytes: 1,
+        pids_max: 1,
+        io_max_bytes_per_s: 1,
+        io_max_ops_per_s: 1,
+        disk_bytes_per_s: 1,
+        disk_ops_per_s: 1,
+        net_bytes_per_s: 1,
+        net_connections_per_s: 1,
+    };
+    let ws = Workspace {
+        id: "ws_x".into(),
+        template: "default".into(),
+        vcpus: 1,
+        memory_mib: 1,
+        disk_mib: 1,
+        labels: BTreeMap::new(),
+        env_keys: vec![],
+        created_at: 0,
+        expires_at: 0,
+        state: WorkspaceState::Running,
+        limits,
+        disk_encrypted: true,
+        egress: egress(),
+        published: vec![],
+        address: None,
+    };
+    assert_eq!(keys(&ws), properties("Workspace"));
+    assert_eq!(keys(&ErrorBody::new("x")), properties("Error"));
+    let token = TokenView {
+        id: "tok_x".into(),
+        name: "n".into(),
+        scopes: vec![],
+        expires_at: None,
+        revoked: false,
+        parent: None,
+        quotas: Quotas::default(),
+        labels: BTreeMap::new(),
+        workspace_ids: None,
+        egress_allow: None,
+    };
+    assert_eq!(keys(&token), properties("Token"));
+}
+
+#[test]
+fn enums_have_the_documented_values() {
+    let names = |v: &[serde_json::Value]| -> BTreeSet<String> {
+        v.iter()
+            .map(|x| x.as_str().expect("string").to_string())
+            .collect()
+    };
+    let scopes: Vec<_> = Scope::ALL
+        .iter()
+        .map(|s| serde_json::to_value(s).expect("scope"))
+        .collect();
+    assert_eq!(names(&scopes), enum_values("Scope"));
+    let states: Vec<_> = [
+        WorkspaceState::Starting,
+        WorkspaceState::Running,
+        WorkspaceState::Stopped,
+        WorkspaceState::Lost,
+        WorkspaceState::Quarantined,
+    ]
+    .iter()
+    .map(|s| serde_json::to_value(s).expect("state"))
+    .collect();
+    let state_line = schema("Workspace")
+        .into_iter()
+        .find(|l| l.trim_start().starts_with("state:"))
+        .expect("Workspace.state");
+    assert_eq!(names(&states), list_after(state_line, "enum:"));
+}
