@@ -5,7 +5,7 @@
 //! dropped) is the test. Needs root (CI runs as root).
 
 use paddock_init::net::firewall::{self, Slot, WsNet};
-use paddock_init::net::policy::EgressRequest;
+use paddock_init::net::policy::{CheckEgress as _, EgressRequest};
 use paddock_init::net::tap;
 use std::io::Write;
 use std::net::{Ipv4Addr, UdpSocket};

@@ -14,6 +14,7 @@
 
 pub mod frame;
 pub mod messages;
+pub mod vmm_control;
 pub mod vsock;
 
 pub use frame::{read_frame, write_frame, FrameError};

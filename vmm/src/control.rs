@@ -9,7 +9,7 @@
 //! changes nothing.
 
 use crate::rate_limit::RateLimit;
-use serde::Deserialize;
+use paddock_proto::vmm_control::{VmmReply, VmmRequest};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
@@ -48,26 +48,11 @@ impl RateCell {
 /// Rate-limited devices by name: drives by their ids, the NIC as "net".
 pub type Devices = BTreeMap<String, Arc<RateCell>>;
 
-#[derive(Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-enum Request {
-    /// A device's new limits; an absent (or null) one is unlimited.
-    /// (`drive` is the field's first name, still accepted.)
-    SetRate {
-        #[serde(alias = "drive")]
-        device: String,
-        #[serde(default)]
-        bytes_per_s: Option<u64>,
-        #[serde(default)]
-        ops_per_s: Option<u64>,
-    },
-}
-
 /// Answers one request: `{"ok": true}` or `{"error": "..."}`.
 pub fn handle(request: &[u8], devices: &Devices) -> String {
-    let reply = match serde_json::from_slice::<Request>(request) {
+    let reply = match serde_json::from_slice::<VmmRequest>(request) {
         Err(e) => Err(format!("malformed request: {e}")),
-        Ok(Request::SetRate {
+        Ok(VmmRequest::SetRate {
             device,
             bytes_per_s,
             ops_per_s,
@@ -85,10 +70,14 @@ pub fn handle(request: &[u8], devices: &Devices) -> String {
             }
         },
     };
-    match reply {
-        Ok(()) => "{\"ok\":true}\n".into(),
-        Err(e) => format!("{}\n", serde_json::json!({ "error": e })),
-    }
+    let reply = match reply {
+        Ok(()) => VmmReply::Ok { ok: true },
+        Err(error) => VmmReply::Error { error },
+    };
+    // A reply holds a bool or a string: it always serializes.
+    let mut text = serde_json::to_string(&reply).unwrap_or_default();
+    text.push('\n');
+    text
 }
 
 /// Serves the socket forever, one connection at a time (the control thread).

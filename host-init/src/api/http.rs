@@ -242,8 +242,10 @@ pub fn write_continue(stream: &mut impl Write, req: &Request) -> std::io::Result
 /// A 405 naming the methods the resource has.
 pub fn write_not_allowed(stream: &mut impl Write, allow: &[&str]) -> std::io::Result<()> {
     let allow = allow.join(", ");
-    let body =
-        serde_json::json!({"error": format!("method not allowed here; use {allow}")}).to_string();
+    let body = serde_json::json!(paddock_api_types::ErrorBody::new(format!(
+        "method not allowed here; use {allow}"
+    )))
+    .to_string();
     write!(
         stream,
         "HTTP/1.1 405 Method Not Allowed\r\nAllow: {allow}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n{body}",

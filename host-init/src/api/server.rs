@@ -10,6 +10,7 @@ use super::channel::{
 use super::conn::{handle, Timed};
 use super::http;
 use super::transfer::{exec, files, forensic_file};
+use paddock_api_types::ErrorBody;
 use serde_json::Value;
 use std::net::TcpListener;
 use std::os::fd::OwnedFd;
@@ -82,7 +83,7 @@ pub fn call(shared: &Shared, auth: &str, call: Call) -> (CallReply, Option<UnixS
 pub fn call_fd(shared: &Shared, auth: &str, call: Call) -> (CallReply, Option<OwnedFd>) {
     let failed = || CallReply {
         status: 503,
-        body: serde_json::json!({"error": "host-init did not answer"}),
+        body: serde_json::json!(ErrorBody::new("host-init did not answer")),
         fd: false,
     };
     let Some(ex) = exchange(shared) else {
@@ -97,7 +98,9 @@ pub fn call_fd(shared: &Shared, auth: &str, call: Call) -> (CallReply, Option<Ow
         Err(ChannelError::TooLong) => {
             let too_long = CallReply {
                 status: 413,
-                body: serde_json::json!({"error": format!("request over the {MAX_LINE}-byte limit of calls to the control plane")}),
+                body: serde_json::json!(ErrorBody::new(format!(
+                    "request over the {MAX_LINE}-byte limit of calls to the control plane"
+                ))),
                 fd: false,
             };
             return (too_long, None);
@@ -111,7 +114,7 @@ pub fn call_fd(shared: &Shared, auth: &str, call: Call) -> (CallReply, Option<Ow
 }
 
 pub fn json_error(status: u16, msg: impl Into<String>) -> (u16, Value) {
-    (status, serde_json::json!({"error": msg.into()}))
+    (status, serde_json::json!(ErrorBody::new(msg)))
 }
 
 fn valid_id(id: &str) -> bool {

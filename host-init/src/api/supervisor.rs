@@ -261,7 +261,7 @@ fn serve_exchange(h: &Handlers, socket: OwnedFd, crowded: bool) {
         {
             let busy = CallReply {
                 status: 503,
-                body: serde_json::json!({"error": "host-init is serving as many calls as it allows for non-admin tokens; retry shortly"}),
+                body: serde_json::json!(paddock_api_types::ErrorBody::new("host-init is serving as many calls as it allows for non-admin tokens; retry shortly")),
                 fd: false,
             };
             ex.send(&busy, None::<&OwnedFd>)

@@ -8,6 +8,7 @@ use super::http;
 use super::server::{
     body_refusal, call, call_fd, json_error, open_agent, parse_json, query, Shared, Tls, MAX_FILE,
 };
+use paddock_api_types::ExecEvent;
 use serde_json::Value;
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
@@ -23,19 +24,6 @@ const MAX_EXEC_JSON: u64 = 1 << 20;
 static LARGE_BODIES: Permits = Permits::new(8);
 /// Most entries in an exec's `env`.
 const MAX_ENV: usize = 4096;
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ExecBody {
-    argv: Vec<String>,
-    #[serde(default)]
-    env: std::collections::BTreeMap<String, String>,
-    cwd: Option<String>,
-    user: Option<String>,
-    timeout_s: Option<u64>,
-    /// Standard input, base64.
-    stdin: Option<String>,
-}
 
 /// Streams an exec as NDJSON: {"stdout": b64} / {"stderr": b64} events,
 /// then {"exit_code", "signal", "timed_out", "duration_ms"}.
@@ -58,7 +46,7 @@ pub fn exec(shared: &Shared, req: &http::Request, tls: &mut Tls, id: &str) -> Op
         Err(e) => return Some(body_refusal(e, "exec request")),
     };
     // Parsed straight into its type: no intermediate JSON tree.
-    let body: ExecBody = match parse_json(&raw) {
+    let body: paddock_api_types::ExecRequest = match parse_json(&raw) {
         Ok(b) => b,
         Err(e) => return Some(e),
     };
@@ -136,15 +124,15 @@ pub fn exec(shared: &Shared, req: &http::Request, tls: &mut Tls, id: &str) -> Op
         s.spawn(|| watch_client(&client_end, &agent_end, &finished));
         let mut client_gone = false;
         let result = client.exec(request, input, |o| {
-            let line = match o {
-                paddock_agent_client::Output::Stdout(d) => {
-                    serde_json::json!({"stdout": b64.encode(d)})
-                }
-                paddock_agent_client::Output::Stderr(d) => {
-                    serde_json::json!({"stderr": b64.encode(d)})
-                }
+            let event = match o {
+                paddock_agent_client::Output::Stdout(d) => ExecEvent::Stdout {
+                    stdout: b64.encode(d),
+                },
+                paddock_agent_client::Output::Stderr(d) => ExecEvent::Stderr {
+                    stderr: b64.encode(d),
+                },
             };
-            if !client_gone && http::write_chunk(tls, format!("{line}\n").as_bytes()).is_err() {
+            if !client_gone && http::write_chunk(tls, &ndjson_line(&event)).is_err() {
                 client_gone = true;
                 let _ = agent_end.shutdown(std::net::Shutdown::Both);
             }
@@ -155,17 +143,25 @@ pub fn exec(shared: &Shared, req: &http::Request, tls: &mut Tls, id: &str) -> Op
     let duration_ms = started.elapsed().as_millis() as u64;
     let (last, exit_code, signal) = match result {
         Ok(st) => (
-            serde_json::json!({"exit_code": st.code, "signal": st.signal, "timed_out": st.timed_out, "duration_ms": duration_ms}),
+            ExecEvent::Exit {
+                exit_code: st.code,
+                signal: st.signal,
+                timed_out: st.timed_out,
+                duration_ms,
+            },
             st.code,
             st.signal,
         ),
         Err(e) => (
-            serde_json::json!({"error": e.to_string(), "duration_ms": duration_ms}),
+            ExecEvent::Error {
+                error: e.to_string(),
+                duration_ms,
+            },
             None,
             None,
         ),
     };
-    let _ = http::write_chunk(tls, format!("{last}\n").as_bytes());
+    let _ = http::write_chunk(tls, &ndjson_line(&last));
     let _ = http::end_chunks(tls);
     let _ = call(
         shared,
@@ -179,6 +175,14 @@ pub fn exec(shared: &Shared, req: &http::Request, tls: &mut Tls, id: &str) -> Op
         },
     );
     None
+}
+
+/// One line of an exec's NDJSON stream.
+fn ndjson_line(event: &ExecEvent) -> Vec<u8> {
+    // An ExecEvent holds only strings and numbers: it always serializes.
+    let mut line = serde_json::to_vec(event).unwrap_or_default();
+    line.push(b'\n');
+    line
 }
 
 pub fn files(

@@ -109,18 +109,18 @@ fn whole_disk_of(path: &Path) -> Result<String, RunError> {
 }
 
 impl Limits {
-    pub fn public(&self) -> serde_json::Value {
-        serde_json::json!({
-            "cpu_max_us_per_100ms": self.cpu_quota_us,
-            "memory_max_bytes": self.memory_bytes,
-            "pids_max": self.pids,
-            "io_max_bytes_per_s": self.io_bps,
-            "io_max_ops_per_s": self.io_iops,
-            "disk_bytes_per_s": self.disk_bps,
-            "disk_ops_per_s": self.disk_iops,
-            "net_bytes_per_s": self.net_bps,
-            "net_connections_per_s": self.net_connections_per_s,
-        })
+    pub fn public(&self) -> paddock_api_types::WorkspaceLimits {
+        paddock_api_types::WorkspaceLimits {
+            cpu_max_us_per_100ms: self.cpu_quota_us,
+            memory_max_bytes: self.memory_bytes,
+            pids_max: self.pids,
+            io_max_bytes_per_s: self.io_bps,
+            io_max_ops_per_s: self.io_iops,
+            disk_bytes_per_s: self.disk_bps,
+            disk_ops_per_s: self.disk_iops,
+            net_bytes_per_s: self.net_bps,
+            net_connections_per_s: self.net_connections_per_s,
+        }
     }
 }
 
@@ -142,6 +142,6 @@ mod tests {
         assert_eq!(l.pids, 18);
         assert_eq!(l.io_bps, 200 << 20);
         assert_eq!(l.io_iops, 8000);
-        assert_eq!(l.public()["memory_max_bytes"], l.memory_bytes);
+        assert_eq!(l.public().memory_max_bytes, l.memory_bytes);
     }
 }

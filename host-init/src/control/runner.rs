@@ -5,8 +5,10 @@
 use super::boot_watch;
 use super::limits::Limits;
 use super::workspace::WorkspaceRecord;
+use crate::net::policy::CheckEgress as _;
 use crate::warn;
 use paddock_agent_client::ReadyListener;
+use paddock_proto::vmm_control::{VmmReply, VmmRequest};
 use paddock_proto::ReadyInfo;
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
@@ -125,17 +127,19 @@ pub fn set_rate(
         std::os::unix::net::UnixStream::connect(&path).map_err(io("connecting to", &path))?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
     let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
-    let req = serde_json::json!({
-        "op": "set_rate", "device": device, "bytes_per_s": bytes_per_s, "ops_per_s": ops_per_s
-    });
-    s.write_all(format!("{req}\n").as_bytes())
-        .map_err(io("writing to", &path))?;
+    let req = VmmRequest::SetRate {
+        device: device.to_string(),
+        bytes_per_s: Some(bytes_per_s),
+        ops_per_s,
+    };
+    let mut line = serde_json::to_vec(&req).unwrap_or_default();
+    line.push(b'\n');
+    s.write_all(&line).map_err(io("writing to", &path))?;
     let mut reply = Vec::new();
     s.take(4096)
         .read_to_end(&mut reply)
         .map_err(io("reading from", &path))?;
-    let v: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
-    if v["ok"] == true {
+    if let Ok(VmmReply::Ok { ok: true }) = serde_json::from_slice(&reply) {
         Ok(())
     } else {
         Err(RunError::NotReady(format!(

@@ -8,9 +8,12 @@ use super::forensics;
 use super::runner;
 use super::store::{Store, StoreError, TOKENS, WORKSPACES};
 use super::tokens::{hash_secret, Scope, TokenRecord};
+use super::workspace::SpecProblems as _;
 use super::workspace::{WorkspaceRecord, WorkspaceSpec, WsState};
 use crate::api::channel::{Call, CallReply, Purpose};
+use crate::net::policy::CheckEgress as _;
 use crate::{info, warn};
+use paddock_api_types::{Deleted, ErrorBody, WorkspaceList};
 use serde_json::{json, Value};
 mod links;
 mod ports;
@@ -56,7 +59,17 @@ pub struct Outcome {
     pub stream: Option<OwnedFd>,
 }
 
-fn reply(status: u16, body: Value) -> Outcome {
+/// An answer: a wire type of paddock_api_types (or, for the shapes it does
+/// not hold yet, a JSON value).
+fn reply(status: u16, body: impl serde::Serialize) -> Outcome {
+    let (status, body) = match serde_json::to_value(body) {
+        Ok(body) => (status, body),
+        // Only a map with non-string keys fails, and none of ours has one.
+        Err(e) => (
+            500,
+            json!(ErrorBody::new(format!("shaping the answer: {e}"))),
+        ),
+    };
     Outcome {
         reply: CallReply {
             status,
@@ -68,7 +81,7 @@ fn reply(status: u16, body: Value) -> Outcome {
 }
 
 fn error(status: u16, msg: impl Into<String>) -> Outcome {
-    reply(status, json!({"error": msg.into()}))
+    reply(status, ErrorBody::new(msg))
 }
 
 fn store_err(e: StoreError) -> Outcome {
@@ -363,13 +376,13 @@ impl Control {
         match call {
             Call::CreateWorkspace { spec } => self.create(tok, spec, what),
             Call::ListWorkspaces { labels } => {
-                let visible: Vec<Value> = self
+                let workspaces = self
                     .visible(tok, what)?
                     .iter()
                     .filter(|w| labels.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
                     .map(WorkspaceRecord::public)
                     .collect();
-                Ok(reply(200, json!({"workspaces": visible})))
+                Ok(reply(200, WorkspaceList { workspaces }))
             }
             Call::GetWorkspace { id } => Ok(reply(
                 200,
@@ -385,7 +398,7 @@ impl Control {
                     "workspace_deleted",
                     json!({"workspace": ws.id, "token": tok.id}),
                 );
-                Ok(reply(200, json!({"deleted": ws.id})))
+                Ok(reply(200, Deleted { deleted: ws.id }))
             }
             Call::StopWorkspace { id } => {
                 let mut ws = self.workspace(tok, &id, Scope::Delete, what)?;
@@ -453,7 +466,7 @@ impl Control {
                             "forensics_deleted",
                             json!({"workspace": id, "token": tok.id}),
                         );
-                        Ok(reply(200, json!({"deleted": id})))
+                        Ok(reply(200, Deleted { deleted: id }))
                     }
                     Ok(false) => Err(error(404, format!("no forensic snapshot of {id}"))),
                     Err(e) => Err(error(500, e.to_string())),
@@ -723,7 +736,7 @@ impl Control {
             ));
         }
         // The same bounds as at create.
-        let mut check = super::workspace::WorkspaceSpec::for_limits(ws.vcpus);
+        let mut check = super::workspace::spec_for_limits(ws.vcpus);
         check.disk_mib_per_s = req.disk_mib_per_s;
         check.disk_iops = req.disk_iops;
         check.net_mib_per_s = req.net_mib_per_s;

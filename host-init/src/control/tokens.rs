@@ -2,6 +2,7 @@
 //! scopes, an expiry, quotas and optional limits to labelled workspaces or
 //! to given workspace ids. A token can only mint tokens weaker than itself.
 
+use crate::net::policy::CheckEgress as _;
 use crate::net::policy::EgressRequest;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -11,38 +12,8 @@ use std::collections::BTreeMap;
 pub const DEFAULT_TTL_S: u64 = 30 * 24 * 3600;
 const SECRET_PREFIX: &str = "pdk_";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Scope {
-    Create,
-    Exec,
-    Files,
-    Delete,
-    Read,
-    Admin,
-}
-
-impl Scope {
-    pub const ALL: [Scope; 6] = [
-        Scope::Create,
-        Scope::Exec,
-        Scope::Files,
-        Scope::Delete,
-        Scope::Read,
-        Scope::Admin,
-    ];
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Quotas {
-    pub max_workspaces: Option<u32>,
-    pub max_vcpus: Option<u32>,
-    pub max_memory_mib: Option<u64>,
-    /// Disk of every workspace the token's tree holds, stopped ones too.
-    #[serde(default)]
-    pub max_disk_mib: Option<u64>,
-}
+/// Scopes, quotas and the mint request: the API's wire types.
+pub use paddock_api_types::{MintRequest, Quotas, Scope};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {
@@ -64,21 +35,6 @@ pub struct TokenRecord {
     /// The egress entries this token may put on workspaces it creates.
     /// Admin tokens may grant any; for others None grants nothing.
     #[serde(default)]
-    pub egress_allow: Option<EgressRequest>,
-}
-
-/// What a caller asks for when minting.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MintRequest {
-    pub name: String,
-    pub scopes: Vec<Scope>,
-    pub ttl_s: Option<u64>,
-    #[serde(default)]
-    pub quotas: Quotas,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    pub workspace_ids: Option<Vec<String>>,
     pub egress_allow: Option<EgressRequest>,
 }
 

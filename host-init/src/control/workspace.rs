@@ -1,6 +1,7 @@
 //! What a workspace is to the control plane: the request that creates one
 //! (validated field by field) and the record kept for it.
 
+use crate::net::policy::CheckEgress as _;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -14,44 +15,8 @@ pub const MAX_DISK_MIB: u64 = 1024 * 1024;
 const MAX_ENV: usize = 64;
 const MAX_LABELS: usize = 16;
 
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WorkspaceSpec {
-    #[serde(default = "default_template")]
-    pub template: String,
-    #[serde(default = "default_vcpus")]
-    pub vcpus: u32,
-    #[serde(default = "default_memory")]
-    pub memory_mib: u64,
-    #[serde(default = "default_disk")]
-    pub disk_mib: u64,
-    /// Required: every workspace ends.
-    pub ttl_s: u64,
-    /// Secrets for the workspace's commands; never logged, never returned.
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    /// Rate limits on its disk, enforced in the VMM's block device (token
-    /// buckets); at most, and by default, what io.max gives its vCPUs.
-    #[serde(default)]
-    pub disk_mib_per_s: Option<u64>,
-    #[serde(default)]
-    pub disk_iops: Option<u64>,
-    /// Test images only (benchmarks): a disk without dm-crypt, to compare
-    /// against. Refused everywhere else.
-    #[serde(default)]
-    pub test_unencrypted_disk: bool,
-    /// What it may reach (net/policy.rs); absent: nothing.
-    #[serde(default)]
-    pub egress: crate::net::policy::EgressRequest,
-    /// Its NIC's bandwidth, each direction (default and maximum below).
-    #[serde(default)]
-    pub net_mib_per_s: Option<u64>,
-    /// New connections it may open per second, all destinations together.
-    #[serde(default)]
-    pub net_connections_per_s: Option<u64>,
-}
+/// The create request: the API's wire type, checked here field by field.
+pub use paddock_api_types::{Published, WorkspaceSpec, WorkspaceState as WsState};
 
 /// A workspace's network by default: plenty for package installs, not
 /// enough for one workspace to fill a server's uplink.
@@ -60,39 +25,12 @@ pub const MAX_NET_MIB_PER_S: u64 = 1000;
 pub const DEFAULT_NET_CONNECTIONS_PER_S: u64 = 50;
 pub const MAX_NET_CONNECTIONS_PER_S: u64 = 1000;
 
-impl WorkspaceSpec {
-    /// A spec that only carries what limit checks need (a running
-    /// workspace's new rate limits are checked like a create's).
-    pub fn for_limits(vcpus: u32) -> WorkspaceSpec {
-        WorkspaceSpec {
-            template: default_template(),
-            vcpus,
-            memory_mib: default_memory(),
-            disk_mib: default_disk(),
-            ttl_s: 1,
-            env: BTreeMap::new(),
-            labels: BTreeMap::new(),
-            disk_mib_per_s: None,
-            disk_iops: None,
-            test_unencrypted_disk: false,
-            egress: Default::default(),
-            net_mib_per_s: None,
-            net_connections_per_s: None,
-        }
-    }
-}
-
-fn default_template() -> String {
-    "default".into()
-}
-fn default_vcpus() -> u32 {
-    1
-}
-fn default_memory() -> u64 {
-    512
-}
-fn default_disk() -> u64 {
-    2048
+/// A spec that only carries what limit checks need (a running
+/// workspace's new rate limits are checked like a create's).
+pub fn spec_for_limits(vcpus: u32) -> WorkspaceSpec {
+    let mut spec = WorkspaceSpec::new(1);
+    spec.vcpus = vcpus;
+    spec
 }
 
 fn label_ok(s: &str) -> bool {
@@ -102,9 +40,14 @@ fn label_ok(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
-impl WorkspaceSpec {
+/// Checking a create request (a trait: the request is the wire crate's type).
+pub trait SpecProblems {
     /// Every problem, one per field.
-    pub fn problems(&self) -> Vec<String> {
+    fn problems(&self) -> Vec<String>;
+}
+
+impl SpecProblems for WorkspaceSpec {
+    fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
         if self.template != "default" {
             p.push(format!(
@@ -193,20 +136,6 @@ impl WorkspaceSpec {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WsState {
-    Starting,
-    Running,
-    Stopped,
-    /// The host rebooted while it ran; its disk was removed.
-    Lost,
-    /// Frozen for an incident (vCPUs and VMM stopped below the guest), its
-    /// tokens revoked, a forensic snapshot taken; no TTL applies. Only an
-    /// admin's stop or delete ends it.
-    Quarantined,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkspaceRecord {
     pub id: String,
@@ -246,36 +175,29 @@ pub struct WorkspaceRecord {
     pub published: Vec<Published>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Published {
-    pub port: u16,
-    pub host_port: u16,
-}
-
 /// The uplink ports published workspace ports are given from.
 pub const PUBLISH_RANGE: std::ops::RangeInclusive<u16> = 20000..=29999;
 
 impl WorkspaceRecord {
     /// The record as the API shows it (no env values).
-    pub fn public(&self) -> serde_json::Value {
-        serde_json::json!({
-            "id": self.id,
-            "template": self.template,
-            "vcpus": self.vcpus,
-            "memory_mib": self.memory_mib,
-            "disk_mib": self.disk_mib,
-            "labels": self.labels,
-            "env_keys": self.env.keys().collect::<Vec<_>>(),
-            "created_at": self.created_at,
-            "expires_at": self.expires_at,
-            "state": self.state,
-            "limits": super::limits::Limits::for_workspace(self).public(),
-            "disk_encrypted": !self.unencrypted_disk,
-            "egress": self.egress,
-            "published": self.published,
-            // Its NIC's address (what a private link's `from` connects to).
-            "address": super::runner::slot(self).map(|s| s.guest().to_string()),
-        })
+    pub fn public(&self) -> paddock_api_types::Workspace {
+        paddock_api_types::Workspace {
+            id: self.id.clone(),
+            template: self.template.clone(),
+            vcpus: self.vcpus,
+            memory_mib: self.memory_mib,
+            disk_mib: self.disk_mib,
+            labels: self.labels.clone(),
+            env_keys: self.env.keys().cloned().collect(),
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            state: self.state,
+            limits: super::limits::Limits::for_workspace(self).public(),
+            disk_encrypted: !self.unencrypted_disk,
+            egress: self.egress.clone(),
+            published: self.published.clone(),
+            address: super::runner::slot(self).map(|s| s.guest().to_string()),
+        }
     }
 }
 

@@ -273,6 +273,7 @@ pub fn reachable(ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::policy::CheckEgress as _;
     use policy::EgressRequest;
 
     fn query(name: &str, t: RecordType) -> Vec<u8> {

@@ -521,7 +521,7 @@ pub fn refused(id: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::policy::EgressRequest;
+    use super::super::policy::{CheckEgress as _, EgressRequest};
     use super::*;
 
     #[test]

@@ -2,23 +2,15 @@
 //! into typed rules), the addresses no rule can open, and the questions the
 //! resolver and the proxy ask of it.
 
-use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
 /// Ports a domain entry opens when it names none.
 pub const DEFAULT_PORTS: [u16; 2] = [443, 80];
 const MAX_ENTRIES: usize = 256;
 
-/// The request's form: `{"domains": ["example.com", "*.pypi.org:443"],
-/// "cidrs": ["203.0.113.0/24:8080"]}`. Empty (the default): reach nothing.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EgressRequest {
-    #[serde(default)]
-    pub domains: Vec<String>,
-    #[serde(default)]
-    pub cidrs: Vec<String>,
-}
+/// The request's form (the API's wire type): `{"domains": ["example.com",
+/// "*.pypi.org:443"], "cidrs": ["203.0.113.0/24:8080"]}`. Empty: nothing.
+pub use paddock_api_types::Egress as EgressRequest;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DomainRule {
@@ -113,9 +105,15 @@ fn domain_pattern(s: &str) -> Result<String, String> {
     Ok(lower)
 }
 
-impl EgressRequest {
+/// Checking a request entry by entry (a trait: the request is the wire
+/// crate's type).
+pub trait CheckEgress {
     /// The typed policy, or every problem found.
-    pub fn check(&self) -> Result<Egress, Vec<String>> {
+    fn check(&self) -> Result<Egress, Vec<String>>;
+}
+
+impl CheckEgress for EgressRequest {
+    fn check(&self) -> Result<Egress, Vec<String>> {
         let mut problems = Vec::new();
         let mut out = Egress::default();
         if self.domains.len() + self.cidrs.len() > MAX_ENTRIES {

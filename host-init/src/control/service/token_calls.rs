@@ -6,6 +6,7 @@ use super::{error, reply, store_err, Control, Outcome};
 use crate::control::access::{MAX_DEPTH, MAX_TENANT_TOKENS, MAX_TOKENS};
 use crate::control::audit::now_s;
 use crate::control::tokens::{hash_secret, MintRequest, Scope, TokenRecord};
+use paddock_api_types::{MintedToken, TokenList, TokenView};
 use serde_json::{json, Value};
 
 impl Control {
@@ -82,7 +83,13 @@ impl Control {
         );
         Ok(reply(
             201,
-            json!({"id": rec.id, "secret": secret, "scopes": rec.scopes, "expires_at": rec.expires_at, "note": "the secret is shown once"}),
+            MintedToken {
+                id: rec.id,
+                secret,
+                scopes: rec.scopes,
+                expires_at: rec.expires_at,
+                note: "the secret is shown once".into(),
+            },
         ))
     }
 
@@ -91,11 +98,22 @@ impl Control {
         let tree = self.tree();
         let mut list: Vec<&TokenRecord> = tree.all().collect();
         list.sort_by_key(|t| (t.created_at, t.id.clone()));
-        let list: Vec<Value> = list
-            .iter()
-            .map(|t| json!({"id": t.id, "name": t.name, "scopes": t.scopes, "expires_at": t.expires_at, "revoked": t.revoked, "parent": t.parent, "quotas": t.quotas, "labels": t.labels, "workspace_ids": t.workspace_ids, "egress_allow": t.egress_allow}))
+        let tokens = list
+            .into_iter()
+            .map(|t| TokenView {
+                id: t.id.clone(),
+                name: t.name.clone(),
+                scopes: t.scopes.clone(),
+                expires_at: t.expires_at,
+                revoked: t.revoked,
+                parent: t.parent.clone(),
+                quotas: t.quotas.clone(),
+                labels: t.labels.clone(),
+                workspace_ids: t.workspace_ids.clone(),
+                egress_allow: t.egress_allow.clone(),
+            })
             .collect();
-        Ok(reply(200, json!({"tokens": list})))
+        Ok(reply(200, TokenList { tokens }))
     }
 
     pub(super) fn revoke_token(
