@@ -1,0 +1,324 @@
+//! The command line. Spellings are an interface: scripts and the
+//! appliance tests drive `paddock` with them, so none may change.
+//!
+//! Where a command's flags are exactly the fields of the JSON body it
+//! sends and no shared type exists for that body, the flags' struct is
+//! the body (it derives `Serialize`), so its shape is written once.
+
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use paddock_api_types::{Egress, Scope};
+use serde::Serialize;
+
+/// How long a workspace lives when `create` is not told.
+pub const DEFAULT_TTL_S: u64 = 3600;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "paddock",
+    version,
+    about = "The command-line client of a Paddock appliance's API",
+    after_help = "The configuration lives in $PADDOCK_CONFIG (default ~/.config/paddock/config.json).",
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    /// Print the appliance's JSON answers as they come (for scripts)
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Pin the appliance's certificate and save the token
+    Login {
+        /// https://HOST[:PORT] (port 8443 when left out)
+        url: String,
+        /// An API token
+        token: String,
+        /// The SHA-256 of the appliance's certificate, from its console (32
+        /// hex bytes, colons optional); without it, login prints what the
+        /// appliance presents and stops
+        #[arg(long, value_name = "SHA256", value_parser = fingerprint)]
+        fingerprint: Option<String>,
+    },
+    /// Create a workspace and print its id
+    Create(CreateArgs),
+    /// List workspaces
+    Ls {
+        /// Only those with this label (repeatable: all must match)
+        #[arg(long = "label", value_name = "K=V")]
+        labels: Vec<String>,
+    },
+    /// Run a command in a workspace: streams its output, exits with its code
+    Exec(ExecArgs),
+    /// Copy a file into or out of a workspace
+    #[command(after_help = "Exactly one of SRC and DST is ID:/path inside the workspace.")]
+    Cp { src: String, dst: String },
+    /// Stop a workspace (its disk stays)
+    Stop { id: String },
+    /// Delete a workspace
+    Rm { id: String },
+    /// New rate limits for a running workspace (admin)
+    Limits {
+        id: String,
+        #[command(flatten)]
+        limits: LimitsRequest,
+    },
+    /// Replace a workspace's egress allowlist (admin); with none given it
+    /// reaches nothing
+    Egress {
+        id: String,
+        #[command(flatten)]
+        allow: AllowArgs,
+    },
+    /// Private links: FROM may connect to TO on PORT (admin)
+    #[command(subcommand)]
+    Link(LinkCommand),
+    /// Reach a workspace port from the uplink (admin)
+    Publish {
+        id: String,
+        #[command(flatten)]
+        port: PublishRequest,
+    },
+    /// Stop publishing a workspace port (admin)
+    Unpublish { id: String, port: u16 },
+    /// Freeze a workspace, revoke its tokens, take a forensic snapshot (admin)
+    Quarantine { id: String },
+    /// Download a file of a forensic snapshot, checked against its manifest;
+    /// or `forensics rm ID` (admin)
+    Forensics(ForensicsArgs),
+    /// API tokens (admin)
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The API's TLS certificate (admin)
+    #[command(subcommand)]
+    Tls(TlsCommand),
+    /// How the disk keys are held (sealed to the TPM, locked, ...)
+    Keys {
+        #[command(subcommand)]
+        command: Option<KeysCommand>,
+    },
+    /// The audit log
+    Events(EventsArgs),
+    /// Print a shell completion script
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Seconds it lives
+    #[arg(long, value_name = "S", default_value_t = DEFAULT_TTL_S)]
+    pub ttl: u64,
+    #[arg(long, value_name = "N")]
+    pub vcpus: Option<u32>,
+    #[arg(long, value_name = "N")]
+    pub memory_mib: Option<u64>,
+    #[arg(long, value_name = "N")]
+    pub disk_mib: Option<u64>,
+    /// A label (repeatable)
+    #[arg(long = "label", value_name = "K=V", value_parser = key_value)]
+    pub labels: Vec<(String, String)>,
+    /// A variable for its commands (repeatable); never shown back
+    #[arg(long = "env", value_name = "K=V", value_parser = key_value)]
+    pub env: Vec<(String, String)>,
+    #[command(flatten)]
+    pub allow: AllowArgs,
+}
+
+/// What a workspace may reach; nothing unless named.
+#[derive(Debug, Args)]
+pub struct AllowArgs {
+    /// A domain it may reach (repeatable)
+    #[arg(long = "allow", value_name = "DOMAIN[:PORTS]")]
+    pub domains: Vec<String>,
+    /// A network it may reach (repeatable)
+    #[arg(long = "allow-cidr", value_name = "NET:PORTS")]
+    pub cidrs: Vec<String>,
+}
+
+impl AllowArgs {
+    pub fn egress(self) -> Egress {
+        Egress {
+            domains: self.domains,
+            cidrs: self.cidrs,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Run as root instead of the workspace's user
+    #[arg(long)]
+    pub root: bool,
+    /// Seconds before the command is killed
+    #[arg(long, value_name = "S")]
+    pub timeout: Option<u64>,
+    pub id: String,
+    /// The command and its arguments, after `--`
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// The body of `POST /v1/workspaces/{id}/limits`: only what is given.
+#[derive(Debug, Args, Serialize)]
+pub struct LimitsRequest {
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_mib_per_s: Option<u64>,
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_iops: Option<u64>,
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub net_mib_per_s: Option<u64>,
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub net_connections_per_s: Option<u64>,
+}
+
+/// The body of `POST /v1/workspaces/{id}/ports`.
+#[derive(Debug, Args, Serialize)]
+pub struct PublishRequest {
+    /// The workspace's port
+    pub port: u16,
+    /// The uplink's port (the appliance picks one when left out)
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u16>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LinkCommand {
+    /// List the links
+    Ls,
+    /// Let FROM connect to TO on PORT
+    Add(LinkRequest),
+    /// Remove a link
+    Rm { link: String },
+}
+
+/// The body of `POST /v1/links`.
+#[derive(Debug, Args, Serialize)]
+pub struct LinkRequest {
+    pub from: String,
+    pub to: String,
+    pub port: u16,
+}
+
+/// Either `forensics ID FILE DEST` or `forensics rm ID`: `rm` is read as
+/// the subcommand, anything else as a workspace id.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct ForensicsArgs {
+    #[command(subcommand)]
+    pub command: Option<ForensicsCommand>,
+    #[arg(required = true)]
+    pub id: Option<String>,
+    #[arg(value_enum, required = true)]
+    pub file: Option<SnapshotFile>,
+    /// Where to save it
+    #[arg(required = true)]
+    pub dest: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ForensicsCommand {
+    /// Delete a workspace's snapshot (nothing else ever does)
+    Rm { id: String },
+}
+
+/// The files of a snapshot, named as the API's paths name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SnapshotFile {
+    Manifest,
+    Memory,
+    Disk,
+    Audit,
+}
+
+impl SnapshotFile {
+    pub fn name(self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Mint a token, below the one you use; its secret is shown once
+    Create {
+        name: String,
+        /// What it may do (repeatable)
+        #[arg(long = "scope", value_name = "SCOPE", value_parser = scope())]
+        scopes: Vec<Scope>,
+        /// Seconds it lives
+        #[arg(long, value_name = "S")]
+        ttl: Option<u64>,
+        /// A label (repeatable)
+        #[arg(long = "label", value_name = "K=V", value_parser = key_value)]
+        labels: Vec<(String, String)>,
+    },
+    /// List tokens
+    Ls,
+    /// Revoke a token and those it minted
+    Revoke { id: String },
+    /// A new secret for a token (tok_bootstrap: the admin credential)
+    Rotate { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// A new TLS certificate for the API; pin its fingerprint again
+    Rotate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Re-seal locked disk keys to this boot state; reads the recovery
+    /// secret from stdin
+    Recover,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only events of this workspace
+    #[arg(long, value_name = "ID")]
+    pub workspace: Option<String>,
+    /// Only events of this kind
+    #[arg(long, value_name = "NAME")]
+    pub event: Option<String>,
+    /// At most this many, the newest
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("KEY=VALUE, not {s:?}"))
+}
+
+fn fingerprint(s: &str) -> Result<String, String> {
+    crate::pinned::normalise(s).ok_or_else(|| "32 hex bytes, with or without colons".into())
+}
+
+/// Scopes by the names the API gives them, so the list cannot drift from
+/// the shared type.
+fn scope() -> impl TypedValueParser<Value = Scope> {
+    let name = |s: &Scope| match serde_json::to_value(s) {
+        Ok(serde_json::Value::String(n)) => n,
+        _ => format!("{s:?}"),
+    };
+    PossibleValuesParser::new(Scope::ALL.iter().map(name)).try_map(|s: String| {
+        serde_json::from_value::<Scope>(serde_json::Value::String(s)).map_err(|e| e.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,200 @@
+//! The appliance's own business: links, forensic snapshots, tokens, its
+//! certificate, its disk keys and its audit log.
+
+use super::{enc, ok, ws_path, Ctx};
+use crate::args::{
+    EventsArgs, ForensicsArgs, ForensicsCommand, KeysCommand, LinkCommand, SnapshotFile,
+    TlsCommand, TokenCommand,
+};
+use crate::CliError;
+use paddock_api_types::{Deleted, MintRequest, MintedToken, TokenList};
+use serde_json::Value;
+
+pub fn link(ctx: &Ctx, cmd: LinkCommand) -> Result<(), CliError> {
+    let show = |l: &Value| {
+        println!(
+            "{}  {} -> {}:{} ({})",
+            l["id"].as_str().unwrap_or("?"),
+            l["from"].as_str().unwrap_or("?"),
+            l["to"].as_str().unwrap_or("?"),
+            l["port"],
+            l["to_address"].as_str().unwrap_or("no address")
+        )
+    };
+    match cmd {
+        LinkCommand::Ls => {
+            let body = ctx.call("GET", "/v1/links")?;
+            ctx.show(&body, |v: Value| {
+                v["links"].as_array().into_iter().flatten().for_each(show)
+            })
+        }
+        LinkCommand::Add(req) => {
+            let body = ctx.send("POST", "/v1/links", &req)?;
+            ctx.show(&body, |v: Value| show(&v))
+        }
+        LinkCommand::Rm { link } => {
+            let body = ctx.call("DELETE", &format!("/v1/links/{}", enc(&link)))?;
+            ctx.show(&body, |d: Deleted| println!("removed {}", d.deleted))
+        }
+    }
+}
+
+/// Downloads one file of a forensic snapshot to `dest`; every file but the
+/// manifest is checked against the SHA-256 the manifest records.
+pub fn forensics(ctx: &Ctx, args: ForensicsArgs) -> Result<(), CliError> {
+    let (id, file, dest) = match args {
+        ForensicsArgs {
+            command: Some(ForensicsCommand::Rm { id }),
+            ..
+        } => {
+            return ctx.call("DELETE", &ws_path(&id, "/forensics")).map(drop);
+        }
+        ForensicsArgs {
+            id: Some(id),
+            file: Some(file),
+            dest: Some(dest),
+            ..
+        } => (id, file, dest),
+        // The parser requires all three when there is no subcommand.
+        _ => {
+            return Err(CliError::Usage(
+                "forensics ID manifest|memory|disk|audit DEST, or forensics rm ID".into(),
+            ))
+        }
+    };
+    let fetch = |f: SnapshotFile| -> Result<Vec<u8>, CliError> {
+        let path = ws_path(&id, &format!("/forensics/{}", f.name()));
+        ok(ctx.api.call("GET", &path, None)?)
+    };
+    let name = file.name();
+    let data = fetch(file)?;
+    if file != SnapshotFile::Manifest {
+        let manifest: Value = serde_json::from_slice(&fetch(SnapshotFile::Manifest)?)
+            .map_err(|e| CliError::Api(format!("the snapshot's manifest: {e}")))?;
+        let want = manifest["files"][name.as_str()]["sha256"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let got: String = <sha2::Sha256 as sha2::Digest>::digest(&data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if want != got {
+            return Err(CliError::Api(format!(
+                "{name}: {} bytes downloaded with SHA-256 {got}, but the manifest says {want}; not saved",
+                data.len()
+            )));
+        }
+    }
+    std::fs::write(&dest, &data).map_err(|e| CliError::Config(format!("{dest}: {e}")))?;
+    // What was saved, for scripts: the CLI's own answer, not the appliance's.
+    let saved = serde_json::json!({"file": name, "bytes": data.len(), "saved": dest});
+    ctx.show(saved.to_string().as_bytes(), |_: Value| {
+        println!("{name}: {} bytes saved to {dest}", data.len())
+    })
+}
+
+pub fn token(ctx: &Ctx, cmd: TokenCommand) -> Result<(), CliError> {
+    match cmd {
+        TokenCommand::Create {
+            name,
+            scopes,
+            ttl,
+            labels,
+        } => {
+            let req = MintRequest {
+                name,
+                scopes,
+                ttl_s: ttl,
+                labels: labels.into_iter().collect(),
+                ..MintRequest::default()
+            };
+            let body = ctx.send("POST", "/v1/tokens", &req)?;
+            ctx.show(&body, |t: MintedToken| {
+                println!("{}  {}  (the secret is shown once)", t.id, t.secret)
+            })
+        }
+        TokenCommand::Ls => {
+            let body = ctx.call("GET", "/v1/tokens")?;
+            ctx.show(&body, |list: TokenList| {
+                for t in list.tokens {
+                    println!(
+                        "{:<22} {:<20} {:<8} {}",
+                        t.id,
+                        t.name,
+                        if t.revoked { "revoked" } else { "active" },
+                        serde_json::to_string(&t.scopes).unwrap_or_default()
+                    );
+                }
+            })
+        }
+        TokenCommand::Revoke { id } => ctx
+            .call("DELETE", &format!("/v1/tokens/{}", enc(&id)))
+            .map(drop),
+        TokenCommand::Rotate { id } => {
+            let body = ctx.call("POST", &format!("/v1/tokens/{}/rotate", enc(&id)))?;
+            ctx.show(&body, |v: Value| {
+                println!("{}", v["secret"].as_str().unwrap_or_default());
+                eprintln!("(shown once; the old secret no longer works)");
+            })
+        }
+    }
+}
+
+pub fn tls(ctx: &Ctx, cmd: TlsCommand) -> Result<(), CliError> {
+    match cmd {
+        TlsCommand::Rotate => {
+            let body = ctx.call("POST", "/v1/tls/rotate")?;
+            ctx.show(&body, |v: Value| {
+                println!("{}", v["fingerprint"].as_str().unwrap_or_default());
+                eprintln!("(the API restarts with it within 2 s; run `paddock login` with this fingerprint)");
+            })
+        }
+    }
+}
+
+pub fn keys(ctx: &Ctx, cmd: Option<KeysCommand>) -> Result<(), CliError> {
+    match cmd {
+        None => {
+            let body = ctx.call("GET", "/v1/keys")?;
+            ctx.show(&body, |v: Value| {
+                println!(
+                    "{}: {}",
+                    v["state"].as_str().unwrap_or("?"),
+                    v["detail"].as_str().unwrap_or_default()
+                )
+            })
+        }
+        Some(KeysCommand::Recover) => {
+            // From stdin, not an argument: argv is visible to every
+            // process on the operator's machine.
+            let mut secret = String::new();
+            std::io::stdin()
+                .read_line(&mut secret)
+                .map_err(|e| CliError::Usage(format!("reading the recovery secret: {e}")))?;
+            let req = serde_json::json!({"recovery_secret": secret.trim()});
+            let body = ctx.send("POST", "/v1/keys/recover", &req)?;
+            ctx.show(&body, |v: Value| {
+                println!("{}", v["detail"].as_str().unwrap_or_default())
+            })
+        }
+    }
+}
+
+pub fn events(ctx: &Ctx, args: &EventsArgs) -> Result<(), CliError> {
+    let limit = args.limit.map(|n| n.to_string());
+    let q: Vec<String> = [
+        ("workspace", args.workspace.as_deref()),
+        ("event", args.event.as_deref()),
+        ("limit", limit.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| format!("{k}={}", enc(v))))
+    .collect();
+    let body = ctx.call("GET", &format!("/v1/audit?{}", q.join("&")))?;
+    ctx.show(&body, |v: Value| {
+        for e in v["events"].as_array().into_iter().flatten() {
+            println!("{e}");
+        }
+    })
+}
