@@ -4,6 +4,8 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 export PADDOCK_CACHE := env_var_or_default("PADDOCK_CACHE", env_var("HOME") + "/.cache/paddock")
 static_dir := justfile_directory() + "/target/static/x86_64-unknown-linux-gnu/release"
+# The test image's binaries: the product's, but paddock-init with the test probes.
+test_static_dir := justfile_directory() + "/target/static-test"
 
 # List the recipes.
 default:
@@ -53,6 +55,25 @@ static:
         --target x86_64-unknown-linux-gnu --target-dir target/static \
         -p paddock-vmm -p paddock-agent -p paddock-init -p paddock-image -p paddock-cli -p paddock-tests --bins
 
+# The binaries of the test image (docs/appliance.md): the product's, with
+# paddock-init built again with the test suite's probes. The product build
+# runs last, so target/static keeps the binary without them.
+static-test: static
+    #!/usr/bin/env bash
+    set -euo pipefail
+    build() {
+        RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked \
+            --target x86_64-unknown-linux-gnu --target-dir target/static -p paddock-init --bins "$@"
+    }
+    build --features paddock-init/test-probes
+    mkdir -p {{test_static_dir}}
+    for b in {{static_dir}}/*; do
+        if [ -f "$b" ] && [ -x "$b" ]; then cp -f "$b" {{test_static_dir}}/; fi
+    done
+    build
+    {{static_dir}}/paddock-init build-info | grep -qx 'test-probes no'
+    {{test_static_dir}}/paddock-init build-info | grep -qx 'test-probes yes'
+
 # Install schemathesis (pinned, from PyPI) into the cache; prints its `st` path.
 schemathesis:
     @scripts/schemathesis.sh
@@ -63,6 +84,7 @@ check:
     set -euo pipefail
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
+    cargo clippy -p paddock-init --all-targets --features test-probes --locked -- -D warnings
     cargo test --workspace --lib --bins --locked
     export PADDOCK_SCHEMATHESIS=$(scripts/schemathesis.sh)
     cargo test -p paddock-vmm -p paddock-agent-client -p paddock-proto -p paddock-init -p paddock-image -p paddock-tpm --tests --locked
@@ -83,14 +105,14 @@ fuzz target="all" mode="runs" n="20000": fuzz-build
     scripts/fuzz.sh {{target}} {{mode}} {{n}}
 
 # Everything CI checks: gates, unit tests, fuzzing, and the VMM booting real guests under KVM.
-test: deps check static (fuzz "all" "runs" "20000")
+test: deps check static-test (fuzz "all" "runs" "20000")
     #!/usr/bin/env bash
     set -euo pipefail
     export PADDOCK_GUEST_KERNEL=$(guest-kernel/build.sh)
     export PADDOCK_L1_KERNEL=$(tests/l1-kernel.sh)
     export PADDOCK_TEMPLATE=$(image-build/build-template.sh image-build/templates/default.recipe)
     export PADDOCK_HOST_KERNEL=$(image-build/host-kernel.sh)
-    export PADDOCK_STATIC_BIN={{static_dir}}
+    export PADDOCK_STATIC_BIN={{test_static_dir}}
     # The demo image plus the test suite's diagnostics (docs/appliance.md).
     image-build/build-image.sh target/image-test --esp-config firmware/test-config.json
     export PADDOCK_IMAGE_DIR=$PWD/target/image-test
@@ -139,26 +161,26 @@ bench-appliance runs="3": (image "")
     PADDOCK_BENCH_RUNS={{runs}} cargo run -q --release -p paddock-tests --bin paddock-bench-appliance --locked
 
 # Encrypted vs unencrypted workspace disks (I/O inside a workspace, create and delete), one appliance run.
-bench-disk runs="3": deps static
+bench-disk runs="3": deps static-test
     #!/usr/bin/env bash
     set -euo pipefail
     export PADDOCK_GUEST_KERNEL=$(guest-kernel/build.sh)
     export PADDOCK_TEMPLATE=$(image-build/build-template.sh image-build/templates/default.recipe)
     export PADDOCK_HOST_KERNEL=$(image-build/host-kernel.sh)
-    export PADDOCK_STATIC_BIN={{static_dir}}
+    export PADDOCK_STATIC_BIN={{test_static_dir}}
     # The test image: only it makes the unencrypted peer.
     image-build/build-image.sh target/image-test --esp-config firmware/test-config.json
     export PADDOCK_IMAGE_DIR=$PWD/target/image-test
     PADDOCK_BENCH_RUNS={{runs}} cargo run -q --release -p paddock-tests --bin paddock-bench-disk --locked
 
 # Workspace network paths (direct, proxied HTTP and HTTPS, the NIC's limiter, DNS), one appliance run in a fake internet.
-bench-net runs="3": deps static
+bench-net runs="3": deps static-test
     #!/usr/bin/env bash
     set -euo pipefail
     export PADDOCK_GUEST_KERNEL=$(guest-kernel/build.sh)
     export PADDOCK_TEMPLATE=$(image-build/build-template.sh image-build/templates/default.recipe)
     export PADDOCK_HOST_KERNEL=$(image-build/host-kernel.sh)
-    export PADDOCK_STATIC_BIN={{static_dir}}
+    export PADDOCK_STATIC_BIN={{test_static_dir}}
     image-build/build-image.sh target/image-test --esp-config firmware/test-config.json
     export PADDOCK_IMAGE_DIR=$PWD/target/image-test
     PADDOCK_BENCH_RUNS={{runs}} cargo run -q --release -p paddock-tests --bin paddock-bench-net --locked

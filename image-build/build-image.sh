@@ -40,6 +40,18 @@ trap 'rm -rf "$work"' EXIT
 stage="$work/root"
 mkdir -p "$stage"/{usr/lib/paddock/guest,usr/sbin,etc,lib/modules,dev,proc,sys,run,tmp,data}
 
+# The test suite's probes go into the images configured for them (which
+# need them) and into no other: paddock-init says what it was built with
+# (`just static` builds it without, `just static-test` with).
+has_probes=$("$PADDOCK_STATIC_BIN/paddock-init" build-info | sed -n 's/^test-probes //p')
+wants_probes=no
+if [ -n "$esp_config" ] && grep -Eq '"test_probes"[[:space:]]*:[[:space:]]*true' "$esp_config"; then
+    wants_probes=yes
+fi
+if [ "$has_probes" != "$wants_probes" ]; then
+    echo "build-image: $PADDOCK_STATIC_BIN/paddock-init has test-probes=${has_probes:-unknown}, this image needs $wants_probes (just static, or just static-test for a test image)" >&2
+    exit 1
+fi
 install -m 0755 "$PADDOCK_STATIC_BIN/paddock-init" "$stage/init"
 install -m 0755 "$PADDOCK_STATIC_BIN/paddock-vmm" "$stage/usr/lib/paddock/paddock-vmm"
 install -m 0644 "$PADDOCK_GUEST_KERNEL/vmlinux" "$stage/usr/lib/paddock/guest/vmlinux"

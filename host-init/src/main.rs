@@ -9,7 +9,8 @@ const USAGE: &str = "\
 usage: paddock-init              (as PID 1 of the appliance only)
        paddock-init api-server   (started by PID 1 with its channel on fd 3)
        paddock-init jail ...     (started by PID 1 around each VMM; see --help there)
-       paddock-init jail-probe [PATH...]  (run inside a jail: reports what it sees)";
+       paddock-init jail-probe [PATH...]  (run inside a jail: reports what it sees)
+       paddock-init build-info   (what this build holds; the image build checks it)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -17,6 +18,14 @@ fn main() -> ExitCode {
         Some("api-server") if args.len() == 1 => api::server::main(),
         Some("jail") => jail::main(&args[1..]),
         Some("jail-probe") => jail::probe(&args[1..]),
+        Some("build-info") if args.len() == 1 => {
+            // A product image must not carry the test suite's probes; the
+            // image build asks each binary before it packs it.
+            let probes = if cfg!(feature = "test-probes") { "yes" } else { "no" };
+            println!("version {}
+test-probes {probes}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
         None if std::process::id() == 1 => pid1::run(),
         None => {
             eprintln!("paddock-init: this is the appliance's init and runs only as PID 1\n{USAGE}");

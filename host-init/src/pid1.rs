@@ -261,9 +261,14 @@ fn boot(cmdline: &str, started: Instant) {
         }
     }
     if cfg.test_probes {
-        control.enable_test_probes();
-        warn!("test probes are on (config test_probes): an image for the test suite, not for use");
-        SCREEN.update(|s| s.notes.push("TEST IMAGE: test probes on".into()));
+        if control.enable_test_probes() {
+            warn!(
+                "test probes are on (config test_probes): an image for the test suite, not for use"
+            );
+            SCREEN.update(|s| s.notes.push("TEST IMAGE: test probes on".into()));
+        } else {
+            warn!("the configuration asks for test probes; this build has none (a product image), so they stay off");
+        }
     }
     control.recover_after_boot();
     let ballast = std::path::Path::new(crate::control::space::BALLAST);

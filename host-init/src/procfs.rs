@@ -93,6 +93,7 @@ pub fn census() -> String {
 /// "environ") whose command line or environment contains `needle`. For the
 /// test suite's check that no workspace secret sits where other users of
 /// the host could read it.
+#[cfg(feature = "test-probes")]
 pub fn scan_processes(needle: &[u8]) -> (usize, Vec<serde_json::Value>) {
     let pids = pids();
     let mut found = Vec::new();

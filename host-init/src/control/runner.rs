@@ -414,6 +414,7 @@ pub fn stop(id: &str) {
 /// Opens a stopped workspace's disk read-only with its key and says
 /// whether the plaintext holds an ext4 superblock, and the mapping's table
 /// as the kernel reports it (the test image's probe).
+#[cfg(feature = "test-probes")]
 pub fn probe_disk(id: &str, disk: &Path) -> Result<(bool, String), RunError> {
     use std::os::unix::fs::FileExt;
     let mapping = format!("paddock-probe-{id}");

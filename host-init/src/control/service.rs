@@ -17,6 +17,7 @@ use paddock_api_types::{Deleted, ErrorBody, WorkspaceList};
 use serde_json::{json, Value};
 mod links;
 mod ports;
+mod probes;
 mod quarantine;
 #[cfg(test)]
 mod tests;
@@ -132,10 +133,21 @@ impl Control {
         self.tree().tenant_of(tok)
     }
 
-    /// Serves the test suite's diagnostics from now on (config `test_probes`).
-    pub fn enable_test_probes(&self) {
+    /// Serves the test suite's diagnostics from now on (config
+    /// `test_probes`), if this build has them (feature `test-probes`);
+    /// says whether it does.
+    pub fn enable_test_probes(&self) -> bool {
+        if !cfg!(feature = "test-probes") {
+            return false;
+        }
         self.test_probes
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        true
+    }
+
+    /// Whether this control plane serves the test suite's diagnostics.
+    fn probes_on(&self) -> bool {
+        self.test_probes.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Closes the database for shutdown.
@@ -612,60 +624,10 @@ impl Control {
                     }
                 }
             }
-            Call::ScanProcesses { needle } => {
-                if !self.test_probes.load(std::sync::atomic::Ordering::SeqCst) {
-                    return Err(error(404, "no such endpoint: POST /v1/debug/process-scan"));
-                }
-                self.need(tok, Scope::Admin, what)?;
-                if !(8..=4096).contains(&needle.len()) {
-                    return Err(error(422, "needle: 8 to 4096 bytes"));
-                }
-                let (scanned, matches) = crate::procfs::scan_processes(needle.as_bytes());
-                Ok(reply(200, json!({"scanned": scanned, "matches": matches})))
-            }
-            Call::DropCaches => {
-                if !self.test_probes.load(std::sync::atomic::Ordering::SeqCst) {
-                    return Err(error(404, "no such endpoint: POST /v1/debug/drop-caches"));
-                }
-                self.need(tok, Scope::Admin, what)?;
-                nix::unistd::sync();
-                std::fs::write("/proc/sys/vm/drop_caches", "3")
-                    .map_err(|e| error(500, format!("dropping caches: {e}")))?;
-                Ok(reply(200, json!({"dropped": true})))
-            }
-            Call::ReadConsole { name } => {
-                if !self.test_probes.load(std::sync::atomic::Ordering::SeqCst) {
-                    return Err(error(
-                        404,
-                        format!("no such endpoint: GET /v1/debug/console/{name}"),
-                    ));
-                }
-                self.need(tok, Scope::Admin, what)?;
-                let log = runner::data_dir(&name).join("console.log");
-                let text = super::console::tail(&log, 64 << 10)
-                    .map_err(|e| error(404, format!("no console of {name}: {e}")))?;
-                Ok(reply(200, json!({"name": name, "console": text})))
-            }
-            Call::ProbeDisk { id } => {
-                if !self.test_probes.load(std::sync::atomic::Ordering::SeqCst) {
-                    return Err(error(404, "no such endpoint: POST /v1/debug/open-disk"));
-                }
-                self.need(tok, Scope::Admin, what)?;
-                if crate::workspaces::pid(&id).is_some() {
-                    return Err(error(409, format!("{id} is running; stop it first")));
-                }
-                let disk = runner::data_dir(&id).join("disk.img");
-                if !disk.is_file() {
-                    return Err(error(404, format!("no disk of {id} on the data partition")));
-                }
-                match runner::probe_disk(&id, &disk) {
-                    Ok((ext4, table)) => Ok(reply(
-                        200,
-                        json!({"opened": true, "ext4": ext4, "table": table}),
-                    )),
-                    Err(e) => Ok(reply(200, json!({"opened": false, "error": e.to_string()}))),
-                }
-            }
+            call @ (Call::ScanProcesses { .. }
+            | Call::DropCaches
+            | Call::ReadConsole { .. }
+            | Call::ProbeDisk { .. }) => self.probe(tok, call, what),
             Call::WhoAmI => Ok(reply(
                 200,
                 json!({"token": tok.id, "admin": tok.has(Scope::Admin), "tenant": self.tenant_of(tok)}),
@@ -890,8 +852,7 @@ impl Control {
         let Some(template_dev) = self.template_dev.clone() else {
             return Err(error(503, "this image has no template partition"));
         };
-        if spec.test_unencrypted_disk && !self.test_probes.load(std::sync::atomic::Ordering::SeqCst)
-        {
+        if spec.test_unencrypted_disk && !self.probes_on() {
             return Err(error(
                 422,
                 "test_unencrypted_disk: only test images make unencrypted disks",

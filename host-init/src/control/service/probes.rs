@@ -1,0 +1,94 @@
+//! The test suite's diagnostics (docs/appliance.md): a scan of every
+//! process's command line and environment for a secret, dropping the page
+//! cache, a workspace's console, and opening a stopped workspace's disk
+//! with its key. Compiled only into test images (feature `test-probes`,
+//! built by `just static-test`): a product image answers 404 to them
+//! whatever its configuration says, so a changed config.json on the ESP
+//! cannot turn them on.
+
+use super::{error, Control, Outcome};
+use crate::api::channel::Call;
+use crate::control::tokens::TokenRecord;
+
+/// What a caller sees of a probe it may not use: the same 404 as any
+/// unknown path.
+fn absent(call: &Call) -> Outcome {
+    let endpoint = match call {
+        Call::ScanProcesses { .. } => "POST /v1/debug/process-scan".to_string(),
+        Call::DropCaches => "POST /v1/debug/drop-caches".to_string(),
+        Call::ReadConsole { name } => format!("GET /v1/debug/console/{name}"),
+        Call::ProbeDisk { .. } => "POST /v1/debug/open-disk".to_string(),
+        _ => "that".to_string(),
+    };
+    error(404, format!("no such endpoint: {endpoint}"))
+}
+
+impl Control {
+    #[cfg(not(feature = "test-probes"))]
+    pub(super) fn probe(
+        &self,
+        _tok: &TokenRecord,
+        call: Call,
+        _what: &str,
+    ) -> Result<Outcome, Outcome> {
+        Err(absent(&call))
+    }
+
+    #[cfg(feature = "test-probes")]
+    pub(super) fn probe(
+        &self,
+        tok: &TokenRecord,
+        call: Call,
+        what: &str,
+    ) -> Result<Outcome, Outcome> {
+        use super::reply;
+        use crate::control::tokens::Scope;
+        use crate::control::{console, runner};
+        use serde_json::json;
+        if !self.probes_on() {
+            return Err(absent(&call));
+        }
+        match call {
+            Call::ScanProcesses { needle } => {
+                self.need(tok, Scope::Admin, what)?;
+                if !(8..=4096).contains(&needle.len()) {
+                    return Err(error(422, "needle: 8 to 4096 bytes"));
+                }
+                let (scanned, matches) = crate::procfs::scan_processes(needle.as_bytes());
+                Ok(reply(200, json!({"scanned": scanned, "matches": matches})))
+            }
+            Call::DropCaches => {
+                self.need(tok, Scope::Admin, what)?;
+                nix::unistd::sync();
+                std::fs::write("/proc/sys/vm/drop_caches", "3")
+                    .map_err(|e| error(500, format!("dropping caches: {e}")))?;
+                Ok(reply(200, json!({"dropped": true})))
+            }
+            Call::ReadConsole { name } => {
+                self.need(tok, Scope::Admin, what)?;
+                let log = runner::data_dir(&name).join("console.log");
+                let text = console::tail(&log, 64 << 10)
+                    .map_err(|e| error(404, format!("no console of {name}: {e}")))?;
+                Ok(reply(200, json!({"name": name, "console": text})))
+            }
+            Call::ProbeDisk { id } => {
+                self.need(tok, Scope::Admin, what)?;
+                if crate::workspaces::pid(&id).is_some() {
+                    return Err(error(409, format!("{id} is running; stop it first")));
+                }
+                let disk = runner::data_dir(&id).join("disk.img");
+                if !disk.is_file() {
+                    return Err(error(404, format!("no disk of {id} on the data partition")));
+                }
+                match runner::probe_disk(&id, &disk) {
+                    Ok((ext4, table)) => Ok(reply(
+                        200,
+                        json!({"opened": true, "ext4": ext4, "table": table}),
+                    )),
+                    Err(e) => Ok(reply(200, json!({"opened": false, "error": e.to_string()}))),
+                }
+            }
+            other => Err(absent(&other)),
+        }
+    }
+}
