@@ -8,6 +8,7 @@ pub mod admission;
 pub mod channel;
 pub mod conn;
 pub mod http;
+pub mod routes;
 pub mod sandbox;
 pub mod server;
 pub mod supervisor;

@@ -21,9 +21,15 @@ fn main() -> ExitCode {
         Some("build-info") if args.len() == 1 => {
             // A product image must not carry the test suite's probes; the
             // image build asks each binary before it packs it.
-            let probes = if cfg!(feature = "test-probes") { "yes" } else { "no" };
-            println!("version {}
-test-probes {probes}", env!("CARGO_PKG_VERSION"));
+            let probes = if cfg!(feature = "test-probes") {
+                "yes"
+            } else {
+                "no"
+            };
+            println!(
+                "version {}\ntest-probes {probes}",
+                env!("CARGO_PKG_VERSION")
+            );
             ExitCode::SUCCESS
         }
         None if std::process::id() == 1 => pid1::run(),

@@ -9,6 +9,8 @@ use super::channel::{
 };
 use super::conn::{handle, Timed};
 use super::http;
+use super::routes::{self, Route};
+pub use super::routes::{allowed_methods, segments, valid_id};
 use super::transfer::{exec, files, forensic_file};
 use paddock_api_types::ErrorBody;
 use serde_json::Value;
@@ -117,10 +119,6 @@ pub fn json_error(status: u16, msg: impl Into<String>) -> (u16, Value) {
     (status, serde_json::json!(ErrorBody::new(msg)))
 }
 
-fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 pub type Tls = rustls::StreamOwned<rustls::ServerConnection, Timed>;
 
 /// The answer to a body that could not be read; `what` names it ("body",
@@ -186,32 +184,6 @@ pub fn query<'a>(req: &'a http::Request, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// The methods a known resource has; None for paths that are not ours.
-pub fn allowed_methods(segs: &[&str]) -> Option<&'static [&'static str]> {
-    Some(match segs {
-        ["v1", "health"] | ["metrics"] | ["v1", "audit"] | ["v1", "keys"] => &["GET"],
-        ["v1", "workspaces"] | ["v1", "tokens"] | ["v1", "links"] => &["GET", "POST"],
-        ["v1", "links", _] => &["DELETE"],
-        ["v1", "workspaces", _] => &["GET", "DELETE"],
-        ["v1", "workspaces", _, "stop" | "exec" | "quarantine" | "limits"] => &["POST"],
-        ["v1", "workspaces", _, "egress"] => &["PUT"],
-        ["v1", "workspaces", _, "ports"] => &["POST"],
-        ["v1", "workspaces", _, "ports", _] => &["DELETE"],
-        ["v1", "workspaces", _, "forensics"] => &["DELETE"],
-        ["v1", "workspaces", _, "forensics", _] => &["GET"],
-        ["v1", "workspaces", _, "files"] => &["GET", "PUT"],
-        ["v1", "tokens", _] => &["DELETE"],
-        ["v1", "tokens", _, "rotate"] | ["v1", "tls", "rotate"] | ["v1", "keys", "recover"] => {
-            &["POST"]
-        }
-        _ => return None,
-    })
-}
-
-pub fn segments(path: &str) -> Vec<&str> {
-    path.trim_end_matches('/').split('/').skip(1).collect()
-}
-
 /// A label filter or label: 1-63 of letters, digits, '.', '_', '-'.
 fn label_ok(s: &str) -> bool {
     !s.is_empty()
@@ -222,14 +194,17 @@ fn label_ok(s: &str) -> bool {
 
 /// Answers one request; None when the handler already wrote the response.
 pub fn route(shared: &Shared, req: &http::Request, tls: &mut Tls) -> Option<(u16, Value)> {
-    let segs = segments(&req.path);
-    let m = req.method.as_str();
     let simple = |c: Call| {
         let (r, _) = call(shared, &req.bearer, c);
         Some((r.status, r.body))
     };
-    match (m, segs.as_slice()) {
-        ("GET", ["v1", "health"]) => Some(match status(shared) {
+    // A call whose body is the request's JSON.
+    let with_body = |tls: &mut Tls, make: &dyn Fn(Value) -> Call| match read_json(req, tls) {
+        Ok(v) => simple(make(v)),
+        Err(e) => Some(e),
+    };
+    match routes::resolve(&req.method, &req.path) {
+        Route::Health => Some(match status(shared) {
             Some(s) => (
                 200,
                 serde_json::json!({
@@ -242,11 +217,8 @@ pub fn route(shared: &Shared, req: &http::Request, tls: &mut Tls) -> Option<(u16
             ),
             None => json_error(503, "host-init did not answer"),
         }),
-        ("POST", ["v1", "workspaces"]) => match read_json(req, tls) {
-            Ok(spec) => simple(Call::CreateWorkspace { spec }),
-            Err(e) => Some(e),
-        },
-        ("GET", ["v1", "workspaces"]) => {
+        Route::CreateWorkspace => with_body(tls, &|spec| Call::CreateWorkspace { spec }),
+        Route::ListWorkspaces => {
             let mut labels = Vec::new();
             for (k, v) in &req.query {
                 if k == "label" {
@@ -265,72 +237,38 @@ pub fn route(shared: &Shared, req: &http::Request, tls: &mut Tls) -> Option<(u16
             }
             simple(Call::ListWorkspaces { labels })
         }
-        (_, ["v1", "workspaces", id, ..]) if !valid_id(id) => {
-            Some(json_error(404, "no such endpoint"))
-        }
-        ("GET", ["v1", "workspaces", id]) => simple(Call::GetWorkspace { id: id.to_string() }),
-        ("DELETE", ["v1", "workspaces", id]) => {
-            simple(Call::DeleteWorkspace { id: id.to_string() })
-        }
-        ("POST", ["v1", "workspaces", id, "stop"]) => {
-            simple(Call::StopWorkspace { id: id.to_string() })
-        }
-        ("POST", ["v1", "workspaces", id, "limits"]) => match read_json(req, tls) {
-            Ok(request) => simple(Call::SetLimits {
-                id: id.to_string(),
-                request,
-            }),
-            Err(e) => Some(e),
-        },
-        ("POST", ["v1", "workspaces", id, "ports"]) => match read_json(req, tls) {
-            Ok(request) => simple(Call::PublishPort {
-                id: id.to_string(),
-                request,
-            }),
-            Err(e) => Some(e),
-        },
-        ("DELETE", ["v1", "workspaces", id, "ports", port]) => simple(Call::UnpublishPort {
-            id: id.to_string(),
-            port: port.to_string(),
+        Route::BadWorkspaceId => Some(json_error(404, "no such endpoint")),
+        Route::GetWorkspace(id) => simple(Call::GetWorkspace { id }),
+        Route::DeleteWorkspace(id) => simple(Call::DeleteWorkspace { id }),
+        Route::StopWorkspace(id) => simple(Call::StopWorkspace { id }),
+        Route::SetLimits(id) => with_body(tls, &|request| Call::SetLimits {
+            id: id.clone(),
+            request,
         }),
-        ("GET", ["v1", "links"]) => simple(Call::ListLinks),
-        ("POST", ["v1", "links"]) => match read_json(req, tls) {
-            Ok(request) => simple(Call::CreateLink { request }),
-            Err(e) => Some(e),
-        },
-        ("DELETE", ["v1", "links", id]) => simple(Call::DeleteLink { id: id.to_string() }),
-        ("PUT", ["v1", "workspaces", id, "egress"]) => match read_json(req, tls) {
-            Ok(request) => simple(Call::SetEgress {
-                id: id.to_string(),
-                request,
-            }),
-            Err(e) => Some(e),
-        },
-        ("POST", ["v1", "workspaces", id, "quarantine"]) => {
-            simple(Call::QuarantineWorkspace { id: id.to_string() })
-        }
-        ("DELETE", ["v1", "workspaces", id, "forensics"]) => {
-            simple(Call::DeleteForensics { id: id.to_string() })
-        }
-        ("GET", ["v1", "workspaces", id, "forensics", name]) => {
-            forensic_file(shared, req, tls, id, name)
-        }
-        ("POST", ["v1", "workspaces", id, "exec"]) => exec(shared, req, tls, id),
-        (_, ["v1", "workspaces", id, "files"]) => files(shared, req, tls, id),
-        ("POST", ["v1", "tokens"]) => match read_json(req, tls) {
-            Ok(request) => simple(Call::CreateToken { request }),
-            Err(e) => Some(e),
-        },
-        ("GET", ["v1", "tokens"]) => simple(Call::ListTokens),
-        ("DELETE", ["v1", "tokens", id]) if valid_id(id) => {
-            simple(Call::RevokeToken { id: id.to_string() })
-        }
-        ("POST", ["v1", "tokens", id, "rotate"]) if valid_id(id) => {
-            simple(Call::RotateToken { id: id.to_string() })
-        }
-        ("POST", ["v1", "tls", "rotate"]) => simple(Call::RotateTls),
-        ("GET", ["v1", "keys"]) => simple(Call::KeyStatus),
-        ("POST", ["v1", "keys", "recover"]) => match read_json(req, tls) {
+        Route::PublishPort(id) => with_body(tls, &|request| Call::PublishPort {
+            id: id.clone(),
+            request,
+        }),
+        Route::UnpublishPort { id, port } => simple(Call::UnpublishPort { id, port }),
+        Route::ListLinks => simple(Call::ListLinks),
+        Route::CreateLink => with_body(tls, &|request| Call::CreateLink { request }),
+        Route::DeleteLink(id) => simple(Call::DeleteLink { id }),
+        Route::SetEgress(id) => with_body(tls, &|request| Call::SetEgress {
+            id: id.clone(),
+            request,
+        }),
+        Route::Quarantine(id) => simple(Call::QuarantineWorkspace { id }),
+        Route::DeleteForensics(id) => simple(Call::DeleteForensics { id }),
+        Route::ForensicFile { id, name } => forensic_file(shared, req, tls, &id, &name),
+        Route::Exec(id) => exec(shared, req, tls, &id),
+        Route::Files(id) => files(shared, req, tls, &id),
+        Route::CreateToken => with_body(tls, &|request| Call::CreateToken { request }),
+        Route::ListTokens => simple(Call::ListTokens),
+        Route::RevokeToken(id) => simple(Call::RevokeToken { id }),
+        Route::RotateToken(id) => simple(Call::RotateToken { id }),
+        Route::RotateTls => simple(Call::RotateTls),
+        Route::KeyStatus => simple(Call::KeyStatus),
+        Route::RecoverKeys => match read_json(req, tls) {
             Ok(v) => match v.get("recovery_secret").and_then(Value::as_str) {
                 Some(secret) if secret.len() <= 256 => simple(Call::RecoverKeys {
                     secret: secret.to_string(),
@@ -342,8 +280,7 @@ pub fn route(shared: &Shared, req: &http::Request, tls: &mut Tls) -> Option<(u16
             },
             Err(e) => Some(e),
         },
-        // Answered 404 by host-init unless the image enables test probes.
-        ("POST", ["v1", "debug", "process-scan"]) => match read_json(req, tls) {
+        Route::ProcessScan => match read_json(req, tls) {
             Ok(v) => match v.get("needle").and_then(Value::as_str) {
                 Some(n) => simple(Call::ScanProcesses {
                     needle: n.to_string(),
@@ -352,18 +289,16 @@ pub fn route(shared: &Shared, req: &http::Request, tls: &mut Tls) -> Option<(u16
             },
             Err(e) => Some(e),
         },
-        ("POST", ["v1", "debug", "drop-caches"]) => simple(Call::DropCaches),
-        ("GET", ["v1", "debug", "console", name]) if valid_id(name) => simple(Call::ReadConsole {
-            name: name.to_string(),
-        }),
-        ("POST", ["v1", "debug", "open-disk"]) => match read_json(req, tls) {
+        Route::DropCaches => simple(Call::DropCaches),
+        Route::ReadConsole(name) => simple(Call::ReadConsole { name }),
+        Route::OpenDisk => match read_json(req, tls) {
             Ok(v) => match v.get("workspace").and_then(Value::as_str) {
                 Some(id) if valid_id(id) => simple(Call::ProbeDisk { id: id.to_string() }),
                 _ => Some(json_error(422, "workspace: a workspace id is required")),
             },
             Err(e) => Some(e),
         },
-        ("GET", ["metrics"]) => {
+        Route::Metrics => {
             let (r, _) = call(shared, &req.bearer, Call::Metrics);
             match r.body.get("text").and_then(Value::as_str) {
                 Some(text) if r.status == 200 => {
@@ -373,7 +308,7 @@ pub fn route(shared: &Shared, req: &http::Request, tls: &mut Tls) -> Option<(u16
                 _ => Some((r.status, r.body)),
             }
         }
-        ("GET", ["v1", "audit"]) => {
+        Route::Audit => {
             let limit = match query(req, "limit").map(str::parse::<usize>) {
                 None => 1000,
                 Some(Ok(l)) if (1..=10_000).contains(&l) => l,
@@ -390,7 +325,7 @@ pub fn route(shared: &Shared, req: &http::Request, tls: &mut Tls) -> Option<(u16
             }
             simple(Call::ReadAudit { filters, limit })
         }
-        _ => Some(json_error(
+        Route::NotFound => Some(json_error(
             404,
             format!("no such endpoint: {} {}", req.method, req.path),
         )),

@@ -1,0 +1,281 @@
+//! Which endpoint a request is for: method and path to a `Route`, with no
+//! I/O, so the whole table is unit-tested here. The server (server.rs)
+//! reads bodies and forwards the call a route stands for.
+
+/// One endpoint, with the ids its path names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    Health,
+    CreateWorkspace,
+    ListWorkspaces,
+    GetWorkspace(String),
+    DeleteWorkspace(String),
+    StopWorkspace(String),
+    SetLimits(String),
+    PublishPort(String),
+    UnpublishPort {
+        id: String,
+        port: String,
+    },
+    SetEgress(String),
+    Quarantine(String),
+    DeleteForensics(String),
+    ForensicFile {
+        id: String,
+        name: String,
+    },
+    Exec(String),
+    /// Any method: the files handler answers 405 for the ones it lacks.
+    Files(String),
+    ListLinks,
+    CreateLink,
+    DeleteLink(String),
+    CreateToken,
+    ListTokens,
+    RevokeToken(String),
+    RotateToken(String),
+    RotateTls,
+    KeyStatus,
+    RecoverKeys,
+    Metrics,
+    Audit,
+    /// The test suite's probes (host-init answers 404 unless built and
+    /// configured with them: control/service/probes.rs).
+    ProcessScan,
+    DropCaches,
+    ReadConsole(String),
+    OpenDisk,
+    /// A workspace path whose id cannot be one (never forwarded).
+    BadWorkspaceId,
+    NotFound,
+}
+
+/// A workspace, token or console id as the server makes them.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The path's segments after the leading '/', ignoring a trailing '/'.
+pub fn segments(path: &str) -> Vec<&str> {
+    path.trim_end_matches('/').split('/').skip(1).collect()
+}
+
+/// The methods a known resource has; None for paths that are not ours.
+pub fn allowed_methods(segs: &[&str]) -> Option<&'static [&'static str]> {
+    Some(match segs {
+        ["v1", "health"] | ["metrics"] | ["v1", "audit"] | ["v1", "keys"] => &["GET"],
+        ["v1", "workspaces"] | ["v1", "tokens"] | ["v1", "links"] => &["GET", "POST"],
+        ["v1", "links", _] => &["DELETE"],
+        ["v1", "workspaces", _] => &["GET", "DELETE"],
+        ["v1", "workspaces", _, "stop" | "exec" | "quarantine" | "limits"] => &["POST"],
+        ["v1", "workspaces", _, "egress"] => &["PUT"],
+        ["v1", "workspaces", _, "ports"] => &["POST"],
+        ["v1", "workspaces", _, "ports", _] => &["DELETE"],
+        ["v1", "workspaces", _, "forensics"] => &["DELETE"],
+        ["v1", "workspaces", _, "forensics", _] => &["GET"],
+        ["v1", "workspaces", _, "files"] => &["GET", "PUT"],
+        ["v1", "tokens", _] => &["DELETE"],
+        ["v1", "tokens", _, "rotate"] | ["v1", "tls", "rotate"] | ["v1", "keys", "recover"] => {
+            &["POST"]
+        }
+        _ => return None,
+    })
+}
+
+pub fn resolve(method: &str, path: &str) -> Route {
+    use Route as R;
+    let segs = segments(path);
+    let s = |x: &&str| x.to_string();
+    match (method, segs.as_slice()) {
+        ("GET", ["v1", "health"]) => R::Health,
+        ("POST", ["v1", "workspaces"]) => R::CreateWorkspace,
+        ("GET", ["v1", "workspaces"]) => R::ListWorkspaces,
+        (_, ["v1", "workspaces", id, ..]) if !valid_id(id) => R::BadWorkspaceId,
+        ("GET", ["v1", "workspaces", id]) => R::GetWorkspace(s(id)),
+        ("DELETE", ["v1", "workspaces", id]) => R::DeleteWorkspace(s(id)),
+        ("POST", ["v1", "workspaces", id, "stop"]) => R::StopWorkspace(s(id)),
+        ("POST", ["v1", "workspaces", id, "limits"]) => R::SetLimits(s(id)),
+        ("POST", ["v1", "workspaces", id, "ports"]) => R::PublishPort(s(id)),
+        ("DELETE", ["v1", "workspaces", id, "ports", port]) => R::UnpublishPort {
+            id: s(id),
+            port: s(port),
+        },
+        ("PUT", ["v1", "workspaces", id, "egress"]) => R::SetEgress(s(id)),
+        ("POST", ["v1", "workspaces", id, "quarantine"]) => R::Quarantine(s(id)),
+        ("DELETE", ["v1", "workspaces", id, "forensics"]) => R::DeleteForensics(s(id)),
+        ("GET", ["v1", "workspaces", id, "forensics", name]) => R::ForensicFile {
+            id: s(id),
+            name: s(name),
+        },
+        ("POST", ["v1", "workspaces", id, "exec"]) => R::Exec(s(id)),
+        (_, ["v1", "workspaces", id, "files"]) => R::Files(s(id)),
+        ("GET", ["v1", "links"]) => R::ListLinks,
+        ("POST", ["v1", "links"]) => R::CreateLink,
+        ("DELETE", ["v1", "links", id]) => R::DeleteLink(s(id)),
+        ("POST", ["v1", "tokens"]) => R::CreateToken,
+        ("GET", ["v1", "tokens"]) => R::ListTokens,
+        ("DELETE", ["v1", "tokens", id]) if valid_id(id) => R::RevokeToken(s(id)),
+        ("POST", ["v1", "tokens", id, "rotate"]) if valid_id(id) => R::RotateToken(s(id)),
+        ("POST", ["v1", "tls", "rotate"]) => R::RotateTls,
+        ("GET", ["v1", "keys"]) => R::KeyStatus,
+        ("POST", ["v1", "keys", "recover"]) => R::RecoverKeys,
+        ("POST", ["v1", "debug", "process-scan"]) => R::ProcessScan,
+        ("POST", ["v1", "debug", "drop-caches"]) => R::DropCaches,
+        ("GET", ["v1", "debug", "console", name]) if valid_id(name) => R::ReadConsole(s(name)),
+        ("POST", ["v1", "debug", "open-disk"]) => R::OpenDisk,
+        ("GET", ["metrics"]) => R::Metrics,
+        ("GET", ["v1", "audit"]) => R::Audit,
+        _ => R::NotFound,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Route as R;
+
+    #[test]
+    fn every_endpoint_resolves() {
+        let id = || "ws_1".to_string();
+        let table = [
+            ("GET", "/v1/health", R::Health),
+            ("POST", "/v1/workspaces", R::CreateWorkspace),
+            ("GET", "/v1/workspaces/", R::ListWorkspaces),
+            ("GET", "/v1/workspaces/ws_1", R::GetWorkspace(id())),
+            ("DELETE", "/v1/workspaces/ws_1", R::DeleteWorkspace(id())),
+            ("POST", "/v1/workspaces/ws_1/stop", R::StopWorkspace(id())),
+            ("POST", "/v1/workspaces/ws_1/limits", R::SetLimits(id())),
+            ("POST", "/v1/workspaces/ws_1/ports", R::PublishPort(id())),
+            (
+                "DELETE",
+                "/v1/workspaces/ws_1/ports/8080",
+                R::UnpublishPort {
+                    id: id(),
+                    port: "8080".into(),
+                },
+            ),
+            ("PUT", "/v1/workspaces/ws_1/egress", R::SetEgress(id())),
+            (
+                "POST",
+                "/v1/workspaces/ws_1/quarantine",
+                R::Quarantine(id()),
+            ),
+            (
+                "DELETE",
+                "/v1/workspaces/ws_1/forensics",
+                R::DeleteForensics(id()),
+            ),
+            (
+                "GET",
+                "/v1/workspaces/ws_1/forensics/memory",
+                R::ForensicFile {
+                    id: id(),
+                    name: "memory".into(),
+                },
+            ),
+            ("POST", "/v1/workspaces/ws_1/exec", R::Exec(id())),
+            ("GET", "/v1/workspaces/ws_1/files", R::Files(id())),
+            ("PATCH", "/v1/workspaces/ws_1/files", R::Files(id())),
+            ("GET", "/v1/links", R::ListLinks),
+            ("POST", "/v1/links", R::CreateLink),
+            ("DELETE", "/v1/links/lnk_1", R::DeleteLink("lnk_1".into())),
+            ("POST", "/v1/tokens", R::CreateToken),
+            ("GET", "/v1/tokens", R::ListTokens),
+            ("DELETE", "/v1/tokens/tok_1", R::RevokeToken("tok_1".into())),
+            (
+                "POST",
+                "/v1/tokens/tok_1/rotate",
+                R::RotateToken("tok_1".into()),
+            ),
+            ("POST", "/v1/tls/rotate", R::RotateTls),
+            ("GET", "/v1/keys", R::KeyStatus),
+            ("POST", "/v1/keys/recover", R::RecoverKeys),
+            ("POST", "/v1/debug/process-scan", R::ProcessScan),
+            ("POST", "/v1/debug/drop-caches", R::DropCaches),
+            (
+                "GET",
+                "/v1/debug/console/demo",
+                R::ReadConsole("demo".into()),
+            ),
+            ("POST", "/v1/debug/open-disk", R::OpenDisk),
+            ("GET", "/metrics", R::Metrics),
+            ("GET", "/v1/audit", R::Audit),
+        ];
+        for (method, path, want) in table {
+            assert_eq!(resolve(method, path), want, "{method} {path}");
+        }
+    }
+
+    /// The 405 table (allowed_methods) and the routes agree: a method
+    /// that routes is allowed, and an allowed one routes.
+    #[test]
+    fn the_method_table_matches_the_routes() {
+        let paths = [
+            "/v1/health",
+            "/metrics",
+            "/v1/audit",
+            "/v1/keys",
+            "/v1/workspaces",
+            "/v1/tokens",
+            "/v1/links",
+            "/v1/links/lnk_1",
+            "/v1/workspaces/ws_1",
+            "/v1/workspaces/ws_1/stop",
+            "/v1/workspaces/ws_1/exec",
+            "/v1/workspaces/ws_1/quarantine",
+            "/v1/workspaces/ws_1/limits",
+            "/v1/workspaces/ws_1/egress",
+            "/v1/workspaces/ws_1/ports",
+            "/v1/workspaces/ws_1/ports/80",
+            "/v1/workspaces/ws_1/forensics",
+            "/v1/workspaces/ws_1/forensics/disk",
+            "/v1/workspaces/ws_1/files",
+            "/v1/tokens/tok_1",
+            "/v1/tokens/tok_1/rotate",
+            "/v1/tls/rotate",
+            "/v1/keys/recover",
+        ];
+        for path in paths {
+            let allowed = allowed_methods(&segments(path)).unwrap_or_else(|| panic!("{path}"));
+            for method in ["GET", "POST", "PUT", "DELETE"] {
+                let routes = !matches!(resolve(method, path), R::NotFound | R::BadWorkspaceId);
+                // The files handler takes every method and answers 405 itself.
+                if path.ends_with("/files") {
+                    continue;
+                }
+                assert_eq!(routes, allowed.contains(&method), "{method} {path}");
+            }
+        }
+        assert_eq!(allowed_methods(&segments("/v2/nothing")), None);
+    }
+
+    /// What an attacker sends to reach something it should not: ids that
+    /// would escape a path or a database key, methods an endpoint lacks,
+    /// paths near real ones.
+    #[test]
+    fn malformed_paths_and_methods_reach_nothing() {
+        for (method, path, want) in [
+            ("GET", "/v1/workspaces/..", R::BadWorkspaceId),
+            ("GET", "/v1/workspaces/ws_1%2F..", R::BadWorkspaceId),
+            ("DELETE", "/v1/workspaces/a.b/forensics", R::BadWorkspaceId),
+            ("POST", "/v1/workspaces//exec", R::BadWorkspaceId),
+            (
+                "GET",
+                &format!("/v1/workspaces/{}", "a".repeat(65)),
+                R::BadWorkspaceId,
+            ),
+            ("PUT", "/v1/workspaces/ws_1", R::NotFound),
+            ("GET", "/v1/workspaces/ws_1/exec", R::NotFound),
+            ("DELETE", "/v1/tokens/../tok", R::NotFound),
+            ("POST", "/v1/tokens/tok-1/rotate", R::NotFound),
+            ("GET", "/v1/debug/console/../../etc", R::NotFound),
+            ("GET", "/v1/debug/console/a b", R::NotFound),
+            ("GET", "/v2/health", R::NotFound),
+            ("GET", "/", R::NotFound),
+            ("GET", "", R::NotFound),
+            ("get", "/v1/health", R::NotFound),
+        ] {
+            assert_eq!(resolve(method, path), want, "{method} {path}");
+        }
+    }
+}
