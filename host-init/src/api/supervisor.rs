@@ -178,8 +178,8 @@ pub fn spawn(
             let exchange = match ours.recv::<Open>() {
                 Ok((Open, Some(fd))) => fd,
                 Ok((Open, None)) => {
-                    warn!("API process opened an exchange without a socket; closing its channel");
-                    return;
+                    warn!("API process opened an exchange without a socket; closing its channel and ending it");
+                    return end_misbehaving(pid);
                 }
                 Err(ChannelError::Closed) => return,
                 // host-init is at its descriptor limit: that request gets
@@ -189,10 +189,12 @@ pub fn spawn(
                     continue;
                 }
                 Err(e) => {
-                    // A misbehaving API process loses its channel (and so
-                    // every privileged answer) until it is restarted.
-                    warn!("API process sent a bad message ({e}); closing its channel");
-                    return;
+                    // A misbehaving API process loses its channel; left
+                    // running it would answer 503 to everything until a
+                    // reboot, so it is ended and the watcher starts a
+                    // fresh one.
+                    warn!("API process sent a bad message ({e}); closing its channel and ending it");
+                    return end_misbehaving(pid);
                 }
             };
             let before = EXCHANGES.fetch_add(1, Ordering::SeqCst);
@@ -214,6 +216,15 @@ pub fn spawn(
         })
         .map_err(ApiError::Spawn)?;
     Ok(Running { pid, port })
+}
+
+/// Kills an API process whose channel was closed for misbehaving (it
+/// cannot be trusted to stop on a SIGTERM).
+fn end_misbehaving(pid: u32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
 }
 
 /// Says (at most once a minute) that an exchange was lost for want of a
