@@ -23,8 +23,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 fn main() {
     let start = Instant::now();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let cfg = match cli::parse(&args) {
+    let cfg = match cli::parse(std::env::args_os()) {
         Ok(Command::Run(cfg)) => cfg,
         Ok(Command::Help) => {
             println!("{USAGE}");
