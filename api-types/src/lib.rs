@@ -12,11 +12,13 @@
 
 pub mod error;
 pub mod exec;
+pub mod network;
 pub mod token;
 pub mod workspace;
 
 pub use error::ErrorBody;
 pub use exec::{ExecEvent, ExecRequest};
+pub use network::{Health, Link, LinkList, LinkRequest, PortPublished, PublishRequest};
 pub use token::{MintRequest, MintedToken, Quotas, Scope, TokenList, TokenView};
 pub use workspace::{
     Deleted, Egress, Published, Workspace, WorkspaceLimits, WorkspaceList, WorkspaceSpec,

@@ -163,6 +163,23 @@ fn answer_types_name_the_documented_fields() {
         egress_allow: None,
     };
     assert_eq!(keys(&token), properties("Token"));
+    let link = Link {
+        id: "lnk_x".into(),
+        from: "ws_a".into(),
+        to: "ws_b".into(),
+        port: 80,
+        created_at: 0,
+        to_address: None,
+    };
+    assert_eq!(keys(&link), properties("Link"));
+    let health = Health {
+        status: "ok".into(),
+        state: "ready".into(),
+        version: "0".into(),
+        workspaces: 0,
+        uptime_s: 0,
+    };
+    assert_eq!(keys(&health), properties("Health"));
 }
 
 #[test]

@@ -7,30 +7,28 @@ use crate::args::{
     TlsCommand, TokenCommand,
 };
 use crate::CliError;
-use paddock_api_types::{Deleted, MintRequest, MintedToken, TokenList};
+use paddock_api_types::{Deleted, Link, LinkList, MintRequest, MintedToken, TokenList};
 use serde_json::Value;
 
 pub fn link(ctx: &Ctx, cmd: LinkCommand) -> Result<(), CliError> {
-    let show = |l: &Value| {
+    let show = |l: &Link| {
         println!(
             "{}  {} -> {}:{} ({})",
-            l["id"].as_str().unwrap_or("?"),
-            l["from"].as_str().unwrap_or("?"),
-            l["to"].as_str().unwrap_or("?"),
-            l["port"],
-            l["to_address"].as_str().unwrap_or("no address")
+            l.id,
+            l.from,
+            l.to,
+            l.port,
+            l.to_address.as_deref().unwrap_or("no address")
         )
     };
     match cmd {
         LinkCommand::Ls => {
             let body = ctx.call("GET", "/v1/links")?;
-            ctx.show(&body, |v: Value| {
-                v["links"].as_array().into_iter().flatten().for_each(show)
-            })
+            ctx.show(&body, |v: LinkList| v.links.iter().for_each(show))
         }
         LinkCommand::Add(req) => {
             let body = ctx.send("POST", "/v1/links", &req)?;
-            ctx.show(&body, |v: Value| show(&v))
+            ctx.show(&body, |l: Link| show(&l))
         }
         LinkCommand::Rm { link } => {
             let body = ctx.call("DELETE", &format!("/v1/links/{}", enc(&link)))?;

@@ -5,7 +5,9 @@ use super::{enc, ok, ws_path, Ctx};
 use crate::args::{AllowArgs, CreateArgs, ExecArgs, LimitsRequest, PublishRequest};
 use crate::client::ClientError;
 use crate::CliError;
-use paddock_api_types::{ExecEvent, ExecRequest, Workspace, WorkspaceList, WorkspaceSpec};
+use paddock_api_types::{
+    ExecEvent, ExecRequest, PortPublished, Workspace, WorkspaceList, WorkspaceSpec,
+};
 use serde_json::Value;
 use std::io::Write;
 use std::process::ExitCode;
@@ -164,10 +166,10 @@ pub fn egress(ctx: &Ctx, id: &str, allow: AllowArgs) -> Result<(), CliError> {
 
 pub fn publish(ctx: &Ctx, id: &str, port: &PublishRequest) -> Result<(), CliError> {
     let body = ctx.send("POST", &ws_path(id, "/ports"), port)?;
-    ctx.show(&body, |v: Value| {
+    ctx.show(&body, |p: PortPublished| {
         println!(
             "{id} port {} is at the appliance's port {}",
-            v["port"], v["host_port"]
+            p.port, p.host_port
         )
     })
 }

@@ -207,12 +207,12 @@ pub fn route(shared: &Shared, req: &http::Request, tls: &mut Tls) -> Option<(u16
         Route::Health => Some(match status(shared) {
             Some(s) => (
                 200,
-                serde_json::json!({
-                    "status": if s.state == "ready" { "ok" } else { "degraded" },
-                    "state": s.state,
-                    "version": s.version,
-                    "workspaces": s.workspaces,
-                    "uptime_s": s.uptime_s,
+                serde_json::json!(paddock_api_types::Health {
+                    status: if s.state == "ready" { "ok" } else { "degraded" }.into(),
+                    state: s.state,
+                    version: s.version,
+                    workspaces: s.workspaces,
+                    uptime_s: s.uptime_s,
                 }),
             ),
             None => json_error(503, "host-init did not answer"),

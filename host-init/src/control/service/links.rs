@@ -7,6 +7,7 @@ use super::{error, reply, store_err, Control, Outcome};
 use crate::control::store::{LINKS, WORKSPACES};
 use crate::control::tokens::{Scope, TokenRecord};
 use crate::control::workspace::{WorkspaceRecord, WsState};
+use paddock_api_types::{Deleted, Link, LinkList, LinkRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -21,22 +22,16 @@ pub struct LinkRecord {
 }
 
 impl LinkRecord {
-    fn public(&self, to_address: Option<String>) -> Value {
-        json!({
-            "id": self.id, "from": self.from, "to": self.to, "port": self.port,
-            "created_at": self.created_at,
-            // Where `from` connects: `to`'s address, port `port`.
-            "to_address": to_address,
-        })
+    fn public(&self, to_address: Option<String>) -> Link {
+        Link {
+            id: self.id.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            port: self.port,
+            created_at: self.created_at,
+            to_address,
+        }
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LinkRequest {
-    from: String,
-    to: String,
-    port: u16,
 }
 
 /// A workspace's address on its NIC, if it has one.
@@ -67,7 +62,7 @@ impl Control {
 
     pub(super) fn list_links(&self, tok: &TokenRecord, what: &str) -> Result<Outcome, Outcome> {
         self.need(tok, Scope::Admin, what)?;
-        let all: Vec<Value> = self
+        let links = self
             .links()?
             .iter()
             .map(|l| {
@@ -79,7 +74,7 @@ impl Control {
                 l.public(to.as_ref().and_then(address))
             })
             .collect();
-        Ok(reply(200, json!({"links": all})))
+        Ok(reply(200, LinkList { links }))
     }
 
     pub(super) fn create_link(
@@ -150,7 +145,7 @@ impl Control {
             "link_deleted",
             json!({"link": link.id, "from": link.from, "to": link.to, "port": link.port, "token": tok.id}),
         );
-        Ok(reply(200, json!({"deleted": link.id})))
+        Ok(reply(200, Deleted { deleted: link.id }))
     }
 
     /// Removes the links of a workspace that is going away.

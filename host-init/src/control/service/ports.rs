@@ -7,16 +7,8 @@ use crate::control::runner;
 use crate::control::store::WORKSPACES;
 use crate::control::tokens::{Scope, TokenRecord};
 use crate::control::workspace::{Published, WorkspaceRecord, WsState, PUBLISH_RANGE};
-use serde::Deserialize;
+use paddock_api_types::{PortPublished, PublishRequest};
 use serde_json::{json, Value};
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PublishRequest {
-    port: u16,
-    #[serde(default)]
-    host_port: Option<u16>,
-}
 
 impl Control {
     /// Puts the record's published ports into the firewall (running only).
@@ -94,7 +86,11 @@ impl Control {
         );
         Ok(reply(
             201,
-            json!({"workspace": ws.id, "port": req.port, "host_port": host_port}),
+            PortPublished {
+                workspace: ws.id,
+                port: req.port,
+                host_port,
+            },
         ))
     }
 
