@@ -86,6 +86,7 @@ check:
     cargo clippy --workspace --all-targets --locked -- -D warnings
     cargo clippy -p paddock-init --all-targets --features test-probes --locked -- -D warnings
     cargo test --workspace --lib --bins --locked
+    cargo test -p paddock-init --lib --features test-probes --locked
     export PADDOCK_SCHEMATHESIS=$(scripts/schemathesis.sh)
     cargo test -p paddock-vmm -p paddock-agent-client -p paddock-proto -p paddock-init -p paddock-image -p paddock-tpm --tests --locked
 

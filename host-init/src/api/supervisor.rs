@@ -148,6 +148,9 @@ pub fn spawn(
     let child = cmd.spawn().map_err(ApiError::Spawn)?;
     drop(theirs);
     let pid = child.id();
+    // A handle on this process, not on its pid: PID 1's reaper may reap it
+    // at any time, and a kill by pid could then hit whoever got the pid.
+    let pidfd = open_pidfd(pid);
     API_PID.store(pid, Ordering::SeqCst);
     // The child is reaped by PID 1's reaper, never through this handle.
     drop(child);
@@ -179,7 +182,7 @@ pub fn spawn(
                 Ok((Open, Some(fd))) => fd,
                 Ok((Open, None)) => {
                     warn!("API process opened an exchange without a socket; closing its channel and ending it");
-                    return end_misbehaving(pid);
+                    return end_misbehaving(pidfd.as_ref());
                 }
                 Err(ChannelError::Closed) => return,
                 // host-init is at its descriptor limit: that request gets
@@ -194,7 +197,7 @@ pub fn spawn(
                     // reboot, so it is ended and the watcher starts a
                     // fresh one.
                     warn!("API process sent a bad message ({e}); closing its channel and ending it");
-                    return end_misbehaving(pid);
+                    return end_misbehaving(pidfd.as_ref());
                 }
             };
             let before = EXCHANGES.fetch_add(1, Ordering::SeqCst);
@@ -218,13 +221,34 @@ pub fn spawn(
     Ok(Running { pid, port })
 }
 
+/// A pidfd for `pid` (None on a kernel without pidfd_open: then no kill).
+fn open_pidfd(pid: u32) -> Option<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
+    // or -1; nothing of ours is passed by pointer.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    // SAFETY: a non-negative return is a descriptor the kernel just made
+    // for us alone.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
 /// Kills an API process whose channel was closed for misbehaving (it
-/// cannot be trusted to stop on a SIGTERM).
-fn end_misbehaving(pid: u32) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    );
+/// cannot be trusted to stop on a SIGTERM), through its pidfd: if it is
+/// already gone, nothing else is hit.
+fn end_misbehaving(pidfd: Option<&OwnedFd>) {
+    use std::os::fd::AsRawFd;
+    let Some(fd) = pidfd else { return };
+    // SAFETY: pidfd_send_signal with our own pidfd, a signal number, no
+    // siginfo (null) and no flags.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        );
+    }
 }
 
 /// Says (at most once a minute) that an exchange was lost for want of a

@@ -78,9 +78,11 @@ pub fn console_tail(console: &Path, n: usize) -> String {
 }
 
 /// Where a workspace's time goes: its threads (state, where they sleep,
-/// CPU used), what its cgroup was held back by (CPU quota, memory, I/O
-/// pressure), and how busy the whole box is. Read from /proc and the
-/// cgroup's files; what cannot be read is left out.
+/// CPU used) and what its cgroup was held back by (CPU quota, memory, I/O
+/// pressure). Only the workspace's own figures: this goes into the answer
+/// its creator gets, and the box's load would tell one tenant about the
+/// others (`box_report` is for the log). Read from /proc and the cgroup's
+/// files; what cannot be read is left out.
 pub fn report(id: &str) -> String {
     let cg = cgroup_dir(id);
     let read = |f: &str| std::fs::read_to_string(cg.join(f)).unwrap_or_default();
@@ -98,12 +100,22 @@ pub fn report(id: &str) -> String {
         .map(|r| format!("{r} {}", some_avg10(&read(&format!("{r}.pressure")))))
         .collect::<Vec<_>>()
         .join(", ");
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let host_cpu = some_avg10(&std::fs::read_to_string("/proc/pressure/cpu").unwrap_or_default());
     format!(
-        "threads: {}; cgroup cpu: {cpu}; memory: {memory}; pressure avg10: {pressure}; box load {}, cpu pressure {host_cpu}",
+        "threads: {}; cgroup cpu: {cpu}; memory: {memory}; pressure avg10: {pressure}",
         super::forensics::threads_report(&cg),
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+    )
+}
+
+/// How busy the whole box is, for the log beside a slow or failed start.
+pub fn box_report() -> String {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let cpu = some_avg10(&std::fs::read_to_string("/proc/pressure/cpu").unwrap_or_default());
+    format!(
+        "box load {}, cpu pressure avg10 {cpu}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     )
 }
 
@@ -156,11 +168,12 @@ impl SlowStart {
                             .replace('\n', " | ")
                     };
                     warn!(
-                        "workspace {id}: starting it has taken {} s; the starting thread {tid} is at {} (stack: {}); {}; its console ends: {}",
+                        "workspace {id}: starting it has taken {} s; the starting thread {tid} is at {} (stack: {}); {}; {}; its console ends: {}",
                         waited.as_secs(),
                         read("wchan"),
                         read("stack"),
                         report(&id),
+                        box_report(),
                         console_tail(&data_dir(&id).join("console.log"), 2)
                     );
                 }
@@ -189,6 +202,11 @@ mod tests {
     fn a_report_of_a_workspace_that_is_not_there_still_says_what_it_can() {
         let r = report("ws_not_here");
         assert!(r.starts_with("threads: ;"), "{r}");
-        assert!(r.contains("box load"), "{r}");
+        assert!(r.contains("pressure avg10"), "{r}");
+        assert!(
+            !r.contains("box load"),
+            "the box's load is not the tenant's business: {r}"
+        );
+        assert!(box_report().starts_with("box load "));
     }
 }

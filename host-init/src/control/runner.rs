@@ -349,10 +349,11 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
             boot_watch::Boot::Ready(info) => return Ok((pid, info)),
             boot_watch::Boot::Stalled if !restarted => {
                 warn!(
-                    "workspace {}: its VM made no progress for {} s before its agent started ({}; console ends: {}); starting its VM again",
+                    "workspace {}: its VM made no progress for {} s before its agent started ({}; {}; console ends: {}); starting its VM again",
                     ws.id,
                     boot_watch::BOOT_STALL.as_secs(),
                     boot_watch::report(&ws.id),
+                    boot_watch::box_report(),
                     boot_watch::console_tail(&console, 1)
                 );
                 crate::workspaces::kill(&ws.id);
@@ -371,6 +372,11 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
         };
         // The end of the guest's console says why, far more often than not.
         let why = format!("{why}; console: {}", boot_watch::console_tail(&console, 8));
+        warn!(
+            "workspace {}: did not start: {why}; {}",
+            ws.id,
+            boot_watch::box_report()
+        );
         stop(&ws.id);
         return Err(RunError::NotReady(why));
     }

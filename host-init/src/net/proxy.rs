@@ -289,8 +289,11 @@ fn splice(client: TcpStream, upstream: TcpStream, conn: Splice) {
     let (Ok(client2), Ok(upstream2)) = (client.try_clone(), upstream.try_clone()) else {
         return;
     };
+    // Writes time out too: a peer that stops reading must not hold a pump
+    // (and the connection's slot) past the policy and the idle limit.
     for s in [&client, &upstream] {
         let _ = s.set_read_timeout(Some(RECHECK));
+        let _ = s.set_write_timeout(Some(RECHECK));
     }
     let Splice {
         allowed,
@@ -387,24 +390,69 @@ impl Side<'_> {
 impl Checker {
     /// Sends on what may go; on a refusal stops (the answers' pump tells
     /// the client why once the requests before it are answered).
-    fn forward(&mut self, data: &[u8], upstream: &mut TcpStream) -> bool {
+    fn forward(
+        &mut self,
+        data: &[u8],
+        upstream: &mut TcpStream,
+        allowed: &dyn Fn() -> bool,
+    ) -> Forwarded {
         self.pending.extend_from_slice(data);
         let (vetted, refused) = vet(&mut self.requests, &mut self.pending);
-        if upstream.write_all(&vetted).is_err() {
-            return false;
+        if !write_patiently(upstream, &vetted, allowed) {
+            return Forwarded::Failed;
         }
         match refused {
-            None => true,
+            None => Forwarded::Sent,
             Some(refused) => {
                 refuse(&self.id, &refused.why);
                 *self.words.lock().unwrap_or_else(|e| e.into_inner()) = Some(Refusal {
                     response: refused.response(),
                     at: std::time::Instant::now(),
                 });
-                false
+                Forwarded::Refused
             }
         }
     }
+}
+
+/// What became of the client's bytes.
+enum Forwarded {
+    Sent,
+    /// A request was refused: nothing more goes up.
+    Refused,
+    /// The upstream stopped taking them (gone, or stuck past the limits).
+    Failed,
+}
+
+/// Writes all of `data`, waiting on a peer that reads slowly but not on
+/// one that has stopped: the connection ends once it has taken nothing for
+/// IDLE, or at once when the policy no longer allows it. (The pump's own
+/// checks run only between reads, which a blocked write never reaches.)
+fn write_patiently(to: &mut TcpStream, mut data: &[u8], allowed: &dyn Fn() -> bool) -> bool {
+    let mut stuck = Duration::ZERO;
+    while !data.is_empty() {
+        match to.write(data) {
+            Ok(0) => return false,
+            Ok(n) => {
+                data = &data[n..];
+                stuck = Duration::ZERO;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                stuck += RECHECK;
+                if stuck >= IDLE || !allowed() {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 /// Ends both directions (the other pump sees the shutdown).
@@ -420,9 +468,13 @@ fn pump(mut from: TcpStream, mut to: TcpStream, allowed: &dyn Fn() -> bool, mut 
     // What the client sent before the splice (the bytes that named the
     // host) goes first, checked like the rest.
     if let Side::Requests(c) = &mut side {
-        if !c.forward(&[], &mut to) {
-            let _ = to.shutdown(Shutdown::Write);
-            return;
+        match c.forward(&[], &mut to, allowed) {
+            Forwarded::Sent => {}
+            Forwarded::Refused => {
+                let _ = to.shutdown(Shutdown::Write);
+                return;
+            }
+            Forwarded::Failed => return cut(&from, &to),
         }
     }
     loop {
@@ -443,10 +495,14 @@ fn pump(mut from: TcpStream, mut to: TcpStream, allowed: &dyn Fn() -> bool, mut 
                     }
                 }
                 let sent = match &mut side {
-                    Side::Requests(c) => c.forward(&buf[..n], &mut to),
-                    _ => to.write_all(&buf[..n]).is_ok(),
+                    Side::Requests(c) => c.forward(&buf[..n], &mut to, allowed),
+                    _ if write_patiently(&mut to, &buf[..n], allowed) => Forwarded::Sent,
+                    _ => Forwarded::Failed,
                 };
-                if !sent {
+                if let Forwarded::Failed = sent {
+                    return cut(&from, &to);
+                }
+                if let Forwarded::Refused = sent {
                     break;
                 }
             }

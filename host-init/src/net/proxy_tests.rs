@@ -187,3 +187,85 @@ fn a_workspace_holding_its_share_of_connections_leaves_room_for_the_others() {
     drop(b);
     assert!(admit(&POOL, "ws_quiet").is_some());
 }
+
+/// An upstream that answers anything with an endless body.
+fn firehose() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n");
+                let chunk = [b'x'; 65536];
+                while s.write_all(&chunk).is_ok() {}
+            });
+        }
+    });
+    addr
+}
+
+/// A spliced plain-HTTP connection whose policy the test can revoke, and
+/// the thread that runs it.
+fn revocable(
+    upstream: SocketAddr,
+    first: &[u8],
+    on: Arc<std::sync::atomic::AtomicBool>,
+) -> (TcpStream, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (conn, _) = listener.accept().expect("accept");
+    let upstream = TcpStream::connect(upstream).expect("upstream");
+    let first = first.to_vec();
+    let t = std::thread::spawn(move || {
+        splice(
+            conn,
+            upstream,
+            Splice {
+                allowed: Box::new(move |_, _| on.load(std::sync::atomic::Ordering::SeqCst)),
+                id: "ws_stops_reading".into(),
+                name: "allowed.test".into(),
+                port: 80,
+                requests: Some((RequestStream::new("allowed.test"), first)),
+            },
+        )
+    });
+    (client, t)
+}
+
+/// Whether `t` ends within a liveness bound (the fix ends it within a
+/// couple of RECHECKs; the bound only keeps a regression from hanging).
+fn ends(t: &std::thread::JoinHandle<()>) -> bool {
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while !t.is_finished() && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    t.is_finished()
+}
+
+/// Found by review: a guest that sends an allowed request with a huge
+/// answer, then a refused one, and never reads. The client-side pump had
+/// stopped at the refusal and the answers' pump sat in a write to the
+/// guest, so the connection (two threads and a proxy slot) outlived a
+/// revoked policy and the idle limit, for as long as the VM lived.
+#[test]
+fn a_client_that_stops_reading_is_cut_when_its_policy_is_revoked() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const ONE: &[u8] = b"GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n";
+    const BOTH: &[u8] =
+        b"GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\nGET / HTTP/1.1\r\nHost: other.test\r\n\r\n";
+    let up = firehose();
+    for (case, first) in [("no refusal", ONE), ("after a refusal", BOTH)] {
+        let on = Arc::new(AtomicBool::new(true));
+        let (_client, t) = revocable(up, first, on.clone());
+        // Let the answer fill every buffer between the proxy and the client.
+        std::thread::sleep(Duration::from_secs(2));
+        on.store(false, Ordering::SeqCst);
+        assert!(
+            ends(&t),
+            "{case}: the connection outlived its revoked policy"
+        );
+    }
+}

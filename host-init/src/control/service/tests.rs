@@ -160,3 +160,43 @@ fn a_failed_expiry_keeps_the_record_and_is_retried_later() {
     assert_eq!(state_of(c, "ws_later"), Some(WsState::Stopped));
     assert_eq!(state_of(c, "ws_held"), Some(WsState::Quarantined));
 }
+
+/// The probes: absent (404) until enabled, and then an admin's only.
+/// Without the feature, enabling them is refused and they stay absent.
+#[test]
+fn probes_are_absent_unless_built_and_enabled_and_then_admin_only() {
+    let p = plane("probes");
+    let c = &p.control;
+    let (_, tenant_secret) = tenant(c);
+    let console = || Call::ReadConsole {
+        name: "ws_nothing".into(),
+    };
+    assert_eq!(c.call(ADMIN, console()).reply.status, 404);
+    let enabled = c.enable_test_probes();
+    assert_eq!(enabled, cfg!(feature = "test-probes"));
+    if !enabled {
+        assert_eq!(c.call(ADMIN, console()).reply.status, 404);
+        return;
+    }
+    assert_eq!(c.call(&tenant_secret, console()).reply.status, 403);
+    assert_eq!(c.call(&tenant_secret, Call::DropCaches).reply.status, 403);
+    assert_eq!(
+        c.call(
+            &tenant_secret,
+            Call::ScanProcesses {
+                needle: "a-long-enough-needle".into()
+            }
+        )
+        .reply
+        .status,
+        403
+    );
+    // An admin gets past the scope check (no console of that name here).
+    assert_eq!(c.call(ADMIN, console()).reply.status, 404);
+    assert!(c
+        .call(ADMIN, console())
+        .reply
+        .body
+        .to_string()
+        .contains("no console of ws_nothing"));
+}
