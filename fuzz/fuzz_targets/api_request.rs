@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use paddock_init::api::http::{read_body, read_request};
 use paddock_init::control::tokens::MintRequest;
-use paddock_init::control::workspace::WorkspaceSpec;
+use paddock_init::control::workspace::{SpecProblems as _, WorkspaceSpec};
 
 fuzz_target!(|input: &[u8]| {
     let mut r = std::io::Cursor::new(input);

@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use paddock_init::net::dns::answer;
-use paddock_init::net::policy::EgressRequest;
+use paddock_init::net::policy::{CheckEgress as _, EgressRequest};
 
 fuzz_target!(|input: &[u8]| {
     let egress = EgressRequest {
