@@ -88,7 +88,7 @@ check:
     cargo test --workspace --lib --bins --locked
     cargo test -p paddock-init --lib --features test-probes --locked
     export PADDOCK_SCHEMATHESIS=$(scripts/schemathesis.sh)
-    cargo test -p paddock-vmm -p paddock-agent-client -p paddock-proto -p paddock-init -p paddock-image -p paddock-tpm --tests --locked
+    cargo test -p paddock-vmm -p paddock-agent-client -p paddock-proto -p paddock-init -p paddock-image -p paddock-tpm -p paddock-api-types --tests --locked
 
 # Coverage instrumentation for libFuzzer on the stable toolchain (no nightly,
 # so no sanitizer: panics and overflow checks are what the targets catch).
