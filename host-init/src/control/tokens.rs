@@ -131,6 +131,22 @@ impl TokenRecord {
         }
     }
 
+    /// The token as an admin's list shows it: never its hash.
+    pub fn view(&self) -> paddock_api_types::TokenView {
+        paddock_api_types::TokenView {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            scopes: self.scopes.clone(),
+            expires_at: self.expires_at,
+            revoked: self.revoked,
+            parent: self.parent.clone(),
+            quotas: self.quotas.clone(),
+            labels: self.labels.clone(),
+            workspace_ids: self.workspace_ids.clone(),
+            egress_allow: self.egress_allow.clone(),
+        }
+    }
+
     /// Whether a label or id limit narrows what this token sees.
     pub fn is_limited(&self) -> bool {
         !self.labels.is_empty() || self.workspace_ids.is_some()

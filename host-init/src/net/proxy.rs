@@ -438,12 +438,7 @@ fn write_patiently(to: &mut TcpStream, mut data: &[u8], allowed: &dyn Fn() -> bo
                 stuck = Duration::ZERO;
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(e) if timed_out(&e) => {
                 stuck += RECHECK;
                 if stuck >= IDLE || !allowed() {
                     return false;
@@ -453,6 +448,15 @@ fn write_patiently(to: &mut TcpStream, mut data: &[u8], allowed: &dyn Fn() -> bo
         }
     }
     true
+}
+
+/// A socket timeout: the read or write waited RECHECK (the kind depends
+/// on the platform).
+fn timed_out(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
 }
 
 /// Ends both directions (the other pump sees the shutdown).
@@ -506,12 +510,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, allowed: &dyn Fn() -> bool, mut 
                     break;
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(e) if timed_out(&e) => {
                 idle += RECHECK;
                 if side.last_words(&mut to, &from, Some(idle)) {
                     return;

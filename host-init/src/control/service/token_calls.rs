@@ -6,7 +6,7 @@ use super::{error, reply, store_err, Control, Outcome};
 use crate::control::access::{MAX_DEPTH, MAX_TENANT_TOKENS, MAX_TOKENS};
 use crate::control::audit::now_s;
 use crate::control::tokens::{hash_secret, MintRequest, Scope, TokenRecord};
-use paddock_api_types::{MintedToken, TokenList, TokenView};
+use paddock_api_types::{MintedToken, TokenList};
 use serde_json::{json, Value};
 
 impl Control {
@@ -98,21 +98,7 @@ impl Control {
         let tree = self.tree();
         let mut list: Vec<&TokenRecord> = tree.all().collect();
         list.sort_by_key(|t| (t.created_at, t.id.clone()));
-        let tokens = list
-            .into_iter()
-            .map(|t| TokenView {
-                id: t.id.clone(),
-                name: t.name.clone(),
-                scopes: t.scopes.clone(),
-                expires_at: t.expires_at,
-                revoked: t.revoked,
-                parent: t.parent.clone(),
-                quotas: t.quotas.clone(),
-                labels: t.labels.clone(),
-                workspace_ids: t.workspace_ids.clone(),
-                egress_allow: t.egress_allow.clone(),
-            })
-            .collect();
+        let tokens = list.into_iter().map(TokenRecord::view).collect();
         Ok(reply(200, TokenList { tokens }))
     }
 
