@@ -152,3 +152,50 @@ pub fn run(mut cmd: Command) -> std::io::Result<(Exit, String)> {
         .ok_or_else(|| std::io::Error::other("child vanished"))?;
     Ok((exit, err))
 }
+
+/// A pidfd for `pid` (None on a kernel without pidfd_open: then no kill).
+/// A handle on the process, not its number: PID 1's reaper may reap it at
+/// any time, and a kill by number could then hit whoever got it next.
+pub fn pidfd_open(pid: u32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
+    // or -1; nothing of ours is passed by pointer.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    // SAFETY: a non-negative return is a descriptor the kernel just made
+    // for us alone.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// SIGKILLs the process behind `pidfd` (nothing, if it is gone).
+pub fn kill_pidfd(pidfd: &std::os::fd::OwnedFd) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: pidfd_send_signal with our own pidfd, a signal number, no
+    // siginfo (null) and no flags.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        );
+    }
+}
+
+/// Puts `pid` into cgroup `/sys/fs/cgroup/<name>` (cgroup v2) with
+/// `memory.max` at `max` bytes and no swap: a confined child's leak or
+/// blow-up ends in its own OOM kill, not in the box's.
+pub fn confine_memory(name: &str, max: u64, pid: u32) -> std::io::Result<()> {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    // Enabling a controller that is already on is a no-op.
+    std::fs::write(root.join("cgroup.subtree_control"), "+memory")?;
+    let cg = root.join(name);
+    match std::fs::create_dir(&cg) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::write(cg.join("memory.max"), max.to_string())?;
+    std::fs::write(cg.join("memory.swap.max"), "0").ok();
+    std::fs::write(cg.join("cgroup.procs"), pid.to_string())
+}

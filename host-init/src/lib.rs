@@ -17,6 +17,7 @@ pub mod log;
 pub mod modules;
 pub mod mounts;
 pub mod net;
+pub mod net_services;
 pub mod pid1;
 pub mod power;
 pub mod procfs;

@@ -1,13 +1,15 @@
 //! paddock-init: PID 1 of the Paddock appliance, and (started by itself)
-//! the unprivileged API process (`api-server`) and the jail each
-//! workspace's VMM runs in (`jail`).
+//! the unprivileged API process (`api-server`), the unprivileged network
+//! services process (`net-services`: the workspaces' resolver and egress
+//! proxy) and the jail each workspace's VMM runs in (`jail`).
 
-use paddock_init::{api, jail, pid1};
+use paddock_init::{api, jail, net_services, pid1};
 use std::process::ExitCode;
 
 const USAGE: &str = "\
 usage: paddock-init              (as PID 1 of the appliance only)
        paddock-init api-server   (started by PID 1 with its channel on fd 3)
+       paddock-init net-services (started by PID 1: channel on fd 3, resolver fd 4, proxy fd 5)
        paddock-init jail ...     (started by PID 1 around each VMM; see --help there)
        paddock-init jail-probe [PATH...]  (run inside a jail: reports what it sees)
        paddock-init build-info   (what this build holds; the image build checks it)";
@@ -16,6 +18,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("api-server") if args.len() == 1 => api::server::main(),
+        Some("net-services") if args.len() == 1 => net_services::child::main(),
         Some("jail") => jail::main(&args[1..]),
         Some("jail-probe") => jail::probe(&args[1..]),
         Some("build-info") if args.len() == 1 => {

@@ -9,9 +9,9 @@ pub mod http_stream;
 mod ifconfig;
 pub mod nft;
 pub mod policy;
-mod policy_table;
+pub mod policy_table;
 pub mod proxy;
-mod refusals;
+pub mod refusals;
 pub mod sni;
 pub mod tap;
 
@@ -49,10 +49,11 @@ pub enum NetError {
     Dhcp { iface: String, detail: String },
 }
 
-/// The workspaces' side of the network: firewall, resolver, proxy.
+/// The workspaces' side of the network: firewall, then the resolver and
+/// the proxy (`exe net-services`, a confined process of their own).
 /// Failures are logged and leave workspaces without a network opening
 /// (their creation then fails with the reason), never with an open one.
-pub fn start_workspace_network() {
+pub fn start_workspace_network(exe: std::path::PathBuf) {
     match firewall::start() {
         Ok(()) => info!(
             "workspace firewall installed (nf_tables table inet {})",
@@ -63,11 +64,10 @@ pub fn start_workspace_network() {
             return;
         }
     }
-    if let Err(e) = dns::start() {
-        error!("workspace resolver on port {}: {e}", firewall::DNS_PORT);
-    }
-    if let Err(e) = proxy::start() {
-        error!("egress proxy on port {}: {e}", firewall::PROXY_PORT);
+    use crate::net_services::supervisor::{start, Confine, Sockets};
+    let started = Sockets::bind().and_then(|sockets| start(exe, sockets, Confine::APPLIANCE));
+    if let Err(e) = started {
+        error!("workspace resolver and egress proxy: {e}");
     }
 }
 

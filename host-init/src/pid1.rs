@@ -302,7 +302,7 @@ fn boot(cmdline: &str, started: Instant) {
     // turns forwarding on, only once its table is in), the resolver and
     // the proxy. If the firewall cannot be installed, workspaces are
     // refused rather than started unfenced.
-    net::start_workspace_network();
+    net::start_workspace_network(exe.clone());
     let port = start_api(exe, init, control, started);
 
     // The network comes last among the essentials: DHCP may take a while,
@@ -320,7 +320,7 @@ fn boot(cmdline: &str, started: Instant) {
                     .unwrap_or_else(|| "none".into()),
                 up.dns
             );
-            net::dns::configure(&up.dns, &[up.address]);
+            crate::net_services::set_resolvers(&up.dns, &[up.address]);
             SCREEN.update(|s| {
                 s.addresses = vec![addr];
                 if let Some(p) = port {
@@ -329,7 +329,7 @@ fn boot(cmdline: &str, started: Instant) {
             });
             if up.source == "dhcp" {
                 net::keep_lease(up.clone(), move |u| {
-                    net::dns::configure(&u.dns, &[u.address]);
+                    crate::net_services::set_resolvers(&u.dns, &[u.address]);
                     SCREEN.update(|s| {
                         s.addresses = vec![format!(
                             "{} {}/{} ({})",

@@ -1931,6 +1931,45 @@ fn workspace_networks_deny_by_default_and_open_only_what_is_listed() {
         !out.contains("host=other.test"),
         "the pipelined request reached other.test: {out}"
     );
+    // The resolver and the proxy run in a confined process of their own
+    // (issue 15). Killed with SIGKILL, it is started again by PID 1, not
+    // by a reboot, with every workspace's policy; what it counted stays.
+    let refused_before = metric("paddock_workspace_denied_connections_total", &a);
+    let uptime = |body: &[u8]| json(body)["uptime_s"].as_u64().expect("uptime_s");
+    let up_before = uptime(&call("GET", "/v1/health", None).1);
+    let (code, body) = call("POST", "/v1/debug/kill-net-services", None);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    // Back by itself: queries and connections made while it restarts wait
+    // in its sockets' queues; a few tries cover a slow restart.
+    let mut body = String::new();
+    for _ in 0..20 {
+        body = curl(&a, "https://allowed.test/");
+        if !body.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(
+        body, "server=allowed.test host=allowed.test sni=allowed.test\n",
+        "egress after the restart"
+    );
+    let (out, code) = sh(&a, "curl -sk --max-time 15 https://denied.test/");
+    assert_eq!(code, 6, "still refused at DNS after the restart: {out}");
+    let (out, _) = sh(
+        &a,
+        &format!("curl -s --max-time 15 -H 'Host: other.test' http://{ALLOWED}/"),
+    );
+    assert!(out.contains("not on this workspace's allowlist"), "{out}");
+    assert!(metric("paddock_workspace_denied_connections_total", &a) > refused_before);
+    let (_, metrics) = call("GET", "/metrics", None);
+    assert!(
+        String::from_utf8_lossy(&metrics).contains("paddock_net_services_restarts_total 1"),
+        "one restart counted"
+    );
+    assert!(
+        uptime(&call("GET", "/v1/health", None).1) >= up_before,
+        "the box did not reboot"
+    );
+
     // Raw IP: the listed CIDR and port work, others do not.
     assert!(curl(&a, &format!("http://{RAW_LISTED}:8080/")).starts_with("server=raw-listed"));
     assert_eq!(curl(&a, &format!("http://{RAW_UNLISTED}:8080/")), "");

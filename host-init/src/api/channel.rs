@@ -22,7 +22,11 @@ pub const CHANNEL_FD: i32 = 3;
 /// One end of a SOCK_SEQPACKET socket: every send is one whole message
 /// (boundaries kept, so a descriptor always travels with the message it
 /// belongs to and a reader can never consume half of the next one).
-pub struct Endpoint(UnixStream);
+/// Messages are capped at `MAX_LINE` unless `with_limit` says otherwise.
+pub struct Endpoint {
+    sock: UnixStream,
+    limit: usize,
+}
 
 impl Endpoint {
     /// A connected pair, both ends close-on-exec.
@@ -35,7 +39,14 @@ impl Endpoint {
             SockFlag::SOCK_CLOEXEC,
         )
         .map_err(|e| ChannelError::Io(e.into()))?;
-        Ok((Endpoint(a.into()), Endpoint(b.into())))
+        Ok((Endpoint::from(a), Endpoint::from(b)))
+    }
+
+    /// The same endpoint with messages capped at `limit` bytes both ways
+    /// (a channel whose sender is trusted and whose messages are bigger:
+    /// PID 1's policy updates to the network services).
+    pub fn with_limit(self, limit: usize) -> Endpoint {
+        Endpoint { limit, ..self }
     }
 
     /// Takes over a descriptor inherited at `fd`.
@@ -44,17 +55,28 @@ impl Endpoint {
     /// `fd` must be an open SOCK_SEQPACKET socket that nothing else owns.
     pub unsafe fn from_raw(fd: i32) -> Endpoint {
         // SAFETY: the caller vouches that the descriptor is ours alone.
-        Endpoint(unsafe { UnixStream::from_raw_fd(fd) })
+        let sock = unsafe { UnixStream::from_raw_fd(fd) };
+        Endpoint {
+            sock,
+            limit: MAX_LINE,
+        }
     }
 
     pub fn raw(&self) -> i32 {
-        self.0.as_raw_fd()
+        self.sock.as_raw_fd()
     }
 
     /// Bounds how long `recv` waits (None: forever).
     pub fn set_timeout(&self, t: Option<Duration>) -> Result<(), ChannelError> {
-        self.0.set_read_timeout(t)?;
-        self.0.set_write_timeout(t)?;
+        self.sock.set_read_timeout(t)?;
+        self.sock.set_write_timeout(t)?;
+        Ok(())
+    }
+
+    /// Bounds how long `send` waits for room (None: forever), leaving
+    /// `recv` as it is.
+    pub fn set_send_timeout(&self, t: Option<Duration>) -> Result<(), ChannelError> {
+        self.sock.set_write_timeout(t)?;
         Ok(())
     }
 
@@ -62,8 +84,8 @@ impl Endpoint {
     pub fn send<T: Serialize>(&self, msg: &T, fd: Option<&impl AsFd>) -> Result<(), ChannelError> {
         use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
         let body = serde_json::to_vec(msg).map_err(|e| ChannelError::Malformed(e.to_string()))?;
-        if body.len() > MAX_LINE {
-            return Err(ChannelError::TooLong);
+        if body.len() > self.limit {
+            return Err(ChannelError::TooLong(self.limit));
         }
         let iov = [std::io::IoSlice::new(&body)];
         let raw = fd.map(|f| [f.as_fd().as_raw_fd()]);
@@ -81,7 +103,7 @@ impl Endpoint {
     /// descriptor is an error (extra descriptors are closed, never used).
     pub fn recv<T: for<'de> Deserialize<'de>>(&self) -> Result<(T, Option<OwnedFd>), ChannelError> {
         use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-        let mut buf = vec![0u8; MAX_LINE + 1];
+        let mut buf = vec![0u8; self.limit + 1];
         // Room for as many descriptors as one message can carry (the
         // kernel's SCM_MAX_FD): extra ones a sender attached are received
         // and closed here, so a truncated control message means only one
@@ -114,8 +136,8 @@ impl Endpoint {
         if n == 0 && fds.is_empty() {
             return Err(ChannelError::Closed);
         }
-        if flags.contains(MsgFlags::MSG_TRUNC) || n > MAX_LINE {
-            return Err(ChannelError::TooLong);
+        if flags.contains(MsgFlags::MSG_TRUNC) || n > self.limit {
+            return Err(ChannelError::TooLong(self.limit));
         }
         if fds.len() > 1 {
             return Err(ChannelError::Malformed("more than one descriptor".into()));
@@ -128,7 +150,7 @@ impl Endpoint {
 
 impl AsFd for Endpoint {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.0.as_fd()
+        self.sock.as_fd()
     }
 }
 
@@ -136,7 +158,10 @@ impl From<OwnedFd> for Endpoint {
     /// The descriptor must be a SOCK_SEQPACKET socket (one that came
     /// attached to an `Open`).
     fn from(fd: OwnedFd) -> Endpoint {
-        Endpoint(fd.into())
+        Endpoint {
+            sock: fd.into(),
+            limit: MAX_LINE,
+        }
     }
 }
 
@@ -146,8 +171,8 @@ pub enum ChannelError {
     Io(#[from] std::io::Error),
     #[error("channel closed")]
     Closed,
-    #[error("message longer than {MAX_LINE} bytes")]
-    TooLong,
+    #[error("message longer than {0} bytes")]
+    TooLong(usize),
     #[error("malformed message: {0}")]
     Malformed(String),
     /// The message's descriptor could not be taken (this process is at its
@@ -282,6 +307,9 @@ pub enum Call {
     /// Test images only: write back and drop the host's page cache, so a
     /// benchmark's next read reaches the disk (and dm-crypt) (admin).
     DropCaches,
+    /// Test images only: SIGKILL the network services process (resolver,
+    /// egress proxy), to see that it comes back with its policy (admin).
+    KillNetServices,
     /// A connection to the workspace's agent, passed back as a descriptor.
     OpenAgent {
         id: String,
@@ -389,7 +417,7 @@ mod tests {
             Err(ChannelError::Malformed(_))
         ));
         raw(&vec![b'x'; MAX_LINE + 10]);
-        assert!(matches!(b.recv::<Request>(), Err(ChannelError::TooLong)));
+        assert!(matches!(b.recv::<Request>(), Err(ChannelError::TooLong(_))));
         // Two descriptors where one is allowed: refused, both closed.
         let (s1, _k1) = UnixStream::pair().expect("pair");
         let (s2, _k2) = UnixStream::pair().expect("pair");

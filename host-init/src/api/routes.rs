@@ -43,6 +43,7 @@ pub enum Route {
     /// configured with them: control/service/probes.rs).
     ProcessScan,
     DropCaches,
+    KillNetServices,
     ReadConsole(String),
     OpenDisk,
     /// A workspace path whose id cannot be one (never forwarded).
@@ -121,6 +122,7 @@ pub fn resolve(method: &str, path: &str) -> Route {
         ("POST", ["v1", "keys", "recover"]) => R::RecoverKeys,
         ("POST", ["v1", "debug", "process-scan"]) => R::ProcessScan,
         ("POST", ["v1", "debug", "drop-caches"]) => R::DropCaches,
+        ("POST", ["v1", "debug", "kill-net-services"]) => R::KillNetServices,
         ("GET", ["v1", "debug", "console", name]) if valid_id(name) => R::ReadConsole(s(name)),
         ("POST", ["v1", "debug", "open-disk"]) => R::OpenDisk,
         ("GET", ["metrics"]) => R::Metrics,
@@ -192,6 +194,7 @@ mod tests {
             ("POST", "/v1/keys/recover", R::RecoverKeys),
             ("POST", "/v1/debug/process-scan", R::ProcessScan),
             ("POST", "/v1/debug/drop-caches", R::DropCaches),
+            ("POST", "/v1/debug/kill-net-services", R::KillNetServices),
             (
                 "GET",
                 "/v1/debug/console/demo",

@@ -97,7 +97,7 @@ pub fn call_fd(shared: &Shared, auth: &str, call: Call) -> (CallReply, Option<Ow
     };
     match ex.send(&req, None::<&OwnedFd>) {
         Ok(()) => {}
-        Err(ChannelError::TooLong) => {
+        Err(ChannelError::TooLong(_)) => {
             let too_long = CallReply {
                 status: 413,
                 body: serde_json::json!(ErrorBody::new(format!(
@@ -290,6 +290,7 @@ pub fn route(shared: &Shared, req: &http::Request, tls: &mut Tls) -> Option<(u16
             Err(e) => Some(e),
         },
         Route::DropCaches => simple(Call::DropCaches),
+        Route::KillNetServices => simple(Call::KillNetServices),
         Route::ReadConsole(name) => simple(Call::ReadConsole { name }),
         Route::OpenDisk => match read_json(req, tls) {
             Ok(v) => match v.get("workspace").and_then(Value::as_str) {

@@ -84,7 +84,7 @@ pub fn restart_soon(delay: Duration) {
 }
 
 /// The API process's memory cgroup.
-const API_CGROUP: &str = "/sys/fs/cgroup/paddock-api";
+const API_CGROUP: &str = "paddock-api";
 /// Its memory.max: requests hold at most a 1 MiB JSON body and 64 KiB of
 /// stream buffers each (uploads and downloads are streamed), so 256
 /// connections fit in a few tens of MiB; 256 MiB leaves room and still
@@ -94,18 +94,7 @@ const API_MEMORY_MAX: u64 = 256 << 20;
 
 /// Puts the API process into its own memory cgroup (cgroup v2).
 pub fn confine_memory(pid: u32) -> std::io::Result<()> {
-    let root = Path::new("/sys/fs/cgroup");
-    // Enabling a controller that is already on is a no-op.
-    std::fs::write(root.join("cgroup.subtree_control"), "+memory")?;
-    let cg = Path::new(API_CGROUP);
-    match std::fs::create_dir(cg) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e),
-    }
-    std::fs::write(cg.join("memory.max"), API_MEMORY_MAX.to_string())?;
-    std::fs::write(cg.join("memory.swap.max"), "0").ok();
-    std::fs::write(cg.join("cgroup.procs"), pid.to_string())
+    crate::children::confine_memory(API_CGROUP, API_MEMORY_MAX, pid)
 }
 
 pub struct Running {
@@ -150,7 +139,7 @@ pub fn spawn(
     let pid = child.id();
     // A handle on this process, not on its pid: PID 1's reaper may reap it
     // at any time, and a kill by pid could then hit whoever got the pid.
-    let pidfd = open_pidfd(pid);
+    let pidfd = crate::children::pidfd_open(pid);
     API_PID.store(pid, Ordering::SeqCst);
     // The child is reaped by PID 1's reaper, never through this handle.
     drop(child);
@@ -221,33 +210,12 @@ pub fn spawn(
     Ok(Running { pid, port })
 }
 
-/// A pidfd for `pid` (None on a kernel without pidfd_open: then no kill).
-fn open_pidfd(pid: u32) -> Option<OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
-    // or -1; nothing of ours is passed by pointer.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    // SAFETY: a non-negative return is a descriptor the kernel just made
-    // for us alone.
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
 /// Kills an API process whose channel was closed for misbehaving (it
 /// cannot be trusted to stop on a SIGTERM), through its pidfd: if it is
 /// already gone, nothing else is hit.
 fn end_misbehaving(pidfd: Option<&OwnedFd>) {
-    use std::os::fd::AsRawFd;
-    let Some(fd) = pidfd else { return };
-    // SAFETY: pidfd_send_signal with our own pidfd, a signal number, no
-    // siginfo (null) and no flags.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            fd.as_raw_fd(),
-            libc::SIGKILL,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        );
+    if let Some(fd) = pidfd {
+        crate::children::kill_pidfd(fd);
     }
 }
 

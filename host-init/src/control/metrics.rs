@@ -122,13 +122,13 @@ pub fn render(workspaces: &[WorkspaceRecord], execs: &HashMap<String, u64>) -> S
             "paddock_workspace_denied_lookups_total",
             "counter",
             "DNS lookups of names not on the workspace's allowlist (answered NXDOMAIN, never forwarded)",
-            |w, _| Some(crate::net::dns::refused(&w.id) as f64),
+            |w, _| Some(crate::net_services::refused_lookups(&w.id) as f64),
         ),
         (
             "paddock_workspace_denied_connections_total",
             "counter",
             "connections the egress proxy refused (name or port not on the allowlist, ECH, no name)",
-            |w, _| Some(crate::net::proxy::refused(&w.id) as f64),
+            |w, _| Some(crate::net_services::refused_connections(&w.id) as f64),
         ),
     ];
     for (name, kind, help, sample) in per_ws {
@@ -190,6 +190,17 @@ pub fn render(workspaces: &[WorkspaceRecord], execs: &HashMap<String, u64>) -> S
         "free space on the data partition",
     );
     let _ = writeln!(out, "paddock_host_data_free_bytes {data_free}");
+    family(
+        &mut out,
+        "paddock_net_services_restarts_total",
+        "counter",
+        "times the network services process (resolver, egress proxy) was started again after it ended",
+    );
+    let _ = writeln!(
+        out,
+        "paddock_net_services_restarts_total {}",
+        crate::net_services::supervisor::restarts()
+    );
     let load = std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|l| l.split_whitespace().next().map(str::to_string))

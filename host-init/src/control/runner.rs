@@ -471,8 +471,7 @@ fn wait_empty(cg: &Path, timeout: Duration) -> bool {
 /// key cannot be erased (keys locked) nothing is removed.
 pub fn destroy(id: &str) -> Result<(), RunError> {
     stop(id);
-    crate::net::dns::forget(id);
-    crate::net::proxy::forget(id);
+    crate::net_services::forget(id);
     let store = crate::keys::store()?;
     if store.has_key(&key_name(id)) {
         let ballast = Path::new(super::space::BALLAST);

@@ -366,6 +366,7 @@ impl Control {
             Call::ProbeDisk { id } => format!("probe_disk {id}"),
             Call::ReadConsole { name } => format!("read_console {name}"),
             Call::DropCaches => "drop_caches".into(),
+            Call::KillNetServices => "kill_net_services".into(),
             Call::OpenAgent { id, .. } => format!("agent {id}"),
             Call::ExecEnded { id, .. } => format!("exec_ended {id}"),
             Call::CreateToken { .. } => "create_token".into(),
@@ -626,6 +627,7 @@ impl Control {
             }
             call @ (Call::ScanProcesses { .. }
             | Call::DropCaches
+            | Call::KillNetServices
             | Call::ReadConsole { .. }
             | Call::ProbeDisk { .. }) => self.probe(tok, call, what),
             Call::WhoAmI => Ok(reply(
@@ -635,6 +637,8 @@ impl Control {
             Call::Metrics => {
                 let visible = self.visible(tok, what)?;
                 let execs = self.execs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                // The resolver's and the proxy's refusals, up to now.
+                crate::net_services::flush();
                 Ok(reply(
                     200,
                     json!({"text": super::metrics::render(&visible, &execs)}),

@@ -9,7 +9,6 @@
 //! The proxy resolves through the same code (`resolve`).
 
 use super::fair_share::FairShare;
-use super::firewall;
 use super::policy;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -53,25 +52,19 @@ pub fn host_addrs() -> Vec<Ipv4Addr> {
     HOST_ADDRS.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
-/// Lookups this workspace made that its allowlist refused.
-pub fn refused(id: &str) -> u64 {
-    REFUSED.get(id)
+/// Refused lookups counted since the last call (the network services
+/// process reports them to PID 1, which keeps the totals).
+pub fn new_refusals() -> Vec<(String, u64)> {
+    REFUSED.take_new()
 }
 
 pub fn forget(id: &str) {
     REFUSED.forget(id);
 }
 
-/// Serves workspaces on udp/53 (the firewall keeps everyone else out).
-pub fn start() -> std::io::Result<()> {
-    let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, firewall::DNS_PORT))?;
-    std::thread::Builder::new()
-        .name("dns".into())
-        .spawn(move || serve(sock))?;
-    Ok(())
-}
-
-fn serve(sock: UdpSocket) {
+/// Serves workspaces on `sock` (udp/53, bound by PID 1; the firewall keeps
+/// everyone else out), forever.
+pub fn serve(sock: UdpSocket) {
     let mut buf = [0u8; 4096];
     loop {
         let Ok((n, from)) = sock.recv_from(&mut buf) else {
@@ -80,7 +73,7 @@ fn serve(sock: UdpSocket) {
         let SocketAddr::V4(from4) = from else {
             continue;
         };
-        let Some((id, egress)) = firewall::policy_of(*from4.ip()) else {
+        let Some((id, egress)) = super::policy_table::lookup(*from4.ip()) else {
             continue;
         };
         let Some(permit) = IN_FLIGHT.acquire(&id) else {
@@ -322,7 +315,7 @@ mod tests {
         let m = Message::from_vec(&r).expect("parse");
         assert_eq!(m.id(), 0x1234);
         assert_eq!(m.response_code(), ResponseCode::NXDomain);
-        assert_eq!(refused("ws_dns1"), 1);
+        assert_eq!(REFUSED.get("ws_dns1"), 1);
     }
 
     #[test]
@@ -333,7 +326,7 @@ mod tests {
             assert_eq!(m.response_code(), ResponseCode::NoError);
             assert!(m.answers().is_empty());
         }
-        assert_eq!(refused("ws_dns2"), 0);
+        assert_eq!(REFUSED.get("ws_dns2"), 0);
     }
 
     #[test]

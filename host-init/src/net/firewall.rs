@@ -501,13 +501,6 @@ pub fn remove(id: &str) -> Result<(), NftError> {
     })
 }
 
-/// The policy of the workspace at a guest address (the resolver's and the
-/// proxy's question), with its id.
-/// Never waits for a rebuild (net::policy_table).
-pub fn policy_of(guest: Ipv4Addr) -> Option<(String, Egress)> {
-    super::policy_table::lookup(guest)
-}
-
 /// Packets the firewall refused from this workspace, since it started.
 pub fn refused(id: &str) -> u64 {
     with(|fw| {

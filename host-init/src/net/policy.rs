@@ -12,21 +12,23 @@ const MAX_ENTRIES: usize = 256;
 /// "*.pypi.org:443"], "cidrs": ["203.0.113.0/24:8080"]}`. Empty: nothing.
 pub use paddock_api_types::Egress as EgressRequest;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DomainRule {
     /// Lower case, no trailing dot; `*.` prefix kept for wildcards.
     pub pattern: String,
     pub ports: Vec<u16>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CidrRule {
     pub net: Ipv4Addr,
     pub prefix: u8,
     pub ports: Vec<u16>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Checked rules; serialisable because PID 1 hands them to the network
+/// services process (which trusts its sender and does not check again).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Egress {
     pub domains: Vec<DomainRule>,
     pub cidrs: Vec<CidrRule>,

@@ -1,6 +1,11 @@
 //! Which workspace sits at a guest address and what it may reach: the
 //! question the resolver and the proxy ask on every query and connection.
 //!
+//! Two copies exist. PID 1's is written by the firewall after each change
+//! and is what PID 1 pushes to the network services process
+//! (`net_services`), entry by entry, and pushes whole to a restarted one.
+//! That process's copy is the one the resolver and the proxy read.
+//!
 //! It is kept apart from the firewall's lock, which a rebuild holds while
 //! it reads every workspace's counters and loads a new table over netlink:
 //! behind that lock, one tenant creating and deleting workspaces in a loop
@@ -14,15 +19,52 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::RwLock;
 
-static TABLE: RwLock<BTreeMap<u32, (String, Egress)>> = RwLock::new(BTreeMap::new());
+/// Slot number → workspace id and policy.
+pub type Table = BTreeMap<u32, (String, Egress)>;
 
-/// Makes `workspaces` the whole table.
+static TABLE: RwLock<Table> = RwLock::new(BTreeMap::new());
+
+/// Makes `workspaces` the whole table (PID 1), and has the network
+/// services follow before returning (or give up waiting on them; see
+/// `net_services::push_policy`).
 pub fn publish<'a>(workspaces: impl IntoIterator<Item = &'a WsNet>) {
-    let next: BTreeMap<u32, (String, Egress)> = workspaces
+    let next: Table = workspaces
         .into_iter()
         .map(|w| (w.slot.0, (w.id.clone(), w.egress.clone())))
         .collect();
-    *TABLE.write().unwrap_or_else(|e| e.into_inner()) = next;
+    *TABLE.write().unwrap_or_else(|e| e.into_inner()) = next.clone();
+    crate::net_services::push_policy(&next);
+}
+
+/// The whole table as it stands.
+pub fn snapshot() -> Table {
+    TABLE.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// The ids of the workspaces in the table.
+pub fn ids() -> std::collections::BTreeSet<String> {
+    TABLE
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+/// Sets one entry (the network services process, as PID 1 says).
+pub fn set(slot: u32, id: String, egress: Egress) {
+    TABLE
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(slot, (id, egress));
+}
+
+/// Removes one entry (the network services process, as PID 1 says).
+pub fn remove(slot: u32) {
+    TABLE
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&slot);
 }
 
 /// The workspace at guest address `guest` and its policy.
@@ -54,7 +96,7 @@ mod tests {
         let held = super::super::firewall::hold_for_test();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let _ = tx.send(super::super::firewall::policy_of(guest).map(|(id, _)| id));
+            let _ = tx.send(lookup(guest).map(|(id, _)| id));
         });
         // A liveness check, not a timing: the old lookup waited on the
         // firewall's lock, so this never arrived while it was held.

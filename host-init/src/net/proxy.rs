@@ -14,9 +14,9 @@
 //! says why, a TLS client an `unrecognized_name` alert.
 
 use super::fair_share::{FairShare, Permit};
-use super::firewall;
 use super::http_stream::{Refused, RequestStream};
 use super::policy::Egress;
+use super::policy_table;
 use super::sni::{self, Peek};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
@@ -44,9 +44,10 @@ const MAX_LOGGED: u64 = 20;
 
 static REFUSED: super::refusals::Refusals = super::refusals::Refusals::new();
 
-/// Connections this workspace made that the proxy refused.
-pub fn refused(id: &str) -> u64 {
-    REFUSED.get(id)
+/// Refused connections counted since the last call (the network services
+/// process reports them to PID 1, which keeps the totals).
+pub fn new_refusals() -> Vec<(String, u64)> {
+    REFUSED.take_new()
 }
 
 pub fn forget(id: &str) {
@@ -59,35 +60,31 @@ fn refuse(id: &str, why: &str) {
     }
 }
 
-pub fn start() -> std::io::Result<()> {
-    let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, firewall::PROXY_PORT))?;
-    std::thread::Builder::new()
-        .name("egress-proxy".into())
-        .spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else {
-                    continue;
-                };
-                let Ok(SocketAddr::V4(peer)) = conn.peer_addr() else {
-                    continue;
-                };
-                let Some((id, egress)) = firewall::policy_of(*peer.ip()) else {
-                    continue;
-                };
-                let Some(permit) = admit(&POOL, &id) else {
-                    continue;
-                };
-                // The permit goes back when the thread ends (or never starts).
-                let _ = std::thread::Builder::new()
-                    .name("egress".into())
-                    .stack_size(64 * 1024)
-                    .spawn(move || {
-                        handle(conn, peer, id, egress);
-                        drop(permit);
-                    });
-            }
-        })?;
-    Ok(())
+/// Serves workspaces' redirected connections on `listener` (bound by
+/// PID 1), forever.
+pub fn serve(listener: TcpListener) {
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else {
+            continue;
+        };
+        let Ok(SocketAddr::V4(peer)) = conn.peer_addr() else {
+            continue;
+        };
+        let Some((id, egress)) = policy_table::lookup(*peer.ip()) else {
+            continue;
+        };
+        let Some(permit) = admit(&POOL, &id) else {
+            continue;
+        };
+        // The permit goes back when the thread ends (or never starts).
+        let _ = std::thread::Builder::new()
+            .name("egress".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                handle(conn, peer, id, egress);
+                drop(permit);
+            });
+    }
 }
 
 /// The address the guest dialled, before the redirect (SO_ORIGINAL_DST).
@@ -263,10 +260,10 @@ const ANSWER_WAIT: Duration = Duration::from_secs(30);
 
 type Allowed = Box<dyn Fn(&str, u16) -> bool + Send + Sync>;
 
-/// Asks the firewall's current policy for the workspace at `peer`.
+/// Asks the current policy table about the workspace at `peer`.
 fn policy_allows(peer: Ipv4Addr) -> Allowed {
     Box::new(move |name, port| {
-        firewall::policy_of(peer).is_some_and(|(_, egress)| egress.allows(name, port))
+        policy_table::lookup(peer).is_some_and(|(_, egress)| egress.allows(name, port))
     })
 }
 

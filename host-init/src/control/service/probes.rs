@@ -16,6 +16,7 @@ fn absent(call: &Call) -> Outcome {
     let endpoint = match call {
         Call::ScanProcesses { .. } => "POST /v1/debug/process-scan".to_string(),
         Call::DropCaches => "POST /v1/debug/drop-caches".to_string(),
+        Call::KillNetServices => "POST /v1/debug/kill-net-services".to_string(),
         Call::ReadConsole { name } => format!("GET /v1/debug/console/{name}"),
         Call::ProbeDisk { .. } => "POST /v1/debug/open-disk".to_string(),
         _ => "that".to_string(),
@@ -63,6 +64,16 @@ impl Control {
                 std::fs::write("/proc/sys/vm/drop_caches", "3")
                     .map_err(|e| error(500, format!("dropping caches: {e}")))?;
                 Ok(reply(200, json!({"dropped": true})))
+            }
+            Call::KillNetServices => {
+                self.need(tok, Scope::Admin, what)?;
+                match crate::net_services::supervisor::kill_running() {
+                    Some(pid) => Ok(reply(
+                        200,
+                        json!({"killed": pid, "restarts": crate::net_services::supervisor::restarts()}),
+                    )),
+                    None => Err(error(409, "the network services process is not running")),
+                }
             }
             Call::ReadConsole { name } => {
                 self.need(tok, Scope::Admin, what)?;

@@ -181,6 +181,12 @@ fn probes_are_absent_unless_built_and_enabled_and_then_admin_only() {
     assert_eq!(c.call(&tenant_secret, console()).reply.status, 403);
     assert_eq!(c.call(&tenant_secret, Call::DropCaches).reply.status, 403);
     assert_eq!(
+        c.call(&tenant_secret, Call::KillNetServices).reply.status,
+        403
+    );
+    // An admin's kill with no process running (none in this test).
+    assert_eq!(c.call(ADMIN, Call::KillNetServices).reply.status, 409);
+    assert_eq!(
         c.call(
             &tenant_secret,
             Call::ScanProcesses {

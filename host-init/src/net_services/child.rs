@@ -1,0 +1,172 @@
+//! The network services process itself (`paddock-init net-services`):
+//! takes the sockets PID 1 bound, confines itself, waits for the state
+//! PID 1 pushes, then serves the resolver and the proxy on threads of
+//! their own while the main thread applies PID 1's updates.
+
+use super::{Report, Update, CHANNEL_FD, MAX_UPDATE, PROXY_FD, REPORT_CHUNK, RESOLVER_FD};
+use crate::api::channel::{ChannelError, Endpoint};
+use crate::net::{dns, policy_table, proxy};
+use std::net::{TcpListener, UdpSocket};
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How often refusals are reported without being asked (so a crash loses
+/// at most this much of them).
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// Whether `fd` is an open socket of type `ty`.
+fn socket_of_type(fd: i32, ty: nix::sys::socket::SockType) -> bool {
+    use nix::sys::socket::{getsockopt, sockopt};
+    // SAFETY: only borrowed for one getsockopt; an fd that is not open
+    // just makes it fail.
+    let b = unsafe { BorrowedFd::borrow_raw(fd) };
+    getsockopt(&b, sockopt::SockType) == Ok(ty)
+}
+
+/// The sockets PID 1 passed, if they are what they must be.
+fn take_sockets() -> Result<(UdpSocket, TcpListener), String> {
+    use nix::sys::socket::SockType;
+    if !socket_of_type(RESOLVER_FD, SockType::Datagram) {
+        return Err(format!("fd {RESOLVER_FD} is not the resolver's UDP socket"));
+    }
+    if !socket_of_type(PROXY_FD, SockType::Stream) {
+        return Err(format!("fd {PROXY_FD} is not the proxy's listening socket"));
+    }
+    // SAFETY: both descriptors were checked to be open sockets of the
+    // right type; PID 1 passed them for this process alone.
+    let udp = unsafe { UdpSocket::from_raw_fd(RESOLVER_FD) };
+    // SAFETY: as above.
+    let tcp = unsafe { TcpListener::from_raw_fd(PROXY_FD) };
+    Ok((udp, tcp))
+}
+
+/// Sends what was refused since the last report, then (if given) the
+/// `Synced` answer; one at a time, so a `Synced` never overtakes the
+/// counts before it.
+struct Reporter {
+    channel: Arc<Endpoint>,
+    turn: Mutex<()>,
+}
+
+impl Reporter {
+    fn report(&self, synced: Option<u64>) -> Result<(), ChannelError> {
+        let _turn = self.turn.lock().unwrap_or_else(|e| e.into_inner());
+        let lookups = dns::new_refusals();
+        let connections = proxy::new_refusals();
+        let chunks = lookups.len().max(connections.len()).div_ceil(REPORT_CHUNK);
+        let mut lookups = lookups.into_iter();
+        let mut connections = connections.into_iter();
+        for _ in 0..chunks {
+            let report = Report::Refused {
+                lookups: lookups.by_ref().take(REPORT_CHUNK).collect(),
+                connections: connections.by_ref().take(REPORT_CHUNK).collect(),
+            };
+            self.channel.send(&report, None::<&OwnedFd>)?;
+        }
+        if let Some(seq) = synced {
+            self.channel
+                .send(&Report::Synced { seq }, None::<&OwnedFd>)?;
+        }
+        Ok(())
+    }
+}
+
+fn apply(update: Update) {
+    match update {
+        Update::Set { slot, id, egress } => policy_table::set(slot, id, egress),
+        Update::Remove { slot } => policy_table::remove(slot),
+        Update::Resolvers { upstream, host } => dns::configure(&upstream, &host),
+        Update::Forget { id } => {
+            dns::forget(&id);
+            proxy::forget(&id);
+        }
+        Update::Sync { .. } => {}
+    }
+}
+
+/// Entry point of `paddock-init net-services`.
+pub fn main() -> ExitCode {
+    // SAFETY: PID 1 starts this role with its channel on CHANNEL_FD, a
+    // SOCK_SEQPACKET socket nothing else here owns.
+    let channel = Arc::new(unsafe { Endpoint::from_raw(CHANNEL_FD) }.with_limit(MAX_UPDATE));
+    let fail = |error: String| {
+        eprintln!("paddock-init net-services: {error}");
+        let _ = channel.send(&Report::Failed { error }, None::<&OwnedFd>);
+        ExitCode::FAILURE
+    };
+    let (udp, tcp) = match take_sockets() {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = super::sandbox::apply() {
+        return fail(e.to_string());
+    }
+    let reporter = Arc::new(Reporter {
+        channel: channel.clone(),
+        turn: Mutex::new(()),
+    });
+    let mut serving = false;
+    loop {
+        let update = match channel.recv::<Update>() {
+            Ok((u, None)) => u,
+            Ok((_, Some(_))) => return fail("PID 1 attached a descriptor to an update".into()),
+            // PID 1 closed the channel (or ended): it wants this process gone.
+            Err(ChannelError::Closed) => return ExitCode::SUCCESS,
+            Err(ChannelError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return ExitCode::SUCCESS
+            }
+            Err(e) => return fail(format!("reading PID 1's updates: {e}")),
+        };
+        let sync = match &update {
+            Update::Sync { seq } => Some(*seq),
+            _ => None,
+        };
+        apply(update);
+        let Some(seq) = sync else { continue };
+        // The first Sync completes the state a restart starts from; only
+        // then are queries and connections taken (until then they wait in
+        // the sockets' queues).
+        if !serving {
+            serving = true;
+            if let Err(e) = start_serving(&udp, &tcp, &reporter) {
+                return fail(e);
+            }
+        }
+        if let Err(e) = reporter.report(Some(seq)) {
+            return fail(format!("reporting to PID 1: {e}"));
+        }
+    }
+}
+
+fn start_serving(
+    udp: &UdpSocket,
+    tcp: &TcpListener,
+    reporter: &Arc<Reporter>,
+) -> Result<(), String> {
+    let udp = udp
+        .try_clone()
+        .map_err(|e| format!("resolver socket: {e}"))?;
+    let tcp = tcp.try_clone().map_err(|e| format!("proxy socket: {e}"))?;
+    let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(f)
+            .map(drop)
+            .map_err(|e| format!("starting the {name} thread: {e}"))
+    };
+    spawn("dns", Box::new(move || dns::serve(udp)))?;
+    spawn("egress-proxy", Box::new(move || proxy::serve(tcp)))?;
+    let r = reporter.clone();
+    spawn(
+        "report",
+        Box::new(move || loop {
+            std::thread::sleep(REPORT_EVERY);
+            if r.report(None).is_err() {
+                // PID 1 is gone or ended this process's channel.
+                std::process::exit(0);
+            }
+        }),
+    )
+}

@@ -1,0 +1,320 @@
+//! The network services process's seccomp filter: what a threaded UDP
+//! resolver and TCP proxy call, nothing else. Anything off the list kills
+//! the process (PID 1 starts it again and logs why).
+//!
+//! Narrower than the API process's in two ways that matter for a process
+//! a guest talks to: new sockets are IPv4 only (`socket` with AF_INET; no
+//! Unix, netlink or packet sockets, so no way to reach PID 1's other
+//! channels or the kernel's routing and firewall), and `ioctl` only sets
+//! non-blocking mode (std's connect with a timeout does).
+//!
+//! Opening a file fails with EACCES rather than killing: glibc's allocator
+//! reads /proc/sys/vm/overcommit_memory on its own and copes when it
+//! cannot (the API process met the same).
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+use std::collections::BTreeMap;
+
+#[derive(Debug, thiserror::Error)]
+#[error("building the network services' seccomp filter: {0}")]
+pub struct SandboxError(String);
+
+const ALLOWED: &[libc::c_long] = &[
+    // sockets
+    libc::SYS_accept4,
+    libc::SYS_accept,
+    libc::SYS_connect,
+    libc::SYS_bind,
+    libc::SYS_read,
+    libc::SYS_write,
+    libc::SYS_writev,
+    libc::SYS_recvfrom,
+    libc::SYS_sendto,
+    libc::SYS_recvmsg,
+    libc::SYS_sendmsg,
+    libc::SYS_shutdown,
+    libc::SYS_close,
+    libc::SYS_setsockopt,
+    libc::SYS_getsockopt,
+    libc::SYS_getsockname,
+    libc::SYS_getpeername,
+    libc::SYS_fcntl,
+    libc::SYS_poll,
+    libc::SYS_ppoll,
+    // memory
+    libc::SYS_mmap,
+    libc::SYS_munmap,
+    libc::SYS_mremap,
+    libc::SYS_mprotect,
+    libc::SYS_madvise,
+    libc::SYS_brk,
+    // threads
+    libc::SYS_clone,
+    libc::SYS_clone3,
+    libc::SYS_futex,
+    libc::SYS_set_robust_list,
+    libc::SYS_rseq,
+    libc::SYS_sched_yield,
+    libc::SYS_sched_getaffinity,
+    libc::SYS_gettid,
+    libc::SYS_getpid,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+    libc::SYS_prctl,
+    // signals (std's stack guard, abort)
+    libc::SYS_rt_sigaction,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_rt_sigreturn,
+    libc::SYS_sigaltstack,
+    libc::SYS_tgkill,
+    // time and randomness (DNS query ids)
+    libc::SYS_clock_gettime,
+    libc::SYS_clock_nanosleep,
+    libc::SYS_nanosleep,
+    libc::SYS_getrandom,
+];
+
+/// Calls answered with EACCES rather than allowed or fatal.
+const REFUSED: &[libc::c_long] = &[libc::SYS_openat, libc::SYS_open];
+
+fn arg_is(index: u8, value: u64) -> Result<SeccompRule, SandboxError> {
+    let cond = SeccompCondition::new(index, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value)
+        .map_err(|e| SandboxError(e.to_string()))?;
+    SeccompRule::new(vec![cond]).map_err(|e| SandboxError(e.to_string()))
+}
+
+fn program(
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    others: SeccompAction,
+    listed: SeccompAction,
+) -> Result<BpfProgram, SandboxError> {
+    let f = SeccompFilter::new(rules, others, listed, TargetArch::x86_64)
+        .map_err(|e| SandboxError(e.to_string()))?;
+    f.try_into()
+        .map_err(|e: seccompiler::BackendError| SandboxError(e.to_string()))
+}
+
+/// The two filters, in the order they must be installed: the refusal,
+/// then the allow-list (which lets the refused calls through to the
+/// refusal). The kernel runs both and takes the stricter answer.
+pub fn filters() -> Result<[BpfProgram; 2], SandboxError> {
+    let refusal = program(
+        REFUSED.iter().map(|s| (*s, Vec::new())).collect(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EACCES as u32),
+    )?;
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED
+        .iter()
+        .chain(REFUSED)
+        .map(|s| (*s, Vec::new()))
+        .collect();
+    rules.insert(libc::SYS_socket, vec![arg_is(0, libc::AF_INET as u64)?]);
+    rules.insert(libc::SYS_ioctl, vec![arg_is(1, libc::FIONBIO)?]);
+    let allow = program(rules, SeccompAction::KillProcess, SeccompAction::Allow)?;
+    Ok([refusal, allow])
+}
+
+/// Applies the filters to every thread of the process.
+pub fn apply() -> Result<(), SandboxError> {
+    for prog in filters()? {
+        seccompiler::apply_filter_all_threads(&prog).map_err(|e| SandboxError(e.to_string()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::signal::Signal;
+    use nix::sys::wait::WaitStatus;
+
+    /// Runs `probe` in a child under the filters; its wait status.
+    fn under_filters(probe: fn() -> i32) -> WaitStatus {
+        let progs = filters().expect("filters");
+        // SAFETY: the child only installs the prebuilt filters, makes raw
+        // system calls and exits; it allocates nothing.
+        match unsafe { nix::unistd::fork() }.expect("fork") {
+            nix::unistd::ForkResult::Child => {
+                for p in &progs {
+                    if seccompiler::apply_filter(p).is_err() {
+                        // SAFETY: leaving the forked child at once.
+                        unsafe { libc::_exit(90) };
+                    }
+                }
+                let code = probe();
+                // SAFETY: as above.
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                nix::sys::wait::waitpid(child, None).expect("wait")
+            }
+        }
+    }
+
+    fn killed(status: WaitStatus) -> bool {
+        matches!(status, WaitStatus::Signaled(_, Signal::SIGSYS, _))
+    }
+
+    const PROBE_ENV: &str = "PADDOCK_NET_SERVICES_FILTER_PROBE";
+
+    /// What the resolver and the proxy do, through std as they do it,
+    /// under the filter: accept, connect with a timeout, clone and time
+    /// out sockets, UDP both ways, threads with small stacks, randomness.
+    /// Run in a fresh process (this test binary again), since the filter
+    /// cannot be taken off the process that installs it.
+    #[test]
+    fn what_the_services_do_passes_the_filter() {
+        use std::io::{Read, Write};
+        use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+        use std::time::Duration;
+        if std::env::var_os(PROBE_ENV).is_none() {
+            let exe = std::env::current_exe().expect("test binary");
+            let out = std::process::Command::new(exe)
+                .args([
+                    "--exact",
+                    "net_services::sandbox::tests::what_the_services_do_passes_the_filter",
+                    "--test-threads=1",
+                    "--nocapture",
+                ])
+                .env(PROBE_ENV, "1")
+                .output()
+                .expect("run the probe");
+            assert!(
+                out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+                "{:?}\n{}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
+        // Bound before the filter, as PID 1 binds them.
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("listener");
+        let server = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("udp");
+        let (to_tcp, to_udp) = (
+            listener.local_addr().expect("addr"),
+            server.local_addr().expect("addr"),
+        );
+        apply().expect("filter");
+        let accepted = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let (mut c, _) = listener.accept().expect("accept");
+                let mut b = [0u8; 4];
+                c.read_exact(&mut b).expect("read");
+                c.write_all(&b).expect("write");
+                c.shutdown(std::net::Shutdown::Both).expect("shutdown");
+            })
+            .expect("thread");
+        let mut c = TcpStream::connect_timeout(&to_tcp, Duration::from_secs(10)).expect("connect");
+        let c2 = c.try_clone().expect("clone");
+        c2.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        c2.set_write_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        assert!(c.peer_addr().is_ok() && c.local_addr().is_ok());
+        c.write_all(b"ping").expect("send");
+        let mut back = Vec::new();
+        c.read_to_end(&mut back).expect("echo");
+        assert_eq!(back, b"ping");
+        accepted.join().expect("accept thread");
+        let client = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("udp bind");
+        client.connect(to_udp).expect("udp connect");
+        client.send(b"query").expect("udp send");
+        let mut buf = [0u8; 16];
+        let (n, from) = server.recv_from(&mut buf).expect("recv_from");
+        server.send_to(&buf[..n], from).expect("send_to");
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        assert_eq!(client.recv(&mut buf).expect("recv"), 5);
+        let mut id = [0u8; 2];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
+            .expect("randomness");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+
+    #[test]
+    fn ipv4_sockets_are_allowed() {
+        let status = under_filters(|| {
+            // SAFETY: socket with plain values; the descriptor is closed.
+            let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+            if fd < 0 {
+                return 1;
+            }
+            let mut on: libc::c_int = 1;
+            // SAFETY: FIONBIO reads one int from a local we own.
+            let r = unsafe { libc::ioctl(fd, libc::FIONBIO, &mut on) };
+            // SAFETY: closing the descriptor made above.
+            unsafe { libc::close(fd) };
+            i32::from(r != 0)
+        });
+        assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
+    }
+
+    #[test]
+    fn unix_and_netlink_sockets_kill() {
+        for family in [
+            libc::AF_UNIX,
+            libc::AF_NETLINK,
+            libc::AF_PACKET,
+            libc::AF_INET6,
+        ] {
+            let status = match family {
+                libc::AF_UNIX => under_filters(|| {
+                    // SAFETY: socket with plain values.
+                    unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) };
+                    0
+                }),
+                libc::AF_NETLINK => under_filters(|| {
+                    // SAFETY: socket with plain values.
+                    unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, 0) };
+                    0
+                }),
+                libc::AF_PACKET => under_filters(|| {
+                    // SAFETY: socket with plain values.
+                    unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+                    0
+                }),
+                _ => under_filters(|| {
+                    // SAFETY: socket with plain values.
+                    unsafe { libc::socket(libc::AF_INET6, libc::SOCK_STREAM, 0) };
+                    0
+                }),
+            };
+            assert!(killed(status), "family {family}: {status:?}");
+        }
+    }
+
+    #[test]
+    fn other_ioctls_and_exec_kill_and_opening_files_fails() {
+        let status = under_filters(|| {
+            let mut n: libc::c_int = 0;
+            // SAFETY: FIONREAD on stdin writes one int into a local.
+            unsafe { libc::ioctl(0, libc::FIONREAD, &mut n) };
+            0
+        });
+        assert!(killed(status), "{status:?}");
+        let status = under_filters(|| {
+            let path = c"/bin/true";
+            let argv = [path.as_ptr(), std::ptr::null()];
+            let envp = [std::ptr::null()];
+            // SAFETY: execve with NUL-terminated strings and arrays.
+            unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+            0
+        });
+        assert!(killed(status), "{status:?}");
+        let status = under_filters(|| {
+            let path = c"/etc/passwd";
+            // SAFETY: a plain open of a NUL-terminated path.
+            let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) };
+            // SAFETY: reading errno right after the call.
+            let errno = unsafe { *libc::__errno_location() };
+            i32::from(!(fd < 0 && errno == libc::EACCES))
+        });
+        assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
+    }
+}
