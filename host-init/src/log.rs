@@ -267,8 +267,26 @@ impl Level {
     }
 }
 
+/// The name a role other than PID 1 logs under (set once, at its start),
+/// so its lines cannot pass for PID 1's.
+static ROLE: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Marks this process's log lines as `role`'s.
+pub fn set_role(role: &'static str) {
+    let _ = ROLE.set(role);
+}
+
 pub fn log(level: Level, msg: std::fmt::Arguments) {
     let text = msg.to_string();
+    if let Some(role) = ROLE.get() {
+        // Not PID 1: no console or kmsg of its own, only its stderr.
+        let text: String = text
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+        eprintln!("paddock-init {role}: {}{text}", level.tag());
+        return;
+    }
     let tag = level.tag();
     let consoles = {
         let mut s = sinks();

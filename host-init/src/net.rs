@@ -54,7 +54,7 @@ pub enum NetError {
 /// Failures are logged and leave workspaces without a network opening
 /// (their creation then fails with the reason), never with an open one.
 pub fn start_workspace_network(exe: std::path::PathBuf) {
-    match firewall::start() {
+    match firewall::start(crate::net_services::UID) {
         Ok(()) => info!(
             "workspace firewall installed (nf_tables table inet {})",
             firewall::TABLE

@@ -11,6 +11,9 @@ use std::io::Write;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::time::Duration;
 
+/// The uid the network services process would run as.
+const SERVICES_UID: u32 = paddock_init::net_services::UID;
+
 /// The firewall is one per process (host-init has one): tests take turns.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -99,7 +102,7 @@ fn mac_of(iface: &str) -> [u8; 6] {
 fn a_workspace_reaches_its_resolver_and_nothing_else_and_refusals_are_counted() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     private_netns();
-    firewall::start().expect("installing the empty table");
+    firewall::start(SERVICES_UID).expect("installing the empty table");
     let slot = Slot::new(5).expect("slot");
     let tap_fd = tap::create(slot).expect("creating the tap");
     let mut tap = std::fs::File::from(tap_fd);
@@ -267,7 +270,7 @@ const RST: u8 = 0x04;
 fn a_link_carries_one_direction_on_one_port_and_its_removal_resets() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     private_netns();
-    firewall::start().expect("installing the empty table");
+    firewall::start(SERVICES_UID).expect("installing the empty table");
     let (sa, sb) = (Slot::new(1).expect("slot"), Slot::new(2).expect("slot"));
     let mut ta = std::fs::File::from(tap::create(sa).expect("tap a"));
     let mut tb = std::fs::File::from(tap::create(sb).expect("tap b"));
@@ -351,7 +354,7 @@ fn tap_write(tap: &mut std::fs::File, frame: &[u8]) {
 fn a_published_port_is_reached_from_the_uplink_only() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     private_netns();
-    firewall::start().expect("installing the empty table");
+    firewall::start(SERVICES_UID).expect("installing the empty table");
     // An uplink: a tap the test plays the outside world on.
     let mut up = std::fs::File::from(tap::open_named("up0").expect("uplink tap"));
     let client = Ipv4Addr::new(192, 0, 2, 77);
@@ -438,7 +441,7 @@ fn a_published_port_is_reached_from_the_uplink_only() {
 fn new_connections_over_the_rate_are_refused_and_counted() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     private_netns();
-    firewall::start().expect("installing the empty table");
+    firewall::start(SERVICES_UID).expect("installing the empty table");
     let slot = Slot::new(6).expect("slot");
     let mut t = std::fs::File::from(tap::create(slot).expect("tap"));
     // The tap doubles as the way out: what is forwarded comes back out of it.
@@ -503,7 +506,7 @@ fn new_connections_over_the_rate_are_refused_and_counted() {
 fn a_workspace_cannot_send_as_another() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     private_netns();
-    firewall::start().expect("installing the empty table");
+    firewall::start(SERVICES_UID).expect("installing the empty table");
     let (a, b) = (Slot::new(7).expect("slot"), Slot::new(8).expect("slot"));
     let mut tap_a = std::fs::File::from(tap::create(a).expect("tap a"));
     let _tap_b = tap::create(b).expect("tap b");
@@ -571,5 +574,105 @@ fn a_workspace_cannot_send_as_another() {
     assert!(
         firewall::refused("ws_a") >= 1,
         "counted against A, whose tap it came from"
+    );
+}
+
+/// What a process running as the network services' uid gets when it
+/// tries: TCP connects and UDP sends, each "ok" or "refused" (a dropped
+/// SYN shows as a timeout, a dropped datagram as EPERM).
+const TRY_AS_SERVICES: &str = r#"import socket, sys
+def tcp(host, port):
+    s = socket.socket()
+    s.settimeout(3)
+    try:
+        s.connect((host, int(port)))
+        return "ok"
+    except OSError:
+        return "refused"
+def udp(host, port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.sendto(b"q", (host, int(port)))
+        return "ok"
+    except OSError:
+        return "refused"
+out = []
+for spec in sys.argv[1:]:
+    kind, host, port = spec.split(":")
+    out.append((tcp if kind == "tcp" else udp)(host, port))
+print(" ".join(out))
+"#;
+
+fn try_as(uid: u32, specs: &[String]) -> Vec<String> {
+    use std::os::unix::process::CommandExt;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(TRY_AS_SERVICES)
+        .args(specs)
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .expect("python3 (scripts/install-deps.sh)");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// If the resolver or the proxy is taken over, its uid still reaches only
+/// the upstream resolvers on udp/53 and what a workspace could: not
+/// loopback (the API), not the LAN, not a guest, not the host's own
+/// public address. Root's sockets (PID 1's) are not fenced.
+#[test]
+fn the_network_services_uid_reaches_only_its_upstreams_and_public_addresses() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    private_netns();
+    ip(&["link", "set", "lo", "up"]);
+    let public = Ipv4Addr::new(203, 0, 113, 9);
+    let host_public = Ipv4Addr::new(198, 51, 100, 20);
+    let upstream = Ipv4Addr::new(10, 0, 2, 3);
+    let lan = Ipv4Addr::new(192, 168, 7, 1);
+    for a in [public, host_public, upstream, lan] {
+        ip(&["addr", "add", &format!("{a}/32"), "dev", "lo"]);
+    }
+    let listen = |a: Ipv4Addr| {
+        let l = std::net::TcpListener::bind((a, 0)).expect("listener");
+        let port = l.local_addr().expect("addr").port();
+        std::mem::forget(l); // open for the test's life
+        port
+    };
+    let (api, pub_port, host_port, lan_port) = (
+        listen(Ipv4Addr::LOCALHOST),
+        listen(public),
+        listen(host_public),
+        listen(lan),
+    );
+    firewall::start(SERVICES_UID).expect("installing the empty table");
+    firewall::set_services_fence(&[upstream], &[host_public]).expect("fence");
+    let specs = vec![
+        format!("tcp:127.0.0.1:{api}"),
+        format!("tcp:{public}:{pub_port}"),
+        format!("tcp:{host_public}:{host_port}"),
+        format!("tcp:{lan}:{lan_port}"),
+        format!("udp:{upstream}:53"),
+        format!("udp:{upstream}:54"),
+        format!("udp:{lan}:53"),
+    ];
+    assert_eq!(
+        try_as(SERVICES_UID, &specs),
+        ["refused", "ok", "refused", "refused", "ok", "refused", "refused"],
+        "{specs:?}"
+    );
+    // Any other uid (root, PID 1) is not fenced.
+    assert!(try_as(0, &specs).iter().all(|r| r == "ok"), "{specs:?}");
+    // The fence follows the upstreams.
+    firewall::set_services_fence(&[lan], &[host_public]).expect("fence");
+    assert_eq!(
+        try_as(
+            SERVICES_UID,
+            &[format!("udp:{lan}:53"), format!("udp:{upstream}:53")]
+        ),
+        ["ok", "refused"]
     );
 }

@@ -116,10 +116,22 @@ fn status_of(pid: u32) -> std::collections::BTreeMap<String, String> {
         .collect()
 }
 
-/// Waits (a bounded number of tries) for a new process to replace `old`.
+/// Makes `workspaces` the policy table, in force in the process when this
+/// returns (as the firewall does).
+fn publish(workspaces: &[&WsNet]) {
+    if let Some(t) = policy_table::publish(workspaces.iter().copied()) {
+        t.wait();
+    }
+}
+
+/// Waits (a bounded number of tries) for a new process to replace `old`
+/// (0: for the first) and to have its state.
 fn replaced(old: u32) -> u32 {
     for _ in 0..600 {
         if let Some(pid) = supervisor::pid().filter(|p| *p != old) {
+            // Linked once it has the state: an update confirmed now was
+            // confirmed by it.
+            net_services::flush();
             return pid;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -156,14 +168,15 @@ fn resolver_and_proxy_run_confined_and_come_back_from_a_kill_with_their_policy()
     let resolver = sockets.resolver.local_addr().expect("addr");
     let proxy = sockets.proxy.local_addr().expect("addr");
     // The state exists before the process does, as at boot.
-    policy_table::publish([&a, &b]);
+    publish(&[&a, &b]);
     net_services::set_resolvers(&[UPSTREAM], &[]);
     let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_paddock-init"));
     let confine = Confine {
         drop_to: Some((UID, GID)),
         memory_cgroup: false,
     };
-    let first = supervisor::start(exe, sockets, confine).expect("start");
+    supervisor::start(exe, sockets, confine).expect("start");
+    let first = replaced(0);
 
     // Confined: its own uid and gid, no capabilities, no_new_privs, seccomp.
     let st = status_of(first);
@@ -217,9 +230,9 @@ fn resolver_and_proxy_run_confined_and_come_back_from_a_kill_with_their_policy()
     // A policy change after the restart reaches the new process before
     // the call that made it returns.
     let b2 = workspace(4, "ws_beta", &["allowed.test"]);
-    policy_table::publish([&a, &b2]);
+    publish(&[&a, &b2]);
     assert_eq!(lookup(resolver, b.slot.guest(), "allowed.test"), allowed);
-    policy_table::publish([&a]);
+    publish(&[&a]);
     // Gone from the table: its queries are not answered at all.
     let gone = UdpSocket::bind((b.slot.guest(), 0)).expect("bind");
     gone.set_read_timeout(Some(Duration::from_secs(3)))

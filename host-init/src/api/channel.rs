@@ -22,10 +22,11 @@ pub const CHANNEL_FD: i32 = 3;
 /// One end of a SOCK_SEQPACKET socket: every send is one whole message
 /// (boundaries kept, so a descriptor always travels with the message it
 /// belongs to and a reader can never consume half of the next one).
-/// Messages are capped at `MAX_LINE` unless `with_limit` says otherwise.
+/// Messages are capped at `MAX_LINE` unless `with_limits` says otherwise.
 pub struct Endpoint {
     sock: UnixStream,
-    limit: usize,
+    send_limit: usize,
+    recv_limit: usize,
 }
 
 impl Endpoint {
@@ -42,11 +43,15 @@ impl Endpoint {
         Ok((Endpoint::from(a), Endpoint::from(b)))
     }
 
-    /// The same endpoint with messages capped at `limit` bytes both ways
-    /// (a channel whose sender is trusted and whose messages are bigger:
-    /// PID 1's policy updates to the network services).
-    pub fn with_limit(self, limit: usize) -> Endpoint {
-        Endpoint { limit, ..self }
+    /// The same endpoint with messages capped at `send` bytes going out
+    /// and `recv` coming in (PID 1's policy updates to the network
+    /// services are bigger than what it takes back from them).
+    pub fn with_limits(self, send: usize, recv: usize) -> Endpoint {
+        Endpoint {
+            send_limit: send,
+            recv_limit: recv,
+            ..self
+        }
     }
 
     /// Takes over a descriptor inherited at `fd`.
@@ -58,7 +63,8 @@ impl Endpoint {
         let sock = unsafe { UnixStream::from_raw_fd(fd) };
         Endpoint {
             sock,
-            limit: MAX_LINE,
+            send_limit: MAX_LINE,
+            recv_limit: MAX_LINE,
         }
     }
 
@@ -84,8 +90,8 @@ impl Endpoint {
     pub fn send<T: Serialize>(&self, msg: &T, fd: Option<&impl AsFd>) -> Result<(), ChannelError> {
         use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
         let body = serde_json::to_vec(msg).map_err(|e| ChannelError::Malformed(e.to_string()))?;
-        if body.len() > self.limit {
-            return Err(ChannelError::TooLong(self.limit));
+        if body.len() > self.send_limit {
+            return Err(ChannelError::TooLong(self.send_limit));
         }
         let iov = [std::io::IoSlice::new(&body)];
         let raw = fd.map(|f| [f.as_fd().as_raw_fd()]);
@@ -103,7 +109,7 @@ impl Endpoint {
     /// descriptor is an error (extra descriptors are closed, never used).
     pub fn recv<T: for<'de> Deserialize<'de>>(&self) -> Result<(T, Option<OwnedFd>), ChannelError> {
         use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-        let mut buf = vec![0u8; self.limit + 1];
+        let mut buf = vec![0u8; self.recv_limit + 1];
         // Room for as many descriptors as one message can carry (the
         // kernel's SCM_MAX_FD): extra ones a sender attached are received
         // and closed here, so a truncated control message means only one
@@ -136,8 +142,8 @@ impl Endpoint {
         if n == 0 && fds.is_empty() {
             return Err(ChannelError::Closed);
         }
-        if flags.contains(MsgFlags::MSG_TRUNC) || n > self.limit {
-            return Err(ChannelError::TooLong(self.limit));
+        if flags.contains(MsgFlags::MSG_TRUNC) || n > self.recv_limit {
+            return Err(ChannelError::TooLong(self.recv_limit));
         }
         if fds.len() > 1 {
             return Err(ChannelError::Malformed("more than one descriptor".into()));
@@ -160,7 +166,8 @@ impl From<OwnedFd> for Endpoint {
     fn from(fd: OwnedFd) -> Endpoint {
         Endpoint {
             sock: fd.into(),
-            limit: MAX_LINE,
+            send_limit: MAX_LINE,
+            recv_limit: MAX_LINE,
         }
     }
 }

@@ -209,6 +209,60 @@ pub fn ruleset(workspaces: &[WsNet], links: &[Link]) -> Vec<Op> {
     ops
 }
 
+/// What the network services process (the resolver and the proxy, which
+/// runs as `uid`) may reach on its own: the upstream resolvers on udp/53,
+/// and otherwise only what a workspace's connection could reach, never a
+/// forbidden range or the host's own addresses. The process checks this
+/// itself before every connection; the fence holds if it is taken over.
+/// (Its answers to workspaces go out on the sockets PID 1 bound, which
+/// are root's, so the fence does not touch them.)
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServicesFence {
+    pub uid: u32,
+    pub upstream: Vec<Ipv4Addr>,
+    pub host: Vec<Ipv4Addr>,
+}
+
+/// The `output` chain for `fence`.
+pub fn fence_rules(fence: &ServicesFence) -> Vec<Op> {
+    let mut ops = vec![base("output", Hook::Output, 0, "filter", true)];
+    let uid = || nft::skuid(fence.uid);
+    for server in &fence.upstream {
+        ops.push(rule(
+            "output",
+            vec![
+                uid(),
+                nft::ipv4(),
+                nft::ip_addr_in(true, *server, 32),
+                nft::l4proto(UDP),
+                nft::dport(DNS_PORT),
+            ],
+            vec![Expr::Verdict(Verdict::Accept)],
+            None,
+        ));
+    }
+    let closed = FORBIDDEN
+        .iter()
+        .copied()
+        .chain(fence.host.iter().map(|h| (*h, 32)));
+    for (net, prefix) in closed {
+        ops.push(rule(
+            "output",
+            vec![uid(), nft::ipv4(), nft::ip_addr_in(true, net, prefix)],
+            vec![Expr::Counter, Expr::Verdict(Verdict::Drop)],
+            Some(REFUSED),
+        ));
+    }
+    // It has no IPv6 sockets (its seccomp filter); nor any way out on it.
+    ops.push(rule(
+        "output",
+        vec![uid(), nft::ipv6()],
+        vec![Expr::Verdict(Verdict::Drop)],
+        None,
+    ));
+    ops
+}
+
 /// One rule per CIDR entry and port, ending in `verdict`.
 fn cidr_rules(chain: &str, egress: &Egress, verdict: Verdict) -> Vec<Op> {
     egress
@@ -390,6 +444,7 @@ pub struct Firewall {
     workspaces: BTreeMap<String, WsNet>,
     links: Vec<Link>,
     refused_before: BTreeMap<String, u64>,
+    fence: ServicesFence,
 }
 
 static FIREWALL: Mutex<Option<Firewall>> = Mutex::new(None);
@@ -432,15 +487,24 @@ impl Firewall {
             let now = self.refused_now(ws);
             *self.refused_before.entry(ws.id.clone()).or_default() += now;
         }
-        self.nl.apply(TABLE, &ruleset(&known, &self.links))
+        let mut ops = ruleset(&known, &self.links);
+        ops.extend(fence_rules(&self.fence));
+        self.nl.apply(TABLE, &ops)
     }
 }
 
-/// Installs the empty table (workspaces reach nothing) and turns on
-/// forwarding; once, at boot, before any workspace runs.
-pub fn start() -> Result<(), NftError> {
+/// Installs the empty table (workspaces reach nothing; the network
+/// services process, as `services_uid`, reaches no upstream yet) and turns
+/// on forwarding; once, at boot, before any workspace runs.
+pub fn start(services_uid: u32) -> Result<(), NftError> {
     let mut nl = Netlink::open()?;
-    nl.apply(TABLE, &ruleset(&[], &[]))?;
+    let fence = ServicesFence {
+        uid: services_uid,
+        ..ServicesFence::default()
+    };
+    let mut ops = ruleset(&[], &[]);
+    ops.extend(fence_rules(&fence));
+    nl.apply(TABLE, &ops)?;
     for (path, value) in [
         ("/proc/sys/net/ipv4/ip_forward", "1"),
         // Workspaces have no IPv6; the host does not route it for them.
@@ -453,27 +517,47 @@ pub fn start() -> Result<(), NftError> {
         workspaces: BTreeMap::new(),
         links: Vec::new(),
         refused_before: BTreeMap::new(),
+        fence,
     });
     Ok(())
 }
 
-/// Adds a workspace or replaces its policy; in force when this returns.
-pub fn set(ws: WsNet) -> Result<(), NftError> {
+/// The upstream resolvers the network services process may ask, and the
+/// host's own addresses it may never reach; in force when this returns.
+pub fn set_services_fence(upstream: &[Ipv4Addr], host: &[Ipv4Addr]) -> Result<(), NftError> {
     with(|fw| {
-        let old = fw.workspaces.insert(ws.id.clone(), ws.clone());
+        let old = fw.fence.clone();
+        fw.fence.upstream = upstream.to_vec();
+        fw.fence.host = host.to_vec();
         let r = fw.sync();
         if r.is_err() {
+            fw.fence = old;
+        }
+        r
+    })
+}
+
+/// Adds a workspace or replaces its policy; in force when this returns.
+pub fn set(ws: WsNet) -> Result<(), NftError> {
+    let ticket = with(|fw| {
+        let old = fw.workspaces.insert(ws.id.clone(), ws.clone());
+        if let Err(e) = fw.sync() {
             // The kernel kept the old table; so does our picture of it.
             match old {
                 Some(o) => fw.workspaces.insert(ws.id.clone(), o),
                 None => fw.workspaces.remove(&ws.id),
             };
-        } else {
-            // The resolver and the proxy follow once the packets do.
-            super::policy_table::publish(fw.workspaces.values());
+            return Err(e);
         }
-        r
-    })
+        // The resolver and the proxy follow once the packets do.
+        Ok(super::policy_table::publish(fw.workspaces.values()))
+    })?;
+    // Waited for without the firewall's lock: a slow or stuck network
+    // services process holds up only this call.
+    if let Some(t) = ticket {
+        t.wait();
+    }
+    Ok(())
 }
 
 /// Replaces the set of links; in force when this returns.
@@ -489,16 +573,21 @@ pub fn set_links(links: Vec<Link>) -> Result<(), NftError> {
 }
 
 pub fn remove(id: &str) -> Result<(), NftError> {
-    with(|fw| {
+    let (ticket, synced) = with(|fw| {
         if fw.workspaces.remove(id).is_none() {
-            return Ok(());
+            return Ok((None, Ok(())));
         }
-        // Its lookups and connections end before the rebuild, not after:
-        // refusing early is never a hole (quarantine relies on it).
-        super::policy_table::publish(fw.workspaces.values());
+        // Its lookups and connections are cut in the same breath as its
+        // packets, both in force when this returns (quarantine relies on
+        // it); the push goes first, as refusing early is never a hole.
+        let ticket = super::policy_table::publish(fw.workspaces.values());
         fw.refused_before.remove(id);
-        fw.sync()
-    })
+        Ok((ticket, fw.sync()))
+    })?;
+    if let Some(t) = ticket {
+        t.wait();
+    }
+    synced
 }
 
 /// Packets the firewall refused from this workspace, since it started.

@@ -53,6 +53,7 @@ pub enum Hook {
     Prerouting = 0,
     Input = 1,
     Forward = 2,
+    Output = 3,
     Postrouting = 4,
 }
 
@@ -108,6 +109,8 @@ pub enum MetaKey {
     OifName = 7,
     NfProto = 15,
     L4Proto = 16,
+    /// The uid owning the packet's socket (locally made packets only).
+    SkUid = 10,
 }
 
 /// connection-tracking state bits (NF_CT_STATE_*).
@@ -147,6 +150,18 @@ pub fn ipv4() -> Vec<Expr> {
         Expr::Cmp {
             eq: true,
             data: vec![NFPROTO_IPV4],
+        },
+    ]
+}
+
+/// `meta skuid UID`: the packet's socket belongs to `uid`.
+pub fn skuid(uid: u32) -> Vec<Expr> {
+    vec![
+        Expr::Meta(MetaKey::SkUid),
+        Expr::Cmp {
+            eq: true,
+            // The kernel loads the uid in host order.
+            data: uid.to_ne_bytes().to_vec(),
         },
     ]
 }

@@ -24,16 +24,19 @@ pub type Table = BTreeMap<u32, (String, Egress)>;
 
 static TABLE: RwLock<Table> = RwLock::new(BTreeMap::new());
 
-/// Makes `workspaces` the whole table (PID 1), and has the network
-/// services follow before returning (or give up waiting on them; see
-/// `net_services::push_policy`).
-pub fn publish<'a>(workspaces: impl IntoIterator<Item = &'a WsNet>) {
+/// Makes `workspaces` the whole table (PID 1) and sends the changes to
+/// the network services; wait on the ticket (once the firewall's lock is
+/// let go) for them to be in force there.
+#[must_use = "the network services follow only once the ticket is waited on"]
+pub fn publish<'a>(
+    workspaces: impl IntoIterator<Item = &'a WsNet>,
+) -> Option<crate::net_services::Ticket> {
     let next: Table = workspaces
         .into_iter()
         .map(|w| (w.slot.0, (w.id.clone(), w.egress.clone())))
         .collect();
     *TABLE.write().unwrap_or_else(|e| e.into_inner()) = next.clone();
-    crate::net_services::push_policy(&next);
+    crate::net_services::push_policy(&next)
 }
 
 /// The whole table as it stands.
@@ -90,7 +93,7 @@ mod tests {
             connections_per_s: 10,
             published: Vec::new(),
         };
-        publish([&ws]);
+        let _ = publish([&ws]); // no network services process here
         let guest = ws.slot.guest();
         // A rebuild in progress: the firewall's lock is held throughout.
         let held = super::super::firewall::hold_for_test();
@@ -103,7 +106,7 @@ mod tests {
         let got = rx.recv_timeout(std::time::Duration::from_secs(60));
         drop(held);
         assert_eq!(got, Ok(Some("ws_reader".to_string())));
-        publish([]);
+        let _ = publish([]);
         assert_eq!(lookup(guest), None);
     }
 }

@@ -4,7 +4,7 @@
 //! their own while the main thread applies PID 1's updates.
 
 use super::{Report, Update, CHANNEL_FD, MAX_UPDATE, PROXY_FD, REPORT_CHUNK, RESOLVER_FD};
-use crate::api::channel::{ChannelError, Endpoint};
+use crate::api::channel::{ChannelError, Endpoint, MAX_LINE};
 use crate::net::{dns, policy_table, proxy};
 use std::net::{TcpListener, UdpSocket};
 use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
@@ -88,9 +88,11 @@ fn apply(update: Update) {
 
 /// Entry point of `paddock-init net-services`.
 pub fn main() -> ExitCode {
+    crate::log::set_role("net-services");
     // SAFETY: PID 1 starts this role with its channel on CHANNEL_FD, a
     // SOCK_SEQPACKET socket nothing else here owns.
-    let channel = Arc::new(unsafe { Endpoint::from_raw(CHANNEL_FD) }.with_limit(MAX_UPDATE));
+    let channel =
+        Arc::new(unsafe { Endpoint::from_raw(CHANNEL_FD) }.with_limits(MAX_LINE, MAX_UPDATE));
     let fail = |error: String| {
         eprintln!("paddock-init net-services: {error}");
         let _ = channel.send(&Report::Failed { error }, None::<&OwnedFd>);

@@ -13,9 +13,11 @@
 //! `Sync`, which it answers once all before has taken effect; it reports
 //! back what it refused (`Report`), which PID 1 adds up for /metrics.
 //!
-//! `supervisor` is PID 1's side, `child` the process itself.
+//! `supervisor` is PID 1's side (start, restart, reports), `link` what
+//! PID 1 sends and waits for, `child` the process itself.
 
 pub mod child;
+pub mod link;
 pub mod sandbox;
 pub mod supervisor;
 
@@ -23,8 +25,8 @@ use crate::net::policy::Egress;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
-pub use supervisor::{
-    flush, forget, push_policy, refused_connections, refused_lookups, set_resolvers,
+pub use link::{
+    flush, forget, push_policy, refused_connections, refused_lookups, set_resolvers, Ticket,
 };
 
 /// Descriptors the process finds at start.

@@ -2,11 +2,18 @@
 //! resolver and TCP proxy call, nothing else. Anything off the list kills
 //! the process (PID 1 starts it again and logs why).
 //!
-//! Narrower than the API process's in two ways that matter for a process
-//! a guest talks to: new sockets are IPv4 only (`socket` with AF_INET; no
-//! Unix, netlink or packet sockets, so no way to reach PID 1's other
-//! channels or the kernel's routing and firewall), and `ioctl` only sets
-//! non-blocking mode (std's connect with a timeout does).
+//! Narrower than the API process's, because a guest talks to it:
+//! - new sockets are IPv4 only (`socket` with AF_INET; no Unix, netlink or
+//!   packet sockets, so no way to reach PID 1's other channels or the
+//!   kernel's routing and firewall);
+//! - `ioctl` only sets non-blocking mode (std's connect with a timeout);
+//! - `clone` only makes threads (CLONE_THREAD, no new namespaces), and
+//!   `clone3`, whose flags sit in memory a filter cannot read, answers
+//!   ENOSYS so the C library falls back to `clone`: a process that could
+//!   fork would leave a copy serving the sockets after PID 1 killed it;
+//! - `setsockopt` only sets the two timeouts (SO_LINGER in particular
+//!   would let it hand PID 1 a socket whose close never returns);
+//! - `prctl` only names threads.
 //!
 //! Opening a file fails with EACCES rather than killing: glibc's allocator
 //! reads /proc/sys/vm/overcommit_memory on its own and copes when it
@@ -37,7 +44,6 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_sendmsg,
     libc::SYS_shutdown,
     libc::SYS_close,
-    libc::SYS_setsockopt,
     libc::SYS_getsockopt,
     libc::SYS_getsockname,
     libc::SYS_getpeername,
@@ -51,9 +57,7 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_mprotect,
     libc::SYS_madvise,
     libc::SYS_brk,
-    // threads
-    libc::SYS_clone,
-    libc::SYS_clone3,
+    // threads (clone and clone3 below)
     libc::SYS_futex,
     libc::SYS_set_robust_list,
     libc::SYS_rseq,
@@ -63,13 +67,14 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_getpid,
     libc::SYS_exit,
     libc::SYS_exit_group,
-    libc::SYS_prctl,
     // signals (std's stack guard, abort)
     libc::SYS_rt_sigaction,
     libc::SYS_rt_sigprocmask,
     libc::SYS_rt_sigreturn,
     libc::SYS_sigaltstack,
     libc::SYS_tgkill,
+    // a sleep or wait interrupted by a stop (SIGSTOP, a debugger) resumes
+    libc::SYS_restart_syscall,
     // time and randomness (DNS query ids)
     libc::SYS_clock_gettime,
     libc::SYS_clock_nanosleep,
@@ -79,11 +84,38 @@ const ALLOWED: &[libc::c_long] = &[
 
 /// Calls answered with EACCES rather than allowed or fatal.
 const REFUSED: &[libc::c_long] = &[libc::SYS_openat, libc::SYS_open];
+/// Calls answered ENOSYS, as a kernel without them would.
+const ABSENT: &[libc::c_long] = &[libc::SYS_clone3];
+
+/// clone flags that make a new namespace.
+const CLONE_NEW_ANY: u64 = (libc::CLONE_NEWNS
+    | libc::CLONE_NEWCGROUP
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUSER
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNET) as u64;
+
+fn cond(
+    index: u8,
+    len: SeccompCmpArgLen,
+    op: SeccompCmpOp,
+    value: u64,
+) -> Result<SeccompCondition, SandboxError> {
+    SeccompCondition::new(index, len, op, value).map_err(|e| SandboxError(e.to_string()))
+}
+
+fn rule(conds: Vec<SeccompCondition>) -> Result<SeccompRule, SandboxError> {
+    SeccompRule::new(conds).map_err(|e| SandboxError(e.to_string()))
+}
 
 fn arg_is(index: u8, value: u64) -> Result<SeccompRule, SandboxError> {
-    let cond = SeccompCondition::new(index, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value)
-        .map_err(|e| SandboxError(e.to_string()))?;
-    SeccompRule::new(vec![cond]).map_err(|e| SandboxError(e.to_string()))
+    rule(vec![cond(
+        index,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::Eq,
+        value,
+    )?])
 }
 
 fn program(
@@ -97,24 +129,58 @@ fn program(
         .map_err(|e: seccompiler::BackendError| SandboxError(e.to_string()))
 }
 
-/// The two filters, in the order they must be installed: the refusal,
-/// then the allow-list (which lets the refused calls through to the
-/// refusal). The kernel runs both and takes the stricter answer.
-pub fn filters() -> Result<[BpfProgram; 2], SandboxError> {
-    let refusal = program(
-        REFUSED.iter().map(|s| (*s, Vec::new())).collect(),
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EACCES as u32),
-    )?;
+/// The three filters, in the order they must be installed: the two
+/// errno answers, then the allow-list (which lets those calls through to
+/// them). The kernel runs all and takes the strictest answer.
+pub fn filters() -> Result<[BpfProgram; 3], SandboxError> {
+    let errno = |calls: &[libc::c_long], errno: i32| {
+        program(
+            calls.iter().map(|s| (*s, Vec::new())).collect(),
+            SeccompAction::Allow,
+            SeccompAction::Errno(errno as u32),
+        )
+    };
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED
         .iter()
         .chain(REFUSED)
+        .chain(ABSENT)
         .map(|s| (*s, Vec::new()))
         .collect();
     rules.insert(libc::SYS_socket, vec![arg_is(0, libc::AF_INET as u64)?]);
     rules.insert(libc::SYS_ioctl, vec![arg_is(1, libc::FIONBIO)?]);
+    rules.insert(libc::SYS_prctl, vec![arg_is(0, libc::PR_SET_NAME as u64)?]);
+    // A thread, never a process or a namespace.
+    let thread = libc::CLONE_THREAD as u64;
+    rules.insert(
+        libc::SYS_clone,
+        vec![rule(vec![cond(
+            0,
+            SeccompCmpArgLen::Qword,
+            SeccompCmpOp::MaskedEq(thread | CLONE_NEW_ANY),
+            thread,
+        )?])?],
+    );
+    let timeouts = [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO]
+        .into_iter()
+        .map(|opt| {
+            rule(vec![
+                cond(
+                    1,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::Eq,
+                    libc::SOL_SOCKET as u64,
+                )?,
+                cond(2, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, opt as u64)?,
+            ])
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    rules.insert(libc::SYS_setsockopt, timeouts);
     let allow = program(rules, SeccompAction::KillProcess, SeccompAction::Allow)?;
-    Ok([refusal, allow])
+    Ok([
+        errno(REFUSED, libc::EACCES)?,
+        errno(ABSENT, libc::ENOSYS)?,
+        allow,
+    ])
 }
 
 /// Applies the filters to every thread of the process.
@@ -287,6 +353,61 @@ mod tests {
             };
             assert!(killed(status), "family {family}: {status:?}");
         }
+    }
+
+    #[test]
+    fn forks_lingering_sockets_and_other_prctls_kill_and_clone3_is_absent() {
+        let fork = under_filters(|| {
+            // SAFETY: a raw fork-like clone; the child, if there were one,
+            // exits at once.
+            let r = unsafe {
+                libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0, 0, 0, 0)
+            };
+            if r == 0 {
+                // SAFETY: leaving the forked child at once.
+                unsafe { libc::_exit(0) };
+            }
+            0
+        });
+        assert!(killed(fork), "fork: {fork:?}");
+        let linger = under_filters(|| {
+            // SAFETY: socket with plain values.
+            let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+            let l = libc::linger {
+                l_onoff: 1,
+                l_linger: 1_000_000,
+            };
+            // SAFETY: SO_LINGER reads a linger struct we own.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&l as *const libc::linger).cast(),
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                )
+            };
+            0
+        });
+        assert!(killed(linger), "SO_LINGER: {linger:?}");
+        let prctl = under_filters(|| {
+            // SAFETY: a prctl with plain values.
+            unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+            0
+        });
+        assert!(killed(prctl), "prctl: {prctl:?}");
+        let clone3 = under_filters(|| {
+            // SAFETY: clone3 with a null argument: without the filter this
+            // fails with EFAULT; with it, ENOSYS before the kernel looks.
+            let r = unsafe { libc::syscall(libc::SYS_clone3, std::ptr::null::<u8>(), 0) };
+            // SAFETY: reading errno right after the call.
+            let errno = unsafe { *libc::__errno_location() };
+            i32::from(!(r < 0 && errno == libc::ENOSYS))
+        });
+        assert!(
+            matches!(clone3, WaitStatus::Exited(_, 0)),
+            "clone3: {clone3:?}"
+        );
     }
 
     #[test]

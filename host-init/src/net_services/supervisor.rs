@@ -8,10 +8,10 @@
 //! it (by pidfd), and no PID 1 thread waits on it for longer than
 //! `SYNC_WAIT`.
 
+use super::link::{self, CONNECTIONS, LOOKUPS};
 use super::{diff, Report, Update, CHANNEL_FD, MAX_UPDATE, PROXY_FD, RESOLVER_FD};
-use crate::api::channel::{ChannelError, Endpoint};
+use crate::api::channel::{ChannelError, Endpoint, MAX_LINE};
 use crate::net::policy_table::{self, Table};
-use crate::net::refusals::Refusals;
 use crate::{error, info, warn};
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -19,16 +19,9 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Longest a PID 1 thread waits for the process to confirm an update
-/// (policy changes are in force when the call that made them returns,
-/// unless this runs out; then the restart that follows pushes them).
-const SYNC_WAIT: Duration = Duration::from_secs(5);
-/// Longest a send to the process may block: one that stops reading is
-/// ended rather than allowed to hold the firewall's lock.
-const SEND_WAIT: Duration = Duration::from_secs(5);
 /// Longest a fresh process may take to take the state and answer.
 const START_WAIT: Duration = Duration::from_secs(30);
 /// Its cgroup and memory.max: up to 4096 proxied connections at two small
@@ -79,145 +72,13 @@ impl Sockets {
     }
 }
 
-/// The running process, as PID 1 talks to it.
-struct Link {
-    channel: Arc<Endpoint>,
-    /// The policy table as last pushed.
-    sent: Table,
-    generation: u64,
-}
-
-static LINK: Mutex<Option<Link>> = Mutex::new(None);
-/// The upstream resolvers and the host's addresses, as last set.
-static RESOLVERS: Mutex<(Vec<Ipv4Addr>, Vec<Ipv4Addr>)> = Mutex::new((Vec::new(), Vec::new()));
-static LOOKUPS: Refusals = Refusals::new();
-static CONNECTIONS: Refusals = Refusals::new();
-static SEQ: AtomicU64 = AtomicU64::new(1);
 /// Restarts since boot, for /metrics.
 static RESTARTS: AtomicU64 = AtomicU64::new(0);
 /// The running process's pid and pidfd (the test probe kills it).
 static RUNNING: Mutex<Option<(u32, Arc<OwnedFd>)>> = Mutex::new(None);
-
-/// The highest `Synced` heard, and the generation of the process that
-/// said it: a waiter stops waiting when the first reaches its number or
-/// the second changes (the process it asked is gone).
-struct Synced {
-    seq: u64,
-    generation: u64,
-}
-static SYNCED: (Mutex<Synced>, Condvar) = (
-    Mutex::new(Synced {
-        seq: 0,
-        generation: 0,
-    }),
-    Condvar::new(),
-);
-
-fn link() -> std::sync::MutexGuard<'static, Option<Link>> {
-    LINK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Sends `updates` and a `Sync` to the running process (if there is one);
-/// what to wait for. A failed send ends the process (the restart pushes
-/// everything again).
-fn send_and_sync(
-    slot: &mut Option<Link>,
-    updates: &[Update],
-    after: impl FnOnce(&mut Link),
-) -> Option<(u64, u64)> {
-    let link = slot.as_mut()?;
-    let seq = SEQ.fetch_add(1, Ordering::SeqCst);
-    let sent = updates
-        .iter()
-        .chain(std::iter::once(&Update::Sync { seq }))
-        .try_for_each(|u| link.channel.send(u, None::<&OwnedFd>));
-    match sent {
-        Ok(()) => {
-            after(link);
-            Some((seq, link.generation))
-        }
-        Err(e) => {
-            warn!("network services: sending an update: {e}; ending the process");
-            *slot = None;
-            kill_running();
-            None
-        }
-    }
-}
-
-/// Waits (at most SYNC_WAIT) until the process has confirmed `seq`.
-fn wait_synced((seq, generation): (u64, u64)) {
-    let until = Instant::now() + SYNC_WAIT;
-    let (lock, cv) = &SYNCED;
-    let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
-    while s.seq < seq && s.generation == generation {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            warn!("network services: update {seq} not confirmed within {SYNC_WAIT:?}");
-            return;
-        }
-        s = cv
-            .wait_timeout(s, left)
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
-    }
-}
-
-/// Has the resolver and the proxy follow the policy `table`; returns once
-/// they have (or SYNC_WAIT ran out). A no-op until the process started.
-pub fn push_policy(table: &Table) {
-    let wait = {
-        let mut slot = link();
-        let updates = match slot.as_ref() {
-            Some(l) => diff(&l.sent, table),
-            None => return,
-        };
-        send_and_sync(&mut slot, &updates, |l| l.sent = table.clone())
-    };
-    if let Some(w) = wait {
-        wait_synced(w);
-    }
-}
-
-/// Where allowed names are asked, and the host's own addresses. Kept for
-/// every later start of the process.
-pub fn set_resolvers(upstream: &[Ipv4Addr], host: &[Ipv4Addr]) {
-    *RESOLVERS.lock().unwrap_or_else(|e| e.into_inner()) = (upstream.to_vec(), host.to_vec());
-    let update = Update::Resolvers {
-        upstream: upstream.to_vec(),
-        host: host.to_vec(),
-    };
-    let wait = send_and_sync(&mut link(), &[update], |_| {});
-    if let Some(w) = wait {
-        wait_synced(w);
-    }
-}
-
-/// A workspace is gone: its counts go, here and in the process.
-pub fn forget(id: &str) {
-    LOOKUPS.forget(id);
-    CONNECTIONS.forget(id);
-    let update = Update::Forget { id: id.to_string() };
-    let _ = send_and_sync(&mut link(), &[update], |_| {});
-}
-
-/// Gathers what the process has counted so far (before /metrics reads).
-pub fn flush() {
-    let wait = send_and_sync(&mut link(), &[], |_| {});
-    if let Some(w) = wait {
-        wait_synced(w);
-    }
-}
-
-/// Lookups of workspace `id` its allowlist refused.
-pub fn refused_lookups(id: &str) -> u64 {
-    LOOKUPS.get(id)
-}
-
-/// Connections of workspace `id` the proxy refused.
-pub fn refused_connections(id: &str) -> u64 {
-    CONNECTIONS.get(id)
-}
+/// Reports a process may send in a second (it sends about one, and one
+/// per update): past that it is flooding PID 1 and is ended.
+const MAX_REPORTS_PER_S: u32 = 1000;
 
 /// How often the process was started again since boot.
 pub fn restarts() -> u64 {
@@ -261,17 +122,15 @@ impl Confine {
     };
 }
 
-/// Starts the process (`exe net-services`) serving `sockets`, and a
-/// thread that starts it again whenever it ends. Returns the first
-/// process's pid.
-pub fn start(exe: PathBuf, sockets: Sockets, confine: Confine) -> Result<u32, NetServicesError> {
-    let first = spawn(&exe, &sockets, confine, 1)?;
-    let pid = first.pid;
+/// Starts the process (`exe net-services`) serving `sockets` on a thread
+/// that starts it again whenever it ends (or fails to start), for as
+/// long as the box runs.
+pub fn start(exe: PathBuf, sockets: Sockets, confine: Confine) -> Result<(), NetServicesError> {
     std::thread::Builder::new()
         .name("net-services".into())
-        .spawn(move || supervise(exe, sockets, confine, first))
-        .map_err(NetServicesError::Spawn)?;
-    Ok(pid)
+        .spawn(move || supervise(exe, sockets, confine))
+        .map(drop)
+        .map_err(NetServicesError::Spawn)
 }
 
 struct Started {
@@ -280,9 +139,18 @@ struct Started {
     generation: u64,
 }
 
-fn supervise(exe: PathBuf, sockets: Sockets, confine: Confine, first: Started) {
-    let mut running = first;
+fn supervise(exe: PathBuf, sockets: Sockets, confine: Confine) {
+    let mut generation = 1;
     loop {
+        let running = loop {
+            match spawn(&exe, &sockets, confine, generation) {
+                Ok(r) => break r,
+                Err(e) => {
+                    error!("{e}; trying again in 5 s");
+                    std::thread::sleep(Duration::from_secs(5));
+                }
+            }
+        };
         serve_reports(&running);
         let pid = running.pid;
         let exit = crate::children::CHILDREN.wait(pid, Some(Duration::from_secs(5)));
@@ -295,25 +163,35 @@ fn supervise(exe: PathBuf, sockets: Sockets, confine: Confine, first: Started) {
                 .unwrap_or_else(|| "still ending".into())
         );
         std::thread::sleep(Duration::from_secs(1));
-        let generation = running.generation + 1;
-        running = loop {
-            match spawn(&exe, &sockets, confine, generation) {
-                Ok(r) => break r,
-                Err(e) => {
-                    error!("{e}");
-                    std::thread::sleep(Duration::from_secs(5));
-                }
-            }
-        };
+        generation += 1;
         RESTARTS.fetch_add(1, Ordering::SeqCst);
     }
 }
 
+/// Its text for PID 1's log: one line, printable, bounded (the process is
+/// on the guests' side of the line; its words must not pass for PID 1's).
+fn sanitized(text: &str) -> String {
+    text.chars()
+        .take(300)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// Reads the process's reports until it ends or misbehaves; then it is
-/// killed and unlinked, and waiters are told.
+/// unlinked and killed, and waiters are told.
 fn serve_reports(running: &Started) {
+    let mut second = (Instant::now(), 0u32);
     loop {
-        match running.channel.recv::<Report>() {
+        let report = running.channel.recv::<Report>();
+        if second.0.elapsed() >= Duration::from_secs(1) {
+            second = (Instant::now(), 0);
+        }
+        second.1 += 1;
+        if second.1 > MAX_REPORTS_PER_S {
+            warn!("the network services process is flooding PID 1 with reports; ending it");
+            break;
+        }
+        match report {
             Ok((
                 Report::Refused {
                     lookups,
@@ -328,16 +206,15 @@ fn serve_reports(running: &Started) {
                     }
                 }
             }
+            Ok((Report::Synced { seq }, None)) if link::was_sent(seq) => {
+                link::synced(seq, running.generation);
+            }
             Ok((Report::Synced { seq }, None)) => {
-                let (lock, cv) = &SYNCED;
-                let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
-                if s.generation == running.generation {
-                    s.seq = s.seq.max(seq);
-                }
-                cv.notify_all();
+                warn!("the network services process confirmed update {seq}, which was never sent; ending it");
+                break;
             }
             Ok((Report::Failed { error: e }, None)) => {
-                error!("the network services process failed: {e}");
+                error!("the network services process failed: {}", sanitized(&e));
                 break;
             }
             Ok((_, Some(_))) => {
@@ -352,15 +229,13 @@ fn serve_reports(running: &Started) {
         }
     }
     {
-        let mut slot = link();
+        let mut slot = link::link();
         if slot.as_ref().map(|l| l.generation) == Some(running.generation) {
             *slot = None;
         }
     }
     kill_running();
-    let (lock, cv) = &SYNCED;
-    lock.lock().unwrap_or_else(|e| e.into_inner()).generation = running.generation + 1;
-    cv.notify_all();
+    link::new_generation(running.generation + 1, 0);
 }
 
 /// Starts one process and gives it the whole state; it serves once it
@@ -372,7 +247,8 @@ fn spawn(
     generation: u64,
 ) -> Result<Started, NetServicesError> {
     let (ours, theirs) = Endpoint::pair()?;
-    let ours = ours.with_limit(MAX_UPDATE);
+    // Big policy updates go out; only small reports come back.
+    let ours = ours.with_limits(MAX_UPDATE, MAX_LINE);
     let fds = [
         (theirs.raw(), CHANNEL_FD),
         (sockets.resolver.as_raw_fd(), RESOLVER_FD),
@@ -444,10 +320,13 @@ fn spawn(
 /// the channel, linked for later updates. Holds the link's lock
 /// throughout, so no update can slip between the state and the link.
 fn hand_state(channel: Endpoint, generation: u64) -> Result<Arc<Endpoint>, NetServicesError> {
-    let mut slot = link();
+    let mut slot = link::link();
     let table = policy_table::snapshot();
-    let (upstream, host) = RESOLVERS.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let seq = SEQ.fetch_add(1, Ordering::SeqCst);
+    let (upstream, host) = link::RESOLVERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let seq = link::next_seq();
     let updates = std::iter::once(Update::Resolvers { upstream, host })
         .chain(diff(&Table::new(), &table))
         .chain(std::iter::once(Update::Sync { seq }));
@@ -461,25 +340,20 @@ fn hand_state(channel: Endpoint, generation: u64) -> Result<Arc<Endpoint>, NetSe
             // Nothing was counted yet; anything else before the answer is
             // out of turn.
             (Report::Refused { .. }, None) => continue,
-            (Report::Failed { error }, _) => return Err(NetServicesError::Failed(error)),
+            (Report::Failed { error }, _) => {
+                return Err(NetServicesError::Failed(sanitized(&error)))
+            }
             (other, _) => {
-                return Err(NetServicesError::Failed(format!(
+                return Err(NetServicesError::Failed(sanitized(&format!(
                     "it answered {other:?} to its start-up state"
-                )))
+                ))))
             }
         }
     }
     channel.set_timeout(None)?;
-    channel.set_send_timeout(Some(SEND_WAIT))?;
     let channel = Arc::new(channel);
-    {
-        let (lock, cv) = &SYNCED;
-        let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
-        s.generation = generation;
-        s.seq = s.seq.max(seq);
-        cv.notify_all();
-    }
-    *slot = Some(Link {
+    link::new_generation(generation, seq);
+    *slot = Some(link::Link {
         channel: channel.clone(),
         sent: table,
         generation,
