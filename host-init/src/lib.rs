@@ -21,6 +21,7 @@ pub mod net_services;
 pub mod pid1;
 pub mod power;
 pub mod procfs;
+pub mod seccomp_rules;
 pub mod shutdown;
 pub mod status;
 pub mod storage;

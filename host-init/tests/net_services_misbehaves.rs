@@ -82,7 +82,10 @@ fn life(dir: &Path, life: u32) -> u32 {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
-        assert!(now <= life, "life {now} began while waiting for life {life}");
+        assert!(
+            now <= life,
+            "life {now} began while waiting for life {life}"
+        );
         if let Some(pid) = supervisor::pid().filter(|p| now == life && alive(*p)) {
             return pid;
         }

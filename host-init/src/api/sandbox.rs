@@ -8,12 +8,13 @@
 //! shrinks, and copes when that fails. Killed there, the process died at
 //! random under load, dropping every request in flight.
 
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+use crate::seccomp_rules::{errno_filter, program, thread_only_clone, RuleError, ABSENT};
+use seccompiler::{BpfProgram, SeccompAction, SeccompRule};
 use std::collections::BTreeMap;
 
 #[derive(Debug, thiserror::Error)]
-#[error("building the seccomp filter: {0}")]
-pub struct SandboxError(String);
+#[error("building the API process's seccomp filter: {0}")]
+pub struct SandboxError(#[from] RuleError);
 
 const ALLOWED: &[libc::c_long] = &[
     // sockets and the channel
@@ -45,9 +46,7 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_mprotect,
     libc::SYS_madvise,
     libc::SYS_brk,
-    // threads
-    libc::SYS_clone,
-    libc::SYS_clone3,
+    // threads (clone: threads only, in `filters`; clone3: ENOSYS)
     libc::SYS_futex,
     libc::SYS_set_robust_list,
     libc::SYS_rseq,
@@ -64,6 +63,8 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_rt_sigreturn,
     libc::SYS_sigaltstack,
     libc::SYS_tgkill,
+    // a sleep or wait interrupted by a stop (SIGSTOP, a debugger) resumes
+    libc::SYS_restart_syscall,
     // time and randomness
     libc::SYS_clock_gettime,
     libc::SYS_clock_nanosleep,
@@ -74,39 +75,31 @@ const ALLOWED: &[libc::c_long] = &[
 /// Calls answered with EACCES rather than allowed or fatal.
 const REFUSED: &[libc::c_long] = &[libc::SYS_openat, libc::SYS_open];
 
-fn compile(
-    calls: &[libc::c_long],
-    others: SeccompAction,
-    listed: SeccompAction,
-) -> Result<BpfProgram, SandboxError> {
-    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
-        calls.iter().map(|s| (*s, Vec::new())).collect();
-    let f = SeccompFilter::new(rules, others, listed, TargetArch::x86_64)
-        .map_err(|e| SandboxError(e.to_string()))?;
-    f.try_into()
-        .map_err(|e: seccompiler::BackendError| SandboxError(e.to_string()))
-}
-
-/// The two filters, in the order they must be installed: the refusal,
-/// then the allow-list (which lets the refused calls through to the
-/// refusal, and forbids installing anything after it). The kernel runs
-/// both and takes the stricter answer.
-pub fn filters() -> Result<[BpfProgram; 2], SandboxError> {
-    let allowed: Vec<libc::c_long> = ALLOWED.iter().chain(REFUSED).copied().collect();
+/// The three filters, in the order they must be installed: the two errno
+/// answers (files: EACCES; clone3: ENOSYS), then the allow-list (which
+/// lets those through to them, makes clone threads only, and forbids
+/// installing anything after it). The kernel runs all three and takes
+/// the strictest answer.
+pub fn filters() -> Result<[BpfProgram; 3], SandboxError> {
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED
+        .iter()
+        .chain(REFUSED)
+        .chain(ABSENT)
+        .map(|s| (*s, Vec::new()))
+        .collect();
+    rules.insert(libc::SYS_clone, vec![thread_only_clone()?]);
     Ok([
-        compile(
-            REFUSED,
-            SeccompAction::Allow,
-            SeccompAction::Errno(libc::EACCES as u32),
-        )?,
-        compile(&allowed, SeccompAction::KillProcess, SeccompAction::Allow)?,
+        errno_filter(REFUSED, libc::EACCES)?,
+        errno_filter(ABSENT, libc::ENOSYS)?,
+        program(rules, SeccompAction::KillProcess, SeccompAction::Allow)?,
     ])
 }
 
 /// Applies the filters to every thread of the process.
 pub fn apply() -> Result<(), SandboxError> {
     for prog in filters()? {
-        seccompiler::apply_filter_all_threads(&prog).map_err(|e| SandboxError(e.to_string()))?;
+        seccompiler::apply_filter_all_threads(&prog)
+            .map_err(|e| SandboxError(RuleError::new(e.to_string())))?;
     }
     Ok(())
 }
@@ -151,6 +144,40 @@ mod tests {
             } else {
                 1
             }
+        });
+        assert_eq!(
+            status,
+            nix::sys::wait::WaitStatus::Exited(status.pid().expect("pid"), 0)
+        );
+    }
+
+    #[test]
+    fn a_fork_kills_and_clone3_is_absent() {
+        let status = under_filters(|| {
+            // SAFETY: a raw fork-like clone; a child, if there were one,
+            // exits at once.
+            let r = unsafe {
+                libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0, 0, 0, 0)
+            };
+            if r == 0 {
+                // SAFETY: leaving the forked child at once.
+                unsafe { libc::_exit(0) };
+            }
+            0
+        });
+        assert!(
+            matches!(
+                status,
+                nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGSYS, _)
+            ),
+            "{status:?}"
+        );
+        let status = under_filters(|| {
+            // SAFETY: clone3 with a null argument (EFAULT unfiltered).
+            let r = unsafe { libc::syscall(libc::SYS_clone3, std::ptr::null::<u8>(), 0) };
+            // SAFETY: reading errno right after the call.
+            let errno = unsafe { *libc::__errno_location() };
+            i32::from(!(r < 0 && errno == libc::ENOSYS))
         });
         assert_eq!(
             status,

@@ -19,15 +19,15 @@
 //! reads /proc/sys/vm/overcommit_memory on its own and copes when it
 //! cannot (the API process met the same).
 
-use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
+use crate::seccomp_rules::{
+    arg_is, cond, errno_filter, program, rule, thread_only_clone, RuleError, ABSENT,
 };
+use seccompiler::{BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompRule};
 use std::collections::BTreeMap;
 
 #[derive(Debug, thiserror::Error)]
 #[error("building the network services' seccomp filter: {0}")]
-pub struct SandboxError(String);
+pub struct SandboxError(#[from] RuleError);
 
 const ALLOWED: &[libc::c_long] = &[
     // sockets
@@ -84,62 +84,10 @@ const ALLOWED: &[libc::c_long] = &[
 
 /// Calls answered with EACCES rather than allowed or fatal.
 const REFUSED: &[libc::c_long] = &[libc::SYS_openat, libc::SYS_open];
-/// Calls answered ENOSYS, as a kernel without them would.
-const ABSENT: &[libc::c_long] = &[libc::SYS_clone3];
-
-/// clone flags that make a new namespace.
-const CLONE_NEW_ANY: u64 = (libc::CLONE_NEWNS
-    | libc::CLONE_NEWCGROUP
-    | libc::CLONE_NEWUTS
-    | libc::CLONE_NEWIPC
-    | libc::CLONE_NEWUSER
-    | libc::CLONE_NEWPID
-    | libc::CLONE_NEWNET) as u64;
-
-fn cond(
-    index: u8,
-    len: SeccompCmpArgLen,
-    op: SeccompCmpOp,
-    value: u64,
-) -> Result<SeccompCondition, SandboxError> {
-    SeccompCondition::new(index, len, op, value).map_err(|e| SandboxError(e.to_string()))
-}
-
-fn rule(conds: Vec<SeccompCondition>) -> Result<SeccompRule, SandboxError> {
-    SeccompRule::new(conds).map_err(|e| SandboxError(e.to_string()))
-}
-
-fn arg_is(index: u8, value: u64) -> Result<SeccompRule, SandboxError> {
-    rule(vec![cond(
-        index,
-        SeccompCmpArgLen::Dword,
-        SeccompCmpOp::Eq,
-        value,
-    )?])
-}
-
-fn program(
-    rules: BTreeMap<i64, Vec<SeccompRule>>,
-    others: SeccompAction,
-    listed: SeccompAction,
-) -> Result<BpfProgram, SandboxError> {
-    let f = SeccompFilter::new(rules, others, listed, TargetArch::x86_64)
-        .map_err(|e| SandboxError(e.to_string()))?;
-    f.try_into()
-        .map_err(|e: seccompiler::BackendError| SandboxError(e.to_string()))
-}
-
 /// The three filters, in the order they must be installed: the two
 /// errno answers, then the allow-list (which lets those calls through to
 /// them). The kernel runs all and takes the strictest answer.
 pub fn filters() -> Result<[BpfProgram; 3], SandboxError> {
-    let errno = |calls: &[libc::c_long], errno: i32| {
-        program(
-            calls.iter().map(|s| (*s, Vec::new())).collect(),
-            SeccompAction::Allow,
-            SeccompAction::Errno(errno as u32),
-        )
-    };
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED
         .iter()
         .chain(REFUSED)
@@ -149,17 +97,7 @@ pub fn filters() -> Result<[BpfProgram; 3], SandboxError> {
     rules.insert(libc::SYS_socket, vec![arg_is(0, libc::AF_INET as u64)?]);
     rules.insert(libc::SYS_ioctl, vec![arg_is(1, libc::FIONBIO)?]);
     rules.insert(libc::SYS_prctl, vec![arg_is(0, libc::PR_SET_NAME as u64)?]);
-    // A thread, never a process or a namespace.
-    let thread = libc::CLONE_THREAD as u64;
-    rules.insert(
-        libc::SYS_clone,
-        vec![rule(vec![cond(
-            0,
-            SeccompCmpArgLen::Qword,
-            SeccompCmpOp::MaskedEq(thread | CLONE_NEW_ANY),
-            thread,
-        )?])?],
-    );
+    rules.insert(libc::SYS_clone, vec![thread_only_clone()?]);
     let timeouts = [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO]
         .into_iter()
         .map(|opt| {
@@ -177,8 +115,8 @@ pub fn filters() -> Result<[BpfProgram; 3], SandboxError> {
     rules.insert(libc::SYS_setsockopt, timeouts);
     let allow = program(rules, SeccompAction::KillProcess, SeccompAction::Allow)?;
     Ok([
-        errno(REFUSED, libc::EACCES)?,
-        errno(ABSENT, libc::ENOSYS)?,
+        errno_filter(REFUSED, libc::EACCES)?,
+        errno_filter(ABSENT, libc::ENOSYS)?,
         allow,
     ])
 }
@@ -186,7 +124,8 @@ pub fn filters() -> Result<[BpfProgram; 3], SandboxError> {
 /// Applies the filters to every thread of the process.
 pub fn apply() -> Result<(), SandboxError> {
     for prog in filters()? {
-        seccompiler::apply_filter_all_threads(&prog).map_err(|e| SandboxError(e.to_string()))?;
+        seccompiler::apply_filter_all_threads(&prog)
+            .map_err(|e| SandboxError(RuleError::new(e.to_string())))?;
     }
     Ok(())
 }
