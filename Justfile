@@ -117,7 +117,7 @@ test: deps check static-test (fuzz "all" "runs" "20000")
     # The demo image plus the test suite's diagnostics (docs/appliance.md).
     image-build/build-image.sh target/image-test --esp-config firmware/test-config.json
     export PADDOCK_IMAGE_DIR=$PWD/target/image-test
-    cargo test -p paddock-tests --test vmm_scenarios --test agent_scenarios --locked -- --test-threads=8
+    cargo test -p paddock-tests --test vmm_scenarios --test agent_scenarios --test proxy_path --locked -- --test-threads=8
     # One appliance at a time: each is a whole emulated server.
     cargo test -p paddock-tests --test appliance --locked -- --test-threads=1
 
@@ -160,6 +160,12 @@ bench-appliance runs="3": (image "")
     export PADDOCK_HOST_KERNEL=$(image-build/host-kernel.sh)
     export PADDOCK_IMAGE_DIR=$PWD/target/image
     PADDOCK_BENCH_RUNS={{runs}} cargo run -q --release -p paddock-tests --bin paddock-bench-appliance --locked
+
+# The egress proxy's own costs (connections/s, keep-alive requests/s, memory per idle connection) vs direct; needs root.
+bench-proxy runs="2000": deps
+    cargo build --release --locked -p paddock-init --bin paddock-init
+    PADDOCK_INIT_BIN=$PWD/target/release/paddock-init PADDOCK_BENCH_RUNS={{runs}} \
+        cargo run -q --release --locked -p paddock-tests --bin paddock-bench-proxy
 
 # Encrypted vs unencrypted workspace disks (I/O inside a workspace, create and delete), one appliance run.
 bench-disk runs="3": deps static-test

@@ -664,6 +664,19 @@ fn the_network_services_uid_reaches_only_its_upstreams_and_public_addresses() {
         ["refused", "ok", "refused", "refused", "ok", "refused", "refused"],
         "{specs:?}"
     );
+    // Not a connection of its own to a guest either. (Its answers on the
+    // connections it accepts on the proxy's port, which the kernel makes
+    // its own sockets, are let through by port, workspace address and
+    // established state: `fence_rules`' unit test; the appliance's network
+    // test runs guests' connections through it.)
+    let guest = Slot::new(5).expect("slot").guest();
+    ip(&["addr", "add", &format!("{guest}/32"), "dev", "lo"]);
+    let guest_port = listen(guest);
+    assert_eq!(
+        try_as(SERVICES_UID, &[format!("tcp:{guest}:{guest_port}")]),
+        ["refused"]
+    );
+
     // Any other uid (root, PID 1) is not fenced.
     assert!(try_as(0, &specs).iter().all(|r| r == "ok"), "{specs:?}");
     // The fence follows the upstreams.

@@ -8,3 +8,4 @@ pub mod fakenet;
 pub mod harness;
 pub mod measure;
 pub mod pattern;
+pub mod proxybed;

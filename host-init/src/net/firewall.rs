@@ -214,8 +214,14 @@ pub fn ruleset(workspaces: &[WsNet], links: &[Link]) -> Vec<Op> {
 /// and otherwise only what a workspace's connection could reach, never a
 /// forbidden range or the host's own addresses. The process checks this
 /// itself before every connection; the fence holds if it is taken over.
-/// (Its answers to workspaces go out on the sockets PID 1 bound, which
-/// are root's, so the fence does not touch them.)
+///
+/// Its answers to workspaces: the resolver's go out on the socket PID 1
+/// bound, which is root's; but a connection the proxy accepts is a socket
+/// of the process's own (the kernel gives an accepted socket the
+/// accepter's credentials), so those answers are let through by what
+/// only they have: from the proxy's port, to a workspace address, on an
+/// established connection. The process cannot make another socket on
+/// that port (it may not set SO_REUSEADDR or SO_REUSEPORT).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServicesFence {
     pub uid: u32,
@@ -241,6 +247,19 @@ pub fn fence_rules(fence: &ServicesFence) -> Vec<Op> {
             None,
         ));
     }
+    ops.push(rule(
+        "output",
+        vec![
+            uid(),
+            nft::ipv4(),
+            nft::ip_addr_in(true, Ipv4Addr::from(POOL), POOL_PREFIX),
+            nft::l4proto(TCP),
+            nft::sport(PROXY_PORT),
+            nft::ct_established(),
+        ],
+        vec![Expr::Verdict(Verdict::Accept)],
+        None,
+    ));
     let closed = FORBIDDEN
         .iter()
         .copied()
@@ -650,6 +669,41 @@ mod tests {
         let one = ruleset(&[ws("a", 1)], std::slice::from_ref(&link));
         assert!(!accepts_to_b(&one));
         assert!(!accepts_to_b(&ruleset(&[ws("a", 1), ws("b", 2)], &[])));
+    }
+
+    #[test]
+    fn the_services_fence_lets_through_only_proxy_answers_then_drops_the_forbidden() {
+        let fence = ServicesFence {
+            uid: 901,
+            upstream: vec![Ipv4Addr::new(10, 0, 2, 3)],
+            host: vec![Ipv4Addr::new(198, 51, 100, 20)],
+        };
+        let rules: Vec<Rule> = fence_rules(&fence)
+            .into_iter()
+            .filter_map(|op| match op {
+                Op::AddRule(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        let accepts = |r: &Rule| r.exprs.last() == Some(&Expr::Verdict(Verdict::Accept));
+        let has =
+            |r: &Rule, part: Vec<Expr>| r.exprs.windows(part.len()).any(|w| w == part.as_slice());
+        // Every rule is the uid's, and every accept comes before any drop.
+        assert!(rules.iter().all(|r| has(r, nft::skuid(901))));
+        let first_drop = rules.iter().position(|r| !accepts(r)).expect("drops");
+        assert!(rules[first_drop..].iter().all(|r| !accepts(r)));
+        let allowed: Vec<&Rule> = rules[..first_drop].iter().collect();
+        assert_eq!(allowed.len(), 2, "the upstream and the proxy's answers");
+        assert!(has(allowed[0], nft::dport(DNS_PORT)) && has(allowed[0], nft::l4proto(UDP)));
+        // The proxy's answers: from its port, to a workspace, established.
+        assert!(has(allowed[1], nft::sport(PROXY_PORT)));
+        assert!(has(allowed[1], nft::ct_established()));
+        assert!(has(
+            allowed[1],
+            nft::ip_addr_in(true, Ipv4Addr::from(POOL), POOL_PREFIX)
+        ));
+        // Each forbidden range and the host's address is dropped.
+        assert_eq!(rules.len() - first_drop, FORBIDDEN.len() + 1 + 1);
     }
 
     #[test]
