@@ -267,11 +267,11 @@ impl Level {
     }
 }
 
-/// The name a role other than PID 1 logs under (set once, at its start),
-/// so its lines cannot pass for PID 1's.
+/// Set (once, at its start) in a role other than PID 1 whose stderr PID 1
+/// relays into its own log under that role's name.
 static ROLE: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
 
-/// Marks this process's log lines as `role`'s.
+/// Makes this process log plain lines to its stderr, for PID 1 to relay.
 pub fn set_role(role: &'static str) {
     let _ = ROLE.set(role);
 }
@@ -279,12 +279,14 @@ pub fn set_role(role: &'static str) {
 pub fn log(level: Level, msg: std::fmt::Arguments) {
     let text = msg.to_string();
     if let Some(role) = ROLE.get() {
-        // Not PID 1: no console or kmsg of its own, only its stderr.
+        // Not PID 1: no console or kmsg of its own, only its stderr,
+        // which PID 1 reads, labels with the role and logs.
+        let _ = role;
         let text: String = text
             .chars()
             .map(|c| if c.is_control() { '?' } else { c })
             .collect();
-        eprintln!("paddock-init {role}: {}{text}", level.tag());
+        eprintln!("{}{text}", level.tag());
         return;
     }
     let tag = level.tag();

@@ -171,10 +171,51 @@ fn supervise(exe: PathBuf, sockets: Sockets, confine: Confine) {
 /// Its text for PID 1's log: one line, printable, bounded (the process is
 /// on the guests' side of the line; its words must not pass for PID 1's).
 fn sanitized(text: &str) -> String {
-    text.chars()
+    text.trim_end_matches(['\r', '\n'])
+        .chars()
         .take(300)
         .map(|c| if c.is_control() { '?' } else { c })
         .collect()
+}
+
+/// Lines of the process's log relayed a second; past that they are
+/// counted and the count said (a flood of refusals must not flood PID 1's
+/// console, which is a slow serial line).
+const MAX_LOG_LINES_PER_S: u32 = 20;
+
+/// Puts the process's stderr into PID 1's log, line by line, labelled,
+/// printable and bounded.
+fn relay_log(err: std::process::ChildStderr) {
+    use std::io::{BufRead, Read};
+    let mut reader = std::io::BufReader::new(err);
+    let mut line = Vec::new();
+    let mut second = (Instant::now(), 0u32);
+    let mut dropped = 0u64;
+    loop {
+        line.clear();
+        // At most 4 KiB a line: a longer one is cut, the rest read as
+        // further lines.
+        match (&mut reader).take(4096).read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if second.0.elapsed() >= Duration::from_secs(1) {
+            if dropped > 0 {
+                warn!("net-services: {dropped} more log lines dropped");
+                dropped = 0;
+            }
+            second = (Instant::now(), 0);
+        }
+        second.1 += 1;
+        if second.1 > MAX_LOG_LINES_PER_S {
+            dropped += 1;
+            continue;
+        }
+        info!(
+            "net-services: {}",
+            sanitized(&String::from_utf8_lossy(&line))
+        );
+    }
 }
 
 /// Reads the process's reports until it ends or misbehaves; then it is
@@ -258,8 +299,9 @@ fn spawn(
     cmd.arg("net-services")
         .env_clear()
         .stdin(Stdio::null())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit());
+        .stdout(Stdio::null())
+        // Its log lines come to PID 1, which labels them (`relay_log`).
+        .stderr(Stdio::piped());
     crate::children::reset_signals(&mut cmd);
     if let Some((uid, gid)) = confine.drop_to {
         // As root, std also drops the supplementary groups.
@@ -287,7 +329,12 @@ fn spawn(
             crate::children::confine_after_fork()
         });
     }
-    let child = cmd.spawn().map_err(NetServicesError::Spawn)?;
+    let mut child = cmd.spawn().map_err(NetServicesError::Spawn)?;
+    if let Some(err) = child.stderr.take() {
+        let _ = std::thread::Builder::new()
+            .name("net-services-log".into())
+            .spawn(move || relay_log(err));
+    }
     drop(theirs);
     let pid = child.id();
     // Reaped by PID 1's reaper, never through this handle.
