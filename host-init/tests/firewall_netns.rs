@@ -677,6 +677,21 @@ fn the_network_services_uid_reaches_only_its_upstreams_and_public_addresses() {
         ["refused"]
     );
 
+    // The resolver's socket is root's, but the process holds it: from port
+    // 53 only a workspace is reached, whoever sends.
+    let resolver = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 53)).expect("port 53");
+    let refused = resolver.send_to(b"q", (Ipv4Addr::LOCALHOST, api));
+    assert!(refused.is_err(), "port 53 reached loopback: {refused:?}");
+    assert!(
+        resolver.send_to(b"q", (lan, 53)).is_err(),
+        "port 53 reached the LAN"
+    );
+    assert!(
+        resolver.send_to(b"answer", (guest, 5353)).is_ok(),
+        "port 53 answers a guest"
+    );
+    drop(resolver);
+
     // Any other uid (root, PID 1) is not fenced.
     assert!(try_as(0, &specs).iter().all(|r| r == "ok"), "{specs:?}");
     // The fence follows the upstreams.

@@ -272,6 +272,20 @@ pub fn fence_rules(fence: &ServicesFence) -> Vec<Op> {
             Some(REFUSED),
         ));
     }
+    // The resolver's socket is PID 1's (root's), but the process holds it
+    // and could send anything from it: what leaves port 53 goes only to a
+    // workspace. (Nothing else on the box sends from port 53.)
+    ops.push(rule(
+        "output",
+        vec![
+            nft::ipv4(),
+            nft::l4proto(UDP),
+            nft::sport(DNS_PORT),
+            nft::ip_addr_not_in(true, Ipv4Addr::from(POOL), POOL_PREFIX),
+        ],
+        vec![Expr::Counter, Expr::Verdict(Verdict::Drop)],
+        Some(REFUSED),
+    ));
     // It has no IPv6 sockets (its seccomp filter); nor any way out on it.
     ops.push(rule(
         "output",
@@ -688,11 +702,11 @@ mod tests {
         let accepts = |r: &Rule| r.exprs.last() == Some(&Expr::Verdict(Verdict::Accept));
         let has =
             |r: &Rule, part: Vec<Expr>| r.exprs.windows(part.len()).any(|w| w == part.as_slice());
-        // Every rule is the uid's, and every accept comes before any drop.
-        assert!(rules.iter().all(|r| has(r, nft::skuid(901))));
+        // Every accept comes before any drop, and is the uid's.
         let first_drop = rules.iter().position(|r| !accepts(r)).expect("drops");
         assert!(rules[first_drop..].iter().all(|r| !accepts(r)));
         let allowed: Vec<&Rule> = rules[..first_drop].iter().collect();
+        assert!(allowed.iter().all(|r| has(r, nft::skuid(901))));
         assert_eq!(allowed.len(), 2, "the upstream and the proxy's answers");
         assert!(has(allowed[0], nft::dport(DNS_PORT)) && has(allowed[0], nft::l4proto(UDP)));
         // The proxy's answers: from its port, to a workspace, established.
@@ -702,8 +716,18 @@ mod tests {
             allowed[1],
             nft::ip_addr_in(true, Ipv4Addr::from(POOL), POOL_PREFIX)
         ));
-        // Each forbidden range and the host's address is dropped.
-        assert_eq!(rules.len() - first_drop, FORBIDDEN.len() + 1 + 1);
+        // Each forbidden range and the host's address is dropped, and
+        // the resolver's socket (root's) sends only to workspaces.
+        assert_eq!(rules.len() - first_drop, FORBIDDEN.len() + 1 + 1 + 1);
+        let from_resolver: Vec<&Rule> = rules
+            .iter()
+            .filter(|r| has(r, nft::sport(DNS_PORT)))
+            .collect();
+        assert_eq!(from_resolver.len(), 1);
+        assert!(
+            !has(from_resolver[0], nft::skuid(901)),
+            "whoever's socket it is"
+        );
     }
 
     #[test]

@@ -237,6 +237,16 @@ pub fn ip_addr_in(dest: bool, net: std::net::Ipv4Addr, prefix: u8) -> Vec<Expr> 
     v
 }
 
+/// `ip daddr` (`dest`) or `ip saddr` not in NET/PREFIX; the caller has
+/// matched IPv4.
+pub fn ip_addr_not_in(dest: bool, net: std::net::Ipv4Addr, prefix: u8) -> Vec<Expr> {
+    let mut v = ip_addr_in(dest, net, prefix);
+    if let Some(Expr::Cmp { eq, .. }) = v.last_mut() {
+        *eq = false;
+    }
+    v
+}
+
 /// `ip saddr != ADDR`; the caller has matched IPv4.
 pub fn ip_saddr_not(addr: std::net::Ipv4Addr) -> Vec<Expr> {
     vec![
