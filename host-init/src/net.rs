@@ -71,6 +71,22 @@ pub fn start_workspace_network(exe: std::path::PathBuf) {
     }
 }
 
+/// Whether a socket error leaves the socket usable (the resolver and the
+/// proxy go on; anything else ends their process, and PID 1 starts a new
+/// one on fresh sockets).
+pub(crate) fn transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        Interrupted
+            | WouldBlock
+            | TimedOut
+            | ConnectionRefused
+            | ConnectionReset
+            | ConnectionAborted
+    ) || e.raw_os_error() == Some(libc::EPROTO)
+}
+
 /// Physical Ethernet interfaces, in name order.
 fn wired_interfaces() -> Vec<String> {
     let mut out = Vec::new();

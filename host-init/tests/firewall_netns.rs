@@ -692,6 +692,29 @@ fn the_network_services_uid_reaches_only_its_upstreams_and_public_addresses() {
     );
     drop(resolver);
 
+    // The sockets PID 1 binds for the process are its uid's too (bound on
+    // a thread with its filesystem uid), so the fence covers what the
+    // process sends on them (review: as root's, they were outside it).
+    use paddock_init::net_services::supervisor::Sockets;
+    let at = |port: u16| std::net::SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+    let rooted = Sockets::bind_at(at(5300), at(firewall::PROXY_PORT), None).expect("bind");
+    assert!(
+        rooted.resolver.send_to(b"q", (public, 53)).is_ok(),
+        "root's socket is not fenced"
+    );
+    drop(rooted);
+    let owned =
+        Sockets::bind_at(at(5300), at(firewall::PROXY_PORT), Some(SERVICES_UID)).expect("bind");
+    assert!(
+        owned.resolver.send_to(b"q", (public, 53)).is_err(),
+        "a socket bound for the process is fenced as its own"
+    );
+    assert!(owned
+        .resolver
+        .send_to(b"q", (Ipv4Addr::LOCALHOST, api))
+        .is_err());
+    drop(owned);
+
     // Any other uid (root, PID 1) is not fenced.
     assert!(try_as(0, &specs).iter().all(|r| r == "ok"), "{specs:?}");
     // The fence follows the upstreams.

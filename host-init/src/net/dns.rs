@@ -63,12 +63,15 @@ pub fn forget(id: &str) {
 }
 
 /// Serves workspaces on `sock` (udp/53, bound by PID 1; the firewall keeps
-/// everyone else out), forever.
-pub fn serve(sock: UdpSocket) {
+/// everyone else out) until the socket fails for good; why.
+pub fn serve(sock: UdpSocket) -> std::io::Error {
     let mut buf = [0u8; 4096];
     loop {
-        let Ok((n, from)) = sock.recv_from(&mut buf) else {
-            continue;
+        let (n, from) = match sock.recv_from(&mut buf) {
+            Ok(got) => got,
+            // An ICMP error for an earlier answer, a signal: the socket is fine.
+            Err(e) if super::transient(&e) => continue,
+            Err(e) => return e,
         };
         let SocketAddr::V4(from4) = from else {
             continue;

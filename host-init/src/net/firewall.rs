@@ -215,13 +215,13 @@ pub fn ruleset(workspaces: &[WsNet], links: &[Link]) -> Vec<Op> {
 /// forbidden range or the host's own addresses. The process checks this
 /// itself before every connection; the fence holds if it is taken over.
 ///
-/// Its answers to workspaces: the resolver's go out on the socket PID 1
-/// bound, which is root's; but a connection the proxy accepts is a socket
-/// of the process's own (the kernel gives an accepted socket the
-/// accepter's credentials), so those answers are let through by what
-/// only they have: from the proxy's port, to a workspace address, on an
-/// established connection. The process cannot make another socket on
-/// that port (it may not set SO_REUSEADDR or SO_REUSEPORT).
+/// Every socket it holds is its uid's: those it makes and accepts, and
+/// the two PID 1 binds for it (on a thread with its filesystem uid,
+/// `Sockets::bind_at`). Its answers to workspaces are let through by what
+/// only they have: from the resolver's or the proxy's port, to a
+/// workspace address, on an established flow. The process cannot make
+/// another socket on those ports (no SO_REUSEADDR or SO_REUSEPORT under
+/// its filter).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServicesFence {
     pub uid: u32,
@@ -259,6 +259,26 @@ pub fn fence_rules(fence: &ServicesFence) -> Vec<Op> {
         ],
         vec![Expr::Verdict(Verdict::Accept)],
         None,
+    ));
+    ops.push(rule(
+        "output",
+        vec![
+            uid(),
+            nft::ipv4(),
+            nft::ip_addr_in(true, Ipv4Addr::from(POOL), POOL_PREFIX),
+            nft::l4proto(UDP),
+            nft::sport(DNS_PORT),
+            nft::ct_established(),
+        ],
+        vec![Expr::Verdict(Verdict::Accept)],
+        None,
+    ));
+    // Past its upstreams and its answers, only TCP (what the proxy opens).
+    ops.push(rule(
+        "output",
+        vec![uid(), nft::l4proto_not(TCP)],
+        vec![Expr::Counter, Expr::Verdict(Verdict::Drop)],
+        Some(REFUSED),
     ));
     let closed = FORBIDDEN
         .iter()
@@ -707,7 +727,11 @@ mod tests {
         assert!(rules[first_drop..].iter().all(|r| !accepts(r)));
         let allowed: Vec<&Rule> = rules[..first_drop].iter().collect();
         assert!(allowed.iter().all(|r| has(r, nft::skuid(901))));
-        assert_eq!(allowed.len(), 2, "the upstream and the proxy's answers");
+        assert_eq!(
+            allowed.len(),
+            3,
+            "the upstream, the proxy's answers, the resolver's answers"
+        );
         assert!(has(allowed[0], nft::dport(DNS_PORT)) && has(allowed[0], nft::l4proto(UDP)));
         // The proxy's answers: from its port, to a workspace, established.
         assert!(has(allowed[1], nft::sport(PROXY_PORT)));
@@ -716,10 +740,11 @@ mod tests {
             allowed[1],
             nft::ip_addr_in(true, Ipv4Addr::from(POOL), POOL_PREFIX)
         ));
-        // Each forbidden range and the host's address is dropped, and
-        // the resolver's socket (root's) sends only to workspaces.
-        assert_eq!(rules.len() - first_drop, FORBIDDEN.len() + 1 + 1 + 1);
-        let from_resolver: Vec<&Rule> = rules
+        assert!(has(allowed[2], nft::sport(DNS_PORT)) && has(allowed[2], nft::ct_established()));
+        // Then: anything not TCP, each forbidden range, the host's
+        // address; and port 53 sends only to workspaces, whoever's socket.
+        assert_eq!(rules.len() - first_drop, 1 + FORBIDDEN.len() + 1 + 1 + 1);
+        let from_resolver: Vec<&Rule> = rules[first_drop..]
             .iter()
             .filter(|r| has(r, nft::sport(DNS_PORT)))
             .collect();

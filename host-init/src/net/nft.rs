@@ -237,6 +237,15 @@ pub fn ip_addr_in(dest: bool, net: std::net::Ipv4Addr, prefix: u8) -> Vec<Expr> 
     v
 }
 
+/// `meta l4proto != PROTO`
+pub fn l4proto_not(proto: u8) -> Vec<Expr> {
+    let mut v = l4proto(proto);
+    if let Some(Expr::Cmp { eq, .. }) = v.last_mut() {
+        *eq = false;
+    }
+    v
+}
+
 /// `ip daddr` (`dest`) or `ip saddr` not in NET/PREFIX; the caller has
 /// matched IPv4.
 pub fn ip_addr_not_in(dest: bool, net: std::net::Ipv4Addr, prefix: u8) -> Vec<Expr> {

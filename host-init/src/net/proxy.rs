@@ -61,11 +61,22 @@ fn refuse(id: &str, why: &str) {
 }
 
 /// Serves workspaces' redirected connections on `listener` (bound by
-/// PID 1), forever.
-pub fn serve(listener: TcpListener) {
-    for conn in listener.incoming() {
-        let Ok(conn) = conn else {
-            continue;
+/// PID 1) until it fails for good; why.
+pub fn serve(listener: TcpListener) -> std::io::Error {
+    loop {
+        let conn = match listener.accept() {
+            Ok((conn, _)) => conn,
+            Err(e) if super::transient(&e) => continue,
+            Err(e)
+                if e.raw_os_error() == Some(libc::EMFILE)
+                    || e.raw_os_error() == Some(libc::ENFILE) =>
+            {
+                // Out of descriptors: the connections that hold them end
+                // within the idle limit.
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            Err(e) => return e,
         };
         let Ok(SocketAddr::V4(peer)) = conn.peer_addr() else {
             continue;

@@ -158,8 +158,24 @@ fn start_serving(
             .map(drop)
             .map_err(|e| format!("starting the {name} thread: {e}"))
     };
-    spawn("dns", Box::new(move || dns::serve(udp)))?;
-    spawn("egress-proxy", Box::new(move || proxy::serve(tcp)))?;
+    // A socket that fails for good ends the process: PID 1 starts another
+    // on fresh sockets.
+    spawn(
+        "dns",
+        Box::new(move || {
+            let e = dns::serve(udp);
+            crate::error!("the resolver's socket failed: {e}");
+            std::process::exit(1);
+        }),
+    )?;
+    spawn(
+        "egress-proxy",
+        Box::new(move || {
+            let e = proxy::serve(tcp);
+            crate::error!("the proxy's socket failed: {e}");
+            std::process::exit(1);
+        }),
+    )?;
     let r = reporter.clone();
     spawn(
         "report",

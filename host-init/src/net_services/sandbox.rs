@@ -84,6 +84,37 @@ const ALLOWED: &[libc::c_long] = &[
 
 /// Calls answered with EACCES rather than allowed or fatal.
 const REFUSED: &[libc::c_long] = &[libc::SYS_openat, libc::SYS_open];
+/// `socket(AF_INET, SOCK_STREAM or SOCK_DGRAM (with any of its flags),
+/// 0 or TCP or UDP)`: nothing else, MPTCP in particular, whose subflows
+/// are the kernel's own sockets, which the firewall's fence (by socket
+/// owner) would not see.
+fn ipv4_tcp_and_udp_sockets() -> Result<Vec<SeccompRule>, SandboxError> {
+    let mut rules = Vec::new();
+    for (ty, proto) in [
+        (libc::SOCK_STREAM, 0),
+        (libc::SOCK_STREAM, libc::IPPROTO_TCP),
+        (libc::SOCK_DGRAM, 0),
+        (libc::SOCK_DGRAM, libc::IPPROTO_UDP),
+    ] {
+        rules.push(rule(vec![
+            cond(
+                0,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::Eq,
+                libc::AF_INET as u64,
+            )?,
+            cond(
+                1,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::MaskedEq(0xf),
+                ty as u64,
+            )?,
+            cond(2, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, proto as u64)?,
+        ])?);
+    }
+    Ok(rules)
+}
+
 /// The three filters, in the order they must be installed: the two
 /// errno answers, then the allow-list (which lets those calls through to
 /// them). The kernel runs all and takes the strictest answer.
@@ -94,7 +125,7 @@ pub fn filters() -> Result<[BpfProgram; 3], SandboxError> {
         .chain(ABSENT)
         .map(|s| (*s, Vec::new()))
         .collect();
-    rules.insert(libc::SYS_socket, vec![arg_is(0, libc::AF_INET as u64)?]);
+    rules.insert(libc::SYS_socket, ipv4_tcp_and_udp_sockets()?);
     rules.insert(libc::SYS_ioctl, vec![arg_is(1, libc::FIONBIO)?]);
     rules.insert(libc::SYS_prctl, vec![arg_is(0, libc::PR_SET_NAME as u64)?]);
     rules.insert(libc::SYS_clone, vec![thread_only_clone()?]);
@@ -258,6 +289,39 @@ mod tests {
             i32::from(r != 0)
         });
         assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
+    }
+
+    #[test]
+    fn mptcp_and_raw_sockets_kill() {
+        let mptcp = under_filters(|| {
+            // SAFETY: socket with plain values (262: IPPROTO_MPTCP).
+            unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 262) };
+            0
+        });
+        assert!(killed(mptcp), "MPTCP: {mptcp:?}");
+        let raw = under_filters(|| {
+            // SAFETY: socket with plain values.
+            unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
+            0
+        });
+        assert!(killed(raw), "raw: {raw:?}");
+        let tcp = under_filters(|| {
+            // SAFETY: socket with plain values; closed right after.
+            let fd = unsafe {
+                libc::socket(
+                    libc::AF_INET,
+                    libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                    libc::IPPROTO_TCP,
+                )
+            };
+            // SAFETY: closing what was made above.
+            unsafe { libc::close(fd) };
+            i32::from(fd < 0)
+        });
+        assert!(
+            matches!(tcp, WaitStatus::Exited(_, 0)),
+            "TCP with flags: {tcp:?}"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::{diff, Report, Update, CHANNEL_FD, MAX_UPDATE, PROXY_FD, RESOLVER_FD}
 use crate::api::channel::{ChannelError, Endpoint, MAX_LINE};
 use crate::net::policy_table::{self, Table};
 use crate::{error, info, warn};
-use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -56,21 +56,57 @@ impl Sockets {
     /// firewall lets only workspaces reach them).
     pub fn bind() -> Result<Sockets, NetServicesError> {
         use crate::net::firewall::{DNS_PORT, PROXY_PORT};
-        let resolver = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, DNS_PORT)).map_err(|source| {
-            NetServicesError::Bind {
+        Sockets::bind_at(
+            (Ipv4Addr::UNSPECIFIED, DNS_PORT).into(),
+            (Ipv4Addr::UNSPECIFIED, PROXY_PORT).into(),
+            None,
+        )
+    }
+
+    /// Binds both, made as `owner` where given: PID 1 binds them (port 53
+    /// needs its privilege) but on a thread whose filesystem uid is the
+    /// process's, so the kernel files the sockets under that uid and the
+    /// firewall's fence (`meta skuid`) covers them. Root's sockets in the
+    /// process's hands would not be fenced: it could shut the listener
+    /// down and connect it anywhere, or send from port 53 anywhere.
+    pub fn bind_at(
+        resolver: SocketAddr,
+        proxy: SocketAddr,
+        owner: Option<u32>,
+    ) -> Result<Sockets, NetServicesError> {
+        let bind = move || {
+            if let Some(uid) = owner {
+                // SAFETY: setfsuid takes a plain value and changes only this
+                // thread's filesystem uid (and its filesystem capabilities);
+                // the thread ends right after.
+                unsafe { libc::setfsuid(uid as libc::uid_t) };
+            }
+            let resolver = UdpSocket::bind(resolver).map_err(|source| NetServicesError::Bind {
                 what: "resolver",
                 source,
-            }
-        })?;
-        let proxy = TcpListener::bind((Ipv4Addr::UNSPECIFIED, PROXY_PORT)).map_err(|source| {
-            NetServicesError::Bind {
+            })?;
+            let proxy = TcpListener::bind(proxy).map_err(|source| NetServicesError::Bind {
                 what: "proxy",
                 source,
-            }
-        })?;
-        Ok(Sockets { resolver, proxy })
+            })?;
+            Ok(Sockets { resolver, proxy })
+        };
+        std::thread::scope(|s| {
+            s.spawn(bind).join().unwrap_or_else(|_| {
+                Err(NetServicesError::Failed(
+                    "binding its sockets panicked".into(),
+                ))
+            })
+        })
+    }
+
+    fn addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {
+        Ok((self.resolver.local_addr()?, self.proxy.local_addr()?))
     }
 }
+
+/// Its threads at most (RLIMIT_NPROC, which counts its uid's).
+const MAX_THREADS: libc::rlim_t = 10_000;
 
 /// Restarts since boot, for /metrics.
 static RESTARTS: AtomicU64 = AtomicU64::new(0);
@@ -78,7 +114,7 @@ static RESTARTS: AtomicU64 = AtomicU64::new(0);
 static RUNNING: Mutex<Option<(u32, Arc<OwnedFd>)>> = Mutex::new(None);
 /// Reports a process may send in a second (it sends about one, and one
 /// per update): past that it is flooding PID 1 and is ended.
-const MAX_REPORTS_PER_S: u32 = 1000;
+const MAX_REPORTS_PER_S: u32 = 200;
 
 /// How often the process was started again since boot.
 pub fn restarts() -> u64 {
@@ -125,10 +161,15 @@ impl Confine {
 /// Starts the process (`exe net-services`) serving `sockets` on a thread
 /// that starts it again whenever it ends (or fails to start), for as
 /// long as the box runs.
+/// `sockets` say where: each process gets fresh ones on those addresses,
+/// owned by its uid (`Sockets::bind_at`), so whatever one did to its
+/// sockets (shut the listener down, set odd flags) does not outlive it.
 pub fn start(exe: PathBuf, sockets: Sockets, confine: Confine) -> Result<(), NetServicesError> {
+    let addrs = sockets.addrs().map_err(NetServicesError::Spawn)?;
+    drop(sockets);
     std::thread::Builder::new()
         .name("net-services".into())
-        .spawn(move || supervise(exe, sockets, confine))
+        .spawn(move || supervise(exe, addrs, confine))
         .map(drop)
         .map_err(NetServicesError::Spawn)
 }
@@ -139,11 +180,14 @@ struct Started {
     generation: u64,
 }
 
-fn supervise(exe: PathBuf, sockets: Sockets, confine: Confine) {
+fn supervise(exe: PathBuf, addrs: (SocketAddr, SocketAddr), confine: Confine) {
     let mut generation = 1;
+    let owner = confine.drop_to.map(|(uid, _)| uid);
     loop {
         let running = loop {
-            match spawn(&exe, &sockets, confine, generation) {
+            let started = Sockets::bind_at(addrs.0, addrs.1, owner)
+                .and_then(|sockets| spawn(&exe, &sockets, confine, generation));
+            match started {
                 Ok(r) => break r,
                 Err(e) => {
                     error!("{e}; trying again in 5 s");
@@ -171,17 +215,23 @@ fn supervise(exe: PathBuf, sockets: Sockets, confine: Confine) {
 /// Its text for PID 1's log: one line, printable, bounded (the process is
 /// on the guests' side of the line; its words must not pass for PID 1's).
 fn sanitized(text: &str) -> String {
+    // Control characters, and the format characters that reorder or hide
+    // text (bidi overrides and isolates, zero-width ones).
+    let shady = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+    };
     text.trim_end_matches(['\r', '\n'])
         .chars()
         .take(300)
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| if shady(c) { '?' } else { c })
         .collect()
 }
 
 /// Lines of the process's log relayed a second; past that they are
 /// counted and the count said (a flood of refusals must not flood PID 1's
 /// console, which is a slow serial line).
-const MAX_LOG_LINES_PER_S: u32 = 20;
+const MAX_LOG_LINES_PER_S: u32 = 5;
 
 /// Puts the process's stderr into PID 1's log, line by line, labelled,
 /// printable and bounded.
@@ -326,6 +376,16 @@ fn spawn(
                     return Err(std::io::Error::last_os_error());
                 }
             }
+            // Threads, all of its uid's together: two per proxied
+            // connection (4096) and one per lookup in flight (256), with
+            // room; not the box's whole pid space.
+            let nproc = libc::rlimit {
+                rlim_cur: MAX_THREADS,
+                rlim_max: MAX_THREADS,
+            };
+            if libc::setrlimit(libc::RLIMIT_NPROC, &nproc) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             crate::children::confine_after_fork()
         });
     }
@@ -377,11 +437,24 @@ fn hand_state(channel: Endpoint, generation: u64) -> Result<Arc<Endpoint>, NetSe
     let updates = std::iter::once(Update::Resolvers { upstream, host })
         .chain(diff(&Table::new(), &table))
         .chain(std::iter::once(Update::Sync { seq }));
-    channel.set_timeout(Some(START_WAIT))?;
+    // One deadline for the whole exchange, not one per message.
+    let until = Instant::now() + START_WAIT;
+    let left = || {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            Err(NetServicesError::Failed(format!(
+                "it did not take its state within {START_WAIT:?}"
+            )))
+        } else {
+            Ok(left)
+        }
+    };
     for u in updates {
+        channel.set_timeout(Some(left()?))?;
         channel.send(&u, None::<&OwnedFd>)?;
     }
     loop {
+        channel.set_timeout(Some(left()?))?;
         match channel.recv::<Report>()? {
             (Report::Synced { seq: s }, None) if s == seq => break,
             // Nothing was counted yet; anything else before the answer is
