@@ -3,6 +3,7 @@
 
 mod dhcp;
 pub mod dns;
+pub mod dns_cache;
 pub mod fair_share;
 pub mod firewall;
 pub mod http_stream;

@@ -47,8 +47,15 @@ fn workspace(slot: u32, id: &str, domains: &[&str]) -> WsNet {
     }
 }
 
+/// Questions the fake upstream was asked.
+static ASKED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn asked() -> u64 {
+    ASKED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// A resolver on UPSTREAM:53 that answers every A query with
-/// UPSTREAM_ANSWER.
+/// UPSTREAM_ANSWER (TTL 60), counting them.
 fn fake_upstream() {
     let sock = UdpSocket::bind((UPSTREAM, 53)).expect("bind the fake upstream");
     std::thread::spawn(move || {
@@ -57,6 +64,7 @@ fn fake_upstream() {
             let Ok(q) = Message::from_vec(&buf[..n]) else {
                 continue;
             };
+            ASKED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let mut r = Message::new();
             r.set_id(q.id())
                 .set_message_type(MessageType::Response)
@@ -199,6 +207,24 @@ fn resolver_and_proxy_run_confined_and_come_back_from_a_kill_with_their_policy()
     let allowed = (ResponseCode::NoError, vec![UPSTREAM_ANSWER]);
     let refused = (ResponseCode::NXDomain, vec![]);
     assert_eq!(lookup(resolver, a.slot.guest(), "allowed.test"), allowed);
+    // Asked upstream once; the next lookup, any workspace's, is answered
+    // from the cache, its TTL counting down.
+    assert_eq!(asked(), 1);
+    let b_allowed = workspace(6, "ws_gamma", &["allowed.test"]);
+    ip(&[
+        "addr",
+        "add",
+        &format!("{}/32", b_allowed.slot.guest()),
+        "dev",
+        "lo",
+    ]);
+    publish(&[&a, &b, &b_allowed]);
+    assert_eq!(
+        lookup(resolver, b_allowed.slot.guest(), "allowed.test"),
+        allowed
+    );
+    assert_eq!(asked(), 1, "the second lookup was asked upstream");
+    publish(&[&a, &b]);
     assert_eq!(lookup(resolver, a.slot.guest(), "exfil.test"), refused);
     assert_eq!(lookup(resolver, b.slot.guest(), "allowed.test"), refused);
     // The proxy is served there too: a connection that was not redirected

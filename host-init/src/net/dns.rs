@@ -30,6 +30,7 @@ static UPSTREAM: RwLock<Vec<Ipv4Addr>> = RwLock::new(Vec::new());
 /// The host's own addresses (the uplink's), forbidden like the ranges.
 static HOST_ADDRS: RwLock<Vec<Ipv4Addr>> = RwLock::new(Vec::new());
 static REFUSED: super::refusals::Refusals = super::refusals::Refusals::new();
+static CACHE: super::dns_cache::Cache = super::dns_cache::Cache::new();
 
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
@@ -46,6 +47,8 @@ pub enum DnsError {
 pub fn configure(upstream: &[Ipv4Addr], host: &[Ipv4Addr]) {
     *UPSTREAM.write().unwrap_or_else(|e| e.into_inner()) = upstream.to_vec();
     *HOST_ADDRS.write().unwrap_or_else(|e| e.into_inner()) = host.to_vec();
+    // Answers were filtered against the old host addresses.
+    CACHE.clear();
 }
 
 pub fn host_addrs() -> Vec<Ipv4Addr> {
@@ -159,10 +162,22 @@ pub fn answer(query: &[u8], id: &str, egress: &policy::Egress) -> Option<Vec<u8>
     Some(bytes)
 }
 
-/// Asks the upstream resolvers for `name`'s A records; returns the
+/// `name`'s A records, from the cache or upstream (`dns_cache`); the
 /// response code and the answer with forbidden addresses taken out (CNAMEs
 /// kept, TTLs capped).
 fn lookup(name: &Name) -> Result<(ResponseCode, Vec<Record>), DnsError> {
+    let key = name.to_lowercase().to_ascii();
+    let now = std::time::Instant::now();
+    if let Some(kept) = CACHE.get(&key, now) {
+        return Ok(kept);
+    }
+    let (code, records) = ask_upstream(name)?;
+    CACHE.put(key, code, &records, now);
+    Ok((code, records))
+}
+
+/// Asks the upstream resolvers for `name`'s A records.
+fn ask_upstream(name: &Name) -> Result<(ResponseCode, Vec<Record>), DnsError> {
     let servers = UPSTREAM.read().unwrap_or_else(|e| e.into_inner()).clone();
     if servers.is_empty() {
         return Err(DnsError::NoUpstream);
