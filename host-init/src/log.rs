@@ -267,21 +267,20 @@ impl Level {
     }
 }
 
-/// Set (once, at its start) in a role other than PID 1 whose stderr PID 1
-/// relays into its own log under that role's name.
-static ROLE: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+/// Set at the start of a role other than PID 1 whose stderr PID 1 reads
+/// and relays into its own log under that role's name.
+static RELAYED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Makes this process log plain lines to its stderr, for PID 1 to relay.
-pub fn set_role(role: &'static str) {
-    let _ = ROLE.set(role);
+pub fn relay_through_pid1() {
+    RELAYED.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 pub fn log(level: Level, msg: std::fmt::Arguments) {
     let text = msg.to_string();
-    if let Some(role) = ROLE.get() {
+    if RELAYED.load(std::sync::atomic::Ordering::Relaxed) {
         // Not PID 1: no console or kmsg of its own, only its stderr,
         // which PID 1 reads, labels with the role and logs.
-        let _ = role;
         let text: String = text
             .chars()
             .map(|c| if c.is_control() { '?' } else { c })

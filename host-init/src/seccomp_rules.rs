@@ -32,6 +32,47 @@ const CLONE_NEW_ANY: u64 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWPID
     | libc::CLONE_NEWNET) as u64;
 
+/// What any threaded Rust process on glibc calls whatever it serves:
+/// memory, threads (bar `clone`, see `thread_only_clone`), signals (std's
+/// stack guard, abort), time and randomness.
+pub const THREADED_PROCESS: &[libc::c_long] = &[
+    // memory
+    libc::SYS_mmap,
+    libc::SYS_munmap,
+    libc::SYS_mremap,
+    libc::SYS_mprotect,
+    libc::SYS_madvise,
+    libc::SYS_brk,
+    // threads
+    libc::SYS_futex,
+    libc::SYS_set_robust_list,
+    libc::SYS_rseq,
+    libc::SYS_sched_yield,
+    libc::SYS_sched_getaffinity,
+    libc::SYS_gettid,
+    libc::SYS_getpid,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+    // signals
+    libc::SYS_rt_sigaction,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_rt_sigreturn,
+    libc::SYS_sigaltstack,
+    libc::SYS_tgkill,
+    // a sleep or wait interrupted by a stop (SIGSTOP, a debugger) resumes
+    libc::SYS_restart_syscall,
+    // time and randomness
+    libc::SYS_clock_gettime,
+    libc::SYS_clock_nanosleep,
+    libc::SYS_nanosleep,
+    libc::SYS_getrandom,
+];
+
+/// Calls answered EACCES rather than allowed or fatal: opening files. The
+/// confined roles have none to open, but glibc's allocator reads
+/// /proc/sys/vm/overcommit_memory on its own and copes when it cannot.
+pub const REFUSED: &[libc::c_long] = &[libc::SYS_openat, libc::SYS_open];
+
 /// Calls to answer ENOSYS, as a kernel without them would: `clone3`,
 /// whose flags sit in memory a filter cannot read (the C library then
 /// falls back to `clone`, which `thread_only_clone` checks).
@@ -90,4 +131,28 @@ pub fn errno_filter(calls: &[libc::c_long], errno: i32) -> Result<BpfProgram, Ru
         SeccompAction::Allow,
         SeccompAction::Errno(errno as u32),
     )
+}
+
+/// Runs `probe` in a forked child under `filters`; its wait status (for
+/// the roles' filter tests).
+#[cfg(test)]
+pub fn run_under(filters: &[BpfProgram], probe: fn() -> i32) -> nix::sys::wait::WaitStatus {
+    // SAFETY: the child only installs the prebuilt filters, makes raw
+    // system calls and exits; it allocates nothing.
+    match unsafe { nix::unistd::fork() }.expect("fork") {
+        nix::unistd::ForkResult::Child => {
+            for p in filters {
+                if seccompiler::apply_filter(p).is_err() {
+                    // SAFETY: leaving the forked child at once.
+                    unsafe { libc::_exit(90) };
+                }
+            }
+            let code = probe();
+            // SAFETY: as above.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            nix::sys::wait::waitpid(child, None).expect("wait")
+        }
+    }
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::KillOnDrop;
+use common::{alive, KillOnDrop};
 
 const FAKE: &str = r#"import socket, time
 s = socket.socket(fileno=3)
@@ -23,33 +23,8 @@ s.send(b"this is not JSON")
 time.sleep(120)  # still "serving": only a kill ends it sooner
 "#;
 
-/// The python3 on this process's PATH, by absolute path: the API process
-/// is started with an empty environment, so a `#!/usr/bin/env` line would
-/// not find one installed outside /usr/bin (pyenv).
-fn python3() -> PathBuf {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|d| d.join("python3"))
-        .find(|p| p.is_file())
-        .expect("python3 on PATH (scripts/install-deps.sh)")
-}
-
 fn fake_api(dir: &std::path::Path) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let exe = dir.join("fake-api");
-    let script = format!("#!{}\n{FAKE}", python3().display());
-    std::fs::write(&exe, script).expect("write fake");
-    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    exe
-}
-
-/// Running (not a zombie, not gone).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('Z')))
-        == Some(false)
+    common::python_program(dir, "fake-api", FAKE)
 }
 
 #[test]

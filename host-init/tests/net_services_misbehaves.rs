@@ -12,6 +12,9 @@ use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod common;
+use common::alive;
+
 /// Life 1 confirms its state, then confirms an update never sent. Life 2
 /// confirms its state, then never answers again. Later lives behave.
 const FAKE: &str = r#"import json, socket, time
@@ -43,36 +46,10 @@ else:
     answer_syncs(forever=True)
 "#;
 
-/// The python3 on PATH, by absolute path (the process starts with an
-/// empty environment).
-fn python3() -> PathBuf {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|d| d.join("python3"))
-        .find(|p| p.is_file())
-        .expect("python3 on PATH (scripts/install-deps.sh)")
-}
-
 fn fake(dir: &Path) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let exe = dir.join("fake-net-services");
-    let life = dir.join("life");
-    let script = format!(
-        "#!{}\n{}",
-        python3().display(),
-        FAKE.replace("LIFE_FILE", &format!("{:?}", life.display().to_string()))
-    );
-    std::fs::write(&exe, script).expect("write fake");
-    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    exe
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().to_string()))
-        .is_some_and(|r| !r.starts_with('Z'))
+    let life = dir.join("life").display().to_string();
+    let body = FAKE.replace("LIFE_FILE", &format!("{life:?}"));
+    common::python_program(dir, "fake-net-services", &body)
 }
 
 /// Waits (bounded) for the fake's `life`-th life to run; its pid.

@@ -247,32 +247,23 @@ pub fn fence_rules(fence: &ServicesFence) -> Vec<Op> {
             None,
         ));
     }
-    ops.push(rule(
-        "output",
-        vec![
-            uid(),
-            nft::ipv4(),
-            nft::ip_addr_in(true, Ipv4Addr::from(POOL), POOL_PREFIX),
-            nft::l4proto(TCP),
-            nft::sport(PROXY_PORT),
-            nft::ct_established(),
-        ],
-        vec![Expr::Verdict(Verdict::Accept)],
-        None,
-    ));
-    ops.push(rule(
-        "output",
-        vec![
-            uid(),
-            nft::ipv4(),
-            nft::ip_addr_in(true, Ipv4Addr::from(POOL), POOL_PREFIX),
-            nft::l4proto(UDP),
-            nft::sport(DNS_PORT),
-            nft::ct_established(),
-        ],
-        vec![Expr::Verdict(Verdict::Accept)],
-        None,
-    ));
+    // Its answers: the proxy's on the connections it accepted, the
+    // resolver's to the queries it got.
+    for (proto, port) in [(TCP, PROXY_PORT), (UDP, DNS_PORT)] {
+        ops.push(rule(
+            "output",
+            vec![
+                uid(),
+                nft::ipv4(),
+                nft::ip_addr_in(true, Ipv4Addr::from(POOL), POOL_PREFIX),
+                nft::l4proto(proto),
+                nft::sport(port),
+                nft::ct_established(),
+            ],
+            vec![Expr::Verdict(Verdict::Accept)],
+            None,
+        ));
+    }
     // Past its upstreams and its answers, only TCP (what the proxy opens).
     ops.push(rule(
         "output",
@@ -292,9 +283,10 @@ pub fn fence_rules(fence: &ServicesFence) -> Vec<Op> {
             Some(REFUSED),
         ));
     }
-    // The resolver's socket is PID 1's (root's), but the process holds it
-    // and could send anything from it: what leaves port 53 goes only to a
-    // workspace. (Nothing else on the box sends from port 53.)
+    // Whoever's socket it is, what leaves port 53 goes only to a
+    // workspace: the resolver's socket, bound by PID 1, must not become a
+    // way out should it ever be handed over as root's. (Nothing else on
+    // the box sends from port 53.)
     ops.push(rule(
         "output",
         vec![

@@ -88,7 +88,7 @@ fn apply(update: Update) {
 
 /// Entry point of `paddock-init net-services`.
 pub fn main() -> ExitCode {
-    crate::log::set_role("net-services");
+    crate::log::relay_through_pid1();
     // SAFETY: PID 1 starts this role with its channel on CHANNEL_FD, a
     // SOCK_SEQPACKET socket nothing else here owns.
     let channel =
@@ -160,21 +160,17 @@ fn start_serving(
     };
     // A socket that fails for good ends the process: PID 1 starts another
     // on fresh sockets.
+    fn until_it_fails(what: &'static str, e: std::io::Error) -> ! {
+        crate::error!("the {what}'s socket failed: {e}");
+        std::process::exit(1)
+    }
     spawn(
         "dns",
-        Box::new(move || {
-            let e = dns::serve(udp);
-            crate::error!("the resolver's socket failed: {e}");
-            std::process::exit(1);
-        }),
+        Box::new(move || until_it_fails("resolver", dns::serve(udp))),
     )?;
     spawn(
         "egress-proxy",
-        Box::new(move || {
-            let e = proxy::serve(tcp);
-            crate::error!("the proxy's socket failed: {e}");
-            std::process::exit(1);
-        }),
+        Box::new(move || until_it_fails("proxy", proxy::serve(tcp))),
     )?;
     let r = reporter.clone();
     spawn(

@@ -20,7 +20,8 @@
 //! cannot (the API process met the same).
 
 use crate::seccomp_rules::{
-    arg_is, cond, errno_filter, program, rule, thread_only_clone, RuleError, ABSENT,
+    arg_is, cond, errno_filter, program, rule, thread_only_clone, RuleError, ABSENT, REFUSED,
+    THREADED_PROCESS,
 };
 use seccompiler::{BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompRule};
 use std::collections::BTreeMap;
@@ -50,40 +51,8 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_fcntl,
     libc::SYS_poll,
     libc::SYS_ppoll,
-    // memory
-    libc::SYS_mmap,
-    libc::SYS_munmap,
-    libc::SYS_mremap,
-    libc::SYS_mprotect,
-    libc::SYS_madvise,
-    libc::SYS_brk,
-    // threads (clone and clone3 below)
-    libc::SYS_futex,
-    libc::SYS_set_robust_list,
-    libc::SYS_rseq,
-    libc::SYS_sched_yield,
-    libc::SYS_sched_getaffinity,
-    libc::SYS_gettid,
-    libc::SYS_getpid,
-    libc::SYS_exit,
-    libc::SYS_exit_group,
-    // signals (std's stack guard, abort)
-    libc::SYS_rt_sigaction,
-    libc::SYS_rt_sigprocmask,
-    libc::SYS_rt_sigreturn,
-    libc::SYS_sigaltstack,
-    libc::SYS_tgkill,
-    // a sleep or wait interrupted by a stop (SIGSTOP, a debugger) resumes
-    libc::SYS_restart_syscall,
-    // time and randomness (DNS query ids)
-    libc::SYS_clock_gettime,
-    libc::SYS_clock_nanosleep,
-    libc::SYS_nanosleep,
-    libc::SYS_getrandom,
 ];
 
-/// Calls answered with EACCES rather than allowed or fatal.
-const REFUSED: &[libc::c_long] = &[libc::SYS_openat, libc::SYS_open];
 /// `socket(AF_INET, SOCK_STREAM or SOCK_DGRAM (with any of its flags),
 /// 0 or TCP or UDP)`: nothing else, MPTCP in particular, whose subflows
 /// are the kernel's own sockets, which the firewall's fence (by socket
@@ -121,6 +90,7 @@ fn ipv4_tcp_and_udp_sockets() -> Result<Vec<SeccompRule>, SandboxError> {
 pub fn filters() -> Result<[BpfProgram; 3], SandboxError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED
         .iter()
+        .chain(THREADED_PROCESS)
         .chain(REFUSED)
         .chain(ABSENT)
         .map(|s| (*s, Vec::new()))
@@ -169,25 +139,7 @@ mod tests {
 
     /// Runs `probe` in a child under the filters; its wait status.
     fn under_filters(probe: fn() -> i32) -> WaitStatus {
-        let progs = filters().expect("filters");
-        // SAFETY: the child only installs the prebuilt filters, makes raw
-        // system calls and exits; it allocates nothing.
-        match unsafe { nix::unistd::fork() }.expect("fork") {
-            nix::unistd::ForkResult::Child => {
-                for p in &progs {
-                    if seccompiler::apply_filter(p).is_err() {
-                        // SAFETY: leaving the forked child at once.
-                        unsafe { libc::_exit(90) };
-                    }
-                }
-                let code = probe();
-                // SAFETY: as above.
-                unsafe { libc::_exit(code) }
-            }
-            nix::unistd::ForkResult::Parent { child } => {
-                nix::sys::wait::waitpid(child, None).expect("wait")
-            }
-        }
+        crate::seccomp_rules::run_under(&filters().expect("filters"), probe)
     }
 
     fn killed(status: WaitStatus) -> bool {

@@ -1,5 +1,8 @@
 //! Shared by host-init's integration tests.
 
+// Each test binary compiles this module and uses only some of it.
+#![allow(dead_code)]
+
 /// A child process (the API process) that must not outlive a failed
 /// assertion: it inherits the test's output, and the harness would wait on
 /// it forever.
@@ -37,4 +40,31 @@ pub fn curl_status(max_time_s: u32, args: &[&str]) -> String {
         .output()
         .expect("curl");
     String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Writes `body` as an executable Python program `dir/name` (a stand-in
+/// for a confined role that misbehaves on demand). Its `#!` line names the
+/// python3 on this process's PATH by absolute path: roles start with an
+/// empty environment, so `#!/usr/bin/env` would not find one outside
+/// /usr/bin (pyenv).
+pub fn python_program(dir: &std::path::Path, name: &str, body: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let python3 = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join("python3"))
+        .find(|p| p.is_file())
+        .expect("python3 on PATH (scripts/install-deps.sh)");
+    let exe = dir.join(name);
+    std::fs::write(&exe, format!("#!{}\n{body}", python3.display())).expect("write program");
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    exe
+}
+
+/// Whether `pid` runs (not a zombie, not gone).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('Z')))
+        == Some(false)
 }
