@@ -1826,6 +1826,26 @@ fn workspace_networks_deny_by_default_and_open_only_what_is_listed() {
             String::new()
         }
     };
+    // Waits, inside the guest, until something is bound to `port` (TCP or
+    // UDP): a server started in another exec takes a while to come up on an
+    // emulated CPU, and how long depends on the build machine's load.
+    let listening = |id: &str, port: u16| {
+        let (out, _) = sh(
+            id,
+            &format!(
+                "python3 -c \"import time\nfor _ in range(500):\n  if any(l.split()[1].endswith(':{port:04X}') for f in ('/proc/net/tcp','/proc/net/udp') for l in open(f).readlines()[1:]):\n    print('up'); break\n  time.sleep(0.2)\""
+            ),
+        );
+        assert!(
+            out.contains("up"),
+            "nothing listens on {port} in {id}: {out}"
+        );
+    };
+    // Ends the server processes whose command line matches `pattern` (a
+    // regex written so that it does not match its own shell's).
+    let stop = |id: &str, pattern: &str| {
+        sh(id, &format!("pkill -f '{pattern}'"));
+    };
 
     // Bad policies are refused with the entry named; nothing is created.
     let (code, body) = call(
@@ -2026,10 +2046,11 @@ fn workspace_networks_deny_by_default_and_open_only_what_is_listed() {
     // A server in B while A tries it (a command's processes end with it,
     // so the server runs in an exec of its own beside the others).
     let (from_b, from_a) = std::thread::scope(|scope| {
-        let server = scope.spawn(|| sh(&b, "timeout 45 python3 -m http.server 8000"));
-        std::thread::sleep(Duration::from_secs(6));
+        let server = scope.spawn(|| sh(&b, "timeout 300 python3 -m http.server 8000"));
+        listening(&b, 8000);
         let from_b = curl(&b, "http://127.0.0.1:8000/");
         let from_a = curl(&a, &format!("http://{b_ip}:8000/"));
+        stop(&b, "http[.]server 8000");
         let _ = server.join();
         (from_b, from_a)
     });
@@ -2045,7 +2066,7 @@ fn workspace_networks_deny_by_default_and_open_only_what_is_listed() {
                 "python3 -c \"import socket; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('',9999)); s.settimeout(10); print('got', s.recv(100))\"",
             )
         });
-        std::thread::sleep(Duration::from_secs(3));
+        listening(&b, 9999);
         sh(
             &a,
             &format!("python3 -c \"import socket; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.setsockopt(socket.SOL_SOCKET,socket.SO_BROADCAST,1); [s.sendto(b'hello',(d,9999)) for d in ('255.255.255.255','10.200.255.255','{b_ip}')]\""),
@@ -2081,7 +2102,7 @@ fn workspace_networks_deny_by_default_and_open_only_what_is_listed() {
         Some(&serde_json::json!({"from": a, "to": b, "port": 0}).to_string()),
     );
     assert_eq!(code, 422);
-    let echo_server = "timeout 70 python3 -c 'import socket,threading\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1); s.bind((\"\",8080)); s.listen()\ndef h(c):\n  while True:\n    d=c.recv(100)\n    if not d: break\n    c.sendall(d)\nwhile True:\n  c,_=s.accept(); threading.Thread(target=h,args=(c,),daemon=True).start()'";
+    let echo_server = "timeout 300 python3 -c 'import socket,threading\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1); s.bind((\"\",8080)); s.listen()\ndef h(c):\n  while True:\n    d=c.recv(100)\n    if not d: break\n    c.sendall(d)\nwhile True:\n  c,_=s.accept(); threading.Thread(target=h,args=(c,),daemon=True).start()'";
     let echo_client = |ip: &str, secs: u32| {
         format!(
             "python3 -c 'import socket,time\nn=0\ntry:\n  c=socket.create_connection((\"{ip}\",8080),timeout=5); c.settimeout(5); t=time.time()\n  while time.time()-t<{secs}:\n    c.sendall(b\"ping\"); assert c.recv(100)==b\"ping\"; n+=1; time.sleep(0.5)\n  print(\"held\",n)\nexcept Exception as e:\n  print(\"cut\",n,type(e).__name__)'"
@@ -2089,8 +2110,9 @@ fn workspace_networks_deny_by_default_and_open_only_what_is_listed() {
     };
     let (a_once, held, b_to_a, c_to_b, c_to_a) = std::thread::scope(|scope| {
         let server = scope.spawn(|| sh(&b, echo_server));
-        let a_server = scope.spawn(|| sh(&a, "timeout 60 python3 -m http.server 9000"));
-        std::thread::sleep(Duration::from_secs(8));
+        let a_server = scope.spawn(|| sh(&a, "timeout 300 python3 -m http.server 9000"));
+        listening(&b, 8080);
+        listening(&a, 9000);
         let a_once = sh(&a, &echo_client(&b_ip, 1)).0;
         let b_to_a = (
             curl(&b, &format!("http://{a_ip}:9000/")),
@@ -2107,6 +2129,8 @@ fn workspace_networks_deny_by_default_and_open_only_what_is_listed() {
         let (code, body) = call("DELETE", &format!("/v1/links/{link_id}"), None);
         assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
         let held = holder.join().expect("holder");
+        stop(&b, "s[.]bind..\"\",8080");
+        stop(&a, "http[.]server 9000");
         let _ = server.join();
         let _ = a_server.join();
         (a_once, held, b_to_a, c_to_b, c_to_a)
@@ -2147,8 +2171,8 @@ fn workspace_networks_deny_by_default_and_open_only_what_is_listed() {
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     let (before, published, from_b, after) = std::thread::scope(|scope| {
-        let server = scope.spawn(|| sh(&a, "timeout 50 python3 -m http.server 8000"));
-        std::thread::sleep(Duration::from_secs(6));
+        let server = scope.spawn(|| sh(&a, "timeout 300 python3 -m http.server 8000"));
+        listening(&a, 8000);
         let before = outside();
         let (code, body) = call(
             "POST",
@@ -2162,6 +2186,7 @@ fn workspace_networks_deny_by_default_and_open_only_what_is_listed() {
         let (code, body) = call("DELETE", &format!("/v1/workspaces/{a}/ports/8000"), None);
         assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
         let after = outside();
+        stop(&a, "http[.]server 8000");
         let _ = server.join();
         (before, published, from_b, after)
     });
@@ -2234,10 +2259,10 @@ fn workspace_networks_deny_by_default_and_open_only_what_is_listed() {
     );
     assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
     let reached = std::thread::scope(|scope| {
-        let server =
-            scope.spawn(|| sh(&a, echo_server.replace("timeout 70", "timeout 20").as_str()));
-        std::thread::sleep(Duration::from_secs(6));
+        let server = scope.spawn(|| sh(&a, echo_server));
+        listening(&a, 8080);
         let r = sh(&c, &echo_client(&a_ip, 1)).0;
+        stop(&a, "s[.]bind..\"\",8080");
         let _ = server.join();
         r
     });
