@@ -5,6 +5,7 @@
 //! messages, which the privileged side treats as untrusted input.
 
 pub mod admission;
+pub mod bridge;
 pub mod channel;
 pub mod conn;
 pub mod http;

@@ -1,5 +1,5 @@
-//! Who gets one of the API process's threads, and for how long (issue 14,
-//! item 2). Before a request is authenticated all a client can hold is a
+//! Who gets a connection to the API process, and who gets one of its
+//! handler threads (issue 14, item 2). Before a request is authenticated all a client can hold is a
 //! connection slot, capped per address and bounded in time by the head
 //! deadline; after, each tenant (a token tree, control::access) holds at
 //! most a few requests at once, and tenants together never take the slots
@@ -10,13 +10,20 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-/// Connections (threads) served at once.
-pub const MAX_CONNECTIONS: usize = 256;
+/// Connections served at once. An idle or half-open connection costs its
+/// socket and TLS and HTTP buffers (tens of KiB), not a thread: what runs
+/// on a thread is an admitted request, capped below.
+pub const MAX_CONNECTIONS: usize = 1024;
 /// Connections one client address may hold at once, authenticated or not.
-pub const MAX_PER_ADDRESS: usize = 32;
+pub const MAX_PER_ADDRESS: usize = 64;
 /// Requests one tenant may have in flight at once (a long exec holds one).
 pub const MAX_PER_TENANT: usize = 8;
-/// Connection slots only admin tokens' requests may use.
+/// Requests all tenants together may have in flight at once; admins'
+/// requests are not counted, so a flood of tenants never keeps an admin
+/// from revoking, deleting or quarantining.
+pub const MAX_TENANT_REQUESTS: usize = 224;
+/// Room kept for admin tokens' requests beyond the tenants' (in host-init's
+/// exchanges, api::supervisor).
 pub const ADMIN_RESERVE: usize = 32;
 /// Connections taken beyond the caps above, on a shorter head deadline, so
 /// that a client over them gets an answer (health, an admin's request, or
@@ -202,7 +209,7 @@ impl Admission {
         if s.per_tenant.get(tenant).copied().unwrap_or(0) >= MAX_PER_TENANT {
             return Err(Refusal::Tenant);
         }
-        if s.tenant_requests >= MAX_CONNECTIONS - ADMIN_RESERVE {
+        if s.tenant_requests >= MAX_TENANT_REQUESTS {
             return Err(Refusal::Busy);
         }
         s.tenant_requests += 1;
@@ -306,7 +313,7 @@ mod tests {
         // Over the global cap, every address gets a little overflow, no more.
         let all: Vec<Connection> = (0..MAX_CONNECTIONS)
             .map(|i| {
-                let ip = IpAddr::from([10, 0, (i / 200) as u8, (i % 200) as u8]);
+                let ip = IpAddr::from([10, 0, (i / 50) as u8, (i % 50) as u8]);
                 a.connect(ip).expect("slot")
             })
             .collect();
@@ -335,7 +342,7 @@ mod tests {
         drop(reqs);
         assert!(a.request("tok_a", false).is_ok());
 
-        let many: Vec<_> = (0..(MAX_CONNECTIONS - ADMIN_RESERVE))
+        let many: Vec<_> = (0..MAX_TENANT_REQUESTS)
             .map(|i| a.request(&format!("t{i}"), false).expect("slot"))
             .collect();
         assert_eq!(a.request("tok_z", false).err(), Some(Refusal::Busy));

@@ -154,6 +154,12 @@ impl Endpoint {
     }
 }
 
+impl std::os::fd::AsRawFd for Endpoint {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
 impl AsFd for Endpoint {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.sock.as_fd()

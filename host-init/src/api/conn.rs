@@ -1,83 +1,62 @@
-//! One client connection of the API process, from accept to close: the
-//! deadlines that bound what a client can hold before it is authenticated,
-//! authentication on the head, admission (api::admission), and the request.
+//! One client connection of the API process, from accept to close, on
+//! tokio and hyper (HTTP/1.1 with keep-alive, or HTTP/2 by ALPN): the
+//! deadlines that bound what a client holds before it is authenticated,
+//! authentication on the head, admission (api::admission), and the handoff
+//! of an admitted request to a blocking handler (api::bridge).
+//!
+//! Everything before admission runs here, on the runtime's two worker
+//! threads, and asks host-init who a bearer is without holding a thread:
+//! a flood of unauthenticated requests costs sockets and memory, never the
+//! blocking threads that admitted requests run on.
 
-use super::admission::{Refusal, AUTH_WINDOW, MAX_CONNECTIONS, MAX_PER_ADDRESS};
+use super::admission::{
+    Connection, Refusal, TenantRequest, AUTH_WINDOW, MAX_CONNECTIONS, MAX_PER_ADDRESS,
+};
+use super::bridge::{ApiBody, BodyReader, Head, Responder};
 use super::channel::Call;
-use super::http;
-use super::server::{allowed_methods, call, json_error, route, segments, Shared, Tls, MAX_DRAIN};
+use super::http::{self, HttpError, Request};
+use super::routes::{self, Route};
+use super::server::{
+    allowed_methods, call_async, json_error, route, segments, status_async, Shared, MAX_DRAIN,
+};
 use serde_json::Value;
-use std::net::{IpAddr, TcpStream};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Longest any single read or write may wait (an idle body, a stalled client).
+/// Longest any single wait on a client may last: the next piece of a body,
+/// room for the next piece of an answer.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(15);
-/// From accept to a complete request head, TLS handshake included: a client
-/// that sends half a head and waits is cut off here, before authentication.
+/// From accept to a complete first request head, TLS handshake included,
+/// and from one answer to the next head on a kept-alive HTTP/1.1
+/// connection: a client that sends half a head and waits is cut off here,
+/// before authentication.
 pub const HEAD_DEADLINE: Duration = Duration::from_secs(10);
 /// The same on an overflow slot (a client over a cap), which exists only to
-/// say so, answer health and let an admin through.
+/// say so, answer health and let an admin through; it serves one request.
 pub const OVERFLOW_HEAD_DEADLINE: Duration = Duration::from_secs(5);
+/// How long an HTTP/2 connection may stay open with no request in flight.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an answer given without reading the body (a refusal, health, an
-/// unknown path) waits for that body before the connection closes: long
-/// enough that a client still sending sees the answer, not a reset.
+/// unknown path) waits for that body: long enough that a client still
+/// sending sees the answer, not a reset.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(2);
+/// Requests one HTTP/2 connection may have open at once.
+pub const MAX_STREAMS: u32 = 8;
+/// Largest HTTP/1.1 read buffer: a head over `http::MAX_HEAD` but within
+/// this gets a 413 from us; beyond, hyper's 431.
+const MAX_READ_BUFFER: usize = 64 << 10;
 /// TCP keepalive: a peer that vanished (power, cable, a dropped NAT entry)
 /// is noticed after about two minutes idle, not the kernel's two hours, so
-/// a long exec whose client is gone ends (see `transfer::watch_client`).
+/// a long exec whose client is gone ends.
 const KEEPALIVE_IDLE_S: u32 = 60;
 const KEEPALIVE_INTERVAL_S: u32 = 10;
 const KEEPALIVE_PROBES: u32 = 6;
+/// How often a connection's idle limit is checked.
+const TICK: Duration = Duration::from_millis(500);
 
-/// The TCP stream under TLS, with an optional deadline over all reads
-/// (per-read timeouts alone let a client trickle a byte at a time forever).
-pub struct Timed {
-    tcp: TcpStream,
-    deadline: Option<Instant>,
-}
-
-impl Timed {
-    pub fn set_deadline(&mut self, within: Option<Duration>) {
-        self.deadline = within.map(|d| Instant::now() + d);
-    }
-
-    /// A second handle on the client's socket, for watching it while
-    /// another thread (the request's) reads and writes through TLS.
-    pub fn watch_handle(&self) -> std::io::Result<TcpStream> {
-        self.tcp.try_clone()
-    }
-}
-
-impl std::io::Read for Timed {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let wait = match self.deadline {
-            None => IO_TIMEOUT,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "request deadline passed",
-                    ));
-                }
-                left.min(IO_TIMEOUT)
-            }
-        };
-        self.tcp.set_read_timeout(Some(wait))?;
-        self.tcp.read(buf)
-    }
-}
-
-impl std::io::Write for Timed {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.tcp.write(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.tcp.flush()
-    }
-}
-
-fn keepalive(tcp: &TcpStream) {
+fn keepalive(tcp: &tokio::net::TcpStream) {
     use std::os::fd::AsRawFd;
     let set = |level: libc::c_int, name: libc::c_int, value: u32| {
         let value = value as libc::c_int;
@@ -100,15 +79,250 @@ fn keepalive(tcp: &TcpStream) {
     set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE_PROBES);
 }
 
+/// Requests in flight on a connection and when the last one ended, for
+/// closing connections that hold a slot and do nothing.
+struct Activity {
+    opened: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds after `opened` when a request last ended; 0: none yet.
+    last_end_ms: AtomicU64,
+}
+
+struct Busy(Arc<Activity>);
+
+impl Activity {
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        Busy(self.clone())
+    }
+
+    /// Whether the connection has been idle past its limit: before its
+    /// first request, `first` from accept; after, `IDLE_TIMEOUT`.
+    fn idle_too_long(&self, first: Duration) -> bool {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return false;
+        }
+        let now = self.opened.elapsed();
+        match self.last_end_ms.load(Ordering::SeqCst) {
+            0 => now > first,
+            end => now.saturating_sub(Duration::from_millis(end)) > IDLE_TIMEOUT,
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let ms = (self.0.opened.elapsed().as_millis() as u64).max(1);
+        self.0.last_end_ms.store(ms, Ordering::SeqCst);
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Serves one accepted connection from `address` on its admission slot;
+/// an overflow slot serves health and admin tokens' requests only.
+pub async fn serve_connection(
+    shared: Arc<Shared>,
+    tcp: tokio::net::TcpStream,
+    address: IpAddr,
+    slot: Connection,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let overflow = slot.is_overflow();
+    keepalive(&tcp);
+    let first = if overflow {
+        OVERFLOW_HEAD_DEADLINE
+    } else {
+        HEAD_DEADLINE
+    };
+    let activity = Arc::new(Activity {
+        opened: Instant::now(),
+        in_flight: AtomicUsize::new(0),
+        last_end_ms: AtomicU64::new(0),
+    });
+    let config = if overflow {
+        shared.tls_h1.clone()
+    } else {
+        shared.tls.clone()
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let tls = match tokio::time::timeout(first, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        _ => return,
+    };
+    let service = {
+        let activity = activity.clone();
+        hyper::service::service_fn(move |req| {
+            let busy = activity.begin();
+            let shared = shared.clone();
+            async move {
+                Ok::<_, std::convert::Infallible>(
+                    request(shared, req, address, overflow, busy).await,
+                )
+            }
+        })
+    };
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(first)
+        .max_buf_size(MAX_READ_BUFFER)
+        .keep_alive(!overflow);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_header_list_size(MAX_READ_BUFFER as u32)
+        .keep_alive_interval(Some(Duration::from_secs(KEEPALIVE_IDLE_S as u64)));
+    if overflow {
+        builder = builder.http1_only();
+    }
+    let conn = builder.serve_connection(TokioIo::new(tls), service);
+    let mut conn = std::pin::pin!(conn);
+    let mut closing: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => break,
+            _ = tokio::time::sleep(TICK) => {
+                match closing {
+                    None if activity.idle_too_long(first) => {
+                        conn.as_mut().graceful_shutdown();
+                        closing = Some(Instant::now());
+                    }
+                    // A client that will not let a graceful close finish.
+                    Some(at) if at.elapsed() > DRAIN_DEADLINE => break,
+                    _ => {}
+                }
+            }
+        }
+    }
+    drop(slot);
+}
+
+/// What the asynchronous part decided about a request.
+enum Decision {
+    /// Answer at once (the body, if any, is drained first).
+    Answer(u16, Value),
+    NotAllowed(&'static [&'static str]),
+    /// Admitted: hand it to a blocking handler, holding the tenant's slot.
+    Run(Option<TenantRequest>),
+}
+
+fn response(head: Head, body: ApiBody) -> hyper::Response<ApiBody> {
+    let mut r = hyper::Response::new(body);
+    *r.status_mut() = hyper::StatusCode::from_u16(head.status)
+        .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in head.headers {
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&value) {
+            r.headers_mut().append(name, v);
+        }
+    }
+    r
+}
+
+fn full((head, body): (Head, Vec<u8>)) -> hyper::Response<ApiBody> {
+    response(head, ApiBody::Full(Some(body.into())))
+}
+
+/// Whether an answer given without reading the body should drain it
+/// first: a body small enough, that the client is sending (one waiting for
+/// a go-ahead has sent nothing, and a refused request gets none).
+fn should_drain(req: &Request, body: &BodyReader) -> bool {
+    req.has_body()
+        && !body.taken()
+        && !req.expect_continue
+        && req.content_length.unwrap_or(0) <= MAX_DRAIN
+}
+
+async fn request(
+    shared: Arc<Shared>,
+    req: hyper::Request<hyper::body::Incoming>,
+    address: IpAddr,
+    overflow: bool,
+    busy: Busy,
+) -> hyper::Response<ApiBody> {
+    use http_body::Body as _;
+    let rt = tokio::runtime::Handle::current();
+    let (parts, incoming) = req.into_parts();
+    let has_body = !incoming.is_end_stream();
+    let (mut body, pump) = BodyReader::new(incoming, rt, IO_TIMEOUT);
+    tokio::spawn(pump);
+    let req = match Request::from_parts(&parts, has_body) {
+        Ok(req) => req,
+        Err(e @ HttpError::TooLarge) => {
+            return full(http::json_answer(413, &json_error(413, e.to_string()).1))
+        }
+        Err(HttpError::Malformed(m)) => return full(http::json_answer(400, &json_error(400, m).1)),
+    };
+    let answer = match decide(&shared, &req, address, overflow).await {
+        Decision::Run(slot) => return run(shared, req, body, slot, busy).await,
+        Decision::Answer(status, value) => http::json_answer(status, &value),
+        Decision::NotAllowed(methods) => http::not_allowed_answer(methods),
+    };
+    // Whatever body nobody took gets a short deadline, whoever sent it: a
+    // trickled body never holds a connection.
+    if should_drain(&req, &body) {
+        body.drain_async(MAX_DRAIN, DRAIN_DEADLINE).await;
+    }
+    drop(busy);
+    full(answer)
+}
+
+/// Runs an admitted request's handler on the blocking pool; its answer as
+/// soon as the head is known (a stream's body follows as it is written).
+async fn run(
+    shared: Arc<Shared>,
+    req: Request,
+    body: BodyReader,
+    slot: Option<TenantRequest>,
+    busy: Busy,
+) -> hyper::Response<ApiBody> {
+    let (out, arrives) = Responder::new(tokio::runtime::Handle::current(), IO_TIMEOUT);
+    let job = tokio::task::spawn_blocking(move || {
+        let _held = (busy, slot);
+        let mut io = Exchange { body, out };
+        match route(&shared, &req, &mut io) {
+            Some((status, value)) => {
+                if should_drain(&req, &io.body) {
+                    io.body.drain(MAX_DRAIN, DRAIN_DEADLINE);
+                }
+                http::json(&mut io.out, status, &value);
+            }
+            None if !io.out.started() => {
+                http::json(&mut io.out, 500, &json_error(500, "no answer was given").1);
+            }
+            None => {}
+        }
+    });
+    match arrives.await {
+        Ok((head, body)) => response(head, body),
+        // The handler ended without a head: it panicked (the process
+        // lives on; the request gets a 500).
+        Err(_) => {
+            let _ = job.await;
+            full(http::json_answer(
+                500,
+                &json_error(500, "the request failed inside the API process").1,
+            ))
+        }
+    }
+}
+
+/// Where a blocking handler reads the request body and writes its answer.
+pub struct Exchange {
+    pub body: BodyReader,
+    pub out: Responder,
+}
+
 /// Whether a request is answered without a token (and so before one is checked).
-fn public(req: &http::Request) -> bool {
+fn public(req: &Request) -> bool {
     req.method == "GET" && segments(&req.path) == ["v1", "health"]
 }
 
 /// Who the bearer is, asked before any body is read: Ok((tenant, admin)),
 /// or the refusal to answer with.
-fn who(shared: &Shared, bearer: &str) -> Result<(String, bool), (u16, Value)> {
-    let (reply, _) = call(shared, bearer, Call::WhoAmI);
+async fn who(shared: &Shared, bearer: &str) -> Result<(String, bool), (u16, Value)> {
+    let reply = call_async(shared, bearer, Call::WhoAmI).await;
     let tenant = reply.body.get("tenant").and_then(Value::as_str);
     let admin = reply.body.get("admin").and_then(Value::as_bool);
     match (reply.status, tenant, admin) {
@@ -118,71 +332,33 @@ fn who(shared: &Shared, bearer: &str) -> Result<(String, bool), (u16, Value)> {
     }
 }
 
-/// Serves one connection from `address`; `overflow`: it came in over a
-/// connection cap, so only health and admin tokens' requests are served on it.
-pub fn handle(shared: &Shared, tcp: TcpStream, address: IpAddr, overflow: bool) {
-    let _ = tcp.set_write_timeout(Some(IO_TIMEOUT));
-    keepalive(&tcp);
-    let Ok(conn) = rustls::ServerConnection::new(shared.tls.clone()) else {
-        return;
-    };
-    let head_deadline = if overflow {
-        OVERFLOW_HEAD_DEADLINE
-    } else {
-        HEAD_DEADLINE
-    };
-    let timed = Timed {
-        tcp,
-        deadline: Some(Instant::now() + head_deadline),
-    };
-    let mut tls = rustls::StreamOwned::new(conn, timed);
-    let answer = match http::read_request(&mut tls) {
-        Ok(req) => {
-            // A body (once admitted) is read with the idle timeout per read.
-            tls.sock.set_deadline(None);
-            let answer = serve(shared, &req, &mut tls, address, overflow);
-            if answer.is_some() {
-                // Whatever body nobody took gets a short deadline, whoever
-                // sent it: a trickled body never holds a connection.
-                tls.sock.set_deadline(Some(DRAIN_DEADLINE));
-                http::discard_body(&req, &mut tls, MAX_DRAIN);
-            }
-            answer
-        }
-        Err(http::HttpError::TooLarge) => Some(json_error(413, "request head too large")),
-        Err(http::HttpError::Malformed(m)) => Some(json_error(400, m)),
-        Err(_) => return,
-    };
-    if let Some((status, body)) = answer {
-        let _ = http::write_json(&mut tls, status, &body);
-    }
-    tls.conn.send_close_notify();
-    let _ = std::io::Write::flush(&mut tls);
-}
-
-/// Answers one request whose head has arrived (None: the answer is written).
-/// Nothing of the body is read before the bearer is known and the request
-/// admitted.
-fn serve(
-    shared: &Shared,
-    req: &http::Request,
-    tls: &mut Tls,
-    address: IpAddr,
-    overflow: bool,
-) -> Option<(u16, Value)> {
+/// Decides about a request whose head has arrived, before any of its body
+/// is read: answered here (health, unknown paths, refusals), or admitted.
+async fn decide(shared: &Shared, req: &Request, address: IpAddr, overflow: bool) -> Decision {
+    let answer = |(status, value): (u16, Value)| Decision::Answer(status, value);
     let allowed = allowed_methods(&segments(&req.path));
-    if public(req) || allowed.is_none() {
-        // Health, or no such endpoint: neither takes a token nor a body.
-        return route(shared, req, tls);
+    if public(req) {
+        return answer(health(shared).await);
+    }
+    if allowed.is_none() {
+        return match routes::resolve(&req.method, &req.path) {
+            Route::BadWorkspaceId => answer(json_error(404, "no such endpoint")),
+            Route::NotFound => answer(json_error(
+                404,
+                format!("no such endpoint: {} {}", req.method, req.path),
+            )),
+            // Test probes: host-init authenticates them itself.
+            _ => Decision::Run(None),
+        };
     }
     if req.bearer.is_empty() {
         // No credential is not a guess, and not worth an audit event each:
         // a client sending none as fast as it can would otherwise write
         // host-init's audit log as fast (the same answer host-init gives).
-        return Some(json_error(401, "missing bearer token"));
+        return answer(json_error(401, "missing bearer token"));
     }
     if shared.admission.auth_blocked(address) && !shared.admission.known_bearer(&req.bearer) {
-        return Some(json_error(
+        return answer(json_error(
             429,
             format!(
                 "too many failed authentications from this address; retry in {} s",
@@ -190,7 +366,7 @@ fn serve(
             ),
         ));
     }
-    let (tenant, admin) = match who(shared, &req.bearer) {
+    let (tenant, admin) = match who(shared, &req.bearer).await {
         Ok(id) => {
             shared.admission.accepted_bearer(&req.bearer);
             id
@@ -199,11 +375,11 @@ fn serve(
             if refusal.0 == 401 {
                 shared.admission.auth_failed(address);
             }
-            return Some(refusal);
+            return answer(refusal);
         }
     };
     if overflow && !admin {
-        return Some(json_error(
+        return answer(json_error(
             503,
             format!(
                 "the API is at its connection limit ({MAX_CONNECTIONS} in all, \
@@ -211,20 +387,29 @@ fn serve(
             ),
         ));
     }
-    // Held until the request is answered.
-    let _slot = match shared.admission.request(&tenant, admin) {
+    let slot = match shared.admission.request(&tenant, admin) {
         Ok(slot) => slot,
-        Err(e @ Refusal::Tenant) => return Some(json_error(429, e.to_string())),
-        Err(e @ Refusal::Busy) => return Some(json_error(503, e.to_string())),
+        Err(e @ Refusal::Tenant) => return answer(json_error(429, e.to_string())),
+        Err(e @ Refusal::Busy) => return answer(json_error(503, e.to_string())),
     };
-    if let Some(methods) = allowed.filter(|m| !m.contains(&req.method.as_str())) {
-        tls.sock.set_deadline(Some(DRAIN_DEADLINE));
-        http::discard_body(req, tls, MAX_DRAIN);
-        let _ = http::write_not_allowed(tls, methods);
-        return None;
+    match allowed.filter(|m| !m.contains(&req.method.as_str())) {
+        Some(methods) => Decision::NotAllowed(methods),
+        None => Decision::Run(slot),
     }
-    if http::write_continue(tls, req).is_err() {
-        return None;
+}
+
+async fn health(shared: &Shared) -> (u16, Value) {
+    match status_async(shared).await {
+        Some(s) => (
+            200,
+            serde_json::json!(paddock_api_types::Health {
+                status: if s.state == "ready" { "ok" } else { "degraded" }.into(),
+                state: s.state,
+                version: s.version,
+                workspaces: s.workspaces,
+                uptime_s: s.uptime_s,
+            }),
+        ),
+        None => json_error(503, "host-init did not answer"),
     }
-    route(shared, req, tls)
 }

@@ -1,5 +1,5 @@
-//! The API process's seccomp filter: the system calls a threaded TLS server
-//! makes, nothing else. Anything outside the list kills the process (and
+//! The API process's seccomp filter: the system calls a TLS server on a
+//! tokio runtime makes, nothing else. Anything outside the list kills the process (and
 //! host-init restarts it and logs why).
 //!
 //! One exception: opening a file fails with EACCES instead of killing. The
@@ -41,6 +41,12 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_fcntl,
     libc::SYS_poll,
     libc::SYS_ppoll,
+    // the async runtime's reactor and its wake-ups
+    libc::SYS_epoll_create1,
+    libc::SYS_epoll_ctl,
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
+    libc::SYS_eventfd2,
     // threads may name themselves (clone itself: threads only, in `filters`)
     libc::SYS_prctl,
 ];

@@ -1,32 +1,42 @@
-//! The API process itself: TLS on the API port, one thread per connection
-//! (bounded, api::admission; one connection's life in api::conn), answers
-//! built from what host-init says over the channel.
+//! The API process itself: TLS on the API port, served by hyper on a small
+//! tokio runtime (one connection's life in api::conn, bounded by
+//! api::admission), answers built from what host-init says over the channel.
 
 use super::admission::{Admission, Permits};
 use super::channel::{
     Call, CallReply, ChannelError, Endpoint, Init, Open, Purpose, Request, Started, StatusReply,
     CHANNEL_FD, MAX_LINE,
 };
-use super::conn::{handle, Timed};
+use super::conn::{serve_connection, Exchange};
 use super::http;
 use super::routes::{self, Route};
 pub use super::routes::{allowed_methods, segments, valid_id};
 use super::transfer::{exec, files, forensic_file};
 use paddock_api_types::ErrorBody;
 use serde_json::Value;
-use std::net::TcpListener;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub struct Shared {
+    /// TLS offering HTTP/2 and HTTP/1.1 by ALPN.
     pub tls: Arc<rustls::ServerConfig>,
+    /// TLS offering HTTP/1.1 only, for overflow slots (one request each).
+    pub tls_h1: Arc<rustls::ServerConfig>,
     /// The control socket to host-init; each request opens its own
     /// exchange through it.
     control: Endpoint,
     pub admission: Arc<Admission>,
+    /// Exchanges with host-init before admission (who-am-I, health) at
+    /// once: each is quick, but HTTP/2 lets one connection ask many, and
+    /// host-init serves each on a thread of its own (api::supervisor).
+    pub asking: tokio::sync::Semaphore,
 }
+
+/// `Shared::asking`'s permits: with the tenants' cap, within host-init's
+/// exchanges less the room it keeps for admins.
+pub const MAX_ASKING: usize = 192;
 
 /// A new exchange with host-init: a fresh socket pair, one end handed over.
 fn exchange(shared: &Shared) -> Option<Endpoint> {
@@ -69,10 +79,50 @@ fn tls_config(init: &Init) -> Result<rustls::ServerConfig, String> {
         .map_err(|e| e.to_string())
 }
 
-pub(super) fn status(shared: &Shared) -> Option<StatusReply> {
-    let ex = exchange(shared)?;
-    ex.send(&Request::Status, None::<&OwnedFd>).ok()?;
-    ex.recv().ok().map(|(reply, _)| reply)
+/// Sends one request on a new exchange and waits for the reply without
+/// holding a thread: the runtime wakes this when host-init has answered.
+async fn ask<T: serde::de::DeserializeOwned>(
+    shared: &Shared,
+    request: &Request,
+) -> Result<T, ChannelError> {
+    let _permit = shared
+        .asking
+        .acquire()
+        .await
+        .map_err(|_| ChannelError::Closed)?;
+    let ex = exchange(shared).ok_or(ChannelError::Closed)?;
+    ex.send(request, None::<&OwnedFd>)?;
+    // SAFETY: the Endpoint owns its socket for the AsyncFd's whole life
+    // and always reports that same descriptor.
+    let ex = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(ex, tokio::io::Interest::READABLE)
+    }
+    .map_err(|e| ChannelError::Io(e.into()))?;
+    // Readable: the reply (one whole message on a SOCK_SEQPACKET pair) is
+    // there, or host-init closed its end; either way recv does not block.
+    let _ready = ex.readable().await?;
+    ex.get_ref().recv().map(|(reply, _)| reply)
+}
+
+pub(super) async fn status_async(shared: &Shared) -> Option<StatusReply> {
+    ask(shared, &Request::Status).await.ok()
+}
+
+/// `call` for the asynchronous side: authentication before admission.
+/// Calls that pass a descriptor back are not made this way.
+pub(super) async fn call_async(shared: &Shared, auth: &str, call: Call) -> CallReply {
+    let req = Request::Call {
+        auth: auth.to_string(),
+        call,
+    };
+    match ask::<CallReply>(shared, &req).await {
+        Ok(reply) if !reply.fd => reply,
+        _ => CallReply {
+            status: 503,
+            body: serde_json::json!(ErrorBody::new("host-init did not answer")),
+            fd: false,
+        },
+    }
 }
 
 /// One call to host-init; the connection it passes back, if any.
@@ -119,14 +169,11 @@ pub fn json_error(status: u16, msg: impl Into<String>) -> (u16, Value) {
     (status, serde_json::json!(ErrorBody::new(msg)))
 }
 
-pub type Tls = rustls::StreamOwned<rustls::ServerConnection, Timed>;
-
 /// The answer to a body that could not be read; `what` names it ("body",
 /// "file") in the size refusal.
 pub fn body_refusal(e: http::BodyError, what: &str) -> (u16, Value) {
     match e {
         http::BodyError::TooLarge(cap) => json_error(413, format!("{what} over {cap} bytes")),
-        http::BodyError::LengthRequired => json_error(411, "send a Content-Length"),
         http::BodyError::Io(e) => json_error(400, format!("reading the body: {e}")),
     }
 }
@@ -153,9 +200,9 @@ pub fn open_agent(
     }
 }
 
-fn read_json(req: &http::Request, tls: &mut Tls) -> Result<Value, (u16, Value)> {
-    let body =
-        http::read_body(req, tls, MAX_FORWARDED_JSON).map_err(|e| body_refusal(e, "body"))?;
+fn read_json(req: &http::Request, io: &mut Exchange) -> Result<Value, (u16, Value)> {
+    let body = http::read_body(req, &mut io.body, MAX_FORWARDED_JSON)
+        .map_err(|e| body_refusal(e, "body"))?;
     parse_json(&body)
 }
 
@@ -193,31 +240,20 @@ fn label_ok(s: &str) -> bool {
 }
 
 /// Answers one request; None when the handler already wrote the response.
-pub fn route(shared: &Shared, req: &http::Request, tls: &mut Tls) -> Option<(u16, Value)> {
+pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<(u16, Value)> {
     let simple = |c: Call| {
         let (r, _) = call(shared, &req.bearer, c);
         Some((r.status, r.body))
     };
     // A call whose body is the request's JSON.
-    let with_body = |tls: &mut Tls, make: &dyn Fn(Value) -> Call| match read_json(req, tls) {
+    let with_body = |io: &mut Exchange, make: &dyn Fn(Value) -> Call| match read_json(req, io) {
         Ok(v) => simple(make(v)),
         Err(e) => Some(e),
     };
     match routes::resolve(&req.method, &req.path) {
-        Route::Health => Some(match status(shared) {
-            Some(s) => (
-                200,
-                serde_json::json!(paddock_api_types::Health {
-                    status: if s.state == "ready" { "ok" } else { "degraded" }.into(),
-                    state: s.state,
-                    version: s.version,
-                    workspaces: s.workspaces,
-                    uptime_s: s.uptime_s,
-                }),
-            ),
-            None => json_error(503, "host-init did not answer"),
-        }),
-        Route::CreateWorkspace => with_body(tls, &|spec| Call::CreateWorkspace { spec }),
+        // Answered before a handler runs (api::conn).
+        Route::Health => Some(json_error(500, "health is answered elsewhere")),
+        Route::CreateWorkspace => with_body(io, &|spec| Call::CreateWorkspace { spec }),
         Route::ListWorkspaces => {
             let mut labels = Vec::new();
             for (k, v) in &req.query {
@@ -241,34 +277,34 @@ pub fn route(shared: &Shared, req: &http::Request, tls: &mut Tls) -> Option<(u16
         Route::GetWorkspace(id) => simple(Call::GetWorkspace { id }),
         Route::DeleteWorkspace(id) => simple(Call::DeleteWorkspace { id }),
         Route::StopWorkspace(id) => simple(Call::StopWorkspace { id }),
-        Route::SetLimits(id) => with_body(tls, &|request| Call::SetLimits {
+        Route::SetLimits(id) => with_body(io, &|request| Call::SetLimits {
             id: id.clone(),
             request,
         }),
-        Route::PublishPort(id) => with_body(tls, &|request| Call::PublishPort {
+        Route::PublishPort(id) => with_body(io, &|request| Call::PublishPort {
             id: id.clone(),
             request,
         }),
         Route::UnpublishPort { id, port } => simple(Call::UnpublishPort { id, port }),
         Route::ListLinks => simple(Call::ListLinks),
-        Route::CreateLink => with_body(tls, &|request| Call::CreateLink { request }),
+        Route::CreateLink => with_body(io, &|request| Call::CreateLink { request }),
         Route::DeleteLink(id) => simple(Call::DeleteLink { id }),
-        Route::SetEgress(id) => with_body(tls, &|request| Call::SetEgress {
+        Route::SetEgress(id) => with_body(io, &|request| Call::SetEgress {
             id: id.clone(),
             request,
         }),
         Route::Quarantine(id) => simple(Call::QuarantineWorkspace { id }),
         Route::DeleteForensics(id) => simple(Call::DeleteForensics { id }),
-        Route::ForensicFile { id, name } => forensic_file(shared, req, tls, &id, &name),
-        Route::Exec(id) => exec(shared, req, tls, &id),
-        Route::Files(id) => files(shared, req, tls, &id),
-        Route::CreateToken => with_body(tls, &|request| Call::CreateToken { request }),
+        Route::ForensicFile { id, name } => forensic_file(shared, req, io, &id, &name),
+        Route::Exec(id) => exec(shared, req, io, &id),
+        Route::Files(id) => files(shared, req, io, &id),
+        Route::CreateToken => with_body(io, &|request| Call::CreateToken { request }),
         Route::ListTokens => simple(Call::ListTokens),
         Route::RevokeToken(id) => simple(Call::RevokeToken { id }),
         Route::RotateToken(id) => simple(Call::RotateToken { id }),
         Route::RotateTls => simple(Call::RotateTls),
         Route::KeyStatus => simple(Call::KeyStatus),
-        Route::RecoverKeys => match read_json(req, tls) {
+        Route::RecoverKeys => match read_json(req, io) {
             Ok(v) => match v.get("recovery_secret").and_then(Value::as_str) {
                 Some(secret) if secret.len() <= 256 => simple(Call::RecoverKeys {
                     secret: secret.to_string(),
@@ -280,7 +316,7 @@ pub fn route(shared: &Shared, req: &http::Request, tls: &mut Tls) -> Option<(u16
             },
             Err(e) => Some(e),
         },
-        Route::ProcessScan => match read_json(req, tls) {
+        Route::ProcessScan => match read_json(req, io) {
             Ok(v) => match v.get("needle").and_then(Value::as_str) {
                 Some(n) => simple(Call::ScanProcesses {
                     needle: n.to_string(),
@@ -292,7 +328,7 @@ pub fn route(shared: &Shared, req: &http::Request, tls: &mut Tls) -> Option<(u16
         Route::DropCaches => simple(Call::DropCaches),
         Route::KillNetServices => simple(Call::KillNetServices),
         Route::ReadConsole(name) => simple(Call::ReadConsole { name }),
-        Route::OpenDisk => match read_json(req, tls) {
+        Route::OpenDisk => match read_json(req, io) {
             Ok(v) => match v.get("workspace").and_then(Value::as_str) {
                 Some(id) if valid_id(id) => simple(Call::ProbeDisk { id: id.to_string() }),
                 _ => Some(json_error(422, "workspace: a workspace id is required")),
@@ -303,7 +339,7 @@ pub fn route(shared: &Shared, req: &http::Request, tls: &mut Tls) -> Option<(u16
             let (r, _) = call(shared, &req.bearer, Call::Metrics);
             match r.body.get("text").and_then(Value::as_str) {
                 Some(text) if r.status == 200 => {
-                    let _ = http::write_text(tls, text);
+                    http::text(&mut io.out, text.to_string());
                     None
                 }
                 _ => Some((r.status, r.body)),
@@ -335,14 +371,19 @@ pub fn route(shared: &Shared, req: &http::Request, tls: &mut Tls) -> Option<(u16
 
 /// Pause after a failed accept.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-/// Each connection thread's stack (std's default is 2 MiB): TLS, the JSON
-/// parser (its recursion stops at 128 levels) and the agent client fit in
-/// a fraction of this.
+/// Threads that serve connections and everything before admission.
+const WORKER_THREADS: usize = 2;
+/// Most handlers running at once. Only admitted requests get one: tenants'
+/// are capped by admission, and beyond those are admins' own.
+const MAX_HANDLERS: usize = 512;
+/// Each thread's stack (std's default is 2 MiB): TLS, the JSON parser (its
+/// recursion stops at 128 levels) and the agent client fit in a fraction
+/// of this.
 const THREAD_STACK: usize = 512 << 10;
 /// Descriptors the API process may hold: each connection takes its socket,
-/// an exchange with host-init, an agent connection and a watcher's handle
-/// on the socket, for every connection and overflow slot.
-const OPEN_FILES: u64 = 4096;
+/// and each request an exchange with host-init and perhaps an agent
+/// connection.
+const OPEN_FILES: u64 = 8192;
 
 /// Raises the soft limit on open descriptors toward `OPEN_FILES` (within
 /// the hard limit), before the seccomp filter forbids it.
@@ -401,19 +442,40 @@ pub fn main() -> std::process::ExitCode {
         eprintln!("paddock-api: {msg}");
         std::process::ExitCode::from(1)
     };
-    let tls = match tls_config(&init) {
-        Ok(t) => Arc::new(t),
+    let mut tls = match tls_config(&init) {
+        Ok(t) => t,
         Err(e) => return fail(&control, format!("TLS configuration: {e}")),
     };
-    let listener = match TcpListener::bind(("0.0.0.0", init.port)) {
+    let mut tls_h1 = tls.clone();
+    tls_h1.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let listener = match std::net::TcpListener::bind(("0.0.0.0", init.port)) {
         Ok(l) => l,
         Err(e) => return fail(&control, format!("binding port {}: {e}", init.port)),
     };
+    if let Err(e) = listener.set_nonblocking(true) {
+        return fail(&control, format!("listening socket: {e}"));
+    }
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(init.port);
     raise_open_files();
     if let Err(e) = super::sandbox::apply() {
         return fail(&control, e.to_string());
     }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKER_THREADS)
+        .max_blocking_threads(MAX_HANDLERS)
+        .thread_stack_size(THREAD_STACK)
+        .enable_io()
+        .enable_time()
+        .build();
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => return fail(&control, format!("starting the runtime: {e}")),
+    };
+    let listener = match runtime.block_on(async { tokio::net::TcpListener::from_std(listener) }) {
+        Ok(l) => l,
+        Err(e) => return fail(&control, format!("listening socket: {e}")),
+    };
     let started = Started {
         port: Some(port),
         error: None,
@@ -422,36 +484,29 @@ pub fn main() -> std::process::ExitCode {
         return std::process::ExitCode::from(1);
     }
     let shared = Arc::new(Shared {
-        tls,
+        tls: Arc::new(tls),
+        tls_h1: Arc::new(tls_h1),
         control,
         admission: Arc::new(Admission::default()),
+        asking: tokio::sync::Semaphore::new(MAX_ASKING),
     });
-    for conn in listener.incoming() {
-        let tcp = match conn {
-            Ok(t) => t,
-            Err(_) => {
-                // Out of descriptors or memory: the pending connection stays
-                // queued, so retrying at once would spin on it.
-                std::thread::sleep(ACCEPT_BACKOFF);
+    runtime.block_on(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(_) => {
+                    // Out of descriptors or memory: the pending connection
+                    // stays queued, so retrying at once would spin on it.
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
+            // Over the caps a client gets an overflow slot (health, admins,
+            // else 503); over those too it is closed unread.
+            let Some(slot) = shared.admission.connect(peer.ip()) else {
                 continue;
-            }
-        };
-        let Some(address) = tcp.peer_addr().ok().map(|a| a.ip()) else {
-            continue;
-        };
-        // Over the caps a client gets an overflow slot (health, admins,
-        // else 503); over those too it is closed unread.
-        let Some(slot) = shared.admission.connect(address) else {
-            continue;
-        };
-        let s = shared.clone();
-        let _ = std::thread::Builder::new()
-            .stack_size(THREAD_STACK)
-            .spawn(move || {
-                let overflow = slot.is_overflow();
-                handle(&s, tcp, address, overflow);
-                drop(slot);
-            });
-    }
-    std::process::ExitCode::SUCCESS
+            };
+            tokio::spawn(serve_connection(shared.clone(), tcp, peer.ip(), slot));
+        }
+    })
 }

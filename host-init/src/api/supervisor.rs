@@ -15,11 +15,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Exchanges served at once (each on a thread of host-init's): one per
-/// connection the API process may hold (api::admission), with room for the
-/// short who-am-I exchange each request starts with, so only a misbehaving
-/// API process, or exchanges left running by one that died, meet it.
-const MAX_EXCHANGES: usize =
-    2 * (super::admission::MAX_CONNECTIONS + super::admission::MAX_OVERFLOW);
+/// request the API process may run (api::admission: tenants', admins'
+/// room, overflow), with as many again for the short who-am-I exchange
+/// each request starts with, so only a misbehaving API process, or
+/// exchanges left running by one that died, meet it.
+const MAX_EXCHANGES: usize = 2
+    * (super::admission::MAX_TENANT_REQUESTS
+        + super::admission::ADMIN_RESERVE
+        + super::admission::MAX_OVERFLOW);
 /// The last of those exchanges serve only admin tokens' calls (and status
 /// and who-am-I, which are quick), so an admin can still revoke, delete or
 /// quarantine when the rest are taken.
@@ -86,8 +89,8 @@ pub fn restart_soon(delay: Duration) {
 /// The API process's memory cgroup.
 const API_CGROUP: &str = "paddock-api";
 /// Its memory.max: requests hold at most a 1 MiB JSON body and 64 KiB of
-/// stream buffers each (uploads and downloads are streamed), so 256
-/// connections fit in a few tens of MiB; 256 MiB leaves room and still
+/// stream buffers each (uploads and downloads are streamed), and an idle
+/// connection tens of KiB, so the caps' worth fits in about 100 MiB; 256 MiB leaves room and still
 /// stops a leak or a parser blow-up long before it squeezes workspaces.
 /// The kernel's OOM kill is a crash like any other: the watcher restarts it.
 const API_MEMORY_MAX: u64 = 256 << 20;

@@ -4,14 +4,15 @@
 
 use super::admission::Permits;
 use super::channel::{Call, Purpose};
+use super::conn::Exchange;
 use super::http;
 use super::server::{
-    body_refusal, call, call_fd, json_error, open_agent, parse_json, query, Shared, Tls, MAX_FILE,
+    body_refusal, call, call_fd, json_error, open_agent, parse_json, query, Shared, MAX_FILE,
 };
 use paddock_api_types::ExecEvent;
 use serde_json::Value;
-use std::net::TcpStream;
-use std::os::unix::net::UnixStream;
+use std::io::Read;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Largest exec request: it carries the command's stdin (base64), which
@@ -27,10 +28,16 @@ const MAX_ENV: usize = 4096;
 
 /// Streams an exec as NDJSON: {"stdout": b64} / {"stderr": b64} events,
 /// then {"exit_code", "signal", "timed_out", "duration_ms"}.
-pub fn exec(shared: &Shared, req: &http::Request, tls: &mut Tls, id: &str) -> Option<(u16, Value)> {
+pub fn exec(
+    shared: &Shared,
+    req: &http::Request,
+    io: &mut Exchange,
+    id: &str,
+) -> Option<(u16, Value)> {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let large = req.content_length.unwrap_or(0) > super::server::MAX_FORWARDED_JSON;
+    // A body of unknown length may be large.
+    let large = req.chunked || req.content_length.unwrap_or(0) > super::server::MAX_FORWARDED_JSON;
     let large = match large.then(|| LARGE_BODIES.take(Duration::ZERO)) {
         Some(None) => {
             return Some(json_error(
@@ -41,7 +48,7 @@ pub fn exec(shared: &Shared, req: &http::Request, tls: &mut Tls, id: &str) -> Op
         Some(Some(permit)) => Some(permit),
         None => None,
     };
-    let raw = match http::read_body(req, tls, MAX_EXEC_JSON) {
+    let raw = match http::read_body(req, &mut io.body, MAX_EXEC_JSON) {
         Ok(b) => b,
         Err(e) => return Some(body_refusal(e, "exec request")),
     };
@@ -97,16 +104,16 @@ pub fn exec(shared: &Shared, req: &http::Request, tls: &mut Tls, id: &str) -> Op
         timeout_ms: body.timeout_s.map(|s| s.saturating_mul(1000)),
     };
     let started = std::time::Instant::now();
-    if http::start_chunked(tls, "application/x-ndjson").is_err() {
-        return None;
-    }
     // Ending the agent session ends the command (the agent kills what a
     // session leaves behind): done when the client is gone, so a long exec
     // never outlives the client that holds its tenant's slot.
-    let (agent_end, client_end) = match (stream.try_clone(), tls.sock.watch_handle()) {
-        (Ok(a), Ok(c)) => (a, c),
-        _ => return Some(json_error(503, "out of descriptors; retry shortly")),
+    let agent_end = match stream.try_clone() {
+        Ok(a) => Arc::new(a),
+        Err(_) => return Some(json_error(503, "out of descriptors; retry shortly")),
     };
+    if http::start_stream(&mut io.out, "application/x-ndjson").is_err() {
+        return None;
+    }
     let client = paddock_agent_client::AgentClient::from_connected(stream);
     let input: Option<Box<dyn std::io::Read + Send>> = stdin.map(|b| {
         Box::new(Stdin {
@@ -114,14 +121,23 @@ pub fn exec(shared: &Shared, req: &http::Request, tls: &mut Tls, id: &str) -> Op
             large,
         }) as Box<dyn std::io::Read + Send>
     });
-    // Dropping `done` wakes the watcher the moment the exec is over (a
-    // polling tick here added up to its length to every exec's answer).
-    let (done, finished) = match UnixStream::pair() {
-        Ok(p) => p,
-        Err(_) => return Some(json_error(503, "out of descriptors; retry shortly")),
-    };
-    let result = std::thread::scope(|s| {
-        s.spawn(|| watch_client(&client_end, &agent_end, &finished));
+    // The client hanging up (or resetting its HTTP/2 stream) drops the
+    // answer's body, which ends the agent session even while the command
+    // prints nothing; `done` stops the watcher when the exec is over.
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    if let Some(gone) = io.out.gone() {
+        let agent = agent_end.clone();
+        io.out.runtime().spawn(async move {
+            tokio::select! {
+                _ = gone => {
+                    let _ = agent.shutdown(std::net::Shutdown::Both);
+                }
+                _ = finished => {}
+            }
+        });
+    }
+    let out = &mut io.out;
+    let result = {
         let mut client_gone = false;
         let result = client.exec(request, input, |o| {
             let event = match o {
@@ -132,14 +148,14 @@ pub fn exec(shared: &Shared, req: &http::Request, tls: &mut Tls, id: &str) -> Op
                     stderr: b64.encode(d),
                 },
             };
-            if !client_gone && http::write_chunk(tls, &ndjson_line(&event)).is_err() {
+            if !client_gone && out.send(&ndjson_line(&event)).is_err() {
                 client_gone = true;
                 let _ = agent_end.shutdown(std::net::Shutdown::Both);
             }
         });
         drop(done);
         result
-    });
+    };
     let duration_ms = started.elapsed().as_millis() as u64;
     let (last, exit_code, signal) = match result {
         Ok(st) => (
@@ -161,8 +177,7 @@ pub fn exec(shared: &Shared, req: &http::Request, tls: &mut Tls, id: &str) -> Op
             None,
         ),
     };
-    let _ = http::write_chunk(tls, &ndjson_line(&last));
-    let _ = http::end_chunks(tls);
+    let _ = io.out.send(&ndjson_line(&last));
     let _ = call(
         shared,
         &req.bearer,
@@ -188,7 +203,7 @@ fn ndjson_line(event: &ExecEvent) -> Vec<u8> {
 pub fn files(
     shared: &Shared,
     req: &http::Request,
-    tls: &mut Tls,
+    io: &mut Exchange,
     id: &str,
 ) -> Option<(u16, Value)> {
     let Some(path) = query(req, "path").map(str::to_string) else {
@@ -222,11 +237,7 @@ pub fn files(
                 }
                 Some(_) => return Some(json_error(422, "mode: octal permission bits, e.g. 644")),
             };
-            if req.chunked {
-                return Some(body_refusal(http::BodyError::LengthRequired, "file"));
-            }
-            let len = req.content_length.unwrap_or(0);
-            if len > MAX_FILE {
+            if req.content_length.unwrap_or(0) > MAX_FILE {
                 return Some(body_refusal(http::BodyError::TooLarge(MAX_FILE), "file"));
             }
             if !root && mode & 0o6000 != 0 {
@@ -245,15 +256,22 @@ pub fn files(
             };
             let client = paddock_agent_client::AgentClient::from_connected(stream).as_user(user);
             // Streamed from the client to the agent: an upload never sits
-            // whole in this process's memory.
-            req.body_taken.set(true);
-            let mut body = http::ExactBody::new(req, tls, len);
+            // whole in this process's memory. Only a body that ended as its
+            // framing says (its Content-Length, or the last chunk) completes
+            // the file; anything else ends the agent session without it.
+            let mut body = Upload {
+                body: &mut io.body,
+                bytes: 0,
+                over: false,
+            };
             let written = client.write_file(&path, mode, &mut body);
-            let complete = body.complete();
+            let (bytes, over) = (body.bytes, body.over);
+            let complete = io.body.ended();
             Some(match written {
+                _ if over => body_refusal(http::BodyError::TooLarge(MAX_FILE), "file"),
                 Ok(()) if complete => (
                     200,
-                    serde_json::json!({"path": path, "bytes": len, "mode": format!("{mode:o}")}),
+                    serde_json::json!({"path": path, "bytes": bytes, "mode": format!("{mode:o}")}),
                 ),
                 Ok(()) => json_error(400, "the body ended before its Content-Length"),
                 Err(e) if !complete => json_error(400, format!("reading the body: {e}")),
@@ -272,22 +290,22 @@ pub fn files(
             let client = paddock_agent_client::AgentClient::from_connected(stream).as_user(user);
             // Streamed as chunks as the agent sends them; the answer starts
             // with the first bytes, so an error before them is still a status.
-            let mut out = ChunkedOut {
-                tls,
-                started: false,
+            let mut out = Download {
+                out: &mut io.out,
                 left: MAX_FILE,
             };
             match client.read_file(&path, &mut out) {
-                Ok(_) if out.started => {
-                    let _ = http::end_chunks(out.tls);
-                    None
-                }
+                Ok(_) if out.out.started() => None,
                 Ok(_) => {
-                    let _ = http::write_bytes(out.tls, &[]);
+                    let _ = http::start_download(out.out, 0);
                     None
                 }
-                // Cut mid-stream: no last chunk, so the client sees a truncated body.
-                Err(_) if out.started => None,
+                // Cut mid-stream: no last chunk (or a reset stream), so the
+                // client sees a truncated body.
+                Err(_) if out.out.started() => {
+                    out.out.abort("the agent's read failed");
+                    None
+                }
                 Err(e) if e.to_string().contains("NotFound") => {
                     Some(json_error(404, e.to_string()))
                 }
@@ -303,7 +321,7 @@ pub fn files(
 pub fn forensic_file(
     shared: &Shared,
     req: &http::Request,
-    tls: &mut Tls,
+    io: &mut Exchange,
     id: &str,
     name: &str,
 ) -> Option<(u16, Value)> {
@@ -315,21 +333,21 @@ pub fn forensic_file(
     let len = reply.body.get("bytes").and_then(Value::as_u64);
     match (fd, len) {
         (Some(fd), Some(len)) if reply.status == 200 => {
-            let _ = http::write_from(tls, &mut std::fs::File::from(fd), len);
+            let _ = http::send_from(&mut io.out, &mut std::fs::File::from(fd), len);
             None
         }
         _ => Some((reply.status, reply.body)),
     }
 }
 
-/// A download's bytes as response chunks, the head sent with the first.
-struct ChunkedOut<'a> {
-    tls: &'a mut Tls,
-    started: bool,
+/// A download's bytes as they come from the agent, the head sent with the
+/// first.
+struct Download<'a> {
+    out: &'a mut super::bridge::Responder,
     left: u64,
 }
 
-impl std::io::Write for ChunkedOut<'_> {
+impl std::io::Write for Download<'_> {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         if data.len() as u64 > self.left {
             return Err(std::io::Error::other(format!("file over {MAX_FILE} bytes")));
@@ -337,16 +355,34 @@ impl std::io::Write for ChunkedOut<'_> {
         if data.is_empty() {
             return Ok(0);
         }
-        if !self.started {
-            http::start_chunked(self.tls, "application/octet-stream")?;
-            self.started = true;
+        if !self.out.started() {
+            http::start_stream(self.out, "application/octet-stream")?;
         }
         self.left -= data.len() as u64;
-        http::write_chunk(self.tls, data)?;
+        self.out.send(data)?;
         Ok(data.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// An upload's body on its way to the agent, counted and capped.
+struct Upload<'a> {
+    body: &'a mut super::bridge::BodyReader,
+    bytes: u64,
+    over: bool,
+}
+
+impl Read for Upload<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.body.read(buf)?;
+        self.bytes += n as u64;
+        if self.bytes > MAX_FILE {
+            self.over = true;
+            return Err(std::io::Error::other(format!("file over {MAX_FILE} bytes")));
+        }
+        Ok(n)
     }
 }
 
@@ -365,46 +401,5 @@ impl std::io::Read for Stdin {
             self.large = None;
         }
         Ok(n)
-    }
-}
-
-/// Watches the client's socket while an exec runs (nothing is read from it
-/// then): when the client hangs up (FIN, reset, keepalive failure), ends
-/// the agent session, and so the command and the request. Returns when
-/// the exec is over (`finished`'s other end closed).
-fn watch_client(client: &TcpStream, agent: &UnixStream, finished: &UnixStream) {
-    use std::os::fd::AsRawFd;
-    let gone = libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL;
-    loop {
-        // POLLIN is not asked of the client: bytes it sends now (a TLS
-        // alert, a pipelined request) are left for TLS; only a hang-up
-        // counts.
-        let mut fds = [
-            libc::pollfd {
-                fd: client.as_raw_fd(),
-                events: libc::POLLRDHUP,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: finished.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: poll on two pollfds we own, for open descriptors.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if n < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return;
-        }
-        if fds[1].revents != 0 {
-            return;
-        }
-        if fds[0].revents & gone != 0 {
-            let _ = agent.shutdown(std::net::Shutdown::Both);
-            return;
-        }
     }
 }
