@@ -3,6 +3,8 @@
 // Each test binary compiles this module and uses only some of it.
 #![allow(dead_code)]
 
+pub mod fake_api;
+
 /// A child process (the API process) that must not outlive a failed
 /// assertion: it inherits the test's output, and the harness would wait on
 /// it forever.
