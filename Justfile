@@ -167,6 +167,29 @@ bench-proxy runs="2000": deps
     PADDOCK_INIT_BIN=$PWD/target/release/paddock-init PADDOCK_BENCH_RUNS={{runs}} \
         cargo run -q --release --locked -p paddock-tests --bin paddock-bench-proxy
 
+# The API process's HTTP: requests/s and p50/p99 for a GET and a small exec, new connection each
+# and kept alive, against a fake host-init; side by side with the API process as of `base` (a git
+# revision, built once into ~/.cache/paddock/api-baseline-REV), "" for none.
+bench-api-http runs="4000" base="eb279a3": deps
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release --locked -p paddock-init --bin paddock-init
+    baseline=""
+    if [ -n "{{base}}" ]; then
+        rev=$(git rev-parse --short "{{base}}")
+        dir=${PADDOCK_CACHE:-$HOME/.cache/paddock}/api-baseline-$rev
+        if [ ! -x "$dir/paddock-init" ]; then
+            src=$(mktemp -d)
+            git worktree add --detach "$src" "$rev" >/dev/null
+            (cd "$src" && CARGO_TARGET_DIR="$dir/target" cargo build --release --locked -p paddock-init --bin paddock-init)
+            mkdir -p "$dir" && cp "$dir/target/release/paddock-init" "$dir/paddock-init"
+            git worktree remove --force "$src"
+        fi
+        baseline=$dir/paddock-init
+    fi
+    PADDOCK_INIT_BIN=$PWD/target/release/paddock-init PADDOCK_API_BASELINE_BIN=$baseline \
+        PADDOCK_BENCH_RUNS={{runs}} cargo run -q --release --locked -p paddock-tests --bin paddock-bench-api-http
+
 # Encrypted vs unencrypted workspace disks (I/O inside a workspace, create and delete), one appliance run.
 bench-disk runs="3": deps static-test
     #!/usr/bin/env bash
