@@ -66,7 +66,12 @@ fn the_openapi_document_matches_the_server() {
             }),
         },
     );
-    assert_eq!(out.reply.status, 201, "{}", out.reply.body);
+    assert_eq!(
+        out.reply.verdict,
+        paddock_init::api::channel::Verdict::Created,
+        "{}",
+        out.reply.body
+    );
     let secret = out.reply.body["secret"]
         .as_str()
         .expect("secret")

@@ -372,13 +372,41 @@ pub enum Purpose {
     },
 }
 
-/// host-init → API, for a Call: the HTTP status and JSON body to answer
+/// What became of a call, as the control plane says it: done, or why not.
+/// The API process says it in HTTP (`api::http::status_of`); the control
+/// plane knows nothing of HTTP.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Ok,
+    Created,
+    /// The request itself is malformed.
+    BadRequest,
+    /// No token, or one that is invalid, expired or revoked.
+    Unauthenticated,
+    /// The token may not do this (or see what it names).
+    Forbidden,
+    NotFound,
+    /// Not now: a quota, the box's capacity, or the thing's state.
+    Conflict,
+    TooLarge,
+    /// Well-formed but out of range, unknown or missing fields.
+    Invalid,
+    TooMany,
+    /// Something on the box failed; nothing the caller can fix.
+    Failed,
+    /// A part it needs is not ready (keys, firewall, an agent).
+    Unavailable,
+    NoSpace,
+}
+
+/// host-init → API, for a Call: the verdict and JSON body to answer
 /// with; `fd` says a descriptor (a connection to a workspace's agent) is
 /// attached to this message.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CallReply {
-    pub status: u16,
+    pub verdict: Verdict,
     pub body: serde_json::Value,
     pub fd: bool,
 }

@@ -13,7 +13,7 @@ use super::admission::{
     Connection, Refusal, TenantRequest, AUTH_WINDOW, MAX_CONNECTIONS, MAX_PER_ADDRESS,
 };
 use super::bridge::{ApiBody, BodyReader, Head, Responder};
-use super::channel::Call;
+use super::channel::{Call, Verdict};
 use super::http::{self, HttpError, Request};
 use super::routes::{self, Route};
 use super::server::{
@@ -325,10 +325,10 @@ async fn who(shared: &Shared, bearer: &str) -> Result<(String, bool), (u16, Valu
     let reply = call_async(shared, bearer, Call::WhoAmI).await;
     let tenant = reply.body.get("tenant").and_then(Value::as_str);
     let admin = reply.body.get("admin").and_then(Value::as_bool);
-    match (reply.status, tenant, admin) {
-        (200, Some(t), Some(a)) => Ok((t.to_string(), a)),
-        (200, _, _) => Err(json_error(503, "host-init gave no identity")),
-        (status, _, _) => Err((status, reply.body)),
+    match (reply.verdict, tenant, admin) {
+        (Verdict::Ok, Some(t), Some(a)) => Ok((t.to_string(), a)),
+        (Verdict::Ok, _, _) => Err(json_error(503, "host-init gave no identity")),
+        (verdict, _, _) => Err((http::status_of(verdict), reply.body)),
     }
 }
 

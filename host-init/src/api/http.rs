@@ -3,6 +3,7 @@
 //! and the answers they give: JSON, text, a 405, or a stream.
 
 use super::bridge::{Head, Responder};
+use super::channel::Verdict;
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use std::io::Read;
 
@@ -124,6 +125,46 @@ impl Request {
     pub fn has_body(&self) -> bool {
         self.chunked || self.content_length.unwrap_or(0) > 0
     }
+}
+
+/// The HTTP status that says a control-plane verdict.
+pub fn status_of(verdict: Verdict) -> u16 {
+    match verdict {
+        Verdict::Ok => 200,
+        Verdict::Created => 201,
+        Verdict::BadRequest => 400,
+        Verdict::Unauthenticated => 401,
+        Verdict::Forbidden => 403,
+        Verdict::NotFound => 404,
+        Verdict::Conflict => 409,
+        Verdict::TooLarge => 413,
+        Verdict::Invalid => 422,
+        Verdict::TooMany => 429,
+        Verdict::Failed => 500,
+        Verdict::Unavailable => 503,
+        Verdict::NoSpace => 507,
+    }
+}
+
+/// The verdict an HTTP status says, for stand-ins of the control plane
+/// that are written in statuses (tests, benchmarks).
+pub fn verdict_of(status: u16) -> Option<Verdict> {
+    const ALL: [Verdict; 13] = [
+        Verdict::Ok,
+        Verdict::Created,
+        Verdict::BadRequest,
+        Verdict::Unauthenticated,
+        Verdict::Forbidden,
+        Verdict::NotFound,
+        Verdict::Conflict,
+        Verdict::TooLarge,
+        Verdict::Invalid,
+        Verdict::TooMany,
+        Verdict::Failed,
+        Verdict::Unavailable,
+        Verdict::NoSpace,
+    ];
+    ALL.into_iter().find(|v| status_of(*v) == status)
 }
 
 /// Why a body could not be read, as the status to answer with.

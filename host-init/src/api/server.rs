@@ -5,10 +5,10 @@
 use super::admission::{Admission, Permits};
 use super::channel::{
     Call, CallReply, ChannelError, Endpoint, Init, Open, Purpose, Request, Started, StatusReply,
-    CHANNEL_FD, MAX_LINE,
+    Verdict, CHANNEL_FD, MAX_LINE,
 };
 use super::conn::{serve_connection, Exchange};
-use super::http;
+use super::http::{self, status_of};
 use super::routes::{self, Route};
 pub use super::routes::{allowed_methods, segments, valid_id};
 use super::transfer::{exec, files, forensic_file};
@@ -118,7 +118,7 @@ pub(super) async fn call_async(shared: &Shared, auth: &str, call: Call) -> CallR
     match ask::<CallReply>(shared, &req).await {
         Ok(reply) if !reply.fd => reply,
         _ => CallReply {
-            status: 503,
+            verdict: Verdict::Unavailable,
             body: serde_json::json!(ErrorBody::new("host-init did not answer")),
             fd: false,
         },
@@ -134,7 +134,7 @@ pub fn call(shared: &Shared, auth: &str, call: Call) -> (CallReply, Option<UnixS
 /// A call whose reply may carry a descriptor of any kind.
 pub fn call_fd(shared: &Shared, auth: &str, call: Call) -> (CallReply, Option<OwnedFd>) {
     let failed = || CallReply {
-        status: 503,
+        verdict: Verdict::Unavailable,
         body: serde_json::json!(ErrorBody::new("host-init did not answer")),
         fd: false,
     };
@@ -149,7 +149,7 @@ pub fn call_fd(shared: &Shared, auth: &str, call: Call) -> (CallReply, Option<Ow
         Ok(()) => {}
         Err(ChannelError::TooLong(_)) => {
             let too_long = CallReply {
-                status: 413,
+                verdict: Verdict::TooLarge,
                 body: serde_json::json!(ErrorBody::new(format!(
                     "request over the {MAX_LINE}-byte limit of calls to the control plane"
                 ))),
@@ -194,9 +194,9 @@ pub fn open_agent(
             purpose,
         },
     );
-    match stream.filter(|_| reply.status == 200) {
+    match stream.filter(|_| reply.verdict == Verdict::Ok) {
         Some(s) => Ok((reply.body, s)),
-        None => Err((reply.status, reply.body)),
+        None => Err((status_of(reply.verdict), reply.body)),
     }
 }
 
@@ -243,7 +243,7 @@ fn label_ok(s: &str) -> bool {
 pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<(u16, Value)> {
     let simple = |c: Call| {
         let (r, _) = call(shared, &req.bearer, c);
-        Some((r.status, r.body))
+        Some((status_of(r.verdict), r.body))
     };
     // A call whose body is the request's JSON.
     let with_body = |io: &mut Exchange, make: &dyn Fn(Value) -> Call| match read_json(req, io) {
@@ -338,11 +338,11 @@ pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
         Route::Metrics => {
             let (r, _) = call(shared, &req.bearer, Call::Metrics);
             match r.body.get("text").and_then(Value::as_str) {
-                Some(text) if r.status == 200 => {
+                Some(text) if r.verdict == Verdict::Ok => {
                     http::text(&mut io.out, text.to_string());
                     None
                 }
-                _ => Some((r.status, r.body)),
+                _ => Some((status_of(r.verdict), r.body)),
             }
         }
         Route::Audit => {

@@ -244,7 +244,8 @@ struct Handlers {
 /// Whether `auth` is an admin token's secret (asked like any who-am-I).
 fn is_admin(h: &Handlers, auth: &str) -> bool {
     let who = (h.calls)(auth, Call::WhoAmI);
-    who.reply.status == 200 && who.reply.body.get("admin") == Some(&serde_json::Value::Bool(true))
+    who.reply.verdict == super::channel::Verdict::Ok
+        && who.reply.body.get("admin") == Some(&serde_json::Value::Bool(true))
 }
 
 /// One request from the API process and its answer; `crowded`: the
@@ -266,7 +267,7 @@ fn serve_exchange(h: &Handlers, socket: OwnedFd, crowded: bool) {
             if crowded && !matches!(call, Call::WhoAmI) && !is_admin(h, &auth) =>
         {
             let busy = CallReply {
-                status: 503,
+                verdict: super::channel::Verdict::Unavailable,
                 body: serde_json::json!(paddock_api_types::ErrorBody::new("host-init is serving as many calls as it allows for non-admin tokens; retry shortly")),
                 fd: false,
             };
@@ -301,7 +302,7 @@ mod tests {
     fn outcome(status: u16, body: serde_json::Value) -> Outcome {
         Outcome {
             reply: CallReply {
-                status,
+                verdict: crate::api::http::verdict_of(status).expect("a status we use"),
                 body,
                 fd: false,
             },
@@ -351,18 +352,18 @@ mod tests {
             auth: auth.into(),
             call: Call::ListTokens,
         };
-        assert_eq!(exchange(&h, &list("tenant"), false)["status"], 200);
+        assert_eq!(exchange(&h, &list("tenant"), false)["verdict"], "ok");
         assert_eq!(forwarded.load(Ordering::SeqCst), 1);
         let refused = exchange(&h, &list("tenant"), true);
-        assert_eq!(refused["status"], 503, "{refused}");
+        assert_eq!(refused["verdict"], "unavailable", "{refused}");
         assert_eq!(forwarded.load(Ordering::SeqCst), 1, "not forwarded");
-        assert_eq!(exchange(&h, &list("admin"), true)["status"], 200);
+        assert_eq!(exchange(&h, &list("admin"), true)["verdict"], "ok");
         assert_eq!(forwarded.load(Ordering::SeqCst), 2);
         let who = Request::Call {
             auth: "tenant".into(),
             call: Call::WhoAmI,
         };
-        assert_eq!(exchange(&h, &who, true)["status"], 200);
+        assert_eq!(exchange(&h, &who, true)["verdict"], "ok");
         assert_eq!(exchange(&h, &Request::Status, true)["state"], "ready");
     }
 }

@@ -3,7 +3,7 @@
 //! never held whole), and forensic files (from a descriptor host-init opens).
 
 use super::admission::Permits;
-use super::channel::{Call, Purpose};
+use super::channel::{Call, Purpose, Verdict};
 use super::conn::Exchange;
 use super::http;
 use super::server::{
@@ -332,11 +332,11 @@ pub fn forensic_file(
     let (reply, fd) = call_fd(shared, &req.bearer, call);
     let len = reply.body.get("bytes").and_then(Value::as_u64);
     match (fd, len) {
-        (Some(fd), Some(len)) if reply.status == 200 => {
+        (Some(fd), Some(len)) if reply.verdict == Verdict::Ok => {
             let _ = http::send_from(&mut io.out, &mut std::fs::File::from(fd), len);
             None
         }
-        _ => Some((reply.status, reply.body)),
+        _ => Some((http::status_of(reply.verdict), reply.body)),
     }
 }
 

@@ -1,6 +1,8 @@
-//! The control plane's decisions: who the caller is (401), whether they may
-//! (403, without revealing whether a workspace they may not see exists),
-//! whether the box has room (409), and then doing it and writing it down.
+//! The control plane's decisions: who the caller is, whether they may
+//! (without revealing whether a workspace they may not see exists), whether
+//! the box has room, and then doing it and writing it down. Each answer is
+//! a `Verdict` and a body; what that is in HTTP is the API process's
+//! business (api::http::status_of).
 
 use super::access::TokenTree;
 use super::audit::{now_s, AuditLog};
@@ -10,7 +12,7 @@ use super::store::{Store, StoreError, TOKENS, WORKSPACES};
 use super::tokens::{hash_secret, Scope, TokenRecord};
 use super::workspace::SpecProblems as _;
 use super::workspace::{WorkspaceRecord, WorkspaceSpec, WsState};
-use crate::api::channel::{Call, CallReply, Purpose};
+use crate::api::channel::{Call, CallReply, Purpose, Verdict};
 use crate::net::policy::CheckEgress as _;
 use crate::{info, warn};
 use paddock_api_types::{Deleted, ErrorBody, WorkspaceList};
@@ -62,18 +64,18 @@ pub struct Outcome {
 
 /// An answer: a wire type of paddock_api_types (or, for the shapes it does
 /// not hold yet, a JSON value).
-fn reply(status: u16, body: impl serde::Serialize) -> Outcome {
-    let (status, body) = match serde_json::to_value(body) {
-        Ok(body) => (status, body),
+fn reply(verdict: Verdict, body: impl serde::Serialize) -> Outcome {
+    let (verdict, body) = match serde_json::to_value(body) {
+        Ok(body) => (verdict, body),
         // Only a map with non-string keys fails, and none of ours has one.
         Err(e) => (
-            500,
+            Verdict::Failed,
             json!(ErrorBody::new(format!("shaping the answer: {e}"))),
         ),
     };
     Outcome {
         reply: CallReply {
-            status,
+            verdict,
             body,
             fd: false,
         },
@@ -81,13 +83,16 @@ fn reply(status: u16, body: impl serde::Serialize) -> Outcome {
     }
 }
 
-fn error(status: u16, msg: impl Into<String>) -> Outcome {
-    reply(status, ErrorBody::new(msg))
+fn error(verdict: Verdict, msg: impl Into<String>) -> Outcome {
+    reply(verdict, ErrorBody::new(msg))
 }
 
 fn store_err(e: StoreError) -> Outcome {
     warn!("state database: {e}");
-    error(500, "the state database failed; nothing was changed")
+    error(
+        Verdict::Failed,
+        "the state database failed; nothing was changed",
+    )
 }
 
 fn mem_total_mib() -> u64 {
@@ -266,29 +271,34 @@ impl Control {
         }
     }
 
-    fn refuse(&self, status: u16, why: &str, token: Option<&str>, what: &str) -> Outcome {
+    fn refuse(&self, verdict: Verdict, why: &str, token: Option<&str>, what: &str) -> Outcome {
         self.audit.record(
             "request_refused",
-            json!({"status": status, "reason": why, "token": token, "request": what}),
+            json!({"refusal": verdict, "reason": why, "token": token, "request": what}),
         );
-        error(status, why)
+        error(verdict, why)
     }
 
     fn authenticate(&self, secret: &str, what: &str) -> Result<TokenRecord, Outcome> {
         if secret.is_empty() {
-            return Err(self.refuse(401, "missing bearer token", None, what));
+            return Err(self.refuse(Verdict::Unauthenticated, "missing bearer token", None, what));
         }
         let hash = hash_secret(secret);
         let tree = self.tree();
         let Some(tok) = tree.by_hash(&hash).cloned() else {
             drop(tree);
-            return Err(self.refuse(401, "invalid, expired or revoked token", None, what));
+            return Err(self.refuse(
+                Verdict::Unauthenticated,
+                "invalid, expired or revoked token",
+                None,
+                what,
+            ));
         };
         // Revoking or expiring any ancestor ends every token minted under it.
         if !tree.is_live(&tok, now_s()) {
             drop(tree);
             return Err(self.refuse(
-                401,
+                Verdict::Unauthenticated,
                 "invalid, expired or revoked token",
                 Some(&tok.id),
                 what,
@@ -302,7 +312,7 @@ impl Control {
             Ok(())
         } else {
             Err(self.refuse(
-                403,
+                Verdict::Forbidden,
                 &format!("this token lacks the {scope:?} scope"),
                 Some(&tok.id),
                 what,
@@ -324,9 +334,16 @@ impl Control {
             .map_err(store_err)?;
         match ws {
             Some(w) if self.tree().sees(tok, &w) => Ok(w),
-            None if tok.has(Scope::Admin) => Err(error(404, format!("no workspace {id}"))),
+            None if tok.has(Scope::Admin) => {
+                Err(error(Verdict::NotFound, format!("no workspace {id}")))
+            }
             // The same answer whether it exists or not.
-            _ => Err(self.refuse(403, "no such workspace for this token", Some(&tok.id), what)),
+            _ => Err(self.refuse(
+                Verdict::Forbidden,
+                "no such workspace for this token",
+                Some(&tok.id),
+                what,
+            )),
         }
     }
 
@@ -395,23 +412,23 @@ impl Control {
                     .filter(|w| labels.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
                     .map(WorkspaceRecord::public)
                     .collect();
-                Ok(reply(200, WorkspaceList { workspaces }))
+                Ok(reply(Verdict::Ok, WorkspaceList { workspaces }))
             }
             Call::GetWorkspace { id } => Ok(reply(
-                200,
+                Verdict::Ok,
                 self.workspace(tok, &id, Scope::Read, what)?.public(),
             )),
             Call::DeleteWorkspace { id } => {
                 let ws = self.workspace(tok, &id, Scope::Delete, what)?;
                 self.quarantine_is_admins(tok, &ws, what)?;
-                runner::destroy(&ws.id).map_err(|e| error(500, e.to_string()))?;
+                runner::destroy(&ws.id).map_err(|e| error(Verdict::Failed, e.to_string()))?;
                 self.store.delete(WORKSPACES, &ws.id).map_err(store_err)?;
                 self.drop_links_of(&ws.id);
                 self.audit.record(
                     "workspace_deleted",
                     json!({"workspace": ws.id, "token": tok.id}),
                 );
-                Ok(reply(200, Deleted { deleted: ws.id }))
+                Ok(reply(Verdict::Ok, Deleted { deleted: ws.id }))
             }
             Call::StopWorkspace { id } => {
                 let mut ws = self.workspace(tok, &id, Scope::Delete, what)?;
@@ -423,7 +440,7 @@ impl Control {
                     "workspace_stopped",
                     json!({"workspace": ws.id, "token": tok.id}),
                 );
-                Ok(reply(200, ws.public()))
+                Ok(reply(Verdict::Ok, ws.public()))
             }
             Call::SetLimits { id, request } => {
                 self.need(tok, Scope::Admin, what)?;
@@ -449,22 +466,27 @@ impl Control {
                 self.need(tok, Scope::Admin, what)?;
                 if forensics::file(&id, &name).is_none() {
                     return Err(error(
-                        404,
+                        Verdict::NotFound,
                         format!("no forensic {name:?} for workspace {id} (files: manifest, memory, disk, audit)"),
                     ));
                 }
-                let mut f = forensics::open(&id, &name)
-                    .map_err(|e| error(500, format!("opening forensic {name} of {id}: {e}")))?;
+                let mut f = forensics::open(&id, &name).map_err(|e| {
+                    error(
+                        Verdict::Failed,
+                        format!("opening forensic {name} of {id}: {e}"),
+                    )
+                })?;
                 let path = forensics::snapshot_dir(&id).join(&name);
-                let bytes = forensics::size(&mut f)
-                    .map_err(|e| error(500, format!("sizing {}: {e}", path.display())))?;
+                let bytes = forensics::size(&mut f).map_err(|e| {
+                    error(Verdict::Failed, format!("sizing {}: {e}", path.display()))
+                })?;
                 self.audit.record(
                     "forensics_read",
                     json!({"workspace": id, "token": tok.id, "file": name}),
                 );
                 Ok(Outcome {
                     reply: CallReply {
-                        status: 200,
+                        verdict: Verdict::Ok,
                         body: json!({"bytes": bytes}),
                         fd: true,
                     },
@@ -479,10 +501,13 @@ impl Control {
                             "forensics_deleted",
                             json!({"workspace": id, "token": tok.id}),
                         );
-                        Ok(reply(200, Deleted { deleted: id }))
+                        Ok(reply(Verdict::Ok, Deleted { deleted: id }))
                     }
-                    Ok(false) => Err(error(404, format!("no forensic snapshot of {id}"))),
-                    Err(e) => Err(error(500, e.to_string())),
+                    Ok(false) => Err(error(
+                        Verdict::NotFound,
+                        format!("no forensic snapshot of {id}"),
+                    )),
+                    Err(e) => Err(error(Verdict::Failed, e.to_string())),
                 }
             }
             Call::OpenAgent { id, purpose } => {
@@ -501,7 +526,7 @@ impl Control {
                 );
                 if as_root && !tok.has(Scope::Exec) {
                     return Err(self.refuse(
-                        403,
+                        Verdict::Forbidden,
                         "file operations as root need the exec scope too (files alone run as the agent user)",
                         Some(&tok.id),
                         what,
@@ -509,14 +534,14 @@ impl Control {
                 }
                 if ws.state != WsState::Running {
                     return Err(error(
-                        409,
+                        Verdict::Conflict,
                         format!("workspace {id} is {:?}, not running", ws.state),
                     ));
                 }
                 let client = paddock_agent_client::AgentClient::new(runner::vsock_path(&ws.id));
-                let stream = client
-                    .connect_raw()
-                    .map_err(|e| error(503, format!("the workspace's agent: {e}")))?;
+                let stream = client.connect_raw().map_err(|e| {
+                    error(Verdict::Unavailable, format!("the workspace's agent: {e}"))
+                })?;
                 match &purpose {
                     Purpose::Exec { argv0 } => {
                         *self
@@ -546,7 +571,7 @@ impl Control {
                 };
                 Ok(Outcome {
                     reply: CallReply {
-                        status: 200,
+                        verdict: Verdict::Ok,
                         body: json!({"env": env}),
                         fd: true,
                     },
@@ -565,7 +590,7 @@ impl Control {
                     "exec_ended",
                     json!({"workspace": ws.id, "token": tok.id, "argv0": argv0, "exit_code": exit_code, "signal": signal, "duration_ms": duration_ms}),
                 );
-                Ok(reply(200, json!({})))
+                Ok(reply(Verdict::Ok, json!({})))
             }
             Call::CreateToken { request } => self.mint_token(tok, request, what),
             Call::ListTokens => self.list_tokens(tok, what),
@@ -573,8 +598,9 @@ impl Control {
             Call::RotateToken { id } => self.rotate_token(tok, &id, what),
             Call::RotateTls => {
                 self.need(tok, Scope::Admin, what)?;
-                let id = crate::tls::rotate(&self.state_dir)
-                    .map_err(|e| error(500, format!("rotating the TLS identity: {e}")))?;
+                let id = crate::tls::rotate(&self.state_dir).map_err(|e| {
+                    error(Verdict::Failed, format!("rotating the TLS identity: {e}"))
+                })?;
                 crate::api::supervisor::replace_identity(&id.cert_pem, &id.key_pem);
                 crate::status::SCREEN.update(|s| s.fingerprint = Some(id.fingerprint.clone()));
                 self.audit.record(
@@ -590,38 +616,46 @@ impl Control {
                 // has had time to send it.
                 crate::api::supervisor::restart_soon(Duration::from_millis(750));
                 Ok(reply(
-                    200,
+                    Verdict::Ok,
                     json!({"fingerprint": id.fingerprint, "note": "the API restarts with the new certificate within 2 s; pin the new fingerprint"}),
                 ))
             }
             Call::KeyStatus => {
                 self.need(tok, Scope::Admin, what)?;
-                let store = crate::keys::store().map_err(|e| error(503, e.to_string()))?;
+                let store =
+                    crate::keys::store().map_err(|e| error(Verdict::Unavailable, e.to_string()))?;
                 let (state, detail) = store.summary();
-                Ok(reply(200, json!({"state": state, "detail": detail})))
+                Ok(reply(
+                    Verdict::Ok,
+                    json!({"state": state, "detail": detail}),
+                ))
             }
             Call::RecoverKeys { secret } => {
                 self.need(tok, Scope::Admin, what)?;
-                let store = crate::keys::store().map_err(|e| error(503, e.to_string()))?;
+                let store =
+                    crate::keys::store().map_err(|e| error(Verdict::Unavailable, e.to_string()))?;
                 match store.recover(&secret) {
                     Ok(summary) => {
                         self.audit
                             .record("keys_recovered", json!({"by": tok.id, "result": summary}));
                         warn!("disk keys: {summary}");
                         crate::status::SCREEN.update(|s| s.keys = Some(summary.clone()));
-                        Ok(reply(200, json!({"state": "ready", "detail": summary})))
+                        Ok(reply(
+                            Verdict::Ok,
+                            json!({"state": "ready", "detail": summary}),
+                        ))
                     }
                     Err(e) => {
                         self.audit.record(
                             "keys_recovery_refused",
                             json!({"by": tok.id, "reason": e.to_string()}),
                         );
-                        let status = match e {
-                            crate::keys::KeyError::WrongRecovery => 403,
-                            crate::keys::KeyError::NotLocked => 409,
-                            _ => 500,
+                        let verdict = match e {
+                            crate::keys::KeyError::WrongRecovery => Verdict::Forbidden,
+                            crate::keys::KeyError::NotLocked => Verdict::Conflict,
+                            _ => Verdict::Failed,
                         };
-                        Err(error(status, e.to_string()))
+                        Err(error(verdict, e.to_string()))
                     }
                 }
             }
@@ -631,7 +665,7 @@ impl Control {
             | Call::ReadConsole { .. }
             | Call::ProbeDisk { .. }) => self.probe(tok, call, what),
             Call::WhoAmI => Ok(reply(
-                200,
+                Verdict::Ok,
                 json!({"token": tok.id, "admin": tok.has(Scope::Admin), "tenant": self.tenant_of(tok)}),
             )),
             Call::Metrics => {
@@ -640,14 +674,14 @@ impl Control {
                 // The resolver's and the proxy's refusals, up to now.
                 crate::net_services::flush();
                 Ok(reply(
-                    200,
+                    Verdict::Ok,
                     json!({"text": super::metrics::render(&visible, &execs)}),
                 ))
             }
             Call::ReadAudit { filters, limit } => {
                 self.need(tok, Scope::Admin, what)?;
                 Ok(reply(
-                    200,
+                    Verdict::Ok,
                     json!({"events": self.audit.read(&filters, limit.clamp(1, 10_000))}),
                 ))
             }
@@ -663,7 +697,7 @@ impl Control {
     ) -> Result<(), Outcome> {
         if ws.state == WsState::Quarantined && !tok.has(Scope::Admin) {
             return Err(self.refuse(
-                403,
+                Verdict::Forbidden,
                 &format!(
                     "workspace {} is quarantined; only an admin may stop or delete it",
                     ws.id
@@ -692,12 +726,12 @@ impl Control {
             net_connections_per_s: Option<u64>,
         }
         let req: LimitsRequest = serde_json::from_value(request)
-            .map_err(|e| error(422, format!("limits request: {e}")))?;
+            .map_err(|e| error(Verdict::Invalid, format!("limits request: {e}")))?;
         let disk = req.disk_mib_per_s.is_some() || req.disk_iops.is_some();
         let net = req.net_mib_per_s.is_some() || req.net_connections_per_s.is_some();
         if !disk && !net {
             return Err(error(
-                422,
+                Verdict::Invalid,
                 "give one or more of disk_mib_per_s, disk_iops, net_mib_per_s, net_connections_per_s",
             ));
         }
@@ -713,11 +747,11 @@ impl Control {
             .filter(|p| p.starts_with("disk_") || p.starts_with("net_"))
             .collect();
         if !problems.is_empty() {
-            return Err(error(422, problems.join("; ")));
+            return Err(error(Verdict::Invalid, problems.join("; ")));
         }
         if ws.state != WsState::Running {
             return Err(error(
-                409,
+                Verdict::Conflict,
                 format!("workspace {} is {:?}, not running", ws.id, ws.state),
             ));
         }
@@ -736,16 +770,18 @@ impl Control {
         let limits = super::limits::Limits::for_workspace(&ws);
         if disk {
             runner::set_rate(&ws.id, "data", limits.disk_bps, Some(limits.disk_iops))
-                .map_err(|e| error(503, e.to_string()))?;
+                .map_err(|e| error(Verdict::Unavailable, e.to_string()))?;
         }
         if req.net_mib_per_s.is_some() {
             runner::set_rate(&ws.id, "net", limits.net_bps, None)
-                .map_err(|e| error(503, e.to_string()))?;
+                .map_err(|e| error(Verdict::Unavailable, e.to_string()))?;
         }
         if req.net_connections_per_s.is_some() {
             if let Some(slot) = runner::slot(&ws) {
-                let entry = runner::ws_net(&ws, slot).map_err(|e| error(503, e.to_string()))?;
-                crate::net::firewall::set(entry).map_err(|e| error(503, e.to_string()))?;
+                let entry = runner::ws_net(&ws, slot)
+                    .map_err(|e| error(Verdict::Unavailable, e.to_string()))?;
+                crate::net::firewall::set(entry)
+                    .map_err(|e| error(Verdict::Unavailable, e.to_string()))?;
             }
         }
         self.store.put(WORKSPACES, &ws.id, &ws).map_err(store_err)?;
@@ -753,7 +789,7 @@ impl Control {
             "workspace_limits_changed",
             json!({"workspace": ws.id, "token": tok.id, "disk_bytes_per_s": limits.disk_bps, "disk_ops_per_s": limits.disk_iops, "net_bytes_per_s": limits.net_bps, "net_connections_per_s": limits.net_connections_per_s}),
         );
-        Ok(reply(200, ws.public()))
+        Ok(reply(Verdict::Ok, ws.public()))
     }
 
     /// Replaces a workspace's egress allowlist; a running workspace's
@@ -765,17 +801,23 @@ impl Control {
         request: Value,
     ) -> Result<Outcome, Outcome> {
         let req: crate::net::policy::EgressRequest = serde_json::from_value(request)
-            .map_err(|e| error(422, format!("egress request: {e}")))?;
-        req.check().map_err(|p| error(422, p.join("; ")))?;
+            .map_err(|e| error(Verdict::Invalid, format!("egress request: {e}")))?;
+        req.check()
+            .map_err(|p| error(Verdict::Invalid, p.join("; ")))?;
         if !matches!(ws.state, WsState::Running | WsState::Stopped) {
-            return Err(error(409, format!("workspace {} is {:?}", ws.id, ws.state)));
+            return Err(error(
+                Verdict::Conflict,
+                format!("workspace {} is {:?}", ws.id, ws.state),
+            ));
         }
         let before = ws.egress.clone();
         ws.egress = req;
         if ws.state == WsState::Running {
             if let Some(slot) = runner::slot(&ws) {
-                let entry = runner::ws_net(&ws, slot).map_err(|e| error(503, e.to_string()))?;
-                crate::net::firewall::set(entry).map_err(|e| error(503, e.to_string()))?;
+                let entry = runner::ws_net(&ws, slot)
+                    .map_err(|e| error(Verdict::Unavailable, e.to_string()))?;
+                crate::net::firewall::set(entry)
+                    .map_err(|e| error(Verdict::Unavailable, e.to_string()))?;
             }
         }
         self.store.put(WORKSPACES, &ws.id, &ws).map_err(store_err)?;
@@ -783,7 +825,7 @@ impl Control {
             "workspace_egress_changed",
             json!({"workspace": ws.id, "token": tok.id, "before": before, "after": ws.egress}),
         );
-        Ok(reply(200, ws.public()))
+        Ok(reply(Verdict::Ok, ws.public()))
     }
 
     /// Encrypts a new workspace's env values under its (new) disk key.
@@ -796,13 +838,18 @@ impl Control {
             return Ok(None);
         }
         let name = runner::key_name(id);
-        let store = crate::keys::store().map_err(|e| error(503, e.to_string()))?;
-        let plain = serde_json::to_vec(env).map_err(|e| error(500, e.to_string()))?;
+        let store = crate::keys::store().map_err(|e| error(Verdict::Unavailable, e.to_string()))?;
+        let plain = serde_json::to_vec(env).map_err(|e| error(Verdict::Failed, e.to_string()))?;
         store
             .disk_key(&name)
             .and_then(|_| store.seal(&name, &plain))
             .map(Some)
-            .map_err(|e| error(503, format!("sealing the workspace's env: {e}")))
+            .map_err(|e| {
+                error(
+                    Verdict::Unavailable,
+                    format!("sealing the workspace's env: {e}"),
+                )
+            })
     }
 
     /// A workspace's env values, decrypted for an exec.
@@ -813,30 +860,36 @@ impl Control {
         let Some(sealed) = &ws.env_sealed else {
             return Ok(ws.env.clone());
         };
-        let store = crate::keys::store().map_err(|e| error(503, e.to_string()))?;
+        let store = crate::keys::store().map_err(|e| error(Verdict::Unavailable, e.to_string()))?;
         let plain = store
             .open_sealed(&runner::key_name(&ws.id), sealed)
-            .map_err(|e| error(503, format!("opening the workspace's env: {e}")))?;
-        serde_json::from_slice(&plain).map_err(|e| error(500, format!("the workspace's env: {e}")))
+            .map_err(|e| {
+                error(
+                    Verdict::Unavailable,
+                    format!("opening the workspace's env: {e}"),
+                )
+            })?;
+        serde_json::from_slice(&plain)
+            .map_err(|e| error(Verdict::Failed, format!("the workspace's env: {e}")))
     }
 
     fn create(&self, tok: &TokenRecord, spec: Value, what: &str) -> Result<Outcome, Outcome> {
         self.need(tok, Scope::Create, what)?;
         if tok.workspace_ids.is_some() {
             return Err(self.refuse(
-                403,
+                Verdict::Forbidden,
                 "a token limited to given workspaces cannot create new ones",
                 Some(&tok.id),
                 what,
             ));
         }
         let mut spec: WorkspaceSpec = serde_json::from_value(spec)
-            .map_err(|e| error(422, format!("workspace request: {e}")))?;
+            .map_err(|e| error(Verdict::Invalid, format!("workspace request: {e}")))?;
         for (k, v) in &tok.labels {
             match spec.labels.get(k) {
                 Some(x) if x != v => {
                     return Err(error(
-                        422,
+                        Verdict::Invalid,
                         format!("labels: this token only creates workspaces with {k}={v}"),
                     ))
                 }
@@ -847,18 +900,21 @@ impl Control {
         }
         let problems = spec.problems();
         if !problems.is_empty() {
-            return Err(error(422, problems.join("; ")));
+            return Err(error(Verdict::Invalid, problems.join("; ")));
         }
         // What egress a workspace starts with is the creating token's to
         // grant only within what it was granted (admins: any).
         tok.may_grant(&spec.egress)
-            .map_err(|e| self.refuse(403, &e.to_string(), Some(&tok.id), what))?;
+            .map_err(|e| self.refuse(Verdict::Forbidden, &e.to_string(), Some(&tok.id), what))?;
         let Some(template_dev) = self.template_dev.clone() else {
-            return Err(error(503, "this image has no template partition"));
+            return Err(error(
+                Verdict::Unavailable,
+                "this image has no template partition",
+            ));
         };
         if spec.test_unencrypted_disk && !self.probes_on() {
             return Err(error(
-                422,
+                Verdict::Invalid,
                 "test_unencrypted_disk: only test images make unencrypted disks",
             ));
         }
@@ -876,7 +932,7 @@ impl Control {
                 self.tree()
                     .quota_problem(tok, &all, spec.vcpus, spec.memory_mib, spec.disk_mib)
             {
-                return Err(self.refuse(409, &why, Some(&tok.id), what));
+                return Err(self.refuse(Verdict::Conflict, &why, Some(&tok.id), what));
             }
             let used_mem: u64 = live
                 .iter()
@@ -885,7 +941,7 @@ impl Control {
             let mem_cap = mem_total_mib().saturating_sub(HOST_RESERVE_MIB);
             if used_mem + spec.memory_mib + super::limits::VMM_OVERHEAD_MIB > mem_cap {
                 return Err(self.refuse(
-                    409,
+                    Verdict::Conflict,
                     &format!(
                         "capacity: {} MiB of memory requested, {} MiB free for workspaces",
                         spec.memory_mib,
@@ -898,7 +954,7 @@ impl Control {
             let need = spec.disk_mib + super::console::LOG_DISK_MIB;
             if let Err(why) = super::space::Partition::now(&all).admits(need, false) {
                 return Err(self.refuse(
-                    409,
+                    Verdict::Conflict,
                     &format!("capacity: {} MiB of disk requested: {why}", spec.disk_mib),
                     Some(&tok.id),
                     what,
@@ -908,7 +964,7 @@ impl Control {
             // keys are locked still says what a request would exceed.
             if !spec.test_unencrypted_disk {
                 if let Err(e) = crate::keys::store().and_then(|s| s.check_ready()) {
-                    return Err(error(503, e.to_string()));
+                    return Err(error(Verdict::Unavailable, e.to_string()));
                 }
             }
             let taken: Vec<u32> = all.iter().map(|w| w.uid).collect();
@@ -954,7 +1010,7 @@ impl Control {
                 self.store.put(WORKSPACES, &ws.id, &ws).map_err(store_err)?;
                 self.audit.record("workspace_created", json!({"workspace": ws.id, "token": tok.id, "vcpus": ws.vcpus, "memory_mib": ws.memory_mib, "disk_mib": ws.disk_mib, "ttl_s": ws.expires_at - ws.created_at, "labels": ws.labels}));
                 info!("workspace {} started (pid {pid}, uid {})", ws.id, ws.uid);
-                Ok(reply(201, ws.public()))
+                Ok(reply(Verdict::Created, ws.public()))
             }
             Err(e) => {
                 let _ = runner::destroy(&ws.id);
@@ -963,7 +1019,10 @@ impl Control {
                     "workspace_failed",
                     json!({"workspace": ws.id, "token": tok.id, "reason": e.to_string()}),
                 );
-                Err(error(503, format!("the workspace did not start: {e}")))
+                Err(error(
+                    Verdict::Unavailable,
+                    format!("the workspace did not start: {e}"),
+                ))
             }
         }
     }

@@ -36,7 +36,7 @@ pub struct Seen {
 pub fn outcome(status: u16, body: serde_json::Value, stream: Option<OwnedFd>) -> Outcome {
     Outcome {
         reply: CallReply {
-            status,
+            verdict: paddock_init::api::http::verdict_of(status).expect("a status the fake uses"),
             body,
             fd: stream.is_some(),
         },

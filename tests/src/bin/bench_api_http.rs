@@ -6,7 +6,7 @@
 //! (another build of paddock-init, e.g. before the move to hyper) the same
 //! runs go against it too, side by side. Loopback only. Prints a table.
 
-use paddock_init::api::channel::{Call, CallReply, Init, Purpose, StatusReply};
+use paddock_init::api::channel::{Call, CallReply, Init, Purpose, StatusReply, Verdict};
 use paddock_init::api::supervisor::{spawn, Running};
 use paddock_init::control::service::Outcome;
 use paddock_proto::{read_frame, write_frame, AgentMsg, HostMsg};
@@ -23,7 +23,7 @@ const CLIENTS: usize = 8;
 fn outcome(body: serde_json::Value, stream: Option<OwnedFd>) -> Outcome {
     Outcome {
         reply: CallReply {
-            status: 200,
+            verdict: Verdict::Ok,
             body,
             fd: stream.is_some(),
         },

@@ -4,6 +4,7 @@
 //! (net/firewall.rs), removed with either end.
 
 use super::{error, reply, store_err, Control, Outcome};
+use crate::api::channel::Verdict;
 use crate::control::store::{LINKS, WORKSPACES};
 use crate::control::tokens::{Scope, TokenRecord};
 use crate::control::workspace::{WorkspaceRecord, WsState};
@@ -56,8 +57,12 @@ impl Control {
                 port: l.port,
             })
             .collect();
-        crate::net::firewall::set_links(links)
-            .map_err(|e| error(503, format!("the firewall refused the links: {e}")))
+        crate::net::firewall::set_links(links).map_err(|e| {
+            error(
+                Verdict::Unavailable,
+                format!("the firewall refused the links: {e}"),
+            )
+        })
     }
 
     pub(super) fn list_links(&self, tok: &TokenRecord, what: &str) -> Result<Outcome, Outcome> {
@@ -74,7 +79,7 @@ impl Control {
                 l.public(to.as_ref().and_then(address))
             })
             .collect();
-        Ok(reply(200, LinkList { links }))
+        Ok(reply(Verdict::Ok, LinkList { links }))
     }
 
     pub(super) fn create_link(
@@ -85,19 +90,22 @@ impl Control {
     ) -> Result<Outcome, Outcome> {
         self.need(tok, Scope::Admin, what)?;
         let req: LinkRequest = serde_json::from_value(request)
-            .map_err(|e| error(422, format!("link request: {e}")))?;
+            .map_err(|e| error(Verdict::Invalid, format!("link request: {e}")))?;
         if req.port == 0 {
-            return Err(error(422, "port: 0 is not 1 to 65535"));
+            return Err(error(Verdict::Invalid, "port: 0 is not 1 to 65535"));
         }
         if req.from == req.to {
-            return Err(error(422, "from and to are the same workspace"));
+            return Err(error(
+                Verdict::Invalid,
+                "from and to are the same workspace",
+            ));
         }
         let from = self.workspace(tok, &req.from, Scope::Admin, what)?;
         let to = self.workspace(tok, &req.to, Scope::Admin, what)?;
         for ws in [&from, &to] {
             if ws.state != WsState::Running || address(ws).is_none() {
                 return Err(error(
-                    409,
+                    Verdict::Conflict,
                     format!("workspace {} is {:?} or has no network", ws.id, ws.state),
                 ));
             }
@@ -107,7 +115,10 @@ impl Control {
             .iter()
             .find(|l| l.from == req.from && l.to == req.to && l.port == req.port)
         {
-            return Err(error(409, format!("link {} already allows that", l.id)));
+            return Err(error(
+                Verdict::Conflict,
+                format!("link {} already allows that", l.id),
+            ));
         }
         let link = LinkRecord {
             id: format!("lnk_{}", crate::control::tokens::random_hex(6)),
@@ -126,7 +137,7 @@ impl Control {
             "link_created",
             json!({"link": link.id, "from": link.from, "to": link.to, "port": link.port, "token": tok.id}),
         );
-        Ok(reply(201, link.public(address(&to))))
+        Ok(reply(Verdict::Created, link.public(address(&to))))
     }
 
     pub(super) fn delete_link(
@@ -137,7 +148,7 @@ impl Control {
     ) -> Result<Outcome, Outcome> {
         self.need(tok, Scope::Admin, what)?;
         let Some(link) = self.store.get::<LinkRecord>(LINKS, id).map_err(store_err)? else {
-            return Err(error(404, format!("no link {id}")));
+            return Err(error(Verdict::NotFound, format!("no link {id}")));
         };
         self.store.delete(LINKS, id).map_err(store_err)?;
         self.apply_links()?;
@@ -145,7 +156,7 @@ impl Control {
             "link_deleted",
             json!({"link": link.id, "from": link.from, "to": link.to, "port": link.port, "token": tok.id}),
         );
-        Ok(reply(200, Deleted { deleted: link.id }))
+        Ok(reply(Verdict::Ok, Deleted { deleted: link.id }))
     }
 
     /// Removes the links of a workspace that is going away.

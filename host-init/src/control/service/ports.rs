@@ -3,6 +3,7 @@
 //! firewall (DNAT from the uplink, the answers back out, nothing else).
 
 use super::{error, reply, store_err, Control, Outcome};
+use crate::api::channel::Verdict;
 use crate::control::runner;
 use crate::control::store::WORKSPACES;
 use crate::control::tokens::{Scope, TokenRecord};
@@ -13,10 +14,15 @@ use serde_json::{json, Value};
 impl Control {
     /// Puts the record's published ports into the firewall (running only).
     fn apply_published(&self, ws: &WorkspaceRecord) -> Result<(), Outcome> {
-        let slot = runner::slot(ws)
-            .ok_or_else(|| error(409, format!("workspace {} has no network", ws.id)))?;
-        let entry = runner::ws_net(ws, slot).map_err(|e| error(503, e.to_string()))?;
-        crate::net::firewall::set(entry).map_err(|e| error(503, e.to_string()))
+        let slot = runner::slot(ws).ok_or_else(|| {
+            error(
+                Verdict::Conflict,
+                format!("workspace {} has no network", ws.id),
+            )
+        })?;
+        let entry =
+            runner::ws_net(ws, slot).map_err(|e| error(Verdict::Unavailable, e.to_string()))?;
+        crate::net::firewall::set(entry).map_err(|e| error(Verdict::Unavailable, e.to_string()))
     }
 
     pub(super) fn publish_port(
@@ -29,19 +35,19 @@ impl Control {
         self.need(tok, Scope::Admin, what)?;
         let mut ws = self.workspace(tok, id, Scope::Admin, what)?;
         let req: PublishRequest = serde_json::from_value(request)
-            .map_err(|e| error(422, format!("publish request: {e}")))?;
+            .map_err(|e| error(Verdict::Invalid, format!("publish request: {e}")))?;
         if req.port == 0 {
-            return Err(error(422, "port: 0 is not 1 to 65535"));
+            return Err(error(Verdict::Invalid, "port: 0 is not 1 to 65535"));
         }
         if ws.state != WsState::Running {
             return Err(error(
-                409,
+                Verdict::Conflict,
                 format!("workspace {} is {:?}, not running", ws.id, ws.state),
             ));
         }
         if ws.published.iter().any(|p| p.port == req.port) {
             return Err(error(
-                409,
+                Verdict::Conflict,
                 format!("port {} is already published", req.port),
             ));
         }
@@ -57,7 +63,7 @@ impl Control {
         let host_port = match req.host_port {
             Some(h) if !PUBLISH_RANGE.contains(&h) => {
                 return Err(error(
-                    422,
+                    Verdict::Invalid,
                     format!(
                         "host_port: {h} is not {} to {}",
                         PUBLISH_RANGE.start(),
@@ -66,13 +72,21 @@ impl Control {
                 ))
             }
             Some(h) if taken.contains(&h) => {
-                return Err(error(409, format!("host port {h} is already published")))
+                return Err(error(
+                    Verdict::Conflict,
+                    format!("host port {h} is already published"),
+                ))
             }
             Some(h) => h,
             None => PUBLISH_RANGE
                 .clone()
                 .find(|h| !taken.contains(h))
-                .ok_or_else(|| error(409, "every host port of the publishing range is taken"))?,
+                .ok_or_else(|| {
+                    error(
+                        Verdict::Conflict,
+                        "every host port of the publishing range is taken",
+                    )
+                })?,
         };
         ws.published.push(Published {
             port: req.port,
@@ -85,7 +99,7 @@ impl Control {
             json!({"workspace": ws.id, "port": req.port, "host_port": host_port, "token": tok.id}),
         );
         Ok(reply(
-            201,
+            Verdict::Created,
             PortPublished {
                 workspace: ws.id,
                 port: req.port,
@@ -105,11 +119,14 @@ impl Control {
         let mut ws = self.workspace(tok, id, Scope::Admin, what)?;
         let port: u16 = port
             .parse()
-            .map_err(|_| error(404, format!("no published port {port:?}")))?;
+            .map_err(|_| error(Verdict::NotFound, format!("no published port {port:?}")))?;
         let before = ws.published.len();
         ws.published.retain(|p| p.port != port);
         if ws.published.len() == before {
-            return Err(error(404, format!("port {port} is not published")));
+            return Err(error(
+                Verdict::NotFound,
+                format!("port {port} is not published"),
+            ));
         }
         if ws.state == WsState::Running {
             self.apply_published(&ws)?;
@@ -119,6 +136,6 @@ impl Control {
             "port_unpublished",
             json!({"workspace": ws.id, "port": port, "token": tok.id}),
         );
-        Ok(reply(200, ws.public()))
+        Ok(reply(Verdict::Ok, ws.public()))
     }
 }

@@ -8,6 +8,7 @@
 
 use super::{error, Control, Outcome};
 use crate::api::channel::Call;
+use crate::api::channel::Verdict;
 use crate::control::tokens::TokenRecord;
 
 /// What a caller sees of a probe it may not use: the same 404 as any
@@ -21,7 +22,7 @@ fn absent(call: &Call) -> Outcome {
         Call::ProbeDisk { .. } => "POST /v1/debug/open-disk".to_string(),
         _ => "that".to_string(),
     };
-    error(404, format!("no such endpoint: {endpoint}"))
+    error(Verdict::NotFound, format!("no such endpoint: {endpoint}"))
 }
 
 impl Control {
@@ -53,50 +54,65 @@ impl Control {
             Call::ScanProcesses { needle } => {
                 self.need(tok, Scope::Admin, what)?;
                 if !(8..=4096).contains(&needle.len()) {
-                    return Err(error(422, "needle: 8 to 4096 bytes"));
+                    return Err(error(Verdict::Invalid, "needle: 8 to 4096 bytes"));
                 }
                 let (scanned, matches) = crate::procfs::scan_processes(needle.as_bytes());
-                Ok(reply(200, json!({"scanned": scanned, "matches": matches})))
+                Ok(reply(
+                    Verdict::Ok,
+                    json!({"scanned": scanned, "matches": matches}),
+                ))
             }
             Call::DropCaches => {
                 self.need(tok, Scope::Admin, what)?;
                 nix::unistd::sync();
                 std::fs::write("/proc/sys/vm/drop_caches", "3")
-                    .map_err(|e| error(500, format!("dropping caches: {e}")))?;
-                Ok(reply(200, json!({"dropped": true})))
+                    .map_err(|e| error(Verdict::Failed, format!("dropping caches: {e}")))?;
+                Ok(reply(Verdict::Ok, json!({"dropped": true})))
             }
             Call::KillNetServices => {
                 self.need(tok, Scope::Admin, what)?;
                 match crate::net_services::supervisor::kill_running() {
                     Some(pid) => Ok(reply(
-                        200,
+                        Verdict::Ok,
                         json!({"killed": pid, "restarts": crate::net_services::supervisor::restarts()}),
                     )),
-                    None => Err(error(409, "the network services process is not running")),
+                    None => Err(error(
+                        Verdict::Conflict,
+                        "the network services process is not running",
+                    )),
                 }
             }
             Call::ReadConsole { name } => {
                 self.need(tok, Scope::Admin, what)?;
                 let log = runner::data_dir(&name).join("console.log");
                 let text = console::tail(&log, 64 << 10)
-                    .map_err(|e| error(404, format!("no console of {name}: {e}")))?;
-                Ok(reply(200, json!({"name": name, "console": text})))
+                    .map_err(|e| error(Verdict::NotFound, format!("no console of {name}: {e}")))?;
+                Ok(reply(Verdict::Ok, json!({"name": name, "console": text})))
             }
             Call::ProbeDisk { id } => {
                 self.need(tok, Scope::Admin, what)?;
                 if crate::workspaces::pid(&id).is_some() {
-                    return Err(error(409, format!("{id} is running; stop it first")));
+                    return Err(error(
+                        Verdict::Conflict,
+                        format!("{id} is running; stop it first"),
+                    ));
                 }
                 let disk = runner::data_dir(&id).join("disk.img");
                 if !disk.is_file() {
-                    return Err(error(404, format!("no disk of {id} on the data partition")));
+                    return Err(error(
+                        Verdict::NotFound,
+                        format!("no disk of {id} on the data partition"),
+                    ));
                 }
                 match runner::probe_disk(&id, &disk) {
                     Ok((ext4, table)) => Ok(reply(
-                        200,
+                        Verdict::Ok,
                         json!({"opened": true, "ext4": ext4, "table": table}),
                     )),
-                    Err(e) => Ok(reply(200, json!({"opened": false, "error": e.to_string()}))),
+                    Err(e) => Ok(reply(
+                        Verdict::Ok,
+                        json!({"opened": false, "error": e.to_string()}),
+                    )),
                 }
             }
             other => Err(absent(&other)),

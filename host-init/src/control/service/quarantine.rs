@@ -2,6 +2,7 @@
 //! revoked and a forensic snapshot taken where the data partition has room.
 
 use super::{error, reply, store_err, Control, Outcome};
+use crate::api::channel::Verdict;
 use crate::control::audit::now_s;
 use crate::control::store::WORKSPACES;
 use crate::control::tokens::TokenRecord;
@@ -23,16 +24,21 @@ impl Control {
     ) -> Result<Outcome, Outcome> {
         if ws.state != WsState::Running {
             return Err(error(
-                409,
+                Verdict::Conflict,
                 format!(
                     "workspace {} is {:?}; only a running workspace can be quarantined",
                     ws.id, ws.state
                 ),
             ));
         }
-        let jail = crate::workspaces::pid(&ws.id)
-            .ok_or_else(|| error(409, format!("the VMM of {} is not running", ws.id)))?;
-        forensics::freeze(&runner::cgroup_dir(&ws.id)).map_err(|e| error(500, e.to_string()))?;
+        let jail = crate::workspaces::pid(&ws.id).ok_or_else(|| {
+            error(
+                Verdict::Conflict,
+                format!("the VMM of {} is not running", ws.id),
+            )
+        })?;
+        forensics::freeze(&runner::cgroup_dir(&ws.id))
+            .map_err(|e| error(Verdict::Failed, e.to_string()))?;
         // Cut its network: without its entry, its tap reaches nothing (not
         // even the resolver) and its open proxied connections find no policy.
         if let Err(e) = crate::net::firewall::remove(&ws.id) {
@@ -62,8 +68,12 @@ impl Control {
             json!({"workspace": ws.id, "token": tok.id, "revoked_tokens": revoked}),
         );
         warn!("workspace {} quarantined by {}", ws.id, tok.id);
-        let vmm = forensics::vmm_pid(jail)
-            .ok_or_else(|| error(500, format!("the VMM of {} was not found", ws.id)))?;
+        let vmm = forensics::vmm_pid(jail).ok_or_else(|| {
+            error(
+                Verdict::Failed,
+                format!("the VMM of {} was not found", ws.id),
+            )
+        })?;
         // The snapshot is evidence, not a right to the partition: it is
         // taken only where it fits beside what workspaces were promised,
         // or a quarantine (by any holder of the scope) could fill the disk
@@ -78,7 +88,7 @@ impl Control {
                 json!({"workspace": ws.id, "token": tok.id, "reason": why}),
             );
             return Err(error(
-                507,
+                Verdict::NoSpace,
                 format!("the workspace is frozen and its tokens revoked, but there is no room for its forensic snapshot: {why}"),
             ));
         }
@@ -87,7 +97,7 @@ impl Control {
             .read(&[("workspace".to_string(), ws.id.clone())], 100_000);
         let manifest = forensics::snapshot(&ws, vmm, &trail, now_s(), &tok.id).map_err(|e| {
             error(
-                500,
+                Verdict::Failed,
                 format!(
                     "the workspace is frozen and its tokens revoked, but the snapshot failed: {e}"
                 ),
@@ -98,7 +108,7 @@ impl Control {
             json!({"workspace": ws.id, "token": tok.id, "files": manifest["files"]}),
         );
         Ok(reply(
-            200,
+            Verdict::Ok,
             json!({"workspace": ws.public(), "revoked_tokens": revoked, "snapshot": manifest}),
         ))
     }

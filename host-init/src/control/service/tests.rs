@@ -4,6 +4,7 @@
 
 use super::Control;
 use crate::api::channel::Call;
+use crate::api::channel::Verdict;
 use crate::control::runner::RunError;
 use crate::control::store::WORKSPACES;
 use crate::control::tokens::hash_secret;
@@ -45,7 +46,7 @@ fn tenant(c: &Control) -> (String, String) {
             request: json!({"name": "tenant", "scopes": ["create", "read", "exec", "files", "delete"]}),
         },
     );
-    assert_eq!(out.reply.status, 201, "{}", out.reply.body);
+    assert_eq!(out.reply.verdict, Verdict::Created, "{}", out.reply.body);
     let body = out.reply.body;
     (
         body["id"].as_str().expect("id").into(),
@@ -91,7 +92,7 @@ fn only_an_admin_stops_or_deletes_a_quarantined_workspace() {
         },
     ] {
         let out = c.call(&secret, call);
-        assert_eq!(out.reply.status, 403, "{}", out.reply.body);
+        assert_eq!(out.reply.verdict, Verdict::Forbidden, "{}", out.reply.body);
         assert!(
             out.reply.body.to_string().contains("only an admin"),
             "{}",
@@ -106,7 +107,7 @@ fn only_an_admin_stops_or_deletes_a_quarantined_workspace() {
             id: "ws_evidence".into(),
         },
     );
-    assert_eq!(out.reply.status, 200, "{}", out.reply.body);
+    assert_eq!(out.reply.verdict, Verdict::Ok, "{}", out.reply.body);
     // The same owner still ends its workspaces that are not quarantined.
     put_workspace(c, "ws_plain", &owner, "stopped", u64::MAX);
     let out = c.call(
@@ -115,7 +116,7 @@ fn only_an_admin_stops_or_deletes_a_quarantined_workspace() {
             id: "ws_plain".into(),
         },
     );
-    assert_eq!(out.reply.status, 200, "{}", out.reply.body);
+    assert_eq!(out.reply.verdict, Verdict::Ok, "{}", out.reply.body);
 }
 
 #[test]
@@ -171,21 +172,30 @@ fn probes_are_absent_unless_built_and_enabled_and_then_admin_only() {
     let console = || Call::ReadConsole {
         name: "ws_nothing".into(),
     };
-    assert_eq!(c.call(ADMIN, console()).reply.status, 404);
+    assert_eq!(c.call(ADMIN, console()).reply.verdict, Verdict::NotFound);
     let enabled = c.enable_test_probes();
     assert_eq!(enabled, cfg!(feature = "test-probes"));
     if !enabled {
-        assert_eq!(c.call(ADMIN, console()).reply.status, 404);
+        assert_eq!(c.call(ADMIN, console()).reply.verdict, Verdict::NotFound);
         return;
     }
-    assert_eq!(c.call(&tenant_secret, console()).reply.status, 403);
-    assert_eq!(c.call(&tenant_secret, Call::DropCaches).reply.status, 403);
     assert_eq!(
-        c.call(&tenant_secret, Call::KillNetServices).reply.status,
-        403
+        c.call(&tenant_secret, console()).reply.verdict,
+        Verdict::Forbidden
+    );
+    assert_eq!(
+        c.call(&tenant_secret, Call::DropCaches).reply.verdict,
+        Verdict::Forbidden
+    );
+    assert_eq!(
+        c.call(&tenant_secret, Call::KillNetServices).reply.verdict,
+        Verdict::Forbidden
     );
     // An admin's kill with no process running (none in this test).
-    assert_eq!(c.call(ADMIN, Call::KillNetServices).reply.status, 409);
+    assert_eq!(
+        c.call(ADMIN, Call::KillNetServices).reply.verdict,
+        Verdict::Conflict
+    );
     assert_eq!(
         c.call(
             &tenant_secret,
@@ -194,11 +204,11 @@ fn probes_are_absent_unless_built_and_enabled_and_then_admin_only() {
             }
         )
         .reply
-        .status,
-        403
+        .verdict,
+        Verdict::Forbidden
     );
     // An admin gets past the scope check (no console of that name here).
-    assert_eq!(c.call(ADMIN, console()).reply.status, 404);
+    assert_eq!(c.call(ADMIN, console()).reply.verdict, Verdict::NotFound);
     assert!(c
         .call(ADMIN, console())
         .reply

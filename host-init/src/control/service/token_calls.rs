@@ -3,6 +3,7 @@
 //! keep one tenant from filling the tree, and who may manage whom.
 
 use super::{error, reply, store_err, Control, Outcome};
+use crate::api::channel::Verdict;
 use crate::control::access::{MAX_DEPTH, MAX_TENANT_TOKENS, MAX_TOKENS};
 use crate::control::audit::now_s;
 use crate::control::tokens::{hash_secret, MintRequest, Scope, TokenRecord};
@@ -26,9 +27,14 @@ impl Control {
                 .as_ref()
                 .is_some_and(|t| t.id != tok.id && tree.descends_from(&t.id, &tok.id));
         drop(tree);
-        target
-            .filter(|_| allowed)
-            .ok_or_else(|| self.refuse(403, "no such token for this token", Some(&tok.id), what))
+        target.filter(|_| allowed).ok_or_else(|| {
+            self.refuse(
+                Verdict::Forbidden,
+                "no such token for this token",
+                Some(&tok.id),
+                what,
+            )
+        })
     }
 
     pub(super) fn mint_token(
@@ -38,7 +44,7 @@ impl Control {
         what: &str,
     ) -> Result<Outcome, Outcome> {
         let req: MintRequest = serde_json::from_value(request)
-            .map_err(|e| error(422, format!("token request: {e}")))?;
+            .map_err(|e| error(Verdict::Invalid, format!("token request: {e}")))?;
         let now = now_s();
         // One mint at a time, so the caps below hold under concurrent mints.
         let _g = self.admission.lock().unwrap_or_else(|e| e.into_inner());
@@ -47,7 +53,7 @@ impl Control {
             let depth = tree.chain(tok).map(|c| c.len()).unwrap_or(usize::MAX);
             if depth >= MAX_DEPTH {
                 return Err(self.refuse(
-                    403,
+                    Verdict::Forbidden,
                     &format!("tokens may be minted at most {MAX_DEPTH} levels deep"),
                     Some(&tok.id),
                     what,
@@ -55,7 +61,7 @@ impl Control {
             }
             if tree.len() >= MAX_TOKENS {
                 return Err(self.refuse(
-                    409,
+                    Verdict::Conflict,
                     &format!("the box holds {MAX_TOKENS} tokens; an admin must clean up first"),
                     Some(&tok.id),
                     what,
@@ -65,7 +71,7 @@ impl Control {
                 let tenant = tree.tenant_of(tok);
                 if tree.live_in_tenant(&tenant, now) >= MAX_TENANT_TOKENS {
                     return Err(self.refuse(
-                        409,
+                        Verdict::Conflict,
                         &format!("quota: this token's tree already holds {MAX_TENANT_TOKENS} live tokens; revoke some first"),
                         Some(&tok.id),
                         what,
@@ -75,14 +81,14 @@ impl Control {
         }
         let (secret, rec) = tok
             .mint(&req, now)
-            .map_err(|e| self.refuse(403, &e.to_string(), Some(&tok.id), what))?;
+            .map_err(|e| self.refuse(Verdict::Forbidden, &e.to_string(), Some(&tok.id), what))?;
         self.save_token(&rec)?;
         self.audit.record(
             "token_issued",
             json!({"token": rec.id, "by": tok.id, "name": rec.name, "scopes": rec.scopes, "expires_at": rec.expires_at, "labels": rec.labels, "workspace_ids": rec.workspace_ids}),
         );
         Ok(reply(
-            201,
+            Verdict::Created,
             MintedToken {
                 id: rec.id,
                 secret,
@@ -99,7 +105,7 @@ impl Control {
         let mut list: Vec<&TokenRecord> = tree.all().collect();
         list.sort_by_key(|t| (t.created_at, t.id.clone()));
         let tokens = list.into_iter().map(TokenRecord::view).collect();
-        Ok(reply(200, TokenList { tokens }))
+        Ok(reply(Verdict::Ok, TokenList { tokens }))
     }
 
     pub(super) fn revoke_token(
@@ -113,7 +119,7 @@ impl Control {
         self.save_token(&t)?;
         self.audit
             .record("token_revoked", json!({"token": t.id, "by": tok.id}));
-        Ok(reply(200, json!({"revoked": t.id})))
+        Ok(reply(Verdict::Ok, json!({"revoked": t.id})))
     }
 
     pub(super) fn rotate_token(
@@ -124,7 +130,7 @@ impl Control {
     ) -> Result<Outcome, Outcome> {
         let mut t = self.managed_token(tok, id, what)?;
         if t.revoked {
-            return Err(error(409, format!("token {id} is revoked")));
+            return Err(error(Verdict::Conflict, format!("token {id} is revoked")));
         }
         // Same id, scopes, expiry and children; only the secret changes,
         // and the old one stops working with this commit.
@@ -134,7 +140,7 @@ impl Control {
         self.audit
             .record("token_rotated", json!({"token": t.id, "by": tok.id}));
         Ok(reply(
-            200,
+            Verdict::Ok,
             json!({"id": t.id, "secret": secret, "note": "the secret is shown once; the old one no longer works"}),
         ))
     }
