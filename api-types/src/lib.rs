@@ -10,12 +10,16 @@
 //! Plain serde structs only: no I/O, no validation beyond the shape
 //! (limits and policy are the control plane's job).
 
+pub mod admin;
 pub mod error;
 pub mod exec;
 pub mod network;
 pub mod token;
 pub mod workspace;
 
+pub use admin::{
+    AuditEvents, KeyState, KeyStatus, Quarantined, Revoked, TlsRotated, TokenRotated, WhoAmI,
+};
 pub use error::ErrorBody;
 pub use exec::{ExecEvent, ExecRequest};
 pub use network::{Health, Link, LinkList, LinkRequest, PortPublished, PublishRequest};

@@ -180,6 +180,32 @@ fn answer_types_name_the_documented_fields() {
         uptime_s: 0,
     };
     assert_eq!(keys(&health), properties("Health"));
+    let revoked = Revoked {
+        revoked: "tok_x".into(),
+    };
+    assert_eq!(keys(&revoked), properties("Revoked"));
+    let rotated = TokenRotated {
+        id: "tok_x".into(),
+        secret: "pdk_x".into(),
+        note: "n".into(),
+    };
+    assert_eq!(keys(&rotated), properties("TokenRotated"));
+    let tls = TlsRotated {
+        fingerprint: "AA".into(),
+        note: "n".into(),
+    };
+    assert_eq!(keys(&tls), properties("TlsRotated"));
+    let key_status = KeyStatus {
+        state: KeyState::Ready,
+        detail: "d".into(),
+    };
+    assert_eq!(keys(&key_status), properties("KeyStatus"));
+    let quarantined = Quarantined {
+        workspace: ws,
+        revoked_tokens: vec![],
+        snapshot: serde_json::json!({}),
+    };
+    assert_eq!(keys(&quarantined), properties("Quarantined"));
 }
 
 #[test]
@@ -209,4 +235,9 @@ fn enums_have_the_documented_values() {
         .find(|l| l.trim_start().starts_with("state:"))
         .expect("Workspace.state");
     assert_eq!(names(&states), list_after(state_line, "enum:"));
+    let key_states: Vec<_> = [KeyState::Ready, KeyState::Locked, KeyState::Unavailable]
+        .iter()
+        .map(|s| serde_json::to_value(s).expect("key state"))
+        .collect();
+    assert_eq!(names(&key_states), enum_values("KeyState"));
 }

@@ -323,12 +323,12 @@ fn public(req: &Request) -> bool {
 /// or the refusal to answer with.
 async fn who(shared: &Shared, bearer: &str) -> Result<(String, bool), (u16, Value)> {
     let reply = call_async(shared, bearer, Call::WhoAmI).await;
-    let tenant = reply.body.get("tenant").and_then(Value::as_str);
-    let admin = reply.body.get("admin").and_then(Value::as_bool);
-    match (reply.verdict, tenant, admin) {
-        (Verdict::Ok, Some(t), Some(a)) => Ok((t.to_string(), a)),
-        (Verdict::Ok, _, _) => Err(json_error(503, "host-init gave no identity")),
-        (verdict, _, _) => Err((http::status_of(verdict), reply.body)),
+    match reply.verdict {
+        Verdict::Ok => match serde_json::from_value::<paddock_api_types::WhoAmI>(reply.body) {
+            Ok(who) => Ok((who.tenant, who.admin)),
+            Err(_) => Err(json_error(503, "host-init gave no identity")),
+        },
+        verdict => Err((http::status_of(verdict), reply.body)),
     }
 }
 

@@ -15,7 +15,9 @@ use super::workspace::{WorkspaceRecord, WorkspaceSpec, WsState};
 use crate::api::channel::{Call, CallReply, Purpose, Verdict};
 use crate::net::policy::CheckEgress as _;
 use crate::{info, warn};
-use paddock_api_types::{Deleted, ErrorBody, WorkspaceList};
+use paddock_api_types::{
+    AuditEvents, Deleted, ErrorBody, KeyState, KeyStatus, TlsRotated, WhoAmI, WorkspaceList,
+};
 use serde_json::{json, Value};
 mod links;
 mod ports;
@@ -617,7 +619,10 @@ impl Control {
                 crate::api::supervisor::restart_soon(Duration::from_millis(750));
                 Ok(reply(
                     Verdict::Ok,
-                    json!({"fingerprint": id.fingerprint, "note": "the API restarts with the new certificate within 2 s; pin the new fingerprint"}),
+                    TlsRotated {
+                        fingerprint: id.fingerprint,
+                        note: "the API restarts with the new certificate within 2 s; pin the new fingerprint".into(),
+                    },
                 ))
             }
             Call::KeyStatus => {
@@ -625,10 +630,7 @@ impl Control {
                 let store =
                     crate::keys::store().map_err(|e| error(Verdict::Unavailable, e.to_string()))?;
                 let (state, detail) = store.summary();
-                Ok(reply(
-                    Verdict::Ok,
-                    json!({"state": state, "detail": detail}),
-                ))
+                Ok(reply(Verdict::Ok, KeyStatus { state, detail }))
             }
             Call::RecoverKeys { secret } => {
                 self.need(tok, Scope::Admin, what)?;
@@ -642,7 +644,10 @@ impl Control {
                         crate::status::SCREEN.update(|s| s.keys = Some(summary.clone()));
                         Ok(reply(
                             Verdict::Ok,
-                            json!({"state": "ready", "detail": summary}),
+                            KeyStatus {
+                                state: KeyState::Ready,
+                                detail: summary,
+                            },
                         ))
                     }
                     Err(e) => {
@@ -666,7 +671,11 @@ impl Control {
             | Call::ProbeDisk { .. }) => self.probe(tok, call, what),
             Call::WhoAmI => Ok(reply(
                 Verdict::Ok,
-                json!({"token": tok.id, "admin": tok.has(Scope::Admin), "tenant": self.tenant_of(tok)}),
+                WhoAmI {
+                    token: tok.id.clone(),
+                    admin: tok.has(Scope::Admin),
+                    tenant: self.tenant_of(tok),
+                },
             )),
             Call::Metrics => {
                 let visible = self.visible(tok, what)?;
@@ -682,7 +691,9 @@ impl Control {
                 self.need(tok, Scope::Admin, what)?;
                 Ok(reply(
                     Verdict::Ok,
-                    json!({"events": self.audit.read(&filters, limit.clamp(1, 10_000))}),
+                    AuditEvents {
+                        events: self.audit.read(&filters, limit.clamp(1, 10_000)),
+                    },
                 ))
             }
         }

@@ -366,11 +366,12 @@ impl KeyStore {
     }
 
     /// One line for the status screen and /v1/health.
-    pub fn summary(&self) -> (String, String) {
+    pub fn summary(&self) -> (paddock_api_types::KeyState, String) {
+        use paddock_api_types::KeyState;
         match &*self.lock() {
-            State::Ready { root, epoch } => ("ready".into(), describe(root, epoch)),
-            State::Locked { why, .. } => ("locked".into(), why.clone()),
-            State::Unavailable(why) => ("unavailable".into(), why.clone()),
+            State::Ready { root, epoch } => (KeyState::Ready, describe(root, epoch)),
+            State::Locked { why, .. } => (KeyState::Locked, why.clone()),
+            State::Unavailable(why) => (KeyState::Unavailable, why.clone()),
         }
     }
 

@@ -109,7 +109,11 @@ impl Control {
         );
         Ok(reply(
             Verdict::Ok,
-            json!({"workspace": ws.public(), "revoked_tokens": revoked, "snapshot": manifest}),
+            paddock_api_types::Quarantined {
+                workspace: ws.public(),
+                revoked_tokens: revoked,
+                snapshot: manifest,
+            },
         ))
     }
 }

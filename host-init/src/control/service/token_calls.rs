@@ -119,7 +119,10 @@ impl Control {
         self.save_token(&t)?;
         self.audit
             .record("token_revoked", json!({"token": t.id, "by": tok.id}));
-        Ok(reply(Verdict::Ok, json!({"revoked": t.id})))
+        Ok(reply(
+            Verdict::Ok,
+            paddock_api_types::Revoked { revoked: t.id },
+        ))
     }
 
     pub(super) fn rotate_token(
@@ -141,7 +144,11 @@ impl Control {
             .record("token_rotated", json!({"token": t.id, "by": tok.id}));
         Ok(reply(
             Verdict::Ok,
-            json!({"id": t.id, "secret": secret, "note": "the secret is shown once; the old one no longer works"}),
+            paddock_api_types::TokenRotated {
+                id: t.id,
+                secret,
+                note: "the secret is shown once; the old one no longer works".into(),
+            },
         ))
     }
 
