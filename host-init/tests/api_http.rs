@@ -97,7 +97,8 @@ fn bodies_without_a_length_are_taken_and_a_cut_one_writes_nothing() {
     // An upload from a pipe: curl sends it chunked, with no length known.
     let size = 3 << 20;
     let mut child = Command::new("curl")
-        .args(["-sk", "-H", "Authorization: Bearer tenant", "-T", "-"])
+        .args(["-sk", "--http1.1", "-H", "Authorization: Bearer tenant"])
+        .args(["-T", "-"])
         .args(["-w", "\n%{http_code}"])
         .arg(format!("{base}/v1/workspaces/ws_a/files?path=/piped"))
         .stdin(Stdio::piped())
@@ -186,4 +187,73 @@ fn silent_slow_and_idle_connections_are_closed() {
     );
     println!("closed after: silent {silent_for:?}, HTTP/2 {h2_for:?}");
     assert_eq!(api.seen.who_am_i.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn probes_and_refusals_get_nothing_before_authentication() {
+    let api = start();
+    let base = format!("https://127.0.0.1:{}", api.port);
+    // The test probes' paths: refused before anything reaches host-init
+    // (they once skipped authentication and admission in the API process).
+    for (method, path) in [
+        ("POST", "/v1/debug/process-scan"),
+        ("POST", "/v1/debug/drop-caches"),
+        ("GET", "/v1/debug/console/x"),
+    ] {
+        let (code, body) = curl(
+            "127.0.0.32",
+            &[
+                "-X",
+                method,
+                "--data-binary",
+                "{}",
+                &format!("{base}{path}"),
+            ],
+        );
+        assert_eq!(code, "401", "{method} {path}: {body}");
+    }
+    assert_eq!(
+        api.seen.calls.load(Ordering::SeqCst),
+        0,
+        "a probe without a token reached host-init"
+    );
+    // A refusal closes an HTTP/1.1 connection; health keeps it.
+    let out = Command::new("curl")
+        .args(["-sk", "--http1.1", "-o", "/dev/null", "-o", "/dev/null"])
+        .args(["-o", "/dev/null", "-w", "%{http_code} %{num_connects}\n"])
+        .arg(format!("{base}/v1/health"))
+        .arg(format!("{base}/v1/workspaces"))
+        .arg(format!("{base}/v1/workspaces"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        ["200 1", "401 0", "401 1"],
+        "{text}"
+    );
+    // An upload over HTTP/2 without a length is refused (a reset stream
+    // would end it as cleanly as a finished one).
+    let mut child = Command::new("curl")
+        .args([
+            "-sk",
+            "--http2",
+            "-H",
+            "Authorization: Bearer tenant",
+            "-T",
+            "-",
+        ])
+        .args(["-w", "\n%{http_code}"])
+        .arg(format!("{base}/v1/workspaces/ws_a/files?path=/h2"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let _ = stdin.write_all(b"some bytes");
+    drop(stdin);
+    let out = child.wait_with_output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with("411"), "{text}");
+    assert_eq!(api.seen.uploads_done.load(Ordering::SeqCst), 0);
 }

@@ -38,6 +38,11 @@ pub const MAX_OVERFLOW_PER_ADDRESS: usize = 2;
 /// rotate the audit log's real events away and slow every audited call.
 pub const MAX_AUTH_FAILURES: u32 = 20;
 pub const AUTH_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+/// Authentications (who-am-I exchanges with host-init) one address may
+/// have in flight at once. Failures are counted when host-init answers,
+/// so without this an address could have as many guesses in flight as it
+/// has HTTP/2 streams, all passing the failure check at once.
+pub const MAX_ASKING_PER_ADDRESS: usize = 16;
 /// Addresses remembered for failures before the stale ones are dropped.
 const AUTH_FAILURE_ADDRESSES: usize = 4096;
 /// Bearers that authenticated lately (by hash) pass an address's guessing
@@ -53,6 +58,7 @@ struct State {
     overflow: usize,
     overflow_per_address: HashMap<IpAddr, usize>,
     tenant_requests: usize,
+    asking: HashMap<IpAddr, usize>,
     per_tenant: HashMap<String, usize>,
     /// Per address: when its current window started, failures in it.
     auth_failures: HashMap<IpAddr, (std::time::Instant, u32)>,
@@ -95,6 +101,19 @@ impl Connection {
     /// only health and admin requests are served on it.
     pub fn is_overflow(&self) -> bool {
         self.overflow
+    }
+}
+
+/// An authentication in flight from an address, given back on drop.
+pub struct Asking {
+    admission: Arc<Admission>,
+    address: IpAddr,
+}
+
+impl Drop for Asking {
+    fn drop(&mut self) {
+        let mut s = self.admission.lock();
+        dec(&mut s.asking, &self.address);
     }
 }
 
@@ -141,6 +160,21 @@ impl Admission {
             admission: self.clone(),
             address,
             overflow,
+        })
+    }
+
+    /// A slot for one more authentication from `address`, unless it has
+    /// `MAX_ASKING_PER_ADDRESS` in flight.
+    pub fn begin_asking(self: &Arc<Self>, address: IpAddr) -> Option<Asking> {
+        let mut s = self.lock();
+        let n = s.asking.entry(address).or_insert(0);
+        if *n >= MAX_ASKING_PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(Asking {
+            admission: self.clone(),
+            address,
         })
     }
 
@@ -347,6 +381,19 @@ mod tests {
             .collect();
         assert_eq!(a.request("tok_z", false).err(), Some(Refusal::Busy));
         drop(many);
+    }
+
+    #[test]
+    fn authentications_in_flight_are_capped_per_address() {
+        let a = Arc::new(Admission::default());
+        let ip: IpAddr = "192.0.2.8".parse().expect("ip");
+        let held: Vec<_> = (0..MAX_ASKING_PER_ADDRESS)
+            .map(|_| a.begin_asking(ip).expect("slot"))
+            .collect();
+        assert!(a.begin_asking(ip).is_none(), "over the cap");
+        assert!(a.begin_asking("192.0.2.7".parse().expect("ip")).is_some());
+        drop(held);
+        assert!(a.begin_asking(ip).is_some(), "slots come back");
     }
 
     #[test]

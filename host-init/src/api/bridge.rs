@@ -16,6 +16,8 @@ use bytes::Bytes;
 use http_body::Frame;
 use std::io::{Error, ErrorKind, Read};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
@@ -27,6 +29,9 @@ const DEPTH: usize = 4;
 /// The request body, read from a blocking handler.
 pub struct BodyReader {
     start: Option<oneshot::Sender<()>>,
+    /// Bytes read so far, and how many the head promised.
+    received: u64,
+    expected: Option<u64>,
     rx: mpsc::Receiver<Result<Bytes, String>>,
     piece: Bytes,
     rt: Handle,
@@ -72,6 +77,8 @@ impl BodyReader {
         };
         let reader = BodyReader {
             start: Some(start),
+            received: 0,
+            expected: None,
             rx,
             piece: Bytes::new(),
             rt,
@@ -81,6 +88,13 @@ impl BodyReader {
             ended: false,
         };
         (reader, pump)
+    }
+
+    /// The length the head promised: a body that ends short of it is an
+    /// error, however it ended (an HTTP/2 stream reset with NO_ERROR ends
+    /// it as cleanly as END_STREAM would).
+    pub fn expect_length(&mut self, len: Option<u64>) {
+        self.expected = len;
     }
 
     /// Whether a handler has read (or begun to read) the body.
@@ -175,8 +189,21 @@ impl Read for BodyReader {
                 return Ok(0);
             }
             match self.next_piece()? {
-                Some(p) => self.piece = p,
+                Some(p) => {
+                    self.received += p.len() as u64;
+                    self.piece = p;
+                }
                 None => {
+                    if let Some(short) = self
+                        .expected
+                        .and_then(|n| n.checked_sub(self.received))
+                        .filter(|short| *short > 0)
+                    {
+                        return Err(Error::new(
+                            ErrorKind::UnexpectedEof,
+                            format!("the body ended {short} bytes short of its Content-Length"),
+                        ));
+                    }
                     self.ended = true;
                     return Ok(0);
                 }
@@ -201,6 +228,11 @@ type Piece = Result<Frame<Bytes>, Error>;
 pub struct Responder {
     head: Option<oneshot::Sender<(Head, ApiBody)>>,
     tx: Option<mpsc::Sender<Piece>>,
+    /// Set by `finish`: only then does a stream end as complete.
+    finished: Arc<AtomicBool>,
+    /// Kept with the answer's body until hyper has sent it (or the client
+    /// is gone): the request's tenant slot and its connection's activity.
+    held: Option<Held>,
     rt: Handle,
     /// Limit on each wait for the client to take more.
     idle: Duration,
@@ -213,6 +245,8 @@ impl Responder {
         let r = Responder {
             head: Some(head),
             tx: None,
+            finished: Arc::new(AtomicBool::new(false)),
+            held: None,
             rt,
             idle,
         };
@@ -224,10 +258,19 @@ impl Responder {
         self.head.is_none()
     }
 
+    /// Keeps `held` until the answer's body is gone.
+    pub fn hold(&mut self, held: Held) {
+        self.held = Some(held);
+    }
+
     /// A whole answer at once.
     pub fn full(&mut self, head: Head, body: Vec<u8>) {
         if let Some(tx) = self.head.take() {
-            let _ = tx.send((head, ApiBody::Full(Some(Bytes::from(body)))));
+            let body = ApiBody {
+                kind: Kind::Full(Some(Bytes::from(body))),
+                _held: self.held.take(),
+            };
+            let _ = tx.send((head, body));
         }
     }
 
@@ -238,8 +281,23 @@ impl Responder {
         };
         let (body_tx, rx) = mpsc::channel(DEPTH);
         self.tx = Some(body_tx);
-        tx.send((head, ApiBody::Stream(rx)))
+        let body = ApiBody {
+            kind: Kind::Stream {
+                rx,
+                finished: self.finished.clone(),
+                cut: false,
+            },
+            _held: self.held.take(),
+        };
+        tx.send((head, body))
             .map_err(|_| Error::new(ErrorKind::BrokenPipe, "the client is gone"))
+    }
+
+    /// Ends a streamed answer as complete (the last chunk, or END_STREAM).
+    /// A stream its handler leaves without this ends as cut off.
+    pub fn finish(&mut self) {
+        self.finished.store(true, Ordering::SeqCst);
+        self.tx = None;
     }
 
     /// Sends bytes of a streamed answer, waiting (within the idle limit)
@@ -252,9 +310,9 @@ impl Responder {
     }
 
     /// Ends a streamed answer as broken: the client sees it cut off (no
-    /// last chunk, or a stream reset), never as complete.
-    pub fn abort(&mut self, why: &str) {
-        let _ = self.push(Err(Error::other(why.to_string())));
+    /// last chunk, or a stream reset), never as complete. (Dropping the
+    /// responder unfinished does the same.)
+    pub fn abort(&mut self) {
         self.tx = None;
     }
 
@@ -290,10 +348,33 @@ impl Responder {
     }
 }
 
+/// What an answer's body keeps alive until hyper drops it.
+pub type Held = Box<dyn Send + Sync>;
+
 /// An answer's body: whole, or streamed from a handler.
-pub enum ApiBody {
+pub struct ApiBody {
+    kind: Kind,
+    _held: Option<Held>,
+}
+
+enum Kind {
     Full(Option<Bytes>),
-    Stream(mpsc::Receiver<Piece>),
+    Stream {
+        rx: mpsc::Receiver<Piece>,
+        finished: Arc<AtomicBool>,
+        /// The cut has been reported.
+        cut: bool,
+    },
+}
+
+impl ApiBody {
+    /// A whole answer built on the async side.
+    pub fn full(body: Vec<u8>) -> ApiBody {
+        ApiBody {
+            kind: Kind::Full(Some(Bytes::from(body))),
+            _held: None,
+        }
+    }
 }
 
 impl http_body::Body for ApiBody {
@@ -304,21 +385,30 @@ impl http_body::Body for ApiBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
-        match self.get_mut() {
-            ApiBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ApiBody::Stream(rx) => rx.poll_recv(cx),
+        match &mut self.get_mut().kind {
+            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Stream { rx, finished, cut } => match rx.poll_recv(cx) {
+                Poll::Ready(None) if !finished.load(Ordering::SeqCst) && !*cut => {
+                    // The handler left without finishing (an error, a
+                    // client too slow to take the answer): hyper then ends
+                    // the answer as broken, never with a last chunk.
+                    *cut = true;
+                    Poll::Ready(Some(Err(Error::other("the answer was cut off"))))
+                }
+                other => other,
+            },
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self, ApiBody::Full(None))
+        matches!(self.kind, Kind::Full(None))
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        match self {
-            ApiBody::Full(Some(b)) => http_body::SizeHint::with_exact(b.len() as u64),
-            ApiBody::Full(None) => http_body::SizeHint::with_exact(0),
-            ApiBody::Stream(_) => http_body::SizeHint::default(),
+        match &self.kind {
+            Kind::Full(Some(b)) => http_body::SizeHint::with_exact(b.len() as u64),
+            Kind::Full(None) => http_body::SizeHint::with_exact(0),
+            Kind::Stream { .. } => http_body::SizeHint::default(),
         }
     }
 }

@@ -88,6 +88,26 @@ impl Endpoint {
 
     /// Sends one JSON message, with a descriptor attached when given.
     pub fn send<T: Serialize>(&self, msg: &T, fd: Option<&impl AsFd>) -> Result<(), ChannelError> {
+        self.send_with(msg, fd, nix::sys::socket::MsgFlags::empty())
+    }
+
+    /// `send`, but failing at once (EAGAIN) rather than waiting when the
+    /// peer has not taken what was sent before: for a caller that must
+    /// never block (the API process's async side).
+    pub fn send_now<T: Serialize>(
+        &self,
+        msg: &T,
+        fd: Option<&impl AsFd>,
+    ) -> Result<(), ChannelError> {
+        self.send_with(msg, fd, nix::sys::socket::MsgFlags::MSG_DONTWAIT)
+    }
+
+    fn send_with<T: Serialize>(
+        &self,
+        msg: &T,
+        fd: Option<&impl AsFd>,
+        flags: nix::sys::socket::MsgFlags,
+    ) -> Result<(), ChannelError> {
         use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
         let body = serde_json::to_vec(msg).map_err(|e| ChannelError::Malformed(e.to_string()))?;
         if body.len() > self.send_limit {
@@ -96,8 +116,14 @@ impl Endpoint {
         let iov = [std::io::IoSlice::new(&body)];
         let raw = fd.map(|f| [f.as_fd().as_raw_fd()]);
         let cmsg: Vec<ControlMessage> = raw.iter().map(|r| ControlMessage::ScmRights(r)).collect();
-        let sent = sendmsg::<()>(self.raw(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)
-            .map_err(|e| ChannelError::Io(e.into()))?;
+        let sent = sendmsg::<()>(
+            self.raw(),
+            &iov,
+            &cmsg,
+            MsgFlags::MSG_NOSIGNAL | flags,
+            None,
+        )
+        .map_err(|e| ChannelError::Io(e.into()))?;
         if sent != body.len() {
             return Err(ChannelError::Malformed("message sent in part".into()));
         }

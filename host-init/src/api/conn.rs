@@ -44,6 +44,13 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(2);
 /// Requests one HTTP/2 connection may have open at once.
 pub const MAX_STREAMS: u32 = 8;
+/// HTTP/2 flow control: what a client may send before anything reads it,
+/// per connection and per stream, and what is buffered for a client slow
+/// to read, per stream. hyper's defaults (1 MiB each way) would let one
+/// address's connections buffer 64 MiB before authentication.
+const H2_CONNECTION_WINDOW: u32 = 128 << 10;
+const H2_STREAM_WINDOW: u32 = 64 << 10;
+const H2_SEND_BUFFER: usize = 64 << 10;
 /// Largest HTTP/1.1 read buffer: a head over `http::MAX_HEAD` but within
 /// this gets a 413 from us; beyond, hyper's 431.
 const MAX_READ_BUFFER: usize = 64 << 10;
@@ -88,12 +95,21 @@ struct Activity {
     last_end_ms: AtomicU64,
 }
 
-struct Busy(Arc<Activity>);
+/// A request in flight on a connection. Only an admitted one, when it
+/// ends, counts as activity that keeps the connection open: health, 404s
+/// and refusals answered over and over must not hold a slot for ever.
+struct Busy {
+    activity: Arc<Activity>,
+    admitted: bool,
+}
 
 impl Activity {
     fn begin(self: &Arc<Self>) -> Busy {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
-        Busy(self.clone())
+        Busy {
+            activity: self.clone(),
+            admitted: false,
+        }
     }
 
     /// Whether the connection has been idle past its limit: before its
@@ -112,9 +128,12 @@ impl Activity {
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        let ms = (self.0.opened.elapsed().as_millis() as u64).max(1);
-        self.0.last_end_ms.store(ms, Ordering::SeqCst);
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let a = &self.activity;
+        if self.admitted {
+            let ms = (a.opened.elapsed().as_millis() as u64).max(1);
+            a.last_end_ms.store(ms, Ordering::SeqCst);
+        }
+        a.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -171,6 +190,9 @@ pub async fn serve_connection(
     builder
         .http2()
         .timer(TokioTimer::new())
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .max_send_buf_size(H2_SEND_BUFFER)
         .max_concurrent_streams(MAX_STREAMS)
         .max_header_list_size(MAX_READ_BUFFER as u32)
         .keep_alive_interval(Some(Duration::from_secs(KEEPALIVE_IDLE_S as u64)));
@@ -221,7 +243,7 @@ fn response(head: Head, body: ApiBody) -> hyper::Response<ApiBody> {
 }
 
 fn full((head, body): (Head, Vec<u8>)) -> hyper::Response<ApiBody> {
-    response(head, ApiBody::Full(Some(body.into())))
+    response(head, ApiBody::full(body))
 }
 
 /// Whether an answer given without reading the body should drain it
@@ -248,17 +270,29 @@ async fn request(
     let (mut body, pump) = BodyReader::new(incoming, rt, IO_TIMEOUT);
     tokio::spawn(pump);
     let req = match Request::from_parts(&parts, has_body) {
-        Ok(req) => req,
+        Ok(req) => {
+            body.expect_length(req.content_length);
+            req
+        }
         Err(e @ HttpError::TooLarge) => {
             return full(http::json_answer(413, &json_error(413, e.to_string()).1))
         }
         Err(HttpError::Malformed(m)) => return full(http::json_answer(400, &json_error(400, m).1)),
     };
-    let answer = match decide(&shared, &req, address, overflow).await {
+    let mut answer = match decide(&shared, &req, address, overflow).await {
         Decision::Run(slot) => return run(shared, req, body, slot, busy).await,
         Decision::Answer(status, value) => http::json_answer(status, &value),
         Decision::NotAllowed(methods) => http::not_allowed_answer(methods),
     };
+    // Refusals and unknown paths close an HTTP/1.1 connection: answered
+    // over and over, they would keep a slot for a client that never
+    // authenticates. Health keeps it (monitors poll it).
+    if !public(&req) && parts.version < hyper::Version::HTTP_2 {
+        answer
+            .0
+            .headers
+            .push((hyper::header::CONNECTION, "close".into()));
+    }
     // Whatever body nobody took gets a short deadline, whoever sent it: a
     // trickled body never holds a connection.
     if should_drain(&req, &body) {
@@ -277,9 +311,14 @@ async fn run(
     slot: Option<TenantRequest>,
     busy: Busy,
 ) -> hyper::Response<ApiBody> {
-    let (out, arrives) = Responder::new(tokio::runtime::Handle::current(), IO_TIMEOUT);
+    let (mut out, arrives) = Responder::new(tokio::runtime::Handle::current(), IO_TIMEOUT);
+    let mut busy = busy;
+    busy.admitted = true;
+    // The tenant's slot and the connection's activity last as long as the
+    // answer's body: a streamed answer the client is slow to take still
+    // counts against its tenant.
+    out.hold(Box::new((busy, slot)));
     let job = tokio::task::spawn_blocking(move || {
-        let _held = (busy, slot);
         let mut io = Exchange { body, out };
         match route(&shared, &req, &mut io) {
             Some((status, value)) => {
@@ -296,8 +335,9 @@ async fn run(
     });
     match arrives.await {
         Ok((head, body)) => response(head, body),
-        // The handler ended without a head: it panicked (the process
-        // lives on; the request gets a 500).
+        // The handler ended without a head. (A panic cannot get here:
+        // release builds abort on panic, and host-init restarts the
+        // process.)
         Err(_) => {
             let _ = job.await;
             full(http::json_answer(
@@ -321,7 +361,7 @@ fn public(req: &Request) -> bool {
 
 /// Who the bearer is, asked before any body is read: Ok((tenant, admin)),
 /// or the refusal to answer with.
-async fn who(shared: &Shared, bearer: &str) -> Result<(String, bool), (u16, Value)> {
+async fn who(shared: &Arc<Shared>, bearer: &str) -> Result<(String, bool), (u16, Value)> {
     let reply = call_async(shared, bearer, Call::WhoAmI).await;
     match reply.verdict {
         Verdict::Ok => match serde_json::from_value::<paddock_api_types::WhoAmI>(reply.body) {
@@ -334,21 +374,21 @@ async fn who(shared: &Shared, bearer: &str) -> Result<(String, bool), (u16, Valu
 
 /// Decides about a request whose head has arrived, before any of its body
 /// is read: answered here (health, unknown paths, refusals), or admitted.
-async fn decide(shared: &Shared, req: &Request, address: IpAddr, overflow: bool) -> Decision {
+async fn decide(shared: &Arc<Shared>, req: &Request, address: IpAddr, overflow: bool) -> Decision {
     let answer = |(status, value): (u16, Value)| Decision::Answer(status, value);
     let allowed = allowed_methods(&segments(&req.path));
     if public(req) {
         return answer(health(shared).await);
     }
     if allowed.is_none() {
+        // Not ours: nothing past this point (authentication, a handler)
+        // is spent on it.
         return match routes::resolve(&req.method, &req.path) {
             Route::BadWorkspaceId => answer(json_error(404, "no such endpoint")),
-            Route::NotFound => answer(json_error(
+            _ => answer(json_error(
                 404,
                 format!("no such endpoint: {} {}", req.method, req.path),
             )),
-            // Test probes: host-init authenticates them itself.
-            _ => Decision::Run(None),
         };
     }
     if req.bearer.is_empty() {
@@ -366,17 +406,32 @@ async fn decide(shared: &Shared, req: &Request, address: IpAddr, overflow: bool)
             ),
         ));
     }
-    let (tenant, admin) = match who(shared, &req.bearer).await {
-        Ok(id) => {
-            shared.admission.accepted_bearer(&req.bearer);
-            id
-        }
-        Err(refusal) => {
-            if refusal.0 == 401 {
-                shared.admission.auth_failed(address);
+    let Some(asking) = shared.admission.begin_asking(address) else {
+        return answer(json_error(
+            429,
+            "too many requests from this address are being authenticated at once; retry shortly",
+        ));
+    };
+    // In a task of its own, which counts the outcome even when the client
+    // gives up first (a reset stream): the guess was made all the same.
+    let checked = {
+        let shared = shared.clone();
+        let bearer = req.bearer.clone();
+        tokio::spawn(async move {
+            let _asking = asking;
+            let who = who(&shared, &bearer).await;
+            match &who {
+                Ok(_) => shared.admission.accepted_bearer(&bearer),
+                Err((401, _)) => shared.admission.auth_failed(address),
+                Err(_) => {}
             }
-            return answer(refusal);
-        }
+            who
+        })
+    };
+    let (tenant, admin) = match checked.await {
+        Ok(Ok(id)) => id,
+        Ok(Err(refusal)) => return answer(refusal),
+        Err(_) => return answer(json_error(503, "authentication failed; retry shortly")),
     };
     if overflow && !admin {
         return answer(json_error(
@@ -398,7 +453,7 @@ async fn decide(shared: &Shared, req: &Request, address: IpAddr, overflow: bool)
     }
 }
 
-async fn health(shared: &Shared) -> (u16, Value) {
+async fn health(shared: &Arc<Shared>) -> (u16, Value) {
     match status_async(shared).await {
         Some(s) => (
             200,

@@ -28,6 +28,8 @@ pub struct Request {
     pub expect_continue: bool,
     /// Bytes of the head (request line and headers), as received.
     pub head_bytes: usize,
+    /// Over HTTP/2 (set by `from_parts`).
+    pub http2: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -104,6 +106,7 @@ impl Request {
             chunked,
             expect_continue,
             head_bytes,
+            http2: false,
         })
     }
 
@@ -118,7 +121,9 @@ impl Request {
             .headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_bytes()));
-        Request::from_head(parts.method.as_str(), target, headers, has_body)
+        let mut req = Request::from_head(parts.method.as_str(), target, headers, has_body)?;
+        req.http2 = parts.version == http::Version::HTTP_2;
+        Ok(req)
     }
 
     /// Whether a body may follow.
@@ -254,7 +259,7 @@ pub fn send_from(out: &mut Responder, body: &mut impl Read, len: u64) -> std::io
         let want = buf.len().min(left as usize);
         let n = body.read(&mut buf[..want])?;
         if n == 0 {
-            out.abort("the file ended early");
+            out.abort();
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 format!("the file ended after {} of {len} bytes", len - left),
@@ -263,6 +268,7 @@ pub fn send_from(out: &mut Responder, body: &mut impl Read, len: u64) -> std::io
         out.send(&buf[..n])?;
         left -= n as u64;
     }
+    out.finish();
     Ok(())
 }
 

@@ -79,6 +79,12 @@ pub fn allowed_methods(segs: &[&str]) -> Option<&'static [&'static str]> {
         ["v1", "tokens", _, "rotate"] | ["v1", "tls", "rotate"] | ["v1", "keys", "recover"] => {
             &["POST"]
         }
+        // The test suite's probes: authenticated and admitted like any
+        // call (host-init then answers 404 unless this is a test image).
+        ["v1", "debug", "process-scan" | "drop-caches" | "kill-net-services" | "open-disk"] => {
+            &["POST"]
+        }
+        ["v1", "debug", "console", _] => &["GET"],
         _ => return None,
     })
 }

@@ -45,6 +45,15 @@ fn exchange(shared: &Shared) -> Option<Endpoint> {
     Some(mine)
 }
 
+/// `exchange` for the async side: when host-init is behind on taking new
+/// exchanges, this answers "busy" at once instead of blocking one of the
+/// runtime's two threads (and with it every connection).
+fn exchange_now(shared: &Shared) -> Option<Endpoint> {
+    let (mine, theirs) = Endpoint::pair().ok()?;
+    shared.control.send_now(&Open, Some(&theirs)).ok()?;
+    Some(mine)
+}
+
 /// Largest JSON body of a route whose body travels to host-init: the
 /// channel's message cap less room for the envelope (a bigger one could
 /// never reach host-init anyway).
@@ -90,8 +99,9 @@ async fn ask<T: serde::de::DeserializeOwned>(
         .acquire()
         .await
         .map_err(|_| ChannelError::Closed)?;
-    let ex = exchange(shared).ok_or(ChannelError::Closed)?;
-    ex.send(request, None::<&OwnedFd>)?;
+    let ex = exchange_now(shared).ok_or(ChannelError::Closed)?;
+    // A fresh pair with nothing queued: this send never waits.
+    ex.send_now(request, None::<&OwnedFd>)?;
     // SAFETY: the Endpoint owns its socket for the AsyncFd's whole life
     // and always reports that same descriptor.
     let ex = unsafe {
@@ -104,18 +114,32 @@ async fn ask<T: serde::de::DeserializeOwned>(
     ex.get_ref().recv().map(|(reply, _)| reply)
 }
 
-pub(super) async fn status_async(shared: &Shared) -> Option<StatusReply> {
-    ask(shared, &Request::Status).await.ok()
+/// `ask`, in a task of its own: a client that gives up (a reset HTTP/2
+/// stream, a closed connection) drops the request's future, but host-init
+/// goes on serving the exchange, so the `asking` permit must stay taken
+/// until it has answered.
+async fn ask_detached<T: serde::de::DeserializeOwned + Send + 'static>(
+    shared: &Arc<Shared>,
+    request: Request,
+) -> Result<T, ChannelError> {
+    let shared = shared.clone();
+    tokio::spawn(async move { ask(&shared, &request).await })
+        .await
+        .unwrap_or(Err(ChannelError::Closed))
+}
+
+pub(super) async fn status_async(shared: &Arc<Shared>) -> Option<StatusReply> {
+    ask_detached(shared, Request::Status).await.ok()
 }
 
 /// `call` for the asynchronous side: authentication before admission.
 /// Calls that pass a descriptor back are not made this way.
-pub(super) async fn call_async(shared: &Shared, auth: &str, call: Call) -> CallReply {
+pub(super) async fn call_async(shared: &Arc<Shared>, auth: &str, call: Call) -> CallReply {
     let req = Request::Call {
         auth: auth.to_string(),
         call,
     };
-    match ask::<CallReply>(shared, &req).await {
+    match ask_detached::<CallReply>(shared, req).await {
         Ok(reply) if !reply.fd => reply,
         _ => CallReply {
             verdict: Verdict::Unavailable,

@@ -177,7 +177,9 @@ pub fn exec(
             None,
         ),
     };
-    let _ = io.out.send(&ndjson_line(&last));
+    if io.out.send(&ndjson_line(&last)).is_ok() {
+        io.out.finish();
+    }
     let _ = call(
         shared,
         &req.bearer,
@@ -237,6 +239,15 @@ pub fn files(
                 }
                 Some(_) => return Some(json_error(422, "mode: octal permission bits, e.g. 644")),
             };
+            if req.http2 && req.content_length.is_none() {
+                // HTTP/2 gives a body without a length no end of its own
+                // that a cut cannot fake (a reset with NO_ERROR reads as
+                // a clean end), so an upload must say how long it is.
+                return Some(json_error(
+                    411,
+                    "an upload over HTTP/2 needs a content-length",
+                ));
+            }
             if req.content_length.unwrap_or(0) > MAX_FILE {
                 return Some(body_refusal(http::BodyError::TooLarge(MAX_FILE), "file"));
             }
@@ -295,15 +306,20 @@ pub fn files(
                 left: MAX_FILE,
             };
             match client.read_file(&path, &mut out) {
-                Ok(_) if out.out.started() => None,
+                Ok(_) if out.out.started() => {
+                    out.out.finish();
+                    None
+                }
                 Ok(_) => {
-                    let _ = http::start_download(out.out, 0);
+                    if http::start_download(out.out, 0).is_ok() {
+                        out.out.finish();
+                    }
                     None
                 }
                 // Cut mid-stream: no last chunk (or a reset stream), so the
                 // client sees a truncated body.
                 Err(_) if out.out.started() => {
-                    out.out.abort("the agent's read failed");
+                    out.out.abort();
                     None
                 }
                 Err(e) if e.to_string().contains("NotFound") => {

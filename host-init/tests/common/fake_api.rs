@@ -22,6 +22,9 @@ use super::KillOnDrop;
 /// What the fake control plane and agent saw.
 #[derive(Default)]
 pub struct Seen {
+    /// Every call that reached the control plane, before it looked at
+    /// the bearer.
+    pub calls: AtomicUsize,
     /// Who-am-I calls: every authentication the API process asked for.
     pub who_am_i: AtomicUsize,
     /// Calls past who-am-I that reached the control plane.
@@ -112,6 +115,7 @@ pub fn fake_upload(mut s: UnixStream, seen: Arc<Seen>) {
 /// "tenant-N"; any other gets 401. Agent connections go to the fakes above.
 pub fn control(seen: Arc<Seen>) -> impl Fn(&str, Call) -> Outcome {
     move |auth, call| {
+        seen.calls.fetch_add(1, Ordering::SeqCst);
         if matches!(call, Call::WhoAmI) {
             seen.who_am_i.fetch_add(1, Ordering::SeqCst);
         }
