@@ -169,26 +169,29 @@ bench-proxy runs="2000": deps
 
 # The API process's HTTP: requests/s and p50/p99 for a GET and a small exec, new connection each
 # and kept alive, against a fake host-init; side by side with the API process as of `base` (a git
-# revision, built once into ~/.cache/paddock/api-baseline-REV), "" for none.
+# revision; it and this bench are built there once, into ~/.cache/paddock/api-baseline-REV).
 bench-api-http runs="4000" base="eb279a3": deps
     #!/usr/bin/env bash
     set -euo pipefail
-    cargo build --release --locked -p paddock-init --bin paddock-init
-    baseline=""
-    if [ -n "{{base}}" ]; then
-        rev=$(git rev-parse --short "{{base}}")
-        dir=${PADDOCK_CACHE:-$HOME/.cache/paddock}/api-baseline-$rev
-        if [ ! -x "$dir/paddock-init" ]; then
-            src=$(mktemp -d)
-            git worktree add --detach "$src" "$rev" >/dev/null
-            (cd "$src" && CARGO_TARGET_DIR="$dir/target" cargo build --release --locked -p paddock-init --bin paddock-init)
-            mkdir -p "$dir" && cp "$dir/target/release/paddock-init" "$dir/paddock-init"
-            git worktree remove --force "$src"
+    cargo build --release --locked -p paddock-init --bin paddock-init -p paddock-tests --bin paddock-bench-api-http
+    rev=$(git rev-parse --short "{{base}}")
+    dir=${PADDOCK_CACHE:-$HOME/.cache/paddock}/api-baseline-$rev
+    if [ ! -x "$dir/paddock-bench-api-http" ]; then
+        src=$(mktemp -d)
+        git worktree add --detach "$src" "$rev" >/dev/null
+        cp tests/src/bin/bench_api_http.rs "$src/tests/src/bin/"
+        if ! grep -q bench-api-http "$src/tests/Cargo.toml"; then
+            printf '\n[[bin]]\nname = "paddock-bench-api-http"\npath = "src/bin/bench_api_http.rs"\n' >> "$src/tests/Cargo.toml"
         fi
-        baseline=$dir/paddock-init
+        (cd "$src" && CARGO_TARGET_DIR="$dir/target" cargo build --release --locked \
+            -p paddock-init --bin paddock-init -p paddock-tests --bin paddock-bench-api-http)
+        cp "$dir/target/release/paddock-init" "$dir/target/release/paddock-bench-api-http" "$dir/"
+        git worktree remove --force "$src"
     fi
-    PADDOCK_INIT_BIN=$PWD/target/release/paddock-init PADDOCK_API_BASELINE_BIN=$baseline \
-        PADDOCK_BENCH_RUNS={{runs}} cargo run -q --release --locked -p paddock-tests --bin paddock-bench-api-http
+    PADDOCK_INIT_BIN=$dir/paddock-init PADDOCK_BENCH_LABEL="before ($rev)" \
+        PADDOCK_BENCH_RUNS={{runs}} "$dir/paddock-bench-api-http"
+    PADDOCK_INIT_BIN=$PWD/target/release/paddock-init PADDOCK_BENCH_LABEL=now PADDOCK_BENCH_NO_HEADER=1 \
+        PADDOCK_BENCH_RUNS={{runs}} target/release/paddock-bench-api-http
 
 # Encrypted vs unencrypted workspace disks (I/O inside a workspace, create and delete), one appliance run.
 bench-disk runs="3": deps static-test

@@ -2,11 +2,11 @@
 //! appliance runs it, with a fake host-init behind it that answers at
 //! once): requests per second and latency for `GET /v1/workspaces/{id}`
 //! and a small exec, each with a new TLS connection per request and on
-//! kept-alive connections, 8 clients at once. With PADDOCK_API_BASELINE_BIN
-//! (another build of paddock-init, e.g. before the move to hyper) the same
-//! runs go against it too, side by side. Loopback only. Prints a table.
+//! kept-alive connections, 8 clients at once. `just bench-api-http` runs it
+//! twice, against a baseline revision (built with its own copy of this
+//! file) and against this one, into one table. Loopback only.
 
-use paddock_init::api::channel::{Call, CallReply, Init, Purpose, StatusReply, Verdict};
+use paddock_init::api::channel::{Call, CallReply, Init, Purpose, StatusReply};
 use paddock_init::api::supervisor::{spawn, Running};
 use paddock_init::control::service::Outcome;
 use paddock_proto::{read_frame, write_frame, AgentMsg, HostMsg};
@@ -20,14 +20,21 @@ use std::time::{Duration, Instant};
 
 const CLIENTS: usize = 8;
 
+/// A successful reply. Built from JSON so that this file also builds
+/// against revisions whose replies carried an HTTP status instead of a
+/// verdict (`just bench-api-http` builds it beside the baseline, whose
+/// channel speaks the older shape).
 fn outcome(body: serde_json::Value, stream: Option<OwnedFd>) -> Outcome {
-    Outcome {
-        reply: CallReply {
-            verdict: Verdict::Ok,
-            body,
-            fd: stream.is_some(),
-        },
-        stream,
+    let fd = stream.is_some();
+    let reply = serde_json::from_value::<CallReply>(
+        serde_json::json!({"verdict": "ok", "body": body.clone(), "fd": fd}),
+    )
+    .or_else(|_| {
+        serde_json::from_value(serde_json::json!({"status": 200, "body": body, "fd": fd}))
+    });
+    match reply {
+        Ok(reply) => Outcome { reply, stream },
+        Err(e) => panic!("this revision's CallReply has neither shape: {e}"),
     }
 }
 
@@ -125,9 +132,9 @@ fn connect(config: &Arc<rustls::ClientConfig>, port: u16) -> Result<Tls, String>
     Ok(rustls::StreamOwned::new(conn, tcp))
 }
 
-/// Sends `request` and reads one whole answer (Content-Length or chunked);
-/// whether it was a 200.
-fn ask(c: &mut Tls, request: &[u8]) -> Result<(), String> {
+/// Sends `request` and reads one whole answer (Content-Length or chunked),
+/// which must be a 200; whether the server keeps the connection open.
+fn ask(c: &mut Tls, request: &[u8]) -> Result<bool, String> {
     c.write_all(request).map_err(|e| e.to_string())?;
     c.flush().map_err(|e| e.to_string())?;
     let mut got = Vec::new();
@@ -143,7 +150,11 @@ fn ask(c: &mut Tls, request: &[u8]) -> Result<(), String> {
         };
         let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
         if !head.starts_with("http/1.1 200") {
-            return Err(format!("answered {}", head.lines().next().unwrap_or("")));
+            return Err(format!(
+                "answered {}: {}",
+                head.lines().next().unwrap_or(""),
+                String::from_utf8_lossy(&got[end + 4..])
+            ));
         }
         let body = &got[end + 4..];
         let len = head
@@ -155,7 +166,7 @@ fn ask(c: &mut Tls, request: &[u8]) -> Result<(), String> {
             None => body.ends_with(b"0\r\n\r\n"),
         };
         if whole {
-            return Ok(());
+            return Ok(!head.contains("connection: close"));
         }
     }
 }
@@ -192,7 +203,12 @@ fn run(
                             fresh = connect(config, port)?;
                             &mut fresh
                         };
-                        ask(c, request)?;
+                        // A server that closes after each answer gets a
+                        // new connection for the next request, as a
+                        // keep-alive client would open.
+                        if !ask(c, request)? {
+                            kept = None;
+                        }
                         times.push(t.elapsed());
                     }
                     Ok(times)
@@ -213,18 +229,26 @@ fn run(
     Ok((rate, percentile(&mut times, 50), percentile(&mut times, 99)))
 }
 
-fn row(label: &str, r: Result<(f64, Duration, Duration), String>) {
+/// Prints one row; whether it was measured.
+fn row(label: &str, r: Result<(f64, Duration, Duration), String>) -> bool {
     match r {
-        Ok((rate, p50, p99)) => println!(
-            "| {label} | {rate:.0} | {:.2} | {:.2} |",
-            p50.as_secs_f64() * 1e3,
-            p99.as_secs_f64() * 1e3
-        ),
-        Err(e) => println!("| {label} | failed: {e} | | |"),
+        Ok((rate, p50, p99)) => {
+            println!(
+                "| {label} | {rate:.0} | {:.2} | {:.2} |",
+                p50.as_secs_f64() * 1e3,
+                p99.as_secs_f64() * 1e3
+            );
+            true
+        }
+        Err(e) => {
+            println!("| {label} | failed: {e} | | |");
+            false
+        }
     }
 }
 
-fn bench(name: &str, exe: &Path, n: usize) -> Result<(), String> {
+/// Every row for the binary `exe`; whether all were measured.
+fn bench(name: &str, exe: &Path, n: usize) -> Result<bool, String> {
     let (running, cert) = start(exe)?;
     let config = client_config(&cert)?;
     let port = running.port;
@@ -236,28 +260,21 @@ fn bench(name: &str, exe: &Path, n: usize) -> Result<(), String> {
     );
     // Warm up (first connections, allocator).
     let _ = run(&config, port, get, CLIENTS * 4, false);
-    row(
-        &format!("{name}: GET workspace, new connection each"),
-        run(&config, port, get, n, false),
-    );
-    row(
-        &format!("{name}: GET workspace, kept alive"),
-        run(&config, port, get, n, true),
-    );
-    row(
-        &format!("{name}: exec echo, new connection each"),
-        run(&config, port, exec.as_bytes(), n, false),
-    );
-    row(
-        &format!("{name}: exec echo, kept alive"),
-        run(&config, port, exec.as_bytes(), n, true),
-    );
+    let mut all = true;
+    for (what, request) in [("GET workspace", &get[..]), ("exec echo", exec.as_bytes())] {
+        for (how, keep_alive) in [("new connection each", false), ("kept alive", true)] {
+            all &= row(
+                &format!("{name}: {what}, {how}"),
+                run(&config, port, request, n, keep_alive),
+            );
+        }
+    }
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(running.pid as i32),
         nix::sys::signal::Signal::SIGKILL,
     );
     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(running.pid as i32), None);
-    Ok(())
+    Ok(all)
 }
 
 fn main() -> std::process::ExitCode {
@@ -269,24 +286,19 @@ fn main() -> std::process::ExitCode {
         eprintln!("set PADDOCK_INIT_BIN to the paddock-init binary to measure");
         return std::process::ExitCode::from(2);
     };
-    println!("API process, {CLIENTS} clients at once, {n} requests per row, loopback, TLS 1.3");
-    println!();
-    println!("| what | requests/s | p50 ms | p99 ms |");
-    println!("| --- | --- | --- | --- |");
-    let mut failed = false;
-    if let Some(base) = std::env::var_os("PADDOCK_API_BASELINE_BIN").filter(|b| !b.is_empty()) {
-        if let Err(e) = bench("before", Path::new(&base), n) {
-            eprintln!("baseline: {e}");
-            failed = true;
+    let label = std::env::var("PADDOCK_BENCH_LABEL").unwrap_or_else(|_| "now".into());
+    if std::env::var_os("PADDOCK_BENCH_NO_HEADER").is_none() {
+        println!("API process, {CLIENTS} clients at once, {n} requests per row, loopback, TLS 1.3");
+        println!();
+        println!("| what | requests/s | p50 ms | p99 ms |");
+        println!("| --- | --- | --- | --- |");
+    }
+    match bench(&label, Path::new(&exe), n) {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("{label}: {e}");
+            std::process::ExitCode::FAILURE
         }
-    }
-    if let Err(e) = bench("now", Path::new(&exe), n) {
-        eprintln!("{e}");
-        failed = true;
-    }
-    if failed {
-        std::process::ExitCode::FAILURE
-    } else {
-        std::process::ExitCode::SUCCESS
     }
 }
