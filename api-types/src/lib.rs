@@ -25,6 +25,6 @@ pub use exec::{ExecEvent, ExecRequest};
 pub use network::{Health, Link, LinkList, LinkRequest, PortPublished, PublishRequest};
 pub use token::{MintRequest, MintedToken, Quotas, Scope, TokenList, TokenView};
 pub use workspace::{
-    Deleted, Egress, Published, Workspace, WorkspaceLimits, WorkspaceList, WorkspaceSpec,
-    WorkspaceState,
+    Deleted, Egress, Published, TtlRequest, Workspace, WorkspaceLimits, WorkspaceList,
+    WorkspaceSpec, WorkspaceState,
 };

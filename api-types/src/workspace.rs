@@ -183,3 +183,10 @@ mod tests {
         );
     }
 }
+
+/// `POST /v1/workspaces/{id}/ttl`: end it this many seconds from now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TtlRequest {
+    pub ttl_s: u64,
+}

@@ -116,6 +116,7 @@ fn request_types_name_the_documented_fields() {
     };
     assert_eq!(keys(&mint), properties("TokenRequest"));
     assert_eq!(keys(&Quotas::default()), properties("Quotas"));
+    assert_eq!(keys(&TtlRequest { ttl_s: 60 }), properties("TtlRequest"));
 }
 
 #[test]

@@ -274,6 +274,12 @@ pub enum Call {
     StopWorkspace {
         id: String,
     },
+    /// Ends a running workspace `ttl_s` seconds from now, sooner or later
+    /// than it would have (create scope).
+    SetTtl {
+        id: String,
+        ttl_s: u64,
+    },
     /// New disk rate limits for a running workspace (admin).
     SetLimits {
         id: String,

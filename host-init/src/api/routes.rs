@@ -11,6 +11,7 @@ pub enum Route {
     GetWorkspace(String),
     DeleteWorkspace(String),
     StopWorkspace(String),
+    SetTtl(String),
     SetLimits(String),
     PublishPort(String),
     UnpublishPort {
@@ -68,7 +69,7 @@ pub fn allowed_methods(segs: &[&str]) -> Option<&'static [&'static str]> {
         ["v1", "workspaces"] | ["v1", "tokens"] | ["v1", "links"] => &["GET", "POST"],
         ["v1", "links", _] => &["DELETE"],
         ["v1", "workspaces", _] => &["GET", "DELETE"],
-        ["v1", "workspaces", _, "stop" | "exec" | "quarantine" | "limits"] => &["POST"],
+        ["v1", "workspaces", _, "stop" | "exec" | "quarantine" | "limits" | "ttl"] => &["POST"],
         ["v1", "workspaces", _, "egress"] => &["PUT"],
         ["v1", "workspaces", _, "ports"] => &["POST"],
         ["v1", "workspaces", _, "ports", _] => &["DELETE"],
@@ -101,6 +102,7 @@ pub fn resolve(method: &str, path: &str) -> Route {
         ("GET", ["v1", "workspaces", id]) => R::GetWorkspace(s(id)),
         ("DELETE", ["v1", "workspaces", id]) => R::DeleteWorkspace(s(id)),
         ("POST", ["v1", "workspaces", id, "stop"]) => R::StopWorkspace(s(id)),
+        ("POST", ["v1", "workspaces", id, "ttl"]) => R::SetTtl(s(id)),
         ("POST", ["v1", "workspaces", id, "limits"]) => R::SetLimits(s(id)),
         ("POST", ["v1", "workspaces", id, "ports"]) => R::PublishPort(s(id)),
         ("DELETE", ["v1", "workspaces", id, "ports", port]) => R::UnpublishPort {
@@ -152,6 +154,7 @@ mod tests {
             ("GET", "/v1/workspaces/ws_1", R::GetWorkspace(id())),
             ("DELETE", "/v1/workspaces/ws_1", R::DeleteWorkspace(id())),
             ("POST", "/v1/workspaces/ws_1/stop", R::StopWorkspace(id())),
+            ("POST", "/v1/workspaces/ws_1/ttl", R::SetTtl(id())),
             ("POST", "/v1/workspaces/ws_1/limits", R::SetLimits(id())),
             ("POST", "/v1/workspaces/ws_1/ports", R::PublishPort(id())),
             (

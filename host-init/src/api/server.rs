@@ -224,7 +224,10 @@ pub fn open_agent(
     }
 }
 
-fn read_json(req: &http::Request, io: &mut Exchange) -> Result<Value, (u16, Value)> {
+pub(super) fn read_json<T: serde::de::DeserializeOwned>(
+    req: &http::Request,
+    io: &mut Exchange,
+) -> Result<T, (u16, Value)> {
     let body = http::read_body(req, &mut io.body, MAX_FORWARDED_JSON)
         .map_err(|e| body_refusal(e, "body"))?;
     parse_json(&body)
@@ -270,10 +273,11 @@ pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
         Some((status_of(r.verdict), r.body))
     };
     // A call whose body is the request's JSON.
-    let with_body = |io: &mut Exchange, make: &dyn Fn(Value) -> Call| match read_json(req, io) {
-        Ok(v) => simple(make(v)),
-        Err(e) => Some(e),
-    };
+    let with_body =
+        |io: &mut Exchange, make: &dyn Fn(Value) -> Call| match read_json::<Value>(req, io) {
+            Ok(v) => simple(make(v)),
+            Err(e) => Some(e),
+        };
     match routes::resolve(&req.method, &req.path) {
         // Answered before a handler runs (api::conn).
         Route::Health => Some(json_error(500, "health is answered elsewhere")),
@@ -301,6 +305,10 @@ pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
         Route::GetWorkspace(id) => simple(Call::GetWorkspace { id }),
         Route::DeleteWorkspace(id) => simple(Call::DeleteWorkspace { id }),
         Route::StopWorkspace(id) => simple(Call::StopWorkspace { id }),
+        Route::SetTtl(id) => match read_json::<paddock_api_types::TtlRequest>(req, io) {
+            Ok(t) => simple(Call::SetTtl { id, ttl_s: t.ttl_s }),
+            Err(e) => Some(e),
+        },
         Route::SetLimits(id) => with_body(io, &|request| Call::SetLimits {
             id: id.clone(),
             request,
@@ -328,7 +336,7 @@ pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
         Route::RotateToken(id) => simple(Call::RotateToken { id }),
         Route::RotateTls => simple(Call::RotateTls),
         Route::KeyStatus => simple(Call::KeyStatus),
-        Route::RecoverKeys => match read_json(req, io) {
+        Route::RecoverKeys => match read_json::<Value>(req, io) {
             Ok(v) => match v.get("recovery_secret").and_then(Value::as_str) {
                 Some(secret) if secret.len() <= 256 => simple(Call::RecoverKeys {
                     secret: secret.to_string(),
@@ -340,7 +348,7 @@ pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
             },
             Err(e) => Some(e),
         },
-        Route::ProcessScan => match read_json(req, io) {
+        Route::ProcessScan => match read_json::<Value>(req, io) {
             Ok(v) => match v.get("needle").and_then(Value::as_str) {
                 Some(n) => simple(Call::ScanProcesses {
                     needle: n.to_string(),
@@ -352,7 +360,7 @@ pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
         Route::DropCaches => simple(Call::DropCaches),
         Route::KillNetServices => simple(Call::KillNetServices),
         Route::ReadConsole(name) => simple(Call::ReadConsole { name }),
-        Route::OpenDisk => match read_json(req, io) {
+        Route::OpenDisk => match read_json::<Value>(req, io) {
             Ok(v) => match v.get("workspace").and_then(Value::as_str) {
                 Some(id) if valid_id(id) => simple(Call::ProbeDisk { id: id.to_string() }),
                 _ => Some(json_error(422, "workspace: a workspace id is required")),

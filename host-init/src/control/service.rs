@@ -367,6 +367,7 @@ impl Control {
             Call::GetWorkspace { id } => format!("get_workspace {id}"),
             Call::DeleteWorkspace { id } => format!("delete_workspace {id}"),
             Call::StopWorkspace { id } => format!("stop_workspace {id}"),
+            Call::SetTtl { id, ttl_s } => format!("set_ttl {id} {ttl_s}"),
             Call::QuarantineWorkspace { id } => format!("quarantine_workspace {id}"),
             Call::SetLimits { id, .. } => format!("set_limits {id}"),
             Call::SetEgress { id, .. } => format!("set_egress {id}"),
@@ -441,6 +442,33 @@ impl Control {
                 self.audit.record(
                     "workspace_stopped",
                     json!({"workspace": ws.id, "token": tok.id}),
+                );
+                Ok(reply(Verdict::Ok, ws.public()))
+            }
+            Call::SetTtl { id, ttl_s } => {
+                let mut ws = self.workspace(tok, &id, Scope::Create, what)?;
+                self.quarantine_is_admins(tok, &ws, what)?;
+                if !(1..=super::workspace::MAX_TTL_S).contains(&ttl_s) {
+                    return Err(error(
+                        Verdict::Invalid,
+                        format!(
+                            "ttl_s: {ttl_s} is not 1 to {} (the server maximum)",
+                            super::workspace::MAX_TTL_S
+                        ),
+                    ));
+                }
+                if ws.state != WsState::Running {
+                    return Err(error(
+                        Verdict::Conflict,
+                        format!("workspace {} is {:?}", ws.id, ws.state),
+                    ));
+                }
+                let before = ws.expires_at;
+                ws.expires_at = now_s() + ttl_s;
+                self.store.put(WORKSPACES, &ws.id, &ws).map_err(store_err)?;
+                self.audit.record(
+                    "workspace_ttl_changed",
+                    json!({"workspace": ws.id, "token": tok.id, "expires_at_before": before, "expires_at": ws.expires_at}),
                 );
                 Ok(reply(Verdict::Ok, ws.public()))
             }

@@ -216,3 +216,45 @@ fn probes_are_absent_unless_built_and_enabled_and_then_admin_only() {
         .to_string()
         .contains("no console of ws_nothing"));
 }
+
+#[test]
+fn a_ttl_is_moved_only_by_its_creators_within_the_limits() {
+    let p = plane("ttl");
+    let c = &p.control;
+    let (owner, secret) = tenant(c);
+    put_workspace(c, "ws_ttl", &owner, "running", 10);
+    let set = |secret: &str, ttl_s: u64| {
+        c.call(
+            secret,
+            Call::SetTtl {
+                id: "ws_ttl".into(),
+                ttl_s,
+            },
+        )
+    };
+    let out = set(&secret, 600);
+    assert_eq!(out.reply.verdict, Verdict::Ok, "{}", out.reply.body);
+    let expires = out.reply.body["expires_at"].as_u64().expect("expires_at");
+    let now = crate::control::audit::now_s();
+    assert!((now + 590..=now + 610).contains(&expires), "{expires}");
+    for bad in [0, crate::control::workspace::MAX_TTL_S + 1] {
+        assert_eq!(set(&secret, bad).reply.verdict, Verdict::Invalid);
+    }
+    // A token without create scope, and one that cannot see it.
+    let reader = c.call(
+        &secret,
+        Call::CreateToken {
+            request: json!({"name": "reader", "scopes": ["read"]}),
+        },
+    );
+    let reader = reader.reply.body["secret"]
+        .as_str()
+        .expect("secret")
+        .to_string();
+    assert_eq!(set(&reader, 60).reply.verdict, Verdict::Forbidden);
+    let (_, stranger) = tenant(c);
+    assert_eq!(set(&stranger, 60).reply.verdict, Verdict::Forbidden);
+    // Only a running workspace.
+    put_workspace(c, "ws_ttl", &owner, "stopped", 10);
+    assert_eq!(set(&secret, 60).reply.verdict, Verdict::Conflict);
+}
