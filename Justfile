@@ -74,6 +74,10 @@ static-test: static
     {{static_dir}}/paddock-init build-info | grep -qx 'test-probes no'
     {{test_static_dir}}/paddock-init build-info | grep -qx 'test-probes yes'
 
+# Install E2B's Python SDK (pinned, from PyPI) into the cache; prints its python's path.
+e2b-sdk:
+    @scripts/e2b-sdk.sh
+
 # Install schemathesis (pinned, from PyPI) into the cache; prints its `st` path.
 schemathesis:
     @scripts/schemathesis.sh
@@ -88,6 +92,7 @@ check:
     cargo test --workspace --lib --bins --locked
     cargo test -p paddock-init --lib --features test-probes --locked
     export PADDOCK_SCHEMATHESIS=$(scripts/schemathesis.sh)
+    export PADDOCK_E2B_PYTHON=$(scripts/e2b-sdk.sh)
     cargo test -p paddock-vmm -p paddock-agent-client -p paddock-proto -p paddock-init -p paddock-image -p paddock-tpm -p paddock-api-types --tests --locked
 
 # Coverage instrumentation for libFuzzer on the stable toolchain (no nightly,

@@ -285,6 +285,10 @@ async fn request(
     };
     let mut answer = match decide(&shared, &req, address, overflow).await {
         Decision::Run(slot) => return run(shared, req, body, slot, busy).await,
+        Decision::Answer(status, value) if super::e2b::is_e2b_path(&req.path) => {
+            let message = value["error"].as_str().unwrap_or("refused").to_string();
+            http::json_answer(status, &super::e2b::error(status, message).1)
+        }
         Decision::Answer(status, value) => http::json_answer(status, &value),
         Decision::NotAllowed(methods) => http::not_allowed_answer(methods),
     };

@@ -30,6 +30,8 @@ pub struct Request {
     pub head_bytes: usize,
     /// Over HTTP/2 (set by `from_parts`).
     pub http2: bool,
+    /// E2B's `E2b-Sandbox-Id`: which sandbox an envd request is for.
+    pub sandbox: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -71,6 +73,11 @@ impl Request {
         let mut content_length = None;
         let mut chunked = false;
         let mut expect_continue = false;
+        let mut sandbox = None;
+        // E2B's SDK sends its key as X-API-Key, and envd requests as
+        // X-Access-Token: the same bearer tokens, where no Authorization
+        // header names one.
+        let mut other_key = String::new();
         let mut head_bytes = method.len() + target.len() + 12;
         for (name, value) in headers {
             head_bytes += name.len() + value.len() + 4;
@@ -89,6 +96,12 @@ impl Request {
                 chunked = value.to_ascii_lowercase().contains("chunked");
             } else if name.eq_ignore_ascii_case("expect") {
                 expect_continue = value.eq_ignore_ascii_case("100-continue");
+            } else if name.eq_ignore_ascii_case("x-api-key")
+                || name.eq_ignore_ascii_case("x-access-token")
+            {
+                other_key = value.to_string();
+            } else if name.eq_ignore_ascii_case("e2b-sandbox-id") {
+                sandbox = Some(value.to_string());
             }
         }
         if head_bytes > MAX_HEAD {
@@ -96,6 +109,9 @@ impl Request {
         }
         if content_length.is_none() && has_body {
             chunked = true;
+        }
+        if bearer.is_empty() {
+            bearer = other_key;
         }
         Ok(Request {
             method: method.to_string(),
@@ -107,6 +123,7 @@ impl Request {
             expect_continue,
             head_bytes,
             http2: false,
+            sandbox,
         })
     }
 
@@ -220,6 +237,15 @@ pub fn not_allowed_answer(allow: &[&str]) -> (Head, Vec<u8>) {
 }
 
 pub fn json_answer(status: u16, body: &serde_json::Value) -> (Head, Vec<u8>) {
+    if status == 204 {
+        return (
+            Head {
+                status,
+                headers: vec![(CACHE_CONTROL, "no-store".to_string())],
+            },
+            Vec::new(),
+        );
+    }
     (
         head(status, "application/json"),
         body.to_string().into_bytes(),
@@ -228,6 +254,18 @@ pub fn json_answer(status: u16, body: &serde_json::Value) -> (Head, Vec<u8>) {
 
 pub fn json(out: &mut Responder, status: u16, body: &serde_json::Value) {
     let (h, b) = json_answer(status, body);
+    out.full(h, b);
+}
+
+/// A JSON answer with headers of its own (E2B's `x-next-token`).
+pub fn json_with(
+    out: &mut Responder,
+    status: u16,
+    body: &serde_json::Value,
+    headers: Vec<(http::header::HeaderName, String)>,
+) {
+    let (mut h, b) = json_answer(status, body);
+    h.headers.extend(headers);
     out.full(h, b);
 }
 
@@ -270,6 +308,11 @@ pub fn send_from(out: &mut Responder, body: &mut impl Read, len: u64) -> std::io
     }
     out.finish();
     Ok(())
+}
+
+/// A header name from a static lowercase string.
+pub fn header_name(name: &'static str) -> http::header::HeaderName {
+    http::header::HeaderName::from_static(name)
 }
 
 #[cfg(test)]

@@ -50,6 +50,17 @@ pub enum Route {
     /// A workspace path whose id cannot be one (never forwarded).
     BadWorkspaceId,
     NotFound,
+    /// E2B's control plane (api::e2b), and envd's health.
+    E2bCreate,
+    E2bList,
+    E2bGet(String),
+    E2bKill(String),
+    E2bTimeout(String),
+    E2bConnect(String),
+    E2bPause(String),
+    E2bNetwork(String),
+    E2bMetrics(String),
+    EnvdHealth,
 }
 
 /// A workspace, token or console id as the server makes them.
@@ -86,6 +97,13 @@ pub fn allowed_methods(segs: &[&str]) -> Option<&'static [&'static str]> {
             &["POST"]
         }
         ["v1", "debug", "console", _] => &["GET"],
+        ["sandboxes"] | ["v2", "sandboxes"] => &["GET", "POST"],
+        ["sandboxes", _] => &["GET", "DELETE"],
+        ["sandboxes", _, "timeout" | "connect" | "pause" | "resume"]
+        | ["v2", "sandboxes", _, "connect"] => &["POST"],
+        ["sandboxes", _, "network"] => &["PUT"],
+        ["sandboxes", _, "metrics"] => &["GET"],
+        ["health"] => &["GET"],
         _ => return None,
     })
 }
@@ -134,6 +152,21 @@ pub fn resolve(method: &str, path: &str) -> Route {
         ("GET", ["v1", "debug", "console", name]) if valid_id(name) => R::ReadConsole(s(name)),
         ("POST", ["v1", "debug", "open-disk"]) => R::OpenDisk,
         ("GET", ["metrics"]) => R::Metrics,
+        ("POST", ["sandboxes"] | ["v2", "sandboxes"]) => R::E2bCreate,
+        ("GET", ["sandboxes"] | ["v2", "sandboxes"]) => R::E2bList,
+        (_, ["sandboxes", id, ..] | ["v2", "sandboxes", id, ..]) if !valid_id(id) => {
+            R::BadWorkspaceId
+        }
+        ("GET", ["sandboxes", id]) => R::E2bGet(s(id)),
+        ("DELETE", ["sandboxes", id]) => R::E2bKill(s(id)),
+        ("POST", ["sandboxes", id, "timeout"]) => R::E2bTimeout(s(id)),
+        ("POST", ["sandboxes", id, "connect"] | ["v2", "sandboxes", id, "connect"]) => {
+            R::E2bConnect(s(id))
+        }
+        ("POST", ["sandboxes", id, "pause" | "resume"]) => R::E2bPause(s(id)),
+        ("PUT", ["sandboxes", id, "network"]) => R::E2bNetwork(s(id)),
+        ("GET", ["sandboxes", id, "metrics"]) => R::E2bMetrics(s(id)),
+        ("GET", ["health"]) => R::EnvdHealth,
         ("GET", ["v1", "audit"]) => R::Audit,
         _ => R::NotFound,
     }

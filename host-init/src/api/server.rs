@@ -394,6 +394,26 @@ pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
             }
             simple(Call::ReadAudit { filters, limit })
         }
+        Route::E2bCreate => Some(super::e2b::create(shared, req, io)),
+        Route::E2bList => match super::e2b::list(shared, req) {
+            Ok((page, next)) => {
+                let headers = next
+                    .map(|n| (http::header_name("x-next-token"), n))
+                    .into_iter()
+                    .collect();
+                http::json_with(&mut io.out, 200, &page, headers);
+                None
+            }
+            Err(e) => Some(e),
+        },
+        Route::E2bGet(id) => Some(super::e2b::get(shared, req, &id)),
+        Route::E2bKill(id) => Some(super::e2b::kill(shared, req, &id)),
+        Route::E2bTimeout(id) => Some(super::e2b::set_timeout(shared, req, io, &id)),
+        Route::E2bConnect(id) => Some(super::e2b::connect(shared, req, io, &id)),
+        Route::E2bPause(id) => Some(super::e2b::pause(&id)),
+        Route::E2bNetwork(id) => Some(super::e2b::set_network(shared, req, io, &id)),
+        Route::E2bMetrics(id) => Some(super::e2b::metrics(&id)),
+        Route::EnvdHealth => Some(super::e2b::envd_health(shared, req)),
         Route::NotFound => Some(json_error(
             404,
             format!("no such endpoint: {} {}", req.method, req.path),

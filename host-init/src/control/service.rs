@@ -32,6 +32,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// The refusal for a workspace a token may not see, whether or not it
+/// exists (the two are not told apart).
+pub const NO_SUCH_WORKSPACE: &str = "no such workspace for this token";
+
 /// Host memory kept for host-init, the API and the kernel.
 const HOST_RESERVE_MIB: u64 = 1024;
 /// How often an expired workspace whose destruction failed is tried again.
@@ -340,12 +344,7 @@ impl Control {
                 Err(error(Verdict::NotFound, format!("no workspace {id}")))
             }
             // The same answer whether it exists or not.
-            _ => Err(self.refuse(
-                Verdict::Forbidden,
-                "no such workspace for this token",
-                Some(&tok.id),
-                what,
-            )),
+            _ => Err(self.refuse(Verdict::Forbidden, NO_SUCH_WORKSPACE, Some(&tok.id), what)),
         }
     }
 

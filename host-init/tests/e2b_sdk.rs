@@ -1,0 +1,252 @@
+//! E2B's own Python SDK (`e2b`, pinned, from PyPI: scripts/e2b-sdk.sh)
+//! against the real API process (issue 16), with a fake host-init that
+//! keeps workspaces in memory: what an agent written for E2B does with
+//! sandboxes (create, info, list with a metadata filter, timeout, connect,
+//! is_running, network, kill), what it gets for what Paddock refuses
+//! (pause, CIDRs without ports, a bad key), and what reached the control
+//! plane (the spec, the TTL, the token). Loopback only; the VM side is the
+//! appliance test's.
+
+use paddock_init::api::channel::{Call, Init, StatusReply};
+use paddock_init::api::supervisor::spawn;
+use paddock_init::control::service::Outcome;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+mod common;
+use common::KillOnDrop;
+
+const KEY: &str = "e2b_0123456789abcdef0123456789abcdef01234567";
+
+fn reply(status: u16, body: Value) -> Outcome {
+    common::outcome(status, body)
+}
+
+/// What the fake control plane holds and saw.
+#[derive(Default)]
+struct Plane {
+    workspaces: BTreeMap<String, Value>,
+    specs: Vec<Value>,
+    ttls: Vec<(String, u64)>,
+    egress: Vec<(String, Value)>,
+    next: u32,
+}
+
+fn view(id: &str, spec: &Value, now: u64) -> Value {
+    json!({
+        "id": id, "template": spec["template"], "vcpus": 1, "memory_mib": 512,
+        "disk_mib": 2048, "labels": spec["labels"], "env_keys": [],
+        "created_at": now, "expires_at": now + spec["ttl_s"].as_u64().unwrap_or(0),
+        "state": "running",
+        "limits": {"cpu_max_us_per_100ms": 100000, "memory_max_bytes": 1, "pids_max": 1,
+            "io_max_bytes_per_s": 1, "io_max_ops_per_s": 1, "disk_bytes_per_s": 1,
+            "disk_ops_per_s": 1, "net_bytes_per_s": 1, "net_connections_per_s": 1},
+        "disk_encrypted": true, "egress": spec["egress"], "published": []
+    })
+}
+
+fn control(plane: Arc<Mutex<Plane>>) -> impl Fn(&str, Call) -> Outcome {
+    move |auth, call| {
+        if auth != KEY {
+            return reply(401, json!({"error": "invalid, expired or revoked token"}));
+        }
+        let now = 1_796_515_000;
+        let mut p = plane.lock().expect("plane");
+        // The control plane's answer for one this token cannot see.
+        let missing = |_: &str| {
+            reply(
+                403,
+                json!({"error": paddock_init::control::service::NO_SUCH_WORKSPACE}),
+            )
+        };
+        match call {
+            Call::WhoAmI => reply(
+                200,
+                json!({"token": "tok_e2b", "admin": false, "tenant": "tok_e2b"}),
+            ),
+            Call::CreateWorkspace { spec } => {
+                p.next += 1;
+                let id = format!("ws_e2b{}", p.next);
+                let v = view(&id, &spec, now);
+                p.specs.push(spec);
+                p.workspaces.insert(id, v.clone());
+                reply(201, v)
+            }
+            Call::GetWorkspace { id } => match p.workspaces.get(&id) {
+                Some(v) => reply(200, v.clone()),
+                None => missing(&id),
+            },
+            Call::ListWorkspaces { labels } => {
+                let list: Vec<Value> = p
+                    .workspaces
+                    .values()
+                    .filter(|w| labels.iter().all(|(k, v)| w["labels"][k] == v.as_str()))
+                    .cloned()
+                    .collect();
+                reply(200, json!({"workspaces": list}))
+            }
+            Call::DeleteWorkspace { id } => match p.workspaces.remove(&id) {
+                Some(_) => reply(200, json!({"deleted": id})),
+                None => missing(&id),
+            },
+            Call::SetTtl { id, ttl_s } => {
+                p.ttls.push((id.clone(), ttl_s));
+                match p.workspaces.get_mut(&id) {
+                    Some(w) => {
+                        w["expires_at"] = json!(now + ttl_s);
+                        reply(200, w.clone())
+                    }
+                    None => missing(&id),
+                }
+            }
+            Call::SetEgress { id, request } => {
+                p.egress.push((id.clone(), request.clone()));
+                match p.workspaces.get_mut(&id) {
+                    Some(w) => {
+                        w["egress"] = request;
+                        reply(200, w.clone())
+                    }
+                    None => missing(&id),
+                }
+            }
+            _ => reply(404, json!({"error": "not in this fake"})),
+        }
+    }
+}
+
+/// What the SDK does, printed one fact per line for the test to check.
+const SCRIPT: &str = r#"
+import sys
+from e2b import Sandbox, SandboxQuery
+from e2b.exceptions import AuthenticationException, SandboxException
+
+def say(*a):
+    print(*a, flush=True)
+
+sbx = Sandbox.create(timeout=120, metadata={"team": "a"}, envs={"K": "v"},
+                     network={"allow_out": ["allowed.example", "8.8.8.8/32:53"]})
+say("created", sbx.sandbox_id)
+info = sbx.get_info()
+say("info", info.sandbox_id, info.template_id, info.metadata.get("team"), info.state)
+other = Sandbox.create(metadata={"team": "b"})
+ids = sorted(s.sandbox_id for s in Sandbox.list(query=SandboxQuery(metadata={"team": "a"})).next_items())
+say("listed", ",".join(ids))
+say("all", len(Sandbox.list().next_items()))
+sbx.set_timeout(600)
+say("timeout set")
+again = Sandbox.connect(sbx.sandbox_id, timeout=900)
+say("connected", again.sandbox_id)
+say("running", again.is_running())
+try:
+    sbx.pause()
+    say("paused?!")
+except Exception as e:
+    say("pause refused", type(e).__name__, str(e)[:80])
+try:
+    Sandbox.create(network={"allow_out": ["8.8.8.8"]})
+    say("created without ports?!")
+except Exception as e:
+    say("no ports refused", "443" in str(e))
+try:
+    Sandbox.list(api_key="e2b_" + "f" * 40).next_items()
+    say("bad key listed?!")
+except AuthenticationException:
+    say("bad key refused")
+say("killed", sbx.kill())
+say("killed again", Sandbox.kill(sbx.sandbox_id))
+other.kill()
+say("left", len(Sandbox.list().next_items()))
+"#;
+
+#[test]
+fn e2bs_sdk_runs_its_sandbox_calls_against_paddock() {
+    let python = match std::env::var("PADDOCK_E2B_PYTHON") {
+        Ok(p) => p,
+        Err(_) => panic!("PADDOCK_E2B_PYTHON is not set: run `just e2b-sdk` (it prints the path)"),
+    };
+    let id = paddock_init::tls::generate().expect("identity");
+    let init = Init {
+        cert_pem: id.cert_pem.clone(),
+        key_pem: id.key_pem,
+        port: 0,
+    };
+    let plane = Arc::new(Mutex::new(Plane::default()));
+    let status = || StatusReply {
+        version: "test".into(),
+        state: "ready".into(),
+        workspaces: 0,
+        uptime_s: 1,
+    };
+    let running = spawn(
+        Path::new(env!("CARGO_BIN_EXE_paddock-init")),
+        &init,
+        None,
+        status,
+        control(plane.clone()),
+    )
+    .expect("API process starts");
+    let _guard = KillOnDrop(running.pid);
+    let dir = std::env::temp_dir().join(format!("paddock-e2b-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let cert = dir.join("api.pem");
+    std::fs::write(&cert, &id.cert_pem).expect("cert");
+    let script = dir.join("agent.py");
+    std::fs::write(&script, SCRIPT).expect("script");
+    // The two variables an E2B user changes, and the box's certificate.
+    let out = Command::new(&python)
+        .arg(&script)
+        .env("E2B_API_KEY", KEY)
+        .env("E2B_API_URL", format!("https://localhost:{}", running.port))
+        .env(
+            "E2B_SANDBOX_URL",
+            format!("https://localhost:{}", running.port),
+        )
+        .env("SSL_CERT_FILE", &cert)
+        .output()
+        .expect("python");
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}\n{err}");
+    let lines: Vec<&str> = text.lines().collect();
+    let expect = [
+        "created ws_e2b1",
+        "info ws_e2b1 base a running",
+        "listed ws_e2b1",
+        "all 2",
+        "timeout set",
+        "connected ws_e2b1",
+        "running True",
+        "no ports refused True",
+        "bad key refused",
+        "killed True",
+        "killed again False",
+        "left 0",
+    ];
+    for e in expect {
+        assert!(lines.contains(&e), "no {e:?} in:\n{text}\n{err}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("pause refused") && l.contains("pause")),
+        "{text}"
+    );
+    // What reached the control plane: the native spec, with E2B's names
+    // mapped onto Paddock's (template, TTL, labels, env, allowlist).
+    let p = plane.lock().expect("plane");
+    let spec = &p.specs[0];
+    assert_eq!(spec["template"], "default");
+    assert_eq!(spec["ttl_s"], 120);
+    assert_eq!(spec["labels"]["team"], "a");
+    assert_eq!(spec["env"]["K"], "v");
+    assert_eq!(spec["egress"]["domains"], json!(["allowed.example"]));
+    assert_eq!(spec["egress"]["cidrs"], json!(["8.8.8.8/32:53"]));
+    assert_eq!(p.specs[1]["ttl_s"], 300, "E2B's default timeout");
+    assert_eq!(p.specs.len(), 2, "the refused create never reached it");
+    assert!(p.ttls.contains(&("ws_e2b1".into(), 600)), "{:?}", p.ttls);
+    assert!(p.ttls.contains(&("ws_e2b1".into(), 900)), "{:?}", p.ttls);
+}
