@@ -9,6 +9,8 @@ pub mod bridge;
 pub mod channel;
 pub mod conn;
 pub mod e2b;
+pub mod envd;
+pub mod exec;
 pub mod http;
 pub mod routes;
 pub mod sandbox;

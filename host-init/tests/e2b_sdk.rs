@@ -10,8 +10,11 @@
 use paddock_init::api::channel::{Call, Init, StatusReply};
 use paddock_init::api::supervisor::spawn;
 use paddock_init::control::service::Outcome;
+use paddock_proto::{read_frame, write_frame, AgentMsg, HostMsg};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -112,9 +115,76 @@ fn control(plane: Arc<Mutex<Plane>>) -> impl Fn(&str, Call) -> Outcome {
                     None => missing(&id),
                 }
             }
+            Call::OpenAgent { id, .. } if p.workspaces.contains_key(&id) => {
+                let (ours, theirs) = UnixStream::pair().expect("pair");
+                std::thread::spawn(move || agent(theirs));
+                // The env given at create, as the control plane hands it
+                // over (it is never in an answer to a client).
+                let n: usize = id.trim_start_matches("ws_e2b").parse().unwrap_or(1);
+                let env = p
+                    .specs
+                    .get(n - 1)
+                    .map(|s| s["env"].clone())
+                    .unwrap_or_default();
+                paddock_init::control::service::Outcome {
+                    reply: paddock_init::api::channel::CallReply {
+                        verdict: paddock_init::api::channel::Verdict::Ok,
+                        body: json!({"env": env}),
+                        fd: true,
+                    },
+                    stream: Some(OwnedFd::from(ours)),
+                }
+            }
+            Call::OpenAgent { id, .. } => missing(&id),
+            Call::ExecEnded { .. } => reply(200, json!({})),
             _ => reply(404, json!({"error": "not in this fake"})),
         }
     }
+}
+
+/// A workspace's agent that runs the command here, on the test's host (a
+/// real shell, so the SDK sees real output and exit codes).
+fn agent(mut s: UnixStream) {
+    let Ok(HostMsg::Hello { protocol }) = read_frame::<HostMsg, _>(&mut s) else {
+        return;
+    };
+    let hello = AgentMsg::HelloOk {
+        protocol,
+        agent_version: "fake".into(),
+    };
+    if write_frame(&mut s, &hello).is_err() {
+        return;
+    }
+    let Ok(HostMsg::Exec(req)) = read_frame::<HostMsg, _>(&mut s) else {
+        return;
+    };
+    let _ = write_frame(&mut s, &AgentMsg::Started { pid: 7 });
+    // A home of its own, so that a login shell reads no profile of the
+    // test machine's.
+    let home = std::env::temp_dir().join(format!("paddock-e2b-home-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&home);
+    let out = Command::new(&req.argv[0])
+        .args(&req.argv[1..])
+        .env_clear()
+        .env("HOME", &home)
+        .env("PATH", "/usr/bin:/bin")
+        .envs(req.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output();
+    let status = match out {
+        Ok(out) => {
+            let _ = write_frame(&mut s, &AgentMsg::Stdout(out.stdout));
+            let _ = write_frame(&mut s, &AgentMsg::Stderr(out.stderr));
+            out.status.code()
+        }
+        Err(_) => Some(127),
+    };
+    let exited = paddock_proto::ExitStatus {
+        code: status,
+        signal: None,
+        timed_out: false,
+    };
+    let _ = write_frame(&mut s, &AgentMsg::Exited(exited));
+    while read_frame::<HostMsg, _>(&mut s).is_ok() {}
 }
 
 /// What the SDK does, printed one fact per line for the test to check.
@@ -140,6 +210,14 @@ say("timeout set")
 again = Sandbox.connect(sbx.sandbox_id, timeout=900)
 say("connected", again.sandbox_id)
 say("running", again.is_running())
+r = sbx.commands.run("echo hello from $K $MINE; echo oops >&2", envs={"MINE": "mine"})
+say("ran", repr(r.stdout), repr(r.stderr), r.exit_code)
+from e2b.sandbox.commands.command_handle import CommandExitException
+try:
+    sbx.commands.run("exit 3")
+    say("exit 3 passed?!")
+except CommandExitException as e:
+    say("exit code", e.exit_code)
 try:
     sbx.pause()
     say("paused?!")
@@ -220,6 +298,8 @@ fn e2bs_sdk_runs_its_sandbox_calls_against_paddock() {
         "timeout set",
         "connected ws_e2b1",
         "running True",
+        "ran 'hello from v mine\\n' 'oops\\n' 0",
+        "exit code 3",
         "no ports refused True",
         "bad key refused",
         "killed True",

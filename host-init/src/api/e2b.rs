@@ -31,6 +31,7 @@ const MAX_PAGE: usize = 100;
 /// to it, refusals before a handler included, take E2B's error shape.
 pub fn is_e2b_path(path: &str) -> bool {
     path == "/health"
+        || path.starts_with("/process.Process/")
         || path == "/sandboxes"
         || path == "/v2/sandboxes"
         || path.starts_with("/sandboxes/")

@@ -32,6 +32,10 @@ pub struct Request {
     pub http2: bool,
     /// E2B's `E2b-Sandbox-Id`: which sandbox an envd request is for.
     pub sandbox: Option<String>,
+    /// The user an envd request names (`Authorization: Basic user:`).
+    pub basic_user: Option<String>,
+    /// Its Content-Type, as sent.
+    pub content_type: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -46,6 +50,16 @@ fn decode(s: &str) -> String {
     percent_encoding::percent_decode_str(&s.replace('+', " "))
         .decode_utf8_lossy()
         .to_string()
+}
+
+/// The user of a Basic credential ("user:" with no password, as envd's
+/// clients send it), if it decodes.
+fn basic_user_of(b64: &str) -> Option<String> {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let user = text.split(':').next()?.to_string();
+    (!user.is_empty() && user.len() <= 64).then_some(user)
 }
 
 fn parse_query(q: &str) -> Vec<(String, String)> {
@@ -74,6 +88,8 @@ impl Request {
         let mut chunked = false;
         let mut expect_continue = false;
         let mut sandbox = None;
+        let mut basic_user = None;
+        let mut content_type = None;
         // E2B's SDK sends its key as X-API-Key, and envd requests as
         // X-Access-Token: the same bearer tokens, where no Authorization
         // header names one.
@@ -85,6 +101,8 @@ impl Request {
             if name.eq_ignore_ascii_case("authorization") {
                 if let Some(t) = value.strip_prefix("Bearer ") {
                     bearer = t.trim().to_string();
+                } else if let Some(b) = value.strip_prefix("Basic ") {
+                    basic_user = basic_user_of(b.trim());
                 }
             } else if name.eq_ignore_ascii_case("content-length") {
                 content_length = Some(
@@ -100,6 +118,8 @@ impl Request {
                 || name.eq_ignore_ascii_case("x-access-token")
             {
                 other_key = value.to_string();
+            } else if name.eq_ignore_ascii_case("content-type") {
+                content_type = Some(value.to_string());
             } else if name.eq_ignore_ascii_case("e2b-sandbox-id") {
                 sandbox = Some(value.to_string());
             }
@@ -124,6 +144,8 @@ impl Request {
             head_bytes,
             http2: false,
             sandbox,
+            basic_user,
+            content_type,
         })
     }
 

@@ -61,6 +61,7 @@ pub enum Route {
     E2bNetwork(String),
     E2bMetrics(String),
     EnvdHealth,
+    EnvdStart,
 }
 
 /// A workspace, token or console id as the server makes them.
@@ -104,6 +105,7 @@ pub fn allowed_methods(segs: &[&str]) -> Option<&'static [&'static str]> {
         ["sandboxes", _, "network"] => &["PUT"],
         ["sandboxes", _, "metrics"] => &["GET"],
         ["health"] => &["GET"],
+        ["process.Process", "Start"] => &["POST"],
         _ => return None,
     })
 }
@@ -167,6 +169,7 @@ pub fn resolve(method: &str, path: &str) -> Route {
         ("PUT", ["sandboxes", id, "network"]) => R::E2bNetwork(s(id)),
         ("GET", ["sandboxes", id, "metrics"]) => R::E2bMetrics(s(id)),
         ("GET", ["health"]) => R::EnvdHealth,
+        ("POST", ["process.Process", "Start"]) => R::EnvdStart,
         ("GET", ["v1", "audit"]) => R::Audit,
         _ => R::NotFound,
     }

@@ -8,10 +8,11 @@ use super::channel::{
     Verdict, CHANNEL_FD, MAX_LINE,
 };
 use super::conn::{serve_connection, Exchange};
+use super::exec::exec;
 use super::http::{self, status_of};
 use super::routes::{self, Route};
 pub use super::routes::{allowed_methods, segments, valid_id};
-use super::transfer::{exec, files, forensic_file};
+use super::transfer::{files, forensic_file};
 use paddock_api_types::ErrorBody;
 use serde_json::Value;
 use std::os::fd::OwnedFd;
@@ -414,6 +415,7 @@ pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
         Route::E2bNetwork(id) => Some(super::e2b::set_network(shared, req, io, &id)),
         Route::E2bMetrics(id) => Some(super::e2b::metrics(&id)),
         Route::EnvdHealth => Some(super::e2b::envd_health(shared, req)),
+        Route::EnvdStart => super::envd::start(shared, req, io),
         Route::NotFound => Some(json_error(
             404,
             format!("no such endpoint: {} {}", req.method, req.path),

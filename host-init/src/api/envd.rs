@@ -1,0 +1,234 @@
+//! E2B's envd process service, the part its SDK's `commands.run` uses:
+//! `process.Process/Start` over the Connect protocol with JSON messages
+//! (what the SDK speaks), run as a native exec (api::exec) in the sandbox
+//! named by `E2b-Sandbox-Id`, as the key's own request.
+//!
+//! Connect frames each message as a flag byte, a big-endian u32 length and
+//! the JSON; a server stream ends with a frame flagged 0x02 holding `{}` or
+//! `{"error": {"code", "message"}}`.
+
+use super::conn::Exchange;
+use super::exec::{ExecFormat, MAX_EXEC_JSON};
+use super::http;
+use super::server::Shared;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+const CONTENT_TYPE: &str = "application/connect+json";
+/// A frame's flags: the stream's last frame (its status).
+const END_STREAM: u8 = 0x02;
+const COMPRESSED: u8 = 0x01;
+
+/// One Connect frame.
+pub fn frame(flags: u8, message: &Value) -> Vec<u8> {
+    let json = message.to_string().into_bytes();
+    let mut out = Vec::with_capacity(json.len() + 5);
+    out.push(flags);
+    out.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    out.extend_from_slice(&json);
+    out
+}
+
+/// The one message of a request stream: its JSON.
+pub fn unframe(body: &[u8]) -> Result<&[u8], String> {
+    let Some((head, rest)) = body.split_first_chunk::<5>() else {
+        return Err("a Connect message starts with 5 bytes of framing".into());
+    };
+    if head[0] & COMPRESSED != 0 {
+        return Err("compressed Connect messages are not accepted".into());
+    }
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if rest.len() != len {
+        return Err(format!(
+            "the Connect frame says {len} bytes and {} came",
+            rest.len()
+        ));
+    }
+    Ok(rest)
+}
+
+/// Connect's error code for a refusal's HTTP status.
+fn code_of(status: u16) -> &'static str {
+    match status {
+        400 | 413 | 422 => "invalid_argument",
+        401 => "unauthenticated",
+        403 => "permission_denied",
+        404 => "not_found",
+        409 => "failed_precondition",
+        429 => "resource_exhausted",
+        501 => "unimplemented",
+        503 => "unavailable",
+        _ => "internal",
+    }
+}
+
+/// A stream that ends at once with an error.
+fn refuse(io: &mut Exchange, status: u16, message: &str) {
+    let end = frame(
+        END_STREAM,
+        &json!({"error": {"code": code_of(status), "message": message}}),
+    );
+    if http::start_stream(&mut io.out, CONTENT_TYPE).is_ok() && io.out.send(&end).is_ok() {
+        io.out.finish();
+    }
+}
+
+#[derive(Deserialize)]
+struct ProcessConfig {
+    cmd: String,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    envs: BTreeMap<String, String>,
+    #[serde(default)]
+    cwd: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct StartRequest {
+    process: ProcessConfig,
+    /// A terminal: not served yet.
+    #[serde(default)]
+    pty: Option<Value>,
+    #[serde(default)]
+    tag: Option<String>,
+    /// Input sent later (SendInput): not served yet; the command's stdin
+    /// is empty.
+    #[serde(default)]
+    stdin: Option<bool>,
+}
+
+/// The SDK's events: start, data (base64), end, in StartResponse messages.
+struct Events;
+
+impl ExecFormat for Events {
+    fn content_type(&self) -> &'static str {
+        CONTENT_TYPE
+    }
+
+    fn start(&mut self) -> Vec<u8> {
+        // The agent does not say the command's pid; 0 stands for "not
+        // known" (the SDK only needs it to signal or feed the process,
+        // which are not served yet).
+        frame(0, &json!({"event": {"start": {"pid": 0}}}))
+    }
+
+    fn output(&mut self, out: paddock_agent_client::Output<'_>) -> Vec<u8> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let data = match out {
+            paddock_agent_client::Output::Stdout(d) => json!({"stdout": b64.encode(d)}),
+            paddock_agent_client::Output::Stderr(d) => json!({"stderr": b64.encode(d)}),
+        };
+        frame(0, &json!({"event": {"data": data}}))
+    }
+
+    fn end(
+        &mut self,
+        result: &Result<paddock_proto::ExitStatus, String>,
+        _duration_ms: u64,
+    ) -> Vec<u8> {
+        match result {
+            Ok(st) => {
+                let (code, status) = match (st.code, st.signal) {
+                    (Some(c), _) => (c, format!("exit status {c}")),
+                    (None, Some(s)) => (-1, format!("signal: {s}")),
+                    (None, None) => (-1, "ended".to_string()),
+                };
+                let status = if st.timed_out {
+                    format!("{status} (timed out)")
+                } else {
+                    status
+                };
+                let mut out = frame(
+                    0,
+                    &json!({"event": {"end": {"exitCode": code, "exited": st.code.is_some(), "status": status}}}),
+                );
+                out.extend(frame(END_STREAM, &json!({})));
+                out
+            }
+            Err(e) => frame(
+                END_STREAM,
+                &json!({"error": {"code": "internal", "message": e}}),
+            ),
+        }
+    }
+}
+
+/// `POST /process.Process/Start`: runs the command, streaming its events.
+pub fn start(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<(u16, Value)> {
+    let Some(id) = req.sandbox.clone() else {
+        refuse(io, 400, "E2b-Sandbox-Id: which sandbox to run in");
+        return None;
+    };
+    if req.content_type.as_deref() != Some(CONTENT_TYPE) {
+        refuse(
+            io,
+            501,
+            "only Connect's JSON encoding (application/connect+json) is served",
+        );
+        return None;
+    }
+    let raw = match http::read_body(req, &mut io.body, MAX_EXEC_JSON) {
+        Ok(b) => b,
+        Err(e) => {
+            let (status, body) = super::server::body_refusal(e, "start request");
+            refuse(io, status, body["error"].as_str().unwrap_or("bad body"));
+            return None;
+        }
+    };
+    let start: StartRequest = match unframe(&raw)
+        .and_then(|m| serde_json::from_slice(m).map_err(|e| format!("StartRequest: {e}")))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            refuse(io, 400, &e);
+            return None;
+        }
+    };
+    if start.pty.is_some() {
+        refuse(io, 501, "terminals (pty) are not served yet");
+        return None;
+    }
+    let _ = (start.tag, start.stdin);
+    let mut argv = vec![start.process.cmd];
+    argv.extend(start.process.args);
+    let user = match req.basic_user.as_deref() {
+        Some("root") => "root",
+        _ => "agent",
+    };
+    let body = paddock_api_types::ExecRequest {
+        argv,
+        env: start.process.envs,
+        cwd: start.process.cwd.filter(|c| !c.is_empty()),
+        user: Some(user.into()),
+        timeout_s: None,
+        stdin: None,
+    };
+    if let Some((status, refusal)) =
+        super::exec::run(shared, &req.bearer, &id, body, None, io, &mut Events)
+    {
+        refuse(io, status, refusal["error"].as_str().unwrap_or("refused"));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_bad_ones_are_refused() {
+        let f = frame(0, &json!({"a": 1}));
+        assert_eq!(unframe(&f), Ok(&br#"{"a":1}"#[..]));
+        assert!(unframe(&f[..4]).is_err(), "short");
+        assert!(unframe(&f[..f.len() - 1]).is_err(), "cut");
+        let mut z = f.clone();
+        z[0] = COMPRESSED;
+        assert!(unframe(&z).is_err(), "compressed");
+        let mut long = f;
+        long.push(b' ');
+        assert!(unframe(&long).is_err(), "trailing bytes");
+    }
+}
