@@ -12,6 +12,7 @@ pub mod e2b;
 pub mod envd;
 pub mod exec;
 pub mod http;
+pub mod multipart;
 pub mod routes;
 pub mod sandbox;
 pub mod server;

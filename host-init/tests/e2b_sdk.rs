@@ -142,6 +142,13 @@ fn control(plane: Arc<Mutex<Plane>>) -> impl Fn(&str, Call) -> Outcome {
     }
 }
 
+/// The fake workspace's files, by path.
+fn files() -> &'static Mutex<BTreeMap<String, Vec<u8>>> {
+    static FILES: std::sync::OnceLock<Mutex<BTreeMap<String, Vec<u8>>>> =
+        std::sync::OnceLock::new();
+    FILES.get_or_init(|| Mutex::new(BTreeMap::new()))
+}
+
 /// A workspace's agent that runs the command here, on the test's host (a
 /// real shell, so the SDK sees real output and exit codes).
 fn agent(mut s: UnixStream) {
@@ -155,8 +162,48 @@ fn agent(mut s: UnixStream) {
     if write_frame(&mut s, &hello).is_err() {
         return;
     }
-    let Ok(HostMsg::Exec(req)) = read_frame::<HostMsg, _>(&mut s) else {
-        return;
+    let mut msg = read_frame::<HostMsg, _>(&mut s);
+    while let Ok(HostMsg::AsUser(_)) = msg {
+        msg = read_frame::<HostMsg, _>(&mut s);
+    }
+    let req = match msg {
+        Ok(HostMsg::Exec(req)) => req,
+        Ok(HostMsg::WriteFile { path, .. }) => {
+            let mut data = Vec::new();
+            loop {
+                match read_frame::<HostMsg, _>(&mut s) {
+                    Ok(HostMsg::Data(d)) => data.extend(d),
+                    Ok(HostMsg::DataEnd) => break,
+                    // Cut: nothing is written.
+                    _ => return,
+                }
+            }
+            files().lock().expect("files").insert(path, data);
+            let _ = write_frame(&mut s, &AgentMsg::Done);
+            return;
+        }
+        Ok(HostMsg::ReadFile { path }) => {
+            let data = files().lock().expect("files").get(&path).cloned();
+            let Some(data) = data else {
+                let _ = write_frame(
+                    &mut s,
+                    &AgentMsg::Error(paddock_proto::ErrorReply {
+                        kind: paddock_proto::ErrorKind::NotFound,
+                        message: format!("{path}: NotFound"),
+                    }),
+                );
+                return;
+            };
+            let start = AgentMsg::FileStart {
+                size: data.len() as u64,
+                mode: 0o644,
+            };
+            let _ = write_frame(&mut s, &start);
+            let _ = write_frame(&mut s, &AgentMsg::Data(data));
+            let _ = write_frame(&mut s, &AgentMsg::DataEnd);
+            return;
+        }
+        _ => return,
     };
     let _ = write_frame(&mut s, &AgentMsg::Started { pid: 7 });
     // A home of its own, so that a login shell reads no profile of the
@@ -218,6 +265,17 @@ try:
     say("exit 3 passed?!")
 except CommandExitException as e:
     say("exit code", e.exit_code)
+info = sbx.files.write("/tmp/hello.txt", "hello, files\n")
+say("wrote", info.path)
+say("read", repr(sbx.files.read("/tmp/hello.txt")))
+import io
+sbx.files.write("notes/raw.bin", io.BytesIO(b"\x00\x01raw\r\n--not-a-boundary"))
+say("raw", sbx.files.read("notes/raw.bin", format="bytes") == b"\x00\x01raw\r\n--not-a-boundary")
+try:
+    sbx.files.read("/no/such/file")
+    say("read a missing file?!")
+except Exception as e:
+    say("missing", type(e).__name__)
 try:
     sbx.pause()
     say("paused?!")
@@ -300,6 +358,10 @@ fn e2bs_sdk_runs_its_sandbox_calls_against_paddock() {
         "running True",
         "ran 'hello from v mine\\n' 'oops\\n' 0",
         "exit code 3",
+        "wrote /tmp/hello.txt",
+        "read 'hello, files\\n'",
+        "raw True",
+        "missing FileNotFoundException",
         "no ports refused True",
         "bad key refused",
         "killed True",
@@ -329,4 +391,9 @@ fn e2bs_sdk_runs_its_sandbox_calls_against_paddock() {
     assert_eq!(p.specs.len(), 2, "the refused create never reached it");
     assert!(p.ttls.contains(&("ws_e2b1".into(), 600)), "{:?}", p.ttls);
     assert!(p.ttls.contains(&("ws_e2b1".into(), 900)), "{:?}", p.ttls);
+    // A relative path lands in the agent user's home.
+    assert!(files()
+        .lock()
+        .expect("files")
+        .contains_key("/home/agent/notes/raw.bin"));
 }

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 /// The envd protocol version Paddock's answers stand for. The SDK turns
 /// features on by it; only its control plane and `/health` are served yet.
-pub const ENVD_VERSION: &str = "0.4.0";
+pub const ENVD_VERSION: &str = "0.5.7";
 /// What E2B calls the default template.
 const E2B_DEFAULT_TEMPLATE: &str = "base";
 /// A sandbox's life when the request names none (E2B's default).
@@ -31,6 +31,7 @@ const MAX_PAGE: usize = 100;
 /// to it, refusals before a handler included, take E2B's error shape.
 pub fn is_e2b_path(path: &str) -> bool {
     path == "/health"
+        || path == "/files"
         || path.starts_with("/process.Process/")
         || path == "/sandboxes"
         || path == "/v2/sandboxes"

@@ -214,6 +214,85 @@ pub fn start(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
     None
 }
 
+/// An envd path: absolute, or relative to the user's home.
+fn envd_path(req: &http::Request, root: bool) -> Result<String, (u16, Value)> {
+    let Some(path) = super::server::query(req, "path").filter(|p| !p.is_empty()) else {
+        return Err(super::e2b::error(400, "path: which file"));
+    };
+    if path.len() > 4096 || path.contains('\0') {
+        return Err(super::e2b::error(400, "path: at most 4096 bytes, no NUL"));
+    }
+    Ok(if path.starts_with('/') {
+        path.to_string()
+    } else if root {
+        format!("/root/{path}")
+    } else {
+        format!("/home/agent/{path}")
+    })
+}
+
+/// Who an envd file request acts as: root when it names root, else agent.
+fn envd_root(req: &http::Request) -> bool {
+    super::server::query(req, "username").or(req.basic_user.as_deref()) == Some("root")
+}
+
+/// envd's `GET /files?path=&username=`: the file's bytes.
+pub fn read_file(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<(u16, Value)> {
+    let Some(id) = req.sandbox.clone() else {
+        return Some(super::e2b::error(400, "E2b-Sandbox-Id: which sandbox"));
+    };
+    let root = envd_root(req);
+    let path = match envd_path(req, root) {
+        Ok(p) => p,
+        Err(e) => return Some(e),
+    };
+    super::transfer::download(shared, &req.bearer, &id, &path, root, &mut io.out).map(
+        |(status, body)| super::e2b::error(status, body["error"].as_str().unwrap_or("refused")),
+    )
+}
+
+/// envd's `POST /files?path=&username=`: the file from a multipart form's
+/// first part, or from the raw body (`application/octet-stream`).
+/// Answers envd's list of what was written.
+pub fn write_file(shared: &Shared, req: &http::Request, io: &mut Exchange) -> (u16, Value) {
+    let Some(id) = req.sandbox.clone() else {
+        return super::e2b::error(400, "E2b-Sandbox-Id: which sandbox");
+    };
+    let root = envd_root(req);
+    let path = match envd_path(req, root) {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    if req.http2 && req.content_length.is_none() {
+        return super::e2b::error(411, "an upload over HTTP/2 needs a content-length");
+    }
+    let content_type = req.content_type.as_deref().unwrap_or("");
+    let written = match super::multipart::boundary(content_type) {
+        Some(b) => {
+            let mut part = super::multipart::FirstPart::new(&mut io.body, &b);
+            super::transfer::upload(shared, &req.bearer, &id, &path, root, 0o644, &mut part)
+        }
+        None if content_type.starts_with("application/octet-stream") => {
+            super::transfer::upload(shared, &req.bearer, &id, &path, root, 0o644, &mut io.body)
+        }
+        None => {
+            return super::e2b::error(
+                400,
+                "send the file as multipart/form-data or application/octet-stream",
+            )
+        }
+    };
+    match written {
+        Ok(_) => {
+            let name = path.rsplit('/').next().unwrap_or("").to_string();
+            (200, json!([{"name": name, "type": "file", "path": path}]))
+        }
+        Err((status, body)) => {
+            super::e2b::error(status, body["error"].as_str().unwrap_or("refused"))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

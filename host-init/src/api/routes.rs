@@ -62,6 +62,8 @@ pub enum Route {
     E2bMetrics(String),
     EnvdHealth,
     EnvdStart,
+    EnvdReadFile,
+    EnvdWriteFile,
 }
 
 /// A workspace, token or console id as the server makes them.
@@ -106,6 +108,7 @@ pub fn allowed_methods(segs: &[&str]) -> Option<&'static [&'static str]> {
         ["sandboxes", _, "metrics"] => &["GET"],
         ["health"] => &["GET"],
         ["process.Process", "Start"] => &["POST"],
+        ["files"] => &["GET", "POST"],
         _ => return None,
     })
 }
@@ -170,6 +173,8 @@ pub fn resolve(method: &str, path: &str) -> Route {
         ("GET", ["sandboxes", id, "metrics"]) => R::E2bMetrics(s(id)),
         ("GET", ["health"]) => R::EnvdHealth,
         ("POST", ["process.Process", "Start"]) => R::EnvdStart,
+        ("GET", ["files"]) => R::EnvdReadFile,
+        ("POST", ["files"]) => R::EnvdWriteFile,
         ("GET", ["v1", "audit"]) => R::Audit,
         _ => R::NotFound,
     }

@@ -416,6 +416,8 @@ pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
         Route::E2bMetrics(id) => Some(super::e2b::metrics(&id)),
         Route::EnvdHealth => Some(super::e2b::envd_health(shared, req)),
         Route::EnvdStart => super::envd::start(shared, req, io),
+        Route::EnvdReadFile => super::envd::read_file(shared, req, io),
+        Route::EnvdWriteFile => Some(super::envd::write_file(shared, req, io)),
         Route::NotFound => Some(json_error(
             404,
             format!("no such endpoint: {} {}", req.method, req.path),

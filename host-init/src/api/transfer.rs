@@ -24,9 +24,9 @@ pub fn files(
             "path: an absolute path inside the workspace",
         ));
     }
-    let (user, root) = match query(req, "user") {
-        None | Some("agent") => (paddock_proto::User::Agent, false),
-        Some("root") => (paddock_proto::User::Root, true),
+    let root = match query(req, "user") {
+        None | Some("agent") => false,
+        Some("root") => true,
         Some(other) => {
             return Some(json_error(
                 422,
@@ -64,78 +64,130 @@ pub fn files(
                     format!("mode {mode:o}: setuid and setgid bits need user=root"),
                 ));
             }
-            let purpose = Purpose::WriteFile {
-                path: path.clone(),
-                root,
-            };
-            let stream = match open_agent(shared, &req.bearer, id, purpose) {
-                Ok((_, s)) => s,
-                Err(refusal) => return Some(refusal),
-            };
-            let client = paddock_agent_client::AgentClient::from_connected(stream).as_user(user);
-            // Streamed from the client to the agent: an upload never sits
-            // whole in this process's memory. Only a body that ended as its
-            // framing says (its Content-Length, or the last chunk) completes
-            // the file; anything else ends the agent session without it.
-            let mut body = Upload {
-                body: &mut io.body,
-                bytes: 0,
-                over: false,
-            };
-            let written = client.write_file(&path, mode, &mut body);
-            let (bytes, over) = (body.bytes, body.over);
-            let complete = io.body.ended();
-            Some(match written {
-                _ if over => body_refusal(http::BodyError::TooLarge(MAX_FILE), "file"),
-                Ok(()) if complete => (
-                    200,
-                    serde_json::json!({"path": path, "bytes": bytes, "mode": format!("{mode:o}")}),
-                ),
-                Ok(()) => json_error(400, "the body ended before its Content-Length"),
-                Err(e) if !complete => json_error(400, format!("reading the body: {e}")),
-                Err(e) => json_error(422, e.to_string()),
-            })
+            Some(
+                match upload(shared, &req.bearer, id, &path, root, mode, &mut io.body) {
+                    Ok(bytes) => (
+                        200,
+                        serde_json::json!({"path": path, "bytes": bytes, "mode": format!("{mode:o}")}),
+                    ),
+                    Err(refusal) => refusal,
+                },
+            )
         }
-        "GET" => {
-            let purpose = Purpose::ReadFile {
-                path: path.clone(),
-                root,
-            };
-            let stream = match open_agent(shared, &req.bearer, id, purpose) {
-                Ok((_, s)) => s,
-                Err(refusal) => return Some(refusal),
-            };
-            let client = paddock_agent_client::AgentClient::from_connected(stream).as_user(user);
-            // Streamed as chunks as the agent sends them; the answer starts
-            // with the first bytes, so an error before them is still a status.
-            let mut out = Download {
-                out: &mut io.out,
-                left: MAX_FILE,
-            };
-            match client.read_file(&path, &mut out) {
-                Ok(_) if out.out.started() => {
-                    out.out.finish();
-                    None
-                }
-                Ok(_) => {
-                    if http::start_download(out.out, 0).is_ok() {
-                        out.out.finish();
-                    }
-                    None
-                }
-                // Cut mid-stream: no last chunk (or a reset stream), so the
-                // client sees a truncated body.
-                Err(_) if out.out.started() => {
-                    out.out.abort();
-                    None
-                }
-                Err(e) if e.to_string().contains("NotFound") => {
-                    Some(json_error(404, e.to_string()))
-                }
-                Err(e) => Some(json_error(422, e.to_string())),
-            }
-        }
+        "GET" => download(shared, &req.bearer, id, &path, root, &mut io.out),
         _ => Some(json_error(405, "use GET or PUT")),
+    }
+}
+
+/// A body whose framing says whether it ended whole.
+pub trait Framed: Read {
+    /// Whether it ended as its framing says (a Content-Length reached, the
+    /// last chunk, a multipart's closing boundary).
+    fn complete(&self) -> bool;
+}
+
+impl Framed for super::bridge::BodyReader {
+    fn complete(&self) -> bool {
+        self.ended()
+    }
+}
+
+/// Streams `body` into `path` in workspace `id` (as root or agent, with
+/// `mode`): the bytes written, or the refusal to answer with. Streamed
+/// from the client to the agent, so an upload never sits whole in this
+/// process's memory; only a body that ended whole completes the file, and
+/// anything else ends the agent session without it.
+pub fn upload(
+    shared: &Shared,
+    bearer: &str,
+    id: &str,
+    path: &str,
+    root: bool,
+    mode: u32,
+    body: &mut dyn Framed,
+) -> Result<u64, (u16, Value)> {
+    if !root && mode & 0o6000 != 0 {
+        return Err(json_error(
+            422,
+            format!("mode {mode:o}: setuid and setgid bits need user=root"),
+        ));
+    }
+    let user = if root {
+        paddock_proto::User::Root
+    } else {
+        paddock_proto::User::Agent
+    };
+    let purpose = Purpose::WriteFile {
+        path: path.to_string(),
+        root,
+    };
+    let (_, stream) = open_agent(shared, bearer, id, purpose)?;
+    let client = paddock_agent_client::AgentClient::from_connected(stream).as_user(user);
+    let mut counted = Upload {
+        body: &mut *body,
+        bytes: 0,
+        over: false,
+    };
+    let written = client.write_file(path, mode, &mut counted);
+    let (bytes, over) = (counted.bytes, counted.over);
+    let complete = body.complete();
+    match written {
+        _ if over => Err(body_refusal(http::BodyError::TooLarge(MAX_FILE), "file")),
+        Ok(()) if complete => Ok(bytes),
+        Ok(()) => Err(json_error(400, "the body ended before its Content-Length")),
+        Err(e) if !complete => Err(json_error(400, format!("reading the body: {e}"))),
+        Err(e) => Err(json_error(422, e.to_string())),
+    }
+}
+
+/// Streams `path` from workspace `id` to the client as chunks as the agent
+/// sends them; the answer starts with the first bytes, so an error before
+/// them is still a status (returned).
+pub fn download(
+    shared: &Shared,
+    bearer: &str,
+    id: &str,
+    path: &str,
+    root: bool,
+    out: &mut super::bridge::Responder,
+) -> Option<(u16, Value)> {
+    let user = if root {
+        paddock_proto::User::Root
+    } else {
+        paddock_proto::User::Agent
+    };
+    let purpose = Purpose::ReadFile {
+        path: path.to_string(),
+        root,
+    };
+    let stream = match open_agent(shared, bearer, id, purpose) {
+        Ok((_, s)) => s,
+        Err(refusal) => return Some(refusal),
+    };
+    let client = paddock_agent_client::AgentClient::from_connected(stream).as_user(user);
+    let mut sink = Download {
+        out,
+        left: MAX_FILE,
+    };
+    match client.read_file(path, &mut sink) {
+        Ok(_) if sink.out.started() => {
+            sink.out.finish();
+            None
+        }
+        Ok(_) => {
+            if http::start_download(sink.out, 0).is_ok() {
+                sink.out.finish();
+            }
+            None
+        }
+        // Cut mid-stream: no last chunk (or a reset stream), so the
+        // client sees a truncated body.
+        Err(_) if sink.out.started() => {
+            sink.out.abort();
+            None
+        }
+        Err(e) if e.to_string().contains("NotFound") => Some(json_error(404, e.to_string())),
+        Err(e) => Some(json_error(422, e.to_string())),
     }
 }
 
@@ -192,7 +244,7 @@ impl std::io::Write for Download<'_> {
 
 /// An upload's body on its way to the agent, counted and capped.
 struct Upload<'a> {
-    body: &'a mut super::bridge::BodyReader,
+    body: &'a mut dyn Framed,
     bytes: u64,
     over: bool,
 }
