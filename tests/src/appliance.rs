@@ -27,6 +27,8 @@ pub enum ApplianceError {
     Qmp(String),
     #[error("no bootstrap credential on the console")]
     NoCredential,
+    #[error("the API presented no certificate: {0}")]
+    NoCertificate(String),
 }
 
 type Result<T> = std::result::Result<T, ApplianceError>;
@@ -285,8 +287,9 @@ impl Appliance {
         let mut cmd = self.command("curl");
         cmd.args([
             "-skS",
+            // Only a hang meets it: the longest call is a five-minute exec.
             "--max-time",
-            "300",
+            "600",
             "-X",
             method,
             "-o",
@@ -338,6 +341,31 @@ impl Appliance {
     }
 
     /// The SHA-256 fingerprint of the certificate the API port presents.
+    /// The certificate the API presents, as PEM (for clients that verify
+    /// it, such as E2B's SDK with SSL_CERT_FILE).
+    pub fn served_pem(&self) -> Result<String> {
+        let mut s_client = self
+            .command("openssl")
+            .args(["s_client", "-connect"])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(io("running openssl s_client"))?;
+        let mut text = String::new();
+        if let Some(mut o) = s_client.stdout.take() {
+            let _ = o.read_to_string(&mut text);
+        }
+        let _ = s_client.wait();
+        let begin = "-----BEGIN CERTIFICATE-----";
+        let end = "-----END CERTIFICATE-----";
+        match (text.find(begin), text.find(end)) {
+            (Some(b), Some(e)) if b < e => Ok(format!("{}\n", &text[b..e + end.len()])),
+            _ => Err(ApplianceError::NoCertificate(text)),
+        }
+    }
+
     pub fn served_fingerprint(&self) -> Result<String> {
         let mut s_client = self
             .command("openssl")

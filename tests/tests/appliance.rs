@@ -1798,15 +1798,15 @@ fn workspace_networks_deny_by_default_and_open_only_what_is_listed() {
         json(&body)["id"].as_str().expect("id").to_string()
     };
     // A shell command in a workspace: (stdout and stderr, exit code).
-    let sh = |id: &str, script: &str| {
-        let body =
-            serde_json::json!({"argv": ["bash", "-c", format!("{script} 2>&1")], "timeout_s": 120})
-                .to_string();
+    let sh_for = |id: &str, script: &str, timeout_s: u64| {
+        let body = serde_json::json!({"argv": ["bash", "-c", format!("{script} 2>&1")], "timeout_s": timeout_s})
+            .to_string();
         let (code, stream) = call("POST", &format!("/v1/workspaces/{id}/exec"), Some(&body));
         assert_eq!(code, 200, "{}", String::from_utf8_lossy(&stream));
         let (out, last) = exec_output(&stream);
         (out, last["exit_code"].as_i64().unwrap_or(-1))
     };
+    let sh = |id: &str, script: &str| sh_for(id, script, 120);
     let metric = |name: &str, id: &str| -> f64 {
         let (code, body) = call("GET", "/metrics", None);
         assert_eq!(code, 200);
@@ -2037,6 +2037,14 @@ fn workspace_networks_deny_by_default_and_open_only_what_is_listed() {
     );
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
     egress_share::a_greedy_workspace_leaves_the_proxy_to_the_others(&sh, &a, &rebind);
+    let kill = || {
+        let (code, body) = call("POST", "/v1/debug/kill-net-services", None);
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    };
+    let long = |id: &str, script: &str| sh_for(id, script, 420);
+    egress_share::a_workspace_at_full_rate_leaves_egress_to_the_others(
+        &sh, &long, &a, &rebind, &kill,
+    );
     call("DELETE", &format!("/v1/workspaces/{rebind}"), None);
 
     // A and B cannot see each other: direct IP, broadcast.
