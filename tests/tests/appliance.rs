@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+#[path = "appliance/e2b.rs"]
+mod e2b;
 #[path = "appliance/egress_share.rs"]
 mod egress_share;
 #[path = "appliance/tenants.rs"]
@@ -1103,6 +1105,7 @@ fn appliance_boots_serves_keeps_data_and_shuts_down_in_order() {
     quarantine_and_forensics(&app, &admin);
     limits_hold(&app, &admin);
     cli_session(&app, &admin, &fingerprint);
+    e2b::e2b_session(&app, &admin);
     // From here on: the rotated credential and certificate (the second
     // boot checks that the rotated certificate is the one that persists).
     let (admin, fingerprint) = rotations(&mut app, &admin, &fingerprint);
