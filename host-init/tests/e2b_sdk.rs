@@ -271,6 +271,8 @@ say("read", repr(sbx.files.read("/tmp/hello.txt")))
 import io
 sbx.files.write("notes/raw.bin", io.BytesIO(b"\x00\x01raw\r\n--not-a-boundary"))
 say("raw", sbx.files.read("notes/raw.bin", format="bytes") == b"\x00\x01raw\r\n--not-a-boundary")
+sbx.files.write("/tmp/gz.txt", "asked for gzip", gzip=True)
+say("gzip", repr(sbx.files.read("/tmp/gz.txt")))
 try:
     sbx.files.read("/no/such/file")
     say("read a missing file?!")
@@ -361,6 +363,7 @@ fn e2bs_sdk_runs_its_sandbox_calls_against_paddock() {
         "wrote /tmp/hello.txt",
         "read 'hello, files\\n'",
         "raw True",
+        "gzip 'asked for gzip'",
         "missing FileNotFoundException",
         "no ports refused True",
         "bad key refused",
@@ -377,6 +380,35 @@ fn e2bs_sdk_runs_its_sandbox_calls_against_paddock() {
             .any(|l| l.starts_with("pause refused") && l.contains("pause")),
         "{text}"
     );
+    // An encoded upload is refused, not stored as a corrupt file.
+    let out = Command::new("curl")
+        .args([
+            "-sk",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            &format!("X-Access-Token: {KEY}"),
+        ])
+        .args([
+            "-H",
+            "E2b-Sandbox-Id: ws_e2b1",
+            "-H",
+            "Content-Encoding: gzip",
+        ])
+        .args([
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            "x",
+        ])
+        .arg(format!(
+            "https://localhost:{}/files?path=/tmp/z",
+            running.port
+        ))
+        .output()
+        .expect("curl");
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(answer.ends_with("415"), "{answer}");
     // What reached the control plane: the native spec, with E2B's names
     // mapped onto Paddock's (template, TTL, labels, env, allowlist).
     let p = plane.lock().expect("plane");

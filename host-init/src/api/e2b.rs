@@ -18,8 +18,10 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 /// The envd protocol version Paddock's answers stand for. The SDK turns
-/// features on by it; only its control plane and `/health` are served yet.
-pub const ENVD_VERSION: &str = "0.5.7";
+/// features on by it, so it is kept below what would turn on paths not
+/// served: at 0.5.7 the SDK would send gzip-encoded uploads; below 0.4.0,
+/// a default user on every call (harmless, but not needed).
+pub const ENVD_VERSION: &str = "0.4.0";
 /// What E2B calls the default template.
 const E2B_DEFAULT_TEMPLATE: &str = "base";
 /// A sandbox's life when the request names none (E2B's default).

@@ -266,6 +266,14 @@ pub fn write_file(shared: &Shared, req: &http::Request, io: &mut Exchange) -> (u
     if req.http2 && req.content_length.is_none() {
         return super::e2b::error(411, "an upload over HTTP/2 needs a content-length");
     }
+    if req
+        .content_encoding
+        .as_deref()
+        .is_some_and(|e| !e.eq_ignore_ascii_case("identity"))
+    {
+        // Stored as sent, an encoded body would be a corrupt file.
+        return super::e2b::error(415, "send the file unencoded (no Content-Encoding)");
+    }
     let content_type = req.content_type.as_deref().unwrap_or("");
     let written = match super::multipart::boundary(content_type) {
         Some(b) => {

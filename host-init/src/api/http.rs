@@ -36,6 +36,8 @@ pub struct Request {
     pub basic_user: Option<String>,
     /// Its Content-Type, as sent.
     pub content_type: Option<String>,
+    /// Its Content-Encoding, as sent (bodies are taken only unencoded).
+    pub content_encoding: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -90,6 +92,7 @@ impl Request {
         let mut sandbox = None;
         let mut basic_user = None;
         let mut content_type = None;
+        let mut content_encoding = None;
         // E2B's SDK sends its key as X-API-Key, and envd requests as
         // X-Access-Token: the same bearer tokens, where no Authorization
         // header names one.
@@ -120,6 +123,8 @@ impl Request {
                 other_key = value.to_string();
             } else if name.eq_ignore_ascii_case("content-type") {
                 content_type = Some(value.to_string());
+            } else if name.eq_ignore_ascii_case("content-encoding") {
+                content_encoding = Some(value.to_string());
             } else if name.eq_ignore_ascii_case("e2b-sandbox-id") {
                 sandbox = Some(value.to_string());
             }
@@ -146,6 +151,7 @@ impl Request {
             sandbox,
             basic_user,
             content_type,
+            content_encoding,
         })
     }
 
