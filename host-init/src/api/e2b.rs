@@ -270,7 +270,10 @@ fn sandbox(template: &str, id: &str, bearer: &str) -> Value {
         "clientID": "paddock",
         "envdVersion": ENVD_VERSION,
         "envdAccessToken": bearer,
-        "domain": null,
+        // Never E2B's own domain: an SDK told the API's address but not
+        // E2B_SANDBOX_URL would otherwise send this key to e2b.app. This
+        // name cannot resolve, so such a call fails here instead.
+        "domain": "paddock.invalid",
     })
 }
 
@@ -381,6 +384,8 @@ pub fn set_network(
 pub fn list(shared: &Shared, req: &http::Request) -> Result<(Value, Option<String>), (u16, Value)> {
     let mut labels = Vec::new();
     if let Some(m) = query(req, "metadata") {
+        // `m` was decoded once with the query; the SDK quotes keys and
+        // values once more inside it.
         for pair in m.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let dec = |s: &str| {
@@ -388,7 +393,19 @@ pub fn list(shared: &Shared, req: &http::Request) -> Result<(Value, Option<Strin
                     .decode_utf8_lossy()
                     .to_string()
             };
-            labels.push((dec(k), dec(v)));
+            let (k, v) = (dec(k), dec(v));
+            let ok = |s: &str| {
+                (1..=63).contains(&s.len())
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            };
+            if !ok(&k) || !ok(&v) || labels.len() >= 16 {
+                return Err(error(
+                    400,
+                    "metadata: at most 16 pairs, each key and value 1-63 of letters, digits, '.', '_', '-'",
+                ));
+            }
+            labels.push((k, v));
         }
     }
     let wants_running = match query(req, "state") {
@@ -419,7 +436,8 @@ pub fn list(shared: &Shared, req: &http::Request) -> Result<(Value, Option<Strin
         .take(limit)
         .map(|w| detail(w))
         .collect();
-    let next = (skip + limit < all.len()).then(|| (skip + limit).to_string());
+    let end = skip.saturating_add(limit);
+    let next = (end < all.len()).then(|| end.to_string());
     Ok((Value::Array(page), next))
 }
 
@@ -443,8 +461,12 @@ pub fn metrics(_id: &str) -> (u16, Value) {
 /// envd's `GET /health` for the sandbox named by `E2b-Sandbox-Id`: 204
 /// while it runs, 502 (E2B's "not running") otherwise.
 pub fn envd_health(shared: &Shared, req: &http::Request) -> (u16, Value) {
-    let Some(id) = req.sandbox.as_deref() else {
-        return error(400, "E2b-Sandbox-Id: which sandbox's envd");
+    let Some(id) = req
+        .sandbox
+        .as_deref()
+        .filter(|i| super::routes::valid_id(i))
+    else {
+        return error(400, "E2b-Sandbox-Id: a sandbox id");
     };
     match workspace(shared, &req.bearer, id) {
         Ok(ws) if ws.state == WorkspaceState::Running => (204, Value::Null),

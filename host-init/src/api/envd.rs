@@ -88,9 +88,9 @@ struct ProcessConfig {
 #[derive(Deserialize)]
 struct StartRequest {
     process: ProcessConfig,
-    /// A terminal: not served yet.
+    /// A terminal: not served yet (skipped, never built as a tree).
     #[serde(default)]
-    pty: Option<Value>,
+    pty: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     tag: Option<String>,
     /// Input sent later (SendInput): not served yet; the command's stdin
@@ -170,6 +170,20 @@ pub fn start(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
         );
         return None;
     }
+    if !super::routes::valid_id(&id) {
+        refuse(io, 400, "E2b-Sandbox-Id: not a sandbox id");
+        return None;
+    }
+    // The same caps on memory as the native exec: large bodies a few at a
+    // time, parsing under the process's parse permits.
+    let Some(_large) = super::exec::large_body_permit(req) else {
+        refuse(
+            io,
+            503,
+            "too many large requests are being read at once; retry shortly",
+        );
+        return None;
+    };
     let raw = match http::read_body(req, &mut io.body, MAX_EXEC_JSON) {
         Ok(b) => b,
         Err(e) => {
@@ -178,15 +192,25 @@ pub fn start(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
             return None;
         }
     };
-    let start: StartRequest = match unframe(&raw)
-        .and_then(|m| serde_json::from_slice(m).map_err(|e| format!("StartRequest: {e}")))
-    {
-        Ok(s) => s,
+    let message = match unframe(&raw) {
+        Ok(m) => m,
         Err(e) => {
             refuse(io, 400, &e);
             return None;
         }
     };
+    let start: StartRequest = match super::server::parse_json(message) {
+        Ok(s) => s,
+        Err((status, body)) => {
+            refuse(io, status, body["error"].as_str().unwrap_or("StartRequest"));
+            return None;
+        }
+    };
+    drop(raw);
+    if start.process.args.len() > 4096 || start.process.envs.len() > 4096 {
+        refuse(io, 400, "at most 4096 args and 4096 envs");
+        return None;
+    }
     if start.pty.is_some() {
         refuse(io, 501, "terminals (pty) are not served yet");
         return None;
@@ -215,6 +239,15 @@ pub fn start(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
 }
 
 /// An envd path: absolute, or relative to the user's home.
+/// The sandbox an envd request names, if it is an id at all.
+fn sandbox_of(req: &http::Request) -> Result<String, (u16, Value)> {
+    match req.sandbox.as_deref() {
+        Some(id) if super::routes::valid_id(id) => Ok(id.to_string()),
+        Some(_) => Err(super::e2b::error(400, "E2b-Sandbox-Id: not a sandbox id")),
+        None => Err(super::e2b::error(400, "E2b-Sandbox-Id: which sandbox")),
+    }
+}
+
 fn envd_path(req: &http::Request, root: bool) -> Result<String, (u16, Value)> {
     let Some(path) = super::server::query(req, "path").filter(|p| !p.is_empty()) else {
         return Err(super::e2b::error(400, "path: which file"));
@@ -238,8 +271,9 @@ fn envd_root(req: &http::Request) -> bool {
 
 /// envd's `GET /files?path=&username=`: the file's bytes.
 pub fn read_file(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<(u16, Value)> {
-    let Some(id) = req.sandbox.clone() else {
-        return Some(super::e2b::error(400, "E2b-Sandbox-Id: which sandbox"));
+    let id = match sandbox_of(req) {
+        Ok(id) => id,
+        Err(e) => return Some(e),
     };
     let root = envd_root(req);
     let path = match envd_path(req, root) {
@@ -255,9 +289,13 @@ pub fn read_file(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Opt
 /// first part, or from the raw body (`application/octet-stream`).
 /// Answers envd's list of what was written.
 pub fn write_file(shared: &Shared, req: &http::Request, io: &mut Exchange) -> (u16, Value) {
-    let Some(id) = req.sandbox.clone() else {
-        return super::e2b::error(400, "E2b-Sandbox-Id: which sandbox");
+    let id = match sandbox_of(req) {
+        Ok(id) => id,
+        Err(e) => return e,
     };
+    if req.content_length.unwrap_or(0) > super::server::MAX_FILE + (64 << 10) {
+        return super::e2b::error(413, format!("file over {} bytes", super::server::MAX_FILE));
+    }
     let root = envd_root(req);
     let path = match envd_path(req, root) {
         Ok(p) => p,

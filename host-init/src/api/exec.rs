@@ -22,6 +22,17 @@ pub const MAX_EXEC_JSON: u64 = 1 << 20;
 /// tens of MiB; more than this at once get 503 rather than pushing the
 /// process toward its memory.max.
 static LARGE_BODIES: Permits = Permits::new(8);
+
+/// A permit to read a body the size of `req`'s, when it may be large (one
+/// of unknown length may be); None when too many are being read at once.
+pub fn large_body_permit(req: &http::Request) -> Option<Option<super::admission::Permit<'static>>> {
+    let large = req.chunked || req.content_length.unwrap_or(0) > super::server::MAX_FORWARDED_JSON;
+    match large.then(|| LARGE_BODIES.take(Duration::ZERO)) {
+        Some(None) => None,
+        Some(Some(permit)) => Some(Some(permit)),
+        None => Some(None),
+    }
+}
 /// Most entries in an exec's `env`.
 const MAX_ENV: usize = 4096;
 

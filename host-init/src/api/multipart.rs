@@ -84,6 +84,55 @@ impl<'a, R: Framed> FirstPart<'a, R> {
     }
 }
 
+impl<R: Framed> FirstPart<'_, R> {
+    /// At the delimiter after the content: it must be the closing one
+    /// (`--`), and the body must then end whole within a little more (the
+    /// epilogue). Only then does the part end (Ok(0)), so that a form cut
+    /// here, or one with a second part, never completes a file: the error
+    /// reaches the agent session before its end is sent.
+    fn close(&mut self) -> std::io::Result<usize> {
+        let need = self.delimiter.len() + 2;
+        while self.buf.len() < need {
+            if !self.fill()? {
+                return Err(Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "the body ended inside the multipart boundary",
+                ));
+            }
+        }
+        if &self.buf[self.delimiter.len()..need] != b"--" {
+            return Err(Error::new(
+                ErrorKind::InvalidData,
+                "one file per form: a second part followed the first",
+            ));
+        }
+        let mut rest = self.buf.len() - need;
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = self.inner.read(&mut chunk)?;
+            if n == 0 {
+                break;
+            }
+            rest += n;
+            if rest > MAX_PART_HEAD {
+                return Err(Error::new(
+                    ErrorKind::InvalidData,
+                    "too much after the multipart's closing boundary",
+                ));
+            }
+        }
+        if !self.inner.complete() {
+            return Err(Error::new(
+                ErrorKind::UnexpectedEof,
+                "the body did not end whole after the closing boundary",
+            ));
+        }
+        self.buf.clear();
+        self.closed = true;
+        Ok(0)
+    }
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -99,16 +148,7 @@ impl<R: Framed> Read for FirstPart<'_, R> {
             }
             if let Some(at) = find(&self.buf, &self.delimiter) {
                 if at == 0 {
-                    self.closed = true;
-                    // What follows the closing delimiter (the epilogue)
-                    // is read and dropped, up to a little: a body with
-                    // more after it never counts as complete.
-                    let mut sink = std::io::sink();
-                    std::io::copy(
-                        &mut Read::take(&mut *self.inner, MAX_PART_HEAD as u64),
-                        &mut sink,
-                    )?;
-                    return Ok(0);
+                    return self.close();
                 }
                 let n = at.min(out.len());
                 out[..n].copy_from_slice(&self.buf[..n]);
@@ -193,5 +233,12 @@ mod tests {
         // Not multipart at all.
         let (r, _) = part(b"plain bytes\r\n\r\n");
         assert!(r.is_err());
+        // A second part: refused, not cut to the first.
+        let two = b"--xyz\r\n\r\none\r\n--xyz\r\n\r\ntwo\r\n--xyz--\r\n";
+        let (r, complete) = part(two);
+        assert!(r.is_err() && !complete, "a second part");
+        // A delimiter and then the body cut: never complete.
+        let (r, complete) = part(b"--xyz\r\n\r\none\r\n--xy");
+        assert!(r.is_err() && !complete);
     }
 }

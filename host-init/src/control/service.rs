@@ -445,8 +445,8 @@ impl Control {
                 Ok(reply(Verdict::Ok, ws.public()))
             }
             Call::SetTtl { id, ttl_s } => {
-                let mut ws = self.workspace(tok, &id, Scope::Create, what)?;
-                self.quarantine_is_admins(tok, &ws, what)?;
+                let seen = self.workspace(tok, &id, Scope::Create, what)?;
+                self.quarantine_is_admins(tok, &seen, what)?;
                 if !(1..=super::workspace::MAX_TTL_S).contains(&ttl_s) {
                     return Err(error(
                         Verdict::Invalid,
@@ -456,18 +456,31 @@ impl Control {
                         ),
                     ));
                 }
-                if ws.state != WsState::Running {
-                    return Err(error(
-                        Verdict::Conflict,
-                        format!("workspace {} is {:?}", ws.id, ws.state),
-                    ));
+                let until = now_s() + ttl_s;
+                // Ending it sooner is ending it: that takes delete scope.
+                if until < seen.expires_at {
+                    self.workspace(tok, &id, Scope::Delete, what)?;
                 }
-                let before = ws.expires_at;
-                ws.expires_at = now_s() + ttl_s;
-                self.store.put(WORKSPACES, &ws.id, &ws).map_err(store_err)?;
+                // Checked and changed in one transaction, and only its
+                // end: a quarantine or a policy change committed meanwhile
+                // is never written over.
+                let changed =
+                    self.store
+                        .update(WORKSPACES, &seen.id, |ws: &mut WorkspaceRecord| {
+                            if ws.state != WsState::Running {
+                                return Err(format!("workspace {} is {:?}", ws.id, ws.state));
+                            }
+                            ws.expires_at = until;
+                            Ok(())
+                        });
+                let ws = match changed.map_err(store_err)? {
+                    None => return Err(error(Verdict::NotFound, format!("no workspace {id}"))),
+                    Some(Err(why)) => return Err(error(Verdict::Conflict, why)),
+                    Some(Ok(ws)) => ws,
+                };
                 self.audit.record(
                     "workspace_ttl_changed",
-                    json!({"workspace": ws.id, "token": tok.id, "expires_at_before": before, "expires_at": ws.expires_at}),
+                    json!({"workspace": ws.id, "token": tok.id, "expires_at_before": seen.expires_at, "expires_at": ws.expires_at}),
                 );
                 Ok(reply(Verdict::Ok, ws.public()))
             }

@@ -92,6 +92,46 @@ impl Store {
         })
     }
 
+    /// Reads `key`, lets `change` check and change it, and writes it back,
+    /// all in one write transaction: nothing written in between is lost.
+    /// `change` answers Err to leave the record as it was; None: no record.
+    pub fn update<T: Serialize + DeserializeOwned, E>(
+        &self,
+        table: TableDefinition<&str, &str>,
+        key: &str,
+        change: impl FnOnce(&mut T) -> Result<(), E>,
+    ) -> Result<Option<Result<T, E>>, StoreError> {
+        self.with(|db| {
+            let w = db.begin_write()?;
+            let out = {
+                let mut t = w.open_table(table)?;
+                let current = match t.get(key)? {
+                    None => return Ok(None),
+                    Some(v) => v.value().to_string(),
+                };
+                let mut value: T =
+                    serde_json::from_str(&current).map_err(|e| StoreError::Corrupt {
+                        table: table.to_string(),
+                        key: key.to_string(),
+                        detail: e.to_string(),
+                    })?;
+                match change(&mut value) {
+                    Err(e) => Err(e),
+                    Ok(()) => {
+                        let json = serde_json::to_string(&value)
+                            .map_err(|e| StoreError::Encode(e.to_string()))?;
+                        t.insert(key, json.as_str())?;
+                        Ok(value)
+                    }
+                }
+            };
+            if out.is_ok() {
+                w.commit()?;
+            }
+            Ok(Some(out))
+        })
+    }
+
     pub fn get<T: DeserializeOwned>(
         &self,
         table: TableDefinition<&str, &str>,

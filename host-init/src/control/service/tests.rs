@@ -252,6 +252,19 @@ fn a_ttl_is_moved_only_by_its_creators_within_the_limits() {
         .expect("secret")
         .to_string();
     assert_eq!(set(&reader, 60).reply.verdict, Verdict::Forbidden);
+    // Create scope moves the end later, never sooner: that is deleting.
+    let extender = c.call(
+        &secret,
+        Call::CreateToken {
+            request: json!({"name": "extender", "scopes": ["create", "read"], "workspace_ids": ["ws_ttl"]}),
+        },
+    );
+    let extender = extender.reply.body["secret"]
+        .as_str()
+        .expect("secret")
+        .to_string();
+    assert_eq!(set(&extender, 900).reply.verdict, Verdict::Ok);
+    assert_eq!(set(&extender, 5).reply.verdict, Verdict::Forbidden);
     let (_, stranger) = tenant(c);
     assert_eq!(set(&stranger, 60).reply.verdict, Verdict::Forbidden);
     // Only a running workspace.
