@@ -367,20 +367,7 @@ impl Appliance {
     }
 
     pub fn served_fingerprint(&self) -> Result<String> {
-        let mut s_client = self
-            .command("openssl")
-            .args(["s_client", "-connect"])
-            .arg(format!("127.0.0.1:{}", self.port))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(io("running openssl s_client"))?;
-        let mut pem = String::new();
-        if let Some(mut o) = s_client.stdout.take() {
-            let _ = o.read_to_string(&mut pem);
-        }
-        let _ = s_client.wait();
+        let pem = self.served_pem()?;
         let mut x509 = Command::new("openssl")
             .args(["x509", "-noout", "-fingerprint", "-sha256"])
             .stdin(Stdio::piped())

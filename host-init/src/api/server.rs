@@ -41,17 +41,20 @@ pub const MAX_ASKING: usize = 192;
 
 /// A new exchange with host-init: a fresh socket pair, one end handed over.
 fn exchange(shared: &Shared) -> Option<Endpoint> {
-    let (mine, theirs) = Endpoint::pair().ok()?;
-    shared.control.send(&Open, Some(&theirs)).ok()?;
-    Some(mine)
+    open_exchange(shared, false)
 }
 
-/// `exchange` for the async side: when host-init is behind on taking new
-/// exchanges, this answers "busy" at once instead of blocking one of the
-/// runtime's two threads (and with it every connection).
-fn exchange_now(shared: &Shared) -> Option<Endpoint> {
+/// A new exchange; `now`: for the async side, which must never block, so
+/// when host-init is behind on taking new exchanges this fails at once
+/// ("busy") instead of holding one of the runtime's two threads.
+fn open_exchange(shared: &Shared, now: bool) -> Option<Endpoint> {
     let (mine, theirs) = Endpoint::pair().ok()?;
-    shared.control.send_now(&Open, Some(&theirs)).ok()?;
+    let sent = if now {
+        shared.control.send_now(&Open, Some(&theirs))
+    } else {
+        shared.control.send(&Open, Some(&theirs))
+    };
+    sent.ok()?;
     Some(mine)
 }
 
@@ -100,7 +103,7 @@ async fn ask<T: serde::de::DeserializeOwned>(
         .acquire()
         .await
         .map_err(|_| ChannelError::Closed)?;
-    let ex = exchange_now(shared).ok_or(ChannelError::Closed)?;
+    let ex = open_exchange(shared, true).ok_or(ChannelError::Closed)?;
     // A fresh pair with nothing queued: this send never waits.
     ex.send_now(request, None::<&OwnedFd>)?;
     // SAFETY: the Endpoint owns its socket for the AsyncFd's whole life
