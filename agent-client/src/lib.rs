@@ -8,7 +8,8 @@
 use paddock_proto::frame::{decode, read_frame_bytes, write_frame};
 use paddock_proto::{
     AgentMsg, DirEntry, ErrorReply, ExecRequest, ExitStatus, FileStat, FrameError, HealthInfo,
-    HostMsg, ReadyInfo, Tagged, User, AGENT_PORT, CHUNK, PROTOCOL_VERSION,
+    HostMsg, ProcInfo, ProcRef, PtySize, ReadyInfo, SpawnRequest, Tagged, User, AGENT_PORT, CHUNK,
+    PROTOCOL_VERSION,
 };
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -151,6 +152,40 @@ fn expect_done(msg: AgentMsg) -> Result<()> {
         AgentMsg::Done => Ok(()),
         AgentMsg::Error(e) => Err(ClientError::Agent(e)),
         other => Err(ClientError::Unexpected(format!("{other:?}"))),
+    }
+}
+
+/// What a watched process did next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    Exited(ExitStatus),
+}
+
+/// A connection watching a process started to outlive it (`spawn`) or
+/// found again (`attach`): its pid, then its output as it comes. Dropping
+/// it stops watching; the process goes on.
+pub struct Watch {
+    session: Session,
+    pub pid: u32,
+}
+
+impl Watch {
+    /// The next output or the end. Waits as long as the process is silent.
+    pub fn next_event(&mut self) -> Result<Event> {
+        match self.session.recv()? {
+            AgentMsg::Stdout(d) => Ok(Event::Stdout(d)),
+            AgentMsg::Stderr(d) => Ok(Event::Stderr(d)),
+            AgentMsg::Exited(st) => Ok(Event::Exited(st)),
+            AgentMsg::Error(e) => Err(ClientError::Agent(e)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// The connection, e.g. to shut it down from another thread.
+    pub fn stream(&self) -> &UnixStream {
+        &self.session.stream
     }
 }
 
@@ -440,6 +475,73 @@ impl AgentClient {
             path: path.into(),
             recursive,
         })?;
+        expect_done(s.recv()?)
+    }
+
+    /// Starts a process that outlives this connection; the answer watches
+    /// it from its first output.
+    pub fn spawn(&self, req: SpawnRequest) -> Result<Watch> {
+        self.watch(HostMsg::Spawn(req))
+    }
+
+    /// Watches a running spawned process from now on.
+    pub fn attach(&self, to: ProcRef) -> Result<Watch> {
+        self.watch(HostMsg::Attach(to))
+    }
+
+    fn watch(&self, msg: HostMsg) -> Result<Watch> {
+        let mut s = self.session()?;
+        s.send(&msg)?;
+        match s.recv()? {
+            AgentMsg::Started { pid } => {
+                // A process may be silent for as long as it likes.
+                s.stream.set_read_timeout(None)?;
+                Ok(Watch { session: s, pid })
+            }
+            AgentMsg::Error(e) => Err(ClientError::Agent(e)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Input for a spawned process's stdin or terminal.
+    pub fn input(&self, to: ProcRef, data: Vec<u8>) -> Result<()> {
+        self.one_shot(HostMsg::Input { to, data })
+    }
+
+    /// Ends a spawned process's stdin.
+    pub fn close_input(&self, to: ProcRef) -> Result<()> {
+        self.one_shot(HostMsg::CloseInput(to))
+    }
+
+    pub fn signal(&self, to: ProcRef, signal: i32) -> Result<()> {
+        self.one_shot(HostMsg::SignalProc { to, signal })
+    }
+
+    pub fn resize(&self, to: ProcRef, size: PtySize) -> Result<()> {
+        self.one_shot(HostMsg::Resize { to, size })
+    }
+
+    /// The spawned processes running now.
+    pub fn list_procs(&self) -> Result<Vec<ProcInfo>> {
+        let mut s = self.session()?;
+        s.send(&HostMsg::ListProcs)?;
+        match s.recv()? {
+            AgentMsg::Procs(p) => Ok(p),
+            AgentMsg::Error(e) => Err(ClientError::Agent(e)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    pub fn rename(&self, from: &str, to: &str) -> Result<()> {
+        self.one_shot(HostMsg::Rename {
+            from: from.into(),
+            to: to.into(),
+        })
+    }
+
+    fn one_shot(&self, msg: HostMsg) -> Result<()> {
+        let mut s = self.session()?;
+        s.send(&msg)?;
         expect_done(s.recv()?)
     }
 }

@@ -33,14 +33,20 @@ impl ConnError {
 pub struct Conn {
     reader: Arc<Mutex<File>>,
     writer: Arc<Mutex<File>>,
+    /// The writer's descriptor, for socket options and shutdown without
+    /// waiting for a send in progress; open as long as `writer` is.
+    raw: std::os::fd::RawFd,
 }
 
 impl Conn {
     pub fn new(stream: File) -> std::io::Result<Conn> {
+        use std::os::fd::AsRawFd;
         let writer = stream.try_clone()?;
+        let raw = writer.as_raw_fd();
         Ok(Conn {
             reader: Arc::new(Mutex::new(stream)),
             writer: Arc::new(Mutex::new(writer)),
+            raw,
         })
     }
 
@@ -59,6 +65,39 @@ impl Conn {
             Err(FrameError::Closed) | Err(FrameError::Io(_)) => Err(ConnError::Closed),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Bounds how long one send may wait for the host to take it: a
+    /// process's output goes to every connection watching it, and one that
+    /// stops reading must not stall the others (or the process) for long.
+    pub fn set_send_timeout(&self, timeout: std::time::Duration) -> std::io::Result<()> {
+        let tv = libc::timeval {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+        };
+        // SAFETY: setsockopt reads `tv` (a valid timeval of the size
+        // given) for the duration of the call, on a descriptor this
+        // connection keeps open.
+        let r = unsafe {
+            libc::setsockopt(
+                self.raw,
+                libc::SOL_SOCKET,
+                libc::SO_SNDTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Ends the connection both ways (whoever else holds it).
+    pub fn shutdown(&self) {
+        // SAFETY: shutdown on a descriptor this connection keeps open; no
+        // memory is passed.
+        unsafe { libc::shutdown(self.raw, libc::SHUT_RDWR) };
     }
 
     pub fn error(&self, kind: ErrorKind, message: impl Into<String>) -> Result<(), ConnError> {
@@ -87,5 +126,13 @@ pub fn name(m: &HostMsg) -> &'static str {
         HostMsg::Remove { .. } => "Remove",
         HostMsg::Health => "Health",
         HostMsg::AsUser(_) => "AsUser",
+        HostMsg::Spawn(_) => "Spawn",
+        HostMsg::Attach(_) => "Attach",
+        HostMsg::Input { .. } => "Input",
+        HostMsg::CloseInput(_) => "CloseInput",
+        HostMsg::SignalProc { .. } => "SignalProc",
+        HostMsg::Resize { .. } => "Resize",
+        HostMsg::ListProcs => "ListProcs",
+        HostMsg::Rename { .. } => "Rename",
     }
 }

@@ -17,9 +17,9 @@ pub static RUNNING: AtomicU32 = AtomicU32::new(0);
 
 /// How long output still arriving after the command exited is waited for
 /// (from processes it left running that hold its stdout).
-const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
+pub const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
 
-fn validate(req: &ExecRequest) -> Result<(), String> {
+pub fn validate(req: &ExecRequest) -> Result<(), String> {
     if req.argv.is_empty() || req.argv[0].is_empty() {
         return Err("argv is empty".into());
     }
@@ -40,15 +40,37 @@ fn validate(req: &ExecRequest) -> Result<(), String> {
     Ok(())
 }
 
-pub fn run(conn: &Conn, req: ExecRequest) -> Result<(), ConnError> {
-    if let Err(msg) = validate(&req) {
-        return conn.error(ErrorKind::InvalidRequest, msg);
-    }
+/// A command started for the host.
+pub struct Launched {
+    pub child: std::process::Child,
+    /// Its exit, from the reaper.
+    pub ended: std::sync::mpsc::Receiver<Ended>,
+    pub pid: i32,
+    /// Kills it and everything it started (its process group and its
+    /// cgroup).
+    pub kill_tree: Arc<dyn Fn() + Send + Sync>,
+    /// Its cgroup, removed when this is dropped (after it ended).
+    pub cgroup: Option<ExecCgroup>,
+}
+
+/// How a command's standard streams are connected.
+pub enum Stdio3 {
+    /// stdout and stderr piped; stdin piped when `stdin` is set, else
+    /// /dev/null.
+    Pipes,
+    /// All three on this terminal (the slave side of a pty), which becomes
+    /// the command's controlling terminal.
+    Terminal(std::os::fd::OwnedFd),
+}
+
+/// Starts `req` as its user, in its own session and cgroup.
+pub fn launch(req: &ExecRequest, stdio: Stdio3) -> Result<Launched, (ErrorKind, String)> {
+    validate(req).map_err(|m| (ErrorKind::InvalidRequest, m))?;
     let Some(account) = users::lookup(req.user) else {
-        return conn.error(
+        return Err((
             ErrorKind::InvalidRequest,
             format!("no such user {:?} in this workspace", req.user),
-        );
+        ));
     };
     let cgroup = ExecCgroup::create();
     let mut cmd = Command::new(&req.argv[0]);
@@ -61,21 +83,39 @@ pub fn run(conn: &Conn, req: ExecRequest) -> Result<(), ConnError> {
         .env("HOME", &account.home)
         .env("USER", &account.name)
         .env("LOGNAME", &account.name)
-        .env("LANG", "C.UTF-8")
-        .envs(req.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(req.cwd.as_deref().unwrap_or(&account.home))
-        .stdin(if req.stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env("LANG", "C.UTF-8");
+    let terminal = matches!(stdio, Stdio3::Terminal(_));
+    if terminal && !req.env.iter().any(|(k, _)| k == "TERM") {
+        cmd.env("TERM", "xterm-256color");
+    }
+    cmd.envs(req.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(req.cwd.as_deref().unwrap_or(&account.home));
+    match stdio {
+        Stdio3::Pipes => {
+            cmd.stdin(if req.stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        }
+        Stdio3::Terminal(slave) => {
+            let dup = |fd: &std::os::fd::OwnedFd| {
+                fd.try_clone()
+                    .map(Stdio::from)
+                    .map_err(|e| (ErrorKind::SpawnFailed, format!("terminal: {e}")))
+            };
+            cmd.stdin(dup(&slave)?)
+                .stdout(dup(&slave)?)
+                .stderr(Stdio::from(slave));
+        }
+    }
     let (uid, gid) = (account.uid, account.gid);
     let procs_fd = cgroup.as_ref().and_then(ExecCgroup::procs_fd);
     // SAFETY: the closure only makes async-signal-safe system calls
-    // (write, setsid, setgroups, setgid, setuid) on values copied in before
-    // the fork; it allocates nothing.
+    // (write, setsid, ioctl, setgroups, setgid, setuid) on values copied in
+    // before the fork; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
             if let Some(fd) = procs_fd {
@@ -84,6 +124,10 @@ pub fn run(conn: &Conn, req: ExecRequest) -> Result<(), ConnError> {
                 }
             }
             if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The new session's controlling terminal: its stdin.
+            if terminal && libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             if uid != 0 || gid != 0 {
@@ -104,38 +148,64 @@ pub fn run(conn: &Conn, req: ExecRequest) -> Result<(), ConnError> {
             (child, pid)
         })
     });
-    let (mut child, ended) = match spawned {
-        Ok(x) => x,
-        Err(e) => {
-            let kind = match e.kind() {
-                std::io::ErrorKind::NotFound => ErrorKind::NotFound,
-                std::io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
-                _ => ErrorKind::SpawnFailed,
-            };
-            return conn.error(kind, format!("cannot start {:?}: {e}", req.argv[0]));
-        }
-    };
+    // The parent's copies of the terminal's slave side close with `cmd`.
+    drop(cmd);
+    let (child, ended) = spawned.map_err(|e| {
+        let kind = match e.kind() {
+            std::io::ErrorKind::NotFound => ErrorKind::NotFound,
+            std::io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+            _ => ErrorKind::SpawnFailed,
+        };
+        (kind, format!("cannot start {:?}: {e}", req.argv[0]))
+    })?;
     let pid = child.id() as i32;
+    let cg = cgroup.as_ref().map(ExecCgroup::kill_file);
+    let kill_tree = Arc::new(move || {
+        // SAFETY: kill on our child's process group; harmless if gone.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        if let Some(p) = &cg {
+            let _ = std::fs::write(p, b"1");
+        }
+    });
+    Ok(Launched {
+        child,
+        ended,
+        pid,
+        kill_tree,
+        cgroup,
+    })
+}
+
+pub fn run(conn: &Conn, req: ExecRequest) -> Result<(), ConnError> {
+    let launched = match launch(&req, Stdio3::Pipes) {
+        Ok(l) => l,
+        Err((kind, message)) => return conn.error(kind, message),
+    };
+    let Launched {
+        mut child,
+        ended,
+        pid,
+        kill_tree,
+        cgroup: _cgroup,
+    } = launched;
     RUNNING.fetch_add(1, Ordering::SeqCst);
     let _running = scopeguard(|| {
         RUNNING.fetch_sub(1, Ordering::SeqCst);
     });
     conn.send(&AgentMsg::Started { pid: pid as u32 })?;
 
-    let kill_tree = {
-        let cg = cgroup.as_ref().map(ExecCgroup::kill_file);
-        move || {
-            // SAFETY: kill on our child's process group; harmless if gone.
-            unsafe { libc::kill(-pid, libc::SIGKILL) };
-            if let Some(p) = &cg {
-                let _ = std::fs::write(p, b"1");
-            }
-        }
+    let out = {
+        let conn = conn.clone();
+        pump(child.stdout.take(), move |d| {
+            conn.send(&AgentMsg::Stdout(d)).is_ok()
+        })
     };
-    let kill_tree = Arc::new(kill_tree);
-
-    let out = pump(conn.clone(), child.stdout.take(), AgentMsg::Stdout);
-    let err = pump(conn.clone(), child.stderr.take(), AgentMsg::Stderr);
+    let err = {
+        let conn = conn.clone();
+        pump(child.stderr.take(), move |d| {
+            conn.send(&AgentMsg::Stderr(d)).is_ok()
+        })
+    };
     let stdin = child.stdin.take();
     let host_gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -148,17 +218,7 @@ pub fn run(conn: &Conn, req: ExecRequest) -> Result<(), ConnError> {
         std::thread::spawn(move || host_input(conn, stdin, pid, kill, gone, finished));
     }
 
-    let timeout = req.timeout_ms.map(Duration::from_millis);
-    let (status, timed_out) = match timeout {
-        Some(t) => match ended.recv_timeout(t) {
-            Ok(s) => (s, false),
-            Err(_) => {
-                kill_tree();
-                (ended.recv().unwrap_or(Ended::Signal(libc::SIGKILL)), true)
-            }
-        },
-        None => (ended.recv().unwrap_or(Ended::Signal(libc::SIGKILL)), false),
-    };
+    let (status, timed_out) = wait(&ended, req.timeout_ms, &*kill_tree);
     // Output written just before exit is still in the pipes; take it, but
     // don't wait forever on background processes that kept them open.
     out.finish(DRAIN_AFTER_EXIT);
@@ -168,7 +228,32 @@ pub fn run(conn: &Conn, req: ExecRequest) -> Result<(), ConnError> {
     if host_gone.load(Ordering::SeqCst) {
         return Err(ConnError::Closed);
     }
-    let exit = match status {
+    let exit = exit_status(status, timed_out);
+    conn.send(&AgentMsg::Exited(exit))
+}
+
+/// Waits for a command's end, killing it (and all it started) once
+/// `timeout_ms` has passed. Says whether it was killed for that.
+pub fn wait(
+    ended: &std::sync::mpsc::Receiver<Ended>,
+    timeout_ms: Option<u64>,
+    kill_tree: &dyn Fn(),
+) -> (Ended, bool) {
+    let gone = Ended::Signal(libc::SIGKILL);
+    match timeout_ms.map(Duration::from_millis) {
+        Some(t) => match ended.recv_timeout(t) {
+            Ok(s) => (s, false),
+            Err(_) => {
+                kill_tree();
+                (ended.recv().unwrap_or(gone), true)
+            }
+        },
+        None => (ended.recv().unwrap_or(gone), false),
+    }
+}
+
+pub fn exit_status(ended: Ended, timed_out: bool) -> ExitStatus {
+    match ended {
         Ended::Code(c) => ExitStatus {
             code: Some(c),
             signal: None,
@@ -179,8 +264,7 @@ pub fn run(conn: &Conn, req: ExecRequest) -> Result<(), ConnError> {
             signal: Some(s),
             timed_out,
         },
-    };
-    conn.send(&AgentMsg::Exited(exit))
+    }
 }
 
 /// Runs `f` when dropped.
@@ -196,21 +280,21 @@ fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
     Guard(Some(f))
 }
 
-struct Pump {
+pub struct Pump {
     done: std::sync::mpsc::Receiver<()>,
 }
 
 impl Pump {
-    fn finish(self, grace: Duration) {
+    pub fn finish(self, grace: Duration) {
         let _ = self.done.recv_timeout(grace);
     }
 }
 
-/// Forwards a pipe to the host as it produces, chunk by chunk.
-fn pump<R: Read + Send + 'static>(
-    conn: Conn,
+/// Reads a pipe to its end, handing each chunk to `sink` as it comes;
+/// stops early when `sink` says no one wants more.
+pub fn pump<R: Read + Send + 'static>(
     pipe: Option<R>,
-    wrap: fn(Vec<u8>) -> AgentMsg,
+    mut sink: impl FnMut(Vec<u8>) -> bool + Send + 'static,
 ) -> Pump {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -220,7 +304,7 @@ fn pump<R: Read + Send + 'static>(
                 match p.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => {
-                        if conn.send(&wrap(buf[..n].to_vec())).is_err() {
+                        if !sink(buf[..n].to_vec()) {
                             break;
                         }
                     }
@@ -238,7 +322,7 @@ fn host_input(
     conn: Conn,
     mut stdin: Option<std::process::ChildStdin>,
     pid: i32,
-    kill: Arc<impl Fn() + Send + Sync>,
+    kill: Arc<dyn Fn() + Send + Sync>,
     gone: Arc<std::sync::atomic::AtomicBool>,
     finished: Arc<std::sync::atomic::AtomicBool>,
 ) {

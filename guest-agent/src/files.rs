@@ -1,4 +1,5 @@
-//! File operations: streamed write and read, stat, list, mkdir, remove.
+//! File operations: streamed write and read, stat, list, mkdir, remove,
+//! rename.
 //! Paths must be absolute; writes go to a temporary file renamed into
 //! place on success, so an interrupted upload never leaves half a file.
 
@@ -224,5 +225,20 @@ pub fn remove(conn: &Conn, path: &str, recursive: bool) -> Result<(), ConnError>
     match r {
         Ok(()) => conn.send(&AgentMsg::Done),
         Err(e) => reply_io(conn, "removing", path, &e),
+    }
+}
+
+/// Moves a file or directory (within the workspace's filesystems; across
+/// them the kernel refuses and the host hears why).
+pub fn rename(conn: &Conn, from: &str, to: &str) -> Result<(), ConnError> {
+    if !check_path(conn, from)? || !check_path(conn, to)? {
+        return Ok(());
+    }
+    if Path::new(from) == Path::new("/") {
+        return conn.error(ErrorKind::InvalidRequest, "refusing to move /");
+    }
+    match std::fs::rename(from, to) {
+        Ok(()) => conn.send(&AgentMsg::Done),
+        Err(e) => reply_io(conn, &format!("moving {from} to"), to, &e),
     }
 }

@@ -7,6 +7,8 @@ mod files;
 mod init;
 mod log;
 mod net;
+mod procs;
+mod pty;
 mod reaper;
 mod server;
 mod sys;

@@ -2,7 +2,7 @@
 //! own thread, so one slow or broken session never blocks another.
 
 use crate::conn::{Conn, ConnError};
-use crate::{exec, files, info, sys};
+use crate::{exec, files, info, procs, sys};
 use paddock_proto::vsock::{self, Listener};
 use paddock_proto::{
     frame::write_frame, AgentMsg, ErrorKind, HealthInfo, HostMsg, ReadyInfo, AGENT_PORT,
@@ -94,7 +94,17 @@ fn session(conn: &Conn) -> Result<(), ConnError> {
         }
         privileged = user == paddock_proto::User::Root;
         req = match next()? {
-            Some(HostMsg::Exec(_) | HostMsg::AsUser(_)) => {
+            Some(
+                HostMsg::Exec(_)
+                | HostMsg::AsUser(_)
+                | HostMsg::Spawn(_)
+                | HostMsg::Attach(_)
+                | HostMsg::Input { .. }
+                | HostMsg::CloseInput(_)
+                | HostMsg::SignalProc { .. }
+                | HostMsg::Resize { .. }
+                | HostMsg::ListProcs,
+            ) => {
                 return conn.error(
                     ErrorKind::UnexpectedMessage,
                     "AsUser comes before a file operation only".to_string(),
@@ -129,6 +139,14 @@ fn session(conn: &Conn) -> Result<(), ConnError> {
             parents,
         } => files::make_dir(conn, &path, mode, parents),
         HostMsg::Remove { path, recursive } => files::remove(conn, &path, recursive),
+        HostMsg::Rename { from, to } => files::rename(conn, &from, &to),
+        HostMsg::Spawn(r) => procs::spawn(conn, r),
+        HostMsg::Attach(to) => procs::attach(conn, &to),
+        op @ (HostMsg::Input { .. }
+        | HostMsg::CloseInput(_)
+        | HostMsg::SignalProc { .. }
+        | HostMsg::Resize { .. }
+        | HostMsg::ListProcs) => procs::operate(conn, op),
         HostMsg::Health => conn.send(&AgentMsg::Health(HealthInfo {
             agent_version: AGENT_VERSION.into(),
             uptime_ms: sys::uptime_ms(),

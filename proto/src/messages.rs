@@ -33,6 +33,46 @@ pub struct ExecRequest {
     pub timeout_ms: Option<u64>,
 }
 
+/// A terminal's size in character cells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PtySize {
+    pub cols: u16,
+    pub rows: u16,
+}
+
+/// A process started with `Spawn`, named by its pid or by the tag it was
+/// started with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProcRef {
+    Pid(u32),
+    Tag(String),
+}
+
+/// A process that outlives the connection that started it: any connection
+/// may later watch it (`Attach`), feed it, signal or resize it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpawnRequest {
+    /// `exec.stdin`: its input stays open for `Input` until `CloseInput`.
+    /// `exec.timeout_ms` bounds the process itself, whoever watches it.
+    pub exec: ExecRequest,
+    /// A name to find it by instead of its pid (unique among running ones).
+    pub tag: Option<String>,
+    /// Run it on a pseudo-terminal of this size: its output then comes as
+    /// `Stdout` only, and `Input` is typed at the terminal.
+    pub pty: Option<PtySize>,
+}
+
+/// A running `Spawn`ed process, as `ListProcs` reports it (its environment
+/// is left out: it holds the workspace's secrets).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcInfo {
+    pub pid: u32,
+    pub tag: Option<String>,
+    pub argv: Vec<String>,
+    pub cwd: String,
+    pub pty: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HostMsg {
     Hello {
@@ -74,10 +114,41 @@ pub enum HostMsg {
     /// this user's credentials, checked by the guest's kernel. Without it
     /// file operations run as root (hosts before this message existed).
     AsUser(User),
+    /// Answered with `Started`, the output as it comes and `Exited`; the
+    /// process keeps running if this connection closes first.
+    Spawn(SpawnRequest),
+    /// Watch a spawned process: `Started`, its output from now on, `Exited`.
+    Attach(ProcRef),
+    /// Input for a spawned process's stdin (or terminal); answered `Done`.
+    Input {
+        to: ProcRef,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// End a spawned process's stdin; answered `Done`.
+    CloseInput(ProcRef),
+    /// A signal for a spawned process's process group; answered `Done`.
+    SignalProc {
+        to: ProcRef,
+        signal: i32,
+    },
+    /// A new size for a spawned process's terminal; answered `Done`.
+    Resize {
+        to: ProcRef,
+        size: PtySize,
+    },
+    /// Answered with `Procs`.
+    ListProcs,
+    /// Renames a file or directory (a file operation: `AsUser` applies);
+    /// answered `Done`.
+    Rename {
+        from: String,
+        to: String,
+    },
 }
 
 impl Tagged for HostMsg {
-    const VARIANTS: u64 = 15;
+    const VARIANTS: u64 = 23;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,10 +252,11 @@ pub enum AgentMsg {
     DirEntries(Vec<DirEntry>),
     Health(HealthInfo),
     Ready(ReadyInfo),
+    Procs(Vec<ProcInfo>),
 }
 
 impl Tagged for AgentMsg {
-    const VARIANTS: u64 = 14;
+    const VARIANTS: u64 = 15;
 }
 
 #[cfg(test)]
@@ -195,14 +267,13 @@ mod tests {
     /// is VARIANTS - 1 and encodes as that single byte.
     #[test]
     fn variant_counts_match() {
-        let last_host = postcard::to_stdvec(&HostMsg::AsUser(User::Agent)).expect("enc");
-        assert_eq!(u64::from(last_host[0]), HostMsg::VARIANTS - 1);
-        let last_agent = postcard::to_stdvec(&AgentMsg::Ready(ReadyInfo {
-            agent_version: String::new(),
-            protocol: 0,
-            uptime_ms: 0,
-        }))
+        let last_host = postcard::to_stdvec(&HostMsg::Rename {
+            from: String::new(),
+            to: String::new(),
+        })
         .expect("enc");
+        assert_eq!(u64::from(last_host[0]), HostMsg::VARIANTS - 1);
+        let last_agent = postcard::to_stdvec(&AgentMsg::Procs(Vec::new())).expect("enc");
         assert_eq!(u64::from(last_agent[0]), AgentMsg::VARIANTS - 1);
     }
 }
