@@ -10,6 +10,8 @@ pub mod channel;
 pub mod conn;
 pub mod e2b;
 pub mod envd;
+pub mod envd_fs;
+pub mod envd_process;
 pub mod exec;
 pub mod http;
 pub mod multipart;

@@ -168,6 +168,7 @@ fn agent(mut s: UnixStream) {
     }
     let req = match msg {
         Ok(HostMsg::Exec(req)) => req,
+        Ok(HostMsg::Spawn(spawn)) => spawn.exec,
         Ok(HostMsg::WriteFile { path, .. }) => {
             let mut data = Vec::new();
             loop {

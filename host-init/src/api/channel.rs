@@ -402,6 +402,29 @@ pub enum Purpose {
         #[serde(default)]
         root: bool,
     },
+    /// A file's or directory's metadata (stat, listing): not audited.
+    Inspect {
+        path: String,
+        #[serde(default)]
+        root: bool,
+    },
+    /// A change to the tree that writes no contents: `op` is "mkdir",
+    /// "remove" or "move" (`path` then names both ends).
+    Modify {
+        op: String,
+        path: String,
+        #[serde(default)]
+        root: bool,
+    },
+    /// Input, a signal, a resize, a listing or a watch for processes
+    /// started to outlive their connection (exec scope, as starting them).
+    /// Signals are audited.
+    Process {
+        #[serde(default)]
+        signal: Option<i32>,
+        #[serde(default)]
+        pid: Option<u32>,
+    },
 }
 
 /// What became of a call, as the control plane says it: done, or why not.

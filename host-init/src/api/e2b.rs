@@ -19,9 +19,10 @@ use std::collections::BTreeMap;
 
 /// The envd protocol version Paddock's answers stand for. The SDK turns
 /// features on by it, so it is kept below what would turn on paths not
-/// served: at 0.5.7 the SDK would send gzip-encoded uploads; below 0.4.0,
-/// a default user on every call (harmless, but not needed).
-pub const ENVD_VERSION: &str = "0.4.0";
+/// served: at 0.5.7 the SDK would send gzip-encoded uploads. 0.5.2 turns
+/// on CloseStdin, which is served. (Watching directories, which every
+/// envd has, is not: those calls answer `unimplemented`.)
+pub const ENVD_VERSION: &str = "0.5.2";
 /// What E2B calls the default template.
 const E2B_DEFAULT_TEMPLATE: &str = "base";
 /// A sandbox's life when the request names none (E2B's default).
@@ -35,6 +36,7 @@ pub fn is_e2b_path(path: &str) -> bool {
     path == "/health"
         || path == "/files"
         || path.starts_with("/process.Process/")
+        || path.starts_with("/filesystem.Filesystem/")
         || path == "/sandboxes"
         || path == "/v2/sandboxes"
         || path.starts_with("/sandboxes/")

@@ -1,24 +1,24 @@
-//! E2B's envd process service, the part its SDK's `commands.run` uses:
-//! `process.Process/Start` over the Connect protocol with JSON messages
-//! (what the SDK speaks), run as a native exec (api::exec) in the sandbox
-//! named by `E2b-Sandbox-Id`, as the key's own request.
+//! E2B's envd, the API inside a sandbox its SDK talks to, served by the
+//! API process for the sandbox named by `E2b-Sandbox-Id`, as the key's own
+//! request: the Connect protocol with JSON messages (what the SDK speaks)
+//! for the process (api::envd_process) and filesystem (api::envd_fs)
+//! services, and the REST `/files` here.
 //!
 //! Connect frames each message as a flag byte, a big-endian u32 length and
 //! the JSON; a server stream ends with a frame flagged 0x02 holding `{}` or
 //! `{"error": {"code", "message"}}`.
 
 use super::conn::Exchange;
-use super::exec::{ExecFormat, MAX_EXEC_JSON};
 use super::http;
 use super::server::Shared;
-use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 
-const CONTENT_TYPE: &str = "application/connect+json";
+pub const CONTENT_TYPE: &str = "application/connect+json";
 /// A frame's flags: the stream's last frame (its status).
-const END_STREAM: u8 = 0x02;
+pub const END_STREAM: u8 = 0x02;
 const COMPRESSED: u8 = 0x01;
+/// Largest Connect message taken (a SendInput's data, base64, in one).
+const MAX_MESSAGE: usize = 1 << 20;
 
 /// One Connect frame.
 pub fn frame(flags: u8, message: &Value) -> Vec<u8> {
@@ -49,7 +49,7 @@ pub fn unframe(body: &[u8]) -> Result<&[u8], String> {
 }
 
 /// Connect's error code for a refusal's HTTP status.
-fn code_of(status: u16) -> &'static str {
+pub fn code_of(status: u16) -> &'static str {
     match status {
         400 | 413 | 422 => "invalid_argument",
         401 => "unauthenticated",
@@ -63,8 +63,174 @@ fn code_of(status: u16) -> &'static str {
     }
 }
 
+/// A unary call's refusal in Connect's shape: the status, and the code
+/// and message in the body.
+pub fn rpc_error(status: u16, message: impl Into<String>) -> (u16, Value) {
+    (
+        status,
+        json!({"code": code_of(status), "message": message.into()}),
+    )
+}
+
+/// What the agent said, as a Connect refusal.
+pub fn agent_error(e: paddock_agent_client::ClientError) -> (u16, Value) {
+    use paddock_agent_client::ClientError as C;
+    use paddock_proto::ErrorKind as K;
+    let status = match &e {
+        C::Agent(r) => match r.kind {
+            K::NotFound => 404,
+            K::PermissionDenied => 403,
+            K::AlreadyExists => 409,
+            K::InvalidRequest | K::SpawnFailed => 400,
+            _ => 500,
+        },
+        C::Timeout(_) => 504,
+        _ => 503,
+    };
+    let message = match e {
+        C::Agent(r) => r.message,
+        other => other.to_string(),
+    };
+    rpc_error(status, message)
+}
+
+/// A unary call's JSON body (Connect's `application/json`).
+pub fn unary_body(req: &http::Request, io: &mut Exchange) -> Result<Value, (u16, Value)> {
+    let json = req.content_type.as_deref().is_some_and(|t| {
+        t.split(';')
+            .next()
+            .is_some_and(|t| t.trim() == "application/json")
+    });
+    if !json {
+        return Err(rpc_error(
+            415,
+            "only Connect's JSON encoding (application/json) is served",
+        ));
+    }
+    let Some(_large) = super::exec::large_body_permit(req) else {
+        return Err(rpc_error(
+            503,
+            "too many large requests are being read at once; retry shortly",
+        ));
+    };
+    let raw = http::read_body(req, &mut io.body, super::exec::MAX_EXEC_JSON).map_err(|e| {
+        let (status, body) = super::server::body_refusal(e, "request");
+        rpc_error(status, body["error"].as_str().unwrap_or("bad body"))
+    })?;
+    super::server::parse_json(&raw)
+        .map_err(|(status, body)| rpc_error(status, body["error"].as_str().unwrap_or("bad JSON")))
+}
+
+/// The one message of a server-streaming call's request.
+pub fn stream_request(req: &http::Request, io: &mut Exchange) -> Result<Vec<u8>, (u16, Value)> {
+    if req.content_type.as_deref() != Some(CONTENT_TYPE) {
+        return Err(rpc_error(
+            415,
+            "only Connect's JSON encoding (application/connect+json) is served",
+        ));
+    }
+    let Some(_large) = super::exec::large_body_permit(req) else {
+        return Err(rpc_error(
+            503,
+            "too many large requests are being read at once; retry shortly",
+        ));
+    };
+    let raw = http::read_body(req, &mut io.body, super::exec::MAX_EXEC_JSON).map_err(|e| {
+        let (status, body) = super::server::body_refusal(e, "request");
+        rpc_error(status, body["error"].as_str().unwrap_or("bad body"))
+    })?;
+    unframe(&raw)
+        .map(<[u8]>::to_vec)
+        .map_err(|e| rpc_error(400, e))
+}
+
+/// The next message of a client stream, as it comes; None at its end.
+pub fn next_message(body: &mut impl std::io::Read) -> Result<Option<Vec<u8>>, String> {
+    let mut head = [0u8; 5];
+    let mut got = 0;
+    while got < head.len() {
+        match body.read(&mut head[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err("the stream ended inside a frame's header".into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("reading the stream: {e}")),
+        }
+    }
+    if head[0] & COMPRESSED != 0 {
+        return Err("compressed Connect messages are not accepted".into());
+    }
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if len > MAX_MESSAGE {
+        return Err(format!("a message of {len} bytes: at most {MAX_MESSAGE}"));
+    }
+    let mut message = vec![0u8; len];
+    body.read_exact(&mut message)
+        .map_err(|e| format!("the stream ended inside a message: {e}"))?;
+    if head[0] & END_STREAM != 0 {
+        return Ok(None);
+    }
+    Ok(Some(message))
+}
+
+/// A process's end as envd says it.
+pub fn end_event(st: &paddock_proto::ExitStatus) -> Value {
+    let (code, status) = match (st.code, st.signal) {
+        (Some(c), _) => (c, format!("exit status {c}")),
+        (None, Some(s)) => (-1, format!("signal: {}", signal_name(s))),
+        (None, None) => (-1, "ended".to_string()),
+    };
+    let status = if st.timed_out {
+        format!("{status} (timed out)")
+    } else {
+        status
+    };
+    json!({"exitCode": code, "exited": st.code.is_some(), "status": status})
+}
+
+fn signal_name(s: i32) -> String {
+    match s {
+        9 => "killed".into(),
+        15 => "terminated".into(),
+        2 => "interrupt".into(),
+        1 => "hangup".into(),
+        other => format!("signal {other}"),
+    }
+}
+
+/// One envd Connect call (`/process.Process/*`, `/filesystem.Filesystem/*`)
+/// in the sandbox its `E2b-Sandbox-Id` names.
+pub fn rpc(
+    shared: &Shared,
+    req: &http::Request,
+    io: &mut Exchange,
+    service: &str,
+    method: &str,
+) -> Option<(u16, Value)> {
+    let id = match sandbox_of(req) {
+        Ok(id) => id,
+        Err((status, body)) => {
+            let message = body["message"]
+                .as_str()
+                .unwrap_or("E2b-Sandbox-Id")
+                .to_string();
+            return match method {
+                "Start" | "Connect" | "StreamInput" | "WatchDir" => {
+                    refuse(io, status, &message);
+                    None
+                }
+                _ => Some(rpc_error(status, message)),
+            };
+        }
+    };
+    match service {
+        "process.Process" => super::envd_process::rpc(shared, req, io, &id, method),
+        _ => super::envd_fs::rpc(shared, req, io, &id, method),
+    }
+}
+
 /// A stream that ends at once with an error.
-fn refuse(io: &mut Exchange, status: u16, message: &str) {
+pub fn refuse(io: &mut Exchange, status: u16, message: &str) {
     let end = frame(
         END_STREAM,
         &json!({"error": {"code": code_of(status), "message": message}}),
@@ -74,171 +240,6 @@ fn refuse(io: &mut Exchange, status: u16, message: &str) {
     }
 }
 
-#[derive(Deserialize)]
-struct ProcessConfig {
-    cmd: String,
-    #[serde(default)]
-    args: Vec<String>,
-    #[serde(default)]
-    envs: BTreeMap<String, String>,
-    #[serde(default)]
-    cwd: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct StartRequest {
-    process: ProcessConfig,
-    /// A terminal: not served yet (skipped, never built as a tree).
-    #[serde(default)]
-    pty: Option<serde::de::IgnoredAny>,
-    #[serde(default)]
-    tag: Option<String>,
-    /// Input sent later (SendInput): not served yet; the command's stdin
-    /// is empty.
-    #[serde(default)]
-    stdin: Option<bool>,
-}
-
-/// The SDK's events: start, data (base64), end, in StartResponse messages.
-struct Events;
-
-impl ExecFormat for Events {
-    fn content_type(&self) -> &'static str {
-        CONTENT_TYPE
-    }
-
-    fn start(&mut self) -> Vec<u8> {
-        // The agent does not say the command's pid; 0 stands for "not
-        // known" (the SDK only needs it to signal or feed the process,
-        // which are not served yet).
-        frame(0, &json!({"event": {"start": {"pid": 0}}}))
-    }
-
-    fn output(&mut self, out: paddock_agent_client::Output<'_>) -> Vec<u8> {
-        use base64::Engine as _;
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let data = match out {
-            paddock_agent_client::Output::Stdout(d) => json!({"stdout": b64.encode(d)}),
-            paddock_agent_client::Output::Stderr(d) => json!({"stderr": b64.encode(d)}),
-        };
-        frame(0, &json!({"event": {"data": data}}))
-    }
-
-    fn end(
-        &mut self,
-        result: &Result<paddock_proto::ExitStatus, String>,
-        _duration_ms: u64,
-    ) -> Vec<u8> {
-        match result {
-            Ok(st) => {
-                let (code, status) = match (st.code, st.signal) {
-                    (Some(c), _) => (c, format!("exit status {c}")),
-                    (None, Some(s)) => (-1, format!("signal: {s}")),
-                    (None, None) => (-1, "ended".to_string()),
-                };
-                let status = if st.timed_out {
-                    format!("{status} (timed out)")
-                } else {
-                    status
-                };
-                let mut out = frame(
-                    0,
-                    &json!({"event": {"end": {"exitCode": code, "exited": st.code.is_some(), "status": status}}}),
-                );
-                out.extend(frame(END_STREAM, &json!({})));
-                out
-            }
-            Err(e) => frame(
-                END_STREAM,
-                &json!({"error": {"code": "internal", "message": e}}),
-            ),
-        }
-    }
-}
-
-/// `POST /process.Process/Start`: runs the command, streaming its events.
-pub fn start(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<(u16, Value)> {
-    let Some(id) = req.sandbox.clone() else {
-        refuse(io, 400, "E2b-Sandbox-Id: which sandbox to run in");
-        return None;
-    };
-    if req.content_type.as_deref() != Some(CONTENT_TYPE) {
-        refuse(
-            io,
-            501,
-            "only Connect's JSON encoding (application/connect+json) is served",
-        );
-        return None;
-    }
-    if !super::routes::valid_id(&id) {
-        refuse(io, 400, "E2b-Sandbox-Id: not a sandbox id");
-        return None;
-    }
-    // The same caps on memory as the native exec: large bodies a few at a
-    // time, parsing under the process's parse permits.
-    let Some(_large) = super::exec::large_body_permit(req) else {
-        refuse(
-            io,
-            503,
-            "too many large requests are being read at once; retry shortly",
-        );
-        return None;
-    };
-    let raw = match http::read_body(req, &mut io.body, MAX_EXEC_JSON) {
-        Ok(b) => b,
-        Err(e) => {
-            let (status, body) = super::server::body_refusal(e, "start request");
-            refuse(io, status, body["error"].as_str().unwrap_or("bad body"));
-            return None;
-        }
-    };
-    let message = match unframe(&raw) {
-        Ok(m) => m,
-        Err(e) => {
-            refuse(io, 400, &e);
-            return None;
-        }
-    };
-    let start: StartRequest = match super::server::parse_json(message) {
-        Ok(s) => s,
-        Err((status, body)) => {
-            refuse(io, status, body["error"].as_str().unwrap_or("StartRequest"));
-            return None;
-        }
-    };
-    drop(raw);
-    if start.process.args.len() > 4096 || start.process.envs.len() > 4096 {
-        refuse(io, 400, "at most 4096 args and 4096 envs");
-        return None;
-    }
-    if start.pty.is_some() {
-        refuse(io, 501, "terminals (pty) are not served yet");
-        return None;
-    }
-    let _ = (start.tag, start.stdin);
-    let mut argv = vec![start.process.cmd];
-    argv.extend(start.process.args);
-    let user = match req.basic_user.as_deref() {
-        Some("root") => "root",
-        _ => "agent",
-    };
-    let body = paddock_api_types::ExecRequest {
-        argv,
-        env: start.process.envs,
-        cwd: start.process.cwd.filter(|c| !c.is_empty()),
-        user: Some(user.into()),
-        timeout_s: None,
-        stdin: None,
-    };
-    if let Some((status, refusal)) =
-        super::exec::run(shared, &req.bearer, &id, body, None, io, &mut Events)
-    {
-        refuse(io, status, refusal["error"].as_str().unwrap_or("refused"));
-    }
-    None
-}
-
-/// An envd path: absolute, or relative to the user's home.
 /// The sandbox an envd request names, if it is an id at all.
 fn sandbox_of(req: &http::Request) -> Result<String, (u16, Value)> {
     match req.sandbox.as_deref() {
@@ -252,20 +253,29 @@ fn envd_path(req: &http::Request, root: bool) -> Result<String, (u16, Value)> {
     let Some(path) = super::server::query(req, "path").filter(|p| !p.is_empty()) else {
         return Err(super::e2b::error(400, "path: which file"));
     };
-    if path.len() > 4096 || path.contains('\0') {
-        return Err(super::e2b::error(400, "path: at most 4096 bytes, no NUL"));
+    absolute(path, root).map_err(|m| super::e2b::error(400, m))
+}
+
+/// An envd path made absolute: relative ones (and `~`) are in the user's
+/// home.
+pub fn absolute(path: &str, root: bool) -> Result<String, String> {
+    if path.is_empty() || path.len() > 4096 || path.contains('\0') {
+        return Err("path: 1 to 4096 bytes, no NUL".into());
     }
+    let home = if root { "/root" } else { "/home/agent" };
     Ok(if path.starts_with('/') {
         path.to_string()
-    } else if root {
-        format!("/root/{path}")
+    } else if path == "~" {
+        home.to_string()
+    } else if let Some(rest) = path.strip_prefix("~/") {
+        format!("{home}/{rest}")
     } else {
-        format!("/home/agent/{path}")
+        format!("{home}/{path}")
     })
 }
 
-/// Who an envd file request acts as: root when it names root, else agent.
-fn envd_root(req: &http::Request) -> bool {
+/// Who an envd request acts as: root when it names root, else agent.
+pub fn envd_root(req: &http::Request) -> bool {
     super::server::query(req, "username").or(req.basic_user.as_deref()) == Some("root")
 }
 

@@ -38,6 +38,9 @@ pub struct Request {
     pub content_type: Option<String>,
     /// Its Content-Encoding, as sent (bodies are taken only unencoded).
     pub content_encoding: Option<String>,
+    /// Connect's `Connect-Timeout-Ms`: how long the client gives the call
+    /// (envd applies it to the process a Start runs).
+    pub connect_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -93,6 +96,7 @@ impl Request {
         let mut basic_user = None;
         let mut content_type = None;
         let mut content_encoding = None;
+        let mut connect_timeout_ms = None;
         // E2B's SDK sends its key as X-API-Key, and envd requests as
         // X-Access-Token: the same bearer tokens, where no Authorization
         // header names one.
@@ -125,6 +129,14 @@ impl Request {
                 content_type = Some(value.to_string());
             } else if name.eq_ignore_ascii_case("content-encoding") {
                 content_encoding = Some(value.to_string());
+            } else if name.eq_ignore_ascii_case("connect-timeout-ms") {
+                // Connect allows at most 10 digits; anything else is no
+                // deadline rather than a refusal, as Connect servers do.
+                connect_timeout_ms = value
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|_| value.trim().len() <= 10);
             } else if name.eq_ignore_ascii_case("e2b-sandbox-id") {
                 sandbox = Some(value.to_string());
             }
@@ -150,6 +162,7 @@ impl Request {
             http2: false,
             sandbox,
             basic_user,
+            connect_timeout_ms,
             content_type,
             content_encoding,
         })

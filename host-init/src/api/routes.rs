@@ -61,7 +61,8 @@ pub enum Route {
     E2bNetwork(String),
     E2bMetrics(String),
     EnvdHealth,
-    EnvdStart,
+    /// An envd Connect call: its service and method.
+    EnvdRpc(String, String),
     EnvdReadFile,
     EnvdWriteFile,
 }
@@ -107,7 +108,7 @@ pub fn allowed_methods(segs: &[&str]) -> Option<&'static [&'static str]> {
         ["sandboxes", _, "network"] => &["PUT"],
         ["sandboxes", _, "metrics"] => &["GET"],
         ["health"] => &["GET"],
-        ["process.Process", "Start"] => &["POST"],
+        ["process.Process" | "filesystem.Filesystem", _] => &["POST"],
         ["files"] => &["GET", "POST"],
         _ => return None,
     })
@@ -172,7 +173,9 @@ pub fn resolve(method: &str, path: &str) -> Route {
         ("PUT", ["sandboxes", id, "network"]) => R::E2bNetwork(s(id)),
         ("GET", ["sandboxes", id, "metrics"]) => R::E2bMetrics(s(id)),
         ("GET", ["health"]) => R::EnvdHealth,
-        ("POST", ["process.Process", "Start"]) => R::EnvdStart,
+        ("POST", [service @ ("process.Process" | "filesystem.Filesystem"), method]) => {
+            R::EnvdRpc(s(service), s(method))
+        }
         ("GET", ["files"]) => R::EnvdReadFile,
         ("POST", ["files"]) => R::EnvdWriteFile,
         ("GET", ["v1", "audit"]) => R::Audit,

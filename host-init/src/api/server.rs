@@ -418,7 +418,7 @@ pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
         Route::E2bNetwork(id) => Some(super::e2b::set_network(shared, req, io, &id)),
         Route::E2bMetrics(id) => Some(super::e2b::metrics(&id)),
         Route::EnvdHealth => Some(super::e2b::envd_health(shared, req)),
-        Route::EnvdStart => super::envd::start(shared, req, io),
+        Route::EnvdRpc(service, method) => super::envd::rpc(shared, req, io, &service, &method),
         Route::EnvdReadFile => super::envd::read_file(shared, req, io),
         Route::EnvdWriteFile => Some(super::envd::write_file(shared, req, io)),
         Route::NotFound => Some(json_error(

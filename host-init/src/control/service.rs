@@ -554,7 +554,7 @@ impl Control {
             }
             Call::OpenAgent { id, purpose } => {
                 let scope = match purpose {
-                    Purpose::Exec { .. } => Scope::Exec,
+                    Purpose::Exec { .. } | Purpose::Process { .. } => Scope::Exec,
                     _ => Scope::Files,
                 };
                 let ws = self.workspace(tok, &id, scope, what)?;
@@ -564,7 +564,10 @@ impl Control {
                 // may run commands as root anyway.
                 let as_root = matches!(
                     purpose,
-                    Purpose::ReadFile { root: true, .. } | Purpose::WriteFile { root: true, .. }
+                    Purpose::ReadFile { root: true, .. }
+                        | Purpose::WriteFile { root: true, .. }
+                        | Purpose::Inspect { root: true, .. }
+                        | Purpose::Modify { root: true, .. }
                 );
                 if as_root && !tok.has(Scope::Exec) {
                     return Err(self.refuse(
@@ -605,6 +608,18 @@ impl Control {
                         "file_written",
                         json!({"workspace": ws.id, "token": tok.id, "path": path, "user": if *root { "root" } else { "agent" }}),
                     ),
+                    Purpose::Modify { op, path, root } => self.audit.record(
+                        "file_changed",
+                        json!({"workspace": ws.id, "token": tok.id, "op": op, "path": path, "user": if *root { "root" } else { "agent" }}),
+                    ),
+                    Purpose::Process {
+                        signal: Some(signal),
+                        pid,
+                    } => self.audit.record(
+                        "process_signalled",
+                        json!({"workspace": ws.id, "token": tok.id, "pid": pid, "signal": signal}),
+                    ),
+                    Purpose::Inspect { .. } | Purpose::Process { signal: None, .. } => {}
                 }
                 // The env (the workspace's secrets) goes to execs only.
                 let env = match purpose {

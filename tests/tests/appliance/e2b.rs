@@ -1,15 +1,22 @@
 //! Agent code written for E2B, run against a booted appliance with E2B's
 //! own SDK (issue 16): a sandbox that is a real workspace (its own kernel),
-//! commands in it as agent and as root, its env, an exit code, files both
-//! ways, its timeout moved, and its end. The SDK is pinned (scripts/e2b-sdk.sh); the
+//! commands in it as agent and as root, its env, an exit code, stdin fed
+//! and closed, background commands listed, found again and killed, a
+//! command's timeout, a terminal resized, files both ways and moved,
+//! listed and removed, what another token and a bad key get, its timeout
+//! moved, and its end. The SDK is pinned (scripts/e2b-sdk.sh); the
 //! appliance's certificate is the one it verifies.
 
 use paddock_tests::appliance::Appliance;
 use std::process::Command;
 
 const SCRIPT: &str = r#"
-from e2b import Sandbox
+import os, signal, time
+from e2b import Sandbox, PtySize, NotFoundException, AuthenticationException, TimeoutException
 from e2b.sandbox.commands.command_handle import CommandExitException
+
+# The SDK must never hang: the whole session has a deadline.
+signal.alarm(900)
 
 def say(*a):
     print(*a, flush=True)
@@ -24,15 +31,97 @@ try:
     say("exit 3 passed?!")
 except CommandExitException as e:
     say("exit", e.exit_code, e.stderr.strip())
+
+# stdin: fed while the command runs, by pid and through its handle, then closed
+h = sbx.commands.run("read a; read b; echo got:$a:$b; cat; echo eof", background=True, stdin=True)
+sbx.commands.send_stdin(h.pid, "one\n")
+h.send_stdin("two\nrest\n")
+sbx.commands.close_stdin(h.pid)
+say("stdin", h.wait().stdout.replace("\n", "|"))
+
+# background commands: listed, found again, killed
+bg = sbx.commands.run("sleep 600", background=True)
+say("listed", bg.pid in [p.pid for p in sbx.commands.list()])
+late = sbx.commands.run("sleep 5; echo late", background=True)
+again = sbx.commands.connect(late.pid)
+say("connect", again.wait().stdout.strip())
+say("kill", sbx.commands.kill(bg.pid))
+try:
+    bg.wait()
+    say("wait after kill passed?!")
+except CommandExitException as e:
+    say("killed", e.exit_code)
+say("kill again", sbx.commands.kill(bg.pid))
+
+# a command's timeout ends the command, not only the call
+try:
+    sbx.commands.run("sleep 120", timeout=3)
+    say("timeout passed?!")
+except TimeoutException:
+    pass
+for _ in range(60):
+    if not any("sleep 120" in " ".join(p.args) for p in sbx.commands.list()):
+        break
+    time.sleep(0.5)
+say("timeout", "ended", not any("sleep 120" in " ".join(p.args) for p in sbx.commands.list()))
+
+# a terminal: its size, a resize, input typed at it, its exit code
+term = sbx.pty.create(PtySize(rows=24, cols=80), timeout=120)
+sbx.pty.send_stdin(term.pid, b"stty size\n")
+screen = b""
+events = iter(term)
+while b"24 80" not in screen:
+    _, _, chunk = next(events)
+    screen += chunk or b""
+sbx.pty.resize(term.pid, PtySize(rows=30, cols=100))
+sbx.pty.send_stdin(term.pid, b"stty size; exit 7\n")
+for _, _, chunk in events:
+    screen += chunk or b""
+say("pty", b"30 100" in screen, term._result.exit_code if term._result else None)
+
+# files
 sbx.files.write("/tmp/from-e2b.txt", "written by the SDK\n")
 say("file", sbx.commands.run("cat /tmp/from-e2b.txt; stat -c %U /tmp/from-e2b.txt").stdout.replace("\n", "|"))
 sbx.commands.run("echo made in the guest > notes.txt")
 say("read", repr(sbx.files.read("notes.txt")))
+say("exists", sbx.files.exists("/tmp/from-e2b.txt"), sbx.files.exists("/tmp/nope"))
+say("mkdir", sbx.files.make_dir("/tmp/d/e"), sbx.files.make_dir("/tmp/d/e"))
+moved = sbx.files.rename("/tmp/from-e2b.txt", "/tmp/d/moved.txt")
+say("moved", moved.path, moved.type.value, moved.size)
+say("list", sorted(f"{e.name}:{e.type.value}" for e in sbx.files.list("/tmp/d")))
+say("deep", sorted(e.path for e in sbx.files.list("/tmp/d", depth=2)))
+info = sbx.files.get_info("/tmp/d/moved.txt")
+say("stat", info.owner, info.permissions)
+sbx.files.remove("/tmp/d")
+say("removed", sbx.files.exists("/tmp/d"))
+try:
+    sbx.files.read("/tmp/d/moved.txt")
+    say("read after remove passed?!")
+except NotFoundException:
+    say("gone", "NotFoundException")
+
+# what is refused, as the SDK's own exceptions
+try:
+    Sandbox.connect(sbx.sandbox_id, api_key=os.environ["OTHER_KEY"])
+    say("other token passed?!")
+except NotFoundException:
+    say("other", "NotFoundException")
+try:
+    Sandbox.create(api_key="e2b_" + "0" * 40)
+    say("bad key passed?!")
+except AuthenticationException:
+    say("bad key", "AuthenticationException")
+
 sbx.set_timeout(300)
 info = sbx.get_info()
 say("info", info.sandbox_id == sbx.sandbox_id, info.metadata.get("via"), info.state)
 say("running", sbx.is_running())
-say("killed", sbx.kill())
+say("killed sandbox", sbx.kill())
+try:
+    Sandbox.connect(sbx.sandbox_id)
+    say("connect after kill passed?!")
+except NotFoundException:
+    say("unknown", "NotFoundException")
 "#;
 
 /// Runs SCRIPT with the SDK against `app` as `admin`; checks what it says
@@ -48,8 +137,17 @@ pub fn e2b_session(app: &Appliance, admin: &str) {
     let script = dir.join("agent.py");
     std::fs::write(&script, SCRIPT).expect("script");
     let url = format!("https://localhost:{}", app.port);
+    // A tenant of its own: it must not reach the admin's sandbox.
+    let mint = r#"{"name": "e2b-other", "scopes": ["create", "read", "exec", "files", "delete"]}"#;
+    let (code, minted) = app
+        .api("POST", "/v1/tokens", admin, Some(mint.as_bytes()))
+        .expect("mint");
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&minted));
+    let minted: serde_json::Value = serde_json::from_slice(&minted).expect("json");
+    let other = minted["secret"].as_str().expect("secret").to_string();
     let out = Command::new(python)
         .arg(&script)
+        .env("OTHER_KEY", &other)
         .env("E2B_API_KEY", admin)
         .env("E2B_API_URL", &url)
         .env("E2B_SANDBOX_URL", &url)
@@ -75,11 +173,34 @@ pub fn e2b_session(app: &Appliance, admin: &str) {
     );
     assert_eq!(line("root "), "root root");
     assert_eq!(line("exit "), "exit 3 to-stderr");
+    assert_eq!(line("stdin "), "stdin got:one:two|rest|eof|");
+    assert_eq!(line("listed "), "listed True");
+    assert_eq!(line("connect "), "connect late");
+    assert_eq!(line("kill "), "kill True");
+    assert_eq!(line("killed "), "killed -1", "SIGKILL, as envd says it");
+    assert_eq!(line("kill again "), "kill again False");
+    assert_eq!(line("timeout "), "timeout ended True");
+    assert_eq!(line("pty "), "pty True 7");
     assert_eq!(line("file "), "file written by the SDK|agent|");
     assert_eq!(line("read "), "read 'made in the guest\\n'");
+    assert_eq!(line("exists "), "exists True False");
+    assert_eq!(line("mkdir "), "mkdir True False");
+    assert_eq!(line("moved "), "moved /tmp/d/moved.txt file 19");
+    assert_eq!(line("list "), "list ['e:dir', 'moved.txt:file']");
+    assert_eq!(
+        line("deep "),
+        "deep ['/tmp/d/e', '/tmp/d/moved.txt']",
+        "depth 2 lists e's (empty) contents too"
+    );
+    assert_eq!(line("stat "), "stat agent -rw-r--r--");
+    assert_eq!(line("removed "), "removed False");
+    assert_eq!(line("gone "), "gone NotFoundException");
+    assert_eq!(line("other "), "other NotFoundException");
+    assert_eq!(line("bad key "), "bad key AuthenticationException");
     assert_eq!(line("info "), "info True e2b running");
     assert_eq!(line("running "), "running True");
-    assert_eq!(line("killed "), "killed True");
+    assert_eq!(line("killed sandbox "), "killed sandbox True");
+    assert_eq!(line("unknown "), "unknown NotFoundException");
     // The native API saw it as a workspace, and sees it gone.
     let (code, body) = app
         .api("GET", &format!("/v1/workspaces/{id}"), admin, None)

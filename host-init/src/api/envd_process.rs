@@ -1,0 +1,545 @@
+//! E2B's envd process service (`process.Process/*`, Connect with JSON),
+//! on the agent's spawned processes: Start and Connect stream a process's
+//! events; List, SendInput, StreamInput, CloseStdin, SendSignal and Update
+//! act on one by pid or tag. A started process outlives the call that
+//! started it (E2B's background commands), bounded by the call's own
+//! `Connect-Timeout-Ms` as envd bounds it; all of it needs the exec scope.
+
+use super::channel::{Call, Purpose};
+use super::conn::Exchange;
+use super::envd::{self, frame, refuse, rpc_error, unary_body, CONTENT_TYPE, END_STREAM};
+use super::http;
+use super::server::Shared;
+use paddock_agent_client::{AgentClient, Event, Watch};
+use paddock_proto::{ProcRef, PtySize, SpawnRequest, User};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+#[derive(Deserialize)]
+struct ProcessConfig {
+    cmd: String,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    envs: BTreeMap<String, String>,
+    #[serde(default)]
+    cwd: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Size {
+    #[serde(default)]
+    cols: u16,
+    #[serde(default)]
+    rows: u16,
+}
+
+#[derive(Deserialize)]
+struct Pty {
+    size: Option<Size>,
+}
+
+#[derive(Deserialize)]
+struct StartRequest {
+    process: ProcessConfig,
+    #[serde(default)]
+    pty: Option<Pty>,
+    #[serde(default)]
+    tag: Option<String>,
+    #[serde(default)]
+    stdin: Option<bool>,
+}
+
+/// `{"pid": N}` or `{"tag": "..."}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Selector {
+    #[serde(default)]
+    pid: Option<u32>,
+    #[serde(default)]
+    tag: Option<String>,
+}
+
+impl Selector {
+    fn to_ref(&self) -> Result<ProcRef, (u16, Value)> {
+        match (self.pid, &self.tag) {
+            (Some(pid), None) => Ok(ProcRef::Pid(pid)),
+            (None, Some(tag)) => Ok(ProcRef::Tag(tag.clone())),
+            _ => Err(rpc_error(400, "process: name it by pid or by tag")),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Selected {
+    process: Selector,
+}
+
+/// `{"stdin": b64}` or `{"pty": b64}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Input {
+    #[serde(default)]
+    stdin: Option<String>,
+    #[serde(default)]
+    pty: Option<String>,
+}
+
+impl Input {
+    fn bytes(&self) -> Result<Vec<u8>, (u16, Value)> {
+        use base64::Engine as _;
+        let text = match (&self.stdin, &self.pty) {
+            (Some(t), None) | (None, Some(t)) => t,
+            _ => return Err(rpc_error(400, "input: stdin or pty, one of them")),
+        };
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|e| rpc_error(400, format!("input: not base64: {e}")))
+    }
+}
+
+#[derive(Deserialize)]
+struct SendInput {
+    process: Selector,
+    input: Input,
+}
+
+#[derive(Deserialize)]
+struct SendSignal {
+    process: Selector,
+    signal: Value,
+}
+
+#[derive(Deserialize)]
+struct Update {
+    process: Selector,
+    #[serde(default)]
+    pty: Option<Pty>,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, (u16, Value)> {
+    serde_json::from_value(v).map_err(|e| rpc_error(400, e.to_string()))
+}
+
+/// One `process.Process` method.
+pub fn rpc(
+    shared: &Shared,
+    req: &http::Request,
+    io: &mut Exchange,
+    id: &str,
+    method: &str,
+) -> Option<(u16, Value)> {
+    match method {
+        "Start" => start(shared, req, io, id),
+        "Connect" => connect(shared, req, io, id),
+        "StreamInput" => stream_input(shared, req, io, id),
+        _ => Some(unary(shared, req, io, id, method).unwrap_or_else(|e| e)),
+    }
+}
+
+/// An agent connection for a process operation, as `bearer`.
+fn agent(
+    shared: &Shared,
+    bearer: &str,
+    id: &str,
+    purpose: Purpose,
+) -> Result<(Value, AgentClient), (u16, Value)> {
+    super::server::open_agent(shared, bearer, id, purpose)
+        .map(|(reply, stream)| (reply, AgentClient::from_connected(stream)))
+        .map_err(|(status, body)| rpc_error(status, body["error"].as_str().unwrap_or("refused")))
+}
+
+fn process_purpose(signal: Option<i32>, to: &ProcRef) -> Purpose {
+    Purpose::Process {
+        signal,
+        pid: match to {
+            ProcRef::Pid(p) => Some(*p),
+            ProcRef::Tag(_) => None,
+        },
+    }
+}
+
+fn unary(
+    shared: &Shared,
+    req: &http::Request,
+    io: &mut Exchange,
+    id: &str,
+    method: &str,
+) -> Result<(u16, Value), (u16, Value)> {
+    let body: Value = unary_body(req, io)?;
+    match method {
+        "List" => {
+            let purpose = Purpose::Process {
+                signal: None,
+                pid: None,
+            };
+            let (_, client) = agent(shared, &req.bearer, id, purpose)?;
+            let procs = client.list_procs().map_err(envd::agent_error)?;
+            let processes: Vec<Value> = procs
+                .into_iter()
+                .map(|p| {
+                    let (cmd, args) = p
+                        .argv
+                        .split_first()
+                        .map_or((String::new(), &[][..]), |(c, a)| (c.clone(), a));
+                    // The environment is left out: it holds the
+                    // workspace's secrets.
+                    let mut info = json!({
+                        "config": {"cmd": cmd, "args": args, "envs": {}, "cwd": p.cwd},
+                        "pid": p.pid,
+                    });
+                    if let Some(tag) = p.tag {
+                        info["tag"] = json!(tag);
+                    }
+                    info
+                })
+                .collect();
+            Ok((200, json!({ "processes": processes })))
+        }
+        "SendInput" => {
+            let r: SendInput = parse(body)?;
+            let to = r.process.to_ref()?;
+            let data = r.input.bytes()?;
+            let (_, client) = agent(shared, &req.bearer, id, process_purpose(None, &to))?;
+            client.input(to, data).map_err(envd::agent_error)?;
+            Ok((200, json!({})))
+        }
+        "CloseStdin" => {
+            let r: Selected = parse(body)?;
+            let to = r.process.to_ref()?;
+            let (_, client) = agent(shared, &req.bearer, id, process_purpose(None, &to))?;
+            client.close_input(to).map_err(envd::agent_error)?;
+            Ok((200, json!({})))
+        }
+        "SendSignal" => {
+            let r: SendSignal = parse(body)?;
+            let to = r.process.to_ref()?;
+            let signal = match &r.signal {
+                Value::String(s) if s == "SIGNAL_SIGKILL" => 9,
+                Value::String(s) if s == "SIGNAL_SIGTERM" => 15,
+                Value::Number(n) if n.as_u64() == Some(9) || n.as_u64() == Some(15) => {
+                    n.as_u64().unwrap_or(15) as i32
+                }
+                other => {
+                    return Err(rpc_error(
+                        400,
+                        format!("signal: SIGNAL_SIGKILL or SIGNAL_SIGTERM, not {other}"),
+                    ))
+                }
+            };
+            let purpose = process_purpose(Some(signal), &to);
+            let (_, client) = agent(shared, &req.bearer, id, purpose)?;
+            client.signal(to, signal).map_err(envd::agent_error)?;
+            Ok((200, json!({})))
+        }
+        "Update" => {
+            let r: Update = parse(body)?;
+            let to = r.process.to_ref()?;
+            let Some(size) = r.pty.and_then(|p| p.size) else {
+                // Nothing to change.
+                return Ok((200, json!({})));
+            };
+            let (_, client) = agent(shared, &req.bearer, id, process_purpose(None, &to))?;
+            let size = PtySize {
+                cols: size.cols,
+                rows: size.rows,
+            };
+            client.resize(to, size).map_err(envd::agent_error)?;
+            Ok((200, json!({})))
+        }
+        other => Err(rpc_error(
+            404,
+            format!("process.Process/{other} is not a method envd serves"),
+        )),
+    }
+}
+
+/// `Start`: spawns the process and streams its events.
+fn start(
+    shared: &Shared,
+    req: &http::Request,
+    io: &mut Exchange,
+    id: &str,
+) -> Option<(u16, Value)> {
+    let message = match envd::stream_request(req, io) {
+        Ok(m) => m,
+        Err((status, body)) => {
+            refuse(
+                io,
+                status,
+                body["message"].as_str().unwrap_or("bad request"),
+            );
+            return None;
+        }
+    };
+    let start: StartRequest = match super::server::parse_json(&message) {
+        Ok(s) => s,
+        Err((status, body)) => {
+            refuse(io, status, body["error"].as_str().unwrap_or("StartRequest"));
+            return None;
+        }
+    };
+    drop(message);
+    let p = start.process;
+    if p.args.len() > 4096 || p.envs.len() > 4096 || p.cmd.is_empty() {
+        refuse(io, 400, "a cmd, at most 4096 args and 4096 envs");
+        return None;
+    }
+    let pty = match start.pty {
+        None => None,
+        Some(Pty { size: Some(s) }) => Some(PtySize {
+            cols: s.cols,
+            rows: s.rows,
+        }),
+        Some(Pty { size: None }) => {
+            refuse(io, 400, "pty: a size (cols, rows)");
+            return None;
+        }
+    };
+    let argv0 = p.cmd.clone();
+    let (reply, client) = match agent(
+        shared,
+        &req.bearer,
+        id,
+        Purpose::Exec {
+            argv0: argv0.clone(),
+        },
+    ) {
+        Ok(r) => r,
+        Err((status, body)) => {
+            refuse(io, status, body["message"].as_str().unwrap_or("refused"));
+            return None;
+        }
+    };
+    // The workspace's env first, the call's over it (as the native exec).
+    let mut env: BTreeMap<String, String> =
+        serde_json::from_value(reply.get("env").cloned().unwrap_or_default()).unwrap_or_default();
+    env.extend(p.envs);
+    let mut argv = vec![p.cmd];
+    argv.extend(p.args);
+    let spawn = SpawnRequest {
+        exec: paddock_proto::ExecRequest {
+            argv,
+            env: env.into_iter().collect(),
+            cwd: p.cwd.filter(|c| !c.is_empty()),
+            user: if envd::envd_root(req) {
+                User::Root
+            } else {
+                User::Agent
+            },
+            stdin: start.stdin.unwrap_or(false) || pty.is_some(),
+            timeout_ms: req.connect_timeout_ms.filter(|t| *t > 0),
+        },
+        tag: start.tag,
+        pty,
+    };
+    let is_pty = spawn.pty.is_some();
+    let watch = match client.spawn(spawn) {
+        Ok(w) => w,
+        Err(e) => {
+            let (status, body) = envd::agent_error(e);
+            refuse(io, status, body["message"].as_str().unwrap_or("refused"));
+            return None;
+        }
+    };
+    let started = std::time::Instant::now();
+    let ended = stream_events(io, watch, is_pty);
+    if let Some(st) = ended {
+        let _ = super::server::call(
+            shared,
+            &req.bearer,
+            Call::ExecEnded {
+                id: id.to_string(),
+                argv0,
+                exit_code: st.code,
+                signal: st.signal,
+                duration_ms: started.elapsed().as_millis() as u64,
+            },
+        );
+    }
+    None
+}
+
+/// `Connect`: streams a running process's events from now on.
+fn connect(
+    shared: &Shared,
+    req: &http::Request,
+    io: &mut Exchange,
+    id: &str,
+) -> Option<(u16, Value)> {
+    let message = match envd::stream_request(req, io) {
+        Ok(m) => m,
+        Err((status, body)) => {
+            refuse(
+                io,
+                status,
+                body["message"].as_str().unwrap_or("bad request"),
+            );
+            return None;
+        }
+    };
+    let to = match serde_json::from_slice::<Selected>(&message)
+        .map_err(|e| rpc_error(400, e.to_string()))
+        .and_then(|s| s.process.to_ref())
+    {
+        Ok(to) => to,
+        Err((status, body)) => {
+            refuse(
+                io,
+                status,
+                body["message"].as_str().unwrap_or("ConnectRequest"),
+            );
+            return None;
+        }
+    };
+    let watched = agent(shared, &req.bearer, id, process_purpose(None, &to))
+        .and_then(|(_, client)| client.attach(to).map_err(envd::agent_error));
+    match watched {
+        Ok(watch) => {
+            // Whether it is a terminal is not said on attaching: its output
+            // goes as stdout, which the SDK's handle reads as such.
+            stream_events(io, watch, false);
+        }
+        Err((status, body)) => refuse(io, status, body["message"].as_str().unwrap_or("refused")),
+    }
+    None
+}
+
+/// Streams a watched process's events until it ends (its exit status) or
+/// the client leaves (None; the process goes on).
+fn stream_events(
+    io: &mut Exchange,
+    mut watch: Watch,
+    pty: bool,
+) -> Option<paddock_proto::ExitStatus> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    if http::start_stream(&mut io.out, CONTENT_TYPE).is_err()
+        || io
+            .out
+            .send(&frame(0, &json!({"event": {"start": {"pid": watch.pid}}})))
+            .is_err()
+    {
+        return None;
+    }
+    // The client hanging up ends the watch even while the process is
+    // silent; `done` stops the watcher once the stream is over.
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    if let (Some(gone), Ok(agent)) = (io.out.gone(), watch.stream().try_clone()) {
+        io.out.runtime().spawn(async move {
+            tokio::select! {
+                _ = gone => {
+                    let _ = agent.shutdown(std::net::Shutdown::Both);
+                }
+                _ = finished => {}
+            }
+        });
+    }
+    let result = loop {
+        let piece = match watch.next_event() {
+            Ok(Event::Stdout(d)) if pty => json!({"pty": b64.encode(d)}),
+            Ok(Event::Stdout(d)) => json!({"stdout": b64.encode(d)}),
+            Ok(Event::Stderr(d)) => json!({"stderr": b64.encode(d)}),
+            Ok(Event::Exited(st)) => break Ok(st),
+            Err(e) => break Err(e),
+        };
+        if io
+            .out
+            .send(&frame(0, &json!({"event": {"data": piece}})))
+            .is_err()
+        {
+            let _ = watch.stream().shutdown(std::net::Shutdown::Both);
+            drop(done);
+            return None;
+        }
+    };
+    drop(done);
+    let last = match &result {
+        Ok(st) => {
+            let mut out = frame(0, &json!({"event": {"end": envd::end_event(st)}}));
+            out.extend(frame(END_STREAM, &json!({})));
+            out
+        }
+        Err(e) => frame(
+            END_STREAM,
+            &json!({"error": {"code": "unavailable", "message": format!("watching the process: {e}")}}),
+        ),
+    };
+    if io.out.send(&last).is_ok() {
+        io.out.finish();
+    }
+    result.ok()
+}
+
+/// `StreamInput` (client stream): a start naming the process, then data
+/// events, each fed to it as it comes.
+fn stream_input(
+    shared: &Shared,
+    req: &http::Request,
+    io: &mut Exchange,
+    id: &str,
+) -> Option<(u16, Value)> {
+    #[derive(Deserialize)]
+    struct Start {
+        process: Selector,
+    }
+    #[derive(Deserialize)]
+    struct Data {
+        input: Input,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Message {
+        Start(Start),
+        Data(Data),
+        Keepalive(serde::de::IgnoredAny),
+    }
+    if req.content_type.as_deref() != Some(CONTENT_TYPE) {
+        refuse(
+            io,
+            415,
+            "StreamInput is a Connect stream (application/connect+json)",
+        );
+        return None;
+    }
+    let mut to: Option<ProcRef> = None;
+    let outcome = loop {
+        let message = match envd::next_message(&mut io.body) {
+            Ok(Some(m)) => m,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(rpc_error(400, e)),
+        };
+        let parsed: Message = match serde_json::from_slice(&message) {
+            Ok(m) => m,
+            Err(e) => break Err(rpc_error(400, format!("StreamInputRequest: {e}"))),
+        };
+        let step = match (parsed, &to) {
+            (Message::Start(s), None) => s.process.to_ref().map(|r| to = Some(r)),
+            (Message::Start(_), Some(_)) => Err(rpc_error(400, "one start per stream")),
+            (Message::Data(_), None) => Err(rpc_error(400, "a start comes first")),
+            (Message::Data(d), Some(target)) => d.input.bytes().and_then(|data| {
+                let (_, client) = agent(shared, &req.bearer, id, process_purpose(None, target))?;
+                client
+                    .input(target.clone(), data)
+                    .map_err(envd::agent_error)
+            }),
+            (Message::Keepalive(_), _) => Ok(()),
+        };
+        if let Err(e) = step {
+            break Err(e);
+        }
+    };
+    let last = match outcome {
+        Ok(()) => {
+            let mut out = frame(0, &json!({}));
+            out.extend(frame(END_STREAM, &json!({})));
+            out
+        }
+        Err((_, body)) => frame(END_STREAM, &json!({ "error": body })),
+    };
+    if http::start_stream(&mut io.out, CONTENT_TYPE).is_ok() && io.out.send(&last).is_ok() {
+        io.out.finish();
+    }
+    None
+}
