@@ -74,7 +74,7 @@ static-test: static
     {{static_dir}}/paddock-init build-info | grep -qx 'test-probes no'
     {{test_static_dir}}/paddock-init build-info | grep -qx 'test-probes yes'
 
-# Install E2B's Python SDK (pinned, from PyPI) into the cache; prints its python's path.
+# Install E2B's Python SDK (the pinned versions in scripts/e2b-sdk-versions) into the cache; prints the newest's python.
 e2b-sdk:
     @scripts/e2b-sdk.sh
 
@@ -92,7 +92,7 @@ check:
     cargo test --workspace --lib --bins --locked
     cargo test -p paddock-init --lib --features test-probes --locked
     export PADDOCK_SCHEMATHESIS=$(scripts/schemathesis.sh)
-    export PADDOCK_E2B_PYTHON=$(scripts/e2b-sdk.sh)
+    export PADDOCK_E2B_MATRIX=$(scripts/e2b-sdk.sh matrix)
     cargo test -p paddock-vmm -p paddock-agent-client -p paddock-proto -p paddock-init -p paddock-image -p paddock-tpm -p paddock-api-types --tests --locked
 
 # Coverage instrumentation for libFuzzer on the stable toolchain (no nightly,
@@ -122,7 +122,7 @@ test: deps check static-test (fuzz "all" "runs" "20000")
     # The demo image plus the test suite's diagnostics (docs/appliance.md).
     image-build/build-image.sh target/image-test --esp-config firmware/test-config.json
     export PADDOCK_IMAGE_DIR=$PWD/target/image-test
-    export PADDOCK_E2B_PYTHON=$(scripts/e2b-sdk.sh)
+    export PADDOCK_E2B_MATRIX=$(scripts/e2b-sdk.sh matrix)
     cargo test -p paddock-tests --test vmm_scenarios --test agent_scenarios --test proxy_path --locked -- --test-threads=8
     # One appliance at a time: each is a whole emulated server.
     cargo test -p paddock-tests --test appliance --locked -- --test-threads=1

@@ -300,12 +300,27 @@ other.kill()
 say("left", len(Sandbox.list().next_items()))
 "#;
 
+/// Every SDK version of the matrix (scripts/e2b-sdk-versions).
 #[test]
 fn e2bs_sdk_runs_its_sandbox_calls_against_paddock() {
-    let python = match std::env::var("PADDOCK_E2B_PYTHON") {
-        Ok(p) => p,
-        Err(_) => panic!("PADDOCK_E2B_PYTHON is not set: run `just e2b-sdk` (it prints the path)"),
+    let matrix = match std::env::var("PADDOCK_E2B_MATRIX") {
+        Ok(m) => m,
+        Err(_) => panic!(
+            "PADDOCK_E2B_MATRIX is not set: the Justfile sets it (scripts/e2b-sdk.sh matrix)"
+        ),
     };
+    let versions: Vec<(&str, &str)> = matrix
+        .split_whitespace()
+        .filter_map(|v| v.split_once('='))
+        .collect();
+    assert!(!versions.is_empty(), "no SDK in {matrix:?}");
+    for (version, python) in versions {
+        eprintln!("e2b SDK {version}");
+        sdk_session(python);
+    }
+}
+
+fn sdk_session(python: &str) {
     let id = paddock_init::tls::generate().expect("identity");
     let init = Init {
         cert_pem: id.cert_pem.clone(),
