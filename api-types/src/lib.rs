@@ -23,7 +23,7 @@ pub use admin::{
 pub use error::ErrorBody;
 pub use exec::{ExecEvent, ExecRequest};
 pub use network::{Health, Link, LinkList, LinkRequest, PortPublished, PublishRequest};
-pub use token::{MintRequest, MintedToken, Quotas, Scope, TokenList, TokenView};
+pub use token::{MintRequest, MintedToken, Quotas, Scope, SecretFormat, TokenList, TokenView};
 pub use workspace::{
     Deleted, Egress, Published, TtlRequest, Workspace, WorkspaceLimits, WorkspaceList,
     WorkspaceSpec, WorkspaceState,

@@ -38,6 +38,19 @@ pub struct Quotas {
     pub max_disk_mib: Option<u64>,
 }
 
+/// How a token's secret is written. Only its look differs (both are as
+/// random and stored only as a hash): `e2b` keys are `e2b_` and 40 hex
+/// digits, the shape E2B's SDKs and the tools built on them expect of an
+/// API key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretFormat {
+    /// `pdk_` and 64 hex digits.
+    #[default]
+    Paddock,
+    E2b,
+}
+
 /// `POST /v1/tokens`: a child of the calling token, never wider than it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,6 +67,9 @@ pub struct MintRequest {
     pub workspace_ids: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress_allow: Option<Egress>,
+    /// How its secret looks (and the secrets rotation gives it later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_format: Option<SecretFormat>,
 }
 
 /// The answer to a mint: the secret, shown this once.

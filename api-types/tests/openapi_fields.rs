@@ -113,6 +113,7 @@ fn request_types_name_the_documented_fields() {
         labels: BTreeMap::new(),
         workspace_ids: Some(vec![]),
         egress_allow: Some(egress()),
+        secret_format: Some(paddock_api_types::SecretFormat::E2b),
     };
     assert_eq!(keys(&mint), properties("TokenRequest"));
     assert_eq!(keys(&Quotas::default()), properties("Quotas"));

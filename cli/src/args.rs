@@ -263,6 +263,9 @@ pub enum TokenCommand {
         /// A label (repeatable)
         #[arg(long = "label", value_name = "K=V", value_parser = key_value)]
         labels: Vec<(String, String)>,
+        /// A secret in E2B's API-key shape (`e2b_` + 40 hex), for E2B's SDKs
+        #[arg(long)]
+        e2b: bool,
     },
     /// List tokens
     Ls,

@@ -350,7 +350,7 @@ fn sdk_session(python: &str) {
     let script = dir.join("agent.py");
     std::fs::write(&script, SCRIPT).expect("script");
     // The two variables an E2B user changes, and the box's certificate.
-    let out = Command::new(&python)
+    let out = Command::new(python)
         .arg(&script)
         .env("E2B_API_KEY", KEY)
         .env("E2B_API_URL", format!("https://localhost:{}", running.port))

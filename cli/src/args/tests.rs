@@ -164,13 +164,14 @@ fn forensics_reads_rm_as_the_subcommand_and_anything_else_as_an_id() {
 fn subcommands_of_subcommands() {
     let cli = parse(&[
         "token", "create", "ci", "--scope", "create", "--scope", "exec", "--ttl", "60", "--label",
-        "team=x",
+        "team=x", "--e2b",
     ]);
     let Command::Token(TokenCommand::Create {
         name,
         scopes,
         ttl,
         labels,
+        e2b,
     }) = cli.command
     else {
         panic!()
@@ -179,6 +180,7 @@ fn subcommands_of_subcommands() {
     assert_eq!(scopes, [Scope::Create, Scope::Exec]);
     assert_eq!(ttl, Some(60));
     assert_eq!(labels, [("team".to_string(), "x".to_string())]);
+    assert!(e2b);
     assert_eq!(
         refused(&["token", "create", "ci", "--scope", "everything"]),
         ErrorKind::InvalidValue

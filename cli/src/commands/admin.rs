@@ -99,12 +99,14 @@ pub fn token(ctx: &Ctx, cmd: TokenCommand) -> Result<(), CliError> {
             scopes,
             ttl,
             labels,
+            e2b,
         } => {
             let req = MintRequest {
                 name,
                 scopes,
                 ttl_s: ttl,
                 labels: labels.into_iter().collect(),
+                secret_format: e2b.then_some(paddock_api_types::SecretFormat::E2b),
                 ..MintRequest::default()
             };
             let body = ctx.send("POST", "/v1/tokens", &req)?;

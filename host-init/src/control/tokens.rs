@@ -4,6 +4,7 @@
 
 use crate::net::policy::CheckEgress as _;
 use crate::net::policy::EgressRequest;
+use paddock_api_types::SecretFormat;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -36,6 +37,9 @@ pub struct TokenRecord {
     /// Admin tokens may grant any; for others None grants nothing.
     #[serde(default)]
     pub egress_allow: Option<EgressRequest>,
+    /// How its secrets look; rotation keeps it.
+    #[serde(default)]
+    pub secret_format: SecretFormat,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -74,8 +78,12 @@ fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
     }
 }
 
-pub fn new_secret() -> String {
-    format!("{SECRET_PREFIX}{}", random_hex(32))
+pub fn new_secret(format: SecretFormat) -> String {
+    match format {
+        SecretFormat::Paddock => format!("{SECRET_PREFIX}{}", random_hex(32)),
+        // E2B's key shape: 160 random bits.
+        SecretFormat::E2b => format!("e2b_{}", random_hex(20)),
+    }
 }
 
 fn check_name(name: &str) -> Result<(), TokenError> {
@@ -128,6 +136,7 @@ impl TokenRecord {
             labels: BTreeMap::new(),
             workspace_ids: None,
             egress_allow: None,
+            secret_format: SecretFormat::Paddock,
         }
     }
 
@@ -267,7 +276,8 @@ impl TokenRecord {
                 Some(e.clone())
             }
         };
-        let secret = new_secret();
+        let secret_format = req.secret_format.unwrap_or_default();
+        let secret = new_secret(secret_format);
         let mut scopes = req.scopes.clone();
         scopes.sort();
         scopes.dedup();
@@ -286,6 +296,7 @@ impl TokenRecord {
                 labels: req.labels.clone(),
                 workspace_ids,
                 egress_allow,
+                secret_format,
             },
         ))
     }
@@ -301,6 +312,30 @@ mod tests {
             scopes: scopes.to_vec(),
             ..MintRequest::default()
         }
+    }
+
+    #[test]
+    fn e2b_shaped_secrets_authenticate_like_any() {
+        let admin = TokenRecord::bootstrap("pdk_x", 100);
+        let (secret, rec) = admin
+            .mint(
+                &MintRequest {
+                    secret_format: Some(SecretFormat::E2b),
+                    ..req(&[Scope::Read])
+                },
+                100,
+            )
+            .expect("admin mints");
+        let hex = secret.strip_prefix("e2b_").expect("e2b_ prefix");
+        assert_eq!(hex.len(), 40);
+        assert!(hex.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(rec.hash, hash_secret(&secret));
+        assert_eq!(rec.secret_format, SecretFormat::E2b, "rotation keeps it");
+        // Records written before the format existed read as Paddock's.
+        let mut old = serde_json::to_value(&rec).expect("json");
+        old.as_object_mut().expect("object").remove("secret_format");
+        let old: TokenRecord = serde_json::from_value(old).expect("old record");
+        assert_eq!(old.secret_format, SecretFormat::Paddock);
     }
 
     #[test]

@@ -163,9 +163,10 @@ fn e2b_version(app: &Appliance, admin: &str, version: &str, python: &str, newest
     let script = dir.join("agent.py");
     std::fs::write(&script, SCRIPT).expect("script");
     let url = format!("https://localhost:{}", app.port);
-    // A tenant of its own: it must not reach the admin's sandbox.
+    // A tenant of its own, with an E2B-shaped key: it authenticates, and
+    // must not reach the admin's sandbox.
     let mint = format!(
-        r#"{{"name": "e2b-other-{version}", "scopes": ["create", "read", "exec", "files", "delete"]}}"#
+        r#"{{"name": "e2b-other-{version}", "scopes": ["create", "read", "exec", "files", "delete"], "secret_format": "e2b"}}"#
     );
     let (code, minted) = app
         .api("POST", "/v1/tokens", admin, Some(mint.as_bytes()))
@@ -173,6 +174,10 @@ fn e2b_version(app: &Appliance, admin: &str, version: &str, python: &str, newest
     assert_eq!(code, 201, "{}", String::from_utf8_lossy(&minted));
     let minted: serde_json::Value = serde_json::from_slice(&minted).expect("json");
     let other = minted["secret"].as_str().expect("secret").to_string();
+    assert!(
+        other.starts_with("e2b_") && other.len() == 44,
+        "an E2B-shaped key: {other}"
+    );
     let out = Command::new(python)
         .arg(&script)
         .env("OTHER_KEY", &other)

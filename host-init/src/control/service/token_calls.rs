@@ -137,7 +137,7 @@ impl Control {
         }
         // Same id, scopes, expiry and children; only the secret changes,
         // and the old one stops working with this commit.
-        let secret = crate::control::tokens::new_secret();
+        let secret = crate::control::tokens::new_secret(t.secret_format);
         t.hash = hash_secret(&secret);
         self.save_token(&t)?;
         self.audit
