@@ -67,30 +67,9 @@ impl Conn {
         }
     }
 
-    /// Bounds how long one send may wait for the host to take it: a
-    /// process's output goes to every connection watching it, and one that
-    /// stops reading must not stall the others (or the process) for long.
-    pub fn set_send_timeout(&self, timeout: std::time::Duration) -> std::io::Result<()> {
-        let tv = libc::timeval {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_usec: timeout.subsec_micros() as libc::suseconds_t,
-        };
-        // SAFETY: setsockopt reads `tv` (a valid timeval of the size
-        // given) for the duration of the call, on a descriptor this
-        // connection keeps open.
-        let r = unsafe {
-            libc::setsockopt(
-                self.raw,
-                libc::SOL_SOCKET,
-                libc::SO_SNDTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
+    /// The connection's descriptor, to wait for the host to close it.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.raw
     }
 
     /// Ends the connection both ways (whoever else holds it).
@@ -134,5 +113,6 @@ pub fn name(m: &HostMsg) -> &'static str {
         HostMsg::Resize { .. } => "Resize",
         HostMsg::ListProcs => "ListProcs",
         HostMsg::Rename { .. } => "Rename",
+        HostMsg::WatchDir { .. } => "WatchDir",
     }
 }

@@ -3,10 +3,11 @@
 
 use crate::cgroup::ExecCgroup;
 use crate::conn::{Conn, ConnError};
+use crate::pump::pump;
 use crate::reaper::{self, Ended};
 use crate::users;
-use paddock_proto::{AgentMsg, ErrorKind, ExecRequest, ExitStatus, HostMsg, CHUNK};
-use std::io::{Read, Write};
+use paddock_proto::{AgentMsg, ErrorKind, ExecRequest, ExitStatus, HostMsg};
+use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -278,44 +279,6 @@ fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
         }
     }
     Guard(Some(f))
-}
-
-pub struct Pump {
-    done: std::sync::mpsc::Receiver<()>,
-}
-
-impl Pump {
-    pub fn finish(self, grace: Duration) {
-        let _ = self.done.recv_timeout(grace);
-    }
-}
-
-/// Reads a pipe to its end, handing each chunk to `sink` as it comes;
-/// stops early when `sink` says no one wants more.
-pub fn pump<R: Read + Send + 'static>(
-    pipe: Option<R>,
-    mut sink: impl FnMut(Vec<u8>) -> bool + Send + 'static,
-) -> Pump {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        if let Some(mut p) = pipe {
-            let mut buf = vec![0u8; CHUNK];
-            loop {
-                match p.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        if !sink(buf[..n].to_vec()) {
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-        }
-        let _ = tx.send(());
-    });
-    Pump { done: rx }
 }
 
 fn host_input(

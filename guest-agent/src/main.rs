@@ -9,10 +9,12 @@ mod log;
 mod net;
 mod procs;
 mod pty;
+mod pump;
 mod reaper;
 mod server;
 mod sys;
 mod users;
+mod watch;
 
 /// Logs why the workspace cannot go on and ends the VM. PID 1 exiting makes
 /// the kernel panic, which the VMM reports as a non-zero exit with the
@@ -23,6 +25,24 @@ fn fatal(what: &str) -> ! {
     // SAFETY: sync takes no arguments.
     unsafe { libc::sync() };
     std::process::exit(1)
+}
+
+/// The agent holds descriptors for every connection, watched process and
+/// watch: lift the soft limit on open files (1024 by default) to the hard
+/// one.
+fn raise_open_files() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the one rlimit struct
+    // for the call.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 fn main() {
@@ -51,6 +71,7 @@ fn main() {
         }
     }
     init::seed_entropy();
+    raise_open_files();
     if let Err(e) = std::thread::Builder::new()
         .name("reaper".into())
         .spawn(reaper::run)

@@ -4,53 +4,161 @@
 //! watched by any number of connections at once.
 //!
 //! Output goes to whoever watches when it comes; with no one watching it
-//! is read and dropped, so a process is never stalled by a full pipe. A
-//! watcher that stops reading is dropped after `WATCHER_STALL`, so it
-//! cannot stall the process or the other watchers for longer.
+//! is read and dropped, so a process is never stalled by a full pipe. Each
+//! watcher has a short queue and a writer of its own; one whose queue stays
+//! full for `WATCHER_STALL` is dropped, so a watcher that stops reading (or
+//! reads a byte at a time) stalls the process and the others that long at
+//! most. Input is written with a deadline, so a process that never reads
+//! it holds no agent thread for long.
 
 use crate::conn::{Conn, ConnError};
 use crate::exec::{self, Launched, Stdio3};
 use paddock_proto::{
     AgentMsg, ErrorKind, ExitStatus, HostMsg, ProcInfo, ProcRef, PtySize, SpawnRequest,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
-use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// Most spawned processes running at once.
 const MAX_PROCS: usize = 256;
 /// Most connections watching one process.
 const MAX_WATCHERS: usize = 16;
+/// Most connections watching any process (each holds a descriptor and a
+/// thread of PID 1's).
+const MAX_ALL_WATCHERS: usize = 256;
+/// Messages queued for one watcher before the producer waits.
+const OUTBOX: usize = 16;
+/// How long `Input` may wait for a process to take its input.
+const INPUT_DEADLINE: Duration = Duration::from_secs(if cfg!(test) { 1 } else { 20 });
+/// Most bytes of argv `ListProcs` reports per process (the answer must fit
+/// a frame).
+const LISTED_ARGV: usize = 4096;
 /// Longest tag.
 const MAX_TAG: usize = 256;
 /// How long one send to a watcher may wait before it is dropped.
-const WATCHER_STALL: Duration = Duration::from_secs(30);
+const WATCHER_STALL: Duration = Duration::from_secs(if cfg!(test) { 1 } else { 30 });
 
 struct Proc {
     pid: u32,
     tag: Option<String>,
     argv: Vec<String>,
     cwd: String,
-    /// Where `Input` goes: the stdin pipe or the terminal's master side;
-    /// None once closed (or when the process was started without input).
+    /// Where `Input` goes: the stdin pipe or the terminal's master side
+    /// (non-blocking); None once closed (or when started without input).
     input: Mutex<Option<Arc<File>>>,
+    /// Held while writing input, so two inputs never interleave.
+    writing: Mutex<()>,
     /// The terminal's master side, for `Resize`.
     terminal: Option<File>,
     kill_tree: Arc<dyn Fn() + Send + Sync>,
-    /// Set once the reaper has reported its end: from then on its pid may
-    /// belong to another process and is never signalled.
+    /// Set once its end is known: from then on nothing is signalled.
     reaped: AtomicBool,
     watch: Mutex<Watch>,
 }
 
 #[derive(Default)]
 struct Watch {
-    watchers: Vec<(u64, Conn)>,
+    watchers: Vec<Watcher>,
     /// How it ended, once it has (then it leaves the table).
     exited: Option<ExitStatus>,
+}
+
+/// Watchers of all processes, against MAX_ALL_WATCHERS.
+static WATCHERS: AtomicUsize = AtomicUsize::new(0);
+
+/// A connection watching a process: its queue, emptied by a writer thread.
+struct Watcher {
+    id: u64,
+    conn: Conn,
+    outbox: Arc<Outbox>,
+}
+
+#[derive(Default)]
+struct Outbox {
+    state: Mutex<(VecDeque<AgentMsg>, bool)>,
+    changed: Condvar,
+}
+
+impl Outbox {
+    fn lock(&self) -> MutexGuard<'_, (VecDeque<AgentMsg>, bool)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `msg`, waiting while the queue is full, up to WATCHER_STALL
+    /// in all. False when the watcher is gone or too slow.
+    fn push(&self, msg: AgentMsg) -> bool {
+        let until = Instant::now() + WATCHER_STALL;
+        let mut st = self.lock();
+        while st.0.len() >= OUTBOX && !st.1 {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            st = self
+                .changed
+                .wait_timeout(st, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        if st.1 {
+            return false;
+        }
+        st.0.push_back(msg);
+        self.changed.notify_all();
+        true
+    }
+
+    /// No more messages: the writer sends what is queued and ends.
+    fn close(&self) {
+        self.lock().1 = true;
+        self.changed.notify_all();
+    }
+}
+
+impl Watcher {
+    /// Starts the writer of a new watcher on `conn`, which has been sent
+    /// `Started` already. None when too many connections watch.
+    fn start(conn: &Conn) -> Option<Watcher> {
+        if WATCHERS.fetch_add(1, Ordering::SeqCst) >= MAX_ALL_WATCHERS {
+            WATCHERS.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        let outbox = Arc::new(Outbox::default());
+        let (out, c) = (outbox.clone(), conn.clone());
+        std::thread::spawn(move || {
+            loop {
+                let msg = {
+                    let mut st = out.lock();
+                    loop {
+                        if let Some(m) = st.0.pop_front() {
+                            break Some(m);
+                        }
+                        if st.1 {
+                            break None;
+                        }
+                        st = out.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+                    }
+                };
+                out.changed.notify_all();
+                let Some(msg) = msg else { break };
+                if c.send(&msg).is_err() {
+                    out.close();
+                    c.shutdown();
+                    break;
+                }
+            }
+            WATCHERS.fetch_sub(1, Ordering::SeqCst);
+        });
+        Some(Watcher {
+            id: next_watcher_id(),
+            conn: conn.clone(),
+            outbox,
+        })
+    }
 }
 
 impl Proc {
@@ -58,23 +166,34 @@ impl Proc {
         self.watch.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sends `msg` to every watcher, dropping those that fail.
+    /// Queues `msg` for every watcher, dropping those gone or too slow.
     fn broadcast(&self, msg: &AgentMsg) {
         let mut w = self.watch();
-        w.watchers.retain(|(_, conn)| {
-            let ok = conn.send(msg).is_ok();
+        w.watchers.retain(|watcher| {
+            let ok = watcher.outbox.push(msg.clone());
             if !ok {
-                conn.shutdown();
+                watcher.outbox.close();
+                watcher.conn.shutdown();
             }
             ok
         });
     }
 
     fn info(&self) -> ProcInfo {
+        // Cut to LISTED_ARGV bytes in all, at an argument's end.
+        let mut argv = Vec::new();
+        let mut bytes = 0;
+        for a in &self.argv {
+            bytes += a.len();
+            if bytes > LISTED_ARGV {
+                break;
+            }
+            argv.push(a.clone());
+        }
         ProcInfo {
             pid: self.pid,
             tag: self.tag.clone(),
-            argv: self.argv.clone(),
+            argv,
             cwd: self.cwd.clone(),
             pty: self.terminal.is_some(),
         }
@@ -84,12 +203,10 @@ impl Proc {
         if self.reaped.load(Ordering::SeqCst) {
             return;
         }
-        if signal == libc::SIGKILL {
+        // Only while the reaper still holds it unreaped: never a reused pid.
+        if crate::reaper::signal_group(self.pid as i32, signal) && signal == libc::SIGKILL {
+            // And everything it started that left its group.
             (self.kill_tree)();
-        } else {
-            // SAFETY: kill on the process's own group (it leads its
-            // session); not reaped yet, so the pid is still its.
-            unsafe { libc::kill(-(self.pid as i32), signal) };
         }
     }
 }
@@ -189,37 +306,52 @@ pub fn spawn(conn: &Conn, req: SpawnRequest) -> Result<(), ConnError> {
         cgroup,
     } = launched;
     let pid = pid as u32;
-    let reader = match &terminal {
-        Some(master) => master.try_clone().ok(),
-        None => None,
+    let (reader, input) = match &terminal {
+        Some(master) => match (master.try_clone(), master.try_clone()) {
+            (Ok(r), Ok(i)) => (Some(r), Some(Arc::new(i))),
+            (Err(e), _) | (_, Err(e)) => {
+                drop(t);
+                kill_tree();
+                return conn.error(ErrorKind::SpawnFailed, format!("its terminal: {e}"));
+            }
+        },
+        None => (
+            None,
+            child
+                .stdin
+                .take()
+                .map(|s| Arc::new(File::from(std::os::fd::OwnedFd::from(s)))),
+        ),
     };
-    let input = match &terminal {
-        Some(master) => master.try_clone().ok().map(Arc::new),
-        None => child
-            .stdin
-            .take()
-            .map(|s| Arc::new(File::from(std::os::fd::OwnedFd::from(s)))),
-    };
+    if let Some(i) = &input {
+        // Input is written with a deadline (write_input).
+        set_nonblocking(i);
+    }
     let proc = Arc::new(Proc {
         pid,
         tag: req.tag.clone(),
         argv: req.exec.argv.clone(),
         cwd: req.exec.cwd.clone().unwrap_or_default(),
         input: Mutex::new(input),
+        writing: Mutex::new(()),
         terminal,
         kill_tree: kill_tree.clone(),
         reaped: AtomicBool::new(false),
         watch: Mutex::new(Watch::default()),
     });
-    let me = next_watcher_id();
+    let mut me = None;
     {
         let mut w = proc.watch();
         // Before any output, so this watcher sees it all.
         if conn.send(&AgentMsg::Started { pid }).is_ok() {
-            let _ = conn.set_send_timeout(WATCHER_STALL);
-            w.watchers.push((me, conn.clone()));
+            if let Some(watcher) = Watcher::start(conn) {
+                me = Some(watcher.id);
+                w.watchers.push(watcher);
+            }
         }
     }
+    // A stale entry of an ended process whose pid this one reuses is
+    // replaced; its end then removes only itself (by identity).
     t.insert(pid, proc.clone());
     drop(t);
     exec::RUNNING.fetch_add(1, Ordering::SeqCst);
@@ -232,10 +364,13 @@ pub fn spawn(conn: &Conn, req: SpawnRequest) -> Result<(), ConnError> {
         }
     };
     let pumps = match reader {
-        Some(master) => vec![exec::pump(Some(master), sink(&proc, AgentMsg::Stdout))],
+        Some(master) => vec![crate::pump::pump(
+            Some(master),
+            sink(&proc, AgentMsg::Stdout),
+        )],
         None => vec![
-            exec::pump(child.stdout.take(), sink(&proc, AgentMsg::Stdout)),
-            exec::pump(child.stderr.take(), sink(&proc, AgentMsg::Stderr)),
+            crate::pump::pump(child.stdout.take(), sink(&proc, AgentMsg::Stdout)),
+            crate::pump::pump(child.stderr.take(), sink(&proc, AgentMsg::Stderr)),
         ],
     };
     {
@@ -248,20 +383,34 @@ pub fn spawn(conn: &Conn, req: SpawnRequest) -> Result<(), ConnError> {
                 p.finish(exec::DRAIN_AFTER_EXIT);
             }
             let exit = exec::exit_status(status, timed_out);
+            // Out of the table before anyone hears it ended, so a watcher
+            // that saw the end never finds it listed.
+            {
+                let mut t = table();
+                if t.get(&proc.pid).is_some_and(|p| Arc::ptr_eq(p, &proc)) {
+                    t.remove(&proc.pid);
+                }
+            }
+            proc.input.lock().unwrap_or_else(|e| e.into_inner()).take();
             {
                 let mut w = proc.watch();
                 w.exited = Some(exit);
-                for (_, conn) in w.watchers.drain(..) {
-                    let _ = conn.send(&AgentMsg::Exited(exit));
+                for watcher in w.watchers.drain(..) {
+                    let _ = watcher.outbox.push(AgentMsg::Exited(exit));
+                    watcher.outbox.close();
                 }
             }
-            table().remove(&proc.pid);
             exec::RUNNING.fetch_sub(1, Ordering::SeqCst);
             drop(cgroup);
             drop(child);
         });
     }
-    serve_watcher(conn, &proc, me)
+    match me {
+        Some(me) => serve_watcher(conn, &proc, me),
+        // Not watching (too many watch, or the host left at once): the
+        // process goes on.
+        None => Ok(()),
+    }
 }
 
 /// `Attach`: this connection watches a running process from now on.
@@ -269,8 +418,7 @@ pub fn attach(conn: &Conn, to: &ProcRef) -> Result<(), ConnError> {
     let Some(proc) = find(to) else {
         return not_found(conn, to);
     };
-    let me = next_watcher_id();
-    {
+    let me = {
         let mut w = proc.watch();
         if let Some(exit) = w.exited {
             drop(w);
@@ -285,9 +433,17 @@ pub fn attach(conn: &Conn, to: &ProcRef) -> Result<(), ConnError> {
             );
         }
         conn.send(&AgentMsg::Started { pid: proc.pid })?;
-        let _ = conn.set_send_timeout(WATCHER_STALL);
-        w.watchers.push((me, conn.clone()));
-    }
+        let Some(watcher) = Watcher::start(conn) else {
+            drop(w);
+            return conn.error(
+                ErrorKind::InvalidRequest,
+                format!("{MAX_ALL_WATCHERS} connections watch processes already"),
+            );
+        };
+        let id = watcher.id;
+        w.watchers.push(watcher);
+        id
+    };
     serve_watcher(conn, &proc, me)
 }
 
@@ -314,23 +470,74 @@ fn serve_watcher(conn: &Conn, proc: &Arc<Proc>, me: u64) -> Result<(), ConnError
                 let _ = conn.error(e.kind(), e.to_string());
             }
             Err(_) => {
-                proc.watch().watchers.retain(|(id, _)| *id != me);
+                proc.watch().watchers.retain(|w| {
+                    let mine = w.id == me;
+                    if mine {
+                        w.outbox.close();
+                    }
+                    !mine
+                });
                 return Ok(());
             }
         }
     }
 }
 
+fn set_nonblocking(f: &File) {
+    let fd = f.as_raw_fd();
+    // SAFETY: fcntl on a descriptor `f` owns, with integer arguments.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+    }
+}
+
+/// Writes `data` to the process's input, waiting at most INPUT_DEADLINE
+/// in all for it to take the bytes.
 fn write_input(proc: &Proc, data: &[u8]) -> Result<(), String> {
-    // Written outside the lock: a process that does not read its input
-    // blocks only this writer, not CloseInput or the other operations.
+    // The input lock is not held while writing: CloseInput and the other
+    // operations never wait for a process that does not read.
     let input = proc.input.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let Some(input) = input else {
         return Err("its input is closed (or it was started without one)".into());
     };
-    (&*input)
-        .write_all(data)
-        .map_err(|e| format!("writing its input: {e}"))
+    let _one_writer = proc.writing.lock().unwrap_or_else(|e| e.into_inner());
+    let until = Instant::now() + INPUT_DEADLINE;
+    let mut rest = data;
+    while !rest.is_empty() {
+        // SAFETY: write reads at most rest.len() bytes of `rest`, on a
+        // descriptor `input` keeps open.
+        let n = unsafe { libc::write(input.as_raw_fd(), rest.as_ptr().cast(), rest.len()) };
+        if n > 0 {
+            rest = &rest[n as usize..];
+            continue;
+        }
+        let e = std::io::Error::last_os_error();
+        match e.kind() {
+            std::io::ErrorKind::Interrupted => continue,
+            std::io::ErrorKind::WouldBlock => {}
+            _ => return Err(format!("writing its input: {e}")),
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "it took {} of {} bytes in {}s and reads no more",
+                data.len() - rest.len(),
+                data.len(),
+                INPUT_DEADLINE.as_secs()
+            ));
+        }
+        let mut fds = [libc::pollfd {
+            fd: input.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        }];
+        // SAFETY: poll reads and writes the one pollfd of `fds`.
+        unsafe { libc::poll(fds.as_mut_ptr(), 1, left.as_millis().min(1000) as i32) };
+    }
+    Ok(())
 }
 
 /// The one-shot operations on a running process: each answered `Done`

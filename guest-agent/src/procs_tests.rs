@@ -313,3 +313,60 @@ fn bad_requests_are_refused_with_a_reason() {
     let (_, _, st) = collect(&mut s);
     assert_eq!(st.signal, Some(libc::SIGTERM));
 }
+
+#[test]
+fn input_a_process_never_reads_fails_in_time_and_leaves_the_rest_usable() {
+    let (s, pid) = spawn(SpawnRequest {
+        exec: request(&["sleep", "60"], true, None),
+        tag: None,
+        pty: None,
+    });
+    let to = ProcRef::Pid(pid);
+    // More than a pipe holds: the write cannot finish.
+    match op(HostMsg::Input {
+        to: to.clone(),
+        data: vec![b'x'; 1 << 20],
+    }) {
+        AgentMsg::Error(e) => assert!(e.message.contains("reads no more"), "{}", e.message),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Closing and signalling still answer at once.
+    assert_eq!(op(HostMsg::CloseInput(to.clone())), AgentMsg::Done);
+    assert_eq!(
+        op(HostMsg::SignalProc {
+            to,
+            signal: libc::SIGKILL
+        }),
+        AgentMsg::Done
+    );
+    drop(s);
+}
+
+#[test]
+fn a_watcher_that_stops_reading_is_dropped_and_the_others_see_it_all() {
+    let (mut s, pid) = spawn(SpawnRequest {
+        exec: request(
+            &["sh", "-c", "read go; head -c 4000000 /dev/zero; echo done"],
+            true,
+            None,
+        ),
+        tag: None,
+        pty: None,
+    });
+    // A second watcher that never reads.
+    let mut stuck = connect(move |c| {
+        let _ = attach(c, &ProcRef::Pid(pid));
+    });
+    assert_eq!(recv(&mut stuck), AgentMsg::Started { pid });
+    assert_eq!(
+        op(HostMsg::Input {
+            to: ProcRef::Pid(pid),
+            data: b"go\n".to_vec()
+        }),
+        AgentMsg::Done
+    );
+    let (out, _, st) = collect(&mut s);
+    assert_eq!(out.len(), 4_000_000 + 5);
+    assert_eq!(st.code, Some(0));
+    drop(stuck);
+}

@@ -35,7 +35,13 @@ pub fn open(size: PtySize) -> std::io::Result<(File, OwnedFd)> {
     // different terminal.
     // SAFETY: TIOCGPTPEER takes open flags by value and returns a new
     // descriptor, which we own from here.
-    let slave = unsafe { libc::ioctl(fd, libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY) };
+    let slave = unsafe {
+        libc::ioctl(
+            fd,
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
     if slave < 0 {
         return Err(std::io::Error::last_os_error());
     }

@@ -53,6 +53,19 @@ pub fn spawn_watched<T, E>(
     Ok((value, rx))
 }
 
+/// Sends `signal` to the process group led by `pid` if that child has not
+/// been reaped yet (so `pid` is still its, never a reused one). Says
+/// whether it was sent.
+pub fn signal_group(pid: i32, signal: i32) -> bool {
+    let st = lock();
+    if !st.waiting.contains_key(&pid) {
+        return false;
+    }
+    // SAFETY: kill takes plain integers; the group's leader is our
+    // unreaped child (the reaper reaps only under this lock).
+    unsafe { libc::kill(-pid, signal) == 0 }
+}
+
 /// The reaping loop; runs forever in its own thread.
 ///
 /// It first only *looks* for a finished child (waitid with WNOWAIT), then

@@ -140,6 +140,7 @@ fn session(conn: &Conn) -> Result<(), ConnError> {
         } => files::make_dir(conn, &path, mode, parents),
         HostMsg::Remove { path, recursive } => files::remove(conn, &path, recursive),
         HostMsg::Rename { from, to } => files::rename(conn, &from, &to),
+        HostMsg::WatchDir { path, recursive } => crate::watch::watch(conn, &path, recursive),
         HostMsg::Spawn(r) => procs::spawn(conn, r),
         HostMsg::Attach(to) => procs::attach(conn, &to),
         op @ (HostMsg::Input { .. }

@@ -73,6 +73,23 @@ pub struct ProcInfo {
     pub pty: bool,
 }
 
+/// What happened to a watched path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FsEventKind {
+    Create,
+    Write,
+    Remove,
+    Rename,
+    Chmod,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsEvent {
+    /// Relative to the watched directory.
+    pub name: String,
+    pub kind: FsEventKind,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HostMsg {
     Hello {
@@ -145,10 +162,17 @@ pub enum HostMsg {
         from: String,
         to: String,
     },
+    /// Watch a directory (a file operation: `AsUser` applies): answered
+    /// `Done` once watched, then `FsEvents` as things change, until the
+    /// host closes the connection.
+    WatchDir {
+        path: String,
+        recursive: bool,
+    },
 }
 
 impl Tagged for HostMsg {
-    const VARIANTS: u64 = 23;
+    const VARIANTS: u64 = 24;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -253,10 +277,11 @@ pub enum AgentMsg {
     Health(HealthInfo),
     Ready(ReadyInfo),
     Procs(Vec<ProcInfo>),
+    FsEvents(Vec<FsEvent>),
 }
 
 impl Tagged for AgentMsg {
-    const VARIANTS: u64 = 15;
+    const VARIANTS: u64 = 16;
 }
 
 #[cfg(test)]
@@ -267,13 +292,13 @@ mod tests {
     /// is VARIANTS - 1 and encodes as that single byte.
     #[test]
     fn variant_counts_match() {
-        let last_host = postcard::to_stdvec(&HostMsg::Rename {
-            from: String::new(),
-            to: String::new(),
+        let last_host = postcard::to_stdvec(&HostMsg::WatchDir {
+            path: String::new(),
+            recursive: false,
         })
         .expect("enc");
         assert_eq!(u64::from(last_host[0]), HostMsg::VARIANTS - 1);
-        let last_agent = postcard::to_stdvec(&AgentMsg::Procs(Vec::new())).expect("enc");
+        let last_agent = postcard::to_stdvec(&AgentMsg::FsEvents(Vec::new())).expect("enc");
         assert_eq!(u64::from(last_agent[0]), AgentMsg::VARIANTS - 1);
     }
 }

@@ -409,22 +409,43 @@ pub enum Purpose {
         root: bool,
     },
     /// A change to the tree that writes no contents: `op` is "mkdir",
-    /// "remove" or "move" (`path` then names both ends).
+    /// "remove" or "move" (to `to`).
     Modify {
         op: String,
         path: String,
         #[serde(default)]
+        to: Option<String>,
+        #[serde(default)]
         root: bool,
     },
-    /// Input, a signal, a resize, a listing or a watch for processes
-    /// started to outlive their connection (exec scope, as starting them).
-    /// Signals are audited.
+    /// An operation on a process started to outlive its connection (exec
+    /// scope, as starting one), named by pid or tag. All but listing and
+    /// resizing are audited.
     Process {
-        #[serde(default)]
-        signal: Option<i32>,
+        action: ProcessAction,
         #[serde(default)]
         pid: Option<u32>,
+        #[serde(default)]
+        tag: Option<String>,
     },
+}
+
+/// What a `Purpose::Process` does.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessAction {
+    List,
+    /// Input to its stdin or terminal (how many bytes; never what).
+    Input {
+        bytes: u64,
+    },
+    CloseInput,
+    Signal {
+        signal: i32,
+    },
+    Resize,
+    /// Its output, from now on.
+    Attach,
 }
 
 /// What became of a call, as the control plane says it: done, or why not.

@@ -17,8 +17,6 @@ pub const CONTENT_TYPE: &str = "application/connect+json";
 /// A frame's flags: the stream's last frame (its status).
 pub const END_STREAM: u8 = 0x02;
 const COMPRESSED: u8 = 0x01;
-/// Largest Connect message taken (a SendInput's data, base64, in one).
-const MAX_MESSAGE: usize = 1 << 20;
 
 /// One Connect frame.
 pub fn frame(flags: u8, message: &Value) -> Vec<u8> {
@@ -56,6 +54,7 @@ pub fn code_of(status: u16) -> &'static str {
         403 => "permission_denied",
         404 => "not_found",
         409 => "failed_precondition",
+        504 => "deadline_exceeded",
         429 => "resource_exhausted",
         501 => "unimplemented",
         503 => "unavailable",
@@ -80,7 +79,13 @@ pub fn agent_error(e: paddock_agent_client::ClientError) -> (u16, Value) {
         C::Agent(r) => match r.kind {
             K::NotFound => 404,
             K::PermissionDenied => 403,
-            K::AlreadyExists => 409,
+            K::AlreadyExists => {
+                let message = match e {
+                    C::Agent(r) => r.message,
+                    _ => String::new(),
+                };
+                return (409, json!({"code": "already_exists", "message": message}));
+            }
             K::InvalidRequest | K::SpawnFailed => 400,
             _ => 500,
         },
@@ -145,7 +150,7 @@ pub fn stream_request(req: &http::Request, io: &mut Exchange) -> Result<Vec<u8>,
 }
 
 /// The next message of a client stream, as it comes; None at its end.
-pub fn next_message(body: &mut impl std::io::Read) -> Result<Option<Vec<u8>>, String> {
+pub fn next_message(body: &mut impl std::io::Read, max: usize) -> Result<Option<Vec<u8>>, String> {
     let mut head = [0u8; 5];
     let mut got = 0;
     while got < head.len() {
@@ -161,8 +166,10 @@ pub fn next_message(body: &mut impl std::io::Read) -> Result<Option<Vec<u8>>, St
         return Err("compressed Connect messages are not accepted".into());
     }
     let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-    if len > MAX_MESSAGE {
-        return Err(format!("a message of {len} bytes: at most {MAX_MESSAGE}"));
+    if len > max {
+        return Err(format!(
+            "a message of {len} bytes: at most {max} (send input in smaller pieces)"
+        ));
     }
     let mut message = vec![0u8; len];
     body.read_exact(&mut message)

@@ -18,6 +18,8 @@ use serde_json::{json, Value};
 const MAX_ENTRIES: usize = 5000;
 /// Deepest listing.
 const MAX_DEPTH: u32 = 16;
+/// Most directories one listing reads.
+const MAX_LISTED_DIRS: usize = 256;
 
 #[derive(Deserialize)]
 struct PathRequest {
@@ -94,9 +96,10 @@ fn unary(
         path: path.to_string(),
         root,
     };
-    let modify = |op: &str, path: String| Purpose::Modify {
+    let modify = |op: &str, path: String, to: Option<String>| Purpose::Modify {
         op: op.into(),
         path,
+        to,
         root,
     };
     match method {
@@ -113,7 +116,8 @@ fn unary(
             let path = path_of(&r.path)?;
             let depth = r.depth.unwrap_or(1).clamp(1, MAX_DEPTH);
             let mut entries = Vec::new();
-            list(shared, req, id, root, &path, depth, &mut entries)?;
+            let mut dirs = 0;
+            list(shared, req, id, root, &path, depth, &mut entries, &mut dirs)?;
             Ok((200, json!({ "entries": entries })))
         }
         "MakeDir" => {
@@ -124,9 +128,13 @@ fn unary(
                 .stat(&path)
                 .is_ok();
             if exists {
-                return Err(rpc_error(409, format!("{path} exists already")));
+                // The code the SDK's make_dir answers False for.
+                return Err((
+                    409,
+                    json!({"code": "already_exists", "message": format!("{path} exists already")}),
+                ));
             }
-            agent(shared, req, id, modify("mkdir", path.clone()), root)?
+            agent(shared, req, id, modify("mkdir", path.clone(), None), root)?
                 .make_dir(&path, 0o755, true)
                 .map_err(envd::agent_error)?;
             let st = agent(shared, req, id, inspect(&path), root)?
@@ -137,8 +145,8 @@ fn unary(
         "Move" => {
             let r: MoveRequest = serde_json::from_value(body).map_err(parse_err)?;
             let (from, to) = (path_of(&r.source)?, path_of(&r.destination)?);
-            let what = format!("{from} -> {to}");
-            agent(shared, req, id, modify("move", what), root)?
+            let purpose = modify("move", from.clone(), Some(to.clone()));
+            agent(shared, req, id, purpose, root)?
                 .rename(&from, &to)
                 .map_err(envd::agent_error)?;
             let st = agent(shared, req, id, inspect(&to), root)?
@@ -149,7 +157,7 @@ fn unary(
         _ => {
             let r: PathRequest = serde_json::from_value(body).map_err(parse_err)?;
             let path = path_of(&r.path)?;
-            agent(shared, req, id, modify("remove", path.clone()), root)?
+            agent(shared, req, id, modify("remove", path.clone(), None), root)?
                 .remove(&path, true)
                 .map_err(envd::agent_error)?;
             Ok((200, json!({})))
@@ -157,8 +165,11 @@ fn unary(
     }
 }
 
-/// `path`'s entries, and theirs down to `depth` levels, at most
-/// MAX_ENTRIES in all.
+/// `path`'s entries, and theirs down to `depth` levels: at most
+/// MAX_ENTRIES entries from MAX_LISTED_DIRS directories in all (each is an
+/// agent connection). A directory below `path` that cannot be listed is
+/// left out; `path` itself must be.
+#[allow(clippy::too_many_arguments)]
 fn list(
     shared: &Shared,
     req: &http::Request,
@@ -167,14 +178,22 @@ fn list(
     path: &str,
     depth: u32,
     out: &mut Vec<Value>,
+    dirs: &mut usize,
 ) -> Result<(), (u16, Value)> {
+    let top = *dirs == 0;
+    *dirs += 1;
     let purpose = Purpose::Inspect {
         path: path.to_string(),
         root,
     };
-    let entries = agent(shared, req, id, purpose, root)?
+    let listed = agent(shared, req, id, purpose, root)?
         .list_dir(path)
-        .map_err(envd::agent_error)?;
+        .map_err(envd::agent_error);
+    let entries = match listed {
+        Ok(e) => e,
+        Err(e) if top => return Err(e),
+        Err(_) => return Ok(()),
+    };
     let base = path.trim_end_matches('/');
     for e in entries {
         if out.len() >= MAX_ENTRIES {
@@ -182,8 +201,8 @@ fn list(
         }
         let child = format!("{base}/{}", e.name);
         out.push(entry(&child, &e.stat));
-        if depth > 1 && e.stat.kind == FileKind::Dir {
-            list(shared, req, id, root, &child, depth - 1, out)?;
+        if depth > 1 && e.stat.kind == FileKind::Dir && *dirs < MAX_LISTED_DIRS {
+            list(shared, req, id, root, &child, depth - 1, out, dirs)?;
         }
     }
     Ok(())
@@ -209,7 +228,8 @@ fn entry(path: &str, st: &FileStat) -> Value {
         "permissions": permissions(letter, st.mode),
         "owner": account(st.uid),
         "group": account(st.gid),
-        "modifiedTime": super::e2b::rfc3339(st.mtime_s.max(0) as u64),
+        // Within what a protobuf Timestamp can say (years 1 to 9999).
+        "modifiedTime": super::e2b::rfc3339(st.mtime_s.clamp(0, 253_402_300_799) as u64),
         "isSymlink": st.kind == FileKind::Symlink,
     })
 }

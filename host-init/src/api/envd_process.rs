@@ -5,7 +5,7 @@
 //! started it (E2B's background commands), bounded by the call's own
 //! `Connect-Timeout-Ms` as envd bounds it; all of it needs the exec scope.
 
-use super::channel::{Call, Purpose};
+use super::channel::{Call, ProcessAction, Purpose};
 use super::conn::Exchange;
 use super::envd::{self, frame, refuse, rpc_error, unary_body, CONTENT_TYPE, END_STREAM};
 use super::http;
@@ -118,6 +118,10 @@ struct Update {
     pty: Option<Pty>,
 }
 
+/// Largest message of an input stream (its data base64): the stream is
+/// read a message at a time, so this bounds what one holds.
+const MAX_INPUT_MESSAGE: usize = 64 << 10;
+
 fn parse<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, (u16, Value)> {
     serde_json::from_value(v).map_err(|e| rpc_error(400, e.to_string()))
 }
@@ -150,14 +154,12 @@ fn agent(
         .map_err(|(status, body)| rpc_error(status, body["error"].as_str().unwrap_or("refused")))
 }
 
-fn process_purpose(signal: Option<i32>, to: &ProcRef) -> Purpose {
-    Purpose::Process {
-        signal,
-        pid: match to {
-            ProcRef::Pid(p) => Some(*p),
-            ProcRef::Tag(_) => None,
-        },
-    }
+fn process_purpose(action: ProcessAction, to: &ProcRef) -> Purpose {
+    let (pid, tag) = match to {
+        ProcRef::Pid(p) => (Some(*p), None),
+        ProcRef::Tag(t) => (None, Some(t.clone())),
+    };
+    Purpose::Process { action, pid, tag }
 }
 
 fn unary(
@@ -171,8 +173,9 @@ fn unary(
     match method {
         "List" => {
             let purpose = Purpose::Process {
-                signal: None,
+                action: ProcessAction::List,
                 pid: None,
+                tag: None,
             };
             let (_, client) = agent(shared, &req.bearer, id, purpose)?;
             let procs = client.list_procs().map_err(envd::agent_error)?;
@@ -201,14 +204,18 @@ fn unary(
             let r: SendInput = parse(body)?;
             let to = r.process.to_ref()?;
             let data = r.input.bytes()?;
-            let (_, client) = agent(shared, &req.bearer, id, process_purpose(None, &to))?;
+            let action = ProcessAction::Input {
+                bytes: data.len() as u64,
+            };
+            let (_, client) = agent(shared, &req.bearer, id, process_purpose(action, &to))?;
             client.input(to, data).map_err(envd::agent_error)?;
             Ok((200, json!({})))
         }
         "CloseStdin" => {
             let r: Selected = parse(body)?;
             let to = r.process.to_ref()?;
-            let (_, client) = agent(shared, &req.bearer, id, process_purpose(None, &to))?;
+            let purpose = process_purpose(ProcessAction::CloseInput, &to);
+            let (_, client) = agent(shared, &req.bearer, id, purpose)?;
             client.close_input(to).map_err(envd::agent_error)?;
             Ok((200, json!({})))
         }
@@ -228,7 +235,7 @@ fn unary(
                     ))
                 }
             };
-            let purpose = process_purpose(Some(signal), &to);
+            let purpose = process_purpose(ProcessAction::Signal { signal }, &to);
             let (_, client) = agent(shared, &req.bearer, id, purpose)?;
             client.signal(to, signal).map_err(envd::agent_error)?;
             Ok((200, json!({})))
@@ -240,7 +247,8 @@ fn unary(
                 // Nothing to change.
                 return Ok((200, json!({})));
             };
-            let (_, client) = agent(shared, &req.bearer, id, process_purpose(None, &to))?;
+            let purpose = process_purpose(ProcessAction::Resize, &to);
+            let (_, client) = agent(shared, &req.bearer, id, purpose)?;
             let size = PtySize {
                 cols: size.cols,
                 rows: size.rows,
@@ -328,7 +336,8 @@ fn start(
             } else {
                 User::Agent
             },
-            stdin: start.stdin.unwrap_or(false) || pty.is_some(),
+            // envd's default when the request does not say (older SDKs).
+            stdin: start.stdin.unwrap_or(true) || pty.is_some(),
             timeout_ms: req.connect_timeout_ms.filter(|t| *t > 0),
         },
         tag: start.tag,
@@ -393,13 +402,36 @@ fn connect(
             return None;
         }
     };
-    let watched = agent(shared, &req.bearer, id, process_purpose(None, &to))
-        .and_then(|(_, client)| client.attach(to).map_err(envd::agent_error));
+    // Whether it runs on a terminal decides how its output is labelled
+    // (the SDK's terminal handle reads only `pty` data).
+    let list = Purpose::Process {
+        action: ProcessAction::List,
+        pid: None,
+        tag: None,
+    };
+    let pty = agent(shared, &req.bearer, id, list)
+        .and_then(|(_, client)| client.list_procs().map_err(envd::agent_error))
+        .map(|procs| {
+            procs.iter().any(|p| {
+                p.pty
+                    && match &to {
+                        ProcRef::Pid(pid) => p.pid == *pid,
+                        ProcRef::Tag(tag) => p.tag.as_ref() == Some(tag),
+                    }
+            })
+        });
+    let watched = pty.and_then(|pty| {
+        let (_, client) = agent(
+            shared,
+            &req.bearer,
+            id,
+            process_purpose(ProcessAction::Attach, &to),
+        )?;
+        Ok((client.attach(to).map_err(envd::agent_error)?, pty))
+    });
     match watched {
-        Ok(watch) => {
-            // Whether it is a terminal is not said on attaching: its output
-            // goes as stdout, which the SDK's handle reads as such.
-            stream_events(io, watch, false);
+        Ok((watch, pty)) => {
+            stream_events(io, watch, pty);
         }
         Err((status, body)) => refuse(io, status, body["message"].as_str().unwrap_or("refused")),
     }
@@ -505,21 +537,40 @@ fn stream_input(
     }
     let mut to: Option<ProcRef> = None;
     let outcome = loop {
-        let message = match envd::next_message(&mut io.body) {
+        let message = match envd::next_message(&mut io.body, MAX_INPUT_MESSAGE) {
             Ok(Some(m)) => m,
             Ok(None) => break Ok(()),
             Err(e) => break Err(rpc_error(400, e)),
         };
-        let parsed: Message = match serde_json::from_slice(&message) {
+        let parsed: Message = match super::server::parse_json(&message) {
             Ok(m) => m,
-            Err(e) => break Err(rpc_error(400, format!("StreamInputRequest: {e}"))),
+            Err((status, body)) => {
+                break Err(rpc_error(
+                    status,
+                    body["error"].as_str().unwrap_or("StreamInputRequest"),
+                ))
+            }
         };
         let step = match (parsed, &to) {
-            (Message::Start(s), None) => s.process.to_ref().map(|r| to = Some(r)),
+            // The key's right to the process is checked at once, before
+            // any input is read.
+            (Message::Start(s), None) => s.process.to_ref().and_then(|r| {
+                let check = Purpose::Process {
+                    action: ProcessAction::List,
+                    pid: None,
+                    tag: None,
+                };
+                agent(shared, &req.bearer, id, check)?;
+                to = Some(r);
+                Ok(())
+            }),
             (Message::Start(_), Some(_)) => Err(rpc_error(400, "one start per stream")),
             (Message::Data(_), None) => Err(rpc_error(400, "a start comes first")),
             (Message::Data(d), Some(target)) => d.input.bytes().and_then(|data| {
-                let (_, client) = agent(shared, &req.bearer, id, process_purpose(None, target))?;
+                let action = ProcessAction::Input {
+                    bytes: data.len() as u64,
+                };
+                let (_, client) = agent(shared, &req.bearer, id, process_purpose(action, target))?;
                 client
                     .input(target.clone(), data)
                     .map_err(envd::agent_error)

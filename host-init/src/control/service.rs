@@ -608,18 +608,28 @@ impl Control {
                         "file_written",
                         json!({"workspace": ws.id, "token": tok.id, "path": path, "user": if *root { "root" } else { "agent" }}),
                     ),
-                    Purpose::Modify { op, path, root } => self.audit.record(
+                    Purpose::Modify { op, path, to, root } => self.audit.record(
                         "file_changed",
-                        json!({"workspace": ws.id, "token": tok.id, "op": op, "path": path, "user": if *root { "root" } else { "agent" }}),
+                        json!({"workspace": ws.id, "token": tok.id, "op": op, "path": path, "to": to, "user": if *root { "root" } else { "agent" }}),
                     ),
-                    Purpose::Process {
-                        signal: Some(signal),
-                        pid,
-                    } => self.audit.record(
-                        "process_signalled",
-                        json!({"workspace": ws.id, "token": tok.id, "pid": pid, "signal": signal}),
-                    ),
-                    Purpose::Inspect { .. } | Purpose::Process { signal: None, .. } => {}
+                    Purpose::Process { action, pid, tag } => {
+                        use crate::api::channel::ProcessAction as A;
+                        let (event, detail) = match action {
+                            A::Input { bytes } => ("process_input", json!({"bytes": bytes})),
+                            A::CloseInput => ("process_input_closed", json!({})),
+                            A::Signal { signal } => ("process_signalled", json!({"signal": signal})),
+                            A::Attach => ("process_attached", json!({})),
+                            A::List | A::Resize => ("", json!({})),
+                        };
+                        if !event.is_empty() {
+                            let mut fields = json!({"workspace": ws.id, "token": tok.id, "pid": pid, "tag": tag});
+                            if let (Some(f), Some(d)) = (fields.as_object_mut(), detail.as_object()) {
+                                f.extend(d.clone());
+                            }
+                            self.audit.record(event, fields);
+                        }
+                    }
+                    Purpose::Inspect { .. } => {}
                 }
                 // The env (the workspace's secrets) goes to execs only.
                 let env = match purpose {
