@@ -7,9 +7,9 @@
 
 use paddock_proto::frame::{decode, read_frame_bytes, write_frame};
 use paddock_proto::{
-    AgentMsg, DirEntry, ErrorReply, ExecRequest, ExitStatus, FileStat, FrameError, HealthInfo,
-    HostMsg, ProcInfo, ProcRef, PtySize, ReadyInfo, SpawnRequest, Tagged, User, AGENT_PORT, CHUNK,
-    PROTOCOL_VERSION,
+    AgentMsg, DirEntry, ErrorReply, ExecRequest, ExitStatus, FileStat, FrameError, FsEvent,
+    HealthInfo, HostMsg, ProcInfo, ProcRef, PtySize, ReadyInfo, SpawnRequest, Tagged, User,
+    AGENT_PORT, CHUNK, PROTOCOL_VERSION,
 };
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -184,6 +184,27 @@ impl Watch {
     }
 
     /// The connection, e.g. to shut it down from another thread.
+    pub fn stream(&self) -> &UnixStream {
+        &self.session.stream
+    }
+}
+
+/// A connection watching a directory: batches of what changed in it.
+/// Dropping it ends the watch.
+pub struct DirWatch {
+    session: Session,
+}
+
+impl DirWatch {
+    /// The next batch of changes. Waits as long as nothing changes.
+    pub fn next_batch(&mut self) -> Result<Vec<FsEvent>> {
+        match self.session.recv()? {
+            AgentMsg::FsEvents(e) => Ok(e),
+            AgentMsg::Error(e) => Err(ClientError::Agent(e)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     pub fn stream(&self) -> &UnixStream {
         &self.session.stream
     }
@@ -543,5 +564,18 @@ impl AgentClient {
         let mut s = self.session()?;
         s.send(&msg)?;
         expect_done(s.recv()?)
+    }
+
+    /// Watches a directory (and, when `recursive`, all below it).
+    pub fn watch_dir(&self, path: &str, recursive: bool) -> Result<DirWatch> {
+        let mut s = self.session()?;
+        s.send(&HostMsg::WatchDir {
+            path: path.into(),
+            recursive,
+        })?;
+        expect_done(s.recv()?)?;
+        // Changes may be far apart.
+        s.stream.set_read_timeout(None)?;
+        Ok(DirWatch { session: s })
     }
 }

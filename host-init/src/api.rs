@@ -12,6 +12,7 @@ pub mod e2b;
 pub mod envd;
 pub mod envd_fs;
 pub mod envd_process;
+pub mod envd_watch;
 pub mod exec;
 pub mod http;
 pub mod multipart;

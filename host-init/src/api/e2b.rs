@@ -20,8 +20,7 @@ use std::collections::BTreeMap;
 /// The envd protocol version Paddock's answers stand for. The SDK turns
 /// features on by it, so it is kept below what would turn on paths not
 /// served: at 0.5.7 the SDK would send gzip-encoded uploads. 0.5.2 turns
-/// on CloseStdin, which is served. (Watching directories, which every
-/// envd has, is not: those calls answer `unimplemented`.)
+/// on CloseStdin; everything up to it is served.
 pub const ENVD_VERSION: &str = "0.5.2";
 /// What E2B calls the default template.
 const E2B_DEFAULT_TEMPLATE: &str = "base";

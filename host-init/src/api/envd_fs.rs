@@ -1,12 +1,12 @@
 //! E2B's envd filesystem service (`filesystem.Filesystem/*`, Connect with
 //! JSON) on the agent's file operations, as the user the call names (root
 //! needs the exec scope, as on the native API): Stat, ListDir (to a
-//! depth), MakeDir, Move and Remove. Watching a directory is not served:
-//! those calls say so (`unimplemented`).
+//! depth), MakeDir, Move and Remove; watching a directory is
+//! api::envd_watch's.
 
 use super::channel::Purpose;
 use super::conn::Exchange;
-use super::envd::{self, refuse, rpc_error, unary_body};
+use super::envd::{self, rpc_error, unary_body};
 use super::http;
 use super::server::Shared;
 use paddock_agent_client::AgentClient;
@@ -46,14 +46,17 @@ pub fn rpc(
     id: &str,
     method: &str,
 ) -> Option<(u16, Value)> {
-    if method == "WatchDir" {
-        refuse(io, 501, UNWATCHED);
-        return None;
+    match method {
+        "WatchDir" => {
+            super::envd_watch::stream(shared, req, io, id);
+            None
+        }
+        "CreateWatcher" | "GetWatcherEvents" | "RemoveWatcher" => {
+            Some(super::envd_watch::unary(shared, req, io, id, method).unwrap_or_else(|e| e))
+        }
+        _ => Some(unary(shared, req, io, id, method).unwrap_or_else(|e| e)),
     }
-    Some(unary(shared, req, io, id, method).unwrap_or_else(|e| e))
 }
-
-const UNWATCHED: &str = "watching directories is not served by Paddock yet";
 
 /// A file operation's agent connection, as the call's user.
 fn agent(
@@ -76,12 +79,6 @@ fn unary(
     id: &str,
     method: &str,
 ) -> Result<(u16, Value), (u16, Value)> {
-    if matches!(
-        method,
-        "CreateWatcher" | "GetWatcherEvents" | "RemoveWatcher"
-    ) {
-        return Err(rpc_error(501, UNWATCHED));
-    }
     if !matches!(method, "Stat" | "ListDir" | "MakeDir" | "Move" | "Remove") {
         return Err(rpc_error(
             404,

@@ -3,7 +3,7 @@
 //! commands in it as agent and as root, its env, an exit code, stdin fed
 //! and closed, background commands listed, found again and killed, a
 //! command's timeout, a terminal resized, files both ways and moved,
-//! listed and removed, what another token and a bad key get, its timeout
+//! listed and removed, a directory watched, what another token and a bad key get, its timeout
 //! moved, and its end. The SDK is pinned (scripts/e2b-sdk.sh); the
 //! appliance's certificate is the one it verifies.
 
@@ -105,6 +105,26 @@ try:
     say("read after remove passed?!")
 except NotFoundException:
     say("gone", "NotFoundException")
+
+# a directory watched (recursively) while things change in it
+sbx.files.make_dir("/tmp/w")
+watch = sbx.files.watch_dir("/tmp/w", recursive=True)
+seen = []
+def until(name, kind):
+    for _ in range(120):
+        seen.extend(f"{e.name}:{e.type.value}" for e in watch.get_new_events())
+        if f"{name}:{kind}" in seen:
+            return True
+        time.sleep(0.25)
+    return False
+sbx.files.write("/tmp/w/top.txt", "x")
+sbx.commands.run("mkdir /tmp/w/sub")
+# Once the new directory is seen, it is watched too.
+found = until("sub", "create")
+sbx.commands.run("echo y > /tmp/w/sub/deep.txt; rm /tmp/w/top.txt")
+found = found and until("top.txt", "remove")
+watch.stop()
+say("watch", found, "top.txt:create" in seen, "sub/deep.txt:create" in seen, "sub/deep.txt:write" in seen)
 
 # what is refused, as the SDK's own exceptions
 try:
@@ -234,6 +254,7 @@ fn e2b_version(app: &Appliance, admin: &str, version: &str, python: &str, newest
     assert_eq!(line("stat "), "stat agent -rw-r--r--");
     assert_eq!(line("removed "), "removed False");
     assert_eq!(line("gone "), "gone NotFoundException");
+    assert_eq!(line("watch "), "watch True True True True");
     assert_eq!(line("other "), "other NotFoundException");
     assert_eq!(line("bad key "), "bad key AuthenticationException");
     assert_eq!(line("info "), "info True e2b running");
