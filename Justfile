@@ -212,6 +212,19 @@ bench-disk runs="3": deps static-test
     export PADDOCK_IMAGE_DIR=$PWD/target/image-test
     PADDOCK_BENCH_RUNS={{runs}} cargo run -q --release -p paddock-tests --bin paddock-bench-disk --locked
 
+# A new sandbox to its first output: E2B's Python SDK (newest pinned) against the native API (curl), one appliance run.
+bench-e2b runs="10": deps static-test
+    #!/usr/bin/env bash
+    set -euo pipefail
+    export PADDOCK_GUEST_KERNEL=$(guest-kernel/build.sh)
+    export PADDOCK_TEMPLATE=$(image-build/build-template.sh image-build/templates/default.recipe)
+    export PADDOCK_HOST_KERNEL=$(image-build/host-kernel.sh)
+    export PADDOCK_STATIC_BIN={{test_static_dir}}
+    image-build/build-image.sh target/image-test --esp-config firmware/test-config.json
+    export PADDOCK_IMAGE_DIR=$PWD/target/image-test
+    export PADDOCK_E2B_PYTHON=$(scripts/e2b-sdk.sh)
+    PADDOCK_BENCH_RUNS={{runs}} cargo run -q --release -p paddock-tests --bin paddock-bench-e2b --locked
+
 # Workspace network paths (direct, proxied HTTP and HTTPS, the NIC's limiter, DNS), one appliance run in a fake internet.
 bench-net runs="3": deps static-test
     #!/usr/bin/env bash
