@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod error;
 pub mod exec;
+pub mod files;
 pub mod network;
 pub mod token;
 pub mod workspace;
@@ -22,6 +23,7 @@ pub use admin::{
 };
 pub use error::ErrorBody;
 pub use exec::{ExecEvent, ExecRequest};
+pub use files::{DirCreated, DirListing, FileEntry, FileKind};
 pub use network::{Health, Link, LinkList, LinkRequest, PortPublished, PublishRequest};
 pub use token::{MintRequest, MintedToken, Quotas, Scope, SecretFormat, TokenList, TokenView};
 pub use workspace::{

@@ -197,6 +197,21 @@ fn answer_types_name_the_documented_fields() {
         note: "n".into(),
     };
     assert_eq!(keys(&tls), properties("TlsRotated"));
+    let entry = FileEntry {
+        name: "a".into(),
+        kind: FileKind::File,
+        size: 1,
+        mode: "644".into(),
+        uid: 0,
+        gid: 0,
+        mtime: 0,
+    };
+    assert_eq!(keys(&entry), properties("FileEntry"));
+    let listing = DirListing {
+        path: "/".into(),
+        entries: vec![entry],
+    };
+    assert_eq!(keys(&listing), properties("DirListing"));
     let key_status = KeyStatus {
         state: KeyState::Ready,
         detail: "d".into(),

@@ -8,6 +8,7 @@ pub mod admission;
 pub mod bridge;
 pub mod channel;
 pub mod conn;
+pub mod dirs;
 pub mod e2b;
 pub mod envd;
 pub mod envd_fs;

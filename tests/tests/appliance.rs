@@ -200,6 +200,70 @@ fn workspace_api(app: &mut Appliance, admin: &str) -> String {
         None,
     );
     assert_eq!(code, 404);
+    // Directories: made with parents, listed as the agent user sees
+    // them, removed (a non-empty one only when recursive).
+    let (code, body) = call(
+        "POST",
+        &format!("/v1/workspaces/{id}/dir?path=/tmp/d/e&mode=750"),
+        admin,
+        None,
+    );
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    let (code, body) = call(
+        "GET",
+        &format!("/v1/workspaces/{id}/dir?path=/tmp"),
+        admin,
+        None,
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let listing = json(&body);
+    let names: Vec<(&str, &str)> = listing["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap_or(""),
+                e["kind"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert!(
+        names.contains(&("d", "dir")) && names.contains(&("hello.txt", "file")),
+        "{listing}"
+    );
+    let hello = listing["entries"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["name"] == "hello.txt"))
+        .expect("hello.txt");
+    assert_eq!(
+        (hello["size"].as_u64(), hello["mode"].as_str()),
+        (Some(13), Some("600"))
+    );
+    let (code, _) = call(
+        "DELETE",
+        &format!("/v1/workspaces/{id}/files?path=/tmp/d"),
+        admin,
+        None,
+    );
+    assert_eq!(
+        code, 422,
+        "a directory that is not empty needs recursive=true"
+    );
+    let (code, _) = call(
+        "DELETE",
+        &format!("/v1/workspaces/{id}/files?path=/tmp/d&recursive=true"),
+        admin,
+        None,
+    );
+    assert_eq!(code, 200);
+    let (code, _) = call(
+        "GET",
+        &format!("/v1/workspaces/{id}/dir?path=/tmp/d"),
+        admin,
+        None,
+    );
+    assert_eq!(code, 404);
 
     // Scoped tokens: no escalation, 403 without learning what exists.
     let (code, body) = call(

@@ -63,6 +63,8 @@ pub enum Route {
     EnvdHealth,
     /// An envd Connect call: its service and method.
     EnvdRpc(String, String),
+    /// A workspace's directory: list or make (api::dirs).
+    Dir(String),
     EnvdReadFile,
     EnvdWriteFile,
 }
@@ -90,7 +92,8 @@ pub fn allowed_methods(segs: &[&str]) -> Option<&'static [&'static str]> {
         ["v1", "workspaces", _, "ports", _] => &["DELETE"],
         ["v1", "workspaces", _, "forensics"] => &["DELETE"],
         ["v1", "workspaces", _, "forensics", _] => &["GET"],
-        ["v1", "workspaces", _, "files"] => &["GET", "PUT"],
+        ["v1", "workspaces", _, "files"] => &["GET", "PUT", "DELETE"],
+        ["v1", "workspaces", _, "dir"] => &["GET", "POST"],
         ["v1", "tokens", _] => &["DELETE"],
         ["v1", "tokens", _, "rotate"] | ["v1", "tls", "rotate"] | ["v1", "keys", "recover"] => {
             &["POST"]
@@ -142,6 +145,7 @@ pub fn resolve(method: &str, path: &str) -> Route {
         },
         ("POST", ["v1", "workspaces", id, "exec"]) => R::Exec(s(id)),
         (_, ["v1", "workspaces", id, "files"]) => R::Files(s(id)),
+        ("GET" | "POST", ["v1", "workspaces", id, "dir"]) => R::Dir(s(id)),
         ("GET", ["v1", "links"]) => R::ListLinks,
         ("POST", ["v1", "links"]) => R::CreateLink,
         ("DELETE", ["v1", "links", id]) => R::DeleteLink(s(id)),

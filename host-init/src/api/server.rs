@@ -334,6 +334,7 @@ pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
         Route::ForensicFile { id, name } => forensic_file(shared, req, io, &id, &name),
         Route::Exec(id) => exec(shared, req, io, &id),
         Route::Files(id) => files(shared, req, io, &id),
+        Route::Dir(id) => Some(super::dirs::dir(shared, req, io, &id)),
         Route::CreateToken => with_body(io, &|request| Call::CreateToken { request }),
         Route::ListTokens => simple(Call::ListTokens),
         Route::RevokeToken(id) => simple(Call::RevokeToken { id }),

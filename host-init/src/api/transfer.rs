@@ -15,24 +15,9 @@ pub fn files(
     io: &mut Exchange,
     id: &str,
 ) -> Option<(u16, Value)> {
-    let Some(path) = query(req, "path").map(str::to_string) else {
-        return Some(json_error(400, "the path query parameter is required"));
-    };
-    if !path.starts_with('/') || path.len() > 4096 || path.contains('\0') {
-        return Some(json_error(
-            422,
-            "path: an absolute path inside the workspace",
-        ));
-    }
-    let root = match query(req, "user") {
-        None | Some("agent") => false,
-        Some("root") => true,
-        Some(other) => {
-            return Some(json_error(
-                422,
-                format!("user: {other:?} is not \"agent\" or \"root\""),
-            ))
-        }
+    let (path, root) = match super::dirs::target(req) {
+        Ok(t) => t,
+        Err(e) => return Some(e),
     };
     match req.method.as_str() {
         "PUT" => {
@@ -75,7 +60,8 @@ pub fn files(
             )
         }
         "GET" => download(shared, &req.bearer, id, &path, root, &mut io.out),
-        _ => Some(json_error(405, "use GET or PUT")),
+        "DELETE" => Some(super::dirs::remove(shared, req, id)),
+        _ => Some(json_error(405, "use GET, PUT or DELETE")),
     }
 }
 
