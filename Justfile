@@ -123,6 +123,7 @@ test: deps check static-test (fuzz "all" "runs" "20000")
     image-build/build-image.sh target/image-test --esp-config firmware/test-config.json
     export PADDOCK_IMAGE_DIR=$PWD/target/image-test
     export PADDOCK_E2B_MATRIX=$(scripts/e2b-sdk.sh matrix)
+    export PADDOCK_MCP_PYTHON=$(scripts/mcp-client.sh)
     cargo test -p paddock-tests --test vmm_scenarios --test agent_scenarios --test proxy_path --locked -- --test-threads=8
     # One appliance at a time: each is a whole emulated server.
     cargo test -p paddock-tests --test appliance --locked -- --test-threads=1

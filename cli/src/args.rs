@@ -102,6 +102,8 @@ pub enum Command {
     },
     /// The audit log
     Events(EventsArgs),
+    /// Serve the workspace tools to an agent over MCP (stdio), as the saved session's token
+    Mcp,
     /// Print a shell completion script
     Completions {
         #[arg(value_enum)]

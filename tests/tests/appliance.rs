@@ -18,6 +18,8 @@ use std::time::Duration;
 mod e2b;
 #[path = "appliance/egress_share.rs"]
 mod egress_share;
+#[path = "appliance/mcp.rs"]
+mod mcp;
 #[path = "appliance/tenants.rs"]
 mod tenants;
 
@@ -1170,6 +1172,7 @@ fn appliance_boots_serves_keeps_data_and_shuts_down_in_order() {
     limits_hold(&app, &admin);
     cli_session(&app, &admin, &fingerprint);
     e2b::e2b_session(&app, &admin);
+    mcp::mcp_session(&app, &admin, &fingerprint, &scratch("mcp"));
     // From here on: the rotated credential and certificate (the second
     // boot checks that the rotated certificate is the one that persists).
     let (admin, fingerprint) = rotations(&mut app, &admin, &fingerprint);

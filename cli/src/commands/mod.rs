@@ -52,6 +52,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Tls(cmd) => admin::tls(&ctx()?, cmd),
         Command::Keys { command } => admin::keys(&ctx()?, command),
         Command::Events(args) => admin::events(&ctx()?, &args),
+        Command::Mcp => crate::mcp::serve(config::load()?),
     }
     .map(|()| ExitCode::SUCCESS)
 }

@@ -1,0 +1,147 @@
+//! `paddock mcp` driven by the `mcp` Python package (pinned, from PyPI:
+//! scripts/mcp-client.sh) as an agent framework would drive it: the
+//! handshake, the tool list, and each tool on a booted appliance (a
+//! workspace created, commands run to their end and in the background,
+//! files written, read, listed and removed, its events, refusals as tool
+//! errors), all through the CLI's saved, pinned session.
+
+use paddock_tests::appliance::Appliance;
+use std::path::Path;
+use std::process::Command;
+
+const SCRIPT: &str = r#"
+import asyncio, json, os, signal
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+# The client must never hang: the whole session has a deadline.
+signal.alarm(900)
+
+def say(*a):
+    print(*a, flush=True)
+
+def is_error(r):
+    e = getattr(r, "isError", None)
+    return getattr(r, "is_error", False) if e is None else e
+
+async def main():
+    params = StdioServerParameters(
+        command=os.environ["PADDOCK_BIN"], args=["mcp"],
+        env={"PADDOCK_CONFIG": os.environ["PADDOCK_CONFIG"]},
+    )
+    async with stdio_client(params) as (r, w):
+        async with ClientSession(r, w) as s:
+            await asyncio.wait_for(s.initialize(), 60)
+            tools = await asyncio.wait_for(s.list_tools(), 60)
+            say("tools", ",".join(sorted(t.name for t in tools.tools)))
+
+            async def call(name, **args):
+                res = await asyncio.wait_for(s.call_tool(name, args), 600)
+                text = res.content[0].text
+                if is_error(res):
+                    return True, text
+                return False, json.loads(text)
+
+            err, ws = await call("create_workspace", ttl_s=600, labels={"via": "mcp"})
+            assert not err, ws
+            wid = ws["id"]
+            say("created", wid.startswith("ws_"), ws["labels"]["via"])
+            err, r = await call("run_command", workspace_id=wid, command="echo hi; echo oops >&2; exit 4")
+            say("run", err, r["exit_code"], r["stdout"].strip(), r["stderr"].strip())
+            err, r = await call("run_command", workspace_id=wid, command="cat; id -un", stdin="piped|")
+            say("stdin", r["stdout"].replace("\n", ""))
+            err, r = await call("run_command", workspace_id=wid, command="id -un", user="root")
+            say("root", r["stdout"].strip())
+            err, r = await call("make_directory", workspace_id=wid, path="/tmp/m/n")
+            say("mkdir", err)
+            err, r = await call("write_file", workspace_id=wid, path="/tmp/m/a.txt", content="from mcp\n")
+            say("write", err, r.get("bytes") if not err else r)
+            err, r = await call("read_file", workspace_id=wid, path="/tmp/m/a.txt")
+            say("read", repr(r["content"]), r["encoding"])
+            err, r = await call("list_files", workspace_id=wid, path="/tmp/m")
+            say("list", sorted(f"{e['name']}:{e['kind']}" for e in r["entries"]))
+            err, r = await call("start_command", workspace_id=wid, command="for i in 1 2 3; do echo tick $i; sleep 1; done; exit 5")
+            cid = r["command_id"]
+            out, p = "", {}
+            for _ in range(120):
+                err, p = await call("get_command", command_id=cid, wait_s=5)
+                out += p["stdout"]
+                if not p["running"]:
+                    break
+            say("long", "|".join(out.split("\n")), p["exit_code"], p["running"])
+            err, r = await call("remove_file", workspace_id=wid, path="/tmp/m", recursive=True)
+            say("remove", err)
+            err, r = await call("list_files", workspace_id=wid, path="/tmp/m")
+            say("gone", err, "404" in r)
+            err, r = await call("workspace_events", workspace_id=wid, limit=200)
+            kinds = {e["event"] for e in r["events"]}
+            say("events", all(k in kinds for k in ["workspace_created", "exec_started", "file_written", "file_changed"]))
+            err, r = await call("run_command", workspace_id="ws_0000nosuch", command="true")
+            say("missing", err)
+            err, r = await call("run_command", workspace_id=wid)
+            say("bad args", err, "command is required" in r)
+            err, r = await call("run_command", workspace_id=wid, command="true", shell="bash")
+            say("typo", err, "shell" in r)
+            err, r = await call("delete_workspace", workspace_id=wid)
+            say("deleted", err)
+
+asyncio.run(main())
+"#;
+
+/// Runs SCRIPT against `app` through `paddock mcp`, logged in as `admin`.
+pub fn mcp_session(app: &Appliance, admin: &str, fingerprint: &str, scratch: &Path) {
+    let python = std::env::var("PADDOCK_MCP_PYTHON").unwrap_or_else(|_| {
+        panic!("PADDOCK_MCP_PYTHON is not set: the Justfile's test recipe sets it")
+    });
+    let bin = Path::new(&std::env::var("PADDOCK_STATIC_BIN").expect("PADDOCK_STATIC_BIN"))
+        .join("paddock");
+    let config = scratch.join("mcp-config.json");
+    let url = format!("https://127.0.0.1:{}", app.port);
+    let login = Command::new(&bin)
+        .args(["login", &url, admin, "--fingerprint", fingerprint])
+        .env("PADDOCK_CONFIG", &config)
+        .output()
+        .expect("paddock login");
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    let script = scratch.join("mcp_client.py");
+    std::fs::write(&script, SCRIPT).expect("script");
+    let out = Command::new(python)
+        .arg(&script)
+        .env("PADDOCK_BIN", &bin)
+        .env("PADDOCK_CONFIG", &config)
+        .output()
+        .expect("python");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}\n{err}");
+    let line = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in:\n{text}\n{err}"))
+            .to_string()
+    };
+    assert_eq!(
+        line("tools "),
+        "tools create_workspace,delete_workspace,get_command,list_files,list_workspaces,make_directory,read_file,remove_file,run_command,start_command,workspace_events,write_file"
+    );
+    assert_eq!(line("created "), "created True mcp");
+    assert_eq!(line("run "), "run False 4 hi oops");
+    assert_eq!(line("stdin "), "stdin piped|agent");
+    assert_eq!(line("root "), "root root");
+    assert_eq!(line("mkdir "), "mkdir False");
+    assert_eq!(line("write "), "write False 9");
+    assert_eq!(line("read "), "read 'from mcp\\n' utf-8");
+    assert_eq!(line("list "), "list ['a.txt:file', 'n:dir']");
+    assert_eq!(line("long "), "long tick 1|tick 2|tick 3| 5 False");
+    assert_eq!(line("remove "), "remove False");
+    assert_eq!(line("gone "), "gone True True");
+    assert_eq!(line("events "), "events True");
+    assert_eq!(line("missing "), "missing True");
+    assert_eq!(line("bad args "), "bad args True True");
+    assert_eq!(line("typo "), "typo True True");
+    assert_eq!(line("deleted "), "deleted False");
+}
