@@ -15,6 +15,7 @@ packages=(
     ovmf swtpm swtpm-tools # UEFI firmware and a TPM 2.0 for booting the appliance in QEMU
     curl openssl      # the appliance tests talk HTTPS to its API
     iproute2          # the network tests: namespaces, taps, neighbours (ip)
+    tmux              # the terminal test: paddock shell in a real terminal
 )
 # schemathesis (checks docs/openapi.yaml) runs in a venv: Debian's python3
 # needs python3-venv for that; a python3 of its own (pyenv) has venv built in.

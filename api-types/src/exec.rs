@@ -27,6 +27,11 @@ pub struct ExecRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum ExecEvent {
+    /// A process stream's first line (`.../processes`): which process it
+    /// is. An exec's stream has none.
+    Started {
+        pid: u32,
+    },
     Stdout {
         stdout: String,
     },

@@ -15,6 +15,7 @@ pub mod error;
 pub mod exec;
 pub mod files;
 pub mod network;
+pub mod process;
 pub mod token;
 pub mod workspace;
 
@@ -25,6 +26,7 @@ pub use error::ErrorBody;
 pub use exec::{ExecEvent, ExecRequest};
 pub use files::{DirCreated, DirListing, FileEntry, FileKind};
 pub use network::{Health, Link, LinkList, LinkRequest, PortPublished, PublishRequest};
+pub use process::{ProcessInfo, ProcessList, ProcessRequest, PtySize, SignalRequest};
 pub use token::{MintRequest, MintedToken, Quotas, Scope, SecretFormat, TokenList, TokenView};
 pub use workspace::{
     Deleted, Egress, Published, TtlRequest, Workspace, WorkspaceLimits, WorkspaceList,

@@ -116,6 +116,18 @@ fn request_types_name_the_documented_fields() {
         secret_format: Some(paddock_api_types::SecretFormat::E2b),
     };
     assert_eq!(keys(&mint), properties("TokenRequest"));
+    let process = ProcessRequest {
+        argv: vec!["sh".into()],
+        env: BTreeMap::from([("A".into(), "b".into())]),
+        cwd: Some("/".into()),
+        user: Some("root".into()),
+        tag: Some("t".into()),
+        pty: Some(PtySize { cols: 80, rows: 24 }),
+        stdin: true,
+        timeout_s: Some(1),
+    };
+    assert_eq!(keys(&process), properties("ProcessRequest"));
+    assert_eq!(keys(&PtySize { cols: 1, rows: 1 }), properties("PtySize"));
     assert_eq!(keys(&Quotas::default()), properties("Quotas"));
     assert_eq!(keys(&TtlRequest { ttl_s: 60 }), properties("TtlRequest"));
 }

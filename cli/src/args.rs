@@ -53,6 +53,9 @@ pub enum Command {
     },
     /// Run a command in a workspace: streams its output, exits with its code
     Exec(ExecArgs),
+    /// An interactive terminal in a workspace, like ssh: raw mode, resized
+    /// with the window, exits with the shell's code; Ctrl-] detaches
+    Shell(ShellArgs),
     /// Copy a file into or out of a workspace
     #[command(after_help = "Exactly one of SRC and DST is ID:/path inside the workspace.")]
     Cp { src: String, dst: String },
@@ -163,6 +166,20 @@ pub struct ExecArgs {
     pub id: String,
     /// The command and its arguments, after `--`
     #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// Run as root instead of the workspace's user
+    #[arg(long)]
+    pub root: bool,
+    /// Reattach to a terminal left with Ctrl-] (its pid)
+    #[arg(long, value_name = "PID", conflicts_with_all = ["root", "command"])]
+    pub attach: Option<u32>,
+    pub id: String,
+    /// What to run instead of a login shell, after `--`
+    #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 

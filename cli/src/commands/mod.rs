@@ -3,6 +3,7 @@
 //! or a table read from the answer's shared type where one exists.
 
 mod admin;
+mod shell;
 mod workspace;
 
 use crate::args::{Cli, Command};
@@ -34,6 +35,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(())
         }
         Command::Exec(args) => return workspace::exec(&ctx()?, args),
+        Command::Shell(args) => return shell::shell(ctx()?, args),
         Command::Create(args) => workspace::create(&ctx()?, args),
         Command::Ls { labels } => workspace::ls(&ctx()?, &labels),
         Command::Cp { src, dst } => workspace::cp(&ctx()?, &src, &dst),

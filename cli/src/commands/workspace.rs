@@ -107,6 +107,7 @@ pub fn exec(ctx: &Ctx, args: ExecArgs) -> Result<ExitCode, CliError> {
                     let _ = std::io::stderr().write_all(&b64.decode(stderr).unwrap_or_default());
                 }
                 ExecEvent::Error { error, .. } => eprintln!("paddock: exec: {error}"),
+                ExecEvent::Started { .. } => {}
                 ExecEvent::Exit {
                     exit_code, signal, ..
                 } => {

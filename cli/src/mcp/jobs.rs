@@ -57,6 +57,7 @@ impl Outcome {
                 self.timed_out = timed_out;
             }
             ExecEvent::Error { error, .. } => self.error = Some(error),
+            ExecEvent::Started { .. } => {}
         }
     }
 }

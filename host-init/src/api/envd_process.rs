@@ -10,6 +10,7 @@ use super::conn::Exchange;
 use super::envd::{self, frame, refuse, rpc_error, unary_body, CONTENT_TYPE, END_STREAM};
 use super::http;
 use super::server::Shared;
+use super::watch_stream::WatchFormat;
 use paddock_agent_client::{AgentClient, Event, Watch};
 use paddock_proto::{ProcRef, PtySize, SpawnRequest, User};
 use serde::Deserialize;
@@ -438,70 +439,50 @@ fn connect(
     None
 }
 
-/// Streams a watched process's events until it ends (its exit status) or
-/// the client leaves (None; the process goes on).
-fn stream_events(
-    io: &mut Exchange,
-    mut watch: Watch,
+/// envd's process events: start, data (stdout, stderr, or pty for a
+/// terminal), end, in Connect messages.
+struct ConnectEvents {
     pty: bool,
-) -> Option<paddock_proto::ExitStatus> {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    if http::start_stream(&mut io.out, CONTENT_TYPE).is_err()
-        || io
-            .out
-            .send(&frame(0, &json!({"event": {"start": {"pid": watch.pid}}})))
-            .is_err()
-    {
-        return None;
+}
+
+impl WatchFormat for ConnectEvents {
+    fn content_type(&self) -> &'static str {
+        CONTENT_TYPE
     }
-    // The client hanging up ends the watch even while the process is
-    // silent; `done` stops the watcher once the stream is over.
-    let (done, finished) = tokio::sync::oneshot::channel::<()>();
-    if let (Some(gone), Ok(agent)) = (io.out.gone(), watch.stream().try_clone()) {
-        io.out.runtime().spawn(async move {
-            tokio::select! {
-                _ = gone => {
-                    let _ = agent.shutdown(std::net::Shutdown::Both);
-                }
-                _ = finished => {}
-            }
-        });
+
+    fn started(&mut self, pid: u32) -> Vec<u8> {
+        frame(0, &json!({"event": {"start": {"pid": pid}}}))
     }
-    let result = loop {
-        let piece = match watch.next_event() {
-            Ok(Event::Stdout(d)) if pty => json!({"pty": b64.encode(d)}),
-            Ok(Event::Stdout(d)) => json!({"stdout": b64.encode(d)}),
-            Ok(Event::Stderr(d)) => json!({"stderr": b64.encode(d)}),
-            Ok(Event::Exited(st)) => break Ok(st),
-            Err(e) => break Err(e),
+
+    fn output(&mut self, event: Event) -> Vec<u8> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let piece = match event {
+            Event::Stdout(d) if self.pty => json!({"pty": b64.encode(d)}),
+            Event::Stdout(d) => json!({"stdout": b64.encode(d)}),
+            Event::Stderr(d) => json!({"stderr": b64.encode(d)}),
+            Event::Exited(_) => return Vec::new(),
         };
-        if io
-            .out
-            .send(&frame(0, &json!({"event": {"data": piece}})))
-            .is_err()
-        {
-            let _ = watch.stream().shutdown(std::net::Shutdown::Both);
-            drop(done);
-            return None;
-        }
-    };
-    drop(done);
-    let last = match &result {
-        Ok(st) => {
-            let mut out = frame(0, &json!({"event": {"end": envd::end_event(st)}}));
-            out.extend(frame(END_STREAM, &json!({})));
-            out
-        }
-        Err(e) => frame(
-            END_STREAM,
-            &json!({"error": {"code": "unavailable", "message": format!("watching the process: {e}")}}),
-        ),
-    };
-    if io.out.send(&last).is_ok() {
-        io.out.finish();
+        frame(0, &json!({"event": {"data": piece}}))
     }
-    result.ok()
+
+    fn end(&mut self, result: &Result<paddock_proto::ExitStatus, String>) -> Vec<u8> {
+        match result {
+            Ok(st) => {
+                let mut out = frame(0, &json!({"event": {"end": envd::end_event(st)}}));
+                out.extend(frame(END_STREAM, &json!({})));
+                out
+            }
+            Err(e) => frame(
+                END_STREAM,
+                &json!({"error": {"code": "unavailable", "message": e}}),
+            ),
+        }
+    }
+}
+
+fn stream_events(io: &mut Exchange, watch: Watch, pty: bool) -> Option<paddock_proto::ExitStatus> {
+    super::watch_stream::stream(io, watch, &mut ConnectEvents { pty })
 }
 
 /// `StreamInput` (client stream): a start naming the process, then data

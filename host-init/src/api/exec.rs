@@ -149,6 +149,32 @@ pub fn exec(
 /// Runs `body` in workspace `id` as `bearer`, streaming its output in
 /// `format`. A refusal before the stream starts is returned (the caller
 /// answers it); after, it ends the stream.
+/// A command's argv, env size and user, checked as every API checks them;
+/// the user it runs as.
+pub fn check_command(
+    argv: &[String],
+    env: usize,
+    user: Option<&str>,
+) -> Result<paddock_proto::User, (u16, Value)> {
+    if argv.is_empty() || argv.len() > 4096 || argv.iter().any(|a| a.contains('\0')) {
+        return Err(json_error(
+            422,
+            "argv: 1 to 4096 arguments without NUL bytes",
+        ));
+    }
+    if env > MAX_ENV {
+        return Err(json_error(422, format!("env: at most {MAX_ENV} variables")));
+    }
+    match user {
+        None | Some("agent") => Ok(paddock_proto::User::Agent),
+        Some("root") => Ok(paddock_proto::User::Root),
+        Some(other) => Err(json_error(
+            422,
+            format!("user: {other:?} is not \"agent\" or \"root\""),
+        )),
+    }
+}
+
 pub fn run(
     shared: &Shared,
     bearer: &str,
@@ -158,25 +184,9 @@ pub fn run(
     io: &mut Exchange,
     format: &mut dyn ExecFormat,
 ) -> Option<(u16, Value)> {
-    if body.argv.is_empty() || body.argv.len() > 4096 || body.argv.iter().any(|a| a.contains('\0'))
-    {
-        return Some(json_error(
-            422,
-            "argv: 1 to 4096 arguments without NUL bytes",
-        ));
-    }
-    if body.env.len() > MAX_ENV {
-        return Some(json_error(422, format!("env: at most {MAX_ENV} variables")));
-    }
-    let user = match body.user.as_deref() {
-        None | Some("agent") => paddock_proto::User::Agent,
-        Some("root") => paddock_proto::User::Root,
-        Some(other) => {
-            return Some(json_error(
-                422,
-                format!("user: {other:?} is not \"agent\" or \"root\""),
-            ))
-        }
+    let user = match check_command(&body.argv, body.env.len(), body.user.as_deref()) {
+        Ok(u) => u,
+        Err(refusal) => return Some(refusal),
     };
     let argv0 = body.argv[0].clone();
     let purpose = Purpose::Exec {

@@ -65,8 +65,40 @@ pub enum Route {
     EnvdRpc(String, String),
     /// A workspace's directory: list or make (api::dirs).
     Dir(String),
+    /// A workspace's spawned processes (api::processes).
+    Processes(String, ProcessOp),
     EnvdReadFile,
     EnvdWriteFile,
+}
+
+/// What a call names after `/processes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcessOp {
+    Start,
+    List,
+    Output(u32),
+    Input(u32),
+    CloseInput(u32),
+    Signal(u32),
+    Resize(u32),
+}
+
+impl ProcessOp {
+    /// The operation of `method` on `rest` (the segments after
+    /// `/processes`), if it is one.
+    pub fn parse(method: &str, rest: &[&str]) -> Option<ProcessOp> {
+        let pid = |p: &str| p.parse::<u32>().ok().filter(|p| *p > 0);
+        Some(match (method, rest) {
+            ("POST", []) => ProcessOp::Start,
+            ("GET", []) => ProcessOp::List,
+            ("GET", [p, "output"]) => ProcessOp::Output(pid(p)?),
+            ("POST", [p, "input"]) => ProcessOp::Input(pid(p)?),
+            ("POST", [p, "close-input"]) => ProcessOp::CloseInput(pid(p)?),
+            ("POST", [p, "signal"]) => ProcessOp::Signal(pid(p)?),
+            ("POST", [p, "resize"]) => ProcessOp::Resize(pid(p)?),
+            _ => return None,
+        })
+    }
 }
 
 /// A workspace, token or console id as the server makes them.
@@ -94,6 +126,11 @@ pub fn allowed_methods(segs: &[&str]) -> Option<&'static [&'static str]> {
         ["v1", "workspaces", _, "forensics", _] => &["GET"],
         ["v1", "workspaces", _, "files"] => &["GET", "PUT", "DELETE"],
         ["v1", "workspaces", _, "dir"] => &["GET", "POST"],
+        ["v1", "workspaces", _, "processes"] => &["GET", "POST"],
+        ["v1", "workspaces", _, "processes", _, "output"] => &["GET"],
+        ["v1", "workspaces", _, "processes", _, "input" | "close-input" | "signal" | "resize"] => {
+            &["POST"]
+        }
         ["v1", "tokens", _] => &["DELETE"],
         ["v1", "tokens", _, "rotate"] | ["v1", "tls", "rotate"] | ["v1", "keys", "recover"] => {
             &["POST"]
@@ -146,6 +183,10 @@ pub fn resolve(method: &str, path: &str) -> Route {
         ("POST", ["v1", "workspaces", id, "exec"]) => R::Exec(s(id)),
         (_, ["v1", "workspaces", id, "files"]) => R::Files(s(id)),
         ("GET" | "POST", ["v1", "workspaces", id, "dir"]) => R::Dir(s(id)),
+        (m, ["v1", "workspaces", id, "processes", rest @ ..]) => match ProcessOp::parse(m, rest) {
+            Some(op) => R::Processes(s(id), op),
+            None => R::NotFound,
+        },
         ("GET", ["v1", "links"]) => R::ListLinks,
         ("POST", ["v1", "links"]) => R::CreateLink,
         ("DELETE", ["v1", "links", id]) => R::DeleteLink(s(id)),
@@ -234,6 +275,28 @@ mod tests {
             ),
             ("POST", "/v1/workspaces/ws_1/exec", R::Exec(id())),
             ("GET", "/v1/workspaces/ws_1/files", R::Files(id())),
+            ("GET", "/v1/workspaces/ws_1/dir", R::Dir(id())),
+            (
+                "POST",
+                "/v1/workspaces/ws_1/processes",
+                R::Processes(id(), ProcessOp::Start),
+            ),
+            (
+                "GET",
+                "/v1/workspaces/ws_1/processes/12/output",
+                R::Processes(id(), ProcessOp::Output(12)),
+            ),
+            (
+                "POST",
+                "/v1/workspaces/ws_1/processes/12/resize",
+                R::Processes(id(), ProcessOp::Resize(12)),
+            ),
+            ("POST", "/v1/workspaces/ws_1/processes/0/input", R::NotFound),
+            (
+                "POST",
+                "/v1/workspaces/ws_1/processes/x/signal",
+                R::NotFound,
+            ),
             ("PATCH", "/v1/workspaces/ws_1/files", R::Files(id())),
             ("GET", "/v1/links", R::ListLinks),
             ("POST", "/v1/links", R::CreateLink),

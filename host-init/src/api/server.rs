@@ -335,6 +335,7 @@ pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
         Route::Exec(id) => exec(shared, req, io, &id),
         Route::Files(id) => files(shared, req, io, &id),
         Route::Dir(id) => Some(super::dirs::dir(shared, req, io, &id)),
+        Route::Processes(id, op) => super::processes::handle(shared, req, io, &id, op),
         Route::CreateToken => with_body(io, &|request| Call::CreateToken { request }),
         Route::ListTokens => simple(Call::ListTokens),
         Route::RevokeToken(id) => simple(Call::RevokeToken { id }),

@@ -1,0 +1,257 @@
+//! Processes and terminals on the native API (docs/api.md, "Processes and
+//! terminals"): `POST .../processes` starts one that outlives the call and
+//! streams its events as NDJSON (`{"pid"}` first, then the exec's events);
+//! `GET .../processes` lists them; `GET .../processes/{pid}/output`
+//! watches one again from now on; `POST .../processes/{pid}/input` (the
+//! body's bytes), `close-input`, `signal` and `resize` act on it. All need
+//! the exec scope; input, closing, signals and watching are audited.
+
+use super::channel::{Call, ProcessAction, Purpose};
+use super::conn::Exchange;
+use super::dirs::agent_refusal;
+use super::http;
+use super::routes::ProcessOp as Op;
+use super::server::{call, json_error, open_agent, read_json, Shared};
+use super::watch_stream::WatchFormat;
+use paddock_agent_client::{AgentClient, Event};
+use paddock_api_types::{
+    ExecEvent, ProcessInfo, ProcessList, ProcessRequest, PtySize, SignalRequest,
+};
+use paddock_proto::ProcRef;
+use serde_json::Value;
+
+/// Largest input in one call: keystrokes and pastes, not uploads.
+const MAX_INPUT: u64 = 64 << 10;
+
+/// The native stream: `{"pid"}`, output events, then the exit.
+struct Ndjson;
+
+fn line(event: &ExecEvent) -> Vec<u8> {
+    // Only strings and numbers: it always serializes.
+    let mut l = serde_json::to_vec(event).unwrap_or_default();
+    l.push(b'\n');
+    l
+}
+
+impl WatchFormat for Ndjson {
+    fn content_type(&self) -> &'static str {
+        "application/x-ndjson"
+    }
+
+    fn started(&mut self, pid: u32) -> Vec<u8> {
+        line(&ExecEvent::Started { pid })
+    }
+
+    fn output(&mut self, event: Event) -> Vec<u8> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        match event {
+            Event::Stdout(d) => line(&ExecEvent::Stdout {
+                stdout: b64.encode(d),
+            }),
+            Event::Stderr(d) => line(&ExecEvent::Stderr {
+                stderr: b64.encode(d),
+            }),
+            Event::Exited(_) => Vec::new(),
+        }
+    }
+
+    fn end(&mut self, result: &Result<paddock_proto::ExitStatus, String>) -> Vec<u8> {
+        line(&match result {
+            Ok(st) => ExecEvent::Exit {
+                exit_code: st.code,
+                signal: st.signal,
+                timed_out: st.timed_out,
+                duration_ms: 0,
+            },
+            Err(e) => ExecEvent::Error {
+                error: e.clone(),
+                duration_ms: 0,
+            },
+        })
+    }
+}
+
+fn agent(
+    shared: &Shared,
+    bearer: &str,
+    id: &str,
+    action: ProcessAction,
+    pid: Option<u32>,
+) -> Result<AgentClient, (u16, Value)> {
+    let purpose = Purpose::Process {
+        action,
+        pid,
+        tag: None,
+    };
+    let (_, stream) = open_agent(shared, bearer, id, purpose)?;
+    Ok(AgentClient::from_connected(stream))
+}
+
+pub fn handle(
+    shared: &Shared,
+    req: &http::Request,
+    io: &mut Exchange,
+    id: &str,
+    op: Op,
+) -> Option<(u16, Value)> {
+    let bearer = &req.bearer;
+    let done = |r: Result<(), (u16, Value)>| {
+        Some(
+            r.map(|()| (200, serde_json::json!({})))
+                .unwrap_or_else(|e| e),
+        )
+    };
+    match op {
+        Op::Start => start(shared, req, io, id),
+        Op::List => Some(list(shared, bearer, id).unwrap_or_else(|e| e)),
+        Op::Output(pid) => {
+            match agent(shared, bearer, id, ProcessAction::Attach, Some(pid))
+                .and_then(|c| c.attach(ProcRef::Pid(pid)).map_err(agent_refusal))
+            {
+                Ok(watch) => {
+                    super::watch_stream::stream(io, watch, &mut Ndjson);
+                    None
+                }
+                Err(e) => Some(e),
+            }
+        }
+        Op::Input(pid) => {
+            if req.content_length.unwrap_or(0) > MAX_INPUT {
+                return Some(json_error(
+                    413,
+                    format!("input: at most {MAX_INPUT} bytes a call"),
+                ));
+            }
+            let data = match http::read_body(req, &mut io.body, MAX_INPUT) {
+                Ok(d) => d,
+                Err(e) => return Some(super::server::body_refusal(e, "input")),
+            };
+            let action = ProcessAction::Input {
+                bytes: data.len() as u64,
+            };
+            done(
+                agent(shared, bearer, id, action, Some(pid))
+                    .and_then(|c| c.input(ProcRef::Pid(pid), data).map_err(agent_refusal)),
+            )
+        }
+        Op::CloseInput(pid) => done(
+            agent(shared, bearer, id, ProcessAction::CloseInput, Some(pid))
+                .and_then(|c| c.close_input(ProcRef::Pid(pid)).map_err(agent_refusal)),
+        ),
+        Op::Signal(pid) => {
+            let r: SignalRequest = match read_json(req, io) {
+                Ok(r) => r,
+                Err(e) => return Some(e),
+            };
+            if !(1..=64).contains(&r.signal) {
+                return Some(json_error(422, "signal: 1 to 64"));
+            }
+            let action = ProcessAction::Signal { signal: r.signal };
+            done(
+                agent(shared, bearer, id, action, Some(pid))
+                    .and_then(|c| c.signal(ProcRef::Pid(pid), r.signal).map_err(agent_refusal)),
+            )
+        }
+        Op::Resize(pid) => {
+            let size: PtySize = match read_json(req, io) {
+                Ok(r) => r,
+                Err(e) => return Some(e),
+            };
+            let size = paddock_proto::PtySize {
+                cols: size.cols,
+                rows: size.rows,
+            };
+            done(
+                agent(shared, bearer, id, ProcessAction::Resize, Some(pid))
+                    .and_then(|c| c.resize(ProcRef::Pid(pid), size).map_err(agent_refusal)),
+            )
+        }
+    }
+}
+
+fn list(shared: &Shared, bearer: &str, id: &str) -> Result<(u16, Value), (u16, Value)> {
+    let procs = agent(shared, bearer, id, ProcessAction::List, None)?
+        .list_procs()
+        .map_err(agent_refusal)?;
+    let list = ProcessList {
+        processes: procs
+            .into_iter()
+            .map(|p| ProcessInfo {
+                pid: p.pid,
+                tag: p.tag,
+                argv: p.argv,
+                cwd: p.cwd,
+                pty: p.pty,
+            })
+            .collect(),
+    };
+    Ok((200, serde_json::to_value(list).unwrap_or_default()))
+}
+
+fn start(
+    shared: &Shared,
+    req: &http::Request,
+    io: &mut Exchange,
+    id: &str,
+) -> Option<(u16, Value)> {
+    let body: ProcessRequest = match read_json(req, io) {
+        Ok(b) => b,
+        Err(e) => return Some(e),
+    };
+    let user = match super::exec::check_command(&body.argv, body.env.len(), body.user.as_deref()) {
+        Ok(u) => u,
+        Err(e) => return Some(e),
+    };
+    if let Some(p) = body.pty {
+        if !(1..=4096).contains(&p.cols) || !(1..=4096).contains(&p.rows) {
+            return Some(json_error(422, "pty: cols and rows 1 to 4096"));
+        }
+    }
+    let argv0 = body.argv[0].clone();
+    let purpose = Purpose::Exec {
+        argv0: argv0.clone(),
+    };
+    let (reply, stream) = match open_agent(shared, &req.bearer, id, purpose) {
+        Ok(r) => r,
+        Err(e) => return Some(e),
+    };
+    // The workspace's env first, the call's over it (as the exec).
+    let mut env: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(reply.get("env").cloned().unwrap_or_default()).unwrap_or_default();
+    env.extend(body.env);
+    let spawn = paddock_proto::SpawnRequest {
+        exec: paddock_proto::ExecRequest {
+            argv: body.argv,
+            env: env.into_iter().collect(),
+            cwd: body.cwd,
+            user,
+            stdin: body.stdin || body.pty.is_some(),
+            timeout_ms: body.timeout_s.map(|s| s.saturating_mul(1000)),
+        },
+        tag: body.tag,
+        pty: body.pty.map(|p| paddock_proto::PtySize {
+            cols: p.cols,
+            rows: p.rows,
+        }),
+    };
+    let watch = match AgentClient::from_connected(stream).spawn(spawn) {
+        Ok(w) => w,
+        Err(e) => return Some(agent_refusal(e)),
+    };
+    let started = std::time::Instant::now();
+    if let Some(st) = super::watch_stream::stream(io, watch, &mut Ndjson) {
+        let _ = call(
+            shared,
+            &req.bearer,
+            Call::ExecEnded {
+                id: id.to_string(),
+                argv0,
+                exit_code: st.code,
+                signal: st.signal,
+                duration_ms: started.elapsed().as_millis() as u64,
+            },
+        );
+    }
+    None
+}
