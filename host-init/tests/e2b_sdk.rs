@@ -257,6 +257,8 @@ sbx.set_timeout(600)
 say("timeout set")
 again = Sandbox.connect(sbx.sandbox_id, timeout=900)
 say("connected", again.sandbox_id)
+# Without a timeout the SDK sends an empty body: the sandbox as it is.
+say("reconnected", Sandbox.connect(sbx.sandbox_id).sandbox_id)
 say("running", again.is_running())
 r = sbx.commands.run("echo hello from $K $MINE; echo oops >&2", envs={"MINE": "mine"})
 say("ran", repr(r.stdout), repr(r.stderr), r.exit_code)
@@ -373,6 +375,7 @@ fn sdk_session(python: &str) {
         "all 2",
         "timeout set",
         "connected ws_e2b1",
+        "reconnected ws_e2b1",
         "running True",
         "ran 'hello from v mine\\n' 'oops\\n' 0",
         "exit code 3",

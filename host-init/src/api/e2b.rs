@@ -299,7 +299,16 @@ pub fn kill(shared: &Shared, req: &http::Request, id: &str) -> (u16, Value) {
 #[serde(deny_unknown_fields)]
 struct Timeout {
     timeout: u64,
-    /// connect's: resume from memory (nothing is paused here).
+}
+
+/// connect's body: both optional (the SDK sends `{}` when its caller gives
+/// no timeout).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ConnectBody {
+    #[serde(default)]
+    timeout: Option<u64>,
+    /// Resume from memory: nothing is paused here.
     #[serde(default)]
     memory: Option<bool>,
 }
@@ -328,9 +337,13 @@ pub fn set_timeout(
 /// `POST /sandboxes/{id}/connect` (and v2): a running sandbox's answer, its
 /// end moved to `timeout` from now if that is later.
 pub fn connect(shared: &Shared, req: &http::Request, io: &mut Exchange, id: &str) -> (u16, Value) {
-    let t: Timeout = match read_json(req, io) {
-        Ok(t) => t,
-        Err(refusal) => return reshaped(refusal),
+    let t: ConnectBody = if req.content_length == Some(0) {
+        ConnectBody::default()
+    } else {
+        match read_json(req, io) {
+            Ok(t) => t,
+            Err(refusal) => return reshaped(refusal),
+        }
     };
     let _ = t.memory;
     let ws = match workspace(shared, &req.bearer, id) {
@@ -338,10 +351,11 @@ pub fn connect(shared: &Shared, req: &http::Request, io: &mut Exchange, id: &str
         Err(e) => return e,
     };
     let now = crate::control::audit::now_s();
-    if ws.expires_at < now.saturating_add(t.timeout) {
+    let timeout = t.timeout.unwrap_or(0);
+    if timeout > 0 && ws.expires_at < now.saturating_add(timeout) {
         let c = Call::SetTtl {
             id: id.to_string(),
-            ttl_s: t.timeout,
+            ttl_s: timeout,
         };
         if let Err(e) = ask(shared, &req.bearer, c) {
             return e;
