@@ -86,18 +86,40 @@ pub fn parse_url(url: &str) -> Result<(String, u16), ClientError> {
 }
 
 impl Api {
+    /// A request whose answer may pause 10 minutes at most.
     pub fn request(
         &self,
         method: &str,
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<Response, ClientError> {
+        self.request_with(method, path, body, Some(Duration::from_secs(600)))
+    }
+
+    /// A request whose answer is a stream that may be silent for as long
+    /// as its process is (an exec, a terminal).
+    pub fn stream(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Response, ClientError> {
+        self.request_with(method, path, body, None)
+    }
+
+    fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        read_timeout: Option<Duration>,
+    ) -> Result<Response, ClientError> {
         let addr = format!("{}:{}", self.host, self.port);
         let tcp = TcpStream::connect(&addr).map_err(|source| ClientError::Connect {
             addr: addr.clone(),
             source,
         })?;
-        tcp.set_read_timeout(Some(Duration::from_secs(600)))?;
+        tcp.set_read_timeout(read_timeout)?;
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -203,6 +225,29 @@ fn framing(status: u16, headers: &[httparse::Header<'_>]) -> Result<Framing, Cli
 impl Response {
     pub fn chunked(&self) -> bool {
         self.framing == Framing::Chunked
+    }
+
+    /// The body when it is at most `max` bytes; an error, read no further,
+    /// when its length says more (or more arrives).
+    pub fn body_up_to(&mut self, max: u64) -> Result<Vec<u8>, ClientError> {
+        if let Framing::Length(n) = self.framing {
+            if n > max {
+                return Err(ClientError::Protocol(format!(
+                    "the answer is {n} bytes, more than the {max} asked for"
+                )));
+            }
+            return self.body();
+        }
+        let mut out = Vec::new();
+        while let Some(c) = self.next_chunk()? {
+            out.extend(c);
+            if out.len() as u64 > max {
+                return Err(ClientError::Protocol(format!(
+                    "the answer is more than the {max} bytes asked for"
+                )));
+            }
+        }
+        Ok(out)
     }
 
     /// The whole body, or an error if it did not all arrive.

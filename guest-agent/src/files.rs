@@ -196,12 +196,18 @@ pub fn make_dir(conn: &Conn, path: &str, mode: u32, parents: bool) -> Result<(),
     if !check_path(conn, path)? {
         return Ok(());
     }
+    // A directory that is there already keeps its mode (/tmp's 1777 must
+    // not become 755 because someone asked for it again).
+    let existed = Path::new(path).is_dir();
     let r = if parents {
         std::fs::create_dir_all(path)
     } else {
         std::fs::create_dir(path)
     };
     match r.and_then(|()| {
+        if existed {
+            return Ok(());
+        }
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777))
     }) {
         Ok(()) => conn.send(&AgentMsg::Done),

@@ -13,8 +13,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 /// Most directories one recursive watch covers (each costs the guest
 /// kernel an inotify watch).
 const MAX_WATCHES: usize = 8192;
-/// Most events in one report (a frame's worth of names).
+/// Most events in one report.
 const MAX_BATCH: usize = 2048;
+/// Most bytes of names in one report (well inside a frame).
+const MAX_BATCH_BYTES: usize = 256 << 10;
 
 const MASK: u32 = libc::IN_CREATE
     | libc::IN_MODIFY
@@ -208,8 +210,19 @@ pub fn watch(conn: &Conn, path: &str, recursive: bool) -> Result<(), ConnError> 
                 break;
             }
         }
-        for batch in events.chunks(MAX_BATCH) {
-            conn.send(&AgentMsg::FsEvents(batch.to_vec()))?;
+        // Batches by count and by bytes of names, so each fits a frame.
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for e in events {
+            bytes += e.name.len() + 8;
+            batch.push(e);
+            if batch.len() >= MAX_BATCH || bytes >= MAX_BATCH_BYTES {
+                conn.send(&AgentMsg::FsEvents(std::mem::take(&mut batch)))?;
+                bytes = 0;
+            }
+        }
+        if !batch.is_empty() {
+            conn.send(&AgentMsg::FsEvents(batch))?;
         }
     }
 }

@@ -204,6 +204,26 @@ fn workspace_api(app: &mut Appliance, admin: &str) -> String {
         None,
     );
     assert_eq!(code, 404);
+    // Asking for a directory that is there already leaves its mode.
+    let (code, _) = call(
+        "POST",
+        &format!("/v1/workspaces/{id}/dir?path=/tmp&mode=755&user=root"),
+        admin,
+        None,
+    );
+    assert_eq!(code, 201);
+    let (_, body) = call(
+        "GET",
+        &format!("/v1/workspaces/{id}/dir?path=/"),
+        admin,
+        None,
+    );
+    let root = json(&body);
+    let tmp = root["entries"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["name"] == "tmp"))
+        .expect("/tmp");
+    assert_eq!(tmp["mode"], "1777", "{tmp}");
     // Directories: made with parents, listed as the agent user sees
     // them, removed (a non-empty one only when recursive).
     let (code, body) = call(

@@ -25,6 +25,22 @@ extern "C" fn on_winch(_: libc::c_int) {
     RESIZED.store(true, Ordering::SeqCst);
 }
 
+/// The terminal's settings before raw mode, for the handlers below.
+static SAVED: std::sync::OnceLock<libc::termios> = std::sync::OnceLock::new();
+
+/// SIGTERM, SIGHUP: the terminal back as it was, then gone (a release
+/// build aborts rather than unwinds, so no destructor would).
+extern "C" fn on_end(signal: libc::c_int) {
+    // OnceLock::get is an atomic load once set; tcsetattr and _exit are
+    // async-signal-safe.
+    if let Some(t) = SAVED.get() {
+        // SAFETY: tcsetattr reads the saved settings for the call.
+        unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, t) };
+    }
+    // SAFETY: _exit takes an integer and does not return.
+    unsafe { libc::_exit(128 + signal) };
+}
+
 /// The local terminal's size.
 fn window() -> Option<PtySize> {
     let mut ws = libc::winsize {
@@ -58,6 +74,12 @@ impl Raw {
             ));
         }
         let saved = t;
+        let _ = SAVED.set(saved);
+        // SAFETY: on_end makes only async-signal-safe calls.
+        unsafe {
+            libc::signal(libc::SIGTERM, on_end as *const () as libc::sighandler_t);
+            libc::signal(libc::SIGHUP, on_end as *const () as libc::sighandler_t);
+        }
         // SAFETY: cfmakeraw edits `t` in place; tcsetattr reads it.
         unsafe {
             libc::cfmakeraw(&mut t);
@@ -85,7 +107,7 @@ pub fn shell(ctx: Ctx, args: ShellArgs) -> Result<ExitCode, CliError> {
     let ctx = Arc::new(ctx);
     let id = args.id.clone();
     let mut stream = match args.attach {
-        Some(pid) => ctx.api.request(
+        Some(pid) => ctx.api.stream(
             "GET",
             &ws_path(&id, &format!("/processes/{pid}/output")),
             None,
@@ -107,7 +129,7 @@ pub fn shell(ctx: Ctx, args: ShellArgs) -> Result<ExitCode, CliError> {
             let body = serde_json::to_vec(&req)
                 .map_err(|e| CliError::Api(format!("shaping the request: {e}")))?;
             ctx.api
-                .request("POST", &ws_path(&id, "/processes"), Some(&body))?
+                .stream("POST", &ws_path(&id, "/processes"), Some(&body))?
         }
     };
     if stream.status != 200 || !stream.chunked() {
@@ -164,9 +186,15 @@ pub fn shell(ctx: Ctx, args: ShellArgs) -> Result<ExitCode, CliError> {
                     Ok(n) => n,
                 };
                 let keys = &buf[..n];
+                // A key that did not arrive is said, not lost silently.
+                let send = |keys: &[u8]| match post("input", keys) {
+                    Ok(a) if (200..300).contains(&a.status) => {}
+                    Ok(a) => eprint!("\r\npaddock: keys lost: {}\r\n", api_error(&a)),
+                    Err(e) => eprint!("\r\npaddock: keys lost: {e}\r\n"),
+                };
                 if let Some(i) = keys.iter().position(|b| *b == DETACH) {
                     if i > 0 {
-                        let _ = post("input", &keys[..i]);
+                        send(&keys[..i]);
                     }
                     *detached.lock().unwrap_or_else(|e| e.into_inner()) = true;
                     Raw::restore(&saved);
@@ -175,7 +203,7 @@ pub fn shell(ctx: Ctx, args: ShellArgs) -> Result<ExitCode, CliError> {
                     );
                     std::process::exit(0);
                 }
-                let _ = post("input", keys);
+                send(keys);
             }
         });
     }

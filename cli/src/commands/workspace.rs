@@ -73,7 +73,7 @@ pub fn exec(ctx: &Ctx, args: ExecArgs) -> Result<ExitCode, CliError> {
         serde_json::to_vec(&req).map_err(|e| CliError::Api(format!("shaping the request: {e}")))?;
     let mut r = ctx
         .api
-        .request("POST", &ws_path(&args.id, "/exec"), Some(&bytes))?;
+        .stream("POST", &ws_path(&args.id, "/exec"), Some(&bytes))?;
     if r.status != 200 || !r.chunked() {
         let body = r.body()?;
         return ok(crate::client::Answer {

@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// Most output kept per stream of a command (the rest is counted, not
-/// kept).
+/// Most output kept per stream of a command: all of it for run_command
+/// (the first MAX_OUTPUT bytes), what is not read yet for a background
+/// command (polls take it away). The rest is counted, not kept.
 pub const MAX_OUTPUT: usize = 256 << 10;
 /// Most background commands kept at once (finished ones are dropped
 /// first).
@@ -73,7 +74,7 @@ pub fn exec(api: &Api, id: &str, req: &ExecRequest, out: &Mutex<Outcome>) {
         Ok(b) => b,
         Err(e) => return fail(format!("shaping the request: {e}")),
     };
-    let mut r = match api.request("POST", &ws_path(id, "/exec"), Some(&body)) {
+    let mut r = match api.stream("POST", &ws_path(id, "/exec"), Some(&body)) {
         Ok(r) => r,
         Err(e) => return fail(e.to_string()),
     };
@@ -110,8 +111,6 @@ struct Job {
     outcome: Mutex<Outcome>,
     /// Signalled when the outcome changes.
     changed: Condvar,
-    /// How much of each stream earlier polls returned.
-    read: Mutex<(usize, usize)>,
 }
 
 #[derive(Default)]
@@ -166,7 +165,6 @@ impl Jobs {
             started: Instant::now(),
             outcome: Mutex::new(Outcome::default()),
             changed: Condvar::new(),
-            read: Mutex::new((0, 0)),
         });
         jobs.insert(id.clone(), job.clone());
         std::thread::spawn(move || {
@@ -197,10 +195,10 @@ impl Jobs {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
-        let mut read = job.read.lock().unwrap_or_else(|p| p.into_inner());
-        let stdout = o.stdout[read.0.min(o.stdout.len())..].to_vec();
-        let stderr = o.stderr[read.1.min(o.stderr.len())..].to_vec();
-        *read = (o.stdout.len(), o.stderr.len());
+        // What is taken is gone from the job: its buffers hold only what
+        // no poll has returned, so output keeps flowing past MAX_OUTPUT.
+        let stdout = std::mem::take(&mut o.stdout);
+        let stderr = std::mem::take(&mut o.stderr);
         Some(Poll {
             workspace: job.workspace.clone(),
             command: job.command.clone(),

@@ -138,7 +138,7 @@ impl Tools {
             ),
             tool(
                 "workspace_events",
-                "The workspace's recent audit events (created, commands, files, refusals), newest last.",
+                "The workspace's recent audit events (created, commands, files, refusals), newest last. The audit log needs an admin token.",
                 json!({"workspace_id": id_schema(), "limit": {"type": "integer", "minimum": 1, "maximum": 1000}}),
                 &["workspace_id"],
             ),
@@ -168,17 +168,9 @@ impl Tools {
             "get_command" => self.poll(args),
             "read_file" => self.read(args),
             "write_file" => self.write(args),
-            "list_files" => self.file_call(args, "GET", "/dir", ""),
-            "make_directory" => self.file_call(args, "POST", "/dir", ""),
-            "remove_file" => {
-                let recursive = args.get("recursive").and_then(Value::as_bool) == Some(true);
-                self.file_call(
-                    args,
-                    "DELETE",
-                    "/files",
-                    if recursive { "&recursive=true" } else { "" },
-                )
-            }
+            "list_files" => self.file_call(args, "GET", "/dir", false),
+            "make_directory" => self.file_call(args, "POST", "/dir", false),
+            "remove_file" => self.file_call(args, "DELETE", "/files", true),
             "workspace_events" => self.events(args),
             other => Err(format!("no tool named {other:?}")),
         };
@@ -335,24 +327,29 @@ impl Tools {
         unknown(args, &["workspace_id", "path", "user"])?;
         let path = abs_path(args)?;
         let q = user_query(args)?;
-        let answer = self
+        let mut r = self
             .api
-            .call(
+            .request(
                 "GET",
                 &ws_path(&id, &format!("/files?path={}{q}", enc(&path))),
                 None,
             )
             .map_err(|e| e.to_string())?;
-        if answer.status != 200 {
+        if r.status != 200 {
+            let body = r.body_up_to(64 << 10).unwrap_or_default();
+            let answer = crate::client::Answer {
+                status: r.status,
+                body,
+            };
             return Err(api_error(&answer).to_string());
         }
-        let size = answer.body.len();
-        if size > MAX_READ {
-            return Err(format!(
-                "{path} is {size} bytes; read_file returns at most {MAX_READ}"
-            ));
-        }
-        Ok(match String::from_utf8(answer.body) {
+        // Refused before it is read when it is too big: a workspace may
+        // hold a file of any size.
+        let body = r
+            .body_up_to(MAX_READ as u64)
+            .map_err(|e| format!("{path}: {e}; read_file returns at most {MAX_READ} bytes"))?;
+        let size = body.len();
+        Ok(match String::from_utf8(body) {
             Ok(text) => json!({"path": path, "size": size, "encoding": "utf-8", "content": text}),
             Err(e) => {
                 use base64::Engine as _;
@@ -396,16 +393,26 @@ impl Tools {
         self.json("PUT", &p, Some(&bytes))
     }
 
-    /// A directory or removal call: `path` and `user` as the query.
+    /// A directory or removal call: `path` and `user` (and, for a removal,
+    /// `recursive`) as the query.
     fn file_call(
         &self,
         args: Args,
         method: &str,
         what: &str,
-        extra: &str,
+        removal: bool,
     ) -> Result<Value, String> {
         let id = workspace(args)?;
-        unknown(args, &["workspace_id", "path", "user", "recursive"])?;
+        if removal {
+            unknown(args, &["workspace_id", "path", "user", "recursive"])?;
+        } else {
+            unknown(args, &["workspace_id", "path", "user"])?;
+        }
+        let extra = match args.get("recursive") {
+            None | Some(Value::Bool(false)) => "",
+            Some(Value::Bool(true)) => "&recursive=true",
+            Some(_) => return Err("recursive: true or false".into()),
+        };
         let path = abs_path(args)?;
         let q = user_query(args)?;
         let p = ws_path(&id, &format!("{what}?path={}{q}{extra}", enc(&path)));

@@ -12,6 +12,9 @@ use paddock_api_types::{DirCreated, DirListing, FileEntry, FileKind};
 use paddock_proto::User;
 use serde_json::Value;
 
+/// Most entries a listing answers.
+const MAX_LISTED: usize = 5000;
+
 /// The path and user of a file or directory call, checked.
 pub fn target(req: &http::Request) -> Result<(String, bool), (u16, Value)> {
     let Some(path) = query(req, "path").map(str::to_string) else {
@@ -96,8 +99,10 @@ fn list(
     let entries = agent(shared, &req.bearer, id, purpose, root)?
         .list_dir(&path)
         .map_err(agent_refusal)?;
+    // The agent caps a listing; a hostile guest's agent might not.
     let entries = entries
         .into_iter()
+        .take(MAX_LISTED)
         .map(|e| FileEntry {
             name: e.name,
             kind: match e.stat.kind {

@@ -180,8 +180,7 @@ fn unary(
             };
             let (_, client) = agent(shared, &req.bearer, id, purpose)?;
             let procs = client.list_procs().map_err(envd::agent_error)?;
-            let processes: Vec<Value> = procs
-                .into_iter()
+            let processes: Vec<Value> = super::processes::trusted_procs(procs)
                 .map(|p| {
                     let (cmd, args) = p
                         .argv

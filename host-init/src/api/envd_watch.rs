@@ -4,6 +4,8 @@
 //! lives in this process: its events wait in a bounded queue for its
 //! creator (the same key, the same sandbox) to take them, and it ends when
 //! removed, when its sandbox's agent ends it, or after `IDLE` unpolled.
+//! What it queues is bounded in bytes, per watcher and in all, since a
+//! guest decides how many events there are and how long their names.
 
 use super::channel::Purpose;
 use super::conn::Exchange;
@@ -17,6 +19,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -24,9 +27,14 @@ use std::time::{Duration, Instant};
 const MAX_POLLED: usize = 128;
 /// Most polled watchers one key holds.
 const MAX_POLLED_PER_KEY: usize = 16;
-/// Most events a polled watcher keeps between polls; later ones are
-/// dropped (and the next poll says so in the log, not the answer).
-const MAX_QUEUED: usize = 10_000;
+/// Bytes of event names a polled watcher keeps between polls; later events
+/// are dropped until it is polled.
+const MAX_QUEUED_BYTES: usize = 256 << 10;
+/// Bytes of event names all polled watchers keep together: well inside the
+/// API process's memory, whatever the guests do.
+const MAX_ALL_QUEUED_BYTES: usize = 8 << 20;
+/// Longest name kept (a path below the watched directory).
+const MAX_NAME: usize = 4096;
 /// A polled watcher nobody polls for this long is ended.
 const IDLE: Duration = Duration::from_secs(600);
 
@@ -54,7 +62,10 @@ struct Polled {
 
 #[derive(Default)]
 struct Queue {
-    events: VecDeque<Value>,
+    /// Kept compact; made envd's JSON only when polled.
+    events: VecDeque<FsEvent>,
+    /// Bytes of names in `events`.
+    bytes: usize,
     /// Why the watch ended, once it has.
     ended: Option<String>,
     last_poll: Option<Instant>,
@@ -72,10 +83,42 @@ impl Polled {
     }
 }
 
+impl Drop for Polled {
+    fn drop(&mut self) {
+        let bytes = self.queue().bytes;
+        QUEUED.fetch_sub(bytes, Ordering::SeqCst);
+    }
+}
+
+/// Ends the watchers nobody polled for IDLE.
+fn sweep(all: &mut HashMap<String, Arc<Polled>>, now: Instant) {
+    all.retain(|_, w| {
+        let keep = !w.idle(now);
+        if !keep {
+            let _ = w.stream.shutdown(std::net::Shutdown::Both);
+        }
+        keep
+    });
+}
+
 fn polled() -> MutexGuard<'static, HashMap<String, Arc<Polled>>> {
     static POLLED: std::sync::LazyLock<Mutex<HashMap<String, Arc<Polled>>>> =
         std::sync::LazyLock::new(|| Mutex::new(HashMap::new()));
     POLLED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Bytes queued in all polled watchers.
+static QUEUED: AtomicUsize = AtomicUsize::new(0);
+
+/// Cuts a name to MAX_NAME bytes, at a character's edge.
+fn truncate(name: &mut String) {
+    if name.len() > MAX_NAME {
+        let mut end = MAX_NAME;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+    }
 }
 
 fn owner_of(bearer: &str) -> [u8; 32] {
@@ -187,13 +230,7 @@ pub fn unary(
             {
                 // Idle ones go first; then the caps.
                 let mut all = polled();
-                all.retain(|_, w| {
-                    let keep = !w.idle(now);
-                    if !keep {
-                        let _ = w.stream.shutdown(std::net::Shutdown::Both);
-                    }
-                    keep
-                });
+                sweep(&mut all, now);
                 let mine = all.values().filter(|w| w.owner == owner).count();
                 if all.len() >= MAX_POLLED || mine >= MAX_POLLED_PER_KEY {
                     return Err(rpc_error(
@@ -222,10 +259,17 @@ pub fn unary(
                 match watch.next_batch() {
                     Ok(batch) => {
                         let mut q = watcher.queue();
-                        for e in &batch {
-                            if q.events.len() < MAX_QUEUED {
-                                q.events.push_back(event(e));
+                        for mut e in batch {
+                            truncate(&mut e.name);
+                            let size = e.name.len() + 16;
+                            if q.bytes + size > MAX_QUEUED_BYTES
+                                || QUEUED.load(Ordering::SeqCst) + size > MAX_ALL_QUEUED_BYTES
+                            {
+                                continue;
                             }
+                            q.bytes += size;
+                            QUEUED.fetch_add(size, Ordering::SeqCst);
+                            q.events.push_back(e);
                         }
                     }
                     Err(e) => {
@@ -240,6 +284,7 @@ pub fn unary(
             let body: WatcherRef =
                 serde_json::from_value(body).map_err(|e| rpc_error(400, e.to_string()))?;
             let mut all = polled();
+            sweep(&mut all, Instant::now());
             // Another key's watcher, or another sandbox's, is no one's.
             let found = all
                 .get(&body.watcher_id)
@@ -259,7 +304,9 @@ pub fn unary(
             drop(all);
             let mut q = w.queue();
             q.last_poll = Some(Instant::now());
-            let events: Vec<Value> = q.events.drain(..).collect();
+            let events: Vec<Value> = q.events.drain(..).map(|e| event(&e)).collect();
+            QUEUED.fetch_sub(q.bytes, Ordering::SeqCst);
+            q.bytes = 0;
             if events.is_empty() {
                 if let Some(why) = &q.ended {
                     return Err(rpc_error(503, format!("the watch ended: {why}")));

@@ -170,13 +170,35 @@ pub fn handle(
     }
 }
 
+/// The agent's list of processes within what an honest agent sends (256
+/// processes, 4 KiB of argv each): a hostile guest's agent is cut there.
+pub fn trusted_procs(
+    procs: Vec<paddock_proto::ProcInfo>,
+) -> impl Iterator<Item = paddock_proto::ProcInfo> {
+    procs.into_iter().take(256).map(|mut p| {
+        let mut bytes = 0;
+        p.argv.retain(|a| {
+            bytes += a.len();
+            bytes <= 4096
+        });
+        p.tag = p.tag.filter(|t| t.len() <= 256);
+        if p.cwd.len() > 4096 {
+            let mut end = 4096;
+            while !p.cwd.is_char_boundary(end) {
+                end -= 1;
+            }
+            p.cwd.truncate(end);
+        }
+        p
+    })
+}
+
 fn list(shared: &Shared, bearer: &str, id: &str) -> Result<(u16, Value), (u16, Value)> {
     let procs = agent(shared, bearer, id, ProcessAction::List, None)?
         .list_procs()
         .map_err(agent_refusal)?;
     let list = ProcessList {
-        processes: procs
-            .into_iter()
+        processes: trusted_procs(procs)
             .map(|p| ProcessInfo {
                 pid: p.pid,
                 tag: p.tag,

@@ -34,7 +34,16 @@ pub fn stream(
     // The client hanging up ends the watch even while the process is
     // silent; `done` stops the watcher once the stream is over.
     let (done, finished) = tokio::sync::oneshot::channel::<()>();
-    if let (Some(gone), Ok(agent)) = (io.out.gone(), watch.stream().try_clone()) {
+    let Ok(agent) = watch.stream().try_clone() else {
+        // Without it a client that leaves would go unnoticed while the
+        // process is silent: end the stream now instead.
+        let last = format.end(&Err("out of descriptors; watch again shortly".into()));
+        if io.out.send(&last).is_ok() {
+            io.out.finish();
+        }
+        return None;
+    };
+    if let Some(gone) = io.out.gone() {
         io.out.runtime().spawn(async move {
             tokio::select! {
                 _ = gone => {
