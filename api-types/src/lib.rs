@@ -14,6 +14,7 @@ pub mod admin;
 pub mod error;
 pub mod exec;
 pub mod files;
+pub mod metrics;
 pub mod network;
 pub mod process;
 pub mod token;
@@ -25,6 +26,7 @@ pub use admin::{
 pub use error::ErrorBody;
 pub use exec::{ExecEvent, ExecRequest};
 pub use files::{DirCreated, DirListing, FileEntry, FileKind};
+pub use metrics::{WorkspaceMetrics, WorkspaceSample};
 pub use network::{Health, Link, LinkList, LinkRequest, PortPublished, PublishRequest};
 pub use process::{ProcessInfo, ProcessList, ProcessRequest, PtySize, SignalRequest};
 pub use token::{MintRequest, MintedToken, Quotas, Scope, SecretFormat, TokenList, TokenView};

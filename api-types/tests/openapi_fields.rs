@@ -224,6 +224,16 @@ fn answer_types_name_the_documented_fields() {
         entries: vec![entry],
     };
     assert_eq!(keys(&listing), properties("DirListing"));
+    let sample = WorkspaceSample {
+        t: 1,
+        cpu_pct: 0.5,
+        vcpus: 1,
+        memory_bytes: 1,
+        memory_limit_bytes: 1,
+        disk_used_bytes: 1,
+        disk_bytes: 1,
+    };
+    assert_eq!(keys(&sample), properties("WorkspaceSample"));
     let key_status = KeyStatus {
         state: KeyState::Ready,
         detail: "d".into(),

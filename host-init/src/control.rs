@@ -11,6 +11,7 @@ pub mod forensics;
 pub mod limits;
 pub mod metrics;
 pub mod runner;
+pub mod samples;
 pub mod service;
 pub mod space;
 pub mod store;

@@ -287,6 +287,12 @@ fn boot(cmdline: &str, started: Instant) {
             .name("ttl".into())
             .spawn(move || c.expire_loop());
     }
+    {
+        let c = control.clone();
+        let _ = std::thread::Builder::new()
+            .name("samples".into())
+            .spawn(move || c.sample_loop());
+    }
 
     if power::listen() == 0 {
         warn!("no power button found: ACPI power-off will not shut the box down in order");

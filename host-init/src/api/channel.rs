@@ -376,6 +376,11 @@ pub enum Call {
     },
     /// Prometheus text for the workspaces the token may see, and the host.
     Metrics,
+    /// A workspace's samples (control::samples) from `since` on.
+    WorkspaceMetrics {
+        id: String,
+        since: u64,
+    },
     /// Who the bearer is, before any body is read: `{"token", "admin",
     /// "tenant"}` or the refusal.
     WhoAmI,

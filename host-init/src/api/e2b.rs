@@ -466,11 +466,48 @@ pub fn pause(_id: &str) -> (u16, Value) {
 }
 
 /// E2B's metrics shape is not served yet; Paddock's are at /metrics.
-pub fn metrics(_id: &str) -> (u16, Value) {
-    error(
-        501,
-        "sandbox metrics in E2B's shape are not served yet; the box's Prometheus text is at /metrics",
-    )
+/// `GET /sandboxes/{id}/metrics?start=&end=`: its samples (every 5 s, an
+/// hour kept) as E2B's SandboxMetric list.
+pub fn metrics(shared: &Shared, req: &http::Request, id: &str) -> (u16, Value) {
+    let bound = |k: &str| match super::server::query(req, k) {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| error(400, format!("{k}: Unix seconds"))),
+    };
+    let (start, end) = match (bound("start"), bound("end")) {
+        (Ok(s), Ok(e)) => (s.unwrap_or(0), e.unwrap_or(u64::MAX)),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    let c = Call::WorkspaceMetrics {
+        id: id.to_string(),
+        since: start,
+    };
+    let body = match ask(shared, &req.bearer, c) {
+        Ok(b) => b,
+        Err(e) => return e,
+    };
+    let samples: paddock_api_types::WorkspaceMetrics = match serde_json::from_value(body) {
+        Ok(s) => s,
+        Err(e) => return error(500, format!("the control plane's samples: {e}")),
+    };
+    let out: Vec<Value> = samples
+        .samples
+        .iter()
+        .filter(|s| s.t <= end)
+        .map(|s| {
+            json!({
+                "timestamp": rfc3339(s.t), "timestampUnix": s.t,
+                "cpuCount": s.vcpus, "cpuUsedPct": s.cpu_pct,
+                "memUsed": s.memory_bytes, "memTotal": s.memory_limit_bytes,
+                // The host sees the VM's memory, not the guest's page cache.
+                "memCache": 0,
+                "diskUsed": s.disk_used_bytes, "diskTotal": s.disk_bytes,
+            })
+        })
+        .collect();
+    (200, Value::Array(out))
 }
 
 /// envd's `GET /health` for the sandbox named by `E2b-Sandbox-Id`: 204

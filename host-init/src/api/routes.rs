@@ -65,6 +65,8 @@ pub enum Route {
     EnvdRpc(String, String),
     /// A workspace's directory: list or make (api::dirs).
     Dir(String),
+    /// A workspace's samples over the last hour.
+    WorkspaceMetrics(String),
     /// A workspace's spawned processes (api::processes).
     Processes(String, ProcessOp),
     EnvdReadFile,
@@ -126,6 +128,7 @@ pub fn allowed_methods(segs: &[&str]) -> Option<&'static [&'static str]> {
         ["v1", "workspaces", _, "forensics", _] => &["GET"],
         ["v1", "workspaces", _, "files"] => &["GET", "PUT", "DELETE"],
         ["v1", "workspaces", _, "dir"] => &["GET", "POST"],
+        ["v1", "workspaces", _, "metrics"] => &["GET"],
         ["v1", "workspaces", _, "processes"] => &["GET", "POST"],
         ["v1", "workspaces", _, "processes", _, "output"] => &["GET"],
         ["v1", "workspaces", _, "processes", _, "input" | "close-input" | "signal" | "resize"] => {
@@ -183,6 +186,7 @@ pub fn resolve(method: &str, path: &str) -> Route {
         ("POST", ["v1", "workspaces", id, "exec"]) => R::Exec(s(id)),
         (_, ["v1", "workspaces", id, "files"]) => R::Files(s(id)),
         ("GET" | "POST", ["v1", "workspaces", id, "dir"]) => R::Dir(s(id)),
+        ("GET", ["v1", "workspaces", id, "metrics"]) => R::WorkspaceMetrics(s(id)),
         (m, ["v1", "workspaces", id, "processes", rest @ ..]) => match ProcessOp::parse(m, rest) {
             Some(op) => R::Processes(s(id), op),
             None => R::NotFound,

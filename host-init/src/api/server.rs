@@ -418,7 +418,15 @@ pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
         Route::E2bConnect(id) => Some(super::e2b::connect(shared, req, io, &id)),
         Route::E2bPause(id) => Some(super::e2b::pause(&id)),
         Route::E2bNetwork(id) => Some(super::e2b::set_network(shared, req, io, &id)),
-        Route::E2bMetrics(id) => Some(super::e2b::metrics(&id)),
+        Route::E2bMetrics(id) => Some(super::e2b::metrics(shared, req, &id)),
+        Route::WorkspaceMetrics(id) => {
+            let since = match query(req, "since").map(str::parse::<u64>) {
+                None => 0,
+                Some(Ok(s)) => s,
+                Some(Err(_)) => return Some(json_error(422, "since: Unix seconds")),
+            };
+            simple(Call::WorkspaceMetrics { id, since })
+        }
         Route::EnvdHealth => Some(super::e2b::envd_health(shared, req)),
         Route::EnvdRpc(service, method) => super::envd::rpc(shared, req, io, &service, &method),
         Route::EnvdReadFile => super::envd::read_file(shared, req, io),

@@ -11,7 +11,8 @@ fn read_u64(path: &std::path::Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-fn cpu_usage_us(id: &str) -> Option<u64> {
+/// Microseconds of CPU the workspace's cgroup used so far.
+pub fn cpu_usage_us(id: &str) -> Option<u64> {
     let text = std::fs::read_to_string(runner::cgroup_dir(id).join("cpu.stat")).ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix("usage_usec "))
@@ -27,6 +28,22 @@ fn tap_counter(w: &WorkspaceRecord, which: &str) -> Option<f64> {
         slot.tap()
     )))
     .map(|v| v as f64)
+}
+
+/// Its memory charged and its limit, in bytes (0 where unreadable).
+pub fn memory(id: &str) -> (u64, u64) {
+    let dir = runner::cgroup_dir(id);
+    (
+        read_u64(&dir.join("memory.current")).unwrap_or(0),
+        read_u64(&dir.join("memory.max")).unwrap_or(0),
+    )
+}
+
+/// Bytes its disk file holds on the data partition.
+pub fn disk_used(id: &str) -> u64 {
+    std::fs::metadata(runner::data_dir(id).join("disk.img"))
+        .map(|m| m.blocks() * 512)
+        .unwrap_or(0)
 }
 
 fn meminfo(key: &str) -> Option<u64> {

@@ -58,6 +58,8 @@ pub struct Control {
     /// Workspaces whose TTL ended but whose destruction failed: when to try
     /// again (unix seconds). Their records stay until it succeeds.
     expiry_retry: Mutex<std::collections::HashMap<String, u64>>,
+    /// Each running workspace's figures over the last hour.
+    samples: super::samples::Sampler,
 }
 
 /// A reply plus, for OpenAgent, the connection to pass.
@@ -131,6 +133,7 @@ impl Control {
             execs: Mutex::new(std::collections::HashMap::new()),
             tokens: std::sync::RwLock::new(tokens),
             expiry_retry: Mutex::new(std::collections::HashMap::new()),
+            samples: Default::default(),
         })
     }
 
@@ -211,6 +214,17 @@ impl Control {
                     ws.id
                 );
             }
+        }
+    }
+
+    /// Samples every running workspace's figures every few seconds; runs
+    /// forever.
+    pub fn sample_loop(self: Arc<Self>) {
+        loop {
+            if let Ok(all) = self.store.list::<WorkspaceRecord>(WORKSPACES) {
+                self.samples.take(&all, now_s());
+            }
+            std::thread::sleep(Duration::from_secs(super::samples::EVERY_S));
         }
     }
 
@@ -393,6 +407,7 @@ impl Control {
             Call::RevokeToken { id } => format!("revoke_token {id}"),
             Call::ReadAudit { .. } => "read_audit".into(),
             Call::Metrics => "metrics".into(),
+            Call::WorkspaceMetrics { id, .. } => format!("metrics of {id}"),
             Call::WhoAmI => "whoami".into(),
         };
         let tok = match self.authenticate(auth, &what) {
@@ -742,6 +757,15 @@ impl Control {
                     tenant: self.tenant_of(tok),
                 },
             )),
+            Call::WorkspaceMetrics { id, since } => {
+                let ws = self.workspace(tok, &id, Scope::Read, what)?;
+                Ok(reply(
+                    Verdict::Ok,
+                    paddock_api_types::WorkspaceMetrics {
+                        samples: self.samples.series(&ws.id, since),
+                    },
+                ))
+            }
             Call::Metrics => {
                 let visible = self.visible(tok, what)?;
                 let execs = self.execs.lock().unwrap_or_else(|e| e.into_inner()).clone();

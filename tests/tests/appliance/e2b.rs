@@ -138,6 +138,9 @@ try:
 except AuthenticationException:
     say("bad key", "AuthenticationException")
 
+# Its figures, sampled every 5 s on the box (it has run well over that).
+m = sbx.get_metrics()
+say("metrics", len(m) > 0, m[-1].cpu_count, m[-1].mem_total > 0, m[-1].disk_total > 0)
 sbx.set_timeout(300)
 info = sbx.get_info()
 say("info", info.sandbox_id == sbx.sandbox_id, info.metadata.get("via"), info.state)
@@ -257,6 +260,7 @@ fn e2b_version(app: &Appliance, admin: &str, version: &str, python: &str, newest
     assert_eq!(line("watch "), "watch True True True True");
     assert_eq!(line("other "), "other NotFoundException");
     assert_eq!(line("bad key "), "bad key AuthenticationException");
+    assert_eq!(line("metrics "), "metrics True 1 True True");
     assert_eq!(line("info "), "info True e2b running");
     assert_eq!(line("running "), "running True");
     assert_eq!(line("killed sandbox "), "killed sandbox True");
