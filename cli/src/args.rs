@@ -296,6 +296,9 @@ pub enum TokenCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum TlsCommand {
+    /// The API's certificate (PEM) as the pinned appliance presents it: for
+    /// clients that verify against a file, such as E2B's SDK (SSL_CERT_FILE)
+    Cert,
     /// A new TLS certificate for the API; pin its fingerprint again
     Rotate,
 }

@@ -41,6 +41,8 @@ pub struct Pinned {
     /// None: accept any certificate but remember what was seen (login).
     pub want: Option<String>,
     pub seen: Mutex<Option<String>>,
+    /// The certificate seen, as it came (DER), for `paddock tls cert`.
+    pub seen_der: Mutex<Option<Vec<u8>>>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -49,6 +51,7 @@ impl Pinned {
         Arc::new(Pinned {
             want,
             seen: Mutex::new(None),
+            seen_der: Mutex::new(None),
             provider: Arc::new(rustls::crypto::ring::default_provider()),
         })
     }
@@ -65,6 +68,7 @@ impl ServerCertVerifier for Pinned {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let got = fingerprint(end_entity);
         *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(got.clone());
+        *self.seen_der.lock().unwrap_or_else(|e| e.into_inner()) = Some(end_entity.to_vec());
         match &self.want {
             Some(w) if *w != got => Err(rustls::Error::General(format!(
                 "the appliance presented certificate {got}, not the pinned {w}"

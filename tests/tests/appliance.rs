@@ -1193,7 +1193,7 @@ fn appliance_boots_serves_keeps_data_and_shuts_down_in_order() {
     quarantine_and_forensics(&app, &admin);
     limits_hold(&app, &admin);
     cli_session(&app, &admin, &fingerprint);
-    e2b::e2b_session(&app, &admin);
+    e2b::e2b_session(&app, &admin, &fingerprint);
     mcp::mcp_session(&app, &admin, &fingerprint, &scratch("mcp"));
     shell::shell_session(&app, &admin, &fingerprint, &scratch("shell"));
     // From here on: the rotated credential and certificate (the second

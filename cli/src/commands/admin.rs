@@ -143,6 +143,26 @@ pub fn token(ctx: &Ctx, cmd: TokenCommand) -> Result<(), CliError> {
 
 pub fn tls(ctx: &Ctx, cmd: TlsCommand) -> Result<(), CliError> {
     match cmd {
+        TlsCommand::Cert => {
+            // Any call makes the handshake, which checks the pin.
+            ctx.call("GET", "/v1/health")?;
+            let der = ctx
+                .api
+                .pin
+                .seen_der
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .ok_or_else(|| CliError::Api("no certificate was presented".into()))?;
+            use base64::Engine as _;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+            println!("-----BEGIN CERTIFICATE-----");
+            for line in b64.as_bytes().chunks(64) {
+                println!("{}", String::from_utf8_lossy(line));
+            }
+            println!("-----END CERTIFICATE-----");
+            Ok(())
+        }
         TlsCommand::Rotate => {
             let body = ctx.call("POST", "/v1/tls/rotate")?;
             ctx.show(&body, |v: Value| {

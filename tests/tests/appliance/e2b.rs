@@ -155,7 +155,7 @@ except NotFoundException:
 
 /// Runs SCRIPT against `app` as `admin` with every SDK version of the
 /// matrix (scripts/e2b-sdk-versions).
-pub fn e2b_session(app: &Appliance, admin: &str) {
+pub fn e2b_session(app: &Appliance, admin: &str, fingerprint: &str) {
     let matrix = std::env::var("PADDOCK_E2B_MATRIX").unwrap_or_else(|_| {
         panic!("PADDOCK_E2B_MATRIX is not set: the Justfile's test recipe sets it")
     });
@@ -167,22 +167,52 @@ pub fn e2b_session(app: &Appliance, admin: &str) {
         versions.len() >= 2,
         "the newest SDK and an older 2.x: {matrix}"
     );
+    // The certificate the SDK trusts, exported as the docs say: `paddock
+    // tls cert` over the pinned session; the same one the API serves.
+    let dir = std::env::temp_dir().join(format!("paddock-e2b-cert-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let bin =
+        std::path::Path::new(&std::env::var("PADDOCK_STATIC_BIN").expect("PADDOCK_STATIC_BIN"))
+            .join("paddock");
+    let config = dir.join("config.json");
+    let url = format!("https://127.0.0.1:{}", app.port);
+    let cli = |args: &[&str]| {
+        let out = Command::new(&bin)
+            .args(args)
+            .env("PADDOCK_CONFIG", &config)
+            .output()
+            .expect("paddock");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    cli(&["login", &url, admin, "--fingerprint", fingerprint]);
+    let pem = cli(&["tls", "cert"]);
+    assert_eq!(
+        pem.trim(),
+        app.served_pem().expect("the API's certificate").trim(),
+        "paddock tls cert exports what the API serves"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
     for (n, (version, python)) in versions.into_iter().enumerate() {
         eprintln!("e2b SDK {version}");
-        e2b_version(app, admin, version, python, n == 0);
+        e2b_version(app, admin, version, python, n == 0, &pem);
     }
 }
 
 /// Runs SCRIPT with one SDK version; checks what it says and that the
 /// sandbox was a workspace of the native API.
-fn e2b_version(app: &Appliance, admin: &str, version: &str, python: &str, newest: bool) {
+fn e2b_version(app: &Appliance, admin: &str, version: &str, python: &str, newest: bool, pem: &str) {
     let dir = std::env::temp_dir().join(format!(
         "paddock-e2b-appliance-{}-{version}",
         std::process::id()
     ));
     std::fs::create_dir_all(&dir).expect("dir");
     let cert = dir.join("api.pem");
-    std::fs::write(&cert, app.served_pem().expect("the API's certificate")).expect("cert");
+    std::fs::write(&cert, pem).expect("cert");
     let script = dir.join("agent.py");
     std::fs::write(&script, SCRIPT).expect("script");
     let url = format!("https://localhost:{}", app.port);
