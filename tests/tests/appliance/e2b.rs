@@ -153,7 +153,7 @@ except NotFoundException:
     say("unknown", "NotFoundException")
 "#;
 
-/// Runs SCRIPT against `app` as `admin` with every SDK version of the
+/// Runs SCRIPT against `app` with every SDK version of the
 /// matrix (scripts/e2b-sdk-versions).
 pub fn e2b_session(app: &Appliance, admin: &str, fingerprint: &str) {
     let matrix = std::env::var("PADDOCK_E2B_MATRIX").unwrap_or_else(|_| {
@@ -216,25 +216,30 @@ fn e2b_version(app: &Appliance, admin: &str, version: &str, python: &str, newest
     let script = dir.join("agent.py");
     std::fs::write(&script, SCRIPT).expect("script");
     let url = format!("https://localhost:{}", app.port);
-    // A tenant of its own, with an E2B-shaped key: it authenticates, and
-    // must not reach the admin's sandbox.
-    let mint = format!(
-        r#"{{"name": "e2b-other-{version}", "scopes": ["create", "read", "exec", "files", "delete"], "secret_format": "e2b"}}"#
-    );
-    let (code, minted) = app
-        .api("POST", "/v1/tokens", admin, Some(mint.as_bytes()))
-        .expect("mint");
-    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&minted));
-    let minted: serde_json::Value = serde_json::from_slice(&minted).expect("json");
-    let other = minted["secret"].as_str().expect("secret").to_string();
-    assert!(
-        other.starts_with("e2b_") && other.len() == 44,
-        "an E2B-shaped key: {other}"
-    );
+    // E2B-shaped keys (older SDKs refuse any other shape before sending
+    // it): the agent's own tenant, and another that must not reach it.
+    let mint = |name: &str| {
+        let body = format!(
+            r#"{{"name": "{name}-{version}", "scopes": ["create", "read", "exec", "files", "delete"], "secret_format": "e2b"}}"#
+        );
+        let (code, minted) = app
+            .api("POST", "/v1/tokens", admin, Some(body.as_bytes()))
+            .expect("mint");
+        assert_eq!(code, 201, "{}", String::from_utf8_lossy(&minted));
+        let minted: serde_json::Value = serde_json::from_slice(&minted).expect("json");
+        let key = minted["secret"].as_str().expect("secret").to_string();
+        assert!(
+            key.starts_with("e2b_") && key.len() == 44,
+            "an E2B-shaped key: {key}"
+        );
+        key
+    };
+    let key = mint("e2b-agent");
+    let other = mint("e2b-other");
     let out = Command::new(python)
         .arg(&script)
         .env("OTHER_KEY", &other)
-        .env("E2B_API_KEY", admin)
+        .env("E2B_API_KEY", &key)
         .env("E2B_API_URL", &url)
         .env("E2B_SANDBOX_URL", &url)
         .env("SSL_CERT_FILE", &cert)
