@@ -467,6 +467,13 @@ impl WatchFormat for ConnectEvents {
 
     fn end(&mut self, result: &Result<paddock_proto::ExitStatus, String>) -> Vec<u8> {
         match result {
+            // The call's own deadline passed (it is the process's too): as
+            // envd, the stream ends with deadline_exceeded, which the SDK
+            // raises as its TimeoutException.
+            Ok(st) if st.timed_out => frame(
+                END_STREAM,
+                &json!({"error": {"code": "deadline_exceeded", "message": "the command ran past its timeout and was killed"}}),
+            ),
             Ok(st) => {
                 let mut out = frame(0, &json!({"event": {"end": envd::end_event(st)}}));
                 out.extend(frame(END_STREAM, &json!({})));
