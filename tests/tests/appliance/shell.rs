@@ -103,7 +103,8 @@ pub fn shell_session(app: &Appliance, admin: &str, fingerprint: &str, scratch: &
     tmux.keys(&[&format!("{paddock} shell {id}"), "Enter"]);
     tmux.wait_for("agent@");
     tmux.keys(&["python3", "Enter"]);
-    tmux.wait_for(">>> ");
+    // (capture-pane drops a line's trailing spaces: the prompt reads ">>>")
+    tmux.wait_for(">>>");
     tmux.keys(&["print(6 * 7)", "Enter"]);
     tmux.wait_for("\n42\n");
     tmux.keys(&["import os; print('size', os.get_terminal_size())", "Enter"]);
@@ -118,10 +119,24 @@ pub fn shell_session(app: &Appliance, admin: &str, fingerprint: &str, scratch: &
         "40",
     ]);
     // SIGWINCH reaches the paddock CLI, which resizes the workspace's
-    // terminal; python sees it on its next call.
-    std::thread::sleep(Duration::from_millis(500));
-    tmux.keys(&["print('after', os.get_terminal_size())", "Enter"]);
-    tmux.wait_for("after os.terminal_size(columns=120, lines=40)");
+    // terminal (a call to the appliance); python sees it on a later call.
+    let mut resized = false;
+    for _ in 0..60 {
+        tmux.keys(&["print('after', os.get_terminal_size())", "Enter"]);
+        std::thread::sleep(Duration::from_secs(1));
+        if tmux
+            .screen()
+            .contains("after os.terminal_size(columns=120, lines=40)")
+        {
+            resized = true;
+            break;
+        }
+    }
+    assert!(
+        resized,
+        "the resize never reached the workspace:\n{}",
+        tmux.screen()
+    );
     // Detach: the terminal goes on; the CLI says how to come back.
     tmux.keys(&["C-]"]);
     let screen = tmux.wait_for("--attach ");
