@@ -393,8 +393,14 @@ pub enum Call {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Purpose {
+    /// A command: `root` when it runs as the guest's root, `terminal` when
+    /// on a pseudo-terminal (both audited with `exec_started`).
     Exec {
         argv0: String,
+        #[serde(default)]
+        root: bool,
+        #[serde(default)]
+        terminal: bool,
     },
     /// `root`: as the guest's root rather than its `agent` user.
     ReadFile {

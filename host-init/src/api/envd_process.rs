@@ -312,6 +312,8 @@ fn start(
         id,
         Purpose::Exec {
             argv0: argv0.clone(),
+            root: envd::envd_root(req),
+            terminal: pty.is_some(),
         },
     ) {
         Ok(r) => r,

@@ -191,6 +191,8 @@ pub fn run(
     let argv0 = body.argv[0].clone();
     let purpose = Purpose::Exec {
         argv0: argv0.clone(),
+        root: user == paddock_proto::User::Root,
+        terminal: false,
     };
     let (reply, stream) = match open_agent(shared, bearer, id, purpose) {
         Ok(r) => r,

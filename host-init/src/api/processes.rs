@@ -233,6 +233,8 @@ fn start(
     let argv0 = body.argv[0].clone();
     let purpose = Purpose::Exec {
         argv0: argv0.clone(),
+        root: user == paddock_proto::User::Root,
+        terminal: body.pty.is_some(),
     };
     let (reply, stream) = match open_agent(shared, &req.bearer, id, purpose) {
         Ok(r) => r,

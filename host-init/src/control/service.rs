@@ -603,7 +603,11 @@ impl Control {
                     error(Verdict::Unavailable, format!("the workspace's agent: {e}"))
                 })?;
                 match &purpose {
-                    Purpose::Exec { argv0 } => {
+                    Purpose::Exec {
+                        argv0,
+                        root,
+                        terminal,
+                    } => {
                         *self
                             .execs
                             .lock()
@@ -612,7 +616,7 @@ impl Control {
                             .or_insert(0) += 1;
                         self.audit.record(
                             "exec_started",
-                            json!({"workspace": ws.id, "token": tok.id, "argv0": argv0}),
+                            json!({"workspace": ws.id, "token": tok.id, "argv0": argv0, "user": if *root { "root" } else { "agent" }, "terminal": terminal}),
                         )
                     }
                     Purpose::ReadFile { path, root } => self.audit.record(
