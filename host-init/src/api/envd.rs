@@ -99,6 +99,24 @@ pub fn agent_error(e: paddock_agent_client::ClientError) -> (u16, Value) {
     rpc_error(status, message)
 }
 
+/// A call's whole body, under the exec's caps on large bodies: the bytes
+/// and the permit, held while the caller parses them.
+type Permit = Option<super::admission::Permit<'static>>;
+
+fn read_request(req: &http::Request, io: &mut Exchange) -> Result<(Vec<u8>, Permit), (u16, Value)> {
+    let Some(large) = super::exec::large_body_permit(req) else {
+        return Err(rpc_error(
+            503,
+            "too many large requests are being read at once; retry shortly",
+        ));
+    };
+    let raw = http::read_body(req, &mut io.body, super::exec::MAX_EXEC_JSON).map_err(|e| {
+        let (status, body) = super::server::body_refusal(e, "request");
+        rpc_error(status, body["error"].as_str().unwrap_or("bad body"))
+    })?;
+    Ok((raw, large))
+}
+
 /// A unary call's JSON body (Connect's `application/json`).
 pub fn unary_body(req: &http::Request, io: &mut Exchange) -> Result<Value, (u16, Value)> {
     let json = req.content_type.as_deref().is_some_and(|t| {
@@ -112,16 +130,7 @@ pub fn unary_body(req: &http::Request, io: &mut Exchange) -> Result<Value, (u16,
             "only Connect's JSON encoding (application/json) is served",
         ));
     }
-    let Some(_large) = super::exec::large_body_permit(req) else {
-        return Err(rpc_error(
-            503,
-            "too many large requests are being read at once; retry shortly",
-        ));
-    };
-    let raw = http::read_body(req, &mut io.body, super::exec::MAX_EXEC_JSON).map_err(|e| {
-        let (status, body) = super::server::body_refusal(e, "request");
-        rpc_error(status, body["error"].as_str().unwrap_or("bad body"))
-    })?;
+    let (raw, _large) = read_request(req, io)?;
     super::server::parse_json(&raw)
         .map_err(|(status, body)| rpc_error(status, body["error"].as_str().unwrap_or("bad JSON")))
 }
@@ -134,16 +143,7 @@ pub fn stream_request(req: &http::Request, io: &mut Exchange) -> Result<Vec<u8>,
             "only Connect's JSON encoding (application/connect+json) is served",
         ));
     }
-    let Some(_large) = super::exec::large_body_permit(req) else {
-        return Err(rpc_error(
-            503,
-            "too many large requests are being read at once; retry shortly",
-        ));
-    };
-    let raw = http::read_body(req, &mut io.body, super::exec::MAX_EXEC_JSON).map_err(|e| {
-        let (status, body) = super::server::body_refusal(e, "request");
-        rpc_error(status, body["error"].as_str().unwrap_or("bad body"))
-    })?;
+    let (raw, _large) = read_request(req, io)?;
     unframe(&raw)
         .map(<[u8]>::to_vec)
         .map_err(|e| rpc_error(400, e))

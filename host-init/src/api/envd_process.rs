@@ -5,7 +5,7 @@
 //! started it (E2B's background commands), bounded by the call's own
 //! `Connect-Timeout-Ms` as envd bounds it; all of it needs the exec scope.
 
-use super::channel::{Call, ProcessAction, Purpose};
+use super::channel::{ProcessAction, Purpose};
 use super::conn::Exchange;
 use super::envd::{self, frame, refuse, rpc_error, unary_body, CONTENT_TYPE, END_STREAM};
 use super::http;
@@ -305,33 +305,12 @@ fn start(
             return None;
         }
     };
-    let argv0 = p.cmd.clone();
-    let (reply, client) = match agent(
-        shared,
-        &req.bearer,
-        id,
-        Purpose::Exec {
-            argv0: argv0.clone(),
-            root: envd::envd_root(req),
-            terminal: pty.is_some(),
-        },
-    ) {
-        Ok(r) => r,
-        Err((status, body)) => {
-            refuse(io, status, body["message"].as_str().unwrap_or("refused"));
-            return None;
-        }
-    };
-    // The workspace's env first, the call's over it (as the native exec).
-    let mut env: BTreeMap<String, String> =
-        serde_json::from_value(reply.get("env").cloned().unwrap_or_default()).unwrap_or_default();
-    env.extend(p.envs);
     let mut argv = vec![p.cmd];
     argv.extend(p.args);
     let spawn = SpawnRequest {
         exec: paddock_proto::ExecRequest {
             argv,
-            env: env.into_iter().collect(),
+            env: p.envs.into_iter().collect(),
             cwd: p.cwd.filter(|c| !c.is_empty()),
             user: if envd::envd_root(req) {
                 User::Root
@@ -345,29 +324,13 @@ fn start(
         tag: start.tag,
         pty,
     };
-    let is_pty = spawn.pty.is_some();
-    let watch = match client.spawn(spawn) {
-        Ok(w) => w,
-        Err(e) => {
-            let (status, body) = envd::agent_error(e);
-            refuse(io, status, body["message"].as_str().unwrap_or("refused"));
-            return None;
-        }
+    let mut format = ConnectEvents {
+        pty: spawn.pty.is_some(),
     };
-    let started = std::time::Instant::now();
-    let ended = stream_events(io, watch, is_pty);
-    if let Some(st) = ended {
-        let _ = super::server::call(
-            shared,
-            &req.bearer,
-            Call::ExecEnded {
-                id: id.to_string(),
-                argv0,
-                exit_code: st.code,
-                signal: st.signal,
-                duration_ms: started.elapsed().as_millis() as u64,
-            },
-        );
+    let spawned =
+        super::processes::spawn_and_stream(shared, &req.bearer, id, spawn, io, &mut format);
+    if let Err((status, body)) = spawned {
+        refuse(io, status, body["error"].as_str().unwrap_or("refused"));
     }
     None
 }

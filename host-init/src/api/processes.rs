@@ -230,24 +230,10 @@ fn start(
             return Some(json_error(422, "pty: cols and rows 1 to 4096"));
         }
     }
-    let argv0 = body.argv[0].clone();
-    let purpose = Purpose::Exec {
-        argv0: argv0.clone(),
-        root: user == paddock_proto::User::Root,
-        terminal: body.pty.is_some(),
-    };
-    let (reply, stream) = match open_agent(shared, &req.bearer, id, purpose) {
-        Ok(r) => r,
-        Err(e) => return Some(e),
-    };
-    // The workspace's env first, the call's over it (as the exec).
-    let mut env: std::collections::BTreeMap<String, String> =
-        serde_json::from_value(reply.get("env").cloned().unwrap_or_default()).unwrap_or_default();
-    env.extend(body.env);
     let spawn = paddock_proto::SpawnRequest {
         exec: paddock_proto::ExecRequest {
             argv: body.argv,
-            env: env.into_iter().collect(),
+            env: body.env.into_iter().collect(),
             cwd: body.cwd,
             user,
             stdin: body.stdin || body.pty.is_some(),
@@ -259,15 +245,41 @@ fn start(
             rows: p.rows,
         }),
     };
-    let watch = match AgentClient::from_connected(stream).spawn(spawn) {
-        Ok(w) => w,
-        Err(e) => return Some(agent_refusal(e)),
+    spawn_and_stream(shared, &req.bearer, id, spawn, io, &mut Ndjson).err()
+}
+
+/// Starts `spawn` in workspace `id` as `bearer` (under the workspace's env,
+/// which the call's own entries override, as an exec's), streams its
+/// events in `format`, and audits its end when it ends while watched. The
+/// refusal before the stream starts is returned; the native API and envd's
+/// Start both start processes this way.
+pub fn spawn_and_stream(
+    shared: &Shared,
+    bearer: &str,
+    id: &str,
+    mut spawn: paddock_proto::SpawnRequest,
+    io: &mut Exchange,
+    format: &mut dyn WatchFormat,
+) -> Result<(), (u16, Value)> {
+    let argv0 = spawn.exec.argv.first().cloned().unwrap_or_default();
+    let purpose = Purpose::Exec {
+        argv0: argv0.clone(),
+        root: spawn.exec.user == paddock_proto::User::Root,
+        terminal: spawn.pty.is_some(),
     };
+    let (reply, stream) = open_agent(shared, bearer, id, purpose)?;
+    let mut env: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(reply.get("env").cloned().unwrap_or_default()).unwrap_or_default();
+    env.extend(std::mem::take(&mut spawn.exec.env));
+    spawn.exec.env = env.into_iter().collect();
+    let watch = AgentClient::from_connected(stream)
+        .spawn(spawn)
+        .map_err(agent_refusal)?;
     let started = std::time::Instant::now();
-    if let Some(st) = super::watch_stream::stream(io, watch, &mut Ndjson) {
+    if let Some(st) = super::watch_stream::stream(io, watch, format) {
         let _ = call(
             shared,
-            &req.bearer,
+            bearer,
             Call::ExecEnded {
                 id: id.to_string(),
                 argv0,
@@ -277,5 +289,5 @@ fn start(
             },
         );
     }
-    None
+    Ok(())
 }
