@@ -1090,6 +1090,25 @@ fn rotations(app: &mut Appliance, admin: &str, old_fingerprint: &str) -> (String
     (new_admin, fingerprint)
 }
 
+/// The `paddock` CLI of the image under test, logged in to `app` as
+/// `token` (pinning `fingerprint`) into the session file `config`.
+fn cli_login(app: &Appliance, token: &str, fingerprint: &str, config: &Path) -> PathBuf {
+    let bin = PathBuf::from(std::env::var("PADDOCK_STATIC_BIN").expect("PADDOCK_STATIC_BIN"))
+        .join("paddock");
+    let url = format!("https://127.0.0.1:{}", app.port);
+    let login = Command::new(&bin)
+        .args(["login", &url, token, "--fingerprint", fingerprint])
+        .env("PADDOCK_CONFIG", config)
+        .output()
+        .expect("paddock login");
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    bin
+}
+
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("paddock-appliance-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

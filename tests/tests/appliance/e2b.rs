@@ -171,26 +171,19 @@ pub fn e2b_session(app: &Appliance, admin: &str, fingerprint: &str) {
     // tls cert` over the pinned session; the same one the API serves.
     let dir = std::env::temp_dir().join(format!("paddock-e2b-cert-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let bin =
-        std::path::Path::new(&std::env::var("PADDOCK_STATIC_BIN").expect("PADDOCK_STATIC_BIN"))
-            .join("paddock");
     let config = dir.join("config.json");
-    let url = format!("https://127.0.0.1:{}", app.port);
-    let cli = |args: &[&str]| {
-        let out = Command::new(&bin)
-            .args(args)
-            .env("PADDOCK_CONFIG", &config)
-            .output()
-            .expect("paddock");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
-    cli(&["login", &url, admin, "--fingerprint", fingerprint]);
-    let pem = cli(&["tls", "cert"]);
+    let bin = crate::cli_login(app, admin, fingerprint, &config);
+    let out = Command::new(&bin)
+        .args(["tls", "cert"])
+        .env("PADDOCK_CONFIG", &config)
+        .output()
+        .expect("paddock tls cert");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pem = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(
         pem.trim(),
         app.served_pem().expect("the API's certificate").trim(),

@@ -93,20 +93,8 @@ pub fn mcp_session(app: &Appliance, admin: &str, fingerprint: &str, scratch: &Pa
     let python = std::env::var("PADDOCK_MCP_PYTHON").unwrap_or_else(|_| {
         panic!("PADDOCK_MCP_PYTHON is not set: the Justfile's test recipe sets it")
     });
-    let bin = Path::new(&std::env::var("PADDOCK_STATIC_BIN").expect("PADDOCK_STATIC_BIN"))
-        .join("paddock");
     let config = scratch.join("mcp-config.json");
-    let url = format!("https://127.0.0.1:{}", app.port);
-    let login = Command::new(&bin)
-        .args(["login", &url, admin, "--fingerprint", fingerprint])
-        .env("PADDOCK_CONFIG", &config)
-        .output()
-        .expect("paddock login");
-    assert!(
-        login.status.success(),
-        "{}",
-        String::from_utf8_lossy(&login.stderr)
-    );
+    let bin = crate::cli_login(app, admin, fingerprint, &config);
     let script = scratch.join("mcp_client.py");
     std::fs::write(&script, SCRIPT).expect("script");
     let out = Command::new(python)

@@ -60,20 +60,8 @@ impl Drop for Tmux {
 }
 
 pub fn shell_session(app: &Appliance, admin: &str, fingerprint: &str, scratch: &Path) {
-    let bin = Path::new(&std::env::var("PADDOCK_STATIC_BIN").expect("PADDOCK_STATIC_BIN"))
-        .join("paddock");
     let config = scratch.join("shell-config.json");
-    let url = format!("https://127.0.0.1:{}", app.port);
-    let login = Command::new(&bin)
-        .args(["login", &url, admin, "--fingerprint", fingerprint])
-        .env("PADDOCK_CONFIG", &config)
-        .output()
-        .expect("paddock login");
-    assert!(
-        login.status.success(),
-        "{}",
-        String::from_utf8_lossy(&login.stderr)
-    );
+    let bin = crate::cli_login(app, admin, fingerprint, &config);
     let (code, body) = app
         .api("POST", "/v1/workspaces", admin, Some(br#"{"ttl_s": 900}"#))
         .expect("create");
