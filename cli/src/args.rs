@@ -105,13 +105,23 @@ pub enum Command {
     },
     /// The audit log
     Events(EventsArgs),
-    /// Serve the workspace tools to an agent over MCP (stdio), as the saved session's token
-    Mcp,
+    /// Serve the workspace tools to agents over MCP: on stdio as the saved session's token, or
+    /// with --listen over streamable HTTP as each client's own bearer token
+    Mcp(McpArgs),
     /// Print a shell completion script
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// Serve MCP's streamable HTTP transport at http://ADDR/mcp instead of stdio (a loopback
+    /// address, e.g. 127.0.0.1:8808; port 0 picks one). Each client sends a Paddock token as
+    /// `Authorization: Bearer`; the saved session gives only the appliance's URL and pin
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]

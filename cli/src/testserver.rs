@@ -31,17 +31,7 @@ impl Server {
 /// Serves `answer` (raw bytes after the TLS handshake) to the first
 /// connection; the `Api` is pinned to the server's certificate.
 pub fn serve(answer: Vec<u8>, close: Close) -> (Api, Server) {
-    let ck = rcgen::generate_simple_self_signed(vec!["paddock".to_string()]).expect("cert");
-    let cert = ck.cert.der().clone();
-    let fp = fingerprint(&cert);
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], key)
-        .expect("server config");
+    let (cfg, fp) = tls_config();
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let thread = std::thread::spawn(move || {
@@ -62,13 +52,58 @@ pub fn serve(answer: Vec<u8>, close: Close) -> (Api, Server) {
         let _ = tls.sock.read_to_end(&mut rest);
         request
     });
-    let api = Api {
+    (api(port, fp), Server { thread })
+}
+
+/// Answers every connection (one request each) with what `answer` makes
+/// of its request, until the test ends; counts the requests.
+pub fn serve_each(
+    answer: impl Fn(&[u8]) -> Vec<u8> + Send + 'static,
+) -> (Api, Arc<std::sync::atomic::AtomicUsize>) {
+    let (cfg, fp) = tls_config();
+    let cfg = Arc::new(cfg);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = count.clone();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let Ok(conn) = rustls::ServerConnection::new(cfg.clone()) else {
+                continue;
+            };
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let request = read_request(&mut tls);
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = tls.write_all(&answer(&request));
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    (api(port, fp), count)
+}
+
+fn api(port: u16, fp: String) -> Api {
+    Api {
         host: "127.0.0.1".into(),
         port,
         token: "pdk_test".into(),
         pin: Pinned::new(Some(fp)),
-    };
-    (api, Server { thread })
+    }
+}
+
+fn tls_config() -> (rustls::ServerConfig, String) {
+    let ck = rcgen::generate_simple_self_signed(vec!["paddock".to_string()]).expect("cert");
+    let cert = ck.cert.der().clone();
+    let fp = fingerprint(&cert);
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .expect("server config");
+    (cfg, fp)
 }
 
 fn read_request(tls: &mut impl Read) -> Vec<u8> {

@@ -54,7 +54,12 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Tls(cmd) => admin::tls(&ctx()?, cmd),
         Command::Keys { command } => admin::keys(&ctx()?, command),
         Command::Events(args) => admin::events(&ctx()?, &args),
-        Command::Mcp => crate::mcp::serve(config::load()?),
+        Command::Mcp(args) => match args.listen {
+            None => crate::mcp::serve(config::load()?),
+            Some(addr) => {
+                crate::mcp::http::serve(addr, config::load()?, crate::mcp::http::Limits::default())
+            }
+        },
     }
     .map(|()| ExitCode::SUCCESS)
 }

@@ -1,4 +1,5 @@
-//! `paddock mcp`: a Model Context Protocol server on stdio, so agent
+//! `paddock mcp`: a Model Context Protocol server on stdio (or streamable
+//! HTTP on loopback: mcp::http), so agent
 //! frameworks reach Paddock's workspaces as tools. JSON-RPC 2.0, one
 //! message per line (MCP's stdio transport), the `initialize` handshake of
 //! the protocol revisions in `VERSIONS`; the tools (mcp::tools) call the
@@ -7,6 +8,8 @@
 //! protocol's stdio part is a handful of messages, and the CLI stays one
 //! small static binary.
 
+mod auth;
+pub mod http;
 mod jobs;
 mod tools;
 

@@ -3,11 +3,16 @@
 //! handshake, the tool list, and each tool on a booted appliance (a
 //! workspace created, commands run to their end and in the background,
 //! files written, read, listed and removed, its events, refusals as tool
-//! errors), all through the CLI's saved, pinned session.
+//! errors), all through the CLI's saved, pinned session. Then the same
+//! client over streamable HTTP (`paddock mcp --listen`), where each client
+//! is its own bearer token: a sibling token cannot poll another's
+//! background command or reach its workspace, and a wrong token, no token
+//! or a foreign Host is turned away at the door.
 
 use paddock_tests::appliance::Appliance;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 const SCRIPT: &str = r#"
 import asyncio, json, os, signal
@@ -88,6 +93,144 @@ async def main():
 asyncio.run(main())
 "#;
 
+const HTTP_SCRIPT: &str = r#"
+import asyncio, json, os, signal
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+signal.alarm(600)
+URL = os.environ["MCP_URL"]
+
+def say(*a):
+    print(*a, flush=True)
+
+def is_error(r):
+    e = getattr(r, "isError", None)
+    return getattr(r, "is_error", False) if e is None else e
+
+class Agent:
+    def __init__(self, token):
+        self.token = token
+    async def __aenter__(self):
+        self.stack = contextlib.AsyncExitStack()
+        http = await self.stack.enter_async_context(
+            create_mcp_http_client(headers={"Authorization": f"Bearer {self.token}"}))
+        streams = await self.stack.enter_async_context(streamable_http_client(URL, http_client=http))
+        self.s = await self.stack.enter_async_context(ClientSession(streams[0], streams[1]))
+        self.init = await asyncio.wait_for(self.s.initialize(), 60)
+        return self
+    async def __aexit__(self, *exc):
+        await self.stack.aclose()
+    async def call(self, name, **args):
+        res = await asyncio.wait_for(self.s.call_tool(name, args), 600)
+        text = res.content[0].text
+        return (True, text) if is_error(res) else (False, json.loads(text))
+
+import contextlib
+
+async def raw(headers):
+    async with create_mcp_http_client(headers=headers) as c:
+        r = await asyncio.wait_for(c.post(URL, json={"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}},
+            headers={"accept": "application/json, text/event-stream"}), 60)
+        return r.status_code
+
+async def main():
+    async with Agent(os.environ["TOKEN_A"]) as a, Agent(os.environ["TOKEN_B"]) as b:
+        say("http init", a.init.protocolVersion if hasattr(a.init, "protocolVersion") else a.init.protocol_version)
+        err, ws = await a.call("create_workspace", ttl_s=600, labels={"via": "mcp-http"})
+        assert not err, ws
+        wid = ws["id"]
+        err, r = await a.call("run_command", workspace_id=wid, command="echo over-http; id -un")
+        say("http run", err, r["exit_code"], r["stdout"].replace("\n", "|"))
+        err, r = await a.call("start_command", workspace_id=wid, command="sleep 20; echo late")
+        cid = r["command_id"]
+        # The sibling token: neither the background command nor the workspace.
+        err1, r1 = await b.call("get_command", command_id=cid)
+        err2, r2 = await b.call("run_command", workspace_id=wid, command="echo stolen")
+        say("http sibling", err1, err2, "stolen" in str(r2))
+        err, p = await a.call("get_command", command_id=cid)
+        say("http own", err, p["running"])
+        err, r = await a.call("delete_workspace", workspace_id=wid)
+        say("http deleted", err)
+    say("http refused", await raw({"Authorization": "Bearer pdk_not_a_token"}), await raw({}),
+        await raw({"Authorization": f"Bearer {os.environ['TOKEN_A']}", "Host": "evil.example"}))
+
+asyncio.run(main())
+"#;
+
+/// Runs HTTP_SCRIPT against `paddock mcp --listen` with two sibling tokens.
+fn mcp_http_session(app: &Appliance, admin: &str, bin: &Path, config: &Path, scratch: &Path) {
+    let python = std::env::var("PADDOCK_MCP_PYTHON").expect("PADDOCK_MCP_PYTHON");
+    let mint = |name: &str| {
+        let body = format!(
+            r#"{{"name": "{name}", "scopes": ["create", "read", "exec", "files", "delete"]}}"#
+        );
+        let (code, minted) = app
+            .api("POST", "/v1/tokens", admin, Some(body.as_bytes()))
+            .expect("mint");
+        assert_eq!(code, 201, "{}", String::from_utf8_lossy(&minted));
+        let minted: serde_json::Value = serde_json::from_slice(&minted).expect("json");
+        minted["secret"].as_str().expect("secret").to_string()
+    };
+    let (a, b) = (mint("mcp-http-a"), mint("mcp-http-b"));
+    let mut server = Command::new(bin)
+        .args(["mcp", "--listen", "127.0.0.1:0"])
+        .env("PADDOCK_CONFIG", config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("paddock mcp --listen");
+    let mut lines = BufReader::new(server.stderr.take().expect("stderr")).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("the server says where it listens")
+            .expect("stderr");
+        if let Some(url) = line.split(" at ").nth(1) {
+            break url.trim().to_string();
+        }
+    };
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with("/mcp"),
+        "{url}"
+    );
+    let script = scratch.join("mcp_http_client.py");
+    std::fs::write(&script, HTTP_SCRIPT).expect("script");
+    let out = Command::new(python)
+        .arg(&script)
+        .env("MCP_URL", &url)
+        .env("TOKEN_A", &a)
+        .env("TOKEN_B", &b)
+        .output()
+        .expect("python");
+    let _ = server.kill();
+    let _ = server.wait();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}\n{err}");
+    let line = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in:\n{text}\n{err}"))
+            .to_string()
+    };
+    let init = line("http init ");
+    assert!(
+        init.starts_with("http init 20"),
+        "a revision agreed: {init}"
+    );
+    assert_eq!(line("http run "), "http run False 0 over-http|agent|");
+    assert_eq!(
+        line("http sibling "),
+        "http sibling True True False",
+        "a sibling token reached another's command or workspace"
+    );
+    assert_eq!(line("http own "), "http own False True");
+    assert_eq!(line("http deleted "), "http deleted False");
+    assert_eq!(line("http refused "), "http refused 401 401 403");
+}
+
 /// Runs SCRIPT against `app` through `paddock mcp`, logged in as `admin`.
 pub fn mcp_session(app: &Appliance, admin: &str, fingerprint: &str, scratch: &Path) {
     let python = std::env::var("PADDOCK_MCP_PYTHON").unwrap_or_else(|_| {
@@ -132,4 +275,5 @@ pub fn mcp_session(app: &Appliance, admin: &str, fingerprint: &str, scratch: &Pa
     assert_eq!(line("bad args "), "bad args True True");
     assert_eq!(line("typo "), "typo True True");
     assert_eq!(line("deleted "), "deleted False");
+    mcp_http_session(app, admin, &bin, &config, scratch);
 }
