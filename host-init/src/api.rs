@@ -17,6 +17,7 @@ pub mod envd_watch;
 pub mod exec;
 pub mod http;
 pub mod multipart;
+pub mod plain;
 pub mod processes;
 pub mod routes;
 pub mod sandbox;

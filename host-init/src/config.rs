@@ -9,6 +9,8 @@ use std::net::Ipv4Addr;
 pub const CONFIG_FILE: &str = "/data/config/paddock.json";
 pub const DEFAULT_API_PORT: u16 = 8443;
 
+pub use crate::api::channel::PlainHttp;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NetMode {
     Dhcp,
@@ -44,6 +46,10 @@ pub struct Config {
     /// SHA-256 (hex) of a recovery secret chosen at image build time; first
     /// boot then makes none and shows none.
     pub recovery_key_sha256: Option<String>,
+    /// The API also without TLS, on one interface only: for clients that
+    /// cannot be given the appliance's certificate (E2B's SDK checks the
+    /// OS store) on a network the owner trusts. Off unless configured.
+    pub plain_http: Option<PlainHttp>,
 }
 
 impl Default for Config {
@@ -59,6 +65,7 @@ impl Default for Config {
             test_probes: false,
             allow_software_keys: false,
             recovery_key_sha256: None,
+            plain_http: None,
         }
     }
 }
@@ -91,6 +98,14 @@ struct FileNet {
 #[serde(deny_unknown_fields)]
 struct FileApi {
     port: Option<u16>,
+    plain_http: Option<FilePlainHttp>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePlainHttp {
+    interface: String,
+    port: u16,
 }
 
 #[derive(Deserialize, Default)]
@@ -222,6 +237,23 @@ impl Config {
                 bad("api.port", "0 is not a port".into());
             } else {
                 self.api_port = p;
+            }
+        }
+        if let Some(plain) = f.api.plain_http {
+            let api_port = self.api_port;
+            match valid_ifname(&plain.interface) {
+                Err(m) => bad("api.plain_http.interface", m),
+                Ok(_) if plain.port == 0 => bad("api.plain_http.port", "0 is not a port".into()),
+                Ok(_) if plain.port == api_port => bad(
+                    "api.plain_http.port",
+                    format!("{api_port} is the TLS port (api.port); choose another"),
+                ),
+                Ok(interface) => {
+                    self.plain_http = Some(PlainHttp {
+                        interface,
+                        port: plain.port,
+                    })
+                }
             }
         }
         if let Some(v) = f.on_fatal {
@@ -383,6 +415,41 @@ mod tests {
             Some(good.as_str()),
             "kept"
         );
+    }
+
+    #[test]
+    fn plain_http_is_off_unless_configured_and_checked() {
+        let mut c = Config::default();
+        assert_eq!(c.plain_http, None, "off by default");
+        assert!(c
+            .apply_file(
+                r#"{"api":{"plain_http":{"interface":"eth1","port":8080}}}"#,
+                "esp"
+            )
+            .is_empty());
+        assert_eq!(
+            c.plain_http,
+            Some(PlainHttp {
+                interface: "eth1".into(),
+                port: 8080
+            })
+        );
+        for (bad, what) in [
+            (r#"{"interface":"eth1","port":8443}"#, "the TLS port"),
+            (r#"{"interface":"eth1","port":0}"#, "not a port"),
+            (r#"{"interface":"a/b","port":80}"#, "interface name"),
+            (r#"{"interface":"eth1"}"#, "missing field"),
+            (
+                r#"{"interface":"eth1","port":80,"tls":false}"#,
+                "unknown field",
+            ),
+        ] {
+            let mut c = Config::default();
+            let p = c.apply_file(&format!(r#"{{"api":{{"plain_http":{bad}}}}}"#), "esp");
+            assert_eq!(p.len(), 1, "{bad}: {p:?}");
+            assert!(p[0].to_string().contains(what), "{bad}: {p:?}");
+            assert_eq!(c.plain_http, None, "{bad}");
+        }
     }
 
     #[test]

@@ -303,6 +303,7 @@ fn boot(cmdline: &str, started: Instant) {
         cert_pem: identity.cert_pem.clone(),
         key_pem: identity.key_pem.clone(),
         port: cfg.api_port,
+        plain_http: cfg.plain_http.clone(),
     };
     // Before anything can create a workspace: the firewall (which also
     // turns forwarding on, only once its table is in), the resolver and
@@ -379,6 +380,7 @@ fn start_api(
     started: Instant,
 ) -> Option<u16> {
     use crate::api::supervisor::{spawn, API_GID, API_UID};
+    let plain = init.plain_http.clone();
     let spawn_once = move || {
         let c = control.clone();
         spawn(
@@ -411,6 +413,14 @@ fn start_api(
         "API serving TLS on port {} (pid {}, uid {API_UID})",
         first.port, first.pid
     );
+    if let (Some(plain), Some(p)) = (&plain, first.plain_port) {
+        warn!(
+            "API also serving plain HTTP (no TLS: tokens cross in the clear) on port {p}, interface {} only",
+            plain.interface
+        );
+        let note = format!("plain HTTP on {} port {p} (no TLS)", plain.interface);
+        SCREEN.update(|s| s.notes.push(note));
+    }
     shutdown::set_api_pid(first.pid);
     let port = first.port;
     let mut pid = first.pid;

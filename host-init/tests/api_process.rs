@@ -71,6 +71,7 @@ fn api_process_is_confined_and_serves_tls() {
         cert_pem: id.cert_pem.clone(),
         key_pem: id.key_pem.clone(),
         port: 0,
+        plain_http: None,
     };
     let root = nix::unistd::geteuid().is_root();
     if !root {

@@ -7,7 +7,7 @@
 //! plane (the spec, the TTL, the token). Loopback only; the VM side is the
 //! appliance test's.
 
-use paddock_init::api::channel::{Call, Init, StatusReply};
+use paddock_init::api::channel::{Call, Init, PlainHttp, StatusReply};
 use paddock_init::api::supervisor::spawn;
 use paddock_init::control::service::Outcome;
 use paddock_proto::{read_frame, write_frame, AgentMsg, HostMsg};
@@ -316,18 +316,28 @@ fn e2bs_sdk_runs_its_sandbox_calls_against_paddock() {
         .filter_map(|v| v.split_once('='))
         .collect();
     assert!(!versions.is_empty(), "no SDK in {matrix:?}");
-    for (version, python) in versions {
+    for (n, (version, python)) in versions.into_iter().enumerate() {
         eprintln!("e2b SDK {version}");
-        sdk_session(python);
+        sdk_session(python, false);
+        if n == 0 {
+            // The newest also over the plain-HTTP listener (bound to the
+            // loopback interface here), with no certificate given at all.
+            eprintln!("e2b SDK {version}, plain HTTP");
+            sdk_session(python, true);
+        }
     }
 }
 
-fn sdk_session(python: &str) {
+fn sdk_session(python: &str, plain: bool) {
     let id = paddock_init::tls::generate().expect("identity");
     let init = Init {
         cert_pem: id.cert_pem.clone(),
         key_pem: id.key_pem,
         port: 0,
+        plain_http: plain.then(|| PlainHttp {
+            interface: "lo".into(),
+            port: 0,
+        }),
     };
     let plane = Arc::new(Mutex::new(Plane::default()));
     let status = || StatusReply {
@@ -352,17 +362,20 @@ fn sdk_session(python: &str) {
     let script = dir.join("agent.py");
     std::fs::write(&script, SCRIPT).expect("script");
     // The two variables an E2B user changes, and the box's certificate.
-    let out = Command::new(python)
-        .arg(&script)
+    let url = match (plain, running.plain_port) {
+        (false, _) => format!("https://localhost:{}", running.port),
+        (true, Some(p)) => format!("http://localhost:{p}"),
+        (true, None) => panic!("no plain-HTTP port reported"),
+    };
+    let mut sdk = Command::new(python);
+    sdk.arg(&script)
         .env("E2B_API_KEY", KEY)
-        .env("E2B_API_URL", format!("https://localhost:{}", running.port))
-        .env(
-            "E2B_SANDBOX_URL",
-            format!("https://localhost:{}", running.port),
-        )
-        .env("SSL_CERT_FILE", &cert)
-        .output()
-        .expect("python");
+        .env("E2B_API_URL", &url)
+        .env("E2B_SANDBOX_URL", &url);
+    if !plain {
+        sdk.env("SSL_CERT_FILE", &cert);
+    }
+    let out = sdk.output().expect("python");
     let _ = std::fs::remove_dir_all(&dir);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let err = String::from_utf8_lossy(&out.stderr);

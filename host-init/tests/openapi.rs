@@ -82,6 +82,7 @@ fn the_openapi_document_matches_the_server() {
         cert_pem: id.cert_pem,
         key_pem: id.key_pem,
         port: 0,
+        plain_http: None,
     };
     let c = control.clone();
     let running = spawn(

@@ -52,6 +52,9 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_default()
 }
 
+/// The plain-HTTP port of firmware/test-config.json.
+pub const PLAIN_HTTP_PORT: u16 = 8080;
+
 fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
     Ok(l.local_addr().map_err(io("finding a free port"))?.port())
@@ -62,6 +65,9 @@ pub struct Appliance {
     pub serial: PathBuf,
     pub state: PathBuf,
     pub port: u16,
+    /// Forwarded to the appliance's plain-HTTP port (8080, on in the test
+    /// image's configuration).
+    pub plain_port: u16,
     started: Instant,
     /// A command prefix (`ip netns exec NAME`) when QEMU runs in a test's
     /// network namespace: the API port is on that namespace's loopback.
@@ -136,6 +142,7 @@ impl Appliance {
         prefix: &[String],
     ) -> Result<Appliance> {
         let port = free_port()?;
+        let plain_port = free_port()?;
         let _ = std::fs::remove_file(serial);
         std::fs::create_dir_all(state).map_err(io(format!("creating {}", state.display())))?;
         let script = repo_root().join("firmware/boot-appliance.sh");
@@ -154,6 +161,8 @@ impl Appliance {
             .arg(serial)
             .arg("--port")
             .arg(port.to_string())
+            .arg("--forward")
+            .arg(format!("{plain_port}:{PLAIN_HTTP_PORT}"))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -165,6 +174,7 @@ impl Appliance {
             serial: serial.to_path_buf(),
             state: state.to_path_buf(),
             port,
+            plain_port,
             started: Instant::now(),
             prefix: prefix.to_vec(),
         })

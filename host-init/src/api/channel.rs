@@ -227,6 +227,18 @@ pub struct Init {
     pub cert_pem: String,
     pub key_pem: String,
     pub port: u16,
+    /// The API without TLS on one interface, when configured.
+    #[serde(default)]
+    pub plain_http: Option<PlainHttp>,
+}
+
+/// Where the API also listens without TLS: a port on one interface
+/// (SO_BINDTODEVICE), so it is reachable from that network only.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PlainHttp {
+    pub interface: String,
+    pub port: u16,
 }
 
 /// API → host-init, once bound (or failed).
@@ -235,6 +247,9 @@ pub struct Init {
 pub struct Started {
     pub port: Option<u16>,
     pub error: Option<String>,
+    /// The plain-HTTP port, when one is configured.
+    #[serde(default)]
+    pub plain_port: Option<u16>,
 }
 
 /// API → host-init on the control socket: "here is a new exchange" (the

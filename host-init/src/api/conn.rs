@@ -137,6 +137,14 @@ impl Drop for Busy {
     }
 }
 
+/// Which listener a connection came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Tls,
+    /// The plain-HTTP listener (api::plain): HTTP/1.1 only.
+    Plain,
+}
+
 /// Serves one accepted connection from `address` on its admission slot;
 /// an overflow slot serves health and admin tokens' requests only.
 pub async fn serve_connection(
@@ -144,8 +152,8 @@ pub async fn serve_connection(
     tcp: tokio::net::TcpStream,
     address: IpAddr,
     slot: Connection,
+    via: Transport,
 ) {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     let overflow = slot.is_overflow();
     keepalive(&tcp);
     // An answer goes out as several TLS records (head, body pieces, a
@@ -157,21 +165,41 @@ pub async fn serve_connection(
     } else {
         HEAD_DEADLINE
     };
+    match via {
+        Transport::Plain => serve_http(shared, tcp, address, overflow, true, first).await,
+        Transport::Tls => {
+            let config = if overflow {
+                shared.tls_h1.clone()
+            } else {
+                shared.tls.clone()
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            if let Ok(Ok(tls)) = tokio::time::timeout(first, acceptor.accept(tcp)).await {
+                serve_http(shared, tls, address, overflow, overflow, first).await;
+            }
+        }
+    }
+    drop(slot);
+}
+
+/// HTTP/1.1 or HTTP/2 (unless `h1_only`) on an accepted, handshaken
+/// connection, until it closes or idles out.
+async fn serve_http<I>(
+    shared: Arc<Shared>,
+    io: I,
+    address: IpAddr,
+    overflow: bool,
+    h1_only: bool,
+    first: Duration,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     let activity = Arc::new(Activity {
         opened: Instant::now(),
         in_flight: AtomicUsize::new(0),
         last_end_ms: AtomicU64::new(0),
     });
-    let config = if overflow {
-        shared.tls_h1.clone()
-    } else {
-        shared.tls.clone()
-    };
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let tls = match tokio::time::timeout(first, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        _ => return,
-    };
     let service = {
         let activity = activity.clone();
         hyper::service::service_fn(move |req| {
@@ -200,10 +228,10 @@ pub async fn serve_connection(
         .max_concurrent_streams(MAX_STREAMS)
         .max_header_list_size(MAX_READ_BUFFER as u32)
         .keep_alive_interval(Some(Duration::from_secs(KEEPALIVE_IDLE_S as u64)));
-    if overflow {
+    if h1_only {
         builder = builder.http1_only();
     }
-    let conn = builder.serve_connection(TokioIo::new(tls), service);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
     let mut conn = std::pin::pin!(conn);
     let mut closing: Option<Instant> = None;
     loop {
@@ -222,7 +250,6 @@ pub async fn serve_connection(
             }
         }
     }
-    drop(slot);
 }
 
 /// What the asynchronous part decided about a request.

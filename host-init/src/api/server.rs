@@ -7,7 +7,7 @@ use super::channel::{
     Call, CallReply, ChannelError, Endpoint, Init, Open, Purpose, Request, Started, StatusReply,
     Verdict, CHANNEL_FD, MAX_LINE,
 };
-use super::conn::{serve_connection, Exchange};
+use super::conn::{serve_connection, Exchange, Transport};
 use super::exec::exec;
 use super::http::{self, status_of};
 use super::routes::{self, Route};
@@ -505,6 +505,7 @@ pub fn main() -> std::process::ExitCode {
             &Started {
                 port: None,
                 error: Some(msg.clone()),
+                plain_port: None,
             },
             None::<&OwnedFd>,
         );
@@ -526,6 +527,14 @@ pub fn main() -> std::process::ExitCode {
         return fail(&control, format!("listening socket: {e}"));
     }
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(init.port);
+    let plain = match init.plain_http.as_ref().map(super::plain::bind).transpose() {
+        Ok(l) => l,
+        Err(e) => return fail(&control, e.to_string()),
+    };
+    let plain_port = plain
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.port());
     raise_open_files();
     if let Err(e) = super::sandbox::apply() {
         return fail(&control, e.to_string());
@@ -541,13 +550,19 @@ pub fn main() -> std::process::ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&control, format!("starting the runtime: {e}")),
     };
-    let listener = match runtime.block_on(async { tokio::net::TcpListener::from_std(listener) }) {
+    let listeners = runtime.block_on(async {
+        let tls = tokio::net::TcpListener::from_std(listener)?;
+        let plain = plain.map(tokio::net::TcpListener::from_std).transpose()?;
+        Ok::<_, std::io::Error>((tls, plain))
+    });
+    let (listener, plain) = match listeners {
         Ok(l) => l,
         Err(e) => return fail(&control, format!("listening socket: {e}")),
     };
     let started = Started {
         port: Some(port),
         error: None,
+        plain_port,
     };
     if control.send(&started, None::<&OwnedFd>).is_err() {
         return std::process::ExitCode::from(1);
@@ -559,23 +574,30 @@ pub fn main() -> std::process::ExitCode {
         admission: Arc::new(Admission::default()),
         asking: tokio::sync::Semaphore::new(MAX_ASKING),
     });
-    runtime.block_on(async move {
-        loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(_) => {
-                    // Out of descriptors or memory: the pending connection
-                    // stays queued, so retrying at once would spin on it.
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            };
-            // Over the caps a client gets an overflow slot (health, admins,
-            // else 503); over those too it is closed unread.
-            let Some(slot) = shared.admission.connect(peer.ip()) else {
+    if let Some(plain) = plain {
+        runtime.spawn(accept_loop(shared.clone(), plain, Transport::Plain));
+    }
+    runtime.block_on(accept_loop(shared, listener, Transport::Tls));
+    std::process::ExitCode::SUCCESS
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: tokio::net::TcpListener, via: Transport) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(_) => {
+                // Out of descriptors or memory: the pending connection
+                // stays queued, so retrying at once would spin on it.
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
-            };
-            tokio::spawn(serve_connection(shared.clone(), tcp, peer.ip(), slot));
-        }
-    })
+            }
+        };
+        // Over the caps a client gets an overflow slot (health, admins,
+        // else 503); over those too it is closed unread. Both listeners
+        // share the caps.
+        let Some(slot) = shared.admission.connect(peer.ip()) else {
+            continue;
+        };
+        tokio::spawn(serve_connection(shared.clone(), tcp, peer.ip(), slot, via));
+    }
 }

@@ -103,6 +103,8 @@ pub fn confine_memory(pid: u32) -> std::io::Result<()> {
 pub struct Running {
     pub pid: u32,
     pub port: u16,
+    /// Where it also listens without TLS, when configured.
+    pub plain_port: Option<u16>,
 }
 
 /// Starts `exe api-server`; `drop_to` is the (uid, gid) it runs as (None
@@ -150,11 +152,12 @@ pub fn spawn(
     ours.set_timeout(Some(Duration::from_secs(60)))?;
     ours.send(init, None::<&OwnedFd>)?;
     let (started, _) = ours.recv::<Started>()?;
-    let port = match started {
+    let (port, plain_port) = match started {
         Started {
             port: Some(p),
             error: None,
-        } => p,
+            plain_port,
+        } => (p, plain_port),
         Started { error: Some(e), .. } => return Err(ApiError::Failed(e)),
         _ => {
             return Err(ApiError::Failed(
@@ -210,7 +213,11 @@ pub fn spawn(
             }
         })
         .map_err(ApiError::Spawn)?;
-    Ok(Running { pid, port })
+    Ok(Running {
+        pid,
+        port,
+        plain_port,
+    })
 }
 
 /// Kills an API process whose channel was closed for misbehaving (it

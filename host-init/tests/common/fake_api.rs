@@ -162,6 +162,7 @@ pub fn start() -> Api {
         cert_pem: id.cert_pem.clone(),
         key_pem: id.key_pem.clone(),
         port: 0,
+        plain_http: None,
     };
     let root = nix::unistd::geteuid().is_root();
     let seen = Arc::new(Seen::default());

@@ -94,6 +94,7 @@ fn start(exe: &Path) -> Result<(Running, String), String> {
         cert_pem: id.cert_pem.clone(),
         key_pem: id.key_pem,
         port: 0,
+        plain_http: None,
     };
     let status = || StatusReply {
         version: "bench".into(),

@@ -190,9 +190,68 @@ pub fn e2b_session(app: &Appliance, admin: &str, fingerprint: &str) {
         "paddock tls cert exports what the API serves"
     );
     let _ = std::fs::remove_dir_all(&dir);
-    for (n, (version, python)) in versions.into_iter().enumerate() {
+    for (n, (version, python)) in versions.iter().enumerate() {
         eprintln!("e2b SDK {version}");
         e2b_version(app, admin, version, python, n == 0, &pem);
+    }
+    e2b_plain(app, admin, versions[0].1);
+}
+
+const PLAIN_SCRIPT: &str = r#"
+import signal
+from e2b import Sandbox
+signal.alarm(600)
+def say(*a):
+    print(*a, flush=True)
+sbx = Sandbox.create(timeout=300)
+say("plain ran", sbx.commands.run("uname -s").stdout.strip())
+# The box as the workspace sees it (its gateway), on the plain port: the
+# listener is bound to eth0 and the firewall drops a workspace's traffic
+# to the box; neither may let it through.
+host = sbx.commands.run("sed -n 's/.*paddock.net=[^,]*,\\([0-9.]*\\).*/\\1/p' /proc/cmdline").stdout.strip()
+r = sbx.commands.run(f"curl -s --max-time 5 http://{host}:8080/v1/health && echo reached || echo refused", timeout=60)
+say("plain from workspace", host.count("."), r.stdout.strip().splitlines()[-1])
+sbx.kill()
+say("plain killed")
+"#;
+
+/// The newest SDK over the appliance's plain-HTTP listener (on eth0 in the
+/// test image's configuration), with no certificate given at all; and a
+/// workspace that tries the same port from inside.
+fn e2b_plain(app: &Appliance, admin: &str, python: &str) {
+    let body = r#"{"name": "e2b-plain", "scopes": ["create", "read", "exec", "files", "delete"], "secret_format": "e2b"}"#;
+    let (code, minted) = app
+        .api("POST", "/v1/tokens", admin, Some(body.as_bytes()))
+        .expect("mint");
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&minted));
+    let minted: serde_json::Value = serde_json::from_slice(&minted).expect("json");
+    let key = minted["secret"].as_str().expect("secret");
+    let dir = std::env::temp_dir().join(format!("paddock-e2b-plain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let script = dir.join("plain.py");
+    std::fs::write(&script, PLAIN_SCRIPT).expect("script");
+    let url = format!("http://localhost:{}", app.plain_port);
+    let out = Command::new(python)
+        .arg(&script)
+        .env("E2B_API_KEY", key)
+        .env("E2B_API_URL", &url)
+        .env("E2B_SANDBOX_URL", &url)
+        .env_remove("SSL_CERT_FILE")
+        .output()
+        .expect("python");
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "plain HTTP:\n{text}\n{err}");
+    for want in [
+        "plain ran Linux",
+        "plain from workspace 3 refused",
+        "plain killed",
+    ] {
+        assert!(
+            text.lines().any(|l| l == want),
+            "no {want:?} in:\n{text}\n{err}"
+        );
     }
 }
 
