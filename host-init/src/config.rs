@@ -50,6 +50,10 @@ pub struct Config {
     /// cannot be given the appliance's certificate (E2B's SDK checks the
     /// OS store) on a network the owner trusts. Off unless configured.
     pub plain_http: Option<PlainHttp>,
+    /// The box's DNS domain: the API's certificate also names it and
+    /// `*.{domain}`, and E2B's SDK told `E2B_DOMAIN={domain}` finds the API
+    /// at `api.{domain}` and each sandbox at `49983-{id}.{domain}`.
+    pub domain: Option<String>,
 }
 
 impl Default for Config {
@@ -66,6 +70,7 @@ impl Default for Config {
             allow_software_keys: false,
             recovery_key_sha256: None,
             plain_http: None,
+            domain: None,
         }
     }
 }
@@ -99,6 +104,7 @@ struct FileNet {
 struct FileApi {
     port: Option<u16>,
     plain_http: Option<FilePlainHttp>,
+    domain: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -149,6 +155,24 @@ fn valid_ifname(v: &str) -> Result<String, String> {
     } else {
         Ok(v.to_string())
     }
+}
+
+/// A DNS name of letters, digits and hyphens (lower-cased), as certificate
+/// names and E2B's host names need.
+fn valid_domain(v: &str) -> Result<String, String> {
+    let d = v.trim_end_matches('.').to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if d.is_empty() || d.len() > 200 || !d.split('.').all(label_ok) {
+        return Err(format!(
+            "{v:?} is not a domain name (labels of letters, digits and hyphens)"
+        ));
+    }
+    Ok(d)
 }
 
 fn parse_sha256_hex(v: &str) -> Result<String, String> {
@@ -237,6 +261,12 @@ impl Config {
                 bad("api.port", "0 is not a port".into());
             } else {
                 self.api_port = p;
+            }
+        }
+        if let Some(d) = f.api.domain {
+            match valid_domain(&d) {
+                Ok(d) => self.domain = Some(d),
+                Err(m) => bad("api.domain", m),
             }
         }
         if let Some(plain) = f.api.plain_http {
@@ -449,6 +479,22 @@ mod tests {
             assert_eq!(p.len(), 1, "{bad}: {p:?}");
             assert!(p[0].to_string().contains(what), "{bad}: {p:?}");
             assert_eq!(c.plain_http, None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_domain_is_a_plain_dns_name() {
+        let mut c = Config::default();
+        assert_eq!(c.domain, None);
+        assert!(c
+            .apply_file(r#"{"api":{"domain":"Paddock.LAN."}}"#, "esp")
+            .is_empty());
+        assert_eq!(c.domain.as_deref(), Some("paddock.lan"));
+        for bad in ["", "*.lan", "a..b", "-a.lan", "a_b.lan", "a b", "x/y"] {
+            let mut c = Config::default();
+            let p = c.apply_file(&format!(r#"{{"api":{{"domain":"{bad}"}}}}"#), "esp");
+            assert!(p[0].to_string().contains("api.domain"), "{bad}: {p:?}");
+            assert_eq!(c.domain, None);
         }
     }
 

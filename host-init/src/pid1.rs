@@ -216,6 +216,9 @@ fn boot(cmdline: &str, started: Instant) {
         s.recovery_secret = keys.recovery_secret.clone();
     });
 
+    if let Some(d) = &cfg.domain {
+        tls::set_domain(d);
+    }
     let (identity, fresh) =
         match tls::load_or_create(&std::path::Path::new(storage::DATA_MOUNT).join("state")) {
             Ok(i) => i,
@@ -225,6 +228,13 @@ fn boot(cmdline: &str, started: Instant) {
         info!("made the API's TLS certificate");
     }
     info!("API TLS certificate SHA-256 {}", identity.fingerprint);
+    if let Some(d) = &cfg.domain {
+        if !tls::names_domain(&identity.cert_pem, d) {
+            warn!(
+                "the API's certificate does not name *.{d} (it was made before api.domain was set): POST /v1/tls/rotate makes one that does (its fingerprint changes)"
+            );
+        }
+    }
     SCREEN.update(|s| s.fingerprint = Some(identity.fingerprint.clone()));
     let data_root = std::path::Path::new(storage::DATA_MOUNT);
     let control = match crate::control::service::Control::open(
@@ -304,6 +314,7 @@ fn boot(cmdline: &str, started: Instant) {
         key_pem: identity.key_pem.clone(),
         port: cfg.api_port,
         plain_http: cfg.plain_http.clone(),
+        domain: cfg.domain.clone(),
     };
     // Before anything can create a workspace: the firewall (which also
     // turns forwarding on, only once its table is in), the resolver and

@@ -49,11 +49,39 @@ fn write_private(path: &Path, data: &str) -> Result<(), TlsError> {
     })
 }
 
+/// The box's domain (config `api.domain`), set once at boot: certificates
+/// made from then on name it and `*.{domain}` too.
+static DOMAIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+pub fn set_domain(domain: &str) {
+    let _ = DOMAIN.set(domain.to_string());
+}
+
+/// The names a new certificate holds.
+fn names() -> Vec<String> {
+    let mut names = vec!["paddock".to_string(), "localhost".to_string()];
+    if let Some(d) = DOMAIN.get() {
+        names.push(d.clone());
+        names.push(format!("*.{d}"));
+    }
+    names
+}
+
+/// Whether a certificate names `*.{domain}` (a DNS name is stored as its
+/// ASCII bytes in the DER, so finding them is exact enough to decide
+/// whether to tell the owner to rotate).
+pub fn names_domain(cert_pem: &str, domain: &str) -> bool {
+    let wanted = format!("*.{domain}");
+    pem_to_der(cert_pem).is_some_and(|der| {
+        der.windows(wanted.len())
+            .any(|w| w.eq_ignore_ascii_case(wanted.as_bytes()))
+    })
+}
+
 /// Makes a fresh self-signed identity (ECDSA P-256).
 pub fn generate() -> Result<Identity, TlsError> {
-    let ck =
-        rcgen::generate_simple_self_signed(vec!["paddock".to_string(), "localhost".to_string()])
-            .map_err(|e| TlsError::Generate(e.to_string()))?;
+    let ck = rcgen::generate_simple_self_signed(names())
+        .map_err(|e| TlsError::Generate(e.to_string()))?;
     Ok(Identity {
         fingerprint: fingerprint(ck.cert.der()),
         cert_pem: ck.cert.pem(),
@@ -169,6 +197,16 @@ mod tests {
         assert_eq!(loaded.key_pem, third.key_pem);
         assert!(!dir.join("api-cert.pem.new").exists());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_domain_set_at_boot_is_named_by_new_certificates() {
+        let before = generate().expect("generate");
+        assert!(!names_domain(&before.cert_pem, "paddock.test"));
+        set_domain("paddock.test");
+        let after = generate().expect("generate");
+        assert!(names_domain(&after.cert_pem, "paddock.test"));
+        assert!(!names_domain(&after.cert_pem, "other.test"));
     }
 
     #[test]

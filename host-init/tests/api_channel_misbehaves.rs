@@ -36,6 +36,7 @@ fn an_api_process_that_sends_garbage_is_killed_so_it_can_be_restarted() {
         key_pem: String::new(),
         port: 0,
         plain_http: None,
+        domain: None,
     };
     let running = spawn(
         &fake_api(&dir),

@@ -89,6 +89,7 @@ fn floods_before_and_after_authentication_leave_health_and_admins_answered() {
         key_pem: id.key_pem.clone(),
         port: 0,
         plain_http: None,
+        domain: None,
     };
     let root = nix::unistd::geteuid().is_root();
     let gate = Arc::new((Mutex::new(false), Condvar::new()));

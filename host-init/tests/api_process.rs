@@ -72,6 +72,7 @@ fn api_process_is_confined_and_serves_tls() {
         key_pem: id.key_pem.clone(),
         port: 0,
         plain_http: None,
+        domain: None,
     };
     let root = nix::unistd::geteuid().is_root();
     if !root {

@@ -318,17 +318,39 @@ fn e2bs_sdk_runs_its_sandbox_calls_against_paddock() {
     assert!(!versions.is_empty(), "no SDK in {matrix:?}");
     for (n, (version, python)) in versions.into_iter().enumerate() {
         eprintln!("e2b SDK {version}");
-        sdk_session(python, false);
+        sdk_session(python, Reach::Urls);
         if n == 0 {
-            // The newest also over the plain-HTTP listener (bound to the
-            // loopback interface here), with no certificate given at all.
             eprintln!("e2b SDK {version}, plain HTTP");
-            sdk_session(python, true);
+            sdk_session(python, Reach::Plain);
+            eprintln!("e2b SDK {version}, E2B_DOMAIN");
+            sdk_session(python, Reach::Domain);
         }
     }
 }
 
-fn sdk_session(python: &str, plain: bool) {
+/// How the SDK is pointed at the box.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// E2B_API_URL and E2B_SANDBOX_URL at the TLS port.
+    Urls,
+    /// The same at the plain-HTTP listener (bound to the loopback
+    /// interface here), with no certificate given at all.
+    Plain,
+    /// Only E2B_DOMAIN, as with E2B itself: the API at api.{domain} and
+    /// each sandbox at 49983-{id}.{domain}, routed by host name (the port
+    /// rides along in the domain, as docs/e2b.md says).
+    Domain,
+}
+
+/// Under `.localhost`, which resolvers answer with loopback themselves
+/// (RFC 6761): no query leaves the machine.
+const DOMAIN: &str = "paddock.localhost";
+
+fn sdk_session(python: &str, reach: Reach) {
+    let plain = reach == Reach::Plain;
+    if reach == Reach::Domain {
+        paddock_init::tls::set_domain(DOMAIN);
+    }
     let id = paddock_init::tls::generate().expect("identity");
     let init = Init {
         cert_pem: id.cert_pem.clone(),
@@ -338,6 +360,7 @@ fn sdk_session(python: &str, plain: bool) {
             interface: "lo".into(),
             port: 0,
         }),
+        domain: (reach == Reach::Domain).then(|| DOMAIN.to_string()),
     };
     let plane = Arc::new(Mutex::new(Plane::default()));
     let status = || StatusReply {
@@ -368,10 +391,12 @@ fn sdk_session(python: &str, plain: bool) {
         (true, None) => panic!("no plain-HTTP port reported"),
     };
     let mut sdk = Command::new(python);
-    sdk.arg(&script)
-        .env("E2B_API_KEY", KEY)
-        .env("E2B_API_URL", &url)
-        .env("E2B_SANDBOX_URL", &url);
+    sdk.arg(&script).env("E2B_API_KEY", KEY);
+    if reach == Reach::Domain {
+        sdk.env("E2B_DOMAIN", format!("{DOMAIN}:{}", running.port));
+    } else {
+        sdk.env("E2B_API_URL", &url).env("E2B_SANDBOX_URL", &url);
+    }
     if !plain {
         sdk.env("SSL_CERT_FILE", &cert);
     }
@@ -382,13 +407,13 @@ fn sdk_session(python: &str, plain: bool) {
     assert!(out.status.success(), "{text}\n{err}");
     let lines: Vec<&str> = text.lines().collect();
     let expect = [
-        "created ws_e2b1",
-        "info ws_e2b1 base a running",
-        "listed ws_e2b1",
+        "created ws-e2b1",
+        "info ws-e2b1 base a running",
+        "listed ws-e2b1",
         "all 2",
         "timeout set",
-        "connected ws_e2b1",
-        "reconnected ws_e2b1",
+        "connected ws-e2b1",
+        "reconnected ws-e2b1",
         "running True",
         "ran 'hello from v mine\\n' 'oops\\n' 0",
         "exit code 3",

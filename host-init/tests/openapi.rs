@@ -83,6 +83,7 @@ fn the_openapi_document_matches_the_server() {
         key_pem: id.key_pem,
         port: 0,
         plain_http: None,
+        domain: None,
     };
     let c = control.clone();
     let running = spawn(

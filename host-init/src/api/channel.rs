@@ -230,6 +230,10 @@ pub struct Init {
     /// The API without TLS on one interface, when configured.
     #[serde(default)]
     pub plain_http: Option<PlainHttp>,
+    /// The box's DNS domain (config `api.domain`), for E2B's host names:
+    /// `api.{domain}` and `49983-{id}.{domain}`.
+    #[serde(default)]
+    pub domain: Option<String>,
 }
 
 /// Where the API also listens without TLS: a port on one interface

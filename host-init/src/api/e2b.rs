@@ -122,7 +122,7 @@ pub fn rfc3339(secs: u64) -> String {
 fn detail(ws: &Workspace) -> Value {
     json!({
         "templateID": template_to_e2b(&ws.template),
-        "sandboxID": ws.id,
+        "sandboxID": super::routes::e2b_id(&ws.id),
         "clientID": "paddock",
         "startedAt": rfc3339(ws.created_at),
         "endAt": rfc3339(ws.expires_at),
@@ -256,7 +256,7 @@ pub fn create(shared: &Shared, req: &http::Request, io: &mut Exchange) -> (u16, 
     let Some(id) = created.get("id").and_then(Value::as_str) else {
         return error(503, "host-init's answer named no workspace");
     };
-    (201, sandbox(&new.template_id, id, &req.bearer))
+    (201, sandbox(shared, &new.template_id, id, &req.bearer))
 }
 
 /// E2B's `Sandbox`: what create and connect answer. The envd access token
@@ -264,17 +264,19 @@ pub fn create(shared: &Shared, req: &http::Request, io: &mut Exchange) -> (u16, 
 /// they are then authenticated, scoped and audited as that key's, like
 /// its API calls. (A key scoped to the one sandbox would be narrower; see
 /// docs/e2b.md.)
-fn sandbox(template: &str, id: &str, bearer: &str) -> Value {
+fn sandbox(shared: &Shared, template: &str, id: &str, bearer: &str) -> Value {
     json!({
         "templateID": template,
-        "sandboxID": id,
+        "sandboxID": super::routes::e2b_id(id),
         "clientID": "paddock",
         "envdVersion": ENVD_VERSION,
         "envdAccessToken": bearer,
-        // Never E2B's own domain: an SDK told the API's address but not
-        // E2B_SANDBOX_URL would otherwise send this key to e2b.app. This
-        // name cannot resolve, so such a call fails here instead.
-        "domain": "paddock.invalid",
+        // The box's own domain when it has one (the SDK then reaches envd
+        // at 49983-{id}.{domain}); never E2B's: an SDK told the API's
+        // address but not E2B_SANDBOX_URL would otherwise send this key
+        // to e2b.app. paddock.invalid cannot resolve, so such a call fails
+        // here instead.
+        "domain": shared.domain.as_deref().unwrap_or("paddock.invalid"),
     })
 }
 
@@ -363,7 +365,7 @@ pub fn connect(shared: &Shared, req: &http::Request, io: &mut Exchange, id: &str
     }
     (
         200,
-        sandbox(template_to_e2b(&ws.template), &ws.id, &req.bearer),
+        sandbox(shared, template_to_e2b(&ws.template), &ws.id, &req.bearer),
     )
 }
 

@@ -30,7 +30,9 @@ pub struct Request {
     pub head_bytes: usize,
     /// Over HTTP/2 (set by `from_parts`).
     pub http2: bool,
-    /// E2B's `E2b-Sandbox-Id`: which sandbox an envd request is for.
+    /// Which sandbox an envd request is for: E2B's `E2b-Sandbox-Id`, or
+    /// else the host name it was sent to (`49983-{id}.{domain}`, E2B's
+    /// envd host names).
     pub sandbox: Option<String>,
     /// The user an envd request names (`Authorization: Basic user:`).
     pub basic_user: Option<String>,
@@ -67,6 +69,16 @@ fn basic_user_of(b64: &str) -> Option<String> {
     (!user.is_empty() && user.len() <= 64).then_some(user)
 }
 
+/// The sandbox of an envd host name, `49983-{id}.{domain}[:port]`
+/// (49983 is envd's port in E2B's naming); None for any other host. The
+/// id is checked where it is used, like the header's.
+pub fn sandbox_of_host(host: &str) -> Option<String> {
+    let (first, domain) = host.split_once('.')?;
+    let id = first.strip_prefix("49983-")?;
+    (!id.is_empty() && !domain.is_empty())
+        .then(|| super::routes::native_id(&id.to_ascii_lowercase()))
+}
+
 fn parse_query(q: &str) -> Vec<(String, String)> {
     q.split('&')
         .filter(|p| !p.is_empty())
@@ -93,6 +105,7 @@ impl Request {
         let mut chunked = false;
         let mut expect_continue = false;
         let mut sandbox = None;
+        let mut host_sandbox = None;
         let mut basic_user = None;
         let mut content_type = None;
         let mut content_encoding = None;
@@ -138,9 +151,13 @@ impl Request {
                     .ok()
                     .filter(|_| value.trim().len() <= 10);
             } else if name.eq_ignore_ascii_case("e2b-sandbox-id") {
-                sandbox = Some(value.to_string());
+                sandbox = Some(super::routes::native_id(value));
+            } else if name.eq_ignore_ascii_case("host") {
+                host_sandbox = sandbox_of_host(value);
             }
         }
+        // The header wins over the host name, wherever each came.
+        let sandbox = sandbox.or(host_sandbox);
         if head_bytes > MAX_HEAD {
             return Err(HttpError::TooLarge);
         }
@@ -181,6 +198,13 @@ impl Request {
             .map(|(n, v)| (n.as_str(), v.as_bytes()));
         let mut req = Request::from_head(parts.method.as_str(), target, headers, has_body)?;
         req.http2 = parts.version == http::Version::HTTP_2;
+        if req.sandbox.is_none() {
+            // HTTP/2 names the host in :authority, not in a Host header.
+            req.sandbox = parts
+                .uri
+                .authority()
+                .and_then(|a| sandbox_of_host(a.as_str()));
+        }
         Ok(req)
     }
 
@@ -408,6 +432,42 @@ mod tests {
         // HTTP/2 without content-length: a body of unknown length.
         let r = Request::from_head("POST", "/", std::iter::empty(), true).expect("parse");
         assert!(r.chunked && r.has_body());
+    }
+
+    #[test]
+    fn the_sandbox_comes_from_its_header_or_else_its_host_name() {
+        let host = |h: &str| req("POST", "/x", &[("host", h)]).expect("parse").sandbox;
+        assert_eq!(
+            host("49983-ws_0123abcd.paddock.lan").as_deref(),
+            Some("ws_0123abcd")
+        );
+        assert_eq!(
+            host("49983-ws-0123abcd.paddock.lan").as_deref(),
+            Some("ws_0123abcd"),
+            "E2B's spelling of an id"
+        );
+        assert_eq!(
+            host("49983-WS_0123ABCD.paddock.lan:443").as_deref(),
+            Some("ws_0123abcd")
+        );
+        for other in [
+            "api.paddock.lan",
+            "49983-.lan",
+            "49983-ws_1",
+            "8080-ws_1.lan",
+            "localhost:8443",
+            "",
+        ] {
+            assert_eq!(host(other), None, "{other}");
+        }
+        // Both: the header wins, in either order.
+        for headers in [
+            [("host", "49983-ws_aaaa.lan"), ("e2b-sandbox-id", "ws_bbbb")],
+            [("e2b-sandbox-id", "ws_bbbb"), ("host", "49983-ws_aaaa.lan")],
+        ] {
+            let r = req("POST", "/x", &headers).expect("parse");
+            assert_eq!(r.sandbox.as_deref(), Some("ws_bbbb"));
+        }
     }
 
     #[test]

@@ -104,6 +104,24 @@ impl ProcessOp {
 }
 
 /// A workspace, token or console id as the server makes them.
+/// A workspace's id as E2B's SDK sees it: `ws-…` instead of `ws_…`,
+/// because the SDK makes host names of it (`49983-{id}.{domain}`), where
+/// an underscore is not allowed.
+pub fn e2b_id(native: &str) -> String {
+    match native.strip_prefix("ws_") {
+        Some(rest) => format!("ws-{rest}"),
+        None => native.to_string(),
+    }
+}
+
+/// The native id of a sandbox id (either spelling).
+pub fn native_id(e2b: &str) -> String {
+    match e2b.strip_prefix("ws-") {
+        Some(rest) => format!("ws_{rest}"),
+        None => e2b.to_string(),
+    }
+}
+
 pub fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
@@ -209,18 +227,18 @@ pub fn resolve(method: &str, path: &str) -> Route {
         ("GET", ["metrics"]) => R::Metrics,
         ("POST", ["sandboxes"] | ["v2", "sandboxes"]) => R::E2bCreate,
         ("GET", ["sandboxes"] | ["v2", "sandboxes"]) => R::E2bList,
-        (_, ["sandboxes", id, ..] | ["v2", "sandboxes", id, ..]) if !valid_id(id) => {
+        (_, ["sandboxes", id, ..] | ["v2", "sandboxes", id, ..]) if !valid_id(&native_id(id)) => {
             R::BadWorkspaceId
         }
-        ("GET", ["sandboxes", id]) => R::E2bGet(s(id)),
-        ("DELETE", ["sandboxes", id]) => R::E2bKill(s(id)),
-        ("POST", ["sandboxes", id, "timeout"]) => R::E2bTimeout(s(id)),
+        ("GET", ["sandboxes", id]) => R::E2bGet(native_id(id)),
+        ("DELETE", ["sandboxes", id]) => R::E2bKill(native_id(id)),
+        ("POST", ["sandboxes", id, "timeout"]) => R::E2bTimeout(native_id(id)),
         ("POST", ["sandboxes", id, "connect"] | ["v2", "sandboxes", id, "connect"]) => {
-            R::E2bConnect(s(id))
+            R::E2bConnect(native_id(id))
         }
-        ("POST", ["sandboxes", id, "pause" | "resume"]) => R::E2bPause(s(id)),
-        ("PUT", ["sandboxes", id, "network"]) => R::E2bNetwork(s(id)),
-        ("GET", ["sandboxes", id, "metrics"]) => R::E2bMetrics(s(id)),
+        ("POST", ["sandboxes", id, "pause" | "resume"]) => R::E2bPause(native_id(id)),
+        ("PUT", ["sandboxes", id, "network"]) => R::E2bNetwork(native_id(id)),
+        ("GET", ["sandboxes", id, "metrics"]) => R::E2bMetrics(native_id(id)),
         ("GET", ["health"]) => R::EnvdHealth,
         ("POST", [service @ ("process.Process" | "filesystem.Filesystem"), method]) => {
             R::EnvdRpc(s(service), s(method))

@@ -33,6 +33,8 @@ pub struct Shared {
     /// once: each is quick, but HTTP/2 lets one connection ask many, and
     /// host-init serves each on a thread of its own (api::supervisor).
     pub asking: tokio::sync::Semaphore,
+    /// The box's domain for E2B's host names, when configured.
+    pub domain: Option<String>,
 }
 
 /// `Shared::asking`'s permits: with the tenants' cap, within host-init's
@@ -573,6 +575,12 @@ pub fn main() -> std::process::ExitCode {
         control,
         admission: Arc::new(Admission::default()),
         asking: tokio::sync::Semaphore::new(MAX_ASKING),
+        // E2B's SDK puts no port in the host names it makes from this:
+        // off 443, the port goes with the domain (E2B_DOMAIN=box.lan:8443).
+        domain: init.domain.as_ref().map(|d| match port {
+            443 => d.clone(),
+            p => format!("{d}:{p}"),
+        }),
     });
     if let Some(plain) = plain {
         runtime.spawn(accept_loop(shared.clone(), plain, Transport::Plain));

@@ -163,6 +163,7 @@ pub fn start() -> Api {
         key_pem: id.key_pem.clone(),
         port: 0,
         plain_http: None,
+        domain: None,
     };
     let root = nix::unistd::geteuid().is_root();
     let seen = Arc::new(Seen::default());

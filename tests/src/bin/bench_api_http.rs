@@ -95,6 +95,7 @@ fn start(exe: &Path) -> Result<(Running, String), String> {
         key_pem: id.key_pem,
         port: 0,
         plain_http: None,
+        domain: None,
     };
     let status = || StatusReply {
         version: "bench".into(),
