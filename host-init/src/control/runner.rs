@@ -346,7 +346,10 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
         drop(child);
         crate::workspaces::add(&ws.id, pid);
         let why = match boot_watch::wait_ready(&ready, &ws.id, &console) {
-            boot_watch::Boot::Ready(info) => return Ok((pid, info)),
+            boot_watch::Boot::Ready(info) => match limits.cap_cpu(&cg) {
+                Ok(()) => return Ok((pid, info)),
+                Err(e) => format!("capping its CPU: {e}"),
+            },
             boot_watch::Boot::Stalled if !restarted => {
                 warn!(
                     "workspace {}: its VM made no progress for {} s before its agent started ({}; {}; console ends: {}); starting its VM again",

@@ -310,7 +310,10 @@ fn e2b_version(app: &Appliance, admin: &str, version: &str, python: &str, newest
     // E2B's spelling of a workspace id (`ws-`: it becomes a host name).
     let e2b_id = line("created ").trim_start_matches("created ").to_string();
     let id = e2b_id.replacen("ws-", "ws_", 1);
-    assert!(e2b_id.starts_with("ws-") && id.starts_with("ws_"), "{e2b_id}");
+    assert!(
+        e2b_id.starts_with("ws-") && id.starts_with("ws_"),
+        "{e2b_id}"
+    );
     let ran = line("ran ");
     assert!(
         ran.contains("Linux 6.12") && ran.contains("|agent|hello mine|") && ran.ends_with(" 0"),
