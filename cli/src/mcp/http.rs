@@ -14,14 +14,14 @@
 //! and no server-initiated stream (GET and DELETE are 405, which MCP
 //! clients take as "not offered").
 
-use super::auth::{Clients, Refusal};
+use super::auth::{CallSlot, Clients, Refusal};
 use super::tools::Tools;
 use crate::client::Api;
 use crate::CliError;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -60,6 +60,9 @@ impl Default for Limits {
 struct Server {
     clients: Clients,
     calls: Semaphore,
+    /// Token checks with the appliance at once (apart from the calls, so
+    /// long calls do not keep new clients out).
+    checks: Semaphore,
     limits: Limits,
 }
 
@@ -100,6 +103,7 @@ pub async fn run(
     let server = Arc::new(Server {
         clients: Clients::new(upstream),
         calls: Semaphore::new(limits.calls),
+        checks: Semaphore::new(8),
         limits,
     });
     let connections = Arc::new(Semaphore::new(limits.connections));
@@ -156,12 +160,16 @@ fn answer(status: StatusCode, body: Option<&Value>) -> Answer {
 }
 
 /// An HTTP-level refusal, with a JSON-RPC error body saying why (MCP
-/// clients surface it to their caller).
+/// clients surface it to their caller). The connection closes after it:
+/// a client refused does not keep a slot by asking again on it.
 fn refuse(status: StatusCode, message: &str) -> Answer {
-    answer(
+    let mut r = answer(
         status,
         Some(&json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": message}})),
-    )
+    );
+    r.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 async fn request(server: &Server, req: Request<Incoming>) -> Answer {
@@ -218,6 +226,25 @@ async fn request(server: &Server, req: Request<Incoming>) -> Answer {
             "a message is a JSON body (Content-Type: application/json)",
         );
     }
+    // The token is checked (with the appliance, cached a while) before a
+    // byte of the body is read: without one the appliance takes, a client
+    // gets no buffer and no call.
+    let tools = {
+        let Ok(_check) = server.checks.acquire().await else {
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping");
+        };
+        let clients = server.clients.clone();
+        match tokio::task::spawn_blocking(move || clients.tools_for(&token)).await {
+            Ok(Ok(t)) => t,
+            Ok(Err(refusal)) => return refused(refusal),
+            Err(e) => {
+                return refuse(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("checking the token: {e}"),
+                )
+            }
+        }
+    };
     let too_big = || {
         refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -243,16 +270,17 @@ async fn request(server: &Server, req: Request<Incoming>) -> Answer {
     let Ok(_permit) = server.calls.acquire().await else {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping");
     };
-    // The token is checked with the appliance (cached a while) and the
-    // tools run blocking API calls: both off the runtime's threads.
-    let clients = server.clients.clone();
-    let done = tokio::task::spawn_blocking(move || -> Result<Option<Value>, Refusal> {
-        let tools: Arc<Tools> = clients.tools_for(&token)?;
-        Ok(super::handle(&tools, &body))
+    // The tools make blocking API calls: off the runtime's threads, holding
+    // one of the token's call slots.
+    let (tools, slot): (Arc<Tools>, CallSlot) = tools;
+    let done = tokio::task::spawn_blocking(move || {
+        let reply = super::handle(&tools, &body);
+        drop(slot);
+        reply
     })
     .await;
     match done {
-        Ok(Ok(Some(reply))) => {
+        Ok(Some(reply)) => {
             // A message that was not JSON-RPC at all is the client's error.
             let status = if reply["id"].is_null() && reply.get("error").is_some() {
                 StatusCode::BAD_REQUEST
@@ -262,8 +290,18 @@ async fn request(server: &Server, req: Request<Incoming>) -> Answer {
             answer(status, Some(&reply))
         }
         // A notification or an answer: accepted, nothing to say.
-        Ok(Ok(None)) => answer(StatusCode::ACCEPTED, None),
-        Ok(Err(Refusal::Unauthorized(why))) => {
+        Ok(None) => answer(StatusCode::ACCEPTED, None),
+        Err(e) => refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("the call failed: {e}"),
+        ),
+    }
+}
+
+/// A token the server will not serve now, as HTTP.
+fn refused(refusal: Refusal) -> Answer {
+    match refusal {
+        Refusal::Unauthorized(why) => {
             let mut r = refuse(StatusCode::UNAUTHORIZED, &why);
             r.headers_mut().insert(
                 WWW_AUTHENTICATE,
@@ -271,11 +309,8 @@ async fn request(server: &Server, req: Request<Incoming>) -> Answer {
             );
             r
         }
-        Ok(Err(Refusal::Unreachable(why))) => refuse(StatusCode::BAD_GATEWAY, &why),
-        Err(e) => refuse(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("the call failed: {e}"),
-        ),
+        Refusal::Unreachable(why) => refuse(StatusCode::SERVICE_UNAVAILABLE, &why),
+        Refusal::Busy(why) => refuse(StatusCode::TOO_MANY_REQUESTS, &why),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The HTTP transport attacked and used over real sockets, against a
 //! stand-in appliance that takes one token and refuses every other.
 
+use super::super::auth;
 use super::*;
 use crate::testserver;
 use std::io::{Read, Write};
@@ -8,12 +9,24 @@ use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 
 const GOOD: &str = "pdk_good";
+/// A token the stand-in rate-limits (as the appliance does after failed
+/// authentications from one address).
+const LIMITED: &str = "pdk_limited";
 
 /// A server on a loopback port with short limits, in front of a stand-in
 /// appliance; returns its port and the appliance's request count.
 fn start(limits: Limits) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
     let (upstream, asked) = testserver::serve_each(|req| {
         let head = String::from_utf8_lossy(req).to_string();
+        if head.contains(&format!("Bearer {LIMITED}\r\n")) {
+            let body = br#"{"error":"too many failed authentications"}"#;
+            let len = format!("Content-Length: {}", body.len());
+            return testserver::answer("429 Too Many Requests", &[&len], body);
+        }
+        if head.starts_with("POST") && head.contains("/exec") {
+            // A command that takes a while.
+            std::thread::sleep(Duration::from_millis(1500));
+        }
         if head.contains(&format!("Bearer {GOOD}\r\n")) {
             testserver::answer("200 OK", &["Content-Length: 17"], br#"{"workspaces":[]}"#)
         } else {
@@ -127,6 +140,63 @@ fn no_token_or_a_token_the_appliance_refuses_is_turned_away() {
     let (status, _) = post(port, &[JSON, "Authorization: Bearer pdk_wrong"], INIT);
     assert_eq!(status, 401);
     assert_eq!(asked.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn an_appliance_that_cannot_say_is_not_taken_for_a_yes() {
+    let (port, asked) = start(short());
+    let bearer = format!("Authorization: Bearer {LIMITED}");
+    for n in 1..=2 {
+        let (status, text) = post(port, &[JSON, &bearer], INIT);
+        assert_eq!(status, 503, "{text}");
+        assert!(text.contains("too many failed"), "{text}");
+        assert_eq!(asked.load(Ordering::SeqCst), n, "asked again, not cached");
+    }
+}
+
+#[test]
+fn one_token_cannot_take_every_call_slot() {
+    let mut limits = short();
+    limits.calls = 16;
+    limits.connections = 16;
+    let (port, _) = start(limits);
+    let bearer = format!("Authorization: Bearer {GOOD}");
+    let run = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"run_command","arguments":{"workspace_id":"ws_1","command":"sleep 1"}}}"#;
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..auth::CALLS_PER_TOKEN + 2)
+            .map(|_| s.spawn(|| post(port, &[JSON, &bearer], run).0))
+            .collect();
+        calls.into_iter().map(|c| c.join().expect("call")).collect()
+    });
+    let busy = statuses.iter().filter(|s| **s == 429).count();
+    assert!(busy >= 2, "{statuses:?}");
+    assert!(
+        statuses.iter().filter(|s| **s == 200).count() >= 1,
+        "{statuses:?}"
+    );
+    // Its slots come back.
+    let (status, text) = post(port, &[JSON, &bearer], INIT);
+    assert_eq!(status, 200, "{text}");
+}
+
+#[test]
+fn a_refused_request_does_not_keep_its_connection() {
+    // Idle connections are kept 10 minutes here: only the refusal closes it.
+    let mut limits = short();
+    limits.head = Duration::from_secs(600);
+    let (port, _) = start(limits);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.write_all(b"GET /mcp HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("send");
+    s.set_read_timeout(Some(Duration::from_secs(120)))
+        .expect("timeout");
+    // Read to the end: the server closes now, not after its idle limit.
+    let (status, text) = read_answer(&mut s);
+    assert_eq!(status, 405, "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
 }
 
 #[test]

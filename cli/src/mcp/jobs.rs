@@ -174,6 +174,15 @@ impl Jobs {
         Ok(id)
     }
 
+    /// Whether any command it started still runs.
+    pub fn any_running(&self) -> bool {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|j| !j.outcome.lock().unwrap_or_else(|p| p.into_inner()).finished)
+    }
+
     /// Its state, waiting up to `wait` for it to end first.
     pub fn poll(&self, id: &str, wait: Duration) -> Option<Poll> {
         let job = self

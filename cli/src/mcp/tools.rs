@@ -49,6 +49,11 @@ impl Tools {
         }
     }
 
+    /// Whether a background command it started still runs.
+    pub fn any_running(&self) -> bool {
+        self.jobs.any_running()
+    }
+
     pub fn list() -> Vec<Value> {
         let command =
             json!({"type": "string", "description": "A shell command line (run with sh -c)."});
