@@ -17,6 +17,7 @@ pub mod files;
 pub mod metrics;
 pub mod network;
 pub mod process;
+pub mod signals;
 pub mod token;
 pub mod workspace;
 
@@ -29,6 +30,7 @@ pub use files::{DirCreated, DirListing, FileEntry, FileKind};
 pub use metrics::{WorkspaceMetrics, WorkspaceSample};
 pub use network::{Health, Link, LinkList, LinkRequest, PortPublished, PublishRequest};
 pub use process::{ProcessInfo, ProcessList, ProcessRequest, PtySize, SignalRequest};
+pub use signals::{SignalAction, SignalRule, SignalRules};
 pub use token::{MintRequest, MintedToken, Quotas, Scope, SecretFormat, TokenList, TokenView};
 pub use workspace::{
     Deleted, Egress, Published, TtlRequest, Workspace, WorkspaceLimits, WorkspaceList,

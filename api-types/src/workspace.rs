@@ -48,6 +48,10 @@ pub struct WorkspaceSpec {
     /// New connections it may open per second, all destinations together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net_connections_per_s: Option<u64>,
+    /// Signals of a looping or misbehaving agent it is watched for (each
+    /// left out keeps its default).
+    #[serde(default)]
+    pub signals: crate::SignalRules,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -89,6 +93,7 @@ impl WorkspaceSpec {
             egress: Egress::default(),
             net_mib_per_s: None,
             net_connections_per_s: None,
+            signals: crate::SignalRules::default(),
         }
     }
 }
@@ -146,6 +151,9 @@ pub struct Workspace {
     pub published: Vec<Published>,
     /// Its NIC's address (what a private link's `from` connects to).
     pub address: Option<String>,
+    /// The signals it is watched for, defaults filled in.
+    #[serde(default)]
+    pub signals: crate::SignalRules,
 }
 
 /// `GET /v1/workspaces`.

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod runner;
 pub mod samples;
 pub mod service;
+pub mod signals;
 pub mod space;
 pub mod store;
 pub mod tokens;

@@ -72,6 +72,7 @@ fn run(template_dev: &str) -> Result<(), DemoError> {
         net_mib_per_s: None,
         net_connections_per_s: None,
         published: Vec::new(),
+        signals: Default::default(),
     };
     set("booting".into());
     let started = Instant::now();

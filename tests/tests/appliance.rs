@@ -22,6 +22,8 @@ mod egress_share;
 mod mcp;
 #[path = "appliance/shell.rs"]
 mod shell;
+#[path = "appliance/signals.rs"]
+mod signals;
 #[path = "appliance/tenants.rs"]
 mod tenants;
 
@@ -1211,6 +1213,7 @@ fn appliance_boots_serves_keeps_data_and_shuts_down_in_order() {
     tenants::tenant_isolation(&app, &admin);
     quarantine_and_forensics(&app, &admin);
     limits_hold(&app, &admin);
+    signals::signals_fire(&app, &admin);
     cli_session(&app, &admin, &fingerprint);
     e2b::e2b_session(&app, &admin, &fingerprint);
     mcp::mcp_session(&app, &admin, &fingerprint, &scratch("mcp"));

@@ -220,6 +220,21 @@ pub enum ChannelError {
     DescriptorLost,
 }
 
+/// A short digest of a whole argv: which command, without keeping it
+/// (an argv may carry what its user would rather not have kept).
+pub fn command_digest(argv: &[String]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for a in argv {
+        h.update((a.len() as u64).to_le_bytes());
+        h.update(a.as_bytes());
+    }
+    h.finalize()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// host-init → API, once at start.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -385,6 +400,10 @@ pub enum Call {
         exit_code: Option<i32>,
         signal: Option<i32>,
         duration_ms: u64,
+        /// Which command it was (`command_digest` of its whole argv), so
+        /// the same command failing again is told from others.
+        #[serde(default)]
+        command: String,
     },
     CreateToken {
         request: serde_json::Value,

@@ -189,6 +189,7 @@ pub fn run(
         Err(refusal) => return Some(refusal),
     };
     let argv0 = body.argv[0].clone();
+    let command = super::channel::command_digest(&body.argv);
     let purpose = Purpose::Exec {
         argv0: argv0.clone(),
         root: user == paddock_proto::User::Root,
@@ -272,6 +273,7 @@ pub fn run(
             exit_code,
             signal,
             duration_ms,
+            command,
         },
     );
     None

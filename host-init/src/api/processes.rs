@@ -262,6 +262,7 @@ pub fn spawn_and_stream(
     format: &mut dyn WatchFormat,
 ) -> Result<(), (u16, Value)> {
     let argv0 = spawn.exec.argv.first().cloned().unwrap_or_default();
+    let command = super::channel::command_digest(&spawn.exec.argv);
     let purpose = Purpose::Exec {
         argv0: argv0.clone(),
         root: spawn.exec.user == paddock_proto::User::Root,
@@ -286,6 +287,7 @@ pub fn spawn_and_stream(
                 exit_code: st.code,
                 signal: st.signal,
                 duration_ms: started.elapsed().as_millis() as u64,
+                command,
             },
         );
     }

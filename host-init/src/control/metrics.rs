@@ -55,7 +55,7 @@ fn meminfo(key: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+pub fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
@@ -259,6 +259,7 @@ mod tests {
             net_mib_per_s: None,
             net_connections_per_s: None,
             published: Vec::new(),
+            signals: Default::default(),
         };
         let mut execs = HashMap::new();
         execs.insert("ws_abc".to_string(), 3);

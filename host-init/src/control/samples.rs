@@ -67,6 +67,12 @@ impl Sampler {
         }
     }
 
+    /// A workspace's newest sample.
+    pub fn latest(&self, id: &str) -> Option<WorkspaceSample> {
+        let all = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        all.get(id).and_then(|s| s.samples.back().cloned())
+    }
+
     /// A workspace's samples from `since` (Unix seconds) on.
     pub fn series(&self, id: &str, since: u64) -> Vec<WorkspaceSample> {
         let all = self.series.lock().unwrap_or_else(|e| e.into_inner());

@@ -23,6 +23,7 @@ mod links;
 mod ports;
 mod probes;
 mod quarantine;
+mod signal_calls;
 #[cfg(test)]
 mod tests;
 mod token_calls;
@@ -60,6 +61,8 @@ pub struct Control {
     expiry_retry: Mutex<std::collections::HashMap<String, u64>>,
     /// Each running workspace's figures over the last hour.
     samples: super::samples::Sampler,
+    /// Each running workspace watched for the signals of a looping agent.
+    signals: super::signals::Watch,
 }
 
 /// A reply plus, for OpenAgent, the connection to pass.
@@ -134,6 +137,7 @@ impl Control {
             tokens: std::sync::RwLock::new(tokens),
             expiry_retry: Mutex::new(std::collections::HashMap::new()),
             samples: Default::default(),
+            signals: Default::default(),
         })
     }
 
@@ -222,7 +226,9 @@ impl Control {
     pub fn sample_loop(self: Arc<Self>) {
         loop {
             if let Ok(all) = self.store.list::<WorkspaceRecord>(WORKSPACES) {
-                self.samples.take(&all, now_s());
+                let now = now_s();
+                self.samples.take(&all, now);
+                self.watch_signals(&all, now);
             }
             std::thread::sleep(Duration::from_secs(super::samples::EVERY_S));
         }
@@ -517,7 +523,7 @@ impl Control {
             Call::QuarantineWorkspace { id } => {
                 self.need(tok, Scope::Admin, what)?;
                 let ws = self.workspace(tok, &id, Scope::Admin, what)?;
-                self.quarantine(tok, ws)
+                self.quarantine(&tok.id, ws)
             }
             Call::ForensicFile { id, name } => {
                 self.need(tok, Scope::Admin, what)?;
@@ -670,12 +676,21 @@ impl Control {
                 exit_code,
                 signal,
                 duration_ms,
+                command,
             } => {
                 let ws = self.workspace(tok, &id, Scope::Exec, what)?;
                 self.audit.record(
                     "exec_ended",
                     json!({"workspace": ws.id, "token": tok.id, "argv0": argv0, "exit_code": exit_code, "signal": signal, "duration_ms": duration_ms}),
                 );
+                let command = if command.is_empty() { argv0 } else { command };
+                let failed = exit_code != Some(0);
+                if let Some(f) =
+                    self.signals
+                        .command_ended(&ws.id, &ws.signals, now_s(), &command, failed)
+                {
+                    self.fire(f);
+                }
                 Ok(reply(Verdict::Ok, json!({})))
             }
             Call::CreateToken { request } => self.mint_token(tok, request, what),
@@ -775,10 +790,9 @@ impl Control {
                 let execs = self.execs.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 // The resolver's and the proxy's refusals, up to now.
                 crate::net_services::flush();
-                Ok(reply(
-                    Verdict::Ok,
-                    json!({"text": super::metrics::render(&visible, &execs)}),
-                ))
+                let mut text = super::metrics::render(&visible, &execs);
+                self.render_signals(&visible, &mut text);
+                Ok(reply(Verdict::Ok, json!({ "text": text })))
             }
             Call::ReadAudit { filters, limit } => {
                 self.need(tok, Scope::Admin, what)?;
@@ -1103,6 +1117,7 @@ impl Control {
                 net_mib_per_s: spec.net_mib_per_s,
                 net_connections_per_s: spec.net_connections_per_s,
                 published: Vec::new(),
+                signals: spec.signals,
             };
             self.store.put(WORKSPACES, &ws.id, &ws).map_err(store_err)?;
             ws

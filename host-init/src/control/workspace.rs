@@ -105,6 +105,9 @@ impl SpecProblems for WorkspaceSpec {
                 "net_connections_per_s: {v} is not 1 to {MAX_NET_CONNECTIONS_PER_S}"
             ));
         }
+        if let Err(problem) = self.signals.check() {
+            p.push(problem);
+        }
         if let Err(problems) = self.egress.check() {
             p.extend(problems.into_iter().map(|e| format!("egress.{e}")));
         }
@@ -173,6 +176,9 @@ pub struct WorkspaceRecord {
     /// Its ports reachable from the uplink, each at a port of the host's.
     #[serde(default)]
     pub published: Vec<Published>,
+    /// The signals it is watched for, as asked (defaults fill the rest).
+    #[serde(default)]
+    pub signals: paddock_api_types::SignalRules,
 }
 
 /// The uplink ports published workspace ports are given from.
@@ -197,6 +203,7 @@ impl WorkspaceRecord {
             egress: self.egress.clone(),
             published: self.published.clone(),
             address: super::runner::slot(self).map(|s| s.guest().to_string()),
+            signals: self.signals.effective(),
         }
     }
 }

@@ -17,11 +17,8 @@ impl Control {
     /// workspace; it has no network yet); revoke the tokens scoped to it;
     /// take the forensic snapshot. The VMM stays frozen, memory and all,
     /// until an admin stops or deletes the workspace.
-    pub(super) fn quarantine(
-        &self,
-        tok: &TokenRecord,
-        mut ws: WorkspaceRecord,
-    ) -> Result<Outcome, Outcome> {
+    /// `by`: the token that asked, or the signal that fired.
+    pub(super) fn quarantine(&self, by: &str, mut ws: WorkspaceRecord) -> Result<Outcome, Outcome> {
         if ws.state != WsState::Running {
             return Err(error(
                 Verdict::Conflict,
@@ -58,16 +55,16 @@ impl Control {
                 self.save_token(&t)?;
                 self.audit.record(
                     "token_revoked",
-                    json!({"token": t.id, "by": tok.id, "reason": "quarantine", "workspace": ws.id}),
+                    json!({"token": t.id, "by": by, "reason": "quarantine", "workspace": ws.id}),
                 );
                 revoked.push(t.id);
             }
         }
         self.audit.record(
             "workspace_quarantined",
-            json!({"workspace": ws.id, "token": tok.id, "revoked_tokens": revoked}),
+            json!({"workspace": ws.id, "token": by, "revoked_tokens": revoked}),
         );
-        warn!("workspace {} quarantined by {}", ws.id, tok.id);
+        warn!("workspace {} quarantined by {}", ws.id, by);
         let vmm = forensics::vmm_pid(jail).ok_or_else(|| {
             error(
                 Verdict::Failed,
@@ -85,7 +82,7 @@ impl Control {
         if let Err(why) = space::Partition::now(&all).admits(space::snapshot_mib(&ws), true) {
             self.audit.record(
                 "forensics_skipped",
-                json!({"workspace": ws.id, "token": tok.id, "reason": why}),
+                json!({"workspace": ws.id, "token": by, "reason": why}),
             );
             return Err(error(
                 Verdict::NoSpace,
@@ -95,7 +92,7 @@ impl Control {
         let trail = self
             .audit
             .read(&[("workspace".to_string(), ws.id.clone())], 100_000);
-        let manifest = forensics::snapshot(&ws, vmm, &trail, now_s(), &tok.id).map_err(|e| {
+        let manifest = forensics::snapshot(&ws, vmm, &trail, now_s(), by).map_err(|e| {
             error(
                 Verdict::Failed,
                 format!(
@@ -105,7 +102,7 @@ impl Control {
         })?;
         self.audit.record(
             "forensics_taken",
-            json!({"workspace": ws.id, "token": tok.id, "files": manifest["files"]}),
+            json!({"workspace": ws.id, "token": by, "files": manifest["files"]}),
         );
         Ok(reply(
             Verdict::Ok,
