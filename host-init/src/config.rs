@@ -167,9 +167,9 @@ fn valid_domain(v: &str) -> Result<String, String> {
             && !l.starts_with('-')
             && !l.ends_with('-')
     };
-    if d.is_empty() || d.len() > 200 || !d.split('.').all(label_ok) {
+    if d.len() > 200 || d.split('.').count() < 2 || !d.split('.').all(label_ok) {
         return Err(format!(
-            "{v:?} is not a domain name (labels of letters, digits and hyphens)"
+            "{v:?} is not a domain name of two labels or more (letters, digits and hyphens): certificates name *.{{domain}}, which must not cover a whole top-level domain"
         ));
     }
     Ok(d)
@@ -191,7 +191,49 @@ fn parse_on_fatal(v: &str) -> Result<bool, String> {
     }
 }
 
+/// Ports the plain-HTTP listener may not take: those published workspace
+/// ports are given (a published port's forwarding would take its
+/// connections, tokens and all).
+const RESERVED_PORTS: std::ops::RangeInclusive<u16> = 20000..=29999;
+
 impl Config {
+    /// Checks what only the layers together decide (run after the last):
+    /// a plain-HTTP port that became the TLS port (or is the resolver's or
+    /// the proxy's) is dropped, never the TLS port; a TLS port among the
+    /// published ports' goes back to 8443.
+    pub fn finish(&mut self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        if RESERVED_PORTS.contains(&self.api_port) {
+            problems.push(ConfigProblem {
+                origin: "api.port".into(),
+                message: format!(
+                    "{} is in the range published workspace ports are given from; {DEFAULT_API_PORT} is used",
+                    self.api_port
+                ),
+            });
+            self.api_port = DEFAULT_API_PORT;
+        }
+        if let Some(p) = &self.plain_http {
+            let clash = p.port == self.api_port
+                || [
+                    crate::net::firewall::PROXY_PORT,
+                    crate::net::firewall::DNS_PORT,
+                ]
+                .contains(&p.port);
+            if clash {
+                problems.push(ConfigProblem {
+                    origin: "api.plain_http.port".into(),
+                    message: format!(
+                        "{} is the TLS port or the resolver's or the proxy's; plain HTTP is off",
+                        p.port
+                    ),
+                });
+                self.plain_http = None;
+            }
+        }
+        problems
+    }
+
     /// Applies the JSON file's text on top of `self`.
     pub fn apply_file(&mut self, text: &str, origin: &str) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
@@ -270,13 +312,18 @@ impl Config {
             }
         }
         if let Some(plain) = f.api.plain_http {
-            let api_port = self.api_port;
             match valid_ifname(&plain.interface) {
                 Err(m) => bad("api.plain_http.interface", m),
-                Ok(_) if plain.port == 0 => bad("api.plain_http.port", "0 is not a port".into()),
-                Ok(_) if plain.port == api_port => bad(
+                Ok(i) if i == "lo" || i.starts_with("pdk") => bad(
+                    "api.plain_http.interface",
+                    format!("{i:?} is the loopback or a workspace's tap; name the network the clients are on"),
+                ),
+                Ok(_) if plain.port < 1024 || RESERVED_PORTS.contains(&plain.port) => bad(
                     "api.plain_http.port",
-                    format!("{api_port} is the TLS port (api.port); choose another"),
+                    format!(
+                        "{} is not free for it (below 1024, or the resolver's, the proxy's or a published workspace port's)",
+                        plain.port
+                    ),
                 ),
                 Ok(interface) => {
                     self.plain_http = Some(PlainHttp {
@@ -465,12 +512,15 @@ mod tests {
             })
         );
         for (bad, what) in [
-            (r#"{"interface":"eth1","port":8443}"#, "the TLS port"),
-            (r#"{"interface":"eth1","port":0}"#, "not a port"),
-            (r#"{"interface":"a/b","port":80}"#, "interface name"),
+            (r#"{"interface":"eth1","port":0}"#, "not free"),
+            (r#"{"interface":"eth1","port":80}"#, "not free"),
+            (r#"{"interface":"eth1","port":20080}"#, "not free"),
+            (r#"{"interface":"lo","port":8080}"#, "loopback"),
+            (r#"{"interface":"pdk3","port":8080}"#, "tap"),
+            (r#"{"interface":"a/b","port":8080}"#, "interface name"),
             (r#"{"interface":"eth1"}"#, "missing field"),
             (
-                r#"{"interface":"eth1","port":80,"tls":false}"#,
+                r#"{"interface":"eth1","port":8080,"tls":false}"#,
                 "unknown field",
             ),
         ] {
@@ -480,6 +530,23 @@ mod tests {
             assert!(p[0].to_string().contains(what), "{bad}: {p:?}");
             assert_eq!(c.plain_http, None, "{bad}");
         }
+        // Layers together: a later layer that moves the TLS port onto the
+        // plain one turns plain HTTP off, never the TLS port.
+        let mut c = Config::default();
+        assert!(c
+            .apply_file(
+                r#"{"api":{"plain_http":{"interface":"eth1","port":9443}}}"#,
+                "esp"
+            )
+            .is_empty());
+        assert!(c.apply_cmdline("paddock.api_port=9443").is_empty());
+        let p = c.finish();
+        assert!(p[0].to_string().contains("plain HTTP is off"), "{p:?}");
+        assert_eq!((c.plain_http, c.api_port), (None, 9443));
+        let mut c = Config::default();
+        assert!(c.apply_cmdline("paddock.api_port=20001").is_empty());
+        assert!(c.finish()[0].to_string().contains("published"));
+        assert_eq!(c.api_port, DEFAULT_API_PORT);
     }
 
     #[test]
@@ -490,7 +557,9 @@ mod tests {
             .apply_file(r#"{"api":{"domain":"Paddock.LAN."}}"#, "esp")
             .is_empty());
         assert_eq!(c.domain.as_deref(), Some("paddock.lan"));
-        for bad in ["", "*.lan", "a..b", "-a.lan", "a_b.lan", "a b", "x/y"] {
+        for bad in [
+            "", "lan", "com", "*.lan", "a..b", "-a.lan", "a_b.lan", "a b", "x/y",
+        ] {
             let mut c = Config::default();
             let p = c.apply_file(&format!(r#"{{"api":{{"domain":"{bad}"}}}}"#), "esp");
             assert!(p[0].to_string().contains("api.domain"), "{bad}: {p:?}");

@@ -184,6 +184,7 @@ fn boot(cmdline: &str, started: Instant) {
         problems.extend(cfg.apply_file(&text, CONFIG_FILE));
     }
     problems.extend(cfg.apply_cmdline(cmdline));
+    problems.extend(cfg.finish());
     for p in &problems {
         error!("configuration: {p} (ignored)");
     }
@@ -392,6 +393,7 @@ fn start_api(
 ) -> Option<u16> {
     use crate::api::supervisor::{spawn, API_GID, API_UID};
     let plain = init.plain_http.clone();
+    let domain = init.domain.clone();
     let spawn_once = move || {
         let c = control.clone();
         spawn(
@@ -431,6 +433,14 @@ fn start_api(
         );
         let note = format!("plain HTTP on {} port {p} (no TLS)", plain.interface);
         SCREEN.update(|s| s.notes.push(note));
+    }
+    if let Some(why) = &first.plain_error {
+        error!("plain HTTP is not serving: {why}");
+        let note = format!("plain HTTP NOT serving: {why}");
+        SCREEN.update(|s| s.notes.push(note));
+    }
+    if let Some(d) = &domain {
+        SCREEN.update(|s| s.notes.push(format!("E2B domain {d}")));
     }
     shutdown::set_api_pid(first.pid);
     let port = first.port;

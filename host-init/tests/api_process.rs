@@ -230,3 +230,46 @@ fn api_process_is_confined_and_serves_tls() {
     let body: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(body["workspaces"], 4, "the new process answers");
 }
+
+/// A plain-HTTP listener that cannot bind (its interface absent) is
+/// reported, and the TLS port serves regardless: a bad setting never
+/// leaves the box unreachable.
+#[test]
+fn a_plain_listener_that_cannot_bind_leaves_the_tls_port_serving() {
+    let id = paddock_init::tls::generate().expect("identity");
+    let init = Init {
+        cert_pem: id.cert_pem.clone(),
+        key_pem: id.key_pem.clone(),
+        port: 0,
+        plain_http: Some(paddock_init::api::channel::PlainHttp {
+            interface: "pdknosuch9".into(),
+            port: 0,
+        }),
+        domain: None,
+    };
+    let running = spawn(
+        Path::new(env!("CARGO_BIN_EXE_paddock-init")),
+        &init,
+        None,
+        || StatusReply {
+            version: "test".into(),
+            state: "ready".into(),
+            workspaces: 0,
+            uptime_s: 1,
+        },
+        |_, _| common::outcome(401, serde_json::json!({"error": "no"})),
+    )
+    .expect("the API starts without its plain listener");
+    let _guard = common::KillOnDrop(running.pid);
+    assert_eq!(running.plain_port, None);
+    let why = running.plain_error.expect("the failure is reported");
+    assert!(why.contains("pdknosuch9"), "{why}");
+    let status = common::curl_status(
+        10,
+        &[
+            "-k",
+            &format!("https://127.0.0.1:{}/v1/health", running.port),
+        ],
+    );
+    assert_eq!(status, "200", "the TLS port serves");
+}

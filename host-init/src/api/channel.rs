@@ -266,9 +266,13 @@ pub struct PlainHttp {
 pub struct Started {
     pub port: Option<u16>,
     pub error: Option<String>,
-    /// The plain-HTTP port, when one is configured.
+    /// The plain-HTTP port, when one is configured and bound.
     #[serde(default)]
     pub plain_port: Option<u16>,
+    /// Why the configured plain-HTTP listener is not serving (the TLS
+    /// port serves regardless).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plain_error: Option<String>,
 }
 
 /// API → host-init on the control socket: "here is a new exchange" (the

@@ -103,7 +103,6 @@ impl ProcessOp {
     }
 }
 
-/// A workspace, token or console id as the server makes them.
 /// A workspace's id as E2B's SDK sees it: `ws-…` instead of `ws_…`,
 /// because the SDK makes host names of it (`49983-{id}.{domain}`), where
 /// an underscore is not allowed.
@@ -122,6 +121,7 @@ pub fn native_id(e2b: &str) -> String {
     }
 }
 
+/// A workspace, token or console id as the server makes them.
 pub fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }

@@ -508,6 +508,7 @@ pub fn main() -> std::process::ExitCode {
                 port: None,
                 error: Some(msg.clone()),
                 plain_port: None,
+                plain_error: None,
             },
             None::<&OwnedFd>,
         );
@@ -529,9 +530,13 @@ pub fn main() -> std::process::ExitCode {
         return fail(&control, format!("listening socket: {e}"));
     }
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(init.port);
-    let plain = match init.plain_http.as_ref().map(super::plain::bind).transpose() {
-        Ok(l) => l,
-        Err(e) => return fail(&control, e.to_string()),
+    // A plain listener that cannot bind (its interface absent, its port
+    // taken) is reported; the TLS port serves regardless, so a bad
+    // setting never leaves the box unreachable.
+    let (plain, plain_error) = match init.plain_http.as_ref().map(super::plain::bind) {
+        None => (None, None),
+        Some(Ok(l)) => (Some(l), None),
+        Some(Err(e)) => (None, Some(e.to_string())),
     };
     let plain_port = plain
         .as_ref()
@@ -565,6 +570,7 @@ pub fn main() -> std::process::ExitCode {
         port: Some(port),
         error: None,
         plain_port,
+        plain_error,
     };
     if control.send(&started, None::<&OwnedFd>).is_err() {
         return std::process::ExitCode::from(1);

@@ -105,6 +105,8 @@ pub struct Running {
     pub port: u16,
     /// Where it also listens without TLS, when configured.
     pub plain_port: Option<u16>,
+    /// Why a configured plain listener is not serving.
+    pub plain_error: Option<String>,
 }
 
 /// Starts `exe api-server`; `drop_to` is the (uid, gid) it runs as (None
@@ -152,12 +154,13 @@ pub fn spawn(
     ours.set_timeout(Some(Duration::from_secs(60)))?;
     ours.send(init, None::<&OwnedFd>)?;
     let (started, _) = ours.recv::<Started>()?;
-    let (port, plain_port) = match started {
+    let (port, plain_port, plain_error) = match started {
         Started {
             port: Some(p),
             error: None,
             plain_port,
-        } => (p, plain_port),
+            plain_error,
+        } => (p, plain_port, plain_error),
         Started { error: Some(e), .. } => return Err(ApiError::Failed(e)),
         _ => {
             return Err(ApiError::Failed(
@@ -217,6 +220,7 @@ pub fn spawn(
         pid,
         port,
         plain_port,
+        plain_error,
     })
 }
 
