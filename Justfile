@@ -93,6 +93,8 @@ check:
     cargo test -p paddock-init --lib --features test-probes --locked
     export PADDOCK_SCHEMATHESIS=$(scripts/schemathesis.sh)
     export PADDOCK_E2B_MATRIX=$(scripts/e2b-sdk.sh matrix)
+    # Our Python SDK: its offline tests, and its models and routes against docs/openapi.yaml.
+    "$(scripts/python-sdk.sh)" -m unittest discover -s sdk/python/tests -p 'test_*.py'
     cargo test -p paddock-vmm -p paddock-agent-client -p paddock-proto -p paddock-init -p paddock-image -p paddock-tpm -p paddock-api-types --tests --locked
 
 # Coverage instrumentation for libFuzzer on the stable toolchain (no nightly,
@@ -124,6 +126,7 @@ test: deps check static-test (fuzz "all" "runs" "20000")
     export PADDOCK_IMAGE_DIR=$PWD/target/image-test
     export PADDOCK_E2B_MATRIX=$(scripts/e2b-sdk.sh matrix)
     export PADDOCK_MCP_PYTHON=$(scripts/mcp-client.sh)
+    export PADDOCK_SDK_PYTHON=$(scripts/python-sdk.sh)
     cargo test -p paddock-tests --test vmm_scenarios --test agent_scenarios --test proxy_path --locked -- --test-threads=8
     # One appliance at a time: each is a whole emulated server.
     cargo test -p paddock-tests --test appliance --locked -- --test-threads=1

@@ -20,6 +20,8 @@ mod e2b;
 mod egress_share;
 #[path = "appliance/mcp.rs"]
 mod mcp;
+#[path = "appliance/sdk.rs"]
+mod sdk;
 #[path = "appliance/shell.rs"]
 mod shell;
 #[path = "appliance/signals.rs"]
@@ -1218,6 +1220,7 @@ fn appliance_boots_serves_keeps_data_and_shuts_down_in_order() {
     e2b::e2b_session(&app, &admin, &fingerprint);
     mcp::mcp_session(&app, &admin, &fingerprint, &scratch("mcp"));
     shell::shell_session(&app, &admin, &fingerprint, &scratch("shell"));
+    sdk::sdk_session(&app, &admin, &fingerprint);
     // From here on: the rotated credential and certificate (the second
     // boot checks that the rotated certificate is the one that persists).
     let (admin, fingerprint) = rotations(&mut app, &admin, &fingerprint);

@@ -1,0 +1,193 @@
+"""The wire types of the appliance's own calls: health, tokens, links,
+audit events, TLS and disk keys (see :mod:`paddock.models` for how they map
+to ``docs/openapi.yaml``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import ProtocolError
+from .models import Egress
+
+Scope = Literal["create", "exec", "files", "delete", "read", "admin"]
+"""A token's scope; ``admin`` is all of them."""
+
+SecretFormat = Literal["paddock", "e2b"]
+KeyState = Literal["ready", "locked", "unavailable"]
+
+
+@dataclass(frozen=True)
+class Health:
+    """``GET /v1/health``: ``status`` is ``"ok"`` or ``"degraded"``."""
+
+    status: str
+    state: str
+    version: str
+    workspaces: int
+    uptime_s: int
+
+
+@dataclass
+class LinkRequest:
+    from_: str = field(metadata={"wire": "from"})
+    to: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Link:
+    """A directed private link: ``from_`` may connect to ``to`` on
+    ``port``, at ``to_address``."""
+
+    id: str
+    from_: str = field(metadata={"wire": "from"})
+    to: str
+    port: int
+    created_at: int
+    to_address: str | None = None
+
+
+@dataclass(frozen=True)
+class LinkList:
+    links: list[Link]
+
+
+@dataclass
+class Quotas:
+    """Caps on what a token's tree may hold at once (``None``: no cap of
+    its own)."""
+
+    max_workspaces: int | None = None
+    max_vcpus: int | None = None
+    max_memory_mib: int | None = None
+    max_disk_mib: int | None = None
+
+
+@dataclass
+class TokenRequest:
+    """``POST /v1/tokens``."""
+
+    name: str
+    scopes: list[Scope]
+    ttl_s: int | None = None
+    quotas: Quotas | None = None
+    labels: dict[str, str] | None = None
+    workspace_ids: list[str] | None = None
+    egress_allow: Egress | None = None
+    secret_format: SecretFormat | None = None
+
+
+@dataclass(frozen=True)
+class NewToken:
+    """A token just minted. ``secret`` is shown this once (and left out of
+    ``repr``)."""
+
+    id: str
+    secret: str = field(repr=False)
+    scopes: list[Scope]
+    expires_at: int | None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Token:
+    """A token as ``GET /v1/tokens`` shows it (never its secret)."""
+
+    id: str
+    name: str
+    scopes: list[Scope]
+    expires_at: int | None
+    revoked: bool
+    parent: str | None
+    quotas: Quotas
+    labels: dict[str, str]
+    workspace_ids: list[str] | None = None
+    egress_allow: Egress | None = None
+
+
+@dataclass(frozen=True)
+class TokenList:
+    tokens: list[Token]
+
+
+@dataclass(frozen=True)
+class Revoked:
+    revoked: str
+
+
+@dataclass(frozen=True)
+class TokenRotated:
+    """A token's new secret, shown once (left out of ``repr``)."""
+
+    id: str
+    secret: str = field(repr=False)
+    note: str
+
+
+@dataclass(frozen=True)
+class TlsRotated:
+    """The API's new certificate's SHA-256 fingerprint (``AA:BB:...``)."""
+
+    fingerprint: str
+    note: str
+
+
+@dataclass(frozen=True)
+class KeyStatus:
+    state: KeyState
+    detail: str
+
+
+@dataclass
+class RecoverKeysRequest:
+    recovery_secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Event:
+    """An audit event: ``event`` (its kind, e.g. ``"exec_started"``), ``ts``
+    (Unix seconds) and ``data``, every other field its kind records. The
+    API document names only ``ts`` and ``event``; ``workspace`` and
+    ``token`` are the fields its ``workspace=`` and ``token=`` filters
+    match."""
+
+    ts: float
+    event: str
+    data: dict[str, Any] = field(default_factory=dict, metadata={"sdk": True})
+
+    @property
+    def workspace(self) -> str | None:
+        """The workspace it concerns, if any."""
+        v = self.data.get("workspace")
+        return v if isinstance(v, str) else None
+
+    @property
+    def token(self) -> str | None:
+        """The id of the token that acted, if any."""
+        v = self.data.get("token")
+        return v if isinstance(v, str) else None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """One of the event's fields."""
+        return self.data.get(key, default)
+
+    @classmethod
+    def _from_wire(cls, value: Any) -> Event:
+        if not isinstance(value, dict):
+            raise ProtocolError(f"an audit event is not a JSON object: {value!r:.200}")
+        ts, kind = value.get("ts"), value.get("event")
+        if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not isinstance(kind, str):
+            raise ProtocolError(f"an audit event without ts and event: {value!r:.200}")
+        rest = {k: v for k, v in value.items() if k not in ("ts", "event")}
+        return cls(float(ts), kind, rest)
+
+
+EVENT_FILTER_FIELDS = ("workspace", "token")
+"""The event fields :class:`Event` reads beyond the schema's: the names of
+``GET /v1/audit``'s filters (checked against the document)."""
+
+
+@dataclass(frozen=True)
+class AuditEvents:
+    events: list[Event]

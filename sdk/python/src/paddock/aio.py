@@ -1,0 +1,272 @@
+"""The asyncio client: :class:`AsyncPaddock`, the same calls as
+:class:`paddock.Paddock`, awaited."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Generator, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+from . import _build, config
+from ._http import AsyncTransport
+from .admin_models import (
+    AuditEvents,
+    Event,
+    Health,
+    KeyStatus,
+    Link,
+    LinkList,
+    LinkRequest,
+    NewToken,
+    Quotas,
+    RecoverKeysRequest,
+    Revoked,
+    Scope,
+    SecretFormat,
+    TlsRotated,
+    Token,
+    TokenList,
+    TokenRotated,
+)
+from .aio_workspace import AsyncWorkspace
+from .client import CREATE_TIMEOUT, DEFAULT_TIMEOUT
+from .models import Egress, SignalRules, WorkspaceInfo, WorkspaceList
+
+
+class CreatingWorkspace(Awaitable[AsyncWorkspace]):
+    """What :meth:`AsyncPaddock.create_workspace` returns: await it for the
+    workspace, or ``async with`` it to have the workspace deleted at the
+    end of the block."""
+
+    def __init__(self, make: Awaitable[AsyncWorkspace]) -> None:
+        self._make = make
+        self._ws: AsyncWorkspace | None = None
+
+    def __await__(self) -> Generator[Any, None, AsyncWorkspace]:
+        return self._make.__await__()
+
+    async def __aenter__(self) -> AsyncWorkspace:
+        self._ws = await self._make
+        return self._ws
+
+    async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        if self._ws is not None:
+            await self._ws.__aexit__(et, ev, tb)
+
+
+class AsyncPaddock:
+    """A client of one appliance for asyncio; the arguments are those of
+    :class:`paddock.Paddock`. Close it with ``await client.aclose()`` or
+    ``async with``. The pinned certificate is fetched on first use (in a
+    worker thread)."""
+
+    def __init__(self, url: str, token: str, fingerprint: str | None = None, ca_file: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self._t = AsyncTransport(url, token, fingerprint, ca_file, timeout)
+
+    @classmethod
+    def from_env(cls, *, timeout: float = DEFAULT_TIMEOUT) -> AsyncPaddock:
+        """A client from ``PADDOCK_URL``, ``PADDOCK_TOKEN`` and (optional)
+        ``PADDOCK_FINGERPRINT``."""
+        s = config.from_env()
+        return cls(s.url, s.token, s.fingerprint, timeout=timeout)
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str] | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> AsyncPaddock:
+        """A client from the CLI's saved session (``paddock login``)."""
+        s = config.from_cli_config(path)
+        return cls(s.url, s.token, s.fingerprint, timeout=timeout)
+
+    def with_token(self, token: str) -> AsyncPaddock:
+        """A client of the same appliance and pinned certificate, acting
+        with another token."""
+        other = AsyncPaddock.__new__(AsyncPaddock)
+        t = self._t
+        other._t = AsyncTransport(t.base_url, token, None, None, t.timeout, tls=t.tls)
+        return other
+
+    @property
+    def url(self) -> str:
+        return self._t.base_url
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self._t.tls.fingerprint
+
+    async def aclose(self) -> None:
+        """Closes its connections."""
+        await self._t.close()
+
+    async def __aenter__(self) -> AsyncPaddock:
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"AsyncPaddock({self.url!r}, fingerprint={self.fingerprint!r})"
+
+    # -- workspaces -------------------------------------------------------
+
+    async def health(self) -> Health:
+        """The appliance's state (``GET /v1/health``)."""
+        result: Health = await self._t.call("health")
+        return result
+
+    def create_workspace(
+        self,
+        *,
+        ttl_s: int,
+        template: str | None = None,
+        vcpus: int | None = None,
+        memory_mib: int | None = None,
+        disk_mib: int | None = None,
+        disk_mib_per_s: int | None = None,
+        disk_iops: int | None = None,
+        egress: Egress | Mapping[str, Sequence[str]] | None = None,
+        net_mib_per_s: int | None = None,
+        net_connections_per_s: int | None = None,
+        signals: SignalRules | Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        timeout: float = CREATE_TIMEOUT,
+    ) -> CreatingWorkspace:
+        """Boots a workspace (``POST /v1/workspaces``); the arguments are
+        those of :meth:`paddock.Paddock.create_workspace`. Either::
+
+            async with client.create_workspace(ttl_s=600) as ws:
+                ...                      # deleted at the end of the block
+            ws = await client.create_workspace(ttl_s=600)
+        """
+        spec = _build.workspace_spec(
+            ttl_s,
+            template=template,
+            vcpus=vcpus,
+            memory_mib=memory_mib,
+            disk_mib=disk_mib,
+            disk_mib_per_s=disk_mib_per_s,
+            disk_iops=disk_iops,
+            egress=egress,
+            net_mib_per_s=net_mib_per_s,
+            net_connections_per_s=net_connections_per_s,
+            signals=signals,
+            env=env,
+            labels=labels,
+        )
+
+        async def make() -> AsyncWorkspace:
+            info: WorkspaceInfo = await self._t.call("create_workspace", body=spec, timeout=timeout)
+            return AsyncWorkspace(self._t, info.id, info)
+
+        return CreatingWorkspace(make())
+
+    def workspace(self, id: str) -> AsyncWorkspace:
+        """A handle on workspace ``id`` without asking the appliance."""
+        return AsyncWorkspace(self._t, _build.id_of(id))
+
+    async def get_workspace(self, id: str) -> AsyncWorkspace:
+        """Workspace ``id`` as it is now (``GET /v1/workspaces/{id}``)."""
+        ws = self.workspace(id)
+        await ws.refresh()
+        return ws
+
+    async def list_workspaces(self, labels: Mapping[str, str] | None = None) -> list[AsyncWorkspace]:
+        """The workspaces this token may see, with all of ``labels`` if
+        given (``GET /v1/workspaces``)."""
+        result: WorkspaceList = await self._t.call("list_workspaces", query=_build.labels_query(labels))
+        return [AsyncWorkspace(self._t, w.id, w) for w in result.workspaces]
+
+    # -- links ------------------------------------------------------------
+
+    async def list_links(self) -> list[Link]:
+        """Every private link (``GET /v1/links``)."""
+        result: LinkList = await self._t.call("list_links")
+        return result.links
+
+    async def create_link(self, from_: AsyncWorkspace | str, to: AsyncWorkspace | str, port: int) -> Link:
+        """Lets ``from_`` connect to ``to`` on ``port`` (``POST /v1/links``)."""
+        body = LinkRequest(_build.id_of(from_), _build.id_of(to), int(port))
+        result: Link = await self._t.call("create_link", body=body)
+        return result
+
+    async def delete_link(self, link: Link | str) -> None:
+        """Removes a link (``DELETE /v1/links/{link}``)."""
+        await self._t.call("delete_link", {"link": _build.id_of(link)})
+
+    # -- tokens -----------------------------------------------------------
+
+    async def create_token(
+        self,
+        name: str,
+        scopes: Sequence[Scope],
+        *,
+        ttl_s: int | None = None,
+        quotas: Quotas | Mapping[str, int | None] | None = None,
+        labels: Mapping[str, str] | None = None,
+        workspace_ids: Sequence[AsyncWorkspace | str] | None = None,
+        egress_allow: Egress | Mapping[str, Sequence[str]] | None = None,
+        secret_format: SecretFormat | None = None,
+    ) -> NewToken:
+        """Mints a token under this one (``POST /v1/tokens``); as
+        :meth:`paddock.Paddock.create_token`."""
+        req = _build.token_request(
+            name,
+            scopes,
+            ttl_s=ttl_s,
+            quotas=quotas,
+            labels=labels,
+            workspace_ids=workspace_ids,
+            egress_allow=egress_allow,
+            secret_format=secret_format,
+        )
+        result: NewToken = await self._t.call("create_token", body=req)
+        return result
+
+    async def list_tokens(self) -> list[Token]:
+        """Every token, without secrets (``GET /v1/tokens``)."""
+        result: TokenList = await self._t.call("list_tokens")
+        return result.tokens
+
+    async def revoke_token(self, id: Token | NewToken | str) -> str:
+        """Revokes a token and its descendants (``DELETE /v1/tokens/{id}``)."""
+        result: Revoked = await self._t.call("revoke_token", {"id": _build.id_of(id)})
+        return result.revoked
+
+    async def rotate_token(self, id: Token | NewToken | str) -> TokenRotated:
+        """A new secret for a token (``POST /v1/tokens/{id}/rotate``)."""
+        result: TokenRotated = await self._t.call("rotate_token", {"id": _build.id_of(id)})
+        return result
+
+    # -- the appliance ----------------------------------------------------
+
+    async def events(self, *, event: str | None = None, workspace: AsyncWorkspace | str | None = None, token: str | None = None, limit: int | None = None) -> list[Event]:
+        """Audit events, oldest first (``GET /v1/audit``); filters as
+        :meth:`paddock.Paddock.events`."""
+        query = [
+            ("event", event),
+            ("workspace", None if workspace is None else _build.id_of(workspace)),
+            ("token", token),
+            ("limit", limit),
+        ]
+        result: AuditEvents = await self._t.call("audit", query=query)
+        return result.events
+
+    async def rotate_tls(self) -> TlsRotated:
+        """A new TLS identity for the API (``POST /v1/tls/rotate``)."""
+        result: TlsRotated = await self._t.call("rotate_tls")
+        return result
+
+    async def key_status(self) -> KeyStatus:
+        """How the disk keys are held (``GET /v1/keys``)."""
+        result: KeyStatus = await self._t.call("key_status")
+        return result
+
+    async def recover_keys(self, recovery_secret: str) -> KeyStatus:
+        """Re-seals locked disk keys (``POST /v1/keys/recover``)."""
+        result: KeyStatus = await self._t.call("recover_keys", body=RecoverKeysRequest(recovery_secret))
+        return result
+
+    async def prometheus_metrics(self) -> str:
+        """Prometheus text (``GET /metrics``)."""
+        text: str = await self._t.call("prometheus")
+        return text
