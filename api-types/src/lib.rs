@@ -28,7 +28,9 @@ pub use error::ErrorBody;
 pub use exec::{ExecEvent, ExecRequest};
 pub use files::{DirCreated, DirListing, FileEntry, FileKind};
 pub use metrics::{WorkspaceMetrics, WorkspaceSample};
-pub use network::{Health, Link, LinkList, LinkRequest, PortPublished, PublishRequest};
+pub use network::{
+    Health, Link, LinkList, LinkRequest, NetworkLog, NetworkRecord, PortPublished, PublishRequest,
+};
 pub use process::{ProcessInfo, ProcessList, ProcessRequest, PtySize, SignalRequest};
 pub use signals::{SignalAction, SignalRule, SignalRules};
 pub use token::{MintRequest, MintedToken, Quotas, Scope, SecretFormat, TokenList, TokenView};

@@ -58,3 +58,44 @@ pub struct Health {
     pub workspaces: u32,
     pub uptime_s: u64,
 }
+
+/// One record of where a workspace connected (`GET
+/// /v1/workspaces/{id}/network`): what the resolver or the egress proxy
+/// saw, counted over a window of up to a minute. Never payloads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    /// The window, Unix seconds.
+    pub from: u64,
+    pub to: u64,
+    /// `dns` (a lookup) or `tcp` (a connection through the proxy).
+    pub kind: String,
+    /// The name looked up, or named by SNI or Host ("" when none was).
+    pub name: String,
+    /// Where the guest aimed the connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dest: Option<String>,
+    /// `allowed` or `denied`.
+    pub decision: String,
+    /// What allowed it, or why it was denied.
+    pub reason: String,
+    pub count: u64,
+    #[serde(default)]
+    pub bytes_up: u64,
+    #[serde(default)]
+    pub bytes_down: u64,
+    /// Connections whose upstream did not answer.
+    #[serde(default)]
+    pub upstream_failed: u64,
+    /// Connections aimed at an address the name does not resolve to.
+    #[serde(default)]
+    pub mismatched: u64,
+    /// A lookup's answers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answers: Vec<String>,
+}
+
+/// `GET /v1/workspaces/{id}/network`, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkLog {
+    pub records: Vec<NetworkRecord>,
+}

@@ -105,6 +105,8 @@ pub enum Command {
     },
     /// The audit log
     Events(EventsArgs),
+    /// Where a workspace connected: its lookups and proxied connections, counted per minute
+    NetLog(NetLogArgs),
     /// Serve the workspace tools to agents over MCP: on stdio as the saved session's token, or
     /// with --listen over streamable HTTP as each client's own bearer token
     Mcp(McpArgs),
@@ -330,6 +332,23 @@ pub struct EventsArgs {
     pub event: Option<String>,
     /// At most this many, the newest
     #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct NetLogArgs {
+    pub id: String,
+    /// Only records whose window ends at or after this Unix second
+    #[arg(long, value_name = "S")]
+    pub since: Option<u64>,
+    /// Only the denied ones
+    #[arg(long, conflicts_with = "allowed")]
+    pub denied: bool,
+    /// Only the allowed ones
+    #[arg(long)]
+    pub allowed: bool,
+    /// At most this many, the newest
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10000))]
     pub limit: Option<u64>,
 }
 

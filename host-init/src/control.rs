@@ -10,6 +10,7 @@ pub mod console;
 pub mod forensics;
 pub mod limits;
 pub mod metrics;
+pub mod netlog;
 pub mod runner;
 pub mod samples;
 pub mod service;

@@ -1,6 +1,7 @@
 //! The uplink: pick the wired NIC, bring it up, and configure it by DHCP
 //! (our own client, below) or from static configuration.
 
+pub mod activity;
 mod dhcp;
 pub mod dns;
 pub mod dns_cache;

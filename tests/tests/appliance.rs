@@ -2069,6 +2069,81 @@ fn workspace_networks_deny_by_default_and_open_only_what_is_listed() {
         !out.contains("host=other.test"),
         "the pipelined request reached other.test: {out}"
     );
+    // Where A connected (issue 17): its lookups and proxied connections,
+    // allowed and denied, with bytes, answers, and the connection that
+    // named allowed.test but dialled denied.test's address flagged.
+    let mut log = serde_json::Value::Null;
+    let find = |log: &serde_json::Value, kind: &str, decision: &str, name: &str| {
+        log["records"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["kind"] == kind && r["decision"] == decision && r["name"] == name)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..40 {
+        log = json(&call("GET", &format!("/v1/workspaces/{a}/network"), None).1);
+        if !find(&log, "tcp", "denied", "other.test").is_empty()
+            && find(&log, "tcp", "allowed", "allowed.test")
+                .iter()
+                .any(|r| r["mismatched"].as_u64() > Some(0))
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let lookups = find(&log, "dns", "allowed", "allowed.test");
+    assert!(
+        lookups
+            .iter()
+            .any(|r| r["answers"].to_string().contains(&ALLOWED.to_string())),
+        "the lookup and its answer: {log}"
+    );
+    assert!(
+        !find(&log, "dns", "denied", "denied.test").is_empty(),
+        "{log}"
+    );
+    let conns = find(&log, "tcp", "allowed", "allowed.test");
+    assert!(
+        conns.iter().any(|r| r["bytes_down"].as_u64() > Some(0)
+            && r["dest"].as_str().is_some_and(|d| d.ends_with(":443"))),
+        "connections with their bytes: {log}"
+    );
+    assert!(
+        conns.iter().any(|r| r["mismatched"].as_u64() > Some(0)
+            && r["dest"]
+                .as_str()
+                .is_some_and(|d| d.starts_with(&format!("{DENIED}:")))),
+        "named allowed.test, dialled denied.test's address: {log}"
+    );
+    let refused = find(&log, "tcp", "denied", "other.test");
+    assert!(
+        refused
+            .iter()
+            .any(|r| r["reason"] == "not on its allowlist"),
+        "{log}"
+    );
+    let denied = json(
+        &call(
+            "GET",
+            &format!("/v1/workspaces/{a}/network?decision=denied"),
+            None,
+        )
+        .1,
+    );
+    assert!(
+        denied["records"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty() && r.iter().all(|r| r["decision"] == "denied")),
+        "{denied}"
+    );
+    let (code, _) = call(
+        "GET",
+        &format!("/v1/workspaces/{a}/network?decision=maybe"),
+        None,
+    );
+    assert_eq!(code, 422);
     // The resolver and the proxy run in a confined process of their own
     // (issue 15). Killed with SIGKILL, it is started again by PID 1, not
     // by a reboot, with every workspace's policy; what it counted stays.

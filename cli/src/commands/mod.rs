@@ -3,6 +3,7 @@
 //! or a table read from the answer's shared type where one exists.
 
 mod admin;
+mod netlog;
 mod shell;
 mod workspace;
 
@@ -54,6 +55,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Tls(cmd) => admin::tls(&ctx()?, cmd),
         Command::Keys { command } => admin::keys(&ctx()?, command),
         Command::Events(args) => admin::events(&ctx()?, &args),
+        Command::NetLog(args) => netlog::net_log(&ctx()?, &args),
         Command::Mcp(args) => match args.listen {
             None => crate::mcp::serve(config::load()?),
             Some(addr) => {

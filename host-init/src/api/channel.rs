@@ -423,6 +423,14 @@ pub enum Call {
         id: String,
         since: u64,
     },
+    /// Where a workspace connected (control::netlog): records ending at or
+    /// after `since`, of one decision if given, the newest `limit`.
+    NetworkLog {
+        id: String,
+        since: u64,
+        decision: Option<String>,
+        limit: usize,
+    },
     /// Who the bearer is, before any body is read: `{"token", "admin",
     /// "tenant"}` or the refusal.
     WhoAmI,

@@ -67,6 +67,7 @@ pub enum Route {
     Dir(String),
     /// A workspace's samples over the last hour.
     WorkspaceMetrics(String),
+    NetworkLog(String),
     /// A workspace's spawned processes (api::processes).
     Processes(String, ProcessOp),
     EnvdReadFile,
@@ -146,7 +147,7 @@ pub fn allowed_methods(segs: &[&str]) -> Option<&'static [&'static str]> {
         ["v1", "workspaces", _, "forensics", _] => &["GET"],
         ["v1", "workspaces", _, "files"] => &["GET", "PUT", "DELETE"],
         ["v1", "workspaces", _, "dir"] => &["GET", "POST"],
-        ["v1", "workspaces", _, "metrics"] => &["GET"],
+        ["v1", "workspaces", _, "metrics"] | ["v1", "workspaces", _, "network"] => &["GET"],
         ["v1", "workspaces", _, "processes"] => &["GET", "POST"],
         ["v1", "workspaces", _, "processes", _, "output"] => &["GET"],
         ["v1", "workspaces", _, "processes", _, "input" | "close-input" | "signal" | "resize"] => {
@@ -205,6 +206,7 @@ pub fn resolve(method: &str, path: &str) -> Route {
         (_, ["v1", "workspaces", id, "files"]) => R::Files(s(id)),
         ("GET" | "POST", ["v1", "workspaces", id, "dir"]) => R::Dir(s(id)),
         ("GET", ["v1", "workspaces", id, "metrics"]) => R::WorkspaceMetrics(s(id)),
+        ("GET", ["v1", "workspaces", id, "network"]) => R::NetworkLog(s(id)),
         (m, ["v1", "workspaces", id, "processes", rest @ ..]) => match ProcessOp::parse(m, rest) {
             Some(op) => R::Processes(s(id), op),
             None => R::NotFound,
@@ -375,6 +377,7 @@ mod tests {
             "/v1/workspaces/ws_1/forensics",
             "/v1/workspaces/ws_1/forensics/disk",
             "/v1/workspaces/ws_1/files",
+            "/v1/workspaces/ws_1/network",
             "/v1/tokens/tok_1",
             "/v1/tokens/tok_1/rotate",
             "/v1/tls/rotate",

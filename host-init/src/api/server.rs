@@ -429,6 +429,29 @@ pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
             };
             simple(Call::WorkspaceMetrics { id, since })
         }
+        Route::NetworkLog(id) => {
+            let since = match query(req, "since").map(str::parse::<u64>) {
+                None => 0,
+                Some(Ok(s)) => s,
+                Some(Err(_)) => return Some(json_error(422, "since: Unix seconds")),
+            };
+            let decision = match query(req, "decision") {
+                None => None,
+                Some(d @ ("allowed" | "denied")) => Some(d.to_string()),
+                Some(_) => return Some(json_error(422, "decision: allowed or denied")),
+            };
+            let limit = match query(req, "limit").map(str::parse::<usize>) {
+                None => 1000,
+                Some(Ok(n)) if (1..=10_000).contains(&n) => n,
+                Some(_) => return Some(json_error(422, "limit: 1 to 10000")),
+            };
+            simple(Call::NetworkLog {
+                id,
+                since,
+                decision,
+                limit,
+            })
+        }
         Route::EnvdHealth => Some(super::e2b::envd_health(shared, req)),
         Route::EnvdRpc(service, method) => super::envd::rpc(shared, req, io, &service, &method),
         Route::EnvdReadFile => super::envd::read_file(shared, req, io),

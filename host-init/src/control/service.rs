@@ -414,6 +414,7 @@ impl Control {
             Call::ReadAudit { .. } => "read_audit".into(),
             Call::Metrics => "metrics".into(),
             Call::WorkspaceMetrics { id, .. } => format!("metrics of {id}"),
+            Call::NetworkLog { id, .. } => format!("network log of {id}"),
             Call::WhoAmI => "whoami".into(),
         };
         let tok = match self.authenticate(auth, &what) {
@@ -776,6 +777,20 @@ impl Control {
                     tenant: self.tenant_of(tok),
                 },
             )),
+            Call::NetworkLog {
+                id,
+                since,
+                decision,
+                limit,
+            } => {
+                let ws = self.workspace(tok, &id, Scope::Read, what)?;
+                Ok(reply(
+                    Verdict::Ok,
+                    paddock_api_types::NetworkLog {
+                        records: super::netlog::read(&ws.id, since, decision.as_deref(), limit),
+                    },
+                ))
+            }
             Call::WorkspaceMetrics { id, since } => {
                 let ws = self.workspace(tok, &id, Scope::Read, what)?;
                 Ok(reply(

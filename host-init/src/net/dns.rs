@@ -139,6 +139,7 @@ pub fn answer(query: &[u8], id: &str, egress: &policy::Egress) -> Option<Vec<u8>
     let name = name.trim_end_matches('.');
     if !egress.allows_name(name) {
         REFUSED.count(id);
+        super::activity::lookup(id, name, false, "not on its allowlist", &[]);
         return reply_to(&q, ResponseCode::NXDomain).to_vec().ok();
     }
     if question.query_type() != RecordType::A {
@@ -148,11 +149,22 @@ pub fn answer(query: &[u8], id: &str, egress: &policy::Egress) -> Option<Vec<u8>
     }
     let reply = match lookup(question.name()) {
         Ok((code, records)) => {
+            let answers: Vec<Ipv4Addr> = records
+                .iter()
+                .filter_map(|r| match r.data() {
+                    RData::A(a) => Some(a.0),
+                    _ => None,
+                })
+                .collect();
+            super::activity::lookup(id, name, true, "allowlist", &answers);
             let mut m = reply_to(&q, code);
             m.add_answers(records);
             m
         }
-        Err(_) => reply_to(&q, ResponseCode::ServFail),
+        Err(e) => {
+            super::activity::lookup(id, name, true, &format!("allowed; {e}"), &[]);
+            reply_to(&q, ResponseCode::ServFail)
+        }
     };
     let bytes = reply.to_vec().ok()?;
     // Without EDNS a client takes 512 bytes; more is cut, marked truncated.

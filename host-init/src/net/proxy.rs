@@ -21,6 +21,7 @@ use super::sni::{self, Peek};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,6 +59,22 @@ fn refuse(id: &str, why: &str) {
     if REFUSED.count(id) <= MAX_LOGGED {
         crate::info!("workspace {id}: egress refused: {why}");
     }
+}
+
+/// A refused connection, counted and recorded (`net::activity`) with
+/// the name it gave, if any, and where it was aimed.
+fn refused(id: &str, name: &str, dest: Option<SocketAddrV4>, why: &str, logged: &str) {
+    refuse(id, logged);
+    super::activity::connection(super::activity::Connection {
+        id,
+        name,
+        dest,
+        denied: Some(why),
+        bytes_up: 0,
+        bytes_down: 0,
+        upstream_failed: false,
+        mismatched: false,
+    });
 }
 
 /// Serves workspaces' redirected connections on `listener` (bound by
@@ -149,27 +166,35 @@ fn read_name(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Peek {
 fn admit(pool: &'static FairShare, id: &str) -> Option<Permit> {
     let permit = pool.acquire(id);
     if permit.is_none() {
-        refuse(id, "it holds its share of the proxy's connections");
+        let why = "it holds its share of the proxy's connections";
+        refused(id, "", None, why, why);
     }
     permit
 }
 
 fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egress) {
     let Some(dest) = original_destination(&conn) else {
-        return refuse(&id, "no original destination (not a redirected connection)");
+        let why = "no original destination (not a redirected connection)";
+        return refused(&id, "", None, why, why);
     };
     let _ = conn.set_read_timeout(Some(PEEK_TIMEOUT));
     let mut first = Vec::with_capacity(2048);
     let name = match read_name(&mut conn, &mut first) {
         Peek::Name(n) => n,
-        Peek::Ech => return refuse(&id, &format!("{dest}: TLS with Encrypted Client Hello")),
-        Peek::NoName(why) => return refuse(&id, &format!("{dest}: {why}")),
+        Peek::Ech => {
+            let why = "TLS with Encrypted Client Hello";
+            return refused(&id, "", Some(dest), why, &format!("{dest}: {why}"));
+        }
+        Peek::NoName(why) => return refused(&id, "", Some(dest), why, &format!("{dest}: {why}")),
         Peek::NeedMore => return,
     };
     let tls = first.first() == Some(&0x16);
     if !egress.allows(&name, dest.port()) {
-        refuse(
+        refused(
             &id,
+            &name,
+            Some(dest),
+            "not on its allowlist",
             &format!("{name}:{} is not on its allowlist", dest.port()),
         );
         return deny(
@@ -184,7 +209,13 @@ fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egress) {
     let addrs = match super::dns::resolve(&name) {
         Ok(a) if !a.is_empty() => a,
         Ok(_) => {
-            refuse(&id, &format!("{name}: no address a workspace may reach"));
+            refused(
+                &id,
+                &name,
+                Some(dest),
+                "no address a workspace may reach",
+                &format!("{name}: no address a workspace may reach"),
+            );
             return deny(
                 conn,
                 tls,
@@ -192,9 +223,24 @@ fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egress) {
             );
         }
         Err(e) => {
-            refuse(&id, &e.to_string());
+            refused(&id, &name, Some(dest), &e.to_string(), &e.to_string());
             return deny(conn, tls, &e.to_string());
         }
+    };
+    // The guest named one host and dialled another address (the proxy
+    // connects to the name's own addresses either way).
+    let mismatched = !addrs.contains(dest.ip());
+    let record = |bytes_up, bytes_down, upstream_failed| {
+        super::activity::connection(super::activity::Connection {
+            id: &id,
+            name: &name,
+            dest: Some(dest),
+            denied: None,
+            bytes_up,
+            bytes_down,
+            upstream_failed,
+            mismatched,
+        })
     };
     let Some(mut upstream) = addrs
         .iter()
@@ -203,6 +249,7 @@ fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egress) {
             TcpStream::connect_timeout(&SocketAddr::from((*a, dest.port())), CONNECT_TIMEOUT).ok()
         })
     else {
+        record(0, 0, true);
         return deny(conn, tls, &format!("{name}:{} did not answer", dest.port()));
     };
     // Plain HTTP: every request on the connection is checked, not only
@@ -211,23 +258,24 @@ fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egress) {
     // the bytes read to learn the name.
     let requests = if tls {
         if upstream.write_all(&first).is_err() {
-            return;
+            return record(0, 0, true);
         }
         None
     } else {
         Some((RequestStream::new(&name), first))
     };
-    splice(
+    let (up, down) = splice(
         conn,
         upstream,
         Splice {
             allowed: policy_allows(*peer.ip()),
-            id,
-            name,
+            id: id.clone(),
+            name: name.clone(),
             port: dest.port(),
             requests,
         },
     );
+    record(up, down, false);
 }
 
 /// Takes the bytes of `pending` that `requests` allows to go upstream,
@@ -292,10 +340,10 @@ struct Splice {
 
 /// Copies both ways until both sides are done, one is idle too long, or
 /// the workspace's policy stops allowing `name`:`port` (then both sides
-/// are cut within a second).
-fn splice(client: TcpStream, upstream: TcpStream, conn: Splice) {
+/// are cut within a second). The bytes that went up and came down.
+fn splice(client: TcpStream, upstream: TcpStream, conn: Splice) -> (u64, u64) {
     let (Ok(client2), Ok(upstream2)) = (client.try_clone(), upstream.try_clone()) else {
-        return;
+        return (0, 0);
     };
     // Writes time out too: a peer that stops reading must not hold a pump
     // (and the connection's slot) past the policy and the idle limit.
@@ -315,10 +363,20 @@ fn splice(client: TcpStream, upstream: TcpStream, conn: Splice) {
     let allowed2 = Arc::clone(&allowed);
     let words: LastWords = Arc::default();
     let words2 = Arc::clone(&words);
+    let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let down2 = Arc::clone(&down);
     let back = std::thread::Builder::new()
         .name("egress-back".into())
         .stack_size(64 * 1024)
-        .spawn(move || pump(upstream2, client2, &*allowed2, Side::Answers(&words2)));
+        .spawn(move || {
+            pump(
+                upstream2,
+                client2,
+                &*allowed2,
+                Side::Answers(&words2),
+                &down2,
+            )
+        });
     let mut checker = requests.map(|(r, pending)| Checker {
         requests: r,
         pending,
@@ -329,10 +387,11 @@ fn splice(client: TcpStream, upstream: TcpStream, conn: Splice) {
         Some(c) => Side::Requests(c),
         None => Side::Opaque,
     };
-    pump(client, upstream, &*allowed, side);
+    pump(client, upstream, &*allowed, side, &up);
     if let Ok(t) = back {
         let _ = t.join();
     }
+    (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed))
 }
 
 /// The client side of a plain-HTTP connection: what checks its requests.
@@ -412,7 +471,7 @@ impl Checker {
         match refused {
             None => Forwarded::Sent,
             Some(refused) => {
-                refuse(&self.id, &refused.why);
+                self::refused(&self.id, "", None, &refused.why, &refused.why);
                 *self.words.lock().unwrap_or_else(|e| e.into_inner()) = Some(Refusal {
                     response: refused.response(),
                     at: std::time::Instant::now(),
@@ -473,7 +532,14 @@ fn cut(a: &TcpStream, b: &TcpStream) {
     let _ = b.shutdown(Shutdown::Both);
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, allowed: &dyn Fn() -> bool, mut side: Side<'_>) {
+/// Copies `from` to `to` (see `splice`), adding what it read to `bytes`.
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    allowed: &dyn Fn() -> bool,
+    mut side: Side<'_>,
+    bytes: &AtomicU64,
+) {
     let mut buf = [0u8; 16 * 1024];
     let mut idle = Duration::ZERO;
     let mut checked = std::time::Instant::now();
@@ -498,6 +564,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, allowed: &dyn Fn() -> bool, mut 
                 break;
             }
             Ok(n) => {
+                bytes.fetch_add(n as u64, Ordering::Relaxed);
                 idle = Duration::ZERO;
                 // A busy connection is checked as often as a quiet one.
                 if checked.elapsed() >= RECHECK {

@@ -230,7 +230,7 @@ fn revocable(
                 port: 80,
                 requests: Some((RequestStream::new("allowed.test"), first)),
             },
-        )
+        );
     });
     (client, t)
 }

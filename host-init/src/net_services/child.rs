@@ -3,7 +3,9 @@
 //! PID 1 pushes, then serves the resolver and the proxy on threads of
 //! their own while the main thread applies PID 1's updates.
 
-use super::{Report, Update, CHANNEL_FD, MAX_UPDATE, PROXY_FD, REPORT_CHUNK, RESOLVER_FD};
+use super::{
+    Report, Update, ACTIVITY_CHUNK, CHANNEL_FD, MAX_UPDATE, PROXY_FD, REPORT_CHUNK, RESOLVER_FD,
+};
 use crate::api::channel::{ChannelError, Endpoint, MAX_LINE};
 use crate::net::{dns, policy_table, proxy};
 use std::net::{TcpListener, UdpSocket};
@@ -62,6 +64,13 @@ impl Reporter {
             let report = Report::Refused {
                 lookups: lookups.by_ref().take(REPORT_CHUNK).collect(),
                 connections: connections.by_ref().take(REPORT_CHUNK).collect(),
+            };
+            self.channel.send(&report, None::<&OwnedFd>)?;
+        }
+        let activity = crate::net::activity::take();
+        for records in activity.chunks(ACTIVITY_CHUNK) {
+            let report = Report::Activity {
+                records: records.to_vec(),
             };
             self.channel.send(&report, None::<&OwnedFd>)?;
         }

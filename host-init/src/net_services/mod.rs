@@ -44,6 +44,9 @@ pub const GID: u32 = 901;
 pub const MAX_UPDATE: usize = 160 * 1024;
 /// Workspaces per refusal report (so a report stays under that cap).
 pub const REPORT_CHUNK: usize = 256;
+/// Activity records per report: each is at most a name (253 bytes), an
+/// id, an address and a reason, so 64 stay under that cap.
+pub const ACTIVITY_CHUNK: usize = 64;
 
 /// PID 1 → network services.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -87,6 +90,11 @@ pub enum Report {
         lookups: Vec<(String, u64)>,
         #[serde(default)]
         connections: Vec<(String, u64)>,
+    },
+    /// Where workspaces connected since the last report
+    /// (`net::activity`), at most ACTIVITY_CHUNK records.
+    Activity {
+        records: Vec<(crate::net::activity::Key, crate::net::activity::Counts)>,
     },
     Synced {
         seq: u64,

@@ -297,6 +297,17 @@ fn serve_reports(running: &Started) {
                     }
                 }
             }
+            Ok((Report::Activity { records }, None)) => {
+                // Only for workspaces it serves, and checked again there
+                // (control::netlog): this process is not trusted.
+                let known = policy_table::ids();
+                crate::control::netlog::add(
+                    records
+                        .into_iter()
+                        .filter(|(k, _)| known.contains(&k.workspace))
+                        .collect(),
+                );
+            }
             Ok((Report::Synced { seq }, None)) if link::was_sent(seq) => {
                 link::synced(seq, running.generation);
             }
@@ -459,7 +470,7 @@ fn hand_state(channel: Endpoint, generation: u64) -> Result<Arc<Endpoint>, NetSe
             (Report::Synced { seq: s }, None) if s == seq => break,
             // Nothing was counted yet; anything else before the answer is
             // out of turn.
-            (Report::Refused { .. }, None) => continue,
+            (Report::Refused { .. } | Report::Activity { .. }, None) => continue,
             (Report::Failed { error }, _) => {
                 return Err(NetServicesError::Failed(sanitized(&error)))
             }
