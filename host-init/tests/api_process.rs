@@ -273,3 +273,61 @@ fn a_plain_listener_that_cannot_bind_leaves_the_tls_port_serving() {
     );
     assert_eq!(status, "200", "the TLS port serves");
 }
+
+/// An answer bigger than one channel message's default (64 KiB: an hour
+/// of samples, a long audit page, many workspaces) reaches the client
+/// whole instead of failing as "host-init did not answer".
+#[test]
+fn a_large_answer_from_the_control_plane_arrives_whole() {
+    let id = paddock_init::tls::generate().expect("identity");
+    let init = Init {
+        cert_pem: id.cert_pem.clone(),
+        key_pem: id.key_pem.clone(),
+        port: 0,
+        plain_http: None,
+        domain: None,
+    };
+    // About 1 MiB; without root (no SO_SNDBUFFORCE) the socket holds
+    // about 400 KiB, so about 150 KiB then.
+    let count = if nix::unistd::geteuid().is_root() {
+        40_000
+    } else {
+        6_000
+    };
+    let names: Vec<String> = (0..count)
+        .map(|n| format!("workspace-label-{n:06}"))
+        .collect();
+    let big = serde_json::json!({"workspaces": [], "padding": names});
+    let expected = big.to_string().len();
+    assert!(expected > 2 * 64 * 1024, "{expected}");
+    let running = spawn(
+        Path::new(env!("CARGO_BIN_EXE_paddock-init")),
+        &init,
+        None,
+        || StatusReply {
+            version: "test".into(),
+            state: "ready".into(),
+            workspaces: 0,
+            uptime_s: 1,
+        },
+        move |_, call| match call {
+            Call::WhoAmI => common::outcome(
+                200,
+                serde_json::json!({"token": "t", "admin": false, "tenant": "t"}),
+            ),
+            _ => common::outcome(200, big.clone()),
+        },
+    )
+    .expect("the API starts");
+    let _guard = common::KillOnDrop(running.pid);
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "--max-time", "30", "-H", "Authorization: Bearer t"])
+        .args(["-w", "\n%{http_code}"])
+        .arg(format!("https://127.0.0.1:{}/v1/workspaces", running.port))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').expect("status");
+    assert_eq!(code, "200", "{}", &body[..body.len().min(300)]);
+    assert_eq!(body.len(), expected);
+}

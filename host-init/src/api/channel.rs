@@ -16,6 +16,10 @@ use std::time::Duration;
 
 /// Longest message either side accepts.
 pub const MAX_LINE: usize = 64 * 1024;
+/// Longest answer host-init sends back on an exchange (a page of audit
+/// events, an hour of samples, a network record): requests stay small,
+/// answers may not.
+pub const MAX_REPLY: usize = 4 << 20;
 /// The descriptor the API process finds its control socket on.
 pub const CHANNEL_FD: i32 = 3;
 

@@ -57,7 +57,7 @@ fn open_exchange(shared: &Shared, now: bool) -> Option<Endpoint> {
         shared.control.send(&Open, Some(&theirs))
     };
     sent.ok()?;
-    Some(mine)
+    Some(mine.with_limits(MAX_LINE, super::channel::MAX_REPLY))
 }
 
 /// Largest JSON body of a route whose body travels to host-init: the

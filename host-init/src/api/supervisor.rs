@@ -268,7 +268,15 @@ fn serve_exchange(h: &Handlers, socket: OwnedFd, crowded: bool) {
         warn!("API process opened an exchange on something other than a packet socket; ignored");
         return;
     }
-    let ex = Endpoint::from(socket);
+    // Room for one whole answer of up to MAX_REPLY in the socket (a packet
+    // socket takes a message only whole, and the default buffer holds
+    // about 200 KiB); PID 1 may go past the system's cap.
+    let room = super::channel::MAX_REPLY + (64 << 10);
+    if nix::sys::socket::setsockopt(&socket, sockopt::SndBufForce, &room).is_err() {
+        let _ = nix::sys::socket::setsockopt(&socket, sockopt::SndBuf, &room);
+    }
+    let ex =
+        Endpoint::from(socket).with_limits(super::channel::MAX_REPLY, super::channel::MAX_LINE);
     if ex.set_timeout(Some(REQUEST_TIMEOUT)).is_err() {
         return;
     }
