@@ -553,6 +553,18 @@ impl AgentClient {
         }
     }
 
+    /// What the workspace changed against its template, and whether the
+    /// list was cut short.
+    pub fn changes(&self) -> Result<(Vec<paddock_proto::Change>, bool)> {
+        let mut s = self.session()?;
+        s.send(&HostMsg::Changes)?;
+        match s.recv()? {
+            AgentMsg::Changes { changes, truncated } => Ok((changes, truncated)),
+            AgentMsg::Error(e) => Err(ClientError::Agent(e)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     pub fn rename(&self, from: &str, to: &str) -> Result<()> {
         self.one_shot(HostMsg::Rename {
             from: from.into(),

@@ -17,6 +17,7 @@ pub mod files;
 pub mod metrics;
 pub mod network;
 pub mod process;
+pub mod report;
 pub mod signals;
 pub mod token;
 pub mod workspace;
@@ -32,6 +33,9 @@ pub use network::{
     Health, Link, LinkList, LinkRequest, NetworkLog, NetworkRecord, PortPublished, PublishRequest,
 };
 pub use process::{ProcessInfo, ProcessList, ProcessRequest, PtySize, SignalRequest};
+pub use report::{
+    CommandRun, Destination, FileChange, FileChanges, FiredSignal, NetworkSummary, WorkspaceReport,
+};
 pub use signals::{SignalAction, SignalRule, SignalRules};
 pub use token::{MintRequest, MintedToken, Quotas, Scope, SecretFormat, TokenList, TokenView};
 pub use workspace::{

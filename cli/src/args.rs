@@ -107,6 +107,8 @@ pub enum Command {
     Events(EventsArgs),
     /// Where a workspace connected: its lookups and proxied connections, counted per minute
     NetLog(NetLogArgs),
+    /// What to review before trusting a workspace's output: commands, signals, network, changed files
+    Report { id: String },
     /// Serve the workspace tools to agents over MCP: on stdio as the saved session's token, or
     /// with --listen over streamable HTTP as each client's own bearer token
     Mcp(McpArgs),

@@ -114,5 +114,6 @@ pub fn name(m: &HostMsg) -> &'static str {
         HostMsg::ListProcs => "ListProcs",
         HostMsg::Rename { .. } => "Rename",
         HostMsg::WatchDir { .. } => "WatchDir",
+        HostMsg::Changes => "Changes",
     }
 }

@@ -1,6 +1,7 @@
 //! paddock-agent: PID 1 of every workspace.
 
 mod cgroup;
+mod changes;
 mod conn;
 mod exec;
 mod files;

@@ -141,6 +141,7 @@ fn session(conn: &Conn) -> Result<(), ConnError> {
         HostMsg::Remove { path, recursive } => files::remove(conn, &path, recursive),
         HostMsg::Rename { from, to } => files::rename(conn, &from, &to),
         HostMsg::WatchDir { path, recursive } => crate::watch::watch(conn, &path, recursive),
+        HostMsg::Changes => crate::changes::list(conn),
         HostMsg::Spawn(r) => procs::spawn(conn, r),
         HostMsg::Attach(to) => procs::attach(conn, &to),
         op @ (HostMsg::Input { .. }

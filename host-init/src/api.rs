@@ -19,6 +19,7 @@ pub mod http;
 pub mod multipart;
 pub mod plain;
 pub mod processes;
+pub mod report;
 pub mod routes;
 pub mod sandbox;
 pub mod server;

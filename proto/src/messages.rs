@@ -169,10 +169,35 @@ pub enum HostMsg {
         path: String,
         recursive: bool,
     },
+    /// What the workspace changed on its writable disk against its
+    /// template (the overlay's upper layer); answered with `Changes`.
+    /// Runs as the agent's own root, whatever `AsUser` said: it reads
+    /// only names and sizes.
+    Changes,
 }
 
 impl Tagged for HostMsg {
-    const VARIANTS: u64 = 24;
+    const VARIANTS: u64 = 25;
+}
+
+/// How a path differs from the template.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChangeKind {
+    /// Not in the template.
+    Added,
+    /// In the template, and written over (contents or metadata).
+    Modified,
+    /// In the template, and removed.
+    Deleted,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub path: String,
+    pub kind: ChangeKind,
+    pub file_kind: FileKind,
+    /// Its size now (0 for a deleted one).
+    pub size: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -278,10 +303,16 @@ pub enum AgentMsg {
     Ready(ReadyInfo),
     Procs(Vec<ProcInfo>),
     FsEvents(Vec<FsEvent>),
+    /// The answer to `Changes`, in path order; `truncated` when there
+    /// were more than one answer holds.
+    Changes {
+        changes: Vec<Change>,
+        truncated: bool,
+    },
 }
 
 impl Tagged for AgentMsg {
-    const VARIANTS: u64 = 16;
+    const VARIANTS: u64 = 17;
 }
 
 #[cfg(test)]
@@ -292,13 +323,13 @@ mod tests {
     /// is VARIANTS - 1 and encodes as that single byte.
     #[test]
     fn variant_counts_match() {
-        let last_host = postcard::to_stdvec(&HostMsg::WatchDir {
-            path: String::new(),
-            recursive: false,
+        let last_host = postcard::to_stdvec(&HostMsg::Changes).expect("enc");
+        assert_eq!(u64::from(last_host[0]), HostMsg::VARIANTS - 1);
+        let last_agent = postcard::to_stdvec(&AgentMsg::Changes {
+            changes: Vec::new(),
+            truncated: false,
         })
         .expect("enc");
-        assert_eq!(u64::from(last_host[0]), HostMsg::VARIANTS - 1);
-        let last_agent = postcard::to_stdvec(&AgentMsg::FsEvents(Vec::new())).expect("enc");
         assert_eq!(u64::from(last_agent[0]), AgentMsg::VARIANTS - 1);
     }
 }

@@ -3,7 +3,7 @@
 //! or a table read from the answer's shared type where one exists.
 
 mod admin;
-mod netlog;
+mod review;
 mod shell;
 mod workspace;
 
@@ -55,7 +55,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Tls(cmd) => admin::tls(&ctx()?, cmd),
         Command::Keys { command } => admin::keys(&ctx()?, command),
         Command::Events(args) => admin::events(&ctx()?, &args),
-        Command::NetLog(args) => netlog::net_log(&ctx()?, &args),
+        Command::NetLog(args) => review::net_log(&ctx()?, &args),
+        Command::Report { id } => review::report(&ctx()?, &id),
         Command::Mcp(args) => match args.listen {
             None => crate::mcp::serve(config::load()?),
             Some(addr) => {

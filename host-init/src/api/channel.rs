@@ -427,6 +427,11 @@ pub enum Call {
         id: String,
         since: u64,
     },
+    /// A workspace's report (all but its changed files, which the API
+    /// process asks its agent for).
+    WorkspaceReport {
+        id: String,
+    },
     /// Where a workspace connected (control::netlog): records ending at or
     /// after `since`, of one decision if given, the newest `limit`.
     NetworkLog {
@@ -493,6 +498,9 @@ pub enum Purpose {
         #[serde(default)]
         tag: Option<String>,
     },
+    /// The names and sizes of what the workspace changed against its
+    /// template, for its report (files scope; not audited).
+    Changes,
 }
 
 /// What a `Purpose::Process` does.

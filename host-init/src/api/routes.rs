@@ -68,6 +68,7 @@ pub enum Route {
     /// A workspace's samples over the last hour.
     WorkspaceMetrics(String),
     NetworkLog(String),
+    Report(String),
     /// A workspace's spawned processes (api::processes).
     Processes(String, ProcessOp),
     EnvdReadFile,
@@ -147,7 +148,7 @@ pub fn allowed_methods(segs: &[&str]) -> Option<&'static [&'static str]> {
         ["v1", "workspaces", _, "forensics", _] => &["GET"],
         ["v1", "workspaces", _, "files"] => &["GET", "PUT", "DELETE"],
         ["v1", "workspaces", _, "dir"] => &["GET", "POST"],
-        ["v1", "workspaces", _, "metrics"] | ["v1", "workspaces", _, "network"] => &["GET"],
+        ["v1", "workspaces", _, "metrics" | "network" | "report"] => &["GET"],
         ["v1", "workspaces", _, "processes"] => &["GET", "POST"],
         ["v1", "workspaces", _, "processes", _, "output"] => &["GET"],
         ["v1", "workspaces", _, "processes", _, "input" | "close-input" | "signal" | "resize"] => {
@@ -207,6 +208,7 @@ pub fn resolve(method: &str, path: &str) -> Route {
         ("GET" | "POST", ["v1", "workspaces", id, "dir"]) => R::Dir(s(id)),
         ("GET", ["v1", "workspaces", id, "metrics"]) => R::WorkspaceMetrics(s(id)),
         ("GET", ["v1", "workspaces", id, "network"]) => R::NetworkLog(s(id)),
+        ("GET", ["v1", "workspaces", id, "report"]) => R::Report(s(id)),
         (m, ["v1", "workspaces", id, "processes", rest @ ..]) => match ProcessOp::parse(m, rest) {
             Some(op) => R::Processes(s(id), op),
             None => R::NotFound,
@@ -378,6 +380,7 @@ mod tests {
             "/v1/workspaces/ws_1/forensics/disk",
             "/v1/workspaces/ws_1/files",
             "/v1/workspaces/ws_1/network",
+            "/v1/workspaces/ws_1/report",
             "/v1/tokens/tok_1",
             "/v1/tokens/tok_1/rotate",
             "/v1/tls/rotate",

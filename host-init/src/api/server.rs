@@ -429,6 +429,7 @@ pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
             };
             simple(Call::WorkspaceMetrics { id, since })
         }
+        Route::Report(id) => Some(super::report::report(shared, req, &id)),
         Route::NetworkLog(id) => {
             let since = match query(req, "since").map(str::parse::<u64>) {
                 None => 0,

@@ -23,6 +23,7 @@ mod links;
 mod ports;
 mod probes;
 mod quarantine;
+mod report;
 mod signal_calls;
 #[cfg(test)]
 mod tests;
@@ -415,6 +416,7 @@ impl Control {
             Call::Metrics => "metrics".into(),
             Call::WorkspaceMetrics { id, .. } => format!("metrics of {id}"),
             Call::NetworkLog { id, .. } => format!("network log of {id}"),
+            Call::WorkspaceReport { id } => format!("report of {id}"),
             Call::WhoAmI => "whoami".into(),
         };
         let tok = match self.authenticate(auth, &what) {
@@ -655,7 +657,7 @@ impl Control {
                             self.audit.record(event, fields);
                         }
                     }
-                    Purpose::Inspect { .. } => {}
+                    Purpose::Inspect { .. } | Purpose::Changes => {}
                 }
                 // The env (the workspace's secrets) goes to execs only.
                 let env = match purpose {
@@ -777,6 +779,10 @@ impl Control {
                     tenant: self.tenant_of(tok),
                 },
             )),
+            Call::WorkspaceReport { id } => {
+                let ws = self.workspace(tok, &id, Scope::Read, what)?;
+                Ok(reply(Verdict::Ok, self.report(&ws)))
+            }
             Call::NetworkLog {
                 id,
                 since,

@@ -1,4 +1,5 @@
-//! Signals of a looping agent on a booted appliance (issue 17): a
+//! Signals of a looping agent, and the workspace's report, on a booted
+//! appliance (issue 17): a
 //! workspace whose rules are tightened at create runs the same failing
 //! command until `repeated_failure` fires, then retries names it may not
 //! look up until `denied_burst` fires and, as its rule asks, stops it. The
@@ -18,7 +19,7 @@ pub fn signals_fire(app: &Appliance, admin: &str) {
         Some(r#"{"ttl_s": 60, "signals": {"cpu_pinned": {"threshold": 101, "window_s": 60}}}"#),
     );
     let text = String::from_utf8_lossy(&out);
-    assert_eq!(code, 400, "{text}");
+    assert_eq!(code, 422, "{text}");
     assert!(text.contains("signals.cpu_pinned.threshold"), "{text}");
 
     let (code, out) = call(
@@ -101,6 +102,44 @@ pub fn signals_fire(app: &Appliance, admin: &str) {
         "{metrics}"
     );
 
+    // Its report while it runs: the commands and how they ended, the
+    // signal, and what it changed on its disk against the template.
+    let body = serde_json::json!({"argv": ["sh", "-c", "echo result > /var/tmp/result.txt; rm -f /etc/debian_version"], "user": "root", "timeout_s": 60}).to_string();
+    let (code, _) = call("POST", &format!("/v1/workspaces/{id}/exec"), Some(&body));
+    assert_eq!(code, 200);
+    ended(6);
+    let (code, out) = call("GET", &format!("/v1/workspaces/{id}/report"), None);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&out));
+    let report = crate::json(&out);
+    assert!(report["commands_started"].as_u64() >= Some(6), "{report}");
+    let exits: Vec<i64> = report["commands"]
+        .as_array()
+        .expect("commands")
+        .iter()
+        .filter_map(|c| c["exit_code"].as_i64())
+        .collect();
+    assert_eq!(exits, [3, 1, 3, 3, 3, 0], "{report}");
+    assert_eq!(
+        report["signals"][0]["signal"], "repeated_failure",
+        "{report}"
+    );
+    let changes = report["files"]["changes"].as_array().expect("changes");
+    let change = |path: &str| {
+        changes
+            .iter()
+            .find(|c| c["path"] == path)
+            .map(|c| c["change"].as_str().unwrap_or("").to_string())
+    };
+    assert_eq!(
+        change("/var/tmp/result.txt").as_deref(),
+        Some("added"),
+        "{report}"
+    );
+    assert_eq!(
+        change("/etc/debian_version").as_deref(),
+        Some("deleted"),
+        "{report}"
+    );
     // Names it may not look up, over and over: refused by the resolver,
     // counted, and the burst stops the workspace within a sample or two.
     exec(&[
@@ -131,6 +170,24 @@ pub fn signals_fire(app: &Appliance, admin: &str) {
         String::from_utf8_lossy(&audit).contains("signal:denied_burst"),
         "the stop is on the signal's account: {}",
         String::from_utf8_lossy(&audit)
+    );
+    // Stopped: its report says so for the files, and has the rest.
+    let (code, out) = call("GET", &format!("/v1/workspaces/{id}/report"), None);
+    assert_eq!(code, 200);
+    let report = crate::json(&out);
+    assert!(
+        report["files"]["unavailable"].as_str().is_some(),
+        "{report}"
+    );
+    assert!(
+        report["network"]["lookups_denied"].as_u64() >= Some(10),
+        "{report}"
+    );
+    assert!(
+        report["signals"].as_array().is_some_and(|s| s
+            .iter()
+            .any(|s| s["signal"] == "denied_burst" && s["action"] == "stop")),
+        "{report}"
     );
     let (code, _) = call("DELETE", &format!("/v1/workspaces/{id}"), None);
     assert_eq!(code, 200);

@@ -1,0 +1,119 @@
+//! What a person reviews of a workspace: `paddock net-log ID` (where it
+//! connected: its lookups and proxied connections, counted per minute;
+//! `GET .../network`) and `paddock report ID` (`GET .../report`).
+
+use super::{ws_path, Ctx};
+use crate::CliError;
+
+/// `paddock net-log ID`: one line per record, or the JSON with --json.
+pub fn net_log(ctx: &Ctx, args: &crate::args::NetLogArgs) -> Result<(), CliError> {
+    let mut q = Vec::new();
+    if let Some(s) = args.since {
+        q.push(format!("since={s}"));
+    }
+    if args.denied {
+        q.push("decision=denied".into());
+    } else if args.allowed {
+        q.push("decision=allowed".into());
+    }
+    if let Some(n) = args.limit {
+        q.push(format!("limit={n}"));
+    }
+    let body = ctx.call(
+        "GET",
+        &format!("{}?{}", ws_path(&args.id, "/network"), q.join("&")),
+    )?;
+    ctx.show(&body, |log: paddock_api_types::NetworkLog| {
+        for r in log.records {
+            let dest = r.dest.unwrap_or_default();
+            let answers = if r.answers.is_empty() {
+                String::new()
+            } else {
+                format!(" -> {}", r.answers.join(","))
+            };
+            println!(
+                "{}-{} {} {:<7} {} {}{answers} x{} up {} down {}{}{} ({})",
+                r.from,
+                r.to,
+                r.kind,
+                r.decision,
+                if r.name.is_empty() { "-" } else { &r.name },
+                dest,
+                r.count,
+                r.bytes_up,
+                r.bytes_down,
+                if r.upstream_failed > 0 {
+                    format!(" upstream-failed {}", r.upstream_failed)
+                } else {
+                    String::new()
+                },
+                if r.mismatched > 0 {
+                    format!(" MISMATCHED {}", r.mismatched)
+                } else {
+                    String::new()
+                },
+                r.reason
+            );
+        }
+    })
+}
+
+/// `paddock report ID`: the commands, signals, network and changed files.
+pub fn report(ctx: &Ctx, id: &str) -> Result<(), CliError> {
+    let body = ctx.call("GET", &ws_path(id, "/report"))?;
+    ctx.show(&body, |r: paddock_api_types::WorkspaceReport| {
+        let w = &r.workspace;
+        println!("workspace {} ({:?}), report at {}", w.id, w.state, r.generated_at);
+        let failed = r
+            .commands
+            .iter()
+            .filter(|c| c.exit_code != Some(0))
+            .count();
+        println!(
+            "commands: {} started, {} ended, {failed} of them failed",
+            r.commands_started,
+            r.commands.len()
+        );
+        for c in &r.commands {
+            let how = match (c.exit_code, c.signal) {
+                (Some(code), _) => format!("exit {code}"),
+                (None, Some(sig)) => format!("signal {sig}"),
+                _ => "lost".into(),
+            };
+            println!("  {} {} {how} in {} ms", c.at, c.argv0, c.duration_ms);
+        }
+        for s in &r.signals {
+            println!("signal {} at {} (value {}, action {})", s.signal, s.at, s.value, s.action);
+        }
+        let n = &r.network;
+        println!(
+            "network: lookups {} allowed / {} denied, connections {} allowed / {} denied, {} B up, {} B down, {} mismatched",
+            n.lookups_allowed,
+            n.lookups_denied,
+            n.connections_allowed,
+            n.connections_denied,
+            n.bytes_up,
+            n.bytes_down,
+            n.mismatched
+        );
+        for d in &n.destinations {
+            println!(
+                "  {} {} {} x{} ({} B up, {} B down)",
+                d.kind, d.decision, d.name, d.count, d.bytes_up, d.bytes_down
+            );
+        }
+        match &r.files.unavailable {
+            Some(why) => println!("files: {why}"),
+            None => {
+                println!(
+                    "files: {} changed against the template{}",
+                    r.files.changes.len(),
+                    if r.files.truncated { " (more not listed)" } else { "" }
+                );
+                for c in &r.files.changes {
+                    println!("  {:<8} {} ({} B)", c.change, c.path, c.size);
+                }
+            }
+        }
+    })
+}
