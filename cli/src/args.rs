@@ -272,6 +272,7 @@ pub enum SnapshotFile {
     Memory,
     Disk,
     Audit,
+    Network,
 }
 
 impl SnapshotFile {

@@ -955,6 +955,19 @@ fn quarantine_and_forensics(app: &Appliance, admin: &str) {
     for event in ["workspace_created", "exec_started", "workspace_quarantined"] {
         assert!(audit.contains(event), "{event} in the trail: {audit}");
     }
+    // Its network record goes with it (JSON lines, as its manifest says).
+    let (code, network) = call(
+        "GET",
+        &format!("/v1/workspaces/{id}/forensics/network"),
+        admin,
+        None,
+    );
+    assert_eq!(code, 200);
+    assert_eq!(
+        Some(network.len() as u64),
+        q["snapshot"]["files"]["network"]["bytes"].as_u64(),
+        "{q}"
+    );
 
     // Its TTL has no hold on it: still there, still frozen, after it ran out.
     if let Some(left) = Duration::from_secs(ttl_s + 2).checked_sub(created.elapsed()) {

@@ -56,7 +56,7 @@ pub fn forensics(ctx: &Ctx, args: ForensicsArgs) -> Result<(), CliError> {
         // The parser requires all three when there is no subcommand.
         _ => {
             return Err(CliError::Usage(
-                "forensics ID manifest|memory|disk|audit DEST, or forensics rm ID".into(),
+                "forensics ID manifest|memory|disk|audit|network DEST, or forensics rm ID".into(),
             ))
         }
     };

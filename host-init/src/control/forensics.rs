@@ -32,11 +32,12 @@ const FREEZE_WAIT: Duration = Duration::from_secs(30);
 const CHUNK: usize = 1 << 20;
 
 /// The files of a snapshot, by the name the API uses for each.
-pub const FILES: [(&str, &str); 4] = [
+pub const FILES: [(&str, &str); 5] = [
     ("manifest", "manifest.json"),
     ("memory", "memory.raw"),
     ("disk", "disk.img"),
     ("audit", "audit.jsonl"),
+    ("network", "network.jsonl"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -395,12 +396,14 @@ fn write_small(path: &Path, bytes: &[u8]) -> Result<Value, ForensicsError> {
 }
 
 /// Takes the snapshot of a frozen workspace: its guest memory (read from
-/// `vmm`), its disk, and `audit` (its audit trail, one JSON value per
-/// line); returns the manifest, also stored beside them.
+/// `vmm`), its disk, `audit` (its audit trail) and `network` (its network
+/// record), one JSON value per line; returns the manifest, also stored
+/// beside them.
 pub fn snapshot(
     ws: &WorkspaceRecord,
     vmm: u32,
     audit: &[Value],
+    network: &[paddock_api_types::NetworkRecord],
     taken_at: u64,
     by: &str,
 ) -> Result<Value, ForensicsError> {
@@ -436,11 +439,17 @@ pub fn snapshot(
             lines.push(b'\n');
         }
         let audit = write_small(&tmp.join("audit.jsonl"), &lines)?;
+        let mut lines = Vec::new();
+        for r in network {
+            lines.extend_from_slice(&serde_json::to_vec(r).unwrap_or_default());
+            lines.push(b'\n');
+        }
+        let network = write_small(&tmp.join("network.jsonl"), &lines)?;
         let manifest = json!({
             "workspace": ws.public(),
             "taken_at": taken_at,
             "taken_by": by,
-            "files": {"memory": memory, "disk": disk, "audit": audit},
+            "files": {"memory": memory, "disk": disk, "audit": audit, "network": network},
             "encrypted": true,
             "encryption": "memory and disk: AES-256-XTS, one key each, wrapped under the TPM-rooted key store (docs/keys.md)",
         });

@@ -533,7 +533,7 @@ impl Control {
                 if forensics::file(&id, &name).is_none() {
                     return Err(error(
                         Verdict::NotFound,
-                        format!("no forensic {name:?} for workspace {id} (files: manifest, memory, disk, audit)"),
+                        format!("no forensic {name:?} for workspace {id} (files: manifest, memory, disk, audit, network)"),
                     ));
                 }
                 let mut f = forensics::open(&id, &name).map_err(|e| {

@@ -42,6 +42,7 @@ the Rust test that runs this asserts on them):
     links          a private link to a second workspace made and removed
     stop           the second workspace stopped
     events         the workspace's audit events
+    report         its report: commands, a file it added, its network log
     deleted        after the with block the workspace is gone (NotFound)
     async          AsyncPaddock: two workspaces created, run, deleted at once
 """
@@ -301,6 +302,17 @@ def events(client: Paddock, ws: paddock.Workspace) -> None:
     ok("events", f"{len(evs)} events, {len(kinds)} kinds, {len(started)} exec_started")
 
 
+def report(ws: paddock.Workspace) -> None:
+    ws.write_file("/var/tmp/sdk-report.txt", b"for the report\n")
+    r = ws.report()
+    added = [c for c in r.files.changes if c.path == "/var/tmp/sdk-report.txt"]
+    expect(r.files.unavailable is None and len(added) == 1 and added[0].change == "added", f"report files: {r.files}")
+    expect(r.commands_started > 0 and any(c.exit_code == 0 for c in r.commands), f"report commands: {r.commands[:3]}")
+    log = ws.network_log(decision="denied")
+    expect(all(x.decision == "denied" for x in log), "network_log filter")
+    ok("report", f"{len(r.commands)} commands, {len(r.files.changes)} changes, {len(log)} denied records")
+
+
 async def both_async(url: str, token: str, fingerprint: str, uniq: str) -> None:
     async with AsyncPaddock(url, token, fingerprint, timeout=60) as client:
 
@@ -364,6 +376,7 @@ def main() -> None:
             tokens(client, ws, uniq)
             links(client, ws, uniq)
             events(client, ws)
+            report(ws)
             ws_id = ws.id
         e = raises(paddock.NotFound, client.get_workspace, ws_id)
         ok("deleted", type(e).__name__)

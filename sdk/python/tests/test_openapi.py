@@ -278,6 +278,7 @@ CALLS: list[tuple[str, Call]] = [
     ("publish_port", lambda c, w, p: w.publish_port(8080, host_port=20000)),
     ("set_egress", lambda c, w, p: w.set_egress(domains=["a.example"], cidrs=["198.51.100.7:443"])),
     ("metrics", lambda c, w, p: w.metrics(since=5)),
+    ("network_log", lambda c, w, p: w.network_log(since=5, decision="denied", limit=10)),
     ("exec", lambda c, w, p: w.run(["true"], stdin=b"x", env={"A": "1"}, cwd="/", user="root", timeout_s=5)),
     ("start_process", lambda c, w, p: w.spawn(["sh"], stdin=True, env={"A": "1"}, cwd="/", user="root", tag="t",
                                                pty=(80, 24), timeout_s=5)),

@@ -92,14 +92,16 @@ impl Control {
         let trail = self
             .audit
             .read(&[("workspace".to_string(), ws.id.clone())], 100_000);
-        let manifest = forensics::snapshot(&ws, vmm, &trail, now_s(), by).map_err(|e| {
-            error(
-                Verdict::Failed,
-                format!(
+        let network = crate::control::netlog::read(&ws.id, 0, None, usize::MAX);
+        let manifest =
+            forensics::snapshot(&ws, vmm, &trail, &network, now_s(), by).map_err(|e| {
+                error(
+                    Verdict::Failed,
+                    format!(
                     "the workspace is frozen and its tokens revoked, but the snapshot failed: {e}"
                 ),
-            )
-        })?;
+                )
+            })?;
         self.audit.record(
             "forensics_taken",
             json!({"workspace": ws.id, "token": by, "files": manifest["files"]}),

@@ -67,6 +67,7 @@ from .models import (
     WorkspaceSample,
 )
 from .process import Process
+from .review_models import NetworkRecord, WorkspaceReport
 from .workspace import Workspace
 
 __all__ = [
@@ -97,6 +98,8 @@ __all__ = [
     "WorkspaceInfo",
     "WorkspaceLimits",
     "WorkspaceSample",
+    "NetworkRecord",
+    "WorkspaceReport",
     "Event",
     "Health",
     "KeyStatus",

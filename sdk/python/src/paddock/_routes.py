@@ -15,6 +15,7 @@ from typing import Literal
 
 from . import admin_models as a
 from . import models as m
+from . import review_models as r
 
 Answer = Literal["json", "none", "ndjson", "bytes", "text"]
 
@@ -58,6 +59,8 @@ ROUTES: dict[str, Route] = {
     "delete_forensics": Route("DELETE", _W + "/forensics", model=m.Deleted),
     "forensic_file": Route("GET", _W + "/forensics/{file}", answer="bytes"),
     "metrics": Route("GET", _W + "/metrics", model=m.WorkspaceMetrics, query=("since",)),
+    "network_log": Route("GET", _W + "/network", model=r.NetworkLog, query=("since", "decision", "limit")),
+    "report": Route("GET", _W + "/report", model=r.WorkspaceReport),
     "exec": Route("POST", _W + "/exec", answer="ndjson", body=m.ExecRequest),
     "start_process": Route("POST", _W + "/processes", answer="ndjson", body=m.ProcessRequest),
     "list_processes": Route("GET", _W + "/processes", model=m.ProcessList),

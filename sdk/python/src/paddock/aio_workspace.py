@@ -35,6 +35,7 @@ from .models import (
     WorkspaceMetrics,
     WorkspaceSample,
 )
+from .review_models import Decision, NetworkLog, NetworkRecord, WorkspaceReport
 from .workspace import manifest_check
 
 if TYPE_CHECKING:
@@ -153,6 +154,20 @@ class AsyncWorkspace:
         """Its samples, oldest first (``GET .../metrics``)."""
         result: WorkspaceMetrics = await self._t.call("metrics", self._p(), query=[("since", since)])
         return result.samples
+
+    async def network_log(
+        self, since: int | None = None, decision: Decision | None = None, limit: int | None = None
+    ) -> list[NetworkRecord]:
+        """Where it connected, oldest first (``GET .../network``)."""
+        result: NetworkLog = await self._t.call(
+            "network_log", self._p(), query=[("since", since), ("decision", decision), ("limit", limit)]
+        )
+        return result.records
+
+    async def report(self) -> WorkspaceReport:
+        """Its report (``GET .../report``)."""
+        result: WorkspaceReport = await self._t.call("report", self._p())
+        return result
 
     async def quarantine(self) -> Quarantined:
         """Freezes it and takes a forensic snapshot (``POST .../quarantine``)."""

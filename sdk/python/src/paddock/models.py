@@ -18,7 +18,7 @@ User = Literal["agent", "root"]
 
 WorkspaceState = Literal["starting", "running", "stopped", "lost", "quarantined"]
 FileKind = Literal["file", "dir", "symlink", "other"]
-ForensicFileName = Literal["manifest", "memory", "disk", "audit"]
+ForensicFileName = Literal["manifest", "memory", "disk", "audit", "network"]
 SignalAction = Literal["record", "stop", "quarantine"]
 
 

@@ -35,6 +35,7 @@ from .models import (
     WorkspaceSample,
 )
 from .process import Process
+from .review_models import Decision, NetworkLog, NetworkRecord, WorkspaceReport
 
 if TYPE_CHECKING:
     from ._http import SyncTransport
@@ -173,6 +174,26 @@ class Workspace:
         from Unix second ``since`` on (``GET .../metrics``; scope read)."""
         result: WorkspaceMetrics = self._t.call("metrics", self._p(), query=[("since", since)])
         return result.samples
+
+    def network_log(
+        self, since: int | None = None, decision: Decision | None = None, limit: int | None = None
+    ) -> list[NetworkRecord]:
+        """Where it connected: its lookups and proxied connections, counted
+        per minute, oldest first; records ending at or after ``since``, of one
+        ``decision`` if given, the newest ``limit`` (``GET .../network``;
+        scope read)."""
+        result: NetworkLog = self._t.call(
+            "network_log", self._p(), query=[("since", since), ("decision", decision), ("limit", limit)]
+        )
+        return result.records
+
+    def report(self) -> WorkspaceReport:
+        """What to review before trusting what came out of it: its commands
+        and how they ended, signals, network summary and (while it runs, with
+        the files scope) what it changed against its template
+        (``GET .../report``; scope read)."""
+        result: WorkspaceReport = self._t.call("report", self._p())
+        return result
 
     def quarantine(self) -> Quarantined:
         """Freezes it below the guest, revokes the tokens scoped to it and
