@@ -31,6 +31,9 @@ static UPSTREAM: RwLock<Vec<Ipv4Addr>> = RwLock::new(Vec::new());
 static HOST_ADDRS: RwLock<Vec<Ipv4Addr>> = RwLock::new(Vec::new());
 static REFUSED: super::refusals::Refusals = super::refusals::Refusals::new();
 static CACHE: super::dns_cache::Cache = super::dns_cache::Cache::new();
+/// Names being asked upstream now (one question per name at a time).
+static ASKING: super::single_flight::Flights<Result<(ResponseCode, Vec<Record>), String>> =
+    super::single_flight::Flights::new();
 
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
@@ -183,9 +186,28 @@ fn lookup(name: &Name) -> Result<(ResponseCode, Vec<Record>), DnsError> {
     if let Some(kept) = CACHE.get(&key, now) {
         return Ok(kept);
     }
-    let (code, records) = ask_upstream(name)?;
-    CACHE.put(key, code, &records, now);
-    Ok((code, records))
+    // Each upstream is given UPSTREAM_TIMEOUT; a waiter gives the one
+    // asking that for each, and a little more.
+    let servers = UPSTREAM.read().unwrap_or_else(|e| e.into_inner()).len() as u32;
+    let wait = UPSTREAM_TIMEOUT * servers.max(1) + Duration::from_secs(1);
+    let answer = ASKING.run(&key, wait, || {
+        let answer = ask_upstream(name).map_err(|e| e.to_string());
+        if let Ok((code, records)) = &answer {
+            CACHE.put(key.clone(), *code, records, now);
+        }
+        answer
+    });
+    match answer {
+        Some(Ok(found)) => Ok(found),
+        Some(Err(detail)) => Err(DnsError::Failed {
+            name: name.to_ascii(),
+            detail,
+        }),
+        None => Err(DnsError::Failed {
+            name: name.to_ascii(),
+            detail: "the upstream question for it did not end in time".into(),
+        }),
+    }
 }
 
 /// Asks the upstream resolvers for `name`'s A records.
