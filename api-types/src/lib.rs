@@ -11,6 +11,7 @@
 //! (limits and policy are the control plane's job).
 
 pub mod admin;
+pub mod approval;
 pub mod error;
 pub mod exec;
 pub mod files;
@@ -25,6 +26,7 @@ pub mod workspace;
 pub use admin::{
     AuditEvents, KeyState, KeyStatus, Quarantined, Revoked, TlsRotated, TokenRotated, WhoAmI,
 };
+pub use approval::{Approval, ApprovalDecision, ApprovalList, ApprovalState};
 pub use error::ErrorBody;
 pub use exec::{ExecEvent, ExecRequest};
 pub use files::{DirCreated, DirListing, FileEntry, FileKind};

@@ -109,6 +109,26 @@ pub enum Command {
     NetLog(NetLogArgs),
     /// What to review before trusting a workspace's output: commands, signals, network, changed files
     Report { id: String },
+    /// Egress requests workspaces made at http://paddock.internal (admin); pending ones unless --all
+    Approvals {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Approve a pending egress request: its destination joins the workspace's allowlist for a while (admin)
+    Approve {
+        id: String,
+        /// Seconds it holds (60 to 604800)
+        #[arg(long, value_name = "S", default_value_t = 3600)]
+        ttl: u64,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Deny a pending egress request (admin)
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Serve the workspace tools to agents over MCP: on stdio as the saved session's token, or
     /// with --listen over streamable HTTP as each client's own bearer token
     Mcp(McpArgs),

@@ -14,6 +14,8 @@ pub mod policy;
 pub mod policy_table;
 pub mod proxy;
 pub mod refusals;
+pub mod requests;
+pub mod single_flight;
 pub mod sni;
 pub mod tap;
 

@@ -292,6 +292,7 @@ fn boot(cmdline: &str, started: Instant) {
         );
     }
     shutdown::set_control(control.clone());
+    crate::control::service::register(control.clone());
     {
         let c = control.clone();
         let _ = std::thread::Builder::new()

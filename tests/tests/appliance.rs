@@ -2157,6 +2157,95 @@ fn workspace_networks_deny_by_default_and_open_only_what_is_listed() {
         None,
     );
     assert_eq!(code, 422);
+    // Egress requests a person approves (issue 17): A asks for denied.test
+    // at the box's own endpoint, with its reason; it stays refused until an
+    // admin approves it for a while, connects while the approval holds, and
+    // is refused again once it ran out. A denied ask stays out.
+    let ask = |host: &str, why: &str| {
+        let (out, code) = sh(
+            &a,
+            &format!(
+                "curl -s --max-time 15 http://paddock.internal/egress-requests -d '{{\"host\": \"{host}\", \"port\": 443, \"reason\": \"{why}\"}}'"
+            ),
+        );
+        assert_eq!(code, 0, "{out}");
+        json(out.trim().as_bytes())
+    };
+    let asked = ask("denied.test", "the task needs its API");
+    assert_eq!(asked["status"], "pending", "{asked}");
+    let approval = asked["id"].as_str().expect("id").to_string();
+    let pending = |id: &str| {
+        for _ in 0..40 {
+            let list = json(&call("GET", "/v1/approvals?state=pending", None).1);
+            if let Some(found) = list["approvals"]
+                .as_array()
+                .and_then(|l| l.iter().find(|x| x["id"] == id).cloned())
+            {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("{id} never became a pending approval");
+    };
+    let found = pending(&approval);
+    assert_eq!(
+        (found["workspace"].as_str(), found["reason"].as_str()),
+        (Some(a.as_str()), Some("the task needs its API")),
+        "{found}"
+    );
+    let (out, code) = sh(&a, "curl -sk --max-time 15 https://denied.test/");
+    assert_eq!(code, 6, "refused until decided: {out}");
+    let (code, body) = call(
+        "POST",
+        &format!("/v1/approvals/{approval}"),
+        Some(r#"{"approve": true, "ttl_s": 60, "reason": "for this run"}"#),
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        curl(&a, "https://denied.test/").starts_with("server=denied.test"),
+        "approved: it connects"
+    );
+    let (out, _) = sh(
+        &a,
+        "curl -s --max-time 15 'http://paddock.internal/egress-requests?host=denied.test&port=443'",
+    );
+    assert!(out.contains("\"allowed\""), "{out}");
+    let mut refused_again = false;
+    for _ in 0..120 {
+        let (_, code) = sh(&a, "curl -sk --max-time 15 https://denied.test/");
+        if code != 0 {
+            refused_again = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(refused_again, "the approval ran out and the entry left");
+    let other = ask("other.test", "also this");
+    let other_id = other["id"].as_str().expect("id").to_string();
+    pending(&other_id);
+    let (code, body) = call(
+        "POST",
+        &format!("/v1/approvals/{other_id}"),
+        Some(r#"{"approve": false, "reason": "not for this task"}"#),
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body)["state"], "denied");
+    let (code, _) = call(
+        "POST",
+        &format!("/v1/approvals/{other_id}"),
+        Some(r#"{"approve": true}"#),
+    );
+    assert_eq!(code, 409, "decided once");
+    let (_, audit) = call("GET", &format!("/v1/audit?workspace={a}"), None);
+    let audit = String::from_utf8_lossy(&audit).to_string();
+    for event in [
+        "egress_requested",
+        "egress_approved",
+        "egress_grant_expired",
+        "egress_denied",
+    ] {
+        assert!(audit.contains(event), "{event}: {audit}");
+    }
     // The resolver and the proxy run in a confined process of their own
     // (issue 15). Killed with SIGKILL, it is started again by PID 1, not
     // by a reboot, with every workspace's policy; what it counted stays.

@@ -57,6 +57,11 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Events(args) => admin::events(&ctx()?, &args),
         Command::NetLog(args) => review::net_log(&ctx()?, &args),
         Command::Report { id } => review::report(&ctx()?, &id),
+        Command::Approvals { all } => review::approvals(&ctx()?, all),
+        Command::Approve { id, ttl, reason } => {
+            review::decide(&ctx()?, &id, true, Some(ttl), reason)
+        }
+        Command::Deny { id, reason } => review::decide(&ctx()?, &id, false, None, reason),
         Command::Mcp(args) => match args.listen {
             None => crate::mcp::serve(config::load()?),
             Some(addr) => {

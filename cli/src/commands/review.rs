@@ -2,7 +2,7 @@
 //! connected: its lookups and proxied connections, counted per minute;
 //! `GET .../network`) and `paddock report ID` (`GET .../report`).
 
-use super::{ws_path, Ctx};
+use super::{enc, ws_path, Ctx};
 use crate::CliError;
 
 /// `paddock net-log ID`: one line per record, or the JSON with --json.
@@ -115,5 +115,67 @@ pub fn report(ctx: &Ctx, id: &str) -> Result<(), CliError> {
                 }
             }
         }
+    })
+}
+
+/// `paddock approvals [--all]`: one line per egress request.
+pub fn approvals(ctx: &Ctx, all: bool) -> Result<(), CliError> {
+    let path = if all {
+        "/v1/approvals".to_string()
+    } else {
+        "/v1/approvals?state=pending".to_string()
+    };
+    let body = ctx.call("GET", &path)?;
+    ctx.show(&body, |list: paddock_api_types::ApprovalList| {
+        for a in list.approvals {
+            println!(
+                "{} {:?} {} {}:{} asked {}x, last at {}: {}{}",
+                a.id,
+                a.state,
+                a.workspace,
+                a.host,
+                a.port,
+                a.asks,
+                a.asked_at,
+                a.reason,
+                a.expires_at
+                    .map(|t| format!(" (until {t})"))
+                    .unwrap_or_default()
+            );
+        }
+    })
+}
+
+/// `paddock approve ID` / `paddock deny ID`.
+pub fn decide(
+    ctx: &Ctx,
+    id: &str,
+    approve: bool,
+    ttl_s: Option<u64>,
+    reason: Option<String>,
+) -> Result<(), CliError> {
+    let request = paddock_api_types::ApprovalDecision {
+        approve,
+        ttl_s,
+        reason,
+    };
+    let body = serde_json::to_vec(&request)
+        .map_err(|e| CliError::Api(format!("shaping the decision: {e}")))?;
+    let answer = ctx
+        .api
+        .call("POST", &format!("/v1/approvals/{}", enc(id)), Some(&body))?;
+    let body = super::ok(answer)?;
+    ctx.show(&body, |a: paddock_api_types::Approval| {
+        println!(
+            "{} {:?}: {}:{} for {}{}",
+            a.id,
+            a.state,
+            a.host,
+            a.port,
+            a.workspace,
+            a.expires_at
+                .map(|t| format!(" until {t}"))
+                .unwrap_or_default()
+        );
     })
 }

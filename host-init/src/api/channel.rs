@@ -427,6 +427,16 @@ pub enum Call {
         id: String,
         since: u64,
     },
+    /// Egress requests, `state` one of pending, approved, denied, expired
+    /// (admin).
+    ListApprovals {
+        state: Option<String>,
+    },
+    /// Approve (for a while) or deny a pending egress request (admin).
+    DecideApproval {
+        id: String,
+        request: serde_json::Value,
+    },
     /// A workspace's report (all but its changed files, which the API
     /// process asks its agent for).
     WorkspaceReport {

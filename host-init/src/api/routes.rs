@@ -69,6 +69,8 @@ pub enum Route {
     WorkspaceMetrics(String),
     NetworkLog(String),
     Report(String),
+    ListApprovals,
+    DecideApproval(String),
     /// A workspace's spawned processes (api::processes).
     Processes(String, ProcessOp),
     EnvdReadFile,
@@ -136,7 +138,10 @@ pub fn segments(path: &str) -> Vec<&str> {
 /// The methods a known resource has; None for paths that are not ours.
 pub fn allowed_methods(segs: &[&str]) -> Option<&'static [&'static str]> {
     Some(match segs {
-        ["v1", "health"] | ["metrics"] | ["v1", "audit"] | ["v1", "keys"] => &["GET"],
+        ["v1", "health"] | ["metrics"] | ["v1", "audit"] | ["v1", "keys"] | ["v1", "approvals"] => {
+            &["GET"]
+        }
+        ["v1", "approvals", _] => &["POST"],
         ["v1", "workspaces"] | ["v1", "tokens"] | ["v1", "links"] => &["GET", "POST"],
         ["v1", "links", _] => &["DELETE"],
         ["v1", "workspaces", _] => &["GET", "DELETE"],
@@ -209,6 +214,8 @@ pub fn resolve(method: &str, path: &str) -> Route {
         ("GET", ["v1", "workspaces", id, "metrics"]) => R::WorkspaceMetrics(s(id)),
         ("GET", ["v1", "workspaces", id, "network"]) => R::NetworkLog(s(id)),
         ("GET", ["v1", "workspaces", id, "report"]) => R::Report(s(id)),
+        ("GET", ["v1", "approvals"]) => R::ListApprovals,
+        ("POST", ["v1", "approvals", id]) if valid_id(id) => R::DecideApproval(s(id)),
         (m, ["v1", "workspaces", id, "processes", rest @ ..]) => match ProcessOp::parse(m, rest) {
             Some(op) => R::Processes(s(id), op),
             None => R::NotFound,
@@ -381,6 +388,8 @@ mod tests {
             "/v1/workspaces/ws_1/files",
             "/v1/workspaces/ws_1/network",
             "/v1/workspaces/ws_1/report",
+            "/v1/approvals",
+            "/v1/approvals/apr_1",
             "/v1/tokens/tok_1",
             "/v1/tokens/tok_1/rotate",
             "/v1/tls/rotate",

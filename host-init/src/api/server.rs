@@ -430,6 +430,23 @@ pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
             simple(Call::WorkspaceMetrics { id, since })
         }
         Route::Report(id) => Some(super::report::report(shared, req, &id)),
+        Route::ListApprovals => {
+            let state = match query(req, "state") {
+                None => None,
+                Some(s @ ("pending" | "approved" | "denied" | "expired")) => Some(s.to_string()),
+                Some(_) => {
+                    return Some(json_error(
+                        422,
+                        "state: pending, approved, denied or expired",
+                    ))
+                }
+            };
+            simple(Call::ListApprovals { state })
+        }
+        Route::DecideApproval(id) => with_body(io, &|request| Call::DecideApproval {
+            id: id.clone(),
+            request,
+        }),
         Route::NetworkLog(id) => {
             let since = match query(req, "since").map(str::parse::<u64>) {
                 None => 0,

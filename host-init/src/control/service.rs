@@ -19,6 +19,9 @@ use paddock_api_types::{
     AuditEvents, Deleted, ErrorBody, KeyState, KeyStatus, TlsRotated, WhoAmI, WorkspaceList,
 };
 use serde_json::{json, Value};
+mod approvals;
+#[cfg(test)]
+mod approvals_tests;
 mod links;
 mod ports;
 mod probes;
@@ -64,6 +67,18 @@ pub struct Control {
     samples: super::samples::Sampler,
     /// Each running workspace watched for the signals of a looping agent.
     signals: super::signals::Watch,
+}
+
+/// The control plane, for what reaches it other than through the API
+/// (the network services' reports of egress requests).
+static INSTANCE: std::sync::OnceLock<Arc<Control>> = std::sync::OnceLock::new();
+
+pub fn register(c: Arc<Control>) {
+    let _ = INSTANCE.set(c);
+}
+
+pub fn instance() -> Option<Arc<Control>> {
+    INSTANCE.get().cloned()
 }
 
 /// A reply plus, for OpenAgent, the connection to pass.
@@ -230,6 +245,7 @@ impl Control {
                 let now = now_s();
                 self.samples.take(&all, now);
                 self.watch_signals(&all, now);
+                self.expire_approvals(now);
             }
             std::thread::sleep(Duration::from_secs(super::samples::EVERY_S));
         }
@@ -417,6 +433,8 @@ impl Control {
             Call::WorkspaceMetrics { id, .. } => format!("metrics of {id}"),
             Call::NetworkLog { id, .. } => format!("network log of {id}"),
             Call::WorkspaceReport { id } => format!("report of {id}"),
+            Call::ListApprovals { .. } => "list_approvals".into(),
+            Call::DecideApproval { id, .. } => format!("decide_approval {id}"),
             Call::WhoAmI => "whoami".into(),
         };
         let tok = match self.authenticate(auth, &what) {
@@ -779,6 +797,8 @@ impl Control {
                     tenant: self.tenant_of(tok),
                 },
             )),
+            Call::ListApprovals { state } => self.list_approvals(tok, state, what),
+            Call::DecideApproval { id, request } => self.decide_approval(tok, &id, request, what),
             Call::WorkspaceReport { id } => {
                 let ws = self.workspace(tok, &id, Scope::Read, what)?;
                 Ok(reply(Verdict::Ok, self.report(&ws)))
@@ -951,20 +971,26 @@ impl Control {
         }
         let before = ws.egress.clone();
         ws.egress = req;
-        if ws.state == WsState::Running {
-            if let Some(slot) = runner::slot(&ws) {
-                let entry = runner::ws_net(&ws, slot)
-                    .map_err(|e| error(Verdict::Unavailable, e.to_string()))?;
-                crate::net::firewall::set(entry)
-                    .map_err(|e| error(Verdict::Unavailable, e.to_string()))?;
-            }
-        }
-        self.store.put(WORKSPACES, &ws.id, &ws).map_err(store_err)?;
+        self.apply_egress(&ws)?;
         self.audit.record(
             "workspace_egress_changed",
             json!({"workspace": ws.id, "token": tok.id, "before": before, "after": ws.egress}),
         );
         Ok(reply(Verdict::Ok, ws.public()))
+    }
+
+    /// Puts a workspace's (changed) allowlist in force, if it runs, and
+    /// records it.
+    fn apply_egress(&self, ws: &WorkspaceRecord) -> Result<(), Outcome> {
+        if ws.state == WsState::Running {
+            if let Some(slot) = runner::slot(ws) {
+                let entry = runner::ws_net(ws, slot)
+                    .map_err(|e| error(Verdict::Unavailable, e.to_string()))?;
+                crate::net::firewall::set(entry)
+                    .map_err(|e| error(Verdict::Unavailable, e.to_string()))?;
+            }
+        }
+        self.store.put(WORKSPACES, &ws.id, ws).map_err(store_err)
     }
 
     /// Encrypts a new workspace's env values under its (new) disk key.

@@ -9,6 +9,7 @@ use std::path::Path;
 pub const TOKENS: TableDefinition<&str, &str> = TableDefinition::new("tokens");
 pub const WORKSPACES: TableDefinition<&str, &str> = TableDefinition::new("workspaces");
 pub const LINKS: TableDefinition<&str, &str> = TableDefinition::new("links");
+pub const APPROVALS: TableDefinition<&str, &str> = TableDefinition::new("approvals");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -55,6 +56,7 @@ impl Store {
         w.open_table(TOKENS)?;
         w.open_table(WORKSPACES)?;
         w.open_table(LINKS)?;
+        w.open_table(APPROVALS)?;
         w.commit()?;
         Ok(Store {
             db: std::sync::RwLock::new(Some(db)),

@@ -96,7 +96,8 @@ pub fn serve(sock: UdpSocket) -> std::io::Error {
         let _ = std::thread::Builder::new()
             .name("dns-query".into())
             .spawn(move || {
-                if let Some(reply) = answer(&query, &id, &egress) {
+                let gateway = super::firewall::Slot::of_guest(*from4.ip()).map(|s| s.host());
+                if let Some(reply) = answer_for(&query, &id, &egress, gateway) {
                     let _ = reply_sock.send_to(&reply, from);
                 }
                 drop(permit);
@@ -116,9 +117,23 @@ fn reply_to(q: &Message, code: ResponseCode) -> Message {
     m
 }
 
+/// The name of the box's own request endpoint (net::requests), answered
+/// with the asking workspace's gateway address whatever its allowlist.
+pub const INTERNAL_NAME: &str = "paddock.internal";
+
 /// The reply to one query from workspace `id`, or None for input that is
 /// not a DNS query at all (dropped without an answer).
 pub fn answer(query: &[u8], id: &str, egress: &policy::Egress) -> Option<Vec<u8>> {
+    answer_for(query, id, egress, None)
+}
+
+/// `answer`, knowing the asker's gateway address (for INTERNAL_NAME).
+pub fn answer_for(
+    query: &[u8],
+    id: &str,
+    egress: &policy::Egress,
+    gateway: Option<Ipv4Addr>,
+) -> Option<Vec<u8>> {
     let q = match Message::from_vec(query) {
         Ok(q) => q,
         // A header we can read gets FORMERR; garbage gets nothing.
@@ -140,6 +155,17 @@ pub fn answer(query: &[u8], id: &str, egress: &policy::Egress) -> Option<Vec<u8>
     let question = &q.queries()[0];
     let name = question.name().to_lowercase().to_ascii();
     let name = name.trim_end_matches('.');
+    if let (INTERNAL_NAME, Some(gw)) = (name, gateway) {
+        let mut m = reply_to(&q, ResponseCode::NoError);
+        if question.query_type() == RecordType::A {
+            m.add_answer(Record::from_rdata(
+                question.name().clone(),
+                60,
+                RData::A(hickory_proto::rr::rdata::A(gw)),
+            ));
+        }
+        return m.to_vec().ok();
+    }
     if !egress.allows_name(name) {
         REFUSED.count(id);
         super::activity::lookup(id, name, false, "not on its allowlist", &[]);
@@ -368,6 +394,30 @@ mod tests {
         assert_eq!(m.id(), 0x1234);
         assert_eq!(m.response_code(), ResponseCode::NXDomain);
         assert_eq!(REFUSED.get("ws_dns1"), 1);
+    }
+
+    #[test]
+    fn the_boxs_own_endpoint_resolves_to_the_askers_gateway_whatever_its_allowlist() {
+        let none = EgressRequest::default().check().expect("policy");
+        let gw = Ipv4Addr::new(10, 200, 0, 5);
+        let r = answer_for(
+            &query("paddock.internal.", RecordType::A),
+            "ws_dns3",
+            &none,
+            Some(gw),
+        )
+        .expect("reply");
+        let m = Message::from_vec(&r).expect("parse");
+        assert_eq!(m.response_code(), ResponseCode::NoError);
+        assert!(matches!(m.answers()[0].data(), RData::A(a) if a.0 == gw));
+        assert_eq!(REFUSED.get("ws_dns3"), 0);
+        // Without a gateway (not a workspace's query) it is any other name.
+        let r =
+            answer(&query("paddock.internal.", RecordType::A), "ws_dns3", &none).expect("reply");
+        assert_eq!(
+            Message::from_vec(&r).expect("parse").response_code(),
+            ResponseCode::NXDomain
+        );
     }
 
     #[test]

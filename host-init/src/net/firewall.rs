@@ -27,6 +27,9 @@ pub const PROXY_PORT: u16 = 15001;
 /// The resolver (dns.rs) listens here on every address; the firewall
 /// lets only workspaces' taps reach it.
 pub const DNS_PORT: u16 = 53;
+/// The port of the box's request endpoint on each workspace's gateway
+/// address (plain HTTP, served by the proxy).
+pub const REQUESTS_PORT: u16 = 80;
 /// Workspaces' addresses: a /30 each, 10.200.0.0/16 in all.
 const POOL: u32 = 0x0ac8_0000;
 pub const POOL_PREFIX: u8 = 16;
@@ -367,7 +370,21 @@ fn workspace_rules(ws: &WsNet, opens: &[(Slot, u16)], answers: &[(Slot, u16)]) -
         ],
         Some(REFUSED),
     ));
-    // prerouting: CIDR entries go straight on; domain ports to the proxy.
+    // prerouting: the box's own request endpoint (http://paddock.internal,
+    // its gateway address, port 80: egress requests, net::requests) to the
+    // proxy, whatever its allowlist; CIDR entries go straight on; domain
+    // ports to the proxy.
+    ops.push(rule(
+        &pre,
+        vec![
+            nft::ipv4(),
+            nft::ip_addr_in(true, ws.slot.host(), 32),
+            nft::l4proto(TCP),
+            nft::dport(REQUESTS_PORT),
+        ],
+        vec![Expr::Redirect(PROXY_PORT)],
+        None,
+    ));
     ops.extend(cidr_rules(&pre, &ws.egress, Verdict::Return));
     for p in ws.egress.domain_ports() {
         ops.push(rule(
@@ -384,10 +401,8 @@ fn workspace_rules(ws: &WsNet, opens: &[(Slot, u16)], answers: &[(Slot, u16)]) -
         vec![Expr::Verdict(Verdict::Accept)],
         None,
     ));
-    let mut services = vec![(UDP, DNS_PORT), (TCP, DNS_PORT)];
-    if !ws.egress.domains.is_empty() {
-        services.push((TCP, PROXY_PORT));
-    }
+    // The proxy always: at least for the request endpoint.
+    let services = vec![(UDP, DNS_PORT), (TCP, DNS_PORT), (TCP, PROXY_PORT)];
     for (proto, port) in services {
         ops.push(rule(
             &input,
@@ -758,8 +773,21 @@ mod tests {
         };
         let ops = workspace_rules(&ws, &[], &[]);
         let accepts_forward = ops.iter().any(|o| matches!(o, Op::AddRule(r) if r.chain == "fwd0" && r.exprs.contains(&Expr::Verdict(Verdict::Accept))));
-        let redirects = ops.iter().any(|o| matches!(o, Op::AddRule(r) if r.exprs.iter().any(|e| matches!(e, Expr::Redirect(_)))));
-        assert!(!accepts_forward && !redirects);
+        let redirects: Vec<&Rule> = ops
+            .iter()
+            .filter_map(|o| match o {
+                Op::AddRule(r) if r.exprs.iter().any(|e| matches!(e, Expr::Redirect(_))) => Some(r),
+                _ => None,
+            })
+            .collect();
+        assert!(!accepts_forward);
+        // Only the box's own request endpoint, on its gateway address.
+        assert_eq!(redirects.len(), 1);
+        let to_gateway = nft::ip_addr_in(true, ws.slot.host(), 32);
+        assert!(redirects[0]
+            .exprs
+            .windows(to_gateway.len())
+            .any(|w| w == to_gateway.as_slice()));
         let egress = EgressRequest {
             domains: vec!["allowed.test".into()],
             cidrs: vec!["198.51.100.0/24:8080".into()],
@@ -768,6 +796,9 @@ mod tests {
         .expect("valid");
         let ops = workspace_rules(&WsNet { egress, ..ws }, &[], &[]);
         let redirects = ops.iter().filter(|o| matches!(o, Op::AddRule(r) if r.exprs.iter().any(|e| matches!(e, Expr::Redirect(_))))).count();
-        assert_eq!(redirects, 2);
+        assert_eq!(
+            redirects, 3,
+            "the request endpoint and the two domain ports"
+        );
     }
 }

@@ -189,6 +189,17 @@ fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egress) {
         Peek::NeedMore => return,
     };
     let tls = first.first() == Some(&0x16);
+    // The box's own request endpoint: answered here, never forwarded.
+    if name == super::dns::INTERNAL_NAME {
+        if tls || dest.port() != super::firewall::REQUESTS_PORT {
+            return deny(
+                conn,
+                tls,
+                "paddock.internal answers plain HTTP on port 80 only",
+            );
+        }
+        return super::requests::serve(conn, &id, &egress, first);
+    }
     if !egress.allows(&name, dest.port()) {
         refused(
             &id,
@@ -296,7 +307,7 @@ fn deny(mut conn: TcpStream, tls: bool, why: &str) {
         // A fatal unrecognized_name alert, as a server without the name sends.
         let _ = conn.write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70]);
     } else {
-        let body = format!("paddock: {why}\n");
+        let body = format!("paddock: {why}\npaddock: {}\n", super::requests::HOW_TO_ASK);
         let _ = conn.write_all(
             format!(
                 "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -67,6 +67,13 @@ impl Reporter {
             };
             self.channel.send(&report, None::<&OwnedFd>)?;
         }
+        let asks = crate::net::requests::take();
+        for asks in asks.chunks(ACTIVITY_CHUNK) {
+            let report = Report::Asks {
+                asks: asks.to_vec(),
+            };
+            self.channel.send(&report, None::<&OwnedFd>)?;
+        }
         let activity = crate::net::activity::take();
         for records in activity.chunks(ACTIVITY_CHUNK) {
             let report = Report::Activity {

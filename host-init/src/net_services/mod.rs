@@ -96,6 +96,11 @@ pub enum Report {
     Activity {
         records: Vec<(crate::net::activity::Key, crate::net::activity::Counts)>,
     },
+    /// Destinations workspaces asked for (`net::requests`), at most
+    /// ACTIVITY_CHUNK.
+    Asks {
+        asks: Vec<crate::net::requests::Ask>,
+    },
     Synced {
         seq: u64,
     },

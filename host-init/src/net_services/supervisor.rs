@@ -308,6 +308,19 @@ fn serve_reports(running: &Started) {
                         .collect(),
                 );
             }
+            Ok((Report::Asks { asks }, None)) => {
+                // Checked again where they are recorded: the workspace must
+                // exist and run, and the ask is bounded there.
+                let known = policy_table::ids();
+                let asks: Vec<_> = asks
+                    .into_iter()
+                    .filter(|a| known.contains(&a.workspace))
+                    .filter(|a| a.host.len() <= 253 && a.reason.len() <= 2000)
+                    .collect();
+                if let Some(c) = crate::control::service::instance() {
+                    c.asked(asks);
+                }
+            }
             Ok((Report::Synced { seq }, None)) if link::was_sent(seq) => {
                 link::synced(seq, running.generation);
             }
@@ -470,7 +483,9 @@ fn hand_state(channel: Endpoint, generation: u64) -> Result<Arc<Endpoint>, NetSe
             (Report::Synced { seq: s }, None) if s == seq => break,
             // Nothing was counted yet; anything else before the answer is
             // out of turn.
-            (Report::Refused { .. } | Report::Activity { .. }, None) => continue,
+            (Report::Refused { .. } | Report::Activity { .. } | Report::Asks { .. }, None) => {
+                continue
+            }
             (Report::Failed { error }, _) => {
                 return Err(NetServicesError::Failed(sanitized(&error)))
             }

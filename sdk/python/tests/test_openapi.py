@@ -295,6 +295,8 @@ CALLS: list[tuple[str, Call]] = [
         "n", ["exec", "read"], ttl_s=60, quotas={"max_workspaces": 1, "max_vcpus": 2, "max_memory_mib": 3, "max_disk_mib": 4},
         labels={"a": "b"}, workspace_ids=["ws_1"], egress_allow={"domains": ["a.example"], "cidrs": []}, secret_format="e2b")),
     ("recover_keys", lambda c, w, p: c.recover_keys("secret")),
+    ("list_approvals", lambda c, w, p: c.approvals(state="pending")),
+    ("decide_approval", lambda c, w, p: c.decide("apr_1", True, ttl_s=60, reason="fine")),
     ("audit", lambda c, w, p: c.events(event="exec_started", workspace="ws_1", token="tok_1", limit=5)),
 ]
 

@@ -13,10 +13,10 @@ use serde_json::json;
 use std::cell::Cell;
 use std::path::PathBuf;
 
-const ADMIN: &str = "pdk_admin_service_tests_bootstrap_secret";
+pub(super) const ADMIN: &str = "pdk_admin_service_tests_bootstrap_secret";
 
-struct Plane {
-    control: Control,
+pub(super) struct Plane {
+    pub(super) control: Control,
     dir: PathBuf,
 }
 
@@ -27,7 +27,7 @@ impl Drop for Plane {
     }
 }
 
-fn plane(name: &str) -> Plane {
+pub(super) fn plane(name: &str) -> Plane {
     let dir = std::env::temp_dir().join(format!("paddock-service-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("state")).expect("state dir");
@@ -39,7 +39,7 @@ fn plane(name: &str) -> Plane {
 }
 
 /// A tenant token straight under the admin: (id, secret).
-fn tenant(c: &Control) -> (String, String) {
+pub(super) fn tenant(c: &Control) -> (String, String) {
     let out = c.call(
         ADMIN,
         Call::CreateToken {
@@ -54,7 +54,7 @@ fn tenant(c: &Control) -> (String, String) {
     )
 }
 
-fn put_workspace(c: &Control, id: &str, owner: &str, state: &str, expires_at: u64) {
+pub(super) fn put_workspace(c: &Control, id: &str, owner: &str, state: &str, expires_at: u64) {
     let ws: WorkspaceRecord = serde_json::from_value(json!({
         "id": id, "owner": owner, "template": "default", "vcpus": 1,
         "memory_mib": 128, "disk_mib": 256, "labels": {}, "env": {},
@@ -71,7 +71,7 @@ fn state_of(c: &Control, id: &str) -> Option<WsState> {
         .map(|w| w.state)
 }
 
-fn events(c: &Control, kind: &str) -> usize {
+pub(super) fn events(c: &Control, kind: &str) -> usize {
     c.audit
         .read(&[("event".to_string(), kind.to_string())], 1000)
         .len()

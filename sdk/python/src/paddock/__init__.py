@@ -67,7 +67,7 @@ from .models import (
     WorkspaceSample,
 )
 from .process import Process
-from .review_models import NetworkRecord, WorkspaceReport
+from .review_models import Approval, NetworkRecord, WorkspaceReport
 from .workspace import Workspace
 
 __all__ = [
@@ -98,6 +98,7 @@ __all__ = [
     "WorkspaceInfo",
     "WorkspaceLimits",
     "WorkspaceSample",
+    "Approval",
     "NetworkRecord",
     "WorkspaceReport",
     "Event",

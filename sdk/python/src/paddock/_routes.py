@@ -86,6 +86,8 @@ ROUTES: dict[str, Route] = {
     "rotate_tls": Route("POST", "/v1/tls/rotate", model=a.TlsRotated),
     "key_status": Route("GET", "/v1/keys", model=a.KeyStatus),
     "recover_keys": Route("POST", "/v1/keys/recover", model=a.KeyStatus, body=a.RecoverKeysRequest),
+    "list_approvals": Route("GET", "/v1/approvals", model=r.ApprovalList, query=("state",)),
+    "decide_approval": Route("POST", "/v1/approvals/{id}", model=r.Approval, body=r.ApprovalDecision),
     "audit": Route("GET", "/v1/audit", model=a.AuditEvents, query=("event", "workspace", "token", "limit")),
     "prometheus": Route("GET", "/metrics", answer="text"),
 }

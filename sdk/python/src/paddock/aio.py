@@ -30,6 +30,7 @@ from .admin_models import (
     TokenRotated,
 )
 from .aio_workspace import AsyncWorkspace
+from .review_models import Approval, ApprovalDecision, ApprovalList, ApprovalState
 from .client import CREATE_TIMEOUT, DEFAULT_TIMEOUT
 from .models import Egress, SignalRules, WorkspaceInfo, WorkspaceList
 
@@ -238,6 +239,22 @@ class AsyncPaddock:
         return result
 
     # -- the appliance ----------------------------------------------------
+
+    async def approvals(self, state: ApprovalState | None = None) -> list[Approval]:
+        """Egress requests, newest ask first (``GET /v1/approvals``)."""
+        result: ApprovalList = await self._t.call("list_approvals", query=[("state", state)])
+        return result.approvals
+
+    async def decide(
+        self, approval: Approval | str, approve: bool, *, ttl_s: int | None = None, reason: str | None = None
+    ) -> Approval:
+        """Approves (for ``ttl_s``) or denies an egress request
+        (``POST /v1/approvals/{id}``)."""
+        ident = approval if isinstance(approval, str) else approval.id
+        result: Approval = await self._t.call(
+            "decide_approval", {"id": ident}, body=ApprovalDecision(approve, ttl_s, reason)
+        )
+        return result
 
     async def events(self, *, event: str | None = None, workspace: AsyncWorkspace | str | None = None, token: str | None = None, limit: int | None = None) -> list[Event]:
         """Audit events, oldest first (``GET /v1/audit``); filters as

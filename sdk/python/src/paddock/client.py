@@ -30,6 +30,7 @@ from .admin_models import (
     TokenRotated,
 )
 from .models import Egress, SignalRules, WorkspaceInfo, WorkspaceList
+from .review_models import Approval, ApprovalDecision, ApprovalList, ApprovalState
 from .workspace import Workspace
 
 DEFAULT_TIMEOUT = 60.0
@@ -258,6 +259,24 @@ class Paddock:
         return result
 
     # -- the appliance ----------------------------------------------------
+
+    def approvals(self, state: ApprovalState | None = None) -> list[Approval]:
+        """Egress requests workspaces made, newest ask first, in ``state``
+        if given (``GET /v1/approvals``; admin)."""
+        result: ApprovalList = self._t.call("list_approvals", query=[("state", state)])
+        return result.approvals
+
+    def decide(
+        self, approval: Approval | str, approve: bool, *, ttl_s: int | None = None, reason: str | None = None
+    ) -> Approval:
+        """Approves a pending egress request for ``ttl_s`` seconds (its
+        destination joins the workspace's allowlist until then), or denies it
+        (``POST /v1/approvals/{id}``; admin)."""
+        ident = approval if isinstance(approval, str) else approval.id
+        result: Approval = self._t.call(
+            "decide_approval", {"id": ident}, body=ApprovalDecision(approve, ttl_s, reason)
+        )
+        return result
 
     def events(self, *, event: str | None = None, workspace: Workspace | str | None = None, token: str | None = None, limit: int | None = None) -> list[Event]:
         """Audit events, oldest first, matching every filter given (``GET

@@ -109,3 +109,37 @@ class WorkspaceReport:
     signals: list[FiredSignal]
     network: NetworkSummary
     files: FileChanges
+
+
+ApprovalState = Literal["pending", "approved", "denied", "expired"]
+
+
+@dataclass(frozen=True)
+class Approval:
+    """A destination a workspace asked for (at
+    ``http://paddock.internal/egress-requests``), and what became of it."""
+
+    id: str
+    workspace: str
+    host: str
+    port: int
+    reason: str
+    state: ApprovalState
+    asked_at: int
+    asks: int
+    decided_by: str | None = None
+    decided_at: int | None = None
+    decision_reason: str | None = None
+    expires_at: int | None = None
+
+
+@dataclass(frozen=True)
+class ApprovalList:
+    approvals: list[Approval]
+
+
+@dataclass
+class ApprovalDecision:
+    approve: bool
+    ttl_s: int | None = None
+    reason: str | None = None
