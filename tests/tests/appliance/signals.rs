@@ -159,7 +159,20 @@ pub fn signals_fire(app: &Appliance, admin: &str) {
         }
         std::thread::sleep(Duration::from_secs(1));
     }
-    assert_eq!(state, "stopped", "denied_burst's action stops it");
+    if state != "stopped" {
+        // What the box saw of it, to tell where the chain broke.
+        let (_, metrics) = call("GET", "/metrics", None);
+        let metrics = String::from_utf8_lossy(&metrics).to_string();
+        let mine: Vec<&str> = metrics.lines().filter(|l| l.contains(&id)).collect();
+        let (_, log) = call("GET", &format!("/v1/workspaces/{id}/network"), None);
+        let (_, audit) = call("GET", &format!("/v1/audit?workspace={id}"), None);
+        panic!(
+            "denied_burst's action did not stop it ({state}):\n{}\n{}\n{}",
+            mine.join("\n"),
+            String::from_utf8_lossy(&log),
+            String::from_utf8_lossy(&audit)
+        );
+    }
     assert_eq!(fired("denied_burst"), 1);
     let (_, audit) = call(
         "GET",
