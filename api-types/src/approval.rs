@@ -52,7 +52,7 @@ pub struct ApprovalList {
 #[serde(deny_unknown_fields)]
 pub struct ApprovalDecision {
     pub approve: bool,
-    /// How long an approval holds (60 to 604800 s; default 3600).
+    /// How long an approval holds (10 to 604800 s; default 3600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_s: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -117,7 +117,7 @@ pub enum Command {
     /// Approve a pending egress request: its destination joins the workspace's allowlist for a while (admin)
     Approve {
         id: String,
-        /// Seconds it holds (60 to 604800)
+        /// Seconds it holds (10 to 604800)
         #[arg(long, value_name = "S", default_value_t = 3600)]
         ttl: u64,
         #[arg(long)]

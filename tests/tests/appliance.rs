@@ -2198,7 +2198,7 @@ fn workspace_networks_deny_by_default_and_open_only_what_is_listed() {
     let (code, body) = call(
         "POST",
         &format!("/v1/approvals/{approval}"),
-        Some(r#"{"approve": true, "ttl_s": 60, "reason": "for this run"}"#),
+        Some(r#"{"approve": true, "ttl_s": 20, "reason": "for this run"}"#),
     );
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
     assert!(

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 const MAX_PENDING_PER_WORKSPACE: usize = 32;
 const DEFAULT_TTL_S: u64 = 3600;
 const MAX_TTL_S: u64 = 7 * 24 * 3600;
-const MIN_TTL_S: u64 = 60;
+const MIN_TTL_S: u64 = 10;
 const MAX_REASON: usize = 500;
 
 fn entry(a: &Approval) -> String {
