@@ -36,7 +36,12 @@ fn properties(name: &str) -> BTreeSet<String> {
         .skip(1)
         .take_while(|l| l.starts_with("        ") || l.trim().is_empty())
         .filter(|l| l.len() > 8 && !l[8..].starts_with(' '))
-        .filter_map(|l| l.trim().split(':').next().map(str::to_string))
+        .filter_map(|l| {
+            l.trim()
+                .split(':')
+                .next()
+                .map(|k| k.trim_matches('"').to_string())
+        })
         .collect()
 }
 
@@ -161,8 +166,72 @@ fn answer_types_name_the_documented_fields() {
         egress: egress(),
         published: vec![],
         address: None,
+        signals: SignalRules::default().effective(),
     };
     assert_eq!(keys(&ws), properties("Workspace"));
+    assert_eq!(keys(&ws.signals), properties("SignalRules"));
+    let rule = SignalRule {
+        threshold: 1,
+        window_s: 5,
+        action: SignalAction::Stop,
+        off: true,
+    };
+    assert_eq!(keys(&rule), properties("SignalRule"));
+    let record = NetworkRecord {
+        from: 0,
+        to: 1,
+        kind: "dns".into(),
+        name: "a.test".into(),
+        dest: Some("203.0.113.1:443".into()),
+        decision: "allowed".into(),
+        reason: "allowlist".into(),
+        count: 1,
+        bytes_up: 1,
+        bytes_down: 1,
+        upstream_failed: 0,
+        mismatched: 0,
+        answers: vec!["203.0.113.1".into()],
+    };
+    assert_eq!(keys(&record), properties("NetworkRecord"));
+    assert_eq!(
+        keys(&NetworkLog { records: vec![] }),
+        properties("NetworkLog")
+    );
+    let report = WorkspaceReport {
+        workspace: ws.clone(),
+        generated_at: 0,
+        commands_started: 0,
+        commands: vec![],
+        signals: vec![],
+        network: NetworkSummary::default(),
+        files: FileChanges::default(),
+    };
+    assert_eq!(keys(&report), properties("WorkspaceReport"));
+    let approval = Approval {
+        id: "apr_1".into(),
+        workspace: "ws_x".into(),
+        host: "a.test".into(),
+        port: 443,
+        reason: "r".into(),
+        state: ApprovalState::Approved,
+        asked_at: 0,
+        asks: 1,
+        decided_by: Some("tok_x".into()),
+        decided_at: Some(1),
+        decision_reason: Some("ok".into()),
+        expires_at: Some(2),
+    };
+    assert_eq!(keys(&approval), properties("Approval"));
+    assert_eq!(
+        keys(&ApprovalList { approvals: vec![] }),
+        properties("ApprovalList")
+    );
+    let decision = ApprovalDecision {
+        approve: true,
+        ttl_s: Some(60),
+        reason: Some("r".into()),
+    };
+    assert_eq!(keys(&decision), properties("ApprovalDecision"));
     assert_eq!(keys(&ErrorBody::new("x")), properties("Error"));
     let token = TokenView {
         id: "tok_x".into(),
