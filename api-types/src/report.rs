@@ -73,7 +73,7 @@ pub struct FileChanges {
     /// More changed than the list holds (10,000 paths).
     pub truncated: bool,
     /// Why there is no list (the workspace is not running, or the token
-    /// lacks the files scope).
+    /// lacks the exec scope).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unavailable: Option<String>,
 }

@@ -5,6 +5,23 @@
 use super::{enc, ws_path, Ctx};
 use crate::CliError;
 
+/// Text from a workspace (a file name, a host it asked for, its reason)
+/// as it may be printed to a person's terminal: control characters and
+/// bidirectional overrides escaped, so it cannot move the cursor, rewrite
+/// the lines above or set the clipboard.
+fn shown(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            if c.is_control() || bidi {
+                c.escape_unicode().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
 /// `paddock net-log ID`: one line per record, or the JSON with --json.
 pub fn net_log(ctx: &Ctx, args: &crate::args::NetLogArgs) -> Result<(), CliError> {
     let mut q = Vec::new();
@@ -37,7 +54,11 @@ pub fn net_log(ctx: &Ctx, args: &crate::args::NetLogArgs) -> Result<(), CliError
                 r.to,
                 r.kind,
                 r.decision,
-                if r.name.is_empty() { "-" } else { &r.name },
+                if r.name.is_empty() {
+                    "-".to_string()
+                } else {
+                    shown(&r.name)
+                },
                 dest,
                 r.count,
                 r.bytes_up,
@@ -99,7 +120,12 @@ pub fn report(ctx: &Ctx, id: &str) -> Result<(), CliError> {
         for d in &n.destinations {
             println!(
                 "  {} {} {} x{} ({} B up, {} B down)",
-                d.kind, d.decision, d.name, d.count, d.bytes_up, d.bytes_down
+                d.kind,
+                d.decision,
+                shown(&d.name),
+                d.count,
+                d.bytes_up,
+                d.bytes_down
             );
         }
         match &r.files.unavailable {
@@ -111,7 +137,7 @@ pub fn report(ctx: &Ctx, id: &str) -> Result<(), CliError> {
                     if r.files.truncated { " (more not listed)" } else { "" }
                 );
                 for c in &r.files.changes {
-                    println!("  {:<8} {} ({} B)", c.change, c.path, c.size);
+                    println!("  {:<8} {} ({} B)", c.change, shown(&c.path), c.size);
                 }
             }
         }
@@ -133,11 +159,11 @@ pub fn approvals(ctx: &Ctx, all: bool) -> Result<(), CliError> {
                 a.id,
                 a.state,
                 a.workspace,
-                a.host,
+                shown(&a.host),
                 a.port,
                 a.asks,
                 a.asked_at,
-                a.reason,
+                shown(&a.reason),
                 a.expires_at
                     .map(|t| format!(" (until {t})"))
                     .unwrap_or_default()
@@ -178,4 +204,17 @@ pub fn decide(
                 .unwrap_or_default()
         );
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn what_a_workspace_names_cannot_drive_the_terminal() {
+        let evil = "/tmp/\u{1b}[1A\u{1b}[2Kfiles: 0 changed\n\u{1b}]52;c;aGk=\u{7}\u{202e}txt.exe";
+        let out = super::shown(evil);
+        assert!(!out.chars().any(|c| c.is_control()), "{out:?}");
+        assert!(!out.contains('\u{202e}'));
+        assert!(out.starts_with("/tmp/\\u{1b}[1A"), "{out}");
+        assert_eq!(super::shown("/home/agent/ok.txt"), "/home/agent/ok.txt");
+    }
 }

@@ -139,7 +139,17 @@ impl Endpoint {
     /// descriptor is an error (extra descriptors are closed, never used).
     pub fn recv<T: for<'de> Deserialize<'de>>(&self) -> Result<(T, Option<OwnedFd>), ChannelError> {
         use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-        let mut buf = vec![0u8; self.recv_limit + 1];
+        // The message's length first (a peek, MSG_TRUNC: its whole length),
+        // so a buffer the size of the limit is not taken for every small
+        // message (answers may be 4 MiB; most are a few hundred bytes).
+        let mut probe = [0u8; 1];
+        let whole = nix::sys::socket::recv(
+            self.raw(),
+            &mut probe,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC,
+        )
+        .map_err(|e| ChannelError::Io(e.into()))?;
+        let mut buf = vec![0u8; whole.clamp(1, self.recv_limit + 1)];
         // Room for as many descriptors as one message can carry (the
         // kernel's SCM_MAX_FD): extra ones a sender attached are received
         // and closed here, so a truncated control message means only one

@@ -19,8 +19,11 @@ use std::sync::Mutex;
 
 /// Size of the current file before it becomes the older generation.
 const FILE_CAP: u64 = 1 << 20;
-/// Keys counted over one minute, all workspaces together.
+/// Keys counted over one minute, all workspaces together, and per
+/// workspace (one workspace inventing names cannot push the others'
+/// records out: past its share its new keys count as one "(more)").
 const MAX_OPEN: usize = 16_384;
+const MAX_OPEN_PER_WORKSPACE: usize = 2048;
 const MAX_NAME: usize = 253;
 const MAX_REASON: usize = 200;
 const FILE: &str = "network.jsonl";
@@ -121,19 +124,29 @@ pub fn add_at(records: Vec<(Key, Counts)>, now: u64) {
                 ids.push(k.workspace.clone());
             }
         }
+        // Keys per workspace, counted once here and kept up as keys come.
+        let mut mine: HashMap<String, usize> = HashMap::new();
+        for k in all.keys() {
+            *mine.entry(k.workspace.clone()).or_default() += 1;
+        }
         for (mut key, counts) in records {
             key.name = cut(&key.name, MAX_NAME);
             key.reason = cut(&key.reason, MAX_REASON);
             if key.workspace.len() > 64 {
                 continue;
             }
-            if !all.contains_key(&key) && all.len() >= MAX_OPEN {
+            let full = all.len() >= MAX_OPEN
+                || mine.get(&key.workspace).copied().unwrap_or(0) >= MAX_OPEN_PER_WORKSPACE;
+            if !all.contains_key(&key) && full {
                 key.name = "(more)".into();
                 key.dest = None;
                 key.reason = "more distinct destinations than are kept per minute".into();
-                if !all.contains_key(&key) && all.len() >= MAX_OPEN + 256 {
+                if !all.contains_key(&key) && all.len() >= MAX_OPEN + 4096 {
                     continue;
                 }
+            }
+            if !all.contains_key(&key) {
+                *mine.entry(key.workspace.clone()).or_default() += 1;
             }
             let o = all.entry(key).or_insert(Open {
                 minute,

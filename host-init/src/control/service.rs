@@ -67,6 +67,9 @@ pub struct Control {
     samples: super::samples::Sampler,
     /// Each running workspace watched for the signals of a looping agent.
     signals: super::signals::Watch,
+    /// Each workspace's command ends and fired signals, for its report
+    /// (kept here, bounded, rather than searched for in the audit log).
+    history: Mutex<std::collections::HashMap<String, report::History>>,
 }
 
 /// The control plane, for what reaches it other than through the API
@@ -154,6 +157,7 @@ impl Control {
             expiry_retry: Mutex::new(std::collections::HashMap::new()),
             samples: Default::default(),
             signals: Default::default(),
+            history: Default::default(),
         })
     }
 
@@ -246,6 +250,7 @@ impl Control {
                 self.samples.take(&all, now);
                 self.watch_signals(&all, now);
                 self.expire_approvals(now);
+                self.forget_history(&all);
             }
             std::thread::sleep(Duration::from_secs(super::samples::EVERY_S));
         }
@@ -596,7 +601,11 @@ impl Control {
             }
             Call::OpenAgent { id, purpose } => {
                 let scope = match purpose {
-                    Purpose::Exec { .. } | Purpose::Process { .. } => Scope::Exec,
+                    // Changes lists names and sizes as the guest's root
+                    // sees them: as root file operations, it takes exec.
+                    Purpose::Exec { .. } | Purpose::Process { .. } | Purpose::Changes => {
+                        Scope::Exec
+                    }
                     _ => Scope::Files,
                 };
                 let ws = self.workspace(tok, &id, scope, what)?;
@@ -704,6 +713,7 @@ impl Control {
                     "exec_ended",
                     json!({"workspace": ws.id, "token": tok.id, "argv0": argv0, "exit_code": exit_code, "signal": signal, "duration_ms": duration_ms}),
                 );
+                self.remember_command(&ws.id, &argv0, exit_code, signal, duration_ms);
                 let command = if command.is_empty() { argv0 } else { command };
                 let failed = exit_code != Some(0);
                 if let Some(f) =
@@ -963,15 +973,11 @@ impl Control {
             .map_err(|e| error(Verdict::Invalid, format!("egress request: {e}")))?;
         req.check()
             .map_err(|p| error(Verdict::Invalid, p.join("; ")))?;
-        if !matches!(ws.state, WsState::Running | WsState::Stopped) {
-            return Err(error(
-                Verdict::Conflict,
-                format!("workspace {} is {:?}", ws.id, ws.state),
-            ));
-        }
-        let before = ws.egress.clone();
-        ws.egress = req;
-        self.apply_egress(&ws)?;
+        let (changed, before) = self.change_egress(&ws.id, |e| {
+            *e = req;
+            Ok(())
+        })?;
+        ws = changed;
         self.audit.record(
             "workspace_egress_changed",
             json!({"workspace": ws.id, "token": tok.id, "before": before, "after": ws.egress}),
@@ -979,18 +985,57 @@ impl Control {
         Ok(reply(Verdict::Ok, ws.public()))
     }
 
-    /// Puts a workspace's (changed) allowlist in force, if it runs, and
-    /// records it.
-    fn apply_egress(&self, ws: &WorkspaceRecord) -> Result<(), Outcome> {
+    /// Changes a workspace's allowlist in one transaction (a running or
+    /// stopped workspace only; `change` may refuse, with the verdict), then
+    /// puts it in force if it runs; if that fails the change is undone.
+    /// The record as changed, and the allowlist before.
+    pub(super) fn change_egress(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut crate::net::policy::EgressRequest) -> Result<(), (Verdict, String)>,
+    ) -> Result<(WorkspaceRecord, crate::net::policy::EgressRequest), Outcome> {
+        let mut before = None;
+        let changed = self
+            .store
+            .update(WORKSPACES, id, |w: &mut WorkspaceRecord| {
+                if !matches!(w.state, WsState::Running | WsState::Stopped) {
+                    return Err((
+                        Verdict::Conflict,
+                        format!("workspace {} is {:?}", w.id, w.state),
+                    ));
+                }
+                before = Some(w.egress.clone());
+                change(&mut w.egress)?;
+                w.egress
+                    .check()
+                    .map(|_| ())
+                    .map_err(|p| (Verdict::Invalid, p.join("; ")))
+            })
+            .map_err(store_err)?;
+        let ws = match changed {
+            None => return Err(error(Verdict::NotFound, format!("no workspace {id}"))),
+            Some(Err((verdict, why))) => return Err(error(verdict, why)),
+            Some(Ok(ws)) => ws,
+        };
+        let before = before.unwrap_or_default();
         if ws.state == WsState::Running {
-            if let Some(slot) = runner::slot(ws) {
-                let entry = runner::ws_net(ws, slot)
-                    .map_err(|e| error(Verdict::Unavailable, e.to_string()))?;
-                crate::net::firewall::set(entry)
-                    .map_err(|e| error(Verdict::Unavailable, e.to_string()))?;
+            if let Some(slot) = runner::slot(&ws) {
+                let enforced = runner::ws_net(&ws, slot)
+                    .map_err(|e| e.to_string())
+                    .and_then(|entry| crate::net::firewall::set(entry).map_err(|e| e.to_string()));
+                if let Err(e) = enforced {
+                    let undo = before.clone();
+                    let _ = self
+                        .store
+                        .update(WORKSPACES, id, |w: &mut WorkspaceRecord| {
+                            w.egress = undo;
+                            Ok::<(), ()>(())
+                        });
+                    return Err(error(Verdict::Unavailable, e));
+                }
             }
         }
-        self.store.put(WORKSPACES, &ws.id, ws).map_err(store_err)
+        Ok((ws, before))
     }
 
     /// Encrypts a new workspace's env values under its (new) disk key.
@@ -1071,6 +1116,20 @@ impl Control {
         // grant only within what it was granted (admins: any).
         tok.may_grant(&spec.egress)
             .map_err(|e| self.refuse(Verdict::Forbidden, &e.to_string(), Some(&tok.id), what))?;
+        // A quarantine only an admin may end and whose snapshot outlives
+        // the workspace is an admin's to ask for, by a signal too.
+        let quarantines = paddock_api_types::signals::SIGNALS.iter().any(|s| {
+            spec.signals.rule(s).map(|r| r.action)
+                == Some(paddock_api_types::SignalAction::Quarantine)
+        });
+        if quarantines && !tok.has(Scope::Admin) {
+            return Err(self.refuse(
+                Verdict::Forbidden,
+                "signals: the quarantine action needs the admin scope (use stop)",
+                Some(&tok.id),
+                what,
+            ));
+        }
         let Some(template_dev) = self.template_dev.clone() else {
             return Err(error(
                 Verdict::Unavailable,

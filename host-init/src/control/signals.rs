@@ -147,10 +147,12 @@ impl Watch {
                     w.failures.remove(&c);
                 }
             }
-            w.failures
-                .entry(command.to_string())
-                .or_default()
-                .push_back(now);
+            let times = w.failures.entry(command.to_string()).or_default();
+            times.push_back(now);
+            // More than the threshold adds nothing but memory.
+            while times.len() > rule.threshold.min(10_000) as usize {
+                times.pop_front();
+            }
         }
         for times in w.failures.values_mut() {
             while times

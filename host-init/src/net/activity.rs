@@ -85,16 +85,24 @@ impl Counts {
     }
 }
 
-static SEEN: Mutex<Option<HashMap<Key, Counts>>> = Mutex::new(None);
+/// What is counted, and how many keys each workspace has (kept up with
+/// the map, so a new key costs no scan).
+#[derive(Default)]
+struct Seen {
+    counts: HashMap<Key, Counts>,
+    keys_of: HashMap<String, usize>,
+}
+
+static SEEN: Mutex<Option<Seen>> = Mutex::new(None);
 
 fn add(key: Key, counts: Counts) {
     let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
-    let all = seen.get_or_insert_with(HashMap::new);
-    let key = if all.contains_key(&key) {
+    let seen = seen.get_or_insert_with(Seen::default);
+    let key = if seen.counts.contains_key(&key) {
         key
     } else {
-        let mine = all.keys().filter(|k| k.workspace == key.workspace).count();
-        if all.len() >= MAX_KEYS || mine >= MAX_KEYS_PER_WORKSPACE {
+        let mine = seen.keys_of.get(&key.workspace).copied().unwrap_or(0);
+        if seen.counts.len() >= MAX_KEYS || mine >= MAX_KEYS_PER_WORKSPACE {
             Key {
                 name: "(more)".into(),
                 dest: None,
@@ -105,11 +113,14 @@ fn add(key: Key, counts: Counts) {
             key
         }
     };
-    if !all.contains_key(&key) && all.len() >= MAX_KEYS + 64 {
-        // Even the "(more)" records are full: counted nowhere.
-        return;
+    if !seen.counts.contains_key(&key) {
+        if seen.counts.len() >= MAX_KEYS + 64 {
+            // Even the "(more)" records are full: counted nowhere.
+            return;
+        }
+        *seen.keys_of.entry(key.workspace.clone()).or_default() += 1;
     }
-    all.entry(key).or_default().merge(&counts);
+    seen.counts.entry(key).or_default().merge(&counts);
 }
 
 /// A lookup from workspace `id`.
@@ -177,7 +188,7 @@ pub fn connection(c: Connection<'_>) {
 pub fn take() -> Vec<(Key, Counts)> {
     let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
     seen.take()
-        .map(|m| m.into_iter().collect())
+        .map(|s| s.counts.into_iter().collect())
         .unwrap_or_default()
 }
 

@@ -161,8 +161,9 @@ fn query<'a>(q: &'a str, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// Checks a destination the way an allowlist entry is checked.
-fn checked(host: &str, port: u16) -> Result<String, String> {
+/// Checks a destination the way an allowlist entry is checked; the name
+/// as it is recorded (lower case, no trailing dot).
+pub fn checked(host: &str, port: u16) -> Result<String, String> {
     let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
     EgressRequest {
         domains: vec![format!("{host}:{port}")],

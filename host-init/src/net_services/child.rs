@@ -67,19 +67,24 @@ impl Reporter {
             };
             self.channel.send(&report, None::<&OwnedFd>)?;
         }
-        let asks = crate::net::requests::take();
-        for asks in asks.chunks(ACTIVITY_CHUNK) {
-            let report = Report::Asks {
-                asks: asks.to_vec(),
-            };
-            self.channel.send(&report, None::<&OwnedFd>)?;
-        }
-        let activity = crate::net::activity::take();
-        for records in activity.chunks(ACTIVITY_CHUNK) {
-            let report = Report::Activity {
-                records: records.to_vec(),
-            };
-            self.channel.send(&report, None::<&OwnedFd>)?;
+        // Asks and activity go on the periodic tick only: a Sync (which
+        // anyone can cause, with /metrics) then costs a few messages, never
+        // a whole round of activity, and PID 1's flood limit holds.
+        if synced.is_none() {
+            let asks = crate::net::requests::take();
+            for asks in asks.chunks(ACTIVITY_CHUNK) {
+                let report = Report::Asks {
+                    asks: asks.to_vec(),
+                };
+                self.channel.send(&report, None::<&OwnedFd>)?;
+            }
+            let activity = crate::net::activity::take();
+            for records in activity.chunks(ACTIVITY_CHUNK) {
+                let report = Report::Activity {
+                    records: records.to_vec(),
+                };
+                self.channel.send(&report, None::<&OwnedFd>)?;
+            }
         }
         if let Some(seq) = synced {
             self.channel

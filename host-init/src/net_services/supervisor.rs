@@ -112,9 +112,11 @@ const MAX_THREADS: libc::rlim_t = 10_000;
 static RESTARTS: AtomicU64 = AtomicU64::new(0);
 /// The running process's pid and pidfd (the test probe kills it).
 static RUNNING: Mutex<Option<(u32, Arc<OwnedFd>)>> = Mutex::new(None);
-/// Reports a process may send in a second (it sends about one, and one
-/// per update): past that it is flooding PID 1 and is ended.
-const MAX_REPORTS_PER_S: u32 = 200;
+/// Reports a process may send in a second: one round of activity on its
+/// tick (at most (8192 + 64) / 64 + 4 messages, net::activity and
+/// net::requests), and a few per update; past that it is flooding PID 1
+/// and is ended.
+const MAX_REPORTS_PER_S: u32 = 400;
 
 /// How often the process was started again since boot.
 pub fn restarts() -> u64 {
@@ -309,13 +311,21 @@ fn serve_reports(running: &Started) {
                 );
             }
             Ok((Report::Asks { asks }, None)) => {
-                // Checked again where they are recorded: the workspace must
-                // exist and run, and the ask is bounded there.
+                // Checked again here, as the proxy checked them: a
+                // workspace PID 1 serves, a name an allowlist entry may
+                // hold, one line of reason; at most a chunk per report.
                 let known = policy_table::ids();
                 let asks: Vec<_> = asks
                     .into_iter()
+                    .take(super::ACTIVITY_CHUNK)
                     .filter(|a| known.contains(&a.workspace))
-                    .filter(|a| a.host.len() <= 253 && a.reason.len() <= 2000)
+                    .filter(|a| {
+                        crate::net::requests::checked(&a.host, a.port).as_deref()
+                            == Ok(a.host.as_str())
+                    })
+                    .filter(|a| {
+                        a.reason.chars().count() <= 500 && !a.reason.chars().any(char::is_control)
+                    })
                     .collect();
                 if let Some(c) = crate::control::service::instance() {
                     c.asked(asks);

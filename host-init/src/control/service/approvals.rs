@@ -23,6 +23,8 @@ const DEFAULT_TTL_S: u64 = 3600;
 const MAX_TTL_S: u64 = 7 * 24 * 3600;
 const MIN_TTL_S: u64 = 10;
 const MAX_REASON: usize = 500;
+/// Denied and expired approvals are kept this long after their decision.
+const KEEP_DECIDED_S: u64 = 7 * 24 * 3600;
 
 fn entry(a: &Approval) -> String {
     format!("{}:{}", a.host, a.port)
@@ -47,43 +49,6 @@ impl Control {
                 .filter(|c| !c.is_control())
                 .take(MAX_REASON)
                 .collect();
-            let existing = self.store.get::<Approval>(APPROVALS, &id).ok().flatten();
-            let mut a = match existing {
-                // Asking again while it is pending or approved changes
-                // nothing but the count and the words.
-                Some(mut a)
-                    if matches!(a.state, ApprovalState::Pending | ApprovalState::Approved) =>
-                {
-                    a.asks += 1;
-                    a.reason = reason;
-                    a.asked_at = now;
-                    let _ = self.store.put(APPROVALS, &id, &a);
-                    continue;
-                }
-                Some(mut a) => {
-                    a.state = ApprovalState::Pending;
-                    a.asks += 1;
-                    a.decided_by = None;
-                    a.decided_at = None;
-                    a.decision_reason = None;
-                    a.expires_at = None;
-                    a
-                }
-                None => Approval {
-                    id: id.clone(),
-                    workspace: ws.id.clone(),
-                    host: ask.host.clone(),
-                    port: ask.port,
-                    reason: String::new(),
-                    state: ApprovalState::Pending,
-                    asked_at: now,
-                    asks: 1,
-                    decided_by: None,
-                    decided_at: None,
-                    decision_reason: None,
-                    expires_at: None,
-                },
-            };
             let pending = self
                 .store
                 .list::<Approval>(APPROVALS)
@@ -91,22 +56,67 @@ impl Control {
                 .iter()
                 .filter(|p| p.workspace == ws.id && p.state == ApprovalState::Pending)
                 .count();
-            if pending >= MAX_PENDING_PER_WORKSPACE {
-                warn!(
-                    "workspace {}: {pending} egress requests are pending already; {}:{} not recorded",
-                    ws.id, ask.host, ask.port
-                );
-                continue;
-            }
-            a.reason = reason;
-            a.asked_at = now;
-            if let Err(e) = self.store.put(APPROVALS, &id, &a) {
-                warn!("recording egress request {id}: {e}");
-                continue;
+            let room = pending < MAX_PENDING_PER_WORKSPACE;
+            // Asking again is one transaction on the record: while pending
+            // it counts and takes the newer words; once approved it only
+            // counts (what the approver read stays); after a denial or an
+            // expiry it is pending again, if there is room.
+            let mut again = false;
+            let changed = self.store.update(APPROVALS, &id, |a: &mut Approval| {
+                a.asks = a.asks.saturating_add(1);
+                match a.state {
+                    ApprovalState::Pending => {
+                        a.reason = reason.clone();
+                        a.asked_at = now;
+                    }
+                    ApprovalState::Approved => {}
+                    ApprovalState::Denied | ApprovalState::Expired if room => {
+                        again = true;
+                        a.state = ApprovalState::Pending;
+                        a.reason = reason.clone();
+                        a.asked_at = now;
+                        a.decided_by = None;
+                        a.decided_at = None;
+                        a.decision_reason = None;
+                        a.expires_at = None;
+                    }
+                    ApprovalState::Denied | ApprovalState::Expired => {}
+                }
+                Ok::<(), ()>(())
+            });
+            match changed {
+                Ok(Some(_)) if !again => continue,
+                Ok(Some(_)) => {}
+                Ok(None) if room => {
+                    let a = Approval {
+                        id: id.clone(),
+                        workspace: ws.id.clone(),
+                        host: ask.host.clone(),
+                        port: ask.port,
+                        reason: reason.clone(),
+                        state: ApprovalState::Pending,
+                        asked_at: now,
+                        asks: 1,
+                        decided_by: None,
+                        decided_at: None,
+                        decision_reason: None,
+                        expires_at: None,
+                    };
+                    if let Err(e) = self.store.put(APPROVALS, &id, &a) {
+                        warn!("recording egress request {id}: {e}");
+                        continue;
+                    }
+                }
+                // No room: its pending asks wait for a decision first.
+                Ok(None) => continue,
+                Err(e) => {
+                    warn!("recording egress request {id}: {e}");
+                    continue;
+                }
             }
             self.audit.record(
                 "egress_requested",
-                json!({"workspace": a.workspace, "approval": a.id, "host": a.host, "port": a.port, "reason": a.reason}),
+                json!({"workspace": ws.id, "approval": id, "host": ask.host, "port": ask.port, "reason": reason}),
             );
         }
     }
@@ -162,51 +172,59 @@ impl Control {
                 format!("reason: at most {MAX_REASON} characters, one line"),
             ));
         }
-        let mut a = self
-            .store
-            .get::<Approval>(APPROVALS, id)
-            .map_err(store_err)?
-            .ok_or_else(|| error(Verdict::NotFound, format!("no approval {id}")))?;
-        if a.state != ApprovalState::Pending {
-            return Err(error(
-                Verdict::Conflict,
-                format!("approval {id} is {:?}, not pending", a.state),
-            ));
-        }
         let now = now_s();
+        let decided_reason = (!why.is_empty()).then_some(why);
+        // The approval first, in one transaction: of two decisions at once
+        // only one finds it pending.
+        let decided = self
+            .store
+            .update(APPROVALS, id, |a: &mut Approval| {
+                if a.state != ApprovalState::Pending {
+                    return Err(format!("approval {id} is {:?}, not pending", a.state));
+                }
+                a.state = if d.approve {
+                    ApprovalState::Approved
+                } else {
+                    ApprovalState::Denied
+                };
+                a.expires_at = d.approve.then_some(now + ttl);
+                a.decided_by = Some(tok.id.clone());
+                a.decided_at = Some(now);
+                a.decision_reason = decided_reason.clone();
+                Ok(())
+            })
+            .map_err(store_err)?;
+        let a = match decided {
+            None => return Err(error(Verdict::NotFound, format!("no approval {id}"))),
+            Some(Err(why)) => return Err(error(Verdict::Conflict, why)),
+            Some(Ok(a)) => a,
+        };
         if d.approve {
-            let mut ws = self
-                .store
-                .get::<WorkspaceRecord>(WORKSPACES, &a.workspace)
-                .map_err(store_err)?
-                .filter(|w| matches!(w.state, WsState::Running | WsState::Stopped))
-                .ok_or_else(|| {
-                    error(
-                        Verdict::Conflict,
-                        format!("workspace {} is gone or not running", a.workspace),
-                    )
-                })?;
             let e = entry(&a);
-            if ws.egress.domains.contains(&e) {
-                // Its expiry would take out an entry someone else put there.
-                return Err(error(
-                    Verdict::Conflict,
-                    format!("{e} is on {}'s allowlist already", ws.id),
-                ));
+            let added = self.change_egress(&a.workspace, |egress| {
+                if egress.domains.contains(&e) {
+                    // Its expiry would take out an entry someone else put there.
+                    return Err((
+                        Verdict::Conflict,
+                        format!("{e} is on the workspace's allowlist already"),
+                    ));
+                }
+                egress.domains.push(e.clone());
+                Ok(())
+            });
+            if let Err(o) = added {
+                // Not in force: back to pending, for another decision.
+                let _ = self.store.update(APPROVALS, id, |a: &mut Approval| {
+                    a.state = ApprovalState::Pending;
+                    a.expires_at = None;
+                    a.decided_by = None;
+                    a.decided_at = None;
+                    a.decision_reason = None;
+                    Ok::<(), ()>(())
+                });
+                return Err(o);
             }
-            ws.egress.domains.push(e);
-            crate::net::policy::CheckEgress::check(&ws.egress)
-                .map_err(|p| error(Verdict::Invalid, p.join("; ")))?;
-            self.apply_egress(&ws)?;
-            a.state = ApprovalState::Approved;
-            a.expires_at = Some(now + ttl);
-        } else {
-            a.state = ApprovalState::Denied;
         }
-        a.decided_by = Some(tok.id.clone());
-        a.decided_at = Some(now);
-        a.decision_reason = (!why.is_empty()).then_some(why);
-        self.store.put(APPROVALS, id, &a).map_err(store_err)?;
         self.audit.record(
             if d.approve {
                 "egress_approved"
@@ -220,40 +238,61 @@ impl Control {
     }
 
     /// Takes expired approvals' entries out of their workspaces' allowlists
-    /// (and forgets approvals of workspaces that are gone).
+    /// (each step one transaction), forgets the approvals of workspaces that
+    /// are gone, and those decided more than a week ago.
     pub(super) fn expire_approvals(&self, now: u64) {
         let Ok(all) = self.store.list::<Approval>(APPROVALS) else {
             return;
         };
-        for mut a in all {
-            let ws = self
-                .store
-                .get::<WorkspaceRecord>(WORKSPACES, &a.workspace)
-                .ok()
-                .flatten();
-            let Some(mut ws) = ws else {
+        for a in all {
+            let exists = matches!(
+                self.store.get::<WorkspaceRecord>(WORKSPACES, &a.workspace),
+                Ok(Some(_))
+            );
+            let stale = matches!(a.state, ApprovalState::Denied | ApprovalState::Expired)
+                && a.decided_at
+                    .or(Some(a.asked_at))
+                    .is_some_and(|t| now.saturating_sub(t) > KEEP_DECIDED_S);
+            if !exists || stale {
                 let _ = self.store.delete(APPROVALS, &a.id);
                 continue;
-            };
+            }
             let due = a.state == ApprovalState::Approved && a.expires_at.is_some_and(|t| t <= now);
             if !due {
                 continue;
             }
             let e = entry(&a);
-            ws.egress.domains.retain(|d| d != &e);
-            if let Err(o) = self.apply_egress(&ws) {
-                warn!(
-                    "approval {}: taking {e} out of {}'s allowlist: {}",
-                    a.id, ws.id, o.reply.body
-                );
-                continue;
+            let removed = self.change_egress(&a.workspace, |egress| {
+                egress.domains.retain(|d| d != &e);
+                Ok(())
+            });
+            match removed {
+                Ok(_) => {}
+                // Stopped, quarantined or lost: nothing of it runs; the
+                // entry goes from the record when it can, and the approval
+                // ends now either way.
+                Err(o) if o.reply.verdict == Verdict::Conflict => {}
+                Err(o) => {
+                    warn!(
+                        "approval {}: taking {e} out of {}'s allowlist: {}",
+                        a.id, a.workspace, o.reply.body
+                    );
+                    continue;
+                }
             }
-            a.state = ApprovalState::Expired;
-            let _ = self.store.put(APPROVALS, &a.id, &a);
-            self.audit.record(
-                "egress_grant_expired",
-                json!({"workspace": a.workspace, "approval": a.id, "host": a.host, "port": a.port}),
-            );
+            let ended = self.store.update(APPROVALS, &a.id, |x: &mut Approval| {
+                if x.state != ApprovalState::Approved {
+                    return Err(());
+                }
+                x.state = ApprovalState::Expired;
+                Ok(())
+            });
+            if matches!(ended, Ok(Some(Ok(_)))) {
+                self.audit.record(
+                    "egress_grant_expired",
+                    json!({"workspace": a.workspace, "approval": a.id, "host": a.host, "port": a.port}),
+                );
+            }
         }
     }
 }

@@ -110,6 +110,20 @@ fn an_ask_is_pending_until_an_admin_approves_it_for_a_while_then_it_expires() {
     );
     assert_eq!(out.reply.verdict, Verdict::Ok, "{}", out.reply.body);
     let expires = out.reply.body["expires_at"].as_u64().expect("expires_at");
+    // Asked again once approved: counted, but the words the approver read
+    // stay.
+    c.asked(vec![ask("api.example.com", "different words now")]);
+    let list = c.call(
+        ADMIN,
+        Call::ListApprovals {
+            state: Some("approved".into()),
+        },
+    );
+    let a = &list.reply.body["approvals"][0];
+    assert_eq!(
+        (a["reason"].as_str(), a["asks"].as_u64()),
+        (Some("asking again"), Some(2))
+    );
     let ws: WorkspaceRecord = c
         .store
         .get(WORKSPACES, "ws_apr1")
@@ -203,4 +217,52 @@ fn a_denied_ask_stays_out_and_an_unknown_one_is_not_found() {
         },
     );
     assert_eq!(out.reply.verdict, Verdict::NotFound);
+}
+
+#[test]
+fn an_expiry_never_brings_a_quarantined_workspace_back() {
+    let p = plane("approvals-quarantine");
+    let c = &p.control;
+    put_workspace(c, "ws_apr1", "tok_x", "running", u64::MAX / 2);
+    c.asked(vec![ask("api.example.com", "why")]);
+    stop(c);
+    let id = approval_id("ws_apr1", "api.example.com", 443);
+    let out = c.call(
+        ADMIN,
+        Call::DecideApproval {
+            id,
+            request: json!({"approve": true, "ttl_s": 10}),
+        },
+    );
+    assert_eq!(out.reply.verdict, Verdict::Ok, "{}", out.reply.body);
+    let expires = out.reply.body["expires_at"].as_u64().expect("expires_at");
+    // Quarantined meanwhile (its record says so).
+    let mut ws: WorkspaceRecord = c
+        .store
+        .get(WORKSPACES, "ws_apr1")
+        .expect("get")
+        .expect("there");
+    ws.state = crate::control::workspace::WsState::Quarantined;
+    c.store.put(WORKSPACES, "ws_apr1", &ws).expect("put");
+    c.expire_approvals(expires);
+    let ws: WorkspaceRecord = c
+        .store
+        .get(WORKSPACES, "ws_apr1")
+        .expect("get")
+        .expect("there");
+    assert_eq!(
+        ws.state,
+        crate::control::workspace::WsState::Quarantined,
+        "not written back over"
+    );
+    let expired = c.call(
+        ADMIN,
+        Call::ListApprovals {
+            state: Some("expired".into()),
+        },
+    );
+    assert_eq!(
+        expired.reply.body["approvals"].as_array().map(Vec::len),
+        Some(1)
+    );
 }

@@ -52,6 +52,7 @@ impl Control {
             SignalAction::Stop => "stop",
             SignalAction::Quarantine => "quarantine",
         };
+        self.remember_signal(&f, action);
         self.audit.record(
             "signal_fired",
             json!({"workspace": f.workspace, "signal": f.signal, "value": f.value,
@@ -61,27 +62,39 @@ impl Control {
             "workspace {}: signal {} fired ({} against {} in {} s); action: {action}",
             f.workspace, f.signal, f.value, f.rule.threshold, f.rule.window_s
         );
-        let by = format!("signal:{}", f.signal);
-        let outcome = match f.rule.action {
-            SignalAction::Record => return,
-            SignalAction::Stop => self.stop_for_signal(&f.workspace, &by),
-            SignalAction::Quarantine => {
-                match self.store.get::<WorkspaceRecord>(WORKSPACES, &f.workspace) {
-                    Ok(Some(ws)) => self
-                        .quarantine(&by, ws)
-                        .map(|_| ())
-                        .map_err(|o| o.reply.body.to_string()),
-                    Ok(None) => Err("it is gone".to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
-        };
-        if let Err(why) = outcome {
-            warn!(
-                "workspace {}: signal {}: {action} failed: {why}",
-                f.workspace, f.signal
-            );
+        if f.rule.action == SignalAction::Record {
+            return;
         }
+        // Off the caller's thread (the sample loop, or an exec's end): a
+        // quarantine's snapshot takes minutes, and those must not wait.
+        let Some(me) = super::instance() else {
+            return;
+        };
+        let _ = std::thread::Builder::new()
+            .name("signal-action".into())
+            .spawn(move || {
+                let by = format!("signal:{}", f.signal);
+                let outcome = match f.rule.action {
+                    SignalAction::Record => Ok(()),
+                    SignalAction::Stop => me.stop_for_signal(&f.workspace, &by),
+                    SignalAction::Quarantine => {
+                        match me.store.get::<WorkspaceRecord>(WORKSPACES, &f.workspace) {
+                            Ok(Some(ws)) => me
+                                .quarantine(&by, ws)
+                                .map(|_| ())
+                                .map_err(|o| o.reply.body.to_string()),
+                            Ok(None) => Err("it is gone".to_string()),
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                };
+                if let Err(why) = outcome {
+                    warn!(
+                        "workspace {}: signal {}: {:?} failed: {why}",
+                        f.workspace, f.signal, f.rule.action
+                    );
+                }
+            });
     }
 
     /// Stops a running workspace on a signal's behalf (as an owner's stop

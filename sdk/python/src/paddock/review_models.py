@@ -91,7 +91,7 @@ class FileChange:
 @dataclass(frozen=True)
 class FileChanges:
     """What it changed on its disk against its template; ``unavailable``
-    says why there is no list (not running, or no files scope)."""
+    says why there is no list (not running, or no exec scope)."""
 
     changes: list[FileChange]
     truncated: bool

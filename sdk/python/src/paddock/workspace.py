@@ -190,7 +190,7 @@ class Workspace:
     def report(self) -> WorkspaceReport:
         """What to review before trusting what came out of it: its commands
         and how they ended, signals, network summary and (while it runs, with
-        the files scope) what it changed against its template
+        the exec scope) what it changed against its template
         (``GET .../report``; scope read)."""
         result: WorkspaceReport = self._t.call("report", self._p())
         return result
