@@ -266,3 +266,21 @@ fn an_expiry_never_brings_a_quarantined_workspace_back() {
         Some(1)
     );
 }
+
+#[test]
+fn only_an_admin_may_give_a_signal_the_quarantine_action() {
+    let p = plane("signal-quarantine");
+    let c = &p.control;
+    let (_, tenant_secret) = tenant(c);
+    let spec = json!({"ttl_s": 60, "signals": {"repeated_failure": {"threshold": 1, "window_s": 5, "action": "quarantine"}}});
+    let out = c.call(&tenant_secret, Call::CreateWorkspace { spec: spec.clone() });
+    assert_eq!(out.reply.verdict, Verdict::Forbidden, "{}", out.reply.body);
+    assert!(out.reply.body.to_string().contains("quarantine action"));
+    // An admin passes that check (and meets the next: no template here).
+    let out = c.call(ADMIN, Call::CreateWorkspace { spec });
+    assert_ne!(out.reply.verdict, Verdict::Forbidden, "{}", out.reply.body);
+    // Stop is the tenant's to ask for.
+    let stop = json!({"ttl_s": 60, "signals": {"repeated_failure": {"threshold": 1, "window_s": 5, "action": "stop"}}});
+    let out = c.call(&tenant_secret, Call::CreateWorkspace { spec: stop });
+    assert_ne!(out.reply.verdict, Verdict::Forbidden, "{}", out.reply.body);
+}
