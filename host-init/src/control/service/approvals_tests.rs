@@ -18,12 +18,16 @@ fn ask(host: &str, reason: &str) -> Ask {
     }
 }
 
-fn stop(c: &super::Control) {
-    let mut ws: WorkspaceRecord = c
-        .store
+/// The test workspace's record as stored now.
+fn record(c: &super::Control) -> WorkspaceRecord {
+    c.store
         .get(WORKSPACES, "ws_apr1")
         .expect("get")
-        .expect("there");
+        .expect("there")
+}
+
+fn stop(c: &super::Control) {
+    let mut ws: WorkspaceRecord = record(c);
     ws.state = crate::control::workspace::WsState::Stopped;
     c.store.put(WORKSPACES, "ws_apr1", &ws).expect("put");
 }
@@ -124,11 +128,7 @@ fn an_ask_is_pending_until_an_admin_approves_it_for_a_while_then_it_expires() {
         (a["reason"].as_str(), a["asks"].as_u64()),
         (Some("asking again"), Some(2))
     );
-    let ws: WorkspaceRecord = c
-        .store
-        .get(WORKSPACES, "ws_apr1")
-        .expect("get")
-        .expect("there");
+    let ws: WorkspaceRecord = record(c);
     assert!(ws
         .egress
         .domains
@@ -144,21 +144,13 @@ fn an_ask_is_pending_until_an_admin_approves_it_for_a_while_then_it_expires() {
     assert_eq!(again.reply.verdict, Verdict::Conflict);
     // Not yet due; then due.
     c.expire_approvals(expires - 1);
-    let ws: WorkspaceRecord = c
-        .store
-        .get(WORKSPACES, "ws_apr1")
-        .expect("get")
-        .expect("there");
+    let ws: WorkspaceRecord = record(c);
     assert!(ws
         .egress
         .domains
         .contains(&"api.example.com:443".to_string()));
     c.expire_approvals(expires);
-    let ws: WorkspaceRecord = c
-        .store
-        .get(WORKSPACES, "ws_apr1")
-        .expect("get")
-        .expect("there");
+    let ws: WorkspaceRecord = record(c);
     assert!(!ws
         .egress
         .domains
@@ -193,11 +185,7 @@ fn a_denied_ask_stays_out_and_an_unknown_one_is_not_found() {
     );
     assert_eq!(out.reply.verdict, Verdict::Ok, "{}", out.reply.body);
     assert_eq!(out.reply.body["state"], "denied");
-    let ws: WorkspaceRecord = c
-        .store
-        .get(WORKSPACES, "ws_apr1")
-        .expect("get")
-        .expect("there");
+    let ws: WorkspaceRecord = record(c);
     assert!(ws.egress.domains.is_empty());
     assert_eq!(events(c, "egress_denied"), 1);
     // Asked again after a denial: pending again, for a person to see.
@@ -237,19 +225,11 @@ fn an_expiry_never_brings_a_quarantined_workspace_back() {
     assert_eq!(out.reply.verdict, Verdict::Ok, "{}", out.reply.body);
     let expires = out.reply.body["expires_at"].as_u64().expect("expires_at");
     // Quarantined meanwhile (its record says so).
-    let mut ws: WorkspaceRecord = c
-        .store
-        .get(WORKSPACES, "ws_apr1")
-        .expect("get")
-        .expect("there");
+    let mut ws: WorkspaceRecord = record(c);
     ws.state = crate::control::workspace::WsState::Quarantined;
     c.store.put(WORKSPACES, "ws_apr1", &ws).expect("put");
     c.expire_approvals(expires);
-    let ws: WorkspaceRecord = c
-        .store
-        .get(WORKSPACES, "ws_apr1")
-        .expect("get")
-        .expect("there");
+    let ws: WorkspaceRecord = record(c);
     assert_eq!(
         ws.state,
         crate::control::workspace::WsState::Quarantined,
