@@ -8,13 +8,13 @@
 use paddock_proto::frame::{decode, read_frame_bytes, write_frame};
 use paddock_proto::{
     AgentMsg, DirEntry, ErrorReply, ExecRequest, ExitStatus, FileStat, FrameError, FsEvent,
-    HealthInfo, HostMsg, ProcInfo, ProcRef, PtySize, ReadyInfo, SpawnRequest, Tagged, User,
-    AGENT_PORT, CHUNK, PROTOCOL_VERSION,
+    HealthInfo, HostMsg, ProcInfo, ProcRef, PtySize, SpawnRequest, Tagged, User, AGENT_PORT, CHUNK,
+    PROTOCOL_VERSION,
 };
 use std::io::{Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -50,6 +50,9 @@ impl From<std::io::Error> for ClientError {
 
 type Result<T> = std::result::Result<T, ClientError>;
 
+mod ready;
+pub use ready::{ready_socket_path, ReadyListener, REPORT_TIMEOUT};
+
 /// A piece of a command's output.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Output<'a> {
@@ -57,89 +60,7 @@ pub enum Output<'a> {
     Stderr(&'a [u8]),
 }
 
-/// Waits for the agent's readiness report on `<uds_path>_<READY_PORT>`.
-/// Bind it (with [`ReadyListener::bind`]) before starting the VM.
-pub struct ReadyListener {
-    listener: UnixListener,
-}
-
-impl ReadyListener {
-    pub fn bind(vm_socket: &Path) -> Result<ReadyListener> {
-        let path = ready_socket_path(vm_socket);
-        let listener = UnixListener::bind(&path).map_err(|source| ClientError::Connect {
-            path: path.clone(),
-            source,
-        })?;
-        Ok(ReadyListener { listener })
-    }
-
-    /// Waits up to `timeout` for the agent to connect, then up to
-    /// REPORT_TIMEOUT for its report.
-    pub fn wait(&self, timeout: Duration) -> Result<ReadyInfo> {
-        self.listener.set_nonblocking(true)?;
-        let deadline = Instant::now() + timeout;
-        let mut stream = loop {
-            match self.listener.accept() {
-                Ok((s, _)) => break s,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if Instant::now() > deadline {
-                        return Err(ClientError::Timeout(timeout));
-                    }
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
-        stream.set_nonblocking(false)?;
-        // A connected agent sends its report at once; this bounds a guest
-        // that connects and then says nothing, or trickles its report a
-        // byte at a time: the whole report must arrive within
-        // REPORT_TIMEOUT, not each read. It is separate from the accept
-        // deadline: a short wait that accepts near its end must not drop
-        // the report (the agent reports once).
-        let mut report = DeadlineReader {
-            stream: &mut stream,
-            until: Instant::now() + REPORT_TIMEOUT,
-        };
-        match read_msg(&mut report)? {
-            AgentMsg::Ready(info) => Ok(info),
-            other => Err(ClientError::Unexpected(format!("{other:?}"))),
-        }
-    }
-}
-
-/// Reads from a socket until a fixed moment, whatever the pace of the
-/// bytes: each read may wait only for what is left of the time.
-struct DeadlineReader<'a> {
-    stream: &'a mut UnixStream,
-    until: Instant,
-}
-
-impl Read for DeadlineReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let left = self.until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the readiness report did not arrive in time",
-            ));
-        }
-        self.stream.set_read_timeout(Some(left))?;
-        self.stream.read(buf)
-    }
-}
-
-/// How long a connected agent has to send its readiness report.
-pub const REPORT_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Where the agent reports readiness for a VM whose vsock socket is `vm_socket`.
-pub fn ready_socket_path(vm_socket: &Path) -> PathBuf {
-    let mut p = vm_socket.as_os_str().to_owned();
-    p.push(format!("_{}", paddock_proto::READY_PORT));
-    PathBuf::from(p)
-}
-
-fn read_msg(s: &mut impl Read) -> Result<AgentMsg> {
+pub(crate) fn read_msg(s: &mut impl Read) -> Result<AgentMsg> {
     let body = read_frame_bytes(s).map_err(|e| match e {
         FrameError::Io(io) => ClientError::from(io),
         other => ClientError::Protocol(other),
@@ -565,6 +486,19 @@ impl AgentClient {
         }
     }
 
+    /// Makes the workspace trust `pem` (the appliance's egress CA: one or
+    /// more PEM certificates and nothing else but whitespace, at most
+    /// [`paddock_proto::MAX_CA_PEM`] bytes). The agent installs it in the
+    /// system bundle, replacing what an earlier call installed, and points
+    /// every command it starts from then on at it (`SSL_CERT_FILE` and
+    /// friends). Send it after each readiness report: the agent forgets it
+    /// when the VM stops. A privileged operation: the agent refuses it from
+    /// a client made [`as_user`](Self::as_user); an agent older than the
+    /// message answers it as an unknown operation.
+    pub fn trust_ca(&self, pem: &str) -> Result<()> {
+        self.one_shot(HostMsg::TrustCa { pem: pem.into() })
+    }
+
     pub fn rename(&self, from: &str, to: &str) -> Result<()> {
         self.one_shot(HostMsg::Rename {
             from: from.into(),
@@ -591,3 +525,6 @@ impl AgentClient {
         Ok(DirWatch { session: s })
     }
 }
+
+#[cfg(test)]
+mod tests;

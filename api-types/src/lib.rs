@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod network;
 pub mod process;
 pub mod report;
+pub mod secret;
 pub mod signals;
 pub mod token;
 pub mod workspace;
@@ -38,6 +39,7 @@ pub use process::{ProcessInfo, ProcessList, ProcessRequest, PtySize, SignalReque
 pub use report::{
     CommandRun, Destination, FileChange, FileChanges, FiredSignal, NetworkSummary, WorkspaceReport,
 };
+pub use secret::{Secret, SecretList, SecretPlace, SecretRemoved, SecretSpec};
 pub use signals::{SignalAction, SignalRule, SignalRules};
 pub use token::{MintRequest, MintedToken, Quotas, Scope, SecretFormat, TokenList, TokenView};
 pub use workspace::{

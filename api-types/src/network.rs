@@ -89,6 +89,13 @@ pub struct NetworkRecord {
     /// Connections aimed at an address the name does not resolve to.
     #[serde(default)]
     pub mismatched: u64,
+    /// Requests the egress proxy added a brokered secret to.
+    #[serde(default)]
+    pub secrets_injected: u64,
+    /// Requests refused for carrying a secret's placeholder where it may
+    /// not go.
+    #[serde(default)]
+    pub secret_misuse: u64,
     /// A lookup's answers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub answers: Vec<String>,

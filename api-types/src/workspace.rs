@@ -52,6 +52,10 @@ pub struct WorkspaceSpec {
     /// left out keeps its default).
     #[serde(default)]
     pub signals: crate::SignalRules,
+    /// Secrets the egress proxy adds to its requests to named hosts; the
+    /// workspace holds only placeholders (docs/secrets.md).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, crate::SecretSpec>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -94,6 +98,7 @@ impl WorkspaceSpec {
             net_mib_per_s: None,
             net_connections_per_s: None,
             signals: crate::SignalRules::default(),
+            secrets: BTreeMap::new(),
         }
     }
 }
@@ -154,6 +159,9 @@ pub struct Workspace {
     /// The signals it is watched for, defaults filled in.
     #[serde(default)]
     pub signals: crate::SignalRules,
+    /// The names of its brokered secrets (`GET .../secrets` for more).
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }
 
 /// `GET /v1/workspaces`.

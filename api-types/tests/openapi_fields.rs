@@ -92,6 +92,10 @@ fn request_types_name_the_documented_fields() {
     spec.disk_iops = Some(1);
     spec.net_mib_per_s = Some(1);
     spec.net_connections_per_s = Some(1);
+    spec.secrets.insert(
+        "K".into(),
+        serde_json::from_str(r#"{"value":"v","hosts":["a.test"]}"#).expect("secret"),
+    );
     let mut spec_keys = keys(&spec);
     // Test images' benchmark switch: refused by product images, so not in
     // the public document.
@@ -167,8 +171,45 @@ fn answer_types_name_the_documented_fields() {
         published: vec![],
         address: None,
         signals: SignalRules::default().effective(),
+        secrets: vec!["K".into()],
     };
     assert_eq!(keys(&ws), properties("Workspace"));
+    let secret = Secret {
+        name: "K".into(),
+        placeholder: "paddock_secret_0".into(),
+        hosts: vec!["a.test".into()],
+        header: Some("Authorization".into()),
+        format: Some("Bearer {}".into()),
+        replace_in: vec![SecretPlace::Headers],
+        allow_plain_http: false,
+        upstream_ca: false,
+        updated_at: 0,
+    };
+    assert_eq!(keys(&secret), properties("Secret"));
+    assert_eq!(
+        keys(&SecretList {
+            secrets: vec![],
+            egress_ca: String::new()
+        }),
+        properties("SecretList")
+    );
+    assert_eq!(
+        keys(&SecretRemoved {
+            workspace: "ws_x".into(),
+            removed: "K".into()
+        }),
+        properties("SecretRemoved")
+    );
+    let spec = SecretSpec {
+        value: "v".into(),
+        hosts: vec!["a.test".into()],
+        header: Some("Authorization".into()),
+        format: Some("Bearer {}".into()),
+        replace_in: vec![SecretPlace::Headers],
+        allow_plain_http: true,
+        upstream_ca: Some("pem".into()),
+    };
+    assert_eq!(keys(&spec), properties("SecretSpec"));
     assert_eq!(keys(&ws.signals), properties("SignalRules"));
     let rule = SignalRule {
         threshold: 1,
@@ -190,6 +231,8 @@ fn answer_types_name_the_documented_fields() {
         bytes_down: 1,
         upstream_failed: 0,
         mismatched: 0,
+        secrets_injected: 0,
+        secret_misuse: 0,
         answers: vec!["203.0.113.1".into()],
     };
     assert_eq!(keys(&record), properties("NetworkRecord"));

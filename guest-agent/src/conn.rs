@@ -115,5 +115,6 @@ pub fn name(m: &HostMsg) -> &'static str {
         HostMsg::Rename { .. } => "Rename",
         HostMsg::WatchDir { .. } => "WatchDir",
         HostMsg::Changes => "Changes",
+        HostMsg::TrustCa { .. } => "TrustCa",
     }
 }

@@ -41,6 +41,35 @@ pub fn validate(req: &ExecRequest) -> Result<(), String> {
     Ok(())
 }
 
+/// A command's whole environment, in order: where a name comes twice the
+/// later one wins (as `Command::envs` applies it), so the request's own
+/// variables, last, override the defaults before them.
+pub fn command_env<'a>(
+    account: &'a users::Account,
+    terminal: bool,
+    trust_ca: bool,
+    requested: &'a [(String, String)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![
+        (
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ),
+        ("HOME", account.home.as_str()),
+        ("USER", account.name.as_str()),
+        ("LOGNAME", account.name.as_str()),
+        ("LANG", "C.UTF-8"),
+    ];
+    if terminal {
+        env.push(("TERM", "xterm-256color"));
+    }
+    if trust_ca {
+        env.extend(crate::trust::ENV);
+    }
+    env.extend(requested.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    env
+}
+
 /// A command started for the host.
 pub struct Launched {
     pub child: std::process::Child,
@@ -75,21 +104,15 @@ pub fn launch(req: &ExecRequest, stdio: Stdio3) -> Result<Launched, (ErrorKind, 
     };
     let cgroup = ExecCgroup::create();
     let mut cmd = Command::new(&req.argv[0]);
+    let terminal = matches!(stdio, Stdio3::Terminal(_));
     cmd.args(&req.argv[1..])
         .env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .env("HOME", &account.home)
-        .env("USER", &account.name)
-        .env("LOGNAME", &account.name)
-        .env("LANG", "C.UTF-8");
-    let terminal = matches!(stdio, Stdio3::Terminal(_));
-    if terminal && !req.env.iter().any(|(k, _)| k == "TERM") {
-        cmd.env("TERM", "xterm-256color");
-    }
-    cmd.envs(req.env.iter().map(|(k, v)| (k, v)))
+        .envs(command_env(
+            &account,
+            terminal,
+            crate::trust::installed(),
+            &req.env,
+        ))
         .current_dir(req.cwd.as_deref().unwrap_or(&account.home));
     match stdio {
         Stdio3::Pipes => {
@@ -330,5 +353,74 @@ fn host_input(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent() -> users::Account {
+        users::Account {
+            name: "agent".into(),
+            uid: 1000,
+            gid: 1000,
+            home: "/home/agent".into(),
+            shell: "/bin/bash".into(),
+        }
+    }
+
+    /// What a process sees: the last value each name was given.
+    fn effective(env: &[(&str, &str)], name: &str) -> Option<String> {
+        env.iter()
+            .rev()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn ca_variables_come_only_once_trusted_and_before_the_request() {
+        let account = agent();
+        let requested = vec![
+            ("SSL_CERT_FILE".to_string(), "/mine.pem".to_string()),
+            ("TERM".to_string(), "dumb".to_string()),
+        ];
+        let plain = command_env(&account, false, false, &requested);
+        assert!(effective(&plain, "REQUESTS_CA_BUNDLE").is_none());
+        assert!(effective(&plain, "NODE_EXTRA_CA_CERTS").is_none());
+
+        let env = command_env(&account, true, true, &requested);
+        let names: Vec<&str> = env.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            names,
+            [
+                "PATH",
+                "HOME",
+                "USER",
+                "LOGNAME",
+                "LANG",
+                "TERM",
+                "SSL_CERT_FILE",
+                "REQUESTS_CA_BUNDLE",
+                "CURL_CA_BUNDLE",
+                "NODE_EXTRA_CA_CERTS",
+                "SSL_CERT_FILE",
+                "TERM",
+            ]
+        );
+        let bundle = Some(crate::trust::BUNDLE.to_string());
+        assert_eq!(effective(&env, "REQUESTS_CA_BUNDLE"), bundle);
+        assert_eq!(effective(&env, "CURL_CA_BUNDLE"), bundle);
+        assert_eq!(
+            effective(&env, "NODE_EXTRA_CA_CERTS"),
+            Some(crate::trust::CA_FILE.to_string())
+        );
+        // The request's own values win.
+        assert_eq!(
+            effective(&env, "SSL_CERT_FILE").as_deref(),
+            Some("/mine.pem")
+        );
+        assert_eq!(effective(&env, "TERM").as_deref(), Some("dumb"));
+        assert_eq!(effective(&env, "HOME").as_deref(), Some("/home/agent"));
     }
 }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Directory listings longer than this are cut (the reply must fit a frame).
 const MAX_DIR_ENTRIES: usize = 5000;
 
-fn io_kind(e: &std::io::Error) -> ErrorKind {
+pub fn io_kind(e: &std::io::Error) -> ErrorKind {
     match e.kind() {
         std::io::ErrorKind::NotFound => ErrorKind::NotFound,
         std::io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,

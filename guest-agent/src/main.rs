@@ -14,6 +14,7 @@ mod pump;
 mod reaper;
 mod server;
 mod sys;
+mod trust;
 mod users;
 mod watch;
 

@@ -103,7 +103,9 @@ fn session(conn: &Conn) -> Result<(), ConnError> {
                 | HostMsg::CloseInput(_)
                 | HostMsg::SignalProc { .. }
                 | HostMsg::Resize { .. }
-                | HostMsg::ListProcs,
+                | HostMsg::ListProcs
+                // Changes what every user trusts: the host's own, as root.
+                | HostMsg::TrustCa { .. },
             ) => {
                 return conn.error(
                     ErrorKind::UnexpectedMessage,
@@ -142,6 +144,7 @@ fn session(conn: &Conn) -> Result<(), ConnError> {
         HostMsg::Rename { from, to } => files::rename(conn, &from, &to),
         HostMsg::WatchDir { path, recursive } => crate::watch::watch(conn, &path, recursive),
         HostMsg::Changes => crate::changes::list(conn),
+        HostMsg::TrustCa { pem } => crate::trust::trust(conn, &pem),
         HostMsg::Spawn(r) => procs::spawn(conn, r),
         HostMsg::Attach(to) => procs::attach(conn, &to),
         op @ (HostMsg::Input { .. }

@@ -73,6 +73,8 @@ fn run(template_dev: &str) -> Result<(), DemoError> {
         net_connections_per_s: None,
         published: Vec::new(),
         signals: Default::default(),
+        secrets: Vec::new(),
+        secrets_sealed: None,
     };
     set("booting".into());
     let started = Instant::now();

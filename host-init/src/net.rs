@@ -2,6 +2,7 @@
 //! (our own client, below) or from static configuration.
 
 pub mod activity;
+pub mod broker;
 mod dhcp;
 pub mod dns;
 pub mod dns_cache;

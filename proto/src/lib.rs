@@ -30,3 +30,6 @@ pub const READY_PORT: u32 = 1023;
 pub const MAX_FRAME: usize = 1 << 20;
 /// Largest data chunk put in one frame (stdio, file contents).
 pub const CHUNK: usize = 64 * 1024;
+/// Largest PEM text a [`HostMsg::TrustCa`] may carry: a CA and a few
+/// intermediates fit many times over.
+pub const MAX_CA_PEM: usize = 16 * 1024;

@@ -174,10 +174,19 @@ pub enum HostMsg {
     /// Runs as the agent's own root, whatever `AsUser` said: it reads
     /// only names and sizes.
     Changes,
+    /// Trust this CA (PEM text: one or more certificates and nothing else
+    /// but whitespace, at most 16 KiB) in the workspace: the appliance's
+    /// egress proxy terminates TLS for some hosts with certificates it
+    /// signs. The host sends it after every `Ready`; the agent replaces
+    /// what an earlier one installed. Answered `Done`. Privileged: never
+    /// after `AsUser`.
+    TrustCa {
+        pem: String,
+    },
 }
 
 impl Tagged for HostMsg {
-    const VARIANTS: u64 = 25;
+    const VARIANTS: u64 = 26;
 }
 
 /// How a path differs from the template.
@@ -323,7 +332,7 @@ mod tests {
     /// is VARIANTS - 1 and encodes as that single byte.
     #[test]
     fn variant_counts_match() {
-        let last_host = postcard::to_stdvec(&HostMsg::Changes).expect("enc");
+        let last_host = postcard::to_stdvec(&HostMsg::TrustCa { pem: String::new() }).expect("enc");
         assert_eq!(u64::from(last_host[0]), HostMsg::VARIANTS - 1);
         let last_agent = postcard::to_stdvec(&AgentMsg::Changes {
             changes: Vec::new(),

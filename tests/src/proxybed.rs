@@ -57,6 +57,18 @@ pub struct ProxyBed {
     pub guests: Vec<Ipv4Addr>,
     /// The resolver's socket.
     pub resolver: SocketAddr,
+    /// With an HTTPS upstream: what it received.
+    pub echo: Option<crate::echo_https::Log>,
+}
+
+/// What a bench serves besides plain HTTP on port 80.
+#[derive(Default)]
+pub struct BedOptions {
+    /// Every guest's allowlist (default: ALLOWED on port 80).
+    pub domains: Vec<String>,
+    /// An HTTPS echo server on UPSTREAM_HTTP:443 with this configuration,
+    /// and guests' port-443 connections redirected to the proxy too.
+    pub https: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 fn ip(args: &[&str]) -> Result<(), BedError> {
@@ -121,13 +133,13 @@ fn fake_http(listener: TcpListener) {
     }
 }
 
-/// The output rule that sends `guest`'s port-80 connections to the proxy.
-fn redirect(guest: Ipv4Addr, proxy_port: u16) -> Op {
+/// The output rule that sends `guest`'s connections to `port` to the proxy.
+fn redirect(guest: Ipv4Addr, port: u16, proxy_port: u16) -> Op {
     let exprs = [
         nft::ipv4(),
         nft::ip_addr_in(false, guest, 32),
         nft::l4proto(6),
-        nft::dport(80),
+        nft::dport(port),
     ]
     .into_iter()
     .flatten()
@@ -146,6 +158,11 @@ impl ProxyBed {
     /// services process (`exe net-services`) last; `guests` workspaces,
     /// each allowed ALLOWED on port 80.
     pub fn start(exe: &Path, guests: u32) -> Result<ProxyBed, BedError> {
+        Self::start_with(exe, guests, BedOptions::default())
+    }
+
+    /// As `start`, with more to serve and allow.
+    pub fn start_with(exe: &Path, guests: u32, opts: BedOptions) -> Result<ProxyBed, BedError> {
         if !nix::unistd::geteuid().is_root() {
             return Err(BedError::NotRoot);
         }
@@ -161,6 +178,14 @@ impl ProxyBed {
         std::thread::spawn(move || fake_dns(dns));
         let http = TcpListener::bind((UPSTREAM_HTTP, 80)).map_err(io("the fake web server"))?;
         std::thread::spawn(move || fake_http(http));
+        let echo = match &opts.https {
+            Some(tls) => {
+                let l =
+                    TcpListener::bind((UPSTREAM_HTTP, 443)).map_err(io("the fake HTTPS server"))?;
+                Some(crate::echo_https::start(l, tls.clone()))
+            }
+            None => None,
+        };
 
         let sockets = Sockets {
             resolver: UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).map_err(io("resolver socket"))?,
@@ -177,13 +202,21 @@ impl ProxyBed {
                 base: Some((Hook::Output, -100, "nat", true)),
             },
         ];
-        ops.extend(addrs.iter().map(|a| redirect(*a, proxy_port)));
+        ops.extend(addrs.iter().map(|a| redirect(*a, 80, proxy_port)));
+        if opts.https.is_some() {
+            ops.extend(addrs.iter().map(|a| redirect(*a, 443, proxy_port)));
+        }
         Netlink::open()
             .and_then(|mut nl| nl.apply(TABLE, &ops))
             .map_err(|e| BedError::Nft(e.to_string()))?;
 
+        let domains = if opts.domains.is_empty() {
+            vec![format!("{ALLOWED}:80")]
+        } else {
+            opts.domains.clone()
+        };
         let egress = EgressRequest {
-            domains: vec![format!("{ALLOWED}:80")],
+            domains,
             cidrs: Vec::new(),
         }
         .check()
@@ -212,6 +245,7 @@ impl ProxyBed {
                 return Ok(ProxyBed {
                     guests: addrs,
                     resolver,
+                    echo,
                 });
             }
             std::thread::sleep(Duration::from_millis(100));

@@ -407,6 +407,20 @@ pub enum Call {
     /// Test images only: SIGKILL the network services process (resolver,
     /// egress proxy), to see that it comes back with its policy (admin).
     KillNetServices,
+    /// A workspace's brokered secrets (no values).
+    ListSecrets {
+        id: String,
+    },
+    /// Adds or rotates one (create scope).
+    SetSecret {
+        id: String,
+        name: String,
+        request: serde_json::Value,
+    },
+    RemoveSecret {
+        id: String,
+        name: String,
+    },
     /// A connection to the workspace's agent, passed back as a descriptor.
     OpenAgent {
         id: String,

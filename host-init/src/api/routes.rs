@@ -69,6 +69,15 @@ pub enum Route {
     WorkspaceMetrics(String),
     NetworkLog(String),
     Report(String),
+    ListSecrets(String),
+    SetSecret {
+        id: String,
+        name: String,
+    },
+    RemoveSecret {
+        id: String,
+        name: String,
+    },
     ListApprovals,
     DecideApproval(String),
     /// A workspace's spawned processes (api::processes).
@@ -148,6 +157,8 @@ pub fn allowed_methods(segs: &[&str]) -> Option<&'static [&'static str]> {
         ["v1", "workspaces", _, "stop" | "exec" | "quarantine" | "limits" | "ttl"] => &["POST"],
         ["v1", "workspaces", _, "egress"] => &["PUT"],
         ["v1", "workspaces", _, "ports"] => &["POST"],
+        ["v1", "workspaces", _, "secrets"] => &["GET"],
+        ["v1", "workspaces", _, "secrets", _] => &["PUT", "DELETE"],
         ["v1", "workspaces", _, "ports", _] => &["DELETE"],
         ["v1", "workspaces", _, "forensics"] => &["DELETE"],
         ["v1", "workspaces", _, "forensics", _] => &["GET"],
@@ -214,6 +225,15 @@ pub fn resolve(method: &str, path: &str) -> Route {
         ("GET", ["v1", "workspaces", id, "metrics"]) => R::WorkspaceMetrics(s(id)),
         ("GET", ["v1", "workspaces", id, "network"]) => R::NetworkLog(s(id)),
         ("GET", ["v1", "workspaces", id, "report"]) => R::Report(s(id)),
+        ("GET", ["v1", "workspaces", id, "secrets"]) => R::ListSecrets(s(id)),
+        ("PUT", ["v1", "workspaces", id, "secrets", name]) => R::SetSecret {
+            id: s(id),
+            name: s(name),
+        },
+        ("DELETE", ["v1", "workspaces", id, "secrets", name]) => R::RemoveSecret {
+            id: s(id),
+            name: s(name),
+        },
         ("GET", ["v1", "approvals"]) => R::ListApprovals,
         ("POST", ["v1", "approvals", id]) if valid_id(id) => R::DecideApproval(s(id)),
         (m, ["v1", "workspaces", id, "processes", rest @ ..]) => match ProcessOp::parse(m, rest) {

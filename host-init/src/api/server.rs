@@ -331,6 +331,13 @@ pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
             id: id.clone(),
             request,
         }),
+        Route::ListSecrets(id) => simple(Call::ListSecrets { id }),
+        Route::SetSecret { id, name } => with_body(io, &|request| Call::SetSecret {
+            id: id.clone(),
+            name: name.clone(),
+            request,
+        }),
+        Route::RemoveSecret { id, name } => simple(Call::RemoveSecret { id, name }),
         Route::Quarantine(id) => simple(Call::QuarantineWorkspace { id }),
         Route::DeleteForensics(id) => simple(Call::DeleteForensics { id }),
         Route::ForensicFile { id, name } => forensic_file(shared, req, io, &id, &name),

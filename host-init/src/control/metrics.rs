@@ -260,6 +260,8 @@ mod tests {
             net_connections_per_s: None,
             published: Vec::new(),
             signals: Default::default(),
+            secrets: Vec::new(),
+            secrets_sealed: None,
         };
         let mut execs = HashMap::new();
         execs.insert("ws_abc".to_string(), 3);

@@ -72,6 +72,8 @@ fn record(key: &Key, o: &Open) -> NetworkRecord {
         bytes_down: o.counts.bytes_down,
         upstream_failed: o.counts.upstream_failed,
         mismatched: o.counts.mismatched,
+        secrets_injected: o.counts.secrets_injected,
+        secret_misuse: o.counts.secret_misuse,
         answers: o.counts.answers.iter().map(|a| a.to_string()).collect(),
     }
 }

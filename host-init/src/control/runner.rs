@@ -346,9 +346,13 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
         drop(child);
         crate::workspaces::add(&ws.id, pid);
         let why = match boot_watch::wait_ready(&ready, &ws.id, &console) {
-            boot_watch::Boot::Ready(info) => match limits.cap_cpu(&cg) {
+            boot_watch::Boot::Ready(info) => match limits
+                .cap_cpu(&cg)
+                .map_err(|e| format!("capping its CPU: {e}"))
+                .and_then(|()| trust_egress_ca(ws))
+            {
                 Ok(()) => return Ok((pid, info)),
-                Err(e) => format!("capping its CPU: {e}"),
+                Err(why) => why,
             },
             boot_watch::Boot::Stalled if !restarted => {
                 warn!(
@@ -385,6 +389,25 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
     }
 }
 
+/// Has the workspace's agent install the egress CA (the secret broker's)
+/// before the workspace is handed over, so every command trusts it. A box
+/// whose key store cannot give the CA starts workspaces without secrets
+/// all the same.
+fn trust_egress_ca(ws: &WorkspaceRecord) -> Result<(), String> {
+    let ca = match super::egress_ca::get() {
+        Ok(ca) => ca,
+        Err(e) if ws.secrets.is_empty() => {
+            warn!("workspace {}: no egress CA to install ({e}); brokered secrets cannot be added to it", ws.id);
+            return Ok(());
+        }
+        Err(e) => return Err(format!("the egress CA: {e}")),
+    };
+    paddock_agent_client::AgentClient::new(vsock_path(&ws.id))
+        .with_timeout(Duration::from_secs(60))
+        .trust_ca(&ca.cert_pem)
+        .map_err(|e| format!("installing the egress CA in the guest: {e}"))
+}
+
 /// Kills the workspace's VMM (if running) and waits for it.
 pub fn stop(id: &str) {
     if super::forensics::is_frozen(&cgroup_dir(id)) {
@@ -406,7 +429,9 @@ pub fn stop(id: &str) {
             warn!("workspace {id}: processes of it remain after 10 s");
         }
     }
-    // Its tap went with the VMM (the last descriptor); its rules go now.
+    // Its tap went with the VMM (the last descriptor); its rules and
+    // brokered secrets go now.
+    crate::net_services::secrets::clear(id);
     if let Err(e) = crate::net::firewall::remove(id) {
         warn!("workspace {id}: removing its firewall rules: {e}");
     }
@@ -475,6 +500,7 @@ fn wait_empty(cg: &Path, timeout: Duration) -> bool {
 pub fn destroy(id: &str) -> Result<(), RunError> {
     stop(id);
     crate::net_services::forget(id);
+    crate::net_services::secrets::clear(id);
     let store = crate::keys::store()?;
     if store.has_key(&key_name(id)) {
         let ballast = Path::new(super::space::BALLAST);

@@ -27,6 +27,7 @@ mod ports;
 mod probes;
 mod quarantine;
 mod report;
+mod secret_calls;
 mod signal_calls;
 #[cfg(test)]
 mod tests;
@@ -440,6 +441,9 @@ impl Control {
             Call::WorkspaceReport { id } => format!("report of {id}"),
             Call::ListApprovals { .. } => "list_approvals".into(),
             Call::DecideApproval { id, .. } => format!("decide_approval {id}"),
+            Call::ListSecrets { id } => format!("list_secrets {id}"),
+            Call::SetSecret { id, name, .. } => format!("set_secret {id} {name}"),
+            Call::RemoveSecret { id, name } => format!("remove_secret {id} {name}"),
             Call::WhoAmI => "whoami".into(),
         };
         let tok = match self.authenticate(auth, &what) {
@@ -809,6 +813,11 @@ impl Control {
             )),
             Call::ListApprovals { state } => self.list_approvals(tok, state, what),
             Call::DecideApproval { id, request } => self.decide_approval(tok, &id, request, what),
+            Call::ListSecrets { id } => self.list_secrets(tok, &id, what),
+            Call::SetSecret { id, name, request } => {
+                self.set_secret(tok, &id, &name, request, what)
+            }
+            Call::RemoveSecret { id, name } => self.remove_secret(tok, &id, &name, what),
             Call::WorkspaceReport { id } => {
                 let ws = self.workspace(tok, &id, Scope::Read, what)?;
                 Ok(reply(Verdict::Ok, self.report(&ws)))
@@ -1067,6 +1076,18 @@ impl Control {
         &self,
         ws: &WorkspaceRecord,
     ) -> Result<std::collections::BTreeMap<String, String>, Outcome> {
+        let mut env = self.open_plain_env(ws)?;
+        // A brokered secret is there only as its placeholder.
+        for s in &ws.secrets {
+            env.insert(s.name.clone(), s.placeholder.clone());
+        }
+        Ok(env)
+    }
+
+    fn open_plain_env(
+        &self,
+        ws: &WorkspaceRecord,
+    ) -> Result<std::collections::BTreeMap<String, String>, Outcome> {
         let Some(sealed) = &ws.env_sealed else {
             return Ok(ws.env.clone());
         };
@@ -1198,6 +1219,7 @@ impl Control {
             let now = now_s();
             let id = format!("ws_{}", super::tokens::random_hex(6));
             let env_sealed = self.seal_env(&id, &spec.env)?;
+            let (secrets, secrets_sealed) = self.seal_secrets(&id, &spec.secrets)?;
             let ws = WorkspaceRecord {
                 id,
                 owner: tok.id.clone(),
@@ -1224,10 +1246,18 @@ impl Control {
                 net_connections_per_s: spec.net_connections_per_s,
                 published: Vec::new(),
                 signals: spec.signals,
+                secrets,
+                secrets_sealed,
             };
             self.store.put(WORKSPACES, &ws.id, &ws).map_err(store_err)?;
             ws
         };
+        // Its secrets reach the proxy before its first command can run.
+        if let Err(e) = self.push_secrets(&ws) {
+            let _ = runner::destroy(&ws.id);
+            let _ = self.store.delete(WORKSPACES, &ws.id);
+            return Err(e);
+        }
         match runner::start(&ws, &template_dev) {
             Ok((pid, _)) => {
                 let mut ws = ws;

@@ -108,8 +108,13 @@ impl SpecProblems for WorkspaceSpec {
         if let Err(problem) = self.signals.check() {
             p.push(problem);
         }
-        if let Err(problems) = self.egress.check() {
-            p.extend(problems.into_iter().map(|e| format!("egress.{e}")));
+        match self.egress.check() {
+            Err(problems) => p.extend(problems.into_iter().map(|e| format!("egress.{e}"))),
+            Ok(egress) => p.extend(super::secrets::problems_all(
+                &self.secrets,
+                &self.env,
+                Some(&egress),
+            )),
         }
         if self.env.len() > MAX_ENV {
             p.push(format!("env: more than {MAX_ENV} variables"));
@@ -179,6 +184,12 @@ pub struct WorkspaceRecord {
     /// The signals it is watched for, as asked (defaults fill the rest).
     #[serde(default)]
     pub signals: paddock_api_types::SignalRules,
+    /// Its brokered secrets, without their values.
+    #[serde(default)]
+    pub secrets: Vec<super::secrets::SecretMeta>,
+    /// Their values (JSON, name → value), sealed like `env_sealed`.
+    #[serde(default)]
+    pub secrets_sealed: Option<Vec<u8>>,
 }
 
 /// The uplink ports published workspace ports are given from.
@@ -204,6 +215,7 @@ impl WorkspaceRecord {
             published: self.published.clone(),
             address: super::runner::slot(self).map(|s| s.guest().to_string()),
             signals: self.signals.effective(),
+            secrets: self.secrets.iter().map(|s| s.name.clone()).collect(),
         }
     }
 }

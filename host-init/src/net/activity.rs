@@ -67,6 +67,12 @@ pub struct Counts {
     /// the name's own addresses).
     #[serde(default)]
     pub mismatched: u64,
+    /// Requests the secret broker put a secret into.
+    #[serde(default)]
+    pub secrets_injected: u64,
+    /// Requests the secret broker refused for a misplaced placeholder.
+    #[serde(default)]
+    pub secret_misuse: u64,
     /// A lookup's last answers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub answers: Vec<Ipv4Addr>,
@@ -79,6 +85,8 @@ impl Counts {
         self.bytes_down = self.bytes_down.saturating_add(other.bytes_down);
         self.upstream_failed = self.upstream_failed.saturating_add(other.upstream_failed);
         self.mismatched = self.mismatched.saturating_add(other.mismatched);
+        self.secrets_injected = self.secrets_injected.saturating_add(other.secrets_injected);
+        self.secret_misuse = self.secret_misuse.saturating_add(other.secret_misuse);
         if !other.answers.is_empty() {
             self.answers = other.answers.clone();
         }
@@ -157,6 +165,8 @@ pub struct Connection<'a> {
     pub bytes_down: u64,
     pub upstream_failed: bool,
     pub mismatched: bool,
+    /// Through the secret broker: requests given a secret, and refused.
+    pub brokered: Option<(u64, u64)>,
 }
 
 pub fn connection(c: Connection<'_>) {
@@ -171,7 +181,11 @@ pub fn connection(c: Connection<'_>) {
             } else {
                 Decision::Allowed
             },
-            reason: c.denied.unwrap_or("allowlist").to_string(),
+            reason: match (c.denied, c.brokered) {
+                (Some(why), _) => why.to_string(),
+                (None, Some(_)) => "allowlist, secret broker".to_string(),
+                (None, None) => "allowlist".to_string(),
+            },
         },
         Counts {
             count: 1,
@@ -179,6 +193,8 @@ pub fn connection(c: Connection<'_>) {
             bytes_down: c.bytes_down,
             upstream_failed: u64::from(c.upstream_failed),
             mismatched: u64::from(c.mismatched),
+            secrets_injected: c.brokered.map_or(0, |b| b.0),
+            secret_misuse: c.brokered.map_or(0, |b| b.1),
             answers: Vec::new(),
         },
     );
@@ -217,6 +233,7 @@ mod tests {
             bytes_down: 2000,
             upstream_failed: false,
             mismatched: false,
+            brokered: None,
         });
         for n in 0..1000 {
             lookup(

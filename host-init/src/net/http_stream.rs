@@ -27,6 +27,8 @@ const MAX_HEADERS: usize = 64;
 pub struct Refused {
     pub status: u16,
     pub why: String,
+    /// The brokered secret whose placeholder the request carried.
+    pub secret: Option<String>,
 }
 
 impl Refused {
@@ -34,10 +36,15 @@ impl Refused {
         Refused {
             status: 400,
             why: why.to_string(),
+            secret: None,
         }
     }
     fn forbidden(why: String) -> Refused {
-        Refused { status: 403, why }
+        Refused {
+            status: 403,
+            why,
+            secret: None,
+        }
     }
 
     /// The whole response sent to the client before the connection closes.
@@ -83,6 +90,9 @@ enum State {
 pub struct RequestStream {
     host: String,
     state: State,
+    /// Brokered secrets' placeholders that must not go to this host this
+    /// way: (placeholder, secret name, why).
+    placeholders: Vec<(String, String, String)>,
 }
 
 impl RequestStream {
@@ -91,7 +101,15 @@ impl RequestStream {
         RequestStream {
             host: host.to_ascii_lowercase(),
             state: State::Head,
+            placeholders: Vec::new(),
         }
+    }
+
+    /// Refuses (403) any request whose head holds one of these
+    /// placeholders: (placeholder, secret name, why).
+    pub fn refusing(mut self, placeholders: Vec<(String, String, String)>) -> RequestStream {
+        self.placeholders = placeholders;
+        self
     }
 
     /// Vets the start of `pending` (bytes the client sent, not yet
@@ -190,6 +208,18 @@ impl RequestStream {
         };
         if len > MAX_HEAD {
             return Err(Refused::bad("request head longer than 16 KiB"));
+        }
+        let head = &buf[..len];
+        if let Some((_, name, why)) = self
+            .placeholders
+            .iter()
+            .find(|(p, _, _)| !p.is_empty() && head.windows(p.len()).any(|w| w == p.as_bytes()))
+        {
+            return Err(Refused {
+                status: 403,
+                why: why.clone(),
+                secret: Some(name.clone()),
+            });
         }
         let method = req.method.unwrap_or("");
         let target = req.path.unwrap_or("");

@@ -74,6 +74,7 @@ fn refused(id: &str, name: &str, dest: Option<SocketAddrV4>, why: &str, logged: 
         bytes_down: 0,
         upstream_failed: false,
         mismatched: false,
+        brokered: None,
     });
 }
 
@@ -251,6 +252,7 @@ fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egress) {
             bytes_down,
             upstream_failed,
             mismatched,
+            brokered: None,
         })
     };
     let Some(mut upstream) = addrs
@@ -263,17 +265,61 @@ fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egress) {
         record(0, 0, true);
         return deny(conn, tls, &format!("{name}:{} did not answer", dest.port()));
     };
+    // A host one of the workspace's secrets goes to: the broker takes the
+    // connection over (TLS ended here, each request checked and given
+    // its secret).
+    if let Some(plan) = super::broker::table::plan(&id, &name, tls) {
+        let allowed = policy_allows(*peer.ip());
+        let (n, p) = (name.clone(), dest.port());
+        let outcome = super::broker::intercept::serve(
+            conn,
+            upstream,
+            first,
+            super::broker::intercept::Conn {
+                id: id.clone(),
+                name: name.clone(),
+                port: dest.port(),
+                tls,
+                plan,
+                allowed: Box::new(move || allowed(&n, p)),
+            },
+        );
+        super::activity::connection(super::activity::Connection {
+            id: &id,
+            name: &name,
+            dest: Some(dest),
+            denied: None,
+            bytes_up: outcome.bytes_up,
+            bytes_down: outcome.bytes_down,
+            upstream_failed: outcome.upstream_failed,
+            mismatched,
+            brokered: Some((outcome.injected, outcome.misuse)),
+        });
+        return;
+    }
     // Plain HTTP: every request on the connection is checked, not only
     // the first (a keep-alive or pipelined request for another name would
     // reach whatever else this address serves); the checker starts with
-    // the bytes read to learn the name.
+    // the bytes read to learn the name. A brokered secret's placeholder
+    // in a head stops the request (the secret may not go here this way).
     let requests = if tls {
         if upstream.write_all(&first).is_err() {
             return record(0, 0, true);
         }
         None
     } else {
-        Some((RequestStream::new(&name), first))
+        let refusing = super::broker::table::secrets_of(&id)
+            .map(|secrets| {
+                secrets
+                    .iter()
+                    .map(|s| {
+                        let why = super::broker::rules::misuse_why(s, &name, false);
+                        (s.placeholder.clone(), s.name.clone(), why)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some((RequestStream::new(&name).refusing(refusing), first))
     };
     let (up, down) = splice(
         conn,
@@ -369,6 +415,7 @@ fn splice(client: TcpStream, upstream: TcpStream, conn: Splice) -> (u64, u64) {
         port,
         requests,
     } = conn;
+    let host = name.clone();
     let allowed = move || allowed(&name, port);
     let allowed = Arc::new(allowed);
     let allowed2 = Arc::clone(&allowed);
@@ -392,6 +439,7 @@ fn splice(client: TcpStream, upstream: TcpStream, conn: Splice) -> (u64, u64) {
         requests: r,
         pending,
         id,
+        name: host,
         words,
     });
     let side = match checker.as_mut() {
@@ -410,6 +458,7 @@ struct Checker {
     requests: RequestStream,
     pending: Vec<u8>,
     id: String,
+    name: String,
     words: LastWords,
 }
 
@@ -483,6 +532,16 @@ impl Checker {
             None => Forwarded::Sent,
             Some(refused) => {
                 self::refused(&self.id, "", None, &refused.why, &refused.why);
+                if let Some(secret) = &refused.secret {
+                    super::broker::events::record(super::broker::events::SecretEvent {
+                        workspace: self.id.clone(),
+                        secret: secret.clone(),
+                        host: self.name.clone(),
+                        method: String::new(),
+                        path: String::new(),
+                        misuse: Some(refused.why.clone()),
+                    });
+                }
                 *self.words.lock().unwrap_or_else(|e| e.into_inner()) = Some(Refusal {
                     response: refused.response(),
                     at: std::time::Instant::now(),

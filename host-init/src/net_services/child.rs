@@ -78,6 +78,13 @@ impl Reporter {
                 };
                 self.channel.send(&report, None::<&OwnedFd>)?;
             }
+            let events = crate::net::broker::events::take();
+            for events in events.chunks(ACTIVITY_CHUNK) {
+                let report = Report::Secrets {
+                    events: events.to_vec(),
+                };
+                self.channel.send(&report, None::<&OwnedFd>)?;
+            }
             let activity = crate::net::activity::take();
             for records in activity.chunks(ACTIVITY_CHUNK) {
                 let report = Report::Activity {
@@ -102,6 +109,12 @@ fn apply(update: Update) {
         Update::Forget { id } => {
             dns::forget(&id);
             proxy::forget(&id);
+        }
+        Update::Secrets { id, secrets } => crate::net::broker::table::set_secrets(id, secrets),
+        Update::HostCert { cert } => {
+            if let Err(e) = crate::net::broker::table::set_cert(&cert) {
+                crate::warn!("secret broker: {e}");
+            }
         }
         Update::Sync { .. } => {}
     }

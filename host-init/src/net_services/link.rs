@@ -186,6 +186,12 @@ pub fn push_policy(table: &Table) -> Option<Ticket> {
     send_and_sync(&mut slot, &updates, |l| l.sent = table.clone())
 }
 
+/// Sends `updates` to the running process; the ticket to wait on (none
+/// while no process runs: a new one gets the whole state).
+pub(super) fn push(updates: &[Update]) -> Option<Ticket> {
+    send_and_sync(&mut link(), updates, |_| {})
+}
+
 /// Where allowed names are asked, and the host's own addresses. Kept for
 /// every later start of the process; the firewall's fence around the
 /// process follows.

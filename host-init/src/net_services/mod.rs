@@ -19,6 +19,7 @@
 pub mod child;
 pub mod link;
 pub mod sandbox;
+pub mod secrets;
 pub mod supervisor;
 
 use crate::net::policy::Egress;
@@ -68,6 +69,16 @@ pub enum Update {
         upstream: Vec<Ipv4Addr>,
         host: Vec<Ipv4Addr>,
     },
+    /// Workspace `id`'s brokered secrets, replacing what it had (empty:
+    /// none). Their values: `Brokered`'s Debug never shows them.
+    Secrets {
+        id: String,
+        secrets: Vec<crate::net::broker::Brokered>,
+    },
+    /// The certificate the secret broker shows for one host.
+    HostCert {
+        cert: crate::net::broker::HostCert,
+    },
     /// A workspace is gone: drop its counts.
     Forget {
         id: String,
@@ -100,6 +111,11 @@ pub enum Report {
     /// ACTIVITY_CHUNK.
     Asks {
         asks: Vec<crate::net::requests::Ask>,
+    },
+    /// What the secret broker did (`net::broker::events`), at most
+    /// ACTIVITY_CHUNK records.
+    Secrets {
+        events: Vec<(crate::net::broker::events::SecretEvent, u64)>,
     },
     Synced {
         seq: u64,

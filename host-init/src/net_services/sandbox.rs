@@ -51,6 +51,12 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_fcntl,
     libc::SYS_poll,
     libc::SYS_ppoll,
+    // the secret broker's per-connection tokio runtime (its I/O driver)
+    libc::SYS_epoll_create1,
+    libc::SYS_epoll_ctl,
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
+    libc::SYS_eventfd2,
 ];
 
 /// `socket(AF_INET, SOCK_STREAM or SOCK_DGRAM (with any of its flags),

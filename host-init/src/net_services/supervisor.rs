@@ -331,6 +331,18 @@ fn serve_reports(running: &Started) {
                     c.asked(asks);
                 }
             }
+            Ok((Report::Secrets { events }, None)) => {
+                // Only secrets PID 1 gave it, of workspaces it serves: this
+                // process is not trusted.
+                let events: Vec<_> = events
+                    .into_iter()
+                    .take(super::ACTIVITY_CHUNK)
+                    .filter(|(e, _)| super::secrets::has(&e.workspace, &e.secret))
+                    .collect();
+                if let Some(c) = crate::control::service::instance() {
+                    c.secret_events(events);
+                }
+            }
             Ok((Report::Synced { seq }, None)) if link::was_sent(seq) => {
                 link::synced(seq, running.generation);
             }
@@ -470,6 +482,7 @@ fn hand_state(channel: Endpoint, generation: u64) -> Result<Arc<Endpoint>, NetSe
     let seq = link::next_seq();
     let updates = std::iter::once(Update::Resolvers { upstream, host })
         .chain(diff(&Table::new(), &table))
+        .chain(super::secrets::whole_state())
         .chain(std::iter::once(Update::Sync { seq }));
     // One deadline for the whole exchange, not one per message.
     let until = Instant::now() + START_WAIT;
@@ -493,9 +506,13 @@ fn hand_state(channel: Endpoint, generation: u64) -> Result<Arc<Endpoint>, NetSe
             (Report::Synced { seq: s }, None) if s == seq => break,
             // Nothing was counted yet; anything else before the answer is
             // out of turn.
-            (Report::Refused { .. } | Report::Activity { .. } | Report::Asks { .. }, None) => {
-                continue
-            }
+            (
+                Report::Refused { .. }
+                | Report::Activity { .. }
+                | Report::Asks { .. }
+                | Report::Secrets { .. },
+                None,
+            ) => continue,
             (Report::Failed { error }, _) => {
                 return Err(NetServicesError::Failed(sanitized(&error)))
             }

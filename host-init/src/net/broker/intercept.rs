@@ -1,0 +1,487 @@
+//! One brokered connection: the guest's TLS ended here with the host's
+//! certificate from the egress CA (or plain HTTP, where a secret allows
+//! it), hyper serving the guest's HTTP/1.1 or HTTP/2, each request checked
+//! and given its secrets (`rules`), then sent over the broker's own
+//! connection to the real host (`upstream`). Answers go back with any
+//! value the host echoed replaced by its placeholder.
+//!
+//! Each connection runs on a single-threaded tokio runtime of its own, on
+//! the proxy thread that accepted it: the proxy's per-workspace share of
+//! connections and threads holds as for any other connection, and a
+//! brokered connection shares nothing with another.
+
+use super::events::{self, SecretEvent};
+use super::io::{Guest, Scrubbed};
+use super::rules;
+use super::table::Plan;
+use super::upstream::{self, BoxError, ReqBody, Sender};
+use super::Brokered;
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// How long the guest has to finish its TLS handshake, and a request head.
+const HANDSHAKE: Duration = Duration::from_secs(10);
+/// As the proxy's splice: quiet this long both ways, the connection ends.
+const IDLE: Duration = Duration::from_secs(120);
+/// How often the workspace's policy is asked again.
+const RECHECK: Duration = Duration::from_secs(1);
+/// The largest body a placeholder is replaced in.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// A connection handed to the broker.
+pub struct Conn {
+    pub id: String,
+    /// The host (SNI, or the first Host), lower case.
+    pub name: String,
+    pub port: u16,
+    pub tls: bool,
+    pub plan: Plan,
+    /// Whether the workspace's policy still allows `name`:`port`.
+    pub allowed: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
+/// What one connection came to, for the network record.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    /// Requests a secret was put into.
+    pub injected: u64,
+    /// Requests refused for a misplaced placeholder.
+    pub misuse: u64,
+    pub upstream_failed: bool,
+}
+
+#[derive(Default)]
+pub(super) struct Stats {
+    pub(super) up: AtomicU64,
+    pub(super) down: AtomicU64,
+    injected: AtomicU64,
+    misuse: AtomicU64,
+    upstream_failed: AtomicBool,
+    last: Mutex<Option<Instant>>,
+}
+
+impl Stats {
+    pub(super) fn touch(&self) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+    fn idle(&self) -> Duration {
+        self.last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map_or(Duration::ZERO, |t| t.elapsed())
+    }
+}
+
+struct Ctx {
+    conn: Conn,
+    stats: Arc<Stats>,
+    upstream: Result<Sender, String>,
+}
+
+/// The stack of a brokered connection's thread: TLS and HTTP/2 on a
+/// runtime need far more than the proxy's 64 KiB pass-through threads
+/// (only the pages touched are used).
+const STACK: usize = 1 << 20;
+
+/// Serves one connection to its end: `client` is the guest's (of which
+/// `first` was already read), `upstream` a connection to an address our
+/// resolver gave for the name. Runs on a thread of its own (the caller's
+/// stack is the proxy's small one) and waits for it.
+pub fn serve(
+    client: std::net::TcpStream,
+    upstream: std::net::TcpStream,
+    first: Vec<u8>,
+    conn: Conn,
+) -> Outcome {
+    let worker = std::thread::Builder::new()
+        .name("egress-broker".into())
+        .stack_size(STACK)
+        .spawn(move || serve_here(client, upstream, first, conn));
+    match worker.map(|w| w.join()) {
+        Ok(Ok(outcome)) => outcome,
+        _ => Outcome {
+            upstream_failed: true,
+            ..Outcome::default()
+        },
+    }
+}
+
+fn serve_here(
+    client: std::net::TcpStream,
+    upstream: std::net::TcpStream,
+    first: Vec<u8>,
+    conn: Conn,
+) -> Outcome {
+    let stats = Arc::new(Stats::default());
+    stats.touch();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            crate::warn!("secret broker: no runtime for a connection: {e}");
+            return Outcome {
+                upstream_failed: true,
+                ..Outcome::default()
+            };
+        }
+    };
+    let s = stats.clone();
+    rt.block_on(async move {
+        // A guest that leaves mid-handshake is not news; its connection
+        // is in the network record either way.
+        let _ = run(client, upstream, first, conn, s).await;
+    });
+    Outcome {
+        bytes_up: stats.up.load(Ordering::Relaxed),
+        bytes_down: stats.down.load(Ordering::Relaxed),
+        injected: stats.injected.load(Ordering::Relaxed),
+        misuse: stats.misuse.load(Ordering::Relaxed),
+        upstream_failed: stats.upstream_failed.load(Ordering::Relaxed),
+    }
+}
+
+async fn run(
+    client: std::net::TcpStream,
+    upstream: std::net::TcpStream,
+    first: Vec<u8>,
+    conn: Conn,
+    stats: Arc<Stats>,
+) -> Result<(), String> {
+    for s in [&client, &upstream] {
+        s.set_nonblocking(true).map_err(|e| e.to_string())?;
+    }
+    let client = tokio::net::TcpStream::from_std(client).map_err(|e| e.to_string())?;
+    let upstream = tokio::net::TcpStream::from_std(upstream).map_err(|e| e.to_string())?;
+    let guest = Guest::new(client, first, stats.clone());
+    // The guest's side first, so a host that fails can be explained to it
+    // in an answer rather than a closed connection.
+    let guest = match conn.plan.server.clone() {
+        Some(server) => {
+            let accepted = tokio::time::timeout(
+                HANDSHAKE,
+                tokio_rustls::TlsAcceptor::from(server).accept(guest),
+            )
+            .await
+            .map_err(|_| format!("{}: the guest's TLS handshake timed out", conn.name))?
+            .map_err(|e| format!("{}: the guest's TLS handshake: {e}", conn.name))?;
+            GuestSide::Tls(Box::new(accepted))
+        }
+        None => GuestSide::Plain(guest),
+    };
+    let tls_config = if conn.tls {
+        Some(upstream::client_config(&conn.plan.secrets, &conn.name)?)
+    } else {
+        None
+    };
+    let sender = upstream::open(upstream, &conn.name, tls_config).await;
+    if let Err(e) = &sender {
+        stats.upstream_failed.store(true, Ordering::Relaxed);
+        crate::info!("workspace {}: secret broker: {e}", conn.id);
+    }
+    let ctx = Arc::new(Ctx {
+        conn,
+        stats,
+        upstream: sender,
+    });
+    match guest {
+        GuestSide::Tls(tls) => {
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            serve_guest(TokioIo::new(*tls), h2, ctx).await
+        }
+        GuestSide::Plain(guest) => serve_guest(TokioIo::new(guest), false, ctx).await,
+    }
+    Ok(())
+}
+
+enum GuestSide {
+    Tls(Box<tokio_rustls::server::TlsStream<Guest>>),
+    Plain(Guest),
+}
+
+/// Serves the guest's requests until it is done, idle for IDLE, or its
+/// policy no longer allows the host.
+async fn serve_guest<I>(io: TokioIo<I>, h2: bool, ctx: Arc<Ctx>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let c = ctx.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let ctx = c.clone();
+        async move { Ok::<_, Infallible>(handle(req, &ctx).await) }
+    });
+    let watch = watchdog(&ctx);
+    if h2 {
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .serve_connection(io, service);
+        tokio::select! { _ = conn => {}, () = watch => {} }
+    } else {
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HANDSHAKE)
+            .serve_connection(io, service);
+        tokio::select! { _ = conn => {}, () = watch => {} }
+    }
+}
+
+async fn watchdog(ctx: &Ctx) {
+    loop {
+        tokio::time::sleep(RECHECK).await;
+        if !(ctx.conn.allowed)() || ctx.stats.idle() >= IDLE {
+            return;
+        }
+    }
+}
+
+type AnswerBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+fn text(status: StatusCode, why: &str) -> Response<AnswerBody> {
+    let body = format!("paddock: {why}\n");
+    let mut r = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+/// Headers that describe one hop, not the request: never passed on.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+        .collect();
+    for n in named {
+        headers.remove(n.as_str());
+    }
+    for h in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-authenticate",
+    ] {
+        headers.remove(h);
+    }
+}
+
+/// Whether every name the request gives for its host (the target's
+/// authority, the Host header) is the connection's: a request for
+/// another host on a connection opened for this one is refused, as on
+/// the plain proxy.
+fn names_this_host(parts: &http::request::Parts, name: &str, port: u16) -> Result<(), String> {
+    let matches = |given: &str| -> bool {
+        let given = given.trim().to_ascii_lowercase();
+        let (host, p) = match given.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') && !p.is_empty() => (h.to_string(), p.parse().ok()),
+            _ => (given.clone(), Some(port)),
+        };
+        host.trim_end_matches('.') == name && p == Some(port)
+    };
+    let mut seen = false;
+    if let Some(a) = parts.uri.authority() {
+        seen = true;
+        if !matches(a.as_str()) {
+            return Err(format!("the request names {a}, the connection {name}"));
+        }
+    }
+    for h in parts.headers.get_all(header::HOST) {
+        seen = true;
+        let h = h.to_str().unwrap_or("");
+        if !matches(h) {
+            return Err(format!("the request names {h}, the connection {name}"));
+        }
+    }
+    if seen {
+        Ok(())
+    } else {
+        Err("the request names no host".into())
+    }
+}
+
+/// Whether a request head holds any of the secrets' placeholders.
+fn head_holds_placeholder<'a>(
+    secrets: &'a [Brokered],
+    parts: &http::request::Parts,
+) -> Option<&'a Brokered> {
+    rules::placeholder_in(secrets, parts.uri.to_string().as_bytes()).or_else(|| {
+        parts
+            .headers
+            .values()
+            .find_map(|v| rules::placeholder_in(secrets, v.as_bytes()))
+    })
+}
+
+fn event(ctx: &Ctx, secret: &str, parts: &http::request::Parts, misuse: Option<String>) {
+    events::record(SecretEvent {
+        workspace: ctx.conn.id.clone(),
+        secret: secret.to_string(),
+        host: ctx.conn.name.clone(),
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        misuse,
+    });
+}
+
+async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Response<AnswerBody> {
+    ctx.stats.touch();
+    let conn = &ctx.conn;
+    let secrets = &conn.plan.secrets;
+    let (mut parts, body) = req.into_parts();
+    if let Err(why) = names_this_host(&parts, &conn.name, conn.port) {
+        if let Some(s) = head_holds_placeholder(secrets, &parts) {
+            ctx.stats.misuse.fetch_add(1, Ordering::Relaxed);
+            event(ctx, &s.name, &parts, Some(why.clone()));
+        }
+        return text(StatusCode::MISDIRECTED_REQUEST, &why);
+    }
+    if parts.method == http::Method::CONNECT || parts.headers.contains_key(header::UPGRADE) {
+        return text(
+            StatusCode::NOT_IMPLEMENTED,
+            "the secret broker does not pass on CONNECT or protocol upgrades",
+        );
+    }
+    if !(conn.allowed)() {
+        return text(
+            StatusCode::FORBIDDEN,
+            &format!("{} is no longer on this workspace's allowlist", conn.name),
+        );
+    }
+    let mut target = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+    let applied = match rules::apply(
+        secrets,
+        &conn.name,
+        conn.tls,
+        &mut target,
+        &mut parts.headers,
+    ) {
+        Ok(a) => a,
+        Err(m) => {
+            ctx.stats.misuse.fetch_add(1, Ordering::Relaxed);
+            event(ctx, &m.secret, &parts, Some(m.why.clone()));
+            crate::info!("workspace {}: secret broker refused: {}", conn.id, m.why);
+            return text(StatusCode::FORBIDDEN, &m.why);
+        }
+    };
+    let mut used = applied.used.clone();
+    let body: ReqBody = if applied.in_body.is_empty() {
+        body.map_err(BoxError::from).boxed()
+    } else {
+        let mut bytes = match Limited::new(body, MAX_BODY).collect().await {
+            Ok(c) => c.to_bytes().to_vec(),
+            Err(_) => {
+                return text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "a body a secret is replaced in may be at most 1 MiB",
+                )
+            }
+        };
+        if rules::replace_in_body(secrets, &applied.in_body, &mut bytes) {
+            for &i in &applied.in_body {
+                if let Some(s) = secrets.get(i) {
+                    if !used.contains(&s.name) {
+                        used.push(s.name.clone());
+                    }
+                }
+            }
+        }
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, bytes.len().into());
+        Full::new(Bytes::from(bytes))
+            .map_err(|never| match never {})
+            .boxed()
+    };
+    for name in &used {
+        event(ctx, name, &parts, None);
+    }
+    if !used.is_empty() {
+        ctx.stats.injected.fetch_add(1, Ordering::Relaxed);
+    }
+    let sender = match &ctx.upstream {
+        Ok(s) => s,
+        Err(e) => return text(StatusCode::BAD_GATEWAY, e),
+    };
+    let guest_version = parts.version;
+    strip_hop_by_hop(&mut parts.headers);
+    let default_port = if conn.tls { 443 } else { 80 };
+    let authority = if conn.port == default_port {
+        conn.name.clone()
+    } else {
+        format!("{}:{}", conn.name, conn.port)
+    };
+    let scheme = if conn.tls { "https" } else { "http" };
+    let uri = if sender.is_h2() {
+        parts.headers.remove(header::HOST);
+        parts.version = Version::HTTP_2;
+        format!("{scheme}://{authority}{target}")
+    } else {
+        if let Ok(v) = HeaderValue::from_str(&authority) {
+            parts.headers.insert(header::HOST, v);
+        }
+        parts.version = Version::HTTP_11;
+        target
+    };
+    parts.uri = match uri.parse() {
+        Ok(u) => u,
+        Err(_) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "a request target that cannot be passed on",
+            )
+        }
+    };
+    let answer = match sender.send(Request::from_parts(parts, body)).await {
+        Ok(a) => a,
+        Err(e) => {
+            ctx.stats.upstream_failed.store(true, Ordering::Relaxed);
+            return text(
+                StatusCode::BAD_GATEWAY,
+                &format!("{} did not answer: {e}", conn.name),
+            );
+        }
+    };
+    ctx.stats.touch();
+    let (mut rparts, rbody) = answer.into_parts();
+    strip_hop_by_hop(&mut rparts.headers);
+    rparts.version = guest_version;
+    if used.is_empty() {
+        return Response::from_parts(rparts, rbody.map_err(BoxError::from).boxed());
+    }
+    // A secret went into this request: an answer that echoes it must not
+    // hand the value to the workspace.
+    rules::scrub_headers(secrets, &mut rparts.headers);
+    let identity = rparts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .is_none_or(|v| v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if !identity {
+        return Response::from_parts(rparts, rbody.map_err(BoxError::from).boxed());
+    }
+    rparts.headers.remove(header::CONTENT_LENGTH);
+    let body = Scrubbed::new(rbody, secrets.clone());
+    Response::from_parts(rparts, body.boxed())
+}

@@ -1,0 +1,255 @@
+//! What the broker does to one request, decided without I/O: where a
+//! secret goes in, and when a request must not go at all.
+//!
+//! A secret goes in only on a connection whose name (SNI, or Host on
+//! plain HTTP) is one of the secret's hosts, whose every request names
+//! that same host (checked by `intercept` before this), and which the
+//! proxy opened to what *our* resolver says that name is. A placeholder
+//! found on a request to any other host, or over plain HTTP to a secret
+//! that does not allow it, stops the request: it is refused and reported
+//! as misuse, never sent on.
+
+use super::Brokered;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use paddock_api_types::SecretPlace;
+
+/// What was done to a request that may go on.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Names of the secrets put into it.
+    pub used: Vec<String>,
+    /// Indexes (into the secrets) whose placeholder is to be replaced in
+    /// the body as well.
+    pub in_body: Vec<usize>,
+}
+
+/// A request refused for carrying a placeholder where it may not go.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Misuse {
+    pub secret: String,
+    pub why: String,
+}
+
+/// Characters of a value escaped when it replaces a placeholder in a
+/// query string (everything but the unreserved ones).
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Why `s`'s placeholder may not go to `host` this way.
+pub fn misuse_why(s: &Brokered, host: &str, tls: bool) -> String {
+    if s.hosts.iter().any(|h| h == host) && !tls {
+        format!(
+            "secret {}'s placeholder may go to {host} over HTTPS only",
+            s.name
+        )
+    } else {
+        format!(
+            "secret {}'s placeholder was sent to {host}, which is not one of its hosts",
+            s.name
+        )
+    }
+}
+
+fn misuse(s: &Brokered, host: &str, tls: bool) -> Misuse {
+    Misuse {
+        secret: s.name.clone(),
+        why: misuse_why(s, host, tls),
+    }
+}
+
+/// The first secret whose placeholder `text` holds.
+pub fn placeholder_in<'a>(secrets: &'a [Brokered], text: &[u8]) -> Option<&'a Brokered> {
+    secrets.iter().find(|s| {
+        let p = s.placeholder.as_bytes();
+        !p.is_empty() && text.windows(p.len()).any(|w| w == p)
+    })
+}
+
+/// Applies the secrets to a request for `host` (lower case) on a TLS
+/// connection or not: `target` is its path and query, `headers` its
+/// headers, both changed in place.
+pub fn apply(
+    secrets: &[Brokered],
+    host: &str,
+    tls: bool,
+    target: &mut String,
+    headers: &mut HeaderMap,
+) -> Result<Applied, Misuse> {
+    // Refusals first, so nothing is changed on a request that will not go.
+    for s in secrets.iter().filter(|s| !s.goes_to(host, tls)) {
+        let in_target = target.contains(&s.placeholder);
+        let in_headers = headers
+            .values()
+            .any(|v| placeholder_in(std::slice::from_ref(s), v.as_bytes()).is_some());
+        if in_target || in_headers {
+            return Err(misuse(s, host, tls));
+        }
+    }
+    let mut applied = Applied::default();
+    for (i, s) in secrets.iter().enumerate() {
+        if !s.goes_to(host, tls) {
+            continue;
+        }
+        let mut used = false;
+        if s.replace_in.contains(&SecretPlace::Headers) {
+            used |= replace_in_headers(s, headers);
+        }
+        if s.replace_in.contains(&SecretPlace::Query) {
+            if let Some((path, query)) = target.split_once('?') {
+                if query.contains(&s.placeholder) {
+                    let value: String =
+                        percent_encoding::utf8_percent_encode(s.value.expose(), QUERY_VALUE)
+                            .collect();
+                    *target = format!("{path}?{}", query.replace(&s.placeholder, &value));
+                    used = true;
+                }
+            }
+        }
+        if let Some(name) = &s.header {
+            // Checked when the secret was set; a bad one is skipped.
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&s.formatted()),
+            ) {
+                let mut value = value;
+                value.set_sensitive(true);
+                headers.insert(name, value);
+                used = true;
+            }
+        }
+        if s.replace_in.contains(&SecretPlace::Body) {
+            applied.in_body.push(i);
+        }
+        if used {
+            applied.used.push(s.name.clone());
+        }
+    }
+    Ok(applied)
+}
+
+/// Replaces the placeholder in every header value; whether it found one.
+fn replace_in_headers(s: &Brokered, headers: &mut HeaderMap) -> bool {
+    let mut found = false;
+    for value in headers.values_mut() {
+        let Ok(text) = value.to_str() else { continue };
+        if !text.contains(&s.placeholder) {
+            continue;
+        }
+        if let Ok(mut new) = HeaderValue::from_str(&text.replace(&s.placeholder, s.value.expose()))
+        {
+            new.set_sensitive(true);
+            *value = new;
+            found = true;
+        }
+    }
+    found
+}
+
+/// Replaces the placeholders of `secrets[i]` for each `i` in `which` in a
+/// body; whether any was there.
+pub fn replace_in_body(secrets: &[Brokered], which: &[usize], body: &mut Vec<u8>) -> bool {
+    let mut found = false;
+    for s in which.iter().filter_map(|&i| secrets.get(i)) {
+        let p = s.placeholder.as_bytes();
+        if p.is_empty() || !body.windows(p.len()).any(|w| w == p) {
+            continue;
+        }
+        found = true;
+        *body = replace_bytes(body, p, s.value.expose().as_bytes());
+    }
+    found
+}
+
+fn replace_bytes(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(haystack.len());
+    let mut i = 0;
+    while i < haystack.len() {
+        if haystack[i..].starts_with(from) {
+            out.extend_from_slice(to);
+            i += from.len();
+        } else {
+            out.push(haystack[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Puts the placeholder back wherever an answer header holds a value:
+/// an endpoint that echoes what it was sent must not hand the value to
+/// the workspace.
+pub fn scrub_headers(secrets: &[Brokered], headers: &mut HeaderMap) {
+    for value in headers.values_mut() {
+        let mut bytes = value.as_bytes().to_vec();
+        let mut changed = false;
+        for s in secrets {
+            let v = s.value.expose().as_bytes();
+            if !v.is_empty() && bytes.windows(v.len()).any(|w| w == v) {
+                bytes = replace_bytes(&bytes, v, s.placeholder.as_bytes());
+                changed = true;
+            }
+        }
+        if changed {
+            if let Ok(new) = HeaderValue::from_bytes(&bytes) {
+                *value = new;
+            }
+        }
+    }
+}
+
+/// Scrubs values out of a streamed answer body, chunk by chunk: a value
+/// split across two chunks is found too, because the last bytes of each
+/// chunk (one fewer than the longest value) wait for the next.
+pub struct Scrubber {
+    /// (value, placeholder)
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    keep: usize,
+    tail: Vec<u8>,
+}
+
+impl Scrubber {
+    pub fn new(secrets: &[Brokered]) -> Scrubber {
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = secrets
+            .iter()
+            .filter(|s| !s.value.expose().is_empty())
+            .map(|s| {
+                (
+                    s.value.expose().as_bytes().to_vec(),
+                    s.placeholder.as_bytes().to_vec(),
+                )
+            })
+            .collect();
+        let keep = pairs.iter().map(|(v, _)| v.len()).max().unwrap_or(1) - 1;
+        Scrubber {
+            pairs,
+            keep,
+            tail: Vec::new(),
+        }
+    }
+
+    /// The bytes of `chunk` (and what waited before it) that can go on.
+    pub fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.tail);
+        buf.extend_from_slice(chunk);
+        for (value, placeholder) in &self.pairs {
+            if buf.windows(value.len()).any(|w| w == value.as_slice()) {
+                buf = replace_bytes(&buf, value, placeholder);
+            }
+        }
+        let cut = buf.len().saturating_sub(self.keep);
+        self.tail = buf.split_off(cut);
+        buf
+    }
+
+    /// What is left at the end.
+    pub fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.tail)
+    }
+}
+
+#[cfg(test)]
+#[path = "rules_tests.rs"]
+mod tests;
