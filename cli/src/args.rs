@@ -7,8 +7,9 @@
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use paddock_api_types::{Egress, Scope};
+use paddock_api_types::{Egress, Scope, SecretPlace};
 use serde::Serialize;
+use std::path::PathBuf;
 
 /// How long a workspace lives when `create` is not told.
 pub const DEFAULT_TTL_S: u64 = 3600;
@@ -114,6 +115,12 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// A workspace's brokered secrets: names, hosts, placeholders (never values)
+    Secrets(SecretsArgs),
+    /// Add, rotate or remove a brokered secret: the egress proxy puts it into the
+    /// workspace's requests to named hosts, the workspace only ever holds a placeholder
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// Approve a pending egress request: its destination joins the workspace's allowlist for a while (admin)
     Approve {
         id: String,
@@ -167,6 +174,12 @@ pub struct CreateArgs {
     pub env: Vec<(String, String)>,
     #[command(flatten)]
     pub allow: AllowArgs,
+    /// Brokered secrets, as a JSON object of NAME: {"value", "hosts", "header",
+    /// "format", "replace_in", "allow_plain_http", "upstream_ca"} (value and
+    /// hosts required; `-` reads it from stdin). A file, not flags, so values
+    /// stay out of argv and shell history
+    #[arg(long, value_name = "FILE")]
+    pub secrets_file: Option<PathBuf>,
 }
 
 /// What a workspace may reach; nothing unless named.
@@ -346,6 +359,57 @@ pub enum KeysCommand {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "--json prints the appliance's answer, egress CA included.")]
+pub struct SecretsArgs {
+    pub id: String,
+    /// Print only the CA (PEM) the workspace trusts for brokered hosts, even
+    /// with --json: for tools in it that keep their own trust store
+    #[arg(long)]
+    pub ca: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Add a secret, or rotate one (its placeholder stays); the value is read
+    /// from stdin unless --value-file names a file, never from an argument
+    Set(SecretSetArgs),
+    /// Remove a secret: its placeholder goes nowhere any more
+    Rm { id: String, name: String },
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "One trailing newline of the value is dropped. \
+Example: printf %s \"$KEY\" | paddock secret set ws_1 OPENAI_API_KEY \
+--host api.openai.com --header Authorization --format 'Bearer {}'")]
+pub struct SecretSetArgs {
+    pub id: String,
+    /// The variable its commands see the placeholder in
+    pub name: String,
+    /// A host it may be sent to (repeatable, 1 to 8; each on the workspace's
+    /// egress allowlist)
+    #[arg(long = "host", value_name = "HOST", required = true)]
+    pub hosts: Vec<String>,
+    /// A header the proxy sets on every request to those hosts
+    #[arg(long, value_name = "NAME")]
+    pub header: Option<String>,
+    /// The header's value, `{}` standing for the secret (default `{}`)
+    #[arg(long, value_name = "TEMPLATE", requires = "header")]
+    pub format: Option<String>,
+    /// Where the placeholder is replaced by the value (default headers)
+    #[arg(long, value_name = "PLACES", value_delimiter = ',', value_parser = secret_place())]
+    pub replace_in: Vec<SecretPlace>,
+    /// Send it over plain HTTP too (otherwise only over TLS)
+    #[arg(long)]
+    pub allow_plain_http: bool,
+    /// PEM certificates the real hosts must chain to instead of the public roots
+    #[arg(long, value_name = "FILE")]
+    pub upstream_ca: Option<PathBuf>,
+    /// Read the value from this file instead of stdin
+    #[arg(long, value_name = "FILE")]
+    pub value_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct EventsArgs {
     /// Only events of this workspace
     #[arg(long, value_name = "ID")]
@@ -394,6 +458,15 @@ fn scope() -> impl TypedValueParser<Value = Scope> {
     };
     PossibleValuesParser::new(Scope::ALL.iter().map(name)).try_map(|s: String| {
         serde_json::from_value::<Scope>(serde_json::Value::String(s)).map_err(|e| e.to_string())
+    })
+}
+
+/// Where a secret's placeholder is replaced, by the names the API gives
+/// them (read through the shared type, so the two cannot drift).
+fn secret_place() -> impl TypedValueParser<Value = SecretPlace> {
+    PossibleValuesParser::new(["headers", "query", "body"]).try_map(|s: String| {
+        serde_json::from_value::<SecretPlace>(serde_json::Value::String(s))
+            .map_err(|e| e.to_string())
     })
 }
 

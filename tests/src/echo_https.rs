@@ -73,7 +73,14 @@ pub fn test_pki(names: &[&str]) -> (String, Arc<rustls::ServerConfig>) {
 pub fn start(listener: TcpListener, tls: Arc<rustls::ServerConfig>) -> Log {
     let log: Log = Arc::default();
     let l = log.clone();
-    std::thread::spawn(move || {
+    std::thread::spawn(move || serve_into(listener, tls, l));
+    log
+}
+
+/// Serves `listener` on this thread until the process ends, keeping
+/// requests in `l`.
+pub fn serve_into(listener: TcpListener, tls: Arc<rustls::ServerConfig>, l: Log) {
+    {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -105,8 +112,7 @@ pub fn start(listener: TcpListener, tls: Arc<rustls::ServerConfig>) -> Log {
                 });
             }
         });
-    });
-    log
+    }
 }
 
 async fn answer(

@@ -10,7 +10,11 @@
 //! - 203.0.113.30 and 203.0.113.31: HTTP on 8080 (raw-IP targets, one of
 //!   them listed in a test's CIDRs);
 //! - 169.254.169.254: an HTTP "metadata" server on 80, to show it is
-//!   unreachable even when listed.
+//!   unreachable even when listed;
+//! - api.broker.test and second.broker.test (203.0.113.40): HTTPS on 443
+//!   (HTTP/1.1 and HTTP/2) from a CA of the test's own, echoing and
+//!   keeping every request it receives (`echo_https`): where a brokered
+//!   secret is seen to arrive.
 //!
 //! Every server answers with who it is, so a test can tell which server a
 //! connection really reached.
@@ -31,6 +35,8 @@ pub const RAW_UNLISTED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 31);
 /// Bytes `/big` sends.
 pub const BIG: usize = 32 << 20;
 pub const METADATA: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+pub const BROKER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 40);
+pub const BROKER_NAMES: [&str; 2] = ["api.broker.test", "second.broker.test"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum FakeNetError {
@@ -52,6 +58,8 @@ fn zone() -> BTreeMap<&'static str, Ipv4Addr> {
         ("www.allowed.test", ALLOWED),
         ("denied.test", DENIED),
         ("other.test", ALLOWED),
+        (BROKER_NAMES[0], BROKER),
+        (BROKER_NAMES[1], BROKER),
         // A name that resolves into the host's private range (rebinding).
         ("rebind.test", Ipv4Addr::new(10, 0, 2, 15)),
     ])
@@ -61,6 +69,10 @@ pub struct FakeNet {
     pub name: String,
     /// Every name the DNS server was asked, in order.
     pub queries: Arc<Mutex<Vec<String>>>,
+    /// What the echoing HTTPS server at BROKER received.
+    pub echo: crate::echo_https::Log,
+    /// The CA (PEM) its certificate chains to.
+    pub echo_ca: String,
 }
 
 fn ip(args: &[&str]) -> Result<(), FakeNetError> {
@@ -111,7 +123,15 @@ impl FakeNet {
         let _ = ip(&["netns", "del", &name]);
         ip(&["netns", "add", &name])?;
         ip(&["-n", &name, "link", "set", "lo", "up"])?;
-        for a in [DNS, ALLOWED, DENIED, RAW_LISTED, RAW_UNLISTED, METADATA] {
+        for a in [
+            DNS,
+            ALLOWED,
+            DENIED,
+            RAW_LISTED,
+            RAW_UNLISTED,
+            METADATA,
+            BROKER,
+        ] {
             ip(&["-n", &name, "addr", "add", &format!("{a}/32"), "dev", "lo"])?;
         }
         // QEMU's user-mode network forwards the appliance's DNS to the
@@ -121,10 +141,18 @@ impl FakeNet {
         std::fs::create_dir_all(&etc).map_err(|e| setup("creating /etc/netns", e))?;
         std::fs::write(etc.join("resolv.conf"), format!("nameserver {DNS}\n"))
             .map_err(|e| setup("writing resolv.conf", e))?;
+        let (echo_ca, echo_tls) = crate::echo_https::test_pki(&BROKER_NAMES);
         let net = FakeNet {
             name,
             queries: Arc::default(),
+            echo: Arc::default(),
+            echo_ca,
         };
+        let l = net.bind(BROKER, 443)?;
+        let log = net.echo.clone();
+        in_netns(&net.name, move || {
+            crate::echo_https::serve_into(l, echo_tls, log);
+        })?;
         net.start_dns()?;
         for (addr, who) in [(ALLOWED, "allowed.test"), (DENIED, "denied.test")] {
             net.start_http(addr, 80, who)?;

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+#[path = "appliance/broker.rs"]
+mod broker;
 #[path = "appliance/e2b.rs"]
 mod e2b;
 #[path = "appliance/egress_share.rs"]
@@ -2341,6 +2343,9 @@ fn workspace_networks_deny_by_default_and_open_only_what_is_listed() {
         &sh, &long, &a, &rebind, &kill,
     );
     call("DELETE", &format!("/v1/workspaces/{rebind}"), None);
+
+    // Secrets brokered at egress, against the fake internet's echo.
+    broker::secrets_brokered(&app, &admin, &net);
 
     // A and B cannot see each other: direct IP, broadcast.
     let (b_ip, _) = sh(&b, "python3 -c \"import socket; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.connect(('10.200.0.1',53)); print(s.getsockname()[0])\"");

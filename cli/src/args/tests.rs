@@ -296,3 +296,104 @@ fn completions_for_the_shells() {
         ErrorKind::InvalidValue
     );
 }
+
+#[test]
+fn secrets_are_listed_set_and_removed_without_a_value_in_argv() {
+    let Command::Secrets(s) = parse(&["secrets", "ws_1", "--ca"]).command else {
+        panic!()
+    };
+    assert_eq!((s.id.as_str(), s.ca), ("ws_1", true));
+    assert!(parse(&["secrets", "ws_1", "--json"]).json);
+    let cli = parse(&[
+        "secret",
+        "set",
+        "ws_1",
+        "API_KEY",
+        "--host",
+        "api.example.com",
+        "--host",
+        "uploads.example.com",
+        "--header",
+        "Authorization",
+        "--format",
+        "Bearer {}",
+        "--replace-in",
+        "headers,body",
+        "--replace-in",
+        "query",
+        "--allow-plain-http",
+        "--upstream-ca",
+        "ca.pem",
+        "--value-file",
+        "key.txt",
+    ]);
+    let Command::Secret(SecretCommand::Set(s)) = cli.command else {
+        panic!()
+    };
+    assert_eq!((s.id.as_str(), s.name.as_str()), ("ws_1", "API_KEY"));
+    assert_eq!(s.hosts, ["api.example.com", "uploads.example.com"]);
+    assert_eq!(
+        (s.header.as_deref(), s.format.as_deref()),
+        (Some("Authorization"), Some("Bearer {}"))
+    );
+    assert_eq!(
+        s.replace_in,
+        [SecretPlace::Headers, SecretPlace::Body, SecretPlace::Query]
+    );
+    assert!(s.allow_plain_http);
+    assert_eq!(
+        s.upstream_ca.as_deref(),
+        Some(std::path::Path::new("ca.pem"))
+    );
+    assert_eq!(
+        s.value_file.as_deref(),
+        Some(std::path::Path::new("key.txt"))
+    );
+    let Command::Secret(SecretCommand::Set(s)) =
+        parse(&["secret", "set", "ws_1", "K", "--host", "a.example"]).command
+    else {
+        panic!()
+    };
+    assert!(s.replace_in.is_empty() && s.value_file.is_none() && !s.allow_plain_http);
+    // The value is never an argument.
+    assert_eq!(
+        refused(&[
+            "secret",
+            "set",
+            "ws_1",
+            "K",
+            "sk-123",
+            "--host",
+            "a.example"
+        ]),
+        ErrorKind::UnknownArgument
+    );
+    assert_eq!(
+        refused(&["secret", "set", "ws_1", "K"]),
+        ErrorKind::MissingRequiredArgument
+    );
+    assert_eq!(
+        refused(&["secret", "set", "ws_1", "K", "--host", "a", "--format", "{}"]),
+        ErrorKind::MissingRequiredArgument
+    );
+    assert_eq!(
+        refused(&[
+            "secret",
+            "set",
+            "ws_1",
+            "K",
+            "--host",
+            "a",
+            "--replace-in",
+            "cookies"
+        ]),
+        ErrorKind::InvalidValue
+    );
+    assert!(
+        matches!(parse(&["secret", "rm", "ws_1", "K"]).command, Command::Secret(SecretCommand::Rm { id, name }) if id == "ws_1" && name == "K")
+    );
+    let Command::Create(c) = parse(&["create", "--secrets-file", "-"]).command else {
+        panic!()
+    };
+    assert_eq!(c.secrets_file.as_deref(), Some(std::path::Path::new("-")));
+}

@@ -4,6 +4,7 @@
 
 mod admin;
 mod review;
+mod secrets;
 mod shell;
 mod workspace;
 
@@ -57,6 +58,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Events(args) => admin::events(&ctx()?, &args),
         Command::NetLog(args) => review::net_log(&ctx()?, &args),
         Command::Report { id } => review::report(&ctx()?, &id),
+        Command::Secrets(args) => secrets::list(&ctx()?, &args),
+        Command::Secret(cmd) => secrets::secret(&ctx()?, cmd),
         Command::Approvals { all } => review::approvals(&ctx()?, all),
         Command::Approve { id, ttl, reason } => {
             review::decide(&ctx()?, &id, true, Some(ttl), reason)

@@ -41,42 +41,49 @@ pub fn net_log(ctx: &Ctx, args: &crate::args::NetLogArgs) -> Result<(), CliError
         &format!("{}?{}", ws_path(&args.id, "/network"), q.join("&")),
     )?;
     ctx.show(&body, |log: paddock_api_types::NetworkLog| {
-        for r in log.records {
-            let dest = r.dest.unwrap_or_default();
-            let answers = if r.answers.is_empty() {
-                String::new()
-            } else {
-                format!(" -> {}", r.answers.join(","))
-            };
-            println!(
-                "{}-{} {} {:<7} {} {}{answers} x{} up {} down {}{}{} ({})",
-                r.from,
-                r.to,
-                r.kind,
-                r.decision,
-                if r.name.is_empty() {
-                    "-".to_string()
-                } else {
-                    shown(&r.name)
-                },
-                dest,
-                r.count,
-                r.bytes_up,
-                r.bytes_down,
-                if r.upstream_failed > 0 {
-                    format!(" upstream-failed {}", r.upstream_failed)
-                } else {
-                    String::new()
-                },
-                if r.mismatched > 0 {
-                    format!(" MISMATCHED {}", r.mismatched)
-                } else {
-                    String::new()
-                },
-                r.reason
-            );
+        for r in &log.records {
+            println!("{}", record_line(r));
         }
     })
+}
+
+/// One record of `paddock net-log`; the counts that call for a look
+/// (upstream failures, mismatches, secrets) only when there are any, the
+/// alarming ones in capitals.
+fn record_line(r: &paddock_api_types::NetworkRecord) -> String {
+    let answers = if r.answers.is_empty() {
+        String::new()
+    } else {
+        format!(" -> {}", r.answers.join(","))
+    };
+    let mut flags = String::new();
+    for (n, label) in [
+        (r.upstream_failed, "upstream-failed"),
+        (r.mismatched, "MISMATCHED"),
+        (r.secrets_injected, "injected"),
+        (r.secret_misuse, "SECRET MISUSE"),
+    ] {
+        if n > 0 {
+            flags.push_str(&format!(" {label} {n}"));
+        }
+    }
+    format!(
+        "{}-{} {} {:<7} {} {}{answers} x{} up {} down {}{flags} ({})",
+        r.from,
+        r.to,
+        r.kind,
+        r.decision,
+        if r.name.is_empty() {
+            "-".to_string()
+        } else {
+            shown(&r.name)
+        },
+        r.dest.as_deref().unwrap_or_default(),
+        r.count,
+        r.bytes_up,
+        r.bytes_down,
+        r.reason
+    )
 }
 
 /// `paddock report ID`: the commands, signals, network and changed files.
@@ -208,6 +215,28 @@ pub fn decide(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_record_shows_the_counts_that_call_for_a_look() {
+        let mut r: paddock_api_types::NetworkRecord = serde_json::from_value(serde_json::json!({
+            "from": 60, "to": 120, "kind": "tcp", "name": "api.example.com", "dest": "203.0.113.5:443",
+            "decision": "allowed", "reason": "allowlist", "count": 3, "bytes_up": 10, "bytes_down": 20
+        }))
+        .expect("a NetworkRecord");
+        let plain = super::record_line(&r);
+        assert_eq!(
+            plain,
+            "60-120 tcp allowed api.example.com 203.0.113.5:443 x3 up 10 down 20 (allowlist)"
+        );
+        r.secrets_injected = 2;
+        r.secret_misuse = 1;
+        r.mismatched = 4;
+        let flagged = super::record_line(&r);
+        assert!(
+            flagged.ends_with("down 20 MISMATCHED 4 injected 2 SECRET MISUSE 1 (allowlist)"),
+            "{flagged}"
+        );
+    }
+
     #[test]
     fn what_a_workspace_names_cannot_drive_the_terminal() {
         let evil = "/tmp/\u{1b}[1A\u{1b}[2Kfiles: 0 changed\n\u{1b}]52;c;aGk=\u{7}\u{202e}txt.exe";

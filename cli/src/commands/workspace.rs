@@ -26,6 +26,9 @@ pub fn create(ctx: &Ctx, args: CreateArgs) -> Result<(), CliError> {
     spec.labels = args.labels.into_iter().collect();
     spec.env = args.env.into_iter().collect();
     spec.egress = args.allow.egress();
+    if let Some(path) = &args.secrets_file {
+        spec.secrets = super::secrets::from_file(path)?;
+    }
     let body = ctx.send("POST", "/v1/workspaces", &spec)?;
     ctx.show(&body, |w: Workspace| println!("{}", w.id))
 }
@@ -321,6 +324,12 @@ mod tests {
 
     #[test]
     fn create_sends_a_workspace_spec() {
+        let secrets = scratch("secrets.json");
+        std::fs::write(
+            &secrets,
+            r#"{"API_KEY": {"value": "sk-1", "hosts": ["api.example.com"], "header": "Authorization"}}"#,
+        )
+        .expect("secrets file");
         let (api, server) = serve(
             answer("201 Created", &["Content-Length: 2"], b"{}"),
             Close::Notify,
@@ -336,6 +345,7 @@ mod tests {
                 domains: vec!["pypi.org".into()],
                 cidrs: vec![],
             },
+            secrets_file: Some(secrets.clone()),
         };
         // --json: the answer is printed as sent, not read as a Workspace.
         let got = create(&Ctx { api, json: true }, args);
@@ -348,7 +358,20 @@ mod tests {
         want.labels.insert("via".into(), "cli".into());
         want.env.insert("K".into(), "V".into());
         want.egress.domains.push("pypi.org".into());
+        want.secrets.insert(
+            "API_KEY".into(),
+            paddock_api_types::SecretSpec {
+                value: "sk-1".into(),
+                hosts: vec!["api.example.com".into()],
+                header: Some("Authorization".into()),
+                format: None,
+                replace_in: vec![paddock_api_types::SecretPlace::Headers],
+                allow_plain_http: false,
+                upstream_ca: None,
+            },
+        );
         assert_eq!(sent, want);
+        let _ = std::fs::remove_file(&secrets);
     }
 
     #[test]

@@ -21,7 +21,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(__file__))
 
 import paddock
-from paddock import _stream
+from paddock import _stream, _wire
 from paddock.errors import api_error
 from _tlsserver import Cert, Reply, Stream, TLSServer, make_cert
 
@@ -455,6 +455,75 @@ class Calls(Certs):
         results = asyncio.run(go())
         self.assertEqual([r.stdout for r in results], ["a\nb\n", "a\nb\n"])
         self.assertEqual(sum(r.method == "DELETE" for r in s.seen), 2)
+
+    def test_secrets_are_set_listed_and_removed_and_never_shown(self) -> None:
+        value = "sk-" + "9" * 20
+        shown = {"name": "API_KEY", "placeholder": "PADDOCK_SECRET_ab12", "hosts": ["api.example.com"],
+                 "header": "Authorization", "format": "Bearer {}", "replace_in": ["headers", "query"],
+                 "allow_plain_http": False, "upstream_ca": True, "updated_at": 7}
+        s = self.server()
+        s.route("PUT", "/v1/workspaces/ws_1/secrets/API_KEY", lambda r: Reply(201, shown))
+        s.route("GET", "/v1/workspaces/ws_1/secrets",
+                lambda r: Reply(200, {"secrets": [shown], "egress_ca": "-----BEGIN CERTIFICATE-----\n"}))
+        s.route("DELETE", "/v1/workspaces/ws_1/secrets/API_KEY",
+                lambda r: Reply(200, {"workspace": "ws_1", "removed": "API_KEY"}))
+        ws = self.client(s).workspace("ws_1")
+        got = ws.set_secret("API_KEY", value, hosts="api.example.com", header="Authorization", format="Bearer {}",
+                            replace_in=["headers", "query"], upstream_ca="-----BEGIN CERTIFICATE-----\n")
+        self.assertEqual(s.seen[-1].json(), {"value": value, "hosts": ["api.example.com"], "header": "Authorization",
+                                             "format": "Bearer {}", "replace_in": ["headers", "query"],
+                                             "allow_plain_http": False,
+                                             "upstream_ca": "-----BEGIN CERTIFICATE-----\n"})
+        self.assertEqual((got.placeholder, got.replace_in, got.upstream_ca), ("PADDOCK_SECRET_ab12", ["headers", "query"], True))
+        (listed,) = ws.secrets()
+        self.assertEqual(listed, got)
+        self.assertTrue(ws.egress_ca().startswith("-----BEGIN CERTIFICATE-----"))
+        self.assertEqual(ws.remove_secret("API_KEY"), "API_KEY")
+        self.assertEqual([(r.method, r.path) for r in s.seen][-1], ("DELETE", "/v1/workspaces/ws_1/secrets/API_KEY"))
+        # The value is in no repr, alone or inside a workspace spec.
+        spec = paddock.SecretSpec(value, ["api.example.com"], upstream_ca="PEM")
+        self.assertNotIn(value, repr(spec))
+        self.assertIn("value='(hidden)'", repr(spec))
+        self.assertIn("upstream_ca=True", repr(spec))
+        self.assertNotIn(value, repr(paddock.models.WorkspaceSpec(ttl_s=60, secrets={"K": spec})))
+        with self.assertRaises(paddock.ConfigError):
+            ws.set_secret("K", "", hosts=["a.example"])
+        with self.assertRaises(paddock.ConfigError):
+            self.client(s).create_workspace(ttl_s=60, secrets={"K": {"value": "v", "hosts": ["a"], "bogus": 1}})
+
+        async def go() -> tuple[paddock.Secret, list[paddock.Secret], str]:
+            async with paddock.AsyncPaddock(s.url, TOKEN, self.cert.fingerprint, timeout=10) as c:
+                aws = c.workspace("ws_1")
+                return (await aws.set_secret("API_KEY", value, hosts=["api.example.com"]), await aws.secrets(),
+                        await aws.remove_secret("API_KEY"))
+
+        a_set, a_listed, a_removed = asyncio.run(go())
+        self.assertEqual((a_set, a_listed, a_removed), (got, [got], "API_KEY"))
+        put = [r for r in s.seen if r.method == "PUT"][-1]
+        self.assertEqual(put.json(), {"value": value, "hosts": ["api.example.com"], "allow_plain_http": False})
+
+    def test_create_with_secrets_and_what_the_network_log_counts(self) -> None:
+        s = self.server()
+        s.route("POST", "/v1/workspaces", lambda r: Reply(201, {**WS, "secrets": ["GH"]}))
+        s.route("GET", "/v1/workspaces/ws_1/network", lambda r: Reply(200, {"records": [
+            {"from": 60, "to": 120, "kind": "tcp", "name": "api.github.com", "decision": "allowed",
+             "reason": "allowlist", "count": 3, "secrets_injected": 3, "secret_misuse": 1}]}))
+        c = self.client(s)
+        ws = c.create_workspace(ttl_s=60, secrets={
+            "GH": {"value": "ghp_x", "hosts": ["api.github.com"], "header": "Authorization", "format": "token {}"},
+            "NPM": paddock.SecretSpec("npm_y", ["registry.npmjs.org"], replace_in=["headers", "body"]),
+        })
+        self.assertEqual(ws.info.secrets, ["GH"])  # type: ignore[union-attr]
+        self.assertEqual(s.seen[-1].json()["secrets"], {
+            "GH": {"value": "ghp_x", "hosts": ["api.github.com"], "header": "Authorization", "format": "token {}",
+                   "allow_plain_http": False},
+            "NPM": {"value": "npm_y", "hosts": ["registry.npmjs.org"], "replace_in": ["headers", "body"],
+                    "allow_plain_http": False},
+        })
+        (r,) = ws.network_log()
+        self.assertEqual((r.secrets_injected, r.secret_misuse, r.mismatched), (3, 1, 0))
+        # An appliance from before secrets: no names, no counts.
+        self.assertEqual(_wire.from_json(paddock.WorkspaceInfo, WS).secrets, [])
 
     def test_the_route_table_is_enforced(self) -> None:
         t = paddock.Paddock("https://box", TOKEN)._t

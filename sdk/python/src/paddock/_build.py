@@ -22,6 +22,7 @@ Command = str | Sequence[str]
 
 EgressLike = m.Egress | Mapping[str, Sequence[str]] | None
 SignalsLike = m.SignalRules | Mapping[str, m.SignalRule | Mapping[str, Any] | None] | None
+SecretsLike = Mapping[str, m.SecretSpec | Mapping[str, Any]] | None
 
 
 def argv_of(command: Command) -> list[str]:
@@ -57,6 +58,47 @@ def signals_of(signals: SignalsLike) -> m.SignalRules | None:
         raise ConfigError(f"signals: {sorted(unknown)} are not among {sorted(known)}")
     rules = {k: v if v is None or isinstance(v, m.SignalRule) else m.SignalRule(**v) for k, v in signals.items()}
     return m.SignalRules(**rules)
+
+
+def secret_spec(
+    value: str,
+    hosts: str | Sequence[str],
+    header: str | None = None,
+    format: str | None = None,
+    replace_in: Sequence[m.SecretPlace] | None = None,
+    allow_plain_http: bool = False,
+    upstream_ca: str | None = None,
+) -> m.SecretSpec:
+    """A :class:`~paddock.models.SecretSpec`, checked for the mistakes that
+    would otherwise only show as a 422: a value that is not text or is
+    empty, and a bare host name (one host, not its letters)."""
+    if not isinstance(value, str):
+        raise ConfigError(f"a secret's value is text, not {type(value).__name__}")
+    if not value:
+        raise ConfigError("a secret's value is empty")
+    host_list = [hosts] if isinstance(hosts, str) else [str(h) for h in hosts]
+    places = None if replace_in is None else list(replace_in)
+    return m.SecretSpec(value, host_list, header, format, places, bool(allow_plain_http), upstream_ca)
+
+
+def secrets_of(secrets: SecretsLike) -> dict[str, m.SecretSpec] | None:
+    """``secrets`` of a workspace spec from a mapping of names to
+    :class:`~paddock.models.SecretSpec` or to mappings of its fields."""
+    if secrets is None:
+        return None
+    known = {f.name for f in dataclasses.fields(m.SecretSpec)}
+    out: dict[str, m.SecretSpec] = {}
+    for name, spec in secrets.items():
+        if isinstance(spec, m.SecretSpec):
+            out[str(name)] = spec
+            continue
+        unknown = set(spec) - known
+        if unknown:
+            raise ConfigError(f"secret {name}: {sorted(unknown)} are not among {sorted(known)}")
+        if "value" not in spec or "hosts" not in spec:
+            raise ConfigError(f"secret {name}: value and hosts are required")
+        out[str(name)] = secret_spec(**spec)
+    return out
 
 
 def str_map(value: Mapping[str, Any] | None) -> dict[str, str] | None:
@@ -116,6 +158,7 @@ def workspace_spec(ttl_s: int, **options: Any) -> m.WorkspaceSpec:
     options["signals"] = signals_of(options.get("signals"))
     options["env"] = str_map(options.get("env"))
     options["labels"] = str_map(options.get("labels"))
+    options["secrets"] = secrets_of(options.get("secrets"))
     return m.WorkspaceSpec(ttl_s=ttl_s, **options)
 
 

@@ -32,7 +32,7 @@ from .admin_models import (
 from .aio_workspace import AsyncWorkspace
 from .review_models import Approval, ApprovalDecision, ApprovalList, ApprovalState
 from .client import CREATE_TIMEOUT, DEFAULT_TIMEOUT
-from .models import Egress, SignalRules, WorkspaceInfo, WorkspaceList
+from .models import Egress, SecretSpec, SignalRules, WorkspaceInfo, WorkspaceList
 
 
 class CreatingWorkspace(Awaitable[AsyncWorkspace]):
@@ -130,6 +130,7 @@ class AsyncPaddock:
         signals: SignalRules | Mapping[str, Any] | None = None,
         env: Mapping[str, str] | None = None,
         labels: Mapping[str, str] | None = None,
+        secrets: Mapping[str, SecretSpec | Mapping[str, Any]] | None = None,
         timeout: float = CREATE_TIMEOUT,
     ) -> CreatingWorkspace:
         """Boots a workspace (``POST /v1/workspaces``); the arguments are
@@ -153,6 +154,7 @@ class AsyncPaddock:
             signals=signals,
             env=env,
             labels=labels,
+            secrets=secrets,
         )
 
         async def make() -> AsyncWorkspace:

@@ -29,6 +29,10 @@ from .models import (
     PtySize,
     Quarantined,
     RunResult,
+    Secret,
+    SecretList,
+    SecretPlace,
+    SecretRemoved,
     TtlRequest,
     User,
     WorkspaceInfo,
@@ -168,6 +172,46 @@ class AsyncWorkspace:
         """Its report (``GET .../report``)."""
         result: WorkspaceReport = await self._t.call("report", self._p())
         return result
+
+    async def secret_list(self) -> SecretList:
+        """Its brokered secrets, without values, and the egress CA it trusts
+        for their hosts (``GET .../secrets``; scope read)."""
+        result: SecretList = await self._t.call("list_secrets", self._p())
+        return result
+
+    async def secrets(self) -> list[Secret]:
+        """Its brokered secrets, without values (``GET .../secrets``; scope
+        read)."""
+        return (await self.secret_list()).secrets
+
+    async def egress_ca(self) -> str:
+        """The CA (PEM) it trusts for brokered hosts, for tools in it that
+        keep their own trust store (``GET .../secrets``; scope read)."""
+        return (await self.secret_list()).egress_ca
+
+    async def set_secret(
+        self,
+        name: str,
+        value: str,
+        *,
+        hosts: str | Sequence[str],
+        header: str | None = None,
+        format: str | None = None,
+        replace_in: Sequence[SecretPlace] | None = None,
+        allow_plain_http: bool = False,
+        upstream_ca: str | None = None,
+    ) -> Secret:
+        """Adds or rotates a brokered secret (``PUT .../secrets/{name}``);
+        see :meth:`paddock.Workspace.set_secret`."""
+        spec = _build.secret_spec(value, hosts, header, format, replace_in, allow_plain_http, upstream_ca)
+        result: Secret = await self._t.call("set_secret", self._p(name=name), body=spec)
+        return result
+
+    async def remove_secret(self, name: str) -> str:
+        """Removes a brokered secret: its placeholder goes nowhere any more
+        (``DELETE .../secrets/{name}``; scope create). The name removed."""
+        result: SecretRemoved = await self._t.call("remove_secret", self._p(name=name))
+        return result.removed
 
     async def quarantine(self) -> Quarantined:
         """Freezes it and takes a forensic snapshot (``POST .../quarantine``)."""

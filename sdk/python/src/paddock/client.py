@@ -29,7 +29,7 @@ from .admin_models import (
     TokenList,
     TokenRotated,
 )
-from .models import Egress, SignalRules, WorkspaceInfo, WorkspaceList
+from .models import Egress, SecretSpec, SignalRules, WorkspaceInfo, WorkspaceList
 from .review_models import Approval, ApprovalDecision, ApprovalList, ApprovalState
 from .workspace import Workspace
 
@@ -128,6 +128,7 @@ class Paddock:
         signals: SignalRules | Mapping[str, Any] | None = None,
         env: Mapping[str, str] | None = None,
         labels: Mapping[str, str] | None = None,
+        secrets: Mapping[str, SecretSpec | Mapping[str, Any]] | None = None,
         timeout: float = CREATE_TIMEOUT,
     ) -> Workspace:
         """Boots a workspace and returns it once its agent is ready (``POST
@@ -146,8 +147,13 @@ class Paddock:
         (50) and ``net_connections_per_s`` (50), ``signals`` (what it is
         watched for: ``SignalRules`` or ``{"cpu_pinned": {"threshold": 90,
         "window_s": 300, "action": "stop"}, ...}``; each left out keeps its
-        default), ``env`` (secrets for its commands, never shown again) and
-        ``labels``. ``timeout``: seconds to wait for the boot.
+        default), ``env`` (secrets for its commands, never shown again),
+        ``labels`` and ``secrets``: brokered secrets, names (the variables its
+        commands see a placeholder in) to ``SecretSpec`` or ``{"value": ...,
+        "hosts": [...], "header": "Authorization", "format": "Bearer {}"}``;
+        the egress proxy puts each value into requests to its hosts (see
+        :meth:`Workspace.set_secret`). ``timeout``: seconds to wait for the
+        boot.
         """
         spec = _build.workspace_spec(
             ttl_s,
@@ -163,6 +169,7 @@ class Paddock:
             signals=signals,
             env=env,
             labels=labels,
+            secrets=secrets,
         )
         info: WorkspaceInfo = self._t.call("create_workspace", body=spec, timeout=timeout)
         return Workspace(self._t, info.id, info)

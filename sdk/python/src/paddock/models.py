@@ -20,6 +20,8 @@ WorkspaceState = Literal["starting", "running", "stopped", "lost", "quarantined"
 FileKind = Literal["file", "dir", "symlink", "other"]
 ForensicFileName = Literal["manifest", "memory", "disk", "audit", "network"]
 SignalAction = Literal["record", "stop", "quarantine"]
+SecretPlace = Literal["headers", "query", "body"]
+"""Where in a request the egress proxy replaces a secret's placeholder."""
 
 
 @dataclass
@@ -59,6 +61,72 @@ class SignalRules:
     disk_full: SignalRule | None = None
 
 
+@dataclass(repr=False)
+class SecretSpec:
+    """A brokered secret as it is given (``SecretSpec``): at create
+    (``secrets``) or by :meth:`~paddock.Workspace.set_secret`. The egress
+    proxy puts ``value`` into the workspace's requests to ``hosts`` (each on
+    its egress allowlist); its commands only see a placeholder in the
+    environment variable named after the secret.
+
+    ``header`` (with ``format``, ``"{}"`` standing for the value, e.g.
+    ``"Bearer {}"``) is set on every request to those hosts; ``replace_in``
+    says where the placeholder is replaced (``["headers"]`` by default);
+    ``allow_plain_http`` sends it over plain HTTP too; ``upstream_ca`` (PEM)
+    is what the real hosts' certificates must chain to instead of the
+    public roots. ``repr`` never shows the value."""
+
+    value: str
+    hosts: list[str]
+    header: str | None = None
+    format: str | None = None
+    replace_in: list[SecretPlace] | None = None
+    allow_plain_http: bool = False
+    upstream_ca: str | None = None
+
+    def __repr__(self) -> str:
+        # As the API's own types print it: everything but the value.
+        return (
+            f"SecretSpec(value='(hidden)', hosts={self.hosts!r}, header={self.header!r}, "
+            f"format={self.format!r}, replace_in={self.replace_in!r}, "
+            f"allow_plain_http={self.allow_plain_http!r}, upstream_ca={self.upstream_ca is not None!r})"
+        )
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A brokered secret as answers show it, never its value: the
+    ``placeholder`` the workspace holds in the variable ``name``, and when
+    its value was last set (``updated_at``, Unix seconds); ``upstream_ca``
+    says whether it names its own CA."""
+
+    name: str
+    placeholder: str
+    hosts: list[str]
+    replace_in: list[SecretPlace]
+    allow_plain_http: bool
+    upstream_ca: bool
+    updated_at: int
+    header: str | None = None
+    format: str | None = None
+
+
+@dataclass(frozen=True)
+class SecretList:
+    """``GET .../secrets``: the secrets, and ``egress_ca``, the CA (PEM) the
+    workspace trusts for brokered hosts (for tools in it that keep their
+    own trust store)."""
+
+    secrets: list[Secret]
+    egress_ca: str
+
+
+@dataclass(frozen=True)
+class SecretRemoved:
+    workspace: str
+    removed: str
+
+
 @dataclass
 class WorkspaceSpec:
     """``POST /v1/workspaces`` (``WorkspaceSpec``); ``None`` leaves a field to
@@ -77,6 +145,7 @@ class WorkspaceSpec:
     signals: SignalRules | None = None
     env: dict[str, str] | None = None
     labels: dict[str, str] | None = None
+    secrets: dict[str, SecretSpec] | None = None
 
 
 @dataclass(frozen=True)
@@ -105,7 +174,8 @@ class PublishedPort:
 @dataclass(frozen=True)
 class WorkspaceInfo:
     """A workspace as the API shows it (``Workspace``); env values never
-    appear, only ``env_keys``. Times are Unix seconds."""
+    appear, only ``env_keys``, nor secrets', only their names (``secrets``).
+    Times are Unix seconds."""
 
     id: str
     template: str
@@ -123,6 +193,7 @@ class WorkspaceInfo:
     address: str | None = None
     disk_encrypted: bool | None = None
     signals: SignalRules | None = None
+    secrets: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

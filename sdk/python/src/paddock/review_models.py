@@ -31,6 +31,11 @@ class NetworkRecord:
     upstream_failed: int = 0
     mismatched: int = 0
     answers: list[str] = field(default_factory=list)
+    secrets_injected: int = 0
+    """Requests the egress proxy put a brokered secret into."""
+    secret_misuse: int = 0
+    """Requests refused for carrying a secret's placeholder where it may
+    not go."""
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,10 @@ from .models import (
     PtySize,
     Quarantined,
     RunResult,
+    Secret,
+    SecretList,
+    SecretPlace,
+    SecretRemoved,
     TtlRequest,
     User,
     WorkspaceInfo,
@@ -194,6 +198,54 @@ class Workspace:
         (``GET .../report``; scope read)."""
         result: WorkspaceReport = self._t.call("report", self._p())
         return result
+
+    def secret_list(self) -> SecretList:
+        """Its brokered secrets, without values, and the egress CA it trusts
+        for their hosts (``GET .../secrets``; scope read)."""
+        result: SecretList = self._t.call("list_secrets", self._p())
+        return result
+
+    def secrets(self) -> list[Secret]:
+        """Its brokered secrets, without values (``GET .../secrets``; scope
+        read)."""
+        return self.secret_list().secrets
+
+    def egress_ca(self) -> str:
+        """The CA (PEM) it trusts for brokered hosts, for tools in it that
+        keep their own trust store (``GET .../secrets``; scope read)."""
+        return self.secret_list().egress_ca
+
+    def set_secret(
+        self,
+        name: str,
+        value: str,
+        *,
+        hosts: str | Sequence[str],
+        header: str | None = None,
+        format: str | None = None,
+        replace_in: Sequence[SecretPlace] | None = None,
+        allow_plain_http: bool = False,
+        upstream_ca: str | None = None,
+    ) -> Secret:
+        """Adds a brokered secret, or rotates one (its placeholder stays),
+        in force for its next connection (``PUT .../secrets/{name}``; scope
+        create). Its commands see a placeholder in the variable ``name``
+        (those started after a new secret was added); the egress proxy puts
+        ``value`` into requests to ``hosts`` (each on its egress allowlist):
+        as ``header``, to ``format`` with ``{}`` for the value (``"Bearer
+        {}"``), and wherever ``replace_in`` (``"headers"`` by default,
+        ``"query"``, ``"body"``) holds the placeholder. Over TLS only unless
+        ``allow_plain_http``; ``upstream_ca`` (PEM) replaces the public
+        roots for those hosts. The value is never shown again."""
+        spec = _build.secret_spec(value, hosts, header, format, replace_in, allow_plain_http, upstream_ca)
+        result: Secret = self._t.call("set_secret", self._p(name=name), body=spec)
+        return result
+
+    def remove_secret(self, name: str) -> str:
+        """Removes a brokered secret: its placeholder goes nowhere any more
+        (``DELETE .../secrets/{name}``; scope create). The name removed."""
+        result: SecretRemoved = self._t.call("remove_secret", self._p(name=name))
+        return result.removed
 
     def quarantine(self) -> Quarantined:
         """Freezes it below the guest, revokes the tokens scoped to it and
