@@ -177,6 +177,13 @@ bench-proxy runs="2000": deps
     PADDOCK_INIT_BIN=$PWD/target/release/paddock-init PADDOCK_BENCH_RUNS={{runs}} \
         cargo run -q --release --locked -p paddock-tests --bin paddock-bench-proxy
 
+# The secret broker: HTTPS time to first byte and 32 MiB throughput, direct vs through the proxy
+# passed through vs brokered (TLS ended and opened again), HTTP/1.1 and HTTP/2; real confined process.
+bench-broker runs="50": deps
+    cargo build --release --locked -p paddock-init --bin paddock-init
+    PADDOCK_INIT_BIN=$PWD/target/release/paddock-init PADDOCK_BENCH_RUNS={{runs}} \
+        cargo run -q --release --locked -p paddock-tests --bin paddock-bench-broker
+
 # The API process's HTTP: requests/s and p50/p99 for a GET and a small exec, new connection each
 # and kept alive, against a fake host-init; side by side with the API process as of `base` (a git
 # revision; it and this bench are built there once, into ~/.cache/paddock/api-baseline-REV).

@@ -57,14 +57,20 @@ pub struct SignalRules {
     /// Its disk at or above `threshold` percent full (default 95).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_full: Option<SignalRule>,
+    /// Outbound traffic allowed out: lookups answered and connections the
+    /// egress proxy let through, `threshold` of them in `window_s`
+    /// (default 600 in 60 s). An agent calling an API in a tight loop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_rate: Option<SignalRule>,
 }
 
 /// The names of the signals, as audit events and metrics say them.
-pub const SIGNALS: [&str; 4] = [
+pub const SIGNALS: [&str; 5] = [
     "denied_burst",
     "repeated_failure",
     "cpu_pinned",
     "disk_full",
+    "outbound_rate",
 ];
 
 impl SignalRules {
@@ -75,6 +81,7 @@ impl SignalRules {
             "repeated_failure" => (self.repeated_failure, rule(5, 600)),
             "cpu_pinned" => (self.cpu_pinned, rule(95, 600)),
             "disk_full" => (self.disk_full, rule(95, 0)),
+            "outbound_rate" => (self.outbound_rate, rule(600, 60)),
             _ => return None,
         };
         Some(given.unwrap_or(default))
@@ -87,6 +94,7 @@ impl SignalRules {
             repeated_failure: self.rule("repeated_failure"),
             cpu_pinned: self.rule("cpu_pinned"),
             disk_full: self.rule("disk_full"),
+            outbound_rate: self.rule("outbound_rate"),
         }
     }
 
@@ -97,6 +105,7 @@ impl SignalRules {
                 "denied_burst" => self.denied_burst,
                 "repeated_failure" => self.repeated_failure,
                 "cpu_pinned" => self.cpu_pinned,
+                "outbound_rate" => self.outbound_rate,
                 _ => self.disk_full,
             };
             let Some(r) = given else { continue };

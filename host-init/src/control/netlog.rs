@@ -36,6 +36,26 @@ struct Open {
 }
 
 static OPEN: Mutex<Option<HashMap<Key, Open>>> = Mutex::new(None);
+/// Lookups answered and connections let through, per workspace, since it
+/// started (what the `outbound_rate` signal watches grow).
+static OUTBOUND: Mutex<Option<HashMap<String, u64>>> = Mutex::new(None);
+
+/// Workspace `id`'s allowed lookups and connections so far.
+pub fn outbound_total(id: &str) -> u64 {
+    OUTBOUND
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .and_then(|m| m.get(id).copied())
+        .unwrap_or(0)
+}
+
+/// Forgets the totals of workspaces not in `running`.
+pub fn keep_totals_of(running: &[&str]) {
+    if let Some(m) = OUTBOUND.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        m.retain(|id, _| running.contains(&id.as_str()));
+    }
+}
 
 fn cut(s: &str, max: usize) -> String {
     s.chars().filter(|c| !c.is_control()).take(max).collect()
@@ -130,6 +150,19 @@ pub fn add_at(records: Vec<(Key, Counts)>, now: u64) {
         let mut mine: HashMap<String, usize> = HashMap::new();
         for k in all.keys() {
             *mine.entry(k.workspace.clone()).or_default() += 1;
+        }
+        {
+            let mut out = OUTBOUND.lock().unwrap_or_else(|p| p.into_inner());
+            let out = out.get_or_insert_with(HashMap::new);
+            for (key, counts) in records
+                .iter()
+                .filter(|(k, _)| k.decision == Decision::Allowed)
+            {
+                if key.workspace.len() <= 64 {
+                    let n = out.entry(key.workspace.clone()).or_default();
+                    *n = n.saturating_add(counts.count);
+                }
+            }
         }
         for (mut key, counts) in records {
             key.name = cut(&key.name, MAX_NAME);

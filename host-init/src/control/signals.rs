@@ -28,6 +28,8 @@ pub struct Fired {
 struct Watched {
     /// (time, total refusals) at each sample, as far back as the window.
     denied: VecDeque<(u64, u64)>,
+    /// (time, total allowed lookups and connections) likewise.
+    outbound: VecDeque<(u64, u64)>,
     /// Per command (its argv's digest): when it failed, within the window.
     failures: HashMap<String, VecDeque<u64>>,
     /// Since when CPU has been at or above the threshold.
@@ -56,6 +58,29 @@ pub struct Watch {
     all: Mutex<HashMap<String, Watched>>,
 }
 
+/// What one sample measured.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Measures {
+    pub denied_total: u64,
+    pub outbound_total: u64,
+    pub cpu_pct: Option<f64>,
+    pub disk_pct: Option<f64>,
+}
+
+/// How much a running total grew over the last `window_s` (its samples
+/// kept as far back as that).
+fn within(samples: &mut VecDeque<(u64, u64)>, now: u64, total: u64, window_s: u64) -> u64 {
+    samples.push_back((now, total));
+    while samples
+        .front()
+        .is_some_and(|(t, _)| now.saturating_sub(*t) > window_s)
+    {
+        samples.pop_front();
+    }
+    let oldest = samples.front().map_or(total, |(_, n)| *n);
+    total.saturating_sub(oldest)
+}
+
 /// The rule in force for `signal`, unless it is off.
 fn active(rules: &SignalRules, signal: &str) -> Option<SignalRule> {
     rules.rule(signal).filter(|r| !r.off)
@@ -63,16 +88,15 @@ fn active(rules: &SignalRules, signal: &str) -> Option<SignalRule> {
 
 impl Watch {
     /// One sample of workspace `id`: its refusals so far (all kinds
-    /// together), CPU (percent of its vCPUs) and disk (percent used).
-    pub fn sample(
-        &self,
-        id: &str,
-        rules: &SignalRules,
-        now: u64,
-        denied_total: u64,
-        cpu_pct: Option<f64>,
-        disk_pct: Option<f64>,
-    ) -> Vec<Fired> {
+    /// together), what it was let out to so far, CPU (percent of its
+    /// vCPUs) and disk (percent used).
+    pub fn sample(&self, id: &str, rules: &SignalRules, now: u64, m: Measures) -> Vec<Fired> {
+        let Measures {
+            denied_total,
+            outbound_total,
+            cpu_pct,
+            disk_pct,
+        } = m;
         let mut all = self.all.lock().unwrap_or_else(|p| p.into_inner());
         let w = all.entry(id.to_string()).or_default();
         let mut fired = Vec::new();
@@ -87,17 +111,12 @@ impl Watch {
             }
         };
         if let Some(rule) = active(rules, "denied_burst") {
-            w.denied.push_back((now, denied_total));
-            while w
-                .denied
-                .front()
-                .is_some_and(|(t, _)| now.saturating_sub(*t) > rule.window_s)
-            {
-                w.denied.pop_front();
-            }
-            let oldest = w.denied.front().map_or(denied_total, |(_, n)| *n);
-            let recent = denied_total.saturating_sub(oldest);
+            let recent = within(&mut w.denied, now, denied_total, rule.window_s);
             fire(w, "denied_burst", recent >= rule.threshold, recent, rule);
+        }
+        if let Some(rule) = active(rules, "outbound_rate") {
+            let recent = within(&mut w.outbound, now, outbound_total, rule.window_s);
+            fire(w, "outbound_rate", recent >= rule.threshold, recent, rule);
         }
         if let (Some(rule), Some(cpu)) = (active(rules, "cpu_pinned"), cpu_pct) {
             if cpu >= rule.threshold as f64 {

@@ -1,6 +1,47 @@
 use super::*;
 use paddock_api_types::SignalAction;
 
+fn m(denied_total: u64, cpu_pct: Option<f64>, disk_pct: Option<f64>) -> Measures {
+    Measures {
+        denied_total,
+        outbound_total: 0,
+        cpu_pct,
+        disk_pct,
+    }
+}
+
+#[test]
+fn an_agent_calling_out_in_a_loop_raises_outbound_rate() {
+    let w = Watch::default();
+    let r = rules(r#"{"outbound_rate": {"threshold": 100, "window_s": 60}}"#);
+    let at = |t, total| {
+        w.sample(
+            "ws_out",
+            &r,
+            t,
+            Measures {
+                outbound_total: total,
+                ..Measures::default()
+            },
+        )
+    };
+    // 10 a sample (every 5 s): 120 a minute, but the first minute is
+    // still filling.
+    let mut fired = Vec::new();
+    for (i, t) in (0..=60).step_by(5).enumerate() {
+        fired.extend(at(t, 10 * i as u64));
+    }
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!(fired[0].signal, "outbound_rate");
+    assert!(fired[0].value >= 100);
+    // Calm: 1 a sample, it stops holding; no second firing meanwhile.
+    let mut total = 120;
+    for t in (65..=200).step_by(5) {
+        total += 1;
+        assert!(at(t, total).is_empty(), "{t}");
+    }
+}
+
 fn rules(json: &str) -> SignalRules {
     serde_json::from_str(json).expect("rules")
 }
@@ -13,24 +54,27 @@ fn a_burst_of_refusals_fires_once_until_it_calms_down() {
     let mut total = 0;
     for t in (0..60).step_by(5) {
         total += 1;
-        assert!(w.sample("ws_a", &r, t, total, None, None).is_empty(), "{t}");
+        assert!(
+            w.sample("ws_a", &r, t, m(total, None, None)).is_empty(),
+            "{t}"
+        );
     }
     // A burst: 12 in one sample.
     total += 12;
-    let fired = w.sample("ws_a", &r, 60, total, None, None);
+    let fired = w.sample("ws_a", &r, 60, m(total, None, None));
     assert_eq!(fired.len(), 1);
     assert_eq!(fired[0].signal, "denied_burst");
     assert!(fired[0].value >= 10);
     assert_eq!(fired[0].rule.action, SignalAction::Stop);
     // Still holding: not again.
     total += 12;
-    assert!(w.sample("ws_a", &r, 65, total, None, None).is_empty());
+    assert!(w.sample("ws_a", &r, 65, m(total, None, None)).is_empty());
     // Quiet past the window, then another burst fires again.
     for t in (70..=110).step_by(5) {
-        assert!(w.sample("ws_a", &r, t, total, None, None).is_empty());
+        assert!(w.sample("ws_a", &r, t, m(total, None, None)).is_empty());
     }
     total += 15;
-    assert_eq!(w.sample("ws_a", &r, 115, total, None, None).len(), 1);
+    assert_eq!(w.sample("ws_a", &r, 115, m(total, None, None)).len(), 1);
     assert_eq!(w.counts(), vec![("ws_a".to_string(), "denied_burst", 2)]);
 }
 
@@ -86,19 +130,19 @@ fn cpu_must_stay_pinned_for_the_window_and_a_disk_fires_when_full() {
         r#"{"cpu_pinned": {"threshold": 90, "window_s": 20}, "disk_full": {"threshold": 80}}"#,
     );
     assert!(w
-        .sample("ws_a", &r, 0, 0, Some(99.0), Some(10.0))
+        .sample("ws_a", &r, 0, m(0, Some(99.0), Some(10.0)))
         .is_empty());
     assert!(w
-        .sample("ws_a", &r, 10, 0, Some(50.0), Some(10.0))
+        .sample("ws_a", &r, 10, m(0, Some(50.0), Some(10.0)))
         .is_empty());
     for t in [15, 20, 25, 30] {
         assert!(
-            w.sample("ws_a", &r, t, 0, Some(97.0), Some(10.0))
+            w.sample("ws_a", &r, t, m(0, Some(97.0), Some(10.0)))
                 .is_empty(),
             "{t}"
         );
     }
-    let f = w.sample("ws_a", &r, 35, 0, Some(97.0), Some(85.0));
+    let f = w.sample("ws_a", &r, 35, m(0, Some(97.0), Some(85.0)));
     let names: Vec<&str> = f.iter().map(|f| f.signal).collect();
     assert_eq!(names, ["cpu_pinned", "disk_full"]);
 }
@@ -107,7 +151,7 @@ fn cpu_must_stay_pinned_for_the_window_and_a_disk_fires_when_full() {
 fn a_signal_turned_off_never_fires_and_forgotten_workspaces_go() {
     let w = Watch::default();
     let r = rules(r#"{"disk_full": {"threshold": 1, "off": true}}"#);
-    assert!(w.sample("ws_a", &r, 0, 0, None, Some(100.0)).is_empty());
+    assert!(w.sample("ws_a", &r, 0, m(0, None, Some(100.0))).is_empty());
     w.keep_only(&[]);
     assert!(w.all.lock().expect("lock").is_empty());
 }

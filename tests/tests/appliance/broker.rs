@@ -5,8 +5,8 @@
 //! trust settings; a second allowed host never sees it; the value is in
 //! no answer of ours, no audit record, no environment, and not in the
 //! workspace's memory (scanned in its forensic snapshot). Rotation,
-//! adding and removing on a running workspace, and the record of where it
-//! connected.
+//! adding and removing on a running workspace, the record of where it
+//! connected, and its calls raising the `outbound_rate` signal.
 
 use paddock_tests::appliance::Appliance;
 use paddock_tests::echo_https::Seen;
@@ -49,6 +49,8 @@ pub fn secrets_brokered(app: &Appliance, admin: &str, net: &FakeNet) {
         "ttl_s": 1800, "memory_mib": 128, "disk_mib": 512,
         "egress": {"domains": [api, second]},
         "secrets": {"API_KEY": {"value": VALUE, "hosts": [api], "upstream_ca": net.echo_ca}},
+        // A low outbound rate, which this session's calls exceed.
+        "signals": {"outbound_rate": {"threshold": 5, "window_s": 120}},
     });
     let (code, body) = call("POST", "/v1/workspaces", Some(&spec.to_string()));
     assert_eq!(code, 201, "{}", text(&body));
@@ -194,7 +196,10 @@ pub fn secrets_brokered(app: &Appliance, admin: &str, net: &FakeNet) {
     let mut audit = String::new();
     for _ in 0..30 {
         audit = text(&call("GET", "/v1/audit?limit=1000", None).1);
-        if audit.contains("secret_used") && audit.contains("secret_misuse") {
+        if audit.contains("secret_used")
+            && audit.contains("secret_misuse")
+            && audit.contains("\"signal\":\"outbound_rate\"")
+        {
             break;
         }
         std::thread::sleep(std::time::Duration::from_secs(1));
@@ -206,6 +211,7 @@ pub fn secrets_brokered(app: &Appliance, admin: &str, net: &FakeNet) {
         "secret_set",
         "\"secret\":\"API_KEY\"",
         "\"path\":\"/echo\"",
+        "\"signal\":\"outbound_rate\"",
     ] {
         assert!(audit.contains(want), "{want} not audited: {audit}");
     }

@@ -19,8 +19,9 @@ impl Control {
     pub(super) fn watch_signals(&self, all: &[WorkspaceRecord], now: u64) {
         let running: Vec<&WorkspaceRecord> =
             all.iter().filter(|w| w.state == WsState::Running).collect();
-        self.signals
-            .keep_only(&running.iter().map(|w| w.id.as_str()).collect::<Vec<_>>());
+        let ids: Vec<&str> = running.iter().map(|w| w.id.as_str()).collect();
+        self.signals.keep_only(&ids);
+        crate::control::netlog::keep_totals_of(&ids);
         if running.is_empty() {
             return;
         }
@@ -36,10 +37,17 @@ impl Control {
                 .as_ref()
                 .filter(|s| s.disk_bytes > 0)
                 .map(|s| s.disk_used_bytes as f64 * 100.0 / s.disk_bytes as f64);
-            for f in self
-                .signals
-                .sample(&ws.id, &ws.signals, now, denied, cpu, disk)
-            {
+            for f in self.signals.sample(
+                &ws.id,
+                &ws.signals,
+                now,
+                crate::control::signals::Measures {
+                    denied_total: denied,
+                    outbound_total: crate::control::netlog::outbound_total(&ws.id),
+                    cpu_pct: cpu,
+                    disk_pct: disk,
+                },
+            ) {
                 self.fire(f);
             }
         }
@@ -136,7 +144,7 @@ impl Control {
             out,
             "paddock_workspace_signals_total",
             "counter",
-            "signals of a looping or misbehaving agent that fired (denied_burst, repeated_failure, cpu_pinned, disk_full)",
+            "signals of a looping or misbehaving agent that fired (denied_burst, repeated_failure, cpu_pinned, disk_full, outbound_rate)",
         );
         for (id, signal, n) in self.signals.counts() {
             if visible.iter().any(|w| w.id == id) {

@@ -53,12 +53,14 @@ class SignalRules:
     ``None`` keeps its default. ``denied_burst``: refused lookups,
     connections and packets (20 in 60 s); ``repeated_failure``: the same
     command failing (5 in 600 s); ``cpu_pinned``: CPU percent (95 for
-    600 s); ``disk_full``: disk percent (95)."""
+    600 s); ``disk_full``: disk percent (95); ``outbound_rate``: lookups
+    answered and connections let out (600 in 60 s)."""
 
     denied_burst: SignalRule | None = None
     repeated_failure: SignalRule | None = None
     cpu_pinned: SignalRule | None = None
     disk_full: SignalRule | None = None
+    outbound_rate: SignalRule | None = None
 
 
 @dataclass(repr=False)
