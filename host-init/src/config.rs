@@ -54,6 +54,9 @@ pub struct Config {
     /// `*.{domain}`, and E2B's SDK told `E2B_DOMAIN={domain}` finds the API
     /// at `api.{domain}` and each sandbox at `49983-{id}.{domain}`.
     pub domain: Option<String>,
+    /// Where the audit events a person should hear about at once are
+    /// POSTed (`notify.webhook`, docs/runbook.md).
+    pub webhook: Option<crate::notify::Webhook>,
 }
 
 impl Default for Config {
@@ -71,6 +74,7 @@ impl Default for Config {
             recovery_key_sha256: None,
             plain_http: None,
             domain: None,
+            webhook: None,
         }
     }
 }
@@ -127,6 +131,7 @@ struct FileConfig {
     test_probes: Option<bool>,
     allow_software_keys: Option<bool>,
     recovery_key_sha256: Option<String>,
+    notify: Option<serde_json::Value>,
 }
 
 fn parse_cidr(v: &str) -> Result<(Ipv4Addr, u8), String> {
@@ -358,6 +363,12 @@ impl Config {
             match parse_sha256_hex(&h) {
                 Ok(h) => self.recovery_key_sha256 = Some(h),
                 Err(m) => bad("recovery_key_sha256", m),
+            }
+        }
+        if let Some(n) = f.notify {
+            match crate::notify::from_config(n) {
+                Ok(w) => self.webhook = w,
+                Err(m) => bad("notify", m),
             }
         }
         problems

@@ -18,6 +18,7 @@ pub mod modules;
 pub mod mounts;
 pub mod net;
 pub mod net_services;
+pub mod notify;
 pub mod pid1;
 pub mod power;
 pub mod procfs;

@@ -310,6 +310,16 @@ fn boot(cmdline: &str, started: Instant) {
         warn!("no power button found: ACPI power-off will not shut the box down in order");
     }
 
+    if let Some(hook) = cfg.webhook.clone() {
+        info!(
+            "webhook: {} event kinds to {}://{}:{}",
+            hook.events.len(),
+            if hook.target.tls { "https" } else { "http" },
+            hook.target.host,
+            hook.target.port
+        );
+        crate::notify::start(hook);
+    }
     let exe = std::env::current_exe().unwrap_or_else(|_| "/init".into());
     let init = Init {
         cert_pem: identity.cert_pem.clone(),

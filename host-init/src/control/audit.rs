@@ -57,6 +57,7 @@ impl AuditLog {
         if let (Some(obj), Value::Object(extra)) = (ev.as_object_mut(), fields) {
             obj.extend(extra);
         }
+        crate::notify::offer(kind, &ev);
         let line = format!("{ev}\n");
         let res = std::fs::OpenOptions::new()
             .create(true)

@@ -201,6 +201,8 @@ pub fn set_resolvers(upstream: &[Ipv4Addr], host: &[Ipv4Addr]) {
         warn!("fencing the network services process: {e}");
     }
     *RESOLVERS.lock().unwrap_or_else(|e| e.into_inner()) = (upstream.to_vec(), host.to_vec());
+    // PID 1's own lookups (the webhook's host) ask the same upstreams.
+    crate::net::dns::configure(upstream, host);
     let update = Update::Resolvers {
         upstream: upstream.to_vec(),
         host: host.to_vec(),

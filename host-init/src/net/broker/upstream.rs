@@ -49,6 +49,16 @@ pub fn client_config(
         .filter(|s| s.hosts.iter().any(|h| h == host))
         .filter_map(|s| s.upstream_ca.as_deref())
         .collect();
+    roots_from(&own, host)
+}
+
+/// The client configuration trusting `ca` (PEM) if given, else the
+/// public roots.
+pub fn config_for(ca: Option<&str>, host: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+    roots_from(&ca.into_iter().collect::<Vec<_>>(), host)
+}
+
+fn roots_from(own: &[&str], host: &str) -> Result<Arc<rustls::ClientConfig>, String> {
     if own.is_empty() {
         return public();
     }
