@@ -127,7 +127,7 @@ test: deps check static-test (fuzz "all" "runs" "20000")
     export PADDOCK_E2B_MATRIX=$(scripts/e2b-sdk.sh matrix)
     export PADDOCK_MCP_PYTHON=$(scripts/mcp-client.sh)
     export PADDOCK_SDK_PYTHON=$(scripts/python-sdk.sh)
-    cargo test -p paddock-tests --test vmm_scenarios --test agent_scenarios --test proxy_path --test broker_path --locked -- --test-threads=8
+    cargo test -p paddock-tests --test vmm_scenarios --test agent_scenarios --test proxy_path --test broker_path --test broker_attacks --locked -- --test-threads=8
     # One appliance at a time: each is a whole emulated server.
     cargo test -p paddock-tests --test appliance --locked -- --test-threads=1
 

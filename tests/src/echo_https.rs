@@ -157,8 +157,38 @@ async fn answer(
             .collect(),
         body,
     };
+    // /sink keeps only the size of its body (a huge one stays out of the log).
+    let mut seen = seen;
+    if seen.path.starts_with("/sink") {
+        let n = seen.body.len();
+        seen.body = format!("({n} bytes)").into_bytes();
+    }
+    // /last answers with the previous request as it arrived (an
+    // API that stores what it was sent and gives it back later).
+    let last = log.lock().ok().and_then(|l| l.last().cloned());
     if let Ok(mut l) = log.lock() {
         l.push(seen.clone());
+    }
+    if seen.path.starts_with("/last") {
+        let text = last.map(|s| s.text()).unwrap_or_default();
+        return hyper::Response::new(Full::new(Bytes::from(text)));
+    }
+    if seen.path.starts_with("/sink") {
+        return hyper::Response::new(Full::new(Bytes::from_static(b"ok")));
+    }
+    // A client that accepts gzip gets the echo gzip-compressed
+    // (stored blocks: the bytes stay readable, and it is valid gzip).
+    if seen
+        .header("accept-encoding")
+        .is_some_and(|v| v.contains("gzip"))
+    {
+        let mut r =
+            hyper::Response::new(Full::new(Bytes::from(gzip_stored(seen.text().as_bytes()))));
+        r.headers_mut().insert(
+            "content-encoding",
+            hyper::header::HeaderValue::from_static("gzip"),
+        );
+        return r;
     }
     if seen.path == "/big" {
         return hyper::Response::new(Full::new(Bytes::from(vec![b'x'; crate::fakenet::BIG])));
@@ -173,4 +203,40 @@ async fn answer(
         r.headers_mut().insert("x-echo-authorization", v);
     }
     r
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut c = 0xffff_ffffu32;
+    for &b in data {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xedb8_8320
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// gzip with stored (uncompressed) deflate blocks.
+pub fn gzip_stored(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+    let chunks: Vec<&[u8]> = if data.is_empty() {
+        vec![&[][..]]
+    } else {
+        data.chunks(65535).collect()
+    };
+    let n = chunks.len();
+    for (i, c) in chunks.into_iter().enumerate() {
+        out.push(u8::from(i + 1 == n));
+        let len = c.len() as u16;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(c);
+    }
+    out.extend_from_slice(&crc32(data).to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out
 }

@@ -11,6 +11,9 @@ use std::collections::BTreeMap;
 
 pub const MAX_SECRETS: usize = 8;
 pub const MAX_VALUE: usize = 4096;
+/// Shorter values would be scrubbed out of answers where they merely
+/// occur, and confirm guesses of them.
+pub const MIN_VALUE: usize = 8;
 pub const MAX_HOSTS: usize = 8;
 pub const MAX_CA_PEM: usize = 8192;
 const MAX_NAME: usize = 64;
@@ -65,8 +68,8 @@ pub fn problems(name: &str, spec: &SecretSpec, egress: Option<&Egress>) -> Vec<S
             "secrets: {name:?} is not a name (1-{MAX_NAME} of letters, digits and '_', not starting with a digit)"
         ));
     }
-    if spec.value.is_empty() || spec.value.len() > MAX_VALUE {
-        p.push(format!("{}: 1 to {MAX_VALUE} bytes", at("value")));
+    if spec.value.len() < MIN_VALUE || spec.value.len() > MAX_VALUE {
+        p.push(format!("{}: {MIN_VALUE} to {MAX_VALUE} bytes", at("value")));
     } else if spec.value.chars().any(|c| c.is_control() && c != '\t') {
         p.push(format!(
             "{}: control characters (a header could not carry it)",
@@ -155,6 +158,15 @@ pub fn problems_all(
     for (name, spec) in secrets {
         if env.contains_key(name) {
             p.push(format!("secrets.{name}: also in env (one or the other)"));
+        }
+        if let Some((other, _)) = secrets.iter().find(|(n, o)| {
+            *n != name
+                && o.upstream_ca != spec.upstream_ca
+                && o.hosts.iter().any(|h| spec.hosts.contains(h))
+        }) {
+            p.push(format!(
+                "secrets.{name}.upstream_ca: secret {other} goes to one of its hosts with another upstream_ca; secrets for one host must trust the same CA"
+            ));
         }
         p.extend(problems(name, spec, egress));
     }
@@ -255,7 +267,8 @@ mod tests {
             assert!(p.iter().any(|x| x.contains(want)), "{want}: {p:?}");
         }
         // Plain HTTP needs port 80 allowed too.
-        let plain = spec(r#"{"value":"v","hosts":["api.example.test"],"allow_plain_http":true}"#);
+        let plain =
+            spec(r#"{"value":"value-123","hosts":["api.example.test"],"allow_plain_http":true}"#);
         let p = problems("K", &plain, Some(&egress(&["api.example.test:443"])));
         assert!(p.iter().any(|x| x.contains("port 80")), "{p:?}");
         assert!(problems("K", &plain, Some(&egress(&["api.example.test:443+80"]))).is_empty());
@@ -265,7 +278,7 @@ mod tests {
     fn a_secret_and_an_env_variable_may_not_share_a_name() {
         let secrets = BTreeMap::from([(
             "TOKEN".to_string(),
-            spec(r#"{"value":"v","hosts":["a.test"]}"#),
+            spec(r#"{"value":"value-123","hosts":["a.test"]}"#),
         )]);
         let env = BTreeMap::from([("TOKEN".to_string(), "x".to_string())]);
         let p = problems_all(&secrets, &env, Some(&egress(&["a.test"])));

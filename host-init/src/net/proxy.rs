@@ -533,13 +533,20 @@ impl Checker {
             Some(refused) => {
                 self::refused(&self.id, "", None, &refused.why, &refused.why);
                 if let Some(secret) = &refused.secret {
+                    let kind = super::broker::table::secrets_of(&self.id)
+                        .and_then(|all| {
+                            all.iter()
+                                .find(|s| s.name == *secret)
+                                .map(|s| super::broker::rules::misuse_kind(s, &self.name, false))
+                        })
+                        .unwrap_or(super::broker::events::Misuse::OtherHost);
                     super::broker::events::record(super::broker::events::SecretEvent {
                         workspace: self.id.clone(),
                         secret: secret.clone(),
                         host: self.name.clone(),
                         method: String::new(),
                         path: String::new(),
-                        misuse: Some(refused.why.clone()),
+                        misuse: Some(kind),
                     });
                 }
                 *self.words.lock().unwrap_or_else(|e| e.into_inner()) = Some(Refusal {

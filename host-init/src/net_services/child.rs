@@ -5,6 +5,7 @@
 
 use super::{
     Report, Update, ACTIVITY_CHUNK, CHANNEL_FD, MAX_UPDATE, PROXY_FD, REPORT_CHUNK, RESOLVER_FD,
+    SECRET_EVENT_CHUNK,
 };
 use crate::api::channel::{ChannelError, Endpoint, MAX_LINE};
 use crate::net::{dns, policy_table, proxy};
@@ -53,6 +54,21 @@ struct Reporter {
 }
 
 impl Reporter {
+    /// Sends a report of counts; one too long for the channel (its
+    /// fields are bounded where they are recorded, so this is a bug's
+    /// safety net) is dropped and said, never the end of the process: a
+    /// guest must not be able to restart the resolver and the proxy by
+    /// making a report big.
+    fn send_counted(&self, report: &Report) -> Result<(), ChannelError> {
+        match self.channel.send(report, None::<&OwnedFd>) {
+            Err(ChannelError::TooLong(n)) => {
+                crate::warn!("a report of the network services over {n} bytes was dropped");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
     fn report(&self, synced: Option<u64>) -> Result<(), ChannelError> {
         let _turn = self.turn.lock().unwrap_or_else(|e| e.into_inner());
         let lookups = dns::new_refusals();
@@ -76,21 +92,21 @@ impl Reporter {
                 let report = Report::Asks {
                     asks: asks.to_vec(),
                 };
-                self.channel.send(&report, None::<&OwnedFd>)?;
+                self.send_counted(&report)?;
             }
             let events = crate::net::broker::events::take();
-            for events in events.chunks(ACTIVITY_CHUNK) {
+            for events in events.chunks(SECRET_EVENT_CHUNK) {
                 let report = Report::Secrets {
                     events: events.to_vec(),
                 };
-                self.channel.send(&report, None::<&OwnedFd>)?;
+                self.send_counted(&report)?;
             }
             let activity = crate::net::activity::take();
             for records in activity.chunks(ACTIVITY_CHUNK) {
                 let report = Report::Activity {
                     records: records.to_vec(),
                 };
-                self.channel.send(&report, None::<&OwnedFd>)?;
+                self.send_counted(&report)?;
             }
         }
         if let Some(seq) = synced {

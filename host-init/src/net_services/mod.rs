@@ -48,6 +48,9 @@ pub const REPORT_CHUNK: usize = 256;
 /// Activity records per report: each is at most a name (253 bytes), an
 /// id, an address and a reason, so 64 stay under that cap.
 pub const ACTIVITY_CHUNK: usize = 64;
+/// Secret events per report: each is bounded where it is recorded
+/// (`net::broker::events`) to well under 1 KiB.
+pub const SECRET_EVENT_CHUNK: usize = 32;
 
 /// PID 1 → network services.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -113,7 +116,7 @@ pub enum Report {
         asks: Vec<crate::net::requests::Ask>,
     },
     /// What the secret broker did (`net::broker::events`), at most
-    /// ACTIVITY_CHUNK records.
+    /// SECRET_EVENT_CHUNK records.
     Secrets {
         events: Vec<(crate::net::broker::events::SecretEvent, u64)>,
     },

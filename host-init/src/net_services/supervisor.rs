@@ -336,7 +336,7 @@ fn serve_reports(running: &Started) {
                 // process is not trusted.
                 let events: Vec<_> = events
                     .into_iter()
-                    .take(super::ACTIVITY_CHUNK)
+                    .take(super::SECRET_EVENT_CHUNK)
                     .filter(|(e, _)| super::secrets::has(&e.workspace, &e.secret))
                     .collect();
                 if let Some(c) = crate::control::service::instance() {

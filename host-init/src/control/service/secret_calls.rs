@@ -123,6 +123,16 @@ impl Control {
         if ws.env.contains_key(name) {
             problems.push(format!("secrets.{name}: also in env (one or the other)"));
         }
+        if let Some(other) = ws.secrets.iter().find(|s| {
+            s.name != name
+                && s.upstream_ca != spec.upstream_ca
+                && s.hosts.iter().any(|h| spec.hosts.contains(h))
+        }) {
+            problems.push(format!(
+                "secrets.{name}.upstream_ca: secret {} goes to one of its hosts with another upstream_ca; secrets for one host must trust the same CA",
+                other.name
+            ));
+        }
         let known = ws.secrets.iter().any(|s| s.name == name);
         if !known && ws.secrets.len() >= secrets::MAX_SECRETS {
             problems.push(format!(
@@ -168,6 +178,7 @@ impl Control {
             Some(Ok(ws)) => ws,
         };
         self.push_secrets(&ws)?;
+        self.unless_still_running(&ws.id);
         self.audit.record(
             "secret_set",
             json!({"workspace": ws.id, "token": tok.id, "secret": name, "hosts": spec.hosts, "rotated": known}),
@@ -205,19 +216,28 @@ impl Control {
         } else {
             Some(self.seal_values(&ws.id, &values)?)
         };
+        let before = ws.secrets.clone();
         let changed = self
             .store
             .update(WORKSPACES, &ws.id, |w: &mut WorkspaceRecord| {
+                // The values sealed here were read with `before`: a change
+                // committed meanwhile must not be undone by them.
+                if w.secrets != before {
+                    return Err("its secrets changed meanwhile; ask again".to_string());
+                }
                 w.secrets.retain(|s| s.name != name);
                 w.secrets_sealed = sealed;
-                Ok::<(), String>(())
+                Ok(())
             })
             .map_err(store_err)?;
-        let Some(Ok(ws)) = changed else {
-            return Err(error(Verdict::NotFound, format!("no workspace {id}")));
+        let ws = match changed {
+            None => return Err(error(Verdict::NotFound, format!("no workspace {id}"))),
+            Some(Err(why)) => return Err(error(Verdict::Conflict, why)),
+            Some(Ok(ws)) => ws,
         };
         if ws.state == WsState::Running {
             self.push_secrets(&ws)?;
+            self.unless_still_running(&ws.id);
         }
         self.audit.record(
             "secret_removed",
@@ -232,6 +252,18 @@ impl Control {
         ))
     }
 
+    /// A stop that committed between a change and its push cleared the
+    /// broker before the push re-filled it: clear it again.
+    fn unless_still_running(&self, id: &str) {
+        let running = matches!(
+            self.store.get::<WorkspaceRecord>(WORKSPACES, id),
+            Ok(Some(w)) if w.state == WsState::Running
+        );
+        if !running {
+            crate::net_services::secrets::clear(id);
+        }
+    }
+
     /// What the broker reported: audited, one record per kind of use.
     pub fn secret_events(&self, events: Vec<(SecretEvent, u64)>) {
         for (e, count) in events {
@@ -243,9 +275,9 @@ impl Control {
                 "path": cut(&e.path, 200),
                 "count": count,
             });
-            let event = match &e.misuse {
-                Some(why) => {
-                    fields["reason"] = json!(cut(why, 300));
+            let event = match e.misuse {
+                Some(kind) => {
+                    fields["reason"] = json!(kind.text());
                     "secret_misuse"
                 }
                 None => "secret_used",

@@ -1,17 +1,50 @@
 //! What the broker did, for PID 1's audit log (`secret_used`,
 //! `secret_misuse`): the workspace, the secret's name, the host, the
-//! method and path (never the query, which may hold a value), counted
-//! by key between reports. Never a value.
+//! method and path (never the query, which may hold a value), and for a
+//! refusal one of a few fixed reasons, counted by key between reports.
+//! Never a value, and never more than a bounded amount of what a guest
+//! wrote: every field is cut where it is recorded, and each workspace has
+//! its own budget of keys, so one workspace can neither make a report too
+//! big to send nor push another's events out.
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// Distinct events kept between reports (all workspaces); past it, new
-/// keys are counted under one "(more)" path per workspace and secret.
-const MAX_KEYS: usize = 4096;
-/// Longest path kept.
+/// Distinct keys kept between reports, per workspace and in all; past
+/// them, a workspace's new keys are counted under one "(more)" key.
+const MAX_KEYS_PER_WORKSPACE: usize = 64;
+const MAX_KEYS: usize = 8192;
 const MAX_PATH: usize = 200;
+const MAX_METHOD: usize = 16;
+const MAX_HOST: usize = 253;
+const MAX_NAME: usize = 64;
+
+/// Why a request was refused (fixed text: nothing a guest wrote).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Misuse {
+    /// The placeholder went to a host that is not one of the secret's.
+    OtherHost,
+    /// Over plain HTTP, which the secret does not allow.
+    PlainHttp,
+    /// On a brokered connection, a request naming another host.
+    Misdirected,
+}
+
+impl Misuse {
+    pub fn text(self) -> &'static str {
+        match self {
+            Misuse::OtherHost => "its placeholder was sent to a host that is not one of its hosts",
+            Misuse::PlainHttp => {
+                "its placeholder was sent over plain HTTP, which it does not allow"
+            }
+            Misuse::Misdirected => {
+                "its placeholder was in a request naming another host than the connection's"
+            }
+        }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SecretEvent {
@@ -22,33 +55,49 @@ pub struct SecretEvent {
     pub path: String,
     /// Why it was refused; none for a secret put in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub misuse: Option<String>,
+    pub misuse: Option<Misuse>,
 }
 
-static EVENTS: Mutex<Option<HashMap<SecretEvent, u64>>> = Mutex::new(None);
+#[derive(Default)]
+struct Kept {
+    counts: HashMap<SecretEvent, u64>,
+    keys_of: HashMap<String, usize>,
+}
+
+static EVENTS: Mutex<Option<Kept>> = Mutex::new(None);
+
+fn cut(s: &str, max: usize) -> String {
+    s.chars().filter(|c| !c.is_control()).take(max).collect()
+}
 
 /// The path of a request target, without its query, cut to MAX_PATH.
 pub fn path_only(target: &str) -> String {
-    let path = target.split(['?', '#']).next().unwrap_or("");
-    let mut end = path.len().min(MAX_PATH);
-    while !path.is_char_boundary(end) {
-        end -= 1;
-    }
-    path[..end].to_string()
+    cut(target.split(['?', '#']).next().unwrap_or(""), MAX_PATH)
 }
 
 pub fn record(mut event: SecretEvent) {
     event.path = path_only(&event.path);
-    let mut all = EVENTS.lock().unwrap_or_else(|e| e.into_inner());
-    let all = all.get_or_insert_with(HashMap::new);
-    if !all.contains_key(&event) && all.len() >= MAX_KEYS {
-        event.path = "(more)".into();
-        event.method = String::new();
-        if !all.contains_key(&event) && all.len() >= MAX_KEYS + 256 {
-            return;
+    event.method = cut(&event.method, MAX_METHOD);
+    event.host = cut(&event.host, MAX_HOST);
+    event.secret = cut(&event.secret, MAX_NAME);
+    event.workspace = cut(&event.workspace, MAX_NAME);
+    let mut kept = EVENTS.lock().unwrap_or_else(|e| e.into_inner());
+    let kept = kept.get_or_insert_with(Kept::default);
+    if !kept.counts.contains_key(&event) {
+        let mine = kept.keys_of.get(&event.workspace).copied().unwrap_or(0);
+        if mine >= MAX_KEYS_PER_WORKSPACE || kept.counts.len() >= MAX_KEYS {
+            event.path = "(more)".into();
+            event.method = String::new();
+            event.host = String::new();
+        }
+        if !kept.counts.contains_key(&event) {
+            if kept.counts.len() >= MAX_KEYS + 1024 {
+                return;
+            }
+            *kept.keys_of.entry(event.workspace.clone()).or_default() += 1;
         }
     }
-    *all.entry(event).or_default() += 1;
+    *kept.counts.entry(event).or_default() += 1;
 }
 
 /// Everything recorded since the last call.
@@ -57,7 +106,7 @@ pub fn take() -> Vec<(SecretEvent, u64)> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take()
-        .map(|m| m.into_iter().collect())
+        .map(|k| k.counts.into_iter().collect())
         .unwrap_or_default()
 }
 
@@ -68,6 +117,42 @@ mod tests {
     #[test]
     fn a_query_never_reaches_the_record() {
         assert_eq!(path_only("/v1/x?key=secret"), "/v1/x");
-        assert_eq!(path_only(&"é".repeat(150)).len(), 200);
+        assert_eq!(path_only(&"é".repeat(300)).chars().count(), 200);
+    }
+
+    #[test]
+    fn a_flood_stays_small_and_leaves_others_their_events() {
+        let huge = "A".repeat(70_000);
+        for i in 0..10_000 {
+            record(SecretEvent {
+                workspace: "ws_flood".into(),
+                secret: "K".into(),
+                host: format!("{huge}{i}"),
+                method: huge.clone(),
+                path: format!("/{i}"),
+                misuse: Some(Misuse::Misdirected),
+            });
+        }
+        record(SecretEvent {
+            workspace: "ws_quiet".into(),
+            secret: "K".into(),
+            host: "api.test".into(),
+            method: "GET".into(),
+            path: "/x".into(),
+            misuse: None,
+        });
+        let all = take();
+        let flood: Vec<_> = all
+            .iter()
+            .filter(|(e, _)| e.workspace == "ws_flood")
+            .collect();
+        assert!(flood.len() <= MAX_KEYS_PER_WORKSPACE + 1, "{}", flood.len());
+        assert_eq!(flood.iter().map(|(_, n)| n).sum::<u64>(), 10_000);
+        assert!(all.iter().any(|(e, _)| e.workspace == "ws_quiet"));
+        // Every chunk a report sends fits the channel.
+        for chunk in all.chunks(crate::net_services::SECRET_EVENT_CHUNK) {
+            let n = serde_json::to_vec(&chunk).expect("json").len();
+            assert!(n < 60 * 1024, "{n}");
+        }
     }
 }

@@ -10,9 +10,10 @@
 //! connections and threads holds as for any other connection, and a
 //! brokered connection shares nothing with another.
 
-use super::events::{self, SecretEvent};
+use super::events::{self, Misuse, SecretEvent};
 use super::io::{Guest, Scrubbed};
-use super::rules;
+use super::rules::{self, Refusal};
+use super::table;
 use super::table::Plan;
 use super::upstream::{self, BoxError, ReqBody, Sender};
 use super::Brokered;
@@ -32,8 +33,13 @@ const HANDSHAKE: Duration = Duration::from_secs(10);
 const IDLE: Duration = Duration::from_secs(120);
 /// How often the workspace's policy is asked again.
 const RECHECK: Duration = Duration::from_secs(1);
-/// The largest body a placeholder is replaced in.
+/// The largest body a placeholder is replaced in, before and after.
 pub const MAX_BODY: usize = 1 << 20;
+/// The largest request head from the guest (with secrets in: `rules`).
+const MAX_HEAD: usize = rules::MAX_HEAD;
+/// Requests at once on one HTTP/2 connection (each may hold a body being
+/// replaced in).
+const MAX_STREAMS: u32 = 16;
 
 /// A connection handed to the broker.
 pub struct Conn {
@@ -66,6 +72,8 @@ pub(super) struct Stats {
     injected: AtomicU64,
     misuse: AtomicU64,
     upstream_failed: AtomicBool,
+    /// A refusal was logged for this connection.
+    logged: AtomicBool,
     last: Mutex<Option<Instant>>,
 }
 
@@ -224,12 +232,15 @@ where
     if h2 {
         let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
+            .max_concurrent_streams(MAX_STREAMS)
+            .max_header_list_size(MAX_HEAD as u32)
             .serve_connection(io, service);
         tokio::select! { _ = conn => {}, () = watch => {} }
     } else {
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HANDSHAKE)
+            .max_buf_size(MAX_HEAD)
             .serve_connection(io, service);
         tokio::select! { _ = conn => {}, () = watch => {} }
     }
@@ -238,7 +249,7 @@ where
 async fn watchdog(ctx: &Ctx) {
     loop {
         tokio::time::sleep(RECHECK).await;
-        if !(ctx.conn.allowed)() || ctx.stats.idle() >= IDLE {
+        if !(ctx.conn.allowed)() || ctx.stats.idle() >= IDLE || !secrets_unchanged(ctx) {
             return;
         }
     }
@@ -332,7 +343,7 @@ fn head_holds_placeholder<'a>(
     })
 }
 
-fn event(ctx: &Ctx, secret: &str, parts: &http::request::Parts, misuse: Option<String>) {
+fn event(ctx: &Ctx, secret: &str, parts: &http::request::Parts, misuse: Option<Misuse>) {
     events::record(SecretEvent {
         workspace: ctx.conn.id.clone(),
         secret: secret.to_string(),
@@ -343,17 +354,52 @@ fn event(ctx: &Ctx, secret: &str, parts: &http::request::Parts, misuse: Option<S
     });
 }
 
+/// A refusal for a misplaced placeholder: counted, recorded, logged once
+/// per connection.
+fn misused(ctx: &Ctx, secret: &str, parts: &http::request::Parts, kind: Misuse) {
+    ctx.stats.misuse.fetch_add(1, Ordering::Relaxed);
+    event(ctx, secret, parts, Some(kind));
+    if !ctx.stats.logged.swap(true, Ordering::Relaxed) {
+        crate::info!(
+            "workspace {}: secret broker refused a request to {}: secret {secret}: {}",
+            ctx.conn.id,
+            ctx.conn.name,
+            kind.text()
+        );
+    }
+}
+
+/// Whether the workspace's secrets are still those this connection
+/// started with (a removal or rotation ends brokered connections, so no
+/// request after it gets an old value).
+fn secrets_unchanged(ctx: &Ctx) -> bool {
+    table::secrets_of(&ctx.conn.id).is_some_and(|now| Arc::ptr_eq(&now, &ctx.conn.plan.secrets))
+}
+
 async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Response<AnswerBody> {
     ctx.stats.touch();
     let conn = &ctx.conn;
     let secrets = &conn.plan.secrets;
     let (mut parts, body) = req.into_parts();
-    if let Err(why) = names_this_host(&parts, &conn.name, conn.port) {
+    if !secrets_unchanged(ctx) {
+        // 421: the client retries on a new connection, which gets the
+        // secrets as they are now.
+        let mut r = text(
+            StatusCode::MISDIRECTED_REQUEST,
+            "the workspace's secrets changed; connect again",
+        );
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return r;
+    }
+    if names_this_host(&parts, &conn.name, conn.port).is_err() {
         if let Some(s) = head_holds_placeholder(secrets, &parts) {
-            ctx.stats.misuse.fetch_add(1, Ordering::Relaxed);
-            event(ctx, &s.name, &parts, Some(why.clone()));
+            misused(ctx, &s.name, &parts, Misuse::Misdirected);
         }
-        return text(StatusCode::MISDIRECTED_REQUEST, &why);
+        return text(
+            StatusCode::MISDIRECTED_REQUEST,
+            &format!("this connection is for {} only", conn.name),
+        );
     }
     if parts.method == http::Method::CONNECT || parts.headers.contains_key(header::UPGRADE) {
         return text(
@@ -371,6 +417,10 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Response<AnswerBody> {
         .uri
         .path_and_query()
         .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+    let wants_trailers = parts
+        .headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     let applied = match rules::apply(
         secrets,
         &conn.name,
@@ -379,11 +429,15 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Response<AnswerBody> {
         &mut parts.headers,
     ) {
         Ok(a) => a,
-        Err(m) => {
-            ctx.stats.misuse.fetch_add(1, Ordering::Relaxed);
-            event(ctx, &m.secret, &parts, Some(m.why.clone()));
-            crate::info!("workspace {}: secret broker refused: {}", conn.id, m.why);
+        Err(Refusal::Misuse(m)) => {
+            misused(ctx, &m.secret, &parts, m.kind);
             return text(StatusCode::FORBIDDEN, &m.why);
+        }
+        Err(Refusal::TooLarge) => {
+            return text(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "with its secrets in, the request head would be over 64 KiB",
+            )
         }
     };
     let mut used = applied.used.clone();
@@ -399,14 +453,23 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Response<AnswerBody> {
                 )
             }
         };
-        if rules::replace_in_body(secrets, &applied.in_body, &mut bytes) {
-            for &i in &applied.in_body {
-                if let Some(s) = secrets.get(i) {
-                    if !used.contains(&s.name) {
-                        used.push(s.name.clone());
+        match rules::replace_in_body(secrets, &applied.in_body, &mut bytes, MAX_BODY) {
+            None => {
+                return text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "with its secrets in, the body would be over 1 MiB",
+                )
+            }
+            Some(true) => {
+                for &i in &applied.in_body {
+                    if let Some(s) = secrets.get(i) {
+                        if !used.contains(&s.name) {
+                            used.push(s.name.clone());
+                        }
                     }
                 }
             }
+            Some(false) => {}
         }
         parts
             .headers
@@ -427,6 +490,12 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Response<AnswerBody> {
     };
     let guest_version = parts.version;
     strip_hop_by_hop(&mut parts.headers);
+    // Every answer on a brokered connection is scrubbed of the values,
+    // which a compressed body would hide: ask for none.
+    parts.headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     let default_port = if conn.tls { 443 } else { 80 };
     let authority = if conn.port == default_port {
         conn.name.clone()
@@ -436,6 +505,12 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Response<AnswerBody> {
     let scheme = if conn.tls { "https" } else { "http" };
     let uri = if sender.is_h2() {
         parts.headers.remove(header::HOST);
+        if wants_trailers {
+            // gRPC needs it, and HTTP/2 allows exactly this value.
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         parts.version = Version::HTTP_2;
         format!("{scheme}://{authority}{target}")
     } else {
@@ -468,19 +543,23 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Response<AnswerBody> {
     let (mut rparts, rbody) = answer.into_parts();
     strip_hop_by_hop(&mut rparts.headers);
     rparts.version = guest_version;
-    if used.is_empty() {
-        return Response::from_parts(rparts, rbody.map_err(BoxError::from).boxed());
-    }
-    // A secret went into this request: an answer that echoes it must not
-    // hand the value to the workspace.
-    rules::scrub_headers(secrets, &mut rparts.headers);
+    // Hyper keeps an unusual reason phrase here and writes it back out:
+    // text the host chose, not scrubbed. The guest gets the standard one.
+    rparts.extensions = http::Extensions::new();
     let identity = rparts
         .headers
         .get(header::CONTENT_ENCODING)
         .is_none_or(|v| v.as_bytes().eq_ignore_ascii_case(b"identity"));
     if !identity {
-        return Response::from_parts(rparts, rbody.map_err(BoxError::from).boxed());
+        return text(
+            StatusCode::BAD_GATEWAY,
+            &format!(
+                "{} compressed its answer though asked not to; the broker cannot check it for secrets",
+                conn.name
+            ),
+        );
     }
+    rules::scrub_headers(secrets, &mut rparts.headers);
     rparts.headers.remove(header::CONTENT_LENGTH);
     let body = Scrubbed::new(rbody, secrets.clone());
     Response::from_parts(rparts, body.boxed())

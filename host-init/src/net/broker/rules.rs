@@ -23,10 +23,23 @@ pub struct Applied {
     pub in_body: Vec<usize>,
 }
 
+/// The longest request head (target and headers) with secrets in.
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// Why a request may not go.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    Misuse(Misuse),
+    /// With its secrets in it would be over MAX_HEAD (a value may be 87
+    /// times its placeholder: checked before anything grows).
+    TooLarge,
+}
+
 /// A request refused for carrying a placeholder where it may not go.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Misuse {
     pub secret: String,
+    pub kind: super::events::Misuse,
     pub why: String,
 }
 
@@ -53,9 +66,19 @@ pub fn misuse_why(s: &Brokered, host: &str, tls: bool) -> String {
     }
 }
 
+/// Which kind of misuse sending `s`'s placeholder to `host` is.
+pub fn misuse_kind(s: &Brokered, host: &str, tls: bool) -> super::events::Misuse {
+    if s.hosts.iter().any(|h| h == host) && !tls {
+        super::events::Misuse::PlainHttp
+    } else {
+        super::events::Misuse::OtherHost
+    }
+}
+
 fn misuse(s: &Brokered, host: &str, tls: bool) -> Misuse {
     Misuse {
         secret: s.name.clone(),
+        kind: misuse_kind(s, host, tls),
         why: misuse_why(s, host, tls),
     }
 }
@@ -77,7 +100,7 @@ pub fn apply(
     tls: bool,
     target: &mut String,
     headers: &mut HeaderMap,
-) -> Result<Applied, Misuse> {
+) -> Result<Applied, Refusal> {
     // Refusals first, so nothing is changed on a request that will not go.
     for s in secrets.iter().filter(|s| !s.goes_to(host, tls)) {
         let in_target = target.contains(&s.placeholder);
@@ -85,8 +108,34 @@ pub fn apply(
             .values()
             .any(|v| placeholder_in(std::slice::from_ref(s), v.as_bytes()).is_some());
         if in_target || in_headers {
-            return Err(misuse(s, host, tls));
+            return Err(Refusal::Misuse(misuse(s, host, tls)));
         }
+    }
+    let mut size = target.len()
+        + headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    for s in secrets.iter().filter(|s| s.goes_to(host, tls)) {
+        let grows = s.value.expose().len().saturating_sub(s.placeholder.len());
+        let mut found = 0;
+        if s.replace_in.contains(&SecretPlace::Headers) {
+            found += headers
+                .values()
+                .map(|v| occurrences(v.as_bytes(), s.placeholder.as_bytes()))
+                .sum::<usize>();
+        }
+        if s.replace_in.contains(&SecretPlace::Query) {
+            // Percent-encoded, a value is at most three times as long.
+            found += occurrences(target.as_bytes(), s.placeholder.as_bytes()) * 3;
+        }
+        if s.header.is_some() {
+            found += 1;
+        }
+        size = size.saturating_add(found.saturating_mul(grows.saturating_add(s.format.len())));
+    }
+    if size > MAX_HEAD {
+        return Err(Refusal::TooLarge);
     }
     let mut applied = Applied::default();
     for (i, s) in secrets.iter().enumerate() {
@@ -148,9 +197,41 @@ fn replace_in_headers(s: &Brokered, headers: &mut HeaderMap) -> bool {
     found
 }
 
+/// How many times `needle` occurs in `hay` (not overlapping).
+fn occurrences(hay: &[u8], needle: &[u8]) -> usize {
+    if needle.is_empty() {
+        return 0;
+    }
+    let (mut n, mut i) = (0, 0);
+    while i + needle.len() <= hay.len() {
+        if hay[i..].starts_with(needle) {
+            n += 1;
+            i += needle.len();
+        } else {
+            i += 1;
+        }
+    }
+    n
+}
+
 /// Replaces the placeholders of `secrets[i]` for each `i` in `which` in a
-/// body; whether any was there.
-pub fn replace_in_body(secrets: &[Brokered], which: &[usize], body: &mut Vec<u8>) -> bool {
+/// body; whether any was there. Refused (None), before anything grows,
+/// when the result would be over `max` bytes.
+pub fn replace_in_body(
+    secrets: &[Brokered],
+    which: &[usize],
+    body: &mut Vec<u8>,
+    max: usize,
+) -> Option<bool> {
+    let mut size = body.len();
+    for s in which.iter().filter_map(|&i| secrets.get(i)) {
+        let grows = s.value.expose().len().saturating_sub(s.placeholder.len());
+        size =
+            size.saturating_add(occurrences(body, s.placeholder.as_bytes()).saturating_mul(grows));
+    }
+    if size > max {
+        return None;
+    }
     let mut found = false;
     for s in which.iter().filter_map(|&i| secrets.get(i)) {
         let p = s.placeholder.as_bytes();
@@ -160,7 +241,7 @@ pub fn replace_in_body(secrets: &[Brokered], which: &[usize], body: &mut Vec<u8>
         found = true;
         *body = replace_bytes(body, p, s.value.expose().as_bytes());
     }
-    found
+    Some(found)
 }
 
 fn replace_bytes(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
@@ -178,17 +259,42 @@ fn replace_bytes(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     out
 }
 
+/// What is scrubbed from answers, and what replaces it: each value as
+/// it is and in the forms a host echoing it is likely to use (percent-
+/// encoded, as the query replacement sends it; JSON-escaped).
+fn needles(secrets: &[Brokered]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    for s in secrets {
+        let v = s.value.expose();
+        if v.is_empty() {
+            continue;
+        }
+        let placeholder = s.placeholder.as_bytes().to_vec();
+        let encoded: String = percent_encoding::utf8_percent_encode(v, QUERY_VALUE).collect();
+        let json = serde_json::to_string(v).unwrap_or_default();
+        let json = json.trim_matches('"').to_string();
+        let slashes = json.replace('/', "\\/");
+        for form in [v.to_string(), encoded, json, slashes] {
+            let form = form.into_bytes();
+            if !form.is_empty() && !out.iter().any(|(f, _)| *f == form) {
+                out.push((form, placeholder.clone()));
+            }
+        }
+    }
+    out
+}
+
 /// Puts the placeholder back wherever an answer header holds a value:
 /// an endpoint that echoes what it was sent must not hand the value to
 /// the workspace.
 pub fn scrub_headers(secrets: &[Brokered], headers: &mut HeaderMap) {
+    let needles = needles(secrets);
     for value in headers.values_mut() {
         let mut bytes = value.as_bytes().to_vec();
         let mut changed = false;
-        for s in secrets {
-            let v = s.value.expose().as_bytes();
-            if !v.is_empty() && bytes.windows(v.len()).any(|w| w == v) {
-                bytes = replace_bytes(&bytes, v, s.placeholder.as_bytes());
+        for (v, placeholder) in &needles {
+            if bytes.windows(v.len()).any(|w| w == v.as_slice()) {
+                bytes = replace_bytes(&bytes, v, placeholder);
                 changed = true;
             }
         }
@@ -212,16 +318,7 @@ pub struct Scrubber {
 
 impl Scrubber {
     pub fn new(secrets: &[Brokered]) -> Scrubber {
-        let pairs: Vec<(Vec<u8>, Vec<u8>)> = secrets
-            .iter()
-            .filter(|s| !s.value.expose().is_empty())
-            .map(|s| {
-                (
-                    s.value.expose().as_bytes().to_vec(),
-                    s.placeholder.as_bytes().to_vec(),
-                )
-            })
-            .collect();
+        let pairs = needles(secrets);
         let keep = pairs.iter().map(|(v, _)| v.len()).max().unwrap_or(1) - 1;
         Scrubber {
             pairs,

@@ -50,7 +50,9 @@ fn a_placeholder_for_another_host_is_refused_and_nothing_changes() {
         ("x-b", "paddock_secret_B_0123456789abcdef"),
     ]);
     let mut target = "/".to_string();
-    let m = apply(&s, "a.test", true, &mut target, &mut h).expect_err("misuse");
+    let Err(Refusal::Misuse(m)) = apply(&s, "a.test", true, &mut target, &mut h) else {
+        panic!("not refused as misuse")
+    };
     assert_eq!(m.secret, "B");
     assert!(m.why.contains("not one of its hosts"), "{}", m.why);
     assert_eq!(h["x-a"], "paddock_secret_A_0123456789abcdef");
@@ -65,7 +67,9 @@ fn plain_http_gets_nothing_unless_the_secret_allows_it() {
     let mut s = [secret("A", &["a.test"])];
     let mut h = headers(&[("authorization", "paddock_secret_A_0123456789abcdef")]);
     let mut target = "/".to_string();
-    let m = apply(&s, "a.test", false, &mut target, &mut h).expect_err("plain");
+    let Err(Refusal::Misuse(m)) = apply(&s, "a.test", false, &mut target, &mut h) else {
+        panic!("not refused as misuse")
+    };
     assert!(m.why.contains("over HTTPS only"), "{}", m.why);
     s[0].allow_plain_http = true;
     let a = apply(&s, "a.test", false, &mut target, &mut h).expect("allowed");
@@ -116,7 +120,10 @@ fn query_and_body_only_when_asked_for() {
     assert_eq!(target, "/geo?key=a%26b%3Dc%20d&q=1");
     assert_eq!(a.in_body, vec![0]);
     let mut body = b"{\"key\":\"paddock_secret_K_0123456789abcdef\"}".to_vec();
-    assert!(replace_in_body(&s, &a.in_body, &mut body));
+    assert_eq!(
+        replace_in_body(&s, &a.in_body, &mut body, 1 << 20),
+        Some(true)
+    );
     assert_eq!(body, b"{\"key\":\"a&b=c d\"}");
 }
 
@@ -147,4 +154,44 @@ fn the_placeholder_scan_finds_any_secrets_placeholder() {
     let head = b"GET / HTTP/1.1\r\nHost: x\r\nX: paddock_secret_B_0123456789abcdef\r\n\r\n";
     assert_eq!(placeholder_in(&s, head).map(|s| s.name.as_str()), Some("B"));
     assert!(placeholder_in(&s, b"GET / HTTP/1.1\r\n\r\n").is_none());
+}
+
+#[test]
+fn growth_is_refused_before_anything_grows() {
+    let mut s = secret("BIG", &["a.test"]);
+    s.value = SecretValue::new("v".repeat(4096));
+    s.replace_in = vec![SecretPlace::Headers, SecretPlace::Body];
+    let s = [s];
+    // 40 placeholders in a header: 2 KiB sent, 160 KiB with the value in.
+    let many = s[0].placeholder.repeat(40);
+    let mut h = headers(&[("x-many", &many)]);
+    let mut target = "/".to_string();
+    assert_eq!(
+        apply(&s, "a.test", true, &mut target, &mut h),
+        Err(Refusal::TooLarge)
+    );
+    assert_eq!(h["x-many"], many.as_str(), "nothing replaced");
+    let mut body = s[0].placeholder.repeat(300).into_bytes();
+    let before = body.clone();
+    assert_eq!(replace_in_body(&s, &[0], &mut body, 1 << 20), None);
+    assert_eq!(body, before);
+}
+
+#[test]
+fn encoded_forms_of_a_value_are_scrubbed_too() {
+    let mut s = secret("Q", &["a.test"]);
+    s.value = SecretValue::new("sk/live+q=1&x\"y".into());
+    let s = [s];
+    for echoed in [
+        "sk/live+q=1&x\"y",
+        "sk%2Flive%2Bq%3D1%26x%22y",
+        "sk/live+q=1&x\\\"y",
+        "sk\\/live+q=1&x\\\"y",
+    ] {
+        let mut sc = Scrubber::new(&s);
+        let mut out = sc.feed(format!("[{echoed}]").as_bytes());
+        out.extend(sc.finish());
+        let out = String::from_utf8(out).expect("utf8");
+        assert_eq!(out, format!("[{}]", s[0].placeholder), "{echoed}");
+    }
 }
