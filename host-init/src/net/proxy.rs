@@ -179,6 +179,9 @@ fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egress) {
         return refused(&id, "", None, why, why);
     };
     let _ = conn.set_read_timeout(Some(PEEK_TIMEOUT));
+    // Relayed bytes go at once (small HTTP/2 frames would otherwise wait
+    // for the peer's delayed ACK).
+    let _ = conn.set_nodelay(true);
     let mut first = Vec::with_capacity(2048);
     let name = match read_name(&mut conn, &mut first) {
         Peek::Name(n) => n,
@@ -265,6 +268,7 @@ fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egress) {
         record(0, 0, true);
         return deny(conn, tls, &format!("{name}:{} did not answer", dest.port()));
     };
+    let _ = upstream.set_nodelay(true);
     // A host one of the workspace's secrets goes to: the broker takes the
     // connection over (TLS ended here, each request checked and given
     // its secret).

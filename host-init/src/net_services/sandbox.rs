@@ -11,7 +11,7 @@
 //!   `clone3`, whose flags sit in memory a filter cannot read, answers
 //!   ENOSYS so the C library falls back to `clone`: a process that could
 //!   fork would leave a copy serving the sockets after PID 1 killed it;
-//! - `setsockopt` only sets the two timeouts (SO_LINGER in particular
+//! - `setsockopt` only sets the two timeouts and TCP_NODELAY (SO_LINGER in particular
 //!   would let it hand PID 1 a socket whose close never returns);
 //! - `prctl` only names threads.
 //!
@@ -105,20 +105,21 @@ pub fn filters() -> Result<[BpfProgram; 3], SandboxError> {
     rules.insert(libc::SYS_ioctl, vec![arg_is(1, libc::FIONBIO)?]);
     rules.insert(libc::SYS_prctl, vec![arg_is(0, libc::PR_SET_NAME as u64)?]);
     rules.insert(libc::SYS_clone, vec![thread_only_clone()?]);
-    let timeouts = [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO]
-        .into_iter()
-        .map(|opt| {
-            rule(vec![
-                cond(
-                    1,
-                    SeccompCmpArgLen::Dword,
-                    SeccompCmpOp::Eq,
-                    libc::SOL_SOCKET as u64,
-                )?,
-                cond(2, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, opt as u64)?,
-            ])
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    // The two timeouts, and TCP_NODELAY: relayed HTTP/2's small frames
+    // otherwise wait out Nagle against the peer's delayed ACK (40 ms).
+    let timeouts = [
+        (libc::SOL_SOCKET, libc::SO_RCVTIMEO),
+        (libc::SOL_SOCKET, libc::SO_SNDTIMEO),
+        (libc::IPPROTO_TCP, libc::TCP_NODELAY),
+    ]
+    .into_iter()
+    .map(|(level, opt)| {
+        rule(vec![
+            cond(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, level as u64)?,
+            cond(2, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, opt as u64)?,
+        ])
+    })
+    .collect::<Result<Vec<_>, _>>()?;
     rules.insert(libc::SYS_setsockopt, timeouts);
     let allow = program(rules, SeccompAction::KillProcess, SeccompAction::Allow)?;
     Ok([
