@@ -103,3 +103,8 @@ write("http_requests", "pipelined", b"\x80GET / HTTP/1.1\r\nHost: allowed.test\r
 write("http_requests", "chunked_then_cl", b"\x40POST / HTTP/1.1\r\nHost: allowed.test\r\n"
       b"Transfer-Encoding: chunked\r\n\r\n5;x=1\r\nhello\r\n0\r\nT: v\r\n\r\n"
       b"GET http://allowed.test/ HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: 3\r\n\r\nabc")
+
+# broker_rules: a flags byte (bit 0: host b.test, bit 1: plain HTTP, the
+# rest: the answer's chunk size), then a target and header lines.
+write("broker_rules", "own_host", b"\x10/v1?k=paddock_secret_A\nBearer paddock_secret_A\nx")
+write("broker_rules", "other_host", b"\x05/\nBearer paddock_secret_A\npaddock_secret_B")
