@@ -248,7 +248,7 @@ mod tests {
     fn a_good_secret_passes_and_each_bad_field_is_named() {
         let e = egress(&["api.example.test"]);
         let good = spec(
-            r#"{"value":"sk-1","hosts":["api.example.test"],"header":"Authorization","format":"Bearer {}"}"#,
+            r#"{"value":"sk-12345678","hosts":["api.example.test"],"header":"Authorization","format":"Bearer {}"}"#,
         );
         assert!(problems("OPENAI_KEY", &good, Some(&e)).is_empty());
         let bad = spec(
