@@ -247,9 +247,15 @@ pub fn run(
         let mut client_gone = false;
         let result = client.exec(request, input, |o| {
             let piece = format.output(o);
-            if !client_gone && out.send(&piece).is_err() {
-                client_gone = true;
-                let _ = agent_end.shutdown(std::net::Shutdown::Both);
+            if !client_gone {
+                if let Err(e) = out.send(&piece) {
+                    // Said, so a stream cut short can be told from a
+                    // command that printed nothing (an appliance test saw
+                    // one under load and nothing said why).
+                    crate::info!("exec in {id}: its answer was cut off: {e}");
+                    client_gone = true;
+                    let _ = agent_end.shutdown(std::net::Shutdown::Both);
+                }
             }
         });
         drop(done);
@@ -257,8 +263,9 @@ pub fn run(
     };
     let duration_ms = started.elapsed().as_millis() as u64;
     let last = format.end(&result, duration_ms);
-    if io.out.send(&last).is_ok() {
-        io.out.finish();
+    match io.out.send(&last) {
+        Ok(()) => io.out.finish(),
+        Err(e) => crate::info!("exec in {id}: its last line was not sent: {e}"),
     }
     let (exit_code, signal) = match &result {
         Ok(st) => (st.code, st.signal),
