@@ -256,6 +256,24 @@ impl ProxyBed {
     /// A TCP connection from `guest` to the upstream's port 80 (which the
     /// redirect hands to the proxy).
     pub fn connect_from(guest: Ipv4Addr) -> Result<TcpStream, BedError> {
+        Self::connect_from_port(guest, 80)
+    }
+
+    /// Whether a network services process other than `killed` is running
+    /// within 30 s (the supervisor's restart).
+    pub fn restarted_after(killed: u32) -> bool {
+        (0..300).any(|_| {
+            let back = supervisor::pid().is_some_and(|p| p != killed);
+            if !back {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            back
+        })
+    }
+
+    /// A TCP connection from `guest` to the upstream's `port` (80 and,
+    /// with HTTPS, 443 are redirected to the proxy).
+    pub fn connect_from_port(guest: Ipv4Addr, port: u16) -> Result<TcpStream, BedError> {
         use nix::sys::socket::{
             bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn,
         };
@@ -273,7 +291,7 @@ impl ProxyBed {
         .map_err(|e| io(format!("bind to {guest}"))(e.into()))?;
         connect(
             fd.as_raw_fd(),
-            &SockaddrIn::from(SocketAddrV4::new(UPSTREAM_HTTP, 80)),
+            &SockaddrIn::from(SocketAddrV4::new(UPSTREAM_HTTP, port)),
         )
         .map_err(|e| io("connect")(e.into()))?;
         let s = TcpStream::from(fd);

@@ -14,10 +14,9 @@ use paddock_init::net::broker::events::{self, Misuse, SecretEvent};
 use paddock_init::net::broker::{Brokered, SecretValue};
 use paddock_init::net_services::{secrets, supervisor};
 use paddock_tests::echo_https::{self, Seen};
-use paddock_tests::proxybed::{services_rss_kib, BedOptions, ProxyBed, UPSTREAM_HTTP};
+use paddock_tests::proxybed::{services_rss_kib, BedOptions, ProxyBed};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
-use std::os::fd::AsRawFd;
+use std::net::{Ipv4Addr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,25 +56,7 @@ struct Client {
 }
 
 fn tcp_from(guest: Ipv4Addr, port: u16) -> TcpStream {
-    use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
-    let fd = socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .expect("socket");
-    bind(
-        fd.as_raw_fd(),
-        &SockaddrIn::from(SocketAddrV4::new(guest, 0)),
-    )
-    .expect("bind");
-    connect(
-        fd.as_raw_fd(),
-        &SockaddrIn::from(SocketAddrV4::new(UPSTREAM_HTTP, port)),
-    )
-    .expect("connect");
-    let s = TcpStream::from(fd);
+    let s = ProxyBed::connect_from_port(guest, port).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(60)))
         .expect("t");
     s
@@ -167,14 +148,16 @@ fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
+/// Whether the process was restarted within 10 s (two report ticks and
+/// then some).
 fn wait_restart(old: u32) -> bool {
-    for _ in 0..100 {
-        if supervisor::pid().is_some_and(|p| p != old) {
-            return true;
+    (0..100).any(|_| {
+        let back = supervisor::pid().is_some_and(|p| p != old);
+        if !back {
+            std::thread::sleep(Duration::from_millis(100));
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
+        back
+    })
 }
 
 #[test]

@@ -239,14 +239,7 @@ fn brokered_secrets_through_the_confined_proxy() {
 
     // 7. Killed, the process comes back with the secrets and certificates.
     let killed = supervisor::kill_running().expect("a running process");
-    let mut back = false;
-    for _ in 0..300 {
-        if supervisor::pid().is_some_and(|p| p != killed) {
-            back = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let back = ProxyBed::restarted_after(killed);
     assert!(back, "no new network services process");
     let before = count(&log);
     let (status, _, _) = curl(

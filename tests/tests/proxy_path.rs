@@ -45,14 +45,7 @@ fn plain_http_egress_through_the_confined_proxy() {
 
     // Killed, it comes back with the policy: the same request works.
     let killed = supervisor::kill_running().expect("a running process");
-    let mut back = false;
-    for _ in 0..300 {
-        if supervisor::pid().is_some_and(|p| p != killed) {
-            back = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let back = ProxyBed::restarted_after(killed);
     assert!(
         back,
         "no new network services process after {killed} was killed"

@@ -19,6 +19,18 @@ use std::collections::BTreeMap;
 
 type Values = BTreeMap<String, String>;
 
+/// The record a secrets transaction committed, or why it did not.
+fn committed(
+    changed: Option<Result<WorkspaceRecord, String>>,
+    id: &str,
+) -> Result<WorkspaceRecord, Outcome> {
+    match changed {
+        None => Err(error(Verdict::NotFound, format!("no workspace {id}"))),
+        Some(Err(why)) => Err(error(Verdict::Conflict, why)),
+        Some(Ok(ws)) => Ok(ws),
+    }
+}
+
 fn cut(s: &str, max: usize) -> String {
     s.chars().filter(|c| !c.is_control()).take(max).collect()
 }
@@ -172,11 +184,7 @@ impl Control {
                 Ok(())
             })
             .map_err(store_err)?;
-        let ws = match changed {
-            None => return Err(error(Verdict::NotFound, format!("no workspace {id}"))),
-            Some(Err(why)) => return Err(error(Verdict::Conflict, why)),
-            Some(Ok(ws)) => ws,
-        };
+        let ws = committed(changed, id)?;
         self.push_secrets(&ws)?;
         self.unless_still_running(&ws.id);
         self.audit.record(
@@ -230,11 +238,7 @@ impl Control {
                 Ok(())
             })
             .map_err(store_err)?;
-        let ws = match changed {
-            None => return Err(error(Verdict::NotFound, format!("no workspace {id}"))),
-            Some(Err(why)) => return Err(error(Verdict::Conflict, why)),
-            Some(Ok(ws)) => ws,
-        };
+        let ws = committed(changed, id)?;
         if ws.state == WsState::Running {
             self.push_secrets(&ws)?;
             self.unless_still_running(&ws.id);
