@@ -1,6 +1,8 @@
-//! Egress requests a person approves: a workspace asks for a destination
-//! its allowlist lacks (at `http://paddock.internal/egress-requests`), and
-//! an admin approves it for a while, or denies it (`/v1/approvals`).
+//! What a person approves: a destination a workspace asks for (at
+//! `http://paddock.internal/egress-requests`), or an action a token's policy
+//! says it may only ask for (a TTL past its quota, a published port, a
+//! link). An admin approves it for a while, or denies it
+//! (`/v1/approvals`).
 
 use serde::{Deserialize, Serialize};
 
@@ -16,16 +18,60 @@ pub enum ApprovalState {
     Expired,
 }
 
-/// One destination one workspace asked for.
+/// What was asked for, named by `kind`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ApprovalAction {
+    /// The workspace itself asked to reach `host:port`; approved, the
+    /// entry is on its allowlist until the approval expires.
+    Egress { host: String, port: u16 },
+    /// A token asked to end the workspace `ttl_s` seconds after the
+    /// decision, past its `max_ttl_s` quota. Done once; it does not expire.
+    ExtendTtl { ttl_s: u64 },
+    /// A token asked to publish the workspace's `port` on the uplink;
+    /// approved, it is published (at `host_port`) until the approval
+    /// expires.
+    PublishPort {
+        port: u16,
+        /// The one asked for, then the one given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host_port: Option<u16>,
+    },
+    /// A token asked that the workspace may connect to `to` on `port`;
+    /// approved, the link (`link`) holds until the approval expires.
+    Link {
+        to: String,
+        port: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        link: Option<String>,
+    },
+}
+
+impl ApprovalAction {
+    /// Its `kind`, as the wire and the audit name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApprovalAction::Egress { .. } => "egress",
+            ApprovalAction::ExtendTtl { .. } => "extend_ttl",
+            ApprovalAction::PublishPort { .. } => "publish_port",
+            ApprovalAction::Link { .. } => "link",
+        }
+    }
+}
+
+/// One thing asked for one workspace.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Approval {
-    /// Stable for the workspace, name and port: asking again is the same
-    /// approval.
+    /// Stable for the workspace, the asker and what was asked: asking
+    /// again is the same approval.
     pub id: String,
     pub workspace: String,
-    pub host: String,
-    pub port: u16,
-    /// The workspace's own words (its latest ask's).
+    #[serde(flatten)]
+    pub action: ApprovalAction,
+    /// The token that asked; absent when the workspace itself asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked_by: Option<String>,
+    /// The asker's own words (its latest ask's).
     pub reason: String,
     pub state: ApprovalState,
     /// When it was (last) asked, Unix seconds, and how many asks so far.
@@ -41,7 +87,8 @@ pub struct Approval {
     pub expires_at: Option<u64>,
 }
 
-/// `GET /v1/approvals`, newest ask first.
+/// `GET /v1/approvals`, newest ask first: every one for an admin, the
+/// ones it asked for any other token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApprovalList {
     pub approvals: Vec<Approval>,
@@ -52,7 +99,8 @@ pub struct ApprovalList {
 #[serde(deny_unknown_fields)]
 pub struct ApprovalDecision {
     pub approve: bool,
-    /// How long an approval holds (10 to 604800 s; default 3600).
+    /// How long an approval holds (10 to 604800 s; default 3600): an
+    /// egress entry, a published port or a link is taken away after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_s: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -27,7 +27,7 @@ pub mod workspace;
 pub use admin::{
     AuditEvents, KeyState, KeyStatus, Quarantined, Revoked, TlsRotated, TokenRotated, WhoAmI,
 };
-pub use approval::{Approval, ApprovalDecision, ApprovalList, ApprovalState};
+pub use approval::{Approval, ApprovalAction, ApprovalDecision, ApprovalList, ApprovalState};
 pub use error::ErrorBody;
 pub use exec::{ExecEvent, ExecRequest};
 pub use files::{DirCreated, DirListing, FileEntry, FileKind};
@@ -41,7 +41,10 @@ pub use report::{
 };
 pub use secret::{Secret, SecretList, SecretPlace, SecretRemoved, SecretSpec};
 pub use signals::{SignalAction, SignalRule, SignalRules};
-pub use token::{MintRequest, MintedToken, Quotas, Scope, SecretFormat, TokenList, TokenView};
+pub use token::{
+    ActionPolicy, ActionRule, MintRequest, MintedToken, Quotas, Scope, SecretFormat, TokenList,
+    TokenView,
+};
 pub use workspace::{
     Deleted, Egress, Published, TtlRequest, Workspace, WorkspaceLimits, WorkspaceList,
     WorkspaceSpec, WorkspaceState,

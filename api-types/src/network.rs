@@ -9,6 +9,9 @@ pub struct LinkRequest {
     pub from: String,
     pub to: String,
     pub port: u16,
+    /// Why, for the person who approves it when the token may only ask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A private link as answers show it.
@@ -38,6 +41,9 @@ pub struct PublishRequest {
     /// 20000-29999; absent: the first free one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_port: Option<u16>,
+    /// Why, for the person who approves it when the token may only ask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// The answer to a publish.

@@ -205,4 +205,8 @@ mod tests {
 #[serde(deny_unknown_fields)]
 pub struct TtlRequest {
     pub ttl_s: u64,
+    /// Why, for the person who approves it when it is past the token's
+    /// `max_ttl_s` and its policy says ask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }

@@ -122,6 +122,7 @@ fn request_types_name_the_documented_fields() {
         labels: BTreeMap::new(),
         workspace_ids: Some(vec![]),
         egress_allow: Some(egress()),
+        actions: Some(paddock_api_types::ActionPolicy::default()),
         secret_format: Some(paddock_api_types::SecretFormat::E2b),
     };
     assert_eq!(keys(&mint), properties("TokenRequest"));
@@ -138,7 +139,17 @@ fn request_types_name_the_documented_fields() {
     assert_eq!(keys(&process), properties("ProcessRequest"));
     assert_eq!(keys(&PtySize { cols: 1, rows: 1 }), properties("PtySize"));
     assert_eq!(keys(&Quotas::default()), properties("Quotas"));
-    assert_eq!(keys(&TtlRequest { ttl_s: 60 }), properties("TtlRequest"));
+    assert_eq!(
+        keys(&TtlRequest {
+            ttl_s: 60,
+            reason: Some("r".into())
+        }),
+        properties("TtlRequest")
+    );
+    assert_eq!(
+        keys(&paddock_api_types::ActionPolicy::default()),
+        properties("ActionPolicy")
+    );
 }
 
 #[test]
@@ -250,21 +261,44 @@ fn answer_types_name_the_documented_fields() {
         files: FileChanges::default(),
     };
     assert_eq!(keys(&report), properties("WorkspaceReport"));
-    let approval = Approval {
-        id: "apr_1".into(),
-        workspace: "ws_x".into(),
-        host: "a.test".into(),
-        port: 443,
-        reason: "r".into(),
-        state: ApprovalState::Approved,
-        asked_at: 0,
-        asks: 1,
-        decided_by: Some("tok_x".into()),
-        decided_at: Some(1),
-        decision_reason: Some("ok".into()),
-        expires_at: Some(2),
-    };
-    assert_eq!(keys(&approval), properties("Approval"));
+    // Each kind names its own fields; together they are the document's.
+    let mut approval_keys = BTreeSet::new();
+    for action in [
+        ApprovalAction::Egress {
+            host: "a.test".into(),
+            port: 443,
+        },
+        ApprovalAction::ExtendTtl { ttl_s: 60 },
+        ApprovalAction::PublishPort {
+            port: 80,
+            host_port: Some(20000),
+        },
+        ApprovalAction::Link {
+            to: "ws_y".into(),
+            port: 80,
+            link: Some("lnk_1".into()),
+        },
+    ] {
+        let approval = Approval {
+            id: "apr_1".into(),
+            workspace: "ws_x".into(),
+            action,
+            asked_by: Some("tok_x".into()),
+            reason: "r".into(),
+            state: ApprovalState::Approved,
+            asked_at: 0,
+            asks: 1,
+            decided_by: Some("tok_x".into()),
+            decided_at: Some(1),
+            decision_reason: Some("ok".into()),
+            expires_at: Some(2),
+        };
+        let back: Approval =
+            serde_json::from_value(serde_json::to_value(&approval).expect("json")).expect("back");
+        assert_eq!(back, approval);
+        approval_keys.extend(keys(&approval));
+    }
+    assert_eq!(approval_keys, properties("Approval"));
     assert_eq!(
         keys(&ApprovalList { approvals: vec![] }),
         properties("ApprovalList")
@@ -287,6 +321,7 @@ fn answer_types_name_the_documented_fields() {
         labels: BTreeMap::new(),
         workspace_ids: None,
         egress_allow: None,
+        actions: paddock_api_types::ActionPolicy::default(),
     };
     assert_eq!(keys(&token), properties("Token"));
     let link = Link {

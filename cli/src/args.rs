@@ -77,17 +77,25 @@ pub enum Command {
         #[command(flatten)]
         allow: AllowArgs,
     },
-    /// Private links: FROM may connect to TO on PORT (admin)
+    /// Private links: FROM may connect to TO on PORT (admin, or a token whose policy allows
+    /// or asks for links)
     #[command(subcommand)]
     Link(LinkCommand),
-    /// Reach a workspace port from the uplink (admin)
+    /// Reach a workspace port from the uplink (admin, or a token whose policy allows or asks)
     Publish {
         id: String,
         #[command(flatten)]
         port: PublishRequest,
     },
-    /// Stop publishing a workspace port (admin)
+    /// Stop publishing a workspace port
     Unpublish { id: String, port: u16 },
+    /// End a running workspace SECONDS from now (past the token's max_ttl_s, its policy says
+    /// whether that is refused, asked for or done)
+    Ttl {
+        id: String,
+        #[command(flatten)]
+        ttl: TtlArgs,
+    },
     /// Freeze a workspace, revoke its tokens, take a forensic snapshot (admin)
     Quarantine { id: String },
     /// Download a file of a forensic snapshot, checked against its manifest;
@@ -110,10 +118,13 @@ pub enum Command {
     NetLog(NetLogArgs),
     /// What to review before trusting a workspace's output: commands, signals, network, changed files
     Report { id: String },
-    /// Egress requests workspaces made at http://paddock.internal (admin); pending ones unless --all
+    /// What waits for a person: destinations workspaces asked for at http://paddock.internal,
+    /// and actions tokens asked for (every one for an admin, your own asks for any other token);
+    /// pending ones unless --all, or one approval by its id
     Approvals {
         #[arg(long)]
         all: bool,
+        id: Option<String>,
     },
     /// A workspace's brokered secrets: names, hosts, placeholders (never values)
     Secrets(SecretsArgs),
@@ -121,7 +132,8 @@ pub enum Command {
     /// workspace's requests to named hosts, the workspace only ever holds a placeholder
     #[command(subcommand)]
     Secret(SecretCommand),
-    /// Approve a pending egress request: its destination joins the workspace's allowlist for a while (admin)
+    /// Approve a pending approval (admin): a destination joins the workspace's allowlist for
+    /// --ttl, an asked-for action is done (a port or a link taken back after --ttl)
     Approve {
         id: String,
         /// Seconds it holds (10 to 604800)
@@ -130,7 +142,7 @@ pub enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
-    /// Deny a pending egress request (admin)
+    /// Deny a pending approval (admin)
     Deny {
         id: String,
         #[arg(long)]
@@ -256,6 +268,22 @@ pub struct PublishRequest {
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_port: Option<u16>,
+    /// Why, for the admin who approves it when this token may only ask
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The body of `POST /v1/workspaces/{id}/ttl`.
+#[derive(Debug, Args, Serialize)]
+pub struct TtlArgs {
+    /// Seconds from now
+    #[serde(rename = "ttl_s")]
+    pub seconds: u64,
+    /// Why, for the admin who approves it when this token may only ask
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -274,6 +302,10 @@ pub struct LinkRequest {
     pub from: String,
     pub to: String,
     pub port: u16,
+    /// Why, for the admin who approves it when this token may only ask
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Either `forensics ID FILE DEST` or `forensics rm ID`: `rm` is read as
@@ -316,6 +348,15 @@ impl SnapshotFile {
     }
 }
 
+/// The actions a token's policy names (`actions` in the API).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum YellowAction {
+    /// A TTL past its max_ttl_s
+    ExtendTtl,
+    PublishPort,
+    Link,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Mint a token, below the one you use; its secret is shown once
@@ -333,6 +374,15 @@ pub enum TokenCommand {
         /// A secret in E2B's API-key shape (`e2b_` + 40 hex), for E2B's SDKs
         #[arg(long)]
         e2b: bool,
+        /// The longest a workspace it creates or extends may live, in seconds
+        #[arg(long, value_name = "S")]
+        max_ttl: Option<u64>,
+        /// A yellow action it may do alone (repeatable)
+        #[arg(long = "allow", value_name = "ACTION")]
+        allow: Vec<YellowAction>,
+        /// A yellow action it may ask an admin for (repeatable)
+        #[arg(long = "ask", value_name = "ACTION")]
+        ask: Vec<YellowAction>,
     },
     /// List tokens
     Ls,

@@ -23,8 +23,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 /// The events sent when the configuration names none.
-pub const DEFAULT_EVENTS: [&str; 4] = [
+pub const DEFAULT_EVENTS: [&str; 5] = [
     "egress_requested",
+    "approval_requested",
     "signal_fired",
     "secret_misuse",
     "workspace_quarantined",

@@ -95,7 +95,7 @@ fn control(plane: Arc<Mutex<Plane>>) -> impl Fn(&str, Call) -> Outcome {
                 Some(_) => reply(200, json!({"deleted": id})),
                 None => missing(&id),
             },
-            Call::SetTtl { id, ttl_s } => {
+            Call::SetTtl { id, ttl_s, .. } => {
                 p.ttls.push((id.clone(), ttl_s));
                 match p.workspaces.get_mut(&id) {
                     Some(w) => {

@@ -163,8 +163,24 @@ fn forensics_reads_rm_as_the_subcommand_and_anything_else_as_an_id() {
 #[test]
 fn subcommands_of_subcommands() {
     let cli = parse(&[
-        "token", "create", "ci", "--scope", "create", "--scope", "exec", "--ttl", "60", "--label",
-        "team=x", "--e2b",
+        "token",
+        "create",
+        "ci",
+        "--scope",
+        "create",
+        "--scope",
+        "exec",
+        "--ttl",
+        "60",
+        "--label",
+        "team=x",
+        "--e2b",
+        "--max-ttl",
+        "3600",
+        "--ask",
+        "extend-ttl",
+        "--allow",
+        "link",
     ]);
     let Command::Token(TokenCommand::Create {
         name,
@@ -172,6 +188,9 @@ fn subcommands_of_subcommands() {
         ttl,
         labels,
         e2b,
+        max_ttl,
+        allow,
+        ask,
     }) = cli.command
     else {
         panic!()
@@ -181,6 +200,23 @@ fn subcommands_of_subcommands() {
     assert_eq!(ttl, Some(60));
     assert_eq!(labels, [("team".to_string(), "x".to_string())]);
     assert!(e2b);
+    assert_eq!(max_ttl, Some(3600));
+    assert_eq!(
+        (allow, ask),
+        (vec![YellowAction::Link], vec![YellowAction::ExtendTtl])
+    );
+    assert_eq!(
+        refused(&["token", "create", "ci", "--ask", "reboot"]),
+        ErrorKind::InvalidValue
+    );
+    assert!(matches!(
+        parse(&["ttl", "ws_1", "7200", "--reason", "a long build"]).command,
+        Command::Ttl { id, ttl } if id == "ws_1" && ttl.seconds == 7200 && ttl.reason.as_deref() == Some("a long build")
+    ));
+    assert!(matches!(
+        parse(&["approvals", "apr_1"]).command,
+        Command::Approvals { all: false, id: Some(id) } if id == "apr_1"
+    ));
     assert_eq!(
         refused(&["token", "create", "ci", "--scope", "everything"]),
         ErrorKind::InvalidValue

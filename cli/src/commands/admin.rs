@@ -4,7 +4,7 @@
 use super::{enc, ok, ws_path, Ctx};
 use crate::args::{
     EventsArgs, ForensicsArgs, ForensicsCommand, KeysCommand, LinkCommand, SnapshotFile,
-    TlsCommand, TokenCommand,
+    TlsCommand, TokenCommand, YellowAction,
 };
 use crate::CliError;
 use paddock_api_types::{Deleted, Link, LinkList, MintRequest, MintedToken, TokenList};
@@ -27,7 +27,10 @@ pub fn link(ctx: &Ctx, cmd: LinkCommand) -> Result<(), CliError> {
             ctx.show(&body, |v: LinkList| v.links.iter().for_each(show))
         }
         LinkCommand::Add(req) => {
-            let body = ctx.send("POST", "/v1/links", &req)?;
+            let (body, asked) = ctx.send_or_ask("POST", "/v1/links", &req)?;
+            if asked {
+                return ctx.show_asked(&body);
+            }
             ctx.show(&body, |l: Link| show(&l))
         }
         LinkCommand::Rm { link } => {
@@ -35,6 +38,36 @@ pub fn link(ctx: &Ctx, cmd: LinkCommand) -> Result<(), CliError> {
             ctx.show(&body, |d: Deleted| println!("removed {}", d.deleted))
         }
     }
+}
+
+/// `--allow` and `--ask` as a token's policy; absent when neither is given.
+fn policy(
+    allow: &[YellowAction],
+    ask: &[YellowAction],
+) -> Result<Option<paddock_api_types::ActionPolicy>, CliError> {
+    use paddock_api_types::ActionRule;
+    if let Some(both) = allow.iter().find(|a| ask.contains(a)) {
+        return Err(CliError::Usage(format!(
+            "{both:?} is both --allow and --ask: give one"
+        )));
+    }
+    if allow.is_empty() && ask.is_empty() {
+        return Ok(None);
+    }
+    let rule = |a: YellowAction| {
+        if allow.contains(&a) {
+            ActionRule::Allow
+        } else if ask.contains(&a) {
+            ActionRule::Ask
+        } else {
+            ActionRule::Deny
+        }
+    };
+    Ok(Some(paddock_api_types::ActionPolicy {
+        extend_ttl: rule(YellowAction::ExtendTtl),
+        publish_port: rule(YellowAction::PublishPort),
+        link: rule(YellowAction::Link),
+    }))
 }
 
 /// Downloads one file of a forensic snapshot to `dest`; every file but the
@@ -100,6 +133,9 @@ pub fn token(ctx: &Ctx, cmd: TokenCommand) -> Result<(), CliError> {
             ttl,
             labels,
             e2b,
+            max_ttl,
+            allow,
+            ask,
         } => {
             let req = MintRequest {
                 name,
@@ -107,6 +143,11 @@ pub fn token(ctx: &Ctx, cmd: TokenCommand) -> Result<(), CliError> {
                 ttl_s: ttl,
                 labels: labels.into_iter().collect(),
                 secret_format: e2b.then_some(paddock_api_types::SecretFormat::E2b),
+                quotas: paddock_api_types::Quotas {
+                    max_ttl_s: max_ttl,
+                    ..Default::default()
+                },
+                actions: policy(&allow, &ask)?,
                 ..MintRequest::default()
             };
             let body = ctx.send("POST", "/v1/tokens", &req)?;

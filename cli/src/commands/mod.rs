@@ -46,6 +46,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Limits { id, limits } => workspace::limits(&ctx()?, &id, &limits),
         Command::Egress { id, allow } => workspace::egress(&ctx()?, &id, allow),
         Command::Publish { id, port } => workspace::publish(&ctx()?, &id, &port),
+        Command::Ttl { id, ttl } => workspace::ttl(&ctx()?, &id, &ttl),
         Command::Unpublish { id, port } => ctx()?
             .call("DELETE", &ws_path(&id, &format!("/ports/{port}")))
             .map(drop),
@@ -60,7 +61,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Report { id } => review::report(&ctx()?, &id),
         Command::Secrets(args) => secrets::list(&ctx()?, &args),
         Command::Secret(cmd) => secrets::secret(&ctx()?, cmd),
-        Command::Approvals { all } => review::approvals(&ctx()?, all),
+        Command::Approvals { all, id } => review::approvals(&ctx()?, all, id.as_deref()),
         Command::Approve { id, ttl, reason } => {
             review::decide(&ctx()?, &id, true, Some(ttl), reason)
         }
@@ -97,6 +98,33 @@ impl Ctx {
         let bytes = serde_json::to_vec(body)
             .map_err(|e| CliError::Api(format!("shaping the request: {e}")))?;
         ok(self.api.call(method, path, Some(&bytes))?)
+    }
+
+    /// A request with `body` as JSON that a token's policy may turn into
+    /// an ask: the 2xx body, and whether it was (202) an approval.
+    pub fn send_or_ask(
+        &self,
+        method: &str,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<(Vec<u8>, bool), CliError> {
+        let bytes = serde_json::to_vec(body)
+            .map_err(|e| CliError::Api(format!("shaping the request: {e}")))?;
+        let answer = self.api.call(method, path, Some(&bytes))?;
+        let asked = answer.status == 202;
+        Ok((ok(answer)?, asked))
+    }
+
+    /// An answer that was an ask: the approval, and how to follow it.
+    pub fn show_asked(&self, body: &[u8]) -> Result<(), CliError> {
+        self.show(body, |a: paddock_api_types::Approval| {
+            println!(
+                "asked: approval {} ({}) waits for an admin; `paddock approvals {}` shows it",
+                a.id,
+                a.action.kind(),
+                a.id
+            )
+        })
     }
 
     /// Under `--json` the answer as sent (if it is JSON at all), else

@@ -151,8 +151,61 @@ pub fn report(ctx: &Ctx, id: &str) -> Result<(), CliError> {
     })
 }
 
-/// `paddock approvals [--all]`: one line per egress request.
-pub fn approvals(ctx: &Ctx, all: bool) -> Result<(), CliError> {
+/// What an approval asks for, as a person reads it.
+fn asked_for(a: &paddock_api_types::Approval) -> String {
+    use paddock_api_types::ApprovalAction as A;
+    match &a.action {
+        A::Egress { host, port } => format!("egress to {}:{port}", shown(host)),
+        A::ExtendTtl { ttl_s } => format!("end {} {ttl_s} s after the decision", a.workspace),
+        A::PublishPort { port, host_port } => format!(
+            "publish {} port {port}{}",
+            a.workspace,
+            host_port.map(|h| format!(" at {h}")).unwrap_or_default()
+        ),
+        A::Link { to, port, link } => format!(
+            "link {} -> {}:{port}{}",
+            a.workspace,
+            shown(to),
+            link.as_deref()
+                .map(|l| format!(" ({l})"))
+                .unwrap_or_default()
+        ),
+    }
+}
+
+/// One approval on one line.
+fn approval_line(a: &paddock_api_types::Approval) -> String {
+    format!(
+        "{} {:?} {} {}, asked by {} {}x, last at {}: {}{}",
+        a.id,
+        a.state,
+        a.workspace,
+        asked_for(a),
+        a.asked_by.as_deref().unwrap_or("the workspace"),
+        a.asks,
+        a.asked_at,
+        shown(&a.reason),
+        a.expires_at
+            .map(|t| format!(" (until {t})"))
+            .unwrap_or_default()
+    )
+}
+
+/// `paddock approvals [--all] [ID]`: one line per approval.
+pub fn approvals(ctx: &Ctx, all: bool, id: Option<&str>) -> Result<(), CliError> {
+    if let Some(id) = id {
+        let body = ctx.call("GET", &format!("/v1/approvals/{}", enc(id)))?;
+        return ctx.show(&body, |a: paddock_api_types::Approval| {
+            println!("{}", approval_line(&a));
+            if let Some(why) = &a.decision_reason {
+                println!(
+                    "  decided by {}: {}",
+                    a.decided_by.as_deref().unwrap_or("?"),
+                    shown(why)
+                );
+            }
+        });
+    }
     let path = if all {
         "/v1/approvals".to_string()
     } else {
@@ -161,20 +214,7 @@ pub fn approvals(ctx: &Ctx, all: bool) -> Result<(), CliError> {
     let body = ctx.call("GET", &path)?;
     ctx.show(&body, |list: paddock_api_types::ApprovalList| {
         for a in list.approvals {
-            println!(
-                "{} {:?} {} {}:{} asked {}x, last at {}: {}{}",
-                a.id,
-                a.state,
-                a.workspace,
-                shown(&a.host),
-                a.port,
-                a.asks,
-                a.asked_at,
-                shown(&a.reason),
-                a.expires_at
-                    .map(|t| format!(" (until {t})"))
-                    .unwrap_or_default()
-            );
+            println!("{}", approval_line(&a));
         }
     })
 }
@@ -199,17 +239,7 @@ pub fn decide(
         .call("POST", &format!("/v1/approvals/{}", enc(id)), Some(&body))?;
     let body = super::ok(answer)?;
     ctx.show(&body, |a: paddock_api_types::Approval| {
-        println!(
-            "{} {:?}: {}:{} for {}{}",
-            a.id,
-            a.state,
-            a.host,
-            a.port,
-            a.workspace,
-            a.expires_at
-                .map(|t| format!(" until {t}"))
-                .unwrap_or_default()
-        );
+        println!("{}", approval_line(&a));
     })
 }
 

@@ -169,12 +169,26 @@ pub fn egress(ctx: &Ctx, id: &str, allow: AllowArgs) -> Result<(), CliError> {
 }
 
 pub fn publish(ctx: &Ctx, id: &str, port: &PublishRequest) -> Result<(), CliError> {
-    let body = ctx.send("POST", &ws_path(id, "/ports"), port)?;
+    let (body, asked) = ctx.send_or_ask("POST", &ws_path(id, "/ports"), port)?;
+    if asked {
+        return ctx.show_asked(&body);
+    }
     ctx.show(&body, |p: PortPublished| {
         println!(
             "{id} port {} is at the appliance's port {}",
             p.port, p.host_port
         )
+    })
+}
+
+/// `paddock ttl ID SECONDS`.
+pub fn ttl(ctx: &Ctx, id: &str, ttl: &crate::args::TtlArgs) -> Result<(), CliError> {
+    let (body, asked) = ctx.send_or_ask("POST", &ws_path(id, "/ttl"), ttl)?;
+    if asked {
+        return ctx.show_asked(&body);
+    }
+    ctx.show(&body, |w: Workspace| {
+        println!("{id} ends at {}", w.expires_at)
     })
 }
 

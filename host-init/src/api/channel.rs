@@ -327,10 +327,13 @@ pub enum Call {
         id: String,
     },
     /// Ends a running workspace `ttl_s` seconds from now, sooner or later
-    /// than it would have (create scope).
+    /// than it would have (create scope; past the token's `max_ttl_s` its
+    /// policy decides, `reason` is for the approver).
     SetTtl {
         id: String,
         ttl_s: u64,
+        #[serde(default)]
+        reason: Option<String>,
     },
     /// New disk rate limits for a running workspace (admin).
     SetLimits {
@@ -451,12 +454,16 @@ pub enum Call {
         id: String,
         since: u64,
     },
-    /// Egress requests, `state` one of pending, approved, denied, expired
-    /// (admin).
+    /// Approvals, `state` one of pending, approved, denied, expired (every
+    /// one for an admin, its own asks for any other token).
     ListApprovals {
         state: Option<String>,
     },
-    /// Approve (for a while) or deny a pending egress request (admin).
+    /// One approval (an admin's, or the asker's).
+    GetApproval {
+        id: String,
+    },
+    /// Approve (for a while) or deny a pending approval (admin).
     DecideApproval {
         id: String,
         request: serde_json::Value,
@@ -563,6 +570,8 @@ pub enum ProcessAction {
 pub enum Verdict {
     Ok,
     Created,
+    /// Recorded, not done: it waits for a person's approval.
+    Accepted,
     /// The request itself is malformed.
     BadRequest,
     /// No token, or one that is invalid, expired or revoked.

@@ -8,7 +8,7 @@
 //! (Paddock cannot pause a workspace yet), egress CIDRs without ports
 //! (Paddock's rules name them), metrics (not yet served in E2B's shape).
 
-use super::channel::Call;
+use super::channel::{Call, Verdict};
 use super::conn::Exchange;
 use super::http::{self, status_of};
 use super::server::{call, query, read_json, Shared};
@@ -70,6 +70,15 @@ fn reshaped((status, body): (u16, Value)) -> (u16, Value) {
 
 fn ask(shared: &Shared, bearer: &str, c: Call) -> Result<Value, (u16, Value)> {
     let (reply, _) = call(shared, bearer, c);
+    if reply.verdict == Verdict::Accepted {
+        // E2B's SDKs take any 2xx for done; an ask that waits for a person
+        // is not done, so it is refused here with its approval's id.
+        let id = reply.body.get("id").and_then(Value::as_str).unwrap_or("?");
+        return Err(error(
+            403,
+            format!("this key may only ask for that: approval {id} waits for an admin"),
+        ));
+    }
     let unseen = reply.body.get("error").and_then(Value::as_str)
         == Some(crate::control::service::NO_SUCH_WORKSPACE);
     if unseen {
@@ -329,6 +338,7 @@ pub fn set_timeout(
     let c = Call::SetTtl {
         id: id.to_string(),
         ttl_s: t.timeout,
+        reason: None,
     };
     match ask(shared, &req.bearer, c) {
         Ok(_) => (204, Value::Null),
@@ -358,6 +368,7 @@ pub fn connect(shared: &Shared, req: &http::Request, io: &mut Exchange, id: &str
         let c = Call::SetTtl {
             id: id.to_string(),
             ttl_s: timeout,
+            reason: None,
         };
         if let Err(e) = ask(shared, &req.bearer, c) {
             return e;

@@ -219,6 +219,7 @@ pub fn status_of(verdict: Verdict) -> u16 {
     match verdict {
         Verdict::Ok => 200,
         Verdict::Created => 201,
+        Verdict::Accepted => 202,
         Verdict::BadRequest => 400,
         Verdict::Unauthenticated => 401,
         Verdict::Forbidden => 403,
@@ -236,9 +237,10 @@ pub fn status_of(verdict: Verdict) -> u16 {
 /// The verdict an HTTP status says, for stand-ins of the control plane
 /// that are written in statuses (tests, benchmarks).
 pub fn verdict_of(status: u16) -> Option<Verdict> {
-    const ALL: [Verdict; 13] = [
+    const ALL: [Verdict; 14] = [
         Verdict::Ok,
         Verdict::Created,
+        Verdict::Accepted,
         Verdict::BadRequest,
         Verdict::Unauthenticated,
         Verdict::Forbidden,

@@ -79,6 +79,7 @@ pub enum Route {
         name: String,
     },
     ListApprovals,
+    GetApproval(String),
     DecideApproval(String),
     /// A workspace's spawned processes (api::processes).
     Processes(String, ProcessOp),
@@ -150,7 +151,7 @@ pub fn allowed_methods(segs: &[&str]) -> Option<&'static [&'static str]> {
         ["v1", "health"] | ["metrics"] | ["v1", "audit"] | ["v1", "keys"] | ["v1", "approvals"] => {
             &["GET"]
         }
-        ["v1", "approvals", _] => &["POST"],
+        ["v1", "approvals", _] => &["GET", "POST"],
         ["v1", "workspaces"] | ["v1", "tokens"] | ["v1", "links"] => &["GET", "POST"],
         ["v1", "links", _] => &["DELETE"],
         ["v1", "workspaces", _] => &["GET", "DELETE"],
@@ -235,6 +236,7 @@ pub fn resolve(method: &str, path: &str) -> Route {
             name: s(name),
         },
         ("GET", ["v1", "approvals"]) => R::ListApprovals,
+        ("GET", ["v1", "approvals", id]) if valid_id(id) => R::GetApproval(s(id)),
         ("POST", ["v1", "approvals", id]) if valid_id(id) => R::DecideApproval(s(id)),
         (m, ["v1", "workspaces", id, "processes", rest @ ..]) => match ProcessOp::parse(m, rest) {
             Some(op) => R::Processes(s(id), op),
@@ -297,6 +299,12 @@ mod tests {
             ("DELETE", "/v1/workspaces/ws_1", R::DeleteWorkspace(id())),
             ("POST", "/v1/workspaces/ws_1/stop", R::StopWorkspace(id())),
             ("POST", "/v1/workspaces/ws_1/ttl", R::SetTtl(id())),
+            ("GET", "/v1/approvals/apr_1", R::GetApproval("apr_1".into())),
+            (
+                "POST",
+                "/v1/approvals/apr_1",
+                R::DecideApproval("apr_1".into()),
+            ),
             ("POST", "/v1/workspaces/ws_1/limits", R::SetLimits(id())),
             ("POST", "/v1/workspaces/ws_1/ports", R::PublishPort(id())),
             (

@@ -312,7 +312,11 @@ pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
         Route::DeleteWorkspace(id) => simple(Call::DeleteWorkspace { id }),
         Route::StopWorkspace(id) => simple(Call::StopWorkspace { id }),
         Route::SetTtl(id) => match read_json::<paddock_api_types::TtlRequest>(req, io) {
-            Ok(t) => simple(Call::SetTtl { id, ttl_s: t.ttl_s }),
+            Ok(t) => simple(Call::SetTtl {
+                id,
+                ttl_s: t.ttl_s,
+                reason: t.reason,
+            }),
             Err(e) => Some(e),
         },
         Route::SetLimits(id) => with_body(io, &|request| Call::SetLimits {
@@ -450,6 +454,7 @@ pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
             };
             simple(Call::ListApprovals { state })
         }
+        Route::GetApproval(id) => simple(Call::GetApproval { id }),
         Route::DecideApproval(id) => with_body(io, &|request| Call::DecideApproval {
             id: id.clone(),
             request,

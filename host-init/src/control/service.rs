@@ -22,6 +22,9 @@ use serde_json::{json, Value};
 mod approvals;
 #[cfg(test)]
 mod approvals_tests;
+mod asked;
+#[cfg(test)]
+mod asked_tests;
 mod links;
 mod ports;
 mod probes;
@@ -32,6 +35,7 @@ mod signal_calls;
 #[cfg(test)]
 mod tests;
 mod token_calls;
+mod ttl;
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -409,7 +413,7 @@ impl Control {
             Call::GetWorkspace { id } => format!("get_workspace {id}"),
             Call::DeleteWorkspace { id } => format!("delete_workspace {id}"),
             Call::StopWorkspace { id } => format!("stop_workspace {id}"),
-            Call::SetTtl { id, ttl_s } => format!("set_ttl {id} {ttl_s}"),
+            Call::SetTtl { id, ttl_s, .. } => format!("set_ttl {id} {ttl_s}"),
             Call::QuarantineWorkspace { id } => format!("quarantine_workspace {id}"),
             Call::SetLimits { id, .. } => format!("set_limits {id}"),
             Call::SetEgress { id, .. } => format!("set_egress {id}"),
@@ -440,6 +444,7 @@ impl Control {
             Call::NetworkLog { id, .. } => format!("network log of {id}"),
             Call::WorkspaceReport { id } => format!("report of {id}"),
             Call::ListApprovals { .. } => "list_approvals".into(),
+            Call::GetApproval { id } => format!("get_approval {id}"),
             Call::DecideApproval { id, .. } => format!("decide_approval {id}"),
             Call::ListSecrets { id } => format!("list_secrets {id}"),
             Call::SetSecret { id, name, .. } => format!("set_secret {id} {name}"),
@@ -495,46 +500,7 @@ impl Control {
                 );
                 Ok(reply(Verdict::Ok, ws.public()))
             }
-            Call::SetTtl { id, ttl_s } => {
-                let seen = self.workspace(tok, &id, Scope::Create, what)?;
-                self.quarantine_is_admins(tok, &seen, what)?;
-                if !(1..=super::workspace::MAX_TTL_S).contains(&ttl_s) {
-                    return Err(error(
-                        Verdict::Invalid,
-                        format!(
-                            "ttl_s: {ttl_s} is not 1 to {} (the server maximum)",
-                            super::workspace::MAX_TTL_S
-                        ),
-                    ));
-                }
-                let until = now_s() + ttl_s;
-                // Ending it sooner is ending it: that takes delete scope.
-                if until < seen.expires_at {
-                    self.workspace(tok, &id, Scope::Delete, what)?;
-                }
-                // Checked and changed in one transaction, and only its
-                // end: a quarantine or a policy change committed meanwhile
-                // is never written over.
-                let changed =
-                    self.store
-                        .update(WORKSPACES, &seen.id, |ws: &mut WorkspaceRecord| {
-                            if ws.state != WsState::Running {
-                                return Err(format!("workspace {} is {:?}", ws.id, ws.state));
-                            }
-                            ws.expires_at = until;
-                            Ok(())
-                        });
-                let ws = match changed.map_err(store_err)? {
-                    None => return Err(error(Verdict::NotFound, format!("no workspace {id}"))),
-                    Some(Err(why)) => return Err(error(Verdict::Conflict, why)),
-                    Some(Ok(ws)) => ws,
-                };
-                self.audit.record(
-                    "workspace_ttl_changed",
-                    json!({"workspace": ws.id, "token": tok.id, "expires_at_before": seen.expires_at, "expires_at": ws.expires_at}),
-                );
-                Ok(reply(Verdict::Ok, ws.public()))
-            }
+            Call::SetTtl { id, ttl_s, reason } => self.set_ttl(tok, &id, ttl_s, reason, what),
             Call::SetLimits { id, request } => {
                 self.need(tok, Scope::Admin, what)?;
                 let ws = self.workspace(tok, &id, Scope::Admin, what)?;
@@ -811,7 +777,8 @@ impl Control {
                     tenant: self.tenant_of(tok),
                 },
             )),
-            Call::ListApprovals { state } => self.list_approvals(tok, state, what),
+            Call::ListApprovals { state } => self.list_approvals(tok, state),
+            Call::GetApproval { id } => self.get_approval(tok, &id),
             Call::DecideApproval { id, request } => self.decide_approval(tok, &id, request, what),
             Call::ListSecrets { id } => self.list_secrets(tok, &id, what),
             Call::SetSecret { id, name, request } => {
@@ -1132,6 +1099,16 @@ impl Control {
         let problems = spec.problems();
         if !problems.is_empty() {
             return Err(error(Verdict::Invalid, problems.join("; ")));
+        }
+        if let Some(why) = ttl::past_quota(tok, spec.ttl_s) {
+            if tok.rule(super::tokens::Yellow::ExtendTtl) != super::tokens::ActionRule::Allow {
+                return Err(self.refuse(
+                    Verdict::Forbidden,
+                    &format!("{why}: create it with at most that, then ask for more (POST /v1/workspaces/{{id}}/ttl)"),
+                    Some(&tok.id),
+                    what,
+                ));
+            }
         }
         // What egress a workspace starts with is the creating token's to
         // grant only within what it was granted (admins: any).

@@ -14,7 +14,7 @@ pub const DEFAULT_TTL_S: u64 = 30 * 24 * 3600;
 const SECRET_PREFIX: &str = "pdk_";
 
 /// Scopes, quotas and the mint request: the API's wire types.
-pub use paddock_api_types::{MintRequest, Quotas, Scope};
+pub use paddock_api_types::{ActionPolicy, ActionRule, MintRequest, Quotas, Scope};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {
@@ -40,6 +40,17 @@ pub struct TokenRecord {
     /// How its secrets look; rotation keeps it.
     #[serde(default)]
     pub secret_format: SecretFormat,
+    /// Which yellow actions it may do or ask for (admins: all of them).
+    #[serde(default)]
+    pub actions: ActionPolicy,
+}
+
+/// The yellow actions, for a token's rule about one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Yellow {
+    ExtendTtl,
+    PublishPort,
+    Link,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -137,6 +148,19 @@ impl TokenRecord {
             workspace_ids: None,
             egress_allow: None,
             secret_format: SecretFormat::Paddock,
+            actions: ActionPolicy::default(),
+        }
+    }
+
+    /// What this token may do about a yellow action: admins do it.
+    pub fn rule(&self, action: Yellow) -> ActionRule {
+        if self.has(Scope::Admin) {
+            return ActionRule::Allow;
+        }
+        match action {
+            Yellow::ExtendTtl => self.actions.extend_ttl,
+            Yellow::PublishPort => self.actions.publish_port,
+            Yellow::Link => self.actions.link,
         }
     }
 
@@ -153,6 +177,7 @@ impl TokenRecord {
             labels: self.labels.clone(),
             workspace_ids: self.workspace_ids.clone(),
             egress_allow: self.egress_allow.clone(),
+            actions: self.actions,
         }
     }
 
@@ -266,7 +291,22 @@ impl TokenRecord {
                 self.quotas.max_disk_mib,
                 "max_disk_mib",
             )?,
+            max_ttl_s: within(req.quotas.max_ttl_s, self.quotas.max_ttl_s, "max_ttl_s")?,
         };
+        // Absent is the narrowest; never a rule past the parent's.
+        let actions = req.actions.unwrap_or_default();
+        for (action, name, wanted) in [
+            (Yellow::ExtendTtl, "extend_ttl", actions.extend_ttl),
+            (Yellow::PublishPort, "publish_port", actions.publish_port),
+            (Yellow::Link, "link", actions.link),
+        ] {
+            if wanted > self.rule(action) {
+                return Err(TokenError::Escalation(format!(
+                    "actions.{name} {wanted:?} is past the parent's {:?}",
+                    self.rule(action)
+                )));
+            }
+        }
         let egress_allow = match &req.egress_allow {
             None => None,
             Some(e) => {
@@ -297,6 +337,7 @@ impl TokenRecord {
                 workspace_ids,
                 egress_allow,
                 secret_format,
+                actions,
             },
         ))
     }

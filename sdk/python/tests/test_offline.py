@@ -431,6 +431,38 @@ class Calls(Certs):
         self.assertEqual((link.from_, link.to_address), ("ws_1", "10.0.0.3"))
         self.assertEqual(s.seen[-1].json(), {"from": "ws_1", "to": "ws_2", "port": 80})
 
+    def test_an_ask_raises_approval_pending_and_can_be_followed(self) -> None:
+        pending = {"id": "apr_1", "workspace": "ws_1", "kind": "publish_port", "port": 8080,
+                   "asked_by": "tok_1", "reason": "demo", "state": "pending", "asked_at": 5, "asks": 1}
+        decided = {**pending, "state": "approved", "host_port": 20001, "decided_by": "tok_bootstrap",
+                   "decided_at": 6, "expires_at": 3606}
+        answers = [pending, decided]
+        s = self.server()
+        s.route("POST", "/v1/workspaces/ws_1/ports", lambda r: Reply(202, pending))
+        s.route("POST", "/v1/workspaces/ws_1/ttl", lambda r: Reply(202, {**pending, "kind": "extend_ttl",
+                                                                        "port": None, "ttl_s": 7200}))
+        s.route("GET", "/v1/approvals/apr_1", lambda r: Reply(200, answers.pop(0) if len(answers) > 1 else answers[0]))
+        c = self.client(s)
+        ws = c.workspace("ws_1")
+        with self.assertRaises(paddock.ApprovalPending) as asked:
+            ws.publish_port(8080, reason="demo")
+        self.assertEqual((asked.exception.approval.kind, asked.exception.approval.port), ("publish_port", 8080))
+        self.assertIn("apr_1", str(asked.exception))
+        self.assertEqual(s.seen[-1].json(), {"port": 8080, "reason": "demo"})
+        with self.assertRaises(paddock.ApprovalPending) as asked:
+            ws.set_ttl(7200)
+        self.assertEqual(asked.exception.approval.ttl_s, 7200)
+        done = c.wait_for_approval("apr_1", poll_s=0.01)
+        self.assertEqual((done.state, done.host_port), ("approved", 20001))
+
+        async def follow() -> paddock.Approval:
+            async with paddock.AsyncPaddock(s.url, TOKEN, self.cert.fingerprint, timeout=10) as a:
+                with self.assertRaises(paddock.ApprovalPending):
+                    await a.workspace("ws_1").publish_port(8080)
+                return await a.wait_for_approval("apr_1", poll_s=0.01)
+
+        self.assertEqual(asyncio.run(follow()).state, "approved")
+
     def test_async_create_run_delete(self) -> None:
         s = self.server()
         s.route("POST", "/v1/workspaces", lambda r: Reply(201, WS))

@@ -37,6 +37,7 @@ from paddock import _build, _wire
 from paddock._http import AsyncTransport, Prepared, SyncTransport
 from paddock._routes import ROUTES
 from paddock.admin_models import EVENT_FILTER_FIELDS
+from paddock.review_models import Approval
 from paddock.aio_process import AsyncProcess
 from paddock.process import Process
 
@@ -116,9 +117,10 @@ def parameters(method: str, path: str, where: str) -> dict[str, dict[str, Any]]:
 
 def success(method: str, path: str) -> dict[str, Any]:
     """The operation's success answer; several (200 rotated, 201 added)
-    must carry the same content, since the SDK reads them alike."""
+    must carry the same content, since the SDK reads them alike. A 202
+    (an ask a token's policy made of it) is read apart: see asked()."""
     responses = operation(method, path)["responses"]
-    codes = sorted(str(c) for c in responses if str(c).startswith("2"))
+    codes = sorted(str(c) for c in responses if str(c).startswith("2") and str(c) != "202")
     assert codes, f"{method} {path}: no success answer"
     answers = [resolve(responses[c] if c in responses else responses[int(c)]) for c in codes]
     contents = [a.get("content") for a in answers]
@@ -236,6 +238,12 @@ class Routes(unittest.TestCase):
             if r.answer == "json":
                 self.assertIsNotNone(r.model, name)
                 shapes.model(r.model, answer["application/json"]["schema"], f"{name} answer")  # type: ignore[arg-type]
+            # A 202 is documented exactly where the SDK raises ApprovalPending.
+            asked = operation(r.method, r.path)["responses"].get("202") or operation(r.method, r.path)["responses"].get(202)
+            self.assertEqual(asked is not None, r.asks, f"{name}: a documented 202 and Route.asks differ")
+            if asked is not None:
+                schema = resolve(asked)["content"]["application/json"]["schema"]
+                shapes.model(Approval, schema, f"{name} 202")
         if shapes.problems:
             self.fail("the SDK's models and the document differ:\n" + "\n".join(shapes.problems))
 
@@ -280,9 +288,9 @@ CALLS: list[tuple[str, Call]] = [
         secrets={"K": {"value": "v", "hosts": ["a.example"], "header": "Authorization", "format": "Bearer {}",
                        "replace_in": ["headers"], "allow_plain_http": True, "upstream_ca": "PEM"}})),
     ("list_workspaces", lambda c, w, p: c.list_workspaces(labels={"a": "b"})),
-    ("set_ttl", lambda c, w, p: w.set_ttl(60)),
+    ("set_ttl", lambda c, w, p: w.set_ttl(60, reason="why")),
     ("set_limits", lambda c, w, p: w.set_limits(disk_mib_per_s=1, disk_iops=2, net_mib_per_s=3, net_connections_per_s=4)),
-    ("publish_port", lambda c, w, p: w.publish_port(8080, host_port=20000)),
+    ("publish_port", lambda c, w, p: w.publish_port(8080, host_port=20000, reason="why")),
     ("set_secret", lambda c, w, p: w.set_secret(
         "K", "v", hosts=["a.example"], header="Authorization", format="Bearer {}", replace_in=["headers", "body"],
         allow_plain_http=True, upstream_ca="PEM")),
@@ -300,10 +308,12 @@ CALLS: list[tuple[str, Call]] = [
     ("remove_file", lambda c, w, p: w.remove("/f", recursive=True, user="root")),
     ("list_dir", lambda c, w, p: w.list_dir("/", user="root")),
     ("make_dir", lambda c, w, p: w.make_dir("/d", mode=0o700, user="root")),
-    ("create_link", lambda c, w, p: c.create_link("ws_1", "ws_2", 80)),
+    ("create_link", lambda c, w, p: c.create_link("ws_1", "ws_2", 80, reason="why")),
     ("create_token", lambda c, w, p: c.create_token(
-        "n", ["exec", "read"], ttl_s=60, quotas={"max_workspaces": 1, "max_vcpus": 2, "max_memory_mib": 3, "max_disk_mib": 4},
-        labels={"a": "b"}, workspace_ids=["ws_1"], egress_allow={"domains": ["a.example"], "cidrs": []}, secret_format="e2b")),
+        "n", ["exec", "read"], ttl_s=60,
+        quotas={"max_workspaces": 1, "max_vcpus": 2, "max_memory_mib": 3, "max_disk_mib": 4, "max_ttl_s": 5},
+        labels={"a": "b"}, workspace_ids=["ws_1"], egress_allow={"domains": ["a.example"], "cidrs": []}, secret_format="e2b",
+        actions={"extend_ttl": "ask", "publish_port": "allow", "link": "deny"})),
     ("recover_keys", lambda c, w, p: c.recover_keys("secret")),
     ("list_approvals", lambda c, w, p: c.approvals(state="pending")),
     ("decide_approval", lambda c, w, p: c.decide("apr_1", True, ttl_s=60, reason="fine")),
@@ -389,7 +399,7 @@ class Helpers(unittest.TestCase):
 
         shapes = Shapes()
         shapes.model(Wrong, {"$ref": "#/components/schemas/TtlRequest"}, "x")
-        self.assertEqual(len(shapes.problems), 3, shapes.problems)  # ttl_s type; bogus unknown, not required
+        self.assertEqual(len(shapes.problems), 4, shapes.problems)  # ttl_s type; bogus unknown, not required; reason missing
 
     def test_argv(self) -> None:
         self.assertEqual(_build.argv_of("echo hi"), ["/bin/sh", "-c", "echo hi"])

@@ -1,11 +1,13 @@
-//! Egress requests a person approves (issue 17, part 2). A workspace asks
-//! for a destination at the box's request endpoint (net::requests, in the
+//! What a person approves (issue 17, part 2). A workspace asks for a
+//! destination at the box's request endpoint (net::requests, in the
 //! network services process); PID 1 records the ask here as a pending
 //! approval; an admin approves it for a while (the entry joins the
 //! workspace's allowlist until then) or denies it; the sample loop takes
-//! expired entries out again. Every step is audited: who asked and why,
+//! expired entries out again. A token's yellow actions (asked.rs) are
+//! decided here the same way. Every step is audited: who asked and why,
 //! who decided, when it ended.
 
+use super::asked::NotDone;
 use super::{error, reply, store_err, Control, Outcome};
 use crate::api::channel::Verdict;
 use crate::control::audit::now_s;
@@ -14,11 +16,13 @@ use crate::control::tokens::TokenRecord;
 use crate::control::workspace::{WorkspaceRecord, WsState};
 use crate::net::requests::{approval_id, Ask};
 use crate::warn;
-use paddock_api_types::{Approval, ApprovalDecision, ApprovalList, ApprovalState, Scope};
+use paddock_api_types::{
+    Approval, ApprovalAction, ApprovalDecision, ApprovalList, ApprovalState, Scope,
+};
 use serde_json::{json, Value};
 
 /// Pending approvals one workspace may have at once (more asks wait).
-const MAX_PENDING_PER_WORKSPACE: usize = 32;
+pub(super) const MAX_PENDING_PER_WORKSPACE: usize = 32;
 const DEFAULT_TTL_S: u64 = 3600;
 const MAX_TTL_S: u64 = 7 * 24 * 3600;
 const MIN_TTL_S: u64 = 10;
@@ -26,8 +30,23 @@ const MAX_REASON: usize = 500;
 /// Denied and expired approvals are kept this long after their decision.
 const KEEP_DECIDED_S: u64 = 7 * 24 * 3600;
 
-fn entry(a: &Approval) -> String {
-    format!("{}:{}", a.host, a.port)
+/// The allowlist entry an egress approval puts in, if it is one.
+fn entry(a: &Approval) -> Option<String> {
+    match &a.action {
+        ApprovalAction::Egress { host, port } => Some(format!("{host}:{port}")),
+        _ => None,
+    }
+}
+
+/// An asker's or a decider's words: one line, at most MAX_REASON.
+pub(super) fn check_reason(why: &str) -> Result<(), Outcome> {
+    if why.chars().count() > MAX_REASON || why.chars().any(char::is_control) {
+        return Err(error(
+            Verdict::Invalid,
+            format!("reason: at most {MAX_REASON} characters, one line"),
+        ));
+    }
+    Ok(())
 }
 
 impl Control {
@@ -91,8 +110,11 @@ impl Control {
                     let a = Approval {
                         id: id.clone(),
                         workspace: ws.id.clone(),
-                        host: ask.host.clone(),
-                        port: ask.port,
+                        action: ApprovalAction::Egress {
+                            host: ask.host.clone(),
+                            port: ask.port,
+                        },
+                        asked_by: None,
                         reason: reason.clone(),
                         state: ApprovalState::Pending,
                         asked_at: now,
@@ -121,19 +143,20 @@ impl Control {
         }
     }
 
-    /// `GET /v1/approvals[?state=]` (admin).
+    /// `GET /v1/approvals[?state=]`: every one for an admin, its own asks
+    /// for any other token.
     pub(super) fn list_approvals(
         &self,
         tok: &TokenRecord,
         state: Option<String>,
-        what: &str,
     ) -> Result<Outcome, Outcome> {
-        self.need(tok, Scope::Admin, what)?;
+        let admin = tok.has(Scope::Admin);
         let mut approvals: Vec<Approval> = self
             .store
             .list::<Approval>(APPROVALS)
             .map_err(store_err)?
             .into_iter()
+            .filter(|a| admin || a.asked_by.as_deref() == Some(&tok.id))
             .filter(|a| {
                 state.as_deref().is_none_or(|s| {
                     serde_json::to_value(a.state)
@@ -166,12 +189,7 @@ impl Control {
             ));
         }
         let why = d.reason.unwrap_or_default();
-        if why.chars().count() > MAX_REASON || why.chars().any(char::is_control) {
-            return Err(error(
-                Verdict::Invalid,
-                format!("reason: at most {MAX_REASON} characters, one line"),
-            ));
-        }
+        check_reason(&why)?;
         let now = now_s();
         let decided_reason = (!why.is_empty()).then_some(why);
         // The approval first, in one transaction: of two decisions at once
@@ -199,22 +217,87 @@ impl Control {
             Some(Err(why)) => return Err(error(Verdict::Conflict, why)),
             Some(Ok(a)) => a,
         };
-        if d.approve {
-            let e = entry(&a);
-            let added = self.change_egress(&a.workspace, |egress| {
-                if egress.domains.contains(&e) {
-                    // Its expiry would take out an entry someone else put there.
-                    return Err((
-                        Verdict::Conflict,
-                        format!("{e} is on the workspace's allowlist already"),
-                    ));
+        let a = if d.approve { self.put_in_force(a)? } else { a };
+        let record = json!({"workspace": a.workspace, "approval": a.id, "token": tok.id,
+                            "expires_at": a.expires_at, "reason": a.decision_reason});
+        match &a.action {
+            ApprovalAction::Egress { host, port } => {
+                let mut record = record;
+                record["host"] = json!(host);
+                record["port"] = json!(port);
+                let event = if d.approve {
+                    "egress_approved"
+                } else {
+                    "egress_denied"
+                };
+                self.audit.record(event, record);
+            }
+            action => {
+                let mut record = record;
+                record["kind"] = json!(action.kind());
+                record["asked_by"] = json!(a.asked_by);
+                record["action"] = json!(action);
+                let event = if d.approve {
+                    "approval_approved"
+                } else {
+                    "approval_denied"
+                };
+                self.audit.record(event, record);
+            }
+        }
+        Ok(reply(Verdict::Ok, a))
+    }
+
+    /// Puts what an approval (just recorded approved) grants in force: the
+    /// allowlist entry, or the asker's action. Not in force: back to
+    /// pending for another decision, or denied if it never can be.
+    fn put_in_force(&self, a: Approval) -> Result<Approval, Outcome> {
+        let id = a.id.clone();
+        let done = match entry(&a) {
+            Some(e) => self
+                .change_egress(&a.workspace, |egress| {
+                    if egress.domains.contains(&e) {
+                        // Its expiry would take out an entry someone else put there.
+                        return Err((
+                            Verdict::Conflict,
+                            format!("{e} is on the workspace's allowlist already"),
+                        ));
+                    }
+                    egress.domains.push(e.clone());
+                    Ok(())
+                })
+                .map(|_| a.action.clone())
+                .map_err(NotDone::Failed),
+            None => self.carry_out(&a),
+        };
+        match done {
+            Ok(action) => {
+                // The one-offs hold nothing that could expire.
+                let lasting = !matches!(action, ApprovalAction::ExtendTtl { .. });
+                let recorded = self.store.update(APPROVALS, &id, |x: &mut Approval| {
+                    x.action = action.clone();
+                    if !lasting {
+                        x.expires_at = None;
+                    }
+                    Ok::<(), ()>(())
+                });
+                match recorded {
+                    Ok(Some(Ok(a))) => Ok(a),
+                    _ => Err(error(
+                        Verdict::Failed,
+                        format!("approval {id} was carried out but could not be recorded"),
+                    )),
                 }
-                egress.domains.push(e.clone());
-                Ok(())
-            });
-            if let Err(o) = added {
-                // Not in force: back to pending, for another decision.
-                let _ = self.store.update(APPROVALS, id, |a: &mut Approval| {
+            }
+            Err(NotDone::Void(why)) => {
+                self.void(&id, &why);
+                Err(error(
+                    Verdict::Conflict,
+                    format!("approval {id} is void: {why}"),
+                ))
+            }
+            Err(NotDone::Failed(o)) => {
+                let _ = self.store.update(APPROVALS, &id, |a: &mut Approval| {
                     a.state = ApprovalState::Pending;
                     a.expires_at = None;
                     a.decided_by = None;
@@ -222,19 +305,9 @@ impl Control {
                     a.decision_reason = None;
                     Ok::<(), ()>(())
                 });
-                return Err(o);
+                Err(o)
             }
         }
-        self.audit.record(
-            if d.approve {
-                "egress_approved"
-            } else {
-                "egress_denied"
-            },
-            json!({"workspace": a.workspace, "approval": a.id, "host": a.host, "port": a.port,
-                   "token": tok.id, "expires_at": a.expires_at, "reason": a.decision_reason}),
-        );
-        Ok(reply(Verdict::Ok, a))
     }
 
     /// Takes expired approvals' entries out of their workspaces' allowlists
@@ -261,20 +334,24 @@ impl Control {
             if !due {
                 continue;
             }
-            let e = entry(&a);
-            let removed = self.change_egress(&a.workspace, |egress| {
-                egress.domains.retain(|d| d != &e);
-                Ok(())
-            });
+            let removed = match entry(&a) {
+                Some(e) => self
+                    .change_egress(&a.workspace, |egress| {
+                        egress.domains.retain(|d| d != &e);
+                        Ok(())
+                    })
+                    .map(|_| ()),
+                None => self.take_back(&a),
+            };
             match removed {
-                Ok(_) => {}
+                Ok(()) => {}
                 // Stopped, quarantined or lost: nothing of it runs; the
                 // entry goes from the record when it can, and the approval
                 // ends now either way.
                 Err(o) if o.reply.verdict == Verdict::Conflict => {}
                 Err(o) => {
                     warn!(
-                        "approval {}: taking {e} out of {}'s allowlist: {}",
+                        "approval {}: taking back what it gave {}: {}",
                         a.id, a.workspace, o.reply.body
                     );
                     continue;
@@ -288,10 +365,18 @@ impl Control {
                 Ok(())
             });
             if matches!(ended, Ok(Some(Ok(_)))) {
-                self.audit.record(
-                    "egress_grant_expired",
-                    json!({"workspace": a.workspace, "approval": a.id, "host": a.host, "port": a.port}),
-                );
+                let (event, mut record) = match &a.action {
+                    ApprovalAction::Egress { host, port } => {
+                        ("egress_grant_expired", json!({"host": host, "port": port}))
+                    }
+                    action => (
+                        "approval_expired",
+                        json!({"kind": action.kind(), "action": action, "asked_by": a.asked_by}),
+                    ),
+                };
+                record["workspace"] = json!(a.workspace);
+                record["approval"] = json!(a.id);
+                self.audit.record(event, record);
             }
         }
     }

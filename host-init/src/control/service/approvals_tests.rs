@@ -74,8 +74,10 @@ fn an_ask_is_pending_until_an_admin_approves_it_for_a_while_then_it_expires() {
     );
 
     // Only an admin decides.
-    let refused = c.call(&tenant_secret, Call::ListApprovals { state: None });
-    assert_eq!(refused.reply.verdict, Verdict::Forbidden);
+    // A tenant's list holds only its own asks: none of a workspace's.
+    let theirs = c.call(&tenant_secret, Call::ListApprovals { state: None });
+    assert_eq!(theirs.reply.verdict, Verdict::Ok);
+    assert_eq!(theirs.reply.body["approvals"], json!([]));
     let refused = c.call(
         &tenant_secret,
         Call::DecideApproval {

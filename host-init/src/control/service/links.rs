@@ -3,12 +3,13 @@
 //! between them. Kept in the state database, enforced by the firewall
 //! (net/firewall.rs), removed with either end.
 
+use super::asked::Gate;
 use super::{error, reply, store_err, Control, Outcome};
 use crate::api::channel::Verdict;
 use crate::control::store::{LINKS, WORKSPACES};
-use crate::control::tokens::{Scope, TokenRecord};
+use crate::control::tokens::{Scope, TokenRecord, Yellow};
 use crate::control::workspace::{WorkspaceRecord, WsState};
-use paddock_api_types::{Deleted, Link, LinkList, LinkRequest};
+use paddock_api_types::{ApprovalAction, Deleted, Link, LinkList, LinkRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -65,30 +66,41 @@ impl Control {
         })
     }
 
+    /// `GET /v1/links`: every link for an admin; for a token whose policy
+    /// lets it link, those whose ends it both sees.
     pub(super) fn list_links(&self, tok: &TokenRecord, what: &str) -> Result<Outcome, Outcome> {
-        self.need(tok, Scope::Admin, what)?;
-        let links = self
-            .links()?
-            .iter()
-            .map(|l| {
-                let to = self
-                    .store
-                    .get::<WorkspaceRecord>(WORKSPACES, &l.to)
+        self.may_try(tok, Yellow::Link, "link", what)?;
+        let mut links = Vec::new();
+        for l in self.links()? {
+            let end = |id: &str| {
+                self.store
+                    .get::<WorkspaceRecord>(WORKSPACES, id)
                     .ok()
-                    .flatten();
-                l.public(to.as_ref().and_then(address))
-            })
-            .collect();
+                    .flatten()
+            };
+            let (from, to) = (end(&l.from), end(&l.to));
+            let seen = tok.has(Scope::Admin) || {
+                let tree = self.tree();
+                [&from, &to]
+                    .iter()
+                    .all(|w| w.as_ref().is_some_and(|w| tree.sees(tok, w)))
+            };
+            if seen {
+                links.push(l.public(to.as_ref().and_then(address)));
+            }
+        }
         Ok(reply(Verdict::Ok, LinkList { links }))
     }
 
+    /// `POST /v1/links`: done for an admin or a token whose policy allows
+    /// it, asked for (on `from`'s behalf) when it says ask.
     pub(super) fn create_link(
         &self,
         tok: &TokenRecord,
         request: Value,
         what: &str,
     ) -> Result<Outcome, Outcome> {
-        self.need(tok, Scope::Admin, what)?;
+        self.may_try(tok, Yellow::Link, "link", what)?;
         let req: LinkRequest = serde_json::from_value(request)
             .map_err(|e| error(Verdict::Invalid, format!("link request: {e}")))?;
         if req.port == 0 {
@@ -100,8 +112,8 @@ impl Control {
                 "from and to are the same workspace",
             ));
         }
-        let from = self.workspace(tok, &req.from, Scope::Admin, what)?;
-        let to = self.workspace(tok, &req.to, Scope::Admin, what)?;
+        let from = self.workspace(tok, &req.from, Scope::Create, what)?;
+        let to = self.workspace(tok, &req.to, Scope::Create, what)?;
         for ws in [&from, &to] {
             if ws.state != WsState::Running || address(ws).is_none() {
                 return Err(error(
@@ -110,23 +122,64 @@ impl Control {
                 ));
             }
         }
-        let existing = self.links()?;
-        if let Some(l) = existing
-            .iter()
-            .find(|l| l.from == req.from && l.to == req.to && l.port == req.port)
+        self.no_such_link(&req.from, &req.to, req.port)?;
+        let action = ApprovalAction::Link {
+            to: req.to.clone(),
+            port: req.port,
+            link: None,
+        };
+        let why = "a link lets one workspace reach another";
+        match self.gate(tok, Yellow::Link, &from, action, req.reason, why, what)? {
+            Gate::Asked(o) => Ok(o),
+            Gate::Go => {
+                let link = self.do_link(&from, &to, req.port, &tok.id, None)?;
+                Ok(reply(Verdict::Created, link.public(address(&to))))
+            }
+        }
+    }
+
+    fn no_such_link(&self, from: &str, to: &str, port: u16) -> Result<(), Outcome> {
+        match self
+            .links()?
+            .into_iter()
+            .find(|l| l.from == from && l.to == to && l.port == port)
         {
-            return Err(error(
+            Some(l) => Err(error(
                 Verdict::Conflict,
                 format!("link {} already allows that", l.id),
-            ));
+            )),
+            None => Ok(()),
         }
+    }
+
+    /// Makes the link `from` → `to` on `port`, for `token` (and the
+    /// approval that let it, if one did). Both ends must run now.
+    pub(super) fn do_link(
+        &self,
+        from: &WorkspaceRecord,
+        to: &WorkspaceRecord,
+        port: u16,
+        token: &str,
+        approval: Option<&str>,
+    ) -> Result<LinkRecord, Outcome> {
+        for ws in [from, to] {
+            if ws.state != WsState::Running || address(ws).is_none() {
+                return Err(error(
+                    Verdict::Conflict,
+                    format!("workspace {} is {:?} or has no network", ws.id, ws.state),
+                ));
+            }
+        }
+        // Serial, so two equal links cannot both pass the check.
+        let _admit = self.admission.lock().unwrap_or_else(|e| e.into_inner());
+        self.no_such_link(&from.id, &to.id, port)?;
         let link = LinkRecord {
             id: format!("lnk_{}", crate::control::tokens::random_hex(6)),
-            from: req.from,
-            to: req.to,
-            port: req.port,
+            from: from.id.clone(),
+            to: to.id.clone(),
+            port,
             created_at: crate::control::audit::now_s(),
-            created_by: tok.id.clone(),
+            created_by: token.to_string(),
         };
         self.store.put(LINKS, &link.id, &link).map_err(store_err)?;
         if let Err(e) = self.apply_links() {
@@ -135,28 +188,47 @@ impl Control {
         }
         self.audit.record(
             "link_created",
-            json!({"link": link.id, "from": link.from, "to": link.to, "port": link.port, "token": tok.id}),
+            json!({"link": link.id, "from": link.from, "to": link.to, "port": link.port, "token": token, "approval": approval}),
         );
-        Ok(reply(Verdict::Created, link.public(address(&to))))
+        Ok(link)
     }
 
+    /// `DELETE /v1/links/{id}`: an admin's, or that of a token whose policy
+    /// lets it link and that sees both ends; taking back needs no approval.
     pub(super) fn delete_link(
         &self,
         tok: &TokenRecord,
         id: &str,
         what: &str,
     ) -> Result<Outcome, Outcome> {
-        self.need(tok, Scope::Admin, what)?;
+        self.may_try(tok, Yellow::Link, "link", what)?;
         let Some(link) = self.store.get::<LinkRecord>(LINKS, id).map_err(store_err)? else {
             return Err(error(Verdict::NotFound, format!("no link {id}")));
+        };
+        if !tok.has(Scope::Admin) {
+            for end in [&link.from, &link.to] {
+                // A link whose end it cannot see is one it cannot see.
+                self.workspace(tok, end, Scope::Create, what)
+                    .map_err(|_| error(Verdict::NotFound, format!("no link {id}")))?;
+            }
+        }
+        self.remove_link(&link.id, &tok.id)?;
+        Ok(reply(Verdict::Ok, Deleted { deleted: link.id }))
+    }
+
+    /// Removes a link; `by` is the token or the approval that ended. Ok if
+    /// it was gone.
+    pub(super) fn remove_link(&self, id: &str, by: &str) -> Result<(), Outcome> {
+        let Some(link) = self.store.get::<LinkRecord>(LINKS, id).map_err(store_err)? else {
+            return Ok(());
         };
         self.store.delete(LINKS, id).map_err(store_err)?;
         self.apply_links()?;
         self.audit.record(
             "link_deleted",
-            json!({"link": link.id, "from": link.from, "to": link.to, "port": link.port, "token": tok.id}),
+            json!({"link": link.id, "from": link.from, "to": link.to, "port": link.port, "by": by}),
         );
-        Ok(reply(Verdict::Ok, Deleted { deleted: link.id }))
+        Ok(())
     }
 
     /// Removes the links of a workspace that is going away.

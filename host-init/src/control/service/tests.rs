@@ -229,6 +229,7 @@ fn a_ttl_is_moved_only_by_its_creators_within_the_limits() {
             Call::SetTtl {
                 id: "ws_ttl".into(),
                 ttl_s,
+                reason: None,
             },
         )
     };

@@ -14,6 +14,7 @@ See ``sdk/python/README.md`` for the reference.
 from ._http import __version__
 from ._pin import fingerprint_of, normalize_fingerprint
 from .admin_models import (
+    ActionPolicy,
     Event,
     Health,
     KeyStatus,
@@ -31,6 +32,7 @@ from .aio_workspace import AsyncWorkspace
 from .client import Paddock, fetch_fingerprint
 from .errors import (
     ApiError,
+    ApprovalPending,
     BadRequest,
     CommandFailed,
     ConfigError,
@@ -113,6 +115,7 @@ __all__ = [
     "Link",
     "NewToken",
     "Quotas",
+    "ActionPolicy",
     "Scope",
     "TlsRotated",
     "Token",
@@ -126,6 +129,7 @@ __all__ = [
     "PinMismatch",
     "ExecError",
     "CommandFailed",
+    "ApprovalPending",
     "ApiError",
     "BadRequest",
     "Unauthorized",

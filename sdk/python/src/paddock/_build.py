@@ -166,6 +166,9 @@ def token_request(name: str, scopes: Sequence[a.Scope], **options: Any) -> a.Tok
     quotas = options.get("quotas")
     if isinstance(quotas, Mapping):
         options["quotas"] = a.Quotas(**quotas)
+    actions = options.get("actions")
+    if isinstance(actions, Mapping):
+        options["actions"] = a.ActionPolicy(**actions)
     options["egress_allow"] = egress_of(options.get("egress_allow"))
     options["labels"] = str_map(options.get("labels"))
     ids = options.get("workspace_ids")

@@ -23,6 +23,7 @@ from . import _wire
 from ._pin import Tls, is_verification_failure
 from ._routes import ROUTES, Route
 from .errors import (
+    ApprovalPending,
     ConfigError,
     ConnectionFailed,
     PaddockError,
@@ -31,6 +32,8 @@ from .errors import (
     RequestTimeout,
     api_error,
 )
+
+from .review_models import Approval
 
 __version__ = "0.1.0"
 
@@ -187,6 +190,8 @@ class _Base:
             raise ProtocolError(f"the answer is not JSON: {body[:200]!r}") from e
         if route.answer == "none":
             return value
+        if route.asks and resp.status_code == 202:
+            raise ApprovalPending(_wire.from_json(Approval, value))
         assert route.model is not None
         return _wire.from_json(route.model, value)
 

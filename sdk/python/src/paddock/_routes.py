@@ -38,6 +38,9 @@ class Route:
     body: type | None = None
     raw_body: bool = False
     query: tuple[str, ...] = ()
+    asks: bool = False
+    """A token's policy may turn it into an ask: a 202 with the pending
+    approval, raised as :class:`paddock.ApprovalPending`."""
 
 
 _W = "/v1/workspaces/{id}"
@@ -50,9 +53,9 @@ ROUTES: dict[str, Route] = {
     "get_workspace": Route("GET", _W, model=m.WorkspaceInfo),
     "delete_workspace": Route("DELETE", _W, model=m.Deleted),
     "stop_workspace": Route("POST", _W + "/stop", model=m.WorkspaceInfo),
-    "set_ttl": Route("POST", _W + "/ttl", model=m.WorkspaceInfo, body=m.TtlRequest),
+    "set_ttl": Route("POST", _W + "/ttl", model=m.WorkspaceInfo, body=m.TtlRequest, asks=True),
     "set_limits": Route("POST", _W + "/limits", model=m.WorkspaceInfo, body=m.LimitsRequest),
-    "publish_port": Route("POST", _W + "/ports", model=m.PortPublished, body=m.PortRequest),
+    "publish_port": Route("POST", _W + "/ports", model=m.PortPublished, body=m.PortRequest, asks=True),
     "unpublish_port": Route("DELETE", _W + "/ports/{port}", model=m.WorkspaceInfo),
     "set_egress": Route("PUT", _W + "/egress", model=m.WorkspaceInfo, body=m.Egress),
     "quarantine": Route("POST", _W + "/quarantine", model=m.Quarantined),
@@ -80,7 +83,7 @@ ROUTES: dict[str, Route] = {
     "list_dir": Route("GET", _W + "/dir", model=m.DirListing, query=("path", "user")),
     "make_dir": Route("POST", _W + "/dir", model=m.DirCreated, query=("path", "mode", "user")),
     "list_links": Route("GET", "/v1/links", model=a.LinkList),
-    "create_link": Route("POST", "/v1/links", model=a.Link, body=a.LinkRequest),
+    "create_link": Route("POST", "/v1/links", model=a.Link, body=a.LinkRequest, asks=True),
     "delete_link": Route("DELETE", "/v1/links/{link}", model=m.Deleted),
     "create_token": Route("POST", "/v1/tokens", model=a.NewToken, body=a.TokenRequest),
     "list_tokens": Route("GET", "/v1/tokens", model=a.TokenList),
@@ -90,6 +93,7 @@ ROUTES: dict[str, Route] = {
     "key_status": Route("GET", "/v1/keys", model=a.KeyStatus),
     "recover_keys": Route("POST", "/v1/keys/recover", model=a.KeyStatus, body=a.RecoverKeysRequest),
     "list_approvals": Route("GET", "/v1/approvals", model=r.ApprovalList, query=("state",)),
+    "get_approval": Route("GET", "/v1/approvals/{id}", model=r.Approval),
     "decide_approval": Route("POST", "/v1/approvals/{id}", model=r.Approval, body=r.ApprovalDecision),
     "audit": Route("GET", "/v1/audit", model=a.AuditEvents, query=("event", "workspace", "token", "limit")),
     "prometheus": Route("GET", "/metrics", answer="text"),

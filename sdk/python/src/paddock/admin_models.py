@@ -33,6 +33,7 @@ class LinkRequest:
     from_: str = field(metadata={"wire": "from"})
     to: str
     port: int
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,23 @@ class Quotas:
     max_vcpus: int | None = None
     max_memory_mib: int | None = None
     max_disk_mib: int | None = None
+    max_ttl_s: int | None = None
+
+
+ActionRule = Literal["deny", "ask", "allow"]
+"""What a token may do about a yellow action: refused, asked for (an
+admin approves it), or done."""
+
+
+@dataclass
+class ActionPolicy:
+    """Which yellow actions a token that is not an admin may do or ask for
+    (``actions`` of a token): a TTL past its ``max_ttl_s``, publishing a
+    port, a link. A child's rule is never past its parent's."""
+
+    extend_ttl: ActionRule = "deny"
+    publish_port: ActionRule = "deny"
+    link: ActionRule = "deny"
 
 
 @dataclass
@@ -75,6 +93,7 @@ class TokenRequest:
     labels: dict[str, str] | None = None
     workspace_ids: list[str] | None = None
     egress_allow: Egress | None = None
+    actions: ActionPolicy | None = None
     secret_format: SecretFormat | None = None
 
 
@@ -104,6 +123,7 @@ class Token:
     labels: dict[str, str]
     workspace_ids: list[str] | None = None
     egress_allow: Egress | None = None
+    actions: ActionPolicy = field(default_factory=ActionPolicy)
 
 
 @dataclass(frozen=True)

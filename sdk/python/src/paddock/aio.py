@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import Awaitable, Generator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -11,6 +13,8 @@ from typing import Any
 from . import _build, config
 from ._http import AsyncTransport
 from .admin_models import (
+    ActionPolicy,
+    ActionRule,
     AuditEvents,
     Event,
     Health,
@@ -30,6 +34,7 @@ from .admin_models import (
     TokenRotated,
 )
 from .aio_workspace import AsyncWorkspace
+from .errors import RequestTimeout
 from .review_models import Approval, ApprovalDecision, ApprovalList, ApprovalState
 from .client import CREATE_TIMEOUT, DEFAULT_TIMEOUT
 from .models import Egress, SecretSpec, SignalRules, WorkspaceInfo, WorkspaceList
@@ -186,9 +191,9 @@ class AsyncPaddock:
         result: LinkList = await self._t.call("list_links")
         return result.links
 
-    async def create_link(self, from_: AsyncWorkspace | str, to: AsyncWorkspace | str, port: int) -> Link:
+    async def create_link(self, from_: AsyncWorkspace | str, to: AsyncWorkspace | str, port: int, *, reason: str | None = None) -> Link:
         """Lets ``from_`` connect to ``to`` on ``port`` (``POST /v1/links``)."""
-        body = LinkRequest(_build.id_of(from_), _build.id_of(to), int(port))
+        body = LinkRequest(_build.id_of(from_), _build.id_of(to), int(port), reason)
         result: Link = await self._t.call("create_link", body=body)
         return result
 
@@ -209,6 +214,7 @@ class AsyncPaddock:
         workspace_ids: Sequence[AsyncWorkspace | str] | None = None,
         egress_allow: Egress | Mapping[str, Sequence[str]] | None = None,
         secret_format: SecretFormat | None = None,
+        actions: ActionPolicy | Mapping[str, ActionRule] | None = None,
     ) -> NewToken:
         """Mints a token under this one (``POST /v1/tokens``); as
         :meth:`paddock.Paddock.create_token`."""
@@ -221,6 +227,7 @@ class AsyncPaddock:
             workspace_ids=workspace_ids,
             egress_allow=egress_allow,
             secret_format=secret_format,
+            actions=actions,
         )
         result: NewToken = await self._t.call("create_token", body=req)
         return result
@@ -246,6 +253,25 @@ class AsyncPaddock:
         """Egress requests, newest ask first (``GET /v1/approvals``)."""
         result: ApprovalList = await self._t.call("list_approvals", query=[("state", state)])
         return result.approvals
+
+    async def approval(self, id: Approval | str) -> Approval:
+        """One approval: an admin's, or one this token asked for (``GET
+        /v1/approvals/{id}``)."""
+        ident = id if isinstance(id, str) else id.id
+        result: Approval = await self._t.call("get_approval", {"id": ident})
+        return result
+
+    async def wait_for_approval(self, id: Approval | str, *, timeout_s: float = 3600, poll_s: float = 2) -> Approval:
+        """Polls an approval until it is decided (no longer pending) and
+        returns it; :class:`RequestTimeout` after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            a = await self.approval(id)
+            if a.state != "pending":
+                return a
+            if time.monotonic() >= deadline:
+                raise RequestTimeout(f"approval {a.id} is still pending after {timeout_s} s")
+            await asyncio.sleep(poll_s)
 
     async def decide(
         self, approval: Approval | str, approve: bool, *, ttl_s: int | None = None, reason: str | None = None

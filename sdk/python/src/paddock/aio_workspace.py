@@ -127,9 +127,10 @@ class AsyncWorkspace:
         """Stops its VM, keeps its disk (``POST .../stop``)."""
         return self._seen(await self._t.call("stop_workspace", self._p()))
 
-    async def set_ttl(self, ttl_s: int) -> WorkspaceInfo:
-        """Ends it ``ttl_s`` seconds from now (``POST .../ttl``)."""
-        return self._seen(await self._t.call("set_ttl", self._p(), body=TtlRequest(int(ttl_s))))
+    async def set_ttl(self, ttl_s: int, *, reason: str | None = None) -> WorkspaceInfo:
+        """Ends it ``ttl_s`` seconds from now (``POST .../ttl``); as
+        :meth:`paddock.Workspace.set_ttl`."""
+        return self._seen(await self._t.call("set_ttl", self._p(), body=TtlRequest(int(ttl_s), reason)))
 
     async def set_limits(self, *, disk_mib_per_s: int | None = None, disk_iops: int | None = None, net_mib_per_s: int | None = None, net_connections_per_s: int | None = None) -> WorkspaceInfo:
         """New rate limits on its disk and network (``POST .../limits``)."""
@@ -145,9 +146,10 @@ class AsyncWorkspace:
         body = Egress(list(domains), list(cidrs))
         return self._seen(await self._t.call("set_egress", self._p(), body=body))
 
-    async def publish_port(self, port: int, host_port: int | None = None) -> PortPublished:
-        """Publishes its TCP ``port`` on the uplink (``POST .../ports``)."""
-        result: PortPublished = await self._t.call("publish_port", self._p(), body=PortRequest(int(port), host_port))
+    async def publish_port(self, port: int, host_port: int | None = None, *, reason: str | None = None) -> PortPublished:
+        """Publishes its TCP ``port`` on the uplink (``POST .../ports``); as
+        :meth:`paddock.Workspace.publish_port`."""
+        result: PortPublished = await self._t.call("publish_port", self._p(), body=PortRequest(int(port), host_port, reason))
         return result
 
     async def unpublish_port(self, port: int) -> WorkspaceInfo:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -11,6 +12,8 @@ from . import _build, config
 from ._http import SyncTransport, parse_url
 from ._pin import fetch_certificate, fingerprint_of
 from .admin_models import (
+    ActionPolicy,
+    ActionRule,
     AuditEvents,
     Event,
     Health,
@@ -30,6 +33,7 @@ from .admin_models import (
     TokenRotated,
 )
 from .models import Egress, SecretSpec, SignalRules, WorkspaceInfo, WorkspaceList
+from .errors import RequestTimeout
 from .review_models import Approval, ApprovalDecision, ApprovalList, ApprovalState
 from .workspace import Workspace
 
@@ -198,11 +202,11 @@ class Paddock:
         result: LinkList = self._t.call("list_links")
         return result.links
 
-    def create_link(self, from_: Workspace | str, to: Workspace | str, port: int) -> Link:
+    def create_link(self, from_: Workspace | str, to: Workspace | str, port: int, *, reason: str | None = None) -> Link:
         """Lets workspace ``from_`` open TCP connections to ``to`` on
         ``port``; ``to`` only answers (``POST /v1/links``; admin). Both must
         be running."""
-        body = LinkRequest(_build.id_of(from_), _build.id_of(to), int(port))
+        body = LinkRequest(_build.id_of(from_), _build.id_of(to), int(port), reason)
         result: Link = self._t.call("create_link", body=body)
         return result
 
@@ -224,6 +228,7 @@ class Paddock:
         workspace_ids: Sequence[Workspace | str] | None = None,
         egress_allow: Egress | Mapping[str, Sequence[str]] | None = None,
         secret_format: SecretFormat | None = None,
+        actions: ActionPolicy | Mapping[str, ActionRule] | None = None,
     ) -> NewToken:
         """Mints a token under this one, never wider (``POST /v1/tokens``).
 
@@ -244,6 +249,7 @@ class Paddock:
             workspace_ids=workspace_ids,
             egress_allow=egress_allow,
             secret_format=secret_format,
+            actions=actions,
         )
         result: NewToken = self._t.call("create_token", body=req)
         return result
@@ -272,6 +278,25 @@ class Paddock:
         if given (``GET /v1/approvals``; admin)."""
         result: ApprovalList = self._t.call("list_approvals", query=[("state", state)])
         return result.approvals
+
+    def approval(self, id: Approval | str) -> Approval:
+        """One approval: an admin's, or one this token asked for (``GET
+        /v1/approvals/{id}``)."""
+        ident = id if isinstance(id, str) else id.id
+        result: Approval = self._t.call("get_approval", {"id": ident})
+        return result
+
+    def wait_for_approval(self, id: Approval | str, *, timeout_s: float = 3600, poll_s: float = 2) -> Approval:
+        """Polls an approval until it is decided (no longer pending) and
+        returns it; :class:`RequestTimeout` after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            a = self.approval(id)
+            if a.state != "pending":
+                return a
+            if time.monotonic() >= deadline:
+                raise RequestTimeout(f"approval {a.id} is still pending after {timeout_s} s")
+            time.sleep(poll_s)
 
     def decide(
         self, approval: Approval | str, approve: bool, *, ttl_s: int | None = None, reason: str | None = None

@@ -10,7 +10,7 @@ field that body has), or the body's text when it is not that JSON.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import Any, TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .models import RunResult
@@ -77,6 +77,18 @@ class CommandFailed(PaddockError):
             how = f"was ended by signal {result.signal}"
         tail = result.stderr.strip()[-500:]
         super().__init__(f"the command {how}" + (f": {tail}" if tail else ""))
+
+
+class ApprovalPending(PaddockError):
+    """The call was not done: this token's policy (``actions``) lets it
+    only ask, so the appliance recorded it as a pending approval (202) for
+    an admin to decide. ``approval`` is it (a
+    :class:`paddock.Approval`); ``client.approval(id)`` follows it,
+    ``client.wait_for_approval(id)`` waits for the decision."""
+
+    def __init__(self, approval: Any) -> None:
+        self.approval = approval
+        super().__init__(f"approval {approval.id} ({approval.kind}) waits for an admin")
 
 
 class ApiError(PaddockError):

@@ -213,6 +213,7 @@ class Deleted:
 @dataclass
 class TtlRequest:
     ttl_s: int
+    reason: str | None = None
 
 
 @dataclass
@@ -229,6 +230,7 @@ class LimitsRequest:
 class PortRequest:
     port: int
     host_port: int | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)

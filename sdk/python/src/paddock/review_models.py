@@ -117,21 +117,31 @@ class WorkspaceReport:
 
 
 ApprovalState = Literal["pending", "approved", "denied", "expired"]
+ApprovalKind = Literal["egress", "extend_ttl", "publish_port", "link"]
 
 
 @dataclass(frozen=True)
 class Approval:
-    """A destination a workspace asked for (at
-    ``http://paddock.internal/egress-requests``), and what became of it."""
+    """What was asked for one workspace, and what became of it: a
+    destination the workspace asked for (``kind`` egress, at
+    ``http://paddock.internal/egress-requests``), or an action a token's
+    policy let it only ask for (extend_ttl, publish_port, link). The
+    fields of ``kind`` are set; the others are ``None``."""
 
     id: str
     workspace: str
-    host: str
-    port: int
+    kind: ApprovalKind
     reason: str
     state: ApprovalState
     asked_at: int
     asks: int
+    host: str | None = None
+    port: int | None = None
+    ttl_s: int | None = None
+    host_port: int | None = None
+    to: str | None = None
+    link: str | None = None
+    asked_by: str | None = None
     decided_by: str | None = None
     decided_at: int | None = None
     decision_reason: str | None = None

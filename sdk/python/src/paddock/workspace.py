@@ -141,10 +141,13 @@ class Workspace:
         """Stops its VM and keeps its disk (``POST .../stop``; scope delete)."""
         return self._seen(self._t.call("stop_workspace", self._p()))
 
-    def set_ttl(self, ttl_s: int) -> WorkspaceInfo:
+    def set_ttl(self, ttl_s: int, *, reason: str | None = None) -> WorkspaceInfo:
         """Ends it ``ttl_s`` seconds from now, sooner or later than before
-        (``POST .../ttl``; scope create, 1 s to 7 days)."""
-        return self._seen(self._t.call("set_ttl", self._p(), body=TtlRequest(int(ttl_s))))
+        (``POST .../ttl``; scope create, 1 s to 7 days). Past the token's
+        ``max_ttl_s`` its policy decides: refused (:class:`Forbidden`), or
+        asked for (:class:`ApprovalPending`, ``reason`` is for the
+        approver)."""
+        return self._seen(self._t.call("set_ttl", self._p(), body=TtlRequest(int(ttl_s), reason)))
 
     def set_limits(self, *, disk_mib_per_s: int | None = None, disk_iops: int | None = None, net_mib_per_s: int | None = None, net_connections_per_s: int | None = None) -> WorkspaceInfo:
         """New rate limits on its disk and network, any of them (``POST
@@ -162,11 +165,12 @@ class Workspace:
         body = Egress(list(domains), list(cidrs))
         return self._seen(self._t.call("set_egress", self._p(), body=body))
 
-    def publish_port(self, port: int, host_port: int | None = None) -> PortPublished:
+    def publish_port(self, port: int, host_port: int | None = None, *, reason: str | None = None) -> PortPublished:
         """Makes its TCP ``port`` reachable from the appliance's uplink at
         ``host_port`` (20000-29999; the first free one if ``None``) (``POST
-        .../ports``; admin)."""
-        result: PortPublished = self._t.call("publish_port", self._p(), body=PortRequest(int(port), host_port))
+        .../ports``; admin, or a token whose policy allows it; one whose
+        policy says ask gets :class:`ApprovalPending`)."""
+        result: PortPublished = self._t.call("publish_port", self._p(), body=PortRequest(int(port), host_port, reason))
         return result
 
     def unpublish_port(self, port: int) -> WorkspaceInfo:
