@@ -30,6 +30,8 @@ mod shell;
 mod signals;
 #[path = "appliance/tenants.rs"]
 mod tenants;
+#[path = "appliance/yellow.rs"]
+mod yellow;
 
 fn json(bytes: &[u8]) -> serde_json::Value {
     serde_json::from_slice(bytes)
@@ -2505,6 +2507,9 @@ fn workspace_networks_deny_by_default_and_open_only_what_is_listed() {
     );
     assert_eq!(from_b, "", "another workspace used the published port");
     assert_eq!(after, "", "reachable after it was unpublished");
+    // The same, and a longer TTL and a link, asked for by a token whose
+    // policy says ask, and approved by the admin (issue 17).
+    yellow::asked_actions(&app, &admin, &net.name, &a, &b);
 
     // A running workspace's allowlist changes without a restart, and a
     // connection the new list no longer allows is cut.
