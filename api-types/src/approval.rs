@@ -61,6 +61,7 @@ impl ApprovalAction {
 
 /// One thing asked for one workspace.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ApprovalWire")]
 pub struct Approval {
     /// Stable for the workspace, the asker and what was asked: asking
     /// again is the same approval.
@@ -87,6 +88,91 @@ pub struct Approval {
     pub expires_at: Option<u64>,
 }
 
+/// How an approval reads: every kind's fields side by side, and `kind`
+/// absent in records written before there were kinds (each of those is a
+/// workspace's egress request), so a box's stored approvals still read
+/// after an update.
+#[derive(Deserialize)]
+struct ApprovalWire {
+    id: String,
+    workspace: String,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    port: Option<u16>,
+    #[serde(default)]
+    ttl_s: Option<u64>,
+    #[serde(default)]
+    host_port: Option<u16>,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    link: Option<String>,
+    #[serde(default)]
+    asked_by: Option<String>,
+    reason: String,
+    state: ApprovalState,
+    asked_at: u64,
+    asks: u64,
+    #[serde(default)]
+    decided_by: Option<String>,
+    #[serde(default)]
+    decided_at: Option<u64>,
+    #[serde(default)]
+    decision_reason: Option<String>,
+    #[serde(default)]
+    expires_at: Option<u64>,
+}
+
+impl TryFrom<ApprovalWire> for Approval {
+    type Error = String;
+
+    fn try_from(w: ApprovalWire) -> Result<Approval, String> {
+        let need = |what: &str| {
+            format!(
+                "{} approval without {what}",
+                w.kind.as_deref().unwrap_or("an egress")
+            )
+        };
+        let port = w.port.ok_or_else(|| need("port"));
+        let action = match w.kind.as_deref() {
+            None | Some("egress") => ApprovalAction::Egress {
+                host: w.host.clone().ok_or_else(|| need("host"))?,
+                port: port?,
+            },
+            Some("extend_ttl") => ApprovalAction::ExtendTtl {
+                ttl_s: w.ttl_s.ok_or_else(|| need("ttl_s"))?,
+            },
+            Some("publish_port") => ApprovalAction::PublishPort {
+                port: port?,
+                host_port: w.host_port,
+            },
+            Some("link") => ApprovalAction::Link {
+                to: w.to.clone().ok_or_else(|| need("to"))?,
+                port: port?,
+                link: w.link.clone(),
+            },
+            Some(other) => return Err(format!("unknown approval kind {other:?}")),
+        };
+        Ok(Approval {
+            id: w.id,
+            workspace: w.workspace,
+            action,
+            asked_by: w.asked_by,
+            reason: w.reason,
+            state: w.state,
+            asked_at: w.asked_at,
+            asks: w.asks,
+            decided_by: w.decided_by,
+            decided_at: w.decided_at,
+            decision_reason: w.decision_reason,
+            expires_at: w.expires_at,
+        })
+    }
+}
+
 /// `GET /v1/approvals`, newest ask first: every one for an admin, the
 /// ones it asked for any other token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,4 +191,37 @@ pub struct ApprovalDecision {
     pub ttl_s: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_from_before_kinds_read_as_egress_and_bad_ones_say_why() {
+        let old = r#"{"id": "apr_1", "workspace": "ws_1", "host": "api.example.com", "port": 443,
+                      "reason": "", "state": "approved", "asked_at": 1, "asks": 1, "expires_at": 9}"#;
+        let a: Approval = serde_json::from_str(old).expect("an old record");
+        assert_eq!(
+            a.action,
+            ApprovalAction::Egress {
+                host: "api.example.com".into(),
+                port: 443
+            }
+        );
+        let back: Approval =
+            serde_json::from_str(&serde_json::to_string(&a).expect("json")).expect("back");
+        assert_eq!(back, a);
+        for (bad, why) in [
+            (r#""kind": "link", "port": 80"#, "without to"),
+            (r#""kind": "reboot""#, "unknown approval kind"),
+            (r#""kind": "extend_ttl""#, "without ttl_s"),
+        ] {
+            let text = format!(
+                r#"{{"id": "apr_1", "workspace": "ws_1", {bad}, "reason": "", "state": "pending", "asked_at": 1, "asks": 1}}"#
+            );
+            let e = serde_json::from_str::<Approval>(&text).expect_err(bad);
+            assert!(e.to_string().contains(why), "{bad}: {e}");
+        }
+    }
 }

@@ -80,6 +80,15 @@ pub fn start(listener: TcpListener, tls: Arc<rustls::ServerConfig>) -> Log {
 /// Serves `listener` on this thread until the process ends, keeping
 /// requests in `l`.
 pub fn serve_into(listener: TcpListener, tls: Arc<rustls::ServerConfig>, l: Log) {
+    serve(listener, Some(tls), l);
+}
+
+/// The same over plain HTTP/1.1 (a receiver of webhooks).
+pub fn serve_plain_into(listener: TcpListener, l: Log) {
+    serve(listener, None, l);
+}
+
+fn serve(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>, l: Log) {
     {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -92,23 +101,33 @@ pub fn serve_into(listener: TcpListener, tls: Arc<rustls::ServerConfig>, l: Log)
             let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
                 return;
             };
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+            let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
             while let Ok((tcp, _)) = listener.accept().await {
                 let acceptor = acceptor.clone();
                 let log = l.clone();
                 tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
                     let service = hyper::service::service_fn(move |req| {
                         let log = log.clone();
                         async move { Ok::<_, std::convert::Infallible>(answer(req, log).await) }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(
+                    let server = hyper_util::server::conn::auto::Builder::new(
                         hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                    .await;
+                    );
+                    match acceptor {
+                        Some(acceptor) => {
+                            let Ok(tls) = acceptor.accept(tcp).await else {
+                                return;
+                            };
+                            let _ = server
+                                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                                .await;
+                        }
+                        None => {
+                            let _ = server
+                                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                                .await;
+                        }
+                    }
                 });
             }
         });

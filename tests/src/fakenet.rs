@@ -14,7 +14,9 @@
 //! - api.broker.test and second.broker.test (203.0.113.40): HTTPS on 443
 //!   (HTTP/1.1 and HTTP/2) from a CA of the test's own, echoing and
 //!   keeping every request it receives (`echo_https`): where a brokered
-//!   secret is seen to arrive.
+//!   secret is seen to arrive;
+//! - 203.0.113.60: plain HTTP on 80 keeping every request (`hooks`): a
+//!   webhook receiver an appliance's `notify.webhook` may name.
 //!
 //! Every server answers with who it is, so a test can tell which server a
 //! connection really reached.
@@ -37,6 +39,8 @@ pub const BIG: usize = 32 << 20;
 pub const METADATA: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 pub const BROKER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 40);
 pub const BROKER_NAMES: [&str; 2] = ["api.broker.test", "second.broker.test"];
+/// Where the webhook receiver listens (HTTP, port 80).
+pub const HOOKS: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FakeNetError {
@@ -73,6 +77,8 @@ pub struct FakeNet {
     pub echo: crate::echo_https::Log,
     /// The CA (PEM) its certificate chains to.
     pub echo_ca: String,
+    /// What the webhook receiver at HOOKS received.
+    pub hooks: crate::echo_https::Log,
 }
 
 fn ip(args: &[&str]) -> Result<(), FakeNetError> {
@@ -131,6 +137,7 @@ impl FakeNet {
             RAW_UNLISTED,
             METADATA,
             BROKER,
+            HOOKS,
         ] {
             ip(&["-n", &name, "addr", "add", &format!("{a}/32"), "dev", "lo"])?;
         }
@@ -147,7 +154,13 @@ impl FakeNet {
             queries: Arc::default(),
             echo: Arc::default(),
             echo_ca,
+            hooks: Arc::default(),
         };
+        let l = net.bind(HOOKS, 80)?;
+        let log = net.hooks.clone();
+        in_netns(&net.name, move || {
+            crate::echo_https::serve_plain_into(l, log);
+        })?;
         let l = net.bind(BROKER, 443)?;
         let log = net.echo.clone();
         in_netns(&net.name, move || {

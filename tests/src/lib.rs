@@ -5,6 +5,7 @@ pub mod agent_suite;
 pub mod appliance;
 pub mod bench;
 pub mod echo_https;
+pub mod esp_config;
 pub mod fakenet;
 pub mod harness;
 pub mod measure;

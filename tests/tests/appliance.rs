@@ -1900,6 +1900,20 @@ fn workspace_networks_deny_by_default_and_open_only_what_is_listed() {
     let net = FakeNet::create().expect("the fake internet (needs root and ip(8))");
     let dir = scratch("network");
     let disk = fresh_disk(&dir);
+    // This appliance also posts the events a person should hear about to
+    // the fake internet's webhook receiver (the shared test image has no
+    // webhook: the other tests have no fake internet to aim it at).
+    let config = paddock_tests::esp_config::test_config_with(serde_json::json!({
+        "notify": {"webhook": {"url": format!("http://{}/hook", paddock_tests::fakenet::HOOKS),
+                               "secret": yellow::HOOK_SECRET}}
+    }))
+    .expect("configuration");
+    paddock_tests::esp_config::set(
+        &disk,
+        &image_dir().expect("image").join("paddock.efi"),
+        &config,
+    )
+    .expect("the ESP with a webhook");
     // 18080 in the fake internet's namespace reaches the appliance's 20080
     // (where a published port will be).
     let mut app = Appliance::boot_in(
@@ -2192,6 +2206,9 @@ fn workspace_networks_deny_by_default_and_open_only_what_is_listed() {
         panic!("{id} never became a pending approval");
     };
     let found = pending(&approval);
+    // A person hears of it at once, through the webhook.
+    let told = yellow::hooked(&net, "egress_requested", &approval);
+    assert_eq!(told["host"], "denied.test", "{told}");
     assert_eq!(
         (found["workspace"].as_str(), found["reason"].as_str()),
         (Some(a.as_str()), Some("the task needs its API")),
@@ -2509,7 +2526,7 @@ fn workspace_networks_deny_by_default_and_open_only_what_is_listed() {
     assert_eq!(after, "", "reachable after it was unpublished");
     // The same, and a longer TTL and a link, asked for by a token whose
     // policy says ask, and approved by the admin (issue 17).
-    yellow::asked_actions(&app, &admin, &net.name, &a, &b);
+    yellow::asked_actions(&app, &admin, &net, &a, &b);
 
     // A running workspace's allowlist changes without a restart, and a
     // connection the new list no longer allows is cut.

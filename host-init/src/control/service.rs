@@ -24,6 +24,8 @@ mod approvals;
 mod approvals_tests;
 mod asked;
 #[cfg(test)]
+mod asked_attack_tests;
+#[cfg(test)]
 mod asked_tests;
 mod links;
 mod ports;

@@ -177,6 +177,31 @@ impl Store {
         })
     }
 
+    /// Every record of `table` that reads as a `T`; one that does not is
+    /// left out and logged, so one bad record cannot stop a sweep over the
+    /// others (the approvals' expiry, say).
+    pub fn list_readable<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &str>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.with(|db| {
+            let r = db.begin_read()?;
+            let t = r.open_table(table)?;
+            let mut out = Vec::new();
+            for item in t.iter()? {
+                let (k, v) = item?;
+                match serde_json::from_str(v.value()) {
+                    Ok(x) => out.push(x),
+                    Err(e) => crate::warn!(
+                        "state database: {table} {} does not read ({e}); left out",
+                        k.value()
+                    ),
+                }
+            }
+            Ok(out)
+        })
+    }
+
     pub fn delete(
         &self,
         table: TableDefinition<&str, &str>,

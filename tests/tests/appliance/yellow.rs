@@ -3,13 +3,63 @@
 //! past its TTL quota and to link two workspaces; nothing happens until an
 //! admin approves; approved, the port is reachable from the uplink until
 //! the approval runs out and then not; a child cannot widen the policy;
-//! an ask whose asker was revoked is void when approved.
+//! an ask whose asker was revoked is void when approved. The webhook tells
+//! a person at once, signed.
 
 use super::{exec_output, json};
 use paddock_tests::appliance::Appliance;
+use paddock_tests::fakenet::FakeNet;
 use serde_json::{json as j, Value};
+use sha2::{Digest, Sha256};
 use std::process::Command;
 use std::time::Duration;
+
+/// The webhook's signing secret in this test's appliance configuration.
+pub const HOOK_SECRET: &str = "paddock-network-test-webhook";
+
+/// HMAC-SHA256 (RFC 2104), written out so the check does not share the
+/// appliance's code.
+fn hmac_sha256(key: &[u8], body: &[u8]) -> String {
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(body)
+        .finalize();
+    let outer = Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize();
+    outer.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Waits for the webhook receiver to get `event` about `approval`; its
+/// body, checked against its signature.
+pub fn hooked(net: &FakeNet, event: &str, approval: &str) -> Value {
+    for _ in 0..120 {
+        let seen = net.hooks.lock().map(|l| l.clone()).unwrap_or_default();
+        if let Some(s) = seen.iter().find(|s| {
+            s.header("x-paddock-event") == Some(event)
+                && String::from_utf8_lossy(&s.body).contains(approval)
+        }) {
+            let want = format!("sha256={}", hmac_sha256(HOOK_SECRET.as_bytes(), &s.body));
+            assert_eq!(
+                s.header("x-paddock-signature"),
+                Some(want.as_str()),
+                "signed"
+            );
+            assert_eq!(s.path, "/hook");
+            return json(&s.body);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    panic!("no {event} for {approval} reached the webhook receiver");
+}
 
 fn call(app: &Appliance, token: &str, m: &str, p: &str, b: Option<Value>) -> (u16, Value) {
     let body = b.map(|v| v.to_string());
@@ -43,7 +93,8 @@ fn sh(app: &Appliance, admin: &str, id: &str, script: &str) -> (String, i64) {
 /// The asker, `a` and `b` running (created by the admin); `fake_net` is the
 /// fake internet's namespace, whose 127.0.0.1:18080 reaches the
 /// appliance's uplink port 20080.
-pub fn asked_actions(app: &Appliance, admin: &str, fake_net: &str, a: &str, b: &str) {
+pub fn asked_actions(app: &Appliance, admin: &str, net: &FakeNet, a: &str, b: &str) {
+    let fake_net = net.name.as_str();
     let (code, minted) = call(
         app,
         admin,
@@ -108,6 +159,12 @@ pub fn asked_actions(app: &Appliance, admin: &str, fake_net: &str, a: &str, b: &
         assert_eq!(code, 202, "{asked}");
         let before = outside();
         let id = asked["id"].as_str().expect("id").to_string();
+        let told = hooked(net, "approval_requested", &id);
+        assert_eq!(
+            (told["kind"].as_str(), told["reason"].as_str()),
+            (Some("publish_port"), Some("show the demo")),
+            "{told}"
+        );
         let (code, mine) = call(app, &agent, "GET", &format!("/v1/approvals/{id}"), None);
         assert_eq!(
             (code, mine["state"].as_str()),

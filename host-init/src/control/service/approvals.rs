@@ -38,12 +38,24 @@ fn entry(a: &Approval) -> Option<String> {
     }
 }
 
-/// An asker's or a decider's words: one line, at most MAX_REASON.
+/// A character that would not show as itself where a person reads a
+/// reason: controls, line and paragraph separators, and the invisible
+/// format characters (bidirectional marks, overrides and isolates,
+/// zero-width ones), which can make text read as other text.
+pub(super) fn unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{206f}' | '\u{feff}')
+}
+
+/// An asker's or a decider's words: one line, at most MAX_REASON, every
+/// character one that shows.
 pub(super) fn check_reason(why: &str) -> Result<(), Outcome> {
-    if why.chars().count() > MAX_REASON || why.chars().any(char::is_control) {
+    if why.chars().count() > MAX_REASON || why.chars().any(unprintable) {
         return Err(error(
             Verdict::Invalid,
-            format!("reason: at most {MAX_REASON} characters, one line"),
+            format!("reason: at most {MAX_REASON} characters, one line, no invisible characters"),
         ));
     }
     Ok(())
@@ -65,17 +77,26 @@ impl Control {
             let reason: String = ask
                 .reason
                 .chars()
-                .filter(|c| !c.is_control())
+                .filter(|c| !unprintable(*c))
                 .take(MAX_REASON)
                 .collect();
-            let pending = self
+            // The workspace's own asks have a cap of their own, so it
+            // cannot crowd out what its tokens ask about it, nor they it;
+            // a store that cannot be read has no room.
+            let room = self
                 .store
-                .list::<Approval>(APPROVALS)
-                .unwrap_or_default()
-                .iter()
-                .filter(|p| p.workspace == ws.id && p.state == ApprovalState::Pending)
-                .count();
-            let room = pending < MAX_PENDING_PER_WORKSPACE;
+                .list_readable::<Approval>(APPROVALS)
+                .map(|all| {
+                    all.iter()
+                        .filter(|p| {
+                            p.workspace == ws.id
+                                && p.state == ApprovalState::Pending
+                                && matches!(p.action, ApprovalAction::Egress { .. })
+                        })
+                        .count()
+                        < MAX_PENDING_PER_WORKSPACE
+                })
+                .unwrap_or(false);
             // Asking again is one transaction on the record: while pending
             // it counts and takes the newer words; once approved it only
             // counts (what the approver read stays); after a denial or an
@@ -153,7 +174,7 @@ impl Control {
         let admin = tok.has(Scope::Admin);
         let mut approvals: Vec<Approval> = self
             .store
-            .list::<Approval>(APPROVALS)
+            .list_readable::<Approval>(APPROVALS)
             .map_err(store_err)?
             .into_iter()
             .filter(|a| admin || a.asked_by.as_deref() == Some(&tok.id))
@@ -274,19 +295,35 @@ impl Control {
             Ok(action) => {
                 // The one-offs hold nothing that could expire.
                 let lasting = !matches!(action, ApprovalAction::ExtendTtl { .. });
+                // Only onto the decision just made: an ask cannot reopen an
+                // approval while it is carried out (ask_for), and nothing
+                // else writes it, but what was done must never be left
+                // without a record that takes it back.
                 let recorded = self.store.update(APPROVALS, &id, |x: &mut Approval| {
+                    if x.state != ApprovalState::Approved || x.decided_at != a.decided_at {
+                        return Err(());
+                    }
                     x.action = action.clone();
                     if !lasting {
                         x.expires_at = None;
                     }
-                    Ok::<(), ()>(())
+                    Ok(())
                 });
                 match recorded {
                     Ok(Some(Ok(a))) => Ok(a),
-                    _ => Err(error(
-                        Verdict::Failed,
-                        format!("approval {id} was carried out but could not be recorded"),
-                    )),
+                    _ => {
+                        let done = Approval { action, ..a };
+                        if let Err(o) = self.take_back(&done) {
+                            warn!(
+                                "approval {id}: taking back what could not be recorded: {}",
+                                o.reply.body
+                            );
+                        }
+                        Err(error(
+                            Verdict::Failed,
+                            format!("approval {id} was carried out but could not be recorded, so it was undone"),
+                        ))
+                    }
                 }
             }
             Err(NotDone::Void(why)) => {
@@ -314,7 +351,7 @@ impl Control {
     /// (each step one transaction), forgets the approvals of workspaces that
     /// are gone, and those decided more than a week ago.
     pub(super) fn expire_approvals(&self, now: u64) {
-        let Ok(all) = self.store.list::<Approval>(APPROVALS) else {
+        let Ok(all) = self.store.list_readable::<Approval>(APPROVALS) else {
             return;
         };
         for a in all {

@@ -7,6 +7,11 @@
 //! the approval expires.
 
 use super::approvals::{check_reason, MAX_PENDING_PER_WORKSPACE};
+
+/// Pending token asks one token may have at once, on all its workspaces.
+const MAX_PENDING_PER_TOKEN: usize = 64;
+/// Pending token asks on the box at once: what an admin's queue holds.
+const MAX_PENDING_ASKS: usize = 1024;
 use super::{error, reply, store_err, Control, Outcome};
 use crate::api::channel::Verdict;
 use crate::control::audit::now_s;
@@ -33,6 +38,13 @@ pub(super) enum NotDone {
     /// Not now (a port taken meanwhile, the firewall failing): it stays
     /// pending for another decision.
     Failed(Outcome),
+}
+
+/// Why an ask was not recorded.
+enum Refused {
+    /// Its approval holds until then.
+    Held(u64),
+    NoRoom,
 }
 
 /// Stable for the workspace, the asker and the request (not what it was
@@ -126,23 +138,41 @@ impl Control {
         }
         let id = asked_id(&ws.id, &tok.id, &action);
         let now = now_s();
-        let pending = self
+        // Token asks are counted apart from the workspace's own egress
+        // requests (neither crowds out the other), per workspace, per
+        // asking token and on the whole box.
+        let pending: Vec<Approval> = self
             .store
-            .list::<Approval>(APPROVALS)
+            .list_readable::<Approval>(APPROVALS)
             .map_err(store_err)?
-            .iter()
-            .filter(|p| p.workspace == ws.id && p.state == ApprovalState::Pending)
-            .count();
-        let room = pending < MAX_PENDING_PER_WORKSPACE;
+            .into_iter()
+            .filter(|p| {
+                p.state == ApprovalState::Pending
+                    && !matches!(p.action, ApprovalAction::Egress { .. })
+            })
+            .collect();
+        let room = pending.iter().filter(|p| p.workspace == ws.id).count()
+            < MAX_PENDING_PER_WORKSPACE
+            && pending
+                .iter()
+                .filter(|p| p.asked_by.as_deref() == Some(&tok.id))
+                .count()
+                < MAX_PENDING_PER_TOKEN
+            && pending.len() < MAX_PENDING_ASKS;
         let mut fresh = false;
-        // Pending: counted, with the newer words. Decided (a one-off done,
-        // a denial, a grant that ended or was taken back by hand): a new
-        // ask, if there is room.
+        // Pending: counted, with the newer words. Approved and not yet
+        // ended (in force, or being carried out right now): refused, so an
+        // ask never reopens what a decision holds. Decided otherwise (a
+        // one-off done, a denial, a grant that ended): a new ask, if there
+        // is room.
         let changed = self
             .store
             .update(APPROVALS, &id, |a: &mut Approval| {
+                if a.state == ApprovalState::Approved && a.expires_at.is_some() {
+                    return Err(Refused::Held(a.expires_at.unwrap_or_default()));
+                }
                 if a.state != ApprovalState::Pending && !room {
-                    return Err(());
+                    return Err(Refused::NoRoom);
                 }
                 fresh = a.state != ApprovalState::Pending;
                 a.asks = a.asks.saturating_add(1);
@@ -178,13 +208,16 @@ impl Control {
                 fresh = true;
                 a
             }
-            Some(Err(())) | None => {
+            Some(Err(Refused::Held(until))) => {
+                return Err(error(
+                    Verdict::Conflict,
+                    format!("approval {id} is approved until {until}: ask again after"),
+                ))
+            }
+            Some(Err(Refused::NoRoom)) | None => {
                 return Err(error(
                     Verdict::TooMany,
-                    format!(
-                        "workspace {} has {MAX_PENDING_PER_WORKSPACE} pending approvals: ask again once they are decided",
-                        ws.id
-                    ),
+                    "too many approvals are pending for this workspace or this token: ask again once they are decided",
                 ))
             }
         };
@@ -229,7 +262,19 @@ impl Control {
         match &a.action {
             ApprovalAction::ExtendTtl { ttl_s } => {
                 let before = ws.expires_at;
-                let done = self.apply_ttl(&ws.id, *ttl_s).map_err(NotDone::Failed)?;
+                // Only ever later: ending it sooner takes the delete scope,
+                // which an ask for more time does not stand for.
+                let done =
+                    self.apply_ttl(&ws.id, *ttl_s, true)
+                        .map_err(|o| match o.reply.verdict {
+                            Verdict::Conflict => NotDone::Void(
+                                o.reply.body["error"]
+                                    .as_str()
+                                    .unwrap_or("not running")
+                                    .to_string(),
+                            ),
+                            _ => NotDone::Failed(o),
+                        })?;
                 self.audit.record(
                     "workspace_ttl_changed",
                     json!({"workspace": ws.id, "token": asker_id, "approval": a.id,

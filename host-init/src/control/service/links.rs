@@ -223,7 +223,11 @@ impl Control {
             return Ok(());
         };
         self.store.delete(LINKS, id).map_err(store_err)?;
-        self.apply_links()?;
+        if let Err(o) = self.apply_links() {
+            // Still in the firewall: back in the record, for the next try.
+            let _ = self.store.put(LINKS, &link.id, &link);
+            return Err(o);
+        }
         self.audit.record(
             "link_deleted",
             json!({"link": link.id, "from": link.from, "to": link.to, "port": link.port, "by": by}),

@@ -198,24 +198,30 @@ impl Control {
         by: &str,
     ) -> Result<(), Outcome> {
         let matches = |p: &Published| p.port == port && host_port.is_none_or(|h| h == p.host_port);
-        let mut found = false;
-        let changed = self
+        // Serial with publishing, and the firewall first: if it refuses,
+        // the record still says the port is open (as it still is), and the
+        // next try (an expiry's, a caller's) finds it to take back.
+        let _admit = self.admission.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(mut ws) = self
             .store
-            .update(WORKSPACES, id, |ws: &mut WorkspaceRecord| {
-                found = ws.published.iter().any(matches);
-                ws.published.retain(|p| !matches(p));
-                Ok::<(), ()>(())
-            })
-            .map_err(store_err)?;
-        let Some(Ok(ws)) = changed else {
+            .get::<WorkspaceRecord>(WORKSPACES, id)
+            .map_err(store_err)?
+        else {
             return Ok(());
         };
-        if !found {
+        if !ws.published.iter().any(matches) {
             return Ok(());
         }
+        ws.published.retain(|p| !matches(p));
         if ws.state == WsState::Running {
             self.apply_published(&ws)?;
         }
+        self.store
+            .update(WORKSPACES, id, |w: &mut WorkspaceRecord| {
+                w.published.retain(|p| !matches(p));
+                Ok::<(), ()>(())
+            })
+            .map_err(store_err)?;
         self.audit.record(
             "port_unpublished",
             json!({"workspace": ws.id, "port": port, "by": by}),

@@ -85,7 +85,7 @@ impl Control {
         self.save_token(&rec)?;
         self.audit.record(
             "token_issued",
-            json!({"token": rec.id, "by": tok.id, "name": rec.name, "scopes": rec.scopes, "expires_at": rec.expires_at, "labels": rec.labels, "workspace_ids": rec.workspace_ids}),
+            json!({"token": rec.id, "by": tok.id, "name": rec.name, "scopes": rec.scopes, "expires_at": rec.expires_at, "labels": rec.labels, "workspace_ids": rec.workspace_ids, "quotas": rec.quotas, "actions": rec.actions, "egress_allow": rec.egress_allow}),
         );
         Ok(reply(
             Verdict::Created,

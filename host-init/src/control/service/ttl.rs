@@ -47,7 +47,7 @@ impl Control {
                 Gate::Asked(o) => return Ok(o),
             }
         }
-        let ws = self.apply_ttl(&seen.id, ttl_s)?;
+        let ws = self.apply_ttl(&seen.id, ttl_s, false)?;
         self.audit.record(
             "workspace_ttl_changed",
             json!({"workspace": ws.id, "token": tok.id, "expires_at_before": seen.expires_at, "expires_at": ws.expires_at}),
@@ -55,16 +55,28 @@ impl Control {
         Ok(reply(Verdict::Ok, ws.public()))
     }
 
-    /// Ends a running workspace `ttl_s` from now. Checked and changed in one
-    /// transaction, and only its end: a quarantine or a policy change
-    /// committed meanwhile is never written over.
-    pub(super) fn apply_ttl(&self, id: &str, ttl_s: u64) -> Result<WorkspaceRecord, Outcome> {
+    /// Ends a running workspace `ttl_s` from now (`only_later`: unless it
+    /// ends later already). Checked and changed in one transaction, and only
+    /// its end: a quarantine or a policy change committed meanwhile is never
+    /// written over.
+    pub(super) fn apply_ttl(
+        &self,
+        id: &str,
+        ttl_s: u64,
+        only_later: bool,
+    ) -> Result<WorkspaceRecord, Outcome> {
         let until = now_s() + ttl_s;
         let changed = self
             .store
             .update(WORKSPACES, id, |ws: &mut WorkspaceRecord| {
                 if ws.state != WsState::Running {
                     return Err(format!("workspace {} is {:?}", ws.id, ws.state));
+                }
+                if only_later && until < ws.expires_at {
+                    return Err(format!(
+                        "workspace {} already ends at {}, later than asked",
+                        ws.id, ws.expires_at
+                    ));
                 }
                 ws.expires_at = until;
                 Ok(())

@@ -1,0 +1,381 @@
+//! An attacker's review of the yellow actions, as tests: each of these
+//! succeeded against the first version (a pre-update record stopping every
+//! expiry, a take-back forgotten while the port stayed open, a guest
+//! locking its owner out of asking, an approval shortening a workspace, a
+//! re-ask reopening an approval while it was carried out).
+
+use super::tests::{plane, put_workspace, ADMIN};
+use crate::api::channel::{Call, Verdict};
+use crate::control::audit::now_s;
+use crate::control::store::{APPROVALS, WORKSPACES};
+use crate::control::workspace::{Published, WorkspaceRecord};
+use crate::net::requests::Ask;
+use paddock_api_types::{Approval, ApprovalAction, ApprovalState};
+use serde_json::{json, Value};
+
+fn mint(c: &super::Control, request: Value) -> (String, String) {
+    let out = c.call(ADMIN, Call::CreateToken { request });
+    assert_eq!(out.reply.verdict, Verdict::Created, "{}", out.reply.body);
+    let b = out.reply.body;
+    (
+        b["id"].as_str().expect("there").into(),
+        b["secret"].as_str().expect("there").into(),
+    )
+}
+
+fn ws(c: &super::Control, id: &str) -> WorkspaceRecord {
+    c.store.get(WORKSPACES, id).expect("get").expect("there")
+}
+
+/// An approval stored before this change (egress, no `kind`) makes every
+/// list of APPROVALS fail: expiry stops for all grants, and the guest's
+/// per-workspace cap is gone (asked() reads a failed list as 0 pending).
+#[test]
+fn a_pre_upgrade_approval_stops_every_expiry() {
+    let p = plane("review-legacy");
+    let c = &p.control;
+    put_workspace(c, "ws_old", "tok_x", "stopped", u64::MAX / 2);
+    let mut w = ws(c, "ws_old");
+    w.egress.domains.push("api.example.com:443".into());
+    c.store.put(WORKSPACES, "ws_old", &w).expect("put");
+    // Exactly what the previous release wrote for an approved egress ask.
+    c.store
+        .put(
+            APPROVALS,
+            "apr_00000000000000aa",
+            &json!({"id": "apr_00000000000000aa", "workspace": "ws_old",
+                    "host": "api.example.com", "port": 443, "reason": "",
+                    "state": "approved", "asked_at": 1, "asks": 1,
+                    "decided_by": "tok_admin", "decided_at": 1, "expires_at": 100}),
+        )
+        .expect("put");
+    let listed = c.call(ADMIN, Call::ListApprovals { state: None });
+    assert_eq!(listed.reply.verdict, Verdict::Ok, "{}", listed.reply.body);
+    c.expire_approvals(now_s());
+    assert!(
+        !ws(c, "ws_old")
+            .egress
+            .domains
+            .contains(&"api.example.com:443".to_string()),
+        "a grant approved before the upgrade is never taken out"
+    );
+}
+
+#[test]
+fn a_pre_upgrade_approval_lifts_the_guests_cap() {
+    let p = plane("review-legacy-cap");
+    let c = &p.control;
+    put_workspace(c, "ws_g", "tok_x", "running", u64::MAX / 2);
+    c.store
+        .put(
+            APPROVALS,
+            "apr_00000000000000bb",
+            &json!({"id": "apr_00000000000000bb", "workspace": "ws_other",
+                    "host": "a.example.com", "port": 443, "reason": "",
+                    "state": "denied", "asked_at": 1, "asks": 1}),
+        )
+        .expect("put");
+    let asks = (0..100)
+        .map(|i| Ask {
+            workspace: "ws_g".into(),
+            host: format!("h{i}.example.com"),
+            port: 443,
+            reason: String::new(),
+        })
+        .collect();
+    c.asked(asks);
+    let pending = c
+        .store
+        .list::<Value>(APPROVALS)
+        .expect("raw list")
+        .iter()
+        .filter(|a| a["workspace"] == "ws_g" && a["state"] == "pending")
+        .count();
+    assert!(pending <= 32, "{pending} pending for one workspace");
+}
+
+/// withdraw_port writes the store first, then the firewall: when the
+/// firewall refuses, the record says unpublished while the kernel still
+/// forwards, and the next sweep finds nothing to take back and ends the
+/// approval as expired. (Before this change, unpublish applied the
+/// firewall first.) No firewall runs in unit tests: every apply fails.
+#[test]
+fn a_failed_take_back_is_forgotten_and_the_port_stays_open() {
+    let p = plane("review-withdraw");
+    let c = &p.control;
+    let (asker, _) = mint(
+        c,
+        json!({"name": "t", "scopes": ["create", "read"], "actions": {"publish_port": "ask"}}),
+    );
+    put_workspace(c, "ws_pub", &asker, "running", now_s() + 3600);
+    // As decide_approval + carry_out leave a port in force.
+    let mut w = ws(c, "ws_pub");
+    w.published.push(Published {
+        port: 80,
+        host_port: 20000,
+    });
+    c.store.put(WORKSPACES, "ws_pub", &w).expect("put");
+    let a = Approval {
+        id: "apr_00000000000000cc".into(),
+        workspace: "ws_pub".into(),
+        action: ApprovalAction::PublishPort {
+            port: 80,
+            host_port: Some(20000),
+        },
+        asked_by: Some(asker),
+        reason: String::new(),
+        state: ApprovalState::Approved,
+        asked_at: 1,
+        asks: 1,
+        decided_by: Some("admin".into()),
+        decided_at: Some(1),
+        decision_reason: None,
+        expires_at: Some(2),
+    };
+    c.store.put(APPROVALS, &a.id, &a).expect("put");
+    c.expire_approvals(now_s()); // the firewall refuses: not taken back
+    c.expire_approvals(now_s()); // retried
+    let a: Approval = c.store.get(APPROVALS, &a.id).expect("get").expect("there");
+    let still = ws(c, "ws_pub").published;
+    assert!(
+        a.state == ApprovalState::Approved || !still.is_empty(),
+        "approval {:?} and record {still:?}: the firewall never took port 80 back, yet nothing is left to retry",
+        a.state
+    );
+}
+
+/// A guest fills its workspace's shared 32-pending cap with egress asks:
+/// the owner's token can no longer ask for anything about it (and the
+/// reverse: a token's asks make the guest's later asks vanish silently
+/// behind a 202 from the request endpoint).
+#[test]
+fn a_guest_locks_its_owner_out_of_asking() {
+    let p = plane("review-cap");
+    let c = &p.control;
+    let (owner, secret) = mint(
+        c,
+        json!({"name": "t", "scopes": ["create", "read"], "quotas": {"max_ttl_s": 3600},
+               "actions": {"extend_ttl": "ask"}}),
+    );
+    put_workspace(c, "ws_cap", &owner, "running", now_s() + 600);
+    let asks = (0..32)
+        .map(|i| Ask {
+            workspace: "ws_cap".into(),
+            host: format!("h{i}.example.com"),
+            port: 443,
+            reason: String::new(),
+        })
+        .collect();
+    c.asked(asks);
+    let out = c.call(
+        &secret,
+        Call::SetTtl {
+            id: "ws_cap".into(),
+            ttl_s: 7200,
+            reason: None,
+        },
+    );
+    assert_eq!(out.reply.verdict, Verdict::Accepted, "{}", out.reply.body);
+}
+
+/// An extend_ttl approval shortens: the asker (create, no delete scope)
+/// asked for 2 h when the workspace had 1 h left; an admin since gave it
+/// 7 days; approving the ask cuts that back to 2 h, which the asker could
+/// not do itself (ending sooner takes the delete scope).
+#[test]
+fn an_extend_ttl_approval_ends_a_workspace_sooner() {
+    let p = plane("review-shorten");
+    let c = &p.control;
+    let (owner, secret) = mint(
+        c,
+        json!({"name": "t", "scopes": ["create", "read"], "quotas": {"max_ttl_s": 3600},
+               "actions": {"extend_ttl": "ask"}}),
+    );
+    put_workspace(c, "ws_s", &owner, "running", now_s() + 3600);
+    let out = c.call(
+        &secret,
+        Call::SetTtl {
+            id: "ws_s".into(),
+            ttl_s: 7200,
+            reason: None,
+        },
+    );
+    assert_eq!(out.reply.verdict, Verdict::Accepted, "{}", out.reply.body);
+    let id = out.reply.body["id"].as_str().expect("there").to_string();
+    let out = c.call(
+        ADMIN,
+        Call::SetTtl {
+            id: "ws_s".into(),
+            ttl_s: 7 * 24 * 3600,
+            reason: None,
+        },
+    );
+    assert_eq!(out.reply.verdict, Verdict::Ok, "{}", out.reply.body);
+    let before = ws(c, "ws_s").expires_at;
+    // The asker alone may not end it sooner:
+    let out = c.call(
+        &secret,
+        Call::SetTtl {
+            id: "ws_s".into(),
+            ttl_s: 60,
+            reason: None,
+        },
+    );
+    assert_eq!(out.reply.verdict, Verdict::Forbidden, "{}", out.reply.body);
+    let out = c.call(
+        ADMIN,
+        Call::DecideApproval {
+            id: id.clone(),
+            request: json!({"approve": true}),
+        },
+    );
+    assert_eq!(out.reply.verdict, Verdict::Conflict, "{}", out.reply.body);
+    assert!(out.reply.body["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("later than asked")));
+    let after = ws(c, "ws_s").expires_at;
+    assert_eq!(
+        after, before,
+        "an extend_ttl approval cut the end from {before} to {after}"
+    );
+    let a: Approval = c.store.get(APPROVALS, &id).expect("get").expect("there");
+    assert_eq!(a.state, ApprovalState::Denied, "void");
+}
+
+/// put_in_force's last write does not check that the record is still the
+/// approval it carried out: a re-ask landing while the action is being
+/// done turns it back to pending (expires_at None) after it was done. For
+/// a port or a link, that grant is then never taken back (no expiry); shown
+/// here with extend_ttl, the only kind a unit test can carry out.
+#[test]
+fn a_reask_during_the_decision_leaves_a_done_action_pending() {
+    let p = plane("review-race");
+    let c = &p.control;
+    let (owner, secret) = mint(
+        c,
+        json!({"name": "t", "scopes": ["create", "read"], "quotas": {"max_ttl_s": 3600},
+               "actions": {"extend_ttl": "ask"}}),
+    );
+    put_workspace(c, "ws_r", &owner, "running", now_s() + 600);
+    for round in 0..50 {
+        let out = c.call(
+            &secret,
+            Call::SetTtl {
+                id: "ws_r".into(),
+                ttl_s: 7200,
+                reason: None,
+            },
+        );
+        assert_eq!(out.reply.verdict, Verdict::Accepted, "{}", out.reply.body);
+        let id = out.reply.body["id"].as_str().expect("there").to_string();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = c.call(
+                        &secret,
+                        Call::SetTtl {
+                            id: "ws_r".into(),
+                            ttl_s: 7200,
+                            reason: None,
+                        },
+                    );
+                }
+            });
+            let out = c.call(
+                ADMIN,
+                Call::DecideApproval {
+                    id: id.clone(),
+                    request: json!({"approve": true}),
+                },
+            );
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            // Carried out, the decision's answer is the record as decided:
+            // never one an ask reopened meanwhile.
+            if out.reply.verdict == Verdict::Ok {
+                assert_eq!(
+                    out.reply.body["state"], "approved",
+                    "round {round}: the decision answered 200 {}",
+                    out.reply.body
+                );
+            }
+        });
+        // Back to pending for the next round if it ended approved.
+        let _ = c.call(
+            &secret,
+            Call::SetTtl {
+                id: "ws_r".into(),
+                ttl_s: 7200,
+                reason: None,
+            },
+        );
+    }
+}
+
+/// The reverse: a token's asks about a workspace never silence the
+/// workspace's own egress requests; and words that would read as other
+/// words (a right-to-left override, a zero-width space) are refused.
+#[test]
+fn a_token_cannot_silence_its_workspace_or_hide_its_words() {
+    let p = plane("review-cap-reverse");
+    let c = &p.control;
+    let (owner, secret) = mint(
+        c,
+        json!({"name": "t", "scopes": ["create", "read"], "actions": {"publish_port": "ask"}}),
+    );
+    put_workspace(c, "ws_rev", &owner, "running", now_s() + 600);
+    for port in 1..=32u16 {
+        let out = c.call(
+            &secret,
+            Call::PublishPort {
+                id: "ws_rev".into(),
+                request: json!({"port": port}),
+            },
+        );
+        assert_eq!(out.reply.verdict, Verdict::Accepted, "{}", out.reply.body);
+    }
+    let out = c.call(
+        &secret,
+        Call::PublishPort {
+            id: "ws_rev".into(),
+            request: json!({"port": 33}),
+        },
+    );
+    assert_eq!(out.reply.verdict, Verdict::TooMany);
+    assert!(
+        !out.reply.body["error"]
+            .as_str()
+            .expect("error")
+            .contains("32"),
+        "no counts in the refusal: {}",
+        out.reply.body
+    );
+    c.asked(vec![Ask {
+        workspace: "ws_rev".into(),
+        host: "api.example.com".into(),
+        port: 443,
+        reason: "safe\u{202e}txt.exe".into(),
+    }]);
+    let egress: Vec<Approval> = c
+        .store
+        .list_readable::<Approval>(APPROVALS)
+        .expect("list")
+        .into_iter()
+        .filter(|a| matches!(a.action, ApprovalAction::Egress { .. }))
+        .collect();
+    assert_eq!(egress.len(), 1, "the workspace's own ask is recorded");
+    assert_eq!(
+        egress[0].reason, "safetxt.exe",
+        "invisible characters dropped"
+    );
+    for hidden in ["a\u{202e}b", "a\u{200b}b", "a\u{2028}b", "a\u{2066}b"] {
+        let out = c.call(
+            &secret,
+            Call::PublishPort {
+                id: "ws_rev".into(),
+                request: json!({"port": 34, "reason": hidden}),
+            },
+        );
+        assert_eq!(out.reply.verdict, Verdict::Invalid, "{hidden:?}");
+    }
+}
