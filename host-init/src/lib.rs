@@ -11,7 +11,6 @@ pub mod demo;
 pub mod entropy;
 pub mod fatal;
 pub mod fsutil;
-pub mod jail;
 pub mod keys;
 pub mod log;
 pub mod modules;
@@ -22,7 +21,8 @@ pub mod notify;
 pub mod pid1;
 pub mod power;
 pub mod procfs;
-pub mod seccomp_rules;
+#[cfg(test)]
+mod seccomp_probe;
 pub mod shutdown;
 pub mod status;
 pub mod storage;

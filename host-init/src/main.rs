@@ -3,7 +3,8 @@
 //! services process (`net-services`: the workspaces' resolver and egress
 //! proxy) and the jail each workspace's VMM runs in (`jail`).
 
-use paddock_init::{api, jail, net_services, pid1};
+use paddock_init::{api, net_services, pid1};
+use paddock_jail as jail;
 use std::process::ExitCode;
 
 const USAGE: &str = "\

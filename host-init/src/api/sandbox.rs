@@ -8,7 +8,7 @@
 //! shrinks, and copes when that fails. Killed there, the process died at
 //! random under load, dropping every request in flight.
 
-use crate::seccomp_rules::{
+use paddock_jail::seccomp_rules::{
     errno_filter, program, thread_only_clone, RuleError, ABSENT, REFUSED, THREADED_PROCESS,
 };
 use seccompiler::{BpfProgram, SeccompAction, SeccompRule};
@@ -87,7 +87,7 @@ mod tests {
 
     /// Runs `probe` in a child under the filters; its wait status.
     fn under_filters(probe: fn() -> i32) -> nix::sys::wait::WaitStatus {
-        crate::seccomp_rules::run_under(&filters().expect("filters"), probe)
+        crate::seccomp_probe::run_under(&filters().expect("filters"), probe)
     }
 
     #[test]

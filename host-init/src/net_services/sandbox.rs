@@ -19,7 +19,7 @@
 //! reads /proc/sys/vm/overcommit_memory on its own and copes when it
 //! cannot (the API process met the same).
 
-use crate::seccomp_rules::{
+use paddock_jail::seccomp_rules::{
     arg_is, cond, errno_filter, program, rule, thread_only_clone, RuleError, ABSENT, REFUSED,
     THREADED_PROCESS,
 };
@@ -146,7 +146,7 @@ mod tests {
 
     /// Runs `probe` in a child under the filters; its wait status.
     fn under_filters(probe: fn() -> i32) -> WaitStatus {
-        crate::seccomp_rules::run_under(&filters().expect("filters"), probe)
+        crate::seccomp_probe::run_under(&filters().expect("filters"), probe)
     }
 
     fn killed(status: WaitStatus) -> bool {

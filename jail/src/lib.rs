@@ -14,6 +14,12 @@
 //!
 //! `paddock-init jail-probe` is what tests run in place of the VMM: it
 //! reports, as JSON on stdout, what a process in the jail can see.
+//!
+//! `seccomp_rules` holds the seccomp pieces the confined processes (the
+//! API, the network services) share. A crate of its own because none of
+//! it needs the rest of host-init, and the jail should be read alone.
+
+pub mod seccomp_rules;
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
