@@ -3,6 +3,11 @@
 //! (the API process, configuration, formats).
 
 pub mod api;
+/// The key store lives in a crate of its own (`paddock-keys`); PID 1 and
+/// its tests name it as before.
+pub use paddock_keys as keys;
+/// Files that hold secrets: 0600 from the start, replaced whole.
+pub use paddock_keys::private_file as fsutil;
 pub mod bootstrap;
 pub mod children;
 pub mod config;
@@ -10,8 +15,6 @@ pub mod control;
 pub mod demo;
 pub mod entropy;
 pub mod fatal;
-pub mod fsutil;
-pub mod keys;
 pub mod log;
 pub mod modules;
 pub mod mounts;

@@ -125,9 +125,42 @@ fn open_console(path: &str) -> Option<File> {
         .ok()
 }
 
+/// What the crates of ours outside host-init (the key store) log through
+/// the `log` facade, written like our own lines.
+struct Facade;
+
+impl ::log::Log for Facade {
+    fn enabled(&self, m: &::log::Metadata) -> bool {
+        m.level() <= ::log::Level::Info
+    }
+
+    fn log(&self, r: &::log::Record) {
+        let level = match r.level() {
+            ::log::Level::Error => Level::Error,
+            ::log::Level::Warn => Level::Warn,
+            ::log::Level::Info => Level::Info,
+            // Below info nothing is written: the console is for a person.
+            ::log::Level::Debug | ::log::Level::Trace => return,
+        };
+        log(level, *r.args());
+    }
+
+    fn flush(&self) {}
+}
+
+static FACADE: Facade = Facade;
+
+/// Routes the `log` facade here (once; later calls change nothing).
+fn install_facade() {
+    if ::log::set_logger(&FACADE).is_ok() {
+        ::log::set_max_level(::log::LevelFilter::Info);
+    }
+}
+
 /// Opens the sinks and starts a writer per console; safe to call again
 /// after /dev is mounted (the previous writers finish what they hold).
 pub fn init() {
+    install_facade();
     let mut files = Vec::new();
     let active = std::fs::read_to_string("/sys/class/tty/console/active").unwrap_or_default();
     for name in active.split_whitespace() {
@@ -274,6 +307,7 @@ static RELAYED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::n
 /// Makes this process log plain lines to its stderr, for PID 1 to relay.
 pub fn relay_through_pid1() {
     RELAYED.store(true, std::sync::atomic::Ordering::Relaxed);
+    install_facade();
 }
 
 pub fn log(level: Level, msg: std::fmt::Arguments) {

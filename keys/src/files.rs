@@ -6,7 +6,7 @@ use super::KeyError;
 use std::path::Path;
 
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), KeyError> {
-    crate::fsutil::write_private(path, data).map_err(|e| KeyError::Io {
+    crate::private_file::write_private(path, data).map_err(|e| KeyError::Io {
         what: "writing",
         path: path.to_path_buf(),
         source: e,

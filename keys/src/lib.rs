@@ -11,11 +11,12 @@
 
 pub mod dmcrypt;
 mod files;
+pub mod private_file;
 mod root;
 pub mod secret;
 mod wrap;
 
-use crate::{info, warn};
+use log::{info, warn};
 use root::{Epoch, FileRoot, TpmRoot};
 use secret::Secret;
 use std::path::{Path, PathBuf};
@@ -524,7 +525,7 @@ impl KeyStore {
                         }
                     })?;
                 let new_path = path.with_extension("key.new");
-                crate::fsutil::write_private(&new_path, &rewrapped).map_err(|e| KeyError::Io {
+                private_file::write_private(&new_path, &rewrapped).map_err(|e| KeyError::Io {
                     what: "writing",
                     path: new_path.clone(),
                     source: e,
