@@ -126,15 +126,20 @@ fn open_console(path: &str) -> Option<File> {
 }
 
 /// What the crates of ours outside host-init (the key store) log through
-/// the `log` facade, written like our own lines.
+/// the `log` facade, written like our own lines. Only ours: the libraries
+/// under us (rustls, hyper) log what a peer did wrong, and a hostile
+/// client or guest must not be able to write the console that way.
 struct Facade;
 
 impl ::log::Log for Facade {
     fn enabled(&self, m: &::log::Metadata) -> bool {
-        m.level() <= ::log::Level::Info
+        m.level() <= ::log::Level::Info && m.target().starts_with("paddock_")
     }
 
     fn log(&self, r: &::log::Record) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
         let level = match r.level() {
             ::log::Level::Error => Level::Error,
             ::log::Level::Warn => Level::Warn,
@@ -370,6 +375,27 @@ macro_rules! error {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_facade_writes_our_crates_lines_only() {
+        use ::log::Log as _;
+        let ours = ::log::Metadata::builder()
+            .target("paddock_keys")
+            .level(::log::Level::Warn)
+            .build();
+        let theirs = ::log::Metadata::builder()
+            .target("rustls::conn")
+            .level(::log::Level::Warn)
+            .build();
+        let chatty = ::log::Metadata::builder()
+            .target("paddock_keys")
+            .level(::log::Level::Debug)
+            .build();
+        assert!(FACADE.enabled(&ours));
+        assert!(!FACADE.enabled(&theirs), "a library's lines stay out");
+        assert!(!FACADE.enabled(&chatty));
+    }
+
     use super::*;
     use std::io::Read;
 
