@@ -95,6 +95,13 @@ fn control(plane: Arc<Mutex<Plane>>) -> impl Fn(&str, Call) -> Outcome {
                 Some(_) => reply(200, json!({"deleted": id})),
                 None => missing(&id),
             },
+            // Past a day this stand-in answers as a token whose policy
+            // says ask does: 202 and the pending approval.
+            Call::SetTtl { id, ttl_s, .. } if ttl_s > 86_400 => reply(
+                202,
+                json!({"id": "apr_stub", "workspace": id, "kind": "extend_ttl", "ttl_s": ttl_s,
+                       "reason": "", "state": "pending", "asked_at": now, "asks": 1}),
+            ),
             Call::SetTtl { id, ttl_s, .. } => {
                 p.ttls.push((id.clone(), ttl_s));
                 match p.workspaces.get_mut(&id) {
@@ -255,6 +262,11 @@ say("listed", ",".join(ids))
 say("all", len(Sandbox.list().next_items()))
 sbx.set_timeout(600)
 say("timeout set")
+try:
+    sbx.set_timeout(90000)
+    say("an asked timeout passed as set?!")
+except SandboxException as e:
+    say("asked timeout refused", "apr_stub" in str(e))
 again = Sandbox.connect(sbx.sandbox_id, timeout=900)
 say("connected", again.sandbox_id)
 # Without a timeout the SDK sends an empty body: the sandbox as it is.
@@ -412,6 +424,7 @@ fn sdk_session(python: &str, reach: Reach) {
         "listed ws-e2b1",
         "all 2",
         "timeout set",
+        "asked timeout refused True",
         "connected ws-e2b1",
         "reconnected ws-e2b1",
         "running True",
