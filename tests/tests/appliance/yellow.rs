@@ -339,4 +339,42 @@ pub fn asked_actions(app: &Appliance, admin: &str, net: &FakeNet, a: &str, b: &s
     ] {
         assert!(audit.contains(event), "{event} not audited");
     }
+
+    // What its approvals gave ends with the token: revoked, the port it
+    // was given for an hour goes with the next sweep.
+    let (code, asked) = call(
+        app,
+        &agent,
+        "POST",
+        &format!("/v1/workspaces/{a}/ports"),
+        Some(j!({"port": 8001})),
+    );
+    assert_eq!(code, 202, "{asked}");
+    let id = asked["id"].as_str().expect("id");
+    let (code, decided) = call(
+        app,
+        admin,
+        "POST",
+        &format!("/v1/approvals/{id}"),
+        Some(j!({"approve": true, "ttl_s": 3600})),
+    );
+    assert_eq!(code, 200, "{decided}");
+    assert_eq!(published(a), 1);
+    let (code, _) = call(
+        app,
+        admin,
+        "DELETE",
+        &format!("/v1/tokens/{agent_id}"),
+        None,
+    );
+    assert_eq!(code, 200);
+    let mut gone = false;
+    for _ in 0..120 {
+        if published(a) == 0 {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(gone, "the revoked asker's port stayed published");
 }

@@ -367,7 +367,14 @@ impl Control {
                 let _ = self.store.delete(APPROVALS, &a.id);
                 continue;
             }
-            let due = a.state == ApprovalState::Approved && a.expires_at.is_some_and(|t| t <= now);
+            // A grant ends with its time, or with the token that asked for
+            // it: a revoked or expired asker's ports and links go too.
+            let asker_gone = a.asked_by.as_deref().is_some_and(|id| {
+                let tree = self.tree();
+                tree.get(id).is_none_or(|t| !tree.is_live(t, now))
+            });
+            let due = a.state == ApprovalState::Approved
+                && a.expires_at.is_some_and(|t| t <= now || asker_gone);
             if !due {
                 continue;
             }

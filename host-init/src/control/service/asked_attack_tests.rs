@@ -379,3 +379,53 @@ fn a_token_cannot_silence_its_workspace_or_hide_its_words() {
         assert_eq!(out.reply.verdict, Verdict::Invalid, "{hidden:?}");
     }
 }
+
+/// A port or link a token's approval gave ends with that token: revoked,
+/// its grants are taken back by the next sweep, not a week later.
+#[test]
+fn revoking_the_asker_takes_its_grants_back() {
+    let p = plane("review-revoke-grants");
+    let c = &p.control;
+    let (asker, _) = mint(
+        c,
+        json!({"name": "t", "scopes": ["create", "read"], "actions": {"publish_port": "ask"}}),
+    );
+    // Stopped, so the take-back needs no firewall here.
+    put_workspace(c, "ws_grant", &asker, "stopped", now_s() + 3600);
+    let mut w = ws(c, "ws_grant");
+    w.published.push(Published {
+        port: 80,
+        host_port: 20000,
+    });
+    c.store.put(WORKSPACES, "ws_grant", &w).expect("put");
+    let a = Approval {
+        id: "apr_00000000000000dd".into(),
+        workspace: "ws_grant".into(),
+        action: ApprovalAction::PublishPort {
+            port: 80,
+            host_port: Some(20000),
+        },
+        asked_by: Some(asker.clone()),
+        reason: String::new(),
+        state: ApprovalState::Approved,
+        asked_at: 1,
+        asks: 1,
+        decided_by: Some("tok_bootstrap".into()),
+        decided_at: Some(1),
+        decision_reason: None,
+        expires_at: Some(now_s() + 7 * 24 * 3600),
+    };
+    c.store.put(APPROVALS, &a.id, &a).expect("put");
+    c.expire_approvals(now_s());
+    assert_eq!(
+        ws(c, "ws_grant").published.len(),
+        1,
+        "held while the asker lives"
+    );
+    let out = c.call(ADMIN, Call::RevokeToken { id: asker });
+    assert_eq!(out.reply.verdict, Verdict::Ok, "{}", out.reply.body);
+    c.expire_approvals(now_s());
+    let a: Approval = c.store.get(APPROVALS, &a.id).expect("get").expect("there");
+    assert_eq!(a.state, ApprovalState::Expired);
+    assert!(ws(c, "ws_grant").published.is_empty(), "taken back");
+}
