@@ -159,22 +159,7 @@ impl Store {
         &self,
         table: TableDefinition<&str, &str>,
     ) -> Result<Vec<T>, StoreError> {
-        self.with(|db| {
-            let r = db.begin_read()?;
-            let t = r.open_table(table)?;
-            let mut out = Vec::new();
-            for item in t.iter()? {
-                let (k, v) = item?;
-                out.push(
-                    serde_json::from_str(v.value()).map_err(|e| StoreError::Corrupt {
-                        table: table.to_string(),
-                        key: k.value().to_string(),
-                        detail: e.to_string(),
-                    })?,
-                );
-            }
-            Ok(out)
-        })
+        self.scan(table, true)
     }
 
     /// Every record of `table` that reads as a `T`; one that does not is
@@ -184,6 +169,16 @@ impl Store {
         &self,
         table: TableDefinition<&str, &str>,
     ) -> Result<Vec<T>, StoreError> {
+        self.scan(table, false)
+    }
+
+    /// Every record of `table` as a `T`; one that does not read is an error
+    /// (`strict`) or left out and logged.
+    fn scan<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &str>,
+        strict: bool,
+    ) -> Result<Vec<T>, StoreError> {
         self.with(|db| {
             let r = db.begin_read()?;
             let t = r.open_table(table)?;
@@ -192,6 +187,13 @@ impl Store {
                 let (k, v) = item?;
                 match serde_json::from_str(v.value()) {
                     Ok(x) => out.push(x),
+                    Err(e) if strict => {
+                        return Err(StoreError::Corrupt {
+                            table: table.to_string(),
+                            key: k.value().to_string(),
+                            detail: e.to_string(),
+                        })
+                    }
                     Err(e) => crate::warn!(
                         "state database: {table} {} does not read ({e}); left out",
                         k.value()

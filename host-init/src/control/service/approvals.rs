@@ -30,6 +30,41 @@ const MAX_REASON: usize = 500;
 /// Denied and expired approvals are kept this long after their decision.
 const KEEP_DECIDED_S: u64 = 7 * 24 * 3600;
 
+/// A new approval, pending: what a workspace (`asked_by` None) or a token
+/// asked for, and why.
+pub(super) fn new_pending(
+    id: &str,
+    workspace: &str,
+    action: ApprovalAction,
+    asked_by: Option<String>,
+    reason: String,
+    now: u64,
+) -> Approval {
+    Approval {
+        id: id.to_string(),
+        workspace: workspace.to_string(),
+        action,
+        asked_by,
+        reason,
+        state: ApprovalState::Pending,
+        asked_at: now,
+        asks: 1,
+        decided_by: None,
+        decided_at: None,
+        decision_reason: None,
+        expires_at: None,
+    }
+}
+
+/// Makes a decided approval pending again, with no trace of the decision.
+pub(super) fn reopen(a: &mut Approval) {
+    a.state = ApprovalState::Pending;
+    a.decided_by = None;
+    a.decided_at = None;
+    a.decision_reason = None;
+    a.expires_at = None;
+}
+
 /// The allowlist entry an egress approval puts in, if it is one.
 fn entry(a: &Approval) -> Option<String> {
     match &a.action {
@@ -112,13 +147,9 @@ impl Control {
                     ApprovalState::Approved => {}
                     ApprovalState::Denied | ApprovalState::Expired if room => {
                         again = true;
-                        a.state = ApprovalState::Pending;
+                        reopen(a);
                         a.reason = reason.clone();
                         a.asked_at = now;
-                        a.decided_by = None;
-                        a.decided_at = None;
-                        a.decision_reason = None;
-                        a.expires_at = None;
                     }
                     ApprovalState::Denied | ApprovalState::Expired => {}
                 }
@@ -128,23 +159,17 @@ impl Control {
                 Ok(Some(_)) if !again => continue,
                 Ok(Some(_)) => {}
                 Ok(None) if room => {
-                    let a = Approval {
-                        id: id.clone(),
-                        workspace: ws.id.clone(),
-                        action: ApprovalAction::Egress {
+                    let a = new_pending(
+                        &id,
+                        &ws.id,
+                        ApprovalAction::Egress {
                             host: ask.host.clone(),
                             port: ask.port,
                         },
-                        asked_by: None,
-                        reason: reason.clone(),
-                        state: ApprovalState::Pending,
-                        asked_at: now,
-                        asks: 1,
-                        decided_by: None,
-                        decided_at: None,
-                        decision_reason: None,
-                        expires_at: None,
-                    };
+                        None,
+                        reason.clone(),
+                        now,
+                    );
                     if let Err(e) = self.store.put(APPROVALS, &id, &a) {
                         warn!("recording egress request {id}: {e}");
                         continue;
@@ -335,11 +360,7 @@ impl Control {
             }
             Err(NotDone::Failed(o)) => {
                 let _ = self.store.update(APPROVALS, &id, |a: &mut Approval| {
-                    a.state = ApprovalState::Pending;
-                    a.expires_at = None;
-                    a.decided_by = None;
-                    a.decided_at = None;
-                    a.decision_reason = None;
+                    reopen(a);
                     Ok::<(), ()>(())
                 });
                 Err(o)

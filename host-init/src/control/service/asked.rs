@@ -6,7 +6,7 @@
 //! workspace meanwhile voids it), and a port or a link is taken back when
 //! the approval expires.
 
-use super::approvals::{check_reason, MAX_PENDING_PER_WORKSPACE};
+use super::approvals::{check_reason, new_pending, reopen, MAX_PENDING_PER_WORKSPACE};
 
 /// Pending token asks one token may have at once, on all its workspaces.
 const MAX_PENDING_PER_TOKEN: usize = 64;
@@ -175,35 +175,18 @@ impl Control {
                     return Err(Refused::NoRoom);
                 }
                 fresh = a.state != ApprovalState::Pending;
+                reopen(a);
                 a.asks = a.asks.saturating_add(1);
-                a.state = ApprovalState::Pending;
                 a.action = action.clone();
                 a.reason = reason.clone();
                 a.asked_at = now;
-                a.decided_by = None;
-                a.decided_at = None;
-                a.decision_reason = None;
-                a.expires_at = None;
                 Ok(())
             })
             .map_err(store_err)?;
         let a = match changed {
             Some(Ok(a)) => a,
             None if room => {
-                let a = Approval {
-                    id: id.clone(),
-                    workspace: ws.id.clone(),
-                    action,
-                    asked_by: Some(tok.id.clone()),
-                    reason,
-                    state: ApprovalState::Pending,
-                    asked_at: now,
-                    asks: 1,
-                    decided_by: None,
-                    decided_at: None,
-                    decision_reason: None,
-                    expires_at: None,
-                };
+                let a = new_pending(&id, &ws.id, action, Some(tok.id.clone()), reason, now);
                 self.store.put(APPROVALS, &id, &a).map_err(store_err)?;
                 fresh = true;
                 a
