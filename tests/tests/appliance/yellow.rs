@@ -74,6 +74,20 @@ fn call(app: &Appliance, token: &str, m: &str, p: &str, b: Option<Value>) -> (u1
     (code, v)
 }
 
+/// The admin's approval of `id`, which must succeed; the approval as
+/// decided.
+fn approve(app: &Appliance, admin: &str, id: &str, decision: Value) -> Value {
+    let (code, decided) = call(
+        app,
+        admin,
+        "POST",
+        &format!("/v1/approvals/{id}"),
+        Some(decision),
+    );
+    assert_eq!(code, 200, "{decided}");
+    decided
+}
+
 /// A shell command in a workspace as the admin: (output, exit code).
 fn sh(app: &Appliance, admin: &str, id: &str, script: &str) -> (String, i64) {
     let body = j!({"argv": ["bash", "-c", format!("{script} 2>&1")], "timeout_s": 300}).to_string();
@@ -171,14 +185,12 @@ pub fn asked_actions(app: &Appliance, admin: &str, net: &FakeNet, a: &str, b: &s
             (200, Some("pending")),
             "{mine}"
         );
-        let (code, decided) = call(
+        let decided = approve(
             app,
             admin,
-            "POST",
-            &format!("/v1/approvals/{id}"),
-            Some(j!({"approve": true, "ttl_s": 20, "reason": "for the demo"})),
+            &id,
+            j!({"approve": true, "ttl_s": 20, "reason": "for the demo"}),
         );
-        assert_eq!(code, 200, "{decided}");
         assert_eq!(
             (decided["state"].as_str(), decided["host_port"].as_u64()),
             (Some("approved"), Some(20080)),
@@ -223,14 +235,7 @@ pub fn asked_actions(app: &Appliance, admin: &str, net: &FakeNet, a: &str, b: &s
         "{asked}"
     );
     let id = asked["id"].as_str().expect("id");
-    let (code, decided) = call(
-        app,
-        admin,
-        "POST",
-        &format!("/v1/approvals/{id}"),
-        Some(j!({"approve": true})),
-    );
-    assert_eq!(code, 200, "{decided}");
+    let decided = approve(app, admin, id, j!({"approve": true}));
     let decided_at = decided["decided_at"].as_u64().expect("decided_at");
     let ends = call(app, admin, "GET", &format!("/v1/workspaces/{b}"), None).1["expires_at"]
         .as_u64()
@@ -303,14 +308,7 @@ pub fn asked_actions(app: &Appliance, admin: &str, net: &FakeNet, a: &str, b: &s
     );
     assert_eq!(code, 202, "{asked}");
     let id = asked["id"].as_str().expect("id");
-    let (code, decided) = call(
-        app,
-        admin,
-        "POST",
-        &format!("/v1/approvals/{id}"),
-        Some(j!({"approve": true, "ttl_s": 600})),
-    );
-    assert_eq!(code, 200, "{decided}");
+    let decided = approve(app, admin, id, j!({"approve": true, "ttl_s": 600}));
     let link = decided["link"].as_str().expect("the link made").to_string();
     let (code, mine) = call(app, &agent, "GET", "/v1/links", None);
     assert_eq!(code, 200);
@@ -351,14 +349,7 @@ pub fn asked_actions(app: &Appliance, admin: &str, net: &FakeNet, a: &str, b: &s
     );
     assert_eq!(code, 202, "{asked}");
     let id = asked["id"].as_str().expect("id");
-    let (code, decided) = call(
-        app,
-        admin,
-        "POST",
-        &format!("/v1/approvals/{id}"),
-        Some(j!({"approve": true, "ttl_s": 3600})),
-    );
-    assert_eq!(code, 200, "{decided}");
+    approve(app, admin, id, j!({"approve": true, "ttl_s": 3600}));
     assert_eq!(published(a), 1);
     let (code, _) = call(
         app,

@@ -27,6 +27,42 @@ fn ws(c: &super::Control, id: &str) -> WorkspaceRecord {
     c.store.get(WORKSPACES, id).expect("get").expect("there")
 }
 
+/// Port 80 of `workspace` published at 20000 by an approval of `asker`'s
+/// that holds until `expires_at`, as a decision leaves it.
+fn port_in_force(
+    c: &super::Control,
+    workspace: &str,
+    id: &str,
+    asker: &str,
+    expires_at: u64,
+) -> Approval {
+    let mut w = ws(c, workspace);
+    w.published.push(Published {
+        port: 80,
+        host_port: 20000,
+    });
+    c.store.put(WORKSPACES, workspace, &w).expect("put");
+    let a = Approval {
+        id: id.into(),
+        workspace: workspace.into(),
+        action: ApprovalAction::PublishPort {
+            port: 80,
+            host_port: Some(20000),
+        },
+        asked_by: Some(asker.into()),
+        reason: String::new(),
+        state: ApprovalState::Approved,
+        asked_at: 1,
+        asks: 1,
+        decided_by: Some("tok_bootstrap".into()),
+        decided_at: Some(1),
+        decision_reason: None,
+        expires_at: Some(expires_at),
+    };
+    c.store.put(APPROVALS, &a.id, &a).expect("put");
+    a
+}
+
 /// An approval stored before this change (egress, no `kind`) makes every
 /// list of APPROVALS fail: expiry stops for all grants, and the guest's
 /// per-workspace cap is gone (asked() reads a failed list as 0 pending).
@@ -109,30 +145,7 @@ fn a_failed_take_back_is_forgotten_and_the_port_stays_open() {
     );
     put_workspace(c, "ws_pub", &asker, "running", now_s() + 3600);
     // As decide_approval + carry_out leave a port in force.
-    let mut w = ws(c, "ws_pub");
-    w.published.push(Published {
-        port: 80,
-        host_port: 20000,
-    });
-    c.store.put(WORKSPACES, "ws_pub", &w).expect("put");
-    let a = Approval {
-        id: "apr_00000000000000cc".into(),
-        workspace: "ws_pub".into(),
-        action: ApprovalAction::PublishPort {
-            port: 80,
-            host_port: Some(20000),
-        },
-        asked_by: Some(asker),
-        reason: String::new(),
-        state: ApprovalState::Approved,
-        asked_at: 1,
-        asks: 1,
-        decided_by: Some("admin".into()),
-        decided_at: Some(1),
-        decision_reason: None,
-        expires_at: Some(2),
-    };
-    c.store.put(APPROVALS, &a.id, &a).expect("put");
+    let a = port_in_force(c, "ws_pub", "apr_00000000000000cc", &asker, 2);
     c.expire_approvals(now_s()); // the firewall refuses: not taken back
     c.expire_approvals(now_s()); // retried
     let a: Approval = c.store.get(APPROVALS, &a.id).expect("get").expect("there");
@@ -392,30 +405,13 @@ fn revoking_the_asker_takes_its_grants_back() {
     );
     // Stopped, so the take-back needs no firewall here.
     put_workspace(c, "ws_grant", &asker, "stopped", now_s() + 3600);
-    let mut w = ws(c, "ws_grant");
-    w.published.push(Published {
-        port: 80,
-        host_port: 20000,
-    });
-    c.store.put(WORKSPACES, "ws_grant", &w).expect("put");
-    let a = Approval {
-        id: "apr_00000000000000dd".into(),
-        workspace: "ws_grant".into(),
-        action: ApprovalAction::PublishPort {
-            port: 80,
-            host_port: Some(20000),
-        },
-        asked_by: Some(asker.clone()),
-        reason: String::new(),
-        state: ApprovalState::Approved,
-        asked_at: 1,
-        asks: 1,
-        decided_by: Some("tok_bootstrap".into()),
-        decided_at: Some(1),
-        decision_reason: None,
-        expires_at: Some(now_s() + 7 * 24 * 3600),
-    };
-    c.store.put(APPROVALS, &a.id, &a).expect("put");
+    let a = port_in_force(
+        c,
+        "ws_grant",
+        "apr_00000000000000dd",
+        &asker,
+        now_s() + 7 * 24 * 3600,
+    );
     c.expire_approvals(now_s());
     assert_eq!(
         ws(c, "ws_grant").published.len(),
