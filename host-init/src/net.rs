@@ -18,6 +18,7 @@ pub mod refusals;
 pub mod requests;
 pub mod single_flight;
 pub mod sni;
+pub mod splice;
 pub mod tap;
 
 use crate::config::{Config, NetMode};

@@ -259,7 +259,7 @@ async fn post(hook: &Webhook, body: &[u8]) -> Result<(), String> {
     let t = &hook.target;
     let addrs: Vec<Ipv4Addr> = match t.host.parse::<Ipv4Addr>() {
         Ok(ip) => vec![ip],
-        Err(_) => crate::net::dns::resolve(&t.host).map_err(|e| e.to_string())?,
+        Err(_) => crate::net::dns::resolve_blocking(&t.host).map_err(|e| e.to_string())?,
     };
     let addr = addrs
         .first()

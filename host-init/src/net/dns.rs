@@ -12,11 +12,13 @@ use super::fair_share::FairShare;
 use super::policy;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::sync::RwLock;
 use std::time::Duration;
+use tokio::net::UdpSocket;
 
-/// Queries answered at once, all workspaces together (a thread each, up to
+/// Queries answered at once, all workspaces together (a task each, up to
 /// UPSTREAM_TIMEOUT). One workspace has at most 16 in flight; the last 64
 /// go only to workspaces with fewer than 4, so one busy workspace cannot
 /// hold the resolver: 16 more workspaces still get 4 each. Past its
@@ -69,11 +71,19 @@ pub fn forget(id: &str) {
 }
 
 /// Serves workspaces on `sock` (udp/53, bound by PID 1; the firewall keeps
-/// everyone else out) until the socket fails for good; why.
-pub fn serve(sock: UdpSocket) -> std::io::Error {
+/// everyone else out), each query a task on the current runtime, until the
+/// socket fails for good; why.
+pub async fn serve(sock: std::net::UdpSocket) -> std::io::Error {
+    let sock = match sock
+        .set_nonblocking(true)
+        .and_then(|()| UdpSocket::from_std(sock))
+    {
+        Ok(s) => Arc::new(s),
+        Err(e) => return e,
+    };
     let mut buf = [0u8; 4096];
     loop {
-        let (n, from) = match sock.recv_from(&mut buf) {
+        let (n, from) = match sock.recv_from(&mut buf).await {
             Ok(got) => got,
             // An ICMP error for an earlier answer, a signal: the socket is fine.
             Err(e) if super::transient(&e) => continue,
@@ -89,19 +99,14 @@ pub fn serve(sock: UdpSocket) -> std::io::Error {
             continue;
         };
         let query = buf[..n].to_vec();
-        let Ok(reply_sock) = sock.try_clone() else {
-            continue;
-        };
-        // The permit goes back when the thread ends (or never starts).
-        let _ = std::thread::Builder::new()
-            .name("dns-query".into())
-            .spawn(move || {
-                let gateway = super::firewall::Slot::of_guest(*from4.ip()).map(|s| s.host());
-                if let Some(reply) = answer_for(&query, &id, &egress, gateway) {
-                    let _ = reply_sock.send_to(&reply, from);
-                }
-                drop(permit);
-            });
+        let reply_sock = sock.clone();
+        tokio::spawn(async move {
+            let gateway = super::firewall::Slot::of_guest(*from4.ip()).map(|s| s.host());
+            if let Some(reply) = answer_for(&query, &id, &egress, gateway).await {
+                let _ = reply_sock.send_to(&reply, from).await;
+            }
+            drop(permit);
+        });
     }
 }
 
@@ -123,12 +128,24 @@ pub const INTERNAL_NAME: &str = "paddock.internal";
 
 /// The reply to one query from workspace `id`, or None for input that is
 /// not a DNS query at all (dropped without an answer).
+/// Blocks the caller (fuzz targets, tests) on a runtime of its own.
 pub fn answer(query: &[u8], id: &str, egress: &policy::Egress) -> Option<Vec<u8>> {
-    answer_for(query, id, egress, None)
+    block_on(answer_for(query, id, egress, None))?
+}
+
+/// Runs `f` to its end on a single-threaded runtime made for it (None if
+/// none could be made), for callers outside the network services'
+/// runtime.
+fn block_on<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    Some(rt.block_on(f))
 }
 
 /// `answer`, knowing the asker's gateway address (for INTERNAL_NAME).
-pub fn answer_for(
+pub async fn answer_for(
     query: &[u8],
     id: &str,
     egress: &policy::Egress,
@@ -176,7 +193,7 @@ pub fn answer_for(
         // of that type for a workspace.
         return reply_to(&q, ResponseCode::NoError).to_vec().ok();
     }
-    let reply = match lookup(question.name()) {
+    let reply = match lookup(question.name()).await {
         Ok((code, records)) => {
             let answers: Vec<Ipv4Addr> = records
                 .iter()
@@ -206,7 +223,7 @@ pub fn answer_for(
 /// `name`'s A records, from the cache or upstream (`dns_cache`); the
 /// response code and the answer with forbidden addresses taken out (CNAMEs
 /// kept, TTLs capped).
-fn lookup(name: &Name) -> Result<(ResponseCode, Vec<Record>), DnsError> {
+async fn lookup(name: &Name) -> Result<(ResponseCode, Vec<Record>), DnsError> {
     let key = name.to_lowercase().to_ascii();
     let now = std::time::Instant::now();
     if let Some(kept) = CACHE.get(&key, now) {
@@ -216,13 +233,15 @@ fn lookup(name: &Name) -> Result<(ResponseCode, Vec<Record>), DnsError> {
     // asking that for each, and a little more.
     let servers = UPSTREAM.read().unwrap_or_else(|e| e.into_inner()).len() as u32;
     let wait = UPSTREAM_TIMEOUT * servers.max(1) + Duration::from_secs(1);
-    let answer = ASKING.run(&key, wait, || {
-        let answer = ask_upstream(name).map_err(|e| e.to_string());
-        if let Ok((code, records)) = &answer {
-            CACHE.put(key.clone(), *code, records, now);
-        }
-        answer
-    });
+    let answer = ASKING
+        .run(&key, wait, || async {
+            let answer = ask_upstream(name).await.map_err(|e| e.to_string());
+            if let Ok((code, records)) = &answer {
+                CACHE.put(key.clone(), *code, records, now);
+            }
+            answer
+        })
+        .await;
     match answer {
         Some(Ok(found)) => Ok(found),
         Some(Err(detail)) => Err(DnsError::Failed {
@@ -237,7 +256,7 @@ fn lookup(name: &Name) -> Result<(ResponseCode, Vec<Record>), DnsError> {
 }
 
 /// Asks the upstream resolvers for `name`'s A records.
-fn ask_upstream(name: &Name) -> Result<(ResponseCode, Vec<Record>), DnsError> {
+async fn ask_upstream(name: &Name) -> Result<(ResponseCode, Vec<Record>), DnsError> {
     let servers = UPSTREAM.read().unwrap_or_else(|e| e.into_inner()).clone();
     if servers.is_empty() {
         return Err(DnsError::NoUpstream);
@@ -249,7 +268,7 @@ fn ask_upstream(name: &Name) -> Result<(ResponseCode, Vec<Record>), DnsError> {
     };
     let mut last = fail("no upstream answered".into());
     for server in servers {
-        match ask(server, name) {
+        match ask(server, name).await {
             Ok(m) => {
                 let records = m
                     .answers()
@@ -274,11 +293,19 @@ fn ask_upstream(name: &Name) -> Result<(ResponseCode, Vec<Record>), DnsError> {
     Err(last)
 }
 
-fn ask(server: Ipv4Addr, name: &Name) -> Result<Message, String> {
-    let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(|e| e.to_string())?;
-    sock.set_read_timeout(Some(UPSTREAM_TIMEOUT))
+async fn ask(server: Ipv4Addr, name: &Name) -> Result<Message, String> {
+    tokio::time::timeout(UPSTREAM_TIMEOUT, ask_once(server, name))
+        .await
+        .map_err(|_| format!("{server}: no answer in {UPSTREAM_TIMEOUT:?}"))?
+}
+
+async fn ask_once(server: Ipv4Addr, name: &Name) -> Result<Message, String> {
+    let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .await
         .map_err(|e| e.to_string())?;
-    sock.connect((server, 53)).map_err(|e| e.to_string())?;
+    sock.connect((server, 53))
+        .await
+        .map_err(|e| e.to_string())?;
     // A random id (and a random source port, from bind): an off-path
     // spoofer must guess both.
     let mut id = [0u8; 2];
@@ -292,10 +319,13 @@ fn ask(server: Ipv4Addr, name: &Name) -> Result<Message, String> {
         .set_recursion_desired(true);
     m.add_query(Query::query(name.clone(), RecordType::A));
     let bytes = m.to_vec().map_err(|e| e.to_string())?;
-    sock.send(&bytes).map_err(|e| e.to_string())?;
+    sock.send(&bytes).await.map_err(|e| e.to_string())?;
     let mut buf = [0u8; 4096];
     loop {
-        let n = sock.recv(&mut buf).map_err(|e| format!("{server}: {e}"))?;
+        let n = sock
+            .recv(&mut buf)
+            .await
+            .map_err(|e| format!("{server}: {e}"))?;
         let Ok(r) = Message::from_vec(&buf[..n]) else {
             continue;
         };
@@ -312,12 +342,12 @@ fn ask(server: Ipv4Addr, name: &Name) -> Result<Message, String> {
 
 /// The addresses a workspace's connection to `name` may go to: the name's
 /// A records (following CNAMEs) less the forbidden ones.
-pub fn resolve(name: &str) -> Result<Vec<Ipv4Addr>, DnsError> {
+pub async fn resolve(name: &str) -> Result<Vec<Ipv4Addr>, DnsError> {
     let fqdn = Name::from_ascii(format!("{name}.")).map_err(|e| DnsError::Failed {
         name: name.into(),
         detail: e.to_string(),
     })?;
-    let (code, records) = lookup(&fqdn)?;
+    let (code, records) = lookup(&fqdn).await?;
     if code == ResponseCode::NXDomain {
         return Err(DnsError::NxDomain { name: name.into() });
     }
@@ -329,6 +359,16 @@ pub fn resolve(name: &str) -> Result<Vec<Ipv4Addr>, DnsError> {
         })
         .collect();
     Ok(addrs)
+}
+
+/// `resolve` for a caller outside any runtime (PID 1's webhooks).
+pub fn resolve_blocking(name: &str) -> Result<Vec<Ipv4Addr>, DnsError> {
+    block_on(resolve(name)).unwrap_or_else(|| {
+        Err(DnsError::Failed {
+            name: name.into(),
+            detail: "no runtime to ask on".into(),
+        })
+    })
 }
 
 /// Whether an address from anywhere (a guest's or an upstream's) is one
@@ -400,12 +440,13 @@ mod tests {
     fn the_boxs_own_endpoint_resolves_to_the_askers_gateway_whatever_its_allowlist() {
         let none = EgressRequest::default().check().expect("policy");
         let gw = Ipv4Addr::new(10, 200, 0, 5);
-        let r = answer_for(
+        let r = block_on(answer_for(
             &query("paddock.internal.", RecordType::A),
             "ws_dns3",
             &none,
             Some(gw),
-        )
+        ))
+        .flatten()
         .expect("reply");
         let m = Message::from_vec(&r).expect("parse");
         assert_eq!(m.response_code(), ResponseCode::NoError);

@@ -17,12 +17,25 @@ use super::firewall::{Slot, WsNet};
 use super::policy::Egress;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::sync::RwLock;
+use std::sync::{LazyLock, RwLock};
+use tokio::sync::watch;
 
 /// Slot number → workspace id and policy.
 pub type Table = BTreeMap<u32, (String, Egress)>;
 
 static TABLE: RwLock<Table> = RwLock::new(BTreeMap::new());
+/// Ticks on every change to this process's copy: the proxy's open
+/// connections wait on it to ask their policy again, instead of polling.
+static CHANGES: LazyLock<watch::Sender<u64>> = LazyLock::new(|| watch::channel(0).0);
+
+/// A receiver that wakes when the table changes.
+pub fn changes() -> watch::Receiver<u64> {
+    CHANGES.subscribe()
+}
+
+fn changed() {
+    CHANGES.send_modify(|n| *n = n.wrapping_add(1));
+}
 
 /// Makes `workspaces` the whole table (PID 1) and sends the changes to
 /// the network services; wait on the ticket (once the firewall's lock is
@@ -60,6 +73,7 @@ pub fn set(slot: u32, id: String, egress: Egress) {
         .write()
         .unwrap_or_else(|e| e.into_inner())
         .insert(slot, (id, egress));
+    changed();
 }
 
 /// Removes one entry (the network services process, as PID 1 says).
@@ -68,6 +82,7 @@ pub fn remove(slot: u32) {
         .write()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&slot);
+    changed();
 }
 
 /// The workspace at guest address `guest` and its policy.

@@ -2,20 +2,21 @@
 //! the proxy and a guest) ask for a name that is not cached, the first
 //! asks and the others wait for its answer, instead of each sending its
 //! own query upstream (a burst of cold lookups was one query per asker).
+//!
+//! Askers are tasks; one whose task is dropped mid-question (its
+//! connection ended) hands the question to the next waiter rather than
+//! leaving the others without an answer.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::OnceCell;
 
-struct Flight<T> {
-    /// None until the first asker is done; Some(None) if it gave no answer
-    /// (it panicked).
-    result: Mutex<Option<Option<T>>>,
-    done: Condvar,
-}
+type Flight<T> = Arc<OnceCell<T>>;
 
 pub struct Flights<T> {
-    map: Mutex<Option<HashMap<String, Arc<Flight<T>>>>>,
+    map: Mutex<Option<HashMap<String, Flight<T>>>>,
 }
 
 impl<T> Default for Flights<T> {
@@ -24,27 +25,26 @@ impl<T> Default for Flights<T> {
     }
 }
 
-/// Ends a flight whatever happens to its asker: waiters are always woken.
+/// Takes a flight off the map once it has landed, or once nobody else
+/// waits on it, whatever happens to the asker holding this.
 struct Landing<'a, T> {
     flights: &'a Flights<T>,
     key: &'a str,
-    flight: Arc<Flight<T>>,
-    result: Option<T>,
+    flight: Flight<T>,
 }
 
 impl<T> Drop for Landing<'_, T> {
     fn drop(&mut self) {
-        if let Some(map) = self
-            .flights
-            .map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_mut()
-        {
+        let mut map = self.flights.map.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(map) = map.as_mut() else { return };
+        let ours = map
+            .get(self.key)
+            .is_some_and(|f| Arc::ptr_eq(f, &self.flight));
+        // The map's reference and this one: nobody else waits.
+        let alone = Arc::strong_count(&self.flight) <= 2;
+        if ours && (self.flight.initialized() || alone) {
             map.remove(self.key);
         }
-        *self.flight.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(self.result.take());
-        self.flight.done.notify_all();
     }
 }
 
@@ -59,49 +59,27 @@ impl<T> Flights<T> {
 impl<T: Clone> Flights<T> {
     /// `ask()`'s answer for `key`, asked once however many call at once:
     /// a caller that finds `key` in flight waits (up to `wait`) for that
-    /// answer. None: it waited that long, or the first asker failed
-    /// without one.
-    pub fn run(&self, key: &str, wait: Duration, ask: impl FnOnce() -> T) -> Option<T> {
-        let (flight, first) = {
+    /// answer, and asks itself if the asker before it went away. None: it
+    /// waited that long.
+    pub async fn run<F, Fut>(&self, key: &str, wait: Duration, ask: F) -> Option<T>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let flight = {
             let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-            let map = map.get_or_insert_with(HashMap::new);
-            match map.get(key) {
-                Some(f) => (f.clone(), false),
-                None => {
-                    let f = Arc::new(Flight {
-                        result: Mutex::new(None),
-                        done: Condvar::new(),
-                    });
-                    map.insert(key.to_string(), f.clone());
-                    (f, true)
-                }
-            }
+            map.get_or_insert_with(HashMap::new)
+                .entry(key.to_string())
+                .or_default()
+                .clone()
         };
-        if first {
-            let mut landing = Landing {
-                flights: self,
-                key,
-                flight,
-                result: None,
-            };
-            let answer = ask();
-            landing.result = Some(answer.clone());
-            return Some(answer);
-        }
-        let until = Instant::now() + wait;
-        let mut got = flight.result.lock().unwrap_or_else(|p| p.into_inner());
-        while got.is_none() {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            got = flight
-                .done
-                .wait_timeout(got, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        got.clone().flatten()
+        let landing = Landing {
+            flights: self,
+            key,
+            flight,
+        };
+        let answer = tokio::time::timeout(wait, landing.flight.get_or_init(ask)).await;
+        answer.ok().cloned()
     }
 }
 
@@ -110,71 +88,131 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
     #[test]
     fn askers_at_once_share_one_question() {
         let flights: Flights<u32> = Flights::new();
         let asked = AtomicUsize::new(0);
-        let arrived = AtomicUsize::new(0);
-        let started = std::sync::Barrier::new(2);
-        let answers: Vec<Option<u32>> = std::thread::scope(|s| {
-            let first = s.spawn(|| {
-                flights.run("pypi.org", Duration::from_secs(60), || {
-                    asked.fetch_add(1, Ordering::SeqCst);
-                    started.wait();
-                    // Until the 7 others are on their way in, and then a
-                    // moment for them to join this question.
-                    while arrived.load(Ordering::SeqCst) < 7 {
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                    std::thread::sleep(Duration::from_millis(200));
-                    7
-                })
-            });
-            started.wait();
-            let others: Vec<_> = (0..7)
-                .map(|_| {
-                    s.spawn(|| {
-                        arrived.fetch_add(1, Ordering::SeqCst);
-                        flights.run("pypi.org", Duration::from_secs(60), || {
+        runtime().block_on(async {
+            let askers = (0..8u32).map(|i| {
+                let (flights, asked) = (&flights, &asked);
+                async move {
+                    flights
+                        .run("pypi.org", Duration::from_secs(60), || async move {
                             asked.fetch_add(1, Ordering::SeqCst);
-                            8
+                            // Long enough for the other seven to join.
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            7 + i
                         })
-                    })
-                })
-                .collect();
-            std::iter::once(first)
-                .chain(others)
-                .map(|t| t.join().expect("asker"))
-                .collect()
+                        .await
+                }
+            });
+            let answers = futures_join(askers.collect()).await;
+            assert!(answers.iter().all(|a| *a == Some(7)), "{answers:?}");
         });
-        assert!(answers.iter().all(|a| *a == Some(7)), "{answers:?}");
         assert_eq!(
             asked.load(Ordering::SeqCst),
             1,
             "one question for eight askers"
         );
         // Landed: the next one asks anew.
-        assert_eq!(
-            flights.run("pypi.org", Duration::from_secs(1), || 9),
-            Some(9)
-        );
+        let again =
+            runtime().block_on(flights.run("pypi.org", Duration::from_secs(1), || async { 9 }));
+        assert_eq!(again, Some(9));
+        assert!(flights
+            .map
+            .lock()
+            .expect("map")
+            .as_ref()
+            .is_some_and(|m| m.is_empty()));
+    }
+
+    /// Drives every future on the current task to its end (together, so
+    /// the first asks and the others join its question).
+    async fn futures_join<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+        let mut pending: Vec<_> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+        let mut results: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+        std::future::poll_fn(|cx| {
+            let mut all = true;
+            for (slot, result) in pending.iter_mut().zip(results.iter_mut()) {
+                if let Some(f) = slot {
+                    match f.as_mut().poll(cx) {
+                        std::task::Poll::Ready(v) => {
+                            *result = Some(v);
+                            *slot = None;
+                        }
+                        std::task::Poll::Pending => all = false,
+                    }
+                }
+            }
+            if all {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+        results.into_iter().flatten().collect()
     }
 
     #[test]
-    fn an_asker_that_panics_does_not_leave_the_others_waiting() {
+    fn an_asker_that_goes_away_hands_the_question_to_a_waiter() {
         let flights: Flights<u32> = Flights::new();
-        std::thread::scope(|s| {
-            let first = s.spawn(|| {
-                flights.run("x.test", Duration::from_secs(60), || -> u32 {
-                    std::thread::sleep(Duration::from_millis(200));
-                    panic!("the asker fails");
-                })
-            });
-            std::thread::sleep(Duration::from_millis(50));
-            let second = flights.run("x.test", Duration::from_secs(60), || 1);
-            assert_eq!(second, None, "woken without an answer");
-            assert!(first.join().is_err());
+        let answer = runtime().block_on(async {
+            // Boxed, so that dropping it ends it.
+            let mut first = Box::pin(flights.run("x.test", Duration::from_secs(60), || async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                1
+            }));
+            // The first asker starts its question, then is dropped (its
+            // connection ended) while the second waits.
+            let second = flights.run("x.test", Duration::from_secs(60), || async { 2 });
+            tokio::pin!(second);
+            tokio::select! {
+                biased;
+                _ = &mut first => unreachable!("the first never answers"),
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+            tokio::select! {
+                biased;
+                _ = &mut first => unreachable!("the first never answers"),
+                a = &mut second => panic!("answered while the first still asked: {a:?}"),
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+            drop(first);
+            second.await
         });
-        assert_eq!(flights.run("x.test", Duration::from_secs(1), || 2), Some(2));
+        assert_eq!(answer, Some(2), "the waiter asked in the first's place");
+        assert!(flights
+            .map
+            .lock()
+            .expect("map")
+            .as_ref()
+            .is_some_and(|m| m.is_empty()));
+    }
+
+    #[test]
+    fn a_waiter_gives_up_after_its_wait() {
+        let flights: Flights<u32> = Flights::new();
+        let got = runtime().block_on(async {
+            let first = flights.run("slow.test", Duration::from_secs(60), || async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                1
+            });
+            let second = flights.run("slow.test", Duration::from_millis(100), || async { 2 });
+            tokio::pin!(first);
+            tokio::select! {
+                biased;
+                _ = &mut first => None,
+                got = second => Some(got),
+            }
+        });
+        assert_eq!(got, Some(None));
     }
 }

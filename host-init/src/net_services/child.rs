@@ -1,7 +1,7 @@
 //! The network services process itself (`paddock-init net-services`):
 //! takes the sockets PID 1 bound, confines itself, waits for the state
-//! PID 1 pushes, then serves the resolver and the proxy on threads of
-//! their own while the main thread applies PID 1's updates.
+//! PID 1 pushes, then serves the resolver and the proxy as tasks on a
+//! tokio runtime while the main thread applies PID 1's updates.
 
 use super::{
     Report, Update, ACTIVITY_CHUNK, CHANNEL_FD, MAX_UPDATE, PROXY_FD, REPORT_CHUNK, RESOLVER_FD,
@@ -159,7 +159,7 @@ pub fn main() -> ExitCode {
         channel: channel.clone(),
         turn: Mutex::new(()),
     });
-    let mut serving = false;
+    let mut serving: Option<tokio::runtime::Runtime> = None;
     loop {
         let update = match channel.recv::<Update>() {
             Ok((u, None)) => u,
@@ -180,10 +180,10 @@ pub fn main() -> ExitCode {
         // The first Sync completes the state a restart starts from; only
         // then are queries and connections taken (until then they wait in
         // the sockets' queues).
-        if !serving {
-            serving = true;
-            if let Err(e) = start_serving(&udp, &tcp, &reporter) {
-                return fail(e);
+        if serving.is_none() {
+            match start_serving(&udp, &tcp, &reporter) {
+                Ok(runtime) => serving = Some(runtime),
+                Err(e) => return fail(e),
             }
         }
         if let Err(e) = reporter.report(Some(seq)) {
@@ -192,45 +192,43 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Starts the resolver and the proxy on a runtime of their own, and the
+/// reporter's thread; the runtime is theirs for as long as it is kept.
 fn start_serving(
     udp: &UdpSocket,
     tcp: &TcpListener,
     reporter: &Arc<Reporter>,
-) -> Result<(), String> {
+) -> Result<tokio::runtime::Runtime, String> {
     let udp = udp
         .try_clone()
         .map_err(|e| format!("resolver socket: {e}"))?;
     let tcp = tcp.try_clone().map_err(|e| format!("proxy socket: {e}"))?;
-    let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
-        std::thread::Builder::new()
-            .name(name.into())
-            .spawn(f)
-            .map(drop)
-            .map_err(|e| format!("starting the {name} thread: {e}"))
-    };
+    // Two workers: the box's CPUs belong to the workspaces, and every
+    // connection is I/O bound except a brokered one's TLS.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("net-services")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
     // A socket that fails for good ends the process: PID 1 starts another
     // on fresh sockets.
     fn until_it_fails(what: &'static str, e: std::io::Error) -> ! {
         crate::error!("the {what}'s socket failed: {e}");
         std::process::exit(1)
     }
-    spawn(
-        "dns",
-        Box::new(move || until_it_fails("resolver", dns::serve(udp))),
-    )?;
-    spawn(
-        "egress-proxy",
-        Box::new(move || until_it_fails("proxy", proxy::serve(tcp))),
-    )?;
+    runtime.spawn(async move { until_it_fails("resolver", dns::serve(udp).await) });
+    runtime.spawn(async move { until_it_fails("proxy", proxy::serve(tcp).await) });
     let r = reporter.clone();
-    spawn(
-        "report",
-        Box::new(move || loop {
+    std::thread::Builder::new()
+        .name("report".into())
+        .spawn(move || loop {
             std::thread::sleep(REPORT_EVERY);
             if r.report(None).is_err() {
                 // PID 1 is gone or ended this process's channel.
                 std::process::exit(0);
             }
-        }),
-    )
+        })
+        .map_err(|e| format!("starting the report thread: {e}"))?;
+    Ok(runtime)
 }

@@ -193,6 +193,9 @@ mod tests {
             listener.local_addr().expect("addr"),
             server.local_addr().expect("addr"),
         );
+        // The runtime's listener, bound before too.
+        let second = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("listener");
+        let to_second = second.local_addr().expect("addr");
         apply().expect("filter");
         let accepted = std::thread::Builder::new()
             .stack_size(64 * 1024)
@@ -230,6 +233,50 @@ mod tests {
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
             .expect("randomness");
         std::thread::sleep(Duration::from_millis(1));
+        // The services' runtime: workers, a listener taken from std, a
+        // connection out, UDP, timers, a blocking thread.
+        let (listener, to_tcp) = (second, to_second);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime under the filter");
+        runtime.block_on(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            listener.set_nonblocking(true).expect("nonblocking");
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let echo = tokio::spawn(async move {
+                let (mut c, _) = listener.accept().await.expect("accept");
+                let mut b = [0u8; 4];
+                c.read_exact(&mut b).await.expect("read");
+                c.write_all(&b).await.expect("write");
+                c.shutdown().await.expect("shutdown");
+            });
+            let mut c = tokio::net::TcpStream::connect(to_tcp)
+                .await
+                .expect("connect");
+            c.set_nodelay(true).expect("nodelay");
+            c.write_all(b"pong").await.expect("send");
+            let mut back = Vec::new();
+            c.read_to_end(&mut back).await.expect("echo");
+            assert_eq!(back, b"pong");
+            echo.await.expect("echo task");
+            let udp = tokio::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+                .await
+                .expect("udp");
+            udp.connect(to_udp).await.expect("udp connect");
+            udp.send(b"q").await.expect("udp send");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let std = c.into_std().expect("into std");
+            std.set_nonblocking(false).expect("blocking");
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            std::thread::Builder::new()
+                .stack_size(128 * 1024)
+                .spawn(move || tx.send(std.peer_addr().is_ok()))
+                .expect("thread");
+            assert_eq!(rx.await.ok(), Some(true));
+        });
+        runtime.shutdown_timeout(Duration::from_secs(1));
     }
 
     #[test]

@@ -5,10 +5,9 @@
 //! connection to the real host (`upstream`). Answers go back with any
 //! value the host echoed replaced by its placeholder.
 //!
-//! Each connection runs on a single-threaded tokio runtime of its own, on
-//! the proxy thread that accepted it: the proxy's per-workspace share of
-//! connections and threads holds as for any other connection, and a
-//! brokered connection shares nothing with another.
+//! Each connection is a task on the network services' runtime, like any
+//! other proxied connection, and counts against the same per-workspace
+//! share of the proxy's connections.
 
 use super::events::{self, Misuse, SecretEvent};
 use super::io::{Guest, Scrubbed};
@@ -95,61 +94,20 @@ struct Ctx {
     upstream: Result<Sender, String>,
 }
 
-/// The stack of a brokered connection's thread: TLS and HTTP/2 on a
-/// runtime need far more than the proxy's 64 KiB pass-through threads
-/// (only the pages touched are used).
-const STACK: usize = 1 << 20;
-
-/// Serves one connection to its end: `client` is the guest's (of which
-/// `first` was already read), `upstream` a connection to an address our
-/// resolver gave for the name. Runs on a thread of its own (the caller's
-/// stack is the proxy's small one) and waits for it.
-pub fn serve(
-    client: std::net::TcpStream,
-    upstream: std::net::TcpStream,
-    first: Vec<u8>,
-    conn: Conn,
-) -> Outcome {
-    let worker = std::thread::Builder::new()
-        .name("egress-broker".into())
-        .stack_size(STACK)
-        .spawn(move || serve_here(client, upstream, first, conn));
-    match worker.map(|w| w.join()) {
-        Ok(Ok(outcome)) => outcome,
-        _ => Outcome {
-            upstream_failed: true,
-            ..Outcome::default()
-        },
-    }
-}
-
-fn serve_here(
-    client: std::net::TcpStream,
-    upstream: std::net::TcpStream,
+/// Serves one connection to its end, on the current runtime: `client` is
+/// the guest's (of which `first` was already read), `upstream` a
+/// connection to an address our resolver gave for the name.
+pub async fn serve(
+    client: tokio::net::TcpStream,
+    upstream: tokio::net::TcpStream,
     first: Vec<u8>,
     conn: Conn,
 ) -> Outcome {
     let stats = Arc::new(Stats::default());
     stats.touch();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            crate::warn!("secret broker: no runtime for a connection: {e}");
-            return Outcome {
-                upstream_failed: true,
-                ..Outcome::default()
-            };
-        }
-    };
-    let s = stats.clone();
-    rt.block_on(async move {
-        // A guest that leaves mid-handshake is not news; its connection
-        // is in the network record either way.
-        let _ = run(client, upstream, first, conn, s).await;
-    });
+    // A guest that leaves mid-handshake is not news; its connection is in
+    // the network record either way.
+    let _ = run(client, upstream, first, conn, stats.clone()).await;
     Outcome {
         bytes_up: stats.up.load(Ordering::Relaxed),
         bytes_down: stats.down.load(Ordering::Relaxed),
@@ -160,17 +118,12 @@ fn serve_here(
 }
 
 async fn run(
-    client: std::net::TcpStream,
-    upstream: std::net::TcpStream,
+    client: tokio::net::TcpStream,
+    upstream: tokio::net::TcpStream,
     first: Vec<u8>,
     conn: Conn,
     stats: Arc<Stats>,
 ) -> Result<(), String> {
-    for s in [&client, &upstream] {
-        s.set_nonblocking(true).map_err(|e| e.to_string())?;
-    }
-    let client = tokio::net::TcpStream::from_std(client).map_err(|e| e.to_string())?;
-    let upstream = tokio::net::TcpStream::from_std(upstream).map_err(|e| e.to_string())?;
     let guest = Guest::new(client, first, stats.clone());
     // The guest's side first, so a host that fails can be explained to it
     // in an answer rather than a closed connection.

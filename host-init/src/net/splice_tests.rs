@@ -3,7 +3,37 @@
 //! names it was asked for.
 
 use super::*;
-use std::sync::Mutex;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+/// Runs `splice` for one accepted connection and its upstream, as
+/// `proxy::handle` does, on a runtime of its own in a thread.
+fn run_splice(
+    conn: TcpStream,
+    upstream: TcpStream,
+    conn_of: impl FnOnce() -> Splice + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            for s in [&conn, &upstream] {
+                s.set_nonblocking(true).expect("nonblocking");
+            }
+            let conn = tokio::net::TcpStream::from_std(conn).expect("conn");
+            let upstream = tokio::net::TcpStream::from_std(upstream).expect("upstream");
+            splice(conn, upstream, conn_of()).await;
+        });
+    })
+}
+
+/// A watch that never changes (its sender is gone).
+fn no_changes() -> watch::Receiver<u64> {
+    watch::channel(0).1
+}
 
 /// A keep-alive HTTP server answering any Host with "hello <host>".
 fn front_end() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
@@ -72,19 +102,14 @@ fn through_proxy_after(upstream: SocketAddr, name: &str, check: bool, first: &[u
     let upstream = TcpStream::connect(upstream).expect("front end");
     let name = name.to_string();
     let first = first.to_vec();
-    std::thread::spawn(move || {
-        let requests = check.then(|| (RequestStream::new(&name), first));
-        splice(
-            conn,
-            upstream,
-            Splice {
-                allowed: Box::new(|_, _| true),
-                id: "ws_test".into(),
-                name,
-                port: 80,
-                requests,
-            },
-        )
+    run_splice(conn, upstream, move || Splice {
+        allowed: Box::new(|_, _| true),
+        changes: no_changes(),
+        requests: check.then(|| (RequestStream::new(&name), first)),
+        id: "ws_test".into(),
+        name,
+        port: 80,
+        idle: IDLE,
     });
     client
         .set_read_timeout(Some(Duration::from_secs(15)))
@@ -112,7 +137,7 @@ fn a_pipelined_request_for_another_name_on_the_same_address_never_reaches_it() {
     assert!(answer.contains("403 Forbidden"), "{answer}");
     assert!(!answer.contains("hello other.test"), "{answer}");
     assert_eq!(*seen.lock().expect("lock"), ["allowed.test"]);
-    assert!(REFUSED.get("ws_test") >= 1);
+    assert!(super::super::proxy::REFUSED.get("ws_test") >= 1);
 }
 
 /// An upstream slower than the proxy's quiet check (seen in CI: the
@@ -122,7 +147,8 @@ fn a_pipelined_request_for_another_name_on_the_same_address_never_reaches_it() {
 fn a_slow_upstream_answers_the_allowed_request_before_the_refusal() {
     const BOTH: &[u8] =
         b"GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\nGET / HTTP/1.1\r\nHost: other.test\r\n\r\n";
-    let slow = RECHECK * 3;
+    // Slower than the old pump's one-second quiet check.
+    let slow = Duration::from_secs(3);
     // Both requests in the segment that named the host...
     let (addr, seen) = slow_front_end(slow);
     let answer = read_until_close(through_proxy_after(addr, "allowed.test", true, BOTH));
@@ -165,29 +191,6 @@ fn keep_alive_requests_for_the_allowed_name_and_a_split_second_request() {
     );
 }
 
-#[test]
-fn a_workspace_holding_its_share_of_connections_leaves_room_for_the_others() {
-    // Workspace A opens and holds as many as it may: it is stopped at its
-    // share, and the refusals are counted against it.
-    let a: Vec<_> = std::iter::from_fn(|| admit(&POOL, "ws_greedy")).collect();
-    assert_eq!(a.len(), 256);
-    assert!(REFUSED.get("ws_greedy") >= 1);
-    // Fifteen more greedy workspaces take the pool down to its reserve
-    // (the last four only their floor of the reserve)...
-    let others: Vec<Vec<_>> = (0..15)
-        .map(|i| std::iter::from_fn(|| admit(&POOL, &format!("ws_greedy{i}"))).collect())
-        .collect();
-    assert_eq!(
-        others.iter().map(Vec::len).sum::<usize>(),
-        4096 - 256 - 1024 + 4 * 16
-    );
-    // ...and a quiet workspace still gets its connections.
-    let b: Vec<_> = std::iter::from_fn(|| admit(&POOL, "ws_quiet")).collect();
-    assert_eq!(b.len(), 16);
-    drop(b);
-    assert!(admit(&POOL, "ws_quiet").is_some());
-}
-
 /// An upstream that answers anything with an endless body.
 fn firehose() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -207,36 +210,34 @@ fn firehose() -> SocketAddr {
     addr
 }
 
-/// A spliced plain-HTTP connection whose policy the test can revoke, and
-/// the thread that runs it.
+/// A spliced plain-HTTP connection whose policy the test can revoke
+/// (`on`, then a tick on the returned sender, as a policy update gives),
+/// and the thread that runs it.
 fn revocable(
     upstream: SocketAddr,
     first: &[u8],
     on: Arc<std::sync::atomic::AtomicBool>,
-) -> (TcpStream, std::thread::JoinHandle<()>) {
+) -> (TcpStream, std::thread::JoinHandle<()>, watch::Sender<u64>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
     let (conn, _) = listener.accept().expect("accept");
     let upstream = TcpStream::connect(upstream).expect("upstream");
     let first = first.to_vec();
-    let t = std::thread::spawn(move || {
-        splice(
-            conn,
-            upstream,
-            Splice {
-                allowed: Box::new(move |_, _| on.load(std::sync::atomic::Ordering::SeqCst)),
-                id: "ws_stops_reading".into(),
-                name: "allowed.test".into(),
-                port: 80,
-                requests: Some((RequestStream::new("allowed.test"), first)),
-            },
-        );
+    let (tx, changes) = watch::channel(0);
+    let t = run_splice(conn, upstream, move || Splice {
+        allowed: Box::new(move |_, _| on.load(std::sync::atomic::Ordering::SeqCst)),
+        changes,
+        id: "ws_stops_reading".into(),
+        name: "allowed.test".into(),
+        port: 80,
+        idle: IDLE,
+        requests: Some((RequestStream::new("allowed.test"), first)),
     });
-    (client, t)
+    (client, t, tx)
 }
 
-/// Whether `t` ends within a liveness bound (the fix ends it within a
-/// couple of RECHECKs; the bound only keeps a regression from hanging).
+/// Whether `t` ends within a liveness bound (the fix ends it at once; the
+/// bound only keeps a regression from hanging).
 fn ends(t: &std::thread::JoinHandle<()>) -> bool {
     let until = std::time::Instant::now() + Duration::from_secs(60);
     while !t.is_finished() && std::time::Instant::now() < until {
@@ -259,13 +260,83 @@ fn a_client_that_stops_reading_is_cut_when_its_policy_is_revoked() {
     let up = firehose();
     for (case, first) in [("no refusal", ONE), ("after a refusal", BOTH)] {
         let on = Arc::new(AtomicBool::new(true));
-        let (_client, t) = revocable(up, first, on.clone());
+        let (_client, t, policy) = revocable(up, first, on.clone());
         // Let the answer fill every buffer between the proxy and the client.
         std::thread::sleep(Duration::from_secs(2));
+        // A change that still allows it leaves it be...
+        policy.send_modify(|n| *n += 1);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!t.is_finished(), "{case}: cut while still allowed");
+        // ...one that does not ends it.
         on.store(false, Ordering::SeqCst);
+        policy.send_modify(|n| *n += 1);
         assert!(
             ends(&t),
             "{case}: the connection outlived its revoked policy"
         );
     }
+}
+
+/// An upstream that sends `chunks` pieces of an answer, one every
+/// `every`, then closes.
+fn trickle(chunks: usize, every: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = listener.accept() else {
+            return;
+        };
+        for _ in 0..chunks {
+            std::thread::sleep(every);
+            if s.write_all(b"x").is_err() {
+                return;
+            }
+        }
+    });
+    addr
+}
+
+/// A spliced opaque (TLS-like) connection with a short idle limit.
+fn opaque(upstream: SocketAddr, idle: Duration) -> (TcpStream, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (conn, _) = listener.accept().expect("accept");
+    let upstream = TcpStream::connect(upstream).expect("upstream");
+    let t = run_splice(conn, upstream, move || Splice {
+        allowed: Box::new(|_, _| true),
+        changes: no_changes(),
+        id: "ws_idle".into(),
+        name: "allowed.test".into(),
+        port: 443,
+        idle,
+        requests: None,
+    });
+    (client, t)
+}
+
+/// The thread-per-direction proxy cut a download whose client sent
+/// nothing for IDLE (its own direction was idle, though the other was
+/// busy): a long download over TLS ended at two minutes. Quiet means
+/// quiet both ways.
+#[test]
+fn a_long_download_with_a_silent_client_is_not_cut() {
+    let idle = Duration::from_millis(400);
+    // Three times the idle limit, a byte every quarter of it.
+    let (mut client, t) = opaque(trickle(12, idle / 4), idle);
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).expect("read");
+    assert_eq!(got.len(), 12, "the download was cut short");
+    assert!(ends(&t));
+}
+
+#[test]
+fn a_connection_quiet_both_ways_ends_after_the_idle_limit() {
+    let idle = Duration::from_millis(300);
+    let (mut client, t) = opaque(trickle(1, Duration::from_secs(3600)), idle);
+    assert!(ends(&t), "a quiet connection outlived its idle limit");
+    let mut rest = Vec::new();
+    assert_eq!(
+        client.read_to_end(&mut rest).map(|_| rest.len()).ok(),
+        Some(0)
+    );
 }
