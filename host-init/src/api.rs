@@ -6,7 +6,10 @@
 
 pub mod admission;
 pub mod bridge;
-pub mod channel;
+/// The channel's messages and transport live in a crate of their own
+/// (`paddock-api-channel`), shared with the API process; PID 1 names it
+/// as before.
+pub use paddock_api_channel as channel;
 pub mod conn;
 pub mod dirs;
 pub mod e2b;
