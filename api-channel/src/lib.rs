@@ -18,7 +18,7 @@ mod transport;
 
 pub use messages::{
     command_digest, Call, CallReply, Init, Open, PlainHttp, ProcessAction, Purpose, Request,
-    Started, StatusReply, Verdict,
+    Started, StatusReply, Verdict, NO_SUCH_WORKSPACE,
 };
 pub use transport::{ChannelError, Endpoint};
 

@@ -331,8 +331,13 @@ pub enum ProcessAction {
     Attach,
 }
 
+/// The control plane's refusal for a workspace a token may not see,
+/// whether or not it exists (the two are not told apart); the API process
+/// knows it by this text, for E2B's "no such sandbox".
+pub const NO_SUCH_WORKSPACE: &str = "no such workspace for this token";
+
 /// What became of a call, as the control plane says it: done, or why not.
-/// The API process says it in HTTP (`api::http::status_of`); the control
+/// The API process says it in HTTP (`paddock_api_server::http::status_of`); the control
 /// plane knows nothing of HTTP.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
