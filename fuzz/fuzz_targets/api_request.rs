@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use paddock_init::api::http::{read_body, Request};
+use paddock_api_server::http::{read_body, Request};
 use paddock_init::control::tokens::MintRequest;
 use paddock_init::control::workspace::{SpecProblems as _, WorkspaceSpec};
 

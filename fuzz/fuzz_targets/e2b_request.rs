@@ -4,9 +4,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use paddock_init::api::envd::unframe;
-use paddock_init::api::multipart::{boundary, FirstPart};
-use paddock_init::api::transfer::Framed;
+use paddock_api_server::envd::unframe;
+use paddock_api_server::multipart::{boundary, FirstPart};
+use paddock_api_server::transfer::Framed;
 use std::io::Read;
 
 /// The input as a body that ended whole, handed out `step` bytes a read.

@@ -1,6 +1,7 @@
 //! paddock-init as a library: the pieces of PID 1, so the binary stays a
 //! thin entry point and tests can drive the parts that make sense alone
-//! (the API process, configuration, formats).
+//! (configuration, formats, the API process's supervisor). The API
+//! process itself is the `paddock-api-server` crate.
 
 pub mod api;
 /// The key store lives in a crate of its own (`paddock-keys`); PID 1 and
@@ -24,8 +25,9 @@ pub mod notify;
 pub mod pid1;
 pub mod power;
 pub mod procfs;
+/// The roles' filter tests run probes through the jail crate's.
 #[cfg(test)]
-mod seccomp_probe;
+use paddock_jail::seccomp_probe;
 pub mod shutdown;
 pub mod status;
 pub mod storage;

@@ -155,8 +155,9 @@ impl ::log::Log for Facade {
 
 static FACADE: Facade = Facade;
 
-/// Routes the `log` facade here (once; later calls change nothing).
-fn install_facade() {
+/// Routes the `log` facade here (once; later calls change nothing): PID 1
+/// at `init`, and the roles whose crates log through it (the API process).
+pub fn install_facade() {
     if ::log::set_logger(&FACADE).is_ok() {
         ::log::set_max_level(::log::LevelFilter::Info);
     }

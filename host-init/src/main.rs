@@ -3,7 +3,7 @@
 //! services process (`net-services`: the workspaces' resolver and egress
 //! proxy) and the jail each workspace's VMM runs in (`jail`).
 
-use paddock_init::{api, net_services, pid1};
+use paddock_init::{log, net_services, pid1};
 use paddock_jail as jail;
 use std::process::ExitCode;
 
@@ -18,7 +18,13 @@ usage: paddock-init              (as PID 1 of the appliance only)
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("api-server") if args.len() == 1 => api::server::main(),
+        Some("api-server") if args.len() == 1 => {
+            // The API crate logs through the `log` facade; host-init's log
+            // writes its lines to this process's stderr (PID 1's, inherited),
+            // as `paddock-init: ...` like before the crate was split off.
+            log::install_facade();
+            paddock_api_server::main()
+        }
         Some("net-services") if args.len() == 1 => net_services::child::main(),
         Some("jail") => jail::main(&args[1..]),
         Some("jail-probe") => jail::probe(&args[1..]),

@@ -4,7 +4,7 @@
 //! (fake) agent, JSON bodies built to take many times their size once
 //! parsed, and token guessing. Loopback only; each test runs its own API process.
 
-use paddock_init::api::admission::{MAX_CONNECTIONS, MAX_PER_ADDRESS};
+use paddock_api_server::admission::{MAX_CONNECTIONS, MAX_PER_ADDRESS};
 use std::io::Write;
 use std::net::TcpStream;
 use std::process::Command;
@@ -113,7 +113,7 @@ fn an_exec_whose_client_went_away_gives_back_its_slot() {
     let list = format!("{base}/v1/workspaces");
     // The tenant's whole share of `sleep infinity`, each client giving up
     // after 2 s (curl's --max-time) and closing its connection.
-    let execs: Vec<_> = (0..paddock_init::api::admission::MAX_PER_TENANT)
+    let execs: Vec<_> = (0..paddock_api_server::admission::MAX_PER_TENANT)
         .map(|_| {
             let url = exec.clone();
             std::thread::spawn(move || {
@@ -143,14 +143,14 @@ fn an_exec_whose_client_went_away_gives_back_its_slot() {
     assert_eq!(code, "200", "the tenant is served again");
     let until = Instant::now() + Duration::from_secs(10);
     while api.seen.exec_sessions_ended.load(Ordering::SeqCst)
-        < paddock_init::api::admission::MAX_PER_TENANT
+        < paddock_api_server::admission::MAX_PER_TENANT
         && Instant::now() < until
     {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(
         api.seen.exec_sessions_ended.load(Ordering::SeqCst),
-        paddock_init::api::admission::MAX_PER_TENANT,
+        paddock_api_server::admission::MAX_PER_TENANT,
         "every agent session ended (the agent kills what a session leaves)"
     );
 }
@@ -263,7 +263,7 @@ fn json_bodies_are_parsed_a_few_at_a_time() {
 
 #[test]
 fn guessing_tokens_is_slowed_per_address() {
-    use paddock_init::api::admission::MAX_AUTH_FAILURES;
+    use paddock_api_server::admission::MAX_AUTH_FAILURES;
     let api = start();
     let list = format!("https://127.0.0.1:{}/v1/workspaces", api.port);
     let tries = MAX_AUTH_FAILURES as usize + 5;

@@ -18,7 +18,11 @@
 //! `seccomp_rules` holds the seccomp pieces the confined processes (the
 //! API, the network services) share. A crate of its own because none of
 //! it needs the rest of host-init, and the jail should be read alone.
+//! `seccomp_probe` (feature `seccomp-probe`, for tests) runs a probe under
+//! such filters: the roles' filter tests live in more than one crate.
 
+#[cfg(feature = "seccomp-probe")]
+pub mod seccomp_probe;
 pub mod seccomp_rules;
 
 use std::ffi::CString;

@@ -15,14 +15,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Exchanges served at once (each on a thread of host-init's): one per
-/// request the API process may run (api::admission: tenants', admins'
-/// room, overflow), with as many again for the short who-am-I exchange
-/// each request starts with, so only a misbehaving API process, or
-/// exchanges left running by one that died, meet it.
+/// request the API process may run (paddock_api_server::admission:
+/// tenants', admins' room, overflow), with as many again for the short
+/// who-am-I exchange each request starts with, so only a misbehaving API
+/// process, or exchanges left running by one that died, meet it.
 const MAX_EXCHANGES: usize = 2
-    * (super::admission::MAX_TENANT_REQUESTS
-        + super::admission::ADMIN_RESERVE
-        + super::admission::MAX_OVERFLOW);
+    * (paddock_api_server::admission::MAX_TENANT_REQUESTS
+        + paddock_api_server::admission::ADMIN_RESERVE
+        + paddock_api_server::admission::MAX_OVERFLOW);
 /// The last of those exchanges serve only admin tokens' calls (and status
 /// and who-am-I, which are quick), so an admin can still revoke, delete or
 /// quarantine when the rest are taken.
@@ -321,7 +321,7 @@ mod tests {
     fn outcome(status: u16, body: serde_json::Value) -> Outcome {
         Outcome {
             reply: CallReply {
-                verdict: crate::api::http::verdict_of(status).expect("a status we use"),
+                verdict: paddock_api_server::http::verdict_of(status).expect("a status we use"),
                 body,
                 fd: false,
             },

@@ -2,7 +2,7 @@
 //! (without revealing whether a workspace they may not see exists), whether
 //! the box has room, and then doing it and writing it down. Each answer is
 //! a `Verdict` and a body; what that is in HTTP is the API process's
-//! business (api::http::status_of).
+//! business (paddock_api_server::http::status_of).
 
 use super::access::TokenTree;
 use super::audit::{now_s, AuditLog};
@@ -43,9 +43,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The refusal for a workspace a token may not see, whether or not it
-/// exists (the two are not told apart).
-pub const NO_SUCH_WORKSPACE: &str = "no such workspace for this token";
+/// The refusal for a workspace a token may not see (the API process
+/// knows it by its text, so the channel holds it).
+pub use crate::api::channel::NO_SUCH_WORKSPACE;
 
 /// Host memory kept for host-init, the API and the kernel.
 const HOST_RESERVE_MIB: u64 = 1024;

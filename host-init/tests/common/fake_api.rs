@@ -39,7 +39,7 @@ pub struct Seen {
 pub fn outcome(status: u16, body: serde_json::Value, stream: Option<OwnedFd>) -> Outcome {
     Outcome {
         reply: CallReply {
-            verdict: paddock_init::api::http::verdict_of(status).expect("a status the fake uses"),
+            verdict: paddock_api_server::http::verdict_of(status).expect("a status the fake uses"),
             body,
             fd: stream.is_some(),
         },

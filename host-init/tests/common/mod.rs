@@ -23,7 +23,7 @@ impl Drop for KillOnDrop {
 pub fn outcome(status: u16, body: serde_json::Value) -> paddock_init::control::service::Outcome {
     paddock_init::control::service::Outcome {
         reply: paddock_init::api::channel::CallReply {
-            verdict: paddock_init::api::http::verdict_of(status).expect("a status the fake uses"),
+            verdict: paddock_api_server::http::verdict_of(status).expect("a status the fake uses"),
             body,
             fd: false,
         },

@@ -1,7 +1,7 @@
 //! A workspace's report, as far as the control plane knows it: its record,
 //! the commands it ran, the signals it raised, and its network record added
 //! up. The API process adds what it changed on its disk, from its agent
-//! (api::report).
+//! (paddock_api_server::report).
 //!
 //! Commands and signals are kept here as they happen, bounded per
 //! workspace, rather than searched for in the audit log: a report is a

@@ -87,7 +87,7 @@ mod tests {
 
     /// Runs `probe` in a child under the filters; its wait status.
     fn under_filters(probe: fn() -> i32) -> nix::sys::wait::WaitStatus {
-        crate::seccomp_probe::run_under(&filters().expect("filters"), probe)
+        paddock_jail::seccomp_probe::run_under(&filters().expect("filters"), probe)
     }
 
     #[test]

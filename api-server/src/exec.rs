@@ -1,13 +1,13 @@
 //! Exec: a command run in a workspace through its agent, its output
 //! streamed to the client as it comes. The native API streams NDJSON
 //! (`POST /v1/workspaces/{id}/exec`); E2B's envd streams Connect messages
-//! (api::envd). One runner serves both, each with its own `ExecFormat`.
+//! (crate::envd). One runner serves both, each with its own `ExecFormat`.
 
-use super::admission::Permits;
-use super::channel::{Call, Purpose};
-use super::conn::Exchange;
-use super::http;
-use super::server::{body_refusal, call, json_error, open_agent, parse_json, Shared};
+use crate::admission::Permits;
+use crate::conn::Exchange;
+use crate::http;
+use crate::server::{body_refusal, call, json_error, open_agent, parse_json, Shared};
+use paddock_api_channel::{Call, Purpose};
 use paddock_api_types::ExecEvent;
 use serde_json::Value;
 use std::io::Read;
@@ -25,8 +25,8 @@ static LARGE_BODIES: Permits = Permits::new(8);
 
 /// A permit to read a body the size of `req`'s, when it may be large (one
 /// of unknown length may be); None when too many are being read at once.
-pub fn large_body_permit(req: &http::Request) -> Option<Option<super::admission::Permit<'static>>> {
-    let large = req.chunked || req.content_length.unwrap_or(0) > super::server::MAX_FORWARDED_JSON;
+pub fn large_body_permit(req: &http::Request) -> Option<Option<crate::admission::Permit<'static>>> {
+    let large = req.chunked || req.content_length.unwrap_or(0) > crate::server::MAX_FORWARDED_JSON;
     match large.then(|| LARGE_BODIES.take(Duration::ZERO)) {
         Some(None) => None,
         Some(Some(permit)) => Some(Some(permit)),
@@ -113,7 +113,7 @@ pub fn exec(
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
     // A body of unknown length may be large.
-    let large = req.chunked || req.content_length.unwrap_or(0) > super::server::MAX_FORWARDED_JSON;
+    let large = req.chunked || req.content_length.unwrap_or(0) > crate::server::MAX_FORWARDED_JSON;
     let large = match large.then(|| LARGE_BODIES.take(Duration::ZERO)) {
         Some(None) => {
             return Some(json_error(
@@ -189,7 +189,7 @@ pub fn run(
         Err(refusal) => return Some(refusal),
     };
     let argv0 = body.argv[0].clone();
-    let command = super::channel::command_digest(&body.argv);
+    let command = paddock_api_channel::command_digest(&body.argv);
     let purpose = Purpose::Exec {
         argv0: argv0.clone(),
         root: user == paddock_proto::User::Root,
@@ -252,7 +252,7 @@ pub fn run(
                     // Said, so a stream cut short can be told from a
                     // command that printed nothing (an appliance test saw
                     // one under load and nothing said why).
-                    crate::info!("exec in {id}: its answer was cut off: {e}");
+                    log::info!("exec in {id}: its answer was cut off: {e}");
                     client_gone = true;
                     let _ = agent_end.shutdown(std::net::Shutdown::Both);
                 }
@@ -265,7 +265,7 @@ pub fn run(
     let last = format.end(&result, duration_ms);
     match io.out.send(&last) {
         Ok(()) => io.out.finish(),
-        Err(e) => crate::info!("exec in {id}: its last line was not sent: {e}"),
+        Err(e) => log::info!("exec in {id}: its last line was not sent: {e}"),
     }
     let (exit_code, signal) = match &result {
         Ok(st) => (st.code, st.signal),
@@ -290,7 +290,7 @@ pub fn run(
 /// and its `LARGE_BODIES` permit (if it came in a large request) go back.
 pub struct Stdin {
     bytes: std::io::Cursor<Vec<u8>>,
-    large: Option<super::admission::Permit<'static>>,
+    large: Option<crate::admission::Permit<'static>>,
 }
 
 impl std::io::Read for Stdin {

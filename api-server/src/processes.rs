@@ -6,14 +6,14 @@
 //! body's bytes), `close-input`, `signal` and `resize` act on it. All need
 //! the exec scope; input, closing, signals and watching are audited.
 
-use super::channel::{Call, ProcessAction, Purpose};
-use super::conn::Exchange;
-use super::dirs::agent_refusal;
-use super::http;
-use super::routes::ProcessOp as Op;
-use super::server::{call, json_error, open_agent, read_json, Shared};
-use super::watch_stream::WatchFormat;
+use crate::conn::Exchange;
+use crate::dirs::agent_refusal;
+use crate::http;
+use crate::routes::ProcessOp as Op;
+use crate::server::{call, json_error, open_agent, read_json, Shared};
+use crate::watch_stream::WatchFormat;
 use paddock_agent_client::{AgentClient, Event};
+use paddock_api_channel::{Call, ProcessAction, Purpose};
 use paddock_api_types::{
     ExecEvent, ProcessInfo, ProcessList, ProcessRequest, PtySize, SignalRequest,
 };
@@ -110,7 +110,7 @@ pub fn handle(
                 .and_then(|c| c.attach(ProcRef::Pid(pid)).map_err(agent_refusal))
             {
                 Ok(watch) => {
-                    super::watch_stream::stream(io, watch, &mut Ndjson);
+                    crate::watch_stream::stream(io, watch, &mut Ndjson);
                     None
                 }
                 Err(e) => Some(e),
@@ -125,7 +125,7 @@ pub fn handle(
             }
             let data = match http::read_body(req, &mut io.body, MAX_INPUT) {
                 Ok(d) => d,
-                Err(e) => return Some(super::server::body_refusal(e, "input")),
+                Err(e) => return Some(crate::server::body_refusal(e, "input")),
             };
             let action = ProcessAction::Input {
                 bytes: data.len() as u64,
@@ -221,7 +221,7 @@ fn start(
         Ok(b) => b,
         Err(e) => return Some(e),
     };
-    let user = match super::exec::check_command(&body.argv, body.env.len(), body.user.as_deref()) {
+    let user = match crate::exec::check_command(&body.argv, body.env.len(), body.user.as_deref()) {
         Ok(u) => u,
         Err(e) => return Some(e),
     };
@@ -262,7 +262,7 @@ pub fn spawn_and_stream(
     format: &mut dyn WatchFormat,
 ) -> Result<(), (u16, Value)> {
     let argv0 = spawn.exec.argv.first().cloned().unwrap_or_default();
-    let command = super::channel::command_digest(&spawn.exec.argv);
+    let command = paddock_api_channel::command_digest(&spawn.exec.argv);
     let purpose = Purpose::Exec {
         argv0: argv0.clone(),
         root: spawn.exec.user == paddock_proto::User::Root,
@@ -277,7 +277,7 @@ pub fn spawn_and_stream(
         .spawn(spawn)
         .map_err(agent_refusal)?;
     let started = std::time::Instant::now();
-    if let Some(st) = super::watch_stream::stream(io, watch, format) {
+    if let Some(st) = crate::watch_stream::stream(io, watch, format) {
         let _ = call(
             shared,
             bearer,

@@ -50,7 +50,7 @@ pub enum Route {
     /// A workspace path whose id cannot be one (never forwarded).
     BadWorkspaceId,
     NotFound,
-    /// E2B's control plane (api::e2b), and envd's health.
+    /// E2B's control plane (crate::e2b), and envd's health.
     E2bCreate,
     E2bList,
     E2bGet(String),
@@ -63,7 +63,7 @@ pub enum Route {
     EnvdHealth,
     /// An envd Connect call: its service and method.
     EnvdRpc(String, String),
-    /// A workspace's directory: list or make (api::dirs).
+    /// A workspace's directory: list or make (crate::dirs).
     Dir(String),
     /// A workspace's samples over the last hour.
     WorkspaceMetrics(String),
@@ -81,7 +81,7 @@ pub enum Route {
     ListApprovals,
     GetApproval(String),
     DecideApproval(String),
-    /// A workspace's spawned processes (api::processes).
+    /// A workspace's spawned processes (crate::processes).
     Processes(String, ProcessOp),
     EnvdReadFile,
     EnvdWriteFile,

@@ -5,11 +5,11 @@
 //! cannot be given the appliance's certificate (E2B's SDK trusts only the
 //! OS store) on a network the owner trusts: tokens cross it in the clear.
 
-use super::channel::PlainHttp;
 use nix::sys::socket::{
     self as sock, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
     SockaddrIn,
 };
+use paddock_api_channel::PlainHttp;
 use std::ffi::OsString;
 
 #[derive(Debug, thiserror::Error)]

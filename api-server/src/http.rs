@@ -2,9 +2,9 @@
 //! keeps what routing and authentication need), bodies read under a cap,
 //! and the answers they give: JSON, text, a 405, or a stream.
 
-use super::bridge::{Head, Responder};
-use super::channel::Verdict;
+use crate::bridge::{Head, Responder};
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use paddock_api_channel::Verdict;
 use std::io::Read;
 
 /// Longest request head accepted (request line and headers).
@@ -76,7 +76,7 @@ pub fn sandbox_of_host(host: &str) -> Option<String> {
     let (first, domain) = host.split_once('.')?;
     let id = first.strip_prefix("49983-")?;
     (!id.is_empty() && !domain.is_empty())
-        .then(|| super::routes::native_id(&id.to_ascii_lowercase()))
+        .then(|| crate::routes::native_id(&id.to_ascii_lowercase()))
 }
 
 fn parse_query(q: &str) -> Vec<(String, String)> {
@@ -151,7 +151,7 @@ impl Request {
                     .ok()
                     .filter(|_| value.trim().len() <= 10);
             } else if name.eq_ignore_ascii_case("e2b-sandbox-id") {
-                sandbox = Some(super::routes::native_id(value));
+                sandbox = Some(crate::routes::native_id(value));
             } else if name.eq_ignore_ascii_case("host") {
                 host_sandbox = sandbox_of_host(value);
             }

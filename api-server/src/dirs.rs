@@ -1,13 +1,13 @@
 //! A workspace's directories on the native API: `GET .../dir?path=` lists
 //! one, `POST .../dir?path=` makes one (with its parents), and `DELETE
-//! .../files?path=` (api::transfer) removes a file or a tree. Each runs in
+//! .../files?path=` (crate::transfer) removes a file or a tree. Each runs in
 //! the guest as the user the call names, as the file transfers do.
 
-use super::channel::Purpose;
-use super::conn::Exchange;
-use super::http;
-use super::server::{json_error, open_agent, query, Shared};
+use crate::conn::Exchange;
+use crate::http;
+use crate::server::{json_error, open_agent, query, Shared};
 use paddock_agent_client::{AgentClient, ClientError};
+use paddock_api_channel::Purpose;
 use paddock_api_types::{DirCreated, DirListing, FileEntry, FileKind};
 use paddock_proto::User;
 use serde_json::Value;

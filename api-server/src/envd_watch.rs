@@ -7,12 +7,12 @@
 //! What it queues is bounded in bytes, per watcher and in all, since a
 //! guest decides how many events there are and how long their names.
 
-use super::channel::Purpose;
-use super::conn::Exchange;
-use super::envd::{self, frame, refuse, rpc_error, unary_body, CONTENT_TYPE, END_STREAM};
-use super::http;
-use super::server::Shared;
+use crate::conn::Exchange;
+use crate::envd::{self, frame, refuse, rpc_error, unary_body, CONTENT_TYPE, END_STREAM};
+use crate::http;
+use crate::server::Shared;
 use paddock_agent_client::{AgentClient, DirWatch};
+use paddock_api_channel::Purpose;
 use paddock_proto::{FsEvent, FsEventKind, User};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -150,7 +150,7 @@ fn open(
         path: path.clone(),
         root,
     };
-    let (_, stream) = super::server::open_agent(shared, &req.bearer, id, purpose)
+    let (_, stream) = crate::server::open_agent(shared, &req.bearer, id, purpose)
         .map_err(|(status, b)| rpc_error(status, b["error"].as_str().unwrap_or("refused")))?;
     let user = if root { User::Root } else { User::Agent };
     AgentClient::from_connected(stream)
@@ -253,7 +253,7 @@ pub fn unary(
                 }),
                 stream,
             });
-            let watcher_id = format!("w_{}", crate::control::tokens::random_hex(12));
+            let watcher_id = format!("w_{}", random_hex(12));
             polled().insert(watcher_id.clone(), watcher.clone());
             std::thread::spawn(move || loop {
                 match watch.next_batch() {
@@ -319,4 +319,19 @@ pub fn unary(
             format!("filesystem.Filesystem/{other} is not a method envd serves"),
         )),
     }
+}
+
+/// `bytes` random bytes in hex: a polled watcher's id, which only its
+/// owner should be able to name.
+fn random_hex(bytes: usize) -> String {
+    let mut raw = vec![0u8; bytes];
+    // SAFETY: the pointer and length describe `raw`.
+    let n = unsafe { libc::getrandom(raw.as_mut_ptr().cast(), raw.len(), 0) };
+    if usize::try_from(n).ok() != Some(raw.len()) {
+        // /dev/urandom as a fallback; never a predictable value.
+        if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+            let _ = std::io::Read::read_exact(&mut f, &mut raw);
+        }
+    }
+    raw.iter().map(|b| format!("{b:02x}")).collect()
 }

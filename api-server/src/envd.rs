@@ -1,16 +1,16 @@
 //! E2B's envd, the API inside a sandbox its SDK talks to, served by the
 //! API process for the sandbox named by `E2b-Sandbox-Id`, as the key's own
 //! request: the Connect protocol with JSON messages (what the SDK speaks)
-//! for the process (api::envd_process) and filesystem (api::envd_fs)
+//! for the process (crate::envd_process) and filesystem (crate::envd_fs)
 //! services, and the REST `/files` here.
 //!
 //! Connect frames each message as a flag byte, a big-endian u32 length and
 //! the JSON; a server stream ends with a frame flagged 0x02 holding `{}` or
 //! `{"error": {"code", "message"}}`.
 
-use super::conn::Exchange;
-use super::http;
-use super::server::Shared;
+use crate::conn::Exchange;
+use crate::http;
+use crate::server::Shared;
 use serde_json::{json, Value};
 
 pub const CONTENT_TYPE: &str = "application/connect+json";
@@ -101,17 +101,17 @@ pub fn agent_error(e: paddock_agent_client::ClientError) -> (u16, Value) {
 
 /// A call's whole body, under the exec's caps on large bodies: the bytes
 /// and the permit, held while the caller parses them.
-type Permit = Option<super::admission::Permit<'static>>;
+type Permit = Option<crate::admission::Permit<'static>>;
 
 fn read_request(req: &http::Request, io: &mut Exchange) -> Result<(Vec<u8>, Permit), (u16, Value)> {
-    let Some(large) = super::exec::large_body_permit(req) else {
+    let Some(large) = crate::exec::large_body_permit(req) else {
         return Err(rpc_error(
             503,
             "too many large requests are being read at once; retry shortly",
         ));
     };
-    let raw = http::read_body(req, &mut io.body, super::exec::MAX_EXEC_JSON).map_err(|e| {
-        let (status, body) = super::server::body_refusal(e, "request");
+    let raw = http::read_body(req, &mut io.body, crate::exec::MAX_EXEC_JSON).map_err(|e| {
+        let (status, body) = crate::server::body_refusal(e, "request");
         rpc_error(status, body["error"].as_str().unwrap_or("bad body"))
     })?;
     Ok((raw, large))
@@ -131,7 +131,7 @@ pub fn unary_body(req: &http::Request, io: &mut Exchange) -> Result<Value, (u16,
         ));
     }
     let (raw, _large) = read_request(req, io)?;
-    super::server::parse_json(&raw)
+    crate::server::parse_json(&raw)
         .map_err(|(status, body)| rpc_error(status, body["error"].as_str().unwrap_or("bad JSON")))
 }
 
@@ -231,8 +231,8 @@ pub fn rpc(
         }
     };
     match service {
-        "process.Process" => super::envd_process::rpc(shared, req, io, &id, method),
-        _ => super::envd_fs::rpc(shared, req, io, &id, method),
+        "process.Process" => crate::envd_process::rpc(shared, req, io, &id, method),
+        _ => crate::envd_fs::rpc(shared, req, io, &id, method),
     }
 }
 
@@ -250,17 +250,17 @@ pub fn refuse(io: &mut Exchange, status: u16, message: &str) {
 /// The sandbox an envd request names, if it is an id at all.
 fn sandbox_of(req: &http::Request) -> Result<String, (u16, Value)> {
     match req.sandbox.as_deref() {
-        Some(id) if super::routes::valid_id(id) => Ok(id.to_string()),
-        Some(_) => Err(super::e2b::error(400, "E2b-Sandbox-Id: not a sandbox id")),
-        None => Err(super::e2b::error(400, "E2b-Sandbox-Id: which sandbox")),
+        Some(id) if crate::routes::valid_id(id) => Ok(id.to_string()),
+        Some(_) => Err(crate::e2b::error(400, "E2b-Sandbox-Id: not a sandbox id")),
+        None => Err(crate::e2b::error(400, "E2b-Sandbox-Id: which sandbox")),
     }
 }
 
 fn envd_path(req: &http::Request, root: bool) -> Result<String, (u16, Value)> {
-    let Some(path) = super::server::query(req, "path").filter(|p| !p.is_empty()) else {
-        return Err(super::e2b::error(400, "path: which file"));
+    let Some(path) = crate::server::query(req, "path").filter(|p| !p.is_empty()) else {
+        return Err(crate::e2b::error(400, "path: which file"));
     };
-    absolute(path, root).map_err(|m| super::e2b::error(400, m))
+    absolute(path, root).map_err(|m| crate::e2b::error(400, m))
 }
 
 /// An envd path made absolute: relative ones (and `~`) are in the user's
@@ -283,7 +283,7 @@ pub fn absolute(path: &str, root: bool) -> Result<String, String> {
 
 /// Who an envd request acts as: root when it names root, else agent.
 pub fn envd_root(req: &http::Request) -> bool {
-    super::server::query(req, "username").or(req.basic_user.as_deref()) == Some("root")
+    crate::server::query(req, "username").or(req.basic_user.as_deref()) == Some("root")
 }
 
 /// envd's `GET /files?path=&username=`: the file's bytes.
@@ -297,8 +297,8 @@ pub fn read_file(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Opt
         Ok(p) => p,
         Err(e) => return Some(e),
     };
-    super::transfer::download(shared, &req.bearer, &id, &path, root, &mut io.out).map(
-        |(status, body)| super::e2b::error(status, body["error"].as_str().unwrap_or("refused")),
+    crate::transfer::download(shared, &req.bearer, &id, &path, root, &mut io.out).map(
+        |(status, body)| crate::e2b::error(status, body["error"].as_str().unwrap_or("refused")),
     )
 }
 
@@ -310,8 +310,8 @@ pub fn write_file(shared: &Shared, req: &http::Request, io: &mut Exchange) -> (u
         Ok(id) => id,
         Err(e) => return e,
     };
-    if req.content_length.unwrap_or(0) > super::server::MAX_FILE + (64 << 10) {
-        return super::e2b::error(413, format!("file over {} bytes", super::server::MAX_FILE));
+    if req.content_length.unwrap_or(0) > crate::server::MAX_FILE + (64 << 10) {
+        return crate::e2b::error(413, format!("file over {} bytes", crate::server::MAX_FILE));
     }
     let root = envd_root(req);
     let path = match envd_path(req, root) {
@@ -319,7 +319,7 @@ pub fn write_file(shared: &Shared, req: &http::Request, io: &mut Exchange) -> (u
         Err(e) => return e,
     };
     if req.http2 && req.content_length.is_none() {
-        return super::e2b::error(411, "an upload over HTTP/2 needs a content-length");
+        return crate::e2b::error(411, "an upload over HTTP/2 needs a content-length");
     }
     if req
         .content_encoding
@@ -327,19 +327,19 @@ pub fn write_file(shared: &Shared, req: &http::Request, io: &mut Exchange) -> (u
         .is_some_and(|e| !e.eq_ignore_ascii_case("identity"))
     {
         // Stored as sent, an encoded body would be a corrupt file.
-        return super::e2b::error(415, "send the file unencoded (no Content-Encoding)");
+        return crate::e2b::error(415, "send the file unencoded (no Content-Encoding)");
     }
     let content_type = req.content_type.as_deref().unwrap_or("");
-    let written = match super::multipart::boundary(content_type) {
+    let written = match crate::multipart::boundary(content_type) {
         Some(b) => {
-            let mut part = super::multipart::FirstPart::new(&mut io.body, &b);
-            super::transfer::upload(shared, &req.bearer, &id, &path, root, 0o644, &mut part)
+            let mut part = crate::multipart::FirstPart::new(&mut io.body, &b);
+            crate::transfer::upload(shared, &req.bearer, &id, &path, root, 0o644, &mut part)
         }
         None if content_type.starts_with("application/octet-stream") => {
-            super::transfer::upload(shared, &req.bearer, &id, &path, root, 0o644, &mut io.body)
+            crate::transfer::upload(shared, &req.bearer, &id, &path, root, 0o644, &mut io.body)
         }
         None => {
-            return super::e2b::error(
+            return crate::e2b::error(
                 400,
                 "send the file as multipart/form-data or application/octet-stream",
             )
@@ -351,7 +351,7 @@ pub fn write_file(shared: &Shared, req: &http::Request, io: &mut Exchange) -> (u
             (200, json!([{"name": name, "type": "file", "path": path}]))
         }
         Err((status, body)) => {
-            super::e2b::error(status, body["error"].as_str().unwrap_or("refused"))
+            crate::e2b::error(status, body["error"].as_str().unwrap_or("refused"))
         }
     }
 }

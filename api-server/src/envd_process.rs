@@ -5,13 +5,13 @@
 //! started it (E2B's background commands), bounded by the call's own
 //! `Connect-Timeout-Ms` as envd bounds it; all of it needs the exec scope.
 
-use super::channel::{ProcessAction, Purpose};
-use super::conn::Exchange;
-use super::envd::{self, frame, refuse, rpc_error, unary_body, CONTENT_TYPE, END_STREAM};
-use super::http;
-use super::server::Shared;
-use super::watch_stream::WatchFormat;
+use crate::conn::Exchange;
+use crate::envd::{self, frame, refuse, rpc_error, unary_body, CONTENT_TYPE, END_STREAM};
+use crate::http;
+use crate::server::Shared;
+use crate::watch_stream::WatchFormat;
 use paddock_agent_client::{AgentClient, Event, Watch};
+use paddock_api_channel::{ProcessAction, Purpose};
 use paddock_proto::{ProcRef, PtySize, SpawnRequest, User};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -150,7 +150,7 @@ fn agent(
     id: &str,
     purpose: Purpose,
 ) -> Result<(Value, AgentClient), (u16, Value)> {
-    super::server::open_agent(shared, bearer, id, purpose)
+    crate::server::open_agent(shared, bearer, id, purpose)
         .map(|(reply, stream)| (reply, AgentClient::from_connected(stream)))
         .map_err(|(status, body)| rpc_error(status, body["error"].as_str().unwrap_or("refused")))
 }
@@ -180,7 +180,7 @@ fn unary(
             };
             let (_, client) = agent(shared, &req.bearer, id, purpose)?;
             let procs = client.list_procs().map_err(envd::agent_error)?;
-            let processes: Vec<Value> = super::processes::trusted_procs(procs)
+            let processes: Vec<Value> = crate::processes::trusted_procs(procs)
                 .map(|p| {
                     let (cmd, args) = p
                         .argv
@@ -281,7 +281,7 @@ fn start(
             return None;
         }
     };
-    let start: StartRequest = match super::server::parse_json(&message) {
+    let start: StartRequest = match crate::server::parse_json(&message) {
         Ok(s) => s,
         Err((status, body)) => {
             refuse(io, status, body["error"].as_str().unwrap_or("StartRequest"));
@@ -328,7 +328,7 @@ fn start(
         pty: spawn.pty.is_some(),
     };
     let spawned =
-        super::processes::spawn_and_stream(shared, &req.bearer, id, spawn, io, &mut format);
+        crate::processes::spawn_and_stream(shared, &req.bearer, id, spawn, io, &mut format);
     if let Err((status, body)) = spawned {
         refuse(io, status, body["error"].as_str().unwrap_or("refused"));
     }
@@ -453,7 +453,7 @@ impl WatchFormat for ConnectEvents {
 }
 
 fn stream_events(io: &mut Exchange, watch: Watch, pty: bool) -> Option<paddock_proto::ExitStatus> {
-    super::watch_stream::stream(io, watch, &mut ConnectEvents { pty })
+    crate::watch_stream::stream(io, watch, &mut ConnectEvents { pty })
 }
 
 /// `StreamInput` (client stream): a start naming the process, then data
@@ -494,7 +494,7 @@ fn stream_input(
             Ok(None) => break Ok(()),
             Err(e) => break Err(rpc_error(400, e)),
         };
-        let parsed: Message = match super::server::parse_json(&message) {
+        let parsed: Message = match crate::server::parse_json(&message) {
             Ok(m) => m,
             Err((status, body)) => {
                 break Err(rpc_error(

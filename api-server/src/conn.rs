@@ -1,24 +1,25 @@
 //! One client connection of the API process, from accept to close, on
 //! tokio and hyper (HTTP/1.1 with keep-alive, or HTTP/2 by ALPN): the
 //! deadlines that bound what a client holds before it is authenticated,
-//! authentication on the head, admission (api::admission), and the handoff
-//! of an admitted request to a blocking handler (api::bridge).
+//! authentication on the head, admission (crate::admission), and the handoff
+//! of an admitted request to a blocking handler (crate::bridge).
 //!
 //! Everything before admission runs here, on the runtime's two worker
 //! threads, and asks host-init who a bearer is without holding a thread:
 //! a flood of unauthenticated requests costs sockets and memory, never the
 //! blocking threads that admitted requests run on.
 
-use super::admission::{
+use crate::admission::{
     Connection, Refusal, TenantRequest, AUTH_WINDOW, MAX_CONNECTIONS, MAX_PER_ADDRESS,
 };
-use super::bridge::{ApiBody, BodyReader, Head, Responder};
-use super::channel::{Call, Verdict};
-use super::http::{self, HttpError, Request};
-use super::routes::{self, Route};
-use super::server::{
-    allowed_methods, call_async, json_error, route, segments, status_async, Shared, MAX_DRAIN,
+use crate::bridge::{ApiBody, BodyReader, Head, Responder};
+use crate::dispatch::route;
+use crate::http::{self, HttpError, Request};
+use crate::routes::{self, Route};
+use crate::server::{
+    allowed_methods, call_async, json_error, segments, status_async, Shared, MAX_DRAIN,
 };
+use paddock_api_channel::{Call, Verdict};
 use serde_json::Value;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -141,7 +142,7 @@ impl Drop for Busy {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
     Tls,
-    /// The plain-HTTP listener (api::plain): HTTP/1.1 only.
+    /// The plain-HTTP listener (crate::plain): HTTP/1.1 only.
     Plain,
 }
 
@@ -312,9 +313,9 @@ async fn request(
     };
     let mut answer = match decide(&shared, &req, address, overflow).await {
         Decision::Run(slot) => return run(shared, req, body, slot, busy).await,
-        Decision::Answer(status, value) if super::e2b::is_e2b_path(&req.path) => {
+        Decision::Answer(status, value) if crate::e2b::is_e2b_path(&req.path) => {
             let message = value["error"].as_str().unwrap_or("refused").to_string();
-            http::json_answer(status, &super::e2b::error(status, message).1)
+            http::json_answer(status, &crate::e2b::error(status, message).1)
         }
         Decision::Answer(status, value) => http::json_answer(status, &value),
         Decision::NotAllowed(methods) => http::not_allowed_answer(methods),

@@ -2,14 +2,14 @@
 //! JSON) on the agent's file operations, as the user the call names (root
 //! needs the exec scope, as on the native API): Stat, ListDir (to a
 //! depth), MakeDir, Move and Remove; watching a directory is
-//! api::envd_watch's.
+//! crate::envd_watch's.
 
-use super::channel::Purpose;
-use super::conn::Exchange;
-use super::envd::{self, rpc_error, unary_body};
-use super::http;
-use super::server::Shared;
+use crate::conn::Exchange;
+use crate::envd::{self, rpc_error, unary_body};
+use crate::http;
+use crate::server::Shared;
 use paddock_agent_client::AgentClient;
+use paddock_api_channel::Purpose;
 use paddock_proto::{FileKind, FileStat, User};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -48,11 +48,11 @@ pub fn rpc(
 ) -> Option<(u16, Value)> {
     match method {
         "WatchDir" => {
-            super::envd_watch::stream(shared, req, io, id);
+            crate::envd_watch::stream(shared, req, io, id);
             None
         }
         "CreateWatcher" | "GetWatcherEvents" | "RemoveWatcher" => {
-            Some(super::envd_watch::unary(shared, req, io, id, method).unwrap_or_else(|e| e))
+            Some(crate::envd_watch::unary(shared, req, io, id, method).unwrap_or_else(|e| e))
         }
         _ => Some(unary(shared, req, io, id, method).unwrap_or_else(|e| e)),
     }
@@ -66,7 +66,7 @@ fn agent(
     purpose: Purpose,
     root: bool,
 ) -> Result<AgentClient, (u16, Value)> {
-    let (_, stream) = super::server::open_agent(shared, &req.bearer, id, purpose)
+    let (_, stream) = crate::server::open_agent(shared, &req.bearer, id, purpose)
         .map_err(|(status, body)| rpc_error(status, body["error"].as_str().unwrap_or("refused")))?;
     let user = if root { User::Root } else { User::Agent };
     Ok(AgentClient::from_connected(stream).as_user(user))
@@ -226,7 +226,7 @@ fn entry(path: &str, st: &FileStat) -> Value {
         "owner": account(st.uid),
         "group": account(st.gid),
         // Within what a protobuf Timestamp can say (years 1 to 9999).
-        "modifiedTime": super::e2b::rfc3339(st.mtime_s.clamp(0, 253_402_300_799) as u64),
+        "modifiedTime": crate::e2b::rfc3339(st.mtime_s.clamp(0, 253_402_300_799) as u64),
         "isSymlink": st.kind == FileKind::Symlink,
     })
 }

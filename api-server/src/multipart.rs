@@ -3,7 +3,7 @@
 //! content is passed on, never held whole; the body counts as complete
 //! only when the closing boundary came and the body ended as framed.
 
-use super::transfer::Framed;
+use crate::transfer::Framed;
 use std::io::{Error, ErrorKind, Read};
 
 /// Longest part head (its Content-Disposition and Content-Type lines).

@@ -23,7 +23,7 @@ pub const MAX_PER_TENANT: usize = 8;
 /// from revoking, deleting or quarantining.
 pub const MAX_TENANT_REQUESTS: usize = 224;
 /// Room kept for admin tokens' requests beyond the tenants' (in host-init's
-/// exchanges, api::supervisor).
+/// exchanges, paddock_init::api::supervisor).
 pub const ADMIN_RESERVE: usize = 32;
 /// Connections taken beyond the caps above, on a shorter head deadline, so
 /// that a client over them gets an answer (health, an admin's request, or

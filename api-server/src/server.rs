@@ -1,18 +1,16 @@
 //! The API process itself: TLS on the API port, served by hyper on a small
-//! tokio runtime (one connection's life in api::conn, bounded by
-//! api::admission), answers built from what host-init says over the channel.
+//! tokio runtime (one connection's life in crate::conn, bounded by
+//! crate::admission, each endpoint's handler in crate::dispatch), answers
+//! built from what host-init says over the channel.
 
-use super::admission::{Admission, Permits};
-use super::channel::{
+use crate::admission::{Admission, Permits};
+use crate::conn::{serve_connection, Exchange, Transport};
+use crate::http::{self, status_of};
+pub use crate::routes::{allowed_methods, segments, valid_id};
+use paddock_api_channel::{
     Call, CallReply, ChannelError, Endpoint, Init, Open, Purpose, Request, Started, StatusReply,
     Verdict, CHANNEL_FD, MAX_LINE,
 };
-use super::conn::{serve_connection, Exchange, Transport};
-use super::exec::exec;
-use super::http::{self, status_of};
-use super::routes::{self, Route};
-pub use super::routes::{allowed_methods, segments, valid_id};
-use super::transfer::{files, forensic_file};
 use paddock_api_types::ErrorBody;
 use serde_json::Value;
 use std::os::fd::OwnedFd;
@@ -31,7 +29,7 @@ pub struct Shared {
     pub admission: Arc<Admission>,
     /// Exchanges with host-init before admission (who-am-I, health) at
     /// once: each is quick, but HTTP/2 lets one connection ask many, and
-    /// host-init serves each on a thread of its own (api::supervisor).
+    /// host-init serves each on a thread of its own (paddock_init::api::supervisor).
     pub asking: tokio::sync::Semaphore,
     /// The box's domain for E2B's host names, when configured.
     pub domain: Option<String>,
@@ -57,7 +55,7 @@ fn open_exchange(shared: &Shared, now: bool) -> Option<Endpoint> {
         shared.control.send(&Open, Some(&theirs))
     };
     sent.ok()?;
-    Some(mine.with_limits(MAX_LINE, super::channel::MAX_REPLY))
+    Some(mine.with_limits(MAX_LINE, paddock_api_channel::MAX_REPLY))
 }
 
 /// Largest JSON body of a route whose body travels to host-init: the
@@ -264,235 +262,6 @@ pub fn query<'a>(req: &'a http::Request, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// A label filter or label: 1-63 of letters, digits, '.', '_', '-'.
-fn label_ok(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-}
-
-/// Answers one request; None when the handler already wrote the response.
-pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<(u16, Value)> {
-    let simple = |c: Call| {
-        let (r, _) = call(shared, &req.bearer, c);
-        Some((status_of(r.verdict), r.body))
-    };
-    // A call whose body is the request's JSON.
-    let with_body =
-        |io: &mut Exchange, make: &dyn Fn(Value) -> Call| match read_json::<Value>(req, io) {
-            Ok(v) => simple(make(v)),
-            Err(e) => Some(e),
-        };
-    match routes::resolve(&req.method, &req.path) {
-        // Answered before a handler runs (api::conn).
-        Route::Health => Some(json_error(500, "health is answered elsewhere")),
-        Route::CreateWorkspace => with_body(io, &|spec| Call::CreateWorkspace { spec }),
-        Route::ListWorkspaces => {
-            let mut labels = Vec::new();
-            for (k, v) in &req.query {
-                if k == "label" {
-                    match v.split_once('=') {
-                        Some((a, b)) if label_ok(a) && label_ok(b) => {
-                            labels.push((a.to_string(), b.to_string()))
-                        }
-                        _ => {
-                            return Some(json_error(
-                                400,
-                                format!("label filter {v:?}: use label=KEY=VALUE, each 1-63 of letters, digits, '.', '_', '-'"),
-                            ))
-                        }
-                    }
-                }
-            }
-            simple(Call::ListWorkspaces { labels })
-        }
-        Route::BadWorkspaceId => Some(json_error(404, "no such endpoint")),
-        Route::GetWorkspace(id) => simple(Call::GetWorkspace { id }),
-        Route::DeleteWorkspace(id) => simple(Call::DeleteWorkspace { id }),
-        Route::StopWorkspace(id) => simple(Call::StopWorkspace { id }),
-        Route::SetTtl(id) => match read_json::<paddock_api_types::TtlRequest>(req, io) {
-            Ok(t) => simple(Call::SetTtl {
-                id,
-                ttl_s: t.ttl_s,
-                reason: t.reason,
-            }),
-            Err(e) => Some(e),
-        },
-        Route::SetLimits(id) => with_body(io, &|request| Call::SetLimits {
-            id: id.clone(),
-            request,
-        }),
-        Route::PublishPort(id) => with_body(io, &|request| Call::PublishPort {
-            id: id.clone(),
-            request,
-        }),
-        Route::UnpublishPort { id, port } => simple(Call::UnpublishPort { id, port }),
-        Route::ListLinks => simple(Call::ListLinks),
-        Route::CreateLink => with_body(io, &|request| Call::CreateLink { request }),
-        Route::DeleteLink(id) => simple(Call::DeleteLink { id }),
-        Route::SetEgress(id) => with_body(io, &|request| Call::SetEgress {
-            id: id.clone(),
-            request,
-        }),
-        Route::ListSecrets(id) => simple(Call::ListSecrets { id }),
-        Route::SetSecret { id, name } => with_body(io, &|request| Call::SetSecret {
-            id: id.clone(),
-            name: name.clone(),
-            request,
-        }),
-        Route::RemoveSecret { id, name } => simple(Call::RemoveSecret { id, name }),
-        Route::Quarantine(id) => simple(Call::QuarantineWorkspace { id }),
-        Route::DeleteForensics(id) => simple(Call::DeleteForensics { id }),
-        Route::ForensicFile { id, name } => forensic_file(shared, req, io, &id, &name),
-        Route::Exec(id) => exec(shared, req, io, &id),
-        Route::Files(id) => files(shared, req, io, &id),
-        Route::Dir(id) => Some(super::dirs::dir(shared, req, io, &id)),
-        Route::Processes(id, op) => super::processes::handle(shared, req, io, &id, op),
-        Route::CreateToken => with_body(io, &|request| Call::CreateToken { request }),
-        Route::ListTokens => simple(Call::ListTokens),
-        Route::RevokeToken(id) => simple(Call::RevokeToken { id }),
-        Route::RotateToken(id) => simple(Call::RotateToken { id }),
-        Route::RotateTls => simple(Call::RotateTls),
-        Route::KeyStatus => simple(Call::KeyStatus),
-        Route::RecoverKeys => match read_json::<Value>(req, io) {
-            Ok(v) => match v.get("recovery_secret").and_then(Value::as_str) {
-                Some(secret) if secret.len() <= 256 => simple(Call::RecoverKeys {
-                    secret: secret.to_string(),
-                }),
-                _ => Some(json_error(
-                    422,
-                    "recovery_secret: a string (the secret shown at first boot) is required",
-                )),
-            },
-            Err(e) => Some(e),
-        },
-        Route::ProcessScan => match read_json::<Value>(req, io) {
-            Ok(v) => match v.get("needle").and_then(Value::as_str) {
-                Some(n) => simple(Call::ScanProcesses {
-                    needle: n.to_string(),
-                }),
-                None => Some(json_error(422, "needle: a string is required")),
-            },
-            Err(e) => Some(e),
-        },
-        Route::DropCaches => simple(Call::DropCaches),
-        Route::KillNetServices => simple(Call::KillNetServices),
-        Route::ReadConsole(name) => simple(Call::ReadConsole { name }),
-        Route::OpenDisk => match read_json::<Value>(req, io) {
-            Ok(v) => match v.get("workspace").and_then(Value::as_str) {
-                Some(id) if valid_id(id) => simple(Call::ProbeDisk { id: id.to_string() }),
-                _ => Some(json_error(422, "workspace: a workspace id is required")),
-            },
-            Err(e) => Some(e),
-        },
-        Route::Metrics => {
-            let (r, _) = call(shared, &req.bearer, Call::Metrics);
-            match r.body.get("text").and_then(Value::as_str) {
-                Some(text) if r.verdict == Verdict::Ok => {
-                    http::text(&mut io.out, text.to_string());
-                    None
-                }
-                _ => Some((status_of(r.verdict), r.body)),
-            }
-        }
-        Route::Audit => {
-            let limit = match query(req, "limit").map(str::parse::<usize>) {
-                None => 1000,
-                Some(Ok(l)) if (1..=10_000).contains(&l) => l,
-                Some(_) => return Some(json_error(400, "limit: a number from 1 to 10000")),
-            };
-            let filters: Vec<(String, String)> = req
-                .query
-                .iter()
-                .filter(|(k, _)| ["event", "workspace", "token"].contains(&k.as_str()))
-                .cloned()
-                .collect();
-            if let Some((k, _)) = filters.iter().find(|(_, v)| v.len() > 64) {
-                return Some(json_error(400, format!("{k}: at most 64 characters")));
-            }
-            simple(Call::ReadAudit { filters, limit })
-        }
-        Route::E2bCreate => Some(super::e2b::create(shared, req, io)),
-        Route::E2bList => match super::e2b::list(shared, req) {
-            Ok((page, next)) => {
-                let headers = next
-                    .map(|n| (http::header_name("x-next-token"), n))
-                    .into_iter()
-                    .collect();
-                http::json_with(&mut io.out, 200, &page, headers);
-                None
-            }
-            Err(e) => Some(e),
-        },
-        Route::E2bGet(id) => Some(super::e2b::get(shared, req, &id)),
-        Route::E2bKill(id) => Some(super::e2b::kill(shared, req, &id)),
-        Route::E2bTimeout(id) => Some(super::e2b::set_timeout(shared, req, io, &id)),
-        Route::E2bConnect(id) => Some(super::e2b::connect(shared, req, io, &id)),
-        Route::E2bPause(id) => Some(super::e2b::pause(&id)),
-        Route::E2bNetwork(id) => Some(super::e2b::set_network(shared, req, io, &id)),
-        Route::E2bMetrics(id) => Some(super::e2b::metrics(shared, req, &id)),
-        Route::WorkspaceMetrics(id) => {
-            let since = match query(req, "since").map(str::parse::<u64>) {
-                None => 0,
-                Some(Ok(s)) => s,
-                Some(Err(_)) => return Some(json_error(422, "since: Unix seconds")),
-            };
-            simple(Call::WorkspaceMetrics { id, since })
-        }
-        Route::Report(id) => Some(super::report::report(shared, req, &id)),
-        Route::ListApprovals => {
-            let state = match query(req, "state") {
-                None => None,
-                Some(s @ ("pending" | "approved" | "denied" | "expired")) => Some(s.to_string()),
-                Some(_) => {
-                    return Some(json_error(
-                        422,
-                        "state: pending, approved, denied or expired",
-                    ))
-                }
-            };
-            simple(Call::ListApprovals { state })
-        }
-        Route::GetApproval(id) => simple(Call::GetApproval { id }),
-        Route::DecideApproval(id) => with_body(io, &|request| Call::DecideApproval {
-            id: id.clone(),
-            request,
-        }),
-        Route::NetworkLog(id) => {
-            let since = match query(req, "since").map(str::parse::<u64>) {
-                None => 0,
-                Some(Ok(s)) => s,
-                Some(Err(_)) => return Some(json_error(422, "since: Unix seconds")),
-            };
-            let decision = match query(req, "decision") {
-                None => None,
-                Some(d @ ("allowed" | "denied")) => Some(d.to_string()),
-                Some(_) => return Some(json_error(422, "decision: allowed or denied")),
-            };
-            let limit = match query(req, "limit").map(str::parse::<usize>) {
-                None => 1000,
-                Some(Ok(n)) if (1..=10_000).contains(&n) => n,
-                Some(_) => return Some(json_error(422, "limit: 1 to 10000")),
-            };
-            simple(Call::NetworkLog {
-                id,
-                since,
-                decision,
-                limit,
-            })
-        }
-        Route::EnvdHealth => Some(super::e2b::envd_health(shared, req)),
-        Route::EnvdRpc(service, method) => super::envd::rpc(shared, req, io, &service, &method),
-        Route::EnvdReadFile => super::envd::read_file(shared, req, io),
-        Route::EnvdWriteFile => Some(super::envd::write_file(shared, req, io)),
-        Route::NotFound => Some(json_error(
-            404,
-            format!("no such endpoint: {} {}", req.method, req.path),
-        )),
-    }
-}
-
 /// Pause after a failed accept.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Threads that serve connections and everything before admission.
@@ -586,7 +355,7 @@ pub fn main() -> std::process::ExitCode {
     // A plain listener that cannot bind (its interface absent, its port
     // taken) is reported; the TLS port serves regardless, so a bad
     // setting never leaves the box unreachable.
-    let (plain, plain_error) = match init.plain_http.as_ref().map(super::plain::bind) {
+    let (plain, plain_error) = match init.plain_http.as_ref().map(crate::plain::bind) {
         None => (None, None),
         Some(Ok(l)) => (Some(l), None),
         Some(Err(e)) => (None, Some(e.to_string())),
@@ -596,7 +365,7 @@ pub fn main() -> std::process::ExitCode {
         .and_then(|l| l.local_addr().ok())
         .map(|a| a.port());
     raise_open_files();
-    if let Err(e) = super::sandbox::apply() {
+    if let Err(e) = crate::sandbox::apply() {
         return fail(&control, e.to_string());
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

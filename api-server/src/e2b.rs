@@ -8,10 +8,10 @@
 //! (Paddock cannot pause a workspace yet), egress CIDRs without ports
 //! (Paddock's rules name them), metrics (not yet served in E2B's shape).
 
-use super::channel::{Call, Verdict};
-use super::conn::Exchange;
-use super::http::{self, status_of};
-use super::server::{call, query, read_json, Shared};
+use crate::conn::Exchange;
+use crate::http::{self, status_of};
+use crate::server::{call, query, read_json, Shared};
+use paddock_api_channel::{Call, Verdict};
 use paddock_api_types::{Egress, Workspace, WorkspaceState};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -80,7 +80,7 @@ fn ask(shared: &Shared, bearer: &str, c: Call) -> Result<Value, (u16, Value)> {
         ));
     }
     let unseen = reply.body.get("error").and_then(Value::as_str)
-        == Some(crate::control::service::NO_SUCH_WORKSPACE);
+        == Some(paddock_api_channel::NO_SUCH_WORKSPACE);
     if unseen {
         // E2B's SDK reads 404 as "no such sandbox" (a kill of one answers
         // False); the control plane's refusal says the same without
@@ -131,7 +131,7 @@ pub fn rfc3339(secs: u64) -> String {
 fn detail(ws: &Workspace) -> Value {
     json!({
         "templateID": template_to_e2b(&ws.template),
-        "sandboxID": super::routes::e2b_id(&ws.id),
+        "sandboxID": crate::routes::e2b_id(&ws.id),
         "clientID": "paddock",
         "startedAt": rfc3339(ws.created_at),
         "endAt": rfc3339(ws.expires_at),
@@ -276,7 +276,7 @@ pub fn create(shared: &Shared, req: &http::Request, io: &mut Exchange) -> (u16, 
 fn sandbox(shared: &Shared, template: &str, id: &str, bearer: &str) -> Value {
     json!({
         "templateID": template,
-        "sandboxID": super::routes::e2b_id(id),
+        "sandboxID": crate::routes::e2b_id(id),
         "clientID": "paddock",
         "envdVersion": ENVD_VERSION,
         "envdAccessToken": bearer,
@@ -362,7 +362,7 @@ pub fn connect(shared: &Shared, req: &http::Request, io: &mut Exchange, id: &str
         Ok(ws) => ws,
         Err(e) => return e,
     };
-    let now = crate::control::audit::now_s();
+    let now = now_s();
     let timeout = t.timeout.unwrap_or(0);
     if timeout > 0 && ws.expires_at < now.saturating_add(timeout) {
         let c = Call::SetTtl {
@@ -482,7 +482,7 @@ pub fn pause(_id: &str) -> (u16, Value) {
 /// `GET /sandboxes/{id}/metrics?start=&end=`: its samples (every 5 s, an
 /// hour kept) as E2B's SandboxMetric list.
 pub fn metrics(shared: &Shared, req: &http::Request, id: &str) -> (u16, Value) {
-    let bound = |k: &str| match super::server::query(req, k) {
+    let bound = |k: &str| match crate::server::query(req, k) {
         None => Ok(None),
         Some(v) => v
             .parse::<u64>()
@@ -529,7 +529,7 @@ pub fn envd_health(shared: &Shared, req: &http::Request) -> (u16, Value) {
     let Some(id) = req
         .sandbox
         .as_deref()
-        .filter(|i| super::routes::valid_id(i))
+        .filter(|i| crate::routes::valid_id(i))
     else {
         return error(400, "E2b-Sandbox-Id: a sandbox id");
     };
@@ -538,6 +538,14 @@ pub fn envd_health(shared: &Shared, req: &http::Request) -> (u16, Value) {
         Ok(_) => error(502, format!("sandbox {id} is not running")),
         Err(e) => e,
     }
+}
+
+/// Unix seconds now (0 should the clock read before 1970).
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

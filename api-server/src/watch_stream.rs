@@ -3,8 +3,8 @@
 //! process ends or the client leaves; a client leaving ends the watch,
 //! never the process.
 
-use super::conn::Exchange;
-use super::http;
+use crate::conn::Exchange;
+use crate::http;
 use paddock_agent_client::{Event, Watch};
 use paddock_proto::ExitStatus;
 

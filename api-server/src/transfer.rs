@@ -1,11 +1,11 @@
 //! The routes that move files between a client and a workspace: upload and
 //! download through its agent (streamed both ways, never held whole), and
-//! forensic files (from a descriptor host-init opens). Exec is api::exec.
+//! forensic files (from a descriptor host-init opens). Exec is crate::exec.
 
-use super::channel::{Call, Purpose, Verdict};
-use super::conn::Exchange;
-use super::http;
-use super::server::{body_refusal, call_fd, json_error, open_agent, query, Shared, MAX_FILE};
+use crate::conn::Exchange;
+use crate::http;
+use crate::server::{body_refusal, call_fd, json_error, open_agent, query, Shared, MAX_FILE};
+use paddock_api_channel::{Call, Purpose, Verdict};
 use serde_json::Value;
 use std::io::Read;
 
@@ -15,7 +15,7 @@ pub fn files(
     io: &mut Exchange,
     id: &str,
 ) -> Option<(u16, Value)> {
-    let (path, root) = match super::dirs::target(req) {
+    let (path, root) = match crate::dirs::target(req) {
         Ok(t) => t,
         Err(e) => return Some(e),
     };
@@ -60,7 +60,7 @@ pub fn files(
             )
         }
         "GET" => download(shared, &req.bearer, id, &path, root, &mut io.out),
-        "DELETE" => Some(super::dirs::remove(shared, req, id)),
+        "DELETE" => Some(crate::dirs::remove(shared, req, id)),
         _ => Some(json_error(405, "use GET, PUT or DELETE")),
     }
 }
@@ -72,7 +72,7 @@ pub trait Framed: Read {
     fn complete(&self) -> bool;
 }
 
-impl Framed for super::bridge::BodyReader {
+impl Framed for crate::bridge::BodyReader {
     fn complete(&self) -> bool {
         self.ended()
     }
@@ -135,7 +135,7 @@ pub fn download(
     id: &str,
     path: &str,
     root: bool,
-    out: &mut super::bridge::Responder,
+    out: &mut crate::bridge::Responder,
 ) -> Option<(u16, Value)> {
     let user = if root {
         paddock_proto::User::Root
@@ -204,7 +204,7 @@ pub fn forensic_file(
 /// A download's bytes as they come from the agent, the head sent with the
 /// first.
 struct Download<'a> {
-    out: &'a mut super::bridge::Responder,
+    out: &'a mut crate::bridge::Responder,
     left: u64,
 }
 
