@@ -139,20 +139,20 @@ fn original_destination(s: &TcpStream) -> Option<SocketAddrV4> {
     })
 }
 
-/// Reads until the first bytes name a destination (or can't).
+/// Reads until the first bytes name a destination (or can't). Reads
+/// straight into `buf`: a buffer on the stack here would be part of every
+/// connection's task for its whole life.
 async fn read_name(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Peek {
-    let mut chunk = [0u8; 4096];
     loop {
         match sni::peek(buf) {
             Peek::NeedMore => {}
             decided => return decided,
         }
-        match conn.read(&mut chunk).await {
+        let room = sni::MAX_PEEK.saturating_sub(buf.len());
+        buf.reserve(room.min(4096));
+        match (&mut *conn).take(room as u64).read_buf(buf).await {
             Ok(0) | Err(_) => return Peek::NoName("the client said nothing in time"),
-            Ok(n) => {
-                let room = sni::MAX_PEEK.saturating_sub(buf.len());
-                buf.extend_from_slice(&chunk[..n.min(room)]);
-            }
+            Ok(_) => {}
         }
         if buf.len() >= sni::MAX_PEEK {
             if let Peek::NeedMore = sni::peek(buf) {

@@ -328,6 +328,10 @@ impl Checker<'_> {
     ) -> Forwarded {
         self.pending.extend_from_slice(data);
         let (vetted, refused) = vet(&mut self.requests, &mut self.pending);
+        if self.pending.is_empty() {
+            // An idle keep-alive connection keeps no buffer.
+            self.pending = Vec::new();
+        }
         if !write_all(upstream, &vetted, activity).await {
             return Forwarded::Failed;
         }
