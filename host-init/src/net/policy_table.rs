@@ -85,6 +85,20 @@ pub fn remove(slot: u32) {
     changed();
 }
 
+/// Whether the workspace at `guest` may reach `name`:`port`, asked
+/// without copying its policy (every open connection asks on every
+/// change to the table).
+pub fn allows(guest: Ipv4Addr, name: &str, port: u16) -> bool {
+    let Some(slot) = Slot::of_guest(guest) else {
+        return false;
+    };
+    TABLE
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&slot.0)
+        .is_some_and(|(_, egress)| egress.allows(name, port))
+}
+
 /// The workspace at guest address `guest` and its policy.
 pub fn lookup(guest: Ipv4Addr) -> Option<(String, Egress)> {
     let slot = Slot::of_guest(guest)?;

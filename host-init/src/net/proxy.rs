@@ -172,18 +172,28 @@ fn admit(pool: &'static FairShare, id: &str) -> Option<Permit> {
     permit
 }
 
-/// Runs blocking `f` on a thread of its own with a small stack, without
-/// holding one of the runtime's; None if no thread could be had.
-async fn on_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+/// Runs blocking `f` on a thread of its own with a `stack`-byte stack,
+/// without holding one of the runtime's; None if no thread could be had.
+async fn on_thread<T: Send + 'static>(
+    stack: usize,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
-        .name("egress-internal".into())
-        .stack_size(128 * 1024)
+        .name("egress-thread".into())
+        .stack_size(stack)
         .spawn(move || {
             let _ = tx.send(f());
         })
         .ok()?;
     rx.await.ok()
+}
+
+/// Makes a tokio stream a blocking std one again, for a thread.
+fn blocking(s: TcpStream) -> Option<std::net::TcpStream> {
+    let s = s.into_std().ok()?;
+    s.set_nonblocking(false).ok()?;
+    Some(s)
 }
 
 /// The name's addresses a workspace may reach, tried in order.
@@ -227,11 +237,11 @@ async fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egr
             let why = "paddock.internal answers plain HTTP on port 80 only";
             return deny(conn, tls, why).await;
         }
-        let Ok(conn) = conn.into_std() else { return };
-        if conn.set_nonblocking(false).is_err() {
-            return;
-        }
-        on_thread(move || super::requests::serve(conn, &id, &egress, first)).await;
+        let Some(conn) = blocking(conn) else { return };
+        on_thread(128 << 10, move || {
+            super::requests::serve(conn, &id, &egress, first)
+        })
+        .await;
         return;
     }
     if !egress.allows(&name, dest.port()) {
@@ -294,20 +304,25 @@ async fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egr
     if let Some(plan) = super::broker::table::plan(&id, &name, tls) {
         let allowed = policy_allows(*peer.ip());
         let (n, p) = (name.clone(), dest.port());
-        let outcome = super::broker::intercept::serve(
-            conn,
-            upstream,
-            first,
-            super::broker::intercept::Conn {
-                id: id.clone(),
-                name: name.clone(),
-                port: dest.port(),
-                tls,
-                plan,
-                allowed: Box::new(move || allowed(&n, p)),
-            },
-        )
-        .await;
+        let broker = super::broker::intercept::Conn {
+            id: id.clone(),
+            name: name.clone(),
+            port: dest.port(),
+            tls,
+            plan,
+            allowed: Box::new(move || allowed(&n, p)),
+        };
+        let (Some(conn), Some(upstream)) = (blocking(conn), blocking(upstream)) else {
+            return record(0, 0, true, None);
+        };
+        let outcome = on_thread(super::broker::intercept::STACK, move || {
+            super::broker::intercept::serve_blocking(conn, upstream, first, broker)
+        })
+        .await
+        .unwrap_or(super::broker::intercept::Outcome {
+            upstream_failed: true,
+            ..Default::default()
+        });
         let brokered = Some((outcome.injected, outcome.misuse));
         return record(
             outcome.bytes_up,
@@ -380,9 +395,7 @@ async fn deny(mut conn: TcpStream, tls: bool, why: &str) {
 
 /// Asks the current policy table about the workspace at `peer`.
 fn policy_allows(peer: Ipv4Addr) -> Allowed {
-    Box::new(move |name, port| {
-        policy_table::lookup(peer).is_some_and(|(_, egress)| egress.allows(name, port))
-    })
+    Box::new(move |name, port| policy_table::allows(peer, name, port))
 }
 
 /// A plain-HTTP request `splice` refused on workspace `id`'s connection

@@ -5,9 +5,11 @@
 //! connection to the real host (`upstream`). Answers go back with any
 //! value the host echoed replaced by its placeholder.
 //!
-//! Each connection is a task on the network services' runtime, like any
-//! other proxied connection, and counts against the same per-workspace
-//! share of the proxy's connections.
+//! Each connection runs on a single-threaded runtime of its own, on a
+//! thread of its own (`serve_blocking`): the proxy's per-workspace share
+//! of connections holds as for any other connection, a brokered
+//! connection shares nothing with another, and its CPU work stays off the
+//! runtime the other workspaces' connections share.
 
 use super::events::{self, Misuse, SecretEvent};
 use super::io::{Guest, Scrubbed};
@@ -94,10 +96,53 @@ struct Ctx {
     upstream: Result<Sender, String>,
 }
 
+/// The stack of a brokered connection's thread: TLS and HTTP/2 on a
+/// runtime need far more than a small thread's (only the pages touched
+/// are used).
+pub const STACK: usize = 1 << 20;
+
+/// `serve` on a single-threaded runtime of its own, for the thread the
+/// proxy gives each brokered connection: its TLS and the scrubbing of
+/// every answer are CPU work, kept off the runtime every other
+/// workspace's connections and lookups share, so a guest that makes the
+/// broker busy slows only its own threads (which the kernel schedules
+/// fairly against the rest).
+pub fn serve_blocking(
+    client: std::net::TcpStream,
+    upstream: std::net::TcpStream,
+    first: Vec<u8>,
+    conn: Conn,
+) -> Outcome {
+    let failed = Outcome {
+        upstream_failed: true,
+        ..Outcome::default()
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            crate::warn!("secret broker: no runtime for a connection: {e}");
+            return failed;
+        }
+    };
+    rt.block_on(async move {
+        let streams = [client, upstream].map(|s| {
+            s.set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpStream::from_std(s))
+        });
+        match streams {
+            [Ok(client), Ok(upstream)] => serve(client, upstream, first, conn).await,
+            _ => failed,
+        }
+    })
+}
+
 /// Serves one connection to its end, on the current runtime: `client` is
 /// the guest's (of which `first` was already read), `upstream` a
 /// connection to an address our resolver gave for the name.
-pub async fn serve(
+async fn serve(
     client: tokio::net::TcpStream,
     upstream: tokio::net::TcpStream,
     first: Vec<u8>,
