@@ -117,10 +117,16 @@ pub enum WorkspaceState {
 }
 
 /// A workspace port reachable from the uplink at a port of the host's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Published {
     pub port: u16,
     pub host_port: u16,
+    /// Who published it: the approval that gave it (`apr_...`), or the
+    /// token that did (`tok_...`). An ending approval takes back its own
+    /// port and no other, even one published again at the same host port
+    /// by other means since. None on records written before this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_by: Option<String>,
 }
 
 /// The limits the host enforces on a workspace (cgroup, VMM, firewall).

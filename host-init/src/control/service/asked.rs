@@ -298,7 +298,13 @@ impl Control {
             ApprovalAction::PublishPort {
                 port,
                 host_port: Some(h),
-            } => self.withdraw_port(&a.workspace, *port, Some(*h), &a.id),
+            } => {
+                let given = super::ports::Given {
+                    approval: &a.id,
+                    host_port: *h,
+                };
+                self.withdraw_port(&a.workspace, *port, Some(given), &a.id)
+            }
             ApprovalAction::Link { link: Some(l), .. } => self.remove_link(l, &a.id),
             _ => Ok(()),
         }

@@ -40,6 +40,7 @@ fn port_in_force(
     w.published.push(Published {
         port: 80,
         host_port: 20000,
+        published_by: Some(id.into()),
     });
     c.store.put(WORKSPACES, workspace, &w).expect("put");
     let a = Approval {
@@ -424,4 +425,62 @@ fn revoking_the_asker_takes_its_grants_back() {
     let a: Approval = c.store.get(APPROVALS, &a.id).expect("get").expect("there");
     assert_eq!(a.state, ApprovalState::Expired);
     assert!(ws(c, "ws_grant").published.is_empty(), "taken back");
+}
+
+/// An approval's port, taken back by hand and published again at the same
+/// host port by an admin (no approval): when the approval ended, its
+/// take-back matched by port and host port and closed the admin's.
+#[test]
+fn an_ending_approval_takes_back_only_the_port_it_gave() {
+    let p = plane("review-republished");
+    let c = &p.control;
+    let (asker, _) = mint(
+        c,
+        json!({"name": "t", "scopes": ["create", "read"], "actions": {"publish_port": "ask"}}),
+    );
+    // Stopped: no firewall to apply in a unit test; the records decide.
+    put_workspace(c, "ws_re", &asker, "stopped", now_s() + 3600);
+    let a = port_in_force(c, "ws_re", "apr_00000000000000dd", &asker, 2);
+    let mut w = ws(c, "ws_re");
+    w.published = vec![Published {
+        port: 80,
+        host_port: 20000,
+        published_by: Some("tok_bootstrap".into()),
+    }];
+    c.store.put(WORKSPACES, "ws_re", &w).expect("put");
+    c.expire_approvals(now_s());
+    let a: Approval = c.store.get(APPROVALS, &a.id).expect("get").expect("there");
+    assert_eq!(a.state, ApprovalState::Expired, "{a:?}");
+    assert_eq!(
+        ws(c, "ws_re").published.len(),
+        1,
+        "the admin's own port 80 was taken back with the approval's"
+    );
+    // The approval's own port does go.
+    port_in_force(c, "ws_re", "apr_00000000000000de", &asker, 2);
+    c.expire_approvals(now_s());
+    let left = ws(c, "ws_re").published;
+    assert!(
+        left.len() == 1 && left[0].published_by.as_deref() == Some("tok_bootstrap"),
+        "{left:?}"
+    );
+}
+
+/// A port an approval gave before `published_by` existed has none: the
+/// approval's end still takes it back (by its host port).
+#[test]
+fn a_port_given_before_published_by_is_still_taken_back() {
+    let p = plane("review-legacy-port");
+    let c = &p.control;
+    let (asker, _) = mint(
+        c,
+        json!({"name": "t", "scopes": ["create", "read"], "actions": {"publish_port": "ask"}}),
+    );
+    put_workspace(c, "ws_old", &asker, "stopped", now_s() + 3600);
+    port_in_force(c, "ws_old", "apr_00000000000000ef", &asker, 2);
+    let mut w = ws(c, "ws_old");
+    w.published[0].published_by = None;
+    c.store.put(WORKSPACES, "ws_old", &w).expect("put");
+    c.expire_approvals(now_s());
+    assert!(ws(c, "ws_old").published.is_empty());
 }

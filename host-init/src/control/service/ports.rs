@@ -129,7 +129,11 @@ impl Control {
                 if ws.published.iter().any(|p| p.port == port) {
                     return Err(format!("port {port} is already published"));
                 }
-                ws.published.push(Published { port, host_port });
+                ws.published.push(Published {
+                    port,
+                    host_port,
+                    published_by: Some(approval.unwrap_or(token).to_string()),
+                });
                 Ok(())
             })
             .map_err(store_err)?;
@@ -187,17 +191,17 @@ impl Control {
         Ok(reply(Verdict::Ok, ws.public()))
     }
 
-    /// Takes a published port back (only if still at `host_port`, when
+    /// Takes a published port back (only the one `given` says, when
     /// given); `by` is the token or the approval that ended. Ok if it was
     /// not published.
     pub(super) fn withdraw_port(
         &self,
         id: &str,
         port: u16,
-        host_port: Option<u16>,
+        given: Option<Given<'_>>,
         by: &str,
     ) -> Result<(), Outcome> {
-        let matches = |p: &Published| p.port == port && host_port.is_none_or(|h| h == p.host_port);
+        let matches = |p: &Published| p.port == port && given.is_none_or(|g| g.gave(p));
         // Serial with publishing, and the firewall first: if it refuses,
         // the record still says the port is open (as it still is), and the
         // next try (an expiry's, a caller's) finds it to take back.
@@ -227,5 +231,24 @@ impl Control {
             json!({"workspace": ws.id, "port": port, "by": by}),
         );
         Ok(())
+    }
+}
+
+/// Which published port an ending approval gave.
+#[derive(Clone, Copy)]
+pub(super) struct Given<'a> {
+    pub approval: &'a str,
+    pub host_port: u16,
+}
+
+impl Given<'_> {
+    /// Its own record; or, on a record from before `published_by`, the
+    /// one at its host port (the best a record without it allows: a grant
+    /// must not outlive its approval).
+    fn gave(&self, p: &Published) -> bool {
+        match &p.published_by {
+            Some(by) => by == self.approval,
+            None => p.host_port == self.host_port,
+        }
     }
 }

@@ -167,10 +167,13 @@ class WorkspaceLimits:
 
 @dataclass(frozen=True)
 class PublishedPort:
-    """A workspace ``port`` reachable at the appliance's ``host_port``."""
+    """A workspace ``port`` reachable at the appliance's ``host_port``;
+    ``published_by`` is the approval that gave it or the token that
+    published it."""
 
     port: int
     host_port: int
+    published_by: str | None = None
 
 
 @dataclass(frozen=True)
