@@ -30,6 +30,30 @@ pub use link::{
     flush, forget, push_policy, refused_connections, refused_lookups, set_resolvers, Ticket,
 };
 
+/// The workspaces' side of the network: firewall, then the resolver and
+/// the proxy (`exe net-services`, a confined process of their own).
+/// Failures are logged and leave workspaces without a network opening
+/// (their creation then fails with the reason), never with an open one.
+pub fn start_workspace_network(exe: std::path::PathBuf) {
+    use crate::net::firewall;
+    use crate::{error, info};
+    match firewall::start(UID) {
+        Ok(()) => info!(
+            "workspace firewall installed (nf_tables table inet {})",
+            firewall::TABLE
+        ),
+        Err(e) => {
+            error!("workspace firewall: {e}; workspaces cannot be created");
+            return;
+        }
+    }
+    use supervisor::{start, Confine, Sockets};
+    let started = Sockets::bind().and_then(|sockets| start(exe, sockets, Confine::APPLIANCE));
+    if let Err(e) = started {
+        error!("workspace resolver and egress proxy: {e}");
+    }
+}
+
 /// Descriptors the process finds at start.
 pub const CHANNEL_FD: i32 = 3;
 pub const RESOLVER_FD: i32 = 4;

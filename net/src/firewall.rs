@@ -15,53 +15,15 @@
 //!
 //! Nothing from outside reaches a workspace except replies.
 
-use super::nft::{self, Expr, Hook, Netlink, NftError, Op, Rule, Verdict};
-use super::policy::{Egress, FORBIDDEN};
+pub use crate::addressing::{Slot, DNS_PORT, MAX_SLOTS, POOL_PREFIX, PROXY_PORT, REQUESTS_PORT};
+use crate::addressing::{POOL, TAP_PREFIX};
+use crate::nft::{self, Expr, Hook, Netlink, NftError, Op, Rule, Verdict};
+use crate::policy::{Egress, FORBIDDEN};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
 
 pub const TABLE: &str = "paddock";
-/// Where the firewall sends workspaces' web connections (proxy.rs).
-pub const PROXY_PORT: u16 = 15001;
-/// The resolver (dns.rs) listens here on every address; the firewall
-/// lets only workspaces' taps reach it.
-pub const DNS_PORT: u16 = 53;
-/// The port of the box's request endpoint on each workspace's gateway
-/// address (plain HTTP, served by the proxy).
-pub const REQUESTS_PORT: u16 = 80;
-/// Workspaces' addresses: a /30 each, 10.200.0.0/16 in all.
-const POOL: u32 = 0x0ac8_0000;
-pub const POOL_PREFIX: u8 = 16;
-pub const MAX_SLOTS: u32 = 1 << 14;
-const TAP_PREFIX: &str = "pdk";
-
-/// A workspace's place on the host's network, from its uid's offset.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Slot(pub u32);
-
-impl Slot {
-    pub fn new(index: u32) -> Option<Slot> {
-        (index < MAX_SLOTS).then_some(Slot(index))
-    }
-    pub fn tap(self) -> String {
-        format!("{TAP_PREFIX}{}", self.0)
-    }
-    pub fn host(self) -> Ipv4Addr {
-        Ipv4Addr::from(POOL + self.0 * 4 + 1)
-    }
-    pub fn guest(self) -> Ipv4Addr {
-        Ipv4Addr::from(POOL + self.0 * 4 + 2)
-    }
-    /// The slot a guest address belongs to (the resolver and the proxy
-    /// know their clients by it).
-    pub fn of_guest(ip: Ipv4Addr) -> Option<Slot> {
-        let v = u32::from(ip).checked_sub(POOL)?;
-        (v % 4 == 2).then_some(())?;
-        Slot::new(v / 4)
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WsNet {
     pub id: String,
@@ -610,7 +572,7 @@ pub fn set(ws: WsNet) -> Result<(), NftError> {
             return Err(e);
         }
         // The resolver and the proxy follow once the packets do.
-        Ok(super::policy_table::publish(fw.workspaces.values()))
+        Ok(crate::policy_table::publish(fw.workspaces.values()))
     })?;
     // Waited for without the firewall's lock: a slow or stuck network
     // services process holds up only this call.
@@ -640,7 +602,7 @@ pub fn remove(id: &str) -> Result<(), NftError> {
         // Its lookups and connections are cut in the same breath as its
         // packets, both in force when this returns (quarantine relies on
         // it); the push goes first, as refusing early is never a hole.
-        let ticket = super::policy_table::publish(fw.workspaces.values());
+        let ticket = crate::policy_table::publish(fw.workspaces.values());
         fw.refused_before.remove(id);
         Ok((ticket, fw.sync()))
     })?;
@@ -663,8 +625,8 @@ pub fn refused(id: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::policy::{CheckEgress as _, EgressRequest};
     use super::*;
+    use crate::policy::{CheckEgress as _, EgressRequest};
 
     #[test]
     fn slots_map_to_their_own_slash_30() {
