@@ -25,7 +25,7 @@ pub mod pid1;
 pub mod power;
 pub mod procfs;
 #[cfg(test)]
-mod seccomp_probe;
+use paddock_jail::seccomp_probe;
 pub mod shutdown;
 pub mod status;
 pub mod storage;

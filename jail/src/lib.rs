@@ -19,6 +19,8 @@
 //! API, the network services) share. A crate of its own because none of
 //! it needs the rest of host-init, and the jail should be read alone.
 
+#[cfg(feature = "seccomp-probe")]
+pub mod seccomp_probe;
 pub mod seccomp_rules;
 
 use std::ffi::CString;

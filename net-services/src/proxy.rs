@@ -13,12 +13,12 @@
 //! Refusals are counted per workspace; an HTTP client gets a 403 that
 //! says why, a TLS client an `unrecognized_name` alert.
 
-use super::fair_share::{FairShare, Permit};
-use super::http_stream::{Refused, RequestStream};
-use super::policy::Egress;
-use super::policy_table;
-use super::sni::{self, Peek};
-use super::splice::{splice, Allowed, Splice};
+use crate::fair_share::{FairShare, Permit};
+use crate::http_stream::{Refused, RequestStream};
+use crate::sni::{self, Peek};
+use crate::splice::{splice, Allowed, Splice};
+use paddock_net::policy::Egress;
+use paddock_net::policy_table;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
@@ -38,7 +38,7 @@ static POOL: FairShare = FairShare::new(4096, 256, 16, 1024);
 /// Refusals logged per workspace; the rest are only counted.
 const MAX_LOGGED: u64 = 20;
 
-pub(super) static REFUSED: super::refusals::Refusals = super::refusals::Refusals::new();
+pub(super) static REFUSED: crate::refusals::Refusals = crate::refusals::Refusals::new();
 
 /// Refused connections counted since the last call (the network services
 /// process reports them to PID 1, which keeps the totals).
@@ -52,7 +52,7 @@ pub fn forget(id: &str) {
 
 fn refuse(id: &str, why: &str) {
     if REFUSED.count(id) <= MAX_LOGGED {
-        crate::info!("workspace {id}: egress refused: {why}");
+        log::info!("workspace {id}: egress refused: {why}");
     }
 }
 
@@ -60,7 +60,7 @@ fn refuse(id: &str, why: &str) {
 /// the name it gave, if any, and where it was aimed.
 fn refused(id: &str, name: &str, dest: Option<SocketAddrV4>, why: &str, logged: &str) {
     refuse(id, logged);
-    super::activity::connection(super::activity::Connection {
+    crate::activity::connection(crate::activity::Connection {
         id,
         name,
         dest,
@@ -87,7 +87,7 @@ pub async fn serve(listener: std::net::TcpListener) -> std::io::Error {
     loop {
         let (conn, peer) = match listener.accept().await {
             Ok(got) => got,
-            Err(e) if super::transient(&e) => continue,
+            Err(e) if crate::transient(&e) => continue,
             Err(e)
                 if e.raw_os_error() == Some(libc::EMFILE)
                     || e.raw_os_error() == Some(libc::ENFILE) =>
@@ -189,7 +189,7 @@ async fn on_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) ->
 /// The name's addresses a workspace may reach, tried in order.
 async fn connect_upstream(addrs: &[Ipv4Addr], port: u16) -> Option<TcpStream> {
     for a in addrs {
-        if !super::dns::reachable(std::net::IpAddr::V4(*a)) {
+        if !crate::dns::reachable(std::net::IpAddr::V4(*a)) {
             continue;
         }
         let attempt = TcpStream::connect(SocketAddr::from((*a, port)));
@@ -222,8 +222,8 @@ async fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egr
     let tls = first.first() == Some(&0x16);
     // The box's own request endpoint: answered here, never forwarded. Its
     // handler is blocking and rare: a thread of its own.
-    if name == super::dns::INTERNAL_NAME {
-        if tls || dest.port() != super::firewall::REQUESTS_PORT {
+    if name == crate::dns::INTERNAL_NAME {
+        if tls || dest.port() != paddock_net::addressing::REQUESTS_PORT {
             let why = "paddock.internal answers plain HTTP on port 80 only";
             return deny(conn, tls, why).await;
         }
@@ -231,7 +231,7 @@ async fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egr
         if conn.set_nonblocking(false).is_err() {
             return;
         }
-        on_thread(move || super::requests::serve(conn, &id, &egress, first)).await;
+        on_thread(move || crate::requests::serve(conn, &id, &egress, first)).await;
         return;
     }
     if !egress.allows(&name, dest.port()) {
@@ -248,7 +248,7 @@ async fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egr
         );
         return deny(conn, tls, &why).await;
     }
-    let addrs = match super::dns::resolve(&name).await {
+    let addrs = match crate::dns::resolve(&name).await {
         Ok(a) if !a.is_empty() => a,
         Ok(_) => {
             refused(
@@ -270,7 +270,7 @@ async fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egr
     // connects to the name's own addresses either way).
     let mismatched = !addrs.contains(dest.ip());
     let record = |bytes_up, bytes_down, upstream_failed, brokered| {
-        super::activity::connection(super::activity::Connection {
+        crate::activity::connection(crate::activity::Connection {
             id: &id,
             name: &name,
             dest: Some(dest),
@@ -291,14 +291,14 @@ async fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egr
     // A host one of the workspace's secrets goes to: the broker takes the
     // connection over (TLS ended here, each request checked and given
     // its secret).
-    if let Some(plan) = super::broker::table::plan(&id, &name, tls) {
+    if let Some(plan) = crate::broker::table::plan(&id, &name, tls) {
         let allowed = policy_allows(*peer.ip());
         let (n, p) = (name.clone(), dest.port());
-        let outcome = super::broker::intercept::serve(
+        let outcome = crate::broker::intercept::serve(
             conn,
             upstream,
             first,
-            super::broker::intercept::Conn {
+            crate::broker::intercept::Conn {
                 id: id.clone(),
                 name: name.clone(),
                 port: dest.port(),
@@ -327,12 +327,12 @@ async fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egr
         }
         None
     } else {
-        let refusing = super::broker::table::secrets_of(&id)
+        let refusing = crate::broker::table::secrets_of(&id)
             .map(|secrets| {
                 secrets
                     .iter()
                     .map(|s| {
-                        let why = super::broker::rules::misuse_why(s, &name, false);
+                        let why = crate::broker::rules::misuse_why(s, &name, false);
                         (s.placeholder.clone(), s.name.clone(), why)
                     })
                     .collect()
@@ -349,7 +349,7 @@ async fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egr
             id: id.clone(),
             name: name.clone(),
             port: dest.port(),
-            idle: super::splice::IDLE,
+            idle: crate::splice::IDLE,
             requests,
         },
     )
@@ -364,7 +364,7 @@ async fn deny(mut conn: TcpStream, tls: bool, why: &str) {
             .write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70])
             .await;
     } else {
-        let body = format!("paddock: {why}\npaddock: {}\n", super::requests::HOW_TO_ASK);
+        let body = format!("paddock: {why}\npaddock: {}\n", crate::requests::HOW_TO_ASK);
         let _ = conn
             .write_all(
                 format!(
@@ -393,14 +393,14 @@ pub(super) fn refused_request(id: &str, name: &str, refused: &Refused) {
     let Some(secret) = &refused.secret else {
         return;
     };
-    let kind = super::broker::table::secrets_of(id)
+    let kind = crate::broker::table::secrets_of(id)
         .and_then(|all| {
             all.iter()
                 .find(|s| s.name == *secret)
-                .map(|s| super::broker::rules::misuse_kind(s, name, false))
+                .map(|s| crate::broker::rules::misuse_kind(s, name, false))
         })
-        .unwrap_or(super::broker::events::Misuse::OtherHost);
-    super::broker::events::record(super::broker::events::SecretEvent {
+        .unwrap_or(crate::broker::events::Misuse::OtherHost);
+    crate::broker::events::record(crate::broker::events::SecretEvent {
         workspace: id.to_string(),
         secret: secret.clone(),
         host: name.to_string(),

@@ -1,5 +1,7 @@
 //! Runs a probe under a confined role's seccomp filters in a forked child,
-//! for the roles' filter tests (api::sandbox, net_services::sandbox).
+//! for the roles' filter tests (paddock-init's `api::sandbox`, the
+//! network services' `sandbox`). For tests only: the `seccomp-probe`
+//! feature, which only dev-dependencies turn on.
 
 use seccompiler::BpfProgram;
 

@@ -148,7 +148,7 @@ async fn run(
     let sender = upstream::open(upstream, &conn.name, tls_config).await;
     if let Err(e) = &sender {
         stats.upstream_failed.store(true, Ordering::Relaxed);
-        crate::info!("workspace {}: secret broker: {e}", conn.id);
+        log::info!("workspace {}: secret broker: {e}", conn.id);
     }
     let ctx = Arc::new(Ctx {
         conn,
@@ -313,7 +313,7 @@ fn misused(ctx: &Ctx, secret: &str, parts: &http::request::Parts, kind: Misuse) 
     ctx.stats.misuse.fetch_add(1, Ordering::Relaxed);
     event(ctx, secret, parts, Some(kind));
     if !ctx.stats.logged.swap(true, Ordering::Relaxed) {
-        crate::info!(
+        log::info!(
             "workspace {}: secret broker refused a request to {}: secret {secret}: {}",
             ctx.conn.id,
             ctx.conn.name,

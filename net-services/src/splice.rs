@@ -14,7 +14,7 @@
 //! client is told why once the upstream has answered what came before it
 //! (answers come in request order).
 
-use super::http_stream::{Refused, RequestStream};
+use crate::http_stream::{Refused, RequestStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -334,7 +334,7 @@ impl Checker<'_> {
         match refused {
             None => Forwarded::Sent,
             Some(refused) => {
-                super::proxy::refused_request(&self.id, &self.name, &refused);
+                crate::proxy::refused_request(&self.id, &self.name, &refused);
                 self.words.post(refused.response());
                 Forwarded::Refused
             }
