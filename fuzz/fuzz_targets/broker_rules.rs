@@ -9,8 +9,8 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use paddock_api_types::SecretPlace;
-use paddock_init::net::broker::rules::{apply, Scrubber};
-use paddock_init::net::broker::{Brokered, SecretValue};
+use paddock_net_services::broker::rules::{apply, Scrubber};
+use paddock_net_services::broker::{Brokered, SecretValue};
 
 fn secrets() -> Vec<Brokered> {
     let one = |name: &str, host: &str, value: &str, places: Vec<SecretPlace>, header| Brokered {

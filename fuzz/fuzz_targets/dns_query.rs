@@ -5,8 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use paddock_init::net::dns::answer;
-use paddock_init::net::policy::{CheckEgress as _, EgressRequest};
+use paddock_net_services::dns::answer;
+use paddock_net::policy::{CheckEgress as _, EgressRequest};
 
 fuzz_target!(|input: &[u8]| {
     let egress = EgressRequest {

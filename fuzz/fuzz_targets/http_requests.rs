@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use paddock_init::net::http_stream::{RequestStream, MAX_HEAD};
+use paddock_net_services::http_stream::{RequestStream, MAX_HEAD};
 
 /// Forwarded bytes, and whether the stream was refused.
 fn run(chunks: &[&[u8]]) -> (Vec<u8>, bool) {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use paddock_init::net::sni::{peek, Peek, MAX_PEEK};
+use paddock_net_services::sni::{peek, Peek, MAX_PEEK};
 
 fuzz_target!(|input: &[u8]| {
     let input = &input[..input.len().min(MAX_PEEK + 64)];

@@ -11,15 +11,8 @@ pub const DEFAULT_API_PORT: u16 = 8443;
 
 pub use crate::api::channel::PlainHttp;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NetMode {
-    Dhcp,
-    Static {
-        address: Ipv4Addr,
-        prefix: u8,
-        gateway: Option<Ipv4Addr>,
-    },
-}
+/// How the uplink gets its address; the networking crate brings it up.
+pub use paddock_net::NetMode;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {

@@ -25,9 +25,6 @@ pub mod notify;
 pub mod pid1;
 pub mod power;
 pub mod procfs;
-/// The roles' filter tests run probes through the jail crate's.
-#[cfg(test)]
-use paddock_jail::seccomp_probe;
 pub mod shutdown;
 pub mod status;
 pub mod storage;

@@ -332,12 +332,12 @@ fn boot(cmdline: &str, started: Instant) {
     // turns forwarding on, only once its table is in), the resolver and
     // the proxy. If the firewall cannot be installed, workspaces are
     // refused rather than started unfenced.
-    net::start_workspace_network(exe.clone());
+    crate::net_services::start_workspace_network(exe.clone());
     let port = start_api(exe, init, control, started);
 
     // The network comes last among the essentials: DHCP may take a while,
     // and the API is already listening on every address it will get.
-    match net::bring_up(&cfg) {
+    match net::bring_up(cfg.interface.as_deref(), &cfg.net, &cfg.dns) {
         Ok(up) => {
             let addr = format!(
                 "{} {}/{} ({})",

@@ -4,9 +4,9 @@
 //! What the kernel does with them (delivered to a local socket, counted and
 //! dropped) is the test. Needs root (CI runs as root).
 
-use paddock_init::net::firewall::{self, Slot, WsNet};
-use paddock_init::net::policy::{CheckEgress as _, EgressRequest};
-use paddock_init::net::tap;
+use paddock_net::firewall::{self, Slot, WsNet};
+use paddock_net::policy::{CheckEgress as _, EgressRequest};
+use paddock_net::tap;
 use std::io::Write;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::time::Duration;

@@ -10,11 +10,11 @@
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use paddock_init::net::firewall::{Slot, WsNet};
-use paddock_init::net::policy::{CheckEgress as _, EgressRequest};
-use paddock_init::net::policy_table;
 use paddock_init::net_services::supervisor::{self, Confine, Sockets};
 use paddock_init::net_services::{self, GID, UID};
+use paddock_net::firewall::{Slot, WsNet};
+use paddock_net::policy::{CheckEgress as _, EgressRequest};
+use paddock_net::policy_table;
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;

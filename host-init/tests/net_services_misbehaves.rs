@@ -4,10 +4,10 @@
 //! "process" is a small Python program speaking the channel's wire format
 //! (JSON over SOCK_SEQPACKET on fd 3); each life misbehaves differently.
 
-use paddock_init::net::firewall::{Slot, WsNet};
-use paddock_init::net::policy::Egress;
-use paddock_init::net::policy_table;
 use paddock_init::net_services::supervisor::{self, Confine, Sockets};
+use paddock_net::firewall::{Slot, WsNet};
+use paddock_net::policy::Egress;
+use paddock_net::policy_table;
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

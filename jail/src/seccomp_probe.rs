@@ -1,7 +1,7 @@
 //! Runs a probe under a confined role's seccomp filters in a forked child,
-//! for the roles' filter tests (paddock-api-server's sandbox,
-//! paddock-init's net_services::sandbox). Feature `seccomp-probe` only:
-//! dev-dependencies turn it on, no product build has it.
+//! for the roles' filter tests (paddock-api-server's sandbox, the network
+//! services' sandbox). Feature `seccomp-probe` only: dev-dependencies
+//! turn it on, no product build has it.
 
 use seccompiler::BpfProgram;
 

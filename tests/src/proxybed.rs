@@ -9,12 +9,12 @@
 //!
 //! Everything stays in the namespace (loopback only).
 
-use paddock_init::net::firewall::{Slot, WsNet};
-use paddock_init::net::nft::{self, Expr, Hook, Netlink, Op, Rule};
-use paddock_init::net::policy::{CheckEgress as _, EgressRequest};
-use paddock_init::net::policy_table;
 use paddock_init::net_services::supervisor::{self, Confine, Sockets};
 use paddock_init::net_services::{self, GID, UID};
+use paddock_net::firewall::{Slot, WsNet};
+use paddock_net::nft::{self, Expr, Hook, Netlink, Op, Rule};
+use paddock_net::policy::{CheckEgress as _, EgressRequest};
+use paddock_net::policy_table;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;

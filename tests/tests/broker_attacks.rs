@@ -10,9 +10,9 @@
 
 use paddock_api_types::SecretPlace;
 use paddock_init::control::egress_ca::{self, EgressCa};
-use paddock_init::net::broker::events::{self, Misuse, SecretEvent};
-use paddock_init::net::broker::{Brokered, SecretValue};
 use paddock_init::net_services::{secrets, supervisor};
+use paddock_net_services::broker::events::{self, Misuse, SecretEvent};
+use paddock_net_services::broker::{Brokered, SecretValue};
 use paddock_tests::echo_https::{self, Seen};
 use paddock_tests::proxybed::{services_rss_kib, BedOptions, ProxyBed};
 use std::io::{BufRead, BufReader, Read, Write};

@@ -10,8 +10,8 @@
 
 use paddock_api_types::SecretPlace;
 use paddock_init::control::egress_ca::{self, EgressCa};
-use paddock_init::net::broker::{Brokered, SecretValue};
 use paddock_init::net_services::{secrets, supervisor};
+use paddock_net_services::broker::{Brokered, SecretValue};
 use paddock_tests::echo_https::{self, Seen};
 use paddock_tests::proxybed::{BedOptions, ProxyBed, UPSTREAM_HTTP};
 use std::net::Ipv4Addr;

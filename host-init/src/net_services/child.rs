@@ -1,138 +1,41 @@
-//! The network services process itself (`paddock-init net-services`):
-//! takes the sockets PID 1 bound, confines itself, waits for the state
-//! PID 1 pushes, then serves the resolver and the proxy as tasks on a
-//! tokio runtime while the main thread applies PID 1's updates.
+//! The start of `paddock-init net-services` in this binary: its log goes
+//! to stderr for PID 1 to relay, its channel to PID 1 is opened on
+//! `CHANNEL_FD`, and the process itself (`paddock_net_services::child`)
+//! takes over.
+//!
+//! The channel is handed in behind the crate's `Channel` trait because
+//! its transport (`api::channel`) is still this crate's: see the SEAM
+//! note there.
 
-use super::{
-    Report, Update, ACTIVITY_CHUNK, CHANNEL_FD, MAX_UPDATE, PROXY_FD, REPORT_CHUNK, RESOLVER_FD,
-    SECRET_EVENT_CHUNK,
-};
+use super::{CHANNEL_FD, MAX_UPDATE};
 use crate::api::channel::{ChannelError, Endpoint, MAX_LINE};
-use crate::net::{dns, policy_table, proxy};
-use std::net::{TcpListener, UdpSocket};
-use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
+use paddock_net_services::child::{Channel, ChannelFault};
+use paddock_net_services::wire::{Report, Update};
+use std::os::fd::OwnedFd;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-/// How often refusals are reported without being asked (so a crash loses
-/// at most this much of them).
-const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// The process's end of its channel to PID 1.
+struct ToPid1(Endpoint);
 
-/// Whether `fd` is an open socket of type `ty`.
-fn socket_of_type(fd: i32, ty: nix::sys::socket::SockType) -> bool {
-    use nix::sys::socket::{getsockopt, sockopt};
-    // SAFETY: only borrowed for one getsockopt; an fd that is not open
-    // just makes it fail.
-    let b = unsafe { BorrowedFd::borrow_raw(fd) };
-    getsockopt(&b, sockopt::SockType) == Ok(ty)
-}
-
-/// The sockets PID 1 passed, if they are what they must be.
-fn take_sockets() -> Result<(UdpSocket, TcpListener), String> {
-    use nix::sys::socket::SockType;
-    if !socket_of_type(RESOLVER_FD, SockType::Datagram) {
-        return Err(format!("fd {RESOLVER_FD} is not the resolver's UDP socket"));
-    }
-    if !socket_of_type(PROXY_FD, SockType::Stream) {
-        return Err(format!("fd {PROXY_FD} is not the proxy's listening socket"));
-    }
-    // SAFETY: both descriptors were checked to be open sockets of the
-    // right type; PID 1 passed them for this process alone.
-    let udp = unsafe { UdpSocket::from_raw_fd(RESOLVER_FD) };
-    // SAFETY: as above.
-    let tcp = unsafe { TcpListener::from_raw_fd(PROXY_FD) };
-    Ok((udp, tcp))
-}
-
-/// Sends what was refused since the last report, then (if given) the
-/// `Synced` answer; one at a time, so a `Synced` never overtakes the
-/// counts before it.
-struct Reporter {
-    channel: Arc<Endpoint>,
-    turn: Mutex<()>,
-}
-
-impl Reporter {
-    /// Sends a report of counts; one too long for the channel (its
-    /// fields are bounded where they are recorded, so this is a bug's
-    /// safety net) is dropped and said, never the end of the process: a
-    /// guest must not be able to restart the resolver and the proxy by
-    /// making a report big.
-    fn send_counted(&self, report: &Report) -> Result<(), ChannelError> {
-        match self.channel.send(report, None::<&OwnedFd>) {
-            Err(ChannelError::TooLong(n)) => {
-                crate::warn!("a report of the network services over {n} bytes was dropped");
-                Ok(())
-            }
-            other => other,
-        }
+impl Channel for ToPid1 {
+    fn send(&self, report: &Report) -> Result<(), ChannelFault> {
+        self.0.send(report, None::<&OwnedFd>).map_err(|e| match e {
+            ChannelError::TooLong(n) => ChannelFault::TooLong(n),
+            e => ChannelFault::Other(e.to_string()),
+        })
     }
 
-    fn report(&self, synced: Option<u64>) -> Result<(), ChannelError> {
-        let _turn = self.turn.lock().unwrap_or_else(|e| e.into_inner());
-        let lookups = dns::new_refusals();
-        let connections = proxy::new_refusals();
-        let chunks = lookups.len().max(connections.len()).div_ceil(REPORT_CHUNK);
-        let mut lookups = lookups.into_iter();
-        let mut connections = connections.into_iter();
-        for _ in 0..chunks {
-            let report = Report::Refused {
-                lookups: lookups.by_ref().take(REPORT_CHUNK).collect(),
-                connections: connections.by_ref().take(REPORT_CHUNK).collect(),
-            };
-            self.channel.send(&report, None::<&OwnedFd>)?;
-        }
-        // Asks and activity go on the periodic tick only: a Sync (which
-        // anyone can cause, with /metrics) then costs a few messages, never
-        // a whole round of activity, and PID 1's flood limit holds.
-        if synced.is_none() {
-            let asks = crate::net::requests::take();
-            for asks in asks.chunks(ACTIVITY_CHUNK) {
-                let report = Report::Asks {
-                    asks: asks.to_vec(),
-                };
-                self.send_counted(&report)?;
+    fn recv(&self) -> Result<Update, ChannelFault> {
+        match self.0.recv::<Update>() {
+            Ok((u, None)) => Ok(u),
+            Ok((_, Some(_))) => Err(ChannelFault::Descriptor),
+            Err(ChannelError::Closed) => Err(ChannelFault::Closed),
+            Err(ChannelError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                Err(ChannelFault::Closed)
             }
-            let events = crate::net::broker::events::take();
-            for events in events.chunks(SECRET_EVENT_CHUNK) {
-                let report = Report::Secrets {
-                    events: events.to_vec(),
-                };
-                self.send_counted(&report)?;
-            }
-            let activity = crate::net::activity::take();
-            for records in activity.chunks(ACTIVITY_CHUNK) {
-                let report = Report::Activity {
-                    records: records.to_vec(),
-                };
-                self.send_counted(&report)?;
-            }
+            Err(e) => Err(ChannelFault::Other(e.to_string())),
         }
-        if let Some(seq) = synced {
-            self.channel
-                .send(&Report::Synced { seq }, None::<&OwnedFd>)?;
-        }
-        Ok(())
-    }
-}
-
-fn apply(update: Update) {
-    match update {
-        Update::Set { slot, id, egress } => policy_table::set(slot, id, egress),
-        Update::Remove { slot } => policy_table::remove(slot),
-        Update::Resolvers { upstream, host } => dns::configure(&upstream, &host),
-        Update::Forget { id } => {
-            dns::forget(&id);
-            proxy::forget(&id);
-        }
-        Update::Secrets { id, secrets } => crate::net::broker::table::set_secrets(id, secrets),
-        Update::HostCert { cert } => {
-            if let Err(e) = crate::net::broker::table::set_cert(&cert) {
-                crate::warn!("secret broker: {e}");
-            }
-        }
-        Update::Sync { .. } => {}
     }
 }
 
@@ -141,94 +44,6 @@ pub fn main() -> ExitCode {
     crate::log::relay_through_pid1();
     // SAFETY: PID 1 starts this role with its channel on CHANNEL_FD, a
     // SOCK_SEQPACKET socket nothing else here owns.
-    let channel =
-        Arc::new(unsafe { Endpoint::from_raw(CHANNEL_FD) }.with_limits(MAX_LINE, MAX_UPDATE));
-    let fail = |error: String| {
-        eprintln!("paddock-init net-services: {error}");
-        let _ = channel.send(&Report::Failed { error }, None::<&OwnedFd>);
-        ExitCode::FAILURE
-    };
-    let (udp, tcp) = match take_sockets() {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
-    if let Err(e) = super::sandbox::apply() {
-        return fail(e.to_string());
-    }
-    let reporter = Arc::new(Reporter {
-        channel: channel.clone(),
-        turn: Mutex::new(()),
-    });
-    let mut serving: Option<tokio::runtime::Runtime> = None;
-    loop {
-        let update = match channel.recv::<Update>() {
-            Ok((u, None)) => u,
-            Ok((_, Some(_))) => return fail("PID 1 attached a descriptor to an update".into()),
-            // PID 1 closed the channel (or ended): it wants this process gone.
-            Err(ChannelError::Closed) => return ExitCode::SUCCESS,
-            Err(ChannelError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                return ExitCode::SUCCESS
-            }
-            Err(e) => return fail(format!("reading PID 1's updates: {e}")),
-        };
-        let sync = match &update {
-            Update::Sync { seq } => Some(*seq),
-            _ => None,
-        };
-        apply(update);
-        let Some(seq) = sync else { continue };
-        // The first Sync completes the state a restart starts from; only
-        // then are queries and connections taken (until then they wait in
-        // the sockets' queues).
-        if serving.is_none() {
-            match start_serving(&udp, &tcp, &reporter) {
-                Ok(runtime) => serving = Some(runtime),
-                Err(e) => return fail(e),
-            }
-        }
-        if let Err(e) = reporter.report(Some(seq)) {
-            return fail(format!("reporting to PID 1: {e}"));
-        }
-    }
-}
-
-/// Starts the resolver and the proxy on a runtime of their own, and the
-/// reporter's thread; the runtime is theirs for as long as it is kept.
-fn start_serving(
-    udp: &UdpSocket,
-    tcp: &TcpListener,
-    reporter: &Arc<Reporter>,
-) -> Result<tokio::runtime::Runtime, String> {
-    let udp = udp
-        .try_clone()
-        .map_err(|e| format!("resolver socket: {e}"))?;
-    let tcp = tcp.try_clone().map_err(|e| format!("proxy socket: {e}"))?;
-    // Two workers: the box's CPUs belong to the workspaces, and every
-    // connection is I/O bound except a brokered one's TLS.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("net-services")
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the runtime: {e}"))?;
-    // A socket that fails for good ends the process: PID 1 starts another
-    // on fresh sockets.
-    fn until_it_fails(what: &'static str, e: std::io::Error) -> ! {
-        crate::error!("the {what}'s socket failed: {e}");
-        std::process::exit(1)
-    }
-    runtime.spawn(async move { until_it_fails("resolver", dns::serve(udp).await) });
-    runtime.spawn(async move { until_it_fails("proxy", proxy::serve(tcp).await) });
-    let r = reporter.clone();
-    std::thread::Builder::new()
-        .name("report".into())
-        .spawn(move || loop {
-            std::thread::sleep(REPORT_EVERY);
-            if r.report(None).is_err() {
-                // PID 1 is gone or ended this process's channel.
-                std::process::exit(0);
-            }
-        })
-        .map_err(|e| format!("starting the report thread: {e}"))?;
-    Ok(runtime)
+    let channel = unsafe { Endpoint::from_raw(CHANNEL_FD) }.with_limits(MAX_LINE, MAX_UPDATE);
+    paddock_net_services::child::main(Arc::new(ToPid1(channel)))
 }

@@ -9,8 +9,8 @@
 use super::Update;
 use crate::api::channel::Endpoint;
 use crate::net::policy_table::Table;
-use crate::net::refusals::Refusals;
 use crate::warn;
+use paddock_net_services::refusals::Refusals;
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};

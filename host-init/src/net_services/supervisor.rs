@@ -167,6 +167,11 @@ impl Confine {
 /// owned by its uid (`Sockets::bind_at`), so whatever one did to its
 /// sockets (shut the listener down, set odd flags) does not outlive it.
 pub fn start(exe: PathBuf, sockets: Sockets, confine: Confine) -> Result<(), NetServicesError> {
+    // From here on every change to the firewall's table goes to the
+    // process (the table lives in `paddock-net`, which cannot call here).
+    policy_table::push_with(|table| {
+        link::push_policy(table).map(|t| policy_table::Ticket::new(move || t.wait()))
+    });
     let addrs = sockets.addrs().map_err(NetServicesError::Spawn)?;
     drop(sockets);
     std::thread::Builder::new()

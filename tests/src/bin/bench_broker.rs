@@ -11,8 +11,8 @@
 
 use paddock_api_types::SecretPlace;
 use paddock_init::control::egress_ca::{self, EgressCa};
-use paddock_init::net::broker::{Brokered, SecretValue};
 use paddock_init::net_services::secrets;
+use paddock_net_services::broker::{Brokered, SecretValue};
 use paddock_tests::echo_https;
 use paddock_tests::proxybed::{BedOptions, ProxyBed, UPSTREAM_HTTP};
 use std::net::Ipv4Addr;

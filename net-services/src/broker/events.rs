@@ -150,7 +150,7 @@ mod tests {
         assert_eq!(flood.iter().map(|(_, n)| n).sum::<u64>(), 10_000);
         assert!(all.iter().any(|(e, _)| e.workspace == "ws_quiet"));
         // Every chunk a report sends fits the channel.
-        for chunk in all.chunks(crate::net_services::SECRET_EVENT_CHUNK) {
+        for chunk in all.chunks(crate::wire::SECRET_EVENT_CHUNK) {
             let n = serde_json::to_vec(&chunk).expect("json").len();
             assert!(n < 60 * 1024, "{n}");
         }

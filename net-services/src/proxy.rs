@@ -13,12 +13,12 @@
 //! Refusals are counted per workspace; an HTTP client gets a 403 that
 //! says why, a TLS client an `unrecognized_name` alert.
 
-use super::fair_share::{FairShare, Permit};
-use super::http_stream::{Refused, RequestStream};
-use super::policy::Egress;
-use super::policy_table;
-use super::sni::{self, Peek};
-use super::splice::{splice, Allowed, Splice};
+use crate::fair_share::{FairShare, Permit};
+use crate::http_stream::{Refused, RequestStream};
+use crate::sni::{self, Peek};
+use crate::splice::{splice, Allowed, Splice};
+use paddock_net::policy::Egress;
+use paddock_net::policy_table;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
@@ -38,7 +38,7 @@ static POOL: FairShare = FairShare::new(4096, 256, 16, 1024);
 /// Refusals logged per workspace; the rest are only counted.
 const MAX_LOGGED: u64 = 20;
 
-pub(super) static REFUSED: super::refusals::Refusals = super::refusals::Refusals::new();
+pub(super) static REFUSED: crate::refusals::Refusals = crate::refusals::Refusals::new();
 
 /// Refused connections counted since the last call (the network services
 /// process reports them to PID 1, which keeps the totals).
@@ -52,7 +52,7 @@ pub fn forget(id: &str) {
 
 fn refuse(id: &str, why: &str) {
     if REFUSED.count(id) <= MAX_LOGGED {
-        crate::info!("workspace {id}: egress refused: {why}");
+        log::info!("workspace {id}: egress refused: {why}");
     }
 }
 
@@ -60,7 +60,7 @@ fn refuse(id: &str, why: &str) {
 /// the name it gave, if any, and where it was aimed.
 fn refused(id: &str, name: &str, dest: Option<SocketAddrV4>, why: &str, logged: &str) {
     refuse(id, logged);
-    super::activity::connection(super::activity::Connection {
+    crate::activity::connection(crate::activity::Connection {
         id,
         name,
         dest,
@@ -87,7 +87,7 @@ pub async fn serve(listener: std::net::TcpListener) -> std::io::Error {
     loop {
         let (conn, peer) = match listener.accept().await {
             Ok(got) => got,
-            Err(e) if super::transient(&e) => continue,
+            Err(e) if crate::transient(&e) => continue,
             Err(e)
                 if e.raw_os_error() == Some(libc::EMFILE)
                     || e.raw_os_error() == Some(libc::ENFILE) =>
@@ -102,6 +102,10 @@ pub async fn serve(listener: std::net::TcpListener) -> std::io::Error {
         let SocketAddr::V4(peer) = peer else {
             continue;
         };
+        // Subscribed before the lookup: a change from here on (while the
+        // name is read and resolved and the upstream dialled) is one the
+        // connection sees.
+        let changes = policy_table::changes();
         let Some((id, egress)) = policy_table::lookup(*peer.ip()) else {
             continue;
         };
@@ -109,7 +113,7 @@ pub async fn serve(listener: std::net::TcpListener) -> std::io::Error {
             continue;
         };
         tokio::spawn(async move {
-            handle(conn, peer, id, egress).await;
+            handle(conn, peer, id, egress, changes).await;
             drop(permit);
         });
     }
@@ -199,7 +203,7 @@ fn blocking(s: TcpStream) -> Option<std::net::TcpStream> {
 /// The name's addresses a workspace may reach, tried in order.
 async fn connect_upstream(addrs: &[Ipv4Addr], port: u16) -> Option<TcpStream> {
     for a in addrs {
-        if !super::dns::reachable(std::net::IpAddr::V4(*a)) {
+        if !crate::dns::reachable(std::net::IpAddr::V4(*a)) {
             continue;
         }
         let attempt = TcpStream::connect(SocketAddr::from((*a, port)));
@@ -210,7 +214,13 @@ async fn connect_upstream(addrs: &[Ipv4Addr], port: u16) -> Option<TcpStream> {
     None
 }
 
-async fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egress) {
+async fn handle(
+    mut conn: TcpStream,
+    peer: SocketAddrV4,
+    id: String,
+    egress: Egress,
+    changes: tokio::sync::watch::Receiver<u64>,
+) {
     let Some(dest) = original_destination(&conn) else {
         let why = "no original destination (not a redirected connection)";
         return refused(&id, "", None, why, why);
@@ -232,14 +242,14 @@ async fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egr
     let tls = first.first() == Some(&0x16);
     // The box's own request endpoint: answered here, never forwarded. Its
     // handler is blocking and rare: a thread of its own.
-    if name == super::dns::INTERNAL_NAME {
-        if tls || dest.port() != super::firewall::REQUESTS_PORT {
+    if name == crate::dns::INTERNAL_NAME {
+        if tls || dest.port() != paddock_net::addressing::REQUESTS_PORT {
             let why = "paddock.internal answers plain HTTP on port 80 only";
             return deny(conn, tls, why).await;
         }
         let Some(conn) = blocking(conn) else { return };
         on_thread(128 << 10, move || {
-            super::requests::serve(conn, &id, &egress, first)
+            crate::requests::serve(conn, &id, &egress, first)
         })
         .await;
         return;
@@ -258,7 +268,7 @@ async fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egr
         );
         return deny(conn, tls, &why).await;
     }
-    let addrs = match super::dns::resolve(&name).await {
+    let addrs = match crate::dns::resolve(&name).await {
         Ok(a) if !a.is_empty() => a,
         Ok(_) => {
             refused(
@@ -280,7 +290,7 @@ async fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egr
     // connects to the name's own addresses either way).
     let mismatched = !addrs.contains(dest.ip());
     let record = |bytes_up, bytes_down, upstream_failed, brokered| {
-        super::activity::connection(super::activity::Connection {
+        crate::activity::connection(crate::activity::Connection {
             id: &id,
             name: &name,
             dest: Some(dest),
@@ -301,10 +311,10 @@ async fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egr
     // A host one of the workspace's secrets goes to: the broker takes the
     // connection over (TLS ended here, each request checked and given
     // its secret).
-    if let Some(plan) = super::broker::table::plan(&id, &name, tls) {
+    if let Some(plan) = crate::broker::table::plan(&id, &name, tls) {
         let allowed = policy_allows(*peer.ip());
         let (n, p) = (name.clone(), dest.port());
-        let broker = super::broker::intercept::Conn {
+        let broker = crate::broker::intercept::Conn {
             id: id.clone(),
             name: name.clone(),
             port: dest.port(),
@@ -315,11 +325,11 @@ async fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egr
         let (Some(conn), Some(upstream)) = (blocking(conn), blocking(upstream)) else {
             return record(0, 0, true, None);
         };
-        let outcome = on_thread(super::broker::intercept::STACK, move || {
-            super::broker::intercept::serve_blocking(conn, upstream, first, broker)
+        let outcome = on_thread(crate::broker::intercept::STACK, move || {
+            crate::broker::intercept::serve_blocking(conn, upstream, first, broker)
         })
         .await
-        .unwrap_or(super::broker::intercept::Outcome {
+        .unwrap_or(crate::broker::intercept::Outcome {
             upstream_failed: true,
             ..Default::default()
         });
@@ -342,12 +352,12 @@ async fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egr
         }
         None
     } else {
-        let refusing = super::broker::table::secrets_of(&id)
+        let refusing = crate::broker::table::secrets_of(&id)
             .map(|secrets| {
                 secrets
                     .iter()
                     .map(|s| {
-                        let why = super::broker::rules::misuse_why(s, &name, false);
+                        let why = crate::broker::rules::misuse_why(s, &name, false);
                         (s.placeholder.clone(), s.name.clone(), why)
                     })
                     .collect()
@@ -360,11 +370,11 @@ async fn handle(mut conn: TcpStream, peer: SocketAddrV4, id: String, egress: Egr
         upstream,
         Splice {
             allowed: policy_allows(*peer.ip()),
-            changes: policy_table::changes(),
+            changes,
             id: id.clone(),
             name: name.clone(),
             port: dest.port(),
-            idle: super::splice::IDLE,
+            idle: crate::splice::IDLE,
             requests,
         },
     )
@@ -379,7 +389,7 @@ async fn deny(mut conn: TcpStream, tls: bool, why: &str) {
             .write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70])
             .await;
     } else {
-        let body = format!("paddock: {why}\npaddock: {}\n", super::requests::HOW_TO_ASK);
+        let body = format!("paddock: {why}\npaddock: {}\n", crate::requests::HOW_TO_ASK);
         let _ = conn
             .write_all(
                 format!(
@@ -406,14 +416,14 @@ pub(super) fn refused_request(id: &str, name: &str, refused: &Refused) {
     let Some(secret) = &refused.secret else {
         return;
     };
-    let kind = super::broker::table::secrets_of(id)
+    let kind = crate::broker::table::secrets_of(id)
         .and_then(|all| {
             all.iter()
                 .find(|s| s.name == *secret)
-                .map(|s| super::broker::rules::misuse_kind(s, name, false))
+                .map(|s| crate::broker::rules::misuse_kind(s, name, false))
         })
-        .unwrap_or(super::broker::events::Misuse::OtherHost);
-    super::broker::events::record(super::broker::events::SecretEvent {
+        .unwrap_or(crate::broker::events::Misuse::OtherHost);
+    crate::broker::events::record(crate::broker::events::SecretEvent {
         workspace: id.to_string(),
         secret: secret.clone(),
         host: name.to_string(),
@@ -426,6 +436,95 @@ pub(super) fn refused_request(id: &str, name: &str, refused: &Refused) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by review: a workspace removed (or its policy narrowed) while
+    /// `handle` resolved the name and dialled the upstream. The splice
+    /// subscribed to changes only after that, took the current value as
+    /// seen, and relayed until some other workspace's policy changed.
+    #[test]
+    fn a_revocation_during_resolve_or_connect_is_seen() {
+        // Subscribed before the lookup (as `serve` does now), and after
+        // the change (as `handle` did: only the splice's first look at the
+        // policy catches it).
+        for subscribed_first in [true, false] {
+            revoked_while_connecting(subscribed_first);
+        }
+    }
+
+    fn revoked_while_connecting(subscribed_first: bool) {
+        use paddock_net::policy::{CheckEgress as _, EgressRequest};
+        use std::io::{Read, Write};
+        let slot = paddock_net::firewall::Slot::new(4001).expect("slot");
+        let guest = slot.guest();
+        let egress = EgressRequest {
+            domains: vec!["allowed.test".into()],
+            cidrs: vec![],
+        }
+        .check()
+        .expect("policy");
+        policy_table::set(slot.0, "ws_race".into(), egress);
+        let early = subscribed_first.then(policy_table::changes);
+        let (_, looked_up) = policy_table::lookup(guest).expect("in the table");
+        assert!(looked_up.allows("allowed.test", 80));
+        // Meanwhile (resolving, connecting) the workspace goes.
+        policy_table::remove(slot.0);
+        let changes = early.unwrap_or_else(policy_table::changes);
+        let echo = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let up = echo.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            let Ok((mut s, _)) = echo.accept() else {
+                return;
+            };
+            let mut b = [0u8; 4096];
+            while let Ok(n) = s.read(&mut b) {
+                if n == 0 || s.write_all(&b[..n]).is_err() {
+                    return;
+                }
+            }
+        });
+        let front = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut client =
+            std::net::TcpStream::connect(front.local_addr().expect("addr")).expect("connect");
+        let (conn, _) = front.accept().expect("accept");
+        let upstream = std::net::TcpStream::connect(up).expect("upstream");
+        let t = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                for s in [&conn, &upstream] {
+                    s.set_nonblocking(true).expect("nonblocking");
+                }
+                let conn = TcpStream::from_std(conn).expect("conn");
+                let upstream = TcpStream::from_std(upstream).expect("upstream");
+                splice(
+                    conn,
+                    upstream,
+                    Splice {
+                        allowed: policy_allows(guest),
+                        changes,
+                        id: "ws_race".into(),
+                        name: "allowed.test".into(),
+                        port: 80,
+                        idle: crate::splice::IDLE,
+                        requests: None,
+                    },
+                )
+                .await
+            })
+        });
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut b = [0u8; 5];
+        let relayed = client.write_all(b"data!").is_ok() && client.read_exact(&mut b).is_ok();
+        assert!(
+            !relayed,
+            "a connection whose workspace was removed relayed (subscribed first: {subscribed_first})"
+        );
+        assert!(t.join().is_ok());
+    }
 
     #[test]
     fn a_workspace_holding_its_share_of_connections_leaves_room_for_the_others() {

@@ -76,7 +76,7 @@ pub fn plan(id: &str, name: &str, tls: bool) -> Option<Plan> {
         match all.as_ref().and_then(|a| a.get(name)) {
             Some(s) => Some(s.clone()),
             None => {
-                crate::warn!("secret broker: no certificate for {name} yet; passing through");
+                log::warn!("secret broker: no certificate for {name} yet; passing through");
                 return None;
             }
         }

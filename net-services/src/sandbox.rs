@@ -146,7 +146,7 @@ mod tests {
 
     /// Runs `probe` in a child under the filters; its wait status.
     fn under_filters(probe: fn() -> i32) -> WaitStatus {
-        crate::seccomp_probe::run_under(&filters().expect("filters"), probe)
+        paddock_jail::seccomp_probe::run_under(&filters().expect("filters"), probe)
     }
 
     fn killed(status: WaitStatus) -> bool {
@@ -170,7 +170,7 @@ mod tests {
             let out = std::process::Command::new(exe)
                 .args([
                     "--exact",
-                    "net_services::sandbox::tests::what_the_services_do_passes_the_filter",
+                    "sandbox::tests::what_the_services_do_passes_the_filter",
                     "--test-threads=1",
                     "--nocapture",
                 ])

@@ -8,10 +8,10 @@
 //!
 //! The proxy resolves through the same code (`resolve`).
 
-use super::fair_share::FairShare;
-use super::policy;
+use crate::fair_share::FairShare;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use paddock_net::policy;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::RwLock;
@@ -31,11 +31,11 @@ const MAX_TTL: u32 = 300;
 static UPSTREAM: RwLock<Vec<Ipv4Addr>> = RwLock::new(Vec::new());
 /// The host's own addresses (the uplink's), forbidden like the ranges.
 static HOST_ADDRS: RwLock<Vec<Ipv4Addr>> = RwLock::new(Vec::new());
-static REFUSED: super::refusals::Refusals = super::refusals::Refusals::new();
-static CACHE: super::dns_cache::Cache = super::dns_cache::Cache::new();
+static REFUSED: crate::refusals::Refusals = crate::refusals::Refusals::new();
+static CACHE: crate::dns_cache::Cache = crate::dns_cache::Cache::new();
 /// Names being asked upstream now (one question per name at a time).
-static ASKING: super::single_flight::Flights<Result<(ResponseCode, Vec<Record>), String>> =
-    super::single_flight::Flights::new();
+static ASKING: crate::single_flight::Flights<Result<(ResponseCode, Vec<Record>), String>> =
+    crate::single_flight::Flights::new();
 
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
@@ -86,13 +86,13 @@ pub async fn serve(sock: std::net::UdpSocket) -> std::io::Error {
         let (n, from) = match sock.recv_from(&mut buf).await {
             Ok(got) => got,
             // An ICMP error for an earlier answer, a signal: the socket is fine.
-            Err(e) if super::transient(&e) => continue,
+            Err(e) if crate::transient(&e) => continue,
             Err(e) => return e,
         };
         let SocketAddr::V4(from4) = from else {
             continue;
         };
-        let Some((id, egress)) = super::policy_table::lookup(*from4.ip()) else {
+        let Some((id, egress)) = paddock_net::policy_table::lookup(*from4.ip()) else {
             continue;
         };
         let Some(permit) = IN_FLIGHT.acquire(&id) else {
@@ -101,7 +101,7 @@ pub async fn serve(sock: std::net::UdpSocket) -> std::io::Error {
         let query = buf[..n].to_vec();
         let reply_sock = sock.clone();
         tokio::spawn(async move {
-            let gateway = super::firewall::Slot::of_guest(*from4.ip()).map(|s| s.host());
+            let gateway = paddock_net::addressing::Slot::of_guest(*from4.ip()).map(|s| s.host());
             if let Some(reply) = answer_for(&query, &id, &egress, gateway).await {
                 let _ = reply_sock.send_to(&reply, from).await;
             }
@@ -185,7 +185,7 @@ pub async fn answer_for(
     }
     if !egress.allows_name(name) {
         REFUSED.count(id);
-        super::activity::lookup(id, name, false, "not on its allowlist", &[]);
+        crate::activity::lookup(id, name, false, "not on its allowlist", &[]);
         return reply_to(&q, ResponseCode::NXDomain).to_vec().ok();
     }
     if question.query_type() != RecordType::A {
@@ -202,13 +202,13 @@ pub async fn answer_for(
                     _ => None,
                 })
                 .collect();
-            super::activity::lookup(id, name, true, "allowlist", &answers);
+            crate::activity::lookup(id, name, true, "allowlist", &answers);
             let mut m = reply_to(&q, code);
             m.add_answers(records);
             m
         }
         Err(e) => {
-            super::activity::lookup(id, name, true, &format!("allowed; {e}"), &[]);
+            crate::activity::lookup(id, name, true, &format!("allowed; {e}"), &[]);
             reply_to(&q, ResponseCode::ServFail)
         }
     };
@@ -384,7 +384,7 @@ pub fn reachable(ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::policy::CheckEgress as _;
+    use paddock_net::policy::CheckEgress as _;
     use policy::EgressRequest;
 
     fn query(name: &str, t: RecordType) -> Vec<u8> {

@@ -15,7 +15,7 @@
 //! One request per connection, a head of at most 8 KiB and a body of at
 //! most 4 KiB; asks are bounded per workspace between reports.
 
-use super::policy::{CheckEgress as _, Egress, EgressRequest};
+use paddock_net::policy::{CheckEgress as _, Egress, EgressRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};

@@ -233,7 +233,7 @@ impl RequestStream {
         let (Some(host), None) = (hosts.next(), hosts.next()) else {
             return Err(Refused::bad("request without exactly one Host header"));
         };
-        let Some(host) = super::sni::host_header_name(host.value) else {
+        let Some(host) = crate::sni::host_header_name(host.value) else {
             return Err(Refused::bad("Host is not a host name"));
         };
         if host != self.host {
@@ -274,7 +274,7 @@ impl RequestStream {
         if authority.contains('@') {
             return Err(Refused::bad("request target with user information"));
         }
-        match super::sni::host_header_name(authority.as_bytes()) {
+        match crate::sni::host_header_name(authority.as_bytes()) {
             Some(name) if name == self.host => Ok(()),
             Some(name) => Err(Refused::forbidden(format!(
                 "this connection is for {}; a request for {name} needs its own connection",

@@ -13,11 +13,12 @@
 //! item 7). Readers take a read lock for one map lookup; the firewall
 //! replaces the whole map after each change.
 
-use super::firewall::{Slot, WsNet};
-use super::policy::Egress;
+use crate::addressing::Slot;
+use crate::firewall::WsNet;
+use crate::policy::Egress;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::sync::{LazyLock, RwLock};
+use std::sync::{LazyLock, OnceLock, RwLock};
 use tokio::sync::watch;
 
 /// Slot number → workspace id and policy.
@@ -37,19 +38,47 @@ fn changed() {
     CHANGES.send_modify(|n| *n = n.wrapping_add(1));
 }
 
+/// A pushed table the network services process has yet to confirm.
+#[must_use = "the network services follow only once the ticket is waited on"]
+pub struct Ticket(Box<dyn FnOnce() + Send>);
+
+impl Ticket {
+    /// `wait` returns once the push it stands for is in force.
+    pub fn new(wait: impl FnOnce() + Send + 'static) -> Ticket {
+        Ticket(Box::new(wait))
+    }
+
+    pub fn wait(self) {
+        (self.0)()
+    }
+}
+
+/// How PID 1 sends a new table to the network services process. The line
+/// to that process is PID 1's (`paddock-init`'s `net_services::link`),
+/// above this crate, so it registers itself here instead of being called
+/// by name: this crate never depends back on PID 1.
+pub type Push = fn(&Table) -> Option<Ticket>;
+
+static PUSH: OnceLock<Push> = OnceLock::new();
+
+/// Sets where `publish` sends the table (once; later calls change
+/// nothing). Until then `publish` only keeps it, as it did before the
+/// process started: a process that starts gets the whole table.
+pub fn push_with(push: Push) {
+    let _ = PUSH.set(push);
+}
+
 /// Makes `workspaces` the whole table (PID 1) and sends the changes to
 /// the network services; wait on the ticket (once the firewall's lock is
 /// let go) for them to be in force there.
 #[must_use = "the network services follow only once the ticket is waited on"]
-pub fn publish<'a>(
-    workspaces: impl IntoIterator<Item = &'a WsNet>,
-) -> Option<crate::net_services::Ticket> {
+pub fn publish<'a>(workspaces: impl IntoIterator<Item = &'a WsNet>) -> Option<Ticket> {
     let next: Table = workspaces
         .into_iter()
         .map(|w| (w.slot.0, (w.id.clone(), w.egress.clone())))
         .collect();
     *TABLE.write().unwrap_or_else(|e| e.into_inner()) = next.clone();
-    crate::net_services::push_policy(&next)
+    PUSH.get().and_then(|push| push(&next))
 }
 
 /// The whole table as it stands.
@@ -125,7 +154,7 @@ mod tests {
         let _ = publish([&ws]); // no network services process here
         let guest = ws.slot.guest();
         // A rebuild in progress: the firewall's lock is held throughout.
-        let held = super::super::firewall::hold_for_test();
+        let held = crate::firewall::hold_for_test();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let _ = tx.send(lookup(guest).map(|(id, _)| id));

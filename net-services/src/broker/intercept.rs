@@ -123,7 +123,7 @@ pub fn serve_blocking(
     {
         Ok(rt) => rt,
         Err(e) => {
-            crate::warn!("secret broker: no runtime for a connection: {e}");
+            log::warn!("secret broker: no runtime for a connection: {e}");
             return failed;
         }
     };
@@ -193,7 +193,7 @@ async fn run(
     let sender = upstream::open(upstream, &conn.name, tls_config).await;
     if let Err(e) = &sender {
         stats.upstream_failed.store(true, Ordering::Relaxed);
-        crate::info!("workspace {}: secret broker: {e}", conn.id);
+        log::info!("workspace {}: secret broker: {e}", conn.id);
     }
     let ctx = Arc::new(Ctx {
         conn,
@@ -358,7 +358,7 @@ fn misused(ctx: &Ctx, secret: &str, parts: &http::request::Parts, kind: Misuse) 
     ctx.stats.misuse.fetch_add(1, Ordering::Relaxed);
     event(ctx, secret, parts, Some(kind));
     if !ctx.stats.logged.swap(true, Ordering::Relaxed) {
-        crate::info!(
+        log::info!(
             "workspace {}: secret broker refused a request to {}: secret {secret}: {}",
             ctx.conn.id,
             ctx.conn.name,

@@ -14,7 +14,7 @@
 //! client is told why once the upstream has answered what came before it
 //! (answers come in request order).
 
-use super::http_stream::{Refused, RequestStream};
+use crate::http_stream::{Refused, RequestStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -148,6 +148,11 @@ pub async fn splice(client: TcpStream, upstream: TcpStream, conn: Splice) -> (u6
     };
     let downs = answers(&mut up_r, &mut client_w, &words, &down, &activity, idle);
     tokio::pin!(ups, downs);
+    // Asked once before anything is relayed: the policy may have changed
+    // since the connection was looked up (found by review: a revocation
+    // while the name was resolved and the upstream dialled was never
+    // seen, and the connection relayed until some other change).
+    changes.mark_changed();
     let (mut ups_done, mut downs_done, mut watching) = (false, false, true);
     while !(ups_done && downs_done) {
         tokio::select! {
@@ -338,7 +343,7 @@ impl Checker<'_> {
         match refused {
             None => Forwarded::Sent,
             Some(refused) => {
-                super::proxy::refused_request(&self.id, &self.name, &refused);
+                crate::proxy::refused_request(&self.id, &self.name, &refused);
                 self.words.post(refused.response());
                 Forwarded::Refused
             }

@@ -3,8 +3,8 @@
 //! has no interfaces, and it never opens /dev/net/tun). The tap goes away
 //! with the last descriptor, so a VMM that dies takes its link with it.
 
-use super::firewall::Slot;
-use super::ifconfig;
+use crate::addressing::Slot;
+use crate::ifconfig;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 #[derive(Debug, thiserror::Error)]

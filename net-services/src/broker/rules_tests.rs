@@ -1,5 +1,5 @@
 use super::*;
-use crate::net::broker::SecretValue;
+use crate::broker::SecretValue;
 
 fn secret(name: &str, hosts: &[&str]) -> Brokered {
     Brokered {
