@@ -175,3 +175,37 @@ fn refusal_response_is_well_formed() {
     assert!(resp.starts_with(b"HTTP/1.1 403 Forbidden\r\n"));
     assert!(resp.ends_with(b"\r\n\r\npaddock: no\n"));
 }
+
+/// A head sent a byte at a time is parsed once it may have ended, and
+/// decided the same as sent whole: passed, refused, or too long.
+#[test]
+fn heads_sent_a_byte_at_a_time_are_decided_as_whole_ones() {
+    let bytes = |b: &'static [u8]| b.chunks(1).collect::<Vec<_>>();
+    let two = [A, A].concat().leak();
+    let (fwd, err) = run("allowed.test", &bytes(two));
+    assert!(err.is_none() && fwd == *two, "{err:?}");
+    let other: &[u8] = b"GET / HTTP/1.1\r\nHost: other.test\r\n\r\n";
+    let (fwd, err) = run("allowed.test", &bytes(other));
+    assert!(fwd.is_empty() && err.is_some());
+    // Bare line feeds end a head too.
+    let lf: &[u8] = b"GET / HTTP/1.1\nHost: allowed.test\n\n";
+    let (fwd, err) = run("allowed.test", &bytes(lf));
+    assert!(err.is_none() && fwd == lf, "{err:?}");
+    // Past 16 KiB without an end: refused, not waited on.
+    let long = [&b"GET / HTTP/1.1\r\nX: "[..], &[b'a'; 17 * 1024][..]]
+        .concat()
+        .leak();
+    let (_, err) = run("allowed.test", &bytes(long));
+    assert!(err.is_some_and(|r| r.why.contains("16 KiB")));
+}
+
+#[test]
+fn a_head_ends_only_at_an_empty_line() {
+    assert!(!head_may_end(b"GET / HTTP/1.1\r\nHost: a\r\n", 0));
+    assert!(head_may_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 0));
+    // The end split across reads: the bytes before `from` count.
+    let buf = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    assert!(head_may_end(buf, buf.len() - 1));
+    assert!(head_may_end(b"a\n\n", 3));
+    assert!(!head_may_end(b"a\n", 5));
+}

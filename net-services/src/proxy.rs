@@ -147,11 +147,19 @@ fn original_destination(s: &TcpStream) -> Option<SocketAddrV4> {
 /// straight into `buf`: a buffer on the stack here would be part of every
 /// connection's task for its whole life.
 async fn read_name(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Peek {
+    let mut scanned = 0;
     loop {
-        match sni::peek(buf) {
-            Peek::NeedMore => {}
-            decided => return decided,
+        // A TLS record says its own length, cheap to check; an HTTP head
+        // is parsed at its first bytes and then only once it may have
+        // ended (a head sent a byte at a time is not parsed per byte).
+        let tls = buf.first() == Some(&0x16);
+        if tls || scanned == 0 || crate::http_stream::head_may_end(buf, scanned) {
+            match sni::peek(buf) {
+                Peek::NeedMore => {}
+                decided => return decided,
+            }
         }
+        scanned = buf.len();
         let room = sni::MAX_PEEK.saturating_sub(buf.len());
         buf.reserve(room.min(4096));
         match (&mut *conn).take(room as u64).read_buf(buf).await {
