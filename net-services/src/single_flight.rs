@@ -30,19 +30,26 @@ impl<T> Default for Flights<T> {
 struct Landing<'a, T> {
     flights: &'a Flights<T>,
     key: &'a str,
-    flight: Flight<T>,
+    flight: Option<Flight<T>>,
 }
 
 impl<T> Drop for Landing<'_, T> {
     fn drop(&mut self) {
         let mut map = self.flights.map.lock().unwrap_or_else(|p| p.into_inner());
+        // Let go of this asker's reference under the lock, where every
+        // other asker takes and lets go of its own: the count left is
+        // then exact (two askers dropping at once each saw the other's
+        // and both kept an entry nobody waited on).
+        let Some(flight) = self.flight.take() else {
+            return;
+        };
+        let answered = flight.initialized();
+        drop(flight);
         let Some(map) = map.as_mut() else { return };
-        let ours = map
+        let done = map
             .get(self.key)
-            .is_some_and(|f| Arc::ptr_eq(f, &self.flight));
-        // The map's reference and this one: nobody else waits.
-        let alone = Arc::strong_count(&self.flight) <= 2;
-        if ours && (self.flight.initialized() || alone) {
+            .is_some_and(|f| answered || Arc::strong_count(f) == 1);
+        if done {
             map.remove(self.key);
         }
     }
@@ -73,13 +80,18 @@ impl<T: Clone> Flights<T> {
                 .or_default()
                 .clone()
         };
+        // The landing holds this asker's only reference, so what it
+        // counts when it lets go is exact.
         let landing = Landing {
             flights: self,
             key,
-            flight,
+            flight: Some(flight),
         };
-        let answer = tokio::time::timeout(wait, landing.flight.get_or_init(ask)).await;
-        answer.ok().cloned()
+        let cell = landing.flight.as_deref()?;
+        tokio::time::timeout(wait, cell.get_or_init(ask))
+            .await
+            .ok()
+            .cloned()
     }
 }
 
