@@ -31,6 +31,9 @@ const MAX_REASON: usize = 500;
 const MAX_QUEUED_PER_WORKSPACE: usize = 8;
 const MAX_QUEUED: usize = 256;
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The whole request, head and body: a guest sending a byte every few
+/// seconds would otherwise hold this request's thread indefinitely.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(20);
 
 /// A destination a workspace asked for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,7 +75,8 @@ pub const HOW_TO_ASK: &str = "ask for a destination with: curl -s http://paddock
 /// `first` is what the proxy already read of it.
 pub fn serve(mut conn: TcpStream, id: &str, egress: &Egress, first: Vec<u8>) {
     let _ = conn.set_read_timeout(Some(READ_TIMEOUT));
-    let (status, body) = match read_request(&mut conn, first) {
+    let deadline = std::time::Instant::now() + REQUEST_DEADLINE;
+    let (status, body) = match read_request(&mut conn, first, deadline) {
         Ok((method, path, body)) => route(id, egress, &method, &path, &body),
         Err(why) => (400, json!({"error": why})),
     };
@@ -96,9 +100,24 @@ pub fn serve(mut conn: TcpStream, id: &str, egress: &Egress, first: Vec<u8>) {
 }
 
 /// Method, path (with query) and body of one request.
+/// One read that ends by `deadline` at the latest.
+fn read_before(
+    conn: &mut TcpStream,
+    buf: &mut [u8],
+    deadline: std::time::Instant,
+) -> std::io::Result<usize> {
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    if left.is_zero() {
+        return Err(std::io::ErrorKind::TimedOut.into());
+    }
+    conn.set_read_timeout(Some(left.min(READ_TIMEOUT)))?;
+    conn.read(buf)
+}
+
 fn read_request(
     conn: &mut TcpStream,
     mut got: Vec<u8>,
+    deadline: std::time::Instant,
 ) -> Result<(String, String, Vec<u8>), String> {
     let mut buf = [0u8; 2048];
     let head_end = loop {
@@ -108,7 +127,7 @@ fn read_request(
         if got.len() > MAX_HEAD {
             return Err(format!("a request head is at most {MAX_HEAD} bytes"));
         }
-        match conn.read(&mut buf) {
+        match read_before(conn, &mut buf, deadline) {
             Ok(0) | Err(_) => return Err("the request ended before its head did".into()),
             Ok(n) => got.extend_from_slice(&buf[..n]),
         }
@@ -145,7 +164,7 @@ fn read_request(
     }
     let mut body = got[head_end..].to_vec();
     while body.len() < length {
-        match conn.read(&mut buf) {
+        match read_before(conn, &mut buf, deadline) {
             Ok(0) | Err(_) => return Err("the body ended early".into()),
             Ok(n) => body.extend_from_slice(&buf[..n]),
         }
@@ -267,6 +286,37 @@ mod tests {
         }
         .check()
         .expect("policy")
+    }
+
+    /// A client that sends a byte now and then, each within the per-read
+    /// timeout, is cut at the request's deadline.
+    #[test]
+    fn a_trickled_request_ends_at_its_deadline() {
+        use std::io::Write;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut client = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (mut conn, _) = l.accept().expect("accept");
+        // A head that never ends, a byte every 100 ms for up to 30 s
+        // (until the server lets go): without a deadline the read would
+        // last that long.
+        let trickle = std::thread::spawn(move || {
+            let _ = client.write_all(b"GET /v1/status HTTP/1.1\r\nX: ");
+            for _ in 0..300 {
+                if client.write_all(b"x").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_millis(800);
+        let got = read_request(&mut conn, Vec::new(), deadline);
+        assert!(got.is_err(), "{got:?}");
+        assert!(
+            std::time::Instant::now() < deadline + READ_TIMEOUT,
+            "the request outlived its deadline"
+        );
+        drop(conn);
+        let _ = trickle.join();
     }
 
     #[test]
