@@ -28,3 +28,8 @@ pub mod store;
 pub mod tokens;
 pub mod workspace;
 pub mod workspaces;
+
+/// Whether this build carries the test suite's probes (feature
+/// `test-probes`, `service/probes.rs`), which `paddock-init build-info`
+/// reports so that no product image ships them.
+pub const TEST_PROBES: bool = cfg!(feature = "test-probes");
