@@ -89,8 +89,10 @@ check:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
     cargo clippy -p paddock-init --all-targets --features test-probes --locked -- -D warnings
+    cargo clippy -p paddock-control --all-targets --features test-probes --locked -- -D warnings
     cargo test --workspace --lib --bins --locked
     cargo test -p paddock-init --lib --features test-probes --locked
+    cargo test -p paddock-control --lib --features test-probes --locked
     export PADDOCK_SCHEMATHESIS=$(scripts/schemathesis.sh)
     export PADDOCK_E2B_MATRIX=$(scripts/e2b-sdk.sh matrix)
     # Our Python SDK: its offline tests, and its models and routes against docs/openapi.yaml.

@@ -7,8 +7,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use paddock_api_server::http::{read_body, Request};
-use paddock_init::control::tokens::MintRequest;
-use paddock_init::control::workspace::{SpecProblems as _, WorkspaceSpec};
+use paddock_control::tokens::MintRequest;
+use paddock_control::workspace::{SpecProblems as _, WorkspaceSpec};
 
 /// Splits the input as a head would arrive: "METHOD TARGET" (an
 /// HTTP/1.1 request line) first, then "name: value" lines up to an empty

@@ -10,21 +10,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 
-/// How a process ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Exit {
-    Code(i32),
-    Signal(i32),
-}
-
-impl std::fmt::Display for Exit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Exit::Code(c) => write!(f, "exit code {c}"),
-            Exit::Signal(s) => write!(f, "signal {s}"),
-        }
-    }
-}
+/// How a process ended, and the reset every child of PID 1 starts with,
+/// are shared with the control plane, which starts the workspaces' jails.
+pub use paddock_control::process::{reset_signals, Exit};
 
 /// Unclaimed exits are kept for a while; orphans nobody asks about are
 /// dropped oldest-first beyond this many.
@@ -84,32 +72,6 @@ impl Children {
                 }
             }
         }
-    }
-}
-
-/// Makes a child start with every signal unblocked and at its default
-/// action, whatever PID 1's threads block or handle.
-pub fn reset_signals(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: runs between fork and exec and only calls async-signal-safe
-    // functions (sigemptyset, sigprocmask, signal).
-    unsafe {
-        cmd.pre_exec(|| {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-            for sig in [
-                libc::SIGTERM,
-                libc::SIGINT,
-                libc::SIGPWR,
-                libc::SIGHUP,
-                libc::SIGCHLD,
-                libc::SIGPIPE,
-            ] {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-            Ok(())
-        });
     }
 }
 

@@ -12,7 +12,8 @@ use paddock_proto::{ExecRequest, User};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-pub const NAME: &str = "demo";
+/// Named by the control plane, which leaves its data alone.
+pub const NAME: &str = runner::DEMO_NAME;
 /// Below the API workspaces' range, so the two never share a uid.
 const DEMO_UID: u32 = runner::WS_UID_BASE - 1;
 

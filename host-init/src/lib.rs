@@ -12,10 +12,13 @@ pub use paddock_keys::private_file as fsutil;
 pub mod bootstrap;
 pub mod children;
 pub mod config;
-pub mod control;
+/// The control plane is a crate of its own (`paddock-control`): it
+/// decides, PID 1 boots and supervises; its paths stay as before.
+pub use paddock_control as control;
 pub mod demo;
 pub mod entropy;
 pub mod fatal;
+pub mod host;
 pub mod log;
 pub mod modules;
 pub mod mounts;
@@ -24,9 +27,13 @@ pub mod net_services;
 pub mod notify;
 pub mod pid1;
 pub mod power;
-pub mod procfs;
+/// /proc as the control plane reads it; PID 1 reports who is left at
+/// shutdown with it.
+pub use paddock_control::procfs;
 pub mod shutdown;
 pub mod status;
 pub mod storage;
 pub mod tls;
-pub mod workspaces;
+/// The workspaces' VMMs that run, kept by the control plane; PID 1 counts
+/// them for its screen and stops them all at shutdown.
+pub use paddock_control::workspaces;

@@ -30,8 +30,9 @@ fn main() -> ExitCode {
         Some("jail-probe") => jail::probe(&args[1..]),
         Some("build-info") if args.len() == 1 => {
             // A product image must not carry the test suite's probes; the
-            // image build asks each binary before it packs it.
-            let probes = if cfg!(feature = "test-probes") {
+            // image build asks each binary before it packs it. They live in
+            // the control plane, so it is asked whether it has them.
+            let probes = if paddock_init::control::TEST_PROBES {
                 "yes"
             } else {
                 "no"

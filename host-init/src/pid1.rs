@@ -238,6 +238,8 @@ fn boot(cmdline: &str, started: Instant) {
     }
     SCREEN.update(|s| s.fingerprint = Some(identity.fingerprint.clone()));
     let data_root = std::path::Path::new(storage::DATA_MOUNT);
+    // What the control plane decides and only PID 1 can do, from here on.
+    crate::host::install();
     let control = match crate::control::service::Control::open(
         &data_root.join("state"),
         &data_root.join("audit"),

@@ -31,6 +31,8 @@ fn the_openapi_document_matches_the_server() {
     let dir = std::env::temp_dir().join(format!("paddock-openapi-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("state")).expect("state dir");
+    // The control plane asks PID 1's side of things as it would on the box.
+    paddock_init::host::install();
     let control = Arc::new(
         Control::open(
             &dir.join("state"),

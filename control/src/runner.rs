@@ -1,0 +1,533 @@
+//! Running a workspace: its disk file, its cgroup with limits derived from
+//! the request, and its paddock-vmm process under a uid of its own, moved
+//! into the cgroup before it executes anything.
+
+use super::boot_watch;
+use super::limits::Limits;
+use super::workspace::WorkspaceRecord;
+use log::warn;
+use paddock_agent_client::ReadyListener;
+use paddock_net::policy::CheckEgress as _;
+use paddock_proto::vmm_control::{VmmReply, VmmRequest};
+use paddock_proto::ReadyInfo;
+use std::ffi::CString;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+pub const VMM: &str = "/usr/lib/paddock/paddock-vmm";
+pub const GUEST_KERNEL: &str = "/usr/lib/paddock/guest/vmlinux";
+pub const AGENT_INITRAMFS: &str = "/usr/lib/paddock/guest/agent.cpio";
+
+/// First uid handed to workspaces; each gets its own.
+pub const WS_UID_BASE: u32 = 200_000;
+
+/// PID 1's demo workspace (`paddock-init`'s `demo`): not in the state
+/// database, so its data is not an orphan's.
+pub const DEMO_NAME: &str = "demo";
+
+/// Group allowed to use /dev/kvm and read the template partition.
+pub const VM_GID: u32 = 901;
+const CGROUP_ROOT: &str = "/sys/fs/cgroup/paddock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the workspace did not become ready: {0}")]
+    NotReady(String),
+    #[error("the workspace's encrypted disk: {0}")]
+    Keys(#[from] paddock_keys::KeyError),
+    #[error("the workspace's network: {0}")]
+    Net(String),
+}
+
+/// A workspace's place on the host network, from its uid (the demo
+/// workspace, below the uid range, has none).
+pub fn slot(ws: &WorkspaceRecord) -> Option<paddock_net::firewall::Slot> {
+    ws.uid
+        .checked_sub(WS_UID_BASE)
+        .and_then(paddock_net::firewall::Slot::new)
+}
+
+/// Its firewall entry as the record says.
+pub fn ws_net(
+    ws: &WorkspaceRecord,
+    slot: paddock_net::firewall::Slot,
+) -> Result<paddock_net::firewall::WsNet, RunError> {
+    let egress = ws
+        .egress
+        .check()
+        .map_err(|p| RunError::Net(format!("its egress policy: {}", p.join("; "))))?;
+    Ok(paddock_net::firewall::WsNet {
+        id: ws.id.clone(),
+        slot,
+        egress,
+        connections_per_s: Limits::for_workspace(ws).net_connections_per_s,
+        published: ws.published.iter().map(|p| (p.port, p.host_port)).collect(),
+    })
+}
+
+pub(super) fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RunError {
+    let path = path.to_path_buf();
+    move |source| RunError::Io { what, path, source }
+}
+
+/// Where workspaces' disks live, one directory each.
+pub const WORKSPACES_DIR: &str = "/data/workspaces";
+
+pub fn data_dir(id: &str) -> PathBuf {
+    PathBuf::from(WORKSPACES_DIR).join(id)
+}
+
+pub fn run_dir(id: &str) -> PathBuf {
+    PathBuf::from("/run/paddock/ws").join(id)
+}
+
+/// Where the jail mounts the VMM's root (in its own mount namespace; on the
+/// host this stays an empty directory).
+pub fn jail_dir(id: &str) -> PathBuf {
+    PathBuf::from("/run/paddock/jail").join(id)
+}
+
+/// The name its disk key has in the key store.
+pub fn key_name(id: &str) -> String {
+    format!("ws-{id}")
+}
+
+/// Its dm-crypt mapping's name.
+pub fn mapping_name(id: &str) -> String {
+    format!("paddock-ws-{id}")
+}
+
+/// The block device node of its decrypted disk, the only form of the disk
+/// its VMM is given.
+pub fn disk_node(id: &str) -> PathBuf {
+    PathBuf::from("/dev/paddock/disks").join(id)
+}
+
+/// The VMM's control socket (vmm/src/control.rs).
+pub fn control_path(id: &str) -> PathBuf {
+    run_dir(id).join("control.sock")
+}
+
+/// Changes the running VMM's rate limit on a device of the workspace:
+/// its disk ("data") or its NIC ("net").
+pub fn set_rate(
+    id: &str,
+    device: &str,
+    bytes_per_s: u64,
+    ops_per_s: Option<u64>,
+) -> Result<(), RunError> {
+    use std::io::{Read, Write};
+    let path = control_path(id);
+    let mut s =
+        std::os::unix::net::UnixStream::connect(&path).map_err(io("connecting to", &path))?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
+    let req = VmmRequest::SetRate {
+        device: device.to_string(),
+        bytes_per_s: Some(bytes_per_s),
+        ops_per_s,
+    };
+    let mut line = serde_json::to_vec(&req).unwrap_or_default();
+    line.push(b'\n');
+    s.write_all(&line).map_err(io("writing to", &path))?;
+    let mut reply = Vec::new();
+    s.take(4096)
+        .read_to_end(&mut reply)
+        .map_err(io("reading from", &path))?;
+    if let Ok(VmmReply::Ok { ok: true }) = serde_json::from_slice(&reply) {
+        Ok(())
+    } else {
+        Err(RunError::NotReady(format!(
+            "the VMM refused the new rate: {}",
+            String::from_utf8_lossy(&reply).trim()
+        )))
+    }
+}
+
+pub fn vsock_path(id: &str) -> PathBuf {
+    run_dir(id).join("vsock.sock")
+}
+
+pub fn cgroup_dir(id: &str) -> PathBuf {
+    PathBuf::from(CGROUP_ROOT).join(id)
+}
+
+pub(super) fn write(path: &Path, value: &str) -> Result<(), RunError> {
+    std::fs::write(path, value).map_err(io("writing", path))
+}
+
+/// Makes /dev/kvm and the template partition usable by workspace uids
+/// (through VM_GID) and enables the cgroup controllers; once per boot.
+pub fn prepare_host(template_dev: &str) -> Result<(), RunError> {
+    for (dev, mode) in [("/dev/kvm", 0o660), (template_dev, 0o640)] {
+        let p = Path::new(dev);
+        std::os::unix::fs::chown(p, Some(0), Some(VM_GID)).map_err(io("chown", p))?;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+            .map_err(io("chmod", p))?;
+    }
+    let root = Path::new(CGROUP_ROOT);
+    std::fs::create_dir_all(root).map_err(io("creating", root))?;
+    write(
+        Path::new("/sys/fs/cgroup/cgroup.subtree_control"),
+        "+cpu +memory +pids +io",
+    )?;
+    write(
+        &root.join("cgroup.subtree_control"),
+        "+cpu +memory +pids +io",
+    )?;
+    Ok(())
+}
+
+/// Creates the workspace's disk, cgroup and run directory and starts its
+/// VMM; waits for the agent's readiness. Returns the VMM's pid and what
+/// the agent reported.
+pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo), RunError> {
+    let _watch = super::boot_watch::SlowStart::watch(&ws.id);
+    let dir = data_dir(&ws.id);
+    std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+    let disk = dir.join("disk.img");
+    {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&disk)
+            .map_err(io("creating", &disk))?;
+        f.set_len(ws.disk_mib << 20).map_err(io("sizing", &disk))?;
+    }
+    std::fs::set_permissions(&disk, std::fs::Permissions::from_mode(0o600))
+        .map_err(io("chmod", &disk))?;
+    let (node, mapped) = if ws.unencrypted_disk {
+        // A test image's benchmark peer: the VMM gets the file itself.
+        std::os::unix::fs::chown(&disk, Some(ws.uid), Some(ws.uid)).map_err(io("chown", &disk))?;
+        (disk.clone(), None)
+    } else {
+        // The file holds ciphertext only; nobody but host-init opens it.
+        let dev =
+            paddock_keys::store()?.open_disk(&key_name(&ws.id), &mapping_name(&ws.id), &disk)?;
+        let node = disk_node(&ws.id);
+        make_disk_node(&node, dev, ws.uid)?;
+        (node, Some(dev))
+    };
+
+    let cg = cgroup_dir(&ws.id);
+    std::fs::create_dir_all(&cg).map_err(io("creating", &cg))?;
+    let limits = Limits::for_workspace(ws);
+    limits.apply(&cg, &dir, mapped)?;
+
+    let run = run_dir(&ws.id);
+    let _ = std::fs::remove_dir_all(&run);
+    std::fs::create_dir_all(&run).map_err(io("creating", &run))?;
+    std::os::unix::fs::chown(&run, Some(ws.uid), Some(ws.uid)).map_err(io("chown", &run))?;
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))
+        .map_err(io("chmod", &run))?;
+    let uds = vsock_path(&ws.id);
+    let ready = ReadyListener::bind(&uds).map_err(|e| RunError::NotReady(e.to_string()))?;
+    let ready_path = paddock_agent_client::ready_socket_path(&uds);
+    std::fs::set_permissions(&ready_path, std::fs::Permissions::from_mode(0o666))
+        .map_err(io("chmod", &ready_path))?;
+
+    let console = dir.join("console.log");
+    let out = super::console::pipe_into(&console, &ws.id).map_err(io("creating", &console))?;
+    let err = out.try_clone().map_err(io("opening", &console))?;
+    let procs = CString::new(cg.join("cgroup.procs").to_string_lossy().as_bytes())
+        .map_err(|_| RunError::NotReady("cgroup path".into()))?;
+    let jail_root = jail_dir(&ws.id);
+    let _ = std::fs::remove_dir_all(&jail_root);
+    std::fs::create_dir_all(&jail_root).map_err(io("creating", &jail_root))?;
+    // Its NIC: a tap on the host, fenced by the firewall before the guest
+    // can send a frame; the VMM gets only the open descriptor.
+    let net = match slot(ws) {
+        Some(slot) => {
+            paddock_net::firewall::set(ws_net(ws, slot)?)
+                .map_err(|e| RunError::Net(e.to_string()))?;
+            let tap = paddock_net::tap::create(slot).map_err(|e| RunError::Net(e.to_string()))?;
+            Some((slot, tap))
+        }
+        None => None,
+    };
+    let host_init = std::env::current_exe().map_err(io("finding", Path::new("/proc/self/exe")))?;
+    let mut cmd = Command::new(host_init);
+    crate::process::reset_signals(&mut cmd);
+    // The VMM runs in `paddock-init jail` (see jail.rs): its own namespaces,
+    // a root holding only the paths bound here, the workspace's uid.
+    let uid = ws.uid.to_string();
+    cmd.arg("jail")
+        .args(["--uid", &uid, "--gid", &uid, "--group", &VM_GID.to_string()])
+        .arg("--root")
+        .arg(&jail_root);
+    if let Some((_, tap)) = &net {
+        cmd.arg("--keep-fd").arg(tap.as_raw_fd().to_string());
+    }
+    for (path, writable) in [
+        (Path::new(VMM), false),
+        (Path::new(GUEST_KERNEL), false),
+        (Path::new(AGENT_INITRAMFS), false),
+        (Path::new(template_dev), false),
+        (Path::new("/dev/kvm"), true),
+        (node.as_path(), true),
+        (run.as_path(), true),
+    ] {
+        let mut bind = path.as_os_str().to_owned();
+        if writable {
+            bind.push(":rw");
+        }
+        cmd.arg("--bind").arg(bind);
+    }
+    cmd.args(["--", VMM])
+        .args(["--kernel", GUEST_KERNEL, "--initramfs", AGENT_INITRAMFS])
+        .arg("--vcpus")
+        .arg(ws.vcpus.to_string())
+        .arg("--memory-mib")
+        .arg(ws.memory_mib.to_string())
+        .arg("--drive")
+        .arg(format!("id=template,path={template_dev},ro"))
+        .arg("--drive")
+        .arg(format!(
+            "id=data,path={},bps={},iops={}",
+            node.display(),
+            limits.disk_bps,
+            limits.disk_iops
+        ))
+        .arg("--vsock")
+        .arg(format!("cid=3,uds={}", uds.display()))
+        .arg("--control")
+        .arg(control_path(&ws.id))
+        .args(["--console", "stdout"]);
+    let mut guest_args = format!("paddock.hostname={}", ws.id.replace('_', "-"));
+    if let Some((slot, _)) = &net {
+        cmd.arg("--net").arg(format!(
+            "fd=3,mac={},bps={}",
+            paddock_net::tap::guest_mac(*slot),
+            limits.net_bps
+        ));
+        guest_args.push_str(&format!(" paddock.net={}/30,{}", slot.guest(), slot.host()));
+    }
+    let tap_fd = net.as_ref().map(|(_, t)| t.as_raw_fd());
+    cmd.arg("--cmdline")
+        .arg(guest_args)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    // SAFETY: between fork and exec; only async-signal-safe calls (open,
+    // write, close).
+    unsafe {
+        cmd.pre_exec(move || {
+            // Into the workspace's cgroup before anything of it runs; the
+            // jail drops privileges itself once it is built.
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 || libc::write(fd, b"0\n".as_ptr().cast(), 2) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            // The tap goes on to the jail (which makes it the VMM's fd 3).
+            if let Some(t) = tap_fd {
+                if libc::fcntl(t, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    // A guest that stalls before its agent runs has touched nothing of the
+    // workspace yet (the agent is its first program): its VM is started
+    // again, once. A VM that prints nothing and uses no CPU for a minute is
+    // stuck, not slow; a real hang of ours still fails after the retry.
+    let mut restarted = false;
+    loop {
+        let child = cmd.spawn().map_err(io("starting", Path::new(VMM)))?;
+        let pid = child.id();
+        drop(child);
+        crate::workspaces::add(&ws.id, pid);
+        let why = match boot_watch::wait_ready(&ready, &ws.id, &console) {
+            boot_watch::Boot::Ready(info) => match limits
+                .cap_cpu(&cg)
+                .map_err(|e| format!("capping its CPU: {e}"))
+                .and_then(|()| trust_egress_ca(ws))
+            {
+                Ok(()) => return Ok((pid, info)),
+                Err(why) => why,
+            },
+            boot_watch::Boot::Stalled if !restarted => {
+                warn!(
+                    "workspace {}: its VM made no progress for {} s before its agent started ({}; {}; console ends: {}); starting its VM again",
+                    ws.id,
+                    boot_watch::BOOT_STALL.as_secs(),
+                    boot_watch::report(&ws.id),
+                    boot_watch::box_report(),
+                    boot_watch::console_tail(&console, 1)
+                );
+                crate::workspaces::kill(&ws.id);
+                let _ = crate::workspaces::wait_ended(&ws.id, Some(Duration::from_secs(10)));
+                // The VMM's own socket; the readiness socket stays bound.
+                let _ = std::fs::remove_file(&uds);
+                restarted = true;
+                continue;
+            }
+            boot_watch::Boot::Stalled => format!(
+                "its VM made no progress for {} s, twice ({})",
+                boot_watch::BOOT_STALL.as_secs(),
+                boot_watch::report(&ws.id)
+            ),
+            boot_watch::Boot::Failed(why) => why,
+        };
+        // The end of the guest's console says why, far more often than not.
+        let why = format!("{why}; console: {}", boot_watch::console_tail(&console, 8));
+        warn!(
+            "workspace {}: did not start: {why}; {}",
+            ws.id,
+            boot_watch::box_report()
+        );
+        stop(&ws.id);
+        return Err(RunError::NotReady(why));
+    }
+}
+
+/// Has the workspace's agent install the egress CA (the secret broker's)
+/// before the workspace is handed over, so every command trusts it. A box
+/// whose key store cannot give the CA starts workspaces without secrets
+/// all the same.
+fn trust_egress_ca(ws: &WorkspaceRecord) -> Result<(), String> {
+    let ca = match super::egress_ca::get() {
+        Ok(ca) => ca,
+        Err(e) if ws.secrets.is_empty() => {
+            warn!("workspace {}: no egress CA to install ({e}); brokered secrets cannot be added to it", ws.id);
+            return Ok(());
+        }
+        Err(e) => return Err(format!("the egress CA: {e}")),
+    };
+    paddock_agent_client::AgentClient::new(vsock_path(&ws.id))
+        .with_timeout(Duration::from_secs(60))
+        .trust_ca(&ca.cert_pem)
+        .map_err(|e| format!("installing the egress CA in the guest: {e}"))
+}
+
+/// Kills the workspace's VMM (if running) and waits for it.
+pub fn stop(id: &str) {
+    if super::forensics::is_frozen(&cgroup_dir(id)) {
+        // Frozen (quarantined): no process of it can run to end the VMM
+        // gently, and thawing it would let the guest run again.
+        crate::workspaces::kill_now(id);
+    } else {
+        crate::workspaces::kill(id);
+    }
+    let _ = crate::workspaces::wait_ended(id, Some(Duration::from_secs(10)));
+    // Anything of it still alive (the VMM of a jail that was killed outright
+    // dies by its parent-death signal, a moment later) is killed here, and
+    // stop returns only once its cgroup is empty: their mounts of the data
+    // partition go with them.
+    let cg = cgroup_dir(id);
+    if cg.exists() {
+        let _ = std::fs::write(cg.join("cgroup.kill"), "1");
+        if !wait_empty(&cg, Duration::from_secs(10)) {
+            warn!("workspace {id}: processes of it remain after 10 s");
+        }
+    }
+    // Its tap went with the VMM (the last descriptor); its rules and
+    // brokered secrets go now.
+    crate::host::get().clear_secrets(id);
+    if let Err(e) = paddock_net::firewall::remove(id) {
+        warn!("workspace {id}: removing its firewall rules: {e}");
+    }
+    let _ = std::fs::remove_dir_all(run_dir(id));
+    let _ = std::fs::remove_dir(jail_dir(id));
+    let _ = std::fs::remove_dir(&cg);
+    // Nothing of it runs any more, so nothing holds its decrypted disk.
+    let _ = std::fs::remove_file(disk_node(id));
+    if let Err(e) = paddock_keys::dmcrypt::close(&mapping_name(id)) {
+        warn!("workspace {id}: closing its encrypted disk: {e}");
+    }
+}
+
+/// Opens a stopped workspace's disk read-only with its key and says
+/// whether the plaintext holds an ext4 superblock, and the mapping's table
+/// as the kernel reports it (the test image's probe).
+#[cfg(feature = "test-probes")]
+pub fn probe_disk(id: &str, disk: &Path) -> Result<(bool, String), RunError> {
+    use std::os::unix::fs::FileExt;
+    let mapping = format!("paddock-probe-{id}");
+    let f = paddock_keys::store()?.open_read_only(&key_name(id), &mapping, disk)?;
+    // What `dmsetup table` would show for it: the key's name, not the key.
+    let table = paddock_keys::dmcrypt::table(&mapping).unwrap_or_else(|e| e.to_string());
+    let mut magic = [0u8; 2];
+    f.read_exact_at(&mut magic, 1024 + 0x38)
+        .map_err(io("reading", disk))?;
+    Ok((magic == [0x53, 0xef], table))
+}
+
+/// A block device node for the decrypted disk, owned by the workspace's
+/// uid (its VMM opens it inside the jail, where it is bound).
+fn make_disk_node(node: &Path, dev: u64, uid: u32) -> Result<(), RunError> {
+    if let Some(dir) = node.parent() {
+        std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    }
+    let _ = std::fs::remove_file(node);
+    nix::sys::stat::mknod(
+        node,
+        nix::sys::stat::SFlag::S_IFBLK,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        dev,
+    )
+    .map_err(|e| io("making the device node", node)(std::io::Error::from(e)))?;
+    std::os::unix::fs::chown(node, Some(uid), Some(uid)).map_err(io("chown", node))
+}
+
+/// Waits until a cgroup holds no process (cgroup.events: populated 0).
+fn wait_empty(cg: &Path, timeout: Duration) -> bool {
+    let until = std::time::Instant::now() + timeout;
+    loop {
+        let events = std::fs::read_to_string(cg.join("cgroup.events")).unwrap_or_default();
+        if events.is_empty() || events.lines().any(|l| l.trim() == "populated 0") {
+            return true;
+        }
+        if std::time::Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Stops it and removes everything it had on disk, its key first: once
+/// the key is erased (the key store's epoch rotated), no copy of the disk
+/// can be read, so the files that follow are only space to free. When the
+/// key cannot be erased (keys locked) nothing is removed.
+pub fn destroy(id: &str) -> Result<(), RunError> {
+    stop(id);
+    crate::host::get().forget_workspace(id);
+    crate::host::get().clear_secrets(id);
+    let store = paddock_keys::store()?;
+    if store.has_key(&key_name(id)) {
+        let ballast = Path::new(super::space::BALLAST);
+        super::space::with_ballast(ballast, paddock_keys::KeyError::is_out_of_space, || {
+            store.erase(&key_name(id))
+        })?;
+    }
+    let dir = data_dir(id);
+    super::console::scrub(&dir.join("console.log"));
+    let removed = match std::fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(RunError::Io {
+            what: "removing",
+            path: dir,
+            source: e,
+        }),
+    };
+    // What the disk freed takes the ballast's place again, if it was used.
+    let _ = super::space::keep_ballast(
+        Path::new(super::space::BALLAST),
+        super::space::BALLAST_BYTES,
+    );
+    removed
+}
