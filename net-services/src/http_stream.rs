@@ -201,7 +201,11 @@ impl RequestStream {
         if buf.is_empty() {
             return Ok(0);
         }
-        if self.scanned > 0 && !head_may_end(buf, self.scanned) && buf.len() < MAX_HEAD {
+        // Decided only where the bytes alone decide (an empty line, or
+        // the size cap), never by where reads happened to end: a parse at
+        // whatever had arrived refused a malformed head fed whole and let
+        // the same bytes wait when split (the fuzz target caught it).
+        if !head_may_end(buf, self.scanned) && buf.len() < MAX_HEAD {
             self.scanned = buf.len();
             return Ok(0);
         }

@@ -209,3 +209,21 @@ fn a_head_ends_only_at_an_empty_line() {
     assert!(head_may_end(b"a\n\n", 3));
     assert!(!head_may_end(b"a\n", 5));
 }
+
+/// Found by the fuzz target: a malformed head without its end was
+/// refused when fed whole and left waiting when split, since a parse ran
+/// at whatever had arrived. Now both wait for the end (or the size cap),
+/// and both are refused once it comes.
+#[test]
+fn a_malformed_head_is_decided_the_same_whatever_the_reads() {
+    let whole = run("allowed.test", &[b"T\x80"]);
+    let split = run("allowed.test", &[b"T", b"\x80"]);
+    assert!(
+        whole.1.is_none() && split.1.is_none(),
+        "{whole:?} {split:?}"
+    );
+    let whole = run("allowed.test", &[b"T\x80\r\n\r\n"]);
+    let split = run("allowed.test", &[b"T", b"\x80\r\n", b"\r\n"]);
+    assert!(whole.1.is_some() && split.1.is_some());
+    assert!(whole.0.is_empty() && split.0.is_empty());
+}
