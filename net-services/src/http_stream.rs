@@ -90,11 +90,6 @@ enum State {
 pub struct RequestStream {
     host: String,
     state: State,
-    /// Bytes of an unfinished head already looked at for its end: a head
-    /// is parsed only once an empty line may have ended it, not again on
-    /// every byte (a guest sending 16 KiB heads a byte at a time made
-    /// each connection cost the shared runtime a parse per byte).
-    scanned: usize,
     /// Brokered secrets' placeholders that must not go to this host this
     /// way: (placeholder, secret name, why).
     placeholders: Vec<(String, String, String)>,
@@ -106,7 +101,6 @@ impl RequestStream {
         RequestStream {
             host: host.to_ascii_lowercase(),
             state: State::Head,
-            scanned: 0,
             placeholders: Vec::new(),
         }
     }
@@ -201,24 +195,11 @@ impl RequestStream {
         if buf.is_empty() {
             return Ok(0);
         }
-        // Decided only where the bytes alone decide (an empty line, or
-        // the size cap), never by where reads happened to end: a parse at
-        // whatever had arrived refused a malformed head fed whole and let
-        // the same bytes wait when split (the fuzz target caught it).
-        if !head_may_end(buf, self.scanned) && buf.len() < MAX_HEAD {
-            self.scanned = buf.len();
-            return Ok(0);
-        }
-        // Parsed from here on: the next head starts unscanned.
-        self.scanned = 0;
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         let len = match req.parse(buf) {
             Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {
-                self.scanned = buf.len();
-                return Ok(0);
-            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(0),
             Ok(httparse::Status::Partial) => {
                 return Err(Refused::bad("request head longer than 16 KiB"))
             }
@@ -396,8 +377,9 @@ fn chunk_size(text: &[u8]) -> Result<u64, Refused> {
 mod tests;
 
 /// Whether the bytes of `buf` from `from` on (with the two before, where
-/// a line end may have begun) hold an empty line: the only place a
-/// request head can end. Linear in what is new.
+/// a line end may have begun) hold an empty line: where a request head
+/// can end (the proxy's name reading parses only then). Linear in what is
+/// new.
 pub fn head_may_end(buf: &[u8], from: usize) -> bool {
     let tail = &buf[from.saturating_sub(2).min(buf.len())..];
     tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
