@@ -495,32 +495,14 @@ mod tests {
             std::net::TcpStream::connect(front.local_addr().expect("addr")).expect("connect");
         let (conn, _) = front.accept().expect("accept");
         let upstream = std::net::TcpStream::connect(up).expect("upstream");
-        let t = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                for s in [&conn, &upstream] {
-                    s.set_nonblocking(true).expect("nonblocking");
-                }
-                let conn = TcpStream::from_std(conn).expect("conn");
-                let upstream = TcpStream::from_std(upstream).expect("upstream");
-                splice(
-                    conn,
-                    upstream,
-                    Splice {
-                        allowed: policy_allows(guest),
-                        changes,
-                        id: "ws_race".into(),
-                        name: "allowed.test".into(),
-                        port: 80,
-                        idle: crate::splice::IDLE,
-                        requests: None,
-                    },
-                )
-                .await
-            })
+        let t = crate::splice::tests::run_splice(conn, upstream, move || Splice {
+            allowed: policy_allows(guest),
+            changes,
+            id: "ws_race".into(),
+            name: "allowed.test".into(),
+            port: 80,
+            idle: crate::splice::IDLE,
+            requests: None,
         });
         client
             .set_read_timeout(Some(Duration::from_secs(5)))

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 /// Runs `splice` for one accepted connection and its upstream, as
 /// `proxy::handle` does, on a runtime of its own in a thread.
-fn run_splice(
+pub(crate) fn run_splice(
     conn: TcpStream,
     upstream: TcpStream,
     conn_of: impl FnOnce() -> Splice + Send + 'static,
