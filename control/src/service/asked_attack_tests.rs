@@ -23,6 +23,13 @@ fn mint(c: &super::Control, request: Value) -> (String, String) {
     )
 }
 
+/// A token that may only ask to publish ports (what the port tests' asker is).
+fn port_asker(c: &super::Control) -> String {
+    let request =
+        json!({"name": "t", "scopes": ["create", "read"], "actions": {"publish_port": "ask"}});
+    mint(c, request).0
+}
+
 fn ws(c: &super::Control, id: &str) -> WorkspaceRecord {
     c.store.get(WORKSPACES, id).expect("get").expect("there")
 }
@@ -140,10 +147,7 @@ fn a_pre_upgrade_approval_lifts_the_guests_cap() {
 fn a_failed_take_back_is_forgotten_and_the_port_stays_open() {
     let p = plane("review-withdraw");
     let c = &p.control;
-    let (asker, _) = mint(
-        c,
-        json!({"name": "t", "scopes": ["create", "read"], "actions": {"publish_port": "ask"}}),
-    );
+    let asker = port_asker(c);
     put_workspace(c, "ws_pub", &asker, "running", now_s() + 3600);
     // As decide_approval + carry_out leave a port in force.
     let a = port_in_force(c, "ws_pub", "apr_00000000000000cc", &asker, 2);
@@ -400,10 +404,7 @@ fn a_token_cannot_silence_its_workspace_or_hide_its_words() {
 fn revoking_the_asker_takes_its_grants_back() {
     let p = plane("review-revoke-grants");
     let c = &p.control;
-    let (asker, _) = mint(
-        c,
-        json!({"name": "t", "scopes": ["create", "read"], "actions": {"publish_port": "ask"}}),
-    );
+    let asker = port_asker(c);
     // Stopped, so the take-back needs no firewall here.
     put_workspace(c, "ws_grant", &asker, "stopped", now_s() + 3600);
     let a = port_in_force(
@@ -434,10 +435,7 @@ fn revoking_the_asker_takes_its_grants_back() {
 fn an_ending_approval_takes_back_only_the_port_it_gave() {
     let p = plane("review-republished");
     let c = &p.control;
-    let (asker, _) = mint(
-        c,
-        json!({"name": "t", "scopes": ["create", "read"], "actions": {"publish_port": "ask"}}),
-    );
+    let asker = port_asker(c);
     // Stopped: no firewall to apply in a unit test; the records decide.
     put_workspace(c, "ws_re", &asker, "stopped", now_s() + 3600);
     let a = port_in_force(c, "ws_re", "apr_00000000000000dd", &asker, 2);
@@ -472,10 +470,7 @@ fn an_ending_approval_takes_back_only_the_port_it_gave() {
 fn a_port_given_before_published_by_is_still_taken_back() {
     let p = plane("review-legacy-port");
     let c = &p.control;
-    let (asker, _) = mint(
-        c,
-        json!({"name": "t", "scopes": ["create", "read"], "actions": {"publish_port": "ask"}}),
-    );
+    let asker = port_asker(c);
     put_workspace(c, "ws_old", &asker, "stopped", now_s() + 3600);
     port_in_force(c, "ws_old", "apr_00000000000000ef", &asker, 2);
     let mut w = ws(c, "ws_old");
