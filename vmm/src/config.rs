@@ -12,6 +12,11 @@ pub const DEFAULT_VCPUS: u8 = 1;
 pub const DEFAULT_MEMORY_MIB: u64 = 256;
 /// Less than this and no kernel we build gets to its init.
 pub const MIN_MEMORY_MIB: u64 = 32;
+
+/// The name the control socket knows the network device's rate by (a
+/// drive may not take it).
+pub const NET_RATE_ID: &str = "net";
+
 /// APIC IDs in the MP table are 8-bit and one goes to the IO-APIC.
 pub const MAX_VCPUS: usize = 254;
 /// CIDs 0-2 are reserved (hypervisor, local, host); u32::MAX is "any".
@@ -311,7 +316,7 @@ impl VmConfig {
         }
         if let Some(n) = &self.net {
             check_net(n, &mut errors);
-            if self.drives.iter().any(|d| d.id == crate::vm::NET_RATE_ID) {
+            if self.drives.iter().any(|d| d.id == NET_RATE_ID) {
                 errors.push(err(
                     "drives",
                     "a drive may not be called \"net\": the control socket knows the NIC by that name",

@@ -36,7 +36,7 @@ pub struct ExitSignal {
 
 impl ExitSignal {
     pub fn report(&self, exit: VmExit) {
-        let mut s = crate::devices::lock(&self.state);
+        let mut s = crate::sync::lock(&self.state);
         if s.is_none() {
             *s = Some(exit);
             self.cv.notify_all();
@@ -44,7 +44,7 @@ impl ExitSignal {
     }
 
     pub fn wait(&self) -> VmExit {
-        let mut s = crate::devices::lock(&self.state);
+        let mut s = crate::sync::lock(&self.state);
         loop {
             if let Some(e) = s.as_ref() {
                 return e.clone();

@@ -10,6 +10,7 @@ pub mod exit;
 pub mod memory;
 pub mod rate_limit;
 pub mod seccomp;
+pub mod sync;
 pub mod threads;
 pub mod trace;
 pub mod vcpu;

@@ -5,7 +5,7 @@ use crate::arch::cpuid::{filter_cpuid, HostCaps};
 use crate::arch::layout::*;
 use crate::arch::mptable::{setup_mptable, MpTableError};
 use crate::arch::regs::{self, RegsError};
-use crate::config::{Console, VmConfig};
+use crate::config::{Console, VmConfig, NET_RATE_ID};
 use crate::devices::boot_timer::BootTimer;
 use crate::devices::bus::BusError;
 use crate::devices::console::PanicNote;
@@ -21,9 +21,6 @@ use crate::virtio::block::{Block, Disk};
 use crate::virtio::mmio::{MmioTransport, TransportError, REG_QUEUE_NOTIFY};
 use crate::virtio::net::Net;
 use crate::virtio::rng::Rng;
-
-/// The name the control socket knows the network device's rate by.
-pub const NET_RATE_ID: &str = "net";
 
 fn set_nonblocking(f: &std::fs::File) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;

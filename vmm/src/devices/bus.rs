@@ -94,11 +94,7 @@ impl Bus {
     }
 }
 
-/// Locks a device, recovering from a poisoned lock: with panic=abort a
-/// panicking holder never returns, so poisoning can only come from tests.
-pub fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub use crate::sync::lock;
 
 #[cfg(test)]
 mod tests {
