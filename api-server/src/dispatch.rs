@@ -102,10 +102,12 @@ pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
         Route::RotateTls => simple(Call::RotateTls),
         Route::KeyStatus => simple(Call::KeyStatus),
         Route::RecoverKeys => match read_json::<Value>(req, io) {
-            Ok(v) => match v.get("recovery_secret").and_then(Value::as_str) {
-                Some(secret) if secret.len() <= 256 => simple(Call::RecoverKeys {
-                    secret: secret.to_string(),
-                }),
+            Ok(v) => match serde_json::from_value::<paddock_api_types::RecoverRequest>(v) {
+                Ok(r) if r.recovery_secret.len() <= paddock_api_types::RecoverRequest::MAX_LEN => {
+                    simple(Call::RecoverKeys {
+                        secret: r.recovery_secret,
+                    })
+                }
                 _ => Some(json_error(
                     422,
                     "recovery_secret: a string (the secret shown at first boot) is required",

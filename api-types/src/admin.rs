@@ -51,23 +51,105 @@ pub struct KeyStatus {
     pub detail: String,
 }
 
+/// `POST /v1/keys/recover`: the secret shown at first boot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoverRequest {
+    pub recovery_secret: String,
+}
+
+impl RecoverRequest {
+    /// Longest secret the server reads (the one it prints is far shorter).
+    pub const MAX_LEN: usize = 256;
+}
+
 /// `POST /v1/workspaces/{id}/quarantine`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Quarantined {
     pub workspace: Workspace,
     pub revoked_tokens: Vec<String>,
-    /// The forensic snapshot's manifest (`ForensicManifest` in the
-    /// document): its files, sizes and SHA-256s.
-    pub snapshot: serde_json::Value,
+    pub snapshot: ForensicManifest,
 }
 
-/// `GET /v1/audit`: events, oldest first; each is an object with at least
-/// `event` and `ts` (unix seconds), and the fields its kind records.
+/// One file of a forensic snapshot, as stored (encrypted).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForensicFile {
+    pub bytes: u64,
+    /// Lowercase hex SHA-256 of the stored bytes.
+    pub sha256: String,
+}
+
+/// The files a forensic snapshot holds, each fetched by its name from
+/// `GET /v1/workspaces/{id}/forensics/{file}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForensicFiles {
+    /// The guest's memory.
+    pub memory: ForensicFile,
+    /// Its writable disk.
+    pub disk: ForensicFile,
+    /// Its audit trail, one event per line.
+    pub audit: ForensicFile,
+    /// Its network record, one connection per line.
+    pub network: ForensicFile,
+}
+
+impl ForensicFiles {
+    /// A file by the name the download takes.
+    pub fn get(&self, name: &str) -> Option<&ForensicFile> {
+        match name {
+            "memory" => Some(&self.memory),
+            "disk" => Some(&self.disk),
+            "audit" => Some(&self.audit),
+            "network" => Some(&self.network),
+            _ => None,
+        }
+    }
+}
+
+/// A quarantine's forensic snapshot: what was taken, when, by whom; also
+/// stored beside the files as `manifest.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForensicManifest {
+    pub workspace: Workspace,
+    /// Unix seconds.
+    pub taken_at: u64,
+    /// The admin token's id.
+    pub taken_by: String,
+    pub files: ForensicFiles,
+    /// Memory and disk are stored encrypted (docs/keys.md).
+    pub encrypted: bool,
+    /// How, in words.
+    pub encryption: String,
+}
+
+/// `GET /v1/audit`: events, oldest first.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditEvents {
-    pub events: Vec<serde_json::Value>,
+    pub events: Vec<AuditEvent>,
+}
+
+/// One audit event: when, what kind, and the fields its kind records
+/// (docs/api.md names which calls record which kind). The fields stay a map: the log is
+/// append-only across versions, so a reader meets kinds and fields older
+/// and newer than itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Unix seconds.
+    pub ts: u64,
+    pub event: String,
+    #[serde(flatten)]
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl AuditEvent {
+    /// A field as text, if it is a string.
+    pub fn text(&self, field: &str) -> Option<&str> {
+        self.fields.get(field).and_then(|v| v.as_str())
+    }
 }
 
 /// Who a bearer is: what the API process needs to admit its request.

@@ -25,7 +25,8 @@ pub mod token;
 pub mod workspace;
 
 pub use admin::{
-    AuditEvents, KeyState, KeyStatus, Quarantined, Revoked, TlsRotated, TokenRotated, WhoAmI,
+    AuditEvent, AuditEvents, ForensicFile, ForensicFiles, ForensicManifest, KeyState, KeyStatus,
+    Quarantined, RecoverRequest, Revoked, TlsRotated, TokenRotated, WhoAmI,
 };
 pub use approval::{Approval, ApprovalAction, ApprovalDecision, ApprovalList, ApprovalState};
 pub use error::ErrorBody;

@@ -386,12 +386,45 @@ fn answer_types_name_the_documented_fields() {
         detail: "d".into(),
     };
     assert_eq!(keys(&key_status), properties("KeyStatus"));
+    let file = ForensicFile {
+        bytes: 1,
+        sha256: "0".repeat(64),
+    };
+    assert_eq!(keys(&file), properties("ForensicFile"));
+    let files = ForensicFiles {
+        memory: file.clone(),
+        disk: file.clone(),
+        audit: file.clone(),
+        network: file,
+    };
+    assert_eq!(keys(&files), properties("ForensicFiles"));
+    let manifest = ForensicManifest {
+        workspace: ws.clone(),
+        taken_at: 1,
+        taken_by: "tok_a".into(),
+        files,
+        encrypted: true,
+        encryption: "e".into(),
+    };
+    assert_eq!(keys(&manifest), properties("ForensicManifest"));
     let quarantined = Quarantined {
         workspace: ws,
         revoked_tokens: vec![],
-        snapshot: serde_json::json!({}),
+        snapshot: manifest,
     };
     assert_eq!(keys(&quarantined), properties("Quarantined"));
+    let recover = RecoverRequest {
+        recovery_secret: "s".into(),
+    };
+    assert_eq!(keys(&recover), properties("RecoverRequest"));
+    // An event names `ts` and `event`; its kind's fields sit beside them.
+    let event: AuditEvent =
+        serde_json::from_str(r#"{"ts":1,"event":"workspace_created","workspace":"ws_a"}"#)
+            .expect("event");
+    assert_eq!(event.text("workspace"), Some("ws_a"));
+    let mut bare = keys(&event);
+    bare.remove("workspace");
+    assert_eq!(bare, properties("AuditEvent"));
 }
 
 #[test]

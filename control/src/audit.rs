@@ -2,7 +2,8 @@
 //! a size cap (a few generations kept). Events name who did what to which
 //! workspace; they never carry secrets, env values or command output.
 
-use serde_json::{json, Value};
+use paddock_api_types::AuditEvent;
+use serde_json::{Map, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -53,12 +54,18 @@ impl AuditLog {
         {
             self.rotate();
         }
-        let mut ev = json!({"ts": now_s(), "event": kind});
-        if let (Some(obj), Value::Object(extra)) = (ev.as_object_mut(), fields) {
-            obj.extend(extra);
-        }
-        crate::host::get().audited(kind, &ev);
-        let line = format!("{ev}\n");
+        let fields = match fields {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        let ev = AuditEvent {
+            ts: now_s(),
+            event: kind.to_string(),
+            fields,
+        };
+        crate::host::get().audited(&ev);
+        let mut line = serde_json::to_string(&ev).unwrap_or_default();
+        line.push('\n');
         let res = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -70,7 +77,7 @@ impl AuditLog {
     }
 
     /// Events, newest last, matching every `filters` key=value (string compare).
-    pub fn read(&self, filters: &[(String, String)], limit: usize) -> Vec<Value> {
+    pub fn read(&self, filters: &[(String, String)], limit: usize) -> Vec<AuditEvent> {
         let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut files = Vec::new();
         for i in (1..=self.keep).rev() {
@@ -83,20 +90,12 @@ impl AuditLog {
                 continue;
             };
             for line in text.lines() {
-                let Ok(v) = serde_json::from_str::<Value>(line) else {
+                let Ok(ev) = serde_json::from_str::<AuditEvent>(line) else {
                     continue;
                 };
-                let ok = filters.iter().all(|(k, want)| match v.get(k) {
-                    Some(Value::String(s)) => s == want,
-                    Some(other) => {
-                        other.as_u64().map(|n| n.to_string()).as_deref() == Some(want.as_str())
-                            || other.as_bool().map(|b| b.to_string()).as_deref()
-                                == Some(want.as_str())
-                    }
-                    None => false,
-                });
+                let ok = filters.iter().all(|(k, want)| matches(&ev, k, want));
                 if ok {
-                    out.push(v);
+                    out.push(ev);
                 }
             }
         }
@@ -105,9 +104,27 @@ impl AuditLog {
     }
 }
 
+/// Whether `ev`'s field `key` reads as `want` (numbers and booleans as
+/// they print).
+fn matches(ev: &AuditEvent, key: &str, want: &str) -> bool {
+    match key {
+        "event" => ev.event == want,
+        "ts" => ev.ts.to_string() == want,
+        _ => match ev.fields.get(key) {
+            Some(Value::String(s)) => s == want,
+            Some(other) => {
+                other.as_u64().map(|n| n.to_string()).as_deref() == Some(want)
+                    || other.as_bool().map(|b| b.to_string()).as_deref() == Some(want)
+            }
+            None => false,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn appends_rotates_and_filters() {
@@ -124,8 +141,15 @@ mod tests {
         assert!(dir.join("audit.log.1").exists(), "rotated");
         assert!(!dir.join("audit.log.4").exists(), "only `keep` generations");
         let ws1 = log.read(&[("workspace".into(), "ws_1".into())], 100);
-        assert!(!ws1.is_empty() && ws1.iter().all(|e| e["workspace"] == "ws_1"));
+        assert!(!ws1.is_empty() && ws1.iter().all(|e| e.text("workspace") == Some("ws_1")));
         assert_eq!(log.read(&[], 2).len(), 2);
+        let code = log.read(&[("exit_code".into(), "19".into())], 100);
+        assert_eq!(code.len(), 1, "numbers match as they print: {code:?}");
+        assert_eq!(code[0].event, "exec_ended");
+        assert_eq!(
+            log.read(&[("event".into(), "nothing".into())], 100).len(),
+            0
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

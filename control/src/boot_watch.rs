@@ -4,7 +4,7 @@
 //! in the error the API answers with, because that is often all a CI log
 //! or a user keeps of a failure on a box nobody can log into.
 
-use super::runner::{cgroup_dir, data_dir};
+use super::layout::{cgroup_dir, data_dir};
 use log::warn;
 use paddock_agent_client::ReadyListener;
 use paddock_proto::ReadyInfo;

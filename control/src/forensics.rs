@@ -17,7 +17,7 @@
 //! deleting the snapshot erases both keys like a workspace's.
 
 use super::workspace::WorkspaceRecord;
-use serde_json::{json, Value};
+use paddock_api_types::{AuditEvent, ForensicFile, ForensicFiles, ForensicManifest};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
@@ -273,10 +273,13 @@ fn copy_chunks(
     Ok(())
 }
 
-fn finish(path: &Path, f: &File, len: u64, hash: Sha256) -> Result<Value, ForensicsError> {
+fn finish(path: &Path, f: &File, len: u64, hash: Sha256) -> Result<ForensicFile, ForensicsError> {
     f.set_len(len).map_err(io("sizing", path))?;
     f.sync_all().map_err(io("syncing", path))?;
-    Ok(json!({"bytes": len, "sha256": hex(&hash.finalize())}))
+    Ok(ForensicFile {
+        bytes: len,
+        sha256: hex(&hash.finalize()),
+    })
 }
 
 fn hex(b: &[u8]) -> String {
@@ -302,7 +305,7 @@ fn copy_memory(
     path: &Path,
     key: &str,
     mapping: &str,
-) -> Result<Value, ForensicsError> {
+) -> Result<ForensicFile, ForensicsError> {
     let maps_path = PathBuf::from(format!("/proc/{vmm}/maps"));
     let maps = std::fs::read_to_string(&maps_path).map_err(io("reading", &maps_path))?;
     let regions = ram_regions(&maps);
@@ -343,7 +346,10 @@ fn copy_memory(
             end = gpa + (stop - start);
         }
         out.sync_all().map_err(io("syncing", path))?;
-        Ok(json!({"bytes": end, "sha256": hex(&hash.finalize())}))
+        Ok(ForensicFile {
+            bytes: end,
+            sha256: hex(&hash.finalize()),
+        })
     })();
     if let Err(e) = paddock_keys::dmcrypt::close(mapping) {
         log::warn!("forensics: closing {mapping}: {e}");
@@ -361,7 +367,7 @@ fn copy_disk(
     path: &Path,
     from_key: &str,
     key: &str,
-) -> Result<Value, ForensicsError> {
+) -> Result<ForensicFile, ForensicsError> {
     // What the VMM wrote may still sit in the page cache of the decrypted
     // device, not yet encrypted into the file: flush it through first.
     let dec = File::open(plain).map_err(io("opening", plain))?;
@@ -385,10 +391,13 @@ fn copy_disk(
         false,
     )
     .map_err(io("reading", plain))?;
-    Ok(json!({"bytes": len, "sha256": hex(&hash.finalize())}))
+    Ok(ForensicFile {
+        bytes: len,
+        sha256: hex(&hash.finalize()),
+    })
 }
 
-fn write_small(path: &Path, bytes: &[u8]) -> Result<Value, ForensicsError> {
+fn write_small(path: &Path, bytes: &[u8]) -> Result<ForensicFile, ForensicsError> {
     let mut f = create(path)?;
     f.write_all(bytes).map_err(io("writing", path))?;
     let len = bytes.len() as u64;
@@ -402,11 +411,11 @@ fn write_small(path: &Path, bytes: &[u8]) -> Result<Value, ForensicsError> {
 pub fn snapshot(
     ws: &WorkspaceRecord,
     vmm: u32,
-    audit: &[Value],
+    audit: &[AuditEvent],
     network: &[paddock_api_types::NetworkRecord],
     taken_at: u64,
     by: &str,
-) -> Result<Value, ForensicsError> {
+) -> Result<ForensicManifest, ForensicsError> {
     let dir = snapshot_dir(&ws.id);
     if dir.exists() {
         return Err(ForensicsError::Exists(ws.id.clone()));
@@ -415,9 +424,9 @@ pub fn snapshot(
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io("creating", &tmp))?;
     let (memory_key, disk_copy_key) = (key_name(&ws.id, "memory"), key_name(&ws.id, "disk"));
-    let disk = super::runner::data_dir(&ws.id).join("disk.img");
-    let plain_disk = super::runner::disk_node(&ws.id);
-    let disk_key = super::runner::key_name(&ws.id);
+    let disk = super::layout::data_dir(&ws.id).join("disk.img");
+    let plain_disk = super::layout::disk_node(&ws.id);
+    let disk_key = super::layout::key_name(&ws.id);
     let result = (|| {
         let memory = copy_memory(
             vmm,
@@ -435,7 +444,7 @@ pub fn snapshot(
         )?;
         let mut lines = Vec::new();
         for e in audit {
-            lines.extend_from_slice(e.to_string().as_bytes());
+            lines.extend_from_slice(&serde_json::to_vec(e).unwrap_or_default());
             lines.push(b'\n');
         }
         let audit = write_small(&tmp.join("audit.jsonl"), &lines)?;
@@ -445,14 +454,19 @@ pub fn snapshot(
             lines.push(b'\n');
         }
         let network = write_small(&tmp.join("network.jsonl"), &lines)?;
-        let manifest = json!({
-            "workspace": ws.public(),
-            "taken_at": taken_at,
-            "taken_by": by,
-            "files": {"memory": memory, "disk": disk, "audit": audit, "network": network},
-            "encrypted": true,
-            "encryption": "memory and disk: AES-256-XTS, one key each, wrapped under the TPM-rooted key store (docs/keys.md)",
-        });
+        let manifest = ForensicManifest {
+            workspace: ws.public(),
+            taken_at,
+            taken_by: by.to_string(),
+            files: ForensicFiles {
+                memory,
+                disk,
+                audit,
+                network,
+            },
+            encrypted: true,
+            encryption: "memory and disk: AES-256-XTS, one key each, wrapped under the TPM-rooted key store (docs/keys.md)".to_string(),
+        };
         let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
         write_small(&tmp.join("manifest.json"), &text)?;
         Ok(manifest)

@@ -25,7 +25,7 @@ pub struct Refused {
 /// do-nothing default that `NoHost` uses.
 pub trait Host: Send + Sync {
     /// An event just audited, offered to the box's webhook.
-    fn audited(&self, _kind: &str, _event: &serde_json::Value) {}
+    fn audited(&self, _event: &paddock_api_types::AuditEvent) {}
 
     /// Waits for a process the control plane started (a workspace's jail)
     /// to end. PID 1's reaper collects every exit; a wait of our own

@@ -2,18 +2,15 @@
 //! guest can take from the host is capped below the guest, by the host
 //! kernel, whatever runs inside.
 
-use super::runner::{io, write, RunError};
-use super::workspace::WorkspaceRecord;
+use super::run_error::{io, write, RunError};
+use super::workspace::{
+    WorkspaceRecord, DEFAULT_NET_CONNECTIONS_PER_S, DEFAULT_NET_MIB_PER_S, IO_BPS_PER_VCPU,
+    IO_IOPS_PER_VCPU,
+};
 use std::path::{Path, PathBuf};
 
 /// Memory a VMM may use beyond its guest's RAM (page tables, buffers).
 pub const VMM_OVERHEAD_MIB: u64 = 96;
-
-/// Disk bandwidth and operations each vCPU of a workspace is worth: enough
-/// for builds and package installs, low enough that one workspace cannot
-/// starve the others (or the host's own writes) on a shared disk.
-pub const IO_BPS_PER_VCPU: u64 = 100 << 20;
-pub const IO_IOPS_PER_VCPU: u64 = 4000;
 
 /// The cgroup v2 limits of one workspace, all derived from its request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,13 +47,10 @@ impl Limits {
                 .disk_mib_per_s
                 .map_or(vcpus * IO_BPS_PER_VCPU, |m| m << 20),
             disk_iops: ws.disk_iops.unwrap_or(vcpus * IO_IOPS_PER_VCPU),
-            net_bps: ws
-                .net_mib_per_s
-                .unwrap_or(super::workspace::DEFAULT_NET_MIB_PER_S)
-                << 20,
+            net_bps: ws.net_mib_per_s.unwrap_or(DEFAULT_NET_MIB_PER_S) << 20,
             net_connections_per_s: ws
                 .net_connections_per_s
-                .unwrap_or(super::workspace::DEFAULT_NET_CONNECTIONS_PER_S),
+                .unwrap_or(DEFAULT_NET_CONNECTIONS_PER_S),
         }
     }
 

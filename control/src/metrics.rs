@@ -1,7 +1,7 @@
 //! /metrics in Prometheus's text format: per workspace CPU time, memory and
 //! disk use (from its cgroup and its disk file) and exec count; host totals.
 
-use super::runner;
+use super::layout;
 use super::workspace::{WorkspaceRecord, WsState};
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -13,7 +13,7 @@ fn read_u64(path: &std::path::Path) -> Option<u64> {
 
 /// Microseconds of CPU the workspace's cgroup used so far.
 pub fn cpu_usage_us(id: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(runner::cgroup_dir(id).join("cpu.stat")).ok()?;
+    let text = std::fs::read_to_string(layout::cgroup_dir(id).join("cpu.stat")).ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix("usage_usec "))
         .and_then(|v| v.trim().parse().ok())
@@ -22,7 +22,7 @@ pub fn cpu_usage_us(id: &str) -> Option<u64> {
 /// A counter of the workspace's tap (seen from the host: its rx is what
 /// the guest sent).
 fn tap_counter(w: &WorkspaceRecord, which: &str) -> Option<f64> {
-    let slot = runner::slot(w)?;
+    let slot = w.slot()?;
     read_u64(std::path::Path::new(&format!(
         "/sys/class/net/{}/statistics/{which}",
         slot.tap()
@@ -32,7 +32,7 @@ fn tap_counter(w: &WorkspaceRecord, which: &str) -> Option<f64> {
 
 /// Its memory charged and its limit, in bytes (0 where unreadable).
 pub fn memory(id: &str) -> (u64, u64) {
-    let dir = runner::cgroup_dir(id);
+    let dir = layout::cgroup_dir(id);
     (
         read_u64(&dir.join("memory.current")).unwrap_or(0),
         read_u64(&dir.join("memory.max")).unwrap_or(0),
@@ -41,7 +41,7 @@ pub fn memory(id: &str) -> (u64, u64) {
 
 /// Bytes its disk file holds on the data partition.
 pub fn disk_used(id: &str) -> u64 {
-    std::fs::metadata(runner::data_dir(id).join("disk.img"))
+    std::fs::metadata(layout::data_dir(id).join("disk.img"))
         .map(|m| m.blocks() * 512)
         .unwrap_or(0)
 }
@@ -77,20 +77,20 @@ pub fn render(workspaces: &[WorkspaceRecord], execs: &HashMap<String, u64>) -> S
             "paddock_workspace_memory_bytes",
             "gauge",
             "memory charged to the workspace's cgroup",
-            |w, _| read_u64(&runner::cgroup_dir(&w.id).join("memory.current")).map(|b| b as f64),
+            |w, _| read_u64(&layout::cgroup_dir(&w.id).join("memory.current")).map(|b| b as f64),
         ),
         (
             "paddock_workspace_memory_limit_bytes",
             "gauge",
             "the workspace's memory.max",
-            |w, _| read_u64(&runner::cgroup_dir(&w.id).join("memory.max")).map(|b| b as f64),
+            |w, _| read_u64(&layout::cgroup_dir(&w.id).join("memory.max")).map(|b| b as f64),
         ),
         (
             "paddock_workspace_disk_used_bytes",
             "gauge",
             "bytes allocated to the workspace's disk file",
             |w, _| {
-                std::fs::metadata(runner::data_dir(&w.id).join("disk.img"))
+                std::fs::metadata(layout::data_dir(&w.id).join("disk.img"))
                     .ok()
                     .map(|m| (m.blocks() * 512) as f64)
             },
@@ -100,7 +100,7 @@ pub fn render(workspaces: &[WorkspaceRecord], execs: &HashMap<String, u64>) -> S
             "gauge",
             "bytes its serial console holds on the data partition (both files, capped)",
             |w, _| {
-                let log = runner::data_dir(&w.id).join("console.log");
+                let log = layout::data_dir(&w.id).join("console.log");
                 let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
                 Some((size(&log) + size(&super::console::rotated(&log))) as f64)
             },

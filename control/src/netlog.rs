@@ -9,7 +9,7 @@
 //! say is bounded again here: names and reasons cut to length, and a cap
 //! on the keys kept per minute.
 
-use super::runner::data_dir;
+use super::layout::data_dir;
 use paddock_api_types::NetworkRecord;
 use paddock_net_services::activity::{Counts, Decision, Key, Kind};
 use std::collections::HashMap;

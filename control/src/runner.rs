@@ -3,7 +3,9 @@
 //! into the cgroup before it executes anything.
 
 use super::boot_watch;
+use super::layout::*;
 use super::limits::Limits;
+use super::run_error::{io, write, RunError};
 use super::workspace::WorkspaceRecord;
 use log::warn;
 use paddock_agent_client::ReadyListener;
@@ -14,48 +16,9 @@ use std::ffi::CString;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-pub const VMM: &str = "/usr/lib/paddock/paddock-vmm";
-pub const GUEST_KERNEL: &str = "/usr/lib/paddock/guest/vmlinux";
-pub const AGENT_INITRAMFS: &str = "/usr/lib/paddock/guest/agent.cpio";
-
-/// First uid handed to workspaces; each gets its own.
-pub const WS_UID_BASE: u32 = 200_000;
-
-/// PID 1's demo workspace (`paddock-init`'s `demo`): not in the state
-/// database, so its data is not an orphan's.
-pub const DEMO_NAME: &str = "demo";
-
-/// Group allowed to use /dev/kvm and read the template partition.
-pub const VM_GID: u32 = 901;
-const CGROUP_ROOT: &str = "/sys/fs/cgroup/paddock";
-
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("{what} {path}: {source}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the workspace did not become ready: {0}")]
-    NotReady(String),
-    #[error("the workspace's encrypted disk: {0}")]
-    Keys(#[from] paddock_keys::KeyError),
-    #[error("the workspace's network: {0}")]
-    Net(String),
-}
-
-/// A workspace's place on the host network, from its uid (the demo
-/// workspace, below the uid range, has none).
-pub fn slot(ws: &WorkspaceRecord) -> Option<paddock_net::firewall::Slot> {
-    ws.uid
-        .checked_sub(WS_UID_BASE)
-        .and_then(paddock_net::firewall::Slot::new)
-}
 
 /// Its firewall entry as the record says.
 pub fn ws_net(
@@ -73,49 +36,6 @@ pub fn ws_net(
         connections_per_s: Limits::for_workspace(ws).net_connections_per_s,
         published: ws.published.iter().map(|p| (p.port, p.host_port)).collect(),
     })
-}
-
-pub(super) fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RunError {
-    let path = path.to_path_buf();
-    move |source| RunError::Io { what, path, source }
-}
-
-/// Where workspaces' disks live, one directory each.
-pub const WORKSPACES_DIR: &str = "/data/workspaces";
-
-pub fn data_dir(id: &str) -> PathBuf {
-    PathBuf::from(WORKSPACES_DIR).join(id)
-}
-
-pub fn run_dir(id: &str) -> PathBuf {
-    PathBuf::from("/run/paddock/ws").join(id)
-}
-
-/// Where the jail mounts the VMM's root (in its own mount namespace; on the
-/// host this stays an empty directory).
-pub fn jail_dir(id: &str) -> PathBuf {
-    PathBuf::from("/run/paddock/jail").join(id)
-}
-
-/// The name its disk key has in the key store.
-pub fn key_name(id: &str) -> String {
-    format!("ws-{id}")
-}
-
-/// Its dm-crypt mapping's name.
-pub fn mapping_name(id: &str) -> String {
-    format!("paddock-ws-{id}")
-}
-
-/// The block device node of its decrypted disk, the only form of the disk
-/// its VMM is given.
-pub fn disk_node(id: &str) -> PathBuf {
-    PathBuf::from("/dev/paddock/disks").join(id)
-}
-
-/// The VMM's control socket (vmm/src/control.rs).
-pub fn control_path(id: &str) -> PathBuf {
-    run_dir(id).join("control.sock")
 }
 
 /// Changes the running VMM's rate limit on a device of the workspace:
@@ -152,18 +72,6 @@ pub fn set_rate(
             String::from_utf8_lossy(&reply).trim()
         )))
     }
-}
-
-pub fn vsock_path(id: &str) -> PathBuf {
-    run_dir(id).join("vsock.sock")
-}
-
-pub fn cgroup_dir(id: &str) -> PathBuf {
-    PathBuf::from(CGROUP_ROOT).join(id)
-}
-
-pub(super) fn write(path: &Path, value: &str) -> Result<(), RunError> {
-    std::fs::write(path, value).map_err(io("writing", path))
 }
 
 /// Makes /dev/kvm and the template partition usable by workspace uids
@@ -247,7 +155,7 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
     std::fs::create_dir_all(&jail_root).map_err(io("creating", &jail_root))?;
     // Its NIC: a tap on the host, fenced by the firewall before the guest
     // can send a frame; the VMM gets only the open descriptor.
-    let net = match slot(ws) {
+    let net = match ws.slot() {
         Some(slot) => {
             paddock_net::firewall::set(ws_net(ws, slot)?)
                 .map_err(|e| RunError::Net(e.to_string()))?;

@@ -6,10 +6,10 @@
 
 use super::access::TokenTree;
 use super::audit::{now_s, AuditLog};
-use super::runner;
 use super::store::{Store, StoreError, TOKENS, WORKSPACES};
 use super::tokens::{hash_secret, Scope, TokenRecord};
 use super::workspace::{WorkspaceRecord, WsState};
+use super::{layout, run_error, runner};
 use log::{info, warn};
 use paddock_api_channel::{Call, CallReply, Verdict};
 use paddock_api_types::{AuditEvents, ErrorBody, WhoAmI, WorkspaceList};
@@ -222,11 +222,11 @@ impl Control {
         };
         // A directory no record names (the power went between the two) is
         // removed too: nothing on the data partition outlives its record.
-        if let Ok(dirs) = std::fs::read_dir(runner::WORKSPACES_DIR) {
+        if let Ok(dirs) = std::fs::read_dir(layout::WORKSPACES_DIR) {
             for d in dirs.flatten() {
                 let name = d.file_name().to_string_lossy().to_string();
                 // The demo workspace is not in the database; it manages its own.
-                if name != crate::runner::DEMO_NAME && !all.iter().any(|w| w.id == name) {
+                if name != crate::layout::DEMO_NAME && !all.iter().any(|w| w.id == name) {
                     let _ = runner::destroy(&name);
                     info!("removed workspace data {name} that no record names");
                 }
@@ -272,7 +272,7 @@ impl Control {
 
     /// Destroys (with `destroy`) the workspaces whose TTL passed by `now`,
     /// except those whose last failed attempt asks to wait.
-    fn expire_due(&self, now: u64, destroy: impl Fn(&str) -> Result<(), runner::RunError>) {
+    fn expire_due(&self, now: u64, destroy: impl Fn(&str) -> Result<(), run_error::RunError>) {
         let Ok(all) = self.store.list::<WorkspaceRecord>(WORKSPACES) else {
             return;
         };

@@ -25,6 +25,13 @@ pub const MAX_NET_MIB_PER_S: u64 = 1000;
 pub const DEFAULT_NET_CONNECTIONS_PER_S: u64 = 50;
 pub const MAX_NET_CONNECTIONS_PER_S: u64 = 1000;
 
+/// Disk bandwidth and operations each vCPU of a workspace is worth: enough
+/// for builds and package installs, low enough that one workspace cannot
+/// starve the others (or the host's own writes) on a shared disk. A
+/// request may ask for less, never more.
+pub const IO_BPS_PER_VCPU: u64 = 100 << 20;
+pub const IO_IOPS_PER_VCPU: u64 = 4000;
+
 /// A spec that only carries what limit checks need (a running
 /// workspace's new rate limits are checked like a create's).
 pub fn spec_for_limits(vcpus: u32) -> WorkspaceSpec {
@@ -77,8 +84,8 @@ impl SpecProblems for WorkspaceSpec {
             ));
         }
         let vcpus = u64::from(self.vcpus.max(1));
-        let max_mib_s = vcpus * (super::limits::IO_BPS_PER_VCPU >> 20);
-        let max_iops = vcpus * super::limits::IO_IOPS_PER_VCPU;
+        let max_mib_s = vcpus * (IO_BPS_PER_VCPU >> 20);
+        let max_iops = vcpus * IO_IOPS_PER_VCPU;
         if let Some(v) = self.disk_mib_per_s.filter(|v| !(1..=max_mib_s).contains(v)) {
             p.push(format!(
                 "disk_mib_per_s: {v} is not 1 to {max_mib_s} (100 per vCPU)"
@@ -196,27 +203,12 @@ pub struct WorkspaceRecord {
 pub const PUBLISH_RANGE: std::ops::RangeInclusive<u16> = 20000..=29999;
 
 impl WorkspaceRecord {
-    /// The record as the API shows it (no env values).
-    pub fn public(&self) -> paddock_api_types::Workspace {
-        paddock_api_types::Workspace {
-            id: self.id.clone(),
-            template: self.template.clone(),
-            vcpus: self.vcpus,
-            memory_mib: self.memory_mib,
-            disk_mib: self.disk_mib,
-            labels: self.labels.clone(),
-            env_keys: self.env.keys().cloned().collect(),
-            created_at: self.created_at,
-            expires_at: self.expires_at,
-            state: self.state,
-            limits: super::limits::Limits::for_workspace(self).public(),
-            disk_encrypted: !self.unencrypted_disk,
-            egress: self.egress.clone(),
-            published: self.published.clone(),
-            address: super::runner::slot(self).map(|s| s.guest().to_string()),
-            signals: self.signals.effective(),
-            secrets: self.secrets.iter().map(|s| s.name.clone()).collect(),
-        }
+    /// Its place on the host network, from its uid (the demo workspace,
+    /// below the uid range, has none).
+    pub fn slot(&self) -> Option<paddock_net::firewall::Slot> {
+        self.uid
+            .checked_sub(super::layout::WS_UID_BASE)
+            .and_then(paddock_net::firewall::Slot::new)
     }
 }
 

@@ -3,7 +3,9 @@
 //! proven alive by running a command in it. It is host-init's own: not in
 //! the state database, not visible through the API.
 
-use crate::control::runner::{self, RunError};
+use crate::control::layout;
+use crate::control::run_error::RunError;
+use crate::control::runner;
 use crate::control::workspace::{WorkspaceRecord, WsState};
 use crate::status::SCREEN;
 use crate::{info, warn};
@@ -13,9 +15,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Named by the control plane, which leaves its data alone.
-pub const NAME: &str = runner::DEMO_NAME;
+pub const NAME: &str = layout::DEMO_NAME;
 /// Below the API workspaces' range, so the two never share a uid.
-const DEMO_UID: u32 = runner::WS_UID_BASE - 1;
+const DEMO_UID: u32 = layout::WS_UID_BASE - 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -85,7 +87,7 @@ fn run(template_dev: &str) -> Result<(), DemoError> {
         "demo workspace: ready after {ready_s:.1} s (pid {pid}, agent {}, guest uptime {} ms)",
         ready.agent_version, ready.uptime_ms
     );
-    let client = AgentClient::new(runner::vsock_path(NAME)).with_timeout(Duration::from_secs(120));
+    let client = AgentClient::new(layout::vsock_path(NAME)).with_timeout(Duration::from_secs(120));
     let (status, out, _) = client.exec_collect(ExecRequest {
         argv: vec!["uname".into(), "-sr".into()],
         env: Vec::new(),

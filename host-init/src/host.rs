@@ -14,8 +14,8 @@ use std::time::Duration;
 struct Pid1;
 
 impl Host for Pid1 {
-    fn audited(&self, kind: &str, event: &serde_json::Value) {
-        crate::notify::offer(kind, event);
+    fn audited(&self, event: &paddock_api_types::AuditEvent) {
+        crate::notify::offer(event);
     }
 
     fn wait_exit(&self, pid: u32) -> Exit {

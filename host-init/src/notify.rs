@@ -214,12 +214,15 @@ pub fn start(hook: Webhook) {
 }
 
 /// Queues an audit event (its whole JSON object) if the webhook wants it.
-pub fn offer(event: &str, record: &serde_json::Value) {
+pub fn offer(event: &paddock_api_types::AuditEvent) {
     let Some(r) = RUNNING.get() else { return };
-    if !r.events.contains(event) {
+    if !r.events.contains(&event.event) {
         return;
     }
-    match r.queue.try_send(record.to_string().into_bytes()) {
+    let Ok(body) = serde_json::to_vec(event) else {
+        return;
+    };
+    match r.queue.try_send(body) {
         Ok(()) => {}
         Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
             DROPPED.fetch_add(1, Ordering::Relaxed);

@@ -7,8 +7,20 @@ use crate::args::{
     TlsCommand, TokenCommand, YellowAction,
 };
 use crate::CliError;
-use paddock_api_types::{Deleted, Link, LinkList, MintRequest, MintedToken, TokenList};
-use serde_json::Value;
+use paddock_api_types::{
+    AuditEvents, Deleted, ForensicManifest, KeyStatus, Link, LinkList, MintRequest, MintedToken,
+    RecoverRequest, TlsRotated, TokenList, TokenRotated,
+};
+use serde::{Deserialize, Serialize};
+
+/// What `forensics ID FILE DEST` saved, for scripts: the CLI's own
+/// answer, not the appliance's.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    file: String,
+    bytes: usize,
+    saved: String,
+}
 
 pub fn link(ctx: &Ctx, cmd: LinkCommand) -> Result<(), CliError> {
     let show = |l: &Link| {
@@ -100,12 +112,13 @@ pub fn forensics(ctx: &Ctx, args: ForensicsArgs) -> Result<(), CliError> {
     let name = file.name();
     let data = fetch(file)?;
     if file != SnapshotFile::Manifest {
-        let manifest: Value = serde_json::from_slice(&fetch(SnapshotFile::Manifest)?)
+        let manifest: ForensicManifest = serde_json::from_slice(&fetch(SnapshotFile::Manifest)?)
             .map_err(|e| CliError::Api(format!("the snapshot's manifest: {e}")))?;
-        let want = manifest["files"][name.as_str()]["sha256"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let want = manifest
+            .files
+            .get(&name)
+            .map(|f| f.sha256.clone())
+            .ok_or_else(|| CliError::Api(format!("the snapshot's manifest has no {name}")))?;
         let got: String = <sha2::Sha256 as sha2::Digest>::digest(&data)
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -118,9 +131,13 @@ pub fn forensics(ctx: &Ctx, args: ForensicsArgs) -> Result<(), CliError> {
         }
     }
     std::fs::write(&dest, &data).map_err(|e| CliError::Config(format!("{dest}: {e}")))?;
-    // What was saved, for scripts: the CLI's own answer, not the appliance's.
-    let saved = serde_json::json!({"file": name, "bytes": data.len(), "saved": dest});
-    ctx.show(saved.to_string().as_bytes(), |_: Value| {
+    let saved = Saved {
+        file: name.clone(),
+        bytes: data.len(),
+        saved: dest.clone(),
+    };
+    let saved = serde_json::to_vec(&saved).unwrap_or_default();
+    ctx.show(&saved, |_: Saved| {
         println!("{name}: {} bytes saved to {dest}", data.len())
     })
 }
@@ -174,8 +191,8 @@ pub fn token(ctx: &Ctx, cmd: TokenCommand) -> Result<(), CliError> {
             .map(drop),
         TokenCommand::Rotate { id } => {
             let body = ctx.call("POST", &format!("/v1/tokens/{}/rotate", enc(&id)))?;
-            ctx.show(&body, |v: Value| {
-                println!("{}", v["secret"].as_str().unwrap_or_default());
+            ctx.show(&body, |t: TokenRotated| {
+                println!("{}", t.secret);
                 eprintln!("(shown once; the old secret no longer works)");
             })
         }
@@ -206,8 +223,8 @@ pub fn tls(ctx: &Ctx, cmd: TlsCommand) -> Result<(), CliError> {
         }
         TlsCommand::Rotate => {
             let body = ctx.call("POST", "/v1/tls/rotate")?;
-            ctx.show(&body, |v: Value| {
-                println!("{}", v["fingerprint"].as_str().unwrap_or_default());
+            ctx.show(&body, |t: TlsRotated| {
+                println!("{}", t.fingerprint);
                 eprintln!("(the API restarts with it within 2 s; run `paddock login` with this fingerprint)");
             })
         }
@@ -218,12 +235,9 @@ pub fn keys(ctx: &Ctx, cmd: Option<KeysCommand>) -> Result<(), CliError> {
     match cmd {
         None => {
             let body = ctx.call("GET", "/v1/keys")?;
-            ctx.show(&body, |v: Value| {
-                println!(
-                    "{}: {}",
-                    v["state"].as_str().unwrap_or("?"),
-                    v["detail"].as_str().unwrap_or_default()
-                )
+            ctx.show(&body, |k: KeyStatus| {
+                let state = serde_json::to_value(k.state).unwrap_or_default();
+                println!("{}: {}", state.as_str().unwrap_or("?"), k.detail)
             })
         }
         Some(KeysCommand::Recover) => {
@@ -233,11 +247,11 @@ pub fn keys(ctx: &Ctx, cmd: Option<KeysCommand>) -> Result<(), CliError> {
             std::io::stdin()
                 .read_line(&mut secret)
                 .map_err(|e| CliError::Usage(format!("reading the recovery secret: {e}")))?;
-            let req = serde_json::json!({"recovery_secret": secret.trim()});
+            let req = RecoverRequest {
+                recovery_secret: secret.trim().to_string(),
+            };
             let body = ctx.send("POST", "/v1/keys/recover", &req)?;
-            ctx.show(&body, |v: Value| {
-                println!("{}", v["detail"].as_str().unwrap_or_default())
-            })
+            ctx.show(&body, |k: KeyStatus| println!("{}", k.detail))
         }
     }
 }
@@ -253,9 +267,9 @@ pub fn events(ctx: &Ctx, args: &EventsArgs) -> Result<(), CliError> {
     .filter_map(|(k, v)| v.map(|v| format!("{k}={}", enc(v))))
     .collect();
     let body = ctx.call("GET", &format!("/v1/audit?{}", q.join("&")))?;
-    ctx.show(&body, |v: Value| {
-        for e in v["events"].as_array().into_iter().flatten() {
-            println!("{e}");
+    ctx.show(&body, |list: AuditEvents| {
+        for e in list.events {
+            println!("{}", serde_json::to_string(&e).unwrap_or_default());
         }
     })
 }

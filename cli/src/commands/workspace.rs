@@ -194,13 +194,13 @@ pub fn ttl(ctx: &Ctx, id: &str, ttl: &crate::args::TtlArgs) -> Result<(), CliErr
 
 pub fn quarantine(ctx: &Ctx, id: &str) -> Result<(), CliError> {
     let body = ctx.call("POST", &ws_path(id, "/quarantine"))?;
-    ctx.show(&body, |v: Value| {
+    ctx.show(&body, |q: paddock_api_types::Quarantined| {
         println!(
             "{} quarantined: frozen, {} token(s) revoked, snapshot of {} bytes of memory and {} of disk",
-            v["workspace"]["id"].as_str().unwrap_or("?"),
-            v["revoked_tokens"].as_array().map_or(0, Vec::len),
-            v["snapshot"]["files"]["memory"]["bytes"],
-            v["snapshot"]["files"]["disk"]["bytes"],
+            q.workspace.id,
+            q.revoked_tokens.len(),
+            q.snapshot.files.memory.bytes,
+            q.snapshot.files.disk.bytes,
         )
     })
 }

@@ -3,7 +3,7 @@
 //! the env that goes to execs only.
 
 use super::{error, Control, Outcome};
-use crate::runner;
+use crate::layout;
 use crate::tokens::{Scope, TokenRecord};
 use crate::workspace::WsState;
 use paddock_api_channel::{CallReply, Purpose, Verdict};
@@ -50,7 +50,7 @@ impl Control {
                 format!("workspace {id} is {:?}, not running", ws.state),
             ));
         }
-        let client = paddock_agent_client::AgentClient::new(runner::vsock_path(&ws.id));
+        let client = paddock_agent_client::AgentClient::new(layout::vsock_path(&ws.id));
         let stream = client
             .connect_raw()
             .map_err(|e| error(Verdict::Unavailable, format!("the workspace's agent: {e}")))?;

@@ -211,7 +211,8 @@ fn a_ttl_past_the_quota_is_refused_or_waits_for_an_admin_and_runs_from_the_decis
     assert!(
         changed
             .iter()
-            .any(|e| e["approval"] == id.as_str() && e["token"] == asker_id.as_str()),
+            .any(|e| e.text("approval") == Some(id.as_str())
+                && e.text("token") == Some(asker_id.as_str())),
         "{changed:?}"
     );
     // Decided once: a second decision finds it decided.

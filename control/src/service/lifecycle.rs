@@ -4,6 +4,7 @@
 
 use super::{error, mem_total_mib, reply, store_err, ttl, Control, Outcome, HOST_RESERVE_MIB};
 use crate::audit::now_s;
+use crate::layout;
 use crate::runner;
 use crate::store::WORKSPACES;
 use crate::tokens::{Scope, TokenRecord};
@@ -177,9 +178,9 @@ impl Control {
                 }
             }
             let taken: Vec<u32> = all.iter().map(|w| w.uid).collect();
-            let uid = (runner::WS_UID_BASE..)
+            let uid = (layout::WS_UID_BASE..)
                 .find(|u| !taken.contains(u))
-                .unwrap_or(runner::WS_UID_BASE);
+                .unwrap_or(layout::WS_UID_BASE);
             let now = now_s();
             let id = format!("ws_{}", crate::tokens::random_hex(6));
             let env_sealed = self.seal_env(&id, &spec.env)?;
@@ -255,7 +256,7 @@ impl Control {
         if env.is_empty() {
             return Ok(None);
         }
-        let name = runner::key_name(id);
+        let name = layout::key_name(id);
         let store =
             paddock_keys::store().map_err(|e| error(Verdict::Unavailable, e.to_string()))?;
         let plain = serde_json::to_vec(env).map_err(|e| error(Verdict::Failed, e.to_string()))?;
@@ -294,7 +295,7 @@ impl Control {
         let store =
             paddock_keys::store().map_err(|e| error(Verdict::Unavailable, e.to_string()))?;
         let plain = store
-            .open_sealed(&runner::key_name(&ws.id), sealed)
+            .open_sealed(&layout::key_name(&ws.id), sealed)
             .map_err(|e| {
                 error(
                     Verdict::Unavailable,

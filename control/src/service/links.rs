@@ -38,7 +38,7 @@ impl LinkRecord {
 
 /// A workspace's address on its NIC, if it has one.
 pub fn address(ws: &WorkspaceRecord) -> Option<String> {
-    super::runner::slot(ws).map(|s| s.guest().to_string())
+    ws.slot().map(|s| s.guest().to_string())
 }
 
 impl Control {

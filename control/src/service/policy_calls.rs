@@ -80,7 +80,7 @@ impl Control {
                 .map_err(|e| error(Verdict::Unavailable, e.to_string()))?;
         }
         if req.net_connections_per_s.is_some() {
-            if let Some(slot) = runner::slot(&ws) {
+            if let Some(slot) = ws.slot() {
                 let entry = runner::ws_net(&ws, slot)
                     .map_err(|e| error(Verdict::Unavailable, e.to_string()))?;
                 paddock_net::firewall::set(entry)
@@ -153,7 +153,7 @@ impl Control {
         };
         let before = before.unwrap_or_default();
         if ws.state == WsState::Running {
-            if let Some(slot) = runner::slot(&ws) {
+            if let Some(slot) = ws.slot() {
                 let enforced = runner::ws_net(&ws, slot)
                     .map_err(|e| e.to_string())
                     .and_then(|entry| paddock_net::firewall::set(entry).map_err(|e| e.to_string()));

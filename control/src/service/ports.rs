@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 impl Control {
     /// Puts the record's published ports into the firewall (running only).
     fn apply_published(&self, ws: &WorkspaceRecord) -> Result<(), Outcome> {
-        let slot = runner::slot(ws).ok_or_else(|| {
+        let slot = ws.slot().ok_or_else(|| {
             error(
                 Verdict::Conflict,
                 format!("workspace {} has no network", ws.id),

@@ -84,7 +84,7 @@ impl Control {
             }
             Call::ReadConsole { name } => {
                 self.need(tok, Scope::Admin, what)?;
-                let log = runner::data_dir(&name).join("console.log");
+                let log = crate::layout::data_dir(&name).join("console.log");
                 let text = console::tail(&log, 64 << 10)
                     .map_err(|e| error(Verdict::NotFound, format!("no console of {name}: {e}")))?;
                 Ok(reply(Verdict::Ok, json!({"name": name, "console": text})))
@@ -97,7 +97,7 @@ impl Control {
                         format!("{id} is running; stop it first"),
                     ));
                 }
-                let disk = runner::data_dir(&id).join("disk.img");
+                let disk = crate::layout::data_dir(&id).join("disk.img");
                 if !disk.is_file() {
                     return Err(error(
                         Verdict::NotFound,

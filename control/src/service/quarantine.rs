@@ -6,7 +6,7 @@ use crate::audit::now_s;
 use crate::store::WORKSPACES;
 use crate::tokens::TokenRecord;
 use crate::workspace::{WorkspaceRecord, WsState};
-use crate::{forensics, runner, space};
+use crate::{forensics, layout, space};
 use log::warn;
 use paddock_api_channel::Verdict;
 use serde_json::json;
@@ -34,7 +34,7 @@ impl Control {
                 format!("the VMM of {} is not running", ws.id),
             )
         })?;
-        forensics::freeze(&runner::cgroup_dir(&ws.id))
+        forensics::freeze(&layout::cgroup_dir(&ws.id))
             .map_err(|e| error(Verdict::Failed, e.to_string()))?;
         // Cut its network: without its entry, its tap reaches nothing (not
         // even the resolver) and its open proxied connections find no policy.
@@ -104,7 +104,7 @@ impl Control {
             })?;
         self.audit.record(
             "forensics_taken",
-            json!({"workspace": ws.id, "token": by, "files": manifest["files"]}),
+            json!({"workspace": ws.id, "token": by, "files": manifest.files}),
         );
         Ok(reply(
             Verdict::Ok,

@@ -5,7 +5,7 @@
 
 use super::{error, reply, store_err, Control, Outcome};
 use crate::audit::now_s;
-use crate::runner;
+use crate::layout;
 use crate::secrets::{self, SecretMeta};
 use crate::store::WORKSPACES;
 use crate::tokens::TokenRecord;
@@ -58,7 +58,7 @@ impl Control {
     }
 
     fn seal_values(&self, id: &str, values: &Values) -> Result<Vec<u8>, Outcome> {
-        let name = runner::key_name(id);
+        let name = layout::key_name(id);
         let store =
             paddock_keys::store().map_err(|e| error(Verdict::Unavailable, e.to_string()))?;
         let plain =
@@ -76,7 +76,7 @@ impl Control {
         let store =
             paddock_keys::store().map_err(|e| error(Verdict::Unavailable, e.to_string()))?;
         let plain = store
-            .open_sealed(&runner::key_name(&ws.id), sealed)
+            .open_sealed(&layout::key_name(&ws.id), sealed)
             .map_err(|e| error(Verdict::Unavailable, format!("opening its secrets: {e}")))?;
         serde_json::from_slice(&plain)
             .map_err(|e| error(Verdict::Failed, format!("its sealed secrets: {e}")))

@@ -3,7 +3,7 @@
 //! workspace, and what a failed TTL expiry keeps.
 
 use super::Control;
-use crate::runner::RunError;
+use crate::run_error::RunError;
 use crate::store::WORKSPACES;
 use crate::tokens::hash_secret;
 use crate::workspace::{WorkspaceRecord, WsState};

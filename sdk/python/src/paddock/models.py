@@ -253,15 +253,29 @@ class ForensicFile:
 
 
 @dataclass(frozen=True)
+class ForensicFiles:
+    """The files of a snapshot, each downloaded by its field's name."""
+
+    memory: ForensicFile
+    disk: ForensicFile
+    audit: ForensicFile
+    network: ForensicFile
+
+    def get(self, name: str) -> ForensicFile | None:
+        """A file by the name its download takes."""
+        return getattr(self, name, None) if name in ("memory", "disk", "audit", "network") else None
+
+
+@dataclass(frozen=True)
 class ForensicManifest:
     """What a forensic snapshot holds: each file's size and SHA-256."""
 
     workspace: WorkspaceInfo
     taken_at: int
     taken_by: str
-    files: dict[str, ForensicFile]
+    files: ForensicFiles
     encrypted: bool
-    encryption: str | None = None
+    encryption: str
 
 
 @dataclass(frozen=True)
