@@ -33,7 +33,8 @@ pub use paddock_control::procfs;
 pub mod shutdown;
 pub mod status;
 pub mod storage;
-pub mod tls;
 /// The workspaces' VMMs that run, kept by the control plane; PID 1 counts
 /// them for its screen and stops them all at shutdown.
 pub use paddock_control::workspaces;
+/// The API's TLS identity is the key store's (`paddock-keys`).
+pub use paddock_keys::tls;

@@ -14,6 +14,7 @@ mod files;
 pub mod private_file;
 mod root;
 pub mod secret;
+pub mod tls;
 mod wrap;
 
 use log::{info, warn};

@@ -35,14 +35,14 @@ pub fn fingerprint(cert_der: &[u8]) -> String {
 }
 
 pub fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
-    use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
         .ok()
         .map(|c| c.to_vec())
 }
 
 fn write_private(path: &Path, data: &str) -> Result<(), TlsError> {
-    crate::fsutil::write_private(path, data.as_bytes()).map_err(|source| TlsError::Io {
+    crate::private_file::write_private(path, data.as_bytes()).map_err(|source| TlsError::Io {
         what: "writing",
         path: path.to_path_buf(),
         source,
