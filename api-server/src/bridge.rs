@@ -412,3 +412,9 @@ impl http_body::Body for ApiBody {
         }
     }
 }
+
+/// Where a blocking handler reads the request body and writes its answer.
+pub struct Exchange {
+    pub body: BodyReader,
+    pub out: Responder,
+}

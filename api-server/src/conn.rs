@@ -12,13 +12,13 @@
 use crate::admission::{
     Connection, Refusal, TenantRequest, AUTH_WINDOW, MAX_CONNECTIONS, MAX_PER_ADDRESS,
 };
-use crate::bridge::{ApiBody, BodyReader, Head, Responder};
+use crate::bridge::{ApiBody, BodyReader, Exchange, Head, Responder};
 use crate::dispatch::route;
+use crate::handling::{json_error, MAX_DRAIN};
 use crate::http::{self, HttpError, Request};
 use crate::routes::{self, Route};
-use crate::server::{
-    allowed_methods, call_async, json_error, segments, status_async, Shared, MAX_DRAIN,
-};
+use crate::routes::{allowed_methods, segments};
+use crate::shared::{call_async, status_async, Shared};
 use paddock_api_channel::{Call, Verdict};
 use serde_json::Value;
 use std::net::IpAddr;
@@ -382,12 +382,6 @@ async fn run(
             ))
         }
     }
-}
-
-/// Where a blocking handler reads the request body and writes its answer.
-pub struct Exchange {
-    pub body: BodyReader,
-    pub out: Responder,
 }
 
 /// Whether a request is answered without a token (and so before one is checked).

@@ -3,9 +3,10 @@
 //! .../files?path=` (crate::transfer) removes a file or a tree. Each runs in
 //! the guest as the user the call names, as the file transfers do.
 
-use crate::conn::Exchange;
+use crate::bridge::Exchange;
+use crate::handling::{json_error, open_agent, query};
 use crate::http;
-use crate::server::{json_error, open_agent, query, Shared};
+use crate::shared::Shared;
 use paddock_agent_client::{AgentClient, ClientError};
 use paddock_api_channel::Purpose;
 use paddock_api_types::{DirCreated, DirListing, FileEntry, FileKind};

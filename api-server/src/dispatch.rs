@@ -1,11 +1,12 @@
 //! Each endpoint to its handler: the resolved route (`routes`) to the
 //! call host-init decides, or to the handler that streams.
 
-use crate::conn::Exchange;
+use crate::bridge::Exchange;
 use crate::exec::exec;
+use crate::handling::{json_error, query, read_json};
 use crate::http::{self, status_of};
 use crate::routes::{self, valid_id, Route};
-use crate::server::{call, json_error, query, read_json, Shared};
+use crate::shared::{call, Shared};
 use crate::transfer::{files, forensic_file};
 use paddock_api_channel::{Call, Verdict};
 use serde_json::Value;

@@ -8,9 +8,10 @@
 //! (Paddock cannot pause a workspace yet), egress CIDRs without ports
 //! (Paddock's rules name them), metrics (not yet served in E2B's shape).
 
-use crate::conn::Exchange;
+use crate::bridge::Exchange;
+use crate::handling::{query, read_json};
 use crate::http::{self, status_of};
-use crate::server::{call, query, read_json, Shared};
+use crate::shared::{call, Shared};
 use paddock_api_channel::{Call, Verdict};
 use paddock_api_types::{Egress, Workspace, WorkspaceState};
 use serde::Deserialize;
@@ -482,7 +483,7 @@ pub fn pause(_id: &str) -> (u16, Value) {
 /// `GET /sandboxes/{id}/metrics?start=&end=`: its samples (every 5 s, an
 /// hour kept) as E2B's SandboxMetric list.
 pub fn metrics(shared: &Shared, req: &http::Request, id: &str) -> (u16, Value) {
-    let bound = |k: &str| match crate::server::query(req, k) {
+    let bound = |k: &str| match crate::handling::query(req, k) {
         None => Ok(None),
         Some(v) => v
             .parse::<u64>()

@@ -4,10 +4,10 @@
 //! depth), MakeDir, Move and Remove; watching a directory is
 //! crate::envd_watch's.
 
-use crate::conn::Exchange;
-use crate::envd::{self, rpc_error, unary_body};
+use crate::bridge::Exchange;
+use crate::connect::{self, rpc_error, unary_body};
 use crate::http;
-use crate::server::Shared;
+use crate::shared::Shared;
 use paddock_agent_client::AgentClient;
 use paddock_api_channel::Purpose;
 use paddock_proto::{FileKind, FileStat, User};
@@ -66,7 +66,7 @@ fn agent(
     purpose: Purpose,
     root: bool,
 ) -> Result<AgentClient, (u16, Value)> {
-    let (_, stream) = crate::server::open_agent(shared, &req.bearer, id, purpose)
+    let (_, stream) = crate::handling::open_agent(shared, &req.bearer, id, purpose)
         .map_err(|(status, body)| rpc_error(status, body["error"].as_str().unwrap_or("refused")))?;
     let user = if root { User::Root } else { User::Agent };
     Ok(AgentClient::from_connected(stream).as_user(user))
@@ -87,8 +87,8 @@ fn unary(
     }
     let body = unary_body(req, io)?;
     let parse_err = |e: serde_json::Error| rpc_error(400, e.to_string());
-    let root = envd::envd_root(req);
-    let path_of = |p: &str| envd::absolute(p, root).map_err(|m| rpc_error(400, m));
+    let root = connect::envd_root(req);
+    let path_of = |p: &str| connect::absolute(p, root).map_err(|m| rpc_error(400, m));
     let inspect = |path: &str| Purpose::Inspect {
         path: path.to_string(),
         root,
@@ -105,7 +105,7 @@ fn unary(
             let path = path_of(&r.path)?;
             let st = agent(shared, req, id, inspect(&path), root)?
                 .stat(&path)
-                .map_err(envd::agent_error)?;
+                .map_err(connect::agent_error)?;
             Ok((200, json!({"entry": entry(&path, &st)})))
         }
         "ListDir" => {
@@ -133,10 +133,10 @@ fn unary(
             }
             agent(shared, req, id, modify("mkdir", path.clone(), None), root)?
                 .make_dir(&path, 0o755, true)
-                .map_err(envd::agent_error)?;
+                .map_err(connect::agent_error)?;
             let st = agent(shared, req, id, inspect(&path), root)?
                 .stat(&path)
-                .map_err(envd::agent_error)?;
+                .map_err(connect::agent_error)?;
             Ok((200, json!({"entry": entry(&path, &st)})))
         }
         "Move" => {
@@ -145,10 +145,10 @@ fn unary(
             let purpose = modify("move", from.clone(), Some(to.clone()));
             agent(shared, req, id, purpose, root)?
                 .rename(&from, &to)
-                .map_err(envd::agent_error)?;
+                .map_err(connect::agent_error)?;
             let st = agent(shared, req, id, inspect(&to), root)?
                 .stat(&to)
-                .map_err(envd::agent_error)?;
+                .map_err(connect::agent_error)?;
             Ok((200, json!({"entry": entry(&to, &st)})))
         }
         _ => {
@@ -156,7 +156,7 @@ fn unary(
             let path = path_of(&r.path)?;
             agent(shared, req, id, modify("remove", path.clone(), None), root)?
                 .remove(&path, true)
-                .map_err(envd::agent_error)?;
+                .map_err(connect::agent_error)?;
             Ok((200, json!({})))
         }
     }
@@ -185,7 +185,7 @@ fn list(
     };
     let listed = agent(shared, req, id, purpose, root)?
         .list_dir(path)
-        .map_err(envd::agent_error);
+        .map_err(connect::agent_error);
     let entries = match listed {
         Ok(e) => e,
         Err(e) if top => return Err(e),

@@ -5,10 +5,10 @@
 //! started it (E2B's background commands), bounded by the call's own
 //! `Connect-Timeout-Ms` as envd bounds it; all of it needs the exec scope.
 
-use crate::conn::Exchange;
-use crate::envd::{self, frame, refuse, rpc_error, unary_body, CONTENT_TYPE, END_STREAM};
+use crate::bridge::Exchange;
+use crate::connect::{self, frame, refuse, rpc_error, unary_body, CONTENT_TYPE, END_STREAM};
 use crate::http;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::watch_stream::WatchFormat;
 use paddock_agent_client::{AgentClient, Event, Watch};
 use paddock_api_channel::{ProcessAction, Purpose};
@@ -150,7 +150,7 @@ fn agent(
     id: &str,
     purpose: Purpose,
 ) -> Result<(Value, AgentClient), (u16, Value)> {
-    crate::server::open_agent(shared, bearer, id, purpose)
+    crate::handling::open_agent(shared, bearer, id, purpose)
         .map(|(reply, stream)| (reply, AgentClient::from_connected(stream)))
         .map_err(|(status, body)| rpc_error(status, body["error"].as_str().unwrap_or("refused")))
 }
@@ -179,7 +179,7 @@ fn unary(
                 tag: None,
             };
             let (_, client) = agent(shared, &req.bearer, id, purpose)?;
-            let procs = client.list_procs().map_err(envd::agent_error)?;
+            let procs = client.list_procs().map_err(connect::agent_error)?;
             let processes: Vec<Value> = crate::processes::trusted_procs(procs)
                 .map(|p| {
                     let (cmd, args) = p
@@ -208,7 +208,7 @@ fn unary(
                 bytes: data.len() as u64,
             };
             let (_, client) = agent(shared, &req.bearer, id, process_purpose(action, &to))?;
-            client.input(to, data).map_err(envd::agent_error)?;
+            client.input(to, data).map_err(connect::agent_error)?;
             Ok((200, json!({})))
         }
         "CloseStdin" => {
@@ -216,7 +216,7 @@ fn unary(
             let to = r.process.to_ref()?;
             let purpose = process_purpose(ProcessAction::CloseInput, &to);
             let (_, client) = agent(shared, &req.bearer, id, purpose)?;
-            client.close_input(to).map_err(envd::agent_error)?;
+            client.close_input(to).map_err(connect::agent_error)?;
             Ok((200, json!({})))
         }
         "SendSignal" => {
@@ -237,7 +237,7 @@ fn unary(
             };
             let purpose = process_purpose(ProcessAction::Signal { signal }, &to);
             let (_, client) = agent(shared, &req.bearer, id, purpose)?;
-            client.signal(to, signal).map_err(envd::agent_error)?;
+            client.signal(to, signal).map_err(connect::agent_error)?;
             Ok((200, json!({})))
         }
         "Update" => {
@@ -253,7 +253,7 @@ fn unary(
                 cols: size.cols,
                 rows: size.rows,
             };
-            client.resize(to, size).map_err(envd::agent_error)?;
+            client.resize(to, size).map_err(connect::agent_error)?;
             Ok((200, json!({})))
         }
         other => Err(rpc_error(
@@ -270,7 +270,7 @@ fn start(
     io: &mut Exchange,
     id: &str,
 ) -> Option<(u16, Value)> {
-    let message = match envd::stream_request(req, io) {
+    let message = match connect::stream_request(req, io) {
         Ok(m) => m,
         Err((status, body)) => {
             refuse(
@@ -281,7 +281,7 @@ fn start(
             return None;
         }
     };
-    let start: StartRequest = match crate::server::parse_json(&message) {
+    let start: StartRequest = match crate::handling::parse_json(&message) {
         Ok(s) => s,
         Err((status, body)) => {
             refuse(io, status, body["error"].as_str().unwrap_or("StartRequest"));
@@ -312,7 +312,7 @@ fn start(
             argv,
             env: p.envs.into_iter().collect(),
             cwd: p.cwd.filter(|c| !c.is_empty()),
-            user: if envd::envd_root(req) {
+            user: if connect::envd_root(req) {
                 User::Root
             } else {
                 User::Agent
@@ -342,7 +342,7 @@ fn connect(
     io: &mut Exchange,
     id: &str,
 ) -> Option<(u16, Value)> {
-    let message = match envd::stream_request(req, io) {
+    let message = match connect::stream_request(req, io) {
         Ok(m) => m,
         Err((status, body)) => {
             refuse(
@@ -375,7 +375,7 @@ fn connect(
         tag: None,
     };
     let pty = agent(shared, &req.bearer, id, list)
-        .and_then(|(_, client)| client.list_procs().map_err(envd::agent_error))
+        .and_then(|(_, client)| client.list_procs().map_err(connect::agent_error))
         .map(|procs| {
             procs.iter().any(|p| {
                 p.pty
@@ -392,7 +392,7 @@ fn connect(
             id,
             process_purpose(ProcessAction::Attach, &to),
         )?;
-        Ok((client.attach(to).map_err(envd::agent_error)?, pty))
+        Ok((client.attach(to).map_err(connect::agent_error)?, pty))
     });
     match watched {
         Ok((watch, pty)) => {
@@ -440,7 +440,7 @@ impl WatchFormat for ConnectEvents {
                 &json!({"error": {"code": "deadline_exceeded", "message": "the command ran past its timeout and was killed"}}),
             ),
             Ok(st) => {
-                let mut out = frame(0, &json!({"event": {"end": envd::end_event(st)}}));
+                let mut out = frame(0, &json!({"event": {"end": connect::end_event(st)}}));
                 out.extend(frame(END_STREAM, &json!({})));
                 out
             }
@@ -489,12 +489,12 @@ fn stream_input(
     }
     let mut to: Option<ProcRef> = None;
     let outcome = loop {
-        let message = match envd::next_message(&mut io.body, MAX_INPUT_MESSAGE) {
+        let message = match connect::next_message(&mut io.body, MAX_INPUT_MESSAGE) {
             Ok(Some(m)) => m,
             Ok(None) => break Ok(()),
             Err(e) => break Err(rpc_error(400, e)),
         };
-        let parsed: Message = match crate::server::parse_json(&message) {
+        let parsed: Message = match crate::handling::parse_json(&message) {
             Ok(m) => m,
             Err((status, body)) => {
                 break Err(rpc_error(
@@ -525,7 +525,7 @@ fn stream_input(
                 let (_, client) = agent(shared, &req.bearer, id, process_purpose(action, target))?;
                 client
                     .input(target.clone(), data)
-                    .map_err(envd::agent_error)
+                    .map_err(connect::agent_error)
             }),
             (Message::Keepalive(_), _) => Ok(()),
         };

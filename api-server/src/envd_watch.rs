@@ -7,10 +7,10 @@
 //! What it queues is bounded in bytes, per watcher and in all, since a
 //! guest decides how many events there are and how long their names.
 
-use crate::conn::Exchange;
-use crate::envd::{self, frame, refuse, rpc_error, unary_body, CONTENT_TYPE, END_STREAM};
+use crate::bridge::Exchange;
+use crate::connect::{self, frame, refuse, rpc_error, unary_body, CONTENT_TYPE, END_STREAM};
 use crate::http;
-use crate::server::Shared;
+use crate::shared::Shared;
 use paddock_agent_client::{AgentClient, DirWatch};
 use paddock_api_channel::Purpose;
 use paddock_proto::{FsEvent, FsEventKind, User};
@@ -144,24 +144,24 @@ fn open(
     id: &str,
     body: WatchRequest,
 ) -> Result<DirWatch, (u16, Value)> {
-    let root = envd::envd_root(req);
-    let path = envd::absolute(&body.path, root).map_err(|m| rpc_error(400, m))?;
+    let root = connect::envd_root(req);
+    let path = connect::absolute(&body.path, root).map_err(|m| rpc_error(400, m))?;
     let purpose = Purpose::Inspect {
         path: path.clone(),
         root,
     };
-    let (_, stream) = crate::server::open_agent(shared, &req.bearer, id, purpose)
+    let (_, stream) = crate::handling::open_agent(shared, &req.bearer, id, purpose)
         .map_err(|(status, b)| rpc_error(status, b["error"].as_str().unwrap_or("refused")))?;
     let user = if root { User::Root } else { User::Agent };
     AgentClient::from_connected(stream)
         .as_user(user)
         .watch_dir(&path, body.recursive)
-        .map_err(envd::agent_error)
+        .map_err(connect::agent_error)
 }
 
 /// `WatchDir`: the changes as they come, until the client leaves.
 pub fn stream(shared: &Shared, req: &http::Request, io: &mut Exchange, id: &str) {
-    let parsed = envd::stream_request(req, io).and_then(|m| {
+    let parsed = connect::stream_request(req, io).and_then(|m| {
         serde_json::from_slice::<WatchRequest>(&m).map_err(|e| rpc_error(400, e.to_string()))
     });
     let mut watch = match parsed.and_then(|body| open(shared, req, id, body)) {

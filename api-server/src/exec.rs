@@ -4,9 +4,10 @@
 //! (crate::envd). One runner serves both, each with its own `ExecFormat`.
 
 use crate::admission::Permits;
-use crate::conn::Exchange;
+use crate::bridge::Exchange;
+use crate::handling::{body_refusal, json_error, open_agent, parse_json};
 use crate::http;
-use crate::server::{body_refusal, call, json_error, open_agent, parse_json, Shared};
+use crate::shared::{call, Shared};
 use paddock_api_channel::{Call, Purpose};
 use paddock_api_types::ExecEvent;
 use serde_json::Value;
@@ -26,7 +27,8 @@ static LARGE_BODIES: Permits = Permits::new(8);
 /// A permit to read a body the size of `req`'s, when it may be large (one
 /// of unknown length may be); None when too many are being read at once.
 pub fn large_body_permit(req: &http::Request) -> Option<Option<crate::admission::Permit<'static>>> {
-    let large = req.chunked || req.content_length.unwrap_or(0) > crate::server::MAX_FORWARDED_JSON;
+    let large =
+        req.chunked || req.content_length.unwrap_or(0) > crate::handling::MAX_FORWARDED_JSON;
     match large.then(|| LARGE_BODIES.take(Duration::ZERO)) {
         Some(None) => None,
         Some(Some(permit)) => Some(Some(permit)),
@@ -113,7 +115,8 @@ pub fn exec(
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
     // A body of unknown length may be large.
-    let large = req.chunked || req.content_length.unwrap_or(0) > crate::server::MAX_FORWARDED_JSON;
+    let large =
+        req.chunked || req.content_length.unwrap_or(0) > crate::handling::MAX_FORWARDED_JSON;
     let large = match large.then(|| LARGE_BODIES.take(Duration::ZERO)) {
         Some(None) => {
             return Some(json_error(

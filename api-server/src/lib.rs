@@ -12,6 +12,7 @@
 pub mod admission;
 pub mod bridge;
 pub mod conn;
+pub mod connect;
 pub mod dirs;
 pub mod dispatch;
 pub mod e2b;
@@ -20,6 +21,7 @@ pub mod envd_fs;
 pub mod envd_process;
 pub mod envd_watch;
 pub mod exec;
+pub mod handling;
 pub mod http;
 pub mod multipart;
 pub mod plain;
@@ -28,6 +30,7 @@ pub mod report;
 pub mod routes;
 pub mod sandbox;
 pub mod server;
+pub mod shared;
 pub mod transfer;
 pub mod watch_stream;
 

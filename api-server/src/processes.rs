@@ -6,11 +6,12 @@
 //! body's bytes), `close-input`, `signal` and `resize` act on it. All need
 //! the exec scope; input, closing, signals and watching are audited.
 
-use crate::conn::Exchange;
+use crate::bridge::Exchange;
 use crate::dirs::agent_refusal;
+use crate::handling::{json_error, open_agent, read_json};
 use crate::http;
 use crate::routes::ProcessOp as Op;
-use crate::server::{call, json_error, open_agent, read_json, Shared};
+use crate::shared::{call, Shared};
 use crate::watch_stream::WatchFormat;
 use paddock_agent_client::{AgentClient, Event};
 use paddock_api_channel::{Call, ProcessAction, Purpose};
@@ -125,7 +126,7 @@ pub fn handle(
             }
             let data = match http::read_body(req, &mut io.body, MAX_INPUT) {
                 Ok(d) => d,
-                Err(e) => return Some(crate::server::body_refusal(e, "input")),
+                Err(e) => return Some(crate::handling::body_refusal(e, "input")),
             };
             let action = ProcessAction::Input {
                 bytes: data.len() as u64,

@@ -2,8 +2,9 @@
 //! commands, signals, network) and, while it runs, what the workspace
 //! changed on its disk against its template, asked of its agent here.
 
+use crate::handling::{json_error, open_agent};
 use crate::http::{self, status_of};
-use crate::server::{call, json_error, open_agent, Shared};
+use crate::shared::{call, Shared};
 use paddock_agent_client::AgentClient;
 use paddock_api_channel::{Call, Purpose, Verdict};
 use paddock_api_types::{FileChange, FileChanges, FileKind, WorkspaceReport, WorkspaceState};

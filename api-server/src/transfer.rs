@@ -2,9 +2,10 @@
 //! download through its agent (streamed both ways, never held whole), and
 //! forensic files (from a descriptor host-init opens). Exec is crate::exec.
 
-use crate::conn::Exchange;
+use crate::bridge::Exchange;
+use crate::handling::{body_refusal, json_error, open_agent, query, MAX_FILE};
 use crate::http;
-use crate::server::{body_refusal, call_fd, json_error, open_agent, query, Shared, MAX_FILE};
+use crate::shared::{call_fd, Shared};
 use paddock_api_channel::{Call, Purpose, Verdict};
 use serde_json::Value;
 use std::io::Read;

@@ -3,7 +3,7 @@
 //! process ends or the client leaves; a client leaving ends the watch,
 //! never the process.
 
-use crate::conn::Exchange;
+use crate::bridge::Exchange;
 use crate::http;
 use paddock_agent_client::{Event, Watch};
 use paddock_proto::ExitStatus;

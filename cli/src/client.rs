@@ -336,6 +336,38 @@ impl Response {
     }
 }
 
+/// The API path of workspace `id`'s `rest`.
+pub fn ws_path(id: &str, rest: &str) -> String {
+    format!("/v1/workspaces/{}{rest}", enc(id))
+}
+
+/// Percent-encodes all but the unreserved characters (and '/').
+pub fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_./~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The API's refusal as the CLI reports it: the status and the error
+/// the body names.
+pub fn api_error(answer: &Answer) -> crate::CliError {
+    let msg = match serde_json::from_slice::<paddock_api_types::ErrorBody>(&answer.body) {
+        Ok(e) => e.error,
+        // Not the API's own error (a proxy's page, say): show what came.
+        Err(_) => match String::from_utf8_lossy(&answer.body).trim() {
+            "" => "(an empty answer)".to_string(),
+            text => text.to_string(),
+        },
+    };
+    crate::CliError::Api(format!("{}: {msg}", answer.status))
+}
+
 #[cfg(test)]
 mod tests {
     use super::ClientError;

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use paddock_api_server::envd::unframe;
+use paddock_api_server::connect::unframe;
 use paddock_api_server::multipart::{boundary, FirstPart};
 use paddock_api_server::transfer::Framed;
 use std::io::Read;

@@ -105,7 +105,7 @@ impl Reporter {
     fn report(&self, synced: Option<u64>) -> Result<(), ChannelFault> {
         let _turn = self.turn.lock().unwrap_or_else(|e| e.into_inner());
         let lookups = dns::new_refusals();
-        let connections = proxy::new_refusals();
+        let connections = crate::egress_refusals::new_refusals();
         let chunks = lookups.len().max(connections.len()).div_ceil(REPORT_CHUNK);
         let mut lookups = lookups.into_iter();
         let mut connections = connections.into_iter();
@@ -156,7 +156,7 @@ fn apply(update: Update) {
         Update::Resolvers { upstream, host } => dns::configure(&upstream, &host),
         Update::Forget { id } => {
             dns::forget(&id);
-            proxy::forget(&id);
+            crate::egress_refusals::forget(&id);
         }
         Update::Secrets { id, secrets } => crate::broker::table::set_secrets(id, secrets),
         Update::HostCert { cert } => {

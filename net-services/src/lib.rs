@@ -17,6 +17,7 @@ pub mod broker;
 pub mod child;
 pub mod dns;
 pub mod dns_cache;
+pub mod egress_refusals;
 pub mod fair_share;
 pub mod http_stream;
 pub mod proxy;

@@ -13,8 +13,9 @@
 //! Refusals are counted per workspace; an HTTP client gets a 403 that
 //! says why, a TLS client an `unrecognized_name` alert.
 
+use crate::egress_refusals::refused;
 use crate::fair_share::{FairShare, Permit};
-use crate::http_stream::{Refused, RequestStream};
+use crate::http_stream::RequestStream;
 use crate::sni::{self, Peek};
 use crate::splice::{splice, Allowed, Splice};
 use paddock_net::policy::Egress;
@@ -35,43 +36,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// closed at once (and counted). (A connection is a task and two sockets,
 /// a few KiB while idle; the bound is the descriptors and the fairness.)
 static POOL: FairShare = FairShare::new(4096, 256, 16, 1024);
-/// Refusals logged per workspace; the rest are only counted.
-const MAX_LOGGED: u64 = 20;
-
-pub(super) static REFUSED: crate::refusals::Refusals = crate::refusals::Refusals::new();
-
-/// Refused connections counted since the last call (the network services
-/// process reports them to PID 1, which keeps the totals).
-pub fn new_refusals() -> Vec<(String, u64)> {
-    REFUSED.take_new()
-}
-
-pub fn forget(id: &str) {
-    REFUSED.forget(id);
-}
-
-fn refuse(id: &str, why: &str) {
-    if REFUSED.count(id) <= MAX_LOGGED {
-        log::info!("workspace {id}: egress refused: {why}");
-    }
-}
-
-/// A refused connection, counted and recorded (`net::activity`) with
-/// the name it gave, if any, and where it was aimed.
-fn refused(id: &str, name: &str, dest: Option<SocketAddrV4>, why: &str, logged: &str) {
-    refuse(id, logged);
-    crate::activity::connection(crate::activity::Connection {
-        id,
-        name,
-        dest,
-        denied: Some(why),
-        bytes_up: 0,
-        bytes_down: 0,
-        upstream_failed: false,
-        mismatched: false,
-        brokered: None,
-    });
-}
 
 /// Serves workspaces' redirected connections on `listener` (bound by
 /// PID 1), each as a task on the current runtime, until the listener
@@ -416,31 +380,6 @@ fn policy_allows(peer: Ipv4Addr) -> Allowed {
     Box::new(move |name, port| policy_table::allows(peer, name, port))
 }
 
-/// A plain-HTTP request `splice` refused on workspace `id`'s connection
-/// to `name`: counted, recorded, and audited as a secret's misuse where a
-/// placeholder was the reason.
-pub(super) fn refused_request(id: &str, name: &str, refused: &Refused) {
-    self::refused(id, "", None, &refused.why, &refused.why);
-    let Some(secret) = &refused.secret else {
-        return;
-    };
-    let kind = crate::broker::table::secrets_of(id)
-        .and_then(|all| {
-            all.iter()
-                .find(|s| s.name == *secret)
-                .map(|s| crate::broker::rules::misuse_kind(s, name, false))
-        })
-        .unwrap_or(crate::broker::events::Misuse::OtherHost);
-    crate::broker::events::record(crate::broker::events::SecretEvent {
-        workspace: id.to_string(),
-        secret: secret.clone(),
-        host: name.to_string(),
-        method: String::new(),
-        path: String::new(),
-        misuse: Some(kind),
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -522,7 +461,7 @@ mod tests {
         // its share, and the refusals are counted against it.
         let a: Vec<_> = std::iter::from_fn(|| admit(&POOL, "ws_greedy")).collect();
         assert_eq!(a.len(), 256);
-        assert!(REFUSED.get("ws_greedy") >= 1);
+        assert!(crate::egress_refusals::REFUSED.get("ws_greedy") >= 1);
         // Fifteen more greedy workspaces take the pool down to its reserve
         // (the last four only their floor of the reserve)...
         let others: Vec<Vec<_>> = (0..15)

@@ -341,7 +341,7 @@ impl Checker<'_> {
         match refused {
             None => Forwarded::Sent,
             Some(refused) => {
-                crate::proxy::refused_request(&self.id, &self.name, &refused);
+                crate::egress_refusals::refused_request(&self.id, &self.name, &refused);
                 self.words.post(refused.response());
                 Forwarded::Refused
             }

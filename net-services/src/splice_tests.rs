@@ -137,7 +137,7 @@ fn a_pipelined_request_for_another_name_on_the_same_address_never_reaches_it() {
     assert!(answer.contains("403 Forbidden"), "{answer}");
     assert!(!answer.contains("hello other.test"), "{answer}");
     assert_eq!(*seen.lock().expect("lock"), ["allowed.test"]);
-    assert!(crate::proxy::REFUSED.get("ws_test") >= 1);
+    assert!(crate::egress_refusals::REFUSED.get("ws_test") >= 1);
 }
 
 /// An upstream slower than the proxy's quiet check (seen in CI: the

@@ -25,9 +25,8 @@ pub const REPORT_CHUNK: usize = 256;
 /// Activity records per report: each is at most a name (253 bytes), an
 /// id, an address and a reason, so 64 stay under that cap.
 pub const ACTIVITY_CHUNK: usize = 64;
-/// Secret events per report: each is bounded where it is recorded
-/// (`net::broker::events`) to well under 1 KiB.
-pub const SECRET_EVENT_CHUNK: usize = 32;
+/// Secret events per report (`broker::events`, where each is bounded).
+pub use crate::broker::events::SECRET_EVENT_CHUNK;
 
 /// PID 1 → network services.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]

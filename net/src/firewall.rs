@@ -19,7 +19,6 @@ mod rules;
 
 pub use crate::addressing::{Slot, DNS_PORT, MAX_SLOTS, POOL_PREFIX, PROXY_PORT, REQUESTS_PORT};
 use crate::nft::{Netlink, NftError};
-use crate::policy::Egress;
 use rules::REFUSED;
 pub use rules::{fence_rules, ruleset, Link, ServicesFence};
 use std::collections::BTreeMap;
@@ -27,16 +26,8 @@ use std::net::Ipv4Addr;
 use std::sync::Mutex;
 
 pub const TABLE: &str = "paddock";
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WsNet {
-    pub id: String,
-    pub slot: Slot,
-    pub egress: Egress,
-    /// New connections (and other new flows) per second, all together.
-    pub connections_per_s: u64,
-    /// Published ports: (its port, the uplink's port that reaches it).
-    pub published: Vec<(u16, u16)>,
-}
+/// A workspace's entry (the policy's, which the policy table reads too).
+pub use crate::policy::WsNet;
 
 /// The firewall as host-init keeps it: the workspaces it knows and what
 /// their chains counted before the last rebuild reset them.
@@ -208,6 +199,7 @@ mod tests {
     use super::*;
     use crate::addressing::POOL;
     use crate::nft::{self, Expr, Op, Rule, Verdict};
+    use crate::policy::Egress;
     use crate::policy::FORBIDDEN;
     use crate::policy::{CheckEgress as _, EgressRequest};
 

@@ -255,6 +255,21 @@ pub fn matches(pattern: &str, name: &str) -> bool {
     }
 }
 
+/// A workspace's network as PID 1 decides it: where it sits, where it may
+/// go, how fast it may open connections and which of its ports are
+/// published. The firewall is built from these, and the resolver and proxy
+/// read them through the policy table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WsNet {
+    pub id: String,
+    pub slot: crate::addressing::Slot,
+    pub egress: Egress,
+    /// New connections (and other new flows) per second, all together.
+    pub connections_per_s: u64,
+    /// Published ports: (its port, the uplink's port that reaches it).
+    pub published: Vec<(u16, u16)>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,8 +14,7 @@
 //! replaces the whole map after each change.
 
 use crate::addressing::Slot;
-use crate::firewall::WsNet;
-use crate::policy::Egress;
+use crate::policy::{Egress, WsNet};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::{LazyLock, OnceLock, RwLock};

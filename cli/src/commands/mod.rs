@@ -12,7 +12,6 @@ use crate::args::{Cli, Command};
 use crate::client::{Answer, Api, ClientError};
 use crate::{config, CliError};
 use clap::CommandFactory;
-use paddock_api_types::ErrorBody;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Serialize;
 use std::process::ExitCode;
@@ -161,34 +160,7 @@ pub fn ok(answer: Answer) -> Result<Vec<u8>, CliError> {
     }
 }
 
-pub fn api_error(answer: &Answer) -> CliError {
-    let msg = match serde_json::from_slice::<ErrorBody>(&answer.body) {
-        Ok(e) => e.error,
-        // Not the API's own error (a proxy's page, say): show what came.
-        Err(_) => match String::from_utf8_lossy(&answer.body).trim() {
-            "" => "(an empty answer)".to_string(),
-            text => text.to_string(),
-        },
-    };
-    CliError::Api(format!("{}: {msg}", answer.status))
-}
-
-pub fn ws_path(id: &str, rest: &str) -> String {
-    format!("/v1/workspaces/{}{rest}", enc(id))
-}
-
-/// Percent-encodes all but the unreserved characters (and '/').
-pub fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_./~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
+pub use crate::client::{api_error, enc, ws_path};
 
 #[cfg(test)]
 mod tests {

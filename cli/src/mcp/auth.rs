@@ -154,11 +154,11 @@ fn check(api: &Api) -> Result<(), Refusal> {
         200..=299 | 403 => Ok(()),
         401 => Err(Refusal::Unauthorized(format!(
             "the appliance refuses the token: {}",
-            crate::commands::api_error(&answer)
+            crate::client::api_error(&answer)
         ))),
         _ => Err(Refusal::Unreachable(format!(
             "the appliance could not check the token: {}",
-            crate::commands::api_error(&answer)
+            crate::client::api_error(&answer)
         ))),
     }
 }

@@ -3,7 +3,7 @@
 //! get_command), since a model's tool call should not wait minutes.
 
 use crate::client::Api;
-use crate::commands::{api_error, ws_path};
+use crate::client::{api_error, ws_path};
 use paddock_api_types::{ExecEvent, ExecRequest};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

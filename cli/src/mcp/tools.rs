@@ -4,7 +4,7 @@
 
 use super::jobs::{self, Jobs, Outcome};
 use crate::client::Api;
-use crate::commands::{api_error, enc, ws_path};
+use crate::client::{api_error, enc, ws_path};
 use paddock_api_types::ExecRequest;
 use serde_json::{json, Map, Value};
 use std::sync::{Arc, Mutex};

@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+/// Secret events per report to PID 1: each is bounded here to well under
+/// 1 KiB, so a report of this many stays under the channel's cap.
+pub const SECRET_EVENT_CHUNK: usize = 32;
+
 /// Distinct keys kept between reports, per workspace and in all; past
 /// them, a workspace's new keys are counted under one "(more)" key.
 const MAX_KEYS_PER_WORKSPACE: usize = 64;
@@ -150,7 +154,7 @@ mod tests {
         assert_eq!(flood.iter().map(|(_, n)| n).sum::<u64>(), 10_000);
         assert!(all.iter().any(|(e, _)| e.workspace == "ws_quiet"));
         // Every chunk a report sends fits the channel.
-        for chunk in all.chunks(crate::wire::SECRET_EVENT_CHUNK) {
+        for chunk in all.chunks(SECRET_EVENT_CHUNK) {
             let n = serde_json::to_vec(&chunk).expect("json").len();
             assert!(n < 60 * 1024, "{n}");
         }
