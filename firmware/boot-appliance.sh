@@ -6,10 +6,13 @@
 #
 #   boot-appliance.sh DISK STATE_DIR [--serial FILE] [--port N] [--accel kvm|tcg]
 #                     [--kernel FILE --initrd FILE --append ARGS] [--no-tpm]
-#                     [--forward HOSTPORT:APPLIANCEPORT]...
+#                     [--forward HOSTPORT:APPLIANCEPORT]... [--tap IFNAME]
 #
 # --forward adds a localhost port forwarded to one of the appliance's (a
 # published workspace port, say).
+# --tap puts the NIC on an existing tap device instead of QEMU's user-mode
+# network (no forwards then; the appliance's configuration gives it its
+# address): a test's clients can then come from many addresses.
 # --no-tpm boots without the TPM (its state stays in STATE_DIR untouched):
 # what a box does whose TPM was removed or disabled.
 # --kernel/--initrd/--append boot a kernel directly (still through OVMF)
@@ -28,6 +31,7 @@ accel=
 direct=()
 tpm=1
 forwards=
+tap=
 while [ $# -gt 0 ]; do
     case "$1" in
         --serial) serial="file:${2:?}"; shift 2 ;;
@@ -37,6 +41,9 @@ while [ $# -gt 0 ]; do
         --initrd) direct+=(-initrd "${2:?}"); shift 2 ;;
         --append) direct+=(-append "${2:?}"); shift 2 ;;
         --no-tpm) tpm=0; shift ;;
+        # The uplink on an existing tap device instead of QEMU's user-mode
+        # network (a test's own namespace: clients from many addresses).
+        --tap) tap=${2:?}; shift 2 ;;
         --forward)
             f=${2:?}
             [[ "$f" =~ ^[0-9]+:[0-9]+$ ]] || { echo "boot-appliance: --forward wants HOSTPORT:APPLIANCEPORT" >&2; exit 2; }
@@ -79,12 +86,18 @@ case "$accel" in
     tcg) cpu=(-accel tcg -cpu EPYC -smp 1) ;;
     *) echo "boot-appliance: --accel must be kvm or tcg" >&2; exit 2 ;;
 esac
-echo "boot-appliance: $disk with $accel; API at https://127.0.0.1:$port/" >&2
+if [ -n "$tap" ]; then
+    net=(-netdev tap,id=n0,ifname="$tap",script=no,downscript=no)
+    echo "boot-appliance: $disk with $accel; uplink on tap $tap" >&2
+else
+    net=(-netdev user,id=n0,hostfwd=tcp:127.0.0.1:"$port"-:8443"$forwards")
+    echo "boot-appliance: $disk with $accel; API at https://127.0.0.1:$port/" >&2
+fi
 exec qemu-system-x86_64 -M q35 "${cpu[@]}" -m 4096 \
     -nodefaults -display none -no-reboot \
     -drive if=pflash,format=raw,readonly=on,file="$code" \
     -drive if=pflash,format=raw,file="$state/OVMF_VARS.fd" \
     -drive file="$disk",if=virtio,format=raw \
-    -netdev user,id=n0,hostfwd=tcp:127.0.0.1:"$port"-:8443"$forwards" -device virtio-net-pci,netdev=n0 \
+    "${net[@]}" -device virtio-net-pci,netdev=n0 \
     "${tpm_args[@]}" \
     -serial "$serial" -qmp unix:"$state/qmp.sock",server,nowait "${direct[@]}"

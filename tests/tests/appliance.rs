@@ -28,6 +28,8 @@ mod egress_share;
 mod forensics;
 #[path = "appliance/limits.rs"]
 mod limits;
+#[path = "appliance/load.rs"]
+mod load;
 #[path = "appliance/mcp.rs"]
 mod mcp;
 #[path = "appliance/networks.rs"]
