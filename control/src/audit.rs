@@ -54,10 +54,14 @@ impl AuditLog {
         {
             self.rotate();
         }
-        let fields = match fields {
+        let mut fields = match fields {
             Value::Object(map) => map,
             _ => Map::new(),
         };
+        // The time and kind are the log's own: a field of those names
+        // would write the key twice.
+        fields.remove("ts");
+        fields.remove("event");
         let ev = AuditEvent {
             ts: now_s(),
             event: kind.to_string(),
@@ -150,6 +154,14 @@ mod tests {
             log.read(&[("event".into(), "nothing".into())], 100).len(),
             0
         );
+        // A field named like the log's own keys does not replace them.
+        log.record(
+            "token_revoked",
+            json!({"event": "forged", "ts": 0, "token": "t"}),
+        );
+        let last = log.read(&[], 1);
+        assert_eq!(last[0].event, "token_revoked");
+        assert!(last[0].ts > 0 && !last[0].fields.contains_key("event"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -22,13 +22,18 @@ use std::time::Instant;
 const TAP: &str = "pdkload0";
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const BOX: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
-/// Kept-alive clients asking for health every `ASK_EVERY`, and slow ones.
+/// Kept-alive clients, each asking every `ASK_EVERY` (with a tenant's
+/// token: the API keeps a connection open only while admitted requests
+/// use it, so health pollers cannot hold slots), and slow ones.
 const BUSY: usize = 800;
 const SLOW: usize = 200;
 /// Connections per client address (the API's cap is 64 per address).
 const PER_ADDRESS: usize = 50;
 const LOADERS: usize = 8;
-const ASK_EVERY: Duration = Duration::from_secs(15);
+const ASK_EVERY: Duration = Duration::from_secs(10);
+/// Tenants the busy clients ask as: each loader's requests follow one
+/// another, so no tenant nears its cap of requests in flight.
+const TENANTS: usize = 2;
 /// How long the whole load is held once every connection is open.
 const HOLD: Duration = Duration::from_secs(60);
 
@@ -196,13 +201,10 @@ fn open(config: &Arc<ClientConfig>, from: Ipv4Addr) -> Option<Tls> {
     Some(tls)
 }
 
-/// Asks for health on a kept-alive connection: whether a 200 came back
+/// Sends `request` on a kept-alive connection: whether a 200 came back
 /// whole.
-fn health(c: &mut Tls) -> bool {
-    if c.write_all(b"GET /v1/health HTTP/1.1\r\nHost: paddock.test\r\n\r\n")
-        .and_then(|()| c.flush())
-        .is_err()
-    {
+fn ask(c: &mut Tls, request: &[u8]) -> bool {
+    if c.write_all(request).and_then(|()| c.flush()).is_err() {
         return false;
     }
     let mut got = Vec::new();
@@ -296,6 +298,27 @@ fn the_api_answers_health_and_exec_under_a_thousand_connections_from_twenty_addr
         .as_str()
         .expect("its id")
         .to_string();
+    let requests: Vec<Vec<u8>> = (0..TENANTS)
+        .map(|t| {
+            let (code, body) = ns.curl(&[
+                "-H",
+                &bearer,
+                "--data-binary",
+                &format!(r#"{{"name": "load-{t}", "scopes": ["read"]}}"#),
+                &format!("{base}/v1/tokens"),
+            ]);
+            assert_eq!(code, "201", "a tenant's token: {body}");
+            let secret = json(body.as_bytes())["secret"]
+                .as_str()
+                .expect("its secret")
+                .to_string();
+            format!(
+                "GET /v1/workspaces HTTP/1.1\r\nHost: paddock.test\r\nAuthorization: Bearer {secret}\r\n\r\n"
+            )
+            .into_bytes()
+        })
+        .collect();
+    let requests = Arc::new(requests);
 
     let tls = tls_config();
     let opened = Arc::new(AtomicUsize::new(0));
@@ -304,9 +327,10 @@ fn the_api_answers_health_and_exec_under_a_thousand_connections_from_twenty_addr
     let stop = Arc::new(AtomicBool::new(false));
     let loaders: Vec<_> = (0..LOADERS)
         .map(|l| {
-            let (ns, tls, opened, asked, failed, stop) = (
+            let (ns, tls, requests, opened, asked, failed, stop) = (
                 ns.clone(),
                 tls.clone(),
+                requests.clone(),
                 opened.clone(),
                 asked.clone(),
                 failed.clone(),
@@ -314,31 +338,40 @@ fn the_api_answers_health_and_exec_under_a_thousand_connections_from_twenty_addr
             );
             std::thread::spawn(move || {
                 ns.enter();
+                let request = &requests[l % TENANTS];
                 let share = BUSY / LOADERS;
-                let mut conns: Vec<Tls> = (0..share)
-                    .filter_map(|i| {
-                        let n = l * share + i;
-                        let c = open(&tls, client(n / PER_ADDRESS))
-                            .and_then(|mut c| health(&mut c).then_some(c));
-                        if c.is_none() {
-                            failed.fetch_add(1, Ordering::SeqCst);
+                // Each connection with when it was last asked: opening
+                // them all takes a while, and those opened first must be
+                // asked again before the API's idle limit (30 s) meanwhile.
+                let mut conns: Vec<(Tls, Instant)> = Vec::new();
+                let mut next = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let mut did = false;
+                    for (c, at) in conns.iter_mut() {
+                        if at.elapsed() >= ASK_EVERY {
+                            match ask(c, request) {
+                                true => asked.fetch_add(1, Ordering::SeqCst),
+                                false => failed.fetch_add(1, Ordering::SeqCst),
+                            };
+                            *at = Instant::now();
+                            did = true;
+                        }
+                    }
+                    if next < share {
+                        let from = client((l * share + next) / PER_ADDRESS);
+                        let answered =
+                            open(&tls, from).and_then(|mut c| ask(&mut c, request).then_some(c));
+                        match answered {
+                            Some(c) => conns.push((c, Instant::now())),
+                            None => {
+                                failed.fetch_add(1, Ordering::SeqCst);
+                            }
                         }
                         opened.fetch_add(1, Ordering::SeqCst);
-                        c
-                    })
-                    .collect();
-                while !stop.load(Ordering::SeqCst) {
-                    let round = Instant::now();
-                    for c in conns.iter_mut() {
-                        if stop.load(Ordering::SeqCst) {
-                            break;
-                        }
-                        match health(c) {
-                            true => asked.fetch_add(1, Ordering::SeqCst),
-                            false => failed.fetch_add(1, Ordering::SeqCst),
-                        };
+                        next += 1;
+                    } else if !did {
+                        std::thread::sleep(Duration::from_millis(100));
                     }
-                    std::thread::sleep(ASK_EVERY.saturating_sub(round.elapsed()));
                 }
             })
         })
