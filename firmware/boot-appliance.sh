@@ -43,7 +43,10 @@ while [ $# -gt 0 ]; do
         --no-tpm) tpm=0; shift ;;
         # The uplink on an existing tap device instead of QEMU's user-mode
         # network (a test's own namespace: clients from many addresses).
-        --tap) tap=${2:?}; shift 2 ;;
+        --tap)
+            tap=${2:?}
+            [[ "$tap" =~ ^[A-Za-z0-9_.-]{1,15}$ ]] || { echo "boot-appliance: --tap wants an interface name" >&2; exit 2; }
+            shift 2 ;;
         --forward)
             f=${2:?}
             [[ "$f" =~ ^[0-9]+:[0-9]+$ ]] || { echo "boot-appliance: --forward wants HOSTPORT:APPLIANCEPORT" >&2; exit 2; }
@@ -87,6 +90,7 @@ case "$accel" in
     *) echo "boot-appliance: --accel must be kvm or tcg" >&2; exit 2 ;;
 esac
 if [ -n "$tap" ]; then
+    [ -z "$forwards" ] || echo "boot-appliance: --forward is ignored with --tap" >&2
     net=(-netdev tap,id=n0,ifname="$tap",script=no,downscript=no)
     echo "boot-appliance: $disk with $accel; uplink on tap $tap" >&2
 else

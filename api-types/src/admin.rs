@@ -81,9 +81,10 @@ pub struct ForensicFile {
 }
 
 /// The files a forensic snapshot holds, each fetched by its name from
-/// `GET /v1/workspaces/{id}/forensics/{file}`.
+/// `GET /v1/workspaces/{id}/forensics/{file}`. Unknown fields are kept
+/// out of the way, not refused: a snapshot is evidence read back long
+/// after, by clients older or newer than the box that took it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ForensicFiles {
     /// The guest's memory.
     pub memory: ForensicFile,
@@ -91,8 +92,10 @@ pub struct ForensicFiles {
     pub disk: ForensicFile,
     /// Its audit trail, one event per line.
     pub audit: ForensicFile,
-    /// Its network record, one connection per line.
-    pub network: ForensicFile,
+    /// Its network record, one connection per line (absent from
+    /// snapshots taken before the record existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<ForensicFile>,
 }
 
 impl ForensicFiles {
@@ -102,16 +105,16 @@ impl ForensicFiles {
             "memory" => Some(&self.memory),
             "disk" => Some(&self.disk),
             "audit" => Some(&self.audit),
-            "network" => Some(&self.network),
+            "network" => self.network.as_ref(),
             _ => None,
         }
     }
 }
 
 /// A quarantine's forensic snapshot: what was taken, when, by whom; also
-/// stored beside the files as `manifest.json`.
+/// stored beside the files as `manifest.json` (read leniently, as
+/// `ForensicFiles` says).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ForensicManifest {
     pub workspace: Workspace,
     /// Unix seconds.
@@ -121,7 +124,8 @@ pub struct ForensicManifest {
     pub files: ForensicFiles,
     /// Memory and disk are stored encrypted (docs/keys.md).
     pub encrypted: bool,
-    /// How, in words.
+    /// How, in words (absent from the earliest snapshots).
+    #[serde(default)]
     pub encryption: String,
 }
 

@@ -395,7 +395,7 @@ fn answer_types_name_the_documented_fields() {
         memory: file.clone(),
         disk: file.clone(),
         audit: file.clone(),
-        network: file,
+        network: Some(file),
     };
     assert_eq!(keys(&files), properties("ForensicFiles"));
     let manifest = ForensicManifest {

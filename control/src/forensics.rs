@@ -462,7 +462,7 @@ pub fn snapshot(
                 memory,
                 disk,
                 audit,
-                network,
+                network: Some(network),
             },
             encrypted: true,
             encryption: "memory and disk: AES-256-XTS, one key each, wrapped under the TPM-rooted key store (docs/keys.md)".to_string(),

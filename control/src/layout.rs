@@ -18,7 +18,8 @@ pub const DEMO_NAME: &str = "demo";
 
 /// Group allowed to use /dev/kvm and read the template partition.
 pub const VM_GID: u32 = 901;
-pub const CGROUP_ROOT: &str = "/sys/fs/cgroup/paddock";
+/// Where every workspace's cgroup is made.
+pub(crate) const CGROUP_ROOT: &str = "/sys/fs/cgroup/paddock";
 
 /// Where workspaces' disks live, one directory each.
 pub const WORKSPACES_DIR: &str = "/data/workspaces";

@@ -133,7 +133,10 @@ impl Appliance {
 
     /// Boots with QEMU started through `prefix` (e.g. `ip netns exec NAME`,
     /// for a fake internet: its user-mode network then opens connections
-    /// inside that namespace).
+    /// inside that namespace). With `--tap` among `extra` the uplink is
+    /// that tap, and `port`, `plain_port` and the calls through them
+    /// (`api`, `https_get`) reach nothing: the caller speaks to the address
+    /// it configured.
     pub fn boot_in(
         disk: &Path,
         state: &Path,

@@ -8,10 +8,18 @@ use crate::args::{
 };
 use crate::CliError;
 use paddock_api_types::{
-    AuditEvents, Deleted, ForensicManifest, KeyStatus, Link, LinkList, MintRequest, MintedToken,
+    AuditEvents, Deleted, ForensicFile, KeyStatus, Link, LinkList, MintRequest, MintedToken,
     RecoverRequest, TlsRotated, TokenList, TokenRotated,
 };
 use serde::{Deserialize, Serialize};
+
+/// What a download is checked against: each file's hash in the snapshot's
+/// manifest (`ForensicManifest`), read alone so that snapshots taken by
+/// other versions, which the evidence outlives, still check.
+#[derive(Deserialize)]
+struct ManifestFiles {
+    files: std::collections::BTreeMap<String, ForensicFile>,
+}
 
 /// What `forensics ID FILE DEST` saved, for scripts: the CLI's own
 /// answer, not the appliance's.
@@ -112,7 +120,7 @@ pub fn forensics(ctx: &Ctx, args: ForensicsArgs) -> Result<(), CliError> {
     let name = file.name();
     let data = fetch(file)?;
     if file != SnapshotFile::Manifest {
-        let manifest: ForensicManifest = serde_json::from_slice(&fetch(SnapshotFile::Manifest)?)
+        let manifest: ManifestFiles = serde_json::from_slice(&fetch(SnapshotFile::Manifest)?)
             .map_err(|e| CliError::Api(format!("the snapshot's manifest: {e}")))?;
         let want = manifest
             .files

@@ -50,7 +50,7 @@ pub(crate) fn dump_from_data(disk: &Path, inner: &str, out: &Path) -> Vec<u8> {
 /// of a new box without a TPM): disks encrypted with their own keys,
 /// sealed to the boot state, erased for good.
 #[test]
-pub(crate) fn workspace_disks_are_encrypted_sealed_to_the_boot_state_and_erased_for_good() {
+fn workspace_disks_are_encrypted_sealed_to_the_boot_state_and_erased_for_good() {
     let dir = scratch("keys");
     let disk = fresh_disk(&dir);
     let state = dir.join("state");

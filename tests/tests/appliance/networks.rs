@@ -9,7 +9,7 @@ use super::*;
 /// resolver, forbidden addresses, isolation from each other, policy
 /// changes on a running workspace, and the counters and audit that show it.
 #[test]
-pub(crate) fn workspace_networks_deny_by_default_and_open_only_what_is_listed() {
+fn workspace_networks_deny_by_default_and_open_only_what_is_listed() {
     let net = FakeNet::create().expect("the fake internet (needs root and ip(8))");
     let dir = scratch("network");
     let disk = fresh_disk(&dir);

@@ -259,11 +259,19 @@ class ForensicFiles:
     memory: ForensicFile
     disk: ForensicFile
     audit: ForensicFile
-    network: ForensicFile
+    network: ForensicFile | None = None
+    """Absent from snapshots taken before the network record existed."""
 
     def get(self, name: str) -> ForensicFile | None:
         """A file by the name its download takes."""
         return getattr(self, name, None) if name in ("memory", "disk", "audit", "network") else None
+
+    def __getitem__(self, name: str) -> ForensicFile:
+        """``files["memory"]``, as when ``files`` was a mapping."""
+        f = self.get(name)
+        if f is None:
+            raise KeyError(name)
+        return f
 
 
 @dataclass(frozen=True)
@@ -275,7 +283,7 @@ class ForensicManifest:
     taken_by: str
     files: ForensicFiles
     encrypted: bool
-    encryption: str
+    encryption: str | None = None
 
 
 @dataclass(frozen=True)
