@@ -8,6 +8,9 @@
 //! their own; the figures printed are for reading, not asserted.
 
 use super::*;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use nix::sched::{setns, CloneFlags};
 use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -22,20 +25,19 @@ use std::time::Instant;
 const TAP: &str = "pdkload0";
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const BOX: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
-/// Kept-alive clients, each asking every `ASK_EVERY` (with a tenant's
-/// token: the API keeps a connection open only while admitted requests
-/// use it, so health pollers cannot hold slots), and slow ones.
+/// Kept-alive clients on HTTP/2, each asking every `ASK_EVERY` with a
+/// tenant's token (the API keeps a connection open only while admitted
+/// requests use it, so health pollers cannot hold slots: 30 s on HTTP/2,
+/// 10 s on HTTP/1.1), and slow ones on HTTP/1.1.
 const BUSY: usize = 800;
 const SLOW: usize = 200;
 /// Connections per client address (the API's cap is 64 per address).
 const PER_ADDRESS: usize = 50;
 const LOADERS: usize = 8;
 const ASK_EVERY: Duration = Duration::from_secs(20);
-/// Each loader opens a connection at most this often (16 a second in all):
-/// the emulated appliance (one TCG vCPU) takes a handshake and a first
-/// request at that pace within the API's 10 s head deadline; faster, the
-/// queue of handshakes outgrows it and the API cuts what it cannot serve in
-/// time, as it should.
+/// Each loader opens a connection at most this often (16 a second in
+/// all), a pace the emulated appliance (one TCG vCPU) serves while it
+/// answers the connections already open.
 const OPEN_EVERY: Duration = Duration::from_millis(500);
 /// Tenants the busy clients ask as: each loader's requests follow one
 /// another, so no tenant nears its cap of requests in flight.
@@ -190,7 +192,7 @@ impl ServerCertVerifier for AnyCert {
     }
 }
 
-fn tls_config() -> Arc<ClientConfig> {
+fn tls_config(alpn: &[u8]) -> Arc<ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -198,7 +200,7 @@ fn tls_config() -> Arc<ClientConfig> {
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Arc::new(config)
 }
 
@@ -206,7 +208,9 @@ type Tls = StreamOwned<ClientConnection, TcpStream>;
 
 /// A TLS connection to the API from `from` (in the namespace the calling
 /// thread is in), its handshake done; or why not.
-fn open(config: &Arc<ClientConfig>, from: Ipv4Addr) -> Result<Tls, String> {
+/// A TCP connection to the API from `from` (in the namespace the calling
+/// thread is in).
+fn tcp_from(from: Ipv4Addr) -> Result<TcpStream, String> {
     let fd = socket(
         AddressFamily::Inet,
         SockType::Stream,
@@ -224,9 +228,12 @@ fn open(config: &Arc<ClientConfig>, from: Ipv4Addr) -> Result<Tls, String> {
         &SockaddrIn::from(SocketAddrV4::new(BOX, 8443)),
     )
     .map_err(|e| format!("connect from {from}: {e}"))?;
-    let sock = TcpStream::from(fd);
-    // Under the API's idle limit (30 s): one answer that slow would
-    // leave a loader's other connections idle past it.
+    Ok(TcpStream::from(fd))
+}
+
+/// A slow client's HTTP/1.1 connection, its TLS handshake done.
+fn open(config: &Arc<ClientConfig>, from: Ipv4Addr) -> Result<Tls, String> {
+    let sock = tcp_from(from)?;
     let timeout = Some(Duration::from_secs(20));
     sock.set_read_timeout(timeout)
         .and_then(|()| sock.set_write_timeout(timeout))
@@ -240,36 +247,68 @@ fn open(config: &Arc<ClientConfig>, from: Ipv4Addr) -> Result<Tls, String> {
     Ok(tls)
 }
 
-/// Sends `request` on a kept-alive connection: whether a 200 came back
-/// whole.
-fn ask(c: &mut Tls, request: &[u8]) -> Result<(), String> {
-    c.write_all(request)
-        .and_then(|()| c.flush())
-        .map_err(|e| format!("sending: {e}"))?;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match c.read(&mut buf) {
-            Ok(0) => return Err(format!("closed after {} bytes of the answer", got.len())),
-            Err(e) => return Err(format!("reading after {} bytes: {e}", got.len())),
-            Ok(n) => got.extend_from_slice(&buf[..n]),
+/// A busy client's connection: HTTP/2, which the API keeps open 30 s
+/// between requests (an HTTP/1.1 connection only 10 s: the head deadline).
+type H2 = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
+
+/// How long one step of a busy client may take before it counts as failed.
+const STEP: Duration = Duration::from_secs(20);
+
+async fn open_h2(config: &Arc<ClientConfig>, from: Ipv4Addr) -> Result<H2, String> {
+    let sock = tcp_from(from)?;
+    sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let tcp = tokio::net::TcpStream::from_std(sock).map_err(|e| e.to_string())?;
+    let name = ServerName::try_from("paddock.test").map_err(|e| e.to_string())?;
+    let tls = tokio::time::timeout(
+        STEP,
+        tokio_rustls::TlsConnector::from(config.clone()).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| format!("TLS handshake from {from}: no answer in {STEP:?}"))?
+    .map_err(|e| format!("TLS handshake from {from}: {e}"))?;
+    let (send, conn) = tokio::time::timeout(
+        STEP,
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)),
+    )
+    .await
+    .map_err(|_| format!("HTTP/2 from {from}: no settings in {STEP:?}"))?
+    .map_err(|e| format!("HTTP/2 from {from}: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(send)
+}
+
+/// One request on a busy client's connection: Ok when a 200 came back
+/// whole, or why not.
+async fn ask_h2(send: &mut H2, bearer: &str) -> Result<(), String> {
+    let step = async {
+        send.ready()
+            .await
+            .map_err(|e| format!("the connection: {e}"))?;
+        let request = hyper::Request::get("https://paddock.test/v1/workspaces")
+            .header(hyper::header::AUTHORIZATION, bearer)
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let answer = send
+            .send_request(request)
+            .await
+            .map_err(|e| format!("the request: {e}"))?;
+        let status = answer.status();
+        let body = answer
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("the answer's body: {e}"))?
+            .to_bytes();
+        match status.as_u16() {
+            200 => Ok(()),
+            code => Err(format!("{code}: {}", String::from_utf8_lossy(&body))),
         }
-        let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
-            continue;
-        };
-        let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
-        let len = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .ok_or_else(|| format!("an answer without a length: {head}"))?;
-        if got.len() >= end + 4 + len {
-            return match head.starts_with("http/1.1 200") {
-                true => Ok(()),
-                false => Err(String::from_utf8_lossy(&got).into_owned()),
-            };
-        }
-    }
+    };
+    tokio::time::timeout(STEP, step)
+        .await
+        .map_err(|_| format!("no answer in {STEP:?}"))?
 }
 
 /// The first few failures, kept to say why.
@@ -350,7 +389,7 @@ fn the_api_answers_health_and_exec_under_a_thousand_connections_from_twenty_addr
         .as_str()
         .expect("its id")
         .to_string();
-    let requests: Vec<Vec<u8>> = (0..TENANTS)
+    let bearers: Vec<String> = (0..TENANTS)
         .map(|t| {
             let (code, body) = ns.curl(&[
                 "-H",
@@ -364,25 +403,23 @@ fn the_api_answers_health_and_exec_under_a_thousand_connections_from_twenty_addr
                 .as_str()
                 .expect("its secret")
                 .to_string();
-            format!(
-                "GET /v1/workspaces HTTP/1.1\r\nHost: paddock.test\r\nAuthorization: Bearer {secret}\r\n\r\n"
-            )
-            .into_bytes()
+            format!("Bearer {secret}")
         })
         .collect();
-    let requests = Arc::new(requests);
+    let bearers = Arc::new(bearers);
 
-    let tls = tls_config();
+    let tls = tls_config(b"http/1.1");
+    let h2 = tls_config(b"h2");
     let opened = Arc::new(AtomicUsize::new(0));
     let asked = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(Failures::default());
     let stop = Arc::new(AtomicBool::new(false));
     let threads: Vec<_> = (0..LOADERS)
         .map(|l| {
-            let (netns, tls, requests, opened, asked, failed, stop) = (
+            let (netns, h2, bearers, opened, asked, failed, stop) = (
                 netns.clone(),
-                tls.clone(),
-                requests.clone(),
+                h2.clone(),
+                bearers.clone(),
                 opened.clone(),
                 asked.clone(),
                 failed.clone(),
@@ -390,43 +427,50 @@ fn the_api_answers_health_and_exec_under_a_thousand_connections_from_twenty_addr
             );
             std::thread::spawn(move || {
                 enter(&netns);
-                let request = &requests[l % TENANTS];
+                let bearer = &bearers[l % TENANTS];
                 let share = BUSY / LOADERS;
-                // Each connection with when it was last asked: opening
-                // them all takes a while, and those opened first must be
-                // asked again before the API's idle limit (30 s) meanwhile.
-                let mut conns: Vec<(Tls, Instant)> = Vec::new();
-                let mut next = 0;
-                let mut last_open = Instant::now() - OPEN_EVERY;
-                while !stop.load(Ordering::SeqCst) {
-                    let mut did = false;
-                    for (c, at) in conns.iter_mut() {
-                        if at.elapsed() >= ASK_EVERY {
-                            match ask(c, request) {
-                                Ok(()) => {
-                                    asked.fetch_add(1, Ordering::SeqCst);
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime");
+                rt.block_on(async {
+                    // Each connection with when it was last asked: opening
+                    // them all takes a while, and those opened first must
+                    // be asked again before the API's idle limit meanwhile.
+                    let mut conns: Vec<(H2, Instant)> = Vec::new();
+                    let mut next = 0;
+                    let mut last_open = Instant::now() - OPEN_EVERY;
+                    while !stop.load(Ordering::SeqCst) {
+                        let mut did = false;
+                        for (c, at) in conns.iter_mut() {
+                            if at.elapsed() >= ASK_EVERY {
+                                match ask_h2(c, bearer).await {
+                                    Ok(()) => {
+                                        asked.fetch_add(1, Ordering::SeqCst);
+                                    }
+                                    Err(why) => failed.add(why),
                                 }
+                                *at = Instant::now();
+                                did = true;
+                            }
+                        }
+                        if next < share && last_open.elapsed() >= OPEN_EVERY {
+                            last_open = Instant::now();
+                            let from = client((l * share + next) / PER_ADDRESS);
+                            match open_h2(&h2, from).await {
+                                Ok(mut c) => match ask_h2(&mut c, bearer).await {
+                                    Ok(()) => conns.push((c, Instant::now())),
+                                    Err(why) => failed.add(why),
+                                },
                                 Err(why) => failed.add(why),
                             }
-                            *at = Instant::now();
-                            did = true;
+                            opened.fetch_add(1, Ordering::SeqCst);
+                            next += 1;
+                        } else if !did {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                     }
-                    if next < share && last_open.elapsed() >= OPEN_EVERY {
-                        last_open = Instant::now();
-                        let from = client((l * share + next) / PER_ADDRESS);
-                        let answered =
-                            open(&tls, from).and_then(|mut c| ask(&mut c, request).map(|()| c));
-                        match answered {
-                            Ok(c) => conns.push((c, Instant::now())),
-                            Err(why) => failed.add(why),
-                        }
-                        opened.fetch_add(1, Ordering::SeqCst);
-                        next += 1;
-                    } else if !did {
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                }
+                });
             })
         })
         .collect();
