@@ -1,22 +1,24 @@
-//! One HTTPS request per connection to the appliance's API, with the body
+//! One HTTPS request per connection to the appliance's API, on hyper's
+//! HTTP/1.1 client over tokio-rustls with the pinning verifier, the body
 //! either read whole or streamed (chunked NDJSON for exec).
 //!
 //! A body counts only when it is known to be complete: as long as its
 //! Content-Length, up to the last chunk, or (with neither) up to a TLS
 //! close_notify. Anything in the path can cut a TCP connection, and a
 //! download cut short must fail rather than leave a shorter file behind.
+//! hyper enforces the framing; this module says which way an answer was
+//! cut, and what was missed.
 
 use crate::pinned::Pinned;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::TcpStream;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use std::time::Duration;
 
-const MAX_HEAD: u64 = 64 * 1024;
-const MAX_CHUNK: usize = 16 << 20;
-/// What a Content-Length may make us reserve up front; the rest grows as
-/// bytes actually arrive, so a lying header cannot exhaust memory.
-const MAX_PREALLOC: u64 = 1 << 20;
+/// Largest answer head read.
+const MAX_HEAD: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -57,7 +59,13 @@ enum Framing {
 pub struct Response {
     pub status: u16,
     framing: Framing,
-    reader: Box<dyn BufRead>,
+    body: Incoming,
+    /// Bytes of the body handed out so far.
+    received: u64,
+    /// How long a read may wait; None: as long as the stream is silent.
+    wait: Option<Duration>,
+    /// Drives the connection while a read waits (its task is on it).
+    rt: tokio::runtime::Runtime,
 }
 
 /// A whole answer: its status and its body exactly as sent.
@@ -83,6 +91,25 @@ pub fn parse_url(url: &str) -> Result<(String, u16), ClientError> {
         return Err(ClientError::Url(url.into()));
     }
     Ok((host, port))
+}
+
+/// Waits for `f` on `rt`, at most `wait`.
+fn block<T>(
+    rt: &tokio::runtime::Runtime,
+    wait: Option<Duration>,
+    f: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
+    rt.block_on(async {
+        match wait {
+            Some(w) => tokio::time::timeout(w, f).await.unwrap_or_else(|_| {
+                Err(ClientError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer in {} s", w.as_secs()),
+                )))
+            }),
+            None => f.await,
+        }
+    })
 }
 
 impl Api {
@@ -112,14 +139,59 @@ impl Api {
         method: &str,
         path: &str,
         body: Option<&[u8]>,
-        read_timeout: Option<Duration>,
+        wait: Option<Duration>,
     ) -> Result<Response, ClientError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let request = self.build(method, path, body)?;
+        let (status, framing, body) = block(&rt, wait, self.send(request))?;
+        Ok(Response {
+            status,
+            framing,
+            body,
+            received: 0,
+            wait,
+            rt,
+        })
+    }
+
+    fn build(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<hyper::Request<Full<Bytes>>, ClientError> {
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, &self.host)
+            .header(hyper::header::CONNECTION, "close");
+        if !self.token.is_empty() {
+            request = request.header(
+                hyper::header::AUTHORIZATION,
+                format!("Bearer {}", self.token),
+            );
+        }
+        let body = Bytes::copy_from_slice(body.unwrap_or_default());
+        request
+            .header(hyper::header::CONTENT_LENGTH, body.len())
+            .body(Full::new(body))
+            .map_err(|e| ClientError::Protocol(format!("the request: {e}")))
+    }
+
+    async fn send(
+        &self,
+        request: hyper::Request<Full<Bytes>>,
+    ) -> Result<(u16, Framing, Incoming), ClientError> {
         let addr = format!("{}:{}", self.host, self.port);
-        let tcp = TcpStream::connect(&addr).map_err(|source| ClientError::Connect {
-            addr: addr.clone(),
-            source,
-        })?;
-        tcp.set_read_timeout(read_timeout)?;
+        let tcp = tokio::net::TcpStream::connect(&addr)
+            .await
+            .map_err(|source| ClientError::Connect {
+                addr: addr.clone(),
+                source,
+            })?;
+        let _ = tcp.set_nodelay(true);
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -131,47 +203,27 @@ impl Api {
         // The name is not checked (the pin is); any valid DNS name will do.
         let name = rustls::pki_types::ServerName::try_from("paddock")
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let conn = rustls::ClientConnection::new(Arc::new(config), name)
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await?;
+        let (mut send, conn) = hyper::client::conn::http1::Builder::new()
+            .max_buf_size(MAX_HEAD.max(8192))
+            .handshake(TokioIo::new(tls))
+            .await
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let mut tls = rustls::StreamOwned::new(conn, tcp);
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-            self.host
-        );
-        if !self.token.is_empty() {
-            head.push_str(&format!("Authorization: Bearer {}\r\n", self.token));
-        }
-        head.push_str(&format!(
-            "Content-Length: {}\r\n\r\n",
-            body.map_or(0, <[u8]>::len)
-        ));
-        tls.write_all(head.as_bytes())?;
-        if let Some(b) = body {
-            tls.write_all(b)?;
-        }
-        tls.flush()?;
-        let mut reader: Box<dyn BufRead> = Box::new(BufReader::new(tls));
-        let mut raw = Vec::new();
-        loop {
-            let left = MAX_HEAD.saturating_sub(raw.len() as u64);
-            let n = (&mut reader).take(left).read_until(b'\n', &mut raw)?;
-            if n == 0 || raw.ends_with(b"\r\n\r\n") {
-                break;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let answer = send.send_request(request).await.map_err(|e| {
+            if e.is_parse() || e.is_parse_status() {
+                ClientError::Protocol(e.to_string())
+            } else {
+                ClientError::Cut(format!("before the answer's head: {e}"))
             }
-        }
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut resp = httparse::Response::new(&mut headers);
-        match resp.parse(&raw) {
-            Ok(httparse::Status::Complete(_)) => {}
-            _ => return Err(ClientError::Protocol("no complete response head".into())),
-        }
-        let status = resp.code.unwrap_or(0);
-        let framing = framing(status, resp.headers)?;
-        Ok(Response {
-            status,
-            framing,
-            reader,
-        })
+        })?;
+        let status = answer.status().as_u16();
+        let framing = framing(status, answer.headers())?;
+        Ok((status, framing, answer.into_body()))
     }
 
     /// A request and its whole answer.
@@ -190,36 +242,32 @@ impl Api {
     }
 }
 
-/// RFC 9112 §6.3: chunked wins over a Content-Length; copies of a
-/// Content-Length that disagree make the answer unreadable.
-fn framing(status: u16, headers: &[httparse::Header<'_>]) -> Result<Framing, ClientError> {
+/// How the answer's body ends (hyper has already refused what RFC 9112
+/// makes unreadable: lengths that disagree or do not parse).
+fn framing(status: u16, headers: &hyper::HeaderMap) -> Result<Framing, ClientError> {
     if (100..200).contains(&status) || status == 204 || status == 304 {
         return Ok(Framing::Length(0));
     }
-    let value = |name: &'static str| {
-        headers
-            .iter()
-            .filter(move |h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
-    };
-    if value("transfer-encoding").any(|v| v.to_ascii_lowercase().contains("chunked")) {
+    let chunked = headers
+        .get_all(hyper::header::TRANSFER_ENCODING)
+        .iter()
+        .any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.to_ascii_lowercase().contains("chunked"))
+        });
+    if chunked {
         return Ok(Framing::Chunked);
     }
-    let mut length = None;
-    for v in value("content-length") {
-        let n = v
-            .parse::<u64>()
+    match headers.get(hyper::header::CONTENT_LENGTH) {
+        None => Ok(Framing::Close),
+        Some(v) => v
+            .to_str()
             .ok()
-            .filter(|_| v.bytes().all(|b| b.is_ascii_digit()))
-            .ok_or_else(|| ClientError::Protocol(format!("Content-Length {v:?}")))?;
-        if length.is_some_and(|l| l != n) {
-            return Err(ClientError::Protocol(
-                "Content-Lengths that disagree".into(),
-            ));
-        }
-        length = Some(n);
+            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|v| v.parse().ok())
+            .map(Framing::Length)
+            .ok_or_else(|| ClientError::Protocol(format!("Content-Length {v:?}"))),
     }
-    Ok(length.map_or(Framing::Close, Framing::Length))
 }
 
 impl Response {
@@ -236,7 +284,6 @@ impl Response {
                     "the answer is {n} bytes, more than the {max} asked for"
                 )));
             }
-            return self.body();
         }
         let mut out = Vec::new();
         while let Some(c) = self.next_chunk()? {
@@ -252,87 +299,44 @@ impl Response {
 
     /// The whole body, or an error if it did not all arrive.
     pub fn body(&mut self) -> Result<Vec<u8>, ClientError> {
-        match self.framing {
-            Framing::Chunked => {
-                let mut out = Vec::new();
-                while let Some(c) = self.next_chunk()? {
-                    out.extend(c);
-                }
-                Ok(out)
-            }
-            Framing::Length(expected) => {
-                let mut out = Vec::with_capacity(expected.min(MAX_PREALLOC) as usize);
-                // rustls reports a TCP close without close_notify as
-                // UnexpectedEof; the count below says what was missed.
-                match (&mut self.reader).take(expected).read_to_end(&mut out) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == ErrorKind::UnexpectedEof => {}
-                    Err(e) => return Err(e.into()),
-                }
-                let received = out.len() as u64;
-                if received < expected {
-                    return Err(ClientError::ShortBody { expected, received });
-                }
-                Ok(out)
-            }
-            Framing::Close => {
-                let mut out = Vec::new();
-                match self.reader.read_to_end(&mut out) {
-                    Ok(_) => Ok(out),
-                    Err(e) if e.kind() == ErrorKind::UnexpectedEof => Err(ClientError::Cut(
-                        format!(
-                            "the connection closed without TLS close_notify after {} bytes of a body with no length",
-                            out.len()
-                        ),
-                    )),
-                    Err(e) => Err(e.into()),
-                }
-            }
+        let mut out = Vec::new();
+        while let Some(c) = self.next_chunk()? {
+            out.extend(c);
         }
+        Ok(out)
     }
 
-    /// The next chunk of a chunked body; None at its end.
+    /// The next piece of the body as it arrives; None at its end, an error
+    /// if the connection ended before the body did.
     pub fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, ClientError> {
-        let cut = |e: std::io::Error| {
-            if e.kind() == ErrorKind::UnexpectedEof {
-                ClientError::Cut("the connection closed before the body's last chunk".into())
-            } else {
-                e.into()
-            }
+        let (framing, received) = (self.framing, self.received);
+        let cut = move |e: hyper::Error| {
+            match framing {
+            Framing::Length(expected) => ClientError::ShortBody { expected, received },
+            Framing::Chunked => ClientError::Cut(format!(
+                "the connection closed before the body's last chunk ({e})"
+            )),
+            Framing::Close => ClientError::Cut(format!(
+                "the connection closed without TLS close_notify after {received} bytes of a body with no length"
+            )),
+        }
         };
-        let mut line = Vec::new();
-        let n = (&mut self.reader)
-            .take(1024)
-            .read_until(b'\n', &mut line)
-            .map_err(cut)?;
-        if n == 0 {
-            return Err(cut(ErrorKind::UnexpectedEof.into()));
+        let body = &mut self.body;
+        loop {
+            let frame = block(&self.rt, self.wait, async {
+                body.frame().await.transpose().map_err(cut)
+            })?;
+            let Some(frame) = frame else {
+                return Ok(None);
+            };
+            // Trailers carry nothing for us; only data counts.
+            if let Ok(data) = frame.into_data() {
+                if !data.is_empty() {
+                    self.received += data.len() as u64;
+                    return Ok(Some(data.to_vec()));
+                }
+            }
         }
-        let text = String::from_utf8_lossy(&line);
-        if !text.ends_with('\n') {
-            return Err(if n < 1024 {
-                cut(ErrorKind::UnexpectedEof.into())
-            } else {
-                ClientError::Protocol("a chunk size line over 1 KiB".into())
-            });
-        }
-        // A chunk size may carry extensions after ';', meant for no one here.
-        let hex = text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(hex, 16)
-            .map_err(|_| ClientError::Protocol(format!("chunk size {text:?}")))?;
-        if size == 0 {
-            return Ok(None);
-        }
-        if size > MAX_CHUNK {
-            return Err(ClientError::Protocol("chunk over 16 MiB".into()));
-        }
-        let mut data = vec![0u8; size + 2];
-        self.reader.read_exact(&mut data).map_err(cut)?;
-        if !data.ends_with(b"\r\n") {
-            return Err(ClientError::Protocol("a chunk longer than its size".into()));
-        }
-        data.truncate(size);
-        Ok(Some(data))
     }
 }
 
