@@ -460,3 +460,19 @@ fn enums_have_the_documented_values() {
         .collect();
     assert_eq!(names(&key_states), enum_values("KeyState"));
 }
+
+#[test]
+fn manifests_of_other_versions_still_read() {
+    // A snapshot is evidence read back long after: one from before the
+    // network record and the encryption note, and one from a newer box
+    // with a field this version does not know, both read.
+    let file = r#"{"bytes": 1, "sha256": "00"}"#;
+    let old = format!(r#"{{"memory": {file}, "disk": {file}, "audit": {file}}}"#);
+    let files: ForensicFiles = serde_json::from_str(&old).expect("an early snapshot's files");
+    assert!(files.get("network").is_none() && files.get("memory").is_some());
+    let newer = format!(
+        r#"{{"memory": {file}, "disk": {file}, "audit": {file}, "network": {file}, "screenshots": {file}}}"#
+    );
+    let files: ForensicFiles = serde_json::from_str(&newer).expect("a newer snapshot's files");
+    assert_eq!(files.get("network").map(|f| f.bytes), Some(1));
+}

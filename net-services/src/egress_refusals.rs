@@ -47,9 +47,9 @@ pub(crate) fn refused(id: &str, name: &str, dest: Option<SocketAddrV4>, why: &st
 /// A plain-HTTP request `splice` refused on workspace `id`'s connection
 /// to `name`: counted, recorded, and audited as a secret's misuse where a
 /// placeholder was the reason.
-pub(crate) fn refused_request(id: &str, name: &str, refused: &Refused) {
-    self::refused(id, "", None, &refused.why, &refused.why);
-    let Some(secret) = &refused.secret else {
+pub(crate) fn refused_request(id: &str, name: &str, request: &Refused) {
+    refused(id, "", None, &request.why, &request.why);
+    let Some(secret) = &request.secret else {
         return;
     };
     let kind = crate::broker::table::secrets_of(id)

@@ -81,7 +81,8 @@ pub struct FakeNet {
     pub hooks: crate::echo_https::Log,
 }
 
-fn ip(args: &[&str]) -> Result<(), FakeNetError> {
+/// Runs ip(8) with `args`; its complaint if it fails.
+pub fn ip(args: &[&str]) -> Result<(), FakeNetError> {
     let out = Command::new("ip")
         .args(args)
         .output()
@@ -96,7 +97,7 @@ fn ip(args: &[&str]) -> Result<(), FakeNetError> {
 }
 
 /// Moves the calling thread into the namespace.
-fn enter(name: &str) -> Result<(), FakeNetError> {
+pub fn enter(name: &str) -> Result<(), FakeNetError> {
     let f = std::fs::File::open(format!("/run/netns/{name}"))
         .map_err(|e| setup(format!("opening netns {name}"), e))?;
     // SAFETY: setns on a namespace descriptor we opened; affects this thread.

@@ -11,8 +11,8 @@ use super::*;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use nix::sched::{setns, CloneFlags};
 use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+use paddock_tests::fakenet::{enter, ip};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
@@ -56,24 +56,14 @@ struct Netns(String);
 impl Netns {
     fn create() -> Netns {
         let ns = Netns(format!("pdk-load-{}", std::process::id()));
-        let _ = Command::new("ip").args(["netns", "del", &ns.0]).status();
+        // One left by an earlier run of this pid; usually there is none.
+        let _ = ip(&["netns", "del", &ns.0]);
+        ip(&["netns", "add", &ns.0]).expect("a namespace (needs root)");
         let run = |args: &[&str]| {
-            let out = Command::new("ip")
-                .args(["netns", "exec", &ns.0, "ip"])
-                .args(args)
-                .output()
-                .expect("ip(8)");
-            assert!(
-                out.status.success(),
-                "ip {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let mut all = vec!["netns", "exec", &ns.0, "ip"];
+            all.extend_from_slice(args);
+            ip(&all).expect("the namespace's network");
         };
-        let made = Command::new("ip")
-            .args(["netns", "add", &ns.0])
-            .status()
-            .expect("ip(8)");
-        assert!(made.success(), "ip netns add (needs root)");
         run(&["link", "set", "lo", "up"]);
         run(&["tuntap", "add", "dev", TAP, "mode", "tap"]);
         run(&["addr", "add", &format!("{GATEWAY}/24"), "dev", TAP]);
@@ -88,9 +78,9 @@ impl Netns {
         vec!["ip".into(), "netns".into(), "exec".into(), self.0.clone()]
     }
 
-    /// Where a thread finds it (`enter`).
-    fn path(&self) -> Arc<str> {
-        format!("/var/run/netns/{}", self.0).into()
+    /// Its name, for the load's threads to `enter`.
+    fn name(&self) -> Arc<str> {
+        self.0.as_str().into()
     }
 
     /// curl in the namespace: (status, body).
@@ -110,14 +100,8 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        let _ = ip(&["netns", "del", &self.0]);
     }
-}
-
-/// Moves the calling thread into the namespace at `path`.
-fn enter(path: &str) {
-    let f = std::fs::File::open(path).expect("netns");
-    setns(f, CloneFlags::CLONE_NEWNET).expect("setns");
 }
 
 /// The load's threads: told to stop and joined when dropped, so a failed
@@ -344,7 +328,7 @@ fn percentile(times: &mut [Duration], p: usize) -> Duration {
 #[test]
 fn the_api_answers_health_and_exec_under_a_thousand_connections_from_twenty_addresses() {
     let ns = Netns::create();
-    let netns = ns.path();
+    let netns = ns.name();
     let dir = scratch("load");
     let disk = fresh_disk(&dir);
     let config = paddock_tests::esp_config::test_config_with(serde_json::json!({
@@ -426,7 +410,7 @@ fn the_api_answers_health_and_exec_under_a_thousand_connections_from_twenty_addr
                 stop.clone(),
             );
             std::thread::spawn(move || {
-                enter(&netns);
+                enter(&netns).expect("into the namespace");
                 let bearer = &bearers[l % TENANTS];
                 let share = BUSY / LOADERS;
                 let rt = tokio::runtime::Builder::new_current_thread()
@@ -503,7 +487,7 @@ fn the_api_answers_health_and_exec_under_a_thousand_connections_from_twenty_addr
     let (slow_netns, slow_tls, slow_stop) = (netns.clone(), tls.clone(), stop.clone());
     let (opened_slow, cut_slow) = (slow_opened.clone(), slow_cut.clone());
     load.threads.push(std::thread::spawn(move || {
-        enter(&slow_netns);
+        enter(&slow_netns).expect("into the namespace");
         let head = b"POST /v1/workspaces HTTP/1.1\r\nHost: x\r\nX-Pad: ";
         let mut slow: Vec<Option<(Tls, usize)>> = (0..SLOW).map(|_| None).collect();
         // A cut one comes back after a pause (each handshake costs the
