@@ -15,13 +15,14 @@ use values::{err, number, path, text};
 
 pub const USAGE: &str = "\
 usage: paddock-vmm --config FILE
-       paddock-vmm --kernel PATH [--initramfs PATH] [--cmdline ARGS]
+       paddock-vmm (--kernel PATH [--initramfs PATH] [--cmdline ARGS] | --restore DIR)
                    [--vcpus N] [--memory-mib N]
                    [--drive id=ID,path=PATH[,ro][,bps=N][,iops=N]]... [--vsock cid=N,uds=PATH]
                    [--net fd=N,mac=MAC[,bps=N][,pps=N]]
                    [--console stdout|off|PATH] [--control PATH] [--no-rng] [--no-seccomp]
 
-Boots one microVM and exits when it ends:
+Boots one microVM (or resumes one from the snapshot in DIR, written
+through --control) and exits when it ends:
   0 guest rebooted or powered off    1 VMM error
   2 invalid configuration            3 guest kernel panic
   4 unexpected guest triple fault";
@@ -63,6 +64,8 @@ pub struct Flags {
     pub console: Option<Console>,
     #[arg(long, allow_hyphen_values = true, value_parser = path())]
     pub control: Option<PathBuf>,
+    #[arg(long, allow_hyphen_values = true, value_parser = path())]
+    pub restore: Option<PathBuf>,
     #[arg(long = "no-rng", action = ArgAction::SetFalse)]
     pub rng: bool,
     /// For debugging only: runs every thread without its filter.
@@ -77,9 +80,16 @@ impl Flags {
         }
         // Checked here, not by clap, so that `--help` alone still helps and
         // the message points at the JSON form too.
-        let kernel = self
-            .kernel
-            .ok_or_else(|| err("--kernel", "required (or --config FILE)"))?;
+        let kernel = match (self.kernel, &self.restore) {
+            (Some(k), _) => k,
+            (None, Some(_)) => PathBuf::new(),
+            (None, None) => {
+                return Err(err(
+                    "--kernel",
+                    "required (or --restore DIR, or --config FILE)",
+                ))
+            }
+        };
         Ok(Command::Run(Box::new(VmConfig {
             kernel,
             initramfs: self.initramfs,
@@ -93,6 +103,7 @@ impl Flags {
             seccomp: self.seccomp,
             control: self.control,
             net: self.net,
+            restore: self.restore,
         })))
     }
 }

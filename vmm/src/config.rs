@@ -25,6 +25,8 @@ pub const MIN_GUEST_CID: u64 = 3;
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct VmConfig {
+    /// Required unless restoring; empty when absent.
+    #[serde(default)]
     pub kernel: PathBuf,
     #[serde(default)]
     pub initramfs: Option<PathBuf>,
@@ -54,6 +56,10 @@ pub struct VmConfig {
     /// virtio-net on a tap the host opened and passed as a descriptor.
     #[serde(default)]
     pub net: Option<NetConfig>,
+    /// Start from the snapshot in this directory (`state` and `memory`)
+    /// instead of booting a kernel.
+    #[serde(default)]
+    pub restore: Option<PathBuf>,
 }
 
 fn check_net(n: &NetConfig, errors: &mut Vec<ConfigError>) {
@@ -223,7 +229,10 @@ impl VmConfig {
     /// `max_vcpus` are the host's limits.
     pub fn validate(&self, host_memory_mib: u64, max_vcpus: usize) -> Vec<ConfigError> {
         let mut errors = Vec::new();
-        check_kernel(&self.kernel, &mut errors);
+        match &self.restore {
+            None => check_kernel(&self.kernel, &mut errors),
+            Some(dir) => check_restore(self, dir, &mut errors),
+        }
         if let Some(initrd) = &self.initramfs {
             if let Err(e) = File::open(initrd) {
                 errors.push(err(
@@ -377,6 +386,37 @@ impl VmConfig {
             }
         }
         errors
+    }
+}
+
+/// A restored VM runs the kernel, initramfs and command line in its
+/// snapshot: any given beside it would silently not apply.
+fn check_restore(cfg: &VmConfig, dir: &Path, errors: &mut Vec<ConfigError>) {
+    for (field, given) in [
+        ("kernel", !cfg.kernel.as_os_str().is_empty()),
+        ("initramfs", cfg.initramfs.is_some()),
+        ("cmdline", !cfg.cmdline.is_empty()),
+    ] {
+        if given {
+            errors.push(err(
+                field,
+                "cannot be combined with restore: the snapshot's own is what runs",
+            ));
+        }
+    }
+    for name in [crate::restore::STATE_FILE, crate::restore::MEMORY_FILE] {
+        let path = dir.join(name);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => errors.push(err(
+                "restore",
+                format!("{} is not a regular file", path.display()),
+            )),
+            Err(e) => errors.push(err(
+                "restore",
+                format!("cannot open {}: {e}", path.display()),
+            )),
+        }
     }
 }
 

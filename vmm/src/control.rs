@@ -1,17 +1,22 @@
 //! The host's channel into a running VMM: a Unix socket (in the workspace's
 //! run directory, inside the jail) taking one JSON request per connection.
-//! Today it changes a device's rate limit (a drive by its id, the NIC as
-//! "net"); the device's worker picks the new limit up before its next
-//! request.
+//! It changes a device's rate limit (a drive by its id, the NIC as "net";
+//! the device's worker picks the new limit up before its next request),
+//! and pauses, snapshots and resumes the VM (snapshot/). A snapshot's two
+//! files come with the request as descriptors, so the VMM writes nothing
+//! by name.
 //!
 //! Only the host (host-init, root) can reach the socket, but its requests
 //! are still parsed strictly: anything malformed gets an error reply and
 //! changes nothing.
 
 use crate::rate_limit::RateLimit;
+use crate::snapshot::Machine;
 use paddock_proto::vmm_control::{VmmReply, VmmRequest};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,10 +53,25 @@ impl RateCell {
 /// Rate-limited devices by name: drives by their ids, the NIC as "net".
 pub type Devices = BTreeMap<String, Arc<RateCell>>;
 
-/// Answers one request: `{"ok": true}` or `{"error": "..."}`.
-pub fn handle(request: &[u8], devices: &Devices) -> String {
-    let reply = match serde_json::from_slice::<VmmRequest>(request) {
+/// Answers one request: `{"ok": true}` or `{"error": "..."}`. `fds` are
+/// the descriptors that came with it; `machine` is absent in unit tests.
+pub fn handle(
+    request: &[u8],
+    fds: Vec<OwnedFd>,
+    devices: &Devices,
+    machine: Option<&Machine>,
+) -> String {
+    let parsed = serde_json::from_slice::<VmmRequest>(request);
+    let wants_fds = matches!(parsed, Ok(VmmRequest::Snapshot {}));
+    let reply = match parsed {
+        _ if !wants_fds && !fds.is_empty() => Err(format!(
+            "{} descriptors came with a request that takes none",
+            fds.len()
+        )),
         Err(e) => Err(format!("malformed request: {e}")),
+        Ok(VmmRequest::Pause {}) => with_machine(machine, |m| m.pause()),
+        Ok(VmmRequest::Resume {}) => with_machine(machine, |m| m.resume()),
+        Ok(VmmRequest::Snapshot {}) => snapshot(machine, fds),
         Ok(VmmRequest::SetRate {
             device,
             bytes_per_s,
@@ -80,19 +100,43 @@ pub fn handle(request: &[u8], devices: &Devices) -> String {
     text
 }
 
+fn with_machine(
+    machine: Option<&Machine>,
+    f: impl FnOnce(&Machine) -> Result<(), crate::snapshot::SnapshotError>,
+) -> Result<(), String> {
+    let m = machine.ok_or("this VMM cannot pause")?;
+    f(m).map_err(|e| e.to_string())
+}
+
+fn snapshot(machine: Option<&Machine>, fds: Vec<OwnedFd>) -> Result<(), String> {
+    let m = machine.ok_or("this VMM cannot snapshot")?;
+    let [state, memory]: [OwnedFd; 2] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
+        format!(
+            "snapshot takes two descriptors (state file, memory file); {} came",
+            fds.len()
+        )
+    })?;
+    let mut state = File::from(state);
+    let memory = File::from(memory);
+    m.snapshot(&mut state, &memory)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// Serves the socket forever, one connection at a time (the control thread).
-pub fn serve(listener: UnixListener, devices: Devices) {
+pub fn serve(listener: UnixListener, devices: Devices, machine: Option<Machine>) {
     for conn in listener.incoming() {
         let Ok(mut conn) = conn else { continue };
         let mut buf = Vec::with_capacity(256);
+        let mut fds = Vec::new();
         let mut chunk = [0u8; 512];
         let reply = loop {
-            match conn.read(&mut chunk) {
-                Ok(0) => break handle(&buf, &devices),
+            match crate::fd_passing::recv(&conn, &mut chunk, &mut fds) {
+                Ok(0) => break handle(&buf, fds, &devices, machine.as_ref()),
                 Ok(n) => {
                     buf.extend_from_slice(&chunk[..n]);
                     if let Some(end) = buf.iter().position(|b| *b == b'\n') {
-                        break handle(&buf[..end], &devices);
+                        break handle(&buf[..end], fds, &devices, machine.as_ref());
                     }
                     if buf.len() > MAX_REQUEST {
                         break format!("{{\"error\":\"request over {MAX_REQUEST} bytes\"}}\n");
@@ -108,6 +152,7 @@ pub fn serve(listener: UnixListener, devices: Devices) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     fn devices() -> (Devices, Arc<RateCell>) {
         let cell = Arc::new(RateCell::default());
@@ -122,7 +167,9 @@ mod tests {
         assert_eq!(cell.take(), None);
         let r = handle(
             br#"{"op":"set_rate","drive":"data","bytes_per_s":1048576}"#,
+            Vec::new(),
             &d,
+            None,
         );
         assert_eq!(r, "{\"ok\":true}\n");
         assert_eq!(
@@ -147,10 +194,31 @@ mod tests {
             br#"{"op":"reboot"}"#,
             b"",
         ] {
-            let r = handle(bad, &d);
+            let r = handle(bad, Vec::new(), &d, None);
             assert!(r.starts_with("{\"error\":"), "{r}");
         }
         assert_eq!(cell.take(), None);
+    }
+
+    #[test]
+    fn descriptors_and_vm_requests_are_refused_where_they_do_not_belong() {
+        let (d, cell) = devices();
+        let f = File::open("/dev/null").expect("null");
+        let fd = || OwnedFd::from(f.try_clone().expect("dup"));
+        let r = handle(
+            br#"{"op":"set_rate","device":"data","ops_per_s":5}"#,
+            vec![fd()],
+            &d,
+            None,
+        );
+        assert!(r.contains("takes none"), "{r}");
+        assert_eq!(cell.take(), None, "nothing applied");
+        let r = handle(br#"{"op":"pause"}"#, Vec::new(), &d, None);
+        assert!(r.contains("cannot pause"), "{r}");
+        let r = handle(br#"{"op":"snapshot"}"#, vec![fd()], &d, None);
+        assert!(r.starts_with("{\"error\":"), "{r}");
+        let r = handle(br#"{"op":"pause","now":true}"#, Vec::new(), &d, None);
+        assert!(r.contains("malformed"), "{r}");
     }
 
     #[test]
@@ -161,7 +229,7 @@ mod tests {
         let path = dir.join("control.sock");
         let listener = UnixListener::bind(&path).expect("bind");
         let (d, cell) = devices();
-        std::thread::spawn(move || serve(listener, d));
+        std::thread::spawn(move || serve(listener, d, None));
         let ask = |req: &[u8]| {
             let mut s = std::os::unix::net::UnixStream::connect(&path).expect("connect");
             // The server may answer and hang up before an overlong request

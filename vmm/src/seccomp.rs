@@ -71,8 +71,42 @@ impl ThreadKind {
     ];
 }
 
-/// `_IO(KVMIO, 0x80)`: the one ioctl a vCPU thread makes once running.
+/// `_IO(KVMIO, 0x80)`: the ioctl a vCPU thread makes once running.
 const KVM_RUN: u64 = 0xae80;
+
+/// KVM ioctl numbers for the state a snapshot reads, from the kernel's
+/// definitions (`_IOR`/`_IOWR` on KVMIO with the structure's size).
+mod kvm_state_ioctls {
+    use kvm_bindings::*;
+    use std::mem::size_of;
+    use vmm_sys_util::ioctl::ioctl_expr;
+    const KVMIO: u32 = 0xae;
+    const R: u32 = 2;
+    const RW: u32 = 3;
+
+    const fn io(dir: u32, nr: u32, size: usize) -> u64 {
+        ioctl_expr(dir, KVMIO, nr, size as u32) as u64
+    }
+
+    /// What a parked vCPU reads of itself (snapshot/kvm.rs `save_vcpu`).
+    pub const VCPU: [u64; 9] = [
+        io(R, 0x81, size_of::<kvm_regs>()),
+        io(R, 0x83, size_of::<kvm_sregs>()),
+        io(RW, 0x88, size_of::<kvm_msrs>()),
+        io(R, 0x8e, size_of::<kvm_lapic_state>()),
+        io(R, 0x98, size_of::<kvm_mp_state>()),
+        io(R, 0x9f, size_of::<kvm_vcpu_events>()),
+        io(R, 0xa1, size_of::<kvm_debugregs>()),
+        io(R, 0xa4, size_of::<kvm_xsave>()),
+        io(R, 0xa6, size_of::<kvm_xcrs>()),
+    ];
+    /// What the control thread reads of the VM (`save_vm`).
+    pub const VM: [u64; 3] = [
+        io(RW, 0x62, size_of::<kvm_irqchip>()),
+        io(R, 0x9f, size_of::<kvm_pit_state2>()),
+        io(R, 0x7c, size_of::<kvm_clock_data>()),
+    ];
+}
 
 /// What every thread may do: memory, locks, time, leaving, and writing an
 /// error to stderr. Panics abort (tgkill), which must not be what kills.
@@ -171,10 +205,13 @@ fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
             allow(&[libc::SYS_unlink, libc::SYS_unlinkat]);
         }
         ThreadKind::Vcpu => {
-            r.insert(
-                libc::SYS_ioctl,
-                vec![SeccompRule::new(vec![cond(1, KVM_RUN)?])?],
-            );
+            // KVM_RUN, and reading its own state when parked for a
+            // snapshot: reads only, nothing that sets state.
+            let mut ioctls = vec![SeccompRule::new(vec![cond(1, KVM_RUN)?])?];
+            for nr in kvm_state_ioctls::VCPU {
+                ioctls.push(SeccompRule::new(vec![cond(1, nr)?])?);
+            }
+            r.insert(libc::SYS_ioctl, ioctls);
             // Activating a virtio device hands copies of its queue eventfds
             // to the worker.
             r.insert(
@@ -191,12 +228,27 @@ fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
         // std reads a socket with recv (recvfrom) and writes it with send
         // (sendto).
         ThreadKind::Control => {
+            // Requests come with recvmsg (descriptors for a snapshot);
+            // a snapshot is written with pwrite and sized with ftruncate
+            // into the files the host passed.
             allow(&[
                 libc::SYS_accept4,
                 libc::SYS_read,
                 libc::SYS_recvfrom,
+                libc::SYS_recvmsg,
                 libc::SYS_sendto,
+                libc::SYS_pwrite64,
+                libc::SYS_ftruncate,
+                // Finding the written parts of guest RAM's memfds.
+                libc::SYS_lseek,
             ]);
+            r.insert(
+                libc::SYS_ioctl,
+                kvm_state_ioctls::VM
+                    .iter()
+                    .map(|nr| SeccompRule::new(vec![cond(1, *nr)?]))
+                    .collect::<Result<_, _>>()?,
+            );
             // std checks a descriptor is open before closing it (debug
             // builds).
             r.insert(

@@ -249,3 +249,16 @@ fn only_unix_sockets_for_vsock_and_workers_narrow_the_spawner() {
     });
     assert!(killed(&s), "{s:?}");
 }
+
+/// The snapshot ioctls are computed from structure sizes: check them
+/// against the numbers the kernel headers give.
+#[test]
+fn snapshot_ioctl_numbers_match_the_kernel() {
+    use super::kvm_state_ioctls::{VCPU, VM};
+    assert_eq!(VCPU[0], 0x8090_ae81, "KVM_GET_REGS");
+    assert_eq!(VCPU[1], 0x8138_ae83, "KVM_GET_SREGS");
+    assert_eq!(VCPU[3], 0x8400_ae8e, "KVM_GET_LAPIC");
+    assert_eq!(VCPU[7], 0x9000_aea4, "KVM_GET_XSAVE");
+    assert_eq!(VM[0], 0xc208_ae62, "KVM_GET_IRQCHIP");
+    assert_eq!(VM[2], 0x8030_ae7c, "KVM_GET_CLOCK");
+}

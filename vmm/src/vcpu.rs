@@ -2,6 +2,8 @@
 
 use crate::devices::Bus;
 use crate::exit::{ExitSignal, VmExit};
+use crate::pause::{PauseGate, SaveOwnState};
+use crate::snapshot::state::VcpuState;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use std::sync::Arc;
 
@@ -11,12 +13,59 @@ pub struct Vcpu {
     pub pio: Arc<Bus>,
     pub mmio: Arc<Bus>,
     pub exit: Arc<ExitSignal>,
+    pub gate: Arc<PauseGate>,
+    /// The MSRs KVM saves and restores (KVM_GET_MSR_INDEX_LIST).
+    pub msr_list: Arc<Vec<u32>>,
+    /// The CPUID this vCPU was given, recorded in its snapshots.
+    pub cpuid: kvm_bindings::CpuId,
+}
+
+impl SaveOwnState for Vcpu {
+    fn save_state(&self) -> Result<VcpuState, String> {
+        crate::snapshot::kvm::save_vcpu(&self.fd, &self.msr_list, &self.cpuid)
+            .map_err(|e| e.to_string())
+    }
 }
 
 impl Vcpu {
+    /// Stops here until the VM is resumed. An I/O exit the loop just
+    /// handled is only finished by the next KVM_RUN (the value an IN or
+    /// MMIO read returns lands in the guest's register then): that KVM_RUN
+    /// is made first, with immediate_exit set so no guest code runs, or the
+    /// saved registers would miss it.
+    fn park(&mut self) {
+        self.fd.set_kvm_immediate_exit(1);
+        // Finishing one access can need another exit (a string I/O or a
+        // split MMIO access): serve them until KVM says EINTR.
+        loop {
+            match self.fd.run() {
+                Ok(VcpuExit::IoIn(port, data)) => {
+                    self.pio.read(u64::from(port), data);
+                }
+                Ok(VcpuExit::IoOut(port, data)) => {
+                    self.pio.write(u64::from(port), data);
+                }
+                Ok(VcpuExit::MmioRead(addr, data)) => {
+                    self.mmio.read(addr, data);
+                }
+                Ok(VcpuExit::MmioWrite(addr, data)) => {
+                    self.mmio.write(addr, data);
+                }
+                _ => break,
+            }
+        }
+        self.fd.set_kvm_immediate_exit(0);
+        let gate = self.gate.clone();
+        gate.park(usize::from(self.index), &*self);
+    }
+
     /// Runs until the guest or KVM ends this vCPU, then reports why.
     pub fn run(mut self) {
+        self.gate.register_current(usize::from(self.index));
         let outcome = loop {
+            if self.gate.wanted() {
+                self.park();
+            }
             match self.fd.run() {
                 Ok(VcpuExit::IoIn(port, data)) => {
                     self.pio.read(u64::from(port), data);
@@ -56,6 +105,7 @@ impl Vcpu {
                 Err(e) => break VmExit::VcpuError(format!("vCPU {}: KVM_RUN: {e}", self.index)),
             }
         };
+        self.gate.unregister(usize::from(self.index));
         self.exit.report(outcome);
     }
 }

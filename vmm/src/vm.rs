@@ -14,7 +14,9 @@ use crate::devices::legacy::{spawn_stdin_feeder, SerialConsole, I8042};
 use crate::devices::{lock, Bus, BusDevice};
 use crate::exit::{ExitSignal, VmExit};
 use crate::memory::{create_guest_memory, GuestMemory, MemoryError};
+use crate::pause::PauseGate;
 use crate::seccomp::{Filters, SeccompError, ThreadKind};
+use crate::snapshot::state::SerialState;
 use crate::threads;
 use crate::vcpu::Vcpu;
 use crate::virtio::block::{Block, Disk};
@@ -93,6 +95,15 @@ pub enum VmError {
     Seccomp(#[from] SeccompError),
     #[error("kernel command line: {0}")]
     Cmdline(linux_loader::cmdline::Error),
+    #[error("restoring the snapshot: {0}")]
+    Restore(#[from] crate::restore::RestoreError),
+    #[error("restoring vCPU {index}: {source}")]
+    RestoreVcpu {
+        index: u8,
+        source: crate::snapshot::kvm::KvmStateError,
+    },
+    #[error("restoring the VM's interrupt controllers and clocks: {0}")]
+    RestoreVm(crate::snapshot::kvm::KvmStateError),
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
@@ -119,6 +130,8 @@ struct Devices {
     /// Each drive's and the NIC's rate limit, changeable through the
     /// control socket.
     rates: crate::control::Devices,
+    /// Every virtio transport in bus order, for pause and snapshot.
+    transports: Vec<Arc<Mutex<MmioTransport>>>,
 }
 
 fn register_memory(vm: &VmFd, mem: &GuestMemory) -> Result<(), VmError> {
@@ -180,8 +193,10 @@ fn add_virtio(
         )
         .map_err(kvm_err("KVM_IOEVENTFD"))?;
     }
-    let transport: Arc<Mutex<dyn BusDevice>> = Arc::new(Mutex::new(transport));
-    devices.mmio.insert(transport, addr, VIRTIO_MMIO_SIZE)?;
+    let transport = Arc::new(Mutex::new(transport));
+    devices.transports.push(transport.clone());
+    let on_bus: Arc<Mutex<dyn BusDevice>> = transport;
+    devices.mmio.insert(on_bus, addr, VIRTIO_MMIO_SIZE)?;
     devices
         .cmdline_devices
         .push(format!("virtio_mmio.device=4K@{addr:#x}:{irq}"));
@@ -195,15 +210,18 @@ fn create_devices(
     exit: &Arc<ExitSignal>,
     panic: &PanicNote,
     start: Instant,
+    serial_state: Option<&SerialState>,
 ) -> Result<Devices, VmError> {
     let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("creating an irqfd"))?;
     vm.register_irqfd(&serial_irq, SERIAL_IRQ)
         .map_err(kvm_err("KVM_IRQFD"))?;
-    let serial = Arc::new(Mutex::new(SerialConsole::new(
-        serial_irq,
-        console_writer(&cfg.console)?,
-        panic.clone(),
-    )));
+    let out = console_writer(&cfg.console)?;
+    let serial = match serial_state {
+        None => SerialConsole::new(serial_irq, out, panic.clone()),
+        Some(state) => SerialConsole::with_state(serial_irq, out, panic.clone(), state)
+            .map_err(crate::restore::RestoreError::Serial)?,
+    };
+    let serial = Arc::new(Mutex::new(serial));
     let mut devices = Devices {
         pio: Bus::default(),
         mmio: Bus::default(),
@@ -211,6 +229,7 @@ fn create_devices(
         cmdline_devices: Vec::new(),
         vsock_path: None,
         rates: Default::default(),
+        transports: Vec::new(),
     };
     devices.pio.insert(
         serial,
@@ -310,7 +329,14 @@ fn check_caps(kvm: &Kvm) -> Result<(), VmError> {
     Ok(())
 }
 
-/// Boots the VM described by `cfg` (already validated) and waits for its end.
+/// Where a VM's first instruction comes from.
+enum Origin<'a> {
+    Kernel(crate::arch::boot::BootEntry),
+    Snapshot(&'a crate::restore::Loaded),
+}
+
+/// Boots the VM described by `cfg` (already validated), or restores it
+/// from its snapshot, and waits for its end.
 pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
     let trace = crate::trace::Trace::from_env(start);
     trace.mark("main entered");
@@ -333,18 +359,33 @@ pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
     };
     vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
 
-    let mem = create_guest_memory(cfg.memory_mib)?;
+    let xsave_size = kvm.check_extension_int(Cap::Xsave2);
+    let restored = match &cfg.restore {
+        Some(dir) => Some(crate::restore::load(dir, cfg, xsave_size)?),
+        None => None,
+    };
+    let mem = match &restored {
+        Some(r) => r.mem.clone(),
+        None => create_guest_memory(cfg.memory_mib)?,
+    };
     register_memory(&vm, &mem)?;
     trace.mark("VM and guest memory created");
 
     let exit = Arc::new(ExitSignal::default());
     let panic = PanicNote::default();
-    let mut devices = create_devices(&vm, &mem, cfg, &exit, &panic, start)?;
-    let cmdline = build_cmdline(cfg, &devices)?;
+    let serial_state = restored.as_ref().map(|r| &r.snapshot.serial);
+    let mut devices = create_devices(&vm, &mem, cfg, &exit, &panic, start, serial_state)?;
     trace.mark("devices created");
-    let entry = load_boot_image(&mem, &cfg.kernel, cfg.initramfs.as_deref(), &cmdline)?;
-    setup_mptable(&mem, cfg.vcpus)?;
-    trace.mark("kernel and initramfs loaded");
+    let origin = match &restored {
+        Some(r) => Origin::Snapshot(r),
+        None => {
+            let cmdline = build_cmdline(cfg, &devices)?;
+            let entry = load_boot_image(&mem, &cfg.kernel, cfg.initramfs.as_deref(), &cmdline)?;
+            setup_mptable(&mem, cfg.vcpus)?;
+            trace.mark("kernel and initramfs loaded");
+            Origin::Kernel(entry)
+        }
+    };
 
     let base_cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -352,8 +393,16 @@ pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
     let caps = HostCaps {
         tsc_deadline: kvm.check_extension(Cap::TscDeadlineTimer),
     };
-    let pio = Arc::new(devices.pio);
-    let mmio = Arc::new(devices.mmio);
+    let msr_list = Arc::new(
+        kvm.get_msr_index_list()
+            .map_err(kvm_err("KVM_GET_MSR_INDEX_LIST"))?
+            .as_slice()
+            .to_vec(),
+    );
+    let gate = Arc::new(PauseGate::new(usize::from(cfg.vcpus)));
+    crate::pause::install_kick_handler().map_err(io_err("installing the vCPU kick handler"))?;
+    let pio = Arc::new(std::mem::take(&mut devices.pio));
+    let mmio = Arc::new(std::mem::take(&mut devices.mmio));
     let mut vcpus = Vec::with_capacity(usize::from(cfg.vcpus));
     for index in 0..cfg.vcpus {
         let fd = vm
@@ -361,14 +410,27 @@ pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
             .map_err(kvm_err("KVM_CREATE_VCPU"))?;
         let mut cpuid = base_cpuid.clone();
         filter_cpuid(&mut cpuid, index, cfg.vcpus, caps);
-        fd.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
-        let regs_err = |source| VmError::Regs { index, source };
-        regs::setup_msrs(&fd).map_err(regs_err)?;
-        regs::setup_fpu(&fd).map_err(regs_err)?;
-        regs::setup_lint(&fd).map_err(regs_err)?;
-        if index == 0 {
-            regs::setup_regs(&fd, entry.mode, entry.entry).map_err(regs_err)?;
-            regs::setup_sregs(&mem, &fd, entry.mode).map_err(regs_err)?;
+        match &origin {
+            Origin::Snapshot(r) => {
+                let restore_err = |source| VmError::RestoreVcpu { index, source };
+                let saved = &r.snapshot.vcpus[usize::from(index)];
+                crate::snapshot::kvm::check_cpuid(usize::from(index), saved, &cpuid)
+                    .map_err(restore_err)?;
+                crate::snapshot::kvm::restore_vcpu(&fd, saved).map_err(restore_err)?;
+                cpuid = kvm_bindings::CpuId::from_entries(&saved.cpuid)
+                    .map_err(|e| restore_err(crate::snapshot::kvm::KvmStateError::Fam(e)))?;
+            }
+            Origin::Kernel(entry) => {
+                fd.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
+                let regs_err = |source| VmError::Regs { index, source };
+                regs::setup_msrs(&fd).map_err(regs_err)?;
+                regs::setup_fpu(&fd).map_err(regs_err)?;
+                regs::setup_lint(&fd).map_err(regs_err)?;
+                if index == 0 {
+                    regs::setup_regs(&fd, entry.mode, entry.entry).map_err(regs_err)?;
+                    regs::setup_sregs(&mem, &fd, entry.mode).map_err(regs_err)?;
+                }
+            }
         }
         vcpus.push(Vcpu {
             fd,
@@ -376,8 +438,21 @@ pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
             pio: pio.clone(),
             mmio: mmio.clone(),
             exit: exit.clone(),
+            gate: gate.clone(),
+            msr_list: msr_list.clone(),
+            cpuid,
         });
     }
+    if let Origin::Snapshot(r) = &origin {
+        crate::snapshot::kvm::restore_vm(&vm, &r.snapshot.vm).map_err(VmError::RestoreVm)?;
+        trace.mark("vCPUs and VM state restored");
+        // Last: a restored device may raise an interrupt as it starts (the
+        // vsock's transport reset), and setting the irqchips' and LAPICs'
+        // state would wipe one raised before.
+        crate::restore::restore_devices(&devices.transports, &r.snapshot.devices)?;
+        trace.mark("devices restored");
+    }
+    let vm = Arc::new(vm);
     if cfg.console == Console::Stdout {
         spawn_stdin_feeder(devices.serial.clone())
             .map_err(io_err("starting the console input thread"))?;
@@ -393,8 +468,17 @@ pub fn run(cfg: &VmConfig, start: Instant) -> Result<VmExit, VmError> {
         let listener = UnixListener::bind(path)
             .map_err(io_err(format!("control: binding {}", path.display())))?;
         let rates = std::mem::take(&mut devices.rates);
+        let machine = crate::snapshot::Machine {
+            vm: vm.clone(),
+            gate: gate.clone(),
+            transports: devices.transports.clone(),
+            serial: devices.serial.clone(),
+            mem: mem.clone(),
+            memory_mib: cfg.memory_mib,
+            xsave_fits: xsave_size <= crate::restore::XSAVE_LEGACY_SIZE,
+        };
         threads::spawn("control".into(), ThreadKind::Control, move || {
-            crate::control::serve(listener, rates)
+            crate::control::serve(listener, rates, Some(machine))
         })
         .map_err(io_err("starting the control thread"))?;
     }

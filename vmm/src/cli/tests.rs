@@ -156,6 +156,7 @@ fn runner_command_line() {
                 ops_per_s: None,
             },
         }),
+        restore: None,
     };
     assert_eq!(*c, want);
 }

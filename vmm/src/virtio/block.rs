@@ -144,6 +144,9 @@ impl VirtioDevice for Block {
             w.stop();
         }
     }
+    fn worker_mut(&mut self) -> Option<&mut WorkerHandle> {
+        self.worker.as_mut()
+    }
 }
 
 pub struct BlockWorker {

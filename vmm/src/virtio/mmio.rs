@@ -1,5 +1,7 @@
 //! The virtio-mmio transport (virtio 1.2, 4.2), version 2 ("modern") only.
 
+mod state;
+
 use super::{status, Activation, Interrupt, NeedsReset, VirtioDevice, VIRTIO_F_VERSION_1};
 use crate::devices::BusDevice;
 use crate::memory::GuestMemory;
@@ -50,6 +52,10 @@ pub struct MmioTransport {
     queue_sel: u32,
     status: u32,
     activated: bool,
+    /// While paused: the queues as the worker left them.
+    paused_queues: Option<Vec<virtio_queue::QueueState>>,
+    /// While paused: the worker had died of a device fault.
+    faulted: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +94,8 @@ impl MmioTransport {
             queue_sel: 0,
             status: 0,
             activated: false,
+            paused_queues: None,
+            faulted: false,
         })
     }
 
@@ -126,6 +134,7 @@ impl MmioTransport {
 
     fn reset(&mut self) {
         if self.activated {
+            self.resume();
             self.device.reset();
         }
         // Activation moved the queues into the device; start from fresh ones.

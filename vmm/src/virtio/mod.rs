@@ -78,6 +78,18 @@ impl Interrupt {
         self.status.load(Ordering::SeqCst)
     }
 
+    /// Raises the line again for whatever the status register holds.
+    pub fn retrigger(&self) {
+        if let Err(e) = self.irqfd.write(1) {
+            eprintln!("paddock-vmm: raising virtio interrupt: {e}");
+        }
+    }
+
+    /// Puts back the register a snapshot saw.
+    pub fn set_status(&self, bits: u32) {
+        self.status.store(bits, Ordering::SeqCst);
+    }
+
     pub fn ack(&self, bits: u32) {
         self.status.fetch_and(!bits, Ordering::SeqCst);
     }
@@ -137,6 +149,11 @@ pub trait VirtioDevice: Send {
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError>;
     /// Stops the device's worker so the transport can reset it.
     fn reset(&mut self);
+    /// The worker serving the activated queues, for pause and resume.
+    fn worker_mut(&mut self) -> Option<&mut worker::WorkerHandle>;
+    /// Told before activation when the queues come from a snapshot: what
+    /// the device had outside guest memory (connections, timers) is gone.
+    fn restored(&mut self) {}
 }
 
 /// Copies `src` (a device's config structure) into `data` from `offset`,

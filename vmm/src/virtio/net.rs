@@ -132,6 +132,9 @@ impl VirtioDevice for Net {
             w.stop();
         }
     }
+    fn worker_mut(&mut self) -> Option<&mut WorkerHandle> {
+        self.worker.as_mut()
+    }
 }
 
 /// A second descriptor of the same timer (TimerFd has no try_clone); the

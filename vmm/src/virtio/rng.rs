@@ -48,6 +48,9 @@ impl VirtioDevice for Rng {
             w.stop();
         }
     }
+    fn worker_mut(&mut self) -> Option<&mut WorkerHandle> {
+        self.worker.as_mut()
+    }
 }
 
 pub struct RngWorker;

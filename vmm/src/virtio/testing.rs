@@ -161,4 +161,7 @@ impl VirtioDevice for NullDevice {
         Ok(())
     }
     fn reset(&mut self) {}
+    fn worker_mut(&mut self) -> Option<&mut super::worker::WorkerHandle> {
+        None
+    }
 }

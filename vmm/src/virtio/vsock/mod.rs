@@ -5,6 +5,7 @@
 //! - guest to host: a guest connecting to CID 2 port P reaches the Unix
 //!   socket `<uds_path>_<P>`, which the host listens on.
 
+pub mod event;
 pub mod muxer;
 pub mod packet;
 
@@ -25,6 +26,8 @@ pub struct Vsock {
     listener: Option<UnixListener>,
     config: [u8; 8],
     worker: Option<WorkerHandle>,
+    /// Set on a restored device: the driver is owed a transport reset.
+    restored: bool,
 }
 
 impl Vsock {
@@ -37,6 +40,7 @@ impl Vsock {
             listener: Some(listener),
             config: guest_cid.to_le_bytes(),
             worker: None,
+            restored: false,
         }
     }
 }
@@ -63,7 +67,10 @@ impl VirtioDevice for Vsock {
             .listener
             .take()
             .ok_or_else(|| ActivateError::Device("vsock: activated twice".into()))?;
-        let muxer = muxer::Muxer::new(self.guest_cid, self.uds_path.clone(), listener);
+        let mut muxer = muxer::Muxer::new(self.guest_cid, self.uds_path.clone(), listener);
+        if std::mem::take(&mut self.restored) {
+            muxer.reset_transport_on_start();
+        }
         self.worker = Some(worker::spawn(
             "vsock",
             ThreadKind::Vsock,
@@ -77,5 +84,12 @@ impl VirtioDevice for Vsock {
         if let Some(mut w) = self.worker.take() {
             w.stop();
         }
+    }
+    fn worker_mut(&mut self) -> Option<&mut WorkerHandle> {
+        self.worker.as_mut()
+    }
+
+    fn restored(&mut self) {
+        self.restored = true;
     }
 }

@@ -143,6 +143,13 @@ pub struct Muxer {
     next_host_port: u32,
     control: VecDeque<Header>,
     errors: u32,
+    reset_on_start: bool,
+    /// After a transport reset: the event queue's available index when it
+    /// was sent. Host connections wait in the listener's backlog until the
+    /// driver posts a new event buffer, which it does only after it has
+    /// reset its sockets; a connection let through before that would be
+    /// reset with the old ones.
+    reset_pending: Option<u16>,
 }
 
 impl Muxer {
@@ -157,7 +164,15 @@ impl Muxer {
             next_host_port: FIRST_HOST_PORT,
             control: VecDeque::new(),
             errors: 0,
+            reset_on_start: false,
+            reset_pending: None,
         }
+    }
+
+    /// For a device restored from a snapshot: the first thing the worker
+    /// does is tell the driver its connections are gone.
+    pub fn reset_transport_on_start(&mut self) {
+        self.reset_on_start = true;
     }
 
     fn guest_error(&mut self, what: impl std::fmt::Display) {
@@ -448,6 +463,13 @@ impl Muxer {
     }
 }
 
+impl Muxer {
+    fn watch_listener(&self, ctx: &WorkerContext) -> Result<(), DeviceFault> {
+        ctx.watch(self.listener.as_raw_fd(), LISTENER_TOKEN, EventSet::IN)
+            .map_err(|e| DeviceFault(format!("watching the vsock listener: {e}")))
+    }
+}
+
 impl DeviceWorker for Muxer {
     fn start(&mut self, ctx: &mut WorkerContext) -> Result<(), DeviceFault> {
         // Here, on the worker's own thread: its seccomp filter allows
@@ -455,11 +477,26 @@ impl DeviceWorker for Muxer {
         self.listener
             .set_nonblocking(true)
             .map_err(|e| DeviceFault(format!("making the vsock listener non-blocking: {e}")))?;
-        ctx.watch(self.listener.as_raw_fd(), LISTENER_TOKEN, EventSet::IN)
-            .map_err(|e| DeviceFault(format!("watching the vsock listener: {e}")))
+        if std::mem::take(&mut self.reset_on_start) {
+            if super::event::send_transport_reset(ctx)? {
+                self.reset_pending = super::event::posted(ctx);
+            } else {
+                self.guest_error("restored with no event buffer posted: no transport reset sent");
+            }
+        }
+        if self.reset_pending.is_none() {
+            self.watch_listener(ctx)?;
+        }
+        Ok(())
     }
 
     fn queue_notified(&mut self, index: usize, ctx: &mut WorkerContext) -> Result<(), DeviceFault> {
+        if let Some(at) = self.reset_pending {
+            if super::event::posted(ctx).is_some_and(|now| now != at) {
+                self.reset_pending = None;
+                self.watch_listener(ctx)?;
+            }
+        }
         match index {
             TX_QUEUE => {
                 self.process_tx(ctx)?;

@@ -415,3 +415,49 @@ fn a_guest_out_of_credit_is_asked_for_an_update() {
     let got = h.received();
     assert_eq!(got.first().map(|p| p.1.len()), Some(1000));
 }
+
+/// A restored device: the driver gets a transport reset in its event
+/// buffer, and host connections wait until the driver has handled it
+/// (it posts a fresh buffer), or the reset would take them down too.
+#[test]
+fn a_restored_device_resets_the_driver_before_letting_hosts_in() {
+    let mem = guest_memory();
+    let rx = TestQueue::at(&mem, QSIZE, 0x10_0000);
+    let tx = TestQueue::at(&mem, QSIZE, 0x20_0000);
+    let ev = TestQueue::at(&mem, QSIZE, 0x30_0000);
+    ev.set_desc(0, desc(0x38_0000, 8, F_WRITE, 0));
+    ev.set_desc(1, desc(0x38_1000, 8, F_WRITE, 0));
+    ev.publish(&[0]);
+    mem.write_obj(0xffff_ffffu32, GuestAddress(0x38_0000))
+        .expect("poison");
+    let irq = Interrupt::new(EventFd::new(libc::EFD_NONBLOCK).expect("evt"));
+    let mut ctx =
+        WorkerContext::for_test(mem.clone(), vec![rx.queue(), tx.queue(), ev.queue()], irq);
+    let dir = temp_dir();
+    let uds = dir.join("vm.sock");
+    let listener = UnixListener::bind(&uds).expect("bind");
+    let mut mux = Muxer::new(CID, uds.clone(), listener);
+    mux.reset_transport_on_start();
+    mux.start(&mut ctx).expect("start");
+    assert_eq!(ev.used_idx(), 1, "the reset went out");
+    assert_eq!(ev.used_elem(0), (0, 4));
+    let id: u32 = mem.read_obj(GuestAddress(0x38_0000)).expect("event");
+    assert_eq!(id, 0, "VIRTIO_VSOCK_EVENT_TRANSPORT_RESET");
+
+    let _host = std::os::unix::net::UnixStream::connect(&uds).expect("connect");
+    // A notification that is not the driver's refill (the restore's poke).
+    mux.queue_notified(super::super::EVENT_QUEUE, &mut ctx)
+        .expect("poke");
+    assert!(
+        ctx.ready().is_empty(),
+        "the listener is watched before the driver handled the reset"
+    );
+    ev.publish(&[1]);
+    mux.queue_notified(super::super::EVENT_QUEUE, &mut ctx)
+        .expect("refill");
+    assert!(
+        ctx.ready().iter().any(|(t, _)| *t == LISTENER_TOKEN),
+        "the waiting host connection is let in"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
