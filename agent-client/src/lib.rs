@@ -499,6 +499,28 @@ impl AgentClient {
         self.one_shot(HostMsg::TrustCa { pem: pem.into() })
     }
 
+    /// Makes a workspace restored from a snapshot its own: 64 bytes from
+    /// the host's `/dev/urandom` reseed the guest's RNG, the guest's wall
+    /// clock is set to the host's, and it gets a fresh machine-id and
+    /// `hostname`. Send it once after each restore, before anything else
+    /// runs in the workspace; until then it shares every random secret
+    /// with the other clones of the snapshot. Privileged, like `trust_ca`.
+    pub fn renew(&self, hostname: &str) -> Result<()> {
+        use std::io::Read;
+        let mut entropy = vec![0u8; 64];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut entropy))
+            .map_err(ClientError::Io)?;
+        let realtime_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        self.one_shot(HostMsg::Renew {
+            entropy,
+            realtime_ns,
+            hostname: hostname.into(),
+        })
+    }
+
     pub fn rename(&self, from: &str, to: &str) -> Result<()> {
         self.one_shot(HostMsg::Rename {
             from: from.into(),

@@ -116,5 +116,6 @@ pub fn name(m: &HostMsg) -> &'static str {
         HostMsg::WatchDir { .. } => "WatchDir",
         HostMsg::Changes => "Changes",
         HostMsg::TrustCa { .. } => "TrustCa",
+        HostMsg::Renew { .. } => "Renew",
     }
 }

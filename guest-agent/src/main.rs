@@ -12,6 +12,7 @@ mod procs;
 mod pty;
 mod pump;
 mod reaper;
+mod renew;
 mod server;
 mod sys;
 mod trust;

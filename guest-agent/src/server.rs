@@ -105,7 +105,9 @@ fn session(conn: &Conn) -> Result<(), ConnError> {
                 | HostMsg::Resize { .. }
                 | HostMsg::ListProcs
                 // Changes what every user trusts: the host's own, as root.
-                | HostMsg::TrustCa { .. },
+                | HostMsg::TrustCa { .. }
+                // The pool, the clock and the machine's names: root's.
+                | HostMsg::Renew { .. },
             ) => {
                 return conn.error(
                     ErrorKind::UnexpectedMessage,
@@ -145,6 +147,11 @@ fn session(conn: &Conn) -> Result<(), ConnError> {
         HostMsg::WatchDir { path, recursive } => crate::watch::watch(conn, &path, recursive),
         HostMsg::Changes => crate::changes::list(conn),
         HostMsg::TrustCa { pem } => crate::trust::trust(conn, &pem),
+        HostMsg::Renew {
+            entropy,
+            realtime_ns,
+            hostname,
+        } => crate::renew::renew(conn, &entropy, realtime_ns, &hostname),
         HostMsg::Spawn(r) => procs::spawn(conn, r),
         HostMsg::Attach(to) => procs::attach(conn, &to),
         op @ (HostMsg::Input { .. }

@@ -183,10 +183,29 @@ pub enum HostMsg {
     TrustCa {
         pem: String,
     },
+    /// Sent after a restore from a snapshot: this workspace is no longer
+    /// the one the snapshot was taken of, and must not share its secrets.
+    /// The agent mixes `entropy` (from the host's RNG; 32 to 512 bytes)
+    /// into the kernel's pool with credit and forces a reseed, so what
+    /// `/dev/urandom` gives next differs between clones; sets the wall
+    /// clock to `realtime_ns` (since the Unix epoch; the guest's clock
+    /// stood still while it was a file); writes a fresh `/etc/machine-id`;
+    /// and takes `hostname`. Answered `Done`. Privileged: never after
+    /// `AsUser`.
+    Renew {
+        #[serde(with = "serde_bytes")]
+        entropy: Vec<u8>,
+        realtime_ns: u64,
+        hostname: String,
+    },
 }
 
+/// Bounds of `HostMsg::Renew`'s entropy, in bytes.
+pub const RENEW_ENTROPY_MIN: usize = 32;
+pub const RENEW_ENTROPY_MAX: usize = 512;
+
 impl Tagged for HostMsg {
-    const VARIANTS: u64 = 26;
+    const VARIANTS: u64 = 27;
 }
 
 /// How a path differs from the template.
@@ -332,7 +351,12 @@ mod tests {
     /// is VARIANTS - 1 and encodes as that single byte.
     #[test]
     fn variant_counts_match() {
-        let last_host = postcard::to_stdvec(&HostMsg::TrustCa { pem: String::new() }).expect("enc");
+        let last_host = postcard::to_stdvec(&HostMsg::Renew {
+            entropy: Vec::new(),
+            realtime_ns: 0,
+            hostname: String::new(),
+        })
+        .expect("enc");
         assert_eq!(u64::from(last_host[0]), HostMsg::VARIANTS - 1);
         let last_agent = postcard::to_stdvec(&AgentMsg::Changes {
             changes: Vec::new(),
