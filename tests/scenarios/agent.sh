@@ -43,6 +43,81 @@ fact agent "persisted=$("$TK" agent-read "$T/ws2.sock" /home/agent/persist.txt)"
 fact agent "template_id=$("$TK" agent-exec "$T/ws2.sock" cat /etc/paddock-template | sed 's/.*stdout=//')"
 restart_from_inside ws2
 
+# --- snapshot: a booted workspace paused in place, then written to a
+# snapshot from which two clones are restored side by side ---
+SN=$T/snapshot
+dd if=/dev/zero of="$T/snap-data.img" bs=1048576 count=0 seek=128 2>/dev/null
+rm -f "$T/snap.sock" "$T/snap.sock_1023"
+"$TK" agent-wait-ready "$T/snap.sock" 300 > "$T/snap.ready" 2>&1 &
+wp=$!
+wait_socket "$T/snap.sock_1023"
+"$VMM" --kernel "$GK" --initramfs "$AI" --vcpus 1 --memory-mib 512 \
+    --drive "id=template,path=$TPL,ro" --drive "id=data,path=$T/snap-data.img" \
+    --vsock "cid=3,uds=$T/snap.sock" --control "$T/snap.ctl" \
+    --cmdline "paddock.hostname=snap" > "$T/snap.console" 2> "$T/snap.err" &
+SVM=$!
+wait $wp
+fact snapshot "$(tail -n1 "$T/snap.ready" | tr ' ' '\n' | grep '^ready=')"
+# State that lives only in guest memory (tmpfs) and a process that runs on.
+"$TK" agent-exec "$T/snap.sock" sh -c 'echo made-before > /dev/shm/marker; sleep 100000 > /dev/null 2>&1 & echo $! > /dev/shm/sleeper' > /dev/null
+fact snapshot "pause_$("$TK" vmm-pause "$T/snap.ctl" 2>&1 | tr ' ' '_')"
+fact snapshot "paused_exec=$(timeout 5 "$TK" agent-exec "$T/snap.sock" true > /dev/null 2>&1; echo $?)"
+fact snapshot "resume_$("$TK" vmm-resume "$T/snap.ctl" 2>&1 | tr ' ' '_')"
+fact snapshot "after_resume=$("$TK" agent-exec "$T/snap.sock" cat /dev/shm/marker | sed 's/.*stdout=//')"
+fact snapshot "snapshot_$("$TK" vmm-snapshot "$T/snap.ctl" "$SN" 2>&1 | tr ' ' '_')"
+# The disk as it was at the snapshot, one copy per clone, taken while paused.
+cp "$T/snap-data.img" "$T/clone-a.img"
+cp "$T/snap-data.img" "$T/clone-b.img"
+kill -9 $SVM 2>/dev/null
+wait $SVM 2>/dev/null
+fact snapshot "state_bytes=$(wc -c < "$SN/state" | tr -d ' ')"
+fact snapshot "memory_bytes=$(wc -c < "$SN/memory" | tr -d ' ')"
+fact snapshot "memory_blocks_kib=$(du -k "$SN/memory" | cut -f1)"
+restore() { # name
+    rm -f "$T/$1.sock"
+    "$VMM" --restore "$SN" --vcpus 1 --memory-mib 512 \
+        --drive "id=template,path=$TPL,ro" --drive "id=data,path=$T/clone-$1.img" \
+        --vsock "cid=3,uds=$T/$1.sock" --control "$T/$1.ctl" \
+        > "$T/clone-$1.console" 2> "$T/clone-$1.err" &
+    echo $! > "$T/clone-$1.pid"
+    wait_socket "$T/$1.sock"
+}
+restore a
+restore b
+for c in a b; do
+    s=$T/$c.sock
+    fact snapshot "${c}_marker=$("$TK" agent-exec "$s" cat /dev/shm/marker | sed 's/.*stdout=//')"
+    fact snapshot "${c}_sleeper_alive=$("$TK" agent-exec "$s" sh -c 'kill -0 $(cat /dev/shm/sleeper) && echo yes' | sed 's/.*stdout=//')"
+    fact snapshot "${c}_renew=$("$TK" agent-renew "$s" "clone-$c" > /dev/null 2>&1; echo $?)"
+    fact snapshot "${c}_random=$("$TK" agent-exec "$s" sh -c 'head -c 16 /dev/urandom | od -An -tx1 | tr -d " \n"' | sed 's/.*stdout=//')"
+    fact snapshot "${c}_uuid=$("$TK" agent-exec "$s" cat /proc/sys/kernel/random/uuid | sed 's/.*stdout=//')"
+    fact snapshot "${c}_machine_id=$("$TK" agent-exec "$s" cat /etc/machine-id | sed 's/.*stdout=//')"
+    fact snapshot "${c}_hostname=$("$TK" agent-exec "$s" cat /proc/sys/kernel/hostname | sed 's/.*stdout=//')"
+    fact snapshot "${c}_clock_skew_s=$(( $("$TK" agent-exec "$s" date +%s | sed 's/.*stdout=//') - $(date +%s) ))"
+    fact snapshot "${c}_disk_write=$("$TK" agent-exec "$s" sh -c "echo $c > /home/agent/clone.txt && sync && cat /home/agent/clone.txt" | sed 's/.*stdout=//')"
+done
+for c in a b; do
+    kill -9 "$(cat "$T/clone-$c.pid")" 2>/dev/null
+done
+# A state file that was damaged on disk is refused with a clear message.
+cp -r "$SN" "$T/damaged"
+printf 'X' | dd of="$T/damaged/state" bs=1 seek=100 conv=notrunc 2>/dev/null
+"$VMM" --restore "$T/damaged" --vcpus 1 --memory-mib 512 --vsock "cid=3,uds=$T/d.sock" \
+    --drive "id=template,path=$TPL,ro" --drive "id=data,path=$T/clone-a.img" \
+    > /dev/null 2> "$T/damaged.err"
+fact snapshot "damaged_exit=$?"
+fact snapshot "damaged_says_damaged=$(grep -c 'damaged' "$T/damaged.err")"
+"$VMM" --restore "$SN" --vcpus 1 --memory-mib 256 --vsock "cid=3,uds=$T/d.sock" \
+    --drive "id=template,path=$TPL,ro" --drive "id=data,path=$T/clone-a.img" \
+    > /dev/null 2> "$T/mismatch.err"
+fact snapshot "mismatch_exit=$?"
+fact snapshot "mismatch_says_size=$(grep -c '512 MiB guest' "$T/mismatch.err")"
+show snapshot "$T/snap.err"
+show snapshot "$T/clone-a.err"
+show snapshot "$T/clone-a.console"
+show snapshot "$T/clone-b.err"
+show snapshot "$T/damaged.err"
+
 fact agent "template_sha_after=$("$TK" sha-stdin < "$TPL" | sed 's/.*sha256=//')"
 fact agent "secret_in_logs=$(cat "$T"/ws*.console "$T"/ws*.err | grep -c 's3cr3t-value-7f9a')"
 show agent "$T/ws1.console"

@@ -44,3 +44,87 @@ if [ -f "$P/disks/template.erofs" ]; then
         i=$((i + 1))
     done
 fi
+
+# Restore: the same ticking guest snapshotted once by each VMM, then
+# started from that snapshot RUNS times; beside it, cold boots of the same
+# guest to its first tick. QEMU's peer is its own migration-file restore
+# (-incoming) of a migration file written with `migrate` (live: QEMU
+# stops the guest itself once the copy converges, and a restored copy
+# then starts running, as ours does).
+TICK="guest: tick"
+TICK_ARGS="--kernel $GK --initramfs $GI --memory-mib $MEM --no-rng"
+rm -rf "$T/tick-snap"
+"$VMM" $TICK_ARGS --control "$T/tick.ctl" --cmdline "quiet paddock.scenario=tick" \
+    > "$T/tick.console" 2> "$T/tick.err" &
+tp=$!
+i=0
+while ! grep -q "$TICK 5" "$T/tick.console" 2>/dev/null && [ $i -lt 1200 ]; do sleep 0.05; i=$((i + 1)); done
+fact bench "snapshot_taken=$("$TK" vmm-snapshot "$T/tick.ctl" "$T/tick-snap" 2>&1 | tail -n1)"
+kill -9 $tp 2>/dev/null; wait $tp 2>/dev/null
+QEMU_TICK="-M microvm,x-option-roms=off,rtc=off,isa-serial=on,pic=off,pit=off \
+    -accel kvm -cpu host -smp 1 -m $MEM -nodefaults -no-user-config \
+    -display none -serial stdio -no-reboot -kernel $GK -initrd $GI"
+QEMU_APPEND="console=ttyS0 reboot=t panic=-1 pci=off nomodule quiet paddock.scenario=tick"
+rm -f "$T/mon.in" "$T/mon.out" "$T/q.state"
+mkfifo "$T/mon.in" "$T/mon.out"
+$QEMU -L "$P/qemu/share" $QEMU_TICK -append "$QEMU_APPEND" -monitor "pipe:$T/mon" \
+    > "$T/qtick.console" 2> "$T/qtick.err" &
+qp=$!
+exec 7> "$T/mon.in"
+cat "$T/mon.out" > "$T/mon.log" &
+mp=$!
+i=0
+while ! grep -q "$TICK 5" "$T/qtick.console" 2>/dev/null && [ $i -lt 1200 ]; do sleep 0.05; i=$((i + 1)); done
+echo "migrate \"exec:cat > $T/q.state\"" >&7
+i=0
+while [ $i -lt 600 ]; do
+    echo "info migrate" >&7
+    sleep 0.1
+    grep -q "Migration status: completed" "$T/mon.log" && break
+    i=$((i + 1))
+done
+fact bench "qemu_state_written=$(grep -c 'Migration status: completed' "$T/mon.log")"
+echo "quit" >&7
+exec 7>&-
+wait $qp 2>/dev/null; kill $mp 2>/dev/null
+i=0
+while [ "$i" -lt "$RUNS" ]; do
+    fact bench "tick_cold_$i=$("$TK" measure $MEM "$TICK" -- "$VMM" $TICK_ARGS \
+        --console stdout --cmdline "quiet paddock.scenario=tick" 2>&1 | tail -n1)"
+    fact bench "tick_restore_$i=$("$TK" measure $MEM "$TICK" -- "$VMM" --restore "$T/tick-snap" \
+        --memory-mib $MEM --no-rng --console stdout 2>&1 | tail -n1)"
+    fact bench "qemu_tick_cold_$i=$("$TK" measure $MEM "$TICK" -- $QEMU -L "$P/qemu/share" $QEMU_TICK \
+        -append "$QEMU_APPEND" 2>&1 | tail -n1)"
+    fact bench "qemu_tick_restore_$i=$("$TK" measure $MEM "$TICK" -- $QEMU -L "$P/qemu/share" $QEMU_TICK \
+        -append "$QEMU_APPEND" -incoming "exec:cat $T/q.state" 2>&1 | tail -n1)"
+    i=$((i + 1))
+done
+
+# Workspace restore: one agent workspace snapshotted once its agent is
+# ready, then restored RUNS times (each on its own copy of the disk as it
+# was at the snapshot): launch -> first exec output -> renewed.
+if [ -f "$P/disks/template.erofs" ]; then
+    rm -rf "$T/ws-snap"; rm -f "$T/ws.sock" "$T/ws.sock_1023"
+    dd if=/dev/zero of="$T/ws-snap.img" bs=1048576 count=0 seek=128 2>/dev/null
+    "$TK" agent-wait-ready "$T/ws.sock" 300 > "$T/ws.ready" 2>&1 &
+    wp=$!
+    wait_socket "$T/ws.sock_1023"
+    "$VMM" --kernel "$GK" --initramfs "$P/guest/agent-initramfs.cpio" --memory-mib 512 \
+        --drive "id=template,path=$P/disks/template.erofs,ro" \
+        --drive "id=data,path=$T/ws-snap.img" --vsock "cid=3,uds=$T/ws.sock" \
+        --control "$T/ws.ctl" --console off --cmdline quiet &
+    vp=$!
+    wait $wp
+    fact bench "ws_snapshot_taken=$("$TK" vmm-snapshot "$T/ws.ctl" "$T/ws-snap" 2>&1 | tail -n1)"
+    kill -9 $vp 2>/dev/null; wait $vp 2>/dev/null
+    i=0
+    while [ "$i" -lt "$RUNS" ]; do
+        cp "$T/ws-snap.img" "$T/wr.img"
+        fact bench "ws_restore_$i=$("$TK" agent-bench-restore "$T/wr.sock" -- "$VMM" \
+            --restore "$T/ws-snap" --memory-mib 512 \
+            --drive "id=template,path=$P/disks/template.erofs,ro" \
+            --drive "id=data,path=$T/wr.img" --vsock "cid=3,uds=$T/wr.sock" \
+            --console off 2>&1 | tail -n1)"
+        i=$((i + 1))
+    done
+fi

@@ -190,6 +190,61 @@ pub fn agent_ready(
     result
 }
 
+/// Launches `cmd` (a VMM restoring a workspace from a snapshot) and times
+/// launch -> `Renew` done -> first output of an exec in it, in the order a
+/// host must follow (nothing runs in a clone before it is renewed). There
+/// is no readiness report to wait for: the agent was ready when the
+/// snapshot was taken, so it is asked as soon as the VM's socket exists.
+pub fn agent_restored(
+    vm_socket: &std::path::Path,
+    cmd: &[String],
+) -> Result<String, Box<dyn std::error::Error>> {
+    use paddock_agent_client::AgentClient;
+    let _ = std::fs::remove_file(vm_socket);
+    let started = Instant::now();
+    let mut child = Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let result = (|| -> Result<String, Box<dyn std::error::Error>> {
+        let deadline = started + Duration::from_secs(300);
+        while !vm_socket.exists() {
+            if Instant::now() > deadline {
+                return Err("the restored VM never made its socket".into());
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let client = AgentClient::new(vm_socket);
+        client.renew("bench")?;
+        let renewed = started.elapsed();
+        let req = paddock_proto::ExecRequest {
+            argv: vec!["echo".into(), "hello".into()],
+            env: Vec::new(),
+            cwd: None,
+            user: paddock_proto::User::Agent,
+            stdin: false,
+            timeout_ms: Some(60_000),
+        };
+        let mut first = None;
+        client.exec(req, None, |_| {
+            if first.is_none() {
+                first = Some(started.elapsed());
+            }
+        })?;
+        let first = first.ok_or("the first exec printed nothing")?;
+        Ok(format!(
+            "first_output_ms={:.3},renewed_ms={:.3}",
+            first.as_secs_f64() * 1000.0,
+            renewed.as_secs_f64() * 1000.0
+        ))
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

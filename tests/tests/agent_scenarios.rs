@@ -149,3 +149,88 @@ fn writes_persist_across_a_restart_and_the_template_is_never_written() {
     );
     c.finish();
 }
+
+fn snapshot_checks() -> Checks<'static> {
+    Checks::new(outcome(), "snapshot")
+}
+
+/// A timing the control client printed (`ms=12.5`): present and a number.
+fn timed(c: &mut Checks<'static>, key: &str) {
+    let v = outcome().fact("snapshot", key);
+    c.check(
+        v.and_then(|v| v.parse::<f64>().ok()).is_some(),
+        format!("{key}: {v:?} is not a time in ms"),
+    );
+}
+
+#[test]
+fn a_workspace_pauses_in_place_and_resumes_where_it_was() {
+    let mut c = snapshot_checks();
+    c.eq("ready", "1").eq("after_resume", "made-before");
+    timed(&mut c, "pause_ms");
+    timed(&mut c, "resume_ms");
+    // While paused its agent answers nothing.
+    let paused = outcome().fact("snapshot", "paused_exec").unwrap_or("0");
+    c.check(
+        paused != "0",
+        format!("an exec ran while paused ({paused})"),
+    );
+    c.finish();
+}
+
+#[test]
+fn two_workspaces_restored_from_one_snapshot_run_on_from_its_memory() {
+    let mut c = snapshot_checks();
+    timed(&mut c, "snapshot_ms");
+    // 512 MiB of guest, written sparse: far less than that on disk.
+    c.eq("memory_bytes", &(512u64 << 20).to_string());
+    if let Some(kib) = c.number("memory_blocks_kib") {
+        c.check(
+            kib < 400 * 1024,
+            format!("memory file uses {kib} KiB: not sparse"),
+        );
+    }
+    for clone in ["a", "b"] {
+        c.eq(&format!("{clone}_marker"), "made-before")
+            .eq(&format!("{clone}_sleeper_alive"), "yes")
+            .eq(&format!("{clone}_renew"), "0")
+            .eq(&format!("{clone}_hostname"), &format!("clone-{clone}"))
+            .eq(&format!("{clone}_disk_write"), clone);
+        let skew = outcome()
+            .fact("snapshot", &format!("{clone}_clock_skew_s"))
+            .and_then(|v| v.parse::<i64>().ok());
+        c.check(
+            skew.is_some_and(|s| s.abs() <= 2),
+            format!("clone {clone}'s clock is off by {skew:?} s after renew"),
+        );
+    }
+    c.finish();
+}
+
+/// The clone attack: two restored copies of one VM start with the same
+/// kernel RNG state; after `Renew` each must draw its own random bytes,
+/// UUIDs and machine-id.
+#[test]
+fn restored_clones_differ_in_randomness_and_identity() {
+    let o = outcome();
+    let mut c = snapshot_checks();
+    for what in ["random", "uuid", "machine_id"] {
+        let a = o.fact("snapshot", &format!("a_{what}")).unwrap_or("");
+        let b = o.fact("snapshot", &format!("b_{what}")).unwrap_or("");
+        c.check(
+            !a.is_empty() && a != b,
+            format!("clones share their {what}: {a:?} vs {b:?}"),
+        );
+    }
+    c.finish();
+}
+
+#[test]
+fn damaged_or_mismatched_snapshots_are_refused_with_a_reason() {
+    let mut c = snapshot_checks();
+    c.eq("damaged_exit", "1")
+        .eq("damaged_says_damaged", "1")
+        .eq("mismatch_exit", "1")
+        .eq("mismatch_says_size", "1");
+    c.finish();
+}

@@ -117,6 +117,69 @@ fn row(label: &str, unit: &str, ours: Option<Stats>, qemu: Option<Stats>) {
     );
 }
 
+/// The restore figures: the ticking guest cold and restored in both VMMs,
+/// and an agent workspace restored in ours.
+fn restore_rows(o: &Outcome) {
+    let marker = |prefix: &str| {
+        stats(
+            collect(o, prefix)
+                .iter()
+                .map(|m| m.launch_to_marker_ms)
+                .collect(),
+        )
+    };
+    println!();
+    row(
+        "launch -> first tick, cold boot",
+        "ms",
+        marker("tick_cold_"),
+        marker("qemu_tick_cold_"),
+    );
+    row(
+        "launch -> first tick, restore",
+        "ms",
+        marker("tick_restore_"),
+        marker("qemu_tick_restore_"),
+    );
+    let speedup = |cold: Option<Stats>, restore: Option<Stats>| match (cold, restore) {
+        (Some(c), Some(r)) if r.median > 0.0 => format!("{:.1}x", c.median / r.median),
+        _ => "-".into(),
+    };
+    println!(
+        "{:<34} {:<4} {:>36}   {:>36}",
+        "cold boot / restore",
+        "",
+        speedup(marker("tick_cold_"), marker("tick_restore_")),
+        speedup(marker("qemu_tick_cold_"), marker("qemu_tick_restore_"))
+    );
+    let ws = |key: &str| {
+        let v = o
+            .facts
+            .iter()
+            .filter(|f| f.scenario == "bench" && f.key.starts_with("ws_restore_"))
+            .filter_map(|f| {
+                f.value
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+            .collect();
+        stats(v)
+    };
+    row(
+        "restore -> first exec output (workspace)",
+        "ms",
+        ws("first_output_ms"),
+        None,
+    );
+    row(
+        "restore -> renewed (workspace)",
+        "ms",
+        ws("renewed_ms"),
+        None,
+    );
+}
+
 fn main() -> Result<()> {
     let runs: u32 = std::env::var("PADDOCK_BENCH_RUNS")
         .ok()
@@ -142,8 +205,12 @@ fn main() -> Result<()> {
         .iter()
         .filter(|f| f.scenario == "bench")
         .filter(|f| {
-            if f.key.starts_with("agent_") {
+            if f.key.starts_with("agent_") || f.key.starts_with("ws_restore_") {
                 !f.value.contains("first_output_ms=")
+            } else if f.key.ends_with("snapshot_taken") {
+                !f.value.starts_with("ms=")
+            } else if f.key == "qemu_state_written" {
+                f.value != "1"
             } else {
                 !f.value.contains("exit_code=0")
             }
@@ -217,6 +284,7 @@ fn main() -> Result<()> {
             None,
         );
     }
+    restore_rows(&o);
     println!();
     if !failed.is_empty() {
         println!("runs that did not exit cleanly:");

@@ -26,7 +26,11 @@ usage: paddock-testkit boot-timer
        paddock-testkit agent-write VM_SOCK PATH TEXT
        paddock-testkit agent-read VM_SOCK PATH
        paddock-testkit agent-exec VM_SOCK ARGV...       (as root; prints status and stdout)
-       paddock-testkit agent-bench VM_SOCK -- VMM_CMD...   (launch -> agent ready -> first exec output)";
+       paddock-testkit agent-bench VM_SOCK -- VMM_CMD...   (launch -> agent ready -> first exec output)
+       paddock-testkit agent-bench-restore VM_SOCK -- VMM_CMD...  (launch -> first exec output -> renewed)
+       paddock-testkit agent-renew VM_SOCK HOSTNAME    (after a restore: reseed, clock, machine-id)
+       paddock-testkit vmm-pause CONTROL_SOCK | vmm-resume CONTROL_SOCK
+       paddock-testkit vmm-snapshot CONTROL_SOCK DIR   (pause and write DIR/state, DIR/memory)";
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> Result<T> {
     args.get(i)
@@ -243,6 +247,37 @@ fn run(args: &[String]) -> Result<()> {
                 first_output_ms.unwrap_or(f64::NAN),
                 String::from_utf8_lossy(&out).trim()
             );
+            Ok(())
+        }
+        Some("agent-bench-restore") => {
+            let sock: String = arg(args, 1, "VM_SOCK")?;
+            if args.get(2).map(String::as_str) != Some("--") || args.len() < 4 {
+                return Err(USAGE.into());
+            }
+            let m =
+                paddock_tests::measure::agent_restored(std::path::Path::new(&sock), &args[3..])?;
+            println!("{m}");
+            Ok(())
+        }
+        Some("agent-renew") => {
+            let c = paddock_agent_client::AgentClient::new(arg::<String>(args, 1, "VM_SOCK")?);
+            c.renew(&arg::<String>(args, 2, "HOSTNAME")?)?;
+            Ok(())
+        }
+        Some(op @ ("vmm-pause" | "vmm-resume" | "vmm-snapshot")) => {
+            use paddock_proto::vmm_control::VmmRequest;
+            use paddock_vmm::control_client;
+            let sock = std::path::PathBuf::from(arg::<String>(args, 1, "CONTROL_SOCK")?);
+            let started = std::time::Instant::now();
+            match op {
+                "vmm-pause" => control_client::request(&sock, &VmmRequest::Pause {}, &[])?,
+                "vmm-resume" => control_client::request(&sock, &VmmRequest::Resume {}, &[])?,
+                _ => {
+                    let dir = std::path::PathBuf::from(arg::<String>(args, 2, "DIR")?);
+                    control_client::snapshot_into(&sock, &dir)?;
+                }
+            }
+            println!("ms={:.1}", started.elapsed().as_secs_f64() * 1000.0);
             Ok(())
         }
         _ => Err(USAGE.into()),
