@@ -83,7 +83,7 @@ while [ $i -lt 600 ]; do
     grep -q "Migration status: completed" "$T/mon.log" && break
     i=$((i + 1))
 done
-fact bench "qemu_state_written=$(grep -c 'Migration status: completed' "$T/mon.log")"
+fact bench "qemu_state_written=$(grep -q 'Migration status: completed' "$T/mon.log" && echo 1 || echo 0)"
 echo "quit" >&7
 exec 7>&-
 wait $qp 2>/dev/null; kill $mp 2>/dev/null

@@ -206,8 +206,17 @@ pub fn agent_restored(
         .args(&cmd[1..])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()?;
+    // The VMM's own words, for a run that fails.
+    let stderr = child.stderr.take();
+    let said = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut e) = stderr {
+            let _ = std::io::Read::read_to_string(&mut e, &mut text);
+        }
+        text
+    });
     let result = (|| -> Result<String, Box<dyn std::error::Error>> {
         let deadline = started + Duration::from_secs(300);
         while !vm_socket.exists() {
@@ -217,7 +226,20 @@ pub fn agent_restored(
             std::thread::sleep(Duration::from_micros(200));
         }
         let client = AgentClient::new(vm_socket);
-        client.renew("bench")?;
+        // The socket's file appears at bind(), a moment before listen():
+        // a connection in between is refused.
+        loop {
+            match client.renew("bench") {
+                Ok(()) => break,
+                Err(paddock_agent_client::ClientError::Connect { source, .. })
+                    if source.kind() == std::io::ErrorKind::ConnectionRefused
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         let renewed = started.elapsed();
         let req = paddock_proto::ExecRequest {
             argv: vec!["echo".into(), "hello".into()],
@@ -240,9 +262,14 @@ pub fn agent_restored(
             renewed.as_secs_f64() * 1000.0
         ))
     })();
+    let exited = child.try_wait().ok().flatten();
     let _ = child.kill();
     let _ = child.wait();
-    result
+    let said = said.join().unwrap_or_default();
+    result.map_err(|e| {
+        let last = said.lines().last().unwrap_or("").to_string();
+        format!("{e} (VMM exited: {exited:?}; its last words: {last:?})").into()
+    })
 }
 
 #[cfg(test)]

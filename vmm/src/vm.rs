@@ -266,7 +266,7 @@ fn create_devices(
         add_virtio(vm, mem, &mut devices, Box::new(Block::new(disk)))?;
     }
     if let Some(v) = &cfg.vsock {
-        let listener = UnixListener::bind(&v.uds_path)
+        let listener = bind_listening(&v.uds_path)
             .map_err(io_err(format!("vsock: binding {}", v.uds_path.display())))?;
         devices.vsock_path = Some(v.uds_path.clone());
         add_virtio(
@@ -298,6 +298,24 @@ fn create_devices(
         add_virtio(vm, mem, &mut devices, Box::<Rng>::default())?;
     }
     Ok(devices)
+}
+
+/// A listening socket at `path` that appears there only once it listens:
+/// bound under a temporary name, then renamed. (The file of a plain bind
+/// exists a moment before listen(), and a host that connects as soon as it
+/// sees it is refused; a restored VM is dialled at once.)
+fn bind_listening(path: &std::path::Path) -> std::io::Result<UnixListener> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".binding");
+    let tmp = PathBuf::from(tmp);
+    // As a plain bind would: another VM's socket is not taken over.
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Err(std::io::ErrorKind::AddrInUse.into());
+    }
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(listener)
 }
 
 fn build_cmdline(cfg: &VmConfig, devices: &Devices) -> Result<Cmdline, VmError> {
