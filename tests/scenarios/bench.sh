@@ -124,7 +124,8 @@ if [ -f "$P/disks/template.erofs" ]; then
             --restore "$T/ws-snap" --memory-mib 512 \
             --drive "id=template,path=$P/disks/template.erofs,ro" \
             --drive "id=data,path=$T/wr.img" --vsock "cid=3,uds=$T/wr.sock" \
-            --console off 2>&1 | tail -n1)"
+            --console "$T/wr-$i.console" 2>&1 | tail -n1)"
+        show bench "$T/wr-$i.console"
         i=$((i + 1))
     done
 fi

@@ -263,12 +263,27 @@ pub fn agent_restored(
         ))
     })();
     let exited = child.try_wait().ok().flatten();
+    // Whether anything listened at the path when the run failed
+    // (/proc/net/unix: flags 00010000 is a listener, state 01 unconnected).
+    let name = vm_socket.to_string_lossy().to_string();
+    let sock_state: Vec<String> = std::fs::read_to_string("/proc/net/unix")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&name))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(3)
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
     let _ = child.kill();
     let _ = child.wait();
     let said = said.join().unwrap_or_default();
     result.map_err(|e| {
         let last = said.lines().last().unwrap_or("").to_string();
-        format!("{e} (VMM exited: {exited:?}; its last words: {last:?})").into()
+        format!("{e} (VMM exited: {exited:?}; its last words: {last:?}; the socket then: {sock_state:?})").into()
     })
 }
 
