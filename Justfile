@@ -155,7 +155,7 @@ run-vmm: deps static
     export PADDOCK_STATIC_BIN={{static_dir}}
     cargo run -q -p paddock-tests --bin paddock-demo --locked
 
-# Boot-time and memory benchmark: paddock-vmm vs QEMU microvm, same kernel and initramfs.
+# Boot-time, restore and memory benchmark: paddock-vmm vs QEMU microvm, same kernel and initramfs.
 bench-boot runs="10": deps static
     #!/usr/bin/env bash
     set -euo pipefail
