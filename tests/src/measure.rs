@@ -147,6 +147,29 @@ pub fn measure(cmd: &[String], guest_mib: u64, marker: &str) -> Result<Measureme
 /// Launches a workspace VM and times launch -> the agent's readiness
 /// report -> the first output of a first exec; then kills the VM. Returns
 /// `ready_ms=..,first_output_ms=..` (the second counted from readiness).
+/// Runs `echo hello` as the agent user; returns when its first output came,
+/// measured from `started`.
+fn first_exec_output(
+    client: &paddock_agent_client::AgentClient,
+    started: Instant,
+) -> Result<Duration, Box<dyn std::error::Error>> {
+    let req = paddock_proto::ExecRequest {
+        argv: vec!["echo".into(), "hello".into()],
+        env: Vec::new(),
+        cwd: None,
+        user: paddock_proto::User::Agent,
+        stdin: false,
+        timeout_ms: Some(60_000),
+    };
+    let mut first = None;
+    client.exec(req, None, |_| {
+        if first.is_none() {
+            first = Some(started.elapsed());
+        }
+    })?;
+    Ok(first.ok_or("the first exec printed nothing")?)
+}
+
 pub fn agent_ready(
     vm_socket: &std::path::Path,
     cmd: &[String],
@@ -164,21 +187,7 @@ pub fn agent_ready(
         listener.wait(Duration::from_secs(300))?;
         let ready = started.elapsed();
         let client = AgentClient::new(vm_socket);
-        let req = paddock_proto::ExecRequest {
-            argv: vec!["echo".into(), "hello".into()],
-            env: Vec::new(),
-            cwd: None,
-            user: paddock_proto::User::Agent,
-            stdin: false,
-            timeout_ms: Some(60_000),
-        };
-        let mut first = None;
-        client.exec(req, None, |_| {
-            if first.is_none() {
-                first = Some(started.elapsed());
-            }
-        })?;
-        let first = first.ok_or("the first exec printed nothing")?;
+        let first = first_exec_output(&client, started)?;
         Ok(format!(
             "ready_ms={:.3},first_output_ms={:.3}",
             ready.as_secs_f64() * 1000.0,
@@ -241,21 +250,7 @@ pub fn agent_restored(
             }
         }
         let renewed = started.elapsed();
-        let req = paddock_proto::ExecRequest {
-            argv: vec!["echo".into(), "hello".into()],
-            env: Vec::new(),
-            cwd: None,
-            user: paddock_proto::User::Agent,
-            stdin: false,
-            timeout_ms: Some(60_000),
-        };
-        let mut first = None;
-        client.exec(req, None, |_| {
-            if first.is_none() {
-                first = Some(started.elapsed());
-            }
-        })?;
-        let first = first.ok_or("the first exec printed nothing")?;
+        let first = first_exec_output(&client, started)?;
         Ok(format!(
             "first_output_ms={:.3},renewed_ms={:.3}",
             first.as_secs_f64() * 1000.0,

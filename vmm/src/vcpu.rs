@@ -27,6 +27,26 @@ impl SaveOwnState for Vcpu {
     }
 }
 
+/// Serves an I/O exit on its bus; any other exit is handed back.
+fn serve_io<'a>(pio: &Bus, mmio: &Bus, exit: VcpuExit<'a>) -> Option<VcpuExit<'a>> {
+    match exit {
+        VcpuExit::IoIn(port, data) => {
+            pio.read(u64::from(port), data);
+        }
+        VcpuExit::IoOut(port, data) => {
+            pio.write(u64::from(port), data);
+        }
+        VcpuExit::MmioRead(addr, data) => {
+            mmio.read(addr, data);
+        }
+        VcpuExit::MmioWrite(addr, data) => {
+            mmio.write(addr, data);
+        }
+        other => return Some(other),
+    }
+    None
+}
+
 impl Vcpu {
     /// Stops here until the VM is resumed. An I/O exit the loop just
     /// handled is only finished by the next KVM_RUN (the value an IN or
@@ -37,21 +57,9 @@ impl Vcpu {
         self.fd.set_kvm_immediate_exit(1);
         // Finishing one access can need another exit (a string I/O or a
         // split MMIO access): serve them until KVM says EINTR.
-        loop {
-            match self.fd.run() {
-                Ok(VcpuExit::IoIn(port, data)) => {
-                    self.pio.read(u64::from(port), data);
-                }
-                Ok(VcpuExit::IoOut(port, data)) => {
-                    self.pio.write(u64::from(port), data);
-                }
-                Ok(VcpuExit::MmioRead(addr, data)) => {
-                    self.mmio.read(addr, data);
-                }
-                Ok(VcpuExit::MmioWrite(addr, data)) => {
-                    self.mmio.write(addr, data);
-                }
-                _ => break,
+        while let Ok(exit) = self.fd.run() {
+            if serve_io(&self.pio, &self.mmio, exit).is_some() {
+                break;
             }
         }
         self.fd.set_kvm_immediate_exit(0);
@@ -66,43 +74,35 @@ impl Vcpu {
             if self.gate.wanted() {
                 self.park();
             }
-            match self.fd.run() {
-                Ok(VcpuExit::IoIn(port, data)) => {
-                    self.pio.read(u64::from(port), data);
-                }
-                Ok(VcpuExit::IoOut(port, data)) => {
-                    self.pio.write(u64::from(port), data);
-                }
-                Ok(VcpuExit::MmioRead(addr, data)) => {
-                    self.mmio.read(addr, data);
-                }
-                Ok(VcpuExit::MmioWrite(addr, data)) => {
-                    self.mmio.write(addr, data);
-                }
+            let exit = match self.fd.run() {
+                Ok(exit) => serve_io(&self.pio, &self.mmio, exit),
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => None,
+                Err(e) => break VmExit::VcpuError(format!("vCPU {}: KVM_RUN: {e}", self.index)),
+            };
+            match exit {
+                None => {}
                 // With the in-kernel irqchip a halted vCPU waits inside KVM;
                 // an exit here just means "run again".
-                Ok(VcpuExit::Hlt) => {}
-                Ok(VcpuExit::Shutdown) => break VmExit::TripleFault,
-                Ok(VcpuExit::FailEntry(reason, cpu)) => {
+                Some(VcpuExit::Hlt) => {}
+                Some(VcpuExit::Shutdown) => break VmExit::TripleFault,
+                Some(VcpuExit::FailEntry(reason, cpu)) => {
                     break VmExit::VcpuError(format!(
                         "vCPU {}: KVM could not enter the guest (hardware reason {reason:#x}, cpu {cpu})",
                         self.index
                     ))
                 }
-                Ok(VcpuExit::InternalError) => {
+                Some(VcpuExit::InternalError) => {
                     break VmExit::VcpuError(format!(
                         "vCPU {}: KVM internal error (often an instruction KVM cannot emulate)",
                         self.index
                     ))
                 }
-                Ok(other) => {
+                Some(other) => {
                     break VmExit::VcpuError(format!(
                         "vCPU {}: unexpected exit {other:?}",
                         self.index
                     ))
                 }
-                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
-                Err(e) => break VmExit::VcpuError(format!("vCPU {}: KVM_RUN: {e}", self.index)),
             }
         };
         self.gate.unregister(usize::from(self.index));

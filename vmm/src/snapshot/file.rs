@@ -121,16 +121,8 @@ mod tests {
             vmm_version: "test".into(),
             memory_mib: 256,
             vcpus: vec![VcpuState {
-                cpuid: vec![Default::default(); 3],
-                regs: Default::default(),
-                sregs: Default::default(),
-                xsave: Default::default(),
-                xcrs: Default::default(),
-                debugregs: Default::default(),
-                lapic: Default::default(),
-                mp_state: Default::default(),
-                events: Default::default(),
                 msrs: vec![Default::default(); 2],
+                ..VcpuState::zeroed(vec![Default::default(); 3])
             }],
             vm: VmState {
                 pic_master: Default::default(),

@@ -227,18 +227,7 @@ mod tests {
     }
 
     fn saved(cpuid: Vec<kvm_cpuid_entry2>) -> VcpuState {
-        VcpuState {
-            cpuid,
-            regs: Default::default(),
-            sregs: Default::default(),
-            xsave: Default::default(),
-            xcrs: Default::default(),
-            debugregs: Default::default(),
-            lapic: Default::default(),
-            mp_state: Default::default(),
-            events: Default::default(),
-            msrs: Vec::new(),
-        }
+        VcpuState::zeroed(cpuid)
     }
 
     #[test]

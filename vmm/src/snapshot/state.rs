@@ -180,6 +180,25 @@ impl From<&SerialState> for vm_superio::serial::SerialState {
     }
 }
 
+#[cfg(test)]
+impl VcpuState {
+    /// All-zero registers with `cpuid`, for tests of the format and checks.
+    pub fn zeroed(cpuid: Vec<kvm_cpuid_entry2>) -> Self {
+        VcpuState {
+            cpuid,
+            regs: Default::default(),
+            sregs: Default::default(),
+            xsave: Default::default(),
+            xcrs: Default::default(),
+            debugregs: Default::default(),
+            lapic: Default::default(),
+            mp_state: Default::default(),
+            events: Default::default(),
+            msrs: Vec::new(),
+        }
+    }
+}
+
 /// Why a decoded snapshot cannot be acted on.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StateError {

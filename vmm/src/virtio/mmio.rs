@@ -132,18 +132,22 @@ impl MmioTransport {
         }
     }
 
+    /// The device's queues as a reset leaves them.
+    fn fresh_queues(&self) -> Vec<Queue> {
+        self.device
+            .queue_max_sizes()
+            .iter()
+            .filter_map(|&max| Queue::new(max).ok())
+            .collect()
+    }
+
     fn reset(&mut self) {
         if self.activated {
             self.resume();
             self.device.reset();
         }
         // Activation moved the queues into the device; start from fresh ones.
-        self.queues = self
-            .device
-            .queue_max_sizes()
-            .iter()
-            .filter_map(|&max| Queue::new(max).ok())
-            .collect();
+        self.queues = self.fresh_queues();
         self.activated = false;
         self.status = 0;
         self.driver_features = 0;
@@ -341,7 +345,7 @@ mod tests {
     use super::super::testing::{guest_memory, NullDevice};
     use super::*;
 
-    fn transport() -> (
+    pub(super) fn transport() -> (
         MmioTransport,
         std::sync::Arc<std::sync::atomic::AtomicUsize>,
     ) {
@@ -353,7 +357,7 @@ mod tests {
         )
     }
 
-    fn w(t: &mut MmioTransport, off: u64, v: u32) {
+    pub(super) fn w(t: &mut MmioTransport, off: u64, v: u32) {
         t.write(off, &v.to_le_bytes());
     }
 

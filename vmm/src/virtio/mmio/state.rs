@@ -52,10 +52,8 @@ impl MmioTransport {
     pub fn save(&self) -> Result<TransportState, String> {
         if self.faulted {
             let fresh = self
-                .device
-                .queue_max_sizes()
+                .fresh_queues()
                 .iter()
-                .filter_map(|&max| Queue::new(max).ok())
                 .map(|q| q.state().into())
                 .collect();
             return Ok(TransportState {
@@ -183,28 +181,9 @@ impl MmioTransport {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{transport, w};
     use super::*;
-    use crate::devices::BusDevice;
-    use crate::virtio::testing::{guest_memory, NullDevice};
-    use crate::virtio::Interrupt;
     use std::sync::atomic::Ordering;
-    use vmm_sys_util::eventfd::EventFd;
-
-    fn transport() -> (
-        MmioTransport,
-        std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    ) {
-        let (dev, activations) = NullDevice::new();
-        let irq = Interrupt::new(EventFd::new(libc::EFD_NONBLOCK).expect("eventfd"));
-        (
-            MmioTransport::new(Box::new(dev), guest_memory(), irq).expect("transport"),
-            activations,
-        )
-    }
-
-    fn w(t: &mut MmioTransport, off: u64, v: u32) {
-        t.write(off, &v.to_le_bytes());
-    }
 
     /// A driver that negotiated and set up its queue, short of DRIVER_OK.
     fn negotiated() -> TransportState {
