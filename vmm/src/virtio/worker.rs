@@ -403,3 +403,43 @@ mod tests {
         assert!(h.pause().is_err(), "a stopped worker cannot pause");
     }
 }
+
+#[cfg(test)]
+mod pause_limit_tests {
+    use super::*;
+    use crate::virtio::testing::guest_memory;
+    use std::time::Duration;
+    use virtio_queue::QueueT;
+
+    /// A worker the guest keeps busy (a rate-limited drive working through
+    /// a long queue) longer than a pause may wait.
+    struct Slow;
+
+    impl DeviceWorker for Slow {
+        fn queue_notified(&mut self, _: usize, _: &mut WorkerContext) -> Result<(), DeviceFault> {
+            std::thread::sleep(PAUSE_WAIT + Duration::from_secs(1));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_worker_held_busy_fails_the_pause_instead_of_hanging_it() {
+        let evt = EventFd::new(libc::EFD_NONBLOCK).expect("eventfd");
+        let activation = Activation {
+            mem: guest_memory(),
+            queues: vec![Queue::new(16).expect("queue")],
+            queue_evts: vec![evt.try_clone().expect("dup")],
+            interrupt: Interrupt::new(EventFd::new(libc::EFD_NONBLOCK).expect("irq")),
+            needs_reset: NeedsReset::default(),
+            acked_features: 0,
+        };
+        let mut h = spawn("slow", ThreadKind::Block, activation, Slow).expect("spawn");
+        evt.write(1).expect("notify");
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(h.pause(), Err(PauseFailed::Busy));
+        // Once it is done, the late pause was let go and a new one works.
+        assert!(h.pause().is_ok(), "a pause after the busy spell");
+        h.resume();
+        h.stop();
+    }
+}
