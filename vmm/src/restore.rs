@@ -4,8 +4,8 @@
 
 use crate::config::VmConfig;
 use crate::memory::GuestMemory;
-use crate::snapshot::file::{decode, FormatError, MAX_STATE_LEN};
-use crate::snapshot::memory::{map_memory, MemoryFileError};
+use crate::snapshot::file::{decode, framed_len, FormatError, HEADER_BYTES, MAX_STATE_LEN};
+use crate::snapshot::memory::{is_block_device, map_memory, MemoryFileError};
 use crate::snapshot::state::{TransportState, VmSnapshot};
 use crate::sync::lock;
 use crate::virtio::mmio::MmioTransport;
@@ -69,8 +69,18 @@ fn read_state(path: &Path) -> Result<Vec<u8>, RestoreError> {
         source,
     };
     let file = std::fs::File::open(path).map_err(read)?;
+    // A device holding the state is longer than the state: the header
+    // says where it ends (and a device that holds no state is refused by
+    // `decode` for its header, below).
+    let limit = if is_block_device(&file).map_err(read)? {
+        let mut header = vec![0u8; HEADER_BYTES];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut header, 0).map_err(read)?;
+        framed_len(&header).unwrap_or(HEADER_BYTES as u64)
+    } else {
+        u64::MAX
+    };
     let mut bytes = Vec::new();
-    file.take(MAX_STATE_LEN + 1)
+    file.take(limit.min(MAX_STATE_LEN + 1))
         .read_to_end(&mut bytes)
         .map_err(read)?;
     if bytes.len() as u64 > MAX_STATE_LEN {
@@ -112,7 +122,7 @@ pub fn load(dir: &Path, cfg: &VmConfig, xsave_size: i32) -> Result<Loaded, Resto
         path: memory_path.clone(),
         source,
     })?;
-    let mem = map_memory(&file, cfg.memory_mib).map_err(memory_err)?;
+    let mem = map_memory(&file, cfg.memory_mib, &snapshot.memory_chunks).map_err(memory_err)?;
     Ok(Loaded { snapshot, mem })
 }
 

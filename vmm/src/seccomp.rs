@@ -239,8 +239,11 @@ fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
                 libc::SYS_sendto,
                 libc::SYS_pwrite64,
                 libc::SYS_ftruncate,
-                // Finding the written parts of guest RAM's memfds.
+                // Finding the written parts of guest RAM's memfds, and a
+                // device's size.
                 libc::SYS_lseek,
+                // Whether the memory file is a block device.
+                libc::SYS_fstat,
             ]);
             r.insert(
                 libc::SYS_ioctl,

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 pub const MAGIC: &[u8; 8] = b"PDKSNAP\0";
 /// Bumped whenever the body's layout changes; a reader takes only its own.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 const HEADER_LEN: usize = 56;
 /// A state file is a few tens of KiB per vCPU; anything near this is not one.
 pub const MAX_STATE_LEN: u64 = 16 << 20;
@@ -63,6 +63,21 @@ pub fn frame(body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(body);
     out
 }
+
+/// The whole file's length a header announces (header and body), if
+/// `header` starts like a snapshot's: how a state kept on a block device,
+/// which is longer than what was written, is read to its end and no further.
+pub fn framed_len(header: &[u8]) -> Option<u64> {
+    if header.len() < HEADER_LEN || &header[..8] != MAGIC {
+        return None;
+    }
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&header[16..24]);
+    u64::from_le_bytes(len).checked_add(HEADER_LEN as u64)
+}
+
+/// Bytes a reader takes first to learn the length (`framed_len`).
+pub const HEADER_BYTES: usize = HEADER_LEN;
 
 fn le_u32(b: &[u8]) -> u32 {
     let mut a = [0u8; 4];
@@ -120,6 +135,7 @@ mod tests {
         VmSnapshot {
             vmm_version: "test".into(),
             memory_mib: 256,
+            memory_chunks: vec![0; 2],
             vcpus: vec![VcpuState {
                 msrs: vec![Default::default(); 2],
                 ..VcpuState::zeroed(vec![Default::default(); 3])
@@ -221,6 +237,12 @@ mod tests {
         assert!(matches!(
             decode(&encode(&s).expect("encode")),
             Err(FormatError::State(StateError::Memory(1)))
+        ));
+        let mut s = sample();
+        s.memory_chunks = vec![0; 1 << 20];
+        assert!(matches!(
+            decode(&encode(&s).expect("encode")),
+            Err(FormatError::State(StateError::ChunkList { .. }))
         ));
         // A body whose bytes are not a snapshot at all, correctly summed.
         let forged = frame(b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff");

@@ -1,10 +1,19 @@
 //! Guest memory in a snapshot: one file holding the RAM ranges back to
-//! back (below the MMIO hole first), sparse where the guest never wrote.
+//! back (below the MMIO hole first), in chunks of `CHUNK` bytes. The state
+//! file lists which chunks the file holds (`chunk_words`); a chunk that was
+//! all zeros is not written at all.
 //!
 //! A restore maps that file privately: pages come in from the page cache
 //! on first touch, and a guest's writes go to its own copy. VMs restored
 //! from one file share every page none of them changed, and the restore
-//! reads nothing of the file up front.
+//! reads nothing of the file up front. Chunks the file does not hold are
+//! mapped as fresh anonymous memory, never read from the file.
+//!
+//! The file may be a regular file (sparse: zero pages inside a written
+//! chunk are holes) or a block device, such as the dm-crypt mapping the
+//! appliance keeps a paused workspace on: a device's unwritten sectors are
+//! not zeros (decrypted, they are noise), so a chunk goes to a device
+//! whole, and the list of chunks is what makes the rest read as zeros.
 
 use crate::memory::{ram_ranges, GuestMemory};
 use std::fs::File;
@@ -13,7 +22,21 @@ use vm_memory::mmap::{GuestRegionMmap, MmapRegion};
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 const PAGE: usize = 4096;
-const CHUNK: usize = 1 << 20;
+/// The unit the state file's chunk list counts in. Large enough that the
+/// list and the restore's mappings stay few (a 4 GiB guest has 2048 at
+/// most), small enough that an idle guest's memory file stays small.
+pub const CHUNK: u64 = 2 << 20;
+
+/// How many 64-bit words the chunk list of a `memory_mib` guest has.
+pub fn chunk_words(memory_mib: u64) -> usize {
+    ((memory_mib << 20).div_ceil(CHUNK)).div_ceil(64) as usize
+}
+
+fn has_chunk(present: &[u64], chunk: u64) -> bool {
+    present
+        .get((chunk / 64) as usize)
+        .is_some_and(|w| w & (1 << (chunk % 64)) != 0)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryFileError {
@@ -26,10 +49,37 @@ pub enum MemoryFileError {
     Write(std::io::Error),
     #[error("the memory file is {found} bytes; a {mib} MiB guest needs exactly {wanted}")]
     Size { found: u64, wanted: u64, mib: u64 },
+    #[error("the memory device is {found} bytes; a {mib} MiB guest needs at least {wanted}")]
+    DeviceSize { found: u64, wanted: u64, mib: u64 },
     #[error("reading the memory file's size: {0}")]
     Stat(std::io::Error),
     #[error("mapping the memory file: {0}")]
     Map(String),
+    #[error("the chunk list has {found} words; a {mib} MiB guest's has {wanted}")]
+    ChunkList {
+        found: usize,
+        wanted: usize,
+        mib: u64,
+    },
+}
+
+/// Whether `f` is a block device (its unwritten parts are not zeros).
+pub fn is_block_device(f: &File) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a zeroed `stat` is a valid out-buffer; fstat fills it for a
+    // descriptor `f` keeps open.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::fstat(f.as_raw_fd(), &mut st) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st.st_mode & libc::S_IFMT == libc::S_IFBLK)
+}
+
+/// The bytes `f` holds: a block device's size, a file's length.
+fn size_of(f: &File) -> std::io::Result<u64> {
+    let mut f = f;
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0))
 }
 
 /// The (offset, length) runs of a region that may hold data. A shared
@@ -76,53 +126,134 @@ fn data_runs(region: &GuestRegionMmap) -> Vec<(u64, u64)> {
     runs
 }
 
-/// Writes all of guest RAM into `out`, emptied first, skipping what was
-/// never written and pages that are all zero so the file stays sparse.
-/// Returns the bytes written.
-pub fn write_memory(mem: &GuestMemory, out: &File) -> Result<u64, MemoryFileError> {
-    out.set_len(0).map_err(MemoryFileError::Write)?;
-    let mut buf = vec![0u8; CHUNK];
+/// What `write_memory` wrote: the chunk list the state file keeps, and
+/// how many bytes went out.
+pub struct Written {
+    pub chunks: Vec<u64>,
+    pub bytes: u64,
+}
+
+/// Writes all of guest RAM into `out` (a file, emptied first, or a block
+/// device), chunk by chunk, leaving out chunks that are all zeros; inside a
+/// chunk written to a file, zero pages are skipped too so the file stays
+/// sparse.
+pub fn write_memory(mem: &GuestMemory, out: &File) -> Result<Written, MemoryFileError> {
+    let device = is_block_device(out).map_err(MemoryFileError::Stat)?;
+    write_into(mem, out, device)
+}
+
+/// `write_memory`, told whether `out`'s unwritten bytes read as zeros
+/// (a file) or not (`device`).
+fn write_into(mem: &GuestMemory, out: &File, device: bool) -> Result<Written, MemoryFileError> {
+    let total: u64 = mem.iter().map(|r| r.len()).sum();
+    let mib = total >> 20;
+    if device {
+        let found = size_of(out).map_err(MemoryFileError::Stat)?;
+        if found < total {
+            return Err(MemoryFileError::DeviceSize {
+                found,
+                wanted: total,
+                mib,
+            });
+        }
+    } else {
+        out.set_len(0).map_err(MemoryFileError::Write)?;
+    }
+    let mut chunks = vec![0u64; chunk_words(mib)];
+    let mut buf = vec![0u8; CHUNK as usize];
     let mut file_offset = 0u64;
-    let mut written = 0u64;
+    let mut bytes = 0u64;
     for region in mem.iter() {
         let base = region.start_addr().0;
-        for (run_start, run_len) in data_runs(region) {
-            let mut done = 0u64;
-            while done < run_len {
-                let n = (run_len - done).min(CHUNK as u64) as usize;
-                let at = run_start + done;
-                let addr = base + at;
-                mem.read_slice(&mut buf[..n], GuestAddress(addr))
+        let len = region.len();
+        let runs = data_runs(region);
+        let mut at = 0u64;
+        while at < len {
+            let n = (len - at).min(CHUNK);
+            let chunk_buf = &mut buf[..n as usize];
+            chunk_buf.fill(0);
+            // Only the parts the memory's file holds are read: reading a
+            // hole of a shared memfd through its mapping would allocate it.
+            let mut any = false;
+            for &(rs, rl) in &runs {
+                let (s, e) = (rs.max(at), (rs + rl).min(at + n));
+                if s < e {
+                    let addr = base + s;
+                    mem.read_slice(
+                        &mut chunk_buf[(s - at) as usize..(e - at) as usize],
+                        GuestAddress(addr),
+                    )
                     .map_err(|source| MemoryFileError::Read { addr, source })?;
-                let mut page = 0;
-                while page < n {
-                    // A run of non-zero pages goes out in one write.
-                    let start = page;
-                    while page < n && buf[page..(page + PAGE).min(n)].iter().any(|b| *b != 0) {
-                        page += PAGE;
-                    }
-                    let end = page.min(n);
-                    if end > start {
-                        out.write_all_at(&buf[start..end], file_offset + at + start as u64)
-                            .map_err(MemoryFileError::Write)?;
-                        written += (end - start) as u64;
-                    }
-                    page += PAGE;
+                    any = true;
                 }
-                done += n as u64;
             }
+            if any && chunk_buf.iter().any(|b| *b != 0) {
+                let chunk = (file_offset + at) / CHUNK;
+                chunks[(chunk / 64) as usize] |= 1 << (chunk % 64);
+                bytes += write_chunk(out, chunk_buf, file_offset + at, device)?;
+            }
+            at += n;
         }
-        file_offset += region.len();
+        file_offset += len;
     }
-    out.set_len(file_offset).map_err(MemoryFileError::Write)?;
+    if !device {
+        out.set_len(file_offset).map_err(MemoryFileError::Write)?;
+    }
+    Ok(Written { chunks, bytes })
+}
+
+/// One chunk at `at`: whole to a device, its non-zero pages to a file.
+fn write_chunk(out: &File, chunk: &[u8], at: u64, device: bool) -> Result<u64, MemoryFileError> {
+    if device {
+        out.write_all_at(chunk, at)
+            .map_err(MemoryFileError::Write)?;
+        return Ok(chunk.len() as u64);
+    }
+    let n = chunk.len();
+    let mut written = 0;
+    let mut page = 0;
+    while page < n {
+        // A run of non-zero pages goes out in one write.
+        let start = page;
+        while page < n && chunk[page..(page + PAGE).min(n)].iter().any(|b| *b != 0) {
+            page += PAGE;
+        }
+        let end = page.min(n);
+        if end > start {
+            out.write_all_at(&chunk[start..end], at + start as u64)
+                .map_err(MemoryFileError::Write)?;
+            written += (end - start) as u64;
+        }
+        page += PAGE;
+    }
     Ok(written)
 }
 
-/// Guest RAM of `memory_mib` MiB as private mappings of `file`.
-pub fn map_memory(file: &File, memory_mib: u64) -> Result<GuestMemory, MemoryFileError> {
+/// Guest RAM of `memory_mib` MiB as private mappings of `file`, the chunks
+/// `present` does not list as fresh anonymous memory.
+pub fn map_memory(
+    file: &File,
+    memory_mib: u64,
+    present: &[u64],
+) -> Result<GuestMemory, MemoryFileError> {
     let wanted = memory_mib << 20;
-    let found = file.metadata().map_err(MemoryFileError::Stat)?.len();
-    if found != wanted {
+    if present.len() != chunk_words(memory_mib) {
+        return Err(MemoryFileError::ChunkList {
+            found: present.len(),
+            wanted: chunk_words(memory_mib),
+            mib: memory_mib,
+        });
+    }
+    let found = size_of(file).map_err(MemoryFileError::Stat)?;
+    if is_block_device(file).map_err(MemoryFileError::Stat)? {
+        if found < wanted {
+            return Err(MemoryFileError::DeviceSize {
+                found,
+                wanted,
+                mib: memory_mib,
+            });
+        }
+    } else if found != wanted {
         return Err(MemoryFileError::Size {
             found,
             wanted,
@@ -142,6 +273,37 @@ pub fn map_memory(file: &File, memory_mib: u64) -> Result<GuestMemory, MemoryFil
             libc::MAP_PRIVATE | libc::MAP_NORESERVE,
         )
         .map_err(|e| MemoryFileError::Map(e.to_string()))?;
+        let mut at = 0u64;
+        while at < len as u64 {
+            let n = (len as u64 - at).min(CHUNK);
+            if !has_chunk(present, (offset + at) / CHUNK) {
+                // SAFETY: the range lies inside `mapping`, which this
+                // function made and nothing else refers to yet; MAP_FIXED
+                // replaces those pages of it with zero-filled anonymous
+                // ones, and the region's unmap later covers them too.
+                let p = unsafe {
+                    libc::mmap(
+                        mapping.as_ptr().add(at as usize).cast(),
+                        n as usize,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_PRIVATE
+                            | libc::MAP_ANONYMOUS
+                            | libc::MAP_FIXED
+                            | libc::MAP_NORESERVE,
+                        -1,
+                        0,
+                    )
+                };
+                if p == libc::MAP_FAILED {
+                    return Err(MemoryFileError::Map(format!(
+                        "an empty chunk at {:#x}: {}",
+                        offset + at,
+                        std::io::Error::last_os_error()
+                    )));
+                }
+            }
+            at += n;
+        }
         let region = GuestRegionMmap::new(mapping, base)
             .ok_or_else(|| MemoryFileError::Map(format!("region at {:#x} overflows", base.0)))?;
         regions.push(region);
@@ -174,13 +336,15 @@ mod tests {
         // Stale bytes where the guest has zeros must not survive.
         out.write_all_at(&[7u8; 4096], 8 << 20).expect("stale");
         let written = write_memory(&mem, &out).expect("write");
-        assert_eq!(written, 2 * PAGE as u64, "only the two touched pages");
+        assert_eq!(written.bytes, 2 * PAGE as u64, "only the two touched pages");
+        // Chunks 0 and 10 (20 MiB / 2 MiB) hold data; 16 chunks in all.
+        assert_eq!(written.chunks, vec![1 | 1 << 10]);
         assert_eq!(out.metadata().expect("meta").len(), 32 << 20);
         drop(out);
 
         let file = File::open(&path).expect("open");
-        let a = map_memory(&file, 32).expect("map");
-        let b = map_memory(&file, 32).expect("map");
+        let a = map_memory(&file, 32, &written.chunks).expect("map");
+        let b = map_memory(&file, 32, &written.chunks).expect("map");
         let mut got = [0u8; 10];
         a.read_slice(&mut got, GuestAddress(0)).expect("r");
         assert_eq!(&got, b"first page");
@@ -196,8 +360,48 @@ mod tests {
         );
 
         assert!(matches!(
-            map_memory(&file, 64),
+            map_memory(&file, 64, &[0]),
             Err(MemoryFileError::Size { .. })
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A device's unwritten bytes are noise: the zero pages of a chunk
+    /// that has data must overwrite it, and a chunk left out must read as
+    /// zeros after a restore whatever the device holds there.
+    #[test]
+    fn on_a_device_chunks_go_whole_and_missing_chunks_read_as_zeros() {
+        let mem = create_guest_memory(16).expect("memory");
+        mem.write_slice(b"data", GuestAddress(4 << 20)).expect("w");
+        let dir = std::env::temp_dir().join(format!("paddock-memdev-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("memory");
+        std::fs::write(&path, vec![0xaa; 16 << 20]).expect("noise");
+        let out = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("open");
+        let written = write_into(&mem, &out, true).expect("write");
+        assert_eq!(written.chunks, vec![1 << 2], "only chunk 2 (4 MiB)");
+        assert_eq!(written.bytes, CHUNK, "a device gets the chunk whole");
+        drop(out);
+        let file = File::open(&path).expect("open");
+        let back = map_memory(&file, 16, &written.chunks).expect("map");
+        let mut got = [0u8; 8];
+        back.read_slice(&mut got, GuestAddress(4 << 20)).expect("r");
+        assert_eq!(
+            &got, b"data\0\0\0\0",
+            "the chunk's zero bytes overwrote the noise"
+        );
+        for addr in [0u64, (4 << 20) + 8192, 8 << 20, (16 << 20) - 8] {
+            back.read_slice(&mut got, GuestAddress(addr)).expect("r");
+            assert_eq!(got, [0u8; 8], "zeros at {addr:#x}");
+        }
+        // A chunk list of the wrong length is refused, not guessed at.
+        assert!(matches!(
+            map_memory(&file, 16, &[]),
+            Err(MemoryFileError::ChunkList { .. })
         ));
         let _ = std::fs::remove_dir_all(&dir);
     }

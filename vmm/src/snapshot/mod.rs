@@ -83,7 +83,8 @@ impl Machine {
     }
 
     /// Writes the paused VM into `state_out` and `memory_out`; the VM stays
-    /// paused. Returns the memory bytes written (zero pages are skipped).
+    /// paused. Memory goes first: the state file lists the chunks it holds.
+    /// Returns the memory bytes written (zero chunks and pages are skipped).
     pub fn snapshot(&self, state_out: &mut File, memory_out: &File) -> Result<u64, SnapshotError> {
         if !self.xsave_fits {
             return Err(SnapshotError::Unsupported(
@@ -102,9 +103,11 @@ impl Machine {
                     .map_err(|message| SnapshotError::Device { index, message })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let written = memory::write_memory(&self.mem, memory_out)?;
         let snapshot = state::VmSnapshot {
             vmm_version: env!("CARGO_PKG_VERSION").to_string(),
             memory_mib: self.memory_mib,
+            memory_chunks: written.chunks,
             vcpus,
             vm,
             serial: lock(&self.serial).state(),
@@ -115,6 +118,6 @@ impl Machine {
             .write_all(&bytes)
             .and_then(|()| state_out.flush())
             .map_err(SnapshotError::WriteState)?;
-        Ok(memory::write_memory(&self.mem, memory_out)?)
+        Ok(written.bytes)
     }
 }

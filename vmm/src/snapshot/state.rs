@@ -28,6 +28,9 @@ pub struct VmSnapshot {
     /// The VMM that wrote it, for the reader's error messages.
     pub vmm_version: String,
     pub memory_mib: u64,
+    /// Which `memory::CHUNK`-sized chunks the memory file holds, one bit
+    /// each; the others were all zeros.
+    pub memory_chunks: Vec<u64>,
     pub vcpus: Vec<VcpuState>,
     pub vm: VmState,
     pub serial: SerialState,
@@ -219,6 +222,8 @@ pub enum StateError {
     Memory(u64),
     #[error("its serial port holds {0} bytes of input (at most 64)")]
     SerialFifo(usize),
+    #[error("its memory chunk list has {found} words; its memory size needs {wanted}")]
+    ChunkList { found: usize, wanted: usize },
 }
 
 impl VmSnapshot {
@@ -257,6 +262,13 @@ impl VmSnapshot {
         }
         if !(crate::config::MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&self.memory_mib) {
             return Err(StateError::Memory(self.memory_mib));
+        }
+        let words = super::memory::chunk_words(self.memory_mib);
+        if self.memory_chunks.len() != words {
+            return Err(StateError::ChunkList {
+                found: self.memory_chunks.len(),
+                wanted: words,
+            });
         }
         if self.serial.in_buffer.len() > 64 {
             return Err(StateError::SerialFifo(self.serial.in_buffer.len()));
