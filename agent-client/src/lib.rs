@@ -506,6 +506,17 @@ impl AgentClient {
     /// runs in the workspace; until then it shares every random secret
     /// with the other clones of the snapshot. Privileged, like `trust_ca`.
     pub fn renew(&self, hostname: &str) -> Result<()> {
+        self.renew_with(hostname, true)
+    }
+
+    /// After a paused workspace is resumed: the RNG reseeded and the wall
+    /// clock set as by [`renew`](Self::renew), its machine-id kept (it is
+    /// the same workspace, and the only copy of it).
+    pub fn resync(&self, hostname: &str) -> Result<()> {
+        self.renew_with(hostname, false)
+    }
+
+    fn renew_with(&self, hostname: &str, clone: bool) -> Result<()> {
         use std::io::Read;
         let mut entropy = vec![0u8; 64];
         std::fs::File::open("/dev/urandom")
@@ -518,6 +529,7 @@ impl AgentClient {
             entropy,
             realtime_ns,
             hostname: hostname.into(),
+            clone,
         })
     }
 

@@ -111,12 +111,19 @@ fn new_machine_id() -> Result<String, RenewError> {
     Ok(id.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn renew_all(entropy: &[u8], realtime_ns: u64, hostname: &str) -> Result<(), RenewError> {
+fn renew_all(
+    entropy: &[u8],
+    realtime_ns: u64,
+    hostname: &str,
+    clone: bool,
+) -> Result<(), RenewError> {
     check(entropy, hostname)?;
     reseed(entropy)?;
     set_clock(realtime_ns)?;
-    std::fs::write(MACHINE_ID, format!("{}\n", new_machine_id()?))
-        .map_err(system("writing /etc/machine-id"))?;
+    if clone {
+        std::fs::write(MACHINE_ID, format!("{}\n", new_machine_id()?))
+            .map_err(system("writing /etc/machine-id"))?;
+    }
     crate::init::set_hostname(hostname);
     Ok(())
 }
@@ -127,8 +134,9 @@ pub fn renew(
     entropy: &[u8],
     realtime_ns: u64,
     hostname: &str,
+    clone: bool,
 ) -> Result<(), ConnError> {
-    match renew_all(entropy, realtime_ns, hostname) {
+    match renew_all(entropy, realtime_ns, hostname, clone) {
         Ok(()) => {
             info!("renewed after a restore: reseeded, clock set, hostname {hostname}");
             conn.send(&AgentMsg::Done)

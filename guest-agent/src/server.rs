@@ -151,7 +151,8 @@ fn session(conn: &Conn) -> Result<(), ConnError> {
             entropy,
             realtime_ns,
             hostname,
-        } => crate::renew::renew(conn, &entropy, realtime_ns, &hostname),
+            clone,
+        } => crate::renew::renew(conn, &entropy, realtime_ns, &hostname, clone),
         HostMsg::Spawn(r) => procs::spawn(conn, r),
         HostMsg::Attach(to) => procs::attach(conn, &to),
         op @ (HostMsg::Input { .. }

@@ -189,14 +189,16 @@ pub enum HostMsg {
     /// into the kernel's pool with credit and forces a reseed, so what
     /// `/dev/urandom` gives next differs between clones; sets the wall
     /// clock to `realtime_ns` (since the Unix epoch; the guest's clock
-    /// stood still while it was a file); writes a fresh `/etc/machine-id`;
-    /// and takes `hostname`. Answered `Done`. Privileged: never after
-    /// `AsUser`.
+    /// stood still while it was a file); writes a fresh `/etc/machine-id`
+    /// when `clone` (a clone of a template; a paused workspace resumed is
+    /// still itself and keeps its own); and takes `hostname`. Answered
+    /// `Done`. Privileged: never after `AsUser`.
     Renew {
         #[serde(with = "serde_bytes")]
         entropy: Vec<u8>,
         realtime_ns: u64,
         hostname: String,
+        clone: bool,
     },
 }
 
@@ -355,6 +357,7 @@ mod tests {
             entropy: Vec::new(),
             realtime_ns: 0,
             hostname: String::new(),
+            clone: true,
         })
         .expect("enc");
         assert_eq!(u64::from(last_host[0]), HostMsg::VARIANTS - 1);
