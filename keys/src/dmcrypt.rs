@@ -266,6 +266,20 @@ pub fn open_with(
     key: &[u8; KEY_LEN],
     read_only: bool,
 ) -> Result<u64, DmError> {
+    open_at(name, backing, key, read_only, 0)
+}
+
+/// As `open_with`, the cipher's sector numbers starting at `iv_offset`:
+/// one key can then encrypt several files (a workspace's disk and its
+/// paused memory) without two of them ever using the same tweak, so no
+/// sector of one can be compared with or moved into another.
+pub fn open_at(
+    name: &str,
+    backing: &Path,
+    key: &[u8; KEY_LEN],
+    read_only: bool,
+    iv_offset: u64,
+) -> Result<u64, DmError> {
     let ro = if read_only { DM_READONLY_FLAG } else { 0 };
     valid_name(name)?;
     let loop_dev = attach_loop(backing)?;
@@ -299,8 +313,9 @@ pub fn open_with(
             source,
         })
     })?;
-    let params =
-        format!("{CIPHER} :{KEY_LEN}:logon:{desc} 0 {major}:{minor} 0 1 sector_size:{SECTOR}\0");
+    let params = format!(
+        "{CIPHER} :{KEY_LEN}:logon:{desc} {iv_offset} {major}:{minor} 0 1 sector_size:{SECTOR}\0"
+    );
     let mut spec = vec![0u8; 40];
     spec[8..16].copy_from_slice(&sectors.to_ne_bytes());
     spec[24..29].copy_from_slice(b"crypt");

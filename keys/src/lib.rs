@@ -364,6 +364,30 @@ impl KeyStore {
         Ok(f?)
     }
 
+    /// Opens `backing` with `name`'s existing key as the mapping `mapping`,
+    /// its sector numbers from `iv_offset` (`dmcrypt::open_at`): a file the
+    /// key protects beside its disk, which the key's erasure makes
+    /// unreadable with it. Returns the device number.
+    pub fn open_beside(
+        &self,
+        name: &str,
+        mapping: &str,
+        backing: &Path,
+        iv_offset: u64,
+    ) -> Result<u64, KeyError> {
+        if let Some(dev) = dmcrypt::device_number(mapping) {
+            return Ok(dev);
+        }
+        let key = self.existing_key(name)?;
+        Ok(dmcrypt::open_at(
+            mapping,
+            backing,
+            key.bytes(),
+            false,
+            iv_offset,
+        )?)
+    }
+
     /// Opens `name`'s disk `backing` as the mapping `mapping`; returns its
     /// device number.
     pub fn open_disk(&self, name: &str, mapping: &str, backing: &Path) -> Result<u64, KeyError> {
