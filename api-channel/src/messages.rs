@@ -95,6 +95,17 @@ pub enum Call {
     StopWorkspace {
         id: String,
     },
+    /// Writes a running workspace's VM to its encrypted store and ends it
+    /// (delete scope); deleted `ttl_s` (or a day) later unless resumed.
+    PauseWorkspace {
+        id: String,
+        #[serde(default)]
+        ttl_s: Option<u64>,
+    },
+    /// Starts a paused workspace again where it was (create scope).
+    ResumeWorkspace {
+        id: String,
+    },
     /// Ends a running workspace `ttl_s` seconds from now, sooner or later
     /// than it would have (create scope; past the token's `max_ttl_s` its
     /// policy decides, `reason` is for the approver).

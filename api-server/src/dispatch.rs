@@ -58,6 +58,17 @@ pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
         Route::GetWorkspace(id) => simple(Call::GetWorkspace { id }),
         Route::DeleteWorkspace(id) => simple(Call::DeleteWorkspace { id }),
         Route::StopWorkspace(id) => simple(Call::StopWorkspace { id }),
+        // The body is optional: no body pauses with the default TTL.
+        Route::PauseWorkspace(id) => {
+            match crate::handling::read_optional_json::<paddock_api_types::PauseRequest>(req, io) {
+                Ok(p) => simple(Call::PauseWorkspace {
+                    id,
+                    ttl_s: p.unwrap_or_default().ttl_s,
+                }),
+                Err(e) => Some(e),
+            }
+        }
+        Route::ResumeWorkspace(id) => simple(Call::ResumeWorkspace { id }),
         Route::SetTtl(id) => match read_json::<paddock_api_types::TtlRequest>(req, io) {
             Ok(t) => simple(Call::SetTtl {
                 id,

@@ -73,6 +73,19 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
     parse_json(&body)
 }
 
+/// As `read_json`, for a call whose body may be left out (None then).
+pub(crate) fn read_optional_json<T: serde::de::DeserializeOwned>(
+    req: &http::Request,
+    io: &mut Exchange,
+) -> Result<Option<T>, (u16, Value)> {
+    let body = http::read_body(req, &mut io.body, MAX_FORWARDED_JSON)
+        .map_err(|e| body_refusal(e, "body"))?;
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(None);
+    }
+    parse_json(&body).map(Some)
+}
+
 /// Parses a request body (under a `PARSING` permit): 400 for bad JSON, 422
 /// for JSON of the wrong shape.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, (u16, Value)> {

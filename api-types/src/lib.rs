@@ -47,6 +47,6 @@ pub use token::{
     TokenView,
 };
 pub use workspace::{
-    Deleted, Egress, Published, TtlRequest, Workspace, WorkspaceLimits, WorkspaceList,
-    WorkspaceSpec, WorkspaceState,
+    Deleted, Egress, PauseRequest, Published, TtlRequest, Workspace, WorkspaceLimits,
+    WorkspaceList, WorkspaceSpec, WorkspaceState,
 };

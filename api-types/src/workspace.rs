@@ -114,6 +114,11 @@ pub enum WorkspaceState {
     /// Frozen for an incident, its tokens revoked, a forensic snapshot
     /// taken; only an admin's stop or delete ends it.
     Quarantined,
+    /// Its VM written to the data partition (memory and devices,
+    /// encrypted under its disk key) and ended; `resume` starts it again
+    /// where it was, also after the host restarts. Its TTL stands still;
+    /// `expires_at` is when it is deleted if nobody resumes it.
+    Paused,
 }
 
 /// A workspace port reachable from the uplink at a port of the host's.
@@ -168,6 +173,13 @@ pub struct Workspace {
     /// The names of its brokered secrets (`GET .../secrets` for more).
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// When it was paused (paused workspaces only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_at: Option<u64>,
+    /// The TTL it gets back when resumed: what was left when it paused
+    /// (paused workspaces only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_ttl_s: Option<u64>,
 }
 
 /// `GET /v1/workspaces`.
@@ -204,6 +216,16 @@ mod tests {
             WorkspaceSpec::new(60)
         );
     }
+}
+
+/// `POST /v1/workspaces/{id}/pause` (the body is optional).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PauseRequest {
+    /// How long it may stay paused before it is deleted (default a day;
+    /// at most the server maximum and the token's `max_ttl_s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_s: Option<u64>,
 }
 
 /// `POST /v1/workspaces/{id}/ttl`: end it this many seconds from now.

@@ -183,6 +183,8 @@ fn answer_types_name_the_documented_fields() {
         address: None,
         signals: SignalRules::default().effective(),
         secrets: vec!["K".into()],
+        paused_at: Some(1),
+        resume_ttl_s: Some(1),
     };
     assert_eq!(keys(&ws), properties("Workspace"));
     let secret = Secret {

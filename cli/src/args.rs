@@ -62,6 +62,16 @@ pub enum Command {
     Cp { src: String, dst: String },
     /// Stop a workspace (its disk stays)
     Stop { id: String },
+    /// Pause a running workspace: its memory and processes kept, encrypted,
+    /// until `resume` (deleted after --ttl seconds paused, default a day)
+    Pause {
+        id: String,
+        /// Seconds it may stay paused before it is deleted
+        #[arg(long, value_name = "SECONDS")]
+        ttl: Option<u64>,
+    },
+    /// Resume a paused workspace where it was
+    Resume { id: String },
     /// Delete a workspace
     Rm { id: String },
     /// New rate limits for a running workspace (admin)

@@ -54,6 +54,23 @@ pub fn disk_node(id: &str) -> PathBuf {
     PathBuf::from("/dev/paddock/disks").join(id)
 }
 
+/// Where a paused workspace's VM is kept: its state and its memory, each a
+/// file of ciphertext under the workspace's disk key (pausing.rs).
+pub fn paused_dir(id: &str) -> PathBuf {
+    data_dir(id).join("paused")
+}
+
+/// The dm-crypt mappings of its paused state and memory.
+pub fn paused_mappings(id: &str) -> [String; 2] {
+    [format!("paddock-ps-{id}"), format!("paddock-pm-{id}")]
+}
+
+/// The directory of device nodes its VMM restores from (`--restore`): the
+/// decrypted state and memory, named as the VMM expects.
+pub fn restore_dir(id: &str) -> PathBuf {
+    PathBuf::from("/dev/paddock/restore").join(id)
+}
+
 /// The VMM's control socket (vmm/src/control.rs).
 pub fn control_path(id: &str) -> PathBuf {
     run_dir(id).join("control.sock")

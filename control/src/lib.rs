@@ -17,6 +17,7 @@ pub mod layout;
 pub mod limits;
 pub mod metrics;
 pub mod netlog;
+pub mod pausing;
 pub mod process;
 pub mod procfs;
 pub mod run_error;
@@ -29,6 +30,7 @@ pub mod space;
 pub mod store;
 pub mod tokens;
 pub mod view;
+pub mod vmm_client;
 pub mod workspace;
 pub mod workspaces;
 

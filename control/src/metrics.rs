@@ -7,6 +7,22 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use std::os::unix::fs::MetadataExt;
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Pauses and resumes since boot: how many, and their milliseconds.
+static PAUSES: (AtomicU64, AtomicU64) = (AtomicU64::new(0), AtomicU64::new(0));
+static RESUMES: (AtomicU64, AtomicU64) = (AtomicU64::new(0), AtomicU64::new(0));
+
+pub fn count_pause(ms: u64) {
+    PAUSES.0.fetch_add(1, Relaxed);
+    PAUSES.1.fetch_add(ms, Relaxed);
+}
+
+pub fn count_resume(ms: u64) {
+    RESUMES.0.fetch_add(1, Relaxed);
+    RESUMES.1.fetch_add(ms, Relaxed);
+}
+
 fn read_u64(path: &std::path::Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
@@ -162,7 +178,14 @@ pub fn render(workspaces: &[WorkspaceRecord], execs: &HashMap<String, u64>) -> S
         "gauge",
         "workspaces by state",
     );
-    for state in ["starting", "running", "stopped", "lost"] {
+    for state in [
+        "starting",
+        "running",
+        "stopped",
+        "lost",
+        "quarantined",
+        "paused",
+    ] {
         let n = workspaces
             .iter()
             .filter(|w| {
@@ -218,6 +241,31 @@ pub fn render(workspaces: &[WorkspaceRecord], execs: &HashMap<String, u64>) -> S
         "paddock_net_services_restarts_total {}",
         crate::host::get().net_services_restarts()
     );
+    for (name, help, n) in [
+        (
+            "paddock_workspace_pauses_total",
+            "workspaces paused (their VM written to the data partition)",
+            PAUSES.0.load(Relaxed),
+        ),
+        (
+            "paddock_workspace_pause_seconds_total",
+            "time the pauses took",
+            PAUSES.1.load(Relaxed) / 1000,
+        ),
+        (
+            "paddock_workspace_resumes_total",
+            "paused workspaces started again",
+            RESUMES.0.load(Relaxed),
+        ),
+        (
+            "paddock_workspace_resume_seconds_total",
+            "time the resumes took, to the agent's answer",
+            RESUMES.1.load(Relaxed) / 1000,
+        ),
+    ] {
+        family(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {n}");
+    }
     let load = std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|l| l.split_whitespace().next().map(str::to_string))
@@ -262,6 +310,7 @@ mod tests {
             signals: Default::default(),
             secrets: Vec::new(),
             secrets_sealed: None,
+            paused: None,
         };
         let mut execs = HashMap::new();
         execs.insert("ws_abc".to_string(), 3);

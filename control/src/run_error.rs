@@ -17,6 +17,10 @@ pub enum RunError {
     Keys(#[from] paddock_keys::KeyError),
     #[error("the workspace's network: {0}")]
     Net(String),
+    #[error("its VMM refused: {0}")]
+    Vmm(String),
+    #[error("{0}")]
+    Paused(String),
 }
 
 pub(crate) fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RunError {

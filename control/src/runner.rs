@@ -10,7 +10,7 @@ use super::workspace::WorkspaceRecord;
 use log::warn;
 use paddock_agent_client::ReadyListener;
 use paddock_net::policy::CheckEgress as _;
-use paddock_proto::vmm_control::{VmmReply, VmmRequest};
+use paddock_proto::vmm_control::VmmRequest;
 use paddock_proto::ReadyInfo;
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
@@ -46,32 +46,12 @@ pub fn set_rate(
     bytes_per_s: u64,
     ops_per_s: Option<u64>,
 ) -> Result<(), RunError> {
-    use std::io::{Read, Write};
-    let path = control_path(id);
-    let mut s =
-        std::os::unix::net::UnixStream::connect(&path).map_err(io("connecting to", &path))?;
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
     let req = VmmRequest::SetRate {
         device: device.to_string(),
         bytes_per_s: Some(bytes_per_s),
         ops_per_s,
     };
-    let mut line = serde_json::to_vec(&req).unwrap_or_default();
-    line.push(b'\n');
-    s.write_all(&line).map_err(io("writing to", &path))?;
-    let mut reply = Vec::new();
-    s.take(4096)
-        .read_to_end(&mut reply)
-        .map_err(io("reading from", &path))?;
-    if let Ok(VmmReply::Ok { ok: true }) = serde_json::from_slice(&reply) {
-        Ok(())
-    } else {
-        Err(RunError::NotReady(format!(
-            "the VMM refused the new rate: {}",
-            String::from_utf8_lossy(&reply).trim()
-        )))
-    }
+    super::vmm_client::request(&control_path(id), &req, &[], Duration::from_secs(5))
 }
 
 /// Makes /dev/kvm and the template partition usable by workspace uids
@@ -96,11 +76,27 @@ pub fn prepare_host(template_dev: &str) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Creates the workspace's disk, cgroup and run directory and starts its
-/// VMM; waits for the agent's readiness. Returns the VMM's pid and what
-/// the agent reported.
-pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo), RunError> {
-    let _watch = super::boot_watch::SlowStart::watch(&ws.id);
+/// What a workspace's VMM is started with: its decrypted disk, cgroup,
+/// run directory, console and NIC, made ready by `prepare`.
+pub(crate) struct Prepared {
+    pub node: std::path::PathBuf,
+    pub cg: std::path::PathBuf,
+    pub limits: Limits,
+    pub run: std::path::PathBuf,
+    pub console: std::path::PathBuf,
+    pub out: std::os::fd::OwnedFd,
+    pub net: Option<(paddock_net::firewall::Slot, std::os::fd::OwnedFd)>,
+}
+
+/// How the VM begins: booting the kernel, or from a snapshot directory.
+pub(crate) enum Boot<'a> {
+    Cold,
+    Restore(&'a Path),
+}
+
+/// Creates (or opens) the workspace's disk, cgroup and run directory, its
+/// console and its NIC: everything its VMM needs but the VMM.
+pub(crate) fn prepare(ws: &WorkspaceRecord) -> Result<Prepared, RunError> {
     let dir = data_dir(&ws.id);
     std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
     let disk = dir.join("disk.img");
@@ -124,7 +120,7 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
         let dev =
             paddock_keys::store()?.open_disk(&key_name(&ws.id), &mapping_name(&ws.id), &disk)?;
         let node = disk_node(&ws.id);
-        make_disk_node(&node, dev, ws.uid)?;
+        make_disk_node(&node, dev, ws.uid, 0o600)?;
         (node, Some(dev))
     };
 
@@ -139,20 +135,8 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
     std::os::unix::fs::chown(&run, Some(ws.uid), Some(ws.uid)).map_err(io("chown", &run))?;
     std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))
         .map_err(io("chmod", &run))?;
-    let uds = vsock_path(&ws.id);
-    let ready = ReadyListener::bind(&uds).map_err(|e| RunError::NotReady(e.to_string()))?;
-    let ready_path = paddock_agent_client::ready_socket_path(&uds);
-    std::fs::set_permissions(&ready_path, std::fs::Permissions::from_mode(0o666))
-        .map_err(io("chmod", &ready_path))?;
-
     let console = dir.join("console.log");
     let out = super::console::pipe_into(&console, &ws.id).map_err(io("creating", &console))?;
-    let err = out.try_clone().map_err(io("opening", &console))?;
-    let procs = CString::new(cg.join("cgroup.procs").to_string_lossy().as_bytes())
-        .map_err(|_| RunError::NotReady("cgroup path".into()))?;
-    let jail_root = jail_dir(&ws.id);
-    let _ = std::fs::remove_dir_all(&jail_root);
-    std::fs::create_dir_all(&jail_root).map_err(io("creating", &jail_root))?;
     // Its NIC: a tap on the host, fenced by the firewall before the guest
     // can send a frame; the VMM gets only the open descriptor.
     let net = match ws.slot() {
@@ -164,6 +148,29 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
         }
         None => None,
     };
+    Ok(Prepared {
+        node,
+        cg,
+        limits,
+        run,
+        console,
+        out,
+        net,
+    })
+}
+
+/// The command that starts the workspace's VMM in its jail and cgroup.
+pub(crate) fn vmm_command(
+    ws: &WorkspaceRecord,
+    template_dev: &str,
+    p: &Prepared,
+    boot: &Boot<'_>,
+) -> Result<Command, RunError> {
+    let procs = CString::new(p.cg.join("cgroup.procs").to_string_lossy().as_bytes())
+        .map_err(|_| RunError::NotReady("cgroup path".into()))?;
+    let jail_root = jail_dir(&ws.id);
+    let _ = std::fs::remove_dir_all(&jail_root);
+    std::fs::create_dir_all(&jail_root).map_err(io("creating", &jail_root))?;
     let host_init = std::env::current_exe().map_err(io("finding", Path::new("/proc/self/exe")))?;
     let mut cmd = Command::new(host_init);
     crate::process::reset_signals(&mut cmd);
@@ -174,27 +181,40 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
         .args(["--uid", &uid, "--gid", &uid, "--group", &VM_GID.to_string()])
         .arg("--root")
         .arg(&jail_root);
-    if let Some((_, tap)) = &net {
+    if let Some((_, tap)) = &p.net {
         cmd.arg("--keep-fd").arg(tap.as_raw_fd().to_string());
     }
-    for (path, writable) in [
+    let mut binds = vec![
         (Path::new(VMM), false),
-        (Path::new(GUEST_KERNEL), false),
-        (Path::new(AGENT_INITRAMFS), false),
         (Path::new(template_dev), false),
         (Path::new("/dev/kvm"), true),
-        (node.as_path(), true),
-        (run.as_path(), true),
-    ] {
+        (p.node.as_path(), true),
+        (p.run.as_path(), true),
+    ];
+    match boot {
+        Boot::Cold => {
+            binds.push((Path::new(GUEST_KERNEL), false));
+            binds.push((Path::new(AGENT_INITRAMFS), false));
+        }
+        Boot::Restore(dir) => binds.push((dir, false)),
+    }
+    for (path, writable) in binds {
         let mut bind = path.as_os_str().to_owned();
         if writable {
             bind.push(":rw");
         }
         cmd.arg("--bind").arg(bind);
     }
-    cmd.args(["--", VMM])
-        .args(["--kernel", GUEST_KERNEL, "--initramfs", AGENT_INITRAMFS])
-        .arg("--vcpus")
+    cmd.args(["--", VMM]);
+    match boot {
+        Boot::Cold => {
+            cmd.args(["--kernel", GUEST_KERNEL, "--initramfs", AGENT_INITRAMFS]);
+        }
+        Boot::Restore(dir) => {
+            cmd.arg("--restore").arg(dir);
+        }
+    }
+    cmd.arg("--vcpus")
         .arg(ws.vcpus.to_string())
         .arg("--memory-mib")
         .arg(ws.memory_mib.to_string())
@@ -203,31 +223,32 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
         .arg("--drive")
         .arg(format!(
             "id=data,path={},bps={},iops={}",
-            node.display(),
-            limits.disk_bps,
-            limits.disk_iops
+            p.node.display(),
+            p.limits.disk_bps,
+            p.limits.disk_iops
         ))
         .arg("--vsock")
-        .arg(format!("cid=3,uds={}", uds.display()))
+        .arg(format!("cid=3,uds={}", vsock_path(&ws.id).display()))
         .arg("--control")
         .arg(control_path(&ws.id))
         .args(["--console", "stdout"]);
-    let mut guest_args = format!("paddock.hostname={}", ws.id.replace('_', "-"));
-    if let Some((slot, _)) = &net {
+    let mut guest_args = format!("paddock.hostname={}", hostname(ws));
+    if let Some((slot, _)) = &p.net {
         cmd.arg("--net").arg(format!(
             "fd=3,mac={},bps={}",
             paddock_net::tap::guest_mac(*slot),
-            limits.net_bps
+            p.limits.net_bps
         ));
         guest_args.push_str(&format!(" paddock.net={}/30,{}", slot.guest(), slot.host()));
     }
-    let tap_fd = net.as_ref().map(|(_, t)| t.as_raw_fd());
-    cmd.arg("--cmdline")
-        .arg(guest_args)
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err);
+    // A restored guest keeps the command line it booted with.
+    if let Boot::Cold = boot {
+        cmd.arg("--cmdline").arg(guest_args);
+    }
+    let err = p.out.try_clone().map_err(io("opening", &p.console))?;
+    let out = p.out.try_clone().map_err(io("opening", &p.console))?;
+    let tap_fd = p.net.as_ref().map(|(_, t)| t.as_raw_fd());
+    cmd.env_clear().stdin(Stdio::null()).stdout(out).stderr(err);
     // SAFETY: between fork and exec; only async-signal-safe calls (open,
     // write, close).
     unsafe {
@@ -248,6 +269,27 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
             Ok(())
         });
     }
+    Ok(cmd)
+}
+
+/// The guest's hostname: its id, as a hostname may be written.
+pub(crate) fn hostname(ws: &WorkspaceRecord) -> String {
+    ws.id.replace('_', "-")
+}
+
+/// Creates the workspace's disk, cgroup and run directory and starts its
+/// VMM; waits for the agent's readiness. Returns the VMM's pid and what
+/// the agent reported.
+pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo), RunError> {
+    let _watch = super::boot_watch::SlowStart::watch(&ws.id);
+    let p = prepare(ws)?;
+    let uds = vsock_path(&ws.id);
+    let ready = ReadyListener::bind(&uds).map_err(|e| RunError::NotReady(e.to_string()))?;
+    let ready_path = paddock_agent_client::ready_socket_path(&uds);
+    std::fs::set_permissions(&ready_path, std::fs::Permissions::from_mode(0o666))
+        .map_err(io("chmod", &ready_path))?;
+    let mut cmd = vmm_command(ws, template_dev, &p, &Boot::Cold)?;
+    let (cg, console, limits) = (&p.cg, &p.console, &p.limits);
     // A guest that stalls before its agent runs has touched nothing of the
     // workspace yet (the agent is its first program): its VM is started
     // again, once. A VM that prints nothing and uses no CPU for a minute is
@@ -258,9 +300,9 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
         let pid = child.id();
         drop(child);
         crate::workspaces::add(&ws.id, pid);
-        let why = match boot_watch::wait_ready(&ready, &ws.id, &console) {
+        let why = match boot_watch::wait_ready(&ready, &ws.id, console) {
             boot_watch::Boot::Ready(info) => match limits
-                .cap_cpu(&cg)
+                .cap_cpu(cg)
                 .map_err(|e| format!("capping its CPU: {e}"))
                 .and_then(|()| trust_egress_ca(ws))
             {
@@ -274,7 +316,7 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
                     boot_watch::BOOT_STALL.as_secs(),
                     boot_watch::report(&ws.id),
                     boot_watch::box_report(),
-                    boot_watch::console_tail(&console, 1)
+                    boot_watch::console_tail(console, 1)
                 );
                 crate::workspaces::kill(&ws.id);
                 let _ = crate::workspaces::wait_ended(&ws.id, Some(Duration::from_secs(10)));
@@ -291,7 +333,7 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
             boot_watch::Boot::Failed(why) => why,
         };
         // The end of the guest's console says why, far more often than not.
-        let why = format!("{why}; console: {}", boot_watch::console_tail(&console, 8));
+        let why = format!("{why}; console: {}", boot_watch::console_tail(console, 8));
         warn!(
             "workspace {}: did not start: {why}; {}",
             ws.id,
@@ -351,7 +393,9 @@ pub fn stop(id: &str) {
     let _ = std::fs::remove_dir_all(run_dir(id));
     let _ = std::fs::remove_dir(jail_dir(id));
     let _ = std::fs::remove_dir(&cg);
-    // Nothing of it runs any more, so nothing holds its decrypted disk.
+    // Nothing of it runs any more, so nothing holds its decrypted disk or
+    // what it was restored from.
+    super::pausing::close_mappings(id);
     let _ = std::fs::remove_file(disk_node(id));
     if let Err(e) = paddock_keys::dmcrypt::close(&mapping_name(id)) {
         warn!("workspace {id}: closing its encrypted disk: {e}");
@@ -374,9 +418,10 @@ pub fn probe_disk(id: &str, disk: &Path) -> Result<(bool, String), RunError> {
     Ok((magic == [0x53, 0xef], table))
 }
 
-/// A block device node for the decrypted disk, owned by the workspace's
-/// uid (its VMM opens it inside the jail, where it is bound).
-fn make_disk_node(node: &Path, dev: u64, uid: u32) -> Result<(), RunError> {
+/// A block device node for a decrypted device (its disk, a paused state
+/// to restore), owned by the workspace's uid (its VMM opens it inside the
+/// jail, where it is bound).
+pub(crate) fn make_disk_node(node: &Path, dev: u64, uid: u32, mode: u32) -> Result<(), RunError> {
     if let Some(dir) = node.parent() {
         std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
     }
@@ -384,7 +429,7 @@ fn make_disk_node(node: &Path, dev: u64, uid: u32) -> Result<(), RunError> {
     nix::sys::stat::mknod(
         node,
         nix::sys::stat::SFlag::S_IFBLK,
-        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::Mode::from_bits_truncate(mode),
         dev,
     )
     .map_err(|e| io("making the device node", node)(std::io::Error::from(e)))?;

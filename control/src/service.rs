@@ -26,6 +26,9 @@ mod asked_tests;
 mod box_calls;
 mod lifecycle;
 mod links;
+mod pause_calls;
+#[cfg(test)]
+mod pause_tests;
 mod policy_calls;
 mod ports;
 mod probes;
@@ -76,6 +79,8 @@ pub struct Control {
     /// Each workspace's command ends and fired signals, for its report
     /// (kept here, bounded, rather than searched for in the audit log).
     history: Mutex<std::collections::HashMap<String, report::History>>,
+    /// Workspaces a pause or resume is under way on (pause_calls.rs).
+    busy: Mutex<std::collections::HashMap<String, pause_calls::Busy>>,
 }
 
 /// The control plane, for what reaches it other than through the API
@@ -158,6 +163,7 @@ impl Control {
             state_dir: state_dir.to_path_buf(),
             test_probes: std::sync::atomic::AtomicBool::new(false),
             admission: Mutex::new(()),
+            busy: Mutex::new(std::collections::HashMap::new()),
             execs: Mutex::new(std::collections::HashMap::new()),
             tokens: std::sync::RwLock::new(tokens),
             expiry_retry: Mutex::new(std::collections::HashMap::new()),
@@ -277,7 +283,9 @@ impl Control {
             return;
         };
         for ws in all.into_iter().filter(|w| {
-            w.expires_at <= now && !matches!(w.state, WsState::Starting | WsState::Quarantined)
+            w.expires_at <= now
+                && !matches!(w.state, WsState::Starting | WsState::Quarantined)
+                && self.busy_with(&w.id).is_none()
         }) {
             if self
                 .expiry_retry
@@ -414,6 +422,8 @@ impl Control {
             Call::GetWorkspace { id } => format!("get_workspace {id}"),
             Call::DeleteWorkspace { id } => format!("delete_workspace {id}"),
             Call::StopWorkspace { id } => format!("stop_workspace {id}"),
+            Call::PauseWorkspace { id, .. } => format!("pause_workspace {id}"),
+            Call::ResumeWorkspace { id } => format!("resume_workspace {id}"),
             Call::SetTtl { id, ttl_s, .. } => format!("set_ttl {id} {ttl_s}"),
             Call::QuarantineWorkspace { id } => format!("quarantine_workspace {id}"),
             Call::SetLimits { id, .. } => format!("set_limits {id}"),
@@ -479,6 +489,8 @@ impl Control {
             )),
             Call::DeleteWorkspace { id } => self.delete_workspace(tok, id, what),
             Call::StopWorkspace { id } => self.stop_workspace(tok, id, what),
+            Call::PauseWorkspace { id, ttl_s } => self.pause_workspace(tok, &id, ttl_s, what),
+            Call::ResumeWorkspace { id } => self.resume_workspace(tok, &id, what),
             Call::SetTtl { id, ttl_s, reason } => self.set_ttl(tok, &id, ttl_s, reason, what),
             Call::SetLimits { id, request } => {
                 self.need(tok, Scope::Admin, what)?;

@@ -25,6 +25,8 @@ impl WorkspaceRecord {
             address: self.slot().map(|s| s.guest().to_string()),
             signals: self.signals.effective(),
             secrets: self.secrets.iter().map(|s| s.name.clone()).collect(),
+            paused_at: self.paused.map(|p| p.at),
+            resume_ttl_s: self.paused.map(|p| p.ttl_left_s),
         }
     }
 }

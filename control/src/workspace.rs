@@ -197,6 +197,16 @@ pub struct WorkspaceRecord {
     /// Their values (JSON, name → value), sealed like `env_sealed`.
     #[serde(default)]
     pub secrets_sealed: Option<Vec<u8>>,
+    /// Set while it is paused: `expires_at` is then the paused TTL's end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<PausedAt>,
+}
+
+/// When a workspace was paused and the TTL it gets back on resume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PausedAt {
+    pub at: u64,
+    pub ttl_left_s: u64,
 }
 
 /// The uplink ports published workspace ports are given from.

@@ -78,6 +78,7 @@ fn run(template_dev: &str) -> Result<(), DemoError> {
         signals: Default::default(),
         secrets: Vec::new(),
         secrets_sealed: None,
+        paused: None,
     };
     set("booting".into());
     let started = Instant::now();

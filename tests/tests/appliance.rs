@@ -34,6 +34,8 @@ mod load;
 mod mcp;
 #[path = "appliance/networks.rs"]
 mod networks;
+#[path = "appliance/pause_resume.rs"]
+mod pause_resume;
 #[path = "appliance/rotations.rs"]
 mod rotations;
 #[path = "appliance/sdk.rs"]
@@ -193,6 +195,7 @@ fn appliance_boots_serves_keeps_data_and_shuts_down_in_order() {
     mcp::mcp_session(&app, &admin, &fingerprint, &scratch("mcp"));
     shell::shell_session(&app, &admin, &fingerprint, &scratch("shell"));
     sdk::sdk_session(&app, &admin, &fingerprint);
+    let paused = pause_resume::pause_and_resume(&app, &admin);
     // From here on: the rotated credential and certificate (the second
     // boot checks that the rotated certificate is the one that persists).
     let (admin, fingerprint) = rotations(&mut app, &admin, &fingerprint);
@@ -234,6 +237,13 @@ fn appliance_boots_serves_keeps_data_and_shuts_down_in_order() {
     assert!(
         occurs_in(&disk, from, len, deleted.as_bytes()),
         "positive control"
+    );
+    // The paused workspace's memory is there, encrypted: the marker only
+    // its RAM held is nowhere in the clear (the resume on the next boot
+    // shows the memory was kept).
+    assert!(
+        !occurs_in(&disk, from, len, paused.marker.as_bytes()),
+        "a paused workspace's memory is on the data partition in the clear"
     );
 
     // Second boot: same data, clean filesystem, same identity, no new
@@ -277,6 +287,7 @@ fn appliance_boots_serves_keeps_data_and_shuts_down_in_order() {
         std::thread::sleep(Duration::from_secs(1));
     };
     assert!(audit.contains("workspace_deleted"), "{audit}");
+    pause_resume::resume_after_reboot(&app, &admin, &paused);
 
     // Power cut with one workspace running and another half created: on
     // the next boot both are reported lost, their disks are gone, and the

@@ -309,6 +309,11 @@ fn usage_errors() {
     );
     assert_eq!(refused(&["ls", "--bogus"]), ErrorKind::UnknownArgument);
     assert_eq!(
+        refused(&["pause", "ws_1", "--ttl", "soon"]),
+        ErrorKind::ValueValidation
+    );
+    assert_eq!(refused(&["resume"]), ErrorKind::MissingRequiredArgument);
+    assert_eq!(
         refused(&[]),
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     );

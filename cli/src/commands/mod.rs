@@ -41,6 +41,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Ls { labels } => workspace::ls(&ctx()?, &labels),
         Command::Cp { src, dst } => workspace::cp(&ctx()?, &src, &dst),
         Command::Stop { id } => ctx()?.call("POST", &ws_path(&id, "/stop")).map(drop),
+        Command::Pause { id, ttl } => workspace::pause(&ctx()?, &id, ttl),
+        Command::Resume { id } => workspace::resume(&ctx()?, &id),
         Command::Rm { id } => ctx()?.call("DELETE", &ws_path(&id, "")).map(drop),
         Command::Limits { id, limits } => workspace::limits(&ctx()?, &id, &limits),
         Command::Egress { id, allow } => workspace::egress(&ctx()?, &id, allow),

@@ -192,6 +192,28 @@ pub fn ttl(ctx: &Ctx, id: &str, ttl: &crate::args::TtlArgs) -> Result<(), CliErr
     })
 }
 
+pub fn pause(ctx: &Ctx, id: &str, ttl_s: Option<u64>) -> Result<(), CliError> {
+    let body = ctx.send(
+        "POST",
+        &ws_path(id, "/pause"),
+        &paddock_api_types::PauseRequest { ttl_s },
+    )?;
+    ctx.show(&body, |w: Workspace| {
+        println!(
+            "{id} paused; deleted at {} unless resumed; {} s of its TTL left when resumed",
+            w.expires_at,
+            w.resume_ttl_s.unwrap_or(0)
+        )
+    })
+}
+
+pub fn resume(ctx: &Ctx, id: &str) -> Result<(), CliError> {
+    let body = ctx.call("POST", &ws_path(id, "/resume"))?;
+    ctx.show(&body, |w: Workspace| {
+        println!("{id} running again; ends at {}", w.expires_at)
+    })
+}
+
 pub fn quarantine(ctx: &Ctx, id: &str) -> Result<(), CliError> {
     let body = ctx.call("POST", &ws_path(id, "/quarantine"))?;
     ctx.show(&body, |q: paddock_api_types::Quarantined| {

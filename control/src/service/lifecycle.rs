@@ -25,6 +25,7 @@ impl Control {
     ) -> Result<Outcome, Outcome> {
         let ws = self.workspace(tok, &id, Scope::Delete, what)?;
         self.quarantine_is_admins(tok, &ws, what)?;
+        self.not_busy(&ws.id)?;
         runner::destroy(&ws.id).map_err(|e| error(Verdict::Failed, e.to_string()))?;
         self.store.delete(WORKSPACES, &ws.id).map_err(store_err)?;
         self.drop_links_of(&ws.id);
@@ -44,6 +45,16 @@ impl Control {
     ) -> Result<Outcome, Outcome> {
         let mut ws = self.workspace(tok, &id, Scope::Delete, what)?;
         self.quarantine_is_admins(tok, &ws, what)?;
+        self.not_busy(&ws.id)?;
+        if ws.state == WsState::Paused {
+            return Err(error(
+                Verdict::Conflict,
+                format!(
+                    "workspace {} is paused: resume it first, or delete it",
+                    ws.id
+                ),
+            ));
+        }
         runner::stop(&ws.id);
         ws.state = WsState::Stopped;
         self.store.put(WORKSPACES, &ws.id, &ws).map_err(store_err)?;
@@ -134,20 +145,13 @@ impl Control {
                 .store
                 .list::<WorkspaceRecord>(WORKSPACES)
                 .map_err(store_err)?;
-            let live: Vec<&WorkspaceRecord> = all
-                .iter()
-                .filter(|w| matches!(w.state, WsState::Running | WsState::Starting))
-                .collect();
             if let Some(why) =
                 self.tree()
                     .quota_problem(tok, &all, spec.vcpus, spec.memory_mib, spec.disk_mib)
             {
                 return Err(self.refuse(Verdict::Conflict, &why, Some(&tok.id), what));
             }
-            let used_mem: u64 = live
-                .iter()
-                .map(|w| w.memory_mib + crate::limits::VMM_OVERHEAD_MIB)
-                .sum();
+            let used_mem = self.live_memory_mib(&all);
             let mem_cap = mem_total_mib().saturating_sub(HOST_RESERVE_MIB);
             if used_mem + spec.memory_mib + crate::limits::VMM_OVERHEAD_MIB > mem_cap {
                 return Err(self.refuse(
@@ -213,6 +217,7 @@ impl Control {
                 signals: spec.signals,
                 secrets,
                 secrets_sealed,
+                paused: None,
             };
             self.store.put(WORKSPACES, &ws.id, &ws).map_err(store_err)?;
             ws

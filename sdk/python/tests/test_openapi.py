@@ -289,6 +289,7 @@ CALLS: list[tuple[str, Call]] = [
                        "replace_in": ["headers"], "allow_plain_http": True, "upstream_ca": "PEM"}})),
     ("list_workspaces", lambda c, w, p: c.list_workspaces(labels={"a": "b"})),
     ("set_ttl", lambda c, w, p: w.set_ttl(60, reason="why")),
+    ("pause_workspace", lambda c, w, p: w.pause(ttl_s=3600)),
     ("set_limits", lambda c, w, p: w.set_limits(disk_mib_per_s=1, disk_iops=2, net_mib_per_s=3, net_connections_per_s=4)),
     ("publish_port", lambda c, w, p: w.publish_port(8080, host_port=20000, reason="why")),
     ("set_secret", lambda c, w, p: w.set_secret(

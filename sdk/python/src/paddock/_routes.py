@@ -53,6 +53,8 @@ ROUTES: dict[str, Route] = {
     "get_workspace": Route("GET", _W, model=m.WorkspaceInfo),
     "delete_workspace": Route("DELETE", _W, model=m.Deleted),
     "stop_workspace": Route("POST", _W + "/stop", model=m.WorkspaceInfo),
+    "pause_workspace": Route("POST", _W + "/pause", model=m.WorkspaceInfo, body=m.PauseRequest),
+    "resume_workspace": Route("POST", _W + "/resume", model=m.WorkspaceInfo),
     "set_ttl": Route("POST", _W + "/ttl", model=m.WorkspaceInfo, body=m.TtlRequest, asks=True),
     "set_limits": Route("POST", _W + "/limits", model=m.WorkspaceInfo, body=m.LimitsRequest),
     "publish_port": Route("POST", _W + "/ports", model=m.PortPublished, body=m.PortRequest, asks=True),

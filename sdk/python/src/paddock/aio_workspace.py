@@ -22,6 +22,7 @@ from .models import (
     ForensicFileName,
     ForensicManifest,
     LimitsRequest,
+    PauseRequest,
     PortPublished,
     PortRequest,
     ProcessInfo,
@@ -126,6 +127,14 @@ class AsyncWorkspace:
     async def stop(self) -> WorkspaceInfo:
         """Stops its VM, keeps its disk (``POST .../stop``)."""
         return self._seen(await self._t.call("stop_workspace", self._p()))
+
+    async def pause(self, *, ttl_s: int | None = None) -> WorkspaceInfo:
+        """Pauses it (``POST .../pause``); as :meth:`paddock.Workspace.pause`."""
+        return self._seen(await self._t.call("pause_workspace", self._p(), body=PauseRequest(ttl_s)))
+
+    async def resume(self) -> WorkspaceInfo:
+        """Starts it again where it was (``POST .../resume``)."""
+        return self._seen(await self._t.call("resume_workspace", self._p()))
 
     async def set_ttl(self, ttl_s: int, *, reason: str | None = None) -> WorkspaceInfo:
         """Ends it ``ttl_s`` seconds from now (``POST .../ttl``); as

@@ -16,7 +16,7 @@ from typing import Literal
 User = Literal["agent", "root"]
 """Whose credentials the guest runs a command or checks a file call with."""
 
-WorkspaceState = Literal["starting", "running", "stopped", "lost", "quarantined"]
+WorkspaceState = Literal["starting", "running", "stopped", "lost", "quarantined", "paused"]
 FileKind = Literal["file", "dir", "symlink", "other"]
 ForensicFileName = Literal["manifest", "memory", "disk", "audit", "network"]
 SignalAction = Literal["record", "stop", "quarantine"]
@@ -199,6 +199,10 @@ class WorkspaceInfo:
     disk_encrypted: bool | None = None
     signals: SignalRules | None = None
     secrets: list[str] = field(default_factory=list)
+    paused_at: int | None = None
+    """When it was paused (paused workspaces only)."""
+    resume_ttl_s: int | None = None
+    """The TTL it gets back when resumed (paused workspaces only)."""
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,13 @@ class Deleted:
     """The answer to a removal: what was removed."""
 
     deleted: str
+
+
+@dataclass
+class PauseRequest:
+    """``POST /v1/workspaces/{id}/pause``: how long it may stay paused."""
+
+    ttl_s: int | None = None
 
 
 @dataclass

@@ -21,6 +21,7 @@ from .models import (
     ForensicFileName,
     ForensicManifest,
     LimitsRequest,
+    PauseRequest,
     PortPublished,
     PortRequest,
     ProcessInfo,
@@ -140,6 +141,18 @@ class Workspace:
     def stop(self) -> WorkspaceInfo:
         """Stops its VM and keeps its disk (``POST .../stop``; scope delete)."""
         return self._seen(self._t.call("stop_workspace", self._p()))
+
+    def pause(self, *, ttl_s: int | None = None) -> WorkspaceInfo:
+        """Pauses it (``POST .../pause``; scope delete): its memory and
+        processes kept on the box, encrypted under its key, its TTL
+        standing still; deleted ``ttl_s`` seconds later (default a day)
+        unless resumed (:meth:`resume`)."""
+        return self._seen(self._t.call("pause_workspace", self._p(), body=PauseRequest(ttl_s)))
+
+    def resume(self) -> WorkspaceInfo:
+        """Starts it again where it was paused (``POST .../resume``; scope
+        create), also after the box restarted."""
+        return self._seen(self._t.call("resume_workspace", self._p()))
 
     def set_ttl(self, ttl_s: int, *, reason: str | None = None) -> WorkspaceInfo:
         """Ends it ``ttl_s`` seconds from now, sooner or later than before

@@ -1,0 +1,303 @@
+//! `POST /v1/workspaces/{id}/pause` and `/resume`: a workspace's VM kept
+//! on the data partition, encrypted under its key (pausing.rs), with its
+//! TTL standing still and a paused TTL of its own; then started again
+//! where it was, also after the host restarts.
+
+use super::{error, mem_total_mib, reply, store_err, ttl, Control, Outcome, HOST_RESERVE_MIB};
+use crate::audit::now_s;
+use crate::pausing;
+use crate::runner;
+use crate::store::WORKSPACES;
+use crate::tokens::{Scope, TokenRecord};
+use crate::workspace::{PausedAt, WorkspaceRecord, WsState, MAX_TTL_S};
+use log::info;
+use paddock_api_channel::Verdict;
+use serde_json::json;
+use std::time::Instant;
+
+/// How long a workspace stays paused when the request does not say.
+pub const DEFAULT_PAUSED_TTL_S: u64 = 24 * 3600;
+
+/// What is under way on a workspace that no other lifecycle call may
+/// overlap (a stop or delete in the middle of a pause would race the VMM
+/// writing its snapshot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Busy {
+    Pausing,
+    Resuming,
+}
+
+/// Marks a workspace busy until dropped.
+pub(crate) struct BusyGuard<'a> {
+    control: &'a Control,
+    id: String,
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.control.busy_map().remove(&self.id);
+    }
+}
+
+impl Control {
+    fn busy_map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Busy>> {
+        self.busy.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What is under way on `id`, if anything.
+    pub(crate) fn busy_with(&self, id: &str) -> Option<Busy> {
+        self.busy_map().get(id).copied()
+    }
+
+    /// Refuses a lifecycle call on a workspace a pause or resume is under
+    /// way on.
+    pub(super) fn not_busy(&self, id: &str) -> Result<(), Outcome> {
+        match self.busy_with(id) {
+            None => Ok(()),
+            Some(b) => Err(error(
+                Verdict::Conflict,
+                format!(
+                    "workspace {id} is {}; try again when it is done",
+                    busy_word(b)
+                ),
+            )),
+        }
+    }
+
+    pub(super) fn mark_busy(&self, id: &str, what: Busy) -> Result<BusyGuard<'_>, Outcome> {
+        let mut map = self.busy_map();
+        if let Some(b) = map.get(id) {
+            return Err(error(
+                Verdict::Conflict,
+                format!("workspace {id} is {} already", busy_word(*b)),
+            ));
+        }
+        map.insert(id.to_string(), what);
+        Ok(BusyGuard {
+            control: self,
+            id: id.to_string(),
+        })
+    }
+
+    fn fresh(&self, id: &str) -> Result<WorkspaceRecord, Outcome> {
+        self.store
+            .get::<WorkspaceRecord>(WORKSPACES, id)
+            .map_err(store_err)?
+            .ok_or_else(|| error(Verdict::NotFound, format!("no workspace {id}")))
+    }
+
+    pub(super) fn pause_workspace(
+        &self,
+        tok: &TokenRecord,
+        id: &str,
+        ttl_s: Option<u64>,
+        what: &str,
+    ) -> Result<Outcome, Outcome> {
+        // Pausing ends its running, like a stop: the delete scope.
+        let seen = self.workspace(tok, id, Scope::Delete, what)?;
+        self.quarantine_is_admins(tok, &seen, what)?;
+        let paused_ttl = ttl_s.unwrap_or_else(|| {
+            DEFAULT_PAUSED_TTL_S.min(tok.quotas.max_ttl_s.unwrap_or(DEFAULT_PAUSED_TTL_S))
+        });
+        if !(1..=MAX_TTL_S).contains(&paused_ttl) {
+            return Err(error(
+                Verdict::Invalid,
+                format!("ttl_s: {paused_ttl} is not 1 to {MAX_TTL_S} (the server maximum)"),
+            ));
+        }
+        if let Some(why) = ttl::past_quota(tok, paused_ttl) {
+            return Err(self.refuse(Verdict::Forbidden, &why, Some(&tok.id), what));
+        }
+        let _busy = self.mark_busy(&seen.id, Busy::Pausing)?;
+        let ws = self.fresh(&seen.id)?;
+        if ws.state != WsState::Running {
+            return Err(error(
+                Verdict::Conflict,
+                format!(
+                    "workspace {} is {}; only a running workspace can be paused",
+                    ws.id,
+                    state_word(ws.state)
+                ),
+            ));
+        }
+        // Its memory goes to the data partition: room for all of it.
+        let all = self
+            .store
+            .list::<WorkspaceRecord>(WORKSPACES)
+            .map_err(store_err)?;
+        if let Err(why) = crate::space::Partition::now(&all).admits(ws.memory_mib, false) {
+            return Err(self.refuse(
+                Verdict::Conflict,
+                &format!("capacity: its {} MiB of memory: {why}", ws.memory_mib),
+                Some(&tok.id),
+                what,
+            ));
+        }
+        let started = Instant::now();
+        let stored = pausing::pause(&ws).map_err(|e| {
+            error(
+                Verdict::Failed,
+                format!("workspace {} was not paused (it runs on): {e}", ws.id),
+            )
+        })?;
+        runner::stop(&ws.id);
+        let now = now_s();
+        let paused = PausedAt {
+            at: now,
+            ttl_left_s: ws.expires_at.saturating_sub(now).max(1),
+        };
+        let ws = self
+            .store
+            .update(WORKSPACES, &ws.id, |w: &mut WorkspaceRecord| {
+                w.state = WsState::Paused;
+                w.paused = Some(paused);
+                w.expires_at = now + paused_ttl;
+                Ok::<(), String>(())
+            })
+            .map_err(store_err)?
+            .and_then(Result::ok)
+            .ok_or_else(|| error(Verdict::NotFound, format!("no workspace {id}")))?;
+        let ms = started.elapsed().as_millis() as u64;
+        self.audit.record(
+            "workspace_paused",
+            json!({"workspace": ws.id, "token": tok.id, "stored_bytes": stored, "paused_ttl_s": paused_ttl, "resume_ttl_s": paused.ttl_left_s, "ms": ms}),
+        );
+        crate::metrics::count_pause(ms);
+        info!(
+            "workspace {} paused in {ms} ms ({} MiB kept)",
+            ws.id,
+            stored >> 20
+        );
+        Ok(reply(Verdict::Ok, ws.public()))
+    }
+
+    pub(super) fn resume_workspace(
+        &self,
+        tok: &TokenRecord,
+        id: &str,
+        what: &str,
+    ) -> Result<Outcome, Outcome> {
+        let seen = self.workspace(tok, id, Scope::Create, what)?;
+        let _busy = self.mark_busy(&seen.id, Busy::Resuming)?;
+        let ws = self.fresh(&seen.id)?;
+        let Some(paused) = ws.paused.filter(|_| ws.state == WsState::Paused) else {
+            return Err(error(
+                Verdict::Conflict,
+                format!(
+                    "workspace {} is {}; only a paused workspace can be resumed",
+                    ws.id,
+                    state_word(ws.state)
+                ),
+            ));
+        };
+        let Some(template_dev) = self.template_dev.clone() else {
+            return Err(error(
+                Verdict::Unavailable,
+                "this image has no template partition",
+            ));
+        };
+        self.admit_resume(tok, &ws, what)?;
+        if let Err(e) = paddock_keys::store().and_then(|s| s.check_ready()) {
+            return Err(error(Verdict::Unavailable, e.to_string()));
+        }
+        // Its secrets reach the proxy before its first command can run.
+        self.push_secrets(&ws)?;
+        let started = Instant::now();
+        let pid = pausing::resume(&ws, &template_dev).map_err(|e| {
+            crate::host::get().clear_secrets(&ws.id);
+            error(
+                Verdict::Unavailable,
+                format!("workspace {} was not resumed (it stays paused): {e}", ws.id),
+            )
+        })?;
+        let now = now_s();
+        let ws = self
+            .store
+            .update(WORKSPACES, &ws.id, |w: &mut WorkspaceRecord| {
+                w.state = WsState::Running;
+                w.paused = None;
+                w.expires_at = now + paused.ttl_left_s;
+                Ok::<(), String>(())
+            })
+            .map_err(store_err)?
+            .and_then(Result::ok)
+            .ok_or_else(|| error(Verdict::NotFound, format!("no workspace {id}")))?;
+        let ms = started.elapsed().as_millis() as u64;
+        self.audit.record(
+            "workspace_resumed",
+            json!({"workspace": ws.id, "token": tok.id, "paused_s": now.saturating_sub(paused.at), "ms": ms}),
+        );
+        crate::metrics::count_resume(ms);
+        info!("workspace {} resumed in {ms} ms (pid {pid})", ws.id);
+        Ok(reply(Verdict::Ok, ws.public()))
+    }
+
+    /// A resumed workspace runs again: the token's quotas and the box's
+    /// memory must have room for it, as at create.
+    fn admit_resume(
+        &self,
+        tok: &TokenRecord,
+        ws: &WorkspaceRecord,
+        what: &str,
+    ) -> Result<(), Outcome> {
+        let _g = self.admission.lock().unwrap_or_else(|e| e.into_inner());
+        let others: Vec<WorkspaceRecord> = self
+            .store
+            .list::<WorkspaceRecord>(WORKSPACES)
+            .map_err(store_err)?
+            .into_iter()
+            .filter(|w| w.id != ws.id)
+            .collect();
+        if let Some(why) =
+            self.tree()
+                .quota_problem(tok, &others, ws.vcpus, ws.memory_mib, ws.disk_mib)
+        {
+            return Err(self.refuse(Verdict::Conflict, &why, Some(&tok.id), what));
+        }
+        let used = self.live_memory_mib(&others);
+        let cap = mem_total_mib().saturating_sub(HOST_RESERVE_MIB);
+        if used + ws.memory_mib + crate::limits::VMM_OVERHEAD_MIB > cap {
+            return Err(self.refuse(
+                Verdict::Conflict,
+                &format!(
+                    "capacity: it needs {} MiB of memory, {} MiB are free for workspaces",
+                    ws.memory_mib,
+                    cap.saturating_sub(used)
+                ),
+                Some(&tok.id),
+                what,
+            ));
+        }
+        Ok(())
+    }
+
+    /// The memory the running, starting and resuming workspaces of `all`
+    /// hold, with each VMM's own.
+    pub(super) fn live_memory_mib(&self, all: &[WorkspaceRecord]) -> u64 {
+        all.iter()
+            .filter(|w| {
+                matches!(w.state, WsState::Running | WsState::Starting)
+                    || self.busy_with(&w.id) == Some(Busy::Resuming)
+            })
+            .map(|w| w.memory_mib + crate::limits::VMM_OVERHEAD_MIB)
+            .sum()
+    }
+}
+
+fn busy_word(b: Busy) -> &'static str {
+    match b {
+        Busy::Pausing => "being paused",
+        Busy::Resuming => "being resumed",
+    }
+}
+
+fn state_word(s: WsState) -> &'static str {
+    match s {
+        WsState::Starting => "starting",
+        WsState::Running => "running",
+        WsState::Stopped => "stopped",
+        WsState::Lost => "lost",
+        WsState::Quarantined => "quarantined",
+        WsState::Paused => "paused",
+    }
+}
