@@ -189,7 +189,8 @@ pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
         Route::E2bKill(id) => Some(crate::e2b::kill(shared, req, &id)),
         Route::E2bTimeout(id) => Some(crate::e2b::set_timeout(shared, req, io, &id)),
         Route::E2bConnect(id) => Some(crate::e2b::connect(shared, req, io, &id)),
-        Route::E2bPause(id) => Some(crate::e2b::pause(&id)),
+        Route::E2bPause(id) => Some(crate::e2b_pause::pause(shared, req, io, &id)),
+        Route::E2bResume(id) => Some(crate::e2b_pause::resume(shared, req, io, &id)),
         Route::E2bNetwork(id) => Some(crate::e2b::set_network(shared, req, io, &id)),
         Route::E2bMetrics(id) => Some(crate::e2b::metrics(shared, req, &id)),
         Route::WorkspaceMetrics(id) => {

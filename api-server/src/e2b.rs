@@ -4,9 +4,10 @@
 //! answer to E2B's shapes: the same token (sent as `X-API-Key`), scopes,
 //! quotas, audit and egress policy as the native API, nothing weaker.
 //!
-//! What does not map is refused with a reason rather than faked: pausing
-//! (Paddock cannot pause a workspace yet), egress CIDRs without ports
-//! (Paddock's rules name them), metrics (not yet served in E2B's shape).
+//! What does not map is refused with a reason rather than faked: a resume
+//! that reboots instead of restoring memory, pausing at the timeout
+//! (`autoPause`), egress CIDRs without ports (Paddock's rules name them).
+//! Pause and resume themselves are `e2b_pause.rs`.
 
 use crate::bridge::Exchange;
 use crate::handling::{query, read_json};
@@ -62,14 +63,14 @@ fn reshape(status: u16, body: Value) -> Result<Value, (u16, Value)> {
 }
 
 /// A native refusal (`{"error"}`) in E2B's shape.
-fn reshaped((status, body): (u16, Value)) -> (u16, Value) {
+pub(crate) fn reshaped((status, body): (u16, Value)) -> (u16, Value) {
     match reshape(status, body) {
         Err(e) => e,
         Ok(_) => error(status, "the request failed"),
     }
 }
 
-fn ask(shared: &Shared, bearer: &str, c: Call) -> Result<Value, (u16, Value)> {
+pub(crate) fn ask(shared: &Shared, bearer: &str, c: Call) -> Result<Value, (u16, Value)> {
     let (reply, _) = call(shared, bearer, c);
     if reply.verdict == Verdict::Accepted {
         // E2B's SDKs take any 2xx for done; an ask that waits for a person
@@ -141,7 +142,7 @@ fn detail(ws: &Workspace) -> Value {
         "memoryMB": ws.memory_mib,
         "diskSizeMB": ws.disk_mib,
         "metadata": ws.labels,
-        "state": "running",
+        "state": if ws.state == WorkspaceState::Paused { "paused" } else { "running" },
         "network": {"allowOut": allow_out(&ws.egress)},
     })
 }
@@ -154,7 +155,10 @@ fn allow_out(e: &Egress) -> Vec<String> {
 /// A workspace E2B can see: a sandbox is running or paused; a stopped,
 /// lost or quarantined workspace is not one.
 fn visible(ws: &Workspace) -> bool {
-    matches!(ws.state, WorkspaceState::Running | WorkspaceState::Starting)
+    matches!(
+        ws.state,
+        WorkspaceState::Running | WorkspaceState::Starting | WorkspaceState::Paused
+    )
 }
 
 fn workspace(shared: &Shared, bearer: &str, id: &str) -> Result<Workspace, (u16, Value)> {
@@ -274,6 +278,11 @@ pub fn create(shared: &Shared, req: &http::Request, io: &mut Exchange) -> (u16, 
 /// they are then authenticated, scoped and audited as that key's, like
 /// its API calls. (A key scoped to the one sandbox would be narrower; see
 /// docs/e2b.md.)
+/// `sandbox` for a workspace.
+pub(crate) fn sandbox_of(shared: &Shared, ws: &Workspace, bearer: &str) -> Value {
+    sandbox(shared, template_to_e2b(&ws.template), &ws.id, bearer)
+}
+
 fn sandbox(shared: &Shared, template: &str, id: &str, bearer: &str) -> Value {
     json!({
         "templateID": template,
@@ -320,7 +329,8 @@ struct Timeout {
 struct ConnectBody {
     #[serde(default)]
     timeout: Option<u64>,
-    /// Resume from memory: nothing is paused here.
+    /// Resume from memory (true, the default) or reboot from the disk
+    /// (false: not done here).
     #[serde(default)]
     memory: Option<bool>,
 }
@@ -358,11 +368,23 @@ pub fn connect(shared: &Shared, req: &http::Request, io: &mut Exchange, id: &str
             Err(refusal) => return reshaped(refusal),
         }
     };
-    let _ = t.memory;
     let ws = match workspace(shared, &req.bearer, id) {
         Ok(ws) => ws,
         Err(e) => return e,
     };
+    // A paused sandbox is resumed: from its memory, the only way here.
+    if ws.state == WorkspaceState::Paused {
+        if t.memory == Some(false) {
+            return error(
+                501,
+                "a resume that reboots (memory: false): Paddock resumes a paused sandbox from its memory",
+            );
+        }
+        return match crate::e2b_pause::resume_paused(shared, &req.bearer, id, t.timeout) {
+            Ok(ws) => (201, sandbox_of(shared, &ws, &req.bearer)),
+            Err(e) => e,
+        };
+    }
     let now = now_s();
     let timeout = t.timeout.unwrap_or(0);
     if timeout > 0 && ws.expires_at < now.saturating_add(timeout) {
@@ -437,9 +459,12 @@ pub fn list(shared: &Shared, req: &http::Request) -> Result<(Value, Option<Strin
             labels.push((k, v));
         }
     }
-    let wants_running = match query(req, "state") {
-        None => true,
-        Some(s) => s.split(',').any(|s| s == "running"),
+    let (wants_running, wants_paused) = match query(req, "state") {
+        None => (true, true),
+        Some(s) => (
+            s.split(',').any(|s| s == "running"),
+            s.split(',').any(|s| s == "paused"),
+        ),
     };
     let limit = match query(req, "limit").map(str::parse::<usize>) {
         None => MAX_PAGE,
@@ -454,10 +479,18 @@ pub fn list(shared: &Shared, req: &http::Request) -> Result<(Value, Option<Strin
     let v = ask(shared, &req.bearer, Call::ListWorkspaces { labels })?;
     let list: paddock_api_types::WorkspaceList =
         serde_json::from_value(v).map_err(|e| error(503, format!("host-init's answer: {e}")))?;
-    let mut all: Vec<&Workspace> = list.workspaces.iter().filter(|w| visible(w)).collect();
-    if !wants_running {
-        all.clear();
-    }
+    let mut all: Vec<&Workspace> = list
+        .workspaces
+        .iter()
+        .filter(|w| visible(w))
+        .filter(|w| {
+            if w.state == WorkspaceState::Paused {
+                wants_paused
+            } else {
+                wants_running
+            }
+        })
+        .collect();
     all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
     let page: Vec<Value> = all
         .iter()
@@ -468,15 +501,6 @@ pub fn list(shared: &Shared, req: &http::Request) -> Result<(Value, Option<Strin
     let end = skip.saturating_add(limit);
     let next = (end < all.len()).then(|| end.to_string());
     Ok((Value::Array(page), next))
-}
-
-/// Pausing and resuming: refused, with the reason (501: E2B's SDK reads a
-/// 409 as "already paused").
-pub fn pause(_id: &str) -> (u16, Value) {
-    error(
-        501,
-        "Paddock cannot pause a workspace yet (no VM snapshots); it runs until its timeout or a kill",
-    )
 }
 
 /// E2B's metrics shape is not served yet; Paddock's are at /metrics.

@@ -16,6 +16,7 @@ pub mod connect;
 pub mod dirs;
 pub mod dispatch;
 pub mod e2b;
+pub mod e2b_pause;
 pub mod envd;
 pub mod envd_fs;
 pub mod envd_process;

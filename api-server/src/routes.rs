@@ -60,6 +60,7 @@ pub enum Route {
     E2bTimeout(String),
     E2bConnect(String),
     E2bPause(String),
+    E2bResume(String),
     E2bNetwork(String),
     E2bMetrics(String),
     EnvdHealth,
@@ -273,7 +274,8 @@ pub fn resolve(method: &str, path: &str) -> Route {
         ("POST", ["sandboxes", id, "connect"] | ["v2", "sandboxes", id, "connect"]) => {
             R::E2bConnect(native_id(id))
         }
-        ("POST", ["sandboxes", id, "pause" | "resume"]) => R::E2bPause(native_id(id)),
+        ("POST", ["sandboxes", id, "pause"]) => R::E2bPause(native_id(id)),
+        ("POST", ["sandboxes", id, "resume"]) => R::E2bResume(native_id(id)),
         ("PUT", ["sandboxes", id, "network"]) => R::E2bNetwork(native_id(id)),
         ("GET", ["sandboxes", id, "metrics"]) => R::E2bMetrics(native_id(id)),
         ("GET", ["health"]) => R::EnvdHealth,

@@ -8,14 +8,15 @@
 //! partition in the clear, and erasing the key (delete) makes it unreadable
 //! with the disk. The VMM is given the open devices, never a path.
 //!
-//! A resume opens the same mappings read-only as device nodes named as
-//! the VMM's `--restore` expects, starts the VMM from them with the
-//! workspace's disk, NIC, limits, jail and cgroup as at create, and waits
-//! for the agent to answer a `Renew` that reseeds its RNG and sets its
-//! clock. The memory stays mapped from the device for the VM's life (pages
-//! come in as the guest touches them), so the mappings are only marked to
-//! go once the VMM closes them; the files are unlinked at once, their
-//! space freed when that happens.
+//! A resume opens the same mappings as device nodes named as the VMM's
+//! `--restore` expects, starts the VMM from them with the workspace's
+//! disk, NIC, limits, jail and cgroup as at create, and waits for the
+//! agent to answer a `Renew` that reseeds its RNG and sets its clock. The
+//! VMM copies the memory's written chunks into fresh RAM
+//! (`--restore-copy`) rather than mapping the device as a template's
+//! clones would: the resumed VM's memory is then its cgroup's and the
+//! memfds forensics knows, and nothing holds the paused state once it
+//! runs, so the mappings and files go at once.
 
 use super::layout::{control_path, key_name, paused_dir, paused_mappings, restore_dir, vsock_path};
 use super::run_error::{io, RunError};
@@ -171,7 +172,8 @@ pub fn resume(ws: &WorkspaceRecord, template_dev: &str) -> Result<u32, RunError>
     let started = launch(ws, template_dev);
     match started {
         Ok(pid) => {
-            // The VMM holds the devices; they go when it closes them.
+            // The VMM has closed the devices; should one still be open,
+            // it goes when that ends.
             for m in paused_mappings(&ws.id) {
                 if let Err(e) = paddock_keys::dmcrypt::remove_when_closed(&m) {
                     warn!("workspace {}: {m} stays until shutdown: {e}", ws.id);

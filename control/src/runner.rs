@@ -210,8 +210,10 @@ pub(crate) fn vmm_command(
         Boot::Cold => {
             cmd.args(["--kernel", GUEST_KERNEL, "--initramfs", AGENT_INITRAMFS]);
         }
+        // Its memory is copied in: nothing stays mapped from the paused
+        // state, and its RAM is the memfds a boot makes (pausing.rs).
         Boot::Restore(dir) => {
-            cmd.arg("--restore").arg(dir);
+            cmd.arg("--restore").arg(dir).arg("--restore-copy");
         }
     }
     cmd.arg("--vcpus")

@@ -73,11 +73,18 @@ fn data_fs_mib() -> (u64, u64) {
 }
 
 /// What the workspaces that are not lost were promised: each one's disk
-/// and the room for its console log.
+/// and the room for its console log, and a paused one's memory.
 pub fn promised_mib(all: &[WorkspaceRecord]) -> u64 {
     all.iter()
         .filter(|w| w.state != WsState::Lost)
-        .map(|w| w.disk_mib + super::console::LOG_DISK_MIB)
+        .map(|w| {
+            let paused = if w.state == WsState::Paused {
+                w.memory_mib
+            } else {
+                0
+            };
+            w.disk_mib + super::console::LOG_DISK_MIB + paused
+        })
         .sum()
 }
 

@@ -15,7 +15,7 @@ use values::{err, number, path, text};
 
 pub const USAGE: &str = "\
 usage: paddock-vmm --config FILE
-       paddock-vmm (--kernel PATH [--initramfs PATH] [--cmdline ARGS] | --restore DIR)
+       paddock-vmm (--kernel PATH [--initramfs PATH] [--cmdline ARGS] | --restore DIR [--restore-copy])
                    [--vcpus N] [--memory-mib N]
                    [--drive id=ID,path=PATH[,ro][,bps=N][,iops=N]]... [--vsock cid=N,uds=PATH]
                    [--net fd=N,mac=MAC[,bps=N][,pps=N]]
@@ -66,6 +66,8 @@ pub struct Flags {
     pub control: Option<PathBuf>,
     #[arg(long, allow_hyphen_values = true, value_parser = path())]
     pub restore: Option<PathBuf>,
+    #[arg(long = "restore-copy", action = ArgAction::SetTrue)]
+    pub restore_copy: bool,
     #[arg(long = "no-rng", action = ArgAction::SetFalse)]
     pub rng: bool,
     /// For debugging only: runs every thread without its filter.
@@ -104,6 +106,7 @@ impl Flags {
             control: self.control,
             net: self.net,
             restore: self.restore,
+            restore_copy: self.restore_copy,
         })))
     }
 }

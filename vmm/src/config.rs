@@ -60,6 +60,14 @@ pub struct VmConfig {
     /// instead of booting a kernel.
     #[serde(default)]
     pub restore: Option<PathBuf>,
+    /// With `restore`: copy the snapshot's memory into fresh guest RAM
+    /// (the memfds a booted VM has) instead of mapping the file. For a
+    /// workspace resumed from its own paused state: nothing is left mapped
+    /// from it, so it can be deleted at once, and the VM's memory is
+    /// what it would be had it booted (its cgroup's, readable by
+    /// forensics). A template's clones map, to share its pages.
+    #[serde(default)]
+    pub restore_copy: bool,
 }
 
 fn check_net(n: &NetConfig, errors: &mut Vec<ConfigError>) {
@@ -229,6 +237,9 @@ impl VmConfig {
     /// `max_vcpus` are the host's limits.
     pub fn validate(&self, host_memory_mib: u64, max_vcpus: usize) -> Vec<ConfigError> {
         let mut errors = Vec::new();
+        if self.restore_copy && self.restore.is_none() {
+            errors.push(err("restore_copy", "only with restore".to_string()));
+        }
         match &self.restore {
             None => check_kernel(&self.kernel, &mut errors),
             Some(dir) => check_restore(self, dir, &mut errors),

@@ -5,7 +5,7 @@
 use crate::config::VmConfig;
 use crate::memory::GuestMemory;
 use crate::snapshot::file::{decode, framed_len, FormatError, HEADER_BYTES, MAX_STATE_LEN};
-use crate::snapshot::memory::{is_block_device, map_memory, MemoryFileError};
+use crate::snapshot::memory::{copy_memory, is_block_device, map_memory, MemoryFileError};
 use crate::snapshot::state::{TransportState, VmSnapshot};
 use crate::sync::lock;
 use crate::virtio::mmio::MmioTransport;
@@ -122,7 +122,12 @@ pub fn load(dir: &Path, cfg: &VmConfig, xsave_size: i32) -> Result<Loaded, Resto
         path: memory_path.clone(),
         source,
     })?;
-    let mem = map_memory(&file, cfg.memory_mib, &snapshot.memory_chunks).map_err(memory_err)?;
+    let mem = if cfg.restore_copy {
+        copy_memory(&file, cfg.memory_mib, &snapshot.memory_chunks)
+    } else {
+        map_memory(&file, cfg.memory_mib, &snapshot.memory_chunks)
+    }
+    .map_err(memory_err)?;
     Ok(Loaded { snapshot, mem })
 }
 

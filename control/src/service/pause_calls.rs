@@ -125,7 +125,7 @@ impl Control {
             .store
             .list::<WorkspaceRecord>(WORKSPACES)
             .map_err(store_err)?;
-        if let Err(why) = crate::space::Partition::now(&all).admits(ws.memory_mib, false) {
+        if let Err(why) = crate::space::Partition::now(&all).admits(ws.memory_mib, true) {
             return Err(self.refuse(
                 Verdict::Conflict,
                 &format!("capacity: its {} MiB of memory: {why}", ws.memory_mib),

@@ -141,6 +141,16 @@ except AuthenticationException:
 # Its figures, sampled every 5 s on the box (it has run well over that).
 m = sbx.get_metrics()
 say("metrics", len(m) > 0, m[-1].cpu_count, m[-1].mem_total > 0, m[-1].disk_total > 0)
+
+# Paused and resumed (the newest SDK only: each pause writes its memory):
+# what only its RAM held comes back; a second pause is "already paused".
+if os.environ.get("PADDOCK_PAUSE") == "1":
+    sbx.commands.run("echo kept-in-memory > /run/e2b-mem", user="root")
+    first = sbx.pause()
+    state = Sandbox.get_info(sbx.sandbox_id).state
+    say("paused", first, getattr(state, "value", state), sbx.pause())
+    sbx = Sandbox.connect(sbx.sandbox_id)
+    say("resumed", sbx.commands.run("cat /run/e2b-mem").stdout.strip(), sbx.is_running())
 sbx.set_timeout(300)
 info = sbx.get_info()
 say("info", info.sandbox_id == sbx.sandbox_id, info.metadata.get("via"), info.state)
@@ -291,6 +301,7 @@ fn e2b_version(app: &Appliance, admin: &str, version: &str, python: &str, newest
     let out = Command::new(python)
         .arg(&script)
         .env("OTHER_KEY", &other)
+        .env("PADDOCK_PAUSE", if newest { "1" } else { "0" })
         .env("E2B_API_KEY", &key)
         .env("E2B_API_URL", &url)
         .env("E2B_SANDBOX_URL", &url)
@@ -353,6 +364,10 @@ fn e2b_version(app: &Appliance, admin: &str, version: &str, python: &str, newest
     assert_eq!(line("other "), "other NotFoundException");
     assert_eq!(line("bad key "), "bad key AuthenticationException");
     assert_eq!(line("metrics "), "metrics True 1 True True");
+    if newest {
+        assert_eq!(line("paused "), "paused True paused False");
+        assert_eq!(line("resumed "), "resumed kept-in-memory True");
+    }
     assert_eq!(line("info "), "info True e2b running");
     assert_eq!(line("running "), "running True");
     assert_eq!(line("killed sandbox "), "killed sandbox True");

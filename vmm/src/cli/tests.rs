@@ -157,6 +157,7 @@ fn runner_command_line() {
             },
         }),
         restore: None,
+        restore_copy: false,
     };
     assert_eq!(*c, want);
 }

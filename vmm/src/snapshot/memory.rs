@@ -47,6 +47,8 @@ pub enum MemoryFileError {
     },
     #[error("writing the memory file: {0}")]
     Write(std::io::Error),
+    #[error("reading the memory file: {0}")]
+    ReadFile(std::io::Error),
     #[error("the memory file is {found} bytes; a {mib} MiB guest needs exactly {wanted}")]
     Size { found: u64, wanted: u64, mib: u64 },
     #[error("the memory device is {found} bytes; a {mib} MiB guest needs at least {wanted}")]
@@ -229,13 +231,9 @@ fn write_chunk(out: &File, chunk: &[u8], at: u64, device: bool) -> Result<u64, M
     Ok(written)
 }
 
-/// Guest RAM of `memory_mib` MiB as private mappings of `file`, the chunks
-/// `present` does not list as fresh anonymous memory.
-pub fn map_memory(
-    file: &File,
-    memory_mib: u64,
-    present: &[u64],
-) -> Result<GuestMemory, MemoryFileError> {
+/// Checks that `file` can hold a `memory_mib` guest with the chunk list
+/// `present`.
+fn check_source(file: &File, memory_mib: u64, present: &[u64]) -> Result<(), MemoryFileError> {
     let wanted = memory_mib << 20;
     if present.len() != chunk_words(memory_mib) {
         return Err(MemoryFileError::ChunkList {
@@ -260,6 +258,52 @@ pub fn map_memory(
             mib: memory_mib,
         });
     }
+    Ok(())
+}
+
+/// Fresh guest RAM of `memory_mib` MiB (memfds, as at boot) holding the
+/// chunks of `file` that `present` lists; the rest stays zero, and
+/// nothing of `file` is mapped or kept open.
+pub fn copy_memory(
+    file: &File,
+    memory_mib: u64,
+    present: &[u64],
+) -> Result<GuestMemory, MemoryFileError> {
+    check_source(file, memory_mib, present)?;
+    let mem = crate::memory::create_guest_memory(memory_mib)
+        .map_err(|e| MemoryFileError::Map(e.to_string()))?;
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut offset = 0u64;
+    for region in mem.iter() {
+        let base = region.start_addr().0;
+        let len = region.len();
+        let mut at = 0u64;
+        while at < len {
+            let n = (len - at).min(CHUNK);
+            if has_chunk(present, (offset + at) / CHUNK) {
+                let chunk = &mut buf[..n as usize];
+                file.read_exact_at(chunk, offset + at)
+                    .map_err(MemoryFileError::ReadFile)?;
+                let addr = base + at;
+                mem.write_slice(chunk, GuestAddress(addr))
+                    .map_err(|source| MemoryFileError::Read { addr, source })?;
+            }
+            at += n;
+        }
+        offset += len;
+    }
+    Ok(mem)
+}
+
+/// Guest RAM of `memory_mib` MiB as private mappings of `file`, the chunks
+/// `present` does not list as fresh anonymous memory.
+pub fn map_memory(
+    file: &File,
+    memory_mib: u64,
+    present: &[u64],
+) -> Result<GuestMemory, MemoryFileError> {
+    check_source(file, memory_mib, present)?;
+    let wanted = memory_mib << 20;
     let mut regions = Vec::new();
     let mut offset = 0u64;
     for (base, len) in ram_ranges(wanted) {
@@ -398,6 +442,15 @@ mod tests {
             back.read_slice(&mut got, GuestAddress(addr)).expect("r");
             assert_eq!(got, [0u8; 8], "zeros at {addr:#x}");
         }
+        // Copied into fresh RAM instead: the same bytes, and no mapping of
+        // the file is left (guest RAM is the memfds a boot makes).
+        let copied = copy_memory(&file, 16, &written.chunks).expect("copy");
+        for (addr, want) in [(4u64 << 20, *b"data\0\0\0\0"), (8 << 20, [0u8; 8])] {
+            copied.read_slice(&mut got, GuestAddress(addr)).expect("r");
+            assert_eq!(got, want, "at {addr:#x}");
+        }
+        let region = copied.iter().next().expect("a region");
+        assert!(region.file_offset().is_some() && region.flags() & libc::MAP_SHARED != 0);
         // A chunk list of the wrong length is refused, not guessed at.
         assert!(matches!(
             map_memory(&file, 16, &[]),
