@@ -98,6 +98,13 @@ pub fn close_mappings(id: &str) {
     let _ = std::fs::remove_dir_all(restore_dir(id));
 }
 
+/// Removes a paused state that is not wanted after all (its record
+/// changed under the pause): mappings and files.
+pub fn discard(id: &str) {
+    close_mappings(id);
+    let _ = std::fs::remove_dir_all(paused_dir(id));
+}
+
 /// Pauses the running workspace's VM and writes it, encrypted, to its
 /// paused files. The VM stays paused (its VMM still running) on success,
 /// for the caller to stop; on failure it runs on and nothing is kept.
@@ -133,21 +140,25 @@ fn write_paused(ws: &WorkspaceRecord) -> Result<(), RunError> {
     let memory =
         paddock_keys::dmcrypt::open_device(m, true).map_err(paddock_keys::KeyError::from)?;
     let sock = control_path(&ws.id);
-    super::vmm_client::request(&sock, &VmmRequest::Pause {}, &[], PAUSE_WAIT)?;
-    let saved = super::vmm_client::request(
-        &sock,
-        &VmmRequest::Snapshot {},
-        &[state.as_fd(), memory.as_fd()],
-        SNAPSHOT_WAIT,
-    )
-    .and_then(|()| {
-        // On the disk before the record says paused: a restart after this
-        // finds the state whole.
-        for (f, p) in [(&state, &state_path), (&memory, &memory_path)] {
-            f.sync_all().map_err(io("flushing", p))?;
-        }
-        Ok(())
-    });
+    // A pause that timed out may still complete: either way the VM is
+    // resumed below if nothing was saved.
+    let saved = super::vmm_client::request(&sock, &VmmRequest::Pause {}, &[], PAUSE_WAIT)
+        .and_then(|()| {
+            super::vmm_client::request(
+                &sock,
+                &VmmRequest::Snapshot {},
+                &[state.as_fd(), memory.as_fd()],
+                SNAPSHOT_WAIT,
+            )
+        })
+        .and_then(|()| {
+            // On the disk before the record says paused: a restart after this
+            // finds the state whole.
+            for (f, p) in [(&state, &state_path), (&memory, &memory_path)] {
+                f.sync_all().map_err(io("flushing", p))?;
+            }
+            Ok(())
+        });
     if let Err(e) = saved {
         if let Err(r) = super::vmm_client::request(&sock, &VmmRequest::Resume {}, &[], PAUSE_WAIT) {
             warn!("workspace {}: resuming after a failed snapshot: {r}", ws.id);
@@ -202,6 +213,11 @@ fn launch(ws: &WorkspaceRecord, template_dev: &str) -> Result<u32, RunError> {
         runner::make_disk_node(&dir.join(name), dev, ws.uid, 0o400)?;
     }
     let p = runner::prepare(ws)?;
+    // Capped before it runs: a restored guest runs its own code at once
+    // (a booting one is capped once ready, to boot at full speed).
+    p.limits
+        .cap_cpu(&p.cg)
+        .map_err(|e| RunError::NotReady(format!("capping its CPU: {e}")))?;
     let mut cmd = runner::vmm_command(ws, template_dev, &p, &Boot::Restore(&dir))?;
     let started = Instant::now();
     let child = cmd
@@ -211,9 +227,6 @@ fn launch(ws: &WorkspaceRecord, template_dev: &str) -> Result<u32, RunError> {
     drop(child);
     crate::workspaces::add(&ws.id, pid);
     wait_agent(ws, started, &p.console)?;
-    p.limits
-        .cap_cpu(&p.cg)
-        .map_err(|e| RunError::NotReady(format!("capping its CPU: {e}")))?;
     Ok(pid)
 }
 

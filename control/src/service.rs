@@ -283,10 +283,13 @@ impl Control {
             return;
         };
         for ws in all.into_iter().filter(|w| {
-            w.expires_at <= now
-                && !matches!(w.state, WsState::Starting | WsState::Quarantined)
-                && self.busy_with(&w.id).is_none()
+            w.expires_at <= now && !matches!(w.state, WsState::Starting | WsState::Quarantined)
         }) {
+            // Not while a pause, resume or other end of it is under way;
+            // claimed for the destroy, so none starts meanwhile.
+            let Ok(_claim) = self.mark_busy(&ws.id, pause_calls::Busy::Ending) else {
+                continue;
+            };
             if self
                 .expiry_retry
                 .lock()

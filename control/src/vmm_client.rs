@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Sends `req` with `fds` to the VMM listening at `sock`; waits at most
-/// `wait` for its answer.
+/// `wait` for its whole answer (a VMM that trickles it is cut off there).
 pub fn request(
     sock: &Path,
     req: &VmmRequest,
@@ -22,7 +22,6 @@ pub fn request(
 ) -> Result<(), RunError> {
     let io = |what: &'static str| super::run_error::io(what, sock);
     let conn = UnixStream::connect(sock).map_err(io("connecting to"))?;
-    let _ = conn.set_read_timeout(Some(wait));
     let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
     // A request is strings and numbers: it always serializes.
     let mut line = serde_json::to_vec(req).unwrap_or_default();
@@ -45,11 +44,25 @@ pub fn request(
             line.len()
         )));
     }
+    let deadline = std::time::Instant::now() + wait;
     let mut reply = Vec::new();
-    (&conn)
-        .take(64 * 1024)
-        .read_to_end(&mut reply)
-        .map_err(io("reading from"))?;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || reply.len() > 64 * 1024 {
+            return Err(RunError::Vmm(format!(
+                "no whole answer within {} s",
+                wait.as_secs()
+            )));
+        }
+        let _ = conn.set_read_timeout(Some(left));
+        match (&conn).read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => reply.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io("reading from")(e)),
+        }
+    }
     match serde_json::from_slice::<VmmReply>(&reply) {
         Ok(VmmReply::Ok { ok: true }) => Ok(()),
         Ok(VmmReply::Error { error }) => Err(RunError::Vmm(error)),

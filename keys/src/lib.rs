@@ -367,7 +367,8 @@ impl KeyStore {
     /// Opens `backing` with `name`'s existing key as the mapping `mapping`,
     /// its sector numbers from `iv_offset` (`dmcrypt::open_at`): a file the
     /// key protects beside its disk, which the key's erasure makes
-    /// unreadable with it. Returns the device number.
+    /// unreadable with it. A mapping of that name already there is closed
+    /// first (an error if something holds it). Returns the device number.
     pub fn open_beside(
         &self,
         name: &str,
@@ -375,8 +376,10 @@ impl KeyStore {
         backing: &Path,
         iv_offset: u64,
     ) -> Result<u64, KeyError> {
-        if let Some(dev) = dmcrypt::device_number(mapping) {
-            return Ok(dev);
+        // Never one left over: it may sit over another (deleted) file, or
+        // be waiting on a deferred removal.
+        if dmcrypt::device_number(mapping).is_some() {
+            dmcrypt::close(mapping)?;
         }
         let key = self.existing_key(name)?;
         Ok(dmcrypt::open_at(

@@ -25,7 +25,7 @@ impl Control {
     ) -> Result<Outcome, Outcome> {
         let ws = self.workspace(tok, &id, Scope::Delete, what)?;
         self.quarantine_is_admins(tok, &ws, what)?;
-        self.not_busy(&ws.id)?;
+        let _claim = self.mark_busy(&ws.id, super::pause_calls::Busy::Ending)?;
         runner::destroy(&ws.id).map_err(|e| error(Verdict::Failed, e.to_string()))?;
         self.store.delete(WORKSPACES, &ws.id).map_err(store_err)?;
         self.drop_links_of(&ws.id);
@@ -45,7 +45,7 @@ impl Control {
     ) -> Result<Outcome, Outcome> {
         let mut ws = self.workspace(tok, &id, Scope::Delete, what)?;
         self.quarantine_is_admins(tok, &ws, what)?;
-        self.not_busy(&ws.id)?;
+        let _claim = self.mark_busy(&ws.id, super::pause_calls::Busy::Ending)?;
         if ws.state == WsState::Paused {
             return Err(error(
                 Verdict::Conflict,
@@ -141,10 +141,12 @@ impl Control {
         }
         let ws = {
             let _g = self.admission.lock().unwrap_or_else(|e| e.into_inner());
-            let all = self
-                .store
-                .list::<WorkspaceRecord>(WORKSPACES)
-                .map_err(store_err)?;
+            // A workspace being resumed holds its place already.
+            let all = self.as_admitted(
+                self.store
+                    .list::<WorkspaceRecord>(WORKSPACES)
+                    .map_err(store_err)?,
+            );
             if let Some(why) =
                 self.tree()
                     .quota_problem(tok, &all, spec.vcpus, spec.memory_mib, spec.disk_mib)
@@ -165,7 +167,7 @@ impl Control {
                     what,
                 ));
             }
-            let need = spec.disk_mib + crate::console::LOG_DISK_MIB;
+            let need = spec.disk_mib + crate::console::LOG_DISK_MIB + self.pausing_mib(&all);
             if let Err(why) = crate::space::Partition::now(&all).admits(need, false) {
                 return Err(self.refuse(
                     Verdict::Conflict,

@@ -25,6 +25,9 @@ pub const DEFAULT_PAUSED_TTL_S: u64 = 24 * 3600;
 pub(crate) enum Busy {
     Pausing,
     Resuming,
+    /// A stop, delete, expiry or signal's stop.
+    Ending,
+    Quarantining,
 }
 
 /// Marks a workspace busy until dropped.
@@ -49,27 +52,18 @@ impl Control {
         self.busy_map().get(id).copied()
     }
 
-    /// Refuses a lifecycle call on a workspace a pause or resume is under
-    /// way on.
-    pub(super) fn not_busy(&self, id: &str) -> Result<(), Outcome> {
-        match self.busy_with(id) {
-            None => Ok(()),
-            Some(b) => Err(error(
-                Verdict::Conflict,
-                format!(
-                    "workspace {id} is {}; try again when it is done",
-                    busy_word(b)
-                ),
-            )),
-        }
-    }
-
+    /// Claims `id` for a lifecycle call (pause, resume, stop, delete,
+    /// expiry, quarantine) until the guard drops; refused while another
+    /// holds it, so no two of them overlap on one workspace.
     pub(super) fn mark_busy(&self, id: &str, what: Busy) -> Result<BusyGuard<'_>, Outcome> {
         let mut map = self.busy_map();
         if let Some(b) = map.get(id) {
             return Err(error(
                 Verdict::Conflict,
-                format!("workspace {id} is {} already", busy_word(*b)),
+                format!(
+                    "workspace {id} is {}; try again when that is done",
+                    busy_word(*b)
+                ),
             ));
         }
         map.insert(id.to_string(), what);
@@ -120,18 +114,23 @@ impl Control {
                 ),
             ));
         }
-        // Its memory goes to the data partition: room for all of it.
-        let all = self
-            .store
-            .list::<WorkspaceRecord>(WORKSPACES)
-            .map_err(store_err)?;
-        if let Err(why) = crate::space::Partition::now(&all).admits(ws.memory_mib, true) {
-            return Err(self.refuse(
-                Verdict::Conflict,
-                &format!("capacity: its {} MiB of memory: {why}", ws.memory_mib),
-                Some(&tok.id),
-                what,
-            ));
+        // Its memory goes to the data partition: room for all of it, and
+        // for every other pause under way (reserved while they write).
+        {
+            let _g = self.admission.lock().unwrap_or_else(|e| e.into_inner());
+            let all = self
+                .store
+                .list::<WorkspaceRecord>(WORKSPACES)
+                .map_err(store_err)?;
+            let need = self.pausing_mib(&all);
+            if let Err(why) = crate::space::Partition::now(&all).admits(need, true) {
+                return Err(self.refuse(
+                    Verdict::Conflict,
+                    &format!("capacity: its {} MiB of memory: {why}", ws.memory_mib),
+                    Some(&tok.id),
+                    what,
+                ));
+            }
         }
         let started = Instant::now();
         let stored = pausing::pause(&ws).map_err(|e| {
@@ -142,21 +141,42 @@ impl Control {
         })?;
         runner::stop(&ws.id);
         let now = now_s();
-        let paused = PausedAt {
-            at: now,
-            ttl_left_s: ws.expires_at.saturating_sub(now).max(1),
-        };
-        let ws = self
+        // Its TTL as it is now (a TTL change during the pause counts), and
+        // only if nothing else changed its state meanwhile.
+        let updated = self
             .store
             .update(WORKSPACES, &ws.id, |w: &mut WorkspaceRecord| {
+                if w.state != WsState::Running {
+                    return Err(format!(
+                        "workspace {} became {} during the pause",
+                        w.id,
+                        state_word(w.state)
+                    ));
+                }
                 w.state = WsState::Paused;
-                w.paused = Some(paused);
+                w.paused = Some(PausedAt {
+                    at: now,
+                    ttl_left_s: w.expires_at.saturating_sub(now).max(1),
+                });
                 w.expires_at = now + paused_ttl;
-                Ok::<(), String>(())
+                Ok(())
             })
-            .map_err(store_err)?
-            .and_then(Result::ok)
-            .ok_or_else(|| error(Verdict::NotFound, format!("no workspace {id}")))?;
+            .map_err(store_err)?;
+        let ws = match updated {
+            Some(Ok(ws)) => ws,
+            other => {
+                pausing::discard(&ws.id);
+                let why = match other {
+                    Some(Err(why)) => why,
+                    _ => format!("workspace {id} is gone"),
+                };
+                return Err(error(Verdict::Conflict, why));
+            }
+        };
+        let paused = ws.paused.unwrap_or(PausedAt {
+            at: now,
+            ttl_left_s: 1,
+        });
         let ms = started.elapsed().as_millis() as u64;
         self.audit.record(
             "workspace_paused",
@@ -178,6 +198,7 @@ impl Control {
         what: &str,
     ) -> Result<Outcome, Outcome> {
         let seen = self.workspace(tok, id, Scope::Create, what)?;
+        self.quarantine_is_admins(tok, &seen, what)?;
         let _busy = self.mark_busy(&seen.id, Busy::Resuming)?;
         let ws = self.fresh(&seen.id)?;
         let Some(paused) = ws.paused.filter(|_| ws.state == WsState::Paused) else {
@@ -211,17 +232,35 @@ impl Control {
             )
         })?;
         let now = now_s();
-        let ws = self
+        let updated = self
             .store
             .update(WORKSPACES, &ws.id, |w: &mut WorkspaceRecord| {
+                if w.state != WsState::Paused {
+                    return Err(format!(
+                        "workspace {} became {} during the resume",
+                        w.id,
+                        state_word(w.state)
+                    ));
+                }
                 w.state = WsState::Running;
                 w.paused = None;
                 w.expires_at = now + paused.ttl_left_s;
-                Ok::<(), String>(())
+                Ok(())
             })
-            .map_err(store_err)?
-            .and_then(Result::ok)
-            .ok_or_else(|| error(Verdict::NotFound, format!("no workspace {id}")))?;
+            .map_err(store_err);
+        let ws = match updated {
+            Ok(Some(Ok(ws))) => ws,
+            other => {
+                // Nothing may run that no record accounts for.
+                runner::stop(&ws.id);
+                crate::host::get().clear_secrets(&ws.id);
+                return Err(match other {
+                    Ok(Some(Err(why))) => error(Verdict::Conflict, why),
+                    Err(e) => e,
+                    _ => error(Verdict::NotFound, format!("no workspace {id}")),
+                });
+            }
+        };
         let ms = started.elapsed().as_millis() as u64;
         self.audit.record(
             "workspace_resumed",
@@ -241,18 +280,28 @@ impl Control {
         what: &str,
     ) -> Result<(), Outcome> {
         let _g = self.admission.lock().unwrap_or_else(|e| e.into_inner());
-        let others: Vec<WorkspaceRecord> = self
+        let all = self
             .store
             .list::<WorkspaceRecord>(WORKSPACES)
-            .map_err(store_err)?
+            .map_err(store_err)?;
+        let others: Vec<WorkspaceRecord> = self
+            .as_admitted(all)
             .into_iter()
             .filter(|w| w.id != ws.id)
             .collect();
-        if let Some(why) =
-            self.tree()
-                .quota_problem(tok, &others, ws.vcpus, ws.memory_mib, ws.disk_mib)
+        // Its owner's quotas (a parent resuming a child's workspace does
+        // not skip the child's), and the resumer's.
         {
-            return Err(self.refuse(Verdict::Conflict, &why, Some(&tok.id), what));
+            let tree = self.tree();
+            let owner = tree.get(&ws.owner).cloned();
+            for t in owner.iter().chain(std::iter::once(tok)) {
+                if let Some(why) =
+                    tree.quota_problem(t, &others, ws.vcpus, ws.memory_mib, ws.disk_mib)
+                {
+                    drop(tree);
+                    return Err(self.refuse(Verdict::Conflict, &why, Some(&tok.id), what));
+                }
+            }
         }
         let used = self.live_memory_mib(&others);
         let cap = mem_total_mib().saturating_sub(HOST_RESERVE_MIB);
@@ -269,6 +318,29 @@ impl Control {
             ));
         }
         Ok(())
+    }
+
+    /// `all` as the quota and capacity checks must see it: a workspace
+    /// being resumed holds its resources already (it is still `paused` in
+    /// its record until it runs).
+    pub(super) fn as_admitted(&self, all: Vec<WorkspaceRecord>) -> Vec<WorkspaceRecord> {
+        all.into_iter()
+            .map(|mut w| {
+                if self.busy_with(&w.id) == Some(Busy::Resuming) {
+                    w.state = WsState::Starting;
+                }
+                w
+            })
+            .collect()
+    }
+
+    /// The data partition space the pauses under way may write (each
+    /// one's memory), reserved until their records say paused.
+    pub(super) fn pausing_mib(&self, all: &[WorkspaceRecord]) -> u64 {
+        all.iter()
+            .filter(|w| self.busy_with(&w.id) == Some(Busy::Pausing))
+            .map(|w| w.memory_mib)
+            .sum()
     }
 
     /// The memory the running, starting and resuming workspaces of `all`
@@ -288,6 +360,8 @@ fn busy_word(b: Busy) -> &'static str {
     match b {
         Busy::Pausing => "being paused",
         Busy::Resuming => "being resumed",
+        Busy::Ending => "being stopped or deleted",
+        Busy::Quarantining => "being quarantined",
     }
 }
 

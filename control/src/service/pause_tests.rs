@@ -190,3 +190,67 @@ fn nothing_overlaps_a_pause_or_resume() {
         );
     }
 }
+
+/// A quarantine does not land in the middle of a pause (which would end
+/// the VM it freezes), nor a signal's stop.
+#[test]
+fn a_quarantine_waits_for_no_pause() {
+    let p = plane("pause-quarantine");
+    let c = &p.control;
+    put_workspace(c, "ws_q", "tok_bootstrap", "running", u64::MAX);
+    let busy = c
+        .mark_busy("ws_q", super::pause_calls::Busy::Pausing)
+        .map_err(|_| "busy")
+        .expect("marked");
+    let out = c.call(ADMIN, Call::QuarantineWorkspace { id: "ws_q".into() });
+    assert_eq!(out.reply.verdict, Verdict::Conflict, "{}", out.reply.body);
+    assert!(
+        out.reply.body.to_string().contains("being paused"),
+        "{}",
+        out.reply.body
+    );
+    drop(busy);
+    let ws: WorkspaceRecord = c
+        .store
+        .get(WORKSPACES, "ws_q")
+        .expect("get")
+        .expect("there");
+    assert_eq!(ws.state, WsState::Running, "untouched");
+}
+
+/// The attack: pause two workspaces, create a third, resume both at once.
+/// A workspace being resumed counts against its token's quota from the
+/// moment its resume is admitted, though its record still says paused.
+#[test]
+fn a_resume_under_way_counts_against_the_quota() {
+    let p = plane("pause-quota");
+    let c = &p.control;
+    let (_, secret) = tenant(c);
+    let limited = c.call(
+        &secret,
+        Call::CreateToken {
+            request: json!({"name": "limited", "scopes": ["read", "create", "delete"], "quotas": {"max_memory_mib": 256}}),
+        },
+    );
+    assert_eq!(limited.reply.verdict, Verdict::Created, "{}", limited.reply.body);
+    let limited_id = limited.reply.body["id"].as_str().expect("id").to_string();
+    put_workspace(c, "ws_live", &limited_id, "running", u64::MAX);
+    put_workspace(c, "ws_back", &limited_id, "paused", u64::MAX);
+    set_paused(c, "ws_back", 10, 100);
+    let all: Vec<WorkspaceRecord> = c.store.list(WORKSPACES).expect("list");
+    let tok = c.tree().get(&limited_id).cloned().expect("token");
+    // 128 MiB live: another 128 fits while the paused one is only paused.
+    assert!(c
+        .tree()
+        .quota_problem(&tok, &c.as_admitted(all.clone()), 1, 128, 256)
+        .is_none());
+    let _busy = c
+        .mark_busy("ws_back", super::pause_calls::Busy::Resuming)
+        .map_err(|_| "busy")
+        .expect("marked");
+    let why = c
+        .tree()
+        .quota_problem(&tok, &c.as_admitted(all), 1, 128, 256)
+        .expect("refused while the paused one is being resumed");
+    assert!(why.contains("max_memory_mib"), "{why}");
+}

@@ -18,7 +18,16 @@ impl Control {
     /// take the forensic snapshot. The VMM stays frozen, memory and all,
     /// until an admin stops or deletes the workspace.
     /// `by`: the token that asked, or the signal that fired.
-    pub(super) fn quarantine(&self, by: &str, mut ws: WorkspaceRecord) -> Result<Outcome, Outcome> {
+    pub(super) fn quarantine(&self, by: &str, ws: WorkspaceRecord) -> Result<Outcome, Outcome> {
+        // Not in the middle of a pause (which would end the VM the
+        // quarantine freezes) or another end of it.
+        let _claim = self.mark_busy(&ws.id, super::pause_calls::Busy::Quarantining)?;
+        // As it is now, not as the caller read it.
+        let mut ws = self
+            .store
+            .get::<WorkspaceRecord>(WORKSPACES, &ws.id)
+            .map_err(store_err)?
+            .unwrap_or(ws);
         if ws.state != WsState::Running {
             return Err(error(
                 Verdict::Conflict,

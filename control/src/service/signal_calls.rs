@@ -108,6 +108,9 @@ impl Control {
     /// Stops a running workspace on a signal's behalf (as an owner's stop
     /// does), unless something else changed its state meanwhile.
     fn stop_for_signal(&self, id: &str, by: &str) -> Result<(), String> {
+        let _claim = self
+            .mark_busy(id, super::pause_calls::Busy::Ending)
+            .map_err(|o| o.reply.body.to_string())?;
         let running = self
             .store
             .get::<WorkspaceRecord>(WORKSPACES, id)
