@@ -232,7 +232,12 @@ fn a_resume_under_way_counts_against_the_quota() {
             request: json!({"name": "limited", "scopes": ["read", "create", "delete"], "quotas": {"max_memory_mib": 256}}),
         },
     );
-    assert_eq!(limited.reply.verdict, Verdict::Created, "{}", limited.reply.body);
+    assert_eq!(
+        limited.reply.verdict,
+        Verdict::Created,
+        "{}",
+        limited.reply.body
+    );
     let limited_id = limited.reply.body["id"].as_str().expect("id").to_string();
     put_workspace(c, "ws_live", &limited_id, "running", u64::MAX);
     put_workspace(c, "ws_back", &limited_id, "paused", u64::MAX);
