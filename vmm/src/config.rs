@@ -418,10 +418,17 @@ fn check_restore(cfg: &VmConfig, dir: &Path, errors: &mut Vec<ConfigError>) {
     for name in [crate::restore::STATE_FILE, crate::restore::MEMORY_FILE] {
         let path = dir.join(name);
         match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() => {}
+            // A file, or a block device (a dm-crypt mapping: a paused
+            // workspace on the appliance).
+            Ok(m)
+                if m.is_file()
+                    || std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()) => {}
             Ok(_) => errors.push(err(
                 "restore",
-                format!("{} is not a regular file", path.display()),
+                format!(
+                    "{} is neither a regular file nor a block device",
+                    path.display()
+                ),
             )),
             Err(e) => errors.push(err(
                 "restore",
