@@ -76,6 +76,13 @@ impl Tools {
             tool("list_workspaces", "The workspaces this token sees, with their state and expiry.", json!({}), &[]),
             tool("delete_workspace", "Delete a workspace and its disk.", json!({"workspace_id": id_schema()}), &["workspace_id"]),
             tool(
+                "pause_workspace",
+                "Pause a running workspace: its memory, processes and disk kept (encrypted) and its TTL stopped until resume_workspace; deleted after ttl_s paused (default a day).",
+                json!({"workspace_id": id_schema(), "ttl_s": {"type": "integer", "minimum": 1, "description": "Seconds it may stay paused."}}),
+                &["workspace_id"],
+            ),
+            tool("resume_workspace", "Resume a paused workspace where it was.", json!({"workspace_id": id_schema()}), &["workspace_id"]),
+            tool(
                 "run_command",
                 "Run a command in a workspace and wait for it: exit code, stdout and stderr (the first 256 KiB of each). For long commands use start_command.",
                 json!({
@@ -167,6 +174,22 @@ impl Tools {
             "list_workspaces" => self.json("GET", "/v1/workspaces", None),
             "delete_workspace" => {
                 workspace(args).and_then(|id| self.json("DELETE", &ws_path(&id, ""), None))
+            }
+            "pause_workspace" => workspace(args).and_then(|id| {
+                let ttl_s = match args.get("ttl_s") {
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(
+                        v.as_u64()
+                            .filter(|t| *t > 0)
+                            .ok_or("ttl_s: a whole number of seconds, at least 1")?,
+                    ),
+                };
+                let body = serde_json::to_vec(&paddock_api_types::PauseRequest { ttl_s })
+                    .map_err(|e| e.to_string())?;
+                self.json("POST", &ws_path(&id, "/pause"), Some(&body))
+            }),
+            "resume_workspace" => {
+                workspace(args).and_then(|id| self.json("POST", &ws_path(&id, "/resume"), None))
             }
             "run_command" => self.run(args),
             "start_command" => self.start(args),

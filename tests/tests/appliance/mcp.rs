@@ -87,6 +87,10 @@ async def main():
             say("bad args", err, "command is required" in r)
             err, r = await call("run_command", workspace_id=wid, command="true", shell="bash")
             say("typo", err, "shell" in r)
+            err, r = await call("pause_workspace", workspace_id=wid, ttl_s=0)
+            say("pause bad ttl", err, "ttl_s" in r)
+            err, r = await call("resume_workspace", workspace_id=wid)
+            say("resume running", err, "only a paused workspace" in r)
             err, r = await call("delete_workspace", workspace_id=wid)
             say("deleted", err)
 
@@ -257,7 +261,7 @@ pub fn mcp_session(app: &Appliance, admin: &str, fingerprint: &str, scratch: &Pa
     };
     assert_eq!(
         line("tools "),
-        "tools create_workspace,delete_workspace,get_command,list_files,list_workspaces,make_directory,read_file,remove_file,run_command,start_command,workspace_events,write_file"
+        "tools create_workspace,delete_workspace,get_command,list_files,list_workspaces,make_directory,pause_workspace,read_file,remove_file,resume_workspace,run_command,start_command,workspace_events,write_file"
     );
     assert_eq!(line("created "), "created True mcp");
     assert_eq!(line("run "), "run False 4 hi oops");
@@ -274,6 +278,8 @@ pub fn mcp_session(app: &Appliance, admin: &str, fingerprint: &str, scratch: &Pa
     assert_eq!(line("missing "), "missing True");
     assert_eq!(line("bad args "), "bad args True True");
     assert_eq!(line("typo "), "typo True True");
+    assert_eq!(line("pause bad ttl "), "pause bad ttl True True");
+    assert_eq!(line("resume running "), "resume running True True");
     assert_eq!(line("deleted "), "deleted False");
     mcp_http_session(app, admin, &bin, &config, scratch);
 }
