@@ -16,8 +16,10 @@ pub(crate) struct Paused {
 }
 
 fn run(app: &Appliance, token: &str, id: &str, script: &str) -> (u16, String) {
+    // As root: /run (the guest's tmpfs) is root's.
     let body =
-        serde_json::to_vec(&serde_json::json!({"argv": ["sh", "-c", script]})).expect("JSON");
+        serde_json::to_vec(&serde_json::json!({"argv": ["sh", "-c", script], "user": "root"}))
+            .expect("JSON");
     let (code, stream) = app
         .api(
             "POST",
@@ -36,21 +38,22 @@ fn run(app: &Appliance, token: &str, id: &str, script: &str) -> (u16, String) {
 
 /// Its marker, machine-id and uptime, read inside the guest.
 fn inside(app: &Appliance, token: &str, id: &str) -> (String, String, f64) {
-    let (code, out) = run(
-        app,
-        token,
-        id,
-        "cat /run/marker; echo; cat /etc/machine-id; cut -d' ' -f1 /proc/uptime",
-    );
+    const SCRIPT: &str = r#"printf 'marker=%s\n' "$(cat /run/marker)"
+printf 'machine=%s\n' "$(cat /etc/machine-id 2>/dev/null || echo none)"
+printf 'uptime=%s\n' "$(cut -d' ' -f1 /proc/uptime)""#;
+    let (code, out) = run(app, token, id, SCRIPT);
     assert_eq!(code, 200, "{out}");
-    let mut lines = out.lines();
-    let marker = lines.next().unwrap_or_default().to_string();
-    let machine_id = lines.next().unwrap_or_default().to_string();
-    let uptime = lines
-        .next()
-        .and_then(|u| u.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no uptime in {out:?}"));
-    (marker, machine_id, uptime)
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} in {out:?}"))
+            .trim()
+            .to_string()
+    };
+    let uptime = field("uptime")
+        .parse()
+        .unwrap_or_else(|_| panic!("no uptime in {out:?}"));
+    (field("marker"), field("machine"), uptime)
 }
 
 fn workspace(app: &Appliance, token: &str, id: &str) -> serde_json::Value {
