@@ -93,6 +93,7 @@ fn now_s() -> u64 {
 /// First boot: a workspace paused, refused while paused, resumed whole,
 /// and paused again for the next boot to resume.
 pub(crate) fn pause_and_resume(app: &Appliance, admin: &str) -> Paused {
+    let t = std::time::Instant::now();
     let (code, body) = app
         .api(
             "POST",
@@ -102,6 +103,7 @@ pub(crate) fn pause_and_resume(app: &Appliance, admin: &str) -> Paused {
         )
         .expect("curl");
     assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    let create_ms = t.elapsed().as_millis();
     let id = json(&body)["id"].as_str().expect("id").to_string();
     // Made in the guest, so no request, log or audit entry on the host
     // ever holds it: only the guest's RAM (its /run is tmpfs).
@@ -128,7 +130,9 @@ pub(crate) fn pause_and_resume(app: &Appliance, admin: &str) -> Paused {
     assert_eq!(workspace(app, admin, &id)["state"], "running");
 
     let before = now_s();
+    let t = std::time::Instant::now();
     let (code, w) = pause(app, admin, &id, Some(br#"{"ttl_s": 7200}"#));
+    let pause_ms = t.elapsed().as_millis();
     assert_eq!(code, 200, "{w}");
     assert_eq!(w["state"], "paused", "{w}");
     let left = w["resume_ttl_s"].as_u64().expect("resume_ttl_s");
@@ -156,7 +160,14 @@ pub(crate) fn pause_and_resume(app: &Appliance, admin: &str) -> Paused {
     );
 
     // Its TTL stood still while paused: it gets back what it had left.
+    let t = std::time::Instant::now();
     let (code, w) = resume(app, admin, &id);
+    let resume_ms = t.elapsed().as_millis();
+    // Side by side, for BENCHMARKS.md: the same workspace created cold and
+    // resumed, each to the API's answer (the agent ready or resynced).
+    eprintln!(
+        "pause/resume figures: create {create_ms} ms, pause {pause_ms} ms, resume {resume_ms} ms"
+    );
     assert_eq!(code, 200, "{w}");
     assert_eq!(w["state"], "running", "{w}");
     assert!(w.get("resume_ttl_s").is_none(), "{w}");
