@@ -447,6 +447,7 @@ fn enums_have_the_documented_values() {
         WorkspaceState::Stopped,
         WorkspaceState::Lost,
         WorkspaceState::Quarantined,
+        WorkspaceState::Paused,
     ]
     .iter()
     .map(|s| serde_json::to_value(s).expect("state"))
