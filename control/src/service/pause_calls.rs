@@ -135,7 +135,7 @@ impl Control {
         let started = Instant::now();
         let stored = pausing::pause(&ws).map_err(|e| {
             error(
-                Verdict::Failed,
+                Verdict::Unavailable,
                 format!("workspace {} was not paused (it runs on): {e}", ws.id),
             )
         })?;
