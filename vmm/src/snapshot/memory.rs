@@ -74,7 +74,8 @@ pub fn is_block_device(f: &File) -> std::io::Result<bool> {
     // The raw fstat system call: glibc's fstat() is newfstatat(fd, "",
     // AT_EMPTY_PATH), a call that can name paths, which the control
     // thread's filter does not allow.
-    // SAFETY: as above.
+    // SAFETY: fstat writes one `struct stat` (the kernel's layout, which
+    // libc::stat is on x86_64) into `st`, which lives across the call.
     if unsafe { libc::syscall(libc::SYS_fstat, f.as_raw_fd(), &mut st as *mut libc::stat) } < 0 {
         return Err(std::io::Error::last_os_error());
     }
