@@ -122,6 +122,12 @@ impl VirtioDevice for Block {
         read_config_bytes(&self.config, offset, data);
     }
 
+    /// A restore is given its drives anew, and a template snapshot's
+    /// writable drive is an empty placeholder for each clone's own disk.
+    fn config_differs_after_restore(&self) -> bool {
+        true
+    }
+
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
         // The disk moves into the worker; a reset gives it back through a
         // fresh open, which we do not support: one activation per boot.

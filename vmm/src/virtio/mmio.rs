@@ -56,6 +56,9 @@ pub struct MmioTransport {
     paused_queues: Option<Vec<virtio_queue::QueueState>>,
     /// While paused: the worker had died of a device fault.
     faulted: bool,
+    /// Bumped when the device's configuration changes under a running
+    /// driver, so a driver reading it in pieces sees the change.
+    config_generation: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +99,7 @@ impl MmioTransport {
             activated: false,
             paused_queues: None,
             faulted: false,
+            config_generation: 0,
         })
     }
 
@@ -248,7 +252,7 @@ impl MmioTransport {
             REG_QUEUE_READY => self.selected_queue().map_or(0, |q| u32::from(q.ready())),
             REG_INTERRUPT_STATUS => self.interrupt.status(),
             REG_STATUS => self.current_status(),
-            REG_CONFIG_GENERATION => 0,
+            REG_CONFIG_GENERATION => self.config_generation,
             _ => 0,
         }
     }

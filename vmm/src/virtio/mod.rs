@@ -154,6 +154,12 @@ pub trait VirtioDevice: Send {
     /// Told before activation when the queues come from a snapshot: what
     /// the device had outside guest memory (connections, timers) is gone.
     fn restored(&mut self) {}
+    /// Whether a restore may bring a configuration the snapshot's driver
+    /// has not seen (a disk of another size), so the transport tells the
+    /// driver to read it again.
+    fn config_differs_after_restore(&self) -> bool {
+        false
+    }
 }
 
 /// Copies `src` (a device's config structure) into `data` from `offset`,

@@ -129,6 +129,8 @@ impl<'a> TestQueue<'a> {
 /// A device that only counts its activations.
 pub struct NullDevice {
     activations: Arc<AtomicUsize>,
+    /// Says its configuration may differ after a restore, as a disk does.
+    pub config_differs: bool,
 }
 
 impl NullDevice {
@@ -137,6 +139,7 @@ impl NullDevice {
         (
             NullDevice {
                 activations: a.clone(),
+                config_differs: false,
             },
             a,
         )
@@ -163,5 +166,8 @@ impl VirtioDevice for NullDevice {
     fn reset(&mut self) {}
     fn worker_mut(&mut self) -> Option<&mut super::worker::WorkerHandle> {
         None
+    }
+    fn config_differs_after_restore(&self) -> bool {
+        self.config_differs
     }
 }

@@ -169,6 +169,13 @@ impl MmioTransport {
                 let _ = evt.write(1);
             }
         }
+        // The backing given for this restore may differ from the one the
+        // driver last read the configuration of (a template's empty disk
+        // swapped for a workspace's own): have the driver read it again.
+        if s.activated && self.device.config_differs_after_restore() {
+            self.config_generation = self.config_generation.wrapping_add(1);
+            self.interrupt.signal_config_change();
+        }
         // An interrupt raised just before the snapshot may not have reached
         // the saved interrupt controllers: raise it again (a spurious one
         // costs the driver a look at its queues).
@@ -224,6 +231,35 @@ mod tests {
             t.restore(&s).is_err(),
             "a transport in use is not restored over"
         );
+    }
+
+    /// A template's disk is restored with another backing: the driver is
+    /// told to read the configuration again, with a new generation so a
+    /// read in pieces cannot mix the two.
+    #[test]
+    fn a_device_whose_backing_may_differ_has_its_driver_reread_the_config() {
+        let mut s = negotiated();
+        s.status |= status::DRIVER_OK;
+        s.activated = true;
+        for differs in [false, true] {
+            let (mut dev, _) = crate::virtio::testing::NullDevice::new();
+            dev.config_differs = differs;
+            let irq = crate::virtio::Interrupt::new(
+                vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).expect("eventfd"),
+            );
+            let mut t = MmioTransport::new(
+                Box::new(dev),
+                crate::virtio::testing::guest_memory(),
+                irq.clone(),
+            )
+            .expect("transport");
+            t.restore(&s).expect("restore");
+            let mut gen = [0u8; 4];
+            crate::devices::BusDevice::read(&mut t, 0x0fc, &mut gen);
+            let changed = irq.status() & 2 != 0;
+            assert_eq!(changed, differs, "config-change interrupt");
+            assert_eq!(u32::from_le_bytes(gen), u32::from(differs), "generation");
+        }
     }
 
     /// Each field a forged snapshot could use to widen what the guest has
