@@ -517,19 +517,35 @@ impl AgentClient {
     }
 
     fn renew_with(&self, hostname: &str, clone: bool) -> Result<()> {
-        use std::io::Read;
-        let mut entropy = vec![0u8; 64];
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut entropy))
-            .map_err(ClientError::Io)?;
-        let realtime_ns = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+        let (entropy, realtime_ns) = fresh_identity()?;
         self.one_shot(HostMsg::Renew {
             entropy,
             realtime_ns,
             hostname: hostname.into(),
             clone,
+        })
+    }
+
+    /// Makes a clone of a template snapshot (an agent booted with
+    /// `paddock.provision=wait`) the workspace `hostname`: reseeded from
+    /// the host's RNG, its clock set, a fresh machine-id, then its own
+    /// writable disk of `data_sectors` 512-byte sectors (0: the root's
+    /// writable layer is memory) joined into its root, then `net`. The VMM
+    /// must have been restored with the workspace's disk in place of the
+    /// template's empty one. Once per clone; privileged.
+    pub fn provision(
+        &self,
+        hostname: &str,
+        data_sectors: u64,
+        net: Option<paddock_proto::ProvisionNet>,
+    ) -> Result<()> {
+        let (entropy, realtime_ns) = fresh_identity()?;
+        self.one_shot(HostMsg::Provision {
+            entropy,
+            realtime_ns,
+            hostname: hostname.into(),
+            data_sectors,
+            net,
         })
     }
 
@@ -562,3 +578,16 @@ impl AgentClient {
 
 #[cfg(test)]
 mod tests;
+
+/// 64 bytes from the host's RNG and its wall clock, for a restored guest.
+fn fresh_identity() -> Result<(Vec<u8>, u64)> {
+    use std::io::Read;
+    let mut entropy = vec![0u8; 64];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut entropy))
+        .map_err(ClientError::Io)?;
+    let realtime_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    Ok((entropy, realtime_ns))
+}

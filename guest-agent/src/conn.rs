@@ -117,5 +117,6 @@ pub fn name(m: &HostMsg) -> &'static str {
         HostMsg::Changes => "Changes",
         HostMsg::TrustCa { .. } => "TrustCa",
         HostMsg::Renew { .. } => "Renew",
+        HostMsg::Provision { .. } => "Provision",
     }
 }

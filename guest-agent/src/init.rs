@@ -32,6 +32,9 @@ pub struct BootOptions {
     /// Writable disk for the overlay's upper layer.
     pub data: String,
     pub hostname: String,
+    /// `paddock.provision=wait`: a template boot, made a workspace later
+    /// by the host's `Provision` (provision.rs).
+    pub provision_wait: bool,
 }
 
 impl BootOptions {
@@ -40,12 +43,15 @@ impl BootOptions {
             template: "/dev/vda".into(),
             data: "/dev/vdb".into(),
             hostname: "workspace".into(),
+            provision_wait: false,
         };
         for arg in cmdline.split_whitespace() {
             if let Some(v) = arg.strip_prefix("paddock.template=") {
                 o.template = v.into();
             } else if let Some(v) = arg.strip_prefix("paddock.data=") {
                 o.data = v.into();
+            } else if arg == "paddock.provision=wait" {
+                o.provision_wait = true;
             } else if let Some(v) = arg.strip_prefix("paddock.hostname=") {
                 if !v.is_empty()
                     && v.len() <= 63
@@ -147,24 +153,42 @@ fn format_data_disk(lower: &str, disk: &str) -> Result<(), InitError> {
             Ok(())
         });
     }
-    let out = cmd.output();
+    let out = run_to_end(&mut cmd);
     let _ = sys::umount(&proc);
     let _ = sys::umount(&dev);
     match out {
-        Ok(o) if o.status.success() => Ok(()),
-        Ok(o) => Err(InitError::Format {
+        Ok((crate::reaper::Ended::Code(0), _)) => Ok(()),
+        Ok((ended, stderr)) => Err(InitError::Format {
             disk: disk.into(),
-            detail: format!(
-                "{}: {}",
-                o.status,
-                String::from_utf8_lossy(&o.stderr).trim()
-            ),
+            detail: format!("{ended:?}: {}", stderr.trim()),
         }),
         Err(e) => Err(InitError::Format {
             disk: disk.into(),
             detail: e.to_string(),
         }),
     }
+}
+
+/// Runs `cmd` to its end: how it ended and what it said on stderr. The
+/// reaper waits for every child of PID 1, so the status comes from it.
+fn run_to_end(cmd: &mut Command) -> std::io::Result<(crate::reaper::Ended, String)> {
+    use std::process::Stdio;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let (mut child, ended) = crate::reaper::spawn_watched(|| {
+        let child = cmd.spawn()?;
+        let pid = child.id() as i32;
+        Ok::<_, std::io::Error>((child, pid))
+    })?;
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    let ended = ended
+        .recv()
+        .map_err(|_| std::io::Error::other("the reaper stopped"))?;
+    Ok((ended, stderr))
 }
 
 fn mount_template(disk: &str, at: &str) -> Result<(), InitError> {
@@ -275,6 +299,8 @@ mod tests {
         assert_eq!(o.template, "/dev/vdc");
         assert_eq!(o.data, "/dev/vdb");
         assert_eq!(o.hostname, "ws-1");
+        assert!(!o.provision_wait);
+        assert!(BootOptions::from_cmdline("quiet paddock.provision=wait").provision_wait);
         let o = BootOptions::from_cmdline("paddock.hostname=bad;name");
         assert_eq!(o.hostname, "workspace");
     }

@@ -9,6 +9,7 @@ mod init;
 mod log;
 mod net;
 mod procs;
+mod provision;
 mod pty;
 mod pump;
 mod reaper;
@@ -48,6 +49,24 @@ fn raise_open_files() {
     }
 }
 
+/// A cold boot: the root, the names and the NIC from the command line.
+fn become_workspace(opts: &init::BootOptions, cmdline: &str) {
+    if let Err(e) = init::switch_to_workspace_root(opts) {
+        fatal(&e.to_string());
+    }
+    if let Err(e) = init::late_mounts() {
+        fatal(&e.to_string());
+    }
+    init::set_hostname(&opts.hostname);
+    // A workspace without a NIC (or a malformed description) simply has
+    // no network; the agent still serves.
+    if let Some(cfg) = net::from_cmdline(cmdline) {
+        if let Err(e) = net::configure(cfg) {
+            eprintln!("paddock-agent: network: {e}");
+        }
+    }
+}
+
 fn main() {
     if std::process::id() != 1 {
         eprintln!("paddock-agent: must run as PID 1 of a workspace VM");
@@ -58,29 +77,23 @@ fn main() {
     }
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let opts = init::BootOptions::from_cmdline(&cmdline);
-    match init::switch_to_workspace_root(&opts) {
-        Ok(_) => {}
-        Err(e) => fatal(&e.to_string()),
-    }
-    if let Err(e) = init::late_mounts() {
-        fatal(&e.to_string());
-    }
-    init::set_hostname(&opts.hostname);
-    // A workspace without a NIC (or a malformed description) simply has
-    // no network; the agent still serves.
-    if let Some(cfg) = net::from_cmdline(&cmdline) {
-        if let Err(e) = net::configure(cfg) {
-            eprintln!("paddock-agent: network: {e}");
-        }
-    }
-    init::seed_entropy();
-    raise_open_files();
+    // Before anything is spawned: every child of PID 1 is reaped by it
+    // (the writable disk's mke2fs included).
     if let Err(e) = std::thread::Builder::new()
         .name("reaper".into())
         .spawn(reaper::run)
     {
         fatal(&format!("starting the reaper: {e}"));
     }
+    if opts.provision_wait {
+        // A template boot: the root, the names and the NIC come with the
+        // host's Provision, once per clone of this VM's snapshot.
+        provision::wait_for_host();
+    } else {
+        become_workspace(&opts, &cmdline);
+    }
+    init::seed_entropy();
+    raise_open_files();
     if let Err(e) = server::serve() {
         fatal(&format!("serving on vsock: {e}"));
     }

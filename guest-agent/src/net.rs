@@ -90,6 +90,27 @@ fn set_up(sock: &OwnedFd, name: &str) -> io::Result<()> {
     ioctl(sock, libc::SIOCSIFFLAGS, &mut req, "bringing it up")
 }
 
+/// Gives `eth0` the host's chosen hardware address. Before it is up: a
+/// template clone's NIC still has the template's address, which every
+/// clone of it shares.
+pub fn set_mac(mac: [u8; 6]) -> io::Result<()> {
+    let sock = socket()?;
+    let mut req = ifreq("eth0");
+    // SAFETY: sockaddr is plain old data; all-zero is a valid value.
+    let mut hw: libc::sockaddr = unsafe { std::mem::zeroed() };
+    hw.sa_family = libc::ARPHRD_ETHER;
+    for (d, s) in hw.sa_data.iter_mut().zip(mac) {
+        *d = s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_hwaddr = hw;
+    ioctl(
+        &sock,
+        libc::SIOCSIFHWADDR,
+        &mut req,
+        "setting the hardware address",
+    )
+}
+
 /// Configures `eth0` (and `lo`) and writes /etc/resolv.conf.
 pub fn configure(cfg: NetConfig) -> io::Result<()> {
     let sock = socket()?;

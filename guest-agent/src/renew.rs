@@ -25,7 +25,7 @@ pub enum RenewError {
     System { what: &'static str, message: String },
 }
 
-fn system(what: &'static str) -> impl FnOnce(std::io::Error) -> RenewError {
+pub(crate) fn system(what: &'static str) -> impl FnOnce(std::io::Error) -> RenewError {
     move |e| RenewError::System {
         what,
         message: e.to_string(),
@@ -48,7 +48,7 @@ pub fn check(entropy: &[u8], hostname: &str) -> Result<(), RenewError> {
 }
 
 /// Credits `entropy` to the kernel's pool and reseeds the CRNG from it.
-fn reseed(entropy: &[u8]) -> Result<(), RenewError> {
+pub(crate) fn reseed(entropy: &[u8]) -> Result<(), RenewError> {
     let urandom = std::fs::OpenOptions::new()
         .write(true)
         .open("/dev/urandom")
@@ -79,7 +79,7 @@ fn reseed(entropy: &[u8]) -> Result<(), RenewError> {
     Ok(())
 }
 
-fn set_clock(realtime_ns: u64) -> Result<(), RenewError> {
+pub(crate) fn set_clock(realtime_ns: u64) -> Result<(), RenewError> {
     let ts = libc::timespec {
         tv_sec: (realtime_ns / 1_000_000_000) as libc::time_t,
         tv_nsec: (realtime_ns % 1_000_000_000) as libc::c_long,
@@ -111,6 +111,12 @@ fn new_machine_id() -> Result<String, RenewError> {
     Ok(id.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// A fresh `/etc/machine-id`, drawn after a reseed.
+pub(crate) fn write_machine_id() -> Result<(), RenewError> {
+    std::fs::write(MACHINE_ID, format!("{}\n", new_machine_id()?))
+        .map_err(system("writing /etc/machine-id"))
+}
+
 fn renew_all(
     entropy: &[u8],
     realtime_ns: u64,
@@ -121,8 +127,7 @@ fn renew_all(
     reseed(entropy)?;
     set_clock(realtime_ns)?;
     if clone {
-        std::fs::write(MACHINE_ID, format!("{}\n", new_machine_id()?))
-            .map_err(system("writing /etc/machine-id"))?;
+        write_machine_id()?;
     }
     crate::init::set_hostname(hostname);
     Ok(())

@@ -107,7 +107,8 @@ fn session(conn: &Conn) -> Result<(), ConnError> {
                 // Changes what every user trusts: the host's own, as root.
                 | HostMsg::TrustCa { .. }
                 // The pool, the clock and the machine's names: root's.
-                | HostMsg::Renew { .. },
+                | HostMsg::Renew { .. }
+                | HostMsg::Provision { .. },
             ) => {
                 return conn.error(
                     ErrorKind::UnexpectedMessage,
@@ -153,6 +154,22 @@ fn session(conn: &Conn) -> Result<(), ConnError> {
             hostname,
             clone,
         } => crate::renew::renew(conn, &entropy, realtime_ns, &hostname, clone),
+        HostMsg::Provision {
+            entropy,
+            realtime_ns,
+            hostname,
+            data_sectors,
+            net,
+        } => crate::provision::provision(
+            conn,
+            &crate::provision::Request {
+                entropy: &entropy,
+                realtime_ns,
+                hostname: &hostname,
+                data_sectors,
+                net,
+            },
+        ),
         HostMsg::Spawn(r) => procs::spawn(conn, r),
         HostMsg::Attach(to) => procs::attach(conn, &to),
         op @ (HostMsg::Input { .. }

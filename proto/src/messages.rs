@@ -200,6 +200,39 @@ pub enum HostMsg {
         hostname: String,
         clone: bool,
     },
+    /// Makes a template clone a workspace. Only an agent that booted with
+    /// `paddock.provision=wait` takes it, and only once: such an agent
+    /// serves from its initramfs, with no root disk joined, no network and
+    /// the template's identity, so that one snapshot of it can start any
+    /// number of workspaces. In this order, so nothing random is drawn
+    /// from the state every clone shares: `entropy`, `realtime_ns` and
+    /// `hostname` as in `Renew` (with a fresh machine-id); then the
+    /// writable disk, once the guest sees it at `data_sectors` (512-byte
+    /// sectors; the host swapped the snapshot's empty placeholder for the
+    /// workspace's own disk and the device told the driver its new size),
+    /// formatted if blank and joined with the template into the root; then
+    /// the NIC, when `net` is given. Answered `Done`. Privileged: never
+    /// after `AsUser`.
+    Provision {
+        #[serde(with = "serde_bytes")]
+        entropy: Vec<u8>,
+        realtime_ns: u64,
+        hostname: String,
+        data_sectors: u64,
+        net: Option<ProvisionNet>,
+    },
+}
+
+/// The NIC of a provisioned workspace, as `paddock.net=` and the VMM's
+/// `--net mac=` give it to a workspace that boots cold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisionNet {
+    pub address: [u8; 4],
+    /// 1 to 30.
+    pub prefix: u8,
+    pub gateway: [u8; 4],
+    /// A unicast, locally administered address.
+    pub mac: [u8; 6],
 }
 
 /// Bounds of `HostMsg::Renew`'s entropy, in bytes.
@@ -207,7 +240,7 @@ pub const RENEW_ENTROPY_MIN: usize = 32;
 pub const RENEW_ENTROPY_MAX: usize = 512;
 
 impl Tagged for HostMsg {
-    const VARIANTS: u64 = 27;
+    const VARIANTS: u64 = 28;
 }
 
 /// How a path differs from the template.
@@ -353,11 +386,12 @@ mod tests {
     /// is VARIANTS - 1 and encodes as that single byte.
     #[test]
     fn variant_counts_match() {
-        let last_host = postcard::to_stdvec(&HostMsg::Renew {
+        let last_host = postcard::to_stdvec(&HostMsg::Provision {
             entropy: Vec::new(),
             realtime_ns: 0,
             hostname: String::new(),
-            clone: true,
+            data_sectors: 0,
+            net: None,
         })
         .expect("enc");
         assert_eq!(u64::from(last_host[0]), HostMsg::VARIANTS - 1);
