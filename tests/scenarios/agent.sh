@@ -118,6 +118,81 @@ show snapshot "$T/clone-a.console"
 show snapshot "$T/clone-b.err"
 show snapshot "$T/damaged.err"
 
+# --- template: an agent booted to wait for Provision, with an empty
+# placeholder for the writable disk, snapshotted once; two clones restored
+# with blank disks of their own, of different sizes, and provisioned ---
+TS=$T/template-snap
+: > "$T/placeholder.img"
+rm -f "$T/tpl.sock" "$T/tpl.sock_1023"
+"$TK" agent-wait-ready "$T/tpl.sock" 300 > "$T/tpl.ready" 2>&1 &
+wp=$!
+wait_socket "$T/tpl.sock_1023"
+"$VMM" --kernel "$GK" --initramfs "$AI" --vcpus 1 --memory-mib 512 \
+    --drive "id=template,path=$TPL,ro" --drive "id=data,path=$T/placeholder.img" \
+    --vsock "cid=3,uds=$T/tpl.sock" --control "$T/tpl.ctl" \
+    --cmdline "paddock.provision=wait" > "$T/tpl.console" 2> "$T/tpl.err" &
+TVM=$!
+wait $wp
+fact template "$(tail -n1 "$T/tpl.ready" | tr ' ' '\n' | grep '^ready=')"
+fact template "snapshot_$("$TK" vmm-snapshot "$T/tpl.ctl" "$TS" 2>&1 | tr ' ' '_')"
+kill -9 $TVM 2>/dev/null
+wait $TVM 2>/dev/null
+fact template "memory_blocks_kib=$(du -k "$TS/memory" | cut -f1)"
+provisioned() { # name sectors
+    rm -f "$T/$1.sock"
+    dd if=/dev/zero of="$T/$1-data.img" bs=512 count=0 seek="$2" 2>/dev/null
+    "$VMM" --restore "$TS" --vcpus 1 --memory-mib 512 \
+        --drive "id=template,path=$TPL,ro" --drive "id=data,path=$T/$1-data.img" \
+        --vsock "cid=3,uds=$T/$1.sock" \
+        > "$T/$1.console" 2> "$T/$1.err" &
+    echo $! > "$T/$1.pid"
+    wait_socket "$T/$1.sock"
+    s=$T/$1.sock
+    fact template "$1_provision_$("$TK" agent-provision "$s" "$1" "$2" 2>&1 | tr ' ' '_')"
+    fact template "$1_again=$("$TK" agent-provision "$s" "$1" "$2" 2>&1 | grep -c 'already a workspace')"
+    fact template "$1_disk_sectors=$("$TK" agent-exec "$s" cat /sys/class/block/vdb/size | sed 's/.*stdout=//')"
+    fact template "$1_data_mount=$("$TK" agent-exec "$s" sh -c "grep -c '^/dev/vdb /run/paddock/data ext4' /proc/mounts" | sed 's/.*stdout=//')"
+    fact template "$1_template_id=$("$TK" agent-exec "$s" cat /etc/paddock-template | sed 's/.*stdout=//')"
+    fact template "$1_hostname=$("$TK" agent-exec "$s" cat /proc/sys/kernel/hostname | sed 's/.*stdout=//')"
+    fact template "$1_machine_id=$("$TK" agent-exec "$s" cat /etc/machine-id | sed 's/.*stdout=//')"
+    fact template "$1_random=$("$TK" agent-exec "$s" sh -c 'head -c 16 /dev/urandom | od -An -tx1 | tr -d " \n"' | sed 's/.*stdout=//')"
+    fact template "$1_fs_uuid=$("$TK" agent-exec "$s" sh -c 'od -An -tx1 -j 1128 -N 16 /dev/vdb | tr -d " \n"' | sed 's/.*stdout=//')"
+    fact template "$1_clock_skew_s=$(( $("$TK" agent-exec "$s" date +%s | sed 's/.*stdout=//') - $(date +%s) ))"
+    fact template "$1_disk_write=$("$TK" agent-exec "$s" sh -c "echo $1 > /home/agent/own.txt && sync && cat /home/agent/own.txt" | sed 's/.*stdout=//')"
+}
+provisioned pa 524288
+provisioned pb 1048576
+for c in pa pb; do
+    kill -9 "$(cat "$T/$c.pid")" 2>/dev/null
+done
+# The clone's disk holds what it wrote: read back by a cold boot of it.
+rm -f "$T/pa-cold.sock" "$T/pa-cold.sock_1023"
+"$TK" agent-wait-ready "$T/pa-cold.sock" 300 > "$T/pa-cold.ready" 2>&1 &
+wp=$!
+wait_socket "$T/pa-cold.sock_1023"
+"$VMM" --kernel "$GK" --initramfs "$AI" --vcpus 1 --memory-mib 512 \
+    --drive "id=template,path=$TPL,ro" --drive "id=data,path=$T/pa-data.img" \
+    --vsock "cid=3,uds=$T/pa-cold.sock" --cmdline "paddock.hostname=pa-cold" \
+    > "$T/pa-cold.console" 2> "$T/pa-cold.err" &
+CVM=$!
+wait $wp
+fact template "cold_reads=$("$TK" agent-read "$T/pa-cold.sock" /home/agent/own.txt)"
+kill -9 $CVM 2>/dev/null
+# A provisioned placeholder's size is not what the host gave: refused.
+rm -f "$T/pz.sock"
+"$VMM" --restore "$TS" --vcpus 1 --memory-mib 512 \
+    --drive "id=template,path=$TPL,ro" --drive "id=data,path=$T/placeholder.img" \
+    --vsock "cid=3,uds=$T/pz.sock" > /dev/null 2> "$T/pz.err" &
+ZVM=$!
+wait_socket "$T/pz.sock"
+fact template "wrong_size=$("$TK" agent-provision "$T/pz.sock" pz 2048 2>&1 | grep -c 'shows 0 sectors')"
+kill -9 $ZVM 2>/dev/null
+show template "$T/tpl.console"
+show template "$T/tpl.err"
+show template "$T/pa.console"
+show template "$T/pa.err"
+show template "$T/pb.err"
+
 fact agent "template_sha_after=$("$TK" sha-stdin < "$TPL" | sed 's/.*sha256=//')"
 fact agent "secret_in_logs=$(cat "$T"/ws*.console "$T"/ws*.err | grep -c 's3cr3t-value-7f9a')"
 show agent "$T/ws1.console"

@@ -45,6 +45,38 @@ if [ -f "$P/disks/template.erofs" ]; then
     done
 fi
 
+# A new workspace from a template snapshot, as the appliance starts one:
+# the template's VM booted with paddock.provision=wait and an empty
+# placeholder disk, snapshotted once; then RUNS clones, each given a fresh
+# blank 1 GiB disk (as the cold runs above) and provisioned:
+# launch -> provisioned (its disk formatted and joined) -> first exec output.
+if [ -f "$P/disks/template.erofs" ]; then
+    rm -rf "$T/tpl-snap"; rm -f "$T/tp.sock" "$T/tp.sock_1023"
+    : > "$T/tpl-placeholder.img"
+    "$TK" agent-wait-ready "$T/tp.sock" 300 > "$T/tp.ready" 2>&1 &
+    wp=$!
+    wait_socket "$T/tp.sock_1023"
+    "$VMM" --kernel "$GK" --initramfs "$P/guest/agent-initramfs.cpio" --memory-mib 512 \
+        --drive "id=template,path=$P/disks/template.erofs,ro" \
+        --drive "id=data,path=$T/tpl-placeholder.img" --vsock "cid=3,uds=$T/tp.sock" \
+        --control "$T/tp.ctl" --console off --cmdline "quiet paddock.provision=wait" &
+    vp=$!
+    wait $wp
+    fact bench "tpl_snapshot_taken=$("$TK" vmm-snapshot "$T/tp.ctl" "$T/tpl-snap" 2>&1 | tail -n1)"
+    kill -9 $vp 2>/dev/null; wait $vp 2>/dev/null
+    i=0
+    while [ "$i" -lt "$RUNS" ]; do
+        rm -f "$T/tc.img"
+        dd if=/dev/zero of="$T/tc.img" bs=1048576 count=0 seek=1024 2>/dev/null
+        fact bench "tpl_clone_$i=$("$TK" agent-bench-provision "$T/tc.sock" 2097152 -- "$VMM" \
+            --restore "$T/tpl-snap" --memory-mib 512 \
+            --drive "id=template,path=$P/disks/template.erofs,ro" \
+            --drive "id=data,path=$T/tc.img" --vsock "cid=3,uds=$T/tc.sock" \
+            --console off 2>&1 | tail -n1)"
+        i=$((i + 1))
+    done
+fi
+
 # Restore: the same ticking guest snapshotted once by each VMM, then
 # started from that snapshot RUNS times; beside it, cold boots of the same
 # guest to its first tick. QEMU's peer is its own migration-file restore

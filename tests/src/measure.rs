@@ -199,14 +199,26 @@ pub fn agent_ready(
     result
 }
 
+/// How a restored clone is made its own before anything runs in it.
+#[derive(Clone, Copy, Debug)]
+pub enum MakeOwn {
+    /// A snapshot of a whole workspace: `Renew`.
+    Renew,
+    /// A template snapshot (`paddock.provision=wait`): `Provision` with a
+    /// writable disk of this many sectors.
+    Provision { data_sectors: u64 },
+}
+
 /// Launches `cmd` (a VMM restoring a workspace from a snapshot) and times
-/// launch -> `Renew` done -> first output of an exec in it, in the order a
-/// host must follow (nothing runs in a clone before it is renewed). There
-/// is no readiness report to wait for: the agent was ready when the
-/// snapshot was taken, so it is asked as soon as the VM's socket exists.
+/// launch -> `Renew` or `Provision` done -> first output of an exec in it,
+/// in the order a host must follow (nothing runs in a clone before it is
+/// its own). There is no readiness report to wait for: the agent was ready
+/// when the snapshot was taken, so it is asked as soon as the VM's socket
+/// exists.
 pub fn agent_restored(
     vm_socket: &std::path::Path,
     cmd: &[String],
+    make_own: MakeOwn,
 ) -> Result<String, Box<dyn std::error::Error>> {
     use paddock_agent_client::AgentClient;
     let _ = std::fs::remove_file(vm_socket);
@@ -237,8 +249,12 @@ pub fn agent_restored(
         let client = AgentClient::new(vm_socket);
         // The socket's file appears at bind(), a moment before listen():
         // a connection in between is refused.
+        let own = || match make_own {
+            MakeOwn::Renew => client.renew("bench"),
+            MakeOwn::Provision { data_sectors } => client.provision("bench", data_sectors, None),
+        };
         loop {
-            match client.renew("bench") {
+            match own() {
                 Ok(()) => break,
                 Err(paddock_agent_client::ClientError::Connect { source, .. })
                     if source.kind() == std::io::ErrorKind::ConnectionRefused
@@ -251,8 +267,12 @@ pub fn agent_restored(
         }
         let renewed = started.elapsed();
         let first = first_exec_output(&client, started)?;
+        let own_key = match make_own {
+            MakeOwn::Renew => "renewed_ms",
+            MakeOwn::Provision { .. } => "provisioned_ms",
+        };
         Ok(format!(
-            "first_output_ms={:.3},renewed_ms={:.3}",
+            "first_output_ms={:.3},{own_key}={:.3}",
             first.as_secs_f64() * 1000.0,
             renewed.as_secs_f64() * 1000.0
         ))

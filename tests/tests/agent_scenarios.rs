@@ -156,7 +156,11 @@ fn snapshot_checks() -> Checks<'static> {
 
 /// A timing the control client printed (`ms=12.5`): present and a number.
 fn timed(c: &mut Checks<'static>, key: &str) {
-    let v = outcome().fact("snapshot", key);
+    timed_in(c, "snapshot", key);
+}
+
+fn timed_in(c: &mut Checks<'static>, scenario: &str, key: &str) {
+    let v = outcome().fact(scenario, key);
     c.check(
         v.and_then(|v| v.parse::<f64>().ok()).is_some(),
         format!("{key}: {v:?} is not a time in ms"),
@@ -232,5 +236,69 @@ fn damaged_or_mismatched_snapshots_are_refused_with_a_reason() {
         .eq("damaged_says_damaged", "1")
         .eq("mismatch_exit", "1")
         .eq("mismatch_says_size", "1");
+    c.finish();
+}
+
+fn template_checks() -> Checks<'static> {
+    Checks::new(outcome(), "template")
+}
+
+/// A template booted to wait, snapshotted, and two clones made workspaces
+/// of their own: each with its own disk at its own size, formatted and
+/// joined into the root, its name and its clock.
+#[test]
+fn template_clones_are_provisioned_with_their_own_disks() {
+    let o = outcome();
+    let mut c = template_checks();
+    c.eq("ready", "1").eq("cold_reads", "pa");
+    timed_in(&mut c, "template", "snapshot_ms");
+    for (clone, sectors) in [("pa", "524288"), ("pb", "1048576")] {
+        timed_in(&mut c, "template", &format!("{clone}_provision_ms"));
+        c.eq(&format!("{clone}_disk_sectors"), sectors)
+            .eq(&format!("{clone}_data_mount"), "1")
+            .eq(&format!("{clone}_hostname"), clone)
+            .eq(&format!("{clone}_disk_write"), clone);
+        c.check(
+            o.fact("template", &format!("{clone}_template_id"))
+                .is_some_and(|t| !t.is_empty()),
+            format!("{clone}: the template's root is not joined"),
+        );
+        let skew = o
+            .fact("template", &format!("{clone}_clock_skew_s"))
+            .and_then(|v| v.parse::<i64>().ok());
+        c.check(
+            skew.is_some_and(|s| s.abs() <= 2),
+            format!("clone {clone}'s clock is off by {skew:?} s after provisioning"),
+        );
+    }
+    c.finish();
+}
+
+/// The clone attack on templates: every clone starts from one RNG state,
+/// so anything drawn before `Provision` reseeds it (the new filesystem's
+/// UUID included) would be shared.
+#[test]
+fn template_clones_differ_in_randomness_identity_and_filesystem() {
+    let o = outcome();
+    let mut c = template_checks();
+    for what in ["random", "machine_id", "fs_uuid"] {
+        let a = o.fact("template", &format!("pa_{what}")).unwrap_or("");
+        let b = o.fact("template", &format!("pb_{what}")).unwrap_or("");
+        c.check(
+            !a.is_empty() && a != b,
+            format!("template clones share their {what}: {a:?} vs {b:?}"),
+        );
+    }
+    c.finish();
+}
+
+/// `Provision` is taken once; a disk that never shows the size the host
+/// gave is refused rather than formatted at the wrong size.
+#[test]
+fn provision_is_once_only_and_checks_the_disk_it_was_given() {
+    let mut c = template_checks();
+    c.eq("pa_again", "1")
+        .eq("pb_again", "1")
+        .eq("wrong_size", "1");
     c.finish();
 }

@@ -178,6 +178,50 @@ fn restore_rows(o: &Outcome) {
         ws("renewed_ms"),
         None,
     );
+    let clone = |key: &str| stats(field_values(o, "tpl_clone_", key));
+    let cold: Vec<f64> = field_values(o, "agent_", "ready_ms")
+        .iter()
+        .zip(field_values(o, "agent_", "first_output_ms"))
+        .map(|(r, f)| r + f)
+        .collect();
+    row(
+        "new workspace: launch -> first exec output, cold boot",
+        "ms",
+        stats(cold.clone()),
+        None,
+    );
+    row(
+        "new workspace: launch -> first exec output, template clone",
+        "ms",
+        clone("first_output_ms"),
+        None,
+    );
+    row(
+        "template clone: launch -> provisioned",
+        "ms",
+        clone("provisioned_ms"),
+        None,
+    );
+    println!(
+        "{:<34} {:<4} {:>36}",
+        "new workspace: cold / clone",
+        "",
+        speedup(stats(cold), clone("first_output_ms"))
+    );
+}
+
+/// The values of `key` in the comma-separated facts named `prefix*`.
+fn field_values(o: &Outcome, prefix: &str, key: &str) -> Vec<f64> {
+    o.facts
+        .iter()
+        .filter(|f| f.scenario == "bench" && f.key.starts_with(prefix))
+        .filter_map(|f| {
+            f.value
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .collect()
 }
 
 fn main() -> Result<()> {
@@ -205,7 +249,10 @@ fn main() -> Result<()> {
         .iter()
         .filter(|f| f.scenario == "bench")
         .filter(|f| {
-            if f.key.starts_with("agent_") || f.key.starts_with("ws_restore_") {
+            if f.key.starts_with("agent_")
+                || f.key.starts_with("ws_restore_")
+                || f.key.starts_with("tpl_clone_")
+            {
                 !f.value.contains("first_output_ms=")
             } else if f.key.ends_with("snapshot_taken") {
                 !f.value.starts_with("ms=")

@@ -28,7 +28,9 @@ usage: paddock-testkit boot-timer
        paddock-testkit agent-exec VM_SOCK ARGV...       (as root; prints status and stdout)
        paddock-testkit agent-bench VM_SOCK -- VMM_CMD...   (launch -> agent ready -> first exec output)
        paddock-testkit agent-bench-restore VM_SOCK -- VMM_CMD...  (launch -> first exec output -> renewed)
+       paddock-testkit agent-bench-provision VM_SOCK SECTORS -- VMM_CMD...  (a template clone: launch -> provisioned -> first exec output)
        paddock-testkit agent-renew VM_SOCK HOSTNAME    (after a restore: reseed, clock, machine-id)
+       paddock-testkit agent-provision VM_SOCK HOSTNAME SECTORS  (a template clone made a workspace)
        paddock-testkit vmm-pause CONTROL_SOCK | vmm-resume CONTROL_SOCK
        paddock-testkit vmm-snapshot CONTROL_SOCK DIR   (pause and write DIR/state, DIR/memory)";
 
@@ -249,19 +251,36 @@ fn run(args: &[String]) -> Result<()> {
             );
             Ok(())
         }
-        Some("agent-bench-restore") => {
+        Some(op @ ("agent-bench-restore" | "agent-bench-provision")) => {
+            use paddock_tests::measure::{agent_restored, MakeOwn};
             let sock: String = arg(args, 1, "VM_SOCK")?;
-            if args.get(2).map(String::as_str) != Some("--") || args.len() < 4 {
+            let (make_own, rest) = if op == "agent-bench-provision" {
+                let data_sectors = arg::<u64>(args, 2, "SECTORS")?;
+                (MakeOwn::Provision { data_sectors }, 3)
+            } else {
+                (MakeOwn::Renew, 2)
+            };
+            if args.get(rest).map(String::as_str) != Some("--") || args.len() < rest + 2 {
                 return Err(USAGE.into());
             }
-            let m =
-                paddock_tests::measure::agent_restored(std::path::Path::new(&sock), &args[3..])?;
+            let m = agent_restored(std::path::Path::new(&sock), &args[rest + 1..], make_own)?;
             println!("{m}");
             Ok(())
         }
         Some("agent-renew") => {
             let c = paddock_agent_client::AgentClient::new(arg::<String>(args, 1, "VM_SOCK")?);
             c.renew(&arg::<String>(args, 2, "HOSTNAME")?)?;
+            Ok(())
+        }
+        Some("agent-provision") => {
+            let c = paddock_agent_client::AgentClient::new(arg::<String>(args, 1, "VM_SOCK")?);
+            let started = std::time::Instant::now();
+            c.provision(
+                &arg::<String>(args, 2, "HOSTNAME")?,
+                arg::<u64>(args, 3, "SECTORS")?,
+                None,
+            )?;
+            println!("ms={:.1}", started.elapsed().as_secs_f64() * 1000.0);
             Ok(())
         }
         Some(op @ ("vmm-pause" | "vmm-resume" | "vmm-snapshot")) => {
