@@ -9,6 +9,7 @@
 pub mod access;
 pub mod audit;
 pub mod boot_watch;
+pub mod cloning;
 pub mod console;
 pub mod egress_ca;
 pub mod forensics;
@@ -28,6 +29,7 @@ pub mod service;
 pub mod signals;
 pub mod space;
 pub mod store;
+pub mod template_snapshots;
 pub mod tokens;
 pub mod view;
 pub mod vmm_client;

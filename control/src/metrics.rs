@@ -23,6 +23,19 @@ pub fn count_resume(ms: u64) {
     RESUMES.1.fetch_add(ms, Relaxed);
 }
 
+/// Workspace starts since boot, [cloned from a template snapshot, booted]:
+/// how many, and their milliseconds.
+static STARTS: [(AtomicU64, AtomicU64); 2] = [
+    (AtomicU64::new(0), AtomicU64::new(0)),
+    (AtomicU64::new(0), AtomicU64::new(0)),
+];
+
+pub fn count_start(cloned: bool, ms: u64) {
+    let s = &STARTS[usize::from(!cloned)];
+    s.0.fetch_add(1, Relaxed);
+    s.1.fetch_add(ms, Relaxed);
+}
+
 fn read_u64(path: &std::path::Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
@@ -265,6 +278,32 @@ pub fn render(workspaces: &[WorkspaceRecord], execs: &HashMap<String, u64>) -> S
     ] {
         family(&mut out, name, "counter", help);
         let _ = writeln!(out, "{name} {n}");
+    }
+    family(
+        &mut out,
+        "paddock_workspace_starts_total",
+        "counter",
+        "workspaces started, by how: restored from a template snapshot, or booted",
+    );
+    for (from, s) in ["snapshot", "boot"].iter().zip(&STARTS) {
+        let _ = writeln!(
+            out,
+            "paddock_workspace_starts_total{{from=\"{from}\"}} {}",
+            s.0.load(Relaxed)
+        );
+    }
+    family(
+        &mut out,
+        "paddock_workspace_start_seconds_total",
+        "counter",
+        "time the starts took, to the agent's answer",
+    );
+    for (from, s) in ["snapshot", "boot"].iter().zip(&STARTS) {
+        let _ = writeln!(
+            out,
+            "paddock_workspace_start_seconds_total{{from=\"{from}\"}} {:.3}",
+            s.1.load(Relaxed) as f64 / 1000.0
+        );
     }
     let load = std::fs::read_to_string("/proc/loadavg")
         .ok()

@@ -18,7 +18,7 @@
 //! memfds forensics knows, and nothing holds the paused state once it
 //! runs, so the mappings and files go at once.
 
-use super::layout::{control_path, key_name, paused_dir, paused_mappings, restore_dir, vsock_path};
+use super::layout::{control_path, key_name, paused_dir, paused_mappings, restore_dir};
 use super::run_error::{io, RunError};
 use super::runner::{self, Boot};
 use super::workspace::WorkspaceRecord;
@@ -42,8 +42,6 @@ const PAUSE_WAIT: Duration = Duration::from_secs(30);
 /// Writing the memory through dm-crypt: a few seconds per GiB on real
 /// hardware, far more under emulation.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(900);
-/// How long a restored VM may take to answer.
-const RESUME_WAIT: Duration = Duration::from_secs(300);
 
 fn files(id: &str) -> (PathBuf, PathBuf) {
     let dir = paused_dir(id);
@@ -226,7 +224,9 @@ fn launch(ws: &WorkspaceRecord, template_dev: &str) -> Result<u32, RunError> {
     let pid = child.id();
     drop(child);
     crate::workspaces::add(&ws.id, pid);
-    wait_agent(ws, started, &p.console)?;
+    // Renew may be sent again: any failure is retried while the VMM runs.
+    let name = runner::hostname(ws);
+    super::cloning::wait_restored_agent(ws, started, &p.console, true, |c| c.resync(&name))?;
     Ok(pid)
 }
 
@@ -234,34 +234,4 @@ fn launch(ws: &WorkspaceRecord, template_dev: &str) -> Result<u32, RunError> {
 mod vmm_names {
     pub const STATE: &str = "state";
     pub const MEMORY: &str = "memory";
-}
-
-/// Waits until the restored agent takes a `Renew` (its RNG reseeded, its
-/// clock set; its machine-id kept). There is no readiness report after a
-/// restore: the agent was ready when it paused.
-fn wait_agent(ws: &WorkspaceRecord, started: Instant, console: &Path) -> Result<(), RunError> {
-    let client = paddock_agent_client::AgentClient::new(vsock_path(&ws.id))
-        .with_timeout(Duration::from_secs(30));
-    let name = runner::hostname(ws);
-    loop {
-        match client.resync(&name) {
-            Ok(()) => return Ok(()),
-            Err(e) => {
-                if crate::workspaces::pid(&ws.id).is_none() {
-                    return Err(RunError::NotReady(format!(
-                        "its VMM ended while restoring: {e}; console: {}",
-                        super::boot_watch::console_tail(console, 8)
-                    )));
-                }
-                if started.elapsed() > RESUME_WAIT {
-                    return Err(RunError::NotReady(format!(
-                        "its agent did not answer within {} s of the restore: {e}; console: {}",
-                        RESUME_WAIT.as_secs(),
-                        super::boot_watch::console_tail(console, 8)
-                    )));
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
 }

@@ -85,13 +85,28 @@ pub(crate) struct Prepared {
     pub run: std::path::PathBuf,
     pub console: std::path::PathBuf,
     pub out: std::os::fd::OwnedFd,
-    pub net: Option<(paddock_net::firewall::Slot, std::os::fd::OwnedFd)>,
+    pub net: Option<Nic>,
 }
 
-/// How the VM begins: booting the kernel, or from a snapshot directory.
+/// A VM's NIC: the tap its VMM is handed and the address the guest is
+/// given; a workspace's addresses are its slot's, a template's VM has none.
+pub(crate) struct Nic {
+    pub tap: std::os::fd::OwnedFd,
+    pub mac: [u8; 6],
+    pub slot: Option<paddock_net::firewall::Slot>,
+}
+
+/// How the VM begins.
 pub(crate) enum Boot<'a> {
+    /// Booting the kernel as the workspace.
     Cold,
+    /// From a paused workspace's own snapshot (then `Renew`).
     Restore(&'a Path),
+    /// Booting the kernel to wait for `Provision`: a template snapshot's VM
+    /// (template_snapshots.rs).
+    Template,
+    /// From a template snapshot, as a new workspace (then `Provision`).
+    Clone(&'a Path),
 }
 
 /// Creates (or opens) the workspace's disk, cgroup and run directory, its
@@ -144,7 +159,11 @@ pub(crate) fn prepare(ws: &WorkspaceRecord) -> Result<Prepared, RunError> {
             paddock_net::firewall::set(ws_net(ws, slot)?)
                 .map_err(|e| RunError::Net(e.to_string()))?;
             let tap = paddock_net::tap::create(slot).map_err(|e| RunError::Net(e.to_string()))?;
-            Some((slot, tap))
+            Some(Nic {
+                tap,
+                mac: paddock_net::tap::guest_mac_bytes(slot),
+                slot: Some(slot),
+            })
         }
         None => None,
     };
@@ -181,8 +200,8 @@ pub(crate) fn vmm_command(
         .args(["--uid", &uid, "--gid", &uid, "--group", &VM_GID.to_string()])
         .arg("--root")
         .arg(&jail_root);
-    if let Some((_, tap)) = &p.net {
-        cmd.arg("--keep-fd").arg(tap.as_raw_fd().to_string());
+    if let Some(nic) = &p.net {
+        cmd.arg("--keep-fd").arg(nic.tap.as_raw_fd().to_string());
     }
     let mut binds = vec![
         (Path::new(VMM), false),
@@ -192,11 +211,11 @@ pub(crate) fn vmm_command(
         (p.run.as_path(), true),
     ];
     match boot {
-        Boot::Cold => {
+        Boot::Cold | Boot::Template => {
             binds.push((Path::new(GUEST_KERNEL), false));
             binds.push((Path::new(AGENT_INITRAMFS), false));
         }
-        Boot::Restore(dir) => binds.push((dir, false)),
+        Boot::Restore(dir) | Boot::Clone(dir) => binds.push((dir, false)),
     }
     for (path, writable) in binds {
         let mut bind = path.as_os_str().to_owned();
@@ -207,12 +226,13 @@ pub(crate) fn vmm_command(
     }
     cmd.args(["--", VMM]);
     match boot {
-        Boot::Cold => {
+        Boot::Cold | Boot::Template => {
             cmd.args(["--kernel", GUEST_KERNEL, "--initramfs", AGENT_INITRAMFS]);
         }
-        // Its memory is copied in: nothing stays mapped from the paused
-        // state, and its RAM is the memfds a boot makes (pausing.rs).
-        Boot::Restore(dir) => {
+        // Its memory is copied in: nothing stays mapped from the snapshot
+        // (a paused state is then let go at once), and its RAM is the
+        // memfds a boot makes, which forensics reads (pausing.rs).
+        Boot::Restore(dir) | Boot::Clone(dir) => {
             cmd.arg("--restore").arg(dir).arg("--restore-copy");
         }
     }
@@ -235,21 +255,29 @@ pub(crate) fn vmm_command(
         .arg(control_path(&ws.id))
         .args(["--console", "stdout"]);
     let mut guest_args = format!("paddock.hostname={}", hostname(ws));
-    if let Some((slot, _)) = &p.net {
+    if let Some(nic) = &p.net {
         cmd.arg("--net").arg(format!(
             "fd=3,mac={},bps={}",
-            paddock_net::tap::guest_mac(*slot),
+            paddock_net::tap::format_mac(nic.mac),
             p.limits.net_bps
         ));
-        guest_args.push_str(&format!(" paddock.net={}/30,{}", slot.guest(), slot.host()));
+        if let Some(slot) = nic.slot {
+            guest_args.push_str(&format!(" paddock.net={}/30,{}", slot.guest(), slot.host()));
+        }
     }
     // A restored guest keeps the command line it booted with.
-    if let Boot::Cold = boot {
-        cmd.arg("--cmdline").arg(guest_args);
+    match boot {
+        Boot::Cold => {
+            cmd.arg("--cmdline").arg(guest_args);
+        }
+        Boot::Template => {
+            cmd.args(["--cmdline", "paddock.provision=wait"]);
+        }
+        Boot::Restore(_) | Boot::Clone(_) => {}
     }
     let err = p.out.try_clone().map_err(io("opening", &p.console))?;
     let out = p.out.try_clone().map_err(io("opening", &p.console))?;
-    let tap_fd = p.net.as_ref().map(|(_, t)| t.as_raw_fd());
+    let tap_fd = p.net.as_ref().map(|n| n.tap.as_raw_fd());
     cmd.env_clear().stdin(Stdio::null()).stdout(out).stderr(err);
     // SAFETY: between fork and exec; only async-signal-safe calls (open,
     // write, close).
@@ -279,10 +307,58 @@ pub(crate) fn hostname(ws: &WorkspaceRecord) -> String {
     ws.id.replace('_', "-")
 }
 
+/// A started workspace: its VMM's pid, what its agent reported, and how
+/// it started.
+pub struct Started {
+    pub pid: u32,
+    pub ready: ReadyInfo,
+    /// Restored from its shape's template snapshot, rather than booted.
+    pub cloned: bool,
+}
+
 /// Creates the workspace's disk, cgroup and run directory and starts its
-/// VMM; waits for the agent's readiness. Returns the VMM's pid and what
-/// the agent reported.
-pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo), RunError> {
+/// VMM: as a clone of its shape's template snapshot when there is one
+/// (cloning.rs), else by booting its kernel. Returns once its agent
+/// answers.
+pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<Started, RunError> {
+    use super::template_snapshots as snapshots;
+    let shape = snapshots::Shape::of(ws);
+    if let Some(dir) = snapshots::find(shape) {
+        match super::cloning::start(ws, template_dev, &dir) {
+            Ok((pid, ready)) => {
+                return Ok(Started {
+                    pid,
+                    ready,
+                    cloned: true,
+                })
+            }
+            Err(e) => {
+                // Loud, and once: the shape's creates boot from now on,
+                // and this one boots on a clean slate.
+                warn!(
+                    "workspace {}: its clone did not start ({e}); booting it instead, and every later create of its shape",
+                    ws.id
+                );
+                snapshots::discard(shape);
+                stop(&ws.id);
+            }
+        }
+    }
+    let (pid, ready) = start_cold(ws, template_dev)?;
+    // Its shape's next creates clone a snapshot, once one is built. Not
+    // for host-init's own VMs (the demo has no NIC): workspaces only.
+    if shape.nic {
+        snapshots::request(shape, template_dev);
+    }
+    Ok(Started {
+        pid,
+        ready,
+        cloned: false,
+    })
+}
+
+/// Boots the workspace's kernel and waits for the agent's readiness.
+fn start_cold(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo), RunError> {
     let _watch = super::boot_watch::SlowStart::watch(&ws.id);
     let p = prepare(ws)?;
     let uds = vsock_path(&ws.id);
@@ -350,7 +426,7 @@ pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<(u32, ReadyInfo
 /// before the workspace is handed over, so every command trusts it. A box
 /// whose key store cannot give the CA starts workspaces without secrets
 /// all the same.
-fn trust_egress_ca(ws: &WorkspaceRecord) -> Result<(), String> {
+pub(crate) fn trust_egress_ca(ws: &WorkspaceRecord) -> Result<(), String> {
     let ca = match super::egress_ca::get() {
         Ok(ca) => ca,
         Err(e) if ws.secrets.is_empty() => {

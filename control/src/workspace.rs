@@ -213,6 +213,38 @@ pub struct PausedAt {
 pub const PUBLISH_RANGE: std::ops::RangeInclusive<u16> = 20000..=29999;
 
 impl WorkspaceRecord {
+    /// A VM host-init runs for itself (the demo, a template's snapshot
+    /// VM), not in the state database: no owner's token, no TTL, no
+    /// policy, and no slot unless its uid has one.
+    pub fn internal(id: &str, uid: u32, vcpus: u32, memory_mib: u64, disk_mib: u64) -> Self {
+        WorkspaceRecord {
+            id: id.into(),
+            owner: "host-init".into(),
+            template: "default".into(),
+            vcpus,
+            memory_mib,
+            disk_mib,
+            labels: Default::default(),
+            env: Default::default(),
+            env_sealed: None,
+            created_at: super::audit::now_s(),
+            expires_at: u64::MAX,
+            state: WsState::Running,
+            uid,
+            disk_mib_per_s: None,
+            disk_iops: None,
+            unencrypted_disk: false,
+            egress: Default::default(),
+            net_mib_per_s: None,
+            net_connections_per_s: None,
+            published: Vec::new(),
+            signals: Default::default(),
+            secrets: Vec::new(),
+            secrets_sealed: None,
+            paused: None,
+        }
+    }
+
     /// Its place on the host network, from its uid (the demo workspace,
     /// below the uid range, has none).
     pub fn slot(&self) -> Option<paddock_net::firewall::Slot> {

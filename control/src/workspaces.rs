@@ -22,6 +22,17 @@ static TABLE: Mutex<Table> = Mutex::new(Table {
 });
 static CHANGED: Condvar = Condvar::new();
 
+/// The names of the VMs host-init runs for itself (template_snapshots.rs):
+/// stopped like the others, counted as no one's workspace.
+pub const INTERNAL_PREFIX: &str = "template-";
+
+fn workspaces_in(running: &BTreeMap<String, u32>) -> usize {
+    running
+        .keys()
+        .filter(|n| !n.starts_with(INTERNAL_PREFIX))
+        .count()
+}
+
 fn lock() -> std::sync::MutexGuard<'static, Table> {
     TABLE.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -36,7 +47,7 @@ pub fn add(name: &str, pid: u32) {
         let mut t = lock();
         t.ended.remove(name);
         t.running.insert(name.to_string(), pid);
-        t.running.len()
+        workspaces_in(&t.running)
     };
     publish_count(n);
     let name = name.to_string();
@@ -48,7 +59,7 @@ pub fn add(name: &str, pid: u32) {
                 let mut t = lock();
                 t.running.remove(&name);
                 t.ended.insert(name, exit);
-                t.running.len()
+                workspaces_in(&t.running)
             };
             CHANGED.notify_all();
             publish_count(n);
@@ -56,7 +67,7 @@ pub fn add(name: &str, pid: u32) {
 }
 
 pub fn count() -> u32 {
-    lock().running.len() as u32
+    workspaces_in(&lock().running) as u32
 }
 
 /// Waits until workspace `name` has ended; returns how.
@@ -140,7 +151,7 @@ pub fn kill(name: &str) {
 const JAIL_GRACE: Duration = Duration::from_secs(5);
 
 /// Stops every workspace: SIGTERM to each VMM, then SIGKILL to any still
-/// there after `grace`. Returns how many were running.
+/// there after `grace`. Returns how many workspaces were running.
 pub fn stop_all(grace: Duration) -> usize {
     let names = signal_all(Signal::SIGTERM);
     if !wait_all(Instant::now() + grace) {
@@ -155,7 +166,10 @@ pub fn stop_all(grace: Duration) -> usize {
             None => info!("workspace {n} did not stop"),
         }
     }
-    names.len()
+    names
+        .iter()
+        .filter(|n| !n.starts_with(INTERNAL_PREFIX))
+        .count()
 }
 
 #[cfg(test)]

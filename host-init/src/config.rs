@@ -25,6 +25,9 @@ pub struct Config {
     pub halt_on_fatal: bool,
     /// Boot a demo workspace at startup (`just run` asks for one).
     pub demo_workspace: bool,
+    /// Start workspaces from snapshots of the booted template (on unless
+    /// configured off): control/src/template_snapshots.rs.
+    pub template_snapshots: bool,
     /// SHA-256 (hex) of a bootstrap admin credential chosen at image build
     /// time; first boot then makes none and shows none.
     pub bootstrap_admin_sha256: Option<String>,
@@ -61,6 +64,7 @@ impl Default for Config {
             api_port: DEFAULT_API_PORT,
             halt_on_fatal: false,
             demo_workspace: false,
+            template_snapshots: true,
             bootstrap_admin_sha256: None,
             test_probes: false,
             allow_software_keys: false,
@@ -120,11 +124,21 @@ struct FileConfig {
     api: FileApi,
     on_fatal: Option<String>,
     demo_workspace: Option<bool>,
+    template_snapshots: Option<bool>,
     bootstrap_admin_sha256: Option<String>,
     test_probes: Option<bool>,
     allow_software_keys: Option<bool>,
     recovery_key_sha256: Option<String>,
     notify: Option<serde_json::Value>,
+}
+
+/// A kernel command line switch: `1`/`yes` or `0`/`no`.
+fn parse_switch(v: &str) -> Result<bool, String> {
+    match v {
+        "1" | "yes" => Ok(true),
+        "0" | "no" => Ok(false),
+        _ => Err(format!("{v:?} is not 0 or 1")),
+    }
 }
 
 fn parse_cidr(v: &str) -> Result<(Ipv4Addr, u8), String> {
@@ -340,6 +354,9 @@ impl Config {
         if let Some(d) = f.demo_workspace {
             self.demo_workspace = d;
         }
+        if let Some(t) = f.template_snapshots {
+            self.template_snapshots = t;
+        }
         if let Some(t) = f.test_probes {
             self.test_probes = t;
         }
@@ -397,17 +414,8 @@ impl Config {
                     .map(|p| self.api_port = p)
                     .ok_or_else(|| format!("{value:?} is not a port")),
                 "on_fatal" => parse_on_fatal(value).map(|h| self.halt_on_fatal = h),
-                "demo" => match value {
-                    "1" | "yes" => {
-                        self.demo_workspace = true;
-                        Ok(())
-                    }
-                    "0" | "no" => {
-                        self.demo_workspace = false;
-                        Ok(())
-                    }
-                    _ => Err(format!("{value:?} is not 0 or 1")),
-                },
+                "demo" => parse_switch(value).map(|on| self.demo_workspace = on),
+                "template_snapshots" => parse_switch(value).map(|on| self.template_snapshots = on),
                 _ => Err("unknown option".to_string()),
             };
             if let Err(message) = result {

@@ -159,3 +159,20 @@ fn bad_files_are_reported_not_half_applied() {
     let p = c.apply_cmdline("paddock.gw=10.0.0.1");
     assert!(p[0].message.contains("needs paddock.ip"));
 }
+
+#[test]
+fn template_snapshots_are_on_unless_switched_off() {
+    let mut c = Config::default();
+    assert!(c.template_snapshots);
+    assert!(c
+        .apply_file(r#"{"template_snapshots": false}"#, "esp")
+        .is_empty());
+    assert!(!c.template_snapshots);
+    assert!(c.apply_cmdline("paddock.template_snapshots=1").is_empty());
+    assert!(c.template_snapshots);
+    let p = c.apply_cmdline("paddock.template_snapshots=maybe");
+    assert!(p[0].to_string().contains("is not 0 or 1"), "{p:?}");
+    assert!(c.template_snapshots, "a bad value leaves the one below");
+    let p = c.apply_file(r#"{"template_snapshots": "no"}"#, "esp");
+    assert!(!p.is_empty(), "a string is not a switch");
+}

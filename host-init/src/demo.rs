@@ -6,7 +6,7 @@
 use crate::control::layout;
 use crate::control::run_error::RunError;
 use crate::control::runner;
-use crate::control::workspace::{WorkspaceRecord, WsState};
+use crate::control::workspace::WorkspaceRecord;
 use crate::status::SCREEN;
 use crate::{info, warn};
 use paddock_agent_client::AgentClient;
@@ -53,36 +53,11 @@ fn run(template_dev: &str) -> Result<(), DemoError> {
     if !Path::new("/dev/kvm").exists() {
         return Err(DemoError::NoKvm);
     }
-    let ws = WorkspaceRecord {
-        id: NAME.into(),
-        owner: "host-init".into(),
-        template: "default".into(),
-        vcpus: 1,
-        memory_mib: 512,
-        disk_mib: 2048,
-        labels: Default::default(),
-        env: Default::default(),
-        env_sealed: None,
-        created_at: crate::control::audit::now_s(),
-        expires_at: u64::MAX,
-        state: WsState::Running,
-        uid: DEMO_UID,
-        disk_mib_per_s: None,
-        disk_iops: None,
-        unencrypted_disk: false,
-        // The demo runs outside the control plane: no slot, no NIC.
-        egress: Default::default(),
-        net_mib_per_s: None,
-        net_connections_per_s: None,
-        published: Vec::new(),
-        signals: Default::default(),
-        secrets: Vec::new(),
-        secrets_sealed: None,
-        paused: None,
-    };
+    // The demo runs outside the control plane: no slot, no NIC.
+    let ws = WorkspaceRecord::internal(NAME, DEMO_UID, 1, 512, 2048);
     set("booting".into());
     let started = Instant::now();
-    let (pid, ready) = runner::start(&ws, template_dev)?;
+    let runner::Started { pid, ready, .. } = runner::start(&ws, template_dev)?;
     let ready_s = started.elapsed().as_secs_f64();
     info!(
         "demo workspace: ready after {ready_s:.1} s (pid {pid}, agent {}, guest uptime {} ms)",

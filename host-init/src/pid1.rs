@@ -273,6 +273,9 @@ fn boot(cmdline: &str, started: Instant) {
             warn!("workspaces may not start: {e}");
         }
     }
+    // Snapshots of an earlier boot (perhaps of another image) are never
+    // restored; this boot's are built below, once the box is up.
+    crate::control::template_snapshots::clear();
     if cfg.test_probes {
         if control.enable_test_probes() {
             warn!(
@@ -387,6 +390,17 @@ fn boot(cmdline: &str, started: Instant) {
         started.elapsed().as_secs_f64()
     );
 
+    if cfg.template_snapshots && std::path::Path::new("/dev/kvm").exists() {
+        if let Some(t) = &data.template_dev {
+            crate::control::template_snapshots::request(
+                crate::control::template_snapshots::Shape::default_workspace(),
+                t,
+            );
+        }
+    } else if !cfg.template_snapshots {
+        crate::control::template_snapshots::disable();
+        info!("template snapshots are off (config): every workspace boots its kernel");
+    }
     if cfg.demo_workspace {
         match data.template_dev {
             Some(t) => crate::demo::start(t),

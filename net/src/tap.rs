@@ -76,7 +76,19 @@ pub fn open_named(name: &str) -> Result<OwnedFd, TapError> {
 }
 
 /// The guest's MAC: locally administered, unicast, the slot in the low bytes.
-pub fn guest_mac(slot: Slot) -> String {
+pub fn guest_mac_bytes(slot: Slot) -> [u8; 6] {
     let b = slot.0.to_be_bytes();
-    format!("02:70:64:{:02x}:{:02x}:{:02x}", b[1], b[2], b[3])
+    [0x02, 0x70, 0x64, b[1], b[2], b[3]]
+}
+
+/// `guest_mac_bytes` as the VMM's `--net mac=` takes it.
+pub fn guest_mac(slot: Slot) -> String {
+    format_mac(guest_mac_bytes(slot))
+}
+
+pub fn format_mac(m: [u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
 }

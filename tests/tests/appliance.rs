@@ -18,6 +18,8 @@ use std::time::Duration;
 mod broker;
 #[path = "appliance/cli.rs"]
 mod cli;
+#[path = "appliance/clones.rs"]
+mod clones;
 #[path = "appliance/disks.rs"]
 mod disks;
 #[path = "appliance/e2b.rs"]
@@ -186,6 +188,7 @@ fn appliance_boots_serves_keeps_data_and_shuts_down_in_order() {
         .expect("bootstrap credential")
         .to_string();
     let deleted = workspace_api(&mut app, &admin);
+    clones::clones_of_the_template(&mut app, &admin);
     tenants::tenant_isolation(&app, &admin);
     quarantine_and_forensics(&app, &admin);
     limits_hold(&app, &admin);

@@ -230,13 +230,20 @@ impl Control {
             let _ = self.store.delete(WORKSPACES, &ws.id);
             return Err(e);
         }
+        let started_at = std::time::Instant::now();
         match runner::start(&ws, &template_dev) {
-            Ok((pid, _)) => {
+            Ok(started) => {
+                let start_ms = started_at.elapsed().as_millis() as u64;
+                let from = if started.cloned { "snapshot" } else { "boot" };
                 let mut ws = ws;
                 ws.state = WsState::Running;
                 self.store.put(WORKSPACES, &ws.id, &ws).map_err(store_err)?;
-                self.audit.record("workspace_created", json!({"workspace": ws.id, "token": tok.id, "vcpus": ws.vcpus, "memory_mib": ws.memory_mib, "disk_mib": ws.disk_mib, "ttl_s": ws.expires_at - ws.created_at, "labels": ws.labels}));
-                info!("workspace {} started (pid {pid}, uid {})", ws.id, ws.uid);
+                self.audit.record("workspace_created", json!({"workspace": ws.id, "token": tok.id, "vcpus": ws.vcpus, "memory_mib": ws.memory_mib, "disk_mib": ws.disk_mib, "ttl_s": ws.expires_at - ws.created_at, "labels": ws.labels, "started_from": from, "start_ms": start_ms}));
+                crate::metrics::count_start(started.cloned, start_ms);
+                info!(
+                    "workspace {} started from its {from} in {start_ms} ms (pid {}, uid {})",
+                    ws.id, started.pid, ws.uid
+                );
                 Ok(reply(Verdict::Created, ws.public()))
             }
             Err(e) => {

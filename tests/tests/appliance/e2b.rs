@@ -218,7 +218,9 @@ say("plain ran", sbx.commands.run("uname -s").stdout.strip())
 # The box as the workspace sees it (its gateway), on the plain port: the
 # listener is bound to eth0 and the firewall drops a workspace's traffic
 # to the box; neither may let it through.
-host = sbx.commands.run("sed -n 's/.*paddock.net=[^,]*,\\([0-9.]*\\).*/\\1/p' /proc/cmdline").stdout.strip()
+# Its gateway is its resolver (a clone of a template snapshot has no
+# paddock.net on its kernel command line: it took its address later).
+host = sbx.commands.run("sed -n 's/^nameserver //p' /etc/resolv.conf").stdout.strip()
 r = sbx.commands.run(f"curl -s --max-time 5 http://{host}:8080/v1/health && echo reached || echo refused", timeout=60)
 say("plain from workspace", host.count("."), r.stdout.strip().splitlines()[-1])
 sbx.kill()

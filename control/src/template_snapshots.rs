@@ -1,0 +1,358 @@
+//! Template snapshots: the VM of the template, booted once per shape
+//! (vCPUs, memory, whether it has a NIC) to where its agent waits for
+//! `Provision` (`paddock.provision=wait`), then paused and written to
+//! `/data/templates/<shape>/`. A create of that shape restores it
+//! (cloning.rs) instead of booting a kernel.
+//!
+//! What a snapshot holds is the template's and nobody's secret: no
+//! workspace has run in it, its writable disk was an empty placeholder and
+//! its NIC was never configured. Every clone's RNG is reseeded by its
+//! `Provision` before anything random is drawn. The files are readable by
+//! the VM group (each workspace's VMM runs as its own uid in that group)
+//! and written by host-init alone. They are made again at each boot:
+//! nothing from an earlier image (another kernel, agent or VMM) is ever
+//! restored.
+//!
+//! The shapes: the API's default at boot; then any shape a workspace is
+//! created with, after its first (cold) create, up to `MAX_SHAPES`. One
+//! snapshot is built at a time, in the background.
+
+use super::layout::{cgroup_dir, jail_dir, run_dir, vsock_path, VM_GID, WS_UID_BASE};
+use super::limits::Limits;
+use super::run_error::{io, RunError};
+use super::runner::{self, Boot, Nic, Prepared};
+use super::workspace::WorkspaceRecord;
+use log::{info, warn};
+use paddock_agent_client::ReadyListener;
+use paddock_proto::vmm_control::VmmRequest;
+use std::collections::BTreeMap;
+use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub const TEMPLATES_DIR: &str = "/data/templates";
+/// The uid template VMs run as: below every workspace's (no slot, no
+/// workspace's files) and apart from the demo's.
+pub const TEMPLATE_UID: u32 = WS_UID_BASE - 2;
+/// The template VM's NIC address: locally administered, and outside the
+/// slots' range (`tap::guest_mac_bytes`), so no workspace ever has it.
+const TEMPLATE_MAC: [u8; 6] = [0x02, 0x70, 0x64, 0xff, 0xff, 0xfe];
+/// How many shapes are kept; each costs its guest's touched memory (tens
+/// of MiB for an idle template) on the data partition.
+const MAX_SHAPES: usize = 4;
+const PAUSE_WAIT: Duration = Duration::from_secs(30);
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(600);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Shape {
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub nic: bool,
+}
+
+impl Shape {
+    pub fn of(ws: &WorkspaceRecord) -> Shape {
+        Shape {
+            vcpus: ws.vcpus,
+            memory_mib: ws.memory_mib,
+            nic: ws.slot().is_some(),
+        }
+    }
+
+    /// What a create that names no size gets, with its NIC.
+    pub fn default_workspace() -> Shape {
+        Shape {
+            vcpus: paddock_api_types::workspace::DEFAULT_VCPUS,
+            memory_mib: paddock_api_types::workspace::DEFAULT_MEMORY_MIB,
+            nic: true,
+        }
+    }
+
+    /// Its directory's name, and its VM's name while it runs.
+    fn name(self) -> String {
+        let nic = if self.nic { "-nic" } else { "" };
+        format!(
+            "{}{}x{}{nic}",
+            crate::workspaces::INTERNAL_PREFIX,
+            self.vcpus,
+            self.memory_mib
+        )
+    }
+
+    /// Its VM's tap: at most 15 bytes, like every interface name, and
+    /// outside the workspaces' `pdk*`, which the firewall lets reach the
+    /// resolver and the proxy.
+    fn tap(self) -> String {
+        format!("ptpl{}x{}", self.vcpus, self.memory_mib)
+    }
+}
+
+enum Entry {
+    Building,
+    Ready(PathBuf),
+    /// Not built, or discarded (the reason was logged): creates of the
+    /// shape boot cold.
+    Failed,
+}
+
+static SHAPES: Mutex<BTreeMap<Shape, Entry>> = Mutex::new(BTreeMap::new());
+/// Set by the configuration (`template_snapshots: false`): none is built.
+static DISABLED: AtomicBool = AtomicBool::new(false);
+/// One build at a time: each is a whole guest booting on the box's CPUs.
+static BUILDING: Mutex<()> = Mutex::new(());
+
+fn shapes() -> MutexGuard<'static, BTreeMap<Shape, Entry>> {
+    SHAPES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The snapshot to clone a workspace of `shape` from, when one is built.
+pub fn find(shape: Shape) -> Option<PathBuf> {
+    match shapes().get(&shape) {
+        Some(Entry::Ready(dir)) => Some(dir.clone()),
+        _ => None,
+    }
+}
+
+/// Starts building `shape`'s snapshot in the background unless it is
+/// built, being built, has failed, or `MAX_SHAPES` are kept already.
+pub fn request(shape: Shape, template_dev: &str) {
+    if DISABLED.load(Ordering::SeqCst) {
+        return;
+    }
+    {
+        let mut all = shapes();
+        if all.contains_key(&shape) || all.len() >= MAX_SHAPES {
+            return;
+        }
+        all.insert(shape, Entry::Building);
+    }
+    let template_dev = template_dev.to_string();
+    let spawned = std::thread::Builder::new()
+        .name("template-snapshot".into())
+        .spawn(move || {
+            let _one = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+            let started = Instant::now();
+            let entry = match build(shape, &template_dev) {
+                Ok(dir) => {
+                    info!(
+                        "template snapshot {} ready in {:.1} s ({} MiB on the data partition)",
+                        shape.name(),
+                        started.elapsed().as_secs_f64(),
+                        super::space::stored_mib(&dir)
+                    );
+                    Entry::Ready(dir)
+                }
+                Err(e) => {
+                    warn!(
+                        "template snapshot {}: {e}; creates of its shape boot cold",
+                        shape.name()
+                    );
+                    Entry::Failed
+                }
+            };
+            shapes().insert(shape, entry);
+        });
+    if let Err(e) = spawned {
+        warn!(
+            "template snapshot {}: starting its builder: {e}",
+            shape.name()
+        );
+        shapes().insert(shape, Entry::Failed);
+    }
+}
+
+/// No snapshot is built from now on: every workspace boots cold.
+pub fn disable() {
+    DISABLED.store(true, Ordering::SeqCst);
+}
+
+/// Stops cloning `shape` (a clone of it failed): its creates boot cold
+/// from now on, and its files go.
+pub fn discard(shape: Shape) {
+    let removed = shapes().insert(shape, Entry::Failed);
+    if let Some(Entry::Ready(dir)) = removed {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// At boot, before any is built: what an earlier boot (perhaps another
+/// image) left is removed.
+pub fn clear() {
+    let dir = Path::new(TEMPLATES_DIR);
+    if dir.exists() {
+        if let Err(e) = std::fs::remove_dir_all(dir) {
+            warn!("removing the last boot's template snapshots: {e}");
+        }
+    }
+}
+
+fn owned(path: &Path, uid: u32, gid: u32, mode: u32) -> Result<(), RunError> {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io("chown", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io("chmod", path))
+}
+
+fn new_file(path: &Path, len: u64) -> Result<std::fs::File, RunError> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .map_err(io("creating", path))?;
+    f.set_len(len).map_err(io("sizing", path))?;
+    Ok(f)
+}
+
+/// Boots the template as `shape` to its waiting agent and writes its
+/// snapshot; the VM is gone when this returns, whatever happened.
+fn build(shape: Shape, template_dev: &str) -> Result<PathBuf, RunError> {
+    let name = shape.name();
+    let root = Path::new(TEMPLATES_DIR);
+    std::fs::create_dir_all(root).map_err(io("creating", root))?;
+    owned(root, 0, VM_GID, 0o750)?;
+    let dir = root.join(&name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+    owned(&dir, 0, VM_GID, 0o750)?;
+    let result = boot_and_snapshot(shape, template_dev, &name, &dir);
+    end_vm(&name);
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result.map(|()| dir)
+}
+
+fn boot_and_snapshot(
+    shape: Shape,
+    template_dev: &str,
+    name: &str,
+    dir: &Path,
+) -> Result<(), RunError> {
+    // The writable disk the snapshot's guest knows: empty, so the guest
+    // reads nothing of it that a clone's own disk could contradict.
+    let placeholder = dir.join("placeholder.img");
+    drop(new_file(&placeholder, 0)?);
+    owned(&placeholder, TEMPLATE_UID, TEMPLATE_UID, 0o600)?;
+    let ws = WorkspaceRecord::internal(name, TEMPLATE_UID, shape.vcpus, shape.memory_mib, 0);
+    let cg = cgroup_dir(name);
+    std::fs::create_dir_all(&cg).map_err(io("creating", &cg))?;
+    let run = run_dir(name);
+    let _ = std::fs::remove_dir_all(&run);
+    std::fs::create_dir_all(&run).map_err(io("creating", &run))?;
+    owned(&run, TEMPLATE_UID, TEMPLATE_UID, 0o700)?;
+    let console = dir.join("console.log");
+    let out = super::console::pipe_into(&console, name).map_err(io("creating", &console))?;
+    // A NIC as its clones will have; its tap is never up and has no
+    // address, and the waiting guest never configures its side.
+    let net = if shape.nic {
+        let tap =
+            paddock_net::tap::open_named(&shape.tap()).map_err(|e| RunError::Net(e.to_string()))?;
+        Some(Nic {
+            tap,
+            mac: TEMPLATE_MAC,
+            slot: None,
+        })
+    } else {
+        None
+    };
+    let p = Prepared {
+        node: placeholder,
+        limits: Limits::for_workspace(&ws),
+        cg,
+        run,
+        console,
+        out,
+        net,
+    };
+    let uds = vsock_path(name);
+    let ready = ReadyListener::bind(&uds).map_err(|e| RunError::NotReady(e.to_string()))?;
+    let ready_path = paddock_agent_client::ready_socket_path(&uds);
+    owned(&ready_path, 0, 0, 0o666)?;
+    let mut cmd = runner::vmm_command(&ws, template_dev, &p, &Boot::Template)?;
+    let child = cmd
+        .spawn()
+        .map_err(io("starting", Path::new(super::layout::VMM)))?;
+    crate::workspaces::add(name, child.id());
+    drop(child);
+    match super::boot_watch::wait_ready(&ready, name, &p.console) {
+        super::boot_watch::Boot::Ready(_) => {}
+        super::boot_watch::Boot::Stalled => {
+            return Err(RunError::NotReady(format!(
+                "its VM made no progress for {} s",
+                super::boot_watch::BOOT_STALL.as_secs()
+            )))
+        }
+        super::boot_watch::Boot::Failed(why) => {
+            return Err(RunError::NotReady(format!(
+                "{why}; console: {}",
+                super::boot_watch::console_tail(&p.console, 8)
+            )))
+        }
+    }
+    let state_path = dir.join("state");
+    let memory_path = dir.join("memory");
+    let state = new_file(&state_path, 0)?;
+    let memory = new_file(&memory_path, shape.memory_mib << 20)?;
+    let sock = super::layout::control_path(name);
+    super::vmm_client::request(&sock, &VmmRequest::Pause {}, &[], PAUSE_WAIT)?;
+    super::vmm_client::request(
+        &sock,
+        &VmmRequest::Snapshot {},
+        &[state.as_fd(), memory.as_fd()],
+        SNAPSHOT_WAIT,
+    )?;
+    for (f, path) in [(&state, &state_path), (&memory, &memory_path)] {
+        f.sync_all().map_err(io("flushing", path))?;
+        owned(path, 0, VM_GID, 0o640)?;
+    }
+    Ok(())
+}
+
+/// Ends the template's VM and removes what it ran in.
+fn end_vm(name: &str) {
+    crate::workspaces::kill(name);
+    let _ = crate::workspaces::wait_ended(name, Some(Duration::from_secs(10)));
+    let cg = cgroup_dir(name);
+    if cg.exists() {
+        let _ = std::fs::write(cg.join("cgroup.kill"), "1");
+        for _ in 0..100 {
+            if std::fs::remove_dir(&cg).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let _ = std::fs::remove_dir_all(run_dir(name));
+    let _ = std::fs::remove_dir(jail_dir(name));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_have_names_and_taps_of_their_own() {
+        let a = Shape {
+            vcpus: 1,
+            memory_mib: 512,
+            nic: true,
+        };
+        let b = Shape { nic: false, ..a };
+        assert_eq!(a.name(), "template-1x512-nic");
+        assert_ne!(a.name(), b.name());
+        let big = Shape {
+            vcpus: 64,
+            memory_mib: 1 << 20,
+            nic: true,
+        };
+        assert!(big.tap().len() <= 15, "{}", big.tap());
+        assert!(!a.tap().starts_with("pdk"), "a workspace's tap name");
+        // No workspace's MAC is the template VM's.
+        let last =
+            paddock_net::firewall::Slot::new(paddock_net::addressing::MAX_SLOTS - 1).expect("slot");
+        assert_ne!(paddock_net::tap::guest_mac_bytes(last), TEMPLATE_MAC);
+    }
+}
