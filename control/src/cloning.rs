@@ -24,7 +24,8 @@ pub(crate) const RESTORED_WAIT: Duration = Duration::from_secs(300);
 /// VMM runs and `RESTORED_WAIT` allows. There is no readiness report after
 /// a restore (the agent was ready when its snapshot was taken): until the
 /// VMM listens, connecting fails, and that is retried; so is any failure
-/// when `idempotent` (a `Renew` may be sent again; a `Provision` may not).
+/// when `idempotent` (a `Renew` may be sent again; a `Provision`, which
+/// may have reached the agent when an answer is lost, may not).
 pub(crate) fn wait_restored_agent(
     ws: &WorkspaceRecord,
     started: Instant,
@@ -32,11 +33,20 @@ pub(crate) fn wait_restored_agent(
     idempotent: bool,
     op: impl Fn(&AgentClient) -> Result<(), ClientError>,
 ) -> Result<AgentClient, RunError> {
-    let client = AgentClient::new(vsock_path(&ws.id)).with_timeout(Duration::from_secs(30));
+    // A Provision formats the workspace's disk before it answers: as long
+    // as a booting workspace may take to be ready.
+    let answer_within = if idempotent {
+        Duration::from_secs(30)
+    } else {
+        Duration::from_secs(240)
+    };
+    let client = AgentClient::new(vsock_path(&ws.id)).with_timeout(answer_within);
     loop {
         let e = match op(&client) {
             Ok(()) => return Ok(client),
-            Err(e @ ClientError::Connect { .. }) => e,
+            // Nothing reached the agent: the VMM did not listen yet, or
+            // its guest side did not take the connection yet.
+            Err(e @ (ClientError::Connect { .. } | ClientError::VsockRefused { .. })) => e,
             Err(e) if idempotent => e,
             Err(e) => {
                 return Err(RunError::NotReady(format!(

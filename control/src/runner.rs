@@ -319,30 +319,35 @@ pub struct Started {
 /// Creates the workspace's disk, cgroup and run directory and starts its
 /// VMM: as a clone of its shape's template snapshot when there is one
 /// (cloning.rs), else by booting its kernel. Returns once its agent
-/// answers.
+/// answers. A clone that fails is not booted again under the same id
+/// (its disk may hold half a format, its secrets were cleared with it):
+/// the create fails like a boot that fails, and the snapshot is dropped
+/// after a few failures in a row (template_snapshots.rs).
 pub fn start(ws: &WorkspaceRecord, template_dev: &str) -> Result<Started, RunError> {
     use super::template_snapshots as snapshots;
     let shape = snapshots::Shape::of(ws);
     if let Some(dir) = snapshots::find(shape) {
-        match super::cloning::start(ws, template_dev, &dir) {
+        return match super::cloning::start(ws, template_dev, &dir) {
             Ok((pid, ready)) => {
-                return Ok(Started {
+                snapshots::clone_started(shape);
+                Ok(Started {
                     pid,
                     ready,
                     cloned: true,
                 })
             }
             Err(e) => {
-                // Loud, and once: the shape's creates boot from now on,
-                // and this one boots on a clean slate.
                 warn!(
-                    "workspace {}: its clone did not start ({e}); booting it instead, and every later create of its shape",
+                    "workspace {}: its clone of the template snapshot did not start: {e}",
                     ws.id
                 );
-                snapshots::discard(shape);
+                snapshots::clone_failed(shape);
                 stop(&ws.id);
+                Err(RunError::NotReady(format!(
+                    "its clone of the template snapshot did not start: {e}"
+                )))
             }
-        }
+        };
     }
     let (pid, ready) = start_cold(ws, template_dev)?;
     // Its shape's next creates clone a snapshot, once one is built. Not

@@ -14,8 +14,10 @@
 //! restored.
 //!
 //! The shapes: the API's default at boot; then any shape a workspace is
-//! created with, after its first (cold) create, up to `MAX_SHAPES`. One
-//! snapshot is built at a time, in the background.
+//! created with, after its first (booted) create, up to `MAX_SHAPES` (the
+//! one unused longest makes room). One snapshot is built at a time, in
+//! the background. A snapshot whose clones fail several times in a row is
+//! dropped and built again later.
 
 use super::layout::{cgroup_dir, jail_dir, run_dir, vsock_path, VM_GID, WS_UID_BASE};
 use super::limits::Limits;
@@ -90,16 +92,50 @@ impl Shape {
     }
 }
 
-enum Entry {
+enum State {
     Building,
     Ready(PathBuf),
-    /// Not built, or discarded (the reason was logged): creates of the
-    /// shape boot cold.
+    /// Not built, or dropped after failed clones (the reason was logged):
+    /// creates of the shape boot until it is built again.
     Failed,
 }
 
+struct Entry {
+    state: State,
+    /// When `state` was set.
+    since: Instant,
+    /// When a create last found it (eviction picks the longest unused).
+    used: Instant,
+    /// Clones of it that failed in a row.
+    failures: u32,
+}
+
+impl Entry {
+    fn new(state: State) -> Entry {
+        let now = Instant::now();
+        Entry {
+            state,
+            since: now,
+            used: now,
+            failures: 0,
+        }
+    }
+}
+
+/// Clones that fail in a row before a snapshot is dropped: one failure
+/// may be the workspace's (deleted while it started, its key store busy),
+/// several in a row are the snapshot's.
+const FAILURES_TO_DROP: u32 = 3;
+/// How long a shape whose build or clones failed boots before it is
+/// built again.
+const RETRY_AFTER: Duration = Duration::from_secs(600);
+/// How long a dropped snapshot's files stay: a clone that found it a
+/// moment before opens them within milliseconds.
+const REMOVE_AFTER: Duration = Duration::from_secs(60);
+
 static SHAPES: Mutex<BTreeMap<Shape, Entry>> = Mutex::new(BTreeMap::new());
-/// Set by the configuration (`template_snapshots: false`): none is built.
+/// Set by the configuration (`template_snapshots: false`) and at shutdown:
+/// none is built.
 static DISABLED: AtomicBool = AtomicBool::new(false);
 /// One build at a time: each is a whole guest booting on the box's CPUs.
 static BUILDING: Mutex<()> = Mutex::new(());
@@ -110,32 +146,91 @@ fn shapes() -> MutexGuard<'static, BTreeMap<Shape, Entry>> {
 
 /// The snapshot to clone a workspace of `shape` from, when one is built.
 pub fn find(shape: Shape) -> Option<PathBuf> {
-    match shapes().get(&shape) {
-        Some(Entry::Ready(dir)) => Some(dir.clone()),
+    let mut all = shapes();
+    let e = all.get_mut(&shape)?;
+    match &e.state {
+        State::Ready(dir) => {
+            e.used = Instant::now();
+            Some(dir.clone())
+        }
         _ => None,
     }
 }
 
+/// Removes a dropped snapshot's files once no clone can be about to open
+/// them.
+fn remove_later(dir: PathBuf) {
+    let _ = std::thread::Builder::new()
+        .name("template-remove".into())
+        .spawn(move || {
+            std::thread::sleep(REMOVE_AFTER);
+            let _ = std::fs::remove_dir_all(dir);
+        });
+}
+
+/// Makes room for one more shape: the one unused longest goes, unless it
+/// is being built or is the default shape (built at every boot).
+fn evict_for_one(all: &mut BTreeMap<Shape, Entry>) -> bool {
+    if all.len() < MAX_SHAPES {
+        return true;
+    }
+    let victim = all
+        .iter()
+        .filter(|(s, e)| **s != Shape::default_workspace() && !matches!(e.state, State::Building))
+        .min_by_key(|(_, e)| e.used)
+        .map(|(s, _)| *s);
+    let Some(victim) = victim else {
+        return false;
+    };
+    if let Some(Entry {
+        state: State::Ready(dir),
+        ..
+    }) = all.remove(&victim)
+    {
+        info!(
+            "template snapshot {}: dropped to make room for another shape",
+            victim.name()
+        );
+        remove_later(dir);
+    }
+    true
+}
+
 /// Starts building `shape`'s snapshot in the background unless it is
-/// built, being built, has failed, or `MAX_SHAPES` are kept already.
+/// built or being built, failed less than `RETRY_AFTER` ago, or no room
+/// can be made for it.
 pub fn request(shape: Shape, template_dev: &str) {
     if DISABLED.load(Ordering::SeqCst) {
         return;
     }
     {
         let mut all = shapes();
-        if all.contains_key(&shape) || all.len() >= MAX_SHAPES {
-            return;
+        match all.get(&shape) {
+            Some(Entry {
+                state: State::Building | State::Ready(_),
+                ..
+            }) => return,
+            Some(e) if e.since.elapsed() < RETRY_AFTER => return,
+            Some(_) => {}
+            None => {
+                if !evict_for_one(&mut all) {
+                    return;
+                }
+            }
         }
-        all.insert(shape, Entry::Building);
+        all.insert(shape, Entry::new(State::Building));
     }
     let template_dev = template_dev.to_string();
     let spawned = std::thread::Builder::new()
         .name("template-snapshot".into())
         .spawn(move || {
             let _one = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+            if DISABLED.load(Ordering::SeqCst) {
+                shapes().remove(&shape);
+                return;
+            }
             let started = Instant::now();
-            let entry = match build(shape, &template_dev) {
+            let state = match build(shape, &template_dev) {
                 Ok(dir) => {
                     info!(
                         "template snapshot {} ready in {:.1} s ({} MiB on the data partition)",
@@ -143,38 +238,60 @@ pub fn request(shape: Shape, template_dev: &str) {
                         started.elapsed().as_secs_f64(),
                         super::space::stored_mib(&dir)
                     );
-                    Entry::Ready(dir)
+                    State::Ready(dir)
                 }
                 Err(e) => {
                     warn!(
-                        "template snapshot {}: {e}; creates of its shape boot cold",
+                        "template snapshot {}: {e}; creates of its shape boot for now",
                         shape.name()
                     );
-                    Entry::Failed
+                    State::Failed
                 }
             };
-            shapes().insert(shape, entry);
+            shapes().insert(shape, Entry::new(state));
         });
     if let Err(e) = spawned {
         warn!(
             "template snapshot {}: starting its builder: {e}",
             shape.name()
         );
-        shapes().insert(shape, Entry::Failed);
+        shapes().insert(shape, Entry::new(State::Failed));
     }
 }
 
-/// No snapshot is built from now on: every workspace boots cold.
+/// No snapshot is built from now on (the configuration, or shutdown):
+/// every workspace boots.
 pub fn disable() {
     DISABLED.store(true, Ordering::SeqCst);
 }
 
-/// Stops cloning `shape` (a clone of it failed): its creates boot cold
-/// from now on, and its files go.
-pub fn discard(shape: Shape) {
-    let removed = shapes().insert(shape, Entry::Failed);
-    if let Some(Entry::Ready(dir)) = removed {
-        let _ = std::fs::remove_dir_all(dir);
+/// A clone of `shape` started: its run of failures ends.
+pub fn clone_started(shape: Shape) {
+    if let Some(e) = shapes().get_mut(&shape) {
+        e.failures = 0;
+    }
+}
+
+/// A clone of `shape` failed; after `FAILURES_TO_DROP` in a row its
+/// snapshot is dropped, and its creates boot until it is built again.
+pub fn clone_failed(shape: Shape) {
+    let mut all = shapes();
+    let Some(e) = all.get_mut(&shape) else {
+        return;
+    };
+    e.failures += 1;
+    if e.failures < FAILURES_TO_DROP {
+        return;
+    }
+    warn!(
+        "template snapshot {}: {} clones failed in a row; dropped, its creates boot for {} s",
+        shape.name(),
+        e.failures,
+        RETRY_AFTER.as_secs()
+    );
+    let old = std::mem::replace(e, Entry::new(State::Failed));
+    if let State::Ready(dir) = old.state {
+        remove_later(dir);
     }
 }
 
@@ -245,6 +362,9 @@ fn boot_and_snapshot(
     owned(&run, TEMPLATE_UID, TEMPLATE_UID, 0o700)?;
     let console = dir.join("console.log");
     let out = super::console::pipe_into(&console, name).map_err(io("creating", &console))?;
+    // In the directory every clone's jail is given: the template's boot
+    // log is host-init's to read.
+    owned(&console, 0, 0, 0o600)?;
     // A NIC as its clones will have; its tap is never up and has no
     // address, and the waiting guest never configures its side.
     let net = if shape.nic {
@@ -332,6 +452,69 @@ fn end_vm(name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shape(memory_mib: u64) -> Shape {
+        Shape {
+            vcpus: 1,
+            memory_mib,
+            nic: true,
+        }
+    }
+
+    #[test]
+    fn room_is_made_by_the_shape_unused_longest_never_the_default_or_a_build() {
+        let mut all = BTreeMap::new();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let entry = |state, used| Entry {
+            state,
+            since: t0,
+            used,
+            failures: 0,
+        };
+        // The default, unused longest of all, and a build, older still.
+        all.insert(Shape::default_workspace(), entry(State::Failed, at(0)));
+        all.insert(shape(100), entry(State::Building, at(1)));
+        all.insert(shape(200), entry(State::Failed, at(5)));
+        all.insert(shape(300), entry(State::Failed, at(3)));
+        assert_eq!(all.len(), MAX_SHAPES);
+        assert!(evict_for_one(&mut all));
+        assert!(
+            !all.contains_key(&shape(300)),
+            "the one unused longest goes"
+        );
+        assert!(all.contains_key(&Shape::default_workspace()));
+        assert!(all.contains_key(&shape(100)));
+        // Nothing but the default and builds: no room.
+        let mut all = BTreeMap::new();
+        all.insert(Shape::default_workspace(), entry(State::Failed, at(0)));
+        for m in [100, 200, 300] {
+            all.insert(shape(m), entry(State::Building, at(m)));
+        }
+        assert_eq!(all.len(), MAX_SHAPES);
+        assert!(!evict_for_one(&mut all));
+    }
+
+    #[test]
+    fn a_snapshot_is_dropped_only_after_failed_clones_in_a_row() {
+        let s = shape(777);
+        shapes().insert(s, Entry::new(State::Ready(PathBuf::from("/nonexistent/t"))));
+        for _ in 1..FAILURES_TO_DROP {
+            clone_failed(s);
+        }
+        clone_started(s);
+        for _ in 1..FAILURES_TO_DROP {
+            clone_failed(s);
+        }
+        assert!(find(s).is_some(), "a success in between resets the count");
+        clone_failed(s);
+        assert!(find(s).is_none(), "dropped");
+        assert!(matches!(
+            shapes().get(&s).map(|e| &e.state),
+            Some(State::Failed)
+        ));
+        shapes().remove(&s);
+    }
 
     #[test]
     fn shapes_have_names_and_taps_of_their_own() {

@@ -45,6 +45,11 @@ pub enum ProvisionError {
         wanted: u64,
         waited_ms: u128,
     },
+    #[error("dropping what was cached of {disk}: {source}")]
+    Flush {
+        disk: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Init(#[from] init::InitError),
     #[error("network: {0}")]
@@ -125,9 +130,14 @@ fn await_disk(disk: &str, wanted: u64) -> Result<(), ProvisionError> {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    if let Ok(f) = std::fs::File::open(disk) {
-        // SAFETY: BLKFLSBUF takes no argument; the descriptor is open.
-        unsafe { libc::ioctl(f.as_raw_fd(), BLKFLSBUF) };
+    let flush_err = |e: std::io::Error| ProvisionError::Flush {
+        disk: disk.into(),
+        source: e,
+    };
+    let f = std::fs::File::open(disk).map_err(flush_err)?;
+    // SAFETY: BLKFLSBUF takes no argument; the descriptor is open.
+    if unsafe { libc::ioctl(f.as_raw_fd(), BLKFLSBUF) } < 0 {
+        return Err(flush_err(std::io::Error::last_os_error()));
     }
     Ok(())
 }

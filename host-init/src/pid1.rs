@@ -276,6 +276,11 @@ fn boot(cmdline: &str, started: Instant) {
     // Snapshots of an earlier boot (perhaps of another image) are never
     // restored; this boot's are built below, once the box is up.
     crate::control::template_snapshots::clear();
+    if !cfg.template_snapshots {
+        // Before the API serves: no create may ask for one.
+        crate::control::template_snapshots::disable();
+        info!("template snapshots are off (config): every workspace boots its kernel");
+    }
     if cfg.test_probes {
         if control.enable_test_probes() {
             warn!(
@@ -397,9 +402,6 @@ fn boot(cmdline: &str, started: Instant) {
                 t,
             );
         }
-    } else if !cfg.template_snapshots {
-        crate::control::template_snapshots::disable();
-        info!("template snapshots are off (config): every workspace boots its kernel");
     }
     if cfg.demo_workspace {
         match data.template_dev {

@@ -44,6 +44,8 @@ pub fn begin(then: Then, why: &str) {
 }
 
 fn run(then: Then) -> ! {
+    // No template's VM starts while the workspaces are stopped.
+    crate::control::template_snapshots::disable();
     let stopped = crate::workspaces::stop_all(Duration::from_secs(10));
     info!("shutdown: {stopped} workspace(s) stopped");
     let api = API_PID.load(Ordering::SeqCst);
