@@ -326,30 +326,10 @@ mod tests {
     #[test]
     fn renders_families_and_labels() {
         let ws = WorkspaceRecord {
-            id: "ws_abc".into(),
             owner: "tok_x".into(),
-            template: "default".into(),
-            vcpus: 1,
-            memory_mib: 256,
-            disk_mib: 512,
-            labels: Default::default(),
-            env: Default::default(),
-            env_sealed: None,
             created_at: 0,
             expires_at: 10,
-            state: WsState::Running,
-            uid: 200_000,
-            disk_mib_per_s: None,
-            disk_iops: None,
-            unencrypted_disk: false,
-            egress: Default::default(),
-            net_mib_per_s: None,
-            net_connections_per_s: None,
-            published: Vec::new(),
-            signals: Default::default(),
-            secrets: Vec::new(),
-            secrets_sealed: None,
-            paused: None,
+            ..WorkspaceRecord::internal("ws_abc", 200_000, 1, 256, 512)
         };
         let mut execs = HashMap::new();
         execs.insert("ws_abc".to_string(), 3);
