@@ -72,6 +72,22 @@ pub(crate) fn wait_restored_agent(
     }
 }
 
+/// Starts a restoring VMM and registers it; its pid, and when it started
+/// (the restored agent's wait counts from there).
+pub(crate) fn spawn_restored(
+    ws: &WorkspaceRecord,
+    cmd: &mut std::process::Command,
+) -> Result<(u32, Instant), RunError> {
+    let started = Instant::now();
+    let child = cmd
+        .spawn()
+        .map_err(io("starting", Path::new(super::layout::VMM)))?;
+    let pid = child.id();
+    drop(child);
+    crate::workspaces::add(&ws.id, pid);
+    Ok((pid, started))
+}
+
 /// The size of the disk the VMM is given, in 512-byte sectors, as the
 /// guest will see it (a dm-crypt mapping's, or the test peer's file's).
 fn sectors(node: &Path) -> Result<u64, RunError> {
@@ -107,13 +123,7 @@ pub fn start(
         })
     });
     let mut cmd = runner::vmm_command(ws, template_dev, &p, &Boot::Clone(dir))?;
-    let started = Instant::now();
-    let child = cmd
-        .spawn()
-        .map_err(io("starting", Path::new(super::layout::VMM)))?;
-    let pid = child.id();
-    drop(child);
-    crate::workspaces::add(&ws.id, pid);
+    let (pid, started) = spawn_restored(ws, &mut cmd)?;
     let name = runner::hostname(ws);
     let client = wait_restored_agent(ws, started, &p.console, false, |c| {
         c.provision(&name, data_sectors, net)

@@ -27,7 +27,7 @@ use paddock_proto::vmm_control::VmmRequest;
 use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The state file's room: the VMM's cap on a state file (MAX_STATE_LEN).
 /// The file is sparse: only what the VMM writes takes space.
@@ -217,13 +217,7 @@ fn launch(ws: &WorkspaceRecord, template_dev: &str) -> Result<u32, RunError> {
         .cap_cpu(&p.cg)
         .map_err(|e| RunError::NotReady(format!("capping its CPU: {e}")))?;
     let mut cmd = runner::vmm_command(ws, template_dev, &p, &Boot::Restore(&dir))?;
-    let started = Instant::now();
-    let child = cmd
-        .spawn()
-        .map_err(io("starting", Path::new(super::layout::VMM)))?;
-    let pid = child.id();
-    drop(child);
-    crate::workspaces::add(&ws.id, pid);
+    let (pid, started) = super::cloning::spawn_restored(ws, &mut cmd)?;
     // Renew may be sent again: any failure is retried while the VMM runs.
     let name = runner::hostname(ws);
     super::cloning::wait_restored_agent(ws, started, &p.console, true, |c| c.resync(&name))?;
