@@ -356,6 +356,9 @@ fn boot_and_snapshot(
     let ws = WorkspaceRecord::internal(name, TEMPLATE_UID, shape.vcpus, shape.memory_mib, 0);
     let cg = cgroup_dir(name);
     std::fs::create_dir_all(&cg).map_err(io("creating", &cg))?;
+    let limits = Limits::for_workspace(&ws);
+    limits.apply(&cg, &placeholder, None)?;
+    background(&cg, name);
     let run = run_dir(name);
     let _ = std::fs::remove_dir_all(&run);
     std::fs::create_dir_all(&run).map_err(io("creating", &run))?;
@@ -380,7 +383,7 @@ fn boot_and_snapshot(
     };
     let p = Prepared {
         node: placeholder,
-        limits: Limits::for_workspace(&ws),
+        limits,
         cg,
         run,
         console,
@@ -429,6 +432,17 @@ fn boot_and_snapshot(
         owned(path, 0, VM_GID, 0o640)?;
     }
     Ok(())
+}
+
+/// A build is an optimisation nobody waits for: its VM runs in the idle
+/// class (cgroup v2 `cpu.idle`), only on CPU time no workspace, and not
+/// host-init or the API, wants. On a busy box it may then make no
+/// progress for as long as the box stays busy; the boot watch calls that a
+/// stall, the build fails, and it is tried again later (`RETRY_AFTER`).
+fn background(cg: &Path, name: &str) {
+    if let Err(e) = std::fs::write(cg.join("cpu.idle"), "1") {
+        warn!("template snapshot {name}: its VM runs at normal priority (cpu.idle: {e})");
+    }
 }
 
 /// Ends the template's VM and removes what it ran in.
