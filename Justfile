@@ -130,8 +130,11 @@ test: deps check static-test (fuzz "all" "runs" "20000")
     export PADDOCK_MCP_PYTHON=$(scripts/mcp-client.sh)
     export PADDOCK_SDK_PYTHON=$(scripts/python-sdk.sh)
     cargo test -p paddock-tests --test vmm_scenarios --test agent_scenarios --test proxy_path --test broker_path --test broker_attacks --locked -- --test-threads=8
-    # One appliance at a time: each is a whole emulated server.
-    cargo test -p paddock-tests --test appliance --locked -- --test-threads=1
+    # Two appliances at a time: each is a whole emulated server on one
+    # emulated CPU (firmware/boot-appliance.sh), so two keep both of the
+    # build machine's cores busy. The lifecycle test, the longest, starts
+    # first; the others follow one another beside it.
+    cargo test -p paddock-tests --test appliance --locked -- --test-threads=2
 
 # Boot the appliance image in QEMU (UEFI + TPM) with a demo workspace; the console is this terminal.
 run: (image "demo")
@@ -250,8 +253,8 @@ bench-net runs="3": deps static-test
     export PADDOCK_IMAGE_DIR=$PWD/target/image-test
     PADDOCK_BENCH_RUNS={{runs}} cargo run -q --release -p paddock-tests --bin paddock-bench-net --locked
 
-# Workspace API benchmark: create -> first exec (median, p99), concurrent creates, memory per workspace.
-bench-api runs="20" concurrent="10": (image "")
+# Workspace API benchmark, template snapshots on vs off: create -> first exec (median, p99), concurrent creates, memory per workspace.
+bench-api runs="20" concurrent="4,10": (image "")
     #!/usr/bin/env bash
     set -euo pipefail
     export PADDOCK_IMAGE_DIR=$PWD/target/image
