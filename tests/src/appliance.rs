@@ -29,6 +29,8 @@ pub enum ApplianceError {
     NoCredential,
     #[error("the API presented no certificate: {0}")]
     NoCertificate(String),
+    #[error("the image's configuration: {0}")]
+    Config(#[from] crate::esp_config::EspConfigError),
 }
 
 type Result<T> = std::result::Result<T, ApplianceError>;
@@ -88,6 +90,17 @@ impl Appliance {
         bytes: u64,
         prefix: &[String],
     ) -> Result<(Appliance, String)> {
+        Self::boot_fresh_configured(work, bytes, prefix, None)
+    }
+
+    /// `boot_fresh_in` with `config` as the ESP's `paddock.json` in place
+    /// of the image's own (e.g. a benchmark's peer with a feature off).
+    pub fn boot_fresh_configured(
+        work: &Path,
+        bytes: u64,
+        prefix: &[String],
+        config: Option<&[u8]>,
+    ) -> Result<(Appliance, String)> {
         std::fs::create_dir_all(work).map_err(io(format!("creating {}", work.display())))?;
         let disk = work.join("disk.img");
         std::fs::copy(image_dir()?.join("paddock.img"), &disk).map_err(io("copying the image"))?;
@@ -96,6 +109,9 @@ impl Appliance {
             .open(&disk)
             .and_then(|f| f.set_len(bytes))
             .map_err(io("growing the disk"))?;
+        if let Some(config) = config {
+            crate::esp_config::set(&disk, &image_dir()?.join("paddock.efi"), config)?;
+        }
         let guard = Duration::from_secs(600);
         let mut app = Appliance::boot_in(
             &disk,
