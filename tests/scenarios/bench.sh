@@ -77,6 +77,48 @@ if [ -f "$P/disks/template.erofs" ]; then
     done
 fi
 
+# Memory of ten: ten workspaces cold-booted, then ten clones of the
+# template snapshot above (its memory file mapped privately, as `--restore`
+# does: a page is shared until its guest writes it), all alive at once,
+# each having answered one exec; their VMMs' memory summed.
+if [ -f "$P/disks/template.erofs" ] && [ -f "$T/tpl-snap/memory" ]; then
+    pids=""
+    for k in 0 1 2 3 4 5 6 7 8 9; do
+        rm -f "$T/m$k.sock" "$T/m$k.sock_1023" "$T/m$k.img"
+        dd if=/dev/zero of="$T/m$k.img" bs=1048576 count=0 seek=256 2>/dev/null
+        "$TK" agent-wait-ready "$T/m$k.sock" 300 > /dev/null 2>&1 &
+        wp=$!
+        wait_socket "$T/m$k.sock_1023"
+        "$VMM" --kernel "$GK" --initramfs "$P/guest/agent-initramfs.cpio" --memory-mib 512 \
+            --drive "id=template,path=$P/disks/template.erofs,ro" \
+            --drive "id=data,path=$T/m$k.img" --vsock "cid=3,uds=$T/m$k.sock" \
+            --console off --cmdline quiet &
+        pids="$pids $!"
+        wait $wp
+        "$TK" agent-exec "$T/m$k.sock" echo hi > /dev/null
+    done
+    sleep 2
+    fact bench "mem10_cold=$("$TK" mem-sum $pids 2>&1 | tail -n1)"
+    kill -9 $pids 2>/dev/null; wait $pids 2>/dev/null
+    pids=""
+    for k in 0 1 2 3 4 5 6 7 8 9; do
+        rm -f "$T/m$k.sock" "$T/m$k.img"
+        dd if=/dev/zero of="$T/m$k.img" bs=1048576 count=0 seek=256 2>/dev/null
+        "$VMM" --restore "$T/tpl-snap" --memory-mib 512 \
+            --drive "id=template,path=$P/disks/template.erofs,ro" \
+            --drive "id=data,path=$T/m$k.img" --vsock "cid=3,uds=$T/m$k.sock" \
+            --console off &
+        pids="$pids $!"
+        wait_socket "$T/m$k.sock"
+        "$TK" agent-provision "$T/m$k.sock" "clone$k" 524288 > /dev/null
+        "$TK" agent-exec "$T/m$k.sock" echo hi > /dev/null
+    done
+    sleep 2
+    fact bench "mem10_restored=$("$TK" mem-sum $pids 2>&1 | tail -n1)"
+    kill -9 $pids 2>/dev/null; wait $pids 2>/dev/null
+    rm -f "$T"/m?.img
+fi
+
 # Restore: the same ticking guest snapshotted once by each VMM, then
 # started from that snapshot RUNS times; beside it, cold boots of the same
 # guest to its first tick. QEMU's peer is its own migration-file restore

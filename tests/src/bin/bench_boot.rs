@@ -210,6 +210,41 @@ fn restore_rows(o: &Outcome) {
     );
 }
 
+/// Ten workspaces alive at once, cold-booted against cloned from one
+/// template snapshot: their VMMs' memory per workspace.
+fn memory_rows(o: &Outcome) {
+    let per_ws = |prefix: &str, key: &str| {
+        let n = field_values(o, prefix, "n").first().copied()?;
+        let kib = field_values(o, prefix, key).first().copied()?;
+        Some(kib / n / 1024.0)
+    };
+    let Some(n) = field_values(o, "mem10_cold", "n").first().copied() else {
+        return;
+    };
+    println!();
+    println!(
+        "{n} agent workspaces (512 MiB each) alive at once, each after one exec; MiB per workspace:"
+    );
+    println!(
+        "{:<34} {:>12} {:>12} {:>12}",
+        "", "cold boot", "clone", "cold / clone"
+    );
+    for (label, key) in [
+        ("RSS", "rss_kib"),
+        ("PSS (shared pages split)", "pss_kib"),
+        ("shared with another process", "shared_kib"),
+        ("private", "private_kib"),
+    ] {
+        let (c, r) = (per_ws("mem10_cold", key), per_ws("mem10_restored", key));
+        let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+        let ratio = match (c, r) {
+            (Some(c), Some(r)) if r > 0.0 => format!("{:.2}x", c / r),
+            _ => "-".into(),
+        };
+        println!("{label:<34} {:>12} {:>12} {:>12}", f(c), f(r), ratio);
+    }
+}
+
 /// The values of `key` in the comma-separated facts named `prefix*`.
 fn field_values(o: &Outcome, prefix: &str, key: &str) -> Vec<f64> {
     o.facts
@@ -254,6 +289,8 @@ fn main() -> Result<()> {
                 || f.key.starts_with("tpl_clone_")
             {
                 !f.value.contains("first_output_ms=")
+            } else if f.key.starts_with("mem10_") {
+                !f.value.contains("pss_kib=")
             } else if f.key.ends_with("snapshot_taken") {
                 !f.value.starts_with("ms=")
             } else if f.key == "qemu_state_written" {
@@ -332,6 +369,7 @@ fn main() -> Result<()> {
         );
     }
     restore_rows(&o);
+    memory_rows(&o);
     println!();
     if !failed.is_empty() {
         println!("runs that did not exit cleanly:");

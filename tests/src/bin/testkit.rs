@@ -32,7 +32,8 @@ usage: paddock-testkit boot-timer
        paddock-testkit agent-renew VM_SOCK HOSTNAME    (after a restore: reseed, clock, machine-id)
        paddock-testkit agent-provision VM_SOCK HOSTNAME SECTORS  (a template clone made a workspace)
        paddock-testkit vmm-pause CONTROL_SOCK | vmm-resume CONTROL_SOCK
-       paddock-testkit vmm-snapshot CONTROL_SOCK DIR   (pause and write DIR/state, DIR/memory)";
+       paddock-testkit vmm-snapshot CONTROL_SOCK DIR   (pause and write DIR/state, DIR/memory)
+       paddock-testkit mem-sum PID...                  (RSS, PSS, shared and private memory, summed)";
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> Result<T> {
     args.get(i)
@@ -299,8 +300,59 @@ fn run(args: &[String]) -> Result<()> {
             println!("ms={:.1}", started.elapsed().as_secs_f64() * 1000.0);
             Ok(())
         }
+        Some("mem-sum") => {
+            let pids: Vec<u32> = (1..args.len())
+                .map(|i| arg(args, i, "PID"))
+                .collect::<Result<_>>()?;
+            if pids.is_empty() {
+                return Err(USAGE.into());
+            }
+            println!("{}", mem_sum(&pids)?);
+            Ok(())
+        }
         _ => Err(USAGE.into()),
     }
+}
+
+/// The processes' memory from /proc/PID/smaps_rollup, summed, in KiB:
+/// what they hold (RSS), their fair share of it (PSS: a page mapped by N
+/// of them counts 1/N to each), and how much of it other mappers share.
+fn mem_sum(pids: &[u32]) -> Result<String> {
+    let fields = [
+        "Rss",
+        "Pss",
+        "Shared_Clean",
+        "Shared_Dirty",
+        "Private_Clean",
+        "Private_Dirty",
+    ];
+    let mut sum = [0u64; 6];
+    for pid in pids {
+        let path = format!("/proc/{pid}/smaps_rollup");
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            let (Some(name), Some(kib)) = (words.next(), words.next()) else {
+                continue;
+            };
+            if let Some(i) = fields
+                .iter()
+                .position(|f| name.strip_suffix(':') == Some(f))
+            {
+                sum[i] += kib
+                    .parse::<u64>()
+                    .map_err(|e| format!("{path}: {line}: {e}"))?;
+            }
+        }
+    }
+    Ok(format!(
+        "n={},rss_kib={},pss_kib={},shared_kib={},private_kib={}",
+        pids.len(),
+        sum[0],
+        sum[1],
+        sum[2] + sum[3],
+        sum[4] + sum[5]
+    ))
 }
 
 /// Accepts one connection, or fails after `limit` (a guest that never
