@@ -42,9 +42,14 @@ fn read_u64(path: &std::path::Path) -> Option<u64> {
 
 /// Microseconds of CPU the workspace's cgroup used so far.
 pub fn cpu_usage_us(id: &str) -> Option<u64> {
+    cpu_stat(id, "usage_usec")
+}
+
+/// One counter of the workspace's cgroup `cpu.stat`.
+fn cpu_stat(id: &str, key: &str) -> Option<u64> {
     let text = std::fs::read_to_string(layout::cgroup_dir(id).join("cpu.stat")).ok()?;
     text.lines()
-        .find_map(|l| l.strip_prefix("usage_usec "))
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
 }
 
@@ -95,12 +100,18 @@ pub fn render(workspaces: &[WorkspaceRecord], execs: &HashMap<String, u64>) -> S
         .filter(|w| w.state == WsState::Running)
         .collect();
     type Sample = fn(&WorkspaceRecord, &HashMap<String, u64>) -> Option<f64>;
-    let per_ws: [(&str, &str, &str, Sample); 12] = [
+    let per_ws: [(&str, &str, &str, Sample); 13] = [
         (
             "paddock_workspace_cpu_seconds_total",
             "counter",
             "CPU time used by the workspace's VMM and guest",
             |w, _| cpu_usage_us(&w.id).map(|us| us as f64 / 1e6),
+        ),
+        (
+            "paddock_workspace_cpu_throttled_seconds_total",
+            "counter",
+            "time the workspace was held back by its CPU cap (cpu.max)",
+            |w, _| cpu_stat(&w.id, "throttled_usec").map(|us| us as f64 / 1e6),
         ),
         (
             "paddock_workspace_memory_bytes",

@@ -149,7 +149,27 @@ pub fn signals_fire(app: &Appliance, admin: &str) {
     for _ in 0..3 {
         // Not the exec helper: the stop may land while this runs.
         let burst = serde_json::json!({"argv": ["sh", "-c", "for i in $(seq 15); do getent hosts denied$i.example >/dev/null; done; true"], "timeout_s": 60}).to_string();
+        let started = std::time::Instant::now();
         let _ = call("POST", &format!("/v1/workspaces/{id}/exec"), Some(&burst));
+        // A burst has been seen to take minutes with the guest's own
+        // timers late (its exec's 60 s timeout included): how long, and
+        // how long its CPU cap held it back, for whoever reads the log.
+        let (_, metrics) = call("GET", "/metrics", None);
+        let throttled = String::from_utf8_lossy(&metrics)
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "paddock_workspace_cpu_throttled_seconds_total{{workspace=\"{id}\"}}"
+                ))
+            })
+            .map(str::to_string);
+        eprintln!(
+            "signals: a burst of lookups took {:.1} s; {}",
+            started.elapsed().as_secs_f64(),
+            throttled
+                .as_deref()
+                .unwrap_or("(no throttling figure: stopped)")
+        );
         for _ in 0..30 {
             let (_, out) = call("GET", &format!("/v1/workspaces/{id}"), None);
             state = crate::json(&out)["state"]
