@@ -108,11 +108,6 @@ pub fn start(
     let preparing = Instant::now();
     let p = runner::prepare(ws)?;
     let prepared_ms = preparing.elapsed().as_millis();
-    // Capped before it runs: a restored guest runs its own code at once
-    // (a booting one is capped once ready, to boot at full speed).
-    p.limits
-        .cap_cpu(&p.cg)
-        .map_err(|e| RunError::NotReady(format!("capping its CPU: {e}")))?;
     let data_sectors = sectors(&p.node)?;
     let net = p.net.as_ref().and_then(|nic| {
         nic.slot.map(|slot| ProvisionNet {
@@ -129,6 +124,13 @@ pub fn start(
         c.provision(&name, data_sectors, net)
     })?;
     let provisioned_ms = started.elapsed().as_millis();
+    // Capped once provisioned, as a booted workspace once ready: until now
+    // the guest ran only our agent and the template's mke2fs, and at full
+    // speed (the cap's accounting on a box that is itself emulated can
+    // hold a guest back far longer than it ran: Limits::apply).
+    p.limits
+        .cap_cpu(&p.cg)
+        .map_err(|e| RunError::NotReady(format!("capping its CPU: {e}")))?;
     runner::trust_egress_ca(ws).map_err(RunError::NotReady)?;
     // Where a clone's time goes (the guest's own share, its disk's format
     // included, is on its console: "provisioned as ... in N ms").
