@@ -49,11 +49,14 @@ image variant="": deps static
 image-list img="target/image/paddock.img": static
     {{static_dir}}/paddock-image list {{img}} --check-no-shell
 
-# Static (static-pie) binaries that run in any initramfs, host or guest.
+# Static (static-pie) binaries that run in any initramfs, host or guest:
+# the product's, and the test kit the nested tests run inside their L1 (the
+# benchmarks run on the build machine: `cargo run`, not these).
 static:
     RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked \
         --target x86_64-unknown-linux-gnu --target-dir target/static \
-        -p paddock-vmm -p paddock-agent -p paddock-init -p paddock-image -p paddock-cli -p paddock-tests --bins
+        --bin paddock-vmm --bin paddock-agent --bin paddock-init --bin paddock-image --bin paddock \
+        --bin paddock-testkit
 
 # The binaries of the test image (docs/appliance.md): the product's, with
 # paddock-init built again with the test suite's probes. The product build
