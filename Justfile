@@ -135,8 +135,8 @@ test: deps check static-test (fuzz "all" "runs" "20000")
     cargo test -p paddock-tests --test vmm_scenarios --test agent_scenarios --test proxy_path --test broker_path --test broker_attacks --locked -- --test-threads=8
     # Two appliances at a time: each is a whole emulated server on one
     # emulated CPU (firmware/boot-appliance.sh), so two keep both of the
-    # build machine's cores busy. The lifecycle test, the longest, starts
-    # first; the others follow one another beside it.
+    # build machine's cores busy. Tests start in name order: the lifecycle
+    # and network tests, the two longest, are named to start first.
     cargo test -p paddock-tests --test appliance --locked -- --test-threads=2
 
 # Boot the appliance image in QEMU (UEFI + TPM) with a demo workspace; the console is this terminal.

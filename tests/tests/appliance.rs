@@ -401,6 +401,14 @@ fn appliance_boots_serves_keeps_data_and_shuts_down_in_order() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Named to sort right after the lifecycle test: libtest starts tests in
+/// name order, two at a time here (the Justfile), and the two longest
+/// should start first so neither is left running alone at the end.
+#[test]
+fn appliance_networks_deny_by_default_and_open_only_what_is_listed() {
+    networks::workspace_networks_deny_by_default_and_open_only_what_is_listed();
+}
+
 #[test]
 fn a_damaged_data_partition_is_reported_and_never_reformatted() {
     let dir = scratch("damaged");

@@ -8,8 +8,9 @@ use super::*;
 /// inside: deny by default, the allowlist on names and CIDRs, the host's
 /// resolver, forbidden addresses, isolation from each other, policy
 /// changes on a running workspace, and the counters and audit that show it.
-#[test]
-fn workspace_networks_deny_by_default_and_open_only_what_is_listed() {
+/// Run by `appliance_networks_...` in appliance.rs (named for the order
+/// the tests start in).
+pub(crate) fn workspace_networks_deny_by_default_and_open_only_what_is_listed() {
     let net = FakeNet::create().expect("the fake internet (needs root and ip(8))");
     let dir = scratch("network");
     let disk = fresh_disk(&dir);
