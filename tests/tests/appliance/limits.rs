@@ -48,7 +48,10 @@ pub(crate) fn limits_hold(app: &Appliance, admin: &str) {
                 "-c",
                 "dd if=/dev/zero of=/var/tmp/fill bs=1M 2>&1; sync; df -m / | tail -1",
             ],
-            300,
+            // Hang guards, not limits (under the API client's own 600 s):
+            // 144 s on a quiet emulated box, over 300 s with a benchmark
+            // on the build machine's other core.
+            580,
         ),
         (
             "memory hog",
@@ -57,7 +60,8 @@ pub(crate) fn limits_hold(app: &Appliance, admin: &str) {
                 "-c",
                 "b = []\nwhile True: b.append(bytearray(16 << 20))",
             ],
-            120,
+            // 20 s on a quiet box, 125 s beside a benchmark.
+            400,
         ),
         (
             "fork bomb",
@@ -117,7 +121,7 @@ pub(crate) fn limits_hold(app: &Appliance, admin: &str) {
     );
     let hog = &ended[1].1;
     assert!(
-        hog["signal"] == 9 || hog["exit_code"] == 1,
+        hog["timed_out"] == false && (hog["signal"] == 9 || hog["exit_code"] == 1),
         "the memory hog met the guest's own limit (OOM kill or MemoryError): {hog}"
     );
     eprintln!("limits: workspace B answered {probes} execs during the attack, worst {worst:?}");
