@@ -169,6 +169,8 @@ bench-boot runs="10": deps static
     export PADDOCK_L1_KERNEL=$(tests/l1-kernel.sh)
     export PADDOCK_TEMPLATE=$(image-build/build-template.sh image-build/templates/default.recipe)
     export PADDOCK_STATIC_BIN={{static_dir}}
+    # The whole benchmark is one L1 run: its hang guard grows with the runs.
+    export PADDOCK_RUN_TIMEOUT_S=${PADDOCK_RUN_TIMEOUT_S:-$((600 + 150 * {{runs}}))}
     PADDOCK_BENCH_RUNS={{runs}} cargo run -q --release -p paddock-tests --bin paddock-bench-boot --locked
 
 # Appliance boot benchmark: power-on to init and to API ready, vs Debian's kernel + busybox initramfs.
