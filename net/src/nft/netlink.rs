@@ -9,6 +9,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 pub struct Netlink {
     fd: OwnedFd,
     seq: u32,
+    /// The send and receive buffers asked for so far (`make_room`).
+    sndbuf: usize,
+    rcvbuf: usize,
 }
 
 impl Netlink {
@@ -40,7 +43,60 @@ impl Netlink {
                 std::mem::size_of::<libc::timeval>() as u32,
             )
         };
-        Ok(Netlink { fd, seq: 1 })
+        Ok(Netlink {
+            fd,
+            seq: 1,
+            sndbuf: 0,
+            rcvbuf: 0,
+        })
+    }
+
+    /// Makes room for a batch of `send` bytes and `answers` bytes of
+    /// answers to it. The whole batch is one message, refused (EMSGSIZE)
+    /// when larger than the send buffer; and the kernel answers every
+    /// operation before we read any, each answer a buffer of about a
+    /// kilobyte however small its message, so the default queues (about
+    /// 200 KiB) overflow at a dozen workspaces: the answers are then lost
+    /// and the batch's outcome unknown (ENOBUFS). The `*FORCE` options
+    /// (host-init has CAP_NET_ADMIN) are not capped by `net.core.*mem_max`;
+    /// the plain ones are the fallback.
+    fn make_room(&mut self, send: usize, answers: usize) -> Result<(), NftError> {
+        for (want, have, force, plain) in [
+            (
+                send,
+                &mut self.sndbuf,
+                libc::SO_SNDBUFFORCE,
+                libc::SO_SNDBUF,
+            ),
+            (
+                answers,
+                &mut self.rcvbuf,
+                libc::SO_RCVBUFFORCE,
+                libc::SO_RCVBUF,
+            ),
+        ] {
+            if want <= *have {
+                continue;
+            }
+            let value = i32::try_from(want).unwrap_or(i32::MAX);
+            let set = |option: i32| {
+                // SAFETY: setsockopt with a pointer to a local int of the right size.
+                unsafe {
+                    libc::setsockopt(
+                        self.fd.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        option,
+                        (&value as *const i32).cast(),
+                        std::mem::size_of::<i32>() as u32,
+                    )
+                }
+            };
+            if set(force) != 0 && set(plain) != 0 {
+                return Err(NftError::Socket(std::io::Error::last_os_error()));
+            }
+            *have = want;
+        }
+        Ok(())
     }
 
     pub(super) fn send(&self, buf: &[u8]) -> Result<(), NftError> {
@@ -91,6 +147,12 @@ impl Netlink {
             .finish(),
         );
         self.seq = last + 2;
+        // The batch with room to spare (the kernel counts its own
+        // overhead), and every answer (about 1 KiB each; twice that).
+        self.make_room(
+            (buf.len() * 2).max(1 << 20),
+            (ops.len() * 2048).max(1 << 20),
+        )?;
         self.send(&buf)?;
         // One ack per operation; an error names the operation by its seq.
         let mut acked = 0usize;
@@ -101,6 +163,14 @@ impl Netlink {
                 Err(NftError::Socket(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     return Err(NftError::NoAnswer(format!(
                         "a batch of {} operations",
+                        ops.len()
+                    )))
+                }
+                // Answers lost: the batch may have been applied or not;
+                // the next change rebuilds the whole table either way.
+                Err(NftError::Socket(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    return Err(NftError::NoAnswer(format!(
+                        "a batch of {} operations (its answers overflowed the socket's receive queue)",
                         ops.len()
                     )))
                 }
