@@ -145,7 +145,7 @@ fn count(log: &echo_https::Log) -> usize {
 }
 
 fn contains(hay: &[u8], needle: &str) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+    memchr::memmem::find(hay, needle.as_bytes()).is_some()
 }
 
 /// Whether the process was restarted within 10 s (two report ticks and

@@ -5,25 +5,29 @@ use super::*;
 
 /// Whether `needle` occurs anywhere in `len` bytes of `path` from `from`.
 pub(crate) fn occurs_in(path: &Path, from: u64, len: u64, needle: &[u8]) -> bool {
+    let finder = memchr::memmem::Finder::new(needle);
     let mut f = std::fs::File::open(path).expect("open");
     f.seek(SeekFrom::Start(from)).expect("seek");
-    let mut carry: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; 8 << 20];
+    // The last needle-length bytes of the previous piece lead the next, so
+    // a needle across two reads is found.
+    let keep = needle.len().saturating_sub(1);
+    let mut buf = vec![0u8; keep + (8 << 20)];
+    let mut held = 0;
     let mut left = len;
     while left > 0 {
         let n = f
-            .read(&mut buf[..left.min(8 << 20) as usize])
+            .read(&mut buf[held..held + left.min(8 << 20) as usize])
             .expect("read");
         if n == 0 {
             break;
         }
         left -= n as u64;
-        carry.extend_from_slice(&buf[..n]);
-        if carry.windows(needle.len()).any(|w| w == needle) {
+        let filled = held + n;
+        if finder.find(&buf[..filled]).is_some() {
             return true;
         }
-        let keep = carry.len().min(needle.len());
-        carry.drain(..carry.len() - keep);
+        held = keep.min(filled);
+        buf.copy_within(filled - held..filled, 0);
     }
     false
 }

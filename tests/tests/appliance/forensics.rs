@@ -190,7 +190,7 @@ pub(crate) fn quarantine_and_forensics(app: &Appliance, admin: &str) {
         q["snapshot"]["files"]["memory"]["sha256"].as_str(),
         Some(sha(&memory).as_str())
     );
-    let has = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    let has = |hay: &[u8], needle: &[u8]| memchr::memmem::find(hay, needle).is_some();
     assert!(
         has(&memory, b"PADDOCK-MEM-MARKER-42\n"),
         "the memory snapshot holds the marker written to the guest's tmpfs"
