@@ -6,6 +6,9 @@ export PADDOCK_CACHE := env_var_or_default("PADDOCK_CACHE", env_var("HOME") + "/
 static_dir := justfile_directory() + "/target/static/x86_64-unknown-linux-gnu/release"
 # The test image's binaries: the product's, but paddock-init with the test probes.
 test_static_dir := justfile_directory() + "/target/static-test"
+# What must be static: the image's binaries, and the test kit that runs
+# inside the test suite's L1 VM.
+static_bins := "--bin paddock-vmm --bin paddock-agent --bin paddock-init --bin paddock-image --bin paddock --bin paddock-testkit"
 
 # List the recipes.
 default:
@@ -54,26 +57,25 @@ image-list img="target/image/paddock.img": static
 # benchmarks run on the build machine: `cargo run`, not these).
 static:
     RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked \
-        --target x86_64-unknown-linux-gnu --target-dir target/static \
-        --bin paddock-vmm --bin paddock-agent --bin paddock-init --bin paddock-image --bin paddock \
-        --bin paddock-testkit
+        --target x86_64-unknown-linux-gnu --target-dir target/static {{static_bins}}
 
 # The binaries of the test image (docs/appliance.md): the product's, with
-# paddock-init built again with the test suite's probes. The product build
-# runs last, so target/static keeps the binary without them.
+# paddock-init built again with the test suite's probes. Both builds name
+# the same binaries, so cargo resolves the same features for every shared
+# dependency and only the crates the probes touch are built twice; the
+# product build runs last (cargo finds it fresh and puts its binaries
+# back), so target/static keeps the binaries without the probes.
 static-test: static
     #!/usr/bin/env bash
     set -euo pipefail
-    build() {
-        RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked \
-            --target x86_64-unknown-linux-gnu --target-dir target/static -p paddock-init --bins "$@"
-    }
-    build --features paddock-init/test-probes
+    RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked \
+        --target x86_64-unknown-linux-gnu --target-dir target/static {{static_bins}} \
+        --features paddock-init/test-probes
     mkdir -p {{test_static_dir}}
     for b in {{static_dir}}/*; do
         if [ -f "$b" ] && [ -x "$b" ]; then cp -f "$b" {{test_static_dir}}/; fi
     done
-    build
+    {{just_executable()}} static
     {{static_dir}}/paddock-init build-info | grep -qx 'test-probes no'
     {{test_static_dir}}/paddock-init build-info | grep -qx 'test-probes yes'
 
