@@ -45,6 +45,22 @@ pub fn cpu_usage_us(id: &str) -> Option<u64> {
     cpu_stat(id, "usage_usec")
 }
 
+/// The workspace's CPU cap as the cgroup holds it (`cpu.max`: quota and
+/// period in microseconds), in CPUs; None while uncapped ("max") or
+/// unreadable. Read back from the cgroup, not from the record, so a cap
+/// that was never written shows as missing.
+pub fn cpu_limit_cpus(id: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(layout::cgroup_dir(id).join("cpu.max")).ok()?;
+    parse_cpu_max(&text)
+}
+
+fn parse_cpu_max(text: &str) -> Option<f64> {
+    let mut fields = text.split_whitespace();
+    let quota: u64 = fields.next()?.parse().ok()?;
+    let period: u64 = fields.next()?.parse().ok()?;
+    (period > 0).then(|| quota as f64 / period as f64)
+}
+
 /// One counter of the workspace's cgroup `cpu.stat`.
 fn cpu_stat(id: &str, key: &str) -> Option<u64> {
     let text = std::fs::read_to_string(layout::cgroup_dir(id).join("cpu.stat")).ok()?;
@@ -100,7 +116,7 @@ pub fn render(workspaces: &[WorkspaceRecord], execs: &HashMap<String, u64>) -> S
         .filter(|w| w.state == WsState::Running)
         .collect();
     type Sample = fn(&WorkspaceRecord, &HashMap<String, u64>) -> Option<f64>;
-    let per_ws: [(&str, &str, &str, Sample); 13] = [
+    let per_ws: [(&str, &str, &str, Sample); 14] = [
         (
             "paddock_workspace_cpu_seconds_total",
             "counter",
@@ -112,6 +128,12 @@ pub fn render(workspaces: &[WorkspaceRecord], execs: &HashMap<String, u64>) -> S
             "counter",
             "time the workspace was held back by its CPU cap (cpu.max)",
             |w, _| cpu_stat(&w.id, "throttled_usec").map(|us| us as f64 / 1e6),
+        ),
+        (
+            "paddock_workspace_cpu_limit_cpus",
+            "gauge",
+            "the workspace's CPU cap as its cgroup holds it (cpu.max), in CPUs",
+            |w, _| cpu_limit_cpus(&w.id),
         ),
         (
             "paddock_workspace_memory_bytes",
@@ -352,5 +374,15 @@ mod tests {
         assert!(text.contains("paddock_workspace_disk_size_bytes{workspace=\"ws_abc\"} 536870912"));
         assert!(text.contains("paddock_workspaces{state=\"running\"} 1"));
         assert!(text.contains("# TYPE paddock_host_memory_total_bytes gauge"));
+    }
+
+    #[test]
+    fn reads_a_cpu_cap_and_no_cap() {
+        assert_eq!(parse_cpu_max("100000 100000\n"), Some(1.0));
+        assert_eq!(parse_cpu_max("50000 100000"), Some(0.5));
+        assert_eq!(parse_cpu_max("max 100000\n"), None);
+        assert_eq!(parse_cpu_max("100000 0"), None);
+        assert_eq!(parse_cpu_max(""), None);
+        assert_eq!(parse_cpu_max("garbage"), None);
     }
 }

@@ -161,6 +161,16 @@ pub(crate) fn clones_of_the_template(app: &mut Appliance, admin: &str) {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no snapshot starts in the metrics"));
     assert!(snapshot_starts >= 2, "{snapshot_starts}");
+    // Each is held to its one vCPU's worth by its cgroup, as read back from
+    // the cgroup: a clone is capped only once provisioned (cloning.rs), so
+    // a clone whose cap was never written would show no figure here.
+    for id in [&a, &b, &c] {
+        let want = format!("paddock_workspace_cpu_limit_cpus{{workspace=\"{id}\"}} 1\n");
+        assert!(
+            metrics.contains(&want),
+            "{id}'s cgroup holds no CPU cap of one CPU:\n{metrics}"
+        );
+    }
     for id in [&a, &b, &c] {
         let (code, body) = app
             .api("DELETE", &format!("/v1/workspaces/{id}"), admin, None)

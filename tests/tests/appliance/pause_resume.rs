@@ -173,6 +173,14 @@ pub(crate) fn pause_and_resume(app: &Appliance, admin: &str) -> Paused {
         "pause/resume figures: create {create_ms} ms, pause {pause_ms} ms, resume {resume_ms} ms"
     );
     assert_eq!(code, 200, "{w}");
+    // Resumed into a new cgroup: capped as a fresh one is.
+    let (_, metrics) = app.api("GET", "/metrics", admin, None).expect("curl");
+    let metrics = String::from_utf8_lossy(&metrics).to_string();
+    let cap = format!("paddock_workspace_cpu_limit_cpus{{workspace=\"{id}\"}} 1\n");
+    assert!(
+        metrics.contains(&cap),
+        "the resumed workspace's cgroup holds no CPU cap:\n{metrics}"
+    );
     assert_eq!(w["state"], "running", "{w}");
     assert!(w.get("resume_ttl_s").is_none(), "{w}");
     let ends = w["expires_at"].as_u64().expect("expires_at");

@@ -352,6 +352,7 @@ pub(crate) fn workspace_api(app: &mut Appliance, admin: &str) -> String {
         format!("paddock_workspace_memory_bytes{{workspace=\"{id}\"}}"),
         format!("paddock_workspace_cpu_seconds_total{{workspace=\"{id}\"}}"),
         format!("paddock_workspace_cpu_throttled_seconds_total{{workspace=\"{id}\"}}"),
+        format!("paddock_workspace_cpu_limit_cpus{{workspace=\"{id}\"}} 1\n"),
         format!("paddock_workspace_disk_used_bytes{{workspace=\"{id}\"}}"),
         "paddock_host_memory_total_bytes".to_string(),
     ] {
