@@ -187,21 +187,45 @@ fn appliance_boots_serves_keeps_data_and_shuts_down_in_order() {
         .find(|w| w.starts_with("pdk_admin_"))
         .expect("bootstrap credential")
         .to_string();
+    // Where the time goes (shown with --nocapture, and on a failure).
+    let started = std::time::Instant::now();
+    let mut mark = started;
+    let mut took = |what: &str| {
+        eprintln!(
+            "lifecycle: {what} took {:.1} s ({:.0} s in)",
+            mark.elapsed().as_secs_f64(),
+            started.elapsed().as_secs_f64()
+        );
+        mark = std::time::Instant::now();
+    };
     let deleted = workspace_api(&mut app, &admin);
+    took("workspace API");
     clones::clones_of_the_template(&mut app, &admin);
+    took("clones");
     tenants::tenant_isolation(&app, &admin);
+    took("tenants");
     quarantine_and_forensics(&app, &admin);
+    took("quarantine and forensics");
     limits_hold(&app, &admin);
+    took("limits");
     signals::signals_fire(&app, &admin);
+    took("signals");
     cli_session(&app, &admin, &fingerprint);
+    took("CLI");
     e2b::e2b_session(&app, &admin, &fingerprint);
+    took("E2B SDK");
     mcp::mcp_session(&app, &admin, &fingerprint, &scratch("mcp"));
+    took("MCP");
     shell::shell_session(&app, &admin, &fingerprint, &scratch("shell"));
+    took("terminal");
     sdk::sdk_session(&app, &admin, &fingerprint);
+    took("Python SDK");
     let paused = pause_resume::pause_and_resume(&app, &admin);
+    took("pause and resume");
     // From here on: the rotated credential and certificate (the second
     // boot checks that the rotated certificate is the one that persists).
     let (admin, fingerprint) = rotations(&mut app, &admin, &fingerprint);
+    took("rotations");
 
     // The ACPI power button: workspaces stopped, data unmounted, power off.
     let exited = app
@@ -221,6 +245,7 @@ fn appliance_boots_serves_keeps_data_and_shuts_down_in_order() {
         "{console}"
     );
     drop(app);
+    took("power button");
 
     let (first, last) = data_partition(&disk);
     assert_eq!(
@@ -248,6 +273,8 @@ fn appliance_boots_serves_keeps_data_and_shuts_down_in_order() {
         !occurs_in(&disk, from, len, paused.marker.as_bytes()),
         "a paused workspace's memory is on the data partition in the clear"
     );
+
+    took("scans of the data partition");
 
     // Second boot: same data, clean filesystem, same identity, no new
     // credential.
@@ -291,6 +318,7 @@ fn appliance_boots_serves_keeps_data_and_shuts_down_in_order() {
     };
     assert!(audit.contains("workspace_deleted"), "{audit}");
     pause_resume::resume_after_reboot(&app, &admin, &paused);
+    took("second boot");
 
     // Power cut with one workspace running and another half created: on
     // the next boot both are reported lost, their disks are gone, and the
@@ -398,6 +426,7 @@ fn appliance_boots_serves_keeps_data_and_shuts_down_in_order() {
             "{id}'s disk is still there:\n{listing}"
         );
     }
+    took("power cut and third boot");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
