@@ -142,7 +142,7 @@ test: deps check static-test (fuzz "all" "runs" "20000")
     cargo test -p paddock-tests --test appliance --locked -- --test-threads=2 --skip load::
     # The load test alone: 800 kept-alive clients need the emulated box to
     # answer about 27 requests a second to stay open, which it does on a
-    # core of its own and not beside another appliance (stop 30 failed so).
+    # core of its own but not always beside another appliance (CI, stop 30).
     cargo test -p paddock-tests --test appliance --locked -- --test-threads=1 load::
 
 # Boot the appliance image in QEMU (UEFI + TPM) with a demo workspace; the console is this terminal.

@@ -8,8 +8,8 @@ pub(crate) fn occurs_in(path: &Path, from: u64, len: u64, needle: &[u8]) -> bool
     let finder = memchr::memmem::Finder::new(needle);
     let mut f = std::fs::File::open(path).expect("open");
     f.seek(SeekFrom::Start(from)).expect("seek");
-    // The last needle-length bytes of the previous piece lead the next, so
-    // a needle across two reads is found.
+    // The previous piece's last needle.len() - 1 bytes lead the next, so a
+    // needle across two reads is found.
     let keep = needle.len().saturating_sub(1);
     let mut buf = vec![0u8; keep + (8 << 20)];
     let mut held = 0;

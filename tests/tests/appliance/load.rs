@@ -299,9 +299,6 @@ async fn ask_h2(send: &mut H2, bearer: &str) -> Result<(), String> {
         .map_err(|_| format!("no answer in {STEP:?}"))?
 }
 
-/// The first few failures, kept to say why.
-/// A busy client after its first answer: asks every `ASK_EVERY` from its
-/// last answer until told to stop.
 /// 429s the busy clients were given and asked again after (the API's
 /// per-address and per-tenant caps answering a burst: "retry shortly").
 static RETRIED: AtomicUsize = AtomicUsize::new(0);
@@ -325,6 +322,8 @@ async fn ask_until_admitted(send: &mut H2, bearer: &str) -> Result<(), String> {
     }
 }
 
+/// A busy client after its first answer: asks every `ASK_EVERY` from its
+/// last answer until told to stop.
 async fn keep_asking(
     mut c: H2,
     bearer: String,
@@ -349,6 +348,7 @@ async fn keep_asking(
     }
 }
 
+/// The first few failures, kept to say why.
 #[derive(Default)]
 struct Failures {
     count: AtomicUsize,
