@@ -24,19 +24,37 @@ if [ "$which" != all ]; then
     targets=("$which")
 fi
 bin=target/fuzz/x86_64-unknown-linux-gnu/release
-for t in "${targets[@]}"; do
-    work=target/fuzz/work/$t
-    art=target/fuzz/artifacts/$t
+# One target runs on one core: as many at once as there are cores.
+jobs=${FUZZ_JOBS:-$(nproc)}
+
+# Runs target $1 and prints what it did as one block once it ends, so
+# targets running side by side do not interleave their lines.
+one() {
+    local t=$1 work=target/fuzz/work/$1 art=target/fuzz/artifacts/$1 log=target/fuzz/$1.log rc=0
     mkdir -p "$work" "$art" "fuzz/corpus/$t"
-    echo "fuzz: $t (${limit[*]})"
-    log=target/fuzz/$t.log
-    rc=0
     "$bin/$t" "$work" "fuzz/corpus/$t" "${limit[@]}" -max_len=8192 \
         -artifact_prefix="$art/" -print_final_stats=1 > "$log" 2>&1 || rc=$?
-    grep -E '^(#[0-9]+ +DONE|Done |stat::number_of_executed_units)' "$log" || true
     if [ "$rc" != 0 ]; then
-        tail -n 60 "$log" >&2
-        echo "fuzz: $t FAILED (exit $rc); the input that did it is in $art/" >&2
-        exit 1
+        { echo "fuzz: $t (${limit[*]})"; tail -n 60 "$log"
+          echo "fuzz: $t FAILED (exit $rc); the input that did it is in $art/"; } >&2
+        return 1
     fi
+    printf 'fuzz: %s (%s)\n%s\n' "$t" "${limit[*]}" \
+        "$(grep -E '^(#[0-9]+ +DONE|Done |stat::number_of_executed_units)' "$log" || true)"
+}
+
+running=0
+failed=0
+for t in "${targets[@]}"; do
+    if [ "$running" -ge "$jobs" ]; then
+        wait -n || failed=1
+        running=$((running - 1))
+    fi
+    one "$t" &
+    running=$((running + 1))
 done
+while [ "$running" -gt 0 ]; do
+    wait -n || failed=1
+    running=$((running - 1))
+done
+exit "$failed"

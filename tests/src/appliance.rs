@@ -432,6 +432,14 @@ impl Appliance {
 impl Drop for Appliance {
     fn drop(&mut self) {
         self.kill();
+        // Straight to stderr, past libtest's capture: where the suite's
+        // time goes shows in every CI log, passed or failed.
+        let _ = writeln!(
+            std::io::stderr(),
+            "appliance {} ran {:.0} s",
+            self.serial.display(),
+            self.started.elapsed().as_secs_f64()
+        );
         // A failed assertion shows only its own message: the appliance's
         // last words are what explains it, so they go with the failure.
         if std::thread::panicking() {

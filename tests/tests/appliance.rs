@@ -187,11 +187,14 @@ fn appliance_boots_serves_keeps_data_and_shuts_down_in_order() {
         .find(|w| w.starts_with("pdk_admin_"))
         .expect("bootstrap credential")
         .to_string();
-    // Where the time goes (shown with --nocapture, and on a failure).
+    // Where the time goes: straight to stderr, past libtest's capture, so
+    // every CI log shows it.
     let started = std::time::Instant::now();
     let mut mark = started;
     let mut took = |what: &str| {
-        eprintln!(
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
             "lifecycle: {what} took {:.1} s ({:.0} s in)",
             mark.elapsed().as_secs_f64(),
             started.elapsed().as_secs_f64()
