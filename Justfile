@@ -87,11 +87,17 @@ e2b-sdk:
 schemathesis:
     @scripts/schemathesis.sh
 
+# Build the web console into console/dist (committed: the API process embeds it).
+console:
+    console/build.sh
+
 # Formatting, lints and unit tests (and the OpenAPI document against the server): no KVM needed.
 check:
     #!/usr/bin/env bash
     set -euo pipefail
     cargo fmt --all -- --check
+    # The console's committed build is what its sources and the OpenAPI document give.
+    console/build.sh --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
     cargo clippy -p paddock-init --all-targets --features test-probes --locked -- -D warnings
     cargo clippy -p paddock-control --all-targets --features test-probes --locked -- -D warnings

@@ -16,6 +16,7 @@ packages=(
     curl openssl      # the appliance tests talk HTTPS to its API
     iproute2          # the network tests: namespaces, taps, neighbours (ip)
     tmux              # the terminal test: paddock shell in a real terminal
+    chromium          # the web console's tests run in a real browser
 )
 # schemathesis (checks docs/openapi.yaml) runs in a venv: Debian's python3
 # needs python3-venv for that; a python3 of its own (pyenv) has venv built in.

@@ -264,6 +264,11 @@ pub enum Call {
     /// Who the bearer is, before any body is read: `{"token", "admin",
     /// "tenant"}` or the refusal.
     WhoAmI,
+    /// The web console signed in (`opened`) or out with this bearer:
+    /// recorded in the audit log, answered as `WhoAmI`.
+    ConsoleSession {
+        opened: bool,
+    },
     ReadAudit {
         filters: Vec<(String, String)>,
         limit: usize,

@@ -167,7 +167,7 @@ pub async fn serve_connection(
         HEAD_DEADLINE
     };
     match via {
-        Transport::Plain => serve_http(shared, tcp, address, overflow, true, first).await,
+        Transport::Plain => serve_http(shared, tcp, address, overflow, true, first, false).await,
         Transport::Tls => {
             let config = if overflow {
                 shared.tls_h1.clone()
@@ -176,7 +176,7 @@ pub async fn serve_connection(
             };
             let acceptor = tokio_rustls::TlsAcceptor::from(config);
             if let Ok(Ok(tls)) = tokio::time::timeout(first, acceptor.accept(tcp)).await {
-                serve_http(shared, tls, address, overflow, overflow, first).await;
+                serve_http(shared, tls, address, overflow, overflow, first, true).await;
             }
         }
     }
@@ -192,6 +192,7 @@ async fn serve_http<I>(
     overflow: bool,
     h1_only: bool,
     first: Duration,
+    tls: bool,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -208,7 +209,7 @@ async fn serve_http<I>(
             let shared = shared.clone();
             async move {
                 Ok::<_, std::convert::Infallible>(
-                    request(shared, req, address, overflow, busy).await,
+                    request(shared, req, address, overflow, tls, busy).await,
                 )
             }
         })
@@ -293,6 +294,7 @@ async fn request(
     req: hyper::Request<hyper::body::Incoming>,
     address: IpAddr,
     overflow: bool,
+    tls: bool,
     busy: Busy,
 ) -> hyper::Response<ApiBody> {
     use http_body::Body as _;
@@ -301,7 +303,7 @@ async fn request(
     let has_body = !incoming.is_end_stream();
     let (mut body, pump) = BodyReader::new(incoming, rt, IO_TIMEOUT);
     tokio::spawn(pump);
-    let req = match Request::from_parts(&parts, has_body) {
+    let mut req = match Request::from_parts(&parts, has_body) {
         Ok(req) => {
             body.expect_length(req.content_length);
             req
@@ -311,6 +313,22 @@ async fn request(
         }
         Err(HttpError::Malformed(m)) => return full(http::json_answer(400, &json_error(400, m).1)),
     };
+    req.tls = tls;
+    // The web console's pages, and a console session standing in for its
+    // token: both settled before anything else looks at the request.
+    let early = match crate::console::page(&req) {
+        Some(page) => Some(page),
+        None => crate::sessions::authenticate(&shared.sessions, &mut req, crate::sessions::now_s())
+            .err()
+            .map(|(status, value)| http::json_answer(status, &value)),
+    };
+    if let Some(answer) = early {
+        if should_drain(&req, &body) {
+            body.drain_async(MAX_DRAIN, DRAIN_DEADLINE).await;
+        }
+        drop(busy);
+        return full(answer);
+    }
     let mut answer = match decide(&shared, &req, address, overflow).await {
         Decision::Run(slot) => return run(shared, req, body, slot, busy).await,
         Decision::Answer(status, value) if crate::e2b::is_e2b_path(&req.path) => {
@@ -447,11 +465,19 @@ async fn decide(shared: &Arc<Shared>, req: &Request, address: IpAddr, overflow: 
     let checked = {
         let shared = shared.clone();
         let bearer = req.bearer.clone();
+        let session = req.session_cookie.clone().filter(|_| req.via_session);
         tokio::spawn(async move {
             let _asking = asking;
             let who = who(&shared, &bearer).await;
             match &who {
                 Ok(_) => shared.admission.accepted_bearer(&bearer),
+                // A session whose token was revoked, rotated or expired
+                // ends with it; its use is not a guess.
+                Err((401, _)) if session.is_some() => {
+                    if let Some(cookie) = &session {
+                        shared.sessions.close(cookie);
+                    }
+                }
                 Err((401, _)) => shared.admission.auth_failed(address),
                 Err(_) => {}
             }

@@ -34,6 +34,9 @@ pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
     match routes::resolve(&req.method, &req.path) {
         // Answered before a handler runs (crate::conn).
         Route::Health => Some(json_error(500, "health is answered elsewhere")),
+        Route::OpenSession => crate::signin::open(shared, req, io),
+        Route::SessionInfo => Some(crate::signin::describe(shared, req)),
+        Route::CloseSession => crate::signin::close(shared, req, io),
         Route::CreateWorkspace => with_body(io, &|spec| Call::CreateWorkspace { spec }),
         Route::ListWorkspaces => {
             let mut labels = Vec::new();

@@ -3,7 +3,7 @@
 //! and the answers they give: JSON, text, a 405, or a stream.
 
 use crate::bridge::{Head, Responder};
-use http::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
 use paddock_api_channel::Verdict;
 use std::io::Read;
 
@@ -43,6 +43,17 @@ pub struct Request {
     /// Connect's `Connect-Timeout-Ms`: how long the client gives the call
     /// (envd applies it to the process a Start runs).
     pub connect_timeout_ms: Option<u64>,
+    /// A web console session's cookie, if the request carries a well-formed
+    /// one (crate::sessions).
+    pub session_cookie: Option<String>,
+    /// `X-Paddock-CSRF`, as sent.
+    pub csrf: Option<String>,
+    /// `Sec-Fetch-Site`, as a browser sends it.
+    pub fetch_site: Option<String>,
+    /// Authenticated by its session cookie: `bearer` is the session's.
+    pub via_session: bool,
+    /// Came over TLS (set by the connection; false on the plain listener).
+    pub tls: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -110,6 +121,9 @@ impl Request {
         let mut content_type = None;
         let mut content_encoding = None;
         let mut connect_timeout_ms = None;
+        let mut session_cookie = None;
+        let mut csrf = None;
+        let mut fetch_site = None;
         // E2B's SDK sends its key as X-API-Key, and envd requests as
         // X-Access-Token: the same bearer tokens, where no Authorization
         // header names one.
@@ -154,6 +168,13 @@ impl Request {
                 sandbox = Some(crate::routes::native_id(value));
             } else if name.eq_ignore_ascii_case("host") {
                 host_sandbox = sandbox_of_host(value);
+            } else if name.eq_ignore_ascii_case("cookie") {
+                // HTTP/2 may split cookies over several headers.
+                session_cookie = session_cookie.or_else(|| crate::sessions::cookie_of(value));
+            } else if name.eq_ignore_ascii_case(crate::sessions::CSRF_HEADER) {
+                csrf = Some(value.to_string());
+            } else if name.eq_ignore_ascii_case("sec-fetch-site") {
+                fetch_site = Some(value.to_ascii_lowercase());
             }
         }
         // The header wins over the host name, wherever each came.
@@ -182,6 +203,11 @@ impl Request {
             connect_timeout_ms,
             content_type,
             content_encoding,
+            session_cookie,
+            csrf,
+            fetch_site,
+            via_session: false,
+            tls: false,
         })
     }
 
@@ -287,6 +313,7 @@ fn head(status: u16, content_type: &str) -> Head {
         headers: vec![
             (CONTENT_TYPE, content_type.to_string()),
             (CACHE_CONTROL, "no-store".to_string()),
+            (X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
         ],
     }
 }

@@ -13,6 +13,7 @@ pub mod admission;
 pub mod bridge;
 pub mod conn;
 pub mod connect;
+pub mod console;
 pub mod dirs;
 pub mod dispatch;
 pub mod e2b;
@@ -31,7 +32,9 @@ pub mod report;
 pub mod routes;
 pub mod sandbox;
 pub mod server;
+pub mod sessions;
 pub mod shared;
+pub mod signin;
 pub mod transfer;
 pub mod watch_stream;
 

@@ -6,6 +6,10 @@
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
     Health,
+    /// The web console's session (crate::signin): sign in, who, sign out.
+    OpenSession,
+    SessionInfo,
+    CloseSession,
     CreateWorkspace,
     ListWorkspaces,
     GetWorkspace(String),
@@ -155,6 +159,7 @@ pub fn allowed_methods(segs: &[&str]) -> Option<&'static [&'static str]> {
             &["GET"]
         }
         ["v1", "approvals", _] => &["GET", "POST"],
+        ["v1", "session"] => &["GET", "POST", "DELETE"],
         ["v1", "workspaces"] | ["v1", "tokens"] | ["v1", "links"] => &["GET", "POST"],
         ["v1", "links", _] => &["DELETE"],
         ["v1", "workspaces", _] => &["GET", "DELETE"],
@@ -205,6 +210,9 @@ pub fn resolve(method: &str, path: &str) -> Route {
     let s = |x: &&str| x.to_string();
     match (method, segs.as_slice()) {
         ("GET", ["v1", "health"]) => R::Health,
+        ("POST", ["v1", "session"]) => R::OpenSession,
+        ("GET", ["v1", "session"]) => R::SessionInfo,
+        ("DELETE", ["v1", "session"]) => R::CloseSession,
         ("POST", ["v1", "workspaces"]) => R::CreateWorkspace,
         ("GET", ["v1", "workspaces"]) => R::ListWorkspaces,
         (_, ["v1", "workspaces", id, ..]) if !valid_id(id) => R::BadWorkspaceId,
@@ -301,6 +309,9 @@ mod tests {
         let id = || "ws_1".to_string();
         let table = [
             ("GET", "/v1/health", R::Health),
+            ("POST", "/v1/session", R::OpenSession),
+            ("GET", "/v1/session", R::SessionInfo),
+            ("DELETE", "/v1/session", R::CloseSession),
             ("POST", "/v1/workspaces", R::CreateWorkspace),
             ("GET", "/v1/workspaces/", R::ListWorkspaces),
             ("GET", "/v1/workspaces/ws_1", R::GetWorkspace(id())),

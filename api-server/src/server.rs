@@ -175,6 +175,7 @@ pub fn main() -> std::process::ExitCode {
             443 => d.clone(),
             p => format!("{d}:{p}"),
         }),
+        sessions: Default::default(),
     });
     if let Some(plain) = plain {
         runtime.spawn(accept_loop(shared.clone(), plain, Transport::Plain));

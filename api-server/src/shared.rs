@@ -27,6 +27,8 @@ pub struct Shared {
     pub asking: tokio::sync::Semaphore,
     /// The box's domain for E2B's host names, when configured.
     pub domain: Option<String>,
+    /// The web console's signed-in browsers.
+    pub sessions: crate::sessions::Sessions,
 }
 
 /// `Shared::asking`'s permits: with the tenants' cap, within host-init's

@@ -164,4 +164,27 @@ pub struct WhoAmI {
     pub admin: bool,
     /// The root of its token tree: requests are capped per tenant.
     pub tenant: String,
+    /// What it may do (the console shows only what these allow).
+    #[serde(default)]
+    pub scopes: Vec<crate::Scope>,
+    /// Unix seconds; None for the bootstrap admin credential. A console
+    /// session signed in with it ends then at the latest.
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+}
+
+/// A web console session (`/v1/session`): who it signed in as, and the
+/// token the console sends back in `X-Paddock-CSRF` with every change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Session {
+    /// The token it signed in with (its id, not its secret).
+    pub token: String,
+    pub tenant: String,
+    pub admin: bool,
+    pub scopes: Vec<crate::Scope>,
+    /// Unix seconds when the session ends: the token's expiry or
+    /// `session_max_s` after sign-in, whichever comes first.
+    pub expires_at: u64,
+    pub csrf_token: String,
 }

@@ -26,7 +26,7 @@ pub mod workspace;
 
 pub use admin::{
     AuditEvent, AuditEvents, ForensicFile, ForensicFiles, ForensicManifest, KeyState, KeyStatus,
-    Quarantined, RecoverRequest, Revoked, TlsRotated, TokenRotated, WhoAmI,
+    Quarantined, RecoverRequest, Revoked, Session, TlsRotated, TokenRotated, WhoAmI,
 };
 pub use approval::{Approval, ApprovalAction, ApprovalDecision, ApprovalList, ApprovalState};
 pub use error::ErrorBody;

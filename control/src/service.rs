@@ -183,6 +183,16 @@ impl Control {
         self.tree().tenant_of(tok)
     }
 
+    fn who_am_i(&self, tok: &TokenRecord) -> WhoAmI {
+        WhoAmI {
+            token: tok.id.clone(),
+            admin: tok.has(Scope::Admin),
+            tenant: self.tenant_of(tok),
+            scopes: tok.scopes.clone(),
+            expires_at: tok.expires_at,
+        }
+    }
+
     /// Serves the test suite's diagnostics from now on (config
     /// `test_probes`), if this build has them (feature `test-probes`);
     /// says whether it does.
@@ -464,6 +474,8 @@ impl Control {
             Call::SetSecret { id, name, .. } => format!("set_secret {id} {name}"),
             Call::RemoveSecret { id, name } => format!("remove_secret {id} {name}"),
             Call::WhoAmI => "whoami".into(),
+            Call::ConsoleSession { opened: true } => "console sign-in".into(),
+            Call::ConsoleSession { opened: false } => "console sign-out".into(),
         };
         let tok = match self.authenticate(auth, &what) {
             Ok(t) => t,
@@ -554,14 +566,17 @@ impl Control {
             | Call::KillNetServices
             | Call::ReadConsole { .. }
             | Call::ProbeDisk { .. }) => self.probe(tok, call, what),
-            Call::WhoAmI => Ok(reply(
-                Verdict::Ok,
-                WhoAmI {
-                    token: tok.id.clone(),
-                    admin: tok.has(Scope::Admin),
-                    tenant: self.tenant_of(tok),
-                },
-            )),
+            Call::WhoAmI => Ok(reply(Verdict::Ok, self.who_am_i(tok))),
+            Call::ConsoleSession { opened } => {
+                let kind = if opened {
+                    "console_signed_in"
+                } else {
+                    "console_signed_out"
+                };
+                self.audit
+                    .record(kind, serde_json::json!({"token": tok.id}));
+                Ok(reply(Verdict::Ok, self.who_am_i(tok)))
+            }
             Call::ListApprovals { state } => self.list_approvals(tok, state),
             Call::GetApproval { id } => self.get_approval(tok, &id),
             Call::DecideApproval { id, request } => self.decide_approval(tok, &id, request, what),

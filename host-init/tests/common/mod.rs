@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake_api;
+pub mod real_api;
 
 /// A child process (the API process) that must not outlive a failed
 /// assertion: it inherits the test's output, and the harness would wait on

@@ -1,0 +1,154 @@
+// The console in a real browser (Debian's Chromium, driven by
+// playwright-core), against a real API process the Rust test started
+// (host-init/tests/console_browser.rs). It signs in with tokens of
+// different scopes, uses the pages as a person would (keyboard included),
+// forges what the console would not offer, attacks the session from
+// another origin, and fails on any Content-Security-Policy violation.
+//
+//   node console/tests/browser.mjs   (settings in the environment:
+//   PADDOCK_URL, PADDOCK_ADMIN, PADDOCK_READER, PADDOCK_ATTACKER_URL,
+//   PADDOCK_SHOTS: where screenshots go, if set)
+import { chromium } from "playwright-core";
+import assert from "node:assert/strict";
+
+const url = process.env.PADDOCK_URL;
+const admin = process.env.PADDOCK_ADMIN;
+const reader = process.env.PADDOCK_READER;
+const attacker = process.env.PADDOCK_ATTACKER_URL;
+const shots = process.env.PADDOCK_SHOTS;
+for (const [k, v] of Object.entries({ url, admin, reader, attacker })) {
+  if (!v) throw new Error(`browser.mjs: ${k} is not set`);
+}
+
+const problems = [];
+const browser = await chromium.launch({
+  executablePath: process.env.PADDOCK_CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  // Test traffic stays home: nothing of Chromium's own goes out.
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-features=Translate,OptimizationHints,MediaRouter",
+  ],
+});
+const step = (what) => console.log(`browser: ${what}`);
+
+try {
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1200, height: 800 } });
+  const page = await context.newPage();
+  page.on("console", (m) => {
+    if (/Content.Security.Policy|Refused to/i.test(m.text())) problems.push(`CSP: ${m.text()}`);
+  });
+  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+
+  // Sign in as the reader, with the keyboard only.
+  await page.goto(`${url}/`);
+  await page.waitForSelector("#sign-in");
+  await page.keyboard.press("Tab"); // focus starts on the token field; Tab and back
+  await page.keyboard.press("Shift+Tab");
+  await page.focus("#token");
+  await page.keyboard.type(reader);
+  await page.keyboard.press("Enter");
+  await page.waitForSelector("#signed-in-as");
+  step("signed in as a read-only token with the keyboard");
+  await page.waitForSelector("#no-workspaces, #workspaces");
+  assert.equal(await page.locator("nav a", { hasText: "Tokens" }).count(), 0, "no Tokens page for a non-admin");
+  assert.equal(await page.locator("#create-workspace").count(), 0, "no create form without the create scope");
+  assert.equal(await page.locator("button[data-action]").count(), 0, "no action buttons for a read-only token");
+
+  // The session is a cookie the page cannot read; the secret is nowhere.
+  const cookies = await context.cookies();
+  const session = cookies.find((c) => c.name === "__Host-paddock_session");
+  assert.ok(session, "a session cookie");
+  assert.equal(session.httpOnly, true);
+  assert.equal(session.secure, true);
+  assert.equal(session.sameSite, "Strict");
+  const readable = await page.evaluate(() => [
+    document.cookie,
+    JSON.stringify(localStorage),
+    JSON.stringify(sessionStorage),
+    document.documentElement.outerHTML,
+  ]);
+  for (const r of readable) assert.ok(!r.includes(reader), "the token's secret is not readable in the page");
+  assert.equal(readable[0], "", "document.cookie shows nothing");
+
+  // Forged from the console's own origin: what the page would not offer
+  // this token is refused by the API.
+  const forged = await page.evaluate(async () => {
+    const s = await (await fetch("/v1/session")).json();
+    const r = await fetch("/v1/workspaces", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-Paddock-CSRF": s.csrf_token },
+      body: JSON.stringify({ ttl_s: 60 }),
+    });
+    const t = await fetch("/v1/tokens");
+    return [r.status, t.status];
+  });
+  assert.deepEqual(forged, [403, 403], "a forged create and token list without the scopes");
+  step("a forged create and a forged token list were refused (403)");
+  if (shots) await page.screenshot({ path: `${shots}/console-reader.png`, fullPage: true });
+
+  await page.click("#sign-out");
+  await page.waitForSelector("#sign-in");
+  const after = await page.evaluate(async () => (await fetch("/v1/workspaces")).status);
+  assert.equal(after, 401, "signed out: the cookie no longer works");
+  step("signed out");
+
+  // Sign in as admin; mint a token through the form.
+  if (shots) await page.screenshot({ path: `${shots}/console-sign-in.png` });
+  await page.fill("#token", admin);
+  await page.click("#sign-in button[type=submit]");
+  await page.waitForSelector("#signed-in-as");
+  await page.click("nav a:text('Tokens')");
+  await page.waitForSelector("#mint-token");
+  await page.fill("#mint-token input[name=name]", "from-browser");
+  await page.click("#mint-token button[type=submit]");
+  const secret = await (await page.waitForSelector("#new-secret")).textContent();
+  assert.match(secret ?? "", /^pdk_[A-Za-z0-9]{64}$/, "the new secret, shown once");
+  await page.waitForSelector("#tokens tr:has-text('from-browser')");
+  step("minted a token through the form; its secret shown once");
+  if (shots) await page.screenshot({ path: `${shots}/console-tokens.png`, fullPage: true });
+
+  await page.click("nav a:text('Audit')");
+  await page.waitForSelector("#audit tr:has-text('token_issued')");
+  step("the audit log shows the mint");
+  if (shots) await page.screenshot({ path: `${shots}/console-audit.png`, fullPage: true });
+  await page.click("nav a:text('Box')");
+  await page.waitForSelector("#box dd");
+  if (shots) await page.screenshot({ path: `${shots}/console-box.png`, fullPage: true });
+
+  // Another origin, with the admin signed in in the same browser: a form
+  // that posts to the API, and a fetch with credentials. SameSite=Strict
+  // keeps the cookie off both; neither mints anything (the Rust test
+  // checks the token list afterwards).
+  const evil = await context.newPage();
+  evil.on("pageerror", () => {});
+  await evil.goto(`${attacker}/`);
+  await evil.waitForFunction(() => document.title === "sent", null, { timeout: 30000 });
+  // What the API answered the form (the attacker's page cannot read it;
+  // the browser's driver can): the post arrived without the cookie.
+  const sink = evil.frame({ name: "sink" });
+  assert.ok(sink, "the form's answer frame");
+  const answered = await sink.evaluate(() => document.body.innerText);
+  assert.match(answered, /missing bearer token/, `the forged form post reached the API without a session: ${answered}`);
+  step("the other origin's forged form post and fetch reached the API without the cookie");
+
+  // A phone-sized screen: nothing wider than the screen.
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.click("nav a:text('Workspaces')");
+  await page.waitForSelector("#no-workspaces, #workspaces");
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `the page is ${overflow} px wider than a phone's screen`);
+  if (shots) await page.screenshot({ path: `${shots}/console-phone.png`, fullPage: true });
+  step("fits a phone-sized screen");
+
+  assert.deepEqual(problems, [], "no CSP violation or script error");
+  console.log("browser: all checks passed");
+} finally {
+  await browser.close();
+}
