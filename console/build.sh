@@ -40,7 +40,9 @@ fi
 npx --no-install tsc --noEmit -p .
 npx --no-install esbuild src/main.ts --bundle --minify --format=esm --target=es2020 \
     --legal-comments=none --log-level=warning --outfile="$out/app.js"
-cp static/index.html static/app.css static/icon.svg "$out/"
+cp static/index.html static/icon.svg "$out/"
+# The terminal library's stylesheet goes with ours, in one file.
+cat static/app.css node_modules/@xterm/xterm/css/xterm.css > "$out/app.css"
 if $check; then
     for f in index.html app.js app.css icon.svg; do
         cmp -s "$out/$f" "dist/$f" \

@@ -320,7 +320,7 @@ async fn request(
         Some(page) => Some(page),
         None => crate::sessions::authenticate(&shared.sessions, &mut req, crate::sessions::now_s())
             .err()
-            .map(|(status, value)| http::json_answer(status, &value)),
+            .map(|(status, value)| crate::sessions::refusal(&req, status, &value)),
     };
     if let Some(answer) = early {
         if should_drain(&req, &body) {

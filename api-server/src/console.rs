@@ -40,17 +40,29 @@ const ASSETS: &[Asset] = &[
     },
 ];
 
-/// Only this origin's own files, no inline script or style, no framing,
-/// nothing sent elsewhere: a page that injected markup still could not
-/// run it or send what it read anywhere but this API.
-pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-img-src 'self' data:; font-src 'self'; connect-src 'self'; base-uri 'none'; \
-form-action 'self'; frame-ancestors 'none'";
+/// Only this origin's own files, no inline script, no framing, nothing
+/// sent elsewhere: a page that injected markup still could not run it or
+/// send what it read anywhere but this API. Style elements only with the
+/// page's nonce: the terminal library adds its own (console/src/nonce.ts).
+pub fn csp(style_nonce: Option<&str>) -> String {
+    let style = match style_nonce {
+        Some(n) => format!("style-src 'self' 'nonce-{n}'"),
+        None => "style-src 'self'".to_string(),
+    };
+    format!(
+        "default-src 'none'; script-src 'self'; {style}; img-src 'self' data:; \
+         font-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; \
+         frame-ancestors 'none'"
+    )
+}
+
+/// Where index.html carries the nonce for the page's code to read.
+const NONCE_PLACEHOLDER: &str = "PADDOCK_STYLE_NONCE";
 
 /// The headers every console page is served with.
-pub fn security_headers() -> Vec<(HeaderName, String)> {
+pub fn security_headers(style_nonce: Option<&str>) -> Vec<(HeaderName, String)> {
     vec![
-        (header::CONTENT_SECURITY_POLICY, CSP.to_string()),
+        (header::CONTENT_SECURITY_POLICY, csp(style_nonce)),
         (header::X_FRAME_OPTIONS, "DENY".to_string()),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
         (header::REFERRER_POLICY, "no-referrer".to_string()),
@@ -69,7 +81,9 @@ pub fn security_headers() -> Vec<(HeaderName, String)> {
 /// `/index.html` or a built asset. Anything else (the API, E2B's paths) is
 /// not the console's.
 pub fn page(req: &Request) -> Option<(Head, Vec<u8>)> {
-    if req.method != "GET" && req.method != "HEAD" {
+    // Never in the clear: a sign-in page over plain HTTP would have a
+    // token typed into it and sent unencrypted (or its script swapped).
+    if !req.tls || (req.method != "GET" && req.method != "HEAD") {
         return None;
     }
     let path = if req.path == "/index.html" {
@@ -78,14 +92,28 @@ pub fn page(req: &Request) -> Option<(Head, Vec<u8>)> {
         req.path.as_str()
     };
     let asset = ASSETS.iter().find(|a| a.path == path)?;
-    let mut headers = security_headers();
+    // The page itself gets a fresh nonce each time it is served.
+    let (nonce, body) = if asset.path == "/" {
+        let Ok(nonce) = crate::sessions::random_token() else {
+            return Some(crate::http::json_answer(
+                500,
+                &crate::handling::json_error(500, "the system's random source failed").1,
+            ));
+        };
+        let html = String::from_utf8_lossy(asset.body).replace(NONCE_PLACEHOLDER, &nonce);
+        (Some(nonce), html.into_bytes())
+    } else {
+        (None, asset.body.to_vec())
+    };
+    let mut headers = security_headers(nonce.as_deref());
     headers.push((header::CONTENT_TYPE, asset.content_type.to_string()));
-    // Not cached without asking: an update of the box changes them.
-    headers.push((header::CACHE_CONTROL, "no-cache".to_string()));
+    // Never from a cache: the page's nonce is new each time, and an update
+    // of the box changes the files.
+    headers.push((header::CACHE_CONTROL, "no-store".to_string()));
     let body = if req.method == "HEAD" {
         Vec::new()
     } else {
-        asset.body.to_vec()
+        body
     };
     Some((
         Head {
@@ -96,17 +124,20 @@ pub fn page(req: &Request) -> Option<(Head, Vec<u8>)> {
     ))
 }
 
-/// Bytes the console's files take, for the record (docs/console.md).
-pub fn shipped_bytes() -> usize {
-    ASSETS.iter().map(|a| a.body.len()).sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn get(method: &str, path: &str) -> Option<(Head, Vec<u8>)> {
-        page(&Request::from_head(method, path, std::iter::empty(), false).expect("request"))
+        let mut r = Request::from_head(method, path, std::iter::empty(), false).expect("request");
+        r.tls = true;
+        page(&r)
+    }
+
+    #[test]
+    fn no_page_is_served_in_the_clear() {
+        let r = Request::from_head("GET", "/", std::iter::empty(), false).expect("request");
+        assert!(page(&r).is_none());
     }
 
     fn header<'a>(head: &'a Head, name: &HeaderName) -> Option<&'a str> {
@@ -142,6 +173,38 @@ mod tests {
         let (head, body) = get("HEAD", "/").expect("HEAD");
         assert_eq!(head.status, 200);
         assert!(body.is_empty());
+    }
+
+    #[test]
+    fn the_page_s_style_nonce_is_new_each_time_and_matches_its_policy() {
+        let nonce_of = || {
+            let (head, body) = get("GET", "/").expect("index");
+            let csp = header(&head, &header::CONTENT_SECURITY_POLICY)
+                .expect("CSP")
+                .to_string();
+            let html = String::from_utf8(body).expect("utf-8");
+            let n = csp
+                .split("'nonce-")
+                .nth(1)
+                .and_then(|r| r.split('\'').next())
+                .expect("a nonce in the policy")
+                .to_string();
+            assert!(
+                html.contains(&format!(
+                    r#"<meta name="paddock-style-nonce" content="{n}">"#
+                )),
+                "{html}"
+            );
+            assert!(!html.contains(NONCE_PLACEHOLDER));
+            n
+        };
+        let (a, b) = (nonce_of(), nonce_of());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43);
+        let (head, _) = get("GET", "/assets/app.js").expect("asset");
+        assert!(!header(&head, &header::CONTENT_SECURITY_POLICY)
+            .expect("CSP")
+            .contains("nonce"));
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub struct Request {
     /// A web console session's cookie, if the request carries a well-formed
     /// one (crate::sessions).
     pub session_cookie: Option<String>,
+    /// More than one session cookie, or one whose name only looks like it
+    /// (planted by a page on another port of this host): refused.
+    pub session_conflict: bool,
     /// `X-Paddock-CSRF`, as sent.
     pub csrf: Option<String>,
     /// `Sec-Fetch-Site`, as a browser sends it.
@@ -121,7 +124,7 @@ impl Request {
         let mut content_type = None;
         let mut content_encoding = None;
         let mut connect_timeout_ms = None;
-        let mut session_cookie = None;
+        let mut cookies = crate::sessions::CookieScan::default();
         let mut csrf = None;
         let mut fetch_site = None;
         // E2B's SDK sends its key as X-API-Key, and envd requests as
@@ -131,7 +134,11 @@ impl Request {
         let mut head_bytes = method.len() + target.len() + 12;
         for (name, value) in headers {
             head_bytes += name.len() + value.len() + 4;
-            let value = std::str::from_utf8(value).unwrap_or("").trim();
+            // HTTP's optional whitespace is space and tab only: a Unicode
+            // trim would turn a look-alike cookie name into the real one.
+            let value = std::str::from_utf8(value)
+                .unwrap_or("")
+                .trim_matches([' ', '\t']);
             if name.eq_ignore_ascii_case("authorization") {
                 if let Some(t) = value.strip_prefix("Bearer ") {
                     bearer = t.trim().to_string();
@@ -170,7 +177,7 @@ impl Request {
                 host_sandbox = sandbox_of_host(value);
             } else if name.eq_ignore_ascii_case("cookie") {
                 // HTTP/2 may split cookies over several headers.
-                session_cookie = session_cookie.or_else(|| crate::sessions::cookie_of(value));
+                cookies.scan(value);
             } else if name.eq_ignore_ascii_case(crate::sessions::CSRF_HEADER) {
                 csrf = Some(value.to_string());
             } else if name.eq_ignore_ascii_case("sec-fetch-site") {
@@ -203,7 +210,8 @@ impl Request {
             connect_timeout_ms,
             content_type,
             content_encoding,
-            session_cookie,
+            session_cookie: cookies.value(),
+            session_conflict: cookies.conflict(),
             csrf,
             fetch_site,
             via_session: false,

@@ -33,6 +33,8 @@ pub const SESSION_MAX_S: u64 = 12 * 3600;
 /// replaces its own oldest sessions and cannot crowd out another's.
 pub const MAX_SESSIONS: usize = 4096;
 pub const MAX_PER_TENANT: usize = 32;
+/// Of `MAX_SESSIONS`, the places only admins may take.
+pub const ADMIN_ROOM: usize = 64;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SessionError {
@@ -78,7 +80,7 @@ fn key(cookie: &str) -> [u8; 32] {
 }
 
 /// 32 bytes from the kernel's CSPRNG, base64url without padding.
-fn random_token() -> Result<String, SessionError> {
+pub(crate) fn random_token() -> Result<String, SessionError> {
     use base64::Engine as _;
     let mut buf = [0u8; 32];
     let mut filled = 0;
@@ -149,7 +151,14 @@ impl Sessions {
                 open.remove(oldest);
             }
         }
-        if open.len() >= MAX_SESSIONS {
+        // The last few places are an admin's, so that tenants filling the
+        // table cannot keep the box's administrator out.
+        let room = if who.admin {
+            MAX_SESSIONS
+        } else {
+            MAX_SESSIONS - ADMIN_ROOM
+        };
+        if open.len() >= room {
             return Err(SessionError::Full);
         }
         *opened += 1;
@@ -237,18 +246,68 @@ pub fn clear_cookie() -> String {
     format!("{COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0")
 }
 
-/// The session cookie's value among a `Cookie` header's pairs, if it has a
-/// plausible one (what `random_token` makes: 43 base64url characters).
+/// What a request's `Cookie` headers say about the session cookie.
+///
+/// Cookies are not kept apart by port, and only the exact `__Host-` name
+/// gets the browser's protections: a page served on another port of this
+/// host (a workspace's published port) can set a cookie whose name differs
+/// only by a leading Unicode space or by case, with a longer path so that
+/// it is sent first. Such a look-alike, or a second session cookie, is
+/// never read as the session: the request is refused and the browser told
+/// to clear its cookies.
+#[derive(Default)]
+pub struct CookieScan {
+    found: Vec<Option<String>>,
+    look_alike: bool,
+}
+
+impl CookieScan {
+    /// One `Cookie` header's pairs (HTTP/2 may send several headers).
+    pub fn scan(&mut self, header: &str) {
+        for pair in header.split(';') {
+            let Some((name, value)) = pair.trim_matches([' ', '\t']).split_once('=') else {
+                continue;
+            };
+            if name == COOKIE {
+                self.found
+                    .push(well_formed(value).then(|| value.to_string()));
+            } else if name
+                .to_ascii_lowercase()
+                .contains(&COOKIE.to_ascii_lowercase()[2..])
+            {
+                self.look_alike = true;
+            }
+        }
+    }
+
+    /// The session cookie's value, when there is exactly one, well formed,
+    /// and no look-alike beside it.
+    pub fn value(&self) -> Option<String> {
+        match self.found.as_slice() {
+            [Some(v)] if !self.look_alike => Some(v.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn conflict(&self) -> bool {
+        self.look_alike || self.found.len() > 1
+    }
+}
+
+/// What `random_token` makes: 43 base64url characters.
+fn well_formed(value: &str) -> bool {
+    value.len() == 43
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The session cookie's value in one `Cookie` header, if it holds exactly
+/// one well-formed session cookie and nothing that looks like it.
 pub fn cookie_of(header: &str) -> Option<String> {
-    header.split(';').find_map(|pair| {
-        let (name, value) = pair.trim().split_once('=')?;
-        (name == COOKIE
-            && value.len() == 43
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
-        .then(|| value.to_string())
-    })
+    let mut scan = CookieScan::default();
+    scan.scan(header);
+    scan.value()
 }
 
 /// Settles a request's session cookie before anything else looks at it: a
@@ -260,8 +319,17 @@ pub fn cookie_of(header: &str) -> Option<String> {
 /// CSRF token and `Sec-Fetch-Site` are the second and third locks, for a
 /// browser that gets the first wrong.
 pub fn authenticate(sessions: &Sessions, req: &mut Request, now: u64) -> Result<(), (u16, Value)> {
-    if !req.bearer.is_empty() || !req.path.starts_with("/v1/") {
+    // Only the API takes a session, only over TLS (the cookie is Secure:
+    // one that arrives in the clear was not set by this box's sign-in).
+    if !req.bearer.is_empty() || !req.path.starts_with("/v1/") || !req.tls {
         return Ok(());
+    }
+    if req.session_conflict {
+        return Err(json_error(
+            401,
+            "conflicting session cookies (one was set by another page on this host); \
+             they were cleared: sign in again",
+        ));
     }
     let Some(cookie) = req.session_cookie.as_deref() else {
         return Ok(());
@@ -295,6 +363,20 @@ pub fn authenticate(sessions: &Sessions, req: &mut Request, now: u64) -> Result<
     req.bearer = found.bearer;
     req.via_session = true;
     Ok(())
+}
+
+/// The answer to a request `authenticate` refused: with conflicting
+/// cookies, the browser is also told to drop this host's cookies, the
+/// planted one with them.
+pub fn refusal(req: &Request, status: u16, value: &Value) -> (crate::bridge::Head, Vec<u8>) {
+    let (mut head, body) = crate::http::json_answer(status, value);
+    if req.session_conflict {
+        head.headers.push((
+            ::http::header::HeaderName::from_static("clear-site-data"),
+            "\"cookies\"".to_string(),
+        ));
+    }
+    (head, body)
 }
 
 #[cfg(test)]
@@ -367,9 +449,9 @@ mod tests {
     }
 
     #[test]
-    fn the_box_holds_at_most_its_cap_of_sessions() {
+    fn the_box_holds_at_most_its_cap_of_sessions_and_keeps_room_for_admins() {
         let s = Sessions::default();
-        for i in 0..MAX_SESSIONS {
+        for i in 0..(MAX_SESSIONS - ADMIN_ROOM) {
             s.open("pdk", &who(&format!("t{i}"), None), 1)
                 .expect("open");
         }
@@ -377,6 +459,10 @@ mod tests {
             s.open("pdk", &who("late", None), 1).map(|_| ()),
             Err(SessionError::Full)
         );
+        let mut boss = who("boss", None);
+        boss.admin = true;
+        s.open("pdk_admin", &boss, 1)
+            .expect("an admin still signs in");
         // Once they end, there is room again.
         s.open("pdk", &who("late", None), 2 + SESSION_MAX_S)
             .expect("room after the others ended");
@@ -411,13 +497,57 @@ mod tests {
     }
 
     fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> Request {
-        Request::from_head(
+        let mut r = Request::from_head(
             method,
             path,
             headers.iter().map(|(n, v)| (*n, v.as_bytes())),
             false,
         )
-        .expect("request")
+        .expect("request");
+        r.tls = true;
+        r
+    }
+
+    #[test]
+    fn look_alike_names_and_a_second_session_cookie_are_refused_not_read() {
+        let s = Sessions::default();
+        let (mine, _) = s.open("pdk_admin", &who("adm", None), 1).expect("open");
+        let (theirs, _) = s.open("pdk_evil", &who("t2", None), 1).expect("open");
+        for prefix in ["\u{2000}", "\u{a0}", "\u{85}", "\u{3000}", "x", "lower"] {
+            let name = if prefix == "lower" {
+                COOKIE.to_ascii_lowercase()
+            } else {
+                format!("{prefix}{COOKIE}")
+            };
+            let alone = format!("{name}={theirs}");
+            assert_eq!(cookie_of(&alone), None, "{prefix:?}");
+            let jar = format!("{name}={theirs}; {COOKIE}={mine}");
+            let mut r = request("GET", "/v1/workspaces", &[("cookie", &jar)]);
+            assert!(r.session_conflict, "{prefix:?}");
+            assert_eq!(
+                authenticate(&s, &mut r, 2).map_err(|e| e.0),
+                Err(401),
+                "{prefix:?}"
+            );
+            assert_eq!(r.bearer, "", "{prefix:?}");
+        }
+        // Two of the real name, over two headers (HTTP/2 splits cookies).
+        let (a, b) = (format!("{COOKIE}={theirs}"), format!("{COOKIE}={mine}"));
+        let mut r = request("GET", "/v1/workspaces", &[("cookie", &a), ("cookie", &b)]);
+        assert_eq!(authenticate(&s, &mut r, 2).map_err(|e| e.0), Err(401));
+        assert_eq!(r.bearer, "");
+    }
+
+    #[test]
+    fn a_session_cookie_in_the_clear_is_nobody() {
+        let s = Sessions::default();
+        let (cookie, _) = s.open("pdk_secret", &who("t1", None), 1).expect("open");
+        let jar = format!("{COOKIE}={cookie}");
+        let mut r = request("GET", "/v1/workspaces", &[("cookie", &jar)]);
+        r.tls = false;
+        authenticate(&s, &mut r, 2).expect("not refused here: with no bearer a 401 follows");
+        assert_eq!(r.bearer, "");
+        assert!(!r.via_session);
     }
 
     #[test]

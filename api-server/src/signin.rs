@@ -79,7 +79,15 @@ pub fn close(shared: &Shared, req: &Request, io: &mut Exchange) -> Option<(u16, 
                 &mut io.out,
                 200,
                 &serde_json::json!({"signed_out": true}),
-                vec![(SET_COOKIE, clear_cookie())],
+                // Every cookie of this host goes, not only ours: one that
+                // another page on it planted would otherwise outlive this.
+                vec![
+                    (SET_COOKIE, clear_cookie()),
+                    (
+                        ::http::header::HeaderName::from_static("clear-site-data"),
+                        "\"cookies\"".to_string(),
+                    ),
+                ],
             );
             None
         }

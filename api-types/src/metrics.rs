@@ -15,6 +15,12 @@ pub struct WorkspaceSample {
     /// Bytes its disk file holds, and its size.
     pub disk_used_bytes: u64,
     pub disk_bytes: u64,
+    /// Bytes its NIC sent and received since it started (counters: a
+    /// graph shows their rate between samples). 0 without a network slot.
+    #[serde(default)]
+    pub net_sent_bytes: u64,
+    #[serde(default)]
+    pub net_received_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -381,8 +381,19 @@ fn answer_types_name_the_documented_fields() {
         memory_limit_bytes: 1,
         disk_used_bytes: 1,
         disk_bytes: 1,
+        net_sent_bytes: 1,
+        net_received_bytes: 1,
     };
     assert_eq!(keys(&sample), properties("WorkspaceSample"));
+    let session = paddock_api_types::Session {
+        token: "tok_x".into(),
+        tenant: "tok_x".into(),
+        admin: false,
+        scopes: vec![paddock_api_types::Scope::Read],
+        expires_at: 1,
+        csrf_token: "c".into(),
+    };
+    assert_eq!(keys(&session), properties("Session"));
     let key_status = KeyStatus {
         state: KeyState::Ready,
         detail: "d".into(),

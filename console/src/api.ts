@@ -15,6 +15,9 @@ export type KeyStatus = S["KeyStatus"];
 export type Scope = S["Scope"];
 export type Minted = { id: string; secret: string; scopes: Scope[]; expires_at: number | null; note?: string };
 export type Rotated = S["TokenRotated"];
+export type Sample = S["WorkspaceSample"];
+export type Approval = S["Approval"];
+export type ApprovalDecision = S["ApprovalDecision"];
 
 export class ApiError extends Error {
   constructor(readonly status: number, message: string) {
@@ -26,6 +29,11 @@ let csrf = "";
 
 export function useSession(s: Session): void {
   csrf = s.csrf_token;
+}
+
+/** The open session's CSRF token, for calls made outside `call` (streams). */
+export function csrfToken(): string {
+  return csrf;
 }
 
 export function forgetSession(): void {
@@ -71,6 +79,11 @@ export const api = {
   act: (id: string, action: "stop" | "pause" | "resume" | "quarantine") =>
     call<unknown>("POST", `/v1/workspaces/${encodeURIComponent(id)}/${action}`),
   remove: (id: string) => call<unknown>("DELETE", `/v1/workspaces/${encodeURIComponent(id)}`),
+  metrics: (id: string) => call<{ samples: Sample[] }>("GET", `/v1/workspaces/${encodeURIComponent(id)}/metrics`),
+  approvals: (state: string) =>
+    call<{ approvals: Approval[] }>("GET", state ? `/v1/approvals?state=${encodeURIComponent(state)}` : "/v1/approvals"),
+  decide: (id: string, decision: ApprovalDecision) =>
+    call<Approval>("POST", `/v1/approvals/${encodeURIComponent(id)}`, decision),
   tokens: () => call<{ tokens: Token[] }>("GET", "/v1/tokens"),
   mint: (request: TokenRequest) => call<Minted>("POST", "/v1/tokens", request),
   revoke: (id: string) => call<unknown>("DELETE", `/v1/tokens/${encodeURIComponent(id)}`),

@@ -53,3 +53,15 @@ export function now(): number {
 export function notice(text: string, kind: "error" | "ok" = "error"): HTMLElement {
   return h("p", { class: `notice ${kind}`, role: kind === "error" ? "alert" : "status" }, text);
 }
+
+let timers: number[] = [];
+
+/** Runs `fn` every `ms` until the page changes (`stopTimers`). */
+export function every(ms: number, fn: () => void): void {
+  timers.push(window.setInterval(fn, ms));
+}
+
+export function stopTimers(): void {
+  for (const t of timers) window.clearInterval(t);
+  timers = [];
+}

@@ -1,8 +1,12 @@
 // The console: sign in with a token, then pages by the address's hash
-// (#/workspaces, #/workspaces/ID, #/tokens, #/audit, #/box). What each page
-// offers follows the session's scopes; the API enforces them regardless.
+// (#/workspaces, #/workspaces/ID, #/workspaces/ID/terminal, #/approvals,
+// #/tokens, #/audit, #/box). What each page offers follows the session's
+// scopes; the API enforces them regardless.
+import "./nonce";
 import { api, ApiError, forgetSession, may, useSession, type Session } from "./api";
-import { clear, h, notice } from "./dom";
+import { clear, h, notice, stopTimers } from "./dom";
+import { approvalsPage } from "./approvals";
+import { closeTerminal, terminalPage } from "./terminal";
 import { auditPage } from "./audit";
 import { boxPage } from "./box";
 import { tokensPage } from "./tokens";
@@ -29,6 +33,10 @@ function signInPage(why?: string): void {
         e.preventDefault();
         const value = secret.value.trim();
         secret.value = "";
+        if (location.protocol !== "https:") {
+          clear(status, notice("Sign in only over HTTPS: the token would cross the network in the clear."));
+          return;
+        }
         try {
           const s = await api.signIn(value);
           start(s);
@@ -55,6 +63,7 @@ function shell(s: Session): { main: HTMLElement } {
     "nav",
     { "aria-label": "Sections" },
     link("#/workspaces", "Workspaces"),
+    link("#/approvals", "Approvals"),
     s.admin ? link("#/tokens", "Tokens") : null,
     s.admin ? link("#/audit", "Audit") : null,
     link("#/box", "Box"),
@@ -69,12 +78,20 @@ function shell(s: Session): { main: HTMLElement } {
         type: "button",
         id: "sign-out",
         onclick: async () => {
+          // Signed out only when the box says so (or the session had
+          // already ended): a failed sign-out must not look like one.
           try {
             await api.signOut();
-          } finally {
-            forgetSession();
-            signInPage("Signed out.");
+          } catch (err) {
+            if (!(err instanceof ApiError && err.status === 401)) {
+              const at = document.getElementById("page");
+              if (at) clear(at, notice(`Not signed out: ${err instanceof Error ? err.message : String(err)}`));
+              return;
+            }
           }
+          session = null;
+          forgetSession();
+          signInPage("Signed out.");
         },
       },
       "Sign out",
@@ -87,6 +104,8 @@ function shell(s: Session): { main: HTMLElement } {
 let session: Session | null = null;
 
 async function route(): Promise<void> {
+  stopTimers();
+  closeTerminal();
   if (!session) return;
   const s = session;
   const { main } = shell(s);
@@ -96,7 +115,9 @@ async function route(): Promise<void> {
   }
   const parts = hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
   try {
-    if (parts[0] === "workspaces" && parts[1]) await workspacePage(main, s, parts[1]);
+    if (parts[0] === "workspaces" && parts[1] && parts[2] === "terminal") await terminalPage(main, parts[1]);
+    else if (parts[0] === "workspaces" && parts[1]) await workspacePage(main, s, parts[1]);
+    else if (parts[0] === "approvals") await approvalsPage(main, s);
     else if (parts[0] === "tokens" && may(s, "admin")) await tokensPage(main);
     else if (parts[0] === "audit" && may(s, "admin")) await auditPage(main);
     else if (parts[0] === "box") await boxPage(main, s);
@@ -123,4 +144,4 @@ window.addEventListener("hashchange", () => void route());
 api
   .session()
   .then(start)
-  .catch(() => signInPage());
+  .catch((err) => signInPage(err instanceof ApiError && err.status === 401 && /conflicting/.test(err.message) ? err.message : undefined));

@@ -950,6 +950,10 @@ export interface components {
             memory_limit_bytes: number;
             disk_used_bytes: number;
             disk_bytes: number;
+            /** @description bytes its NIC sent since it started (a counter) */
+            net_sent_bytes?: number;
+            /** @description bytes its NIC received since it started (a counter) */
+            net_received_bytes?: number;
         };
         PtySize: {
             cols: number;

@@ -1,7 +1,8 @@
 // Workspaces: the list, one workspace, creating one, and what may be done
 // to them. A button shows only when the session's scopes allow its call.
 import { api, ApiError, may, type Session, type Workspace, type WorkspaceSpec } from "./api";
-import { clear, h, notice, now, span, when } from "./dom";
+import { clear, every, h, notice, now, span, when } from "./dom";
+import { bytes, chart, rates } from "./graphs";
 
 function labels(w: Workspace): string {
   return Object.entries(w.labels)
@@ -37,6 +38,9 @@ function actions(s: Session, w: Workspace, done: (msg: string) => void, fail: (m
   return h(
     "span",
     { class: "actions" },
+    may(s, "exec") && w.state === "running"
+      ? h("a", { class: "button", href: `#/workspaces/${encodeURIComponent(w.id)}/terminal`, "data-action": "terminal" }, "Terminal")
+      : null,
     may(s, "delete") && live ? button("Stop", () => api.act(w.id, "stop")) : null,
     may(s, "delete") && w.state === "running" ? button("Pause", () => api.act(w.id, "pause")) : null,
     may(s, "create") && w.state === "paused" ? button("Resume", () => api.act(w.id, "resume")) : null,
@@ -169,11 +173,49 @@ export async function workspacePage(main: HTMLElement, s: Session, id: string, m
     ["Processes limit", String(w.limits.pids_max)],
     ["Published ports", (w.published ?? []).map((p) => `${p.port} → ${p.host_port}`).join(", ") || "none"],
   ];
+  const graphs = h("section", { id: "graphs", "aria-label": "The last hour" });
   clear(
     main,
     h("h2", {}, `Workspace ${w.id}`),
     h("div", { class: "page-status" }, message ? notice(message, "ok") : null),
     h("dl", { id: "workspace" }, ...rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
     actions(s, w, again, fail),
+    h("h3", {}, "The last hour"),
+    graphs,
   );
+  const draw = async () => {
+    try {
+      const { samples } = await api.metrics(w.id);
+      if (samples.length === 0) {
+        clear(graphs, h("p", { class: "hint" }, "No samples yet: a running workspace is sampled every 5 s."));
+        return;
+      }
+      const pts = (f: (x: (typeof samples)[number]) => number) => samples.map((x) => [x.t, f(x)] as [number, number]);
+      clear(
+        graphs,
+        chart("graph-cpu", "CPU", [{ name: "used", points: pts((x) => x.cpu_pct) }], (v) => `${v.toFixed(1)} %`, 100),
+        chart(
+          "graph-memory",
+          "Memory",
+          [{ name: "used", points: pts((x) => x.memory_bytes) }],
+          bytes,
+          samples[samples.length - 1].memory_limit_bytes,
+        ),
+        chart("graph-disk", "Disk", [{ name: "used", points: pts((x) => x.disk_used_bytes) }], bytes, samples[samples.length - 1].disk_bytes),
+        chart(
+          "graph-network",
+          "Network",
+          [
+            { name: "out", points: rates(pts((x) => x.net_sent_bytes ?? 0)) },
+            { name: "in", points: rates(pts((x) => x.net_received_bytes ?? 0)) },
+          ],
+          (v) => `${bytes(v)}/s`,
+        ),
+      );
+    } catch (err) {
+      clear(graphs, notice(err instanceof ApiError ? err.message : String(err)));
+    }
+  };
+  await draw();
+  every(5000, () => void draw());
 }

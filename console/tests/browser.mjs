@@ -15,8 +15,10 @@ const url = process.env.PADDOCK_URL;
 const admin = process.env.PADDOCK_ADMIN;
 const reader = process.env.PADDOCK_READER;
 const attacker = process.env.PADDOCK_ATTACKER_URL;
+const plantUrl = process.env.PADDOCK_PLANT_URL;
+const attackerToken = process.env.PADDOCK_ATTACKER_TOKEN;
 const shots = process.env.PADDOCK_SHOTS;
-for (const [k, v] of Object.entries({ url, admin, reader, attacker })) {
+for (const [k, v] of Object.entries({ url, admin, reader, attacker, plantUrl, attackerToken })) {
   if (!v) throw new Error(`browser.mjs: ${k} is not set`);
 }
 
@@ -122,6 +124,16 @@ try {
   await page.waitForSelector("#box dd");
   if (shots) await page.screenshot({ path: `${shots}/console-box.png`, fullPage: true });
 
+  // The terminal's library injects its own styles: under the page's
+  // policy they need the page's nonce (no workspace here, so the shell
+  // itself is refused; the appliance's test types into a real one).
+  await page.goto(`${url}/#/workspaces/ws_nosuch/terminal`);
+  await page.waitForSelector("#terminal .xterm-screen");
+  await page.waitForSelector("#terminal-status .notice");
+  const styled = await page.evaluate(() => getComputedStyle(document.querySelector(".xterm-rows") ?? document.body).whiteSpace);
+  assert.equal(styled, "pre", "the terminal's injected styles apply");
+  step("the terminal's styles load under the policy");
+
   // Another origin, with the admin signed in in the same browser: a form
   // that posts to the API, and a fetch with credentials. SameSite=Strict
   // keeps the cookie off both; neither mints anything (the Rust test
@@ -137,6 +149,27 @@ try {
   const answered = await sink.evaluate(() => document.body.innerText);
   assert.match(answered, /missing bearer token/, `the forged form post reached the API without a session: ${answered}`);
   step("the other origin's forged form post and fetch reached the API without the cookie");
+
+  // A page on another port of this host plants cookies named like the
+  // session's (a leading Unicode space; lower case), holding the
+  // attacker's own session, so that the admin's console would work as the
+  // attacker. The box refuses the mix, clears the host's cookies, and the
+  // console asks to sign in again; it never shows the attacker.
+  const planter = await context.newPage();
+  await planter.goto(plantUrl);
+  await planter.waitForFunction(() => document.title === "planted");
+  await planter.close();
+  await page.goto(`${url}/`);
+  await page.waitForSelector("#sign-in");
+  assert.equal(await page.locator(`#signed-in-as:has-text("${attackerToken}")`).count(), 0);
+  assert.match((await page.textContent("#sign-in-status")) ?? "", /conflicting session cookies/);
+  const left = (await context.cookies(url)).map((c) => c.name);
+  assert.deepEqual(left, [], `the box cleared this host's cookies: ${left}`);
+  await page.fill("#token", admin);
+  await page.click("#sign-in button[type=submit]");
+  await page.waitForSelector("#signed-in-as");
+  assert.match((await page.textContent("#signed-in-as")) ?? "", /bootstrap/, "signed in as the admin again");
+  step("planted look-alike cookies were refused and cleared; the console never ran as the attacker");
 
   // A phone-sized screen: nothing wider than the screen.
   await page.setViewportSize({ width: 390, height: 844 });

@@ -71,7 +71,7 @@ fn cpu_stat(id: &str, key: &str) -> Option<u64> {
 
 /// A counter of the workspace's tap (seen from the host: its rx is what
 /// the guest sent).
-fn tap_counter(w: &WorkspaceRecord, which: &str) -> Option<f64> {
+pub(crate) fn tap_counter(w: &WorkspaceRecord, which: &str) -> Option<f64> {
     let slot = w.slot()?;
     read_u64(std::path::Path::new(&format!(
         "/sys/class/net/{}/statistics/{which}",

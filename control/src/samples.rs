@@ -60,6 +60,10 @@ impl Sampler {
                 memory_limit_bytes,
                 disk_used_bytes: metrics::disk_used(&w.id),
                 disk_bytes: w.disk_mib << 20,
+                // The tap's counters: what the host received from the
+                // guest is what the guest sent.
+                net_sent_bytes: metrics::tap_counter(w, "rx_bytes").map_or(0, |v| v as u64),
+                net_received_bytes: metrics::tap_counter(w, "tx_bytes").map_or(0, |v| v as u64),
             });
             if series.samples.len() > KEPT {
                 series.samples.pop_front();

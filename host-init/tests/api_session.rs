@@ -312,10 +312,35 @@ fn no_session_over_plain_http_and_the_pages_carry_their_policy() {
     assert!(head.contains("content-type: text/javascript"), "{head}");
     let (status, _, _) = curl("GET", &format!("{}/assets/nope.js", b.base), &[]);
     assert_eq!(status, 404);
+    // No page in the clear: a token typed there would cross the network
+    // unencrypted.
+    let (status, _, _) = curl("GET", &format!("{}/", b.plain), &[]);
+    assert_eq!(status, 404, "the console over plain HTTP");
     // A session's cookie takes nothing but the API: E2B's paths ignore it.
     let (cookie, _) = sign_in(&b, &b.admin);
     let (status, _, _) = curl("GET", &format!("{}/sandboxes", b.base), &[cookie]);
     assert_eq!(status, 401);
+}
+
+#[test]
+fn a_planted_look_alike_cookie_never_signs_the_browser_in_as_its_planter() {
+    let b = start("planted");
+    let (_, attacker) = mint(&b, "attacker", &["read", "create"]);
+    let (theirs, _) = sign_in(&b, &attacker);
+    let (mine, _) = sign_in(&b, &b.admin);
+    let theirs = theirs.trim_start_matches("Cookie: __Host-paddock_session=");
+    let mine = mine.trim_start_matches("Cookie: ");
+    for planted in [
+        format!("\u{2000}__Host-paddock_session={theirs}"),
+        format!("__host-paddock_session={theirs}"),
+        format!("__Host-paddock_session={theirs}"),
+    ] {
+        let jar = format!("Cookie: {planted}; {mine}");
+        let (status, head, body) = curl("GET", &format!("{}/v1/session", b.base), &[jar]);
+        assert_eq!(status, 401, "{planted}: {body}");
+        assert!(head.contains("clear-site-data: \"cookies\""), "{head}");
+        assert!(!body.contains("tok_"), "{body}");
+    }
 }
 
 #[test]

@@ -17,11 +17,24 @@ fn console_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../console")
 }
 
-/// Serves the attacker's page on a loopback port of its own (another
-/// origin and, being http://localhost, another site); its address.
-fn serve_attacker(api: &str) -> String {
+/// Serves the attacker's pages on a loopback port of its own; its port.
+/// `/` is another site's (reached as http://localhost:PORT): a forged form
+/// post and fetch. `/plant` is a page on another port of the box's own
+/// host (as a workspace's published port would be, reached as
+/// http://127.0.0.1:PORT): it plants a cookie named like the session's,
+/// holding the attacker's own session, to sign the admin's console in as
+/// the attacker.
+fn serve_attacker(api: &str, planted: &str) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
+    let plant = format!(
+        r#"<!doctype html><title>plant</title>
+<script>
+document.cookie = "\u2000__Host-paddock_session={planted}; Path=/v1/; Max-Age=86400";
+document.cookie = "__host-paddock_session={planted}; Path=/v1/session; Max-Age=86400";
+document.title = "planted";
+</script>"#
+    );
     // A form post with a JSON-looking text/plain body, as a CSRF through an
     // HTML form is written, into a frame the test reads afterwards; and a
     // fetch that sends whatever credentials the browser would attach.
@@ -45,16 +58,44 @@ fetch("{api}/v1/tokens", {{method: "POST", credentials: "include", mode: "no-cor
         for conn in listener.incoming() {
             let Ok(mut c) = conn else { continue };
             let mut buf = [0u8; 4096];
-            let _ = c.read(&mut buf);
+            let n = c.read(&mut buf).unwrap_or(0);
+            let asked = String::from_utf8_lossy(&buf[..n]);
+            let body = if asked.starts_with("GET /plant ") {
+                &plant
+            } else {
+                &page
+            };
             let _ = write!(
                 c,
-                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
-                page.len(),
-                page
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+                body.len(),
+                body
             );
         }
     });
-    format!("http://localhost:{port}")
+    port
+}
+
+/// The attacker signs in with its own token, outside any browser: the
+/// session cookie's value.
+fn attacker_session(base: &str, secret: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-D", "-", "-X", "POST"])
+        .args(["-H", &format!("Authorization: Bearer {secret}")])
+        .arg(format!("{base}/v1/session"))
+        .output()
+        .expect("curl");
+    let head = String::from_utf8_lossy(&out.stdout).to_string();
+    head.lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("set-cookie")
+                .then(|| value.trim())
+        })
+        .and_then(|v| v.split(';').next())
+        .and_then(|pair| pair.split_once('='))
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_else(|| panic!("the attacker's sign-in gave no cookie:\n{head}"))
 }
 
 #[test]
@@ -71,7 +112,9 @@ fn the_console_works_in_a_real_browser_and_resists_another_origin() {
     );
     let api = start("browser");
     let (_, reader) = mint(&api, "reader", &["read"]);
-    let attacker = serve_attacker(&api.base);
+    let (attacker_id, attacker) = mint(&api, "attacker", &["read", "create"]);
+    let planted = attacker_session(&api.base, &attacker);
+    let port = serve_attacker(&api.base, &planted);
     let shots = std::env::var("PADDOCK_CONSOLE_SHOTS").ok();
     let mut cmd = Command::new("node");
     cmd.arg(console.join("tests/browser.mjs"))
@@ -79,7 +122,12 @@ fn the_console_works_in_a_real_browser_and_resists_another_origin() {
         .env("PADDOCK_URL", &api.base)
         .env("PADDOCK_ADMIN", &api.admin)
         .env("PADDOCK_READER", &reader)
-        .env("PADDOCK_ATTACKER_URL", &attacker)
+        .env("PADDOCK_ATTACKER_URL", format!("http://localhost:{port}"))
+        .env(
+            "PADDOCK_PLANT_URL",
+            format!("http://127.0.0.1:{port}/plant"),
+        )
+        .env("PADDOCK_ATTACKER_TOKEN", &attacker_id)
         .env("PADDOCK_CHROMIUM", &chromium);
     if let Some(dir) = &shots {
         cmd.env("PADDOCK_SHOTS", dir);

@@ -20,6 +20,8 @@ mod broker;
 mod cli;
 #[path = "appliance/clones.rs"]
 mod clones;
+#[path = "appliance/console.rs"]
+mod console;
 #[path = "appliance/disks.rs"]
 mod disks;
 #[path = "appliance/e2b.rs"]

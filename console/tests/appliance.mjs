@@ -1,0 +1,117 @@
+// The console against a booted appliance, in Debian's Chromium
+// (tests/tests/appliance/console.rs starts it): a scoped token sees only
+// its own workspaces, creates one through the form, types into its
+// terminal and reads the answer, sees graphs with data, asks for a longer
+// TTL, and an admin in another browser approves it.
+//
+// Settings in the environment: PADDOCK_URL, PADDOCK_ADMIN, PADDOCK_USER,
+// PADDOCK_OTHER_WORKSPACE (one the user must not see), PADDOCK_SHOTS.
+// Prints `created ws_...` and `approved apr_...` for the Rust side.
+import { chromium } from "playwright-core";
+import assert from "node:assert/strict";
+
+const url = process.env.PADDOCK_URL;
+const admin = process.env.PADDOCK_ADMIN;
+const user = process.env.PADDOCK_USER;
+const other = process.env.PADDOCK_OTHER_WORKSPACE;
+const shots = process.env.PADDOCK_SHOTS;
+for (const [k, v] of Object.entries({ url, admin, user, other })) {
+  if (!v) throw new Error(`appliance.mjs: ${k} is not set`);
+}
+const step = (what) => console.log(`browser: ${what}`);
+const problems = [];
+const browser = await chromium.launch({
+  executablePath: process.env.PADDOCK_CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-features=Translate,OptimizationHints,MediaRouter"],
+});
+
+async function signedIn(secret) {
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1200, height: 900 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(120000);
+  page.on("console", (m) => {
+    if (/Content.Security.Policy|Refused to/i.test(m.text())) problems.push(`CSP: ${m.text()}`);
+  });
+  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+  await page.goto(`${url}/`);
+  await page.fill("#token", secret);
+  await page.click("#sign-in button[type=submit]");
+  await page.waitForSelector("#signed-in-as");
+  return page;
+}
+
+/** The terminal's screen as lines of text. */
+async function screenLines(page) {
+  return page.evaluate(() => [...document.querySelectorAll("#terminal .xterm-rows > div")].map((r) => r.textContent ?? ""));
+}
+
+try {
+  const page = await signedIn(user);
+  await page.waitForSelector("#no-workspaces, #workspaces");
+  assert.equal(await page.locator(`tr[data-workspace="${other}"]`).count(), 0, "another tenant's workspace is not listed");
+  step("signed in with a scoped token: another tenant's workspace is not listed");
+
+  await page.fill("#create-workspace input[name=ttl_s]", "900");
+  await page.fill("#create-workspace input[name=memory_mib]", "512");
+  await page.fill("#create-workspace input[name=labels]", "made-by=console");
+  await page.click("#create-workspace button[type=submit]");
+  const created = await page.waitForSelector(".page-status .notice.ok", { timeout: 600000 });
+  const id = ((await created.textContent()) ?? "").replace(/^Created /, "").trim();
+  assert.match(id, /^ws_/, "the create's answer names the workspace");
+  console.log(`created ${id}`);
+  await page.waitForSelector(`tr[data-workspace="${id}"] .state.running`);
+  step(`created ${id} through the form; it runs`);
+  if (shots) await page.screenshot({ path: `${shots}/console-workspaces.png`, fullPage: true });
+
+  // The terminal: a login shell; type, read the answer on the screen.
+  await page.click(`tr[data-workspace="${id}"] a[data-action=terminal]`);
+  await page.waitForSelector("#terminal[data-pid]");
+  await page.waitForFunction(() => [...document.querySelectorAll("#terminal .xterm-rows > div")].some((r) => /[$#] *$/.test(r.textContent ?? "")));
+  await page.click("#terminal");
+  await page.keyboard.type("python3 -c 'print(6*7)'");
+  await page.keyboard.press("Enter");
+  await page.waitForFunction(() => [...document.querySelectorAll("#terminal .xterm-rows > div")].some((r) => (r.textContent ?? "").trim() === "42"));
+  step("typed python3 -c 'print(6*7)' into the terminal and read 42");
+  if (shots) await page.screenshot({ path: `${shots}/console-terminal.png` });
+  const lines = await screenLines(page);
+  assert.ok(lines.some((l) => l.includes("print(6*7)")), "the typed command echoed");
+
+  // Graphs from the box's samples (one every 5 s).
+  await page.goto(`${url}/#/workspaces/${id}`);
+  await page.waitForFunction(() => Number(document.querySelector("#graph-cpu polyline")?.getAttribute("data-points") ?? 0) >= 3);
+  const memory = await page.locator("#graph-memory .latest").textContent();
+  assert.match(memory ?? "", /used \d/, `a memory figure: ${memory}`);
+  step("the workspace's graphs show samples");
+  if (shots) await page.screenshot({ path: `${shots}/console-workspace.png`, fullPage: true });
+
+  // A longer TTL than its quota: asked, and an admin approves it in the console.
+  const asked = await page.evaluate(async (ws) => {
+    const s = await (await fetch("/v1/session")).json();
+    const r = await fetch(`/v1/workspaces/${ws}/ttl`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-Paddock-CSRF": s.csrf_token },
+      body: JSON.stringify({ ttl_s: 7200, reason: "the benchmark runs two hours" }),
+    });
+    return [r.status, await r.json()];
+  }, id);
+  assert.equal(asked[0], 202, `a TTL over the quota is asked for: ${JSON.stringify(asked[1])}`);
+  const approval = asked[1].id;
+  const boss = await signedIn(admin);
+  await boss.click("nav a:text('Approvals')");
+  const card = `article[data-approval="${approval}"]`;
+  await boss.waitForSelector(card);
+  assert.match((await boss.locator(`${card} blockquote`).textContent()) ?? "", /two hours/, "the asker's reason is shown");
+  if (shots) await boss.screenshot({ path: `${shots}/console-approvals.png`, fullPage: true });
+  await boss.fill(`${card} input[name=reason]`, "fine for today");
+  await boss.click(`${card} button[data-action=approve]`);
+  await boss.waitForSelector(".page-status .notice.ok");
+  console.log(`approved ${approval}`);
+  step("an admin approved the ask in the console");
+
+  assert.deepEqual(problems, [], "no CSP violation or script error");
+  console.log("browser: all checks passed");
+} finally {
+  await browser.close();
+}
