@@ -131,17 +131,18 @@ check:
 # Coverage instrumentation for libFuzzer on the stable toolchain (no nightly,
 # so no sanitizer: panics and overflow checks are what the targets catch).
 # Build the fuzz targets: every guest-facing parser and the API request path.
-fuzz-build:
+# `profile`: release for campaigns, ci (less optimised, quicker to build) for CI's runs.
+fuzz-build profile="release":
     RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
         -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
         -Cllvm-args=-sanitizer-coverage-trace-compares" \
-        cargo build --release --locked --manifest-path fuzz/Cargo.toml \
+        cargo build --profile {{profile}} --locked --manifest-path fuzz/Cargo.toml \
         --target x86_64-unknown-linux-gnu --target-dir target/fuzz --bins
 
 # `just fuzz virtio_vsock seconds 3600` is a longer campaign on one target.
 # Fuzz one target or all, for N runs (CI: all, 20000 each) or N seconds.
-fuzz target="all" mode="runs" n="20000": fuzz-build
-    scripts/fuzz.sh {{target}} {{mode}} {{n}}
+fuzz target="all" mode="runs" n="20000" profile="release": (fuzz-build profile)
+    FUZZ_PROFILE={{profile}} scripts/fuzz.sh {{target}} {{mode}} {{n}}
 
 # Everything CI checks: gates, unit tests, fuzzing, and the VMM booting real guests under KVM.
 test: deps
@@ -159,7 +160,7 @@ test: deps
     trap 'kill $warming 2>/dev/null || true; rm -f "$warm"' EXIT
     {{just_executable()}} check
     {{just_executable()}} static-test
-    {{just_executable()}} fuzz all runs 20000
+    {{just_executable()}} fuzz all runs 20000 ci
     wait $warming || { echo "test: making the kernels and the template beside the builds failed:" >&2; cat "$warm" >&2; }
     export PADDOCK_GUEST_KERNEL=$(guest-kernel/build.sh)
     export PADDOCK_L1_KERNEL=$(tests/l1-kernel.sh)

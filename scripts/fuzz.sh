@@ -23,7 +23,8 @@ if [ "$which" != all ]; then
     fi
     targets=("$which")
 fi
-bin=target/fuzz/x86_64-unknown-linux-gnu/release
+# Built by `just fuzz-build PROFILE` (release, or ci for CI's quick build).
+bin=target/fuzz/x86_64-unknown-linux-gnu/${FUZZ_PROFILE:-release}
 # One target runs on one core: as many at once as there are cores.
 jobs=${FUZZ_JOBS:-$(nproc)}
 
