@@ -105,10 +105,8 @@ function createForm(refresh: (msg: string) => void): HTMLElement {
   );
 }
 
-export async function workspacesPage(main: HTMLElement, s: Session, message?: string): Promise<void> {
-  const { workspaces } = await api.workspaces();
-  const again = (msg: string) => void workspacesPage(main, s, msg).catch((e) => clear(main, notice(String(e))));
-  const fail = (msg: string) => main.querySelector(".page-status")?.replaceChildren(notice(msg));
+function listing(s: Session, workspaces: Workspace[], again: (msg: string) => void, fail: (msg: string) => void): HTMLElement {
+  if (workspaces.length === 0) return h("p", { id: "no-workspaces" }, "No workspaces this token can see.");
   const rows = workspaces.map((w) =>
     h(
       "tr",
@@ -123,34 +121,41 @@ export async function workspacesPage(main: HTMLElement, s: Session, message?: st
       h("td", {}, actions(s, w, again, fail)),
     ),
   );
+  return h(
+    "div",
+    { class: "table-wrap" },
+    h(
+      "table",
+      { id: "workspaces" },
+      h(
+        "thead",
+        {},
+        h("tr", {}, ...["Id", "State", "Template", "Size", "Age", "TTL left", "Labels", ""].map((c) => h("th", { scope: "col" }, c))),
+      ),
+      h("tbody", {}, ...rows),
+    ),
+  );
+}
+
+export async function workspacesPage(main: HTMLElement, s: Session, message?: string): Promise<void> {
+  const { workspaces } = await api.workspaces();
+  const again = (msg: string) => void workspacesPage(main, s, msg).catch((e) => clear(main, notice(String(e))));
+  const fail = (msg: string) => main.querySelector(".page-status")?.replaceChildren(notice(msg));
+  const list = h("div", { id: "workspace-list" }, listing(s, workspaces, again, fail));
   clear(
     main,
     h("h2", {}, "Workspaces"),
     h("div", { class: "page-status" }, message ? notice(message, "ok") : null),
-    workspaces.length === 0
-      ? h("p", { id: "no-workspaces" }, "No workspaces this token can see.")
-      : h(
-          "div",
-          { class: "table-wrap" },
-          h(
-            "table",
-            { id: "workspaces" },
-            h(
-              "thead",
-              {},
-              h(
-                "tr",
-                {},
-                ...["Id", "State", "Template", "Size", "Age", "TTL left", "Labels", ""].map((c) =>
-                  h("th", { scope: "col" }, c),
-                ),
-              ),
-            ),
-            h("tbody", {}, ...rows),
-          ),
-        ),
+    list,
     may(s, "create") ? createForm(again) : null,
   );
+  // States and TTLs change on their own: the list (not the form) follows.
+  every(5000, () => {
+    api.workspaces().then(
+      (r) => clear(list, listing(s, r.workspaces, again, fail)),
+      () => {},
+    );
+  });
 }
 
 export async function workspacePage(main: HTMLElement, s: Session, id: string, message?: string): Promise<void> {

@@ -57,8 +57,10 @@ try {
   await page.fill("#create-workspace input[name=memory_mib]", "512");
   await page.fill("#create-workspace input[name=labels]", "made-by=console");
   await page.click("#create-workspace button[type=submit]");
-  const created = await page.waitForSelector(".page-status .notice.ok", { timeout: 600000 });
-  const id = ((await created.textContent()) ?? "").replace(/^Created /, "").trim();
+  const created = await page.waitForSelector(".page-status .notice.ok, #create-workspace .notice.error", { timeout: 600000 });
+  const said = ((await created.textContent()) ?? "").trim();
+  assert.match(said, /^Created /, `the create was refused: ${said}`);
+  const id = said.replace(/^Created /, "").trim();
   assert.match(id, /^ws_/, "the create's answer names the workspace");
   console.log(`created ${id}`);
   await page.waitForSelector(`tr[data-workspace="${id}"] .state.running`);
