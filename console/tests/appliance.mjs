@@ -55,6 +55,8 @@ try {
 
   await page.fill("#create-workspace input[name=ttl_s]", "900");
   await page.fill("#create-workspace input[name=memory_mib]", "512");
+  // The test appliance's 4 GiB disk holds less than the form's default.
+  await page.fill("#create-workspace input[name=disk_mib]", "256");
   await page.fill("#create-workspace input[name=labels]", "made-by=console");
   await page.click("#create-workspace button[type=submit]");
   const created = await page.waitForSelector(".page-status .notice.ok, #create-workspace .notice.error", { timeout: 600000 });

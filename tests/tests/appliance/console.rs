@@ -79,6 +79,7 @@ fn the_console_drives_a_workspace_in_a_real_browser() {
     let ws = json(&body);
     assert_eq!(ws["labels"]["made-by"], "console", "{ws}");
     assert_eq!(ws["memory_mib"], 512, "{ws}");
+    assert_eq!(ws["disk_mib"], 256, "{ws}");
     let (code, body) = app
         .api("GET", &format!("/v1/approvals/{approval}"), &admin, None)
         .expect("curl");
