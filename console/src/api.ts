@@ -16,6 +16,7 @@ export type Scope = S["Scope"];
 export type Minted = { id: string; secret: string; scopes: Scope[]; expires_at: number | null; note?: string };
 export type Rotated = S["TokenRotated"];
 export type Sample = S["WorkspaceSample"];
+export type NetworkRecord = S["NetworkRecord"];
 export type Approval = S["Approval"];
 export type ApprovalDecision = S["ApprovalDecision"];
 
@@ -80,6 +81,8 @@ export const api = {
     call<unknown>("POST", `/v1/workspaces/${encodeURIComponent(id)}/${action}`),
   remove: (id: string) => call<unknown>("DELETE", `/v1/workspaces/${encodeURIComponent(id)}`),
   metrics: (id: string) => call<{ samples: Sample[] }>("GET", `/v1/workspaces/${encodeURIComponent(id)}/metrics`),
+  network: (id: string) =>
+    call<{ records: NetworkRecord[] }>("GET", `/v1/workspaces/${encodeURIComponent(id)}/network?limit=100`),
   approvals: (state: string) =>
     call<{ approvals: Approval[] }>("GET", state ? `/v1/approvals?state=${encodeURIComponent(state)}` : "/v1/approvals"),
   decide: (id: string, decision: ApprovalDecision) =>

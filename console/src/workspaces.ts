@@ -223,4 +223,75 @@ export async function workspacePage(main: HTMLElement, s: Session, id: string, m
   };
   await draw();
   every(5000, () => void draw());
+  await activity(main, s, w.id);
+}
+
+/** Where it connected (the newest 100 windows), and, for an admin, its audit events. */
+async function activity(main: HTMLElement, s: Session, id: string): Promise<void> {
+  const net = await api.network(id).then(
+    (r) => r.records,
+    () => null,
+  );
+  const netPart =
+    net === null
+      ? notice("Its network record could not be read.")
+      : net.length === 0
+        ? h("p", { class: "hint", id: "no-network" }, "No connections or lookups yet.")
+        : h(
+            "div",
+            { class: "table-wrap" },
+            h(
+              "table",
+              { id: "network" },
+              h("thead", {}, h("tr", {}, ...["When", "Kind", "Name", "Where", "Decision", "Count", "Why"].map((c) => h("th", { scope: "col" }, c)))),
+              h(
+                "tbody",
+                {},
+                ...net
+                  .slice()
+                  .reverse()
+                  .map((r) =>
+                    h(
+                      "tr",
+                      { class: r.decision },
+                      h("td", {}, when(r.to)),
+                      h("td", {}, r.kind),
+                      h("td", {}, r.name || "(none)"),
+                      h("td", {}, r.dest ?? ""),
+                      h("td", { class: `state ${r.decision === "denied" ? "lost" : "running"}` }, r.decision),
+                      h("td", {}, String(r.count)),
+                      h("td", {}, r.reason),
+                    ),
+                  ),
+              ),
+            ),
+          );
+  main.append(h("h3", {}, "Where it connected"), netPart);
+  if (!may(s, "admin")) return;
+  const events = await api.audit({ workspace: id, limit: "200" }).then(
+    (r) => r.events,
+    () => null,
+  );
+  main.append(
+    h("h3", {}, "Its audit events"),
+    events === null
+      ? notice("Its audit events could not be read.")
+      : h(
+          "div",
+          { class: "table-wrap" },
+          h(
+            "table",
+            { id: "workspace-audit" },
+            h("thead", {}, h("tr", {}, ...["When", "Event"].map((c) => h("th", { scope: "col" }, c)))),
+            h(
+              "tbody",
+              {},
+              ...events
+                .slice()
+                .reverse()
+                .map((e) => h("tr", {}, h("td", {}, when(e.ts)), h("td", {}, e.event))),
+            ),
+          ),
+        ),
+  );
 }

@@ -88,6 +88,8 @@ try {
   const memory = await page.locator("#graph-memory .latest").textContent();
   assert.match(memory ?? "", /used \d/, `a memory figure: ${memory}`);
   step("the workspace's graphs show samples");
+  await page.waitForSelector("#no-network, #network");
+  assert.equal(await page.locator("#workspace-audit").count(), 0, "the audit log is an admin's");
   if (shots) await page.screenshot({ path: `${shots}/console-workspace.png`, fullPage: true });
 
   // A longer TTL than its quota: asked, and an admin approves it in the console.
@@ -113,6 +115,10 @@ try {
   await boss.waitForSelector(".page-status .notice.ok");
   console.log(`approved ${approval}`);
   step("an admin approved the ask in the console");
+  await boss.goto(`${url}/#/workspaces/${id}`);
+  await boss.waitForSelector("#workspace-audit tr:has-text('workspace_created')");
+  await boss.waitForSelector("#workspace-audit tr:has-text('approval_approved')");
+  step("the workspace's page shows an admin its audit events");
 
   assert.deepEqual(problems, [], "no CSP violation or script error");
   console.log("browser: all checks passed");

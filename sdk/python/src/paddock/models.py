@@ -406,6 +406,9 @@ class WorkspaceSample:
     memory_limit_bytes: int
     disk_used_bytes: int
     disk_bytes: int
+    net_sent_bytes: int = 0
+    """Bytes its NIC sent since it started (a counter)."""
+    net_received_bytes: int = 0
 
 
 @dataclass(frozen=True)
