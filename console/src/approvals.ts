@@ -19,16 +19,9 @@ function what(a: Approval): string {
   }
 }
 
-const HOLD: [string, number][] = [
-  ["10 minutes", 600],
-  ["1 hour", 3600],
-  ["8 hours", 28800],
-  ["1 day", 86400],
-  ["7 days", 604800],
-];
-
 function decideForm(a: Approval, done: (msg: string) => void): HTMLElement {
-  const hold = h("select", { name: "ttl_s", "aria-label": "Approve for" }, ...HOLD.map(([l, v]) => h("option", { value: String(v), selected: v === 3600 }, l)));
+  // Seconds, as the API takes them: 10 s lets one request through, 604800 is a week.
+  const hold = h("input", { type: "number", name: "ttl_s", min: "10", max: "604800", value: "3600", "aria-label": "Approve for (s)" });
   const reason = h("input", { type: "text", name: "reason", maxlength: "500", placeholder: "reason (kept in the audit log)", "aria-label": "Reason" });
   const status = h("span", { class: "form-status" });
   const decide = async (approve: boolean) => {
@@ -43,7 +36,7 @@ function decideForm(a: Approval, done: (msg: string) => void): HTMLElement {
   return h(
     "form",
     { class: "decide", "data-approval": a.id, onsubmit: (e: Event) => e.preventDefault() },
-    h("label", {}, "Approve for", hold),
+    h("label", {}, "Approve for (s)", hold),
     h("label", {}, "Reason", reason),
     h("button", { type: "button", "data-action": "approve", onclick: () => void decide(true) }, "Approve"),
     h("button", { type: "button", "data-action": "deny", onclick: () => void decide(false) }, "Deny"),

@@ -200,7 +200,9 @@ impl Appliance {
     }
 
     /// A command run where the API port is (through the prefix, if any).
-    fn command(&self, program: &str) -> Command {
+    /// `program` run where the appliance's API port is: through the
+    /// prefix (a test's network namespace), if it has one.
+    pub fn command(&self, program: &str) -> Command {
         match self.prefix.split_first() {
             Some((first, rest)) => {
                 let mut c = Command::new(first);

@@ -330,12 +330,39 @@ pub(crate) fn workspace_networks_deny_by_default_and_open_only_what_is_listed() 
     );
     let (out, code) = sh(&a, "curl -sk --max-time 15 https://denied.test/");
     assert_eq!(code, 6, "refused until decided: {out}");
-    let (code, body) = call(
-        "POST",
-        &format!("/v1/approvals/{approval}"),
-        Some(r#"{"approve": true, "ttl_s": 20, "reason": "for this run"}"#),
+    // A person approves it in the web console, in a real browser (run in
+    // the fake internet's namespace, where the API port is).
+    let console_dir = repo_root().join("console");
+    let out = app
+        .command("node")
+        .arg(console_dir.join("tests/approve.mjs"))
+        .current_dir(&console_dir)
+        .env("PADDOCK_URL", format!("https://127.0.0.1:{}", app.port))
+        .env("PADDOCK_ADMIN", &admin)
+        .env("PADDOCK_APPROVAL", &approval)
+        .env("PADDOCK_TTL_S", "20")
+        .env("PADDOCK_REASON", "for this run")
+        .output()
+        .expect("node");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        out.status.success(),
+        "approving in the console failed:\n{said}"
+    );
+    assert!(said.contains("asks to reach denied.test:443"), "{said}");
+    let decided = json(&call("GET", &format!("/v1/approvals/{approval}"), None).1);
+    assert_eq!(
+        (
+            decided["state"].as_str(),
+            decided["decision_reason"].as_str()
+        ),
+        (Some("approved"), Some("for this run")),
+        "{decided}"
+    );
     assert!(
         curl(&a, "https://denied.test/").starts_with("server=denied.test"),
         "approved: it connects"
