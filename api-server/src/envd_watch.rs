@@ -253,7 +253,10 @@ pub fn unary(
                 }),
                 stream,
             });
-            let watcher_id = format!("w_{}", random_hex(12));
+            // A polled watcher's id, which only its owner should be able to name.
+            let watcher_id = crate::random::hex(12)
+                .map(|h| format!("w_{h}"))
+                .map_err(|e| rpc_error(503, format!("the random source failed: {e}")))?;
             polled().insert(watcher_id.clone(), watcher.clone());
             std::thread::spawn(move || loop {
                 match watch.next_batch() {
@@ -319,19 +322,4 @@ pub fn unary(
             format!("filesystem.Filesystem/{other} is not a method envd serves"),
         )),
     }
-}
-
-/// `bytes` random bytes in hex: a polled watcher's id, which only its
-/// owner should be able to name.
-fn random_hex(bytes: usize) -> String {
-    let mut raw = vec![0u8; bytes];
-    // SAFETY: the pointer and length describe `raw`.
-    let n = unsafe { libc::getrandom(raw.as_mut_ptr().cast(), raw.len(), 0) };
-    if usize::try_from(n).ok() != Some(raw.len()) {
-        // /dev/urandom as a fallback; never a predictable value.
-        if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-            let _ = std::io::Read::read_exact(&mut f, &mut raw);
-        }
-    }
-    raw.iter().map(|b| format!("{b:02x}")).collect()
 }

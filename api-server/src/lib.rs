@@ -28,6 +28,7 @@ pub mod http;
 pub mod multipart;
 pub mod plain;
 pub mod processes;
+pub mod random;
 pub mod report;
 pub mod routes;
 pub mod sandbox;

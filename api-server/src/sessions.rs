@@ -79,26 +79,17 @@ fn key(cookie: &str) -> [u8; 32] {
     sha2::Sha256::digest(cookie.as_bytes()).into()
 }
 
-/// 32 bytes from the kernel's CSPRNG, base64url without padding.
+/// A cookie value or CSRF token (crate::random).
 pub(crate) fn random_token() -> Result<String, SessionError> {
-    use base64::Engine as _;
-    let mut buf = [0u8; 32];
-    let mut filled = 0;
-    while filled < buf.len() {
-        // SAFETY: getrandom writes at most the given length into the
-        // buffer, which lives for the call.
-        let n =
-            unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(SessionError::Random(e.to_string()));
-        }
-        filled += n as usize;
-    }
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf))
+    crate::random::token().map_err(|e| SessionError::Random(e.to_string()))
+}
+
+/// The header that tells a browser to drop this host's cookies.
+pub fn clear_site_data() -> (::http::header::HeaderName, String) {
+    (
+        ::http::header::HeaderName::from_static("clear-site-data"),
+        "\"cookies\"".to_string(),
+    )
 }
 
 /// Equal, in time that does not depend on where they differ.
@@ -371,10 +362,7 @@ pub fn authenticate(sessions: &Sessions, req: &mut Request, now: u64) -> Result<
 pub fn refusal(req: &Request, status: u16, value: &Value) -> (crate::bridge::Head, Vec<u8>) {
     let (mut head, body) = crate::http::json_answer(status, value);
     if req.session_conflict {
-        head.headers.push((
-            ::http::header::HeaderName::from_static("clear-site-data"),
-            "\"cookies\"".to_string(),
-        ));
+        head.headers.push(clear_site_data());
     }
     (head, body)
 }

@@ -83,10 +83,7 @@ pub fn close(shared: &Shared, req: &Request, io: &mut Exchange) -> Option<(u16, 
                 // another page on it planted would otherwise outlive this.
                 vec![
                     (SET_COOKIE, clear_cookie()),
-                    (
-                        ::http::header::HeaderName::from_static("clear-site-data"),
-                        "\"cookies\"".to_string(),
-                    ),
+                    crate::sessions::clear_site_data(),
                 ],
             );
             None

@@ -7,7 +7,7 @@
 // Settings in the environment: PADDOCK_URL, PADDOCK_ADMIN, PADDOCK_USER,
 // PADDOCK_OTHER_WORKSPACE (one the user must not see), PADDOCK_SHOTS.
 // Prints `created ws_...` and `approved apr_...` for the Rust side.
-import { chromium } from "playwright-core";
+import { launch, signedIn as signIn } from "./chromium.mjs";
 import assert from "node:assert/strict";
 
 const url = process.env.PADDOCK_URL;
@@ -20,27 +20,9 @@ for (const [k, v] of Object.entries({ url, admin, user, other })) {
 }
 const step = (what) => console.log(`browser: ${what}`);
 const problems = [];
-const browser = await chromium.launch({
-  executablePath: process.env.PADDOCK_CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-features=Translate,OptimizationHints,MediaRouter"],
-});
+const browser = await launch();
 
-async function signedIn(secret) {
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1200, height: 900 } });
-  const page = await context.newPage();
-  page.setDefaultTimeout(120000);
-  page.on("console", (m) => {
-    if (/Content.Security.Policy|Refused to/i.test(m.text())) problems.push(`CSP: ${m.text()}`);
-  });
-  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
-  await page.goto(`${url}/`);
-  await page.fill("#token", secret);
-  await page.click("#sign-in button[type=submit]");
-  await page.waitForSelector("#signed-in-as");
-  return page;
-}
+const signedIn = (secret) => signIn(browser, url, secret, problems);
 
 /** The terminal's screen as lines of text. */
 async function screenLines(page) {

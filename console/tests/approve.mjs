@@ -2,29 +2,17 @@
 // Chromium: the network test (tests/tests/appliance/networks.rs) then
 // watches the workspace reach the host it asked for.
 //   PADDOCK_URL, PADDOCK_ADMIN, PADDOCK_APPROVAL, PADDOCK_TTL_S, PADDOCK_REASON
-import { chromium } from "playwright-core";
+import { launch, signedIn } from "./chromium.mjs";
 import assert from "node:assert/strict";
 
 const { PADDOCK_URL: url, PADDOCK_ADMIN: admin, PADDOCK_APPROVAL: id, PADDOCK_TTL_S: ttl, PADDOCK_REASON: reason } = process.env;
 for (const [k, v] of Object.entries({ url, admin, id, ttl, reason })) {
   if (!v) throw new Error(`approve.mjs: ${k} is not set`);
 }
-const browser = await chromium.launch({
-  executablePath: process.env.PADDOCK_CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-features=Translate,OptimizationHints,MediaRouter"],
-});
+const browser = await launch();
 try {
-  const context = await browser.newContext({ ignoreHTTPSErrors: true });
-  const page = await context.newPage();
-  page.setDefaultTimeout(120000);
   const problems = [];
-  page.on("pageerror", (e) => problems.push(e.message));
-  await page.goto(`${url}/`);
-  await page.fill("#token", admin);
-  await page.click("#sign-in button[type=submit]");
-  await page.waitForSelector("#signed-in-as");
+  const page = await signedIn(browser, url, admin, problems);
   await page.click("nav a:text('Approvals')");
   const card = `article[data-approval="${id}"]`;
   await page.waitForSelector(card);

@@ -8,7 +8,7 @@
 //   node console/tests/browser.mjs   (settings in the environment:
 //   PADDOCK_URL, PADDOCK_ADMIN, PADDOCK_READER, PADDOCK_ATTACKER_URL,
 //   PADDOCK_SHOTS: where screenshots go, if set)
-import { chromium } from "playwright-core";
+import { launch, watch } from "./chromium.mjs";
 import assert from "node:assert/strict";
 
 const url = process.env.PADDOCK_URL;
@@ -23,30 +23,13 @@ for (const [k, v] of Object.entries({ url, admin, reader, attacker, plantUrl, at
 }
 
 const problems = [];
-const browser = await chromium.launch({
-  executablePath: process.env.PADDOCK_CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  // Test traffic stays home: nothing of Chromium's own goes out.
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-features=Translate,OptimizationHints,MediaRouter",
-  ],
-});
+const browser = await launch();
 const step = (what) => console.log(`browser: ${what}`);
 
 try {
   const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1200, height: 800 } });
   const page = await context.newPage();
-  page.on("console", (m) => {
-    if (/Content.Security.Policy|Refused to/i.test(m.text())) problems.push(`CSP: ${m.text()}`);
-  });
-  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+  watch(page, problems);
 
   // Sign in as the reader, with the keyboard only.
   await page.goto(`${url}/`);

@@ -6,8 +6,6 @@
 //! cannot boot here, so the token schemathesis uses has a quota of zero
 //! workspaces: a valid create is refused with 409 before any VM would start.
 
-use paddock_init::api::channel::{Init, StatusReply};
-use paddock_init::api::supervisor::spawn;
 use paddock_init::control::service::Control;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -79,28 +77,7 @@ fn the_openapi_document_matches_the_server() {
         .expect("secret")
         .to_string();
 
-    let id = paddock_init::tls::generate().expect("identity");
-    let init = Init {
-        cert_pem: id.cert_pem,
-        key_pem: id.key_pem,
-        port: 0,
-        plain_http: None,
-        domain: None,
-    };
-    let c = control.clone();
-    let running = spawn(
-        Path::new(env!("CARGO_BIN_EXE_paddock-init")),
-        &init,
-        None,
-        || StatusReply {
-            version: env!("CARGO_PKG_VERSION").into(),
-            state: "ready".into(),
-            workspaces: 0,
-            uptime_s: 1,
-        },
-        move |auth, call| c.call(auth, call),
-    )
-    .expect("API process starts");
+    let running = common::real_api::spawn_api(&control, None);
     let _guard = KillOnDrop(running.pid);
 
     let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.yaml");

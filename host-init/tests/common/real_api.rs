@@ -4,7 +4,7 @@
 
 use super::KillOnDrop;
 use paddock_init::api::channel::{Call, Init, PlainHttp, StatusReply, Verdict};
-use paddock_init::api::supervisor::spawn;
+use paddock_init::api::supervisor::{spawn, Running};
 use paddock_init::control::service::Control;
 use std::path::Path;
 use std::sync::Arc;
@@ -44,31 +44,13 @@ pub fn start(name: &str) -> RealApi {
     control
         .add_bootstrap(&paddock_init::control::tokens::hash_secret(&admin))
         .expect("bootstrap token");
-    let id = paddock_init::tls::generate().expect("identity");
-    let init = Init {
-        cert_pem: id.cert_pem,
-        key_pem: id.key_pem,
-        port: 0,
-        plain_http: Some(PlainHttp {
+    let running = spawn_api(
+        &control,
+        Some(PlainHttp {
             interface: "lo".into(),
             port: 0,
         }),
-        domain: None,
-    };
-    let c = control.clone();
-    let running = spawn(
-        Path::new(env!("CARGO_BIN_EXE_paddock-init")),
-        &init,
-        None,
-        || StatusReply {
-            version: env!("CARGO_PKG_VERSION").into(),
-            state: "ready".into(),
-            workspaces: 0,
-            uptime_s: 1,
-        },
-        move |auth, call| c.call(auth, call),
-    )
-    .expect("API process starts");
+    );
     let plain = running.plain_port.expect("a plain listener on lo");
     RealApi {
         control,
@@ -96,4 +78,31 @@ pub fn mint(b: &RealApi, name: &str, scopes: &[&str]) -> (String, String) {
             .expect("secret")
             .to_string(),
     )
+}
+
+/// The API process (a fresh TLS identity, an ephemeral port) answering
+/// from `control`, as PID 1 would start it.
+pub fn spawn_api(control: &Arc<Control>, plain_http: Option<PlainHttp>) -> Running {
+    let id = paddock_init::tls::generate().expect("identity");
+    let init = Init {
+        cert_pem: id.cert_pem,
+        key_pem: id.key_pem,
+        port: 0,
+        plain_http,
+        domain: None,
+    };
+    let c = control.clone();
+    spawn(
+        Path::new(env!("CARGO_BIN_EXE_paddock-init")),
+        &init,
+        None,
+        || StatusReply {
+            version: env!("CARGO_PKG_VERSION").into(),
+            state: "ready".into(),
+            workspaces: 0,
+            uptime_s: 1,
+        },
+        move |auth, call| c.call(auth, call),
+    )
+    .expect("API process starts")
 }
