@@ -163,6 +163,12 @@ pub enum Call {
     RotateTls,
     /// How the disk keys are held (admin).
     KeyStatus,
+    /// The box: version, certificate, keys, data partition, host (admin).
+    SystemStatus,
+    /// The host's samples from `since` on (admin).
+    HostMetrics {
+        since: u64,
+    },
     /// Re-seal the disk keys to this boot state with the recovery secret
     /// (admin).
     RecoverKeys {

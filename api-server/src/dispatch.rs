@@ -19,6 +19,15 @@ fn label_ok(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
+/// A `since` query parameter (Unix seconds; 0 when absent).
+fn since(req: &http::Request) -> Result<u64, (u16, Value)> {
+    match query(req, "since").map(str::parse::<u64>) {
+        None => Ok(0),
+        Some(Ok(s)) => Ok(s),
+        Some(Err(_)) => Err(json_error(422, "since: Unix seconds")),
+    }
+}
+
 /// Answers one request; None when the handler already wrote the response.
 pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<(u16, Value)> {
     let simple = |c: Call| {
@@ -196,14 +205,15 @@ pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
         Route::E2bResume(id) => Some(crate::e2b_pause::resume(shared, req, io, &id)),
         Route::E2bNetwork(id) => Some(crate::e2b::set_network(shared, req, io, &id)),
         Route::E2bMetrics(id) => Some(crate::e2b::metrics(shared, req, &id)),
-        Route::WorkspaceMetrics(id) => {
-            let since = match query(req, "since").map(str::parse::<u64>) {
-                None => 0,
-                Some(Ok(s)) => s,
-                Some(Err(_)) => return Some(json_error(422, "since: Unix seconds")),
-            };
-            simple(Call::WorkspaceMetrics { id, since })
-        }
+        Route::WorkspaceMetrics(id) => match since(req) {
+            Ok(since) => simple(Call::WorkspaceMetrics { id, since }),
+            Err(e) => Some(e),
+        },
+        Route::SystemStatus => simple(Call::SystemStatus),
+        Route::HostMetrics => match since(req) {
+            Ok(since) => simple(Call::HostMetrics { since }),
+            Err(e) => Some(e),
+        },
         Route::Report(id) => Some(crate::report::report(shared, req, &id)),
         Route::ListApprovals => {
             let state = match query(req, "state") {

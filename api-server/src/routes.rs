@@ -43,6 +43,8 @@ pub enum Route {
     RotateToken(String),
     RotateTls,
     KeyStatus,
+    SystemStatus,
+    HostMetrics,
     RecoverKeys,
     Metrics,
     Audit,
@@ -155,9 +157,13 @@ pub fn segments(path: &str) -> Vec<&str> {
 /// The methods a known resource has; None for paths that are not ours.
 pub fn allowed_methods(segs: &[&str]) -> Option<&'static [&'static str]> {
     Some(match segs {
-        ["v1", "health"] | ["metrics"] | ["v1", "audit"] | ["v1", "keys"] | ["v1", "approvals"] => {
-            &["GET"]
-        }
+        ["v1", "health"]
+        | ["metrics"]
+        | ["v1", "audit"]
+        | ["v1", "keys"]
+        | ["v1", "approvals"]
+        | ["v1", "system"]
+        | ["v1", "system", "metrics"] => &["GET"],
         ["v1", "approvals", _] => &["GET", "POST"],
         ["v1", "session"] => &["GET", "POST", "DELETE"],
         ["v1", "workspaces"] | ["v1", "tokens"] | ["v1", "links"] => &["GET", "POST"],
@@ -266,6 +272,8 @@ pub fn resolve(method: &str, path: &str) -> Route {
         ("POST", ["v1", "tokens", id, "rotate"]) if valid_id(id) => R::RotateToken(s(id)),
         ("POST", ["v1", "tls", "rotate"]) => R::RotateTls,
         ("GET", ["v1", "keys"]) => R::KeyStatus,
+        ("GET", ["v1", "system"]) => R::SystemStatus,
+        ("GET", ["v1", "system", "metrics"]) => R::HostMetrics,
         ("POST", ["v1", "keys", "recover"]) => R::RecoverKeys,
         ("POST", ["v1", "debug", "process-scan"]) => R::ProcessScan,
         ("POST", ["v1", "debug", "drop-caches"]) => R::DropCaches,
@@ -397,6 +405,8 @@ mod tests {
             ),
             ("POST", "/v1/tls/rotate", R::RotateTls),
             ("GET", "/v1/keys", R::KeyStatus),
+            ("GET", "/v1/system", R::SystemStatus),
+            ("GET", "/v1/system/metrics", R::HostMetrics),
             ("POST", "/v1/keys/recover", R::RecoverKeys),
             ("POST", "/v1/debug/process-scan", R::ProcessScan),
             ("POST", "/v1/debug/drop-caches", R::DropCaches),

@@ -21,6 +21,7 @@ pub mod process;
 pub mod report;
 pub mod secret;
 pub mod signals;
+pub mod system;
 pub mod token;
 pub mod workspace;
 
@@ -42,6 +43,7 @@ pub use report::{
 };
 pub use secret::{Secret, SecretList, SecretPlace, SecretRemoved, SecretSpec};
 pub use signals::{SignalAction, SignalRule, SignalRules};
+pub use system::{DiskUse, HostMetrics, HostSample, SystemStatus};
 pub use token::{
     ActionPolicy, ActionRule, MintRequest, MintedToken, Quotas, Scope, SecretFormat, TokenList,
     TokenView,

@@ -399,6 +399,34 @@ fn answer_types_name_the_documented_fields() {
         detail: "d".into(),
     };
     assert_eq!(keys(&key_status), properties("KeyStatus"));
+    let host = paddock_api_types::HostSample {
+        t: 1,
+        cpu_pct: 1.0,
+        cpus: 1,
+        memory_used_bytes: 1,
+        memory_total_bytes: 1,
+        load1: 1.0,
+    };
+    assert_eq!(keys(&host), properties("HostSample"));
+    let data = paddock_api_types::DiskUse {
+        total_bytes: 1,
+        used_bytes: 1,
+        available_bytes: 1,
+    };
+    assert_eq!(keys(&data), properties("DiskUse"));
+    let system = paddock_api_types::SystemStatus {
+        version: "v".into(),
+        uptime_s: 1,
+        tls_fingerprint: Some("f".into()),
+        keys: key_status.clone(),
+        data,
+        host: Some(host.clone()),
+    };
+    assert_eq!(keys(&system), properties("SystemStatus"));
+    let metrics = paddock_api_types::HostMetrics {
+        samples: vec![host],
+    };
+    assert_eq!(keys(&metrics), properties("HostMetrics"));
     let file = ForensicFile {
         bytes: 1,
         sha256: "0".repeat(64),

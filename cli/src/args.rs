@@ -122,6 +122,12 @@ pub enum Command {
         #[command(subcommand)]
         command: Option<KeysCommand>,
     },
+    /// The box: version, uptime, TLS fingerprint, disk keys, data partition
+    /// use, host CPU and memory (admin)
+    System {
+        #[command(subcommand)]
+        command: Option<SystemCommand>,
+    },
     /// The audit log
     Events(EventsArgs),
     /// Where a workspace connected: its lookups and proxied connections, counted per minute
@@ -416,6 +422,16 @@ pub enum KeysCommand {
     /// Re-seal locked disk keys to this boot state; reads the recovery
     /// secret from stdin
     Recover,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// The host's CPU, memory and load every 5 s over the last hour
+    Metrics {
+        /// Only samples from this Unix second on
+        #[arg(long)]
+        since: Option<u64>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -714,6 +714,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/system": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The box (admin): version, uptime, the certificate the API serves, how the disk keys are held, the data partition's use and the newest host sample. */
+        get: operations["systemStatus"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/system/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The host's CPU, memory and load every 5 s, the last hour kept (admin). */
+        get: operations["hostMetrics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/keys/recover": {
         parameters: {
             query?: never;
@@ -836,6 +870,37 @@ export interface components {
         KeyStatus: {
             state: components["schemas"]["KeyState"];
             detail: string;
+        };
+        SystemStatus: {
+            version: string;
+            uptime_s: number;
+            /** @description SHA-256 of the API's certificate, colon-separated hex (what clients pin). */
+            tls_fingerprint: string | null;
+            keys: components["schemas"]["KeyStatus"];
+            data: components["schemas"]["DiskUse"];
+            /** @description The newest host sample; null in the first seconds after boot. */
+            host: components["schemas"]["HostSample"] | null;
+        };
+        DiskUse: {
+            total_bytes: number;
+            used_bytes: number;
+            /** @description What an unprivileged writer may still use (the filesystem's reserve not counted). */
+            available_bytes: number;
+        };
+        HostSample: {
+            /** @description Unix seconds. */
+            t: number;
+            /** @description CPU used since the sample before, in percent of all the host's CPUs. */
+            cpu_pct: number;
+            cpus: number;
+            /** @description Total less what the kernel counts as available. */
+            memory_used_bytes: number;
+            memory_total_bytes: number;
+            /** @description The 1-minute load average. */
+            load1: number;
+        };
+        HostMetrics: {
+            samples: components["schemas"]["HostSample"][];
         };
         Error: {
             error: string;
@@ -2957,6 +3022,58 @@ export interface operations {
             };
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    systemStatus: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The box's state. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SystemStatus"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    hostMetrics: {
+        parameters: {
+            query?: {
+                /** @description Only samples from this Unix second on. */
+                since?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The samples, oldest first. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HostMetrics"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            422: components["responses"]["Invalid"];
             429: components["responses"]["TooManyRequests"];
             503: components["responses"]["Unavailable"];
         };

@@ -2,11 +2,13 @@
 // (tests/tests/appliance/console.rs starts it): a scoped token sees only
 // its own workspaces, creates one through the form, types into its
 // terminal and reads the answer, sees graphs with data, asks for a longer
-// TTL, and an admin in another browser approves it.
+// TTL, and an admin in another browser approves it and reads the box
+// page.
 //
 // Settings in the environment: PADDOCK_URL, PADDOCK_ADMIN, PADDOCK_USER,
 // PADDOCK_OTHER_WORKSPACE (one the user must not see), PADDOCK_SHOTS.
-// Prints `created ws_...` and `approved apr_...` for the Rust side.
+// Prints `created ws_...`, `approved apr_...` and `fingerprint ...` for
+// the Rust side.
 import { launch, signedIn as signIn } from "./chromium.mjs";
 import assert from "node:assert/strict";
 
@@ -101,6 +103,21 @@ try {
   await boss.waitForSelector("#workspace-audit tr:has-text('workspace_created')");
   await boss.waitForSelector("#workspace-audit tr:has-text('approval_approved')");
   step("the workspace's page shows an admin its audit events");
+
+  // The box page on the appliance: keys sealed, the data partition mounted,
+  // the fingerprint the appliance's own screen shows, the host's graphs.
+  await boss.click("nav a:text('Box')");
+  await boss.waitForSelector("#tls-fingerprint");
+  assert.match((await boss.locator("#tls-fingerprint").textContent()) ?? "", /^([0-9A-F]{2}:){31}[0-9A-F]{2}$/);
+  assert.match((await boss.locator("#box").textContent()) ?? "", /Disk keysready/, "the disk keys are sealed");
+  const total = Number(await boss.locator("#data-meter").getAttribute("max"));
+  const used = Number(await boss.locator("#data-meter").getAttribute("value"));
+  assert.ok(total > 1 << 30 && used > 0 && used < total, `the data partition: ${used} of ${total}`);
+  await boss.waitForFunction(() => Number(document.querySelector("#graph-host-cpu polyline")?.getAttribute("data-points") ?? 0) >= 3);
+  await boss.waitForSelector("#graph-host-memory polyline");
+  step("the box page shows its keys, data partition and host graphs");
+  if (shots) await boss.screenshot({ path: `${shots}/console-box.png`, fullPage: true });
+  console.log(`fingerprint ${await boss.locator("#tls-fingerprint").textContent()}`);
 
   assert.deepEqual(problems, [], "no CSP violation or script error");
   console.log("browser: all checks passed");

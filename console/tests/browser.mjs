@@ -10,6 +10,7 @@
 //   PADDOCK_SHOTS: where screenshots go, if set)
 import { launch, watch } from "./chromium.mjs";
 import assert from "node:assert/strict";
+import tls from "node:tls";
 
 const url = process.env.PADDOCK_URL;
 const admin = process.env.PADDOCK_ADMIN;
@@ -72,10 +73,14 @@ try {
       body: JSON.stringify({ ttl_s: 60 }),
     });
     const t = await fetch("/v1/tokens");
-    return [r.status, t.status];
+    const b = await fetch("/v1/system");
+    return [r.status, t.status, b.status];
   });
-  assert.deepEqual(forged, [403, 403], "a forged create and token list without the scopes");
-  step("a forged create and a forged token list were refused (403)");
+  assert.deepEqual(forged, [403, 403, 403], "a forged create, token list and box details without the scopes");
+  step("a forged create, token list and box details were refused (403)");
+  await page.click("nav a:text('Box')");
+  await page.waitForSelector("#box dd");
+  assert.equal(await page.locator("#tls-fingerprint, #host-graphs").count(), 0, "no host details for a non-admin");
   if (shots) await page.screenshot({ path: `${shots}/console-reader.png`, fullPage: true });
 
   await page.click("#sign-out");
@@ -104,7 +109,21 @@ try {
   step("the audit log shows the mint");
   if (shots) await page.screenshot({ path: `${shots}/console-audit.png`, fullPage: true });
   await page.click("nav a:text('Box')");
-  await page.waitForSelector("#box dd");
+  // The fingerprint shown is the certificate's this connection got, and
+  // the host's graphs have points (the first sample is taken at start).
+  const served = await new Promise((resolve, reject) => {
+    const u = new URL(url);
+    const s = tls.connect({ host: u.hostname, port: Number(u.port), rejectUnauthorized: false }, () => {
+      resolve(s.getPeerCertificate().fingerprint256);
+      s.end();
+    });
+    s.on("error", reject);
+  });
+  assert.equal(await (await page.waitForSelector("#tls-fingerprint")).textContent(), served, "the served certificate's fingerprint");
+  const points = await (await page.waitForSelector("#graph-host-cpu polyline")).getAttribute("data-points");
+  assert.ok(Number(points) >= 1, `host CPU points: ${points}`);
+  await page.waitForSelector("#graph-host-memory polyline");
+  step(`the box page: the served fingerprint and host graphs (${points} points)`);
   if (shots) await page.screenshot({ path: `${shots}/console-box.png`, fullPage: true });
 
   // The terminal's library injects its own styles: under the page's

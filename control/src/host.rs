@@ -56,6 +56,11 @@ pub trait Host: Send + Sync {
         Err("no API process to give a new identity".into())
     }
 
+    /// SHA-256 of the certificate the API serves, colon-separated hex.
+    fn tls_fingerprint(&self) -> Option<String> {
+        None
+    }
+
     /// Restarts the API process after `delay` (with its new identity).
     fn restart_api_soon(&self, _delay: Duration) {}
 

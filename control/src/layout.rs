@@ -21,6 +21,9 @@ pub const VM_GID: u32 = 901;
 /// Where every workspace's cgroup is made.
 pub(crate) const CGROUP_ROOT: &str = "/sys/fs/cgroup/paddock";
 
+/// The data partition's mount point.
+pub const DATA_MOUNT: &str = "/data";
+
 /// Where workspaces' disks live, one directory each.
 pub const WORKSPACES_DIR: &str = "/data/workspaces";
 

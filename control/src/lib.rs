@@ -14,6 +14,7 @@ pub mod console;
 pub mod egress_ca;
 pub mod forensics;
 pub mod host;
+pub mod host_samples;
 pub mod layout;
 pub mod limits;
 pub mod metrics;

@@ -96,7 +96,7 @@ pub fn disk_used(id: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn meminfo(key: &str) -> Option<u64> {
+pub(crate) fn meminfo(key: &str) -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let kb: u64 = text
         .lines()
@@ -266,16 +266,40 @@ pub fn render(workspaces: &[WorkspaceRecord], execs: &HashMap<String, u64>) -> S
         "paddock_host_memory_available_bytes {}",
         meminfo("MemAvailable:").unwrap_or(0)
     );
-    let data_free = nix::sys::statvfs::statvfs("/data")
-        .map(|s| s.blocks_available() * s.fragment_size())
-        .unwrap_or(0);
+    let data = crate::host_samples::data_use();
     family(
         &mut out,
         "paddock_host_data_free_bytes",
         "gauge",
         "free space on the data partition",
     );
-    let _ = writeln!(out, "paddock_host_data_free_bytes {data_free}");
+    let _ = writeln!(out, "paddock_host_data_free_bytes {}", data.available_bytes);
+    family(
+        &mut out,
+        "paddock_host_data_size_bytes",
+        "gauge",
+        "size of the data partition",
+    );
+    let _ = writeln!(out, "paddock_host_data_size_bytes {}", data.total_bytes);
+    if let Some(cpu) = crate::host_samples::cpu_times() {
+        // USER_HZ, which /proc/stat counts in, is 100 on every Linux ABI
+        // the appliance runs on.
+        family(
+            &mut out,
+            "paddock_host_cpu_seconds_total",
+            "counter",
+            "CPU time of every host CPU together, busy or idle (idle counts iowait)",
+        );
+        for (mode, ticks) in [("busy", cpu.busy), ("idle", cpu.idle)] {
+            let _ = writeln!(
+                out,
+                "paddock_host_cpu_seconds_total{{mode=\"{mode}\"}} {:.2}",
+                ticks as f64 / 100.0
+            );
+        }
+        family(&mut out, "paddock_host_cpus", "gauge", "host CPUs online");
+        let _ = writeln!(out, "paddock_host_cpus {}", cpu.cpus);
+    }
     family(
         &mut out,
         "paddock_net_services_restarts_total",

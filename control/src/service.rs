@@ -74,6 +74,8 @@ pub struct Control {
     expiry_retry: Mutex<std::collections::HashMap<String, u64>>,
     /// Each running workspace's figures over the last hour.
     samples: super::samples::Sampler,
+    /// The host's own figures over the last hour.
+    host_samples: super::host_samples::HostSampler,
     /// Each running workspace watched for the signals of a looping agent.
     signals: super::signals::Watch,
     /// Each workspace's command ends and fired signals, for its report
@@ -168,6 +170,7 @@ impl Control {
             tokens: std::sync::RwLock::new(tokens),
             expiry_retry: Mutex::new(std::collections::HashMap::new()),
             samples: Default::default(),
+            host_samples: Default::default(),
             signals: Default::default(),
             history: Default::default(),
         })
@@ -267,6 +270,7 @@ impl Control {
     /// forever.
     pub fn sample_loop(self: Arc<Self>) {
         loop {
+            self.host_samples.take(now_s());
             if let Ok(all) = self.store.list::<WorkspaceRecord>(WORKSPACES) {
                 let now = now_s();
                 self.samples.take(&all, now);
@@ -451,6 +455,8 @@ impl Control {
             Call::RotateToken { id } => format!("rotate_token {id}"),
             Call::RotateTls => "rotate_tls".into(),
             Call::KeyStatus => "key_status".into(),
+            Call::SystemStatus => "system_status".into(),
+            Call::HostMetrics { .. } => "host_metrics".into(),
             Call::RecoverKeys { .. } => "recover_keys".into(),
             Call::ScanProcesses { .. } => "scan_processes".into(),
             Call::ProbeDisk { id } => format!("probe_disk {id}"),
@@ -560,6 +566,8 @@ impl Control {
             Call::RotateToken { id } => self.rotate_token(tok, &id, what),
             Call::RotateTls => self.rotate_tls(tok, what),
             Call::KeyStatus => self.key_status(tok, what),
+            Call::SystemStatus => self.system_status(tok, what),
+            Call::HostMetrics { since } => self.host_metrics(tok, since, what),
             Call::RecoverKeys { secret } => self.recover_keys(tok, secret, what),
             call @ (Call::ScanProcesses { .. }
             | Call::DropCaches

@@ -37,6 +37,10 @@ impl Host for Pid1 {
         Ok(id.fingerprint)
     }
 
+    fn tls_fingerprint(&self) -> Option<String> {
+        crate::api::supervisor::served_fingerprint()
+    }
+
     fn restart_api_soon(&self, delay: Duration) {
         crate::api::supervisor::restart_soon(delay);
     }

@@ -239,6 +239,16 @@ fn subcommands_of_subcommands() {
         }
     ));
     assert!(matches!(
+        parse(&["system"]).command,
+        Command::System { command: None }
+    ));
+    assert!(matches!(
+        parse(&["system", "metrics", "--since", "5"]).command,
+        Command::System {
+            command: Some(SystemCommand::Metrics { since: Some(5) })
+        }
+    ));
+    assert!(matches!(
         parse(&["tls", "rotate"]).command,
         Command::Tls(TlsCommand::Rotate)
     ));

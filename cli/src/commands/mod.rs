@@ -6,6 +6,7 @@ mod admin;
 mod review;
 mod secrets;
 mod shell;
+mod system;
 mod workspace;
 
 use crate::args::{Cli, Command};
@@ -57,6 +58,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Token(cmd) => admin::token(&ctx()?, cmd),
         Command::Tls(cmd) => admin::tls(&ctx()?, cmd),
         Command::Keys { command } => admin::keys(&ctx()?, command),
+        Command::System { command } => system::system(&ctx()?, command),
         Command::Events(args) => admin::events(&ctx()?, &args),
         Command::NetLog(args) => review::net_log(&ctx()?, &args),
         Command::Report { id } => review::report(&ctx()?, &id),

@@ -1,12 +1,13 @@
 //! The appliance's own admin calls: forensic snapshots, the API's TLS
-//! identity, the disk keys' status and recovery.
+//! identity, the disk keys' status and recovery, the box's state and its
+//! host figures.
 
 use super::{error, reply, Control, Outcome};
 use crate::forensics;
 use crate::tokens::{Scope, TokenRecord};
 use log::warn;
 use paddock_api_channel::{CallReply, Verdict};
-use paddock_api_types::{Deleted, KeyState, KeyStatus, TlsRotated};
+use paddock_api_types::{Deleted, HostMetrics, KeyState, KeyStatus, SystemStatus, TlsRotated};
 use serde_json::json;
 use std::time::Duration;
 
@@ -104,6 +105,54 @@ impl Control {
             paddock_keys::store().map_err(|e| error(Verdict::Unavailable, e.to_string()))?;
         let (state, detail) = store.summary();
         Ok(reply(Verdict::Ok, KeyStatus { state, detail }))
+    }
+
+    /// `GET /v1/system` (admin). A key store that cannot answer (not yet
+    /// opened, or failed) reads as unavailable, with why: the box's own
+    /// page must still show.
+    pub(super) fn system_status(&self, tok: &TokenRecord, what: &str) -> Result<Outcome, Outcome> {
+        self.need(tok, Scope::Admin, what)?;
+        let keys = match paddock_keys::store() {
+            Ok(store) => {
+                let (state, detail) = store.summary();
+                KeyStatus { state, detail }
+            }
+            Err(e) => KeyStatus {
+                state: KeyState::Unavailable,
+                detail: e.to_string(),
+            },
+        };
+        let uptime_s = std::fs::read_to_string("/proc/uptime")
+            .ok()
+            .and_then(|u| u.split('.').next()?.parse().ok())
+            .unwrap_or(0);
+        Ok(reply(
+            Verdict::Ok,
+            SystemStatus {
+                version: env!("CARGO_PKG_VERSION").into(),
+                uptime_s,
+                tls_fingerprint: crate::host::get().tls_fingerprint(),
+                keys,
+                data: crate::host_samples::data_use(),
+                host: self.host_samples.latest(),
+            },
+        ))
+    }
+
+    /// `GET /v1/system/metrics` (admin).
+    pub(super) fn host_metrics(
+        &self,
+        tok: &TokenRecord,
+        since: u64,
+        what: &str,
+    ) -> Result<Outcome, Outcome> {
+        self.need(tok, Scope::Admin, what)?;
+        Ok(reply(
+            Verdict::Ok,
+            HostMetrics {
+                samples: self.host_samples.since(since),
+            },
+        ))
     }
 
     /// `POST /v1/keys/recover` (admin): unlocks locked disk keys with the recovery secret.

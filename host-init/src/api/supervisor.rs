@@ -53,6 +53,15 @@ static IDENTITY: std::sync::Mutex<Option<(String, String)>> = std::sync::Mutex::
 /// The running API process, for a restart after a rotation.
 static API_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
+/// SHA-256 of the certificate the running API process was given.
+static SERVED: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// The fingerprint of the certificate the API process serves (the one
+/// handed to the last one started), colon-separated hex.
+pub fn served_fingerprint() -> Option<String> {
+    SERVED.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 /// Makes the next API process serve this identity.
 pub fn replace_identity(cert_pem: &str, key_pem: &str) {
     *IDENTITY.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -169,6 +178,8 @@ pub fn spawn(
         }
     };
     ours.set_timeout(None)?;
+    *SERVED.lock().unwrap_or_else(|e| e.into_inner()) =
+        crate::tls::pem_to_der(&init.cert_pem).map(|der| crate::tls::fingerprint(&der));
     let handlers = Arc::new(Handlers {
         status: Box::new(status),
         calls: Box::new(calls),

@@ -44,6 +44,9 @@ pub fn start(name: &str) -> RealApi {
     control
         .add_bootstrap(&paddock_init::control::tokens::hash_secret(&admin))
         .expect("bootstrap token");
+    // As PID 1 does: the host's and workspaces' figures every 5 s.
+    let sampler = control.clone();
+    std::thread::spawn(move || sampler.sample_loop());
     let running = spawn_api(
         &control,
         Some(PlainHttp {

@@ -298,6 +298,7 @@ CALLS: list[tuple[str, Call]] = [
         allow_plain_http=True, upstream_ca="PEM")),
     ("set_egress", lambda c, w, p: w.set_egress(domains=["a.example"], cidrs=["198.51.100.7:443"])),
     ("metrics", lambda c, w, p: w.metrics(since=5)),
+    ("host_metrics", lambda c, w, p: c.host_metrics(since=5)),
     ("network_log", lambda c, w, p: w.network_log(since=5, decision="denied", limit=10)),
     ("exec", lambda c, w, p: w.run(["true"], stdin=b"x", env={"A": "1"}, cwd="/", user="root", timeout_s=5)),
     ("start_process", lambda c, w, p: w.spawn(["sh"], stdin=True, env={"A": "1"}, cwd="/", user="root", tag="t",

@@ -39,6 +39,21 @@ pub(crate) fn cli_session(app: &Appliance, admin: &str, fingerprint: &str) {
     let (code, out, err) = cli(&["login", &url, admin, "--fingerprint", fingerprint]);
     assert_eq!(code, Some(0), "{out}{err}");
 
+    // The box, as `paddock system` shows it: the fingerprint just pinned,
+    // the disk keys sealed, a sample of the host.
+    let (code, out, err) = cli(&["system"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(&format!("tls      {fingerprint}")), "{out}");
+    assert!(out.contains("keys     ready"), "{out}");
+    assert!(
+        out.contains("data     ") && out.contains("host     "),
+        "{out}"
+    );
+    let (code, out, err) = cli(&["--json", "system", "metrics"]);
+    assert_eq!(code, Some(0), "{err}");
+    let m: paddock_api_types::HostMetrics = serde_json::from_str(&out).expect("HostMetrics");
+    assert!(!m.samples.is_empty(), "{out}");
+
     let (code, id, err) = cli(&[
         "create",
         "--ttl",

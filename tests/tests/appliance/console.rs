@@ -70,6 +70,11 @@ fn the_console_drives_a_workspace_in_a_real_browser() {
     };
     let created = said("created ");
     let approval = said("approved ");
+    assert_eq!(
+        said("fingerprint "),
+        app.served_fingerprint().expect("the served certificate"),
+        "the box page shows the certificate the API port serves"
+    );
 
     // What the browser did, as the API tells it.
     let (code, body) = app

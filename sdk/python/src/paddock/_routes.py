@@ -94,6 +94,8 @@ ROUTES: dict[str, Route] = {
     "rotate_tls": Route("POST", "/v1/tls/rotate", model=a.TlsRotated),
     "key_status": Route("GET", "/v1/keys", model=a.KeyStatus),
     "recover_keys": Route("POST", "/v1/keys/recover", model=a.KeyStatus, body=a.RecoverKeysRequest),
+    "system": Route("GET", "/v1/system", model=a.SystemStatus),
+    "host_metrics": Route("GET", "/v1/system/metrics", model=a.HostMetrics, query=("since",)),
     "list_approvals": Route("GET", "/v1/approvals", model=r.ApprovalList, query=("state",)),
     "get_approval": Route("GET", "/v1/approvals/{id}", model=r.Approval),
     "decide_approval": Route("POST", "/v1/approvals/{id}", model=r.Approval, body=r.ApprovalDecision),

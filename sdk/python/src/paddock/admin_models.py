@@ -1,5 +1,5 @@
 """The wire types of the appliance's own calls: health, tokens, links,
-audit events, TLS and disk keys (see :mod:`paddock.models` for how they map
+audit events, TLS, disk keys and the box itself (see :mod:`paddock.models` for how they map
 to ``docs/openapi.yaml``)."""
 
 from __future__ import annotations
@@ -162,6 +162,46 @@ class KeyStatus:
 @dataclass
 class RecoverKeysRequest:
     recovery_secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class DiskUse:
+    """A filesystem's size and use; ``available_bytes`` leaves out its reserve."""
+
+    total_bytes: int
+    used_bytes: int
+    available_bytes: int
+
+
+@dataclass(frozen=True)
+class HostSample:
+    """One sample of the host, every 5 s: ``cpu_pct`` is of all its CPUs
+    since the one before."""
+
+    t: int
+    cpu_pct: float
+    cpus: int
+    memory_used_bytes: int
+    memory_total_bytes: int
+    load1: float
+
+
+@dataclass(frozen=True)
+class HostMetrics:
+    samples: list[HostSample]
+
+
+@dataclass(frozen=True)
+class SystemStatus:
+    """``GET /v1/system``: the box's version, uptime, the API certificate's
+    fingerprint, its disk keys, data partition and newest host sample."""
+
+    version: str
+    uptime_s: int
+    tls_fingerprint: str | None
+    keys: KeyStatus
+    data: DiskUse
+    host: HostSample | None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ from .admin_models import (
     AuditEvents,
     Event,
     Health,
+    HostMetrics,
+    HostSample,
     KeyStatus,
     Link,
     LinkList,
@@ -27,6 +29,7 @@ from .admin_models import (
     RecoverKeysRequest,
     Revoked,
     Scope,
+    SystemStatus,
     SecretFormat,
     TlsRotated,
     Token,
@@ -310,6 +313,18 @@ class AsyncPaddock:
         """Re-seals locked disk keys (``POST /v1/keys/recover``)."""
         result: KeyStatus = await self._t.call("recover_keys", body=RecoverKeysRequest(recovery_secret))
         return result
+
+    async def system(self) -> SystemStatus:
+        """The box: version, uptime, TLS fingerprint, disk keys, data
+        partition use and the newest host sample (``GET /v1/system``; admin)."""
+        result: SystemStatus = await self._t.call("system")
+        return result
+
+    async def host_metrics(self, since: int | None = None) -> list[HostSample]:
+        """The host's samples (every 5 s, the last hour kept), oldest first,
+        from Unix second ``since`` on (``GET /v1/system/metrics``; admin)."""
+        result: HostMetrics = await self._t.call("host_metrics", query=[("since", since)])
+        return result.samples
 
     async def prometheus_metrics(self) -> str:
         """Prometheus text (``GET /metrics``)."""

@@ -17,6 +17,8 @@ from .admin_models import (
     AuditEvents,
     Event,
     Health,
+    HostMetrics,
+    HostSample,
     KeyStatus,
     Link,
     LinkList,
@@ -26,6 +28,7 @@ from .admin_models import (
     RecoverKeysRequest,
     Revoked,
     Scope,
+    SystemStatus,
     SecretFormat,
     TlsRotated,
     Token,
@@ -340,6 +343,18 @@ class Paddock:
         /v1/keys/recover``; admin)."""
         result: KeyStatus = self._t.call("recover_keys", body=RecoverKeysRequest(recovery_secret))
         return result
+
+    def system(self) -> SystemStatus:
+        """The box: version, uptime, TLS fingerprint, disk keys, data
+        partition use and the newest host sample (``GET /v1/system``; admin)."""
+        result: SystemStatus = self._t.call("system")
+        return result
+
+    def host_metrics(self, since: int | None = None) -> list[HostSample]:
+        """The host's samples (every 5 s, the last hour kept), oldest first,
+        from Unix second ``since`` on (``GET /v1/system/metrics``; admin)."""
+        result: HostMetrics = self._t.call("host_metrics", query=[("since", since)])
+        return result.samples
 
     def prometheus_metrics(self) -> str:
         """Prometheus text for the workspaces this token sees and the host

@@ -1,0 +1,93 @@
+//! The box itself: `paddock system` (version, uptime, certificate, disk
+//! keys, data partition, host now) and `paddock system metrics` (the
+//! host's samples over the last hour).
+
+use super::Ctx;
+use crate::args::SystemCommand;
+use crate::CliError;
+use paddock_api_types::{HostMetrics, HostSample, SystemStatus};
+
+/// Bytes as the largest binary unit that keeps a number of at least 1.
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+fn host_line(h: &HostSample) -> String {
+    format!(
+        "cpu {:.1}% of {}, memory {} of {}, load {:.2}",
+        h.cpu_pct,
+        h.cpus,
+        size(h.memory_used_bytes),
+        size(h.memory_total_bytes),
+        h.load1
+    )
+}
+
+pub fn system(ctx: &Ctx, cmd: Option<SystemCommand>) -> Result<(), CliError> {
+    match cmd {
+        None => {
+            let body = ctx.call("GET", "/v1/system")?;
+            ctx.show(&body, |s: SystemStatus| {
+                let keys = serde_json::to_value(s.keys.state).unwrap_or_default();
+                println!("version  {}", s.version);
+                println!("uptime   {} s", s.uptime_s);
+                println!(
+                    "tls      {}",
+                    s.tls_fingerprint.as_deref().unwrap_or("(none)")
+                );
+                println!(
+                    "keys     {}: {}",
+                    keys.as_str().unwrap_or("?"),
+                    s.keys.detail
+                );
+                println!(
+                    "data     {} used of {}, {} available",
+                    size(s.data.used_bytes),
+                    size(s.data.total_bytes),
+                    size(s.data.available_bytes)
+                );
+                match s.host {
+                    Some(h) => println!("host     {}", host_line(&h)),
+                    None => println!("host     (no sample yet)"),
+                }
+            })
+        }
+        Some(SystemCommand::Metrics { since }) => {
+            let path = match since {
+                Some(t) => format!("/v1/system/metrics?since={t}"),
+                None => "/v1/system/metrics".into(),
+            };
+            let body = ctx.call("GET", &path)?;
+            ctx.show(&body, |m: HostMetrics| {
+                for h in m.samples {
+                    println!("{}  {}", h.t, host_line(&h));
+                }
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(size(0), "0 B");
+        assert_eq!(size(1023), "1023 B");
+        assert_eq!(size(1536), "1.5 KiB");
+        assert_eq!(size(8 << 30), "8.0 GiB");
+        assert_eq!(size(u64::MAX), "16.0 EiB");
+    }
+}
