@@ -10,8 +10,10 @@ use crate::wire::{Reader, Writer};
 use crate::TpmError;
 use ring::rand::{SecureRandom, SystemRandom};
 
+mod authorize;
 mod nv;
 mod sessions;
+pub use authorize::Verified;
 pub use nv::NvPublic;
 
 pub struct Tpm {

@@ -15,8 +15,8 @@ mod client;
 #[doc(hidden)]
 pub mod exercise;
 
-pub use client::{Auth, EccKey, NvPublic, Tpm};
-pub use policy::PcrSelection;
+pub use client::{Auth, EccKey, NvPublic, Tpm, Verified};
+pub use policy::{PcrSelection, PolicyKey, SignedPolicy};
 pub use session::{Session, SessionKind};
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +47,16 @@ impl TpmError {
         self.code()
             .is_some_and(|c| fmt1(c) == Some(rc::POLICY_FAIL))
     }
+    /// A value out of range; from PolicyAuthorize: the session's policy
+    /// is not the one the signature approved (the PCRs differ from what
+    /// was signed).
+    pub fn is_value(&self) -> bool {
+        self.code().is_some_and(|c| fmt1(c) == Some(rc::VALUE))
+    }
+    /// A signature the TPM was asked to verify does not.
+    pub fn is_bad_signature(&self) -> bool {
+        self.code().is_some_and(|c| fmt1(c) == Some(rc::SIGNATURE))
+    }
     /// The handle (an NV index) does not exist.
     pub fn is_missing_handle(&self) -> bool {
         self.code().is_some_and(|c| fmt1(c) == Some(rc::HANDLE))
@@ -65,6 +75,7 @@ impl TpmError {
 pub mod rc {
     pub const HANDLE: u32 = 0x08B;
     pub const AUTH_FAIL: u32 = 0x08E;
+    pub const SIGNATURE: u32 = 0x09B;
     pub const POLICY_FAIL: u32 = 0x09D;
     pub const BAD_AUTH: u32 = 0x0A2;
     pub const VALUE: u32 = 0x084;
@@ -92,6 +103,7 @@ pub fn describe_rc(code: u32) -> String {
     let name = match base {
         rc::HANDLE => "TPM_RC_HANDLE (no such handle)",
         rc::AUTH_FAIL => "TPM_RC_AUTH_FAIL (wrong authorization)",
+        rc::SIGNATURE => "TPM_RC_SIGNATURE (the signature does not verify)",
         rc::POLICY_FAIL => "TPM_RC_POLICY_FAIL (policy not satisfied: the boot state differs)",
         rc::BAD_AUTH => "TPM_RC_BAD_AUTH (wrong authorization)",
         rc::VALUE => "TPM_RC_VALUE (a value out of range)",
@@ -119,6 +131,8 @@ pub fn describe_rc(code: u32) -> String {
 pub mod consts {
     pub const ST_NO_SESSIONS: u16 = 0x8001;
     pub const ST_SESSIONS: u16 = 0x8002;
+    /// TPMT_TK_VERIFIED's tag.
+    pub const ST_VERIFIED: u16 = 0x8022;
     pub const RH_OWNER: u32 = 0x4000_0001;
     pub const RH_NULL: u32 = 0x4000_0007;
     pub const RS_PW: u32 = 0x4000_0009;
@@ -128,6 +142,7 @@ pub mod consts {
     pub const ALG_CFB: u16 = 0x0043;
     pub const ALG_XOR: u16 = 0x000A;
     pub const ALG_NULL: u16 = 0x0010;
+    pub const ALG_ECDSA: u16 = 0x0018;
     pub const ECC_NIST_P256: u16 = 0x0003;
 
     pub const CC_NV_UNDEFINE_SPACE: u32 = 0x122;
@@ -136,8 +151,11 @@ pub mod consts {
     pub const CC_NV_WRITE: u32 = 0x137;
     pub const CC_NV_READ: u32 = 0x14E;
     pub const CC_FLUSH_CONTEXT: u32 = 0x165;
+    pub const CC_LOAD_EXTERNAL: u32 = 0x167;
+    pub const CC_POLICY_AUTHORIZE: u32 = 0x16A;
     pub const CC_NV_READ_PUBLIC: u32 = 0x169;
     pub const CC_START_AUTH_SESSION: u32 = 0x176;
+    pub const CC_VERIFY_SIGNATURE: u32 = 0x177;
     pub const CC_GET_RANDOM: u32 = 0x17B;
     pub const CC_PCR_READ: u32 = 0x17E;
     pub const CC_POLICY_PCR: u32 = 0x17F;

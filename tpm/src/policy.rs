@@ -1,7 +1,10 @@
-//! PCR selections and the policy digest a PCR policy produces, computed
-//! here so an NV index can be defined with the policy of a boot state.
+//! PCR selections and the policy digests PCR and authorized policies
+//! produce, computed here so an NV index can be defined with the policy of
+//! a boot state, or of any boot state a key signs for.
 
-use crate::consts::{ALG_SHA256, CC_POLICY_PCR};
+use crate::consts::{
+    ALG_ECC, ALG_ECDSA, ALG_NULL, ALG_SHA256, CC_POLICY_AUTHORIZE, CC_POLICY_PCR, ECC_NIST_P256,
+};
 use crate::kdf::{sha256, DIGEST_LEN};
 use crate::wire::{Reader, Writer};
 use crate::TpmError;
@@ -72,16 +75,105 @@ pub fn pcr_policy_digest(
     selection: &PcrSelection,
     values: &[[u8; DIGEST_LEN]],
 ) -> [u8; DIGEST_LEN] {
+    pcr_policy_after(&[0u8; DIGEST_LEN], selection, values)
+}
+
+/// The policy digest after TPM2_PolicyPCR on a session whose digest was
+/// `before`.
+pub fn pcr_policy_after(
+    before: &[u8; DIGEST_LEN],
+    selection: &PcrSelection,
+    values: &[[u8; DIGEST_LEN]],
+) -> [u8; DIGEST_LEN] {
     let joined: Vec<&[u8]> = values.iter().map(|v| &v[..]).collect();
     let pcr_digest = sha256(&joined);
     let mut w = Writer::new();
     selection.marshal(&mut w);
     sha256(&[
-        &[0u8; DIGEST_LEN],
+        before,
         &CC_POLICY_PCR.to_be_bytes(),
         w.as_slice(),
         &pcr_digest,
     ])
+}
+
+/// The policy digest after TPM2_PolicyAuthorize: whatever came before is
+/// replaced by "a policy the holder of `key_name` signed, for
+/// `policy_ref`": `H(H(0…0 || CC_PolicyAuthorize || keyName) || policyRef)`.
+pub fn authorize_digest(key_name: &[u8], policy_ref: &[u8]) -> [u8; DIGEST_LEN] {
+    let first = sha256(&[
+        &[0u8; DIGEST_LEN],
+        &CC_POLICY_AUTHORIZE.to_be_bytes(),
+        key_name,
+    ]);
+    sha256(&[&first, policy_ref])
+}
+
+/// What the signer of an authorized policy signs: `H(approvedPolicy ||
+/// policyRef)` (TPM2_VerifySignature's digest).
+pub fn authorization_hash(approved: &[u8; DIGEST_LEN], policy_ref: &[u8]) -> [u8; DIGEST_LEN] {
+    sha256(&[approved, policy_ref])
+}
+
+/// A P-256 public key that signs policies (ECDSA with SHA-256), as the TPM
+/// loads it: its public area and name are fixed by the point alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyKey {
+    pub x: [u8; 32],
+    pub y: [u8; 32],
+}
+
+impl PolicyKey {
+    /// From an uncompressed SEC1 point (`04 || x || y`, 65 bytes).
+    pub fn from_sec1(point: &[u8]) -> Result<PolicyKey, TpmError> {
+        if point.len() != 65 || point[0] != 4 {
+            return Err(TpmError::Malformed(format!(
+                "a policy key is an uncompressed P-256 point (65 bytes starting 04), not {} bytes",
+                point.len()
+            )));
+        }
+        let mut x = [0u8; 32];
+        let mut y = [0u8; 32];
+        x.copy_from_slice(&point[1..33]);
+        y.copy_from_slice(&point[33..]);
+        Ok(PolicyKey { x, y })
+    }
+
+    /// TPMT_PUBLIC: an ECC P-256 signing key (ECDSA, SHA-256), no policy.
+    pub fn public_area(&self) -> Vec<u8> {
+        let attrs: u32 = (1 << 6) // userWithAuth
+            | (1 << 18); // sign
+        let mut w = Writer::new();
+        w.u16(ALG_ECC)
+            .u16(ALG_SHA256)
+            .u32(attrs)
+            .tpm2b(&[])
+            .u16(ALG_NULL)
+            .u16(ALG_ECDSA)
+            .u16(ALG_SHA256)
+            .u16(ECC_NIST_P256)
+            .u16(ALG_NULL)
+            .tpm2b(&self.x)
+            .tpm2b(&self.y);
+        w.into_vec()
+    }
+
+    /// nameAlg || H(public area).
+    pub fn name(&self) -> Vec<u8> {
+        let mut n = ALG_SHA256.to_be_bytes().to_vec();
+        n.extend_from_slice(&sha256(&[&self.public_area()]));
+        n
+    }
+}
+
+/// A policy approved by a [`PolicyKey`]: the signature (ECDSA P-256,
+/// SHA-256; `r` and `s`) over [`authorization_hash`] of `approved` and
+/// the `policy_ref` it was signed for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedPolicy {
+    pub approved: [u8; DIGEST_LEN],
+    pub r: [u8; 32],
+    pub s: [u8; 32],
 }
 
 #[cfg(test)]

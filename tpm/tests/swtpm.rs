@@ -4,51 +4,9 @@
 use paddock_tpm::consts::*;
 use paddock_tpm::transport::{Stream, Transport};
 use paddock_tpm::{policy, Auth, PcrSelection, SessionKind, Tpm, TpmError};
-use std::path::{Path, PathBuf};
 
-/// swtpm in a directory of its own, removed with it.
-struct Swtpm {
-    inner: Option<paddock_tpm::swtpm::Swtpm>,
-    dir: PathBuf,
-}
-
-impl Swtpm {
-    fn start(name: &str) -> Swtpm {
-        let dir = std::env::temp_dir().join(format!("paddock-swtpm-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let inner = paddock_tpm::swtpm::Swtpm::start(&dir).unwrap_or_else(|e| panic!("{e}"));
-        Swtpm {
-            inner: Some(inner),
-            dir,
-        }
-    }
-
-    fn tpm(&self) -> Tpm {
-        Tpm::new(Box::new(
-            Stream::connect(&self.path().join("data")).expect("connect"),
-        ))
-    }
-
-    fn path(&self) -> &Path {
-        &self.dir
-    }
-}
-
-impl Drop for Swtpm {
-    fn drop(&mut self) {
-        drop(self.inner.take());
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-const INDEX: u32 = 0x0150_0100;
-
-fn ok<T>(r: Result<T, TpmError>, what: &str) -> T {
-    match r {
-        Ok(v) => v,
-        Err(e) => panic!("{what}: {e}"),
-    }
-}
+mod common;
+use common::{ok, Swtpm, INDEX};
 
 #[test]
 fn random_bytes_come_in_the_size_asked() {
