@@ -12,6 +12,7 @@ packages=(
     debootstrap erofs-utils # workspace templates
     kmod zstd         # the appliance image: module dependencies, initramfs compression
     systemd-boot-efi  # the UEFI stub the unified kernel image is built on
+    systemd           # systemd-measure: the check of our own PCR 11 prediction
     ovmf swtpm swtpm-tools # UEFI firmware and a TPM 2.0 for booting the appliance in QEMU
     curl openssl      # the appliance tests talk HTTPS to its API
     iproute2          # the network tests: namespaces, taps, neighbours (ip)

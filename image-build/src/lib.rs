@@ -8,6 +8,8 @@ pub mod esp;
 pub mod gpt;
 #[cfg(feature = "tool")]
 pub mod inspect;
+#[cfg(feature = "tool")]
+pub mod pcr;
 
 /// GPT labels the image build writes and host-init looks for.
 pub const LABEL_ESP: &str = "paddock-esp";
