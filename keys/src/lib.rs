@@ -16,6 +16,7 @@ mod files;
 pub mod private_file;
 mod root;
 pub mod secret;
+pub mod signed;
 pub mod tls;
 mod wrap;
 
