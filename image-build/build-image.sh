@@ -10,6 +10,10 @@
 #   PADDOCK_TEMPLATE      the default workspace template (erofs)
 #   PADDOCK_HOST_KERNEL   the host kernel (image-build/host-kernel.sh)
 #   SOURCE_DATE_EPOCH     optional; defaults to the last commit's time
+#   PADDOCK_IMAGE_KEY     the image key (P-256, PKCS#8 DER) that signs each
+#                         image's PCR 11 policy for the disk keys
+#                         (docs/keys.md); without it, a development key made
+#                         once in $PADDOCK_CACHE/image-key, with a warning
 #
 # Outputs in OUT_DIR: paddock.img (GPT disk for dd), paddock.efi (UKI),
 # vmlinuz + initramfs.cpio.zst + cmdline (QEMU direct boot), contents.txt.
@@ -52,6 +56,19 @@ if [ "$has_probes" != "$wants_probes" ]; then
     echo "build-image: $PADDOCK_STATIC_BIN/paddock-init has test-probes=${has_probes:-unknown}, this image needs $wants_probes (just static, or just static-test for a test image)" >&2
     exit 1
 fi
+# The image key: its public half goes into the image (the disk keys are
+# sealed to what it signs), its private half signs this image's PCR 11
+# below and never goes anywhere near the image.
+image_key=${PADDOCK_IMAGE_KEY:-}
+if [ -z "$image_key" ]; then
+    image_key=${PADDOCK_CACHE:-$HOME/.cache/paddock}/image-key/development.pk8
+    if [ ! -f "$image_key" ]; then
+        mkdir -p "$(dirname "$image_key")"
+        "$tool" pcr-key --out "$image_key" --public "$image_key.pub"
+    fi
+    echo "build-image: signing with the development image key $image_key (set PADDOCK_IMAGE_KEY for a release; docs/keys.md)" >&2
+fi
+"$tool" pcr-public --key "$image_key" --out "$stage/usr/lib/paddock/pcr-policy.pub"
 install -m 0755 "$PADDOCK_STATIC_BIN/paddock-init" "$stage/init"
 install -m 0755 "$PADDOCK_STATIC_BIN/paddock-vmm" "$stage/usr/lib/paddock/paddock-vmm"
 install -m 0644 "$PADDOCK_GUEST_KERNEL/vmlinux" "$stage/usr/lib/paddock/guest/vmlinux"
@@ -126,13 +143,17 @@ printf "$(printf '\\x%02x\\x%02x\\x%02x\\x%02x' $((e & 255)) $((e >> 8 & 255)) $
     dd of="$work/paddock.efi" bs=1 seek=$((pe_at + 8)) conv=notrunc status=none
 printf '\x00\x00\x00\x00' | dd of="$work/paddock.efi" bs=1 seek=$((pe_at + 24 + 64)) conv=notrunc status=none
 
-disk_args=(--uki "$work/paddock.efi" --template "$PADDOCK_TEMPLATE" --out "$work/paddock.img")
+version_name=$(sed -n 's/^VERSION_ID=//p' "$stage/etc/os-release")
+"$tool" pcr-sign --uki "$work/paddock.efi" --key "$image_key" --image "$version_name" --out "$work/pcr-signature.json"
+disk_args=(--uki "$work/paddock.efi" --template "$PADDOCK_TEMPLATE" --out "$work/paddock.img"
+    --pcr-signature "$work/pcr-signature.json")
 [ -n "$esp_config" ] && disk_args+=(--esp-config "$esp_config")
 "$tool" disk "${disk_args[@]}"
 "$tool" list "$work/paddock.img" --check-no-shell > "$work/contents.txt"
 
 mkdir -p "$out"
-cp "$work/paddock.img" "$work/paddock.efi" "$work/initramfs.cpio.zst" "$work/cmdline" "$work/contents.txt" "$out/"
+cp "$work/paddock.img" "$work/paddock.efi" "$work/initramfs.cpio.zst" "$work/cmdline" "$work/contents.txt" \
+    "$work/pcr-signature.json" "$out/"
 cp "$hk/vmlinuz" "$out/vmlinuz"
 if [ -n "$esp_config" ]; then cp "$esp_config" "$out/esp-config.json"; else rm -f "$out/esp-config.json"; fi
 echo "build-image: $out/paddock.img ($(du -h --apparent-size "$out/paddock.img" | cut -f1)), UKI $(du -h "$out/paddock.efi" | cut -f1), initramfs $(du -h "$out/initramfs.cpio.zst" | cut -f1)" >&2

@@ -169,15 +169,16 @@ fn boot(cmdline: &str, started: Instant) {
 
     let mut cfg = Config::default();
     let mut problems = Vec::new();
-    if let Some(esp) = &data.esp_dev {
-        match storage::read_esp_config(esp) {
-            Ok(Some(text)) => {
-                info!("configuration from the ESP ({})", storage::ESP_CONFIG);
-                problems.extend(cfg.apply_file(&text, &format!("ESP:{}", storage::ESP_CONFIG)));
-            }
-            Ok(None) => {}
-            Err(e) => warn!("{e}"),
-        }
+    let esp = match &data.esp_dev {
+        Some(dev) => storage::read_esp(dev).unwrap_or_else(|e| {
+            warn!("{e}");
+            storage::EspFiles::default()
+        }),
+        None => storage::EspFiles::default(),
+    };
+    if let Some(text) = &esp.config {
+        info!("configuration from the ESP ({})", storage::ESP_CONFIG);
+        problems.extend(cfg.apply_file(text, &format!("ESP:{}", storage::ESP_CONFIG)));
     }
     if let Ok(text) = std::fs::read_to_string(CONFIG_FILE) {
         info!("configuration from {CONFIG_FILE}");
@@ -206,6 +207,7 @@ fn boot(cmdline: &str, started: Instant) {
         pcrs: crate::keys::DEFAULT_PCRS.to_vec(),
         allow_software_keys: cfg.allow_software_keys,
         recovery_key_sha256: cfg.recovery_key_sha256.clone(),
+        signed: signed_images(&esp.pcr_signatures),
     });
     if keys.ready {
         info!("disk keys: {}", keys.summary);
@@ -407,6 +409,37 @@ fn boot(cmdline: &str, started: Instant) {
         match data.template_dev {
             Some(t) => crate::demo::start(t),
             None => warn!("demo workspace: the image has no template partition"),
+        }
+    }
+}
+
+/// The image key in the image and the signatures on the ESP: what the
+/// disk keys are sealed to when this image is signed (keys::signed). An
+/// image without the key (built before there was one) seals to raw PCRs.
+fn signed_images(files: &[(String, Vec<u8>)]) -> Option<crate::keys::signed::SignedImages> {
+    use crate::keys::signed::{SignedImages, POLICY_KEY_FILE};
+    let key = match std::fs::read(POLICY_KEY_FILE) {
+        Ok(k) => k,
+        Err(e) => {
+            warn!("no image key ({POLICY_KEY_FILE}: {e}): disk keys are sealed to raw PCRs");
+            return None;
+        }
+    };
+    match SignedImages::gather(&key, files) {
+        Ok((images, left_out)) => {
+            for why in left_out {
+                warn!("a PCR signature on the ESP was left out: {why}");
+            }
+            info!(
+                "image key {}…, {} PCR signature(s) on the ESP",
+                &images.key_name()[..16],
+                images.signatures.len()
+            );
+            Some(images)
+        }
+        Err(e) => {
+            error!("{POLICY_KEY_FILE}: {e}");
+            None
         }
     }
 }

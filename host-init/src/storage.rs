@@ -337,13 +337,26 @@ pub fn unmount() -> Result<(), nix::Error> {
     last
 }
 
-/// Where the ESP is mounted, read-only, just long enough to read the
-/// configuration file an operator may have put there.
+/// Where the ESP is mounted, read-only, just long enough to read what an
+/// operator or the image build put there.
 const ESP_MOUNT: &str = "/run/esp";
 pub const ESP_CONFIG: &str = "paddock/config.json";
 
-/// The ESP's configuration file, if there is one.
-pub fn read_esp_config(esp_dev: &str) -> Result<Option<String>, StorageError> {
+/// What host-init reads from the ESP (writable by anyone holding the disk:
+/// everything here is checked before use).
+#[derive(Default)]
+pub struct EspFiles {
+    /// The operator's configuration, if there is one.
+    pub config: Option<String>,
+    /// The images' PCR signatures (`paddock_keys::signed`): name, bytes;
+    /// at most `MAX_SIGNATURES`, each at most `MAX_SIGNATURE_FILE` bytes
+    /// (a longer one is read that far and then refused by its parser).
+    pub pcr_signatures: Vec<(String, Vec<u8>)>,
+}
+
+pub fn read_esp(esp_dev: &str) -> Result<EspFiles, StorageError> {
+    use paddock_keys::signed::{MAX_SIGNATURES, MAX_SIGNATURE_FILE, SIGNATURE_DIR};
+    use std::io::Read;
     std::fs::create_dir_all(ESP_MOUNT).map_err(io_err("creating", Path::new(ESP_MOUNT)))?;
     mount(
         Some(esp_dev),
@@ -358,7 +371,7 @@ pub fn read_esp_config(esp_dev: &str) -> Result<Option<String>, StorageError> {
         source: std::io::Error::from(source),
     })?;
     let path = Path::new(ESP_MOUNT).join(ESP_CONFIG);
-    let text = match std::fs::read_to_string(&path) {
+    let config = match std::fs::read_to_string(&path) {
         Ok(t) => Ok(Some(t)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(StorageError::Io {
@@ -367,6 +380,29 @@ pub fn read_esp_config(esp_dev: &str) -> Result<Option<String>, StorageError> {
             source: e,
         }),
     };
+    let mut pcr_signatures = Vec::new();
+    if let Ok(dir) = std::fs::read_dir(Path::new(ESP_MOUNT).join(SIGNATURE_DIR)) {
+        let mut names: Vec<PathBuf> = dir
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        names.sort();
+        for p in names.into_iter().take(MAX_SIGNATURES) {
+            let mut bytes = Vec::new();
+            let read = std::fs::File::open(&p).and_then(|f| {
+                f.take(MAX_SIGNATURE_FILE as u64 + 1)
+                    .read_to_end(&mut bytes)
+            });
+            match read {
+                Ok(_) => pcr_signatures.push((p.display().to_string(), bytes)),
+                Err(e) => log::warn!("{}: {e}", p.display()),
+            }
+        }
+    }
     let _ = nix::mount::umount(ESP_MOUNT);
-    text
+    Ok(EspFiles {
+        config: config?,
+        pcr_signatures,
+    })
 }

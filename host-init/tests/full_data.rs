@@ -54,6 +54,7 @@ fn a_key_is_erased_on_a_full_partition_by_giving_up_the_ballast() {
             pcrs: paddock_init::keys::DEFAULT_PCRS.to_vec(),
             allow_software_keys: true,
             recovery_key_sha256: None,
+            signed: None,
         },
     );
     assert!(report.ready, "{}", report.summary);

@@ -17,6 +17,7 @@ fn opts(tpm: TpmSource) -> Options {
         pcrs: PCRS.to_vec(),
         allow_software_keys: false,
         recovery_key_sha256: None,
+        signed: None,
     }
 }
 

@@ -48,6 +48,7 @@ fn the_openapi_document_matches_the_server() {
             pcrs: paddock_init::keys::DEFAULT_PCRS.to_vec(),
             allow_software_keys: true,
             recovery_key_sha256: None,
+            signed: None,
         },
     );
     assert!(keys.ready, "{}", keys.summary);

@@ -48,11 +48,32 @@ static FIXED_TIME: FixedTime = FixedTime;
 /// Where host-init looks for the appliance's configuration on the ESP.
 pub const CONFIG_PATH: &str = "paddock/config.json";
 
-/// A FAT image of `size` bytes holding `uki` as the default loader and,
-/// when given, the appliance configuration at [`CONFIG_PATH`].
+/// Writes `bytes` at `path` ('/'-separated) under `root`, making its
+/// directories.
+fn put<T: fatfs::ReadWriteSeek>(
+    root: &fatfs::Dir<T>,
+    path: &str,
+    bytes: &[u8],
+) -> Result<(), EspError> {
+    let (dirs, name) = path.rsplit_once('/').unwrap_or(("", path));
+    let mut dir = root.clone();
+    for d in dirs.split('/').filter(|d| !d.is_empty()) {
+        dir = dir.create_dir(d)?;
+    }
+    let mut f = dir.create_file(name)?;
+    f.truncate()?;
+    f.write_all(bytes)?;
+    f.flush()?;
+    Ok(())
+}
+
+/// A FAT image of `size` bytes holding `uki` as the default loader, when
+/// given the appliance configuration at [`CONFIG_PATH`], and `extra` files
+/// (path, bytes) such as the image's PCR signature.
 pub fn build(
     uki: &[u8],
     config: Option<&[u8]>,
+    extra: &[(String, Vec<u8>)],
     size: u64,
     volume_id: u32,
 ) -> Result<Vec<u8>, EspError> {
@@ -73,19 +94,12 @@ pub fn build(
         let fs =
             fatfs::FileSystem::new(&mut img, fatfs::FsOptions::new().time_provider(&FIXED_TIME))?;
         let root = fs.root_dir();
-        let efi = root.create_dir("EFI")?;
-        let boot = efi.create_dir("BOOT")?;
-        let mut f = boot.create_file("BOOTX64.EFI")?;
-        f.truncate()?;
-        f.write_all(uki)?;
-        f.flush()?;
+        put(&root, DEFAULT_LOADER, uki)?;
         if let Some(cfg) = config {
-            let (dir, name) = CONFIG_PATH.split_once('/').unwrap_or(("", CONFIG_PATH));
-            let d = root.create_dir(dir)?;
-            let mut f = d.create_file(name)?;
-            f.truncate()?;
-            f.write_all(cfg)?;
-            f.flush()?;
+            put(&root, CONFIG_PATH, cfg)?;
+        }
+        for (path, bytes) in extra {
+            put(&root, path, bytes)?;
         }
     }
     Ok(img.into_inner())
@@ -132,18 +146,24 @@ mod tests {
     #[test]
     fn same_input_same_bytes_and_readable() {
         let uki = vec![0x5au8; 300_000];
-        let a = build(&uki, None, 8 * 1024 * 1024, 0x1234_5678).expect("build");
-        let b = build(&uki, None, 8 * 1024 * 1024, 0x1234_5678).expect("build");
+        let a = build(&uki, None, &[], 8 * 1024 * 1024, 0x1234_5678).expect("build");
+        let b = build(&uki, None, &[], 8 * 1024 * 1024, 0x1234_5678).expect("build");
         assert!(a == b, "ESP not deterministic");
         assert_eq!(
             list(&a).expect("list"),
             vec![("EFI/BOOT/BOOTX64.EFI".to_string(), 300_000)]
         );
         assert_eq!(read_file(&a, DEFAULT_LOADER).expect("read"), uki);
-        let c = build(&uki, Some(b"{}"), 8 * 1024 * 1024, 1).expect("build");
+        let sig = ("paddock/pcrsig/paddock.json".to_string(), b"[]".to_vec());
+        let c = build(&uki, Some(b"{}"), &[sig], 8 * 1024 * 1024, 1).expect("build");
         assert_eq!(read_file(&c, CONFIG_PATH).expect("config"), b"{}");
+        assert_eq!(
+            read_file(&c, "paddock/pcrsig/paddock.json").expect("signature"),
+            b"[]",
+            "beside the configuration, in a directory of its own"
+        );
         assert!(matches!(
-            build(&uki, None, 1024 * 1024, 1),
+            build(&uki, None, &[], 1024 * 1024, 1),
             Err(EspError::TooSmall { .. })
         ));
     }

@@ -113,6 +113,48 @@ pub fn pcr11(uki: &[u8]) -> Result<[u8; 32], PeError> {
     Ok(pcr)
 }
 
+/// Signs the disk keys' policy for a UKI whose PCR 11 will be `value`
+/// with the image key (P-256, PKCS#8 DER): the file the ESP carries.
+/// RFC 6979 nonces: the same image and key give the same bytes.
+pub fn sign_policy(
+    pkcs8: &[u8],
+    value: &[u8; 32],
+    image: &str,
+) -> Result<paddock_keys::signed::PcrSignature, String> {
+    use p256::ecdsa::signature::Signer;
+    use p256::ecdsa::{Signature, SigningKey};
+    use p256::pkcs8::DecodePrivateKey;
+    use paddock_keys::signed::{approved_for, hex, PcrSignature, POLICY_REF, SIGNED_PCRS};
+    let key = SigningKey::from_pkcs8_der(pkcs8)
+        .map_err(|e| format!("the image key is not a P-256 key in PKCS#8 DER: {e}"))?;
+    let point = key.verifying_key().to_encoded_point(false);
+    let public = paddock_tpm::PolicyKey::from_sec1(point.as_bytes()).map_err(|e| e.to_string())?;
+    let approved = approved_for(value);
+    let mut msg = approved.to_vec();
+    msg.extend_from_slice(POLICY_REF);
+    let sig: Signature = key.sign(&msg);
+    Ok(PcrSignature {
+        image: image.to_string(),
+        pcr: SIGNED_PCRS[0],
+        value: hex(value),
+        policy: hex(&approved),
+        key: hex(&public.name()),
+        signature: hex(&sig.to_bytes()),
+    })
+}
+
+/// The image key's public half: the uncompressed point the image holds.
+pub fn public_point(pkcs8: &[u8]) -> Result<Vec<u8>, String> {
+    use p256::pkcs8::DecodePrivateKey;
+    let key = p256::ecdsa::SigningKey::from_pkcs8_der(pkcs8)
+        .map_err(|e| format!("the image key is not a P-256 key in PKCS#8 DER: {e}"))?;
+    Ok(key
+        .verifying_key()
+        .to_encoded_point(false)
+        .as_bytes()
+        .to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +204,27 @@ mod tests {
         assert_eq!(secs[0].1, b"abc\0\0");
         let short = pe(&[(".cmdline", b"abcdef", 3)]);
         assert_eq!(sections(&short).expect("sections")[0].1, b"abc");
+    }
+
+    #[test]
+    fn a_signature_is_the_same_bytes_twice_and_reads_back_for_its_value() {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &rng,
+        )
+        .expect("a key");
+        let a = sign_policy(pkcs8.as_ref(), &[9; 32], "1.0").expect("signed");
+        let b = sign_policy(pkcs8.as_ref(), &[9; 32], "1.0").expect("signed");
+        assert_eq!(a, b, "RFC 6979: no random nonce");
+        let public = public_point(pkcs8.as_ref()).expect("public");
+        let bytes = serde_json::to_vec(&a).expect("json");
+        let (images, left_out) =
+            paddock_keys::signed::SignedImages::gather(&public, &[("a".into(), bytes)])
+                .expect("gathered");
+        assert!(left_out.is_empty(), "{left_out:?}");
+        assert!(images.for_value(&[9; 32]).is_some());
+        assert!(sign_policy(b"not a key", &[0; 32], "x").is_err());
     }
 
     #[test]

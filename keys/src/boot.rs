@@ -53,18 +53,35 @@ impl KeyStore {
                                 opts.tpm.display()
                             )));
                         }
-                        let mut t = TpmRoot::open(&opts.tpm, &meta.pcrs)?;
+                        // Sealed to signed images: this image must carry
+                        // the same key. Otherwise the store is locked, its
+                        // root kept for a recovery that re-seals it.
+                        let (signed, mismatch) = match (&opts.signed, meta.policy_key.as_str()) {
+                            (_, "") => (None, None),
+                            (Some(s), k) if s.key_name() == k => (Some(s.clone()), None),
+                            (Some(_), _) => (
+                                None,
+                                Some("this image's image key is not the one that signs for them"),
+                            ),
+                            (None, _) => (None, Some("this image carries no image key")),
+                        };
+                        let mut t =
+                            TpmRoot::open(&opts.tpm, &meta.pcrs, signed, opts.signed.clone())?;
                         if hex(t.key_name()) != meta.tpm_key_name {
                             return Err(KeyError::Locked("this TPM is not the one the disk keys were sealed to (its storage key differs: another TPM, or it was cleared). Nothing was changed".into()));
                         }
-                        match t.read() {
-                            Ok(epoch) => Ok(ready(Root::Tpm(t), epoch, None)),
-                            Err(KeyError::BootStateChanged) => {
-                                let why = KeyError::BootStateChanged.to_string();
+                        let read = match mismatch {
+                            Some(why) => Err(KeyError::NotSigned(why.into())),
+                            None => t.read(),
+                        };
+                        match read {
+                            Ok(epoch) => Ok(ready(Root::Tpm(Box::new(t)), epoch, None)),
+                            Err(e @ (KeyError::BootStateChanged | KeyError::NotSigned(_))) => {
+                                let why = e.to_string();
                                 Ok((
                                     State::Locked {
                                         why: why.clone(),
-                                        root: Some(t),
+                                        root: Some(Box::new(t)),
                                     },
                                     BootReport {
                                         summary: why,
@@ -120,6 +137,7 @@ impl KeyStore {
                             root: "file".into(),
                             pcrs: Vec::new(),
                             tpm_key_name: String::new(),
+                            policy_key: String::new(),
                         },
                     )?;
                     Ok(ready(Root::File(f), epoch, None))
@@ -138,7 +156,13 @@ impl KeyStore {
     }
 
     fn create_tpm(dir: &Path, opts: &Options) -> Result<(State, BootReport), KeyError> {
-        let mut t = TpmRoot::open(&opts.tpm, &opts.pcrs)?;
+        let mut t = TpmRoot::open(&opts.tpm, &opts.pcrs, None, opts.signed.clone())?;
+        if let Err(why) = t.adopt_offered() {
+            warn!(
+                "disk keys: sealed to this boot's PCRs {}, not to signed images: {why}",
+                pcr_list(&t.pcrs())
+            );
+        }
         let (auth, shown) = match opts.recovery_key_sha256.as_deref().and_then(unhex32) {
             Some(h) => (Secret::from(h), None),
             None => {
@@ -148,28 +172,33 @@ impl KeyStore {
         };
         let epoch = Epoch::fresh(1)?;
         t.seal(&epoch, &auth)?;
-        write_meta(
-            dir,
-            &Meta {
-                root: "tpm".into(),
-                pcrs: t.pcrs(),
-                tpm_key_name: hex(t.key_name()),
-            },
-        )?;
-        Ok(ready(Root::Tpm(t), epoch, shown))
+        write_meta(dir, &Meta::of_tpm(&t))?;
+        Ok(ready(Root::Tpm(Box::new(t)), epoch, shown))
     }
 }
 
 /// How a ready store holds its keys, in one line.
 pub(crate) fn describe(root: &Root, epoch: &Epoch) -> String {
     match root {
-        Root::Tpm(t) => format!(
-            "sealed to the TPM (PCR {}), epoch {}",
+        Root::Tpm(t) => describe_tpm(t, epoch),
+        Root::File(_) => format!(
+            "SOFTWARE KEYS (no TPM; allowed by configuration): a copy of the data disk holds everything, epoch {}",
+            epoch.generation
+        ),
+    }
+}
+
+pub(crate) fn describe_tpm(t: &TpmRoot, epoch: &Epoch) -> String {
+    match t.signed() {
+        Some(images) => format!(
+            "sealed to the TPM for images signed by key {}… (PCR 11) and PCR {}, epoch {}",
+            &images.key_name()[..16],
             pcr_list(&t.pcrs()),
             epoch.generation
         ),
-        Root::File(_) => format!(
-            "SOFTWARE KEYS (no TPM; allowed by configuration): a copy of the data disk holds everything, epoch {}",
+        None => format!(
+            "sealed to the TPM (PCR {}), epoch {}",
+            pcr_list(&t.pcrs()),
             epoch.generation
         ),
     }
@@ -187,7 +216,7 @@ fn ready(root: Root, epoch: Epoch, shown: Option<String>) -> (State, BootReport)
     )
 }
 
-fn write_meta(dir: &Path, meta: &Meta) -> Result<(), KeyError> {
+pub(crate) fn write_meta(dir: &Path, meta: &Meta) -> Result<(), KeyError> {
     let text = serde_json::to_vec_pretty(meta).map_err(|e| KeyError::Corrupt(e.to_string()))?;
     files::write_atomic(&dir.join(META), &text)
 }

@@ -20,7 +20,7 @@ pub mod signed;
 pub mod tls;
 mod wrap;
 
-use boot::{describe, pcr_list};
+use boot::describe;
 use log::{info, warn};
 use root::{Epoch, FileRoot, TpmRoot};
 use secret::Secret;
@@ -49,6 +49,8 @@ pub enum KeyError {
     },
     #[error("the TPM will not release the disk keys: this box booted into a different state (firmware, boot loader or image) than the one they were sealed to. Nothing was changed. Boot the image they were sealed to, or re-seal with the recovery secret (POST /v1/keys/recover)")]
     BootStateChanged,
+    #[error("the TPM will not release the disk keys: this image is not signed for them ({0}). Nothing was changed. Boot a signed image, or re-seal with the recovery secret (POST /v1/keys/recover)")]
+    NotSigned(String),
     #[error("the key store is damaged: {0}")]
     Corrupt(String),
     #[error("the recovery secret is wrong")]
@@ -84,7 +86,7 @@ impl KeyError {
 }
 
 enum Root {
-    Tpm(TpmRoot),
+    Tpm(Box<TpmRoot>),
     File(FileRoot),
 }
 
@@ -105,7 +107,7 @@ enum State {
     /// Sealed to a boot state we are not in; `root` is kept for recovery.
     Locked {
         why: String,
-        root: Option<TpmRoot>,
+        root: Option<Box<TpmRoot>>,
     },
     Unavailable(String),
 }
@@ -149,6 +151,10 @@ pub struct Options {
     pub pcrs: Vec<u8>,
     pub allow_software_keys: bool,
     pub recovery_key_sha256: Option<String>,
+    /// The booted image's key and the ESP's signatures (`signed`): a new
+    /// store is sealed to the images this key signs when one is for this
+    /// boot; None for an image without a key.
+    pub signed: Option<signed::SignedImages>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -160,6 +166,21 @@ struct Meta {
     /// whose owner seed was reset, cannot pose as ours.
     #[serde(default)]
     tpm_key_name: String,
+    /// Sealed to the images this key signs (its name, hex), with `pcrs`
+    /// bound beside it; empty: sealed to the raw `pcrs`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    policy_key: String,
+}
+
+impl Meta {
+    fn of_tpm(t: &TpmRoot) -> Meta {
+        Meta {
+            root: "tpm".into(),
+            pcrs: t.pcrs(),
+            tpm_key_name: hex(t.key_name()),
+            policy_key: t.signed().map(|s| s.key_name()).unwrap_or_default(),
+        }
+    }
 }
 
 fn hex(b: &[u8]) -> String {
@@ -326,11 +347,16 @@ impl KeyStore {
         };
         let auth = recovery_auth(secret);
         let epoch = t.read_with_recovery(&auth)?;
+        // Re-sealed to the images this image's key signs when it signed
+        // this boot; to this boot's raw PCRs otherwise.
+        if let Err(why) = t.adopt_offered() {
+            info!("disk keys: re-sealing to this boot's PCRs: {why}");
+        }
         t.seal(&epoch, &auth)?;
+        boot::write_meta(&self.dir, &Meta::of_tpm(t))?;
         let summary = format!(
-            "re-sealed to the TPM (PCR {}) with the recovery secret, epoch {}",
-            pcr_list(&t.pcrs()),
-            epoch.generation
+            "re-sealed with the recovery secret: {}",
+            boot::describe_tpm(t, &epoch)
         );
         let State::Locked { root: Some(t), .. } =
             std::mem::replace(&mut *state, State::Unavailable(String::new()))

@@ -1,8 +1,11 @@
 //! Where the epoch secret lives: in TPM NV memory, readable only under a
-//! PCR policy (this boot state) or with the recovery value; or, when the
-//! operator allowed it on a box without a TPM, in a file.
+//! policy (a boot state the image key signed, with PCR 7 as it was; or,
+//! for images without signatures, this boot state's raw PCRs) or with the
+//! recovery value; or, when the operator allowed it on a box without a
+//! TPM, in a file.
 
 use super::secret::Secret;
+use super::signed::{self, SignedImages, BOUND_PCRS, POLICY_REF, SIGNED_PCRS};
 use super::KeyError;
 use paddock_tpm::consts::*;
 use paddock_tpm::transport::Device;
@@ -57,7 +60,13 @@ impl Epoch {
 pub struct TpmRoot {
     tpm: Tpm,
     key: EccKey,
+    /// The PCRs bound as they are at sealing: the raw boot state, or with
+    /// `signed`, PCR 7 beside the image key's authorization.
     pcrs: PcrSelection,
+    /// Sealed to the images this key signs (PolicyAuthorize), or None.
+    signed: Option<SignedImages>,
+    /// The booted image's key and signatures: what a re-seal adopts.
+    offered: Option<SignedImages>,
 }
 
 fn tpm_err(what: &'static str) -> impl FnOnce(TpmError) -> KeyError {
@@ -65,7 +74,15 @@ fn tpm_err(what: &'static str) -> impl FnOnce(TpmError) -> KeyError {
 }
 
 impl TpmRoot {
-    pub fn open(source: &super::TpmSource, pcrs: &[u8]) -> Result<TpmRoot, KeyError> {
+    /// Opens the TPM with the binding a store records: `signed` for one
+    /// sealed to signed images (then `pcrs` are the bound ones), None for
+    /// one sealed to raw PCRs. `offered` is what this image brings.
+    pub fn open(
+        source: &super::TpmSource,
+        pcrs: &[u8],
+        signed: Option<SignedImages>,
+        offered: Option<SignedImages>,
+    ) -> Result<TpmRoot, KeyError> {
         let transport: Box<dyn paddock_tpm::transport::Transport> = match source {
             super::TpmSource::Device(p) => {
                 Box::new(Device::open(p).map_err(tpm_err("opening the TPM"))?)
@@ -79,7 +96,48 @@ impl TpmRoot {
             .create_primary_ecc()
             .map_err(tpm_err("deriving the TPM's storage key"))?;
         let pcrs = PcrSelection::new(pcrs).map_err(tpm_err("choosing PCRs"))?;
-        Ok(TpmRoot { tpm, key, pcrs })
+        Ok(TpmRoot {
+            tpm,
+            key,
+            pcrs,
+            signed,
+            offered,
+        })
+    }
+
+    /// The image key the store is sealed for, if it is.
+    pub fn signed(&self) -> Option<&SignedImages> {
+        self.signed.as_ref()
+    }
+
+    /// PCR 11 now.
+    fn signed_value(&mut self) -> Result<[u8; 32], KeyError> {
+        let sel = PcrSelection::new(SIGNED_PCRS).map_err(tpm_err("choosing PCRs"))?;
+        let values = self.tpm.pcr_read(&sel).map_err(tpm_err("reading PCR 11"))?;
+        values
+            .first()
+            .copied()
+            .ok_or_else(|| KeyError::Corrupt("the TPM returned no PCR 11".into()))
+    }
+
+    /// Switches the next seal to the booted image's key when it signed this
+    /// boot state. Returns why not otherwise (an unsigned image, a direct
+    /// kernel boot): the store then stays sealed to the raw PCRs.
+    pub fn adopt_offered(&mut self) -> Result<(), String> {
+        let Some(offered) = self.offered.clone() else {
+            return Err("this image carries no image key".into());
+        };
+        let value = self.signed_value().map_err(|e| e.to_string())?;
+        if offered.for_value(&value).is_none() {
+            return Err(format!(
+                "none of the {} signature(s) on the ESP is for this boot (PCR 11 {})",
+                offered.signatures.len(),
+                signed::hex(&value)
+            ));
+        }
+        self.pcrs = PcrSelection::new(BOUND_PCRS).map_err(|e| e.to_string())?;
+        self.signed = Some(offered);
+        Ok(())
     }
 
     pub fn key_name(&self) -> &[u8] {
@@ -90,13 +148,65 @@ impl TpmRoot {
         self.pcrs.pcrs()
     }
 
-    /// The policy that holds in the boot state we are in now.
+    /// The index's policy: the raw PCRs as they are now, or the image
+    /// key's authorization then the bound PCRs as they are now.
     fn current_policy(&mut self) -> Result<[u8; 32], KeyError> {
         let values = self
             .tpm
             .pcr_read(&self.pcrs)
             .map_err(tpm_err("reading the PCRs"))?;
-        Ok(policy::pcr_policy_digest(&self.pcrs, &values))
+        Ok(match &self.signed {
+            None => policy::pcr_policy_digest(&self.pcrs, &values),
+            Some(images) => policy::pcr_policy_after(
+                &policy::authorize_digest(&images.key.name(), POLICY_REF),
+                &self.pcrs,
+                &values,
+            ),
+        })
+    }
+
+    /// Runs `f` under the index's policy (see `current_policy`).
+    fn under_policy<T>(
+        &mut self,
+        encrypt: u8,
+        f: impl FnOnce(&mut Tpm, &mut [Auth]) -> Result<T, TpmError>,
+    ) -> Result<T, KeyError> {
+        let Some(images) = self.signed.clone() else {
+            return self
+                .tpm
+                .with_pcr_policy(&self.key, &self.pcrs, encrypt, f)
+                .map_err(|e| policy_error(e, "using the epoch"));
+        };
+        let value = self.signed_value()?;
+        let Some((_, signed)) = images.for_value(&value) else {
+            return Err(KeyError::NotSigned(format!(
+                "PCR 11 is {} and none of the {} signature(s) on the ESP by the image key {}… is for it",
+                signed::hex(&value),
+                images.signatures.len(),
+                &images.key_name()[..12]
+            )));
+        };
+        let sel = PcrSelection::new(SIGNED_PCRS).map_err(tpm_err("choosing PCRs"))?;
+        self.tpm
+            .with_authorized_policy(
+                &self.key,
+                &images.key,
+                signed,
+                POLICY_REF,
+                &sel,
+                &self.pcrs,
+                encrypt,
+                f,
+            )
+            .map_err(|e| {
+                if e.is_bad_signature() {
+                    KeyError::NotSigned(format!(
+                        "the TPM says the ESP's signature for this boot does not verify with the image key: {e}"
+                    ))
+                } else {
+                    policy_error(e, "using the epoch")
+                }
+            })
     }
 
     /// (Re)defines the index for this boot state and stores `epoch`.
@@ -132,42 +242,17 @@ impl TpmRoot {
     }
 
     pub fn read(&mut self) -> Result<Epoch, KeyError> {
-        let raw = self
-            .tpm
-            .with_pcr_policy(&self.key, &self.pcrs, SA_ENCRYPT, |tpm, auths| {
-                tpm.nv_read(NV_INDEX, EPOCH_LEN, auths)
-            })
-            .map_err(|e| {
-                if e.is_policy_fail() {
-                    KeyError::BootStateChanged
-                } else if e.is_missing_handle() {
-                    KeyError::Corrupt("the TPM holds no epoch index (was the TPM cleared?)".into())
-                } else {
-                    KeyError::Tpm {
-                        what: "reading the epoch",
-                        source: e,
-                    }
-                }
-            })?;
+        let raw = self.under_policy(SA_ENCRYPT, |tpm, auths| {
+            tpm.nv_read(NV_INDEX, EPOCH_LEN, auths)
+        })?;
         Epoch::decode(&raw)
     }
 
     pub fn write(&mut self, epoch: &Epoch) -> Result<(), KeyError> {
         let data = epoch.encode();
-        self.tpm
-            .with_pcr_policy(&self.key, &self.pcrs, SA_DECRYPT, |tpm, auths| {
-                tpm.nv_write(NV_INDEX, data.bytes(), auths)
-            })
-            .map_err(|e| {
-                if e.is_policy_fail() {
-                    KeyError::BootStateChanged
-                } else {
-                    KeyError::Tpm {
-                        what: "writing the epoch",
-                        source: e,
-                    }
-                }
-            })
+        self.under_policy(SA_DECRYPT, |tpm, auths| {
+            tpm.nv_write(NV_INDEX, data.bytes(), auths)
+        })
     }
 
     /// Reads the epoch with the recovery value (any boot state), through a
@@ -198,6 +283,17 @@ impl TpmRoot {
             }
         })?;
         Epoch::decode(&raw)
+    }
+}
+
+/// A policy session's failure in the key store's words.
+fn policy_error(e: TpmError, what: &'static str) -> KeyError {
+    if e.is_policy_fail() || e.is_value() {
+        KeyError::BootStateChanged
+    } else if e.is_missing_handle() {
+        KeyError::Corrupt("the TPM holds no epoch index (was the TPM cleared?)".into())
+    } else {
+        KeyError::Tpm { what, source: e }
     }
 }
 

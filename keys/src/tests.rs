@@ -6,6 +6,7 @@ fn software(dir: &Path) -> KeyStore {
         pcrs: DEFAULT_PCRS.to_vec(),
         allow_software_keys: true,
         recovery_key_sha256: None,
+        signed: None,
     };
     let (s, r) = KeyStore::open(dir, &opts);
     assert!(r.ready, "{}", r.summary);
@@ -26,6 +27,7 @@ fn without_a_tpm_keys_are_refused_unless_allowed() {
         pcrs: DEFAULT_PCRS.to_vec(),
         allow_software_keys: false,
         recovery_key_sha256: None,
+        signed: None,
     };
     let (s, r) = KeyStore::open(&d, &opts);
     assert!(!r.ready);

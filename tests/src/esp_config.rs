@@ -4,7 +4,7 @@
 //! its fake internet, which the other tests must never dial).
 
 use paddock_image::{esp, gpt, LABEL_ESP};
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,9 +37,42 @@ pub fn test_config_with(extra: serde_json::Value) -> Result<Vec<u8>, EspConfigEr
     serde_json::to_vec(&config).map_err(|e| failed("the configuration", e))
 }
 
-/// Writes a fresh ESP holding `uki` and `config` over `disk`'s.
+/// Writes a fresh ESP holding `uki` and `config` over `disk`'s; what the
+/// image build put there beside them (the image's PCR signature) stays.
 pub fn set(disk: &Path, uki: &Path, config: &[u8]) -> Result<(), EspConfigError> {
     let uki = std::fs::read(uki).map_err(|e| failed(format!("reading {}", uki.display()), e))?;
+    rewrite(disk, |loader, old_config, _| {
+        *loader = uki;
+        *old_config = Some(config.to_vec());
+    })
+}
+
+/// What an update writes to the ESP, without an update mechanism: the new
+/// UKI as the loader and its PCR signature beside the old ones
+/// (`signatures`: file name under paddock/pcrsig, bytes).
+pub fn install_uki(
+    disk: &Path,
+    uki: &Path,
+    signatures: &[(String, Vec<u8>)],
+) -> Result<(), EspConfigError> {
+    let uki = std::fs::read(uki).map_err(|e| failed(format!("reading {}", uki.display()), e))?;
+    rewrite(disk, |loader, _, kept| {
+        *loader = uki;
+        for (name, bytes) in signatures {
+            kept.push((
+                format!("{}/{name}", paddock_keys::signed::SIGNATURE_DIR),
+                bytes.clone(),
+            ));
+        }
+    })
+}
+
+/// Reads `disk`'s ESP (loader, configuration, every other file), lets
+/// `change` alter them, and writes a fresh ESP of the same size.
+fn rewrite(
+    disk: &Path,
+    change: impl FnOnce(&mut Vec<u8>, &mut Option<Vec<u8>>, &mut Vec<(String, Vec<u8>)>),
+) -> Result<(), EspConfigError> {
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -50,7 +83,23 @@ pub fn set(disk: &Path, uki: &Path, config: &[u8]) -> Result<(), EspConfigError>
         .find(LABEL_ESP)
         .ok_or_else(|| failed("the partition table", "no ESP"))?;
     let size = (p.last_lba + 1 - p.first_lba) * gpt::SECTOR;
-    let fat = esp::build(&uki, Some(config), size, 0x7e57_c0f9)
+    let mut old = vec![0u8; size as usize];
+    f.seek(SeekFrom::Start(p.first_lba * gpt::SECTOR))
+        .and_then(|_| f.read_exact(&mut old))
+        .map_err(|e| failed("reading the ESP", e))?;
+    let read = |path: &str| esp::read_file(&old, path).map_err(|e| failed("reading the ESP", e));
+    let mut loader = read(esp::DEFAULT_LOADER)?;
+    let mut config = None;
+    let mut kept = Vec::new();
+    for (path, _) in esp::list(&old).map_err(|e| failed("listing the ESP", e))? {
+        if path == esp::CONFIG_PATH {
+            config = Some(read(&path)?);
+        } else if path != esp::DEFAULT_LOADER {
+            kept.push((path.clone(), read(&path)?));
+        }
+    }
+    change(&mut loader, &mut config, &mut kept);
+    let fat = esp::build(&loader, config.as_deref(), &kept, size, 0x7e57_c0f9)
         .map_err(|e| failed("building the ESP", e))?;
     f.seek(SeekFrom::Start(p.first_lba * gpt::SECTOR))
         .and_then(|_| f.write_all(&fat))

@@ -15,6 +15,11 @@ impl Swtpm {
     /// started (TPM2_Startup done), serving raw commands on `socket()`.
     pub fn start(dir: &Path) -> Result<Swtpm, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        // A socket left by an earlier swtpm on the same state (a test's
+        // "reboot") would be taken for this one's before it listens.
+        for stale in ["data", "ctrl"] {
+            let _ = std::fs::remove_file(dir.join(stale));
+        }
         let child = Command::new("swtpm")
             .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
             .arg("--server")

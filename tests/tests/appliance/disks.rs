@@ -50,9 +50,78 @@ pub(crate) fn dump_from_data(disk: &Path, inner: &str, out: &Path) -> Vec<u8> {
     std::fs::read(out).unwrap_or_else(|e| panic!("{inner} was not dumped: {e}"))
 }
 
-/// Issue 7 end to end, one appliance disk over six boots (and a seventh
+/// Another image made from the test image's UKI, as an update would bring
+/// (its os-release's version changed, so systemd-stub measures another PCR
+/// 11), and with `sign` its PCR signature by the image key the build used.
+fn another_uki(images: &Path, dir: &Path, name: &str, sign: bool) -> (PathBuf, Option<Vec<u8>>) {
+    let uki = images.join("paddock.efi");
+    let osrel = dir.join(format!("{name}.osrel"));
+    let out = Command::new("objcopy")
+        .args(["-O", "binary", "--only-section=.osrel"])
+        .arg(&uki)
+        .arg(&osrel)
+        .status()
+        .expect("objcopy");
+    assert!(out.success());
+    // The same length, another version: the PE layout stays as it was.
+    let text = std::fs::read_to_string(&osrel).expect("os-release");
+    let changed: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("VERSION_ID=") {
+            Some(v) if !v.is_empty() => {
+                let mut v = v.to_string();
+                let last = v.pop().unwrap_or('0');
+                let bump = if name == "signed" { 'a' } else { 'b' };
+                v.push(if last == bump { 'c' } else { bump });
+                format!("VERSION_ID={v}\n")
+            }
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    assert_eq!(changed.len(), text.len(), "{changed}");
+    std::fs::write(&osrel, changed).expect("os-release");
+    let efi = dir.join(format!("{name}.efi"));
+    let out = Command::new("objcopy")
+        .arg(format!("--update-section=.osrel={}", osrel.display()))
+        .arg(&uki)
+        .arg(&efi)
+        .status()
+        .expect("objcopy");
+    assert!(out.success());
+    if !sign {
+        return (efi, None);
+    }
+    let key = std::env::var_os("PADDOCK_IMAGE_KEY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("PADDOCK_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/paddock")
+                });
+            cache.join("image-key/development.pk8")
+        });
+    let sig = dir.join(format!("{name}.json"));
+    let out = Command::new(
+        PathBuf::from(std::env::var("PADDOCK_STATIC_BIN").expect("PADDOCK_STATIC_BIN"))
+            .join("paddock-image"),
+    )
+    .args(["pcr-sign", "--image", name, "--uki"])
+    .arg(&efi)
+    .arg("--key")
+    .arg(&key)
+    .arg("--out")
+    .arg(&sig)
+    .status()
+    .expect("paddock-image pcr-sign");
+    assert!(out.success(), "signing with {}", key.display());
+    (efi, Some(std::fs::read(&sig).expect("signature")))
+}
+
+/// Issue 7 end to end, one appliance disk over seven boots (and an eighth
 /// of a new box without a TPM): disks encrypted with their own keys,
-/// sealed to the boot state, erased for good.
+/// sealed to the images the image key signs, surviving a signed update,
+/// erased for good.
 #[test]
 fn workspace_disks_are_encrypted_sealed_to_the_boot_state_and_erased_for_good() {
     let dir = scratch("keys");
@@ -81,17 +150,20 @@ fn workspace_disks_are_encrypted_sealed_to_the_boot_state_and_erased_for_good() 
         assert!(exited.is_some(), "powered off:\n{}", app.console());
     };
 
-    // Boot 1: a new key store sealed to PCR 4 and 7, its recovery secret
-    // shown once. Two workspaces write the same plaintext.
+    // Boot 1: a new key store sealed to the images the image key signs
+    // (PCR 11 as systemd-stub measured this UKI, signed at build) and PCR
+    // 7, its recovery secret shown once. Two workspaces write the same
+    // plaintext.
     let mut app = Appliance::boot(&disk, &state, &dir.join("k1.log")).expect("boot 1");
     let console = app
         .wait_for("ready ", BOOT_GUARD)
         .and_then(|_| app.wait_for("disk-key recovery secret", BOOT_GUARD))
         .expect("boot 1");
     assert!(
-        console.contains("Disk keys    sealed to the TPM (PCR 4,7)"),
+        console.contains("Disk keys    sealed to the TPM for images signed by key"),
         "{console}"
     );
+    assert!(console.contains("and PCR 7, epoch 1"), "{console}");
     let recovery = console
         .lines()
         .skip_while(|l| !l.contains("(POST /v1/keys/recover)"))
@@ -309,9 +381,40 @@ fn workspace_disks_are_encrypted_sealed_to_the_boot_state_and_erased_for_good() 
     assert_eq!(keys_state(&app, &admin)["state"], "locked");
     power_off(app);
 
-    // Boot 6: the right image with its TPM again: everything is back.
+    // Boot 6: an update nobody signed (another UKI, no signature for it):
+    // locked, the screen says why, nothing changes.
+    let unsigned = another_uki(&images, &dir, "unsigned", false);
+    paddock_tests::esp_config::install_uki(&disk, &unsigned.0, &[]).expect("install");
     let mut app = Appliance::boot(&disk, &state, &dir.join("k6.log")).expect("boot 6");
-    app.wait_for("ready ", BOOT_GUARD).expect("boot 6");
+    let console = app.wait_for("ready ", BOOT_GUARD).expect("boot 6");
+    assert!(
+        console.contains("this image is not signed for them"),
+        "{console}"
+    );
+    assert_eq!(keys_state(&app, &admin)["state"], "locked");
+    power_off(app);
+    let after = dump_from_data(
+        &disk,
+        &format!("/workspaces/{}/disk.img", ids[1]),
+        &dir.join("e2c.img"),
+    );
+    assert!(after == e2, "the unsigned image changed the disk");
+
+    // Boot 7: an update signed by the image key (its PCR 11 signature put
+    // beside the first image's): everything is back, no recovery secret.
+    let (signed, signature) = another_uki(&images, &dir, "signed", true);
+    paddock_tests::esp_config::install_uki(
+        &disk,
+        &signed,
+        &[("update.json".into(), signature.expect("signed"))],
+    )
+    .expect("install");
+    let mut app = Appliance::boot(&disk, &state, &dir.join("k7.log")).expect("boot 7");
+    let console = app.wait_for("ready ", BOOT_GUARD).expect("boot 7");
+    assert!(
+        console.contains("2 PCR signature(s) on the ESP"),
+        "{console}"
+    );
     assert_eq!(keys_state(&app, &admin)["state"], "ready");
     let p = probe(&app, &admin, &ids[1]);
     assert_eq!(
@@ -335,21 +438,21 @@ fn workspace_disks_are_encrypted_sealed_to_the_boot_state_and_erased_for_good() 
     );
     power_off(app);
 
-    // Boot 7: a new box without a TPM at all (fresh disk, fresh state):
+    // Boot 8: a new box without a TPM at all (fresh disk, fresh state):
     // encrypted workspaces are refused, and the screen says why.
     let _ = std::fs::remove_file(&disk);
     let bare = fresh_disk(&dir);
     let mut app = Appliance::boot_with(
         &bare,
         &dir.join("state-bare"),
-        &dir.join("k7.log"),
+        &dir.join("k8.log"),
         &["--no-tpm".into()],
     )
-    .expect("boot 7");
+    .expect("boot 8");
     let console = app
         .wait_for("ready ", BOOT_GUARD)
         .and_then(|_| app.wait_for("bootstrap admin credential", BOOT_GUARD))
-        .expect("boot 7");
+        .expect("boot 8");
     assert!(
         console.contains("Disk keys    no disk keys: no TPM 2.0 found"),
         "{console}"

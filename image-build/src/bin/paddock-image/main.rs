@@ -11,8 +11,16 @@ use std::process::ExitCode;
 const USAGE: &str = "\
 usage: paddock-image initramfs --root DIR --out FILE
        paddock-image disk --uki FILE --template FILE --out FILE [--esp-config FILE]
-                          [--esp-mib N] [--data-mib N]
+                          [--pcr-signature FILE] [--esp-mib N] [--data-mib N]
        paddock-image list DISK [--check-no-shell]
+       paddock-image pcr-key --out KEY --public FILE
+       paddock-image pcr-public --key KEY --out FILE
+       paddock-image pcr-sign --uki FILE --key KEY --image NAME --out FILE
+
+pcr-key makes an image key (P-256, PKCS#8 DER, written 0600) and its
+public half; pcr-public writes the public half of an existing key (what
+goes into the image); pcr-sign computes PCR 11 as systemd-stub will
+measure the UKI and signs the disk keys' policy for it.
 
 Timestamps and GUIDs come from SOURCE_DATE_EPOCH, which must be set for
 initramfs and disk: the same inputs always give the same bytes.";
@@ -141,6 +149,7 @@ fn cmd_disk(args: &[String]) -> Result<(), CliError> {
             "--template",
             "--out",
             "--esp-config",
+            "--pcr-signature",
             "--esp-mib",
             "--data-mib",
         ],
@@ -157,7 +166,15 @@ fn cmd_disk(args: &[String]) -> Result<(), CliError> {
         Some(p) => Some(std::fs::read(p).map_err(io("reading", Path::new(p)))?),
         None => None,
     };
-    let esp = esp::build(&uki, config.as_deref(), esp_mib << 20, seed)
+    let mut extra = Vec::new();
+    if let Some(p) = f.get("--pcr-signature") {
+        let bytes = std::fs::read(p).map_err(io("reading", Path::new(p)))?;
+        extra.push((
+            format!("{}/paddock.json", paddock_keys::signed::SIGNATURE_DIR),
+            bytes,
+        ));
+    }
+    let esp = esp::build(&uki, config.as_deref(), &extra, esp_mib << 20, seed)
         .map_err(|e| CliError::Image(e.to_string()))?;
 
     let mib_sectors = (1u64 << 20) / gpt::SECTOR;
@@ -237,12 +254,17 @@ fn cmd_list(args: &[String]) -> Result<(), CliError> {
     Ok(())
 }
 
+mod pcr;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("initramfs") => cmd_initramfs(&args[1..]),
         Some("disk") => cmd_disk(&args[1..]),
         Some("list") => cmd_list(&args[1..]),
+        Some("pcr-key") => pcr::key(&args[1..]),
+        Some("pcr-public") => pcr::public(&args[1..]),
+        Some("pcr-sign") => pcr::sign(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
