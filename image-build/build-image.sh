@@ -15,8 +15,10 @@
 #                         (docs/keys.md); without it, a development key made
 #                         once in $PADDOCK_CACHE/image-key, with a warning
 #
-# Outputs in OUT_DIR: paddock.img (GPT disk for dd), paddock.efi (UKI),
-# vmlinuz + initramfs.cpio.zst + cmdline (QEMU direct boot), contents.txt.
+# Outputs in OUT_DIR: paddock.img (GPT disk for dd: systemd-boot, the UKI in
+# slot A, slot B empty), paddock.efi (UKI), pcr-signature.json (its PCR 11
+# signed by the image key), vmlinuz + initramfs.cpio.zst + cmdline (QEMU
+# direct boot), contents.txt.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -35,6 +37,8 @@ tool="$PADDOCK_STATIC_BIN/paddock-image"
 hk="$PADDOCK_HOST_KERNEL"
 kver=$(cat "$hk/kernel-release")
 stub=/usr/lib/systemd/boot/efi/linuxx64.efi.stub
+# The boot manager that picks a slot (docs/updates.md).
+boot_loader=/usr/lib/systemd/boot/efi/systemd-bootx64.efi
 # Serial first for the log, the screen last so /dev/console is the monitor
 # on real hardware; host-init writes its status to every active console.
 cmdline="console=ttyS0,115200 console=tty0 quiet loglevel=3 panic=10"
@@ -145,8 +149,8 @@ printf '\x00\x00\x00\x00' | dd of="$work/paddock.efi" bs=1 seek=$((pe_at + 24 + 
 
 version_name=$(sed -n 's/^VERSION_ID=//p' "$stage/etc/os-release")
 "$tool" pcr-sign --uki "$work/paddock.efi" --key "$image_key" --image "$version_name" --out "$work/pcr-signature.json"
-disk_args=(--uki "$work/paddock.efi" --template "$PADDOCK_TEMPLATE" --out "$work/paddock.img"
-    --pcr-signature "$work/pcr-signature.json")
+disk_args=(--uki "$work/paddock.efi" --boot-loader "$boot_loader" --template "$PADDOCK_TEMPLATE"
+    --out "$work/paddock.img" --pcr-signature "$work/pcr-signature.json")
 [ -n "$esp_config" ] && disk_args+=(--esp-config "$esp_config")
 "$tool" disk "${disk_args[@]}"
 "$tool" list "$work/paddock.img" --check-no-shell > "$work/contents.txt"

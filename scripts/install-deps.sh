@@ -11,7 +11,7 @@ packages=(
     e2fsprogs         # test disk images built without mounting
     debootstrap erofs-utils # workspace templates
     kmod zstd         # the appliance image: module dependencies, initramfs compression
-    systemd-boot-efi  # the UEFI stub the unified kernel image is built on
+    systemd-boot-efi  # the UEFI stub the unified kernel image is built on, and systemd-boot (picks a slot)
     systemd           # systemd-measure: the check of our own PCR 11 prediction
     ovmf swtpm swtpm-tools # UEFI firmware and a TPM 2.0 for booting the appliance in QEMU
     curl openssl      # the appliance tests talk HTTPS to its API

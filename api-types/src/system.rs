@@ -18,6 +18,38 @@ pub struct SystemStatus {
     pub data: DiskUse,
     /// The newest host sample (null in the first seconds after boot).
     pub host: Option<HostSample>,
+    /// The image slots, A and B (empty where the box did not boot through
+    /// its boot manager).
+    #[serde(default)]
+    pub slots: Vec<SlotInfo>,
+}
+
+/// One image slot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotInfo {
+    /// "a" or "b".
+    pub slot: String,
+    /// Its image's version (os-release VERSION_ID); null for an empty slot.
+    pub version: Option<String>,
+    pub state: SlotState,
+    /// Boots the boot manager will still try, while on trial.
+    pub tries_left: Option<u32>,
+    /// The slot this boot runs.
+    pub booted: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlotState {
+    /// Blessed: it came up and was found good.
+    Good,
+    /// Installed, not yet blessed: the boot manager counts its tries.
+    Trial,
+    /// Its tries ran out: booted only when nothing else is left.
+    Bad,
+    /// No image.
+    Empty,
 }
 
 /// A filesystem's size and use, as `statvfs` counts it.

@@ -421,8 +421,17 @@ fn answer_types_name_the_documented_fields() {
         keys: key_status.clone(),
         data,
         host: Some(host.clone()),
+        slots: Vec::new(),
     };
     assert_eq!(keys(&system), properties("SystemStatus"));
+    let slot = paddock_api_types::SlotInfo {
+        slot: "a".into(),
+        version: Some("1".into()),
+        state: paddock_api_types::SlotState::Trial,
+        tries_left: Some(2),
+        booted: true,
+    };
+    assert_eq!(keys(&slot), properties("SlotInfo"));
     let metrics = paddock_api_types::HostMetrics {
         samples: vec![host],
     };

@@ -8,6 +8,13 @@ function rows(list: [string, string | HTMLElement][]): HTMLElement[] {
   return list.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]);
 }
 
+/** An image slot in words: version, state, whether this boot runs it. */
+function slotText(s: SystemStatus["slots"][number]): string {
+  const state =
+    s.state === "trial" ? `on trial, ${s.tries_left ?? 0} tries left` : s.state === "bad" ? "bad (its tries ran out)" : s.state;
+  return `${s.version ?? "-"} ${state}${s.booted ? " (booted)" : ""}`;
+}
+
 /** The data partition's use as a meter and words (a meter reads out to screen readers). */
 function dataUse(d: SystemStatus["data"]): HTMLElement {
   if (d.total_bytes === 0) return h("span", {}, "not mounted");
@@ -50,6 +57,7 @@ export async function boxPage(main: HTMLElement, s: Session): Promise<void> {
       ["Data partition", dataUse(system.data)],
     );
     if (system.host) list.push(["Host", `${system.host.cpus} CPU, ${bytes(system.host.memory_total_bytes)} memory`]);
+    for (const slot of system.slots) list.push([`Slot ${slot.slot.toUpperCase()}`, slotText(slot)]);
   }
   const graphs = h("section", { id: "host-graphs", "aria-label": "The host over the last hour" });
   clear(main, h("h2", {}, "This box"), h("dl", { id: "box" }, ...rows(list)), h("h3", {}, "The host, last hour"), graphs);

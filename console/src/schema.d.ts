@@ -880,7 +880,25 @@ export interface components {
             data: components["schemas"]["DiskUse"];
             /** @description The newest host sample; null in the first seconds after boot. */
             host: components["schemas"]["HostSample"] | null;
+            /** @description The image slots A and B (docs/updates.md); empty when the box was not booted by its boot manager (a direct kernel boot). */
+            slots: components["schemas"]["SlotInfo"][];
         };
+        SlotInfo: {
+            /** @enum {string} */
+            slot: "a" | "b";
+            /** @description Its image's os-release VERSION_ID; null when empty. */
+            version: string | null;
+            state: components["schemas"]["SlotState"];
+            /** @description Boots the boot manager will still try while it is on trial. */
+            tries_left: number | null;
+            /** @description The slot this boot runs. */
+            booted: boolean;
+        };
+        /**
+         * @description good: blessed (it came up and was found good); trial: installed, its tries counted; bad: its tries ran out, booted only when nothing else is left; empty: no image.
+         * @enum {string}
+         */
+        SlotState: "good" | "trial" | "bad" | "empty";
         DiskUse: {
             total_bytes: number;
             used_bytes: number;

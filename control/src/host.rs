@@ -56,6 +56,11 @@ pub trait Host: Send + Sync {
         Err("no API process to give a new identity".into())
     }
 
+    /// The image slots as the boot manager holds them.
+    fn slots(&self) -> Vec<paddock_api_types::SlotInfo> {
+        Vec::new()
+    }
+
     /// SHA-256 of the certificate the API serves, colon-separated hex.
     fn tls_fingerprint(&self) -> Option<String> {
         None

@@ -37,6 +37,10 @@ impl Host for Pid1 {
         Ok(id.fingerprint)
     }
 
+    fn slots(&self) -> Vec<paddock_api_types::SlotInfo> {
+        crate::slot::slots()
+    }
+
     fn tls_fingerprint(&self) -> Option<String> {
         crate::api::supervisor::served_fingerprint()
     }

@@ -4,6 +4,7 @@
 //! process itself is the `paddock-api-server` crate.
 
 pub mod api;
+pub mod assess;
 /// The key store lives in a crate of its own (`paddock-keys`); PID 1 and
 /// its tests name it as before.
 pub use paddock_keys as keys;
@@ -31,6 +32,7 @@ pub mod power;
 /// shutdown with it.
 pub use paddock_control::procfs;
 pub mod shutdown;
+pub mod slot;
 pub mod status;
 pub mod storage;
 /// The workspaces' VMMs that run, kept by the control plane; PID 1 counts

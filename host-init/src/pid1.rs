@@ -131,7 +131,8 @@ fn boot(cmdline: &str, started: Instant) {
     entropy::seed();
     SCREEN.update(|s| s.tpm = tpm);
 
-    let data = match storage::prepare() {
+    let booted = crate::slot::Booted::read();
+    let data = match storage::prepare(booted.slot) {
         Ok(d) => d,
         Err(e) => {
             enter_error(&e.to_string());
@@ -176,6 +177,11 @@ fn boot(cmdline: &str, started: Instant) {
         }),
         None => storage::EspFiles::default(),
     };
+    crate::slot::set_slots(if data.esp_dev.is_some() && booted.slot.is_some() {
+        crate::slot::describe(&esp.slots, &booted)
+    } else {
+        Vec::new()
+    });
     if let Some(text) = &esp.config {
         info!("configuration from the ESP ({})", storage::ESP_CONFIG);
         problems.extend(cfg.apply_file(text, &format!("ESP:{}", storage::ESP_CONFIG)));
@@ -397,6 +403,25 @@ fn boot(cmdline: &str, started: Instant) {
         started.elapsed().as_secs_f64()
     );
 
+    // A slot on trial proves itself before it is blessed (or reboots).
+    crate::assess::start(crate::assess::Found {
+        esp_dev: data.esp_dev.clone(),
+        keys_ready: keys.ready,
+        keys_summary: keys.summary.clone(),
+        api_port: port,
+        template_dev: data.template_dev.clone(),
+        tries_left: esp
+            .slots
+            .iter()
+            .find(|f| Some(f.name.slot) == booted.slot)
+            .and_then(|f| f.name.tries.map(|(left, _)| left))
+            .unwrap_or(0),
+        fallback: esp
+            .slots
+            .iter()
+            .any(|f| Some(f.name.slot) != booted.slot && !f.name.is_bad()),
+        booted,
+    });
     if cfg.template_snapshots && std::path::Path::new("/dev/kvm").exists() {
         if let Some(t) = &data.template_dev {
             crate::control::template_snapshots::request(

@@ -6,6 +6,7 @@
 use crate::{info, warn};
 use nix::mount::{mount, MsFlags};
 use paddock_image::gpt::{Gpt, SECTOR};
+use paddock_image::slots::Slot;
 use paddock_image::{DATA_BLANK_MARKER, LABEL_DATA, LABEL_TEMPLATE};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
@@ -219,15 +220,19 @@ fn wait_for_node(dev: &Path) {
 }
 
 /// Finds, grows, formats (only when marked blank) and mounts the data
-/// partition.
-pub fn prepare() -> Result<DataInfo, StorageError> {
+/// partition; finds the template partition of the booted `slot` (slot A's
+/// when the slot is unknown, the single template partition of an image
+/// from before the slots).
+pub fn prepare(slot: Option<Slot>) -> Result<DataInfo, StorageError> {
     let (disk, mut table) = find_boot_disk()?;
     let grew = grow_partition(&disk, &mut table)?;
     let data_slot = table.find(LABEL_DATA).map(|(s, _)| *s).unwrap_or(0);
     let data_name =
         partition_name(&disk, data_slot + 1).unwrap_or_else(|| format!("{disk}{}", data_slot + 1));
+    let template_label = slot.unwrap_or(Slot::A).template_label();
     let template_dev = table
-        .find(LABEL_TEMPLATE)
+        .find(template_label)
+        .or_else(|| table.find(LABEL_TEMPLATE))
         .and_then(|(s, _)| partition_name(&disk, s + 1))
         .map(|n| format!("/dev/{n}"));
     let esp_dev = table
@@ -352,17 +357,30 @@ pub struct EspFiles {
     /// at most `MAX_SIGNATURES`, each at most `MAX_SIGNATURE_FILE` bytes
     /// (a longer one is read that far and then refused by its parser).
     pub pcr_signatures: Vec<(String, Vec<u8>)>,
+    /// The slots' UKIs as the ESP holds them.
+    pub slots: Vec<crate::slot::SlotFile>,
 }
 
-pub fn read_esp(esp_dev: &str) -> Result<EspFiles, StorageError> {
-    use paddock_keys::signed::{MAX_SIGNATURES, MAX_SIGNATURE_FILE, SIGNATURE_DIR};
-    use std::io::Read;
+/// Mounts the ESP at `ESP_MOUNT` (read-write only when `writable`), runs
+/// `f` on it, unmounts it whatever `f` did.
+pub fn with_esp<T>(
+    esp_dev: &str,
+    writable: bool,
+    f: impl FnOnce(&Path) -> T,
+) -> Result<T, StorageError> {
+    // One user of the mount point at a time (boot, blessing, an update).
+    static ESP_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _held = ESP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     std::fs::create_dir_all(ESP_MOUNT).map_err(io_err("creating", Path::new(ESP_MOUNT)))?;
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if !writable {
+        flags |= MsFlags::MS_RDONLY;
+    }
     mount(
         Some(esp_dev),
         ESP_MOUNT,
         Some("vfat"),
-        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        flags,
         Some("iocharset=utf8"),
     )
     .map_err(|source| StorageError::Io {
@@ -370,39 +388,51 @@ pub fn read_esp(esp_dev: &str) -> Result<EspFiles, StorageError> {
         path: PathBuf::from(esp_dev),
         source: std::io::Error::from(source),
     })?;
-    let path = Path::new(ESP_MOUNT).join(ESP_CONFIG);
-    let config = match std::fs::read_to_string(&path) {
-        Ok(t) => Ok(Some(t)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(StorageError::Io {
-            what: "reading",
-            path: path.clone(),
-            source: e,
-        }),
-    };
-    let mut pcr_signatures = Vec::new();
-    if let Ok(dir) = std::fs::read_dir(Path::new(ESP_MOUNT).join(SIGNATURE_DIR)) {
-        let mut names: Vec<PathBuf> = dir
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        names.sort();
-        for p in names.into_iter().take(MAX_SIGNATURES) {
-            let mut bytes = Vec::new();
-            let read = std::fs::File::open(&p).and_then(|f| {
-                f.take(MAX_SIGNATURE_FILE as u64 + 1)
-                    .read_to_end(&mut bytes)
-            });
-            match read {
-                Ok(_) => pcr_signatures.push((p.display().to_string(), bytes)),
-                Err(e) => log::warn!("{}: {e}", p.display()),
+    let out = f(Path::new(ESP_MOUNT));
+    if let Err(e) = nix::mount::umount(ESP_MOUNT) {
+        log::warn!("unmounting the ESP: {e}");
+    }
+    Ok(out)
+}
+
+pub fn read_esp(esp_dev: &str) -> Result<EspFiles, StorageError> {
+    use paddock_keys::signed::{MAX_SIGNATURES, MAX_SIGNATURE_FILE, SIGNATURE_DIR};
+    use std::io::Read;
+    with_esp(esp_dev, false, |root| {
+        let path = root.join(ESP_CONFIG);
+        let config = match std::fs::read_to_string(&path) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageError::Io {
+                what: "reading",
+                path: path.clone(),
+                source: e,
+            }),
+        };
+        let mut pcr_signatures = Vec::new();
+        if let Ok(dir) = std::fs::read_dir(root.join(SIGNATURE_DIR)) {
+            let mut names: Vec<PathBuf> = dir
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect();
+            names.sort();
+            for p in names.into_iter().take(MAX_SIGNATURES) {
+                let mut bytes = Vec::new();
+                let read = std::fs::File::open(&p).and_then(|f| {
+                    f.take(MAX_SIGNATURE_FILE as u64 + 1)
+                        .read_to_end(&mut bytes)
+                });
+                match read {
+                    Ok(_) => pcr_signatures.push((p.display().to_string(), bytes)),
+                    Err(e) => log::warn!("{}: {e}", p.display()),
+                }
             }
         }
-    }
-    let _ = nix::mount::umount(ESP_MOUNT);
-    Ok(EspFiles {
-        config: config?,
-        pcr_signatures,
-    })
+        Ok(EspFiles {
+            config: config?,
+            pcr_signatures,
+            slots: crate::slot::list(root),
+        })
+    })?
 }

@@ -1,7 +1,8 @@
-//! The EFI system partition: a FAT filesystem holding the unified kernel
-//! image at the removable-media default path, so firmware boots it with no
-//! boot entries configured. Every timestamp is fixed, so the same UKI gives
-//! the same bytes.
+//! The EFI system partition: a FAT filesystem holding systemd-boot at the
+//! removable-media default path (so firmware boots it with no boot entries
+//! configured), its configuration, the slots' UKIs (`slots`), their PCR
+//! signatures and the operator's configuration. Every timestamp is fixed,
+//! so the same files give the same bytes.
 
 use std::io::{Cursor, Write};
 
@@ -12,8 +13,8 @@ pub const DEFAULT_LOADER: &str = "EFI/BOOT/BOOTX64.EFI";
 pub enum EspError {
     #[error("building the FAT filesystem: {0}")]
     Io(#[from] std::io::Error),
-    #[error("the UKI ({uki} bytes) does not fit an ESP of {size} bytes")]
-    TooSmall { uki: usize, size: u64 },
+    #[error("{need} bytes of files do not fit an ESP of {size} bytes")]
+    TooSmall { need: u64, size: u64 },
 }
 
 /// The FAT epoch: any fixed moment works, this one needs no conversion.
@@ -67,21 +68,12 @@ fn put<T: fatfs::ReadWriteSeek>(
     Ok(())
 }
 
-/// A FAT image of `size` bytes holding `uki` as the default loader, when
-/// given the appliance configuration at [`CONFIG_PATH`], and `extra` files
-/// (path, bytes) such as the image's PCR signature.
-pub fn build(
-    uki: &[u8],
-    config: Option<&[u8]>,
-    extra: &[(String, Vec<u8>)],
-    size: u64,
-    volume_id: u32,
-) -> Result<Vec<u8>, EspError> {
-    if (uki.len() as u64) + 2 * 1024 * 1024 > size {
-        return Err(EspError::TooSmall {
-            uki: uki.len(),
-            size,
-        });
+/// A FAT image of `size` bytes holding `files` (path, bytes).
+pub fn build(files: &[(String, Vec<u8>)], size: u64, volume_id: u32) -> Result<Vec<u8>, EspError> {
+    let need: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
+    // FAT's own tables and the clusters' slack.
+    if need + 2 * 1024 * 1024 > size {
+        return Err(EspError::TooSmall { need, size });
     }
     let mut img = Cursor::new(vec![0u8; size as usize]);
     fatfs::format_volume(
@@ -94,11 +86,7 @@ pub fn build(
         let fs =
             fatfs::FileSystem::new(&mut img, fatfs::FsOptions::new().time_provider(&FIXED_TIME))?;
         let root = fs.root_dir();
-        put(&root, DEFAULT_LOADER, uki)?;
-        if let Some(cfg) = config {
-            put(&root, CONFIG_PATH, cfg)?;
-        }
-        for (path, bytes) in extra {
+        for (path, bytes) in files {
             put(&root, path, bytes)?;
         }
     }
@@ -145,25 +133,34 @@ mod tests {
 
     #[test]
     fn same_input_same_bytes_and_readable() {
+        let files = |uki: &[u8]| {
+            vec![
+                (DEFAULT_LOADER.to_string(), b"loader".to_vec()),
+                ("EFI/Linux/paddock-a.efi".to_string(), uki.to_vec()),
+                (CONFIG_PATH.to_string(), b"{}".to_vec()),
+                ("paddock/pcrsig/a.json".to_string(), b"[]".to_vec()),
+            ]
+        };
         let uki = vec![0x5au8; 300_000];
-        let a = build(&uki, None, &[], 8 * 1024 * 1024, 0x1234_5678).expect("build");
-        let b = build(&uki, None, &[], 8 * 1024 * 1024, 0x1234_5678).expect("build");
+        let a = build(&files(&uki), 8 * 1024 * 1024, 0x1234_5678).expect("build");
+        let b = build(&files(&uki), 8 * 1024 * 1024, 0x1234_5678).expect("build");
         assert!(a == b, "ESP not deterministic");
         assert_eq!(
             list(&a).expect("list"),
-            vec![("EFI/BOOT/BOOTX64.EFI".to_string(), 300_000)]
+            vec![
+                ("EFI/BOOT/BOOTX64.EFI".to_string(), 6),
+                ("EFI/Linux/paddock-a.efi".to_string(), 300_000),
+                ("paddock/config.json".to_string(), 2),
+                ("paddock/pcrsig/a.json".to_string(), 2),
+            ]
         );
-        assert_eq!(read_file(&a, DEFAULT_LOADER).expect("read"), uki);
-        let sig = ("paddock/pcrsig/paddock.json".to_string(), b"[]".to_vec());
-        let c = build(&uki, Some(b"{}"), &[sig], 8 * 1024 * 1024, 1).expect("build");
-        assert_eq!(read_file(&c, CONFIG_PATH).expect("config"), b"{}");
+        assert_eq!(read_file(&a, "EFI/Linux/paddock-a.efi").expect("read"), uki);
         assert_eq!(
-            read_file(&c, "paddock/pcrsig/paddock.json").expect("signature"),
-            b"[]",
-            "beside the configuration, in a directory of its own"
+            read_file(&a, "paddock/pcrsig/a.json").expect("signature"),
+            b"[]"
         );
         assert!(matches!(
-            build(&uki, None, &[], 1024 * 1024, 1),
+            build(&files(&uki), 1024 * 1024, 1),
             Err(EspError::TooSmall { .. })
         ));
     }

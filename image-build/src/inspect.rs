@@ -20,54 +20,11 @@ pub enum InspectError {
 }
 
 /// One section of a PE image.
-#[derive(Debug, Clone)]
-pub struct Section {
-    pub name: String,
-    pub data: Vec<u8>,
-}
-
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
+pub use crate::pe::Section;
 
 /// The sections of a PE file (a UKI: .linux, .initrd, .cmdline, .osrel, ...).
 pub fn pe_sections(pe: &[u8]) -> Result<Vec<Section>, InspectError> {
-    let bad = |m: &str| InspectError::Pe(m.to_string());
-    if pe.get(0..2) != Some(b"MZ") {
-        return Err(bad("no MZ header"));
-    }
-    let nt = u32_at(pe, 0x3c).ok_or_else(|| bad("truncated DOS header"))? as usize;
-    if pe.get(nt..nt + 4) != Some(b"PE\0\0") {
-        return Err(bad("no PE signature"));
-    }
-    let count = u16_at(pe, nt + 6).ok_or_else(|| bad("truncated COFF header"))? as usize;
-    let opt = u16_at(pe, nt + 20).ok_or_else(|| bad("truncated COFF header"))? as usize;
-    let table = nt + 24 + opt;
-    let mut out = Vec::new();
-    for i in 0..count {
-        let s = pe
-            .get(table + 40 * i..table + 40 * (i + 1))
-            .ok_or_else(|| bad("truncated section table"))?;
-        let name = String::from_utf8_lossy(&s[..8])
-            .trim_end_matches('\0')
-            .to_string();
-        let vsize = u32_at(s, 8).unwrap_or(0) as usize;
-        let raw = u32_at(s, 16).unwrap_or(0) as usize;
-        let ptr = u32_at(s, 20).unwrap_or(0) as usize;
-        let len = if vsize == 0 { raw } else { vsize.min(raw) };
-        let data = pe
-            .get(ptr..ptr + len)
-            .ok_or_else(|| bad("section data past the end of the file"))?;
-        out.push(Section {
-            name,
-            data: data.to_vec(),
-        });
-    }
-    Ok(out)
+    crate::pe::sections(pe).map_err(|e| InspectError::Pe(e.to_string()))
 }
 
 /// Decompresses an initramfs (zstd or plain) and reads its entries.
@@ -136,21 +93,38 @@ pub fn list_disk(disk: &[u8]) -> Result<(Vec<String>, Vec<cpio::Listed>), Inspec
     for (path, size) in esp::list(esp_bytes)? {
         lines.push(format!("esp {path} {size} bytes"));
     }
-    let uki = esp::read_file(esp_bytes, esp::DEFAULT_LOADER)?;
+    // Each slot's UKI; the initramfs checked is the first slot's (what
+    // an image build made; an update's is checked by its own build).
     let mut entries = Vec::new();
-    for s in pe_sections(&uki)? {
-        lines.push(format!("uki section {:<9} {} bytes", s.name, s.data.len()));
-        match s.name.as_str() {
-            ".cmdline" | ".osrel" | ".uname" => {
-                for l in String::from_utf8_lossy(&s.data)
-                    .trim_end_matches('\0')
-                    .lines()
-                {
-                    lines.push(format!("uki {} | {l}", s.name));
+    let mut ukis: Vec<String> = esp::list(esp_bytes)?
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| crate::slots::UkiName::parse(p).is_some())
+        .collect();
+    ukis.sort();
+    if ukis.is_empty() {
+        return Err(InspectError::Missing("slot UKI"));
+    }
+    for path in &ukis {
+        let uki = esp::read_file(esp_bytes, path)?;
+        for s in pe_sections(&uki)? {
+            lines.push(format!(
+                "uki {path} section {:<9} {} bytes",
+                s.name,
+                s.data.len()
+            ));
+            match s.name.as_str() {
+                ".cmdline" | ".osrel" | ".uname" => {
+                    for l in String::from_utf8_lossy(&s.data)
+                        .trim_end_matches('\0')
+                        .lines()
+                    {
+                        lines.push(format!("uki {path} {} | {l}", s.name));
+                    }
                 }
+                ".initrd" if entries.is_empty() => entries = initramfs_entries(&s.data)?,
+                _ => {}
             }
-            ".initrd" => entries = initramfs_entries(&s.data)?,
-            _ => {}
         }
     }
     for e in &entries {

@@ -10,9 +10,13 @@ pub mod gpt;
 pub mod inspect;
 #[cfg(feature = "tool")]
 pub mod pcr;
+pub mod pe;
+pub mod slots;
 
 /// GPT labels the image build writes and host-init looks for.
 pub const LABEL_ESP: &str = "paddock-esp";
+/// The template partition of images from before the A/B slots (each slot
+/// has its own now: `slots::Slot::template_label`).
 pub const LABEL_TEMPLATE: &str = "paddock-tmpl";
 pub const LABEL_DATA: &str = "paddock-data";
 

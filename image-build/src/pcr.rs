@@ -9,80 +9,13 @@
 //! A key store sealed to "any PCR 11 value the image key signed" then
 //! opens in every image built and signed by us, and in no other.
 
+use crate::pe::{sections, PeError};
 use sha2::{Digest, Sha256};
 
 /// The sections systemd-stub (252) measures, in the order it measures them.
 pub const MEASURED: [&str; 7] = [
     ".linux", ".osrel", ".cmdline", ".initrd", ".splash", ".dtb", ".pcrpkey",
 ];
-
-#[derive(Debug, thiserror::Error)]
-pub enum PeError {
-    #[error("not a PE image: {0}")]
-    NotPe(&'static str),
-    #[error("section {name} lies outside the file ({offset}+{len} of {size} bytes)")]
-    OutOfFile {
-        name: String,
-        offset: u64,
-        len: u64,
-        size: u64,
-    },
-    #[error("the UKI has two {0} sections")]
-    Twice(String),
-}
-
-fn u16_at(b: &[u8], at: usize) -> Result<u16, PeError> {
-    b.get(at..at + 2)
-        .map(|s| u16::from_le_bytes([s[0], s[1]]))
-        .ok_or(PeError::NotPe("truncated header"))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Result<u32, PeError> {
-    b.get(at..at + 4)
-        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-        .ok_or(PeError::NotPe("truncated header"))
-}
-
-/// A PE image's sections as the loader maps them: each section's bytes,
-/// `VirtualSize` long (zeros past its raw data, as in memory).
-pub fn sections(pe: &[u8]) -> Result<Vec<(String, Vec<u8>)>, PeError> {
-    if pe.get(..2) != Some(b"MZ") {
-        return Err(PeError::NotPe("no MZ header"));
-    }
-    let at = u32_at(pe, 0x3C)? as usize;
-    if pe.get(at..at + 4) != Some(b"PE\0\0") {
-        return Err(PeError::NotPe("no PE signature"));
-    }
-    let coff = at + 4;
-    let count = u16_at(pe, coff + 2)? as usize;
-    let optional = u16_at(pe, coff + 16)? as usize;
-    let table = coff + 20 + optional;
-    let mut out = Vec::with_capacity(count);
-    for i in 0..count {
-        let h = table + i * 40;
-        let raw_name = pe
-            .get(h..h + 8)
-            .ok_or(PeError::NotPe("truncated section table"))?;
-        let end = raw_name.iter().position(|b| *b == 0).unwrap_or(8);
-        let name = String::from_utf8_lossy(&raw_name[..end]).into_owned();
-        let virtual_size = u32_at(pe, h + 8)? as u64;
-        let raw_size = u32_at(pe, h + 16)? as u64;
-        let raw_at = u32_at(pe, h + 20)? as u64;
-        let present = virtual_size.min(raw_size);
-        let bytes = pe
-            .get(raw_at as usize..(raw_at + present) as usize)
-            .ok_or_else(|| PeError::OutOfFile {
-                name: name.clone(),
-                offset: raw_at,
-                len: present,
-                size: pe.len() as u64,
-            })?;
-        let mut data = bytes.to_vec();
-        data.resize(virtual_size as usize, 0);
-        out.push((name, data));
-    }
-    Ok(out)
-}
 
 /// `H(pcr || H(data))`.
 fn extend(pcr: &mut [u8; 32], data: &[u8]) {
@@ -98,8 +31,8 @@ pub fn pcr11(uki: &[u8]) -> Result<[u8; 32], PeError> {
     let all = sections(uki)?;
     let mut pcr = [0u8; 32];
     for wanted in MEASURED {
-        let mut found = all.iter().filter(|(n, _)| n == wanted);
-        let Some((_, data)) = found.next() else {
+        let mut found = all.iter().filter(|s| s.name == wanted);
+        let Some(section) = found.next() else {
             continue;
         };
         if found.next().is_some() {
@@ -108,7 +41,7 @@ pub fn pcr11(uki: &[u8]) -> Result<[u8; 32], PeError> {
         let mut name = wanted.as_bytes().to_vec();
         name.push(0);
         extend(&mut pcr, &name);
-        extend(&mut pcr, data);
+        extend(&mut pcr, &section.mapped());
     }
     Ok(pcr)
 }
@@ -201,9 +134,9 @@ mod tests {
     fn a_section_is_measured_as_mapped_zeros_past_its_raw_data_and_no_further() {
         let long = pe(&[(".cmdline", b"abc", 5)]);
         let secs = sections(&long).expect("sections");
-        assert_eq!(secs[0].1, b"abc\0\0");
+        assert_eq!(secs[0].mapped(), b"abc\0\0");
         let short = pe(&[(".cmdline", b"abcdef", 3)]);
-        assert_eq!(sections(&short).expect("sections")[0].1, b"abc");
+        assert_eq!(sections(&short).expect("sections")[0].mapped(), b"abc");
     }
 
     #[test]

@@ -110,7 +110,7 @@ impl Appliance {
             .and_then(|f| f.set_len(bytes))
             .map_err(io("growing the disk"))?;
         if let Some(config) = config {
-            crate::esp_config::set(&disk, &image_dir()?.join("paddock.efi"), config)?;
+            crate::esp_config::set(&disk, config)?;
         }
         let guard = Duration::from_secs(600);
         let mut app = Appliance::boot_in(
@@ -290,6 +290,19 @@ impl Appliance {
             std::thread::sleep(Duration::from_millis(500));
         }
         Ok(None)
+    }
+
+    /// Waits for QEMU to end on its own (the guest rebooting: QEMU runs
+    /// with -no-reboot); None when it still runs after `guard`.
+    pub fn wait_exit(&mut self, guard: Duration) -> Option<ExitStatus> {
+        let until = Instant::now() + guard;
+        while Instant::now() < until {
+            if let Ok(Some(s)) = self.qemu.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        None
     }
 
     /// An HTTPS request to the API through the forwarded port (curl, with

@@ -1,8 +1,10 @@
 //! A test's own appliance configuration on a copy of the image: the ESP
-//! rebuilt around the image's UKI with another `paddock.json`, so one test
-//! can turn on what the shared test image leaves off (a webhook aimed into
-//! its fake internet, which the other tests must never dial).
+//! rebuilt with another `paddock.json`, so one test can turn on what the
+//! shared test image leaves off (a webhook aimed into its fake internet,
+//! which the other tests must never dial); and a slot's UKI put in place
+//! as an update would, for the tests of the slots themselves.
 
+use paddock_image::slots::{Slot, UkiName};
 use paddock_image::{esp, gpt, LABEL_ESP};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -37,45 +39,61 @@ pub fn test_config_with(extra: serde_json::Value) -> Result<Vec<u8>, EspConfigEr
     serde_json::to_vec(&config).map_err(|e| failed("the configuration", e))
 }
 
-/// Writes a fresh ESP holding `uki` and `config` over `disk`'s; what the
-/// image build put there beside them (the image's PCR signature) stays.
-pub fn set(disk: &Path, uki: &Path, config: &[u8]) -> Result<(), EspConfigError> {
-    let uki = std::fs::read(uki).map_err(|e| failed(format!("reading {}", uki.display()), e))?;
-    rewrite(disk, |loader, old_config, _| {
-        *loader = uki;
-        *old_config = Some(config.to_vec());
+/// Writes a fresh ESP over `disk`'s with `config` as the appliance's
+/// configuration; everything else on it (boot manager, slots, PCR
+/// signatures) stays.
+pub fn set(disk: &Path, config: &[u8]) -> Result<(), EspConfigError> {
+    rewrite(disk, |files| {
+        files.retain(|(p, _)| p != esp::CONFIG_PATH);
+        files.push((esp::CONFIG_PATH.to_string(), config.to_vec()));
     })
 }
 
-/// What an update writes to the ESP, without an update mechanism: the new
-/// UKI as the loader and its PCR signature beside the old ones
-/// (`signatures`: file name under paddock/pcrsig, bytes).
+/// What an update writes to the ESP, without the update mechanism: `uki`
+/// in `slot` (whatever that slot held goes) with `tries` left on its boot
+/// counter (None: already blessed), and its PCR signature when given.
 pub fn install_uki(
     disk: &Path,
+    slot: Slot,
     uki: &Path,
-    signatures: &[(String, Vec<u8>)],
+    tries: Option<u32>,
+    signature: Option<Vec<u8>>,
 ) -> Result<(), EspConfigError> {
     let uki = std::fs::read(uki).map_err(|e| failed(format!("reading {}", uki.display()), e))?;
-    rewrite(disk, |loader, _, kept| {
-        *loader = uki;
-        for (name, bytes) in signatures {
-            kept.push((
-                format!("{}/{name}", paddock_keys::signed::SIGNATURE_DIR),
-                bytes.clone(),
-            ));
+    rewrite(disk, |files| {
+        let sig = format!("{}/{slot}.json", paddock_keys::signed::SIGNATURE_DIR);
+        files.retain(|(p, _)| *p != sig && UkiName::parse(p).is_none_or(|n| n.slot != slot));
+        files.push((slot.uki_path(tries), uki));
+        if let Some(bytes) = signature {
+            files.push((sig, bytes));
         }
     })
 }
 
-/// Reads `disk`'s ESP (loader, configuration, every other file), lets
-/// `change` alter them, and writes a fresh ESP of the same size.
+/// The files on `disk`'s ESP (path, bytes).
+pub fn files(disk: &Path) -> Result<Vec<(String, Vec<u8>)>, EspConfigError> {
+    let mut out = Vec::new();
+    rewrite_with(disk, false, |files| out = files.clone())?;
+    Ok(out)
+}
+
+/// Reads every file of `disk`'s ESP, lets `change` alter the list, and
+/// writes a fresh ESP of the same size.
 fn rewrite(
     disk: &Path,
-    change: impl FnOnce(&mut Vec<u8>, &mut Option<Vec<u8>>, &mut Vec<(String, Vec<u8>)>),
+    change: impl FnOnce(&mut Vec<(String, Vec<u8>)>),
+) -> Result<(), EspConfigError> {
+    rewrite_with(disk, true, change)
+}
+
+fn rewrite_with(
+    disk: &Path,
+    write: bool,
+    change: impl FnOnce(&mut Vec<(String, Vec<u8>)>),
 ) -> Result<(), EspConfigError> {
     let mut f = std::fs::OpenOptions::new()
         .read(true)
-        .write(true)
+        .write(write)
         .open(disk)
         .map_err(|e| failed(format!("opening {}", disk.display()), e))?;
     let table = gpt::Gpt::read(&mut f).map_err(|e| failed("reading the partition table", e))?;
@@ -87,20 +105,16 @@ fn rewrite(
     f.seek(SeekFrom::Start(p.first_lba * gpt::SECTOR))
         .and_then(|_| f.read_exact(&mut old))
         .map_err(|e| failed("reading the ESP", e))?;
-    let read = |path: &str| esp::read_file(&old, path).map_err(|e| failed("reading the ESP", e));
-    let mut loader = read(esp::DEFAULT_LOADER)?;
-    let mut config = None;
-    let mut kept = Vec::new();
+    let mut files = Vec::new();
     for (path, _) in esp::list(&old).map_err(|e| failed("listing the ESP", e))? {
-        if path == esp::CONFIG_PATH {
-            config = Some(read(&path)?);
-        } else if path != esp::DEFAULT_LOADER {
-            kept.push((path.clone(), read(&path)?));
-        }
+        let bytes = esp::read_file(&old, &path).map_err(|e| failed("reading the ESP", e))?;
+        files.push((path, bytes));
     }
-    change(&mut loader, &mut config, &mut kept);
-    let fat = esp::build(&loader, config.as_deref(), &kept, size, 0x7e57_c0f9)
-        .map_err(|e| failed("building the ESP", e))?;
+    change(&mut files);
+    if !write {
+        return Ok(());
+    }
+    let fat = esp::build(&files, size, 0x7e57_c0f9).map_err(|e| failed("building the ESP", e))?;
     f.seek(SeekFrom::Start(p.first_lba * gpt::SECTOR))
         .and_then(|_| f.write_all(&fat))
         .and_then(|_| f.sync_all())

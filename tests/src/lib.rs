@@ -11,3 +11,4 @@ pub mod harness;
 pub mod measure;
 pub mod pattern;
 pub mod proxybed;
+pub mod uki;

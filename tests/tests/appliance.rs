@@ -48,6 +48,8 @@ mod sdk;
 mod shell;
 #[path = "appliance/signals.rs"]
 mod signals;
+#[path = "appliance/slots.rs"]
+mod slots;
 #[path = "appliance/tenants.rs"]
 mod tenants;
 #[path = "appliance/workspace_api.rs"]
@@ -508,8 +510,13 @@ fn the_image_holds_no_shell_and_builds_to_the_same_bytes() {
         "usr/lib/paddock/paddock-vmm",
         "lib/modules/load.list",
         "esp EFI/BOOT/BOOTX64.EFI",
-        "uki section .linux",
-        "partition 3 paddock-data",
+        "esp loader/loader.conf",
+        "esp EFI/Linux/paddock-a.efi",
+        "esp paddock/pcrsig/a.json",
+        "uki EFI/Linux/paddock-a.efi section .linux",
+        "partition 2 paddock-tmpl-a",
+        "partition 3 paddock-tmpl-b",
+        "partition 4 paddock-data",
     ] {
         assert!(listing.contains(want), "{want:?} missing from the listing");
     }

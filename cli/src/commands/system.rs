@@ -1,11 +1,11 @@
 //! The box itself: `paddock system` (version, uptime, certificate, disk
-//! keys, data partition, host now) and `paddock system metrics` (the
+//! keys, data partition, host now, image slots) and `paddock system metrics` (the
 //! host's samples over the last hour).
 
 use super::Ctx;
 use crate::args::SystemCommand;
 use crate::CliError;
-use paddock_api_types::{HostMetrics, HostSample, SystemStatus};
+use paddock_api_types::{HostMetrics, HostSample, SlotInfo, SlotState, SystemStatus};
 
 /// Bytes as the largest binary unit that keeps a number of at least 1.
 fn size(bytes: u64) -> String {
@@ -31,6 +31,20 @@ fn host_line(h: &HostSample) -> String {
         size(h.memory_used_bytes),
         size(h.memory_total_bytes),
         h.load1
+    )
+}
+
+fn slot_line(s: &SlotInfo) -> String {
+    let state = match s.state {
+        SlotState::Good => "good".to_string(),
+        SlotState::Trial => format!("on trial, {} tries left", s.tries_left.unwrap_or(0)),
+        SlotState::Bad => "bad (its tries ran out)".to_string(),
+        SlotState::Empty => "empty".to_string(),
+    };
+    format!(
+        "{} {state}{}",
+        s.version.as_deref().unwrap_or("-"),
+        if s.booted { " (booted)" } else { "" }
     )
 }
 
@@ -60,6 +74,9 @@ pub fn system(ctx: &Ctx, cmd: Option<SystemCommand>) -> Result<(), CliError> {
                 match s.host {
                     Some(h) => println!("host     {}", host_line(&h)),
                     None => println!("host     (no sample yet)"),
+                }
+                for slot in &s.slots {
+                    println!("slot {}   {}", slot.slot, slot_line(slot));
                 }
             })
         }

@@ -135,6 +135,7 @@ impl Control {
                 keys,
                 data: crate::host_samples::data_use(),
                 host: self.host_samples.latest(),
+                slots: crate::host::get().slots(),
             },
         ))
     }

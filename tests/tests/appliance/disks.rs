@@ -2,6 +2,7 @@
 //! the boot state, erased for good.
 
 use super::*;
+use paddock_image::slots::Slot;
 
 /// Whether `needle` occurs anywhere in `len` bytes of `path` from `from`.
 pub(crate) fn occurs_in(path: &Path, from: u64, len: u64, needle: &[u8]) -> bool {
@@ -48,74 +49,6 @@ pub(crate) fn dump_from_data(disk: &Path, inner: &str, out: &Path) -> Vec<u8> {
     .expect("debugfs");
     assert!(status.status.success(), "debugfs dump {inner}");
     std::fs::read(out).unwrap_or_else(|e| panic!("{inner} was not dumped: {e}"))
-}
-
-/// Another image made from the test image's UKI, as an update would bring
-/// (its os-release's version changed, so systemd-stub measures another PCR
-/// 11), and with `sign` its PCR signature by the image key the build used.
-fn another_uki(images: &Path, dir: &Path, name: &str, sign: bool) -> (PathBuf, Option<Vec<u8>>) {
-    let uki = images.join("paddock.efi");
-    let osrel = dir.join(format!("{name}.osrel"));
-    let out = Command::new("objcopy")
-        .args(["-O", "binary", "--only-section=.osrel"])
-        .arg(&uki)
-        .arg(&osrel)
-        .status()
-        .expect("objcopy");
-    assert!(out.success());
-    // The same length, another version: the PE layout stays as it was.
-    let text = std::fs::read_to_string(&osrel).expect("os-release");
-    let changed: String = text
-        .lines()
-        .map(|l| match l.strip_prefix("VERSION_ID=") {
-            Some(v) if !v.is_empty() => {
-                let mut v = v.to_string();
-                let last = v.pop().unwrap_or('0');
-                let bump = if name == "signed" { 'a' } else { 'b' };
-                v.push(if last == bump { 'c' } else { bump });
-                format!("VERSION_ID={v}\n")
-            }
-            _ => format!("{l}\n"),
-        })
-        .collect();
-    assert_eq!(changed.len(), text.len(), "{changed}");
-    std::fs::write(&osrel, changed).expect("os-release");
-    let efi = dir.join(format!("{name}.efi"));
-    let out = Command::new("objcopy")
-        .arg(format!("--update-section=.osrel={}", osrel.display()))
-        .arg(&uki)
-        .arg(&efi)
-        .status()
-        .expect("objcopy");
-    assert!(out.success());
-    if !sign {
-        return (efi, None);
-    }
-    let key = std::env::var_os("PADDOCK_IMAGE_KEY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("PADDOCK_CACHE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/paddock")
-                });
-            cache.join("image-key/development.pk8")
-        });
-    let sig = dir.join(format!("{name}.json"));
-    let out = Command::new(
-        PathBuf::from(std::env::var("PADDOCK_STATIC_BIN").expect("PADDOCK_STATIC_BIN"))
-            .join("paddock-image"),
-    )
-    .args(["pcr-sign", "--image", name, "--uki"])
-    .arg(&efi)
-    .arg("--key")
-    .arg(&key)
-    .arg("--out")
-    .arg(&sig)
-    .status()
-    .expect("paddock-image pcr-sign");
-    assert!(out.success(), "signing with {}", key.display());
-    (efi, Some(std::fs::read(&sig).expect("signature")))
 }
 
 /// Issue 7 end to end, one appliance disk over seven boots (and an eighth
@@ -383,8 +316,9 @@ fn workspace_disks_are_encrypted_sealed_to_the_boot_state_and_erased_for_good() 
 
     // Boot 6: an update nobody signed (another UKI, no signature for it):
     // locked, the screen says why, nothing changes.
-    let unsigned = another_uki(&images, &dir, "unsigned", false);
-    paddock_tests::esp_config::install_uki(&disk, &unsigned.0, &[]).expect("install");
+    let unsigned = paddock_tests::uki::another(&images, &dir, "unsigned", 2, false);
+    paddock_tests::esp_config::install_uki(&disk, Slot::B, &unsigned.0, None, None)
+        .expect("install");
     let mut app = Appliance::boot(&disk, &state, &dir.join("k6.log")).expect("boot 6");
     let console = app.wait_for("ready ", BOOT_GUARD).expect("boot 6");
     assert!(
@@ -402,13 +336,9 @@ fn workspace_disks_are_encrypted_sealed_to_the_boot_state_and_erased_for_good() 
 
     // Boot 7: an update signed by the image key (its PCR 11 signature put
     // beside the first image's): everything is back, no recovery secret.
-    let (signed, signature) = another_uki(&images, &dir, "signed", true);
-    paddock_tests::esp_config::install_uki(
-        &disk,
-        &signed,
-        &[("update.json".into(), signature.expect("signed"))],
-    )
-    .expect("install");
+    let (signed, signature) = paddock_tests::uki::another(&images, &dir, "signed", 1, true);
+    paddock_tests::esp_config::install_uki(&disk, Slot::B, &signed, None, signature)
+        .expect("install");
     let mut app = Appliance::boot(&disk, &state, &dir.join("k7.log")).expect("boot 7");
     let console = app.wait_for("ready ", BOOT_GUARD).expect("boot 7");
     assert!(

@@ -409,12 +409,7 @@ fn the_api_answers_health_and_exec_under_a_thousand_connections_from_twenty_addr
                     "gateway": GATEWAY.to_string()}
     }))
     .expect("configuration");
-    paddock_tests::esp_config::set(
-        &disk,
-        &image_dir().expect("image").join("paddock.efi"),
-        &config,
-    )
-    .expect("the ESP with a static uplink");
+    paddock_tests::esp_config::set(&disk, &config).expect("the ESP with a static uplink");
     let mut app = Appliance::boot_in(
         &disk,
         &dir.join("state"),

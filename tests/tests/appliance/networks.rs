@@ -22,12 +22,7 @@ pub(crate) fn workspace_networks_deny_by_default_and_open_only_what_is_listed() 
                                "secret": yellow::HOOK_SECRET}}
     }))
     .expect("configuration");
-    paddock_tests::esp_config::set(
-        &disk,
-        &image_dir().expect("image").join("paddock.efi"),
-        &config,
-    )
-    .expect("the ESP with a webhook");
+    paddock_tests::esp_config::set(&disk, &config).expect("the ESP with a webhook");
     // 18080 in the fake internet's namespace reaches the appliance's 20080
     // (where a published port will be).
     let mut app = Appliance::boot_in(

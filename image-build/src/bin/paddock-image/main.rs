@@ -1,17 +1,16 @@
 //! paddock-image: the deterministic steps of building the appliance image
 //! (initramfs archive, ESP and GPT disk) and listing what an image holds.
 
-use paddock_image::{
-    cpio, esp, gpt, inspect, DATA_BLANK_MARKER, LABEL_DATA, LABEL_ESP, LABEL_TEMPLATE,
-};
+use paddock_image::{cpio, esp, gpt, inspect, slots, DATA_BLANK_MARKER, LABEL_DATA, LABEL_ESP};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 const USAGE: &str = "\
 usage: paddock-image initramfs --root DIR --out FILE
-       paddock-image disk --uki FILE --template FILE --out FILE [--esp-config FILE]
-                          [--pcr-signature FILE] [--esp-mib N] [--data-mib N]
+       paddock-image disk --uki FILE --boot-loader FILE --template FILE --out FILE
+                          [--esp-config FILE] [--pcr-signature FILE] [--esp-mib N]
+                          [--template-mib N] [--data-mib N]
        paddock-image list DISK [--check-no-shell]
        paddock-image pcr-key --out KEY --public FILE
        paddock-image pcr-public --key KEY --out FILE
@@ -141,46 +140,71 @@ fn stable_guid(seed: u32, what: &str) -> gpt::Guid {
     gpt::Guid::from_bytes(b)
 }
 
+/// A template slot's size: room for a bigger template in a later update
+/// (an update whose template does not fit its slot is refused).
+fn template_slot_mib(template_bytes: u64) -> u64 {
+    let mib = template_bytes.div_ceil(1 << 20);
+    mib + (mib / 2).max(64)
+}
+
 fn cmd_disk(args: &[String]) -> Result<(), CliError> {
     let f = parse_flags(
         args,
         &[
             "--uki",
+            "--boot-loader",
             "--template",
             "--out",
             "--esp-config",
             "--pcr-signature",
             "--esp-mib",
+            "--template-mib",
             "--data-mib",
         ],
     )?;
     let seed = epoch()?;
     let uki_path = f.path("--uki")?;
+    let loader_path = f.path("--boot-loader")?;
     let tmpl_path = f.path("--template")?;
     let out = f.path("--out")?;
-    let esp_mib = f.mib("--esp-mib", 64)?;
+    let esp_mib = f.mib("--esp-mib", 128)?;
     let data_mib = f.mib("--data-mib", 64)?;
     let uki = std::fs::read(&uki_path).map_err(io("reading", &uki_path))?;
+    let loader = std::fs::read(&loader_path).map_err(io("reading", &loader_path))?;
     let tmpl = std::fs::read(&tmpl_path).map_err(io("reading", &tmpl_path))?;
-    let config = match f.get("--esp-config") {
-        Some(p) => Some(std::fs::read(p).map_err(io("reading", Path::new(p)))?),
-        None => None,
-    };
-    let mut extra = Vec::new();
+    let tmpl_mib = f.mib("--template-mib", template_slot_mib(tmpl.len() as u64))?;
+    if (tmpl.len() as u64) > tmpl_mib << 20 {
+        return Err(CliError::Image(format!(
+            "the template ({} bytes) does not fit a {tmpl_mib} MiB slot",
+            tmpl.len()
+        )));
+    }
+    // Slot A holds this image; slot B is empty until the first update.
+    let mut files = vec![
+        (esp::DEFAULT_LOADER.to_string(), loader),
+        (
+            slots::LOADER_CONF.to_string(),
+            slots::LOADER_CONF_TEXT.as_bytes().to_vec(),
+        ),
+        (slots::Slot::A.uki_path(None), uki),
+    ];
+    if let Some(p) = f.get("--esp-config") {
+        let bytes = std::fs::read(p).map_err(io("reading", Path::new(p)))?;
+        files.push((esp::CONFIG_PATH.to_string(), bytes));
+    }
     if let Some(p) = f.get("--pcr-signature") {
         let bytes = std::fs::read(p).map_err(io("reading", Path::new(p)))?;
-        extra.push((
-            format!("{}/paddock.json", paddock_keys::signed::SIGNATURE_DIR),
+        files.push((
+            format!("{}/a.json", paddock_keys::signed::SIGNATURE_DIR),
             bytes,
         ));
     }
-    let esp = esp::build(&uki, config.as_deref(), &extra, esp_mib << 20, seed)
-        .map_err(|e| CliError::Image(e.to_string()))?;
+    let esp =
+        esp::build(&files, esp_mib << 20, seed).map_err(|e| CliError::Image(e.to_string()))?;
 
     let mib_sectors = (1u64 << 20) / gpt::SECTOR;
-    let tmpl_sectors = (tmpl.len() as u64).div_ceil(1 << 20) * mib_sectors;
     // 1 MiB before the first partition, alignment gaps and the backup table.
-    let total = (1 + esp_mib + 1 + data_mib + 1) * mib_sectors + tmpl_sectors + mib_sectors;
+    let total = (1 + esp_mib + 1 + 2 * tmpl_mib + 1 + data_mib + 1) * mib_sectors + mib_sectors;
     let mut table = gpt::Gpt::new(total, stable_guid(seed, "disk"))
         .map_err(|e| CliError::Image(e.to_string()))?;
     let img_err = |e: gpt::GptError| CliError::Image(e.to_string());
@@ -192,14 +216,16 @@ fn cmd_disk(args: &[String]) -> Result<(), CliError> {
             esp_mib * mib_sectors,
         )
         .map_err(img_err)?;
-    table
-        .add(
-            LABEL_TEMPLATE,
-            gpt::TYPE_LINUX,
-            stable_guid(seed, "tmpl"),
-            tmpl_sectors,
-        )
-        .map_err(img_err)?;
+    for slot in [slots::Slot::A, slots::Slot::B] {
+        table
+            .add(
+                slot.template_label(),
+                gpt::TYPE_LINUX,
+                stable_guid(seed, slot.template_label()),
+                tmpl_mib * mib_sectors,
+            )
+            .map_err(img_err)?;
+    }
     table
         .add(LABEL_DATA, gpt::TYPE_LINUX, stable_guid(seed, "data"), 0)
         .map_err(img_err)?;
@@ -215,7 +241,7 @@ fn cmd_disk(args: &[String]) -> Result<(), CliError> {
         Ok(())
     };
     put(LABEL_ESP, &esp)?;
-    put(LABEL_TEMPLATE, &tmpl)?;
+    put(slots::Slot::A.template_label(), &tmpl)?;
     put(LABEL_DATA, DATA_BLANK_MARKER)?;
     std::fs::write(&out, disk).map_err(io("writing", &out))
 }

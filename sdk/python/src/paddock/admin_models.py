@@ -191,10 +191,27 @@ class HostMetrics:
     samples: list[HostSample]
 
 
+SlotState = Literal["good", "trial", "bad", "empty"]
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    """One image slot (``"a"`` or ``"b"``): its image's version, whether it
+    is ``good`` (blessed), on ``trial`` (``tries_left``), ``bad`` or
+    ``empty``, and whether this boot runs it."""
+
+    slot: Literal["a", "b"]
+    version: str | None
+    state: SlotState
+    tries_left: int | None
+    booted: bool
+
+
 @dataclass(frozen=True)
 class SystemStatus:
     """``GET /v1/system``: the box's version, uptime, the API certificate's
-    fingerprint, its disk keys, data partition and newest host sample."""
+    fingerprint, its disk keys, data partition, newest host sample and its
+    image slots."""
 
     version: str
     uptime_s: int
@@ -202,6 +219,7 @@ class SystemStatus:
     keys: KeyStatus
     data: DiskUse
     host: HostSample | None
+    slots: list[SlotInfo]
 
 
 @dataclass(frozen=True)

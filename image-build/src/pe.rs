@@ -1,0 +1,109 @@
+//! The sections of a PE image (a UKI: `.linux`, `.initrd`, `.cmdline`,
+//! `.osrel`, ...), read with bounds checks: the image listing shows them,
+//! the PCR 11 computation measures them, host-init reads a slot's version
+//! from them. A file that is not what it claims is an error, never a panic.
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeError {
+    #[error("not a PE image: {0}")]
+    NotPe(&'static str),
+    #[error("section {name} lies outside the file ({offset}+{len} of {size} bytes)")]
+    OutOfFile {
+        name: String,
+        offset: u64,
+        len: u64,
+        size: u64,
+    },
+    #[error("the UKI has two {0} sections")]
+    Twice(String),
+}
+
+/// One section: its bytes in the file, and how long the loader maps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Section {
+    pub name: String,
+    /// The section's bytes as stored (at most `virtual_size` of them).
+    pub data: Vec<u8>,
+    pub virtual_size: u64,
+}
+
+impl Section {
+    /// The section as the loader maps it: `virtual_size` bytes, zeros past
+    /// what the file stores.
+    pub fn mapped(&self) -> Vec<u8> {
+        let mut v = self.data.clone();
+        v.resize(self.virtual_size as usize, 0);
+        v
+    }
+}
+
+fn u16_at(b: &[u8], at: usize) -> Result<u16, PeError> {
+    b.get(at..at + 2)
+        .map(|s| u16::from_le_bytes([s[0], s[1]]))
+        .ok_or(PeError::NotPe("truncated header"))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Result<u32, PeError> {
+    b.get(at..at + 4)
+        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+        .ok_or(PeError::NotPe("truncated header"))
+}
+
+/// Every section of `pe`, in the file's order.
+pub fn sections(pe: &[u8]) -> Result<Vec<Section>, PeError> {
+    if pe.get(..2) != Some(b"MZ") {
+        return Err(PeError::NotPe("no MZ header"));
+    }
+    let at = u32_at(pe, 0x3C)? as usize;
+    if pe.get(at..at + 4) != Some(b"PE\0\0") {
+        return Err(PeError::NotPe("no PE signature"));
+    }
+    let coff = at + 4;
+    let count = u16_at(pe, coff + 2)? as usize;
+    let optional = u16_at(pe, coff + 16)? as usize;
+    let table = coff + 20 + optional;
+    let mut out = Vec::with_capacity(count.min(96));
+    for i in 0..count {
+        let h = table + i * 40;
+        let raw_name = pe
+            .get(h..h + 8)
+            .ok_or(PeError::NotPe("truncated section table"))?;
+        let end = raw_name.iter().position(|b| *b == 0).unwrap_or(8);
+        let name = String::from_utf8_lossy(&raw_name[..end]).into_owned();
+        let virtual_size = u32_at(pe, h + 8)? as u64;
+        let raw_size = u32_at(pe, h + 16)? as u64;
+        let raw_at = u32_at(pe, h + 20)? as u64;
+        // A virtual size of 0 means "as stored" to some linkers.
+        let (virtual_size, present) = if virtual_size == 0 {
+            (raw_size, raw_size)
+        } else {
+            (virtual_size, virtual_size.min(raw_size))
+        };
+        let bytes = pe
+            .get(raw_at as usize..(raw_at + present) as usize)
+            .ok_or_else(|| PeError::OutOfFile {
+                name: name.clone(),
+                offset: raw_at,
+                len: present,
+                size: pe.len() as u64,
+            })?;
+        out.push(Section {
+            name,
+            data: bytes.to_vec(),
+            virtual_size,
+        });
+    }
+    Ok(out)
+}
+
+/// The `.osrel` section's `KEY=value` for `key` (quotes removed).
+pub fn osrel_value(pe: &[u8], key: &str) -> Result<Option<String>, PeError> {
+    let Some(osrel) = sections(pe)?.into_iter().find(|s| s.name == ".osrel") else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&osrel.data).into_owned();
+    Ok(text.lines().find_map(|l| {
+        let v = l.strip_prefix(key)?.strip_prefix('=')?;
+        Some(v.trim_end_matches('\0').trim_matches('"').to_string())
+    }))
+}
