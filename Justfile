@@ -48,6 +48,19 @@ image variant="": deps static
         image-build/build-image.sh target/image
     fi
 
+# A signed update bundle of a freshly built image (docs/updates.md):
+# target/image/paddock-VERSION.update, signed with PADDOCK_UPDATE_KEY (or the
+# development key the image build made). Install: paddock system update FILE.
+update-bundle: (image "")
+    #!/usr/bin/env bash
+    set -euo pipefail
+    version=$(sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -n1)
+    key=${PADDOCK_UPDATE_KEY:-$PADDOCK_CACHE/update-key/development.pk8}
+    {{static_dir}}/paddock-image bundle --uki target/image/paddock.efi \
+        --template "$(image-build/build-template.sh image-build/templates/default.recipe)" \
+        --pcr-signature target/image/pcr-signature.json \
+        --version "$version" --key "$key" --out "target/image/paddock-$version.update"
+
 # List everything in a built image and check it holds no shell or interpreter.
 image-list img="target/image/paddock.img": static
     {{static_dir}}/paddock-image list {{img}} --check-no-shell

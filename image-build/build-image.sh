@@ -14,6 +14,9 @@
 #                         image's PCR 11 policy for the disk keys
 #                         (docs/keys.md); without it, a development key made
 #                         once in $PADDOCK_CACHE/image-key, with a warning
+#   PADDOCK_UPDATE_KEY    the update key (Ed25519, PKCS#8 DER) whose bundles
+#                         this image takes (its public half goes in); without
+#                         it, a development key in $PADDOCK_CACHE/update-key
 #
 # Outputs in OUT_DIR: paddock.img (GPT disk for dd: systemd-boot, the UKI in
 # slot A, slot B empty), paddock.efi (UKI), pcr-signature.json (its PCR 11
@@ -73,6 +76,17 @@ if [ -z "$image_key" ]; then
     echo "build-image: signing with the development image key $image_key (set PADDOCK_IMAGE_KEY for a release; docs/keys.md)" >&2
 fi
 "$tool" pcr-public --key "$image_key" --out "$stage/usr/lib/paddock/pcr-policy.pub"
+# The update key: the box takes only bundles it signed (docs/updates.md).
+update_key=${PADDOCK_UPDATE_KEY:-}
+if [ -z "$update_key" ]; then
+    update_key=${PADDOCK_CACHE:-$HOME/.cache/paddock}/update-key/development.pk8
+    if [ ! -f "$update_key" ]; then
+        mkdir -p "$(dirname "$update_key")"
+        "$tool" update-key --out "$update_key" --public "$update_key.pub"
+    fi
+    echo "build-image: the development update key $update_key is the one this image trusts (set PADDOCK_UPDATE_KEY for a release; docs/updates.md)" >&2
+fi
+"$tool" update-public --key "$update_key" --out "$stage/usr/lib/paddock/update.pub"
 install -m 0755 "$PADDOCK_STATIC_BIN/paddock-init" "$stage/init"
 install -m 0755 "$PADDOCK_STATIC_BIN/paddock-vmm" "$stage/usr/lib/paddock/paddock-vmm"
 install -m 0644 "$PADDOCK_GUEST_KERNEL/vmlinux" "$stage/usr/lib/paddock/guest/vmlinux"

@@ -169,6 +169,19 @@ pub enum Call {
     HostMetrics {
         since: u64,
     },
+    /// A file for an update bundle of `bytes` (admin): answered with its
+    /// descriptor, which the API process fills with the request's body.
+    StageUpdate {
+        bytes: u64,
+    },
+    /// The staged bundle verified and, if good, written to the other slot
+    /// (admin); `reboot_at`: Unix seconds (0: now), None: the next reboot.
+    ApplyUpdate {
+        reboot_at: Option<u64>,
+        force: bool,
+    },
+    /// The staged bundle dropped: its upload did not arrive whole.
+    AbandonUpdate,
     /// Re-seal the disk keys to this boot state with the recovery secret
     /// (admin).
     RecoverKeys {

@@ -210,6 +210,7 @@ pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
             Err(e) => Some(e),
         },
         Route::SystemStatus => simple(Call::SystemStatus),
+        Route::SystemUpdate => crate::system_update::update(shared, req, io),
         Route::HostMetrics => match since(req) {
             Ok(since) => simple(Call::HostMetrics { since }),
             Err(e) => Some(e),

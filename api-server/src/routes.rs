@@ -45,6 +45,7 @@ pub enum Route {
     KeyStatus,
     SystemStatus,
     HostMetrics,
+    SystemUpdate,
     RecoverKeys,
     Metrics,
     Audit,
@@ -188,9 +189,10 @@ pub fn allowed_methods(segs: &[&str]) -> Option<&'static [&'static str]> {
             &["POST"]
         }
         ["v1", "tokens", _] => &["DELETE"],
-        ["v1", "tokens", _, "rotate"] | ["v1", "tls", "rotate"] | ["v1", "keys", "recover"] => {
-            &["POST"]
-        }
+        ["v1", "tokens", _, "rotate"]
+        | ["v1", "tls", "rotate"]
+        | ["v1", "keys", "recover"]
+        | ["v1", "system", "update"] => &["POST"],
         // The test suite's probes: authenticated and admitted like any
         // call (host-init then answers 404 unless this is a test image).
         ["v1", "debug", "process-scan" | "drop-caches" | "kill-net-services" | "open-disk"] => {
@@ -274,6 +276,7 @@ pub fn resolve(method: &str, path: &str) -> Route {
         ("GET", ["v1", "keys"]) => R::KeyStatus,
         ("GET", ["v1", "system"]) => R::SystemStatus,
         ("GET", ["v1", "system", "metrics"]) => R::HostMetrics,
+        ("POST", ["v1", "system", "update"]) => R::SystemUpdate,
         ("POST", ["v1", "keys", "recover"]) => R::RecoverKeys,
         ("POST", ["v1", "debug", "process-scan"]) => R::ProcessScan,
         ("POST", ["v1", "debug", "drop-caches"]) => R::DropCaches,
@@ -407,6 +410,7 @@ mod tests {
             ("GET", "/v1/keys", R::KeyStatus),
             ("GET", "/v1/system", R::SystemStatus),
             ("GET", "/v1/system/metrics", R::HostMetrics),
+            ("POST", "/v1/system/update", R::SystemUpdate),
             ("POST", "/v1/keys/recover", R::RecoverKeys),
             ("POST", "/v1/debug/process-scan", R::ProcessScan),
             ("POST", "/v1/debug/drop-caches", R::DropCaches),

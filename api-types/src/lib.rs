@@ -43,7 +43,9 @@ pub use report::{
 };
 pub use secret::{Secret, SecretList, SecretPlace, SecretRemoved, SecretSpec};
 pub use signals::{SignalAction, SignalRule, SignalRules};
-pub use system::{DiskUse, HostMetrics, HostSample, SlotInfo, SlotState, SystemStatus};
+pub use system::{
+    DiskUse, HostMetrics, HostSample, SlotInfo, SlotState, SystemStatus, UpdateState, UpdateStatus,
+};
 pub use token::{
     ActionPolicy, ActionRule, MintRequest, MintedToken, Quotas, Scope, SecretFormat, TokenList,
     TokenView,

@@ -1,6 +1,7 @@
 //! The box itself: `GET /v1/system` (what it runs, how its disk keys are
-//! held, how full its data partition is, which certificate it serves) and
-//! `GET /v1/system/metrics` (its CPU and memory over the last hour).
+//! held, how full its data partition is, which certificate it serves, its
+//! image slots and update), `GET /v1/system/metrics` (its CPU and memory
+//! over the last hour) and `POST /v1/system/update`.
 
 use crate::KeyStatus;
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,37 @@ pub struct SystemStatus {
     /// its boot manager).
     #[serde(default)]
     pub slots: Vec<SlotInfo>,
+    /// The update being written or waiting for its reboot, if any (until
+    /// the reboot; a failed one until the next attempt).
+    #[serde(default)]
+    pub update: Option<UpdateStatus>,
+}
+
+/// `POST /v1/system/update` and `GET /v1/system`'s `update`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateStatus {
+    /// The bundle's version.
+    pub version: String,
+    /// The slot it goes to ("a" or "b"): the one this boot does not run.
+    pub slot: String,
+    pub state: UpdateState,
+    /// When the box reboots into it (Unix seconds); null: at the next
+    /// reboot, whenever that is.
+    pub reboot_at: Option<u64>,
+    /// Why it failed.
+    pub detail: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateState {
+    /// Verified; being written to its slot.
+    Writing,
+    /// Written and read back: the next boot tries it.
+    Ready,
+    /// Writing it failed; the slot it went to holds no image.
+    Failed,
 }
 
 /// One image slot.

@@ -422,6 +422,7 @@ fn answer_types_name_the_documented_fields() {
         data,
         host: Some(host.clone()),
         slots: Vec::new(),
+        update: None,
     };
     assert_eq!(keys(&system), properties("SystemStatus"));
     let slot = paddock_api_types::SlotInfo {
@@ -432,6 +433,14 @@ fn answer_types_name_the_documented_fields() {
         booted: true,
     };
     assert_eq!(keys(&slot), properties("SlotInfo"));
+    let update = paddock_api_types::UpdateStatus {
+        version: "1".into(),
+        slot: "b".into(),
+        state: paddock_api_types::UpdateState::Ready,
+        reboot_at: Some(1),
+        detail: Some("d".into()),
+    };
+    assert_eq!(keys(&update), properties("UpdateStatus"));
     let metrics = paddock_api_types::HostMetrics {
         samples: vec![host],
     };

@@ -432,6 +432,29 @@ pub enum SystemCommand {
         #[arg(long)]
         since: Option<u64>,
     },
+    /// Install a signed update bundle into the slot this boot does not run
+    /// (docs/updates.md); `paddock system` then shows its progress
+    Update {
+        /// The bundle (`just update-bundle` makes one)
+        file: std::path::PathBuf,
+        /// When to reboot into it: now, next-boot, or Unix seconds
+        #[arg(long, default_value = "next-boot", value_parser = update_at)]
+        at: String,
+        /// Take a bundle that is not newer than the running version
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn update_at(s: &str) -> Result<String, String> {
+    if s == "now"
+        || s == "next-boot"
+        || (!s.is_empty() && s.len() <= 12 && s.bytes().all(|b| b.is_ascii_digit()))
+    {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?}: now, next-boot or Unix seconds"))
+    }
 }
 
 #[derive(Debug, Args)]

@@ -748,6 +748,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/system/update": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Install a signed update bundle into the slot this boot does not run (admin; docs/updates.md). The body is the bundle, streamed (a content-length is required). Everything is checked before anything is written: the signature against the update key in the image, the version (newer than the running one unless force), the length, every part's SHA-256; a refusal says which check failed and leaves both slots as they were. The answer says it is being written; GET /v1/system's update follows it to ready (the next boot tries it, three times, then falls back) or failed. */
+        post: operations["systemUpdate"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/keys/recover": {
         parameters: {
             query?: never;
@@ -882,6 +899,22 @@ export interface components {
             host: components["schemas"]["HostSample"] | null;
             /** @description The image slots A and B (docs/updates.md); empty when the box was not booted by its boot manager (a direct kernel boot). */
             slots: components["schemas"]["SlotInfo"][];
+            /** @description The update being written or waiting for its reboot; null when there is none. */
+            update: components["schemas"]["UpdateStatus"] | null;
+        };
+        UpdateStatus: {
+            version: string;
+            /** @enum {string} */
+            slot: "a" | "b";
+            /**
+             * @description writing: verified, being written; ready: written and read back, the next boot tries it; failed: see detail (the slot holds no image).
+             * @enum {string}
+             */
+            state: "writing" | "ready" | "failed";
+            /** @description When the box reboots into it (Unix seconds); null: at the next reboot. */
+            reboot_at: number | null;
+            /** @description Why it failed. */
+            detail: string | null;
         };
         SlotInfo: {
             /** @enum {string} */
@@ -3091,6 +3124,44 @@ export interface operations {
             };
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
+            422: components["responses"]["Invalid"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    systemUpdate: {
+        parameters: {
+            query?: {
+                /** @description When to reboot into it: now, next-boot (default: whenever the box next reboots) or Unix seconds. */
+                at?: string;
+                /** @description Take a bundle that is not newer than the running version. */
+                force?: "true" | "false";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/octet-stream": string;
+            };
+        };
+        responses: {
+            /** @description Verified; being written to the other slot (state writing). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UpdateStatus"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            409: components["responses"]["Conflict"];
+            411: components["responses"]["BadRequest"];
+            413: components["responses"]["TooLarge"];
             422: components["responses"]["Invalid"];
             429: components["responses"]["TooManyRequests"];
             503: components["responses"]["Unavailable"];

@@ -21,6 +21,25 @@ pub struct Refused {
     pub connections: u64,
 }
 
+/// Why an update step was refused, in the API's terms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpdateRefusal {
+    /// Another update is being staged or written.
+    Busy(String),
+    /// The bundle is not one this box takes (unsigned, another key,
+    /// corrupted, older, truncated, malformed): says which.
+    Bundle(String),
+    /// Too big for the box, or for the room on its data partition.
+    TooLarge(String),
+    /// The box cannot take updates (not booted by its boot manager).
+    Unavailable(String),
+    /// Something on the box failed.
+    Failed(String),
+}
+
+/// What the update's writer reports when it is done (on its own thread).
+pub type UpdateDone = Box<dyn FnOnce(Result<paddock_api_types::UpdateStatus, String>) + Send>;
+
 /// PID 1's side of what the control plane decides. Every method has the
 /// do-nothing default that `NoHost` uses.
 pub trait Host: Send + Sync {
@@ -59,6 +78,35 @@ pub trait Host: Send + Sync {
     /// The image slots as the boot manager holds them.
     fn slots(&self) -> Vec<paddock_api_types::SlotInfo> {
         Vec::new()
+    }
+
+    /// A file to stage an update bundle of `bytes` in.
+    fn stage_update(&self, _bytes: u64) -> Result<std::fs::File, UpdateRefusal> {
+        Err(UpdateRefusal::Unavailable(
+            "no PID 1 to take updates".into(),
+        ))
+    }
+
+    /// Verifies the staged bundle (all of it, before anything is written)
+    /// and starts writing it to the slot this boot does not run; `done`
+    /// hears how the writing ended.
+    fn apply_update(
+        &self,
+        _reboot_at: Option<u64>,
+        _force: bool,
+        _done: UpdateDone,
+    ) -> Result<paddock_api_types::UpdateStatus, UpdateRefusal> {
+        Err(UpdateRefusal::Unavailable(
+            "no PID 1 to take updates".into(),
+        ))
+    }
+
+    /// Drops a staged bundle that did not arrive whole.
+    fn abandon_update(&self) {}
+
+    /// The update being written or waiting for its reboot.
+    fn update_status(&self) -> Option<paddock_api_types::UpdateStatus> {
+        None
     }
 
     /// SHA-256 of the certificate the API serves, colon-separated hex.

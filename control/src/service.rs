@@ -40,6 +40,7 @@ mod signal_calls;
 mod tests;
 mod token_calls;
 mod ttl;
+mod update_calls;
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -457,6 +458,9 @@ impl Control {
             Call::KeyStatus => "key_status".into(),
             Call::SystemStatus => "system_status".into(),
             Call::HostMetrics { .. } => "host_metrics".into(),
+            Call::StageUpdate { .. } => "stage_update".into(),
+            Call::ApplyUpdate { .. } => "apply_update".into(),
+            Call::AbandonUpdate => "abandon_update".into(),
             Call::RecoverKeys { .. } => "recover_keys".into(),
             Call::ScanProcesses { .. } => "scan_processes".into(),
             Call::ProbeDisk { id } => format!("probe_disk {id}"),
@@ -568,6 +572,11 @@ impl Control {
             Call::KeyStatus => self.key_status(tok, what),
             Call::SystemStatus => self.system_status(tok, what),
             Call::HostMetrics { since } => self.host_metrics(tok, since, what),
+            Call::StageUpdate { bytes } => self.stage_update(tok, bytes, what),
+            Call::ApplyUpdate { reboot_at, force } => {
+                self.apply_update(tok, reboot_at, force, what)
+            }
+            Call::AbandonUpdate => self.abandon_update(tok, what),
             Call::RecoverKeys { secret } => self.recover_keys(tok, secret, what),
             call @ (Call::ScanProcesses { .. }
             | Call::DropCaches

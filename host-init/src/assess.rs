@@ -70,13 +70,12 @@ fn assess(found: Found, on_trial: String) {
                 Ok(Ok(name)) => {
                     info!("slot {slot} is good: blessed ({name})");
                     note(format!("slot {slot} blessed"));
-                    if let Ok(files) = crate::storage::with_esp(esp, false, crate::slot::list) {
-                        let booted = Booted {
-                            on_trial: None,
-                            ..found.booted.clone()
-                        };
-                        crate::slot::set_slots(crate::slot::describe(&files, &booted));
-                    }
+                    let booted = Booted {
+                        on_trial: None,
+                        ..found.booted.clone()
+                    };
+                    crate::update::set_booted(booted.clone());
+                    crate::slot::refresh(esp, &booted);
                 }
                 Ok(Err(e)) => error!("slot {slot} is good but blessing it failed: {e}"),
                 Err(e) => error!("slot {slot} is good but blessing it failed: {e}"),

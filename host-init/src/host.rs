@@ -6,7 +6,7 @@
 
 use crate::children::{Exit, CHILDREN};
 use crate::status::SCREEN;
-use paddock_control::host::{Host, Refused};
+use paddock_control::host::{Host, Refused, UpdateDone, UpdateRefusal};
 use paddock_net_services::broker::Brokered;
 use std::path::Path;
 use std::time::Duration;
@@ -35,6 +35,27 @@ impl Host for Pid1 {
         crate::api::supervisor::replace_identity(&id.cert_pem, &id.key_pem);
         SCREEN.update(|s| s.fingerprint = Some(id.fingerprint.clone()));
         Ok(id.fingerprint)
+    }
+
+    fn stage_update(&self, bytes: u64) -> Result<std::fs::File, UpdateRefusal> {
+        crate::update::stage(bytes)
+    }
+
+    fn apply_update(
+        &self,
+        reboot_at: Option<u64>,
+        force: bool,
+        done: UpdateDone,
+    ) -> Result<paddock_api_types::UpdateStatus, UpdateRefusal> {
+        crate::update::apply(reboot_at, force, done)
+    }
+
+    fn abandon_update(&self) {
+        crate::update::abandon()
+    }
+
+    fn update_status(&self) -> Option<paddock_api_types::UpdateStatus> {
+        crate::update::status()
     }
 
     fn slots(&self) -> Vec<paddock_api_types::SlotInfo> {

@@ -35,6 +35,7 @@ pub mod shutdown;
 pub mod slot;
 pub mod status;
 pub mod storage;
+pub mod update;
 /// The workspaces' VMMs that run, kept by the control plane; PID 1 counts
 /// them for its screen and stops them all at shutdown.
 pub use paddock_control::workspaces;

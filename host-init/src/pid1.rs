@@ -403,6 +403,17 @@ fn boot(cmdline: &str, started: Instant) {
         started.elapsed().as_secs_f64()
     );
 
+    crate::update::init(crate::update::Context {
+        booted: booted.clone(),
+        running_version: esp
+            .slots
+            .iter()
+            .find(|f| Some(f.name.slot) == booted.slot)
+            .and_then(|f| f.version.clone())
+            .unwrap_or_else(|| VERSION.to_string()),
+        esp_dev: data.esp_dev.clone(),
+        other_template: data.other_template.clone(),
+    });
     // A slot on trial proves itself before it is blessed (or reboots).
     crate::assess::start(crate::assess::Found {
         esp_dev: data.esp_dev.clone(),

@@ -151,6 +151,15 @@ pub fn set_slots(slots: Vec<paddock_api_types::SlotInfo>) {
     *SLOTS.lock().unwrap_or_else(|e| e.into_inner()) = slots;
 }
 
+/// Reads the slots again from the ESP (after a blessing or an update);
+/// `booted` is what this boot is now.
+pub fn refresh(esp_dev: &str, booted: &Booted) {
+    match crate::storage::with_esp(esp_dev, false, list) {
+        Ok(files) => set_slots(describe(&files, booted)),
+        Err(e) => warn!("reading the slots again: {e}"),
+    }
+}
+
 pub fn slots() -> Vec<paddock_api_types::SlotInfo> {
     SLOTS.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }

@@ -52,6 +52,9 @@ pub struct DataInfo {
     pub disk: String,
     pub data_dev: String,
     pub template_dev: Option<String>,
+    /// The template partition of the slot this boot does not run, and its
+    /// size: where an update's template goes.
+    pub other_template: Option<(String, u64)>,
     pub esp_dev: Option<String>,
     pub size_bytes: u64,
     pub grew: bool,
@@ -235,6 +238,11 @@ pub fn prepare(slot: Option<Slot>) -> Result<DataInfo, StorageError> {
         .or_else(|| table.find(LABEL_TEMPLATE))
         .and_then(|(s, _)| partition_name(&disk, s + 1))
         .map(|n| format!("/dev/{n}"));
+    let other_template = slot.and_then(|s| {
+        let (n, p) = table.find(s.other().template_label())?;
+        let name = partition_name(&disk, n + 1)?;
+        Some((format!("/dev/{name}"), p.size_bytes()))
+    });
     let esp_dev = table
         .partitions
         .iter()
@@ -312,6 +320,7 @@ pub fn prepare(slot: Option<Slot>) -> Result<DataInfo, StorageError> {
         disk: format!("/dev/{disk}"),
         data_dev: dev_s,
         template_dev,
+        other_template,
         esp_dev,
         size_bytes,
         grew,

@@ -49,9 +49,11 @@ pub fn set(disk: &Path, config: &[u8]) -> Result<(), EspConfigError> {
     })
 }
 
-/// What an update writes to the ESP, without the update mechanism: `uki`
-/// in `slot` (whatever that slot held goes) with `tries` left on its boot
-/// counter (None: already blessed), and its PCR signature when given.
+/// What an update writes, without the update mechanism: `uki` in `slot`
+/// on the ESP (whatever that slot held goes) with `tries` left on its boot
+/// counter (None: already blessed), its PCR signature when given, and, for
+/// slot B, slot A's template (the test image's) in slot B's partition: a
+/// slot whose template partition is empty boots no workspace.
 pub fn install_uki(
     disk: &Path,
     slot: Slot,
@@ -60,6 +62,9 @@ pub fn install_uki(
     signature: Option<Vec<u8>>,
 ) -> Result<(), EspConfigError> {
     let uki = std::fs::read(uki).map_err(|e| failed(format!("reading {}", uki.display()), e))?;
+    if slot != Slot::A {
+        copy_template(disk, Slot::A, slot)?;
+    }
     rewrite(disk, |files| {
         let sig = format!("{}/{slot}.json", paddock_keys::signed::SIGNATURE_DIR);
         files.retain(|(p, _)| *p != sig && UkiName::parse(p).is_none_or(|n| n.slot != slot));
@@ -68,6 +73,43 @@ pub fn install_uki(
             files.push((sig, bytes));
         }
     })
+}
+
+/// Copies slot `from`'s template partition over slot `to`'s (the whole of
+/// the smaller of the two).
+pub fn copy_template(disk: &Path, from: Slot, to: Slot) -> Result<(), EspConfigError> {
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(disk)
+        .map_err(|e| failed(format!("opening {}", disk.display()), e))?;
+    let table = gpt::Gpt::read(&mut f).map_err(|e| failed("reading the partition table", e))?;
+    let span = |slot: Slot| {
+        table
+            .find(slot.template_label())
+            .map(|(_, p)| (p.first_lba * gpt::SECTOR, p.size_bytes()))
+            .ok_or_else(|| {
+                failed(
+                    "the partition table",
+                    format!("no {}", slot.template_label()),
+                )
+            })
+    };
+    let ((src, src_len), (dst, dst_len)) = (span(from)?, span(to)?);
+    let mut buf = vec![0u8; 4 << 20];
+    let mut done = 0;
+    let len = src_len.min(dst_len);
+    while done < len {
+        let n = (len - done).min(buf.len() as u64) as usize;
+        f.seek(SeekFrom::Start(src + done))
+            .and_then(|_| f.read_exact(&mut buf[..n]))
+            .map_err(|e| failed("reading a template partition", e))?;
+        f.seek(SeekFrom::Start(dst + done))
+            .and_then(|_| f.write_all(&buf[..n]))
+            .map_err(|e| failed("writing a template partition", e))?;
+        done += n as u64;
+    }
+    f.sync_all().map_err(|e| failed("syncing the disk", e))
 }
 
 /// The files on `disk`'s ESP (path, bytes).

@@ -52,6 +52,8 @@ mod signals;
 mod slots;
 #[path = "appliance/tenants.rs"]
 mod tenants;
+#[path = "appliance/updates.rs"]
+mod updates;
 #[path = "appliance/workspace_api.rs"]
 mod workspace_api;
 #[path = "appliance/yellow.rs"]

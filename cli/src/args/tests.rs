@@ -243,6 +243,13 @@ fn subcommands_of_subcommands() {
         Command::System { command: None }
     ));
     assert!(matches!(
+        parse(&["system", "update", "b.update", "--at", "now", "--force"]).command,
+        Command::System {
+            command: Some(SystemCommand::Update { at, force: true, .. })
+        } if at == "now"
+    ));
+    assert!(Cli::try_parse_from(["paddock", "system", "update", "b", "--at", "soon"]).is_err());
+    assert!(matches!(
         parse(&["system", "metrics", "--since", "5"]).command,
         Command::System {
             command: Some(SystemCommand::Metrics { since: Some(5) })

@@ -5,7 +5,9 @@
 use super::Ctx;
 use crate::args::SystemCommand;
 use crate::CliError;
-use paddock_api_types::{HostMetrics, HostSample, SlotInfo, SlotState, SystemStatus};
+use paddock_api_types::{
+    HostMetrics, HostSample, SlotInfo, SlotState, SystemStatus, UpdateState, UpdateStatus,
+};
 
 /// Bytes as the largest binary unit that keeps a number of at least 1.
 fn size(bytes: u64) -> String {
@@ -78,6 +80,39 @@ pub fn system(ctx: &Ctx, cmd: Option<SystemCommand>) -> Result<(), CliError> {
                 for slot in &s.slots {
                     println!("slot {}   {}", slot.slot, slot_line(slot));
                 }
+                if let Some(u) = &s.update {
+                    let state = match u.state {
+                        UpdateState::Writing => "being written".to_string(),
+                        UpdateState::Ready => "written; the next boot tries it".to_string(),
+                        UpdateState::Failed => {
+                            format!("failed: {}", u.detail.as_deref().unwrap_or("?"))
+                        }
+                    };
+                    println!("update   {} to slot {}: {state}", u.version, u.slot);
+                }
+            })
+        }
+        Some(SystemCommand::Update { file, at, force }) => {
+            // Held whole: bundles are a few hundred MiB; the API streams
+            // what it receives to the box's disk.
+            let bundle = std::fs::read(&file)
+                .map_err(|e| CliError::Usage(format!("reading {}: {e}", file.display())))?;
+            let mut path = format!("/v1/system/update?at={at}");
+            if force {
+                path.push_str("&force=true");
+            }
+            let body = super::ok(ctx.api.call("POST", &path, Some(&bundle))?)?;
+            ctx.show(&body, |u: UpdateStatus| {
+                println!(
+                    "update {} verified; writing it to slot {} ({})",
+                    u.version,
+                    u.slot,
+                    match u.reboot_at {
+                        Some(t) => format!("reboots into it at {t}"),
+                        None => "the next reboot tries it".into(),
+                    }
+                );
+                eprintln!("(`paddock system` shows when it is written)");
             })
         }
         Some(SystemCommand::Metrics { since }) => {

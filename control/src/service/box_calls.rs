@@ -136,6 +136,7 @@ impl Control {
                 data: crate::host_samples::data_use(),
                 host: self.host_samples.latest(),
                 slots: crate::host::get().slots(),
+                update: crate::host::get().update_status(),
             },
         ))
     }

@@ -15,11 +15,17 @@ usage: paddock-image initramfs --root DIR --out FILE
        paddock-image pcr-key --out KEY --public FILE
        paddock-image pcr-public --key KEY --out FILE
        paddock-image pcr-sign --uki FILE --key KEY --image NAME --out FILE
+       paddock-image update-key --out KEY --public FILE
+       paddock-image update-public --key KEY --out FILE
+       paddock-image bundle --uki FILE --template FILE --pcr-signature FILE
+                            --version V --key KEY --out FILE
 
 pcr-key makes an image key (P-256, PKCS#8 DER, written 0600) and its
 public half; pcr-public writes the public half of an existing key (what
 goes into the image); pcr-sign computes PCR 11 as systemd-stub will
-measure the UKI and signs the disk keys' policy for it.
+measure the UKI and signs the disk keys' policy for it. update-key makes
+the update key (Ed25519, PKCS#8 DER, 0600); bundle writes a signed update
+bundle of an image's parts (docs/updates.md).
 
 Timestamps and GUIDs come from SOURCE_DATE_EPOCH, which must be set for
 initramfs and disk: the same inputs always give the same bytes.";
@@ -281,6 +287,7 @@ fn cmd_list(args: &[String]) -> Result<(), CliError> {
 }
 
 mod pcr;
+mod update;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -291,6 +298,9 @@ fn main() -> ExitCode {
         Some("pcr-key") => pcr::key(&args[1..]),
         Some("pcr-public") => pcr::public(&args[1..]),
         Some("pcr-sign") => pcr::sign(&args[1..]),
+        Some("update-key") => update::key(&args[1..]),
+        Some("update-public") => update::public(&args[1..]),
+        Some("bundle") => update::bundle(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())

@@ -96,6 +96,7 @@ ROUTES: dict[str, Route] = {
     "recover_keys": Route("POST", "/v1/keys/recover", model=a.KeyStatus, body=a.RecoverKeysRequest),
     "system": Route("GET", "/v1/system", model=a.SystemStatus),
     "host_metrics": Route("GET", "/v1/system/metrics", model=a.HostMetrics, query=("since",)),
+    "system_update": Route("POST", "/v1/system/update", model=a.UpdateStatus, raw_body=True, query=("at", "force")),
     "list_approvals": Route("GET", "/v1/approvals", model=r.ApprovalList, query=("state",)),
     "get_approval": Route("GET", "/v1/approvals/{id}", model=r.Approval),
     "decide_approval": Route("POST", "/v1/approvals/{id}", model=r.Approval, body=r.ApprovalDecision),

@@ -207,6 +207,22 @@ class SlotInfo:
     booted: bool
 
 
+UpdateState = Literal["writing", "ready", "failed"]
+
+
+@dataclass(frozen=True)
+class UpdateStatus:
+    """An update going to ``slot``: ``writing``, ``ready`` (the next boot
+    tries it; ``reboot_at`` when the box reboots into it, None: whenever it
+    next reboots) or ``failed`` (``detail`` says why)."""
+
+    version: str
+    slot: Literal["a", "b"]
+    state: UpdateState
+    reboot_at: int | None
+    detail: str | None
+
+
 @dataclass(frozen=True)
 class SystemStatus:
     """``GET /v1/system``: the box's version, uptime, the API certificate's
@@ -220,6 +236,7 @@ class SystemStatus:
     data: DiskUse
     host: HostSample | None
     slots: list[SlotInfo]
+    update: UpdateStatus | None
 
 
 @dataclass(frozen=True)

@@ -30,13 +30,14 @@ from .admin_models import (
     Revoked,
     Scope,
     SystemStatus,
+    UpdateStatus,
     SecretFormat,
     TlsRotated,
     Token,
     TokenList,
     TokenRotated,
 )
-from .aio_workspace import AsyncWorkspace
+from .aio_workspace import AsyncWorkspace, _file_chunks
 from .errors import RequestTimeout
 from .review_models import Approval, ApprovalDecision, ApprovalList, ApprovalState
 from .client import CREATE_TIMEOUT, DEFAULT_TIMEOUT
@@ -325,6 +326,17 @@ class AsyncPaddock:
         from Unix second ``since`` on (``GET /v1/system/metrics``; admin)."""
         result: HostMetrics = await self._t.call("host_metrics", query=[("since", since)])
         return result.samples
+
+    async def update_system(self, bundle_path: str | os.PathLike[str], *, at: str | int | None = None, force: bool = False) -> UpdateStatus:
+        """Streams the update bundle at ``bundle_path`` to the box
+        (``POST /v1/system/update``; admin): verified whole, then written to
+        the slot this boot does not run. ``at``: ``"now"``, ``"next-boot"``
+        (the default) or Unix seconds; ``force`` takes a bundle that is not
+        newer. Follow it with :meth:`system` (``.update``)."""
+        query: list[tuple[str, str | None]] = [("at", None if at is None else str(at)), ("force", "true" if force else None)]
+        headers = {"Content-Length": str(os.stat(bundle_path).st_size)}
+        result: UpdateStatus = await self._t.call("system_update", query=query, content=_file_chunks(bundle_path), headers=headers)
+        return result
 
     async def prometheus_metrics(self) -> str:
         """Prometheus text (``GET /metrics``)."""

@@ -29,6 +29,7 @@ from .admin_models import (
     Revoked,
     Scope,
     SystemStatus,
+    UpdateStatus,
     SecretFormat,
     TlsRotated,
     Token,
@@ -38,7 +39,7 @@ from .admin_models import (
 from .models import Egress, SecretSpec, SignalRules, WorkspaceInfo, WorkspaceList
 from .errors import RequestTimeout
 from .review_models import Approval, ApprovalDecision, ApprovalList, ApprovalState
-from .workspace import Workspace
+from .workspace import Workspace, read_chunks
 
 DEFAULT_TIMEOUT = 60.0
 """Seconds an ordinary call may take (connect, each read, each write)."""
@@ -355,6 +356,19 @@ class Paddock:
         from Unix second ``since`` on (``GET /v1/system/metrics``; admin)."""
         result: HostMetrics = self._t.call("host_metrics", query=[("since", since)])
         return result.samples
+
+    def update_system(self, bundle_path: str | os.PathLike[str], *, at: str | int | None = None, force: bool = False) -> UpdateStatus:
+        """Streams the update bundle at ``bundle_path`` to the box
+        (``POST /v1/system/update``; admin): verified whole, then written to
+        the slot this boot does not run. ``at``: ``"now"``, ``"next-boot"``
+        (the default) or Unix seconds; ``force`` takes a bundle that is not
+        newer. Follow it with :meth:`system` (``.update``)."""
+        query: list[tuple[str, str | None]] = [("at", None if at is None else str(at)), ("force", "true" if force else None)]
+        with open(bundle_path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            headers = {"Content-Length": str(size)}
+            result: UpdateStatus = self._t.call("system_update", query=query, content=read_chunks(f), headers=headers)
+        return result
 
     def prometheus_metrics(self) -> str:
         """Prometheus text for the workspaces this token sees and the host
