@@ -58,6 +58,11 @@ export async function boxPage(main: HTMLElement, s: Session): Promise<void> {
     );
     if (system.host) list.push(["Host", `${system.host.cpus} CPU, ${bytes(system.host.memory_total_bytes)} memory`]);
     for (const slot of system.slots) list.push([`Slot ${slot.slot.toUpperCase()}`, slotText(slot)]);
+    if (system.update) {
+      const u = system.update;
+      const state = u.state === "failed" ? `failed: ${u.detail ?? "?"}` : u.state === "ready" ? "written; the next boot tries it" : "being written";
+      list.push(["Update", `${u.version} to slot ${u.slot.toUpperCase()}: ${state}`]);
+    }
   }
   const graphs = h("section", { id: "host-graphs", "aria-label": "The host over the last hour" });
   clear(main, h("h2", {}, "This box"), h("dl", { id: "box" }, ...rows(list)), h("h3", {}, "The host, last hour"), graphs);

@@ -270,6 +270,11 @@ fn signed_bundles_install_and_every_bad_one_is_refused() {
     );
     let mut app = Appliance::boot(&disk, &state, &dir.join("u2.log")).expect("boot 2");
     let console = app.wait_for("ready ", BOOT_GUARD).expect("boot 2");
+    // BENCHMARKS.md: boot to API per slot, an update's upload to written.
+    eprintln!(
+        "updates: slot A boot to ready {:.1} s",
+        app.elapsed().as_secs_f64()
+    );
     assert!(console.contains("booted slot a"), "{console}");
     let s = system(&app, &admin);
     assert_eq!(s["keys"]["state"], "ready", "{s}");
@@ -285,12 +290,20 @@ fn signed_bundles_install_and_every_bad_one_is_refused() {
     );
 
     // Again, rebooting into it as soon as it is written: the box does.
+    let posted = std::time::Instant::now();
     let (code, answer) = upload(&app, &admin, &good, "?at=now");
     assert_eq!(code, 200, "{answer}");
+    let verified = posted.elapsed();
     assert!(
         app.wait_exit(Duration::from_secs(900)).is_some(),
         "the box reboots into the update:\n{}",
         log_tail(&app.console(), 40)
+    );
+    eprintln!(
+        "updates: {} MiB bundle uploaded and verified in {:.1} s, written and rebooted after {:.1} s",
+        std::fs::metadata(&good).map(|m| m.len() >> 20).unwrap_or(0),
+        verified.as_secs_f64(),
+        posted.elapsed().as_secs_f64()
     );
     let console = app.console();
     assert!(
@@ -298,9 +311,18 @@ fn signed_bundles_install_and_every_bad_one_is_refused() {
         "{console}"
     );
     let mut app = Appliance::boot(&disk, &state, &dir.join("u3.log")).expect("boot 3");
+    app.wait_for("ready ", BOOT_GUARD).expect("boot 3");
+    eprintln!(
+        "updates: slot B boot to ready {:.1} s",
+        app.elapsed().as_secs_f64()
+    );
     let console = app
         .wait_for("slot b is good: blessed", BOOT_GUARD)
         .expect("boot 3 blesses the update");
+    eprintln!(
+        "updates: slot B blessed {:.1} s after power on",
+        app.elapsed().as_secs_f64()
+    );
     assert!(console.contains("booted slot b on trial"), "{console}");
     let s = system(&app, &admin);
     assert_eq!(s["keys"]["state"], "ready", "no recovery secret: {s}");
