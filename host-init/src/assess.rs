@@ -68,14 +68,16 @@ fn assess(found: Found, on_trial: String) {
             };
             match crate::storage::with_esp(esp, true, |root| crate::slot::bless(root, &on_trial)) {
                 Ok(Ok(name)) => {
-                    info!("slot {slot} is good: blessed ({name})");
-                    note(format!("slot {slot} blessed"));
+                    // The API's view first: whoever reads the log line
+                    // next may ask for the slots.
                     let booted = Booted {
                         on_trial: None,
                         ..found.booted.clone()
                     };
                     crate::update::set_booted(booted.clone());
                     crate::slot::refresh(esp, &booted);
+                    info!("slot {slot} is good: blessed ({name})");
+                    note(format!("slot {slot} blessed"));
                 }
                 Ok(Err(e)) => error!("slot {slot} is good but blessing it failed: {e}"),
                 Err(e) => error!("slot {slot} is good but blessing it failed: {e}"),

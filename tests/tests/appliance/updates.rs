@@ -251,8 +251,10 @@ fn signed_bundles_install_and_every_bad_one_is_refused() {
     let (_, body) = app
         .api("GET", "/v1/audit?event=update_refused", &admin, None)
         .expect("curl");
+    // Each bundle the box refused (the malformed `at` never reached it:
+    // the API process answered that one itself, like any malformed query).
     let refused = json(&body)["events"].as_array().map(Vec::len).unwrap_or(0);
-    assert!(refused >= 7, "each refusal audited: {refused}");
+    assert_eq!(refused, 6, "each refusal audited");
 
     // A good bundle, and the power cut as soon as it is accepted, while
     // it is written: slot B's UKI gets its bootable name last, so the box
