@@ -76,12 +76,22 @@ fn assess(found: Found, on_trial: String) {
                     };
                     crate::update::set_booted(booted.clone());
                     crate::slot::refresh(esp, &booted);
+                    forget_failed_tries();
                     info!("slot {slot} is good: blessed ({name})");
                     note(format!("slot {slot} blessed"));
                 }
                 Ok(Err(e)) => error!("slot {slot} is good but blessing it failed: {e}"),
                 Err(e) => error!("slot {slot} is good but blessing it failed: {e}"),
             }
+        }
+        Err(why) if failed_tries(&slot) > paddock_image::slots::TRIES => {
+            // The boot manager should have given up on this slot by now;
+            // it did not count (its file could not be renamed?): a reboot
+            // would only come back here.
+            error!("slot {slot} is not good ({why}) and has failed more tries than it has: staying up as it is");
+            note(format!(
+                "slot {slot} failed its check ({why}); its tries are not being counted"
+            ));
         }
         Err(why) if found.tries_left == 0 && !found.fallback => {
             // Its tries are used up and there is nothing else to boot: a
@@ -102,6 +112,31 @@ fn assess(found: Found, on_trial: String) {
             shutdown::begin(Then::Reboot, "a slot on trial failed its check");
         }
     }
+}
+
+/// Failed checks of `slot` on trial, counted on the data partition
+/// (this one included), in case the boot manager does not count them.
+fn failed_tries(slot: &str) -> u32 {
+    let path = std::path::Path::new(crate::storage::DATA_MOUNT).join("state/slot-trial-failures");
+    let (last, n) = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| {
+            let (s, n) = t.trim().split_once(' ')?;
+            Some((s.to_string(), n.parse::<u32>().ok()?))
+        })
+        .unwrap_or_default();
+    let n = if last == slot { n.saturating_add(1) } else { 1 };
+    if let Err(e) = std::fs::write(&path, format!("{slot} {n}\n")) {
+        warn!("counting the slot's failed tries: {e}");
+    }
+    n
+}
+
+/// A slot blessed, or a new image written to one: the count of failed
+/// tries starts again.
+pub fn forget_failed_tries() {
+    let path = std::path::Path::new(crate::storage::DATA_MOUNT).join("state/slot-trial-failures");
+    let _ = std::fs::remove_file(path);
 }
 
 fn note(text: String) {

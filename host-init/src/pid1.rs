@@ -454,6 +454,15 @@ fn boot(cmdline: &str, started: Instant) {
 /// image without the key (built before there was one) seals to raw PCRs.
 fn signed_images(files: &[(String, Vec<u8>)]) -> Option<crate::keys::signed::SignedImages> {
     use crate::keys::signed::{SignedImages, POLICY_KEY_FILE};
+    // Without Secure Boot anything can boot and replay systemd-stub's PCR
+    // 11 extends, and PCR 7 says nothing: the raw PCRs (4 binds the loader
+    // the firmware ran) are then the stronger seal. Test images take the
+    // signed seal regardless, so the suite (booted without Secure Boot)
+    // exercises it; the ESP cannot turn that on, it is the build's.
+    if !crate::slot::secure_boot() && !cfg!(feature = "test-probes") {
+        info!("Secure Boot is off: disk keys are sealed to this boot's raw PCRs, not to signed images (docs/keys.md)");
+        return None;
+    }
     let key = match std::fs::read(POLICY_KEY_FILE) {
         Ok(k) => k,
         Err(e) => {

@@ -16,6 +16,8 @@
 use log::{info, warn};
 use paddock_image::slots::{Slot, UkiName};
 
+/// The largest file read as a slot's UKI.
+const MAX_UKI: u64 = 512 << 20;
 const LOADER_GUID: &str = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
 const EFIVARS: &str = "/sys/firmware/efi/efivars";
 
@@ -37,6 +39,16 @@ fn decode_var(raw: &[u8]) -> Option<String> {
     (!s.is_empty() && s.len() <= 512).then_some(s)
 }
 
+/// Whether the firmware booted with Secure Boot on (its `SecureBoot`
+/// variable: 4 bytes of attributes, then 1).
+pub fn secure_boot() -> bool {
+    std::fs::read(format!(
+        "{EFIVARS}/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+    ))
+    .map(|v| v.get(4) == Some(&1))
+    .unwrap_or(false)
+}
+
 /// What this boot is.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Booted {
@@ -52,7 +64,10 @@ impl Booted {
         let trial = count_path.and_then(|p| {
             let name = UkiName::parse(&p)?;
             let path = p.trim_start_matches('\\').replace('\\', "/");
-            Some((name, path))
+            // Exactly EFI/Linux/<a slot's name>: nothing else is renamed.
+            let file = path.strip_prefix(&format!("{}/", paddock_image::slots::UKI_DIR))?;
+            (!file.contains('/') && UkiName::parse(file).is_some()).then_some(())?;
+            Some((name, format!("{}/{file}", paddock_image::slots::UKI_DIR)))
         });
         if let Some((name, path)) = trial {
             return Booted {
@@ -109,11 +124,16 @@ pub fn list(esp_root: &std::path::Path) -> Vec<SlotFile> {
         if out.iter().any(|f| f.name.slot == name.slot) {
             continue;
         }
-        let version = std::fs::read(&path).ok().and_then(|b| {
-            paddock_image::pe::osrel_value(&b, "VERSION_ID")
-                .ok()
-                .flatten()
-        });
+        // A UKI is tens of MiB; anything far bigger is not one.
+        let version = std::fs::metadata(&path)
+            .ok()
+            .filter(|m| m.len() <= MAX_UKI)
+            .and_then(|_| std::fs::read(&path).ok())
+            .and_then(|b| {
+                paddock_image::pe::osrel_value(&b, "VERSION_ID")
+                    .ok()
+                    .flatten()
+            });
         out.push(SlotFile { name, version });
     }
     out
@@ -225,6 +245,14 @@ mod tests {
         assert_eq!(b, Booted::default());
         let b = Booted::from_vars(Some("\\EFI\\Linux\\other+1.efi".into()), None);
         assert_eq!(b, Booted::default(), "a counted path that is not ours");
+        for odd in [
+            "\\..\\..\\paddock-a+1.efi",
+            "\\EFI\\Linux\\..\\paddock-a+1.efi",
+            "/etc/paddock-a+1.efi",
+        ] {
+            let b = Booted::from_vars(Some(odd.into()), None);
+            assert_eq!(b.on_trial, None, "{odd}");
+        }
     }
 
     #[test]

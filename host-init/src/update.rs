@@ -39,16 +39,27 @@ pub struct Context {
     pub other_template: Option<(String, u64)>,
 }
 
-#[derive(Default)]
+/// One update at a time: staged (its upload under way), then written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    /// A file was handed out at this time; a stage left this long (its
+    /// API process gone before it said "apply" or "abandon") is replaced.
+    Staged(std::time::Instant),
+    Writing,
+}
+
+/// How long a staged upload holds the way before another may take it.
+const STAGE_LEASE: std::time::Duration = std::time::Duration::from_secs(1800);
+
 struct State {
-    /// Staging or writing: one update at a time.
-    busy: bool,
+    phase: Phase,
     status: Option<UpdateStatus>,
 }
 
 static CONTEXT: Mutex<Option<Context>> = Mutex::new(None);
 static STATE: Mutex<State> = Mutex::new(State {
-    busy: false,
+    phase: Phase::Idle,
     status: None,
 });
 
@@ -93,6 +104,13 @@ pub fn stage(bytes: u64) -> Result<std::fs::File, UpdateRefusal> {
     {
         let ctx = CONTEXT.lock().unwrap_or_else(|e| e.into_inner());
         match ctx.as_ref() {
+            Some(c) if c.booted.on_trial.is_some() => {
+                // Writing the other slot would remove the good one this
+                // trial falls back to.
+                return Err(UpdateRefusal::Busy(
+                    "this boot is a slot on trial, not yet blessed: an update now would replace the slot it falls back to".into(),
+                ));
+            }
             Some(c)
                 if c.booted.slot.is_some()
                     && c.esp_dev.is_some()
@@ -118,10 +136,19 @@ pub fn stage(bytes: u64) -> Result<std::fs::File, UpdateRefusal> {
         )));
     }
     let mut s = state();
-    if s.busy {
-        return Err(UpdateRefusal::Busy(
-            "another update is being uploaded or written".into(),
-        ));
+    match s.phase {
+        Phase::Writing => {
+            return Err(UpdateRefusal::Busy(
+                "another update is being written".into(),
+            ))
+        }
+        Phase::Staged(since) if since.elapsed() < STAGE_LEASE => {
+            return Err(UpdateRefusal::Busy(format!(
+                "another update is being uploaded (for {} s)",
+                since.elapsed().as_secs()
+            )))
+        }
+        Phase::Staged(_) | Phase::Idle => {}
     }
     let path = staging();
     let opened = path
@@ -137,17 +164,23 @@ pub fn stage(bytes: u64) -> Result<std::fs::File, UpdateRefusal> {
                 .open(&path)
         })
         .map_err(|e| UpdateRefusal::Failed(format!("opening {}: {e}", path.display())))?;
-    s.busy = true;
+    s.phase = Phase::Staged(std::time::Instant::now());
     Ok(opened)
 }
 
+/// Drops a staged upload (never one being written).
 pub fn abandon() {
-    let _ = std::fs::remove_file(staging());
-    state().busy = false;
+    let mut s = state();
+    if matches!(s.phase, Phase::Staged(_)) {
+        let _ = std::fs::remove_file(staging());
+        s.phase = Phase::Idle;
+    }
 }
 
+/// A refusal of the staged bundle: it goes, and the way is free again.
 fn refuse(r: UpdateRefusal) -> UpdateRefusal {
-    abandon();
+    let _ = std::fs::remove_file(staging());
+    state().phase = Phase::Idle;
     r
 }
 
@@ -157,8 +190,14 @@ pub fn apply(
     force: bool,
     done: UpdateDone,
 ) -> Result<UpdateStatus, UpdateRefusal> {
-    if !state().busy {
-        return Err(UpdateRefusal::Busy("no bundle is staged".into()));
+    {
+        // Staged to writing at once: a second apply, or an abandon, finds
+        // no staged bundle from here on.
+        let mut s = state();
+        if !matches!(s.phase, Phase::Staged(_)) {
+            return Err(UpdateRefusal::Busy("no bundle is staged".into()));
+        }
+        s.phase = Phase::Writing;
     }
     let now = crate::control::audit::now_s();
     let reboot_at = match reboot_at {
@@ -192,6 +231,29 @@ pub fn apply(
         .map_err(|e| refuse(UpdateRefusal::Failed(format!("the staged bundle: {e}"))))?;
     let verified = paddock_update::verify(&mut file, &key, &running, force)
         .map_err(|e| refuse(UpdateRefusal::Bundle(e.to_string())))?;
+    // The boot manager orders slots by the UKI's own os-release version:
+    // the manifest's must be that one, or "newer" would mean two things.
+    if let Some((p, at)) = verified.part(PartName::Uki) {
+        let mut uki = vec![0u8; p.size as usize];
+        let read = file
+            .seek(SeekFrom::Start(*at))
+            .and_then(|_| file.read_exact(&mut uki));
+        if let Err(e) = read {
+            return Err(refuse(UpdateRefusal::Failed(format!(
+                "reading the staged UKI: {e}"
+            ))));
+        }
+        let in_uki = paddock_image::pe::osrel_value(&uki, "VERSION_ID")
+            .ok()
+            .flatten();
+        if in_uki.as_deref() != Some(verified.manifest.version.as_str()) {
+            return Err(refuse(UpdateRefusal::Bundle(format!(
+                "the bundle says version {} but its UKI's os-release says {}",
+                verified.manifest.version,
+                in_uki.as_deref().unwrap_or("none")
+            ))));
+        }
+    }
     if let Some((p, _)) = verified.part(PartName::Template) {
         if p.size > tmpl_size {
             return Err(refuse(UpdateRefusal::TooLarge(format!(
@@ -243,12 +305,13 @@ fn finish(mut job: Job, done: UpdateDone) {
     let _ = std::fs::remove_file(staging());
     refresh_slots(&job.esp_dev);
     let mut s = state();
-    s.busy = false;
+    s.phase = Phase::Idle;
     let Some(status) = s.status.as_mut() else {
         return;
     };
     match result {
         Ok(()) => {
+            crate::assess::forget_failed_tries();
             status.state = UpdateState::Ready;
             let st = status.clone();
             drop(s);
@@ -368,7 +431,8 @@ fn write_slot(job: &mut Job) -> Result<(), String> {
         .map_err(|e| format!("syncing {}: {e}", job.tmpl_dev))?;
     drop(dev);
     drop_caches();
-    if written != tmpl.sha256 || hash_of(Path::new(&job.tmpl_dev), tmpl.size)? != tmpl.sha256 {
+    let want = tmpl.sha256.to_ascii_lowercase();
+    if written != want || hash_of(Path::new(&job.tmpl_dev), tmpl.size)? != want {
         return Err(format!(
             "slot {slot}'s template partition does not read back as written"
         ));
@@ -397,7 +461,11 @@ fn write_slot(job: &mut Job) -> Result<(), String> {
             .map_err(|e| format!("syncing the PCR signature: {e}"))?;
         drop(out);
         sync_dir(&sigs);
-        if hash != uki.sha256 || sig_hash != sig.sha256 {
+        let (uki_sum, sig_sum) = (
+            uki.sha256.to_ascii_lowercase(),
+            sig.sha256.to_ascii_lowercase(),
+        );
+        if hash != uki_sum || sig_hash != sig_sum {
             return Err("the bundle changed while it was written".into());
         }
         drop_caches();

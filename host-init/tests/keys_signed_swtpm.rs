@@ -158,7 +158,7 @@ fn an_update_signed_by_the_image_key_keeps_the_disk_keys_and_nothing_else_does()
     // the TPM's VerifySignature refuses it.
     let mut lying = theirs.sign(3);
     lying.key = ours.sign(3).key;
-    locked(&sw, &ours, &[lying], "does not verify");
+    locked(&sw, &ours, &[lying], "verifies with the image key");
     drop(sw);
     // v2 again, but an image that carries another key (signed by it).
     let sw = boot(&tpm_dir, 2, 0);
@@ -239,6 +239,67 @@ fn a_store_sealed_before_images_were_signed_moves_to_them_only_with_recovery() {
         "the update after the move: {}",
         report.summary
     );
+    drop(sw);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A recovery in a boot the image key did not sign (a file removed from
+/// the ESP, or forged) must neither lose the epoch nor seal it to PCR 7
+/// alone: it falls back to the raw PCRs, and the epoch is still there.
+#[test]
+fn a_recovery_without_a_good_signature_keeps_the_epoch_and_the_raw_pcrs() {
+    let root = std::env::temp_dir().join(format!("paddock-signed-recover-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let tpm_dir = root.join("tpm");
+    let keys = root.join("keys");
+    let ours = ImageKey::new();
+    let theirs = ImageKey::new();
+
+    let sw = boot(&tpm_dir, 1, 0);
+    let (store, report) = open(&sw, &keys, Some(&ours), &[ours.sign(1)]);
+    assert!(report.ready, "{}", report.summary);
+    let recovery = report.recovery_secret.clone().expect("secret");
+    let disk = store.disk_key("ws-a").expect("key").bytes().to_vec();
+    drop(store);
+    drop(sw);
+
+    // v2's signature is gone from the ESP; one that claims our key is
+    // there instead (signed by another). Locked; recovered; the seal falls
+    // back to the raw PCRs, not to PCR 7 alone.
+    let sw = boot(&tpm_dir, 2, 0);
+    let mut forged = theirs.sign(2);
+    forged.key = ours.sign(2).key;
+    let (store, report) = open(&sw, &keys, Some(&ours), &[ours.sign(1), forged.clone()]);
+    assert!(!report.ready);
+    let summary = store.recover(&recovery).expect("recovered");
+    assert!(
+        summary.contains("(PCR 16)"),
+        "raw PCRs, not PCR 7 alone: {summary}"
+    );
+    assert_eq!(store.disk_key("ws-a").expect("key").bytes(), &disk[..]);
+    drop(store);
+    drop(sw);
+    // The same boot again: open, the epoch as it was.
+    let sw = boot(&tpm_dir, 2, 0);
+    let (store, report) = open(&sw, &keys, Some(&ours), &[ours.sign(1), forged]);
+    assert!(report.ready, "{}", report.summary);
+    assert_eq!(store.disk_key("ws-a").expect("key").bytes(), &disk[..]);
+    drop(store);
+    drop(sw);
+    // An image with no key at all and another PCR 11: locked (raw PCR 16
+    // holds, but that store is bound to it; here PCR 16 is the same, so
+    // it opens: the raw seal is this box's boot state, not "any image").
+    let sw = boot(&tpm_dir, 3, 0);
+    {
+        let mut tpm = Tpm::new(Box::new(Stream::connect(&sw.socket()).expect("connect")));
+        tpm.pcr_extend(16, &[5; 32]).expect("extend 16");
+    }
+    let (store, report) = open(&sw, &keys, None, &[]);
+    assert!(!report.ready, "another raw boot state: {}", report.summary);
+    // Recovered again in that state, the epoch is still the first one.
+    store.recover(&recovery).expect("recovered");
+    assert_eq!(store.disk_key("ws-a").expect("key").bytes(), &disk[..]);
+    drop(store);
     drop(sw);
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -23,7 +23,7 @@ pub enum InspectError {
 pub use crate::pe::Section;
 
 /// The sections of a PE file (a UKI: .linux, .initrd, .cmdline, .osrel, ...).
-pub fn pe_sections(pe: &[u8]) -> Result<Vec<Section>, InspectError> {
+pub fn pe_sections(pe: &[u8]) -> Result<Vec<Section<'_>>, InspectError> {
     crate::pe::sections(pe).map_err(|e| InspectError::Pe(e.to_string()))
 }
 
@@ -115,14 +115,14 @@ pub fn list_disk(disk: &[u8]) -> Result<(Vec<String>, Vec<cpio::Listed>), Inspec
             ));
             match s.name.as_str() {
                 ".cmdline" | ".osrel" | ".uname" => {
-                    for l in String::from_utf8_lossy(&s.data)
+                    for l in String::from_utf8_lossy(s.data)
                         .trim_end_matches('\0')
                         .lines()
                     {
                         lines.push(format!("uki {path} {} | {l}", s.name));
                     }
                 }
-                ".initrd" if entries.is_empty() => entries = initramfs_entries(&s.data)?,
+                ".initrd" if entries.is_empty() => entries = initramfs_entries(s.data)?,
                 _ => {}
             }
         }

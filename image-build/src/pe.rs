@@ -18,20 +18,24 @@ pub enum PeError {
     Twice(String),
 }
 
-/// One section: its bytes in the file, and how long the loader maps it.
+/// One section: its bytes in the file (borrowed: a hostile file cannot
+/// make copies of itself), and how long the loader maps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Section {
+pub struct Section<'a> {
     pub name: String,
     /// The section's bytes as stored (at most `virtual_size` of them).
-    pub data: Vec<u8>,
+    pub data: &'a [u8],
     pub virtual_size: u64,
 }
 
-impl Section {
+/// The PE format's own limit on sections.
+const MAX_SECTIONS: usize = 96;
+
+impl Section<'_> {
     /// The section as the loader maps it: `virtual_size` bytes, zeros past
     /// what the file stores.
     pub fn mapped(&self) -> Vec<u8> {
-        let mut v = self.data.clone();
+        let mut v = self.data.to_vec();
         v.resize(self.virtual_size as usize, 0);
         v
     }
@@ -50,7 +54,7 @@ fn u32_at(b: &[u8], at: usize) -> Result<u32, PeError> {
 }
 
 /// Every section of `pe`, in the file's order.
-pub fn sections(pe: &[u8]) -> Result<Vec<Section>, PeError> {
+pub fn sections(pe: &[u8]) -> Result<Vec<Section<'_>>, PeError> {
     if pe.get(..2) != Some(b"MZ") {
         return Err(PeError::NotPe("no MZ header"));
     }
@@ -60,6 +64,9 @@ pub fn sections(pe: &[u8]) -> Result<Vec<Section>, PeError> {
     }
     let coff = at + 4;
     let count = u16_at(pe, coff + 2)? as usize;
+    if count > MAX_SECTIONS {
+        return Err(PeError::NotPe("more sections than the format allows"));
+    }
     let optional = u16_at(pe, coff + 16)? as usize;
     let table = coff + 20 + optional;
     let mut out = Vec::with_capacity(count.min(96));
@@ -89,7 +96,7 @@ pub fn sections(pe: &[u8]) -> Result<Vec<Section>, PeError> {
             })?;
         out.push(Section {
             name,
-            data: bytes.to_vec(),
+            data: bytes,
             virtual_size,
         });
     }
@@ -101,7 +108,7 @@ pub fn osrel_value(pe: &[u8], key: &str) -> Result<Option<String>, PeError> {
     let Some(osrel) = sections(pe)?.into_iter().find(|s| s.name == ".osrel") else {
         return Ok(None);
     };
-    let text = String::from_utf8_lossy(&osrel.data).into_owned();
+    let text = String::from_utf8_lossy(osrel.data).into_owned();
     Ok(text.lines().find_map(|l| {
         let v = l.strip_prefix(key)?.strip_prefix('=')?;
         Some(v.trim_end_matches('\0').trim_matches('"').to_string())

@@ -65,8 +65,13 @@ impl KeyStore {
                             ),
                             (None, _) => (None, Some("this image carries no image key")),
                         };
-                        let mut t =
-                            TpmRoot::open(&opts.tpm, &meta.pcrs, signed, opts.signed.clone())?;
+                        let mut t = TpmRoot::open(
+                            &opts.tpm,
+                            &meta.pcrs,
+                            signed,
+                            opts.signed.clone(),
+                            &opts.pcrs,
+                        )?;
                         if hex(t.key_name()) != meta.tpm_key_name {
                             return Err(KeyError::Locked("this TPM is not the one the disk keys were sealed to (its storage key differs: another TPM, or it was cleared). Nothing was changed".into()));
                         }
@@ -156,7 +161,7 @@ impl KeyStore {
     }
 
     fn create_tpm(dir: &Path, opts: &Options) -> Result<(State, BootReport), KeyError> {
-        let mut t = TpmRoot::open(&opts.tpm, &opts.pcrs, None, opts.signed.clone())?;
+        let mut t = TpmRoot::open(&opts.tpm, &opts.pcrs, None, opts.signed.clone(), &opts.pcrs)?;
         if let Err(why) = t.adopt_offered() {
             warn!(
                 "disk keys: sealed to this boot's PCRs {}, not to signed images: {why}",

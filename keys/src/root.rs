@@ -67,6 +67,9 @@ pub struct TpmRoot {
     signed: Option<SignedImages>,
     /// The booted image's key and signatures: what a re-seal adopts.
     offered: Option<SignedImages>,
+    /// The raw PCRs a seal falls back to when it cannot adopt the image
+    /// key (the options' PCRs, never a signed store's bound ones alone).
+    raw_pcrs: PcrSelection,
 }
 
 fn tpm_err(what: &'static str) -> impl FnOnce(TpmError) -> KeyError {
@@ -82,6 +85,7 @@ impl TpmRoot {
         pcrs: &[u8],
         signed: Option<SignedImages>,
         offered: Option<SignedImages>,
+        raw_pcrs: &[u8],
     ) -> Result<TpmRoot, KeyError> {
         let transport: Box<dyn paddock_tpm::transport::Transport> = match source {
             super::TpmSource::Device(p) => {
@@ -96,12 +100,14 @@ impl TpmRoot {
             .create_primary_ecc()
             .map_err(tpm_err("deriving the TPM's storage key"))?;
         let pcrs = PcrSelection::new(pcrs).map_err(tpm_err("choosing PCRs"))?;
+        let raw_pcrs = PcrSelection::new(raw_pcrs).map_err(tpm_err("choosing PCRs"))?;
         Ok(TpmRoot {
             tpm,
             key,
             pcrs,
             signed,
             offered,
+            raw_pcrs,
         })
     }
 
@@ -120,24 +126,72 @@ impl TpmRoot {
             .ok_or_else(|| KeyError::Corrupt("the TPM returned no PCR 11".into()))
     }
 
-    /// Switches the next seal to the booted image's key when it signed this
-    /// boot state. Returns why not otherwise (an unsigned image, a direct
-    /// kernel boot): the store then stays sealed to the raw PCRs.
+    /// Chooses what the next seal binds to: the booted image's key when
+    /// one of its signatures is for this boot state and the TPM verifies
+    /// it; otherwise (an unsigned image, a direct kernel boot, a forged
+    /// file) the raw PCRs, never a signed store's bound PCRs alone.
+    /// Returns why the image key was not adopted.
     pub fn adopt_offered(&mut self) -> Result<(), String> {
+        let chosen = self.offered_for_this_boot();
+        match chosen {
+            Ok(images) => {
+                self.pcrs = PcrSelection::new(BOUND_PCRS).map_err(|e| e.to_string())?;
+                self.signed = Some(images);
+                Ok(())
+            }
+            Err(why) => {
+                self.pcrs = self.raw_pcrs.clone();
+                self.signed = None;
+                Err(why)
+            }
+        }
+    }
+
+    /// The offered image key with the one signature for this boot state
+    /// that the TPM verifies (VerifySignature, PolicyAuthorize and the
+    /// bound PCRs run in a real policy session: the index it would seal
+    /// is readable now).
+    fn offered_for_this_boot(&mut self) -> Result<SignedImages, String> {
         let Some(offered) = self.offered.clone() else {
             return Err("this image carries no image key".into());
         };
         let value = self.signed_value().map_err(|e| e.to_string())?;
-        if offered.for_value(&value).is_none() {
+        let candidates: Vec<_> = offered.all_for_value(&value).cloned().collect();
+        if candidates.is_empty() {
             return Err(format!(
                 "none of the {} signature(s) on the ESP is for this boot (PCR 11 {})",
                 offered.signatures.len(),
                 signed::hex(&value)
             ));
         }
-        self.pcrs = PcrSelection::new(BOUND_PCRS).map_err(|e| e.to_string())?;
-        self.signed = Some(offered);
-        Ok(())
+        let bound = PcrSelection::new(BOUND_PCRS).map_err(|e| e.to_string())?;
+        let sel = PcrSelection::new(SIGNED_PCRS).map_err(|e| e.to_string())?;
+        let mut last = String::new();
+        for (image, sig) in candidates {
+            let tried = self.tpm.with_authorized_policy(
+                &self.key,
+                &offered.key,
+                &sig,
+                POLICY_REF,
+                &sel,
+                &bound,
+                0,
+                |_, _| Ok(()),
+            );
+            match tried {
+                Ok(()) => {
+                    return Ok(SignedImages {
+                        key: offered.key.clone(),
+                        signatures: offered.signatures.clone(),
+                    })
+                    .inspect(|_| {
+                        log::info!("disk keys: image {image}'s signature verified by the TPM")
+                    })
+                }
+                Err(e) => last = format!("image {image}'s signature: {e}"),
+            }
+        }
+        Err(format!("no signature for this boot verifies ({last})"))
     }
 
     pub fn key_name(&self) -> &[u8] {
@@ -178,41 +232,57 @@ impl TpmRoot {
                 .map_err(|e| policy_error(e, "using the epoch"));
         };
         let value = self.signed_value()?;
-        let Some((_, signed)) = images.for_value(&value) else {
+        let candidates: Vec<_> = images.all_for_value(&value).cloned().collect();
+        if candidates.is_empty() {
             return Err(KeyError::NotSigned(format!(
                 "PCR 11 is {} and none of the {} signature(s) on the ESP by the image key {}… is for it",
                 signed::hex(&value),
                 images.signatures.len(),
-                &images.key_name()[..12]
+                images.key_name().get(..12).unwrap_or_default()
             )));
-        };
+        }
         let sel = PcrSelection::new(SIGNED_PCRS).map_err(tpm_err("choosing PCRs"))?;
-        self.tpm
-            .with_authorized_policy(
+        // A forged file for the same value may come first: the TPM says
+        // which verifies, and only a policy failure is final.
+        let mut f = Some(f);
+        let mut last = None;
+        for (_, signed) in candidates {
+            let mut once = |tpm: &mut Tpm, auths: &mut [Auth]| match f.take() {
+                Some(f) => f(tpm, auths),
+                None => Err(TpmError::Transport(
+                    "the policy's work ran once already".into(),
+                )),
+            };
+            match self.tpm.with_authorized_policy(
                 &self.key,
                 &images.key,
-                signed,
+                &signed,
                 POLICY_REF,
                 &sel,
                 &self.pcrs,
                 encrypt,
-                f,
-            )
-            .map_err(|e| {
-                if e.is_bad_signature() {
-                    KeyError::NotSigned(format!(
-                        "the TPM says the ESP's signature for this boot does not verify with the image key: {e}"
-                    ))
-                } else {
-                    policy_error(e, "using the epoch")
-                }
-            })
+                &mut once,
+            ) {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_bad_signature() && f.is_some() => last = Some(e),
+                Err(e) => return Err(policy_error(e, "using the epoch")),
+            }
+        }
+        Err(KeyError::NotSigned(format!(
+            "no signature on the ESP for this boot verifies with the image key{}",
+            last.map(|e| format!(" ({e})")).unwrap_or_default()
+        )))
     }
 
     /// (Re)defines the index for this boot state and stores `epoch`.
     /// `recovery` is the index's auth value: with it, the epoch can be read
     /// in any boot state, to re-seal after a firmware or image update.
     pub fn seal(&mut self, epoch: &Epoch, recovery: &Secret<32>) -> Result<(), KeyError> {
+        // The new policy must hold in this boot before the old index goes
+        // (for the raw PCRs it does by construction).
+        if self.signed.is_some() {
+            self.under_policy(0, |_, _| Ok(()))?;
+        }
         let digest = self.current_policy()?;
         let mut owner = self
             .tpm
@@ -238,7 +308,36 @@ impl TpmRoot {
         })();
         self.tpm.close(owner);
         result?;
-        self.write(epoch)
+        // Written with the recovery auth value, which the new index takes
+        // whatever its policy: the epoch is never left out of the TPM.
+        self.write_with_recovery(epoch, recovery)?;
+        if let Err(e) = self.read() {
+            log::error!("disk keys: the new seal does not open in this boot ({e}); the recovery secret still does");
+        }
+        Ok(())
+    }
+
+    fn write_with_recovery(
+        &mut self,
+        epoch: &Epoch,
+        recovery: &Secret<32>,
+    ) -> Result<(), KeyError> {
+        let data = epoch.encode();
+        let mut s = self
+            .tpm
+            .start_session(SessionKind::Hmac, Some(&self.key))
+            .map_err(tpm_err("starting a salted session"))?;
+        let r = self.tpm.nv_write(
+            NV_INDEX,
+            data.bytes(),
+            &mut [Auth::Session {
+                session: &mut s,
+                auth_value: recovery.bytes(),
+                attrs: SA_CONTINUE | SA_DECRYPT,
+            }],
+        );
+        self.tpm.close(s);
+        r.map_err(tpm_err("writing the epoch with the recovery auth value"))
     }
 
     pub fn read(&mut self) -> Result<Epoch, KeyError> {

@@ -92,6 +92,7 @@ impl PcrSignature {
         if approved != approved_for(&value) {
             return Err("its policy is not PolicyPCR over its value".into());
         }
+        let _: [u8; 34] = unhex(&file.key, "key")?;
         let sig: [u8; 64] = unhex(&file.signature, "signature")?;
         let mut r = [0u8; 32];
         let mut s = [0u8; 32];
@@ -124,7 +125,7 @@ impl SignedImages {
             match PcrSignature::parse(bytes) {
                 Ok((sig, _)) if sig.key != name => left_out.push(format!(
                     "{file}: signed by another key ({}…)",
-                    &sig.key[..sig.key.len().min(12)]
+                    sig.key.get(..12).unwrap_or_default()
                 )),
                 Ok((sig, policy)) => signatures.push((sig.image, policy)),
                 Err(e) => left_out.push(format!("{file}: {e}")),
@@ -140,13 +141,23 @@ impl SignedImages {
     }
 
     /// The signature for the boot state whose PCR 11 is `value`, and the
-    /// image it names.
+    /// image it names (the first of them: see `all_for_value`).
     pub fn for_value(&self, value: &[u8; 32]) -> Option<(&str, &SignedPolicy)> {
+        self.all_for_value(value)
+            .next()
+            .map(|(image, p)| (image.as_str(), p))
+    }
+
+    /// Every signature claiming the boot state whose PCR 11 is `value`: a
+    /// forged file may claim it too, so the TPM tries each in turn.
+    pub fn all_for_value(
+        &self,
+        value: &[u8; 32],
+    ) -> impl Iterator<Item = &(String, SignedPolicy)> + '_ {
         let want = approved_for(value);
         self.signatures
             .iter()
-            .find(|(_, p)| p.approved == want)
-            .map(|(image, p)| (image.as_str(), p))
+            .filter(move |(_, p)| p.approved == want)
     }
 
     /// The key's name, hex, as the key store's record keeps it.
