@@ -106,6 +106,12 @@ fn the_openapi_document_matches_the_server() {
         // checks included: they would then be made with the session. The
         // session has tests of its own (api_session.rs, the console's).
         .args(["--exclude-operation-id", "openSession"])
+        // An update needs the boot manager's slots, which this harness (a
+        // process on the build machine) has not: every upload would be
+        // refused with 503 before its body mattered. The appliance's
+        // updates test sends real and broken bundles to a box that has
+        // them and checks every answer.
+        .args(["--exclude-operation-id", "systemUpdate"])
         .args(["--phases", "examples,coverage,fuzzing"])
         .args(["--max-examples", "30", "--workers", "1", "--seed", "1"])
         .arg("--no-color")
