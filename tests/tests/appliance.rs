@@ -93,7 +93,11 @@ fn exec_output(stream: &[u8]) -> (String, serde_json::Value) {
 
 /// Hang guards, not performance limits: TCG boots of OVMF are slow.
 const BOOT_GUARD: Duration = Duration::from_secs(600);
-const DISK_BYTES: u64 = 4 << 30;
+/// The "server disk" the tests boot: the image (two slots, about 700 MiB)
+/// and a data partition of about 4.3 GiB, the room the tests' workspaces,
+/// snapshots and ballast were sized against (with one slot it was 4 GiB
+/// in all).
+const DISK_BYTES: u64 = 5 << 30;
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("paddock-appliance-{name}-{}", std::process::id()));
