@@ -192,6 +192,8 @@ fn signed_bundles_install_and_every_bad_one_is_refused() {
     corrupted_bytes[n - 100] ^= 0x40;
     let corrupted = dir.join("corrupted.update");
     std::fs::write(&corrupted, &corrupted_bytes).expect("write");
+    let empty = dir.join("empty.update");
+    std::fs::write(&empty, b"").expect("write");
     let truncated = dir.join("truncated.update");
     std::fs::write(&truncated, &bytes[..bytes.len() - 4096]).expect("write");
 
@@ -223,8 +225,10 @@ fn signed_bundles_install_and_every_bad_one_is_refused() {
         (&corrupted, "", 422, "corrupted"),
         (&older, "", 422, "not newer than the running"),
         (&truncated, "", 422, "truncated"),
+        // Refused before the body is read: an empty one, so that curl is
+        // not still sending when the answer comes and the connection ends.
         (
-            &small_good,
+            &empty,
             "?at=soon",
             422,
             "at: now, next-boot or Unix seconds",
