@@ -140,43 +140,19 @@ impl Tpm {
         let ticket = self.verify_policy_signature(handle, key, signed, policy_ref);
         let _ = self.flush(handle);
         let ticket = ticket?;
-        let mut pol = self.start_session(SessionKind::Policy, None)?;
-        let mut enc = match self.start_session(SessionKind::Hmac, Some(salt)) {
-            Ok(s) => s,
-            Err(e) => {
-                self.close(pol);
-                return Err(e);
-            }
-        };
-        let r = self
-            .policy_pcr(&pol, signed_pcrs)
-            .and_then(|_| self.policy_authorize(&pol, &signed.approved, policy_ref, key, &ticket))
-            .and_then(|_| {
+        self.with_policy_session(
+            salt,
+            encrypt,
+            |tpm, pol| {
+                tpm.policy_pcr(pol, signed_pcrs)?;
+                tpm.policy_authorize(pol, &signed.approved, policy_ref, key, &ticket)?;
                 if also.is_empty() {
                     Ok(())
                 } else {
-                    self.policy_pcr(&pol, also)
+                    tpm.policy_pcr(pol, also)
                 }
-            })
-            .and_then(|_| {
-                f(
-                    self,
-                    &mut [
-                        Auth::Session {
-                            session: &mut pol,
-                            auth_value: &[],
-                            attrs: 0,
-                        },
-                        Auth::Session {
-                            session: &mut enc,
-                            auth_value: &[],
-                            attrs: encrypt,
-                        },
-                    ],
-                )
-            });
-        self.close(pol);
-        self.close(enc);
-        r
+            },
+            f,
+        )
     }
 }

@@ -153,6 +153,20 @@ impl Tpm {
         encrypt: u8,
         f: impl FnOnce(&mut Tpm, &mut [Auth]) -> Result<T, TpmError>,
     ) -> Result<T, TpmError> {
+        self.with_policy_session(key, encrypt, |tpm, pol| tpm.policy_pcr(pol, pcrs), f)
+    }
+
+    /// The plumbing every policy-guarded use shares: a policy session that
+    /// `satisfy` brings to the object's policy, and a session salted by
+    /// `key` that encrypts the first parameter; `f` runs with both, and
+    /// both are closed whatever happens.
+    pub(crate) fn with_policy_session<T>(
+        &mut self,
+        key: &EccKey,
+        encrypt: u8,
+        satisfy: impl FnOnce(&mut Tpm, &Session) -> Result<(), TpmError>,
+        f: impl FnOnce(&mut Tpm, &mut [Auth]) -> Result<T, TpmError>,
+    ) -> Result<T, TpmError> {
         let mut pol = self.start_session(SessionKind::Policy, None)?;
         let mut enc = match self.start_session(SessionKind::Hmac, Some(key)) {
             Ok(s) => s,
@@ -161,7 +175,7 @@ impl Tpm {
                 return Err(e);
             }
         };
-        let r = self.policy_pcr(&pol, pcrs).and_then(|_| {
+        let r = satisfy(self, &pol).and_then(|_| {
             f(
                 self,
                 &mut [
