@@ -112,6 +112,17 @@ pub fn copy_template(disk: &Path, from: Slot, to: Slot) -> Result<(), EspConfigE
     f.sync_all().map_err(|e| failed("syncing the disk", e))
 }
 
+/// The slots' UKI file names on `disk`'s ESP, sorted.
+pub fn slot_ukis(disk: &Path) -> Result<Vec<String>, EspConfigError> {
+    let mut v: Vec<String> = files(disk)?
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| UkiName::parse(p).is_some())
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
 /// The files on `disk`'s ESP (path, bytes).
 pub fn files(disk: &Path) -> Result<Vec<(String, Vec<u8>)>, EspConfigError> {
     let mut out = Vec::new();

@@ -7,7 +7,7 @@
 //! the box is back on the good slot by itself.
 
 use super::*;
-use paddock_image::slots::{Slot, UkiName, TRIES};
+use paddock_image::slots::{Slot, TRIES};
 
 fn system(app: &Appliance, admin: &str) -> serde_json::Value {
     let (code, body) = app.api("GET", "/v1/system", admin, None).expect("curl");
@@ -26,14 +26,7 @@ fn slot(system: &serde_json::Value, letter: &str) -> serde_json::Value {
 
 /// The slots' UKI file names on the disk's ESP.
 fn ukis(disk: &Path) -> Vec<String> {
-    let mut v: Vec<String> = paddock_tests::esp_config::files(disk)
-        .expect("the ESP")
-        .into_iter()
-        .map(|(p, _)| p)
-        .filter(|p| UkiName::parse(p).is_some())
-        .collect();
-    v.sort();
-    v
+    paddock_tests::esp_config::slot_ukis(disk).expect("the ESP")
 }
 
 #[test]

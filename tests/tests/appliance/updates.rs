@@ -7,7 +7,6 @@
 //! disk keys (no recovery secret), tokens and audit log.
 
 use super::*;
-use paddock_image::slots::UkiName;
 use paddock_tests::appliance::log_tail;
 
 fn system(app: &Appliance, admin: &str) -> serde_json::Value {
@@ -103,14 +102,7 @@ fn update_key() -> PathBuf {
 
 /// The slots' UKI file names on the disk's ESP.
 fn ukis(disk: &Path) -> Vec<String> {
-    let mut v: Vec<String> = paddock_tests::esp_config::files(disk)
-        .expect("the ESP")
-        .into_iter()
-        .map(|(p, _)| p)
-        .filter(|p| UkiName::parse(p).is_some())
-        .collect();
-    v.sort();
-    v
+    paddock_tests::esp_config::slot_ukis(disk).expect("the ESP")
 }
 
 #[test]
