@@ -63,29 +63,29 @@ if [ "$has_probes" != "$wants_probes" ]; then
     echo "build-image: $PADDOCK_STATIC_BIN/paddock-init has test-probes=${has_probes:-unknown}, this image needs $wants_probes (just static, or just static-test for a test image)" >&2
     exit 1
 fi
+# A signing key: the release's ($1, from the environment), or a development
+# key made once in the cache under $2 by `paddock-image $3`, said on stderr.
+signing_key() {
+    local given=$1 name=$2 make=$3 key
+    if [ -n "$given" ]; then
+        echo "$given"
+        return
+    fi
+    key=${PADDOCK_CACHE:-$HOME/.cache/paddock}/$name/development.pk8
+    if [ ! -f "$key" ]; then
+        mkdir -p "$(dirname "$key")"
+        "$tool" "$make" --out "$key" --public "$key.pub"
+    fi
+    echo "build-image: the development $name $key signs this build (set the release's key for a release; docs/keys.md, docs/updates.md)" >&2
+    echo "$key"
+}
 # The image key: its public half goes into the image (the disk keys are
 # sealed to what it signs), its private half signs this image's PCR 11
 # below and never goes anywhere near the image.
-image_key=${PADDOCK_IMAGE_KEY:-}
-if [ -z "$image_key" ]; then
-    image_key=${PADDOCK_CACHE:-$HOME/.cache/paddock}/image-key/development.pk8
-    if [ ! -f "$image_key" ]; then
-        mkdir -p "$(dirname "$image_key")"
-        "$tool" pcr-key --out "$image_key" --public "$image_key.pub"
-    fi
-    echo "build-image: signing with the development image key $image_key (set PADDOCK_IMAGE_KEY for a release; docs/keys.md)" >&2
-fi
+image_key=$(signing_key "${PADDOCK_IMAGE_KEY:-}" image-key pcr-key)
 "$tool" pcr-public --key "$image_key" --out "$stage/usr/lib/paddock/pcr-policy.pub"
 # The update key: the box takes only bundles it signed (docs/updates.md).
-update_key=${PADDOCK_UPDATE_KEY:-}
-if [ -z "$update_key" ]; then
-    update_key=${PADDOCK_CACHE:-$HOME/.cache/paddock}/update-key/development.pk8
-    if [ ! -f "$update_key" ]; then
-        mkdir -p "$(dirname "$update_key")"
-        "$tool" update-key --out "$update_key" --public "$update_key.pub"
-    fi
-    echo "build-image: the development update key $update_key is the one this image trusts (set PADDOCK_UPDATE_KEY for a release; docs/updates.md)" >&2
-fi
+update_key=$(signing_key "${PADDOCK_UPDATE_KEY:-}" update-key update-key)
 "$tool" update-public --key "$update_key" --out "$stage/usr/lib/paddock/update.pub"
 install -m 0755 "$PADDOCK_STATIC_BIN/paddock-init" "$stage/init"
 install -m 0755 "$PADDOCK_STATIC_BIN/paddock-vmm" "$stage/usr/lib/paddock/paddock-vmm"
