@@ -11,9 +11,11 @@ use crate::TpmError;
 use ring::rand::{SecureRandom, SystemRandom};
 
 mod authorize;
+mod hmac;
 mod nv;
 mod sessions;
 pub use authorize::Verified;
+pub use hmac::{HmacKey, MAX_HMAC_DATA};
 pub use nv::NvPublic;
 
 pub struct Tpm {

@@ -16,6 +16,22 @@ pub fn exercise(tpm: &mut Tpm) -> Result<Vec<u8>, TpmError> {
     let values = tpm.pcr_read(&sel)?;
     let digest = crate::policy::pcr_policy_digest(&sel, &values);
     let key = tpm.create_primary_ecc()?;
+    // Before the first salted session: no response HMAC keeps a fuzzed
+    // answer from these parsers (a policy session alone has none).
+    let hmac_key = tpm.create_primary_hmac(&digest, b"exercise")?;
+    let mut pol = tpm.start_session(SessionKind::Policy, None)?;
+    tpm.policy_pcr(&pol, &sel)?;
+    tpm.hmac(
+        hmac_key.handle,
+        b"data",
+        &mut [Auth::Session {
+            session: &mut pol,
+            auth_value: &[],
+            attrs: 0,
+        }],
+    )?;
+    tpm.close(pol);
+    tpm.flush(hmac_key.handle)?;
     let mut owner = tpm.start_session(SessionKind::Hmac, Some(&key))?;
     let attrs = crate::consts::NV_AUTHWRITE
         | crate::consts::NV_POLICYREAD

@@ -15,7 +15,7 @@ mod client;
 #[doc(hidden)]
 pub mod exercise;
 
-pub use client::{Auth, EccKey, NvPublic, Tpm, Verified};
+pub use client::{Auth, EccKey, HmacKey, NvPublic, Tpm, Verified, MAX_HMAC_DATA};
 pub use policy::{PcrSelection, PolicyKey, SignedPolicy};
 pub use session::{Session, SessionKind};
 
@@ -31,6 +31,14 @@ pub enum TpmError {
     ResponseHmac(&'static str),
     #[error("ECDH with the TPM's key failed: {0}")]
     Crypto(&'static str),
+    /// Refused before anything was sent: the TPM would refuse it too.
+    #[error("{command}: {what} is {len} bytes, more than the {max} one command takes")]
+    TooLong {
+        command: &'static str,
+        what: &'static str,
+        len: usize,
+        max: usize,
+    },
 }
 
 impl TpmError {
@@ -66,6 +74,11 @@ impl TpmError {
         self.code()
             .is_some_and(|c| matches!(fmt1(c), Some(rc::AUTH_FAIL) | Some(rc::BAD_AUTH)))
     }
+    /// The object cannot be used the way it was asked: for one without
+    /// userWithAuth, a password or HMAC session instead of its policy.
+    pub fn is_auth_unavailable(&self) -> bool {
+        self.code() == Some(rc::AUTH_UNAVAILABLE)
+    }
     pub fn is_nv_defined(&self) -> bool {
         self.code() == Some(rc::NV_DEFINED)
     }
@@ -81,6 +94,7 @@ pub mod rc {
     pub const VALUE: u32 = 0x084;
     pub const SIZE: u32 = 0x095;
     pub const INITIALIZE: u32 = 0x100;
+    pub const AUTH_UNAVAILABLE: u32 = 0x12F;
     pub const NV_RANGE: u32 = 0x146;
     pub const NV_SIZE: u32 = 0x147;
     pub const NV_LOCKED: u32 = 0x148;
@@ -109,6 +123,9 @@ pub fn describe_rc(code: u32) -> String {
         rc::VALUE => "TPM_RC_VALUE (a value out of range)",
         rc::SIZE => "TPM_RC_SIZE (a size out of range)",
         rc::INITIALIZE => "TPM_RC_INITIALIZE (the TPM was not started)",
+        rc::AUTH_UNAVAILABLE => {
+            "TPM_RC_AUTH_UNAVAILABLE (this object can be used only under its policy)"
+        }
         rc::NV_RANGE => "TPM_RC_NV_RANGE (outside the NV index)",
         rc::NV_SIZE => "TPM_RC_NV_SIZE",
         rc::NV_LOCKED => "TPM_RC_NV_LOCKED",
@@ -136,6 +153,8 @@ pub mod consts {
     pub const RH_OWNER: u32 = 0x4000_0001;
     pub const RH_NULL: u32 = 0x4000_0007;
     pub const RS_PW: u32 = 0x4000_0009;
+    pub const ALG_HMAC: u16 = 0x0005;
+    pub const ALG_KEYEDHASH: u16 = 0x0008;
     pub const ALG_SHA256: u16 = 0x000B;
     pub const ALG_ECC: u16 = 0x0023;
     pub const ALG_AES: u16 = 0x0006;
@@ -150,10 +169,12 @@ pub mod consts {
     pub const CC_CREATE_PRIMARY: u32 = 0x131;
     pub const CC_NV_WRITE: u32 = 0x137;
     pub const CC_NV_READ: u32 = 0x14E;
+    pub const CC_HMAC: u32 = 0x155;
     pub const CC_FLUSH_CONTEXT: u32 = 0x165;
     pub const CC_LOAD_EXTERNAL: u32 = 0x167;
     pub const CC_POLICY_AUTHORIZE: u32 = 0x16A;
     pub const CC_NV_READ_PUBLIC: u32 = 0x169;
+    pub const CC_READ_PUBLIC: u32 = 0x173;
     pub const CC_START_AUTH_SESSION: u32 = 0x176;
     pub const CC_VERIFY_SIGNATURE: u32 = 0x177;
     pub const CC_GET_RANDOM: u32 = 0x17B;

@@ -37,10 +37,13 @@ impl Swtpm {
             dir: dir.to_path_buf(),
         };
         let until = Instant::now() + Duration::from_secs(10);
-        while !sw.socket().exists() {
+        // The socket's file appears at bind(), before swtpm listens on it:
+        // a client that only waited for the file could be refused. A
+        // connection swtpm accepts and sees closed costs it nothing.
+        while std::os::unix::net::UnixStream::connect(sw.socket()).is_err() {
             if Instant::now() >= until {
                 let _ = sw.child.kill();
-                return Err("swtpm did not create its socket within 10 s".into());
+                return Err("swtpm did not accept connections on its socket within 10 s".into());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
