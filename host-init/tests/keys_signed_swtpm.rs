@@ -9,7 +9,7 @@
 //! for that image.
 
 use paddock_init::keys::signed::{PcrSignature, SignedImages};
-use paddock_init::keys::{KeyError, KeyStore, Options, TpmSource};
+use paddock_init::keys::{recovery_backup_key, KeyError, KeyStore, Options, TpmSource};
 use paddock_tpm::kdf::sha256;
 use paddock_tpm::swtpm::Swtpm;
 use paddock_tpm::transport::Stream;
@@ -299,6 +299,180 @@ fn a_recovery_without_a_good_signature_keeps_the_epoch_and_the_raw_pcrs() {
     // Recovered again in that state, the epoch is still the first one.
     store.recover(&recovery).expect("recovered");
     assert_eq!(store.disk_key("ws-a").expect("key").bytes(), &disk[..]);
+    drop(store);
+    drop(sw);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Backup keys (docs/keys.md, "Backup keys"). The TPM's: the same after an
+/// update signed by the same key and after a reflash (a fresh key store,
+/// the same TPM) in the same boot state; another Secure Boot state, an
+/// unsigned image or another raw boot state does not give it. The
+/// recovery secret's: stored at first boot, kept through an erasure.
+#[test]
+fn backup_keys_come_back_after_a_reflash_in_the_same_boot_state_only() {
+    let root = std::env::temp_dir().join(format!("paddock-backup-keys-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let tpm_dir = root.join("tpm");
+    let ours = ImageKey::new();
+    let ctx = [0x5C; 32];
+
+    // First boot of v1: sealed to our signed images.
+    let sw = boot(&tpm_dir, 1, 0);
+    let keys = root.join("keys");
+    let (store, report) = open(&sw, &keys, Some(&ours), &[ours.sign(1)]);
+    assert!(report.ready, "{}", report.summary);
+    let secret = report.recovery_secret.clone().expect("shown at first boot");
+    let recovery = store
+        .backup_key_recovery()
+        .expect("readable")
+        .expect("stored at first boot");
+    assert_eq!(recovery.bytes(), recovery_backup_key(&secret).bytes());
+    let tpm_key = store.backup_key_tpm(&ctx).expect("the TPM backup key");
+    assert_eq!(
+        store.backup_key_tpm(&ctx).expect("again").bytes(),
+        tpm_key.bytes()
+    );
+    assert_ne!(
+        store.backup_key_tpm(&[0x5D; 32]).expect("another").bytes(),
+        tpm_key.bytes(),
+        "the context is part of the key"
+    );
+    assert_ne!(tpm_key.bytes(), recovery.bytes());
+    for (path, bytes) in snapshot(&keys) {
+        for k in [tpm_key.bytes(), recovery.bytes()] {
+            assert!(
+                !bytes.windows(16).any(|w| w == &k[..16]),
+                "a backup key in the clear in {}",
+                path.display()
+            );
+        }
+    }
+    // An erasure rotates the epoch: the recovery backup key is carried.
+    store.disk_key("ws-a").expect("a");
+    let b = store.disk_key("ws-b").expect("b");
+    store.erase("ws-a").expect("erase");
+    assert_eq!(
+        store
+            .backup_key_recovery()
+            .expect("readable")
+            .expect("kept")
+            .bytes(),
+        recovery.bytes()
+    );
+    assert_eq!(store.disk_key("ws-b").expect("b").bytes(), b.bytes());
+    drop(store);
+    drop(sw);
+
+    // An update to v2, signed by the same key: the same TPM backup key.
+    let sw = boot(&tpm_dir, 2, 0);
+    let (store, report) = open(&sw, &keys, Some(&ours), &[ours.sign(1), ours.sign(2)]);
+    assert!(report.ready, "{}", report.summary);
+    assert_eq!(
+        store
+            .backup_key_tpm(&ctx)
+            .expect("after the update")
+            .bytes(),
+        tpm_key.bytes()
+    );
+    drop(store);
+    drop(sw);
+
+    // A reflash: the data partition (the key store) is new, the TPM is
+    // not. The same key, with nothing typed; a new recovery secret.
+    let sw = boot(&tpm_dir, 2, 0);
+    let reflashed = root.join("keys-reflashed");
+    let (store, report) = open(&sw, &reflashed, Some(&ours), &[ours.sign(2)]);
+    assert!(report.ready, "{}", report.summary);
+    assert_eq!(
+        store
+            .backup_key_tpm(&ctx)
+            .expect("after the reflash")
+            .bytes(),
+        tpm_key.bytes()
+    );
+    let new_secret = report.recovery_secret.clone().expect("a new secret");
+    assert_eq!(
+        store
+            .backup_key_recovery()
+            .expect("readable")
+            .expect("stored")
+            .bytes(),
+        recovery_backup_key(&new_secret).bytes()
+    );
+    drop(store);
+    drop(sw);
+
+    // Another Secure Boot state (PCR 7): the store locks and says why; a
+    // store made afresh in that state gets another key.
+    let sw = boot(&tpm_dir, 2, 1);
+    let (store, report) = open(&sw, &reflashed, Some(&ours), &[ours.sign(2)]);
+    assert!(!report.ready);
+    let e = store.backup_key_tpm(&ctx).err().map(|e| e.to_string());
+    assert!(
+        e.as_deref()
+            .is_some_and(|e| e.contains("locked") && e.contains("different state")),
+        "{e:?}"
+    );
+    assert!(store.backup_key_recovery().is_err());
+    drop(store);
+    let (store, report) = open(
+        &sw,
+        &root.join("keys-other-pcr7"),
+        Some(&ours),
+        &[ours.sign(2)],
+    );
+    assert!(report.ready, "{}", report.summary);
+    assert_ne!(
+        store.backup_key_tpm(&ctx).expect("another state's").bytes(),
+        tpm_key.bytes()
+    );
+    drop(store);
+    drop(sw);
+
+    // An image our key did not sign: locked, no key.
+    let sw = boot(&tpm_dir, 3, 0);
+    let (store, report) = open(&sw, &reflashed, Some(&ours), &[ours.sign(2)]);
+    assert!(!report.ready);
+    let e = store.backup_key_tpm(&ctx).err().map(|e| e.to_string());
+    assert!(
+        e.as_deref().is_some_and(|e| e.contains("not signed")),
+        "{e:?}"
+    );
+    drop(store);
+    drop(sw);
+
+    // The raw policy (an image without a key): the same after a reflash in
+    // the same state; not the signed one; not another raw state's.
+    let sw = boot(&tpm_dir, 1, 0);
+    let (store, report) = open(&sw, &root.join("keys-raw"), None, &[]);
+    assert!(report.ready, "{}", report.summary);
+    assert!(report.summary.contains("(PCR 16)"), "{}", report.summary);
+    let raw_key = store.backup_key_tpm(&ctx).expect("raw");
+    assert_ne!(raw_key.bytes(), tpm_key.bytes());
+    drop(store);
+    let (store, _) = open(&sw, &root.join("keys-raw-reflashed"), None, &[]);
+    assert_eq!(
+        store.backup_key_tpm(&ctx).expect("raw, reflashed").bytes(),
+        raw_key.bytes()
+    );
+    drop(store);
+    {
+        let mut tpm = Tpm::new(Box::new(Stream::connect(&sw.socket()).expect("connect")));
+        tpm.pcr_extend(16, &[4; 32]).expect("extend 16");
+    }
+    let (store, report) = open(&sw, &root.join("keys-raw-reflashed"), None, &[]);
+    assert!(!report.ready, "another raw boot state");
+    assert!(store.backup_key_tpm(&ctx).is_err());
+    drop(store);
+    let (store, _) = open(&sw, &root.join("keys-raw-other"), None, &[]);
+    assert_ne!(
+        store
+            .backup_key_tpm(&ctx)
+            .expect("another raw state's")
+            .bytes(),
+        raw_key.bytes()
+    );
     drop(store);
     drop(sw);
     let _ = std::fs::remove_dir_all(&root);

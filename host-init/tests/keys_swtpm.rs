@@ -1,7 +1,9 @@
 //! The key store against a real TPM 2.0 (swtpm): sealing, the
 //! copy-then-delete attack, a changed boot state, recovery, a missing TPM.
 
-use paddock_init::keys::{KeyError, KeyStore, Options, TpmSource};
+use paddock_init::keys::{
+    recovery_backup_key, KeyError, KeyStore, Options, TpmSource, RECOVERY_BACKUP_KEY,
+};
 use paddock_tpm::swtpm::Swtpm;
 use paddock_tpm::transport::Stream;
 use paddock_tpm::Tpm;
@@ -137,6 +139,85 @@ fn tpm_sealed_keys_survive_reboots_die_with_their_workspace_and_lock_in_another_
     assert!(!report.ready);
     assert!(report.summary.contains("missing"), "{}", report.summary);
     assert!(store.disk_key("ws-b").is_err());
+    drop(store);
+    drop(sw);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// The recovery backup key (docs/keys.md, "Backup keys") of a store whose
+/// recovery secret was chosen at build time (`recovery_key_sha256`): the
+/// box never saw the secret, yet keeps the key the typed secret gives. A
+/// store without it (set up before backups existed) gets it from the
+/// secret, proven against the TPM first, or from a recovery.
+#[test]
+fn the_recovery_backup_key_follows_the_secret_chosen_at_build_time() {
+    let root = std::env::temp_dir().join(format!("paddock-backup-recovery-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let sw = Swtpm::start(&root.join("tpm")).unwrap_or_else(|e| panic!("{e}"));
+    let keys = root.join("keys");
+    let secret = "0123ABCD-4567-89ef";
+    let typed = "0123abcd456789EF";
+    let hash = paddock_tpm::kdf::sha256(&[b"0123abcd456789ef"]);
+    let options = || Options {
+        recovery_key_sha256: Some(hash.iter().map(|b| format!("{b:02x}")).collect()),
+        ..opts(TpmSource::Socket(sw.socket()))
+    };
+    let (store, report) = KeyStore::open(&keys, &options());
+    assert!(report.ready, "{}", report.summary);
+    assert!(report.recovery_secret.is_none(), "chosen at build time");
+    let want = recovery_backup_key(secret);
+    assert_eq!(want.bytes(), recovery_backup_key(typed).bytes());
+    assert_eq!(
+        store
+            .backup_key_recovery()
+            .expect("readable")
+            .expect("stored")
+            .bytes(),
+        want.bytes()
+    );
+    drop(store);
+
+    // A store from before backups: no recovery backup key. A wrong secret
+    // does not add one; the right one does.
+    std::fs::remove_file(keys.join(format!("{RECOVERY_BACKUP_KEY}.key"))).expect("remove");
+    let (store, report) = KeyStore::open(&keys, &options());
+    assert!(report.ready, "{}", report.summary);
+    assert!(matches!(store.backup_key_recovery(), Ok(None)));
+    assert!(matches!(
+        store.add_recovery_backup_key("0000"),
+        Err(KeyError::WrongRecovery)
+    ));
+    assert!(matches!(store.backup_key_recovery(), Ok(None)));
+    store.add_recovery_backup_key(typed).expect("added");
+    assert_eq!(
+        store
+            .backup_key_recovery()
+            .expect("readable")
+            .expect("added")
+            .bytes(),
+        want.bytes()
+    );
+    drop(store);
+
+    // Or a recovery, in another boot state, adds it.
+    std::fs::remove_file(keys.join(format!("{RECOVERY_BACKUP_KEY}.key"))).expect("remove");
+    {
+        let mut tpm = Tpm::new(Box::new(Stream::connect(&sw.socket()).expect("connect")));
+        tpm.pcr_extend(16, &[3; 32]).expect("extend");
+    }
+    let (store, report) = KeyStore::open(&keys, &options());
+    assert!(!report.ready);
+    assert!(store.backup_key_recovery().is_err(), "locked");
+    store.recover(secret).expect("recover");
+    assert_eq!(
+        store
+            .backup_key_recovery()
+            .expect("readable")
+            .expect("re-added")
+            .bytes(),
+        want.bytes()
+    );
+    assert!(store.backup_key_tpm(&[1; 32]).is_ok());
     drop(store);
     drop(sw);
     let _ = std::fs::remove_dir_all(&root);

@@ -178,6 +178,9 @@ impl KeyStore {
         let epoch = Epoch::fresh(1)?;
         t.seal(&epoch, &auth)?;
         write_meta(dir, &Meta::of_tpm(&t))?;
+        // After root.json: a key file without it would stop the next boot
+        // from starting a store here.
+        backup::keep_recovery_key(dir, &epoch, &auth);
         Ok(ready(Root::Tpm(Box::new(t)), epoch, shown))
     }
 }

@@ -45,24 +45,30 @@ impl KeyStore {
                     path: path.clone(),
                     source: e,
                 })?;
-                let key: Secret<DISK_KEY_LEN> =
-                    match wrap::unwrap(&epoch.secret, epoch.generation, other, &file) {
-                        Ok(k) => k,
-                        Err(e) => {
-                            // Unreadable already (a leftover of an earlier
-                            // erase): nothing to carry over.
-                            warn!("key store: {other}: {e}; dropped");
-                            let _ = std::fs::remove_file(&path);
-                            continue;
-                        }
-                    };
-                let rewrapped =
-                    wrap::wrap(&next.secret, next.generation, other, &key).map_err(|source| {
-                        KeyError::Wrap {
-                            name: other.into(),
-                            source,
-                        }
-                    })?;
+                // Disk keys and the recovery backup key (a shorter one)
+                // alike.
+                let carried = wrap::rewrap(
+                    &epoch.secret,
+                    epoch.generation,
+                    &next.secret,
+                    next.generation,
+                    other,
+                    &file,
+                )
+                .map_err(|source| KeyError::Wrap {
+                    name: other.into(),
+                    source,
+                })?;
+                let rewrapped = match carried {
+                    wrap::Rewrapped::Done(r) => r,
+                    wrap::Rewrapped::Unreadable(e) => {
+                        // Unreadable already (a leftover of an earlier
+                        // erase): nothing to carry over.
+                        warn!("key store: {other}: {e}; dropped");
+                        let _ = std::fs::remove_file(&path);
+                        continue;
+                    }
+                };
                 let new_path = path.with_extension("key.new");
                 private_file::write_private(&new_path, &rewrapped).map_err(|e| KeyError::Io {
                     what: "writing",

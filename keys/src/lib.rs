@@ -9,6 +9,7 @@
 //! erased disk's wrapped key (wherever a copy of it went) now needs an
 //! epoch that exists nowhere. docs/keys.md has the whole argument.
 
+mod backup;
 mod boot;
 pub mod dmcrypt;
 mod erase;
@@ -27,6 +28,7 @@ use secret::Secret;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+pub use backup::{recovery_backup_key, RECOVERY_BACKUP_KEY};
 pub use root::{DEFAULT_PCRS, NV_INDEX, TPM_DEVICE};
 
 pub const KEYS_DIR: &str = "/data/state/keys";
@@ -72,6 +74,8 @@ pub enum KeyError {
     Mapping(#[from] dmcrypt::DmError),
     #[error("nothing to recover: the disk keys are not locked")]
     NotLocked,
+    #[error("no backup key: {0}")]
+    NoBackupKey(String),
 }
 
 impl KeyError {
@@ -354,6 +358,7 @@ impl KeyStore {
         }
         t.seal(&epoch, &auth)?;
         boot::write_meta(&self.dir, &Meta::of_tpm(t))?;
+        backup::keep_recovery_key(&self.dir, &epoch, &auth);
         let summary = format!(
             "re-sealed with the recovery secret: {}",
             boot::describe_tpm(t, &epoch)

@@ -12,6 +12,8 @@ use paddock_tpm::transport::Device;
 use paddock_tpm::{policy, Auth, EccKey, PcrSelection, SessionKind, Tpm, TpmError};
 use std::path::PathBuf;
 
+mod backup_key;
+
 /// The owner NV index holding the epoch: generation (u64 BE) + secret.
 pub const NV_INDEX: u32 = 0x0150_0A00;
 const EPOCH_LEN: u16 = 40;

@@ -81,6 +81,44 @@ pub fn wrap<const N: usize>(
     Ok(out)
 }
 
+/// What `rewrap` made of a wrapped key file.
+pub enum Rewrapped {
+    Done(Vec<u8>),
+    /// It does not open under the epoch it was to be carried from.
+    Unreadable(WrapError),
+}
+
+/// Re-wraps a wrapped key of either size the store keeps (a disk key, 64
+/// bytes; the recovery backup key, 32) under another epoch. An error is a
+/// failure to wrap under the new one; a file that does not open under the
+/// old one is `Unreadable`.
+pub fn rewrap(
+    from: &Secret<32>,
+    from_generation: u64,
+    to: &Secret<32>,
+    to_generation: u64,
+    name: &str,
+    file: &[u8],
+) -> Result<Rewrapped, WrapError> {
+    fn carry<const N: usize>(
+        from: (&Secret<32>, u64),
+        to: (&Secret<32>, u64),
+        name: &str,
+        file: &[u8],
+    ) -> Result<Rewrapped, WrapError> {
+        match unwrap::<N>(from.0, from.1, name, file) {
+            Ok(key) => wrap(to.0, to.1, name, &key).map(Rewrapped::Done),
+            Err(e) => Ok(Rewrapped::Unreadable(e)),
+        }
+    }
+    let (from, to) = ((from, from_generation), (to, to_generation));
+    match file.len().checked_sub(HEADER_LEN + AES_256_GCM.tag_len()) {
+        Some(64) => carry::<64>(from, to, name, file),
+        Some(32) => carry::<32>(from, to, name, file),
+        _ => Ok(Rewrapped::Unreadable(WrapError::Format(file.len()))),
+    }
+}
+
 /// The generation a wrapped key file says it was made under.
 pub fn generation_of(file: &[u8]) -> Option<u64> {
     if file.len() < HEADER_LEN || &file[..4] != MAGIC {
@@ -223,5 +261,33 @@ mod tests {
         assert!(open_sealed(&key, "ws-a", &sealed[..10]).is_err());
         // Two wraps of one key differ (fresh nonce).
         assert_ne!(w, wrap(&epoch(1), 5, "ws-a", &key).expect("wrap"));
+    }
+
+    #[test]
+    fn a_rewrap_carries_keys_of_either_size_to_the_next_epoch() {
+        let disk = Secret::<64>::from([9; 64]);
+        let short = Secret::<32>::from([7; 32]);
+        let done = |r: Result<Rewrapped, WrapError>| match r {
+            Ok(Rewrapped::Done(f)) => f,
+            Ok(Rewrapped::Unreadable(e)) => panic!("unreadable: {e}"),
+            Err(e) => panic!("{e}"),
+        };
+        let w = wrap(&epoch(1), 5, "ws-a", &disk).expect("wrap");
+        let r = done(rewrap(&epoch(1), 5, &epoch(2), 6, "ws-a", &w));
+        let back: Secret<64> = unwrap(&epoch(2), 6, "ws-a", &r).expect("unwrap");
+        assert_eq!(back.bytes(), disk.bytes());
+        let w = wrap(&epoch(1), 5, "backup-recovery", &short).expect("wrap");
+        let r = done(rewrap(&epoch(1), 5, &epoch(2), 6, "backup-recovery", &w));
+        let back: Secret<32> = unwrap(&epoch(2), 6, "backup-recovery", &r).expect("unwrap");
+        assert_eq!(back.bytes(), short.bytes());
+        // Under the wrong epoch, or of a size the store never makes.
+        assert!(matches!(
+            rewrap(&epoch(3), 5, &epoch(2), 6, "backup-recovery", &w),
+            Ok(Rewrapped::Unreadable(WrapError::Authentication))
+        ));
+        assert!(matches!(
+            rewrap(&epoch(1), 5, &epoch(2), 6, "x", &w[..w.len() - 1]),
+            Ok(Rewrapped::Unreadable(WrapError::Format(_)))
+        ));
     }
 }
