@@ -7,7 +7,7 @@
 # leaves its input in target/fuzz/artifacts/TARGET/ and fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-targets=(virtqueue virtio_block virtio_net virtio_vsock agent_protocol api_request tpm_response sni_peek http_requests dns_query e2b_request broker_rules snapshot_state esp_files)
+targets=(virtqueue virtio_block virtio_net virtio_vsock agent_protocol api_request tpm_response sni_peek http_requests dns_query e2b_request broker_rules snapshot_state esp_files backup_reader)
 which=${1:-all}
 mode=${2:-runs}
 n=${3:-20000}
