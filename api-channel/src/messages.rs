@@ -182,6 +182,26 @@ pub enum Call {
     },
     /// The staged bundle dropped: its upload did not arrive whole.
     AbandonUpdate,
+    /// A backup of the state database and the audit log (admin):
+    /// answered with its size and a descriptor of the encrypted file.
+    MakeBackup,
+    /// A file for a backup of `bytes` to restore (admin): answered with
+    /// its descriptor, which the API process fills with the request's body,
+    /// and `staged`, the upload's number the next call names.
+    StageRestore {
+        bytes: u64,
+    },
+    /// The staged backup `staged` opened (by this box's TPM, or with
+    /// `recovery_secret`), verified whole, and put in place of this box's
+    /// tokens, workspace records, approvals and audit history (admin).
+    ApplyRestore {
+        staged: u64,
+        recovery_secret: Option<String>,
+    },
+    /// The staged backup `staged` dropped: its upload did not arrive whole.
+    AbandonRestore {
+        staged: u64,
+    },
     /// Re-seal the disk keys to this boot state with the recovery secret
     /// (admin).
     RecoverKeys {

@@ -125,6 +125,11 @@ pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
         Route::RotateToken(id) => simple(Call::RotateToken { id }),
         Route::RotateTls => simple(Call::RotateTls),
         Route::KeyStatus => simple(Call::KeyStatus),
+        // Never across the LAN in the clear (like a console sign-in).
+        Route::RecoverKeys if !req.tls => Some(json_error(
+            403,
+            "the recovery secret is taken over TLS only: use the https:// address",
+        )),
         Route::RecoverKeys => match read_json::<Value>(req, io) {
             Ok(v) => match serde_json::from_value::<paddock_api_types::RecoverRequest>(v) {
                 Ok(r) if r.recovery_secret.len() <= paddock_api_types::RecoverRequest::MAX_LEN => {
@@ -211,6 +216,8 @@ pub fn route(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option<
         },
         Route::SystemStatus => simple(Call::SystemStatus),
         Route::SystemUpdate => crate::system_update::update(shared, req, io),
+        Route::SystemBackup => crate::system_backup::backup(shared, req, io),
+        Route::SystemRestore => crate::system_backup::restore(shared, req, io),
         Route::HostMetrics => match since(req) {
             Ok(since) => simple(Call::HostMetrics { since }),
             Err(e) => Some(e),

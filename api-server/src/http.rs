@@ -57,6 +57,9 @@ pub struct Request {
     pub via_session: bool,
     /// Came over TLS (set by the connection; false on the plain listener).
     pub tls: bool,
+    /// `X-Paddock-Recovery-Secret`: a restore's way to open a backup the
+    /// box's TPM cannot (POST /v1/system/restore reads it, nothing else).
+    pub recovery_secret: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -127,6 +130,7 @@ impl Request {
         let mut cookies = crate::sessions::CookieScan::default();
         let mut csrf = None;
         let mut fetch_site = None;
+        let mut recovery_secret = None;
         // E2B's SDK sends its key as X-API-Key, and envd requests as
         // X-Access-Token: the same bearer tokens, where no Authorization
         // header names one.
@@ -182,6 +186,8 @@ impl Request {
                 csrf = Some(value.to_string());
             } else if name.eq_ignore_ascii_case("sec-fetch-site") {
                 fetch_site = Some(value.to_ascii_lowercase());
+            } else if name.eq_ignore_ascii_case("x-paddock-recovery-secret") {
+                recovery_secret = Some(value.to_string());
             }
         }
         // The header wins over the host name, wherever each came.
@@ -216,6 +222,7 @@ impl Request {
             fetch_site,
             via_session: false,
             tls: false,
+            recovery_secret,
         })
     }
 
@@ -393,6 +400,27 @@ pub fn start_download(out: &mut Responder, len: u64) -> std::io::Result<()> {
 /// download.
 pub fn send_from(out: &mut Responder, body: &mut impl Read, len: u64) -> std::io::Result<()> {
     start_download(out, len)?;
+    send_rest(out, body, len)
+}
+
+/// `send_from`, as a file a browser saves as `filename` (ASCII, no quotes).
+pub fn send_attachment(
+    out: &mut Responder,
+    body: &mut impl Read,
+    len: u64,
+    filename: &str,
+) -> std::io::Result<()> {
+    let mut h = head(200, "application/octet-stream");
+    h.headers.push((CONTENT_LENGTH, len.to_string()));
+    h.headers.push((
+        http::header::CONTENT_DISPOSITION,
+        format!("attachment; filename=\"{filename}\""),
+    ));
+    out.start(h)?;
+    send_rest(out, body, len)
+}
+
+fn send_rest(out: &mut Responder, body: &mut impl Read, len: u64) -> std::io::Result<()> {
     let mut left = len;
     let mut buf = vec![0u8; 64 << 10];
     while left > 0 {

@@ -36,6 +36,7 @@ pub mod server;
 pub mod sessions;
 pub mod shared;
 pub mod signin;
+pub mod system_backup;
 pub mod system_update;
 pub mod transfer;
 pub mod watch_stream;

@@ -46,6 +46,8 @@ pub enum Route {
     SystemStatus,
     HostMetrics,
     SystemUpdate,
+    SystemBackup,
+    SystemRestore,
     RecoverKeys,
     Metrics,
     Audit,
@@ -164,7 +166,8 @@ pub fn allowed_methods(segs: &[&str]) -> Option<&'static [&'static str]> {
         | ["v1", "keys"]
         | ["v1", "approvals"]
         | ["v1", "system"]
-        | ["v1", "system", "metrics"] => &["GET"],
+        | ["v1", "system", "metrics"]
+        | ["v1", "system", "backup"] => &["GET"],
         ["v1", "approvals", _] => &["GET", "POST"],
         ["v1", "session"] => &["GET", "POST", "DELETE"],
         ["v1", "workspaces"] | ["v1", "tokens"] | ["v1", "links"] => &["GET", "POST"],
@@ -192,7 +195,8 @@ pub fn allowed_methods(segs: &[&str]) -> Option<&'static [&'static str]> {
         ["v1", "tokens", _, "rotate"]
         | ["v1", "tls", "rotate"]
         | ["v1", "keys", "recover"]
-        | ["v1", "system", "update"] => &["POST"],
+        | ["v1", "system", "update"]
+        | ["v1", "system", "restore"] => &["POST"],
         // The test suite's probes: authenticated and admitted like any
         // call (host-init then answers 404 unless this is a test image).
         ["v1", "debug", "process-scan" | "drop-caches" | "kill-net-services" | "open-disk"] => {
@@ -277,6 +281,8 @@ pub fn resolve(method: &str, path: &str) -> Route {
         ("GET", ["v1", "system"]) => R::SystemStatus,
         ("GET", ["v1", "system", "metrics"]) => R::HostMetrics,
         ("POST", ["v1", "system", "update"]) => R::SystemUpdate,
+        ("GET", ["v1", "system", "backup"]) => R::SystemBackup,
+        ("POST", ["v1", "system", "restore"]) => R::SystemRestore,
         ("POST", ["v1", "keys", "recover"]) => R::RecoverKeys,
         ("POST", ["v1", "debug", "process-scan"]) => R::ProcessScan,
         ("POST", ["v1", "debug", "drop-caches"]) => R::DropCaches,
@@ -411,6 +417,8 @@ mod tests {
             ("GET", "/v1/system", R::SystemStatus),
             ("GET", "/v1/system/metrics", R::HostMetrics),
             ("POST", "/v1/system/update", R::SystemUpdate),
+            ("GET", "/v1/system/backup", R::SystemBackup),
+            ("POST", "/v1/system/restore", R::SystemRestore),
             ("POST", "/v1/keys/recover", R::RecoverKeys),
             ("POST", "/v1/debug/process-scan", R::ProcessScan),
             ("POST", "/v1/debug/drop-caches", R::DropCaches),

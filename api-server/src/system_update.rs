@@ -59,7 +59,7 @@ pub fn update(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Option
 
 /// Copies exactly `len` bytes of the body: a body that ends early or runs
 /// past its length is an error (the file then holds no bundle).
-fn copy_exactly(
+pub(crate) fn copy_exactly(
     body: &mut crate::bridge::BodyReader,
     to: &mut impl Write,
     len: u64,
@@ -77,7 +77,7 @@ fn copy_exactly(
             ));
         }
         to.write_all(&buf[..n])
-            .map_err(|e| format!("staging the bundle: {e}"))?;
+            .map_err(|e| format!("staging the upload: {e}"))?;
         left -= n as u64;
     }
     if !body.ended() {

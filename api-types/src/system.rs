@@ -118,3 +118,26 @@ pub struct HostSample {
 pub struct HostMetrics {
     pub samples: Vec<HostSample>,
 }
+
+/// `POST /v1/system/restore`: what a backup put in place.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreReport {
+    /// When the backup was made (Unix seconds).
+    pub backup_created_at: u64,
+    /// The version of the box that made it.
+    pub backup_version: String,
+    /// Which of its key slots opened it: "tpm" (this box's TPM, in this
+    /// boot state) or "recovery" (the recovery secret).
+    pub opened_with: String,
+    /// Tokens now on this box: the backup's; the ones this box had before
+    /// are gone.
+    pub tokens: u64,
+    /// Workspace records restored. Their disks are not in a backup: every
+    /// one is `lost`.
+    pub workspaces: u64,
+    /// Approvals restored.
+    pub approvals: u64,
+    /// Audit log bytes restored (before this box's own events).
+    pub audit_bytes: u64,
+}

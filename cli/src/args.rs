@@ -444,6 +444,23 @@ pub enum SystemCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Save an encrypted backup of the box's state database and audit log
+    /// (docs/runbook.md): opened later by this box's TPM, or anywhere with
+    /// the box's recovery secret
+    Backup {
+        /// Where to write it (not overwritten if it exists)
+        out: std::path::PathBuf,
+    },
+    /// Put a backup in place of this box's tokens, workspace records and
+    /// audit history (a box with no workspaces, e.g. freshly flashed)
+    Restore {
+        /// The backup (`paddock system backup` made it)
+        file: std::path::PathBuf,
+        /// Read the recovery secret of the box that made it from stdin
+        /// (when this box's TPM cannot open it)
+        #[arg(long)]
+        recovery_secret_stdin: bool,
+    },
 }
 
 fn update_at(s: &str) -> Result<String, String> {

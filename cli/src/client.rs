@@ -120,7 +120,7 @@ impl Api {
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<Response, ClientError> {
-        self.request_with(method, path, body, Some(Duration::from_secs(600)))
+        self.request_with(method, path, body, &[], Some(Duration::from_secs(600)))
     }
 
     /// A request whose answer is a stream that may be silent for as long
@@ -131,7 +131,7 @@ impl Api {
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<Response, ClientError> {
-        self.request_with(method, path, body, None)
+        self.request_with(method, path, body, &[], None)
     }
 
     fn request_with(
@@ -139,12 +139,13 @@ impl Api {
         method: &str,
         path: &str,
         body: Option<&[u8]>,
+        headers: &[(&'static str, &str)],
         wait: Option<Duration>,
     ) -> Result<Response, ClientError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let request = self.build(method, path, body)?;
+        let request = self.build(method, path, body, headers)?;
         let (status, framing, body) = block(&rt, wait, self.send(request))?;
         Ok(Response {
             status,
@@ -161,12 +162,16 @@ impl Api {
         method: &str,
         path: &str,
         body: Option<&[u8]>,
+        headers: &[(&'static str, &str)],
     ) -> Result<hyper::Request<Full<Bytes>>, ClientError> {
         let mut request = hyper::Request::builder()
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, &self.host)
             .header(hyper::header::CONNECTION, "close");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if !self.token.is_empty() {
             request = request.header(
                 hyper::header::AUTHORIZATION,
@@ -233,7 +238,19 @@ impl Api {
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<Answer, ClientError> {
-        let mut r = self.request(method, path, body)?;
+        self.call_with(method, path, body, &[])
+    }
+
+    /// `call` with more headers.
+    pub fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        headers: &[(&'static str, &str)],
+    ) -> Result<Answer, ClientError> {
+        let wait = Some(Duration::from_secs(600));
+        let mut r = self.request_with(method, path, body, headers, wait)?;
         let body = r.body()?;
         Ok(Answer {
             status: r.status,

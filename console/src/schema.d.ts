@@ -765,6 +765,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/system/backup": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** An encrypted backup of the box's state database (tokens, workspace records, approvals) and audit log (admin; docs/runbook.md). Not the workspaces' disks. Encrypted to this box's TPM in this boot state (a freshly flashed box on the same TPM opens it) and to the box's recovery secret (any box opens it with that), each where the key store has it; authenticated, so a changed byte is refused at restore. */
+        get: operations["systemBackup"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/system/restore": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Put a backup in place of this box's tokens, workspace records, approvals and audit history (admin; a box with no workspaces, such as a freshly flashed one). The body is the backup, streamed (a content-length is required). It is opened with this box's TPM, or with the recovery secret of the box that made it (X-Paddock-Recovery-Secret), and read and verified whole before anything changes; a refusal says why and changes nothing. Afterwards the backup's tokens are the box's (the one that restored it is gone unless the backup has it) and every restored workspace is lost. */
+        post: operations["systemRestore"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/keys/recover": {
         parameters: {
             query?: never;
@@ -774,7 +808,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Re-seal locked disk keys to the boot state the box is in, proven with the recovery secret shown at first boot (admin). docs/keys.md. */
+        /** Re-seal locked disk keys to the boot state the box is in, proven with the recovery secret shown at first boot (admin). On keys that are not locked, check the secret and encrypt backups to it from then on (a key store set up before backups existed). docs/keys.md. */
         post: operations["recoverKeys"];
         delete?: never;
         options?: never;
@@ -901,6 +935,34 @@ export interface components {
             slots: components["schemas"]["SlotInfo"][];
             /** @description The update being written or waiting for its reboot; null when there is none. */
             update: components["schemas"]["UpdateStatus"] | null;
+        };
+        RestoreReport: {
+            /**
+             * Format: int64
+             * @description When the backup was made (Unix seconds).
+             */
+            backup_created_at: number;
+            /** @description The version of the box that made it. */
+            backup_version: string;
+            /** @enum {string} */
+            opened_with: "tpm" | "recovery";
+            /**
+             * Format: int64
+             * @description Tokens now on the box (the backup's).
+             */
+            tokens: number;
+            /**
+             * Format: int64
+             * @description Workspace records restored
+             */
+            workspaces: number;
+            /** Format: int64 */
+            approvals: number;
+            /**
+             * Format: int64
+             * @description Audit log bytes restored
+             */
+            audit_bytes: number;
         };
         UpdateStatus: {
             version: string;
@@ -3164,6 +3226,84 @@ export interface operations {
             413: components["responses"]["TooLarge"];
             422: components["responses"]["Invalid"];
             429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    systemBackup: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The backup (paddock-backup's format), as an attachment. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": string;
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            429: components["responses"]["TooManyRequests"];
+            /** @description Making or putting it in place failed; the reason is given. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    systemRestore: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The recovery secret of the box that made the backup, when this box's TPM cannot open it. */
+                "X-Paddock-Recovery-Secret"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/octet-stream": string;
+            };
+        };
+        responses: {
+            /** @description Restored. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RestoreReport"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            409: components["responses"]["Conflict"];
+            411: components["responses"]["BadRequest"];
+            413: components["responses"]["TooLarge"];
+            422: components["responses"]["Invalid"];
+            429: components["responses"]["TooManyRequests"];
+            /** @description Making or putting it in place failed; the reason is given. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             503: components["responses"]["Unavailable"];
         };
     };

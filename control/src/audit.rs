@@ -80,16 +80,133 @@ impl AuditLog {
         }
     }
 
+    /// The log's files, oldest first, each opened with its length now (for
+    /// a backup): the file stays readable to that length whatever is
+    /// appended or rotated afterwards.
+    pub fn files_now(&self) -> Vec<(String, std::fs::File, u64)> {
+        let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.generations()
+            .into_iter()
+            .filter_map(|p| {
+                let f = std::fs::File::open(&p).ok()?;
+                let len = f.metadata().ok()?.len();
+                let name = p.file_name()?.to_string_lossy().into_owned();
+                Some((name, f, len))
+            })
+            .collect()
+    }
+
+    /// Every generation's path, oldest first, the current file last.
+    fn generations(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = (1..=self.keep)
+            .rev()
+            .map(|i| self.path.with_extension(format!("log.{i}")))
+            .collect();
+        files.push(self.path.clone());
+        files
+    }
+
+    /// Puts a restored box's history before this log's own events: the
+    /// files in `older` (oldest first, each a whole generation of another
+    /// box's log), then `boundary` (one event line saying where that
+    /// history ends), then what this log holds; kept to its generations
+    /// (the oldest dropped, as a rotation would). Files are copied, never
+    /// read whole into memory. Each new one is written and synced beside
+    /// its place and then renamed over it, newest first: a power cut in
+    /// between leaves every event in some file (one of this log's may
+    /// then be in two: read twice, never lost), and `drop_restoring`
+    /// removes what was staged. Answers the bytes restored.
+    pub fn restore_history(&self, older: &[PathBuf], boundary: &str) -> std::io::Result<u64> {
+        let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let named = |what: &str, p: &Path, e: std::io::Error| {
+            std::io::Error::new(e.kind(), format!("{what} {}: {e}", p.display()))
+        };
+        let mut restored = 0u64;
+        let mut sources = Vec::new();
+        for p in older {
+            let len = std::fs::metadata(p).map_err(|e| named("reading", p, e))?.len();
+            restored += len;
+            if len > 0 {
+                sources.push(p.clone());
+            }
+        }
+        // This log's own events, after the boundary, as one file.
+        let mine = restoring(&self.path.with_extension("mine"));
+        {
+            let mut out = private_file(&mine).map_err(|e| named("writing", &mine, e))?;
+            out.write_all(boundary.trim_end().as_bytes())
+                .and_then(|_| out.write_all(b"\n"))
+                .map_err(|e| named("writing", &mine, e))?;
+            for g in self.generations() {
+                match std::fs::File::open(&g) {
+                    Ok(mut f) => {
+                        std::io::copy(&mut f, &mut out).map_err(|e| named("copying", &g, e))?;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(named("reading", &g, e)),
+                }
+            }
+            out.sync_all().map_err(|e| named("writing", &mine, e))?;
+        }
+        sources.push(mine.clone());
+        let drop_n = sources.len().saturating_sub(self.keep as usize + 1);
+        let sources = &sources[drop_n..];
+        // Newest into audit.log, the ones before into .1, .2, ...
+        let gens = self.generations();
+        let targets: Vec<&PathBuf> = gens.iter().rev().take(sources.len()).collect();
+        for (src, target) in sources.iter().rev().zip(&targets) {
+            let staged = restoring(target);
+            if *src == mine {
+                std::fs::rename(&mine, &staged).map_err(|e| named("staging", &staged, e))?;
+                continue;
+            }
+            let mut from = std::fs::File::open(src).map_err(|e| named("reading", src, e))?;
+            let mut to = private_file(&staged).map_err(|e| named("writing", &staged, e))?;
+            std::io::copy(&mut from, &mut to)
+                .and_then(|_| to.sync_all())
+                .map_err(|e| named("writing", &staged, e))?;
+        }
+        for target in &targets {
+            std::fs::rename(restoring(target), target).map_err(|e| named("renaming", target, e))?;
+        }
+        for stale in gens.iter().rev().skip(targets.len()) {
+            match std::fs::remove_file(stale) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(named("removing", stale, e))
+                }
+                _ => {}
+            }
+        }
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| named("syncing", dir, e))?;
+        }
+        Ok(restored)
+    }
+
+    /// Removes files a restore staged and a power cut left (at boot).
+    pub fn drop_restoring(&self) {
+        let Some(dir) = self.path.parent() else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().ends_with(".restoring") {
+                if let Err(err) = std::fs::remove_file(e.path()) {
+                    log::warn!("removing {}: {err}", e.path().display());
+                }
+            }
+        }
+    }
+
     /// Events, newest last, matching every `filters` key=value (string compare).
     pub fn read(&self, filters: &[(String, String)], limit: usize) -> Vec<AuditEvent> {
         let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        let mut files = Vec::new();
-        for i in (1..=self.keep).rev() {
-            files.push(self.path.with_extension(format!("log.{i}")));
-        }
-        files.push(self.path.clone());
         let mut out = Vec::new();
-        for f in files {
+        for f in self.generations() {
             let Ok(text) = std::fs::read_to_string(&f) else {
                 continue;
             };
@@ -106,6 +223,24 @@ impl AuditLog {
         let skip = out.len().saturating_sub(limit);
         out.split_off(skip)
     }
+}
+
+/// A new file only its owner reads: a restore's staged audit history.
+fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Where a restored generation is written before it is renamed over `target`.
+fn restoring(target: &Path) -> PathBuf {
+    let mut name = target.as_os_str().to_os_string();
+    name.push(".restoring");
+    PathBuf::from(name)
 }
 
 /// Whether `ev`'s field `key` reads as `want` (numbers and booleans as
@@ -163,5 +298,45 @@ mod tests {
         assert_eq!(last[0].event, "token_revoked");
         assert!(last[0].ts > 0 && !last[0].fields.contains_key("event"));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn restored_history_goes_before_this_logs_own_events() {
+        let root = std::env::temp_dir().join(format!("paddock-audit-r-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let (old_dir, new_dir) = (root.join("old"), root.join("new"));
+        let old = AuditLog::new(&old_dir, 200, 3);
+        for i in 0..6 {
+            old.record("token_issued", json!({"n": i}));
+        }
+        let older: Vec<PathBuf> = old
+            .files_now()
+            .into_iter()
+            .map(|(name, _, _)| old_dir.join(name))
+            .collect();
+        assert!(older.len() >= 2, "the old log rotated: {older:?}");
+        let new = AuditLog::new(&new_dir, 200, 3);
+        new.record("token_issued", json!({"n": "mine"}));
+        let boundary = r#"{"ts": 1, "event": "restored_history_ends"}"#;
+        let bytes = new.restore_history(&older, boundary).expect("restore");
+        assert!(bytes > 0);
+        let all = new.read(&[], 100);
+        let ns: Vec<String> = all
+            .iter()
+            .map(|e| e.fields.get("n").map(|n| n.to_string()).unwrap_or_else(|| e.event.clone()))
+            .collect();
+        assert_eq!(
+            ns,
+            ["0", "1", "2", "3", "4", "5", "restored_history_ends", "\"mine\""],
+            "in order, none lost"
+        );
+        assert!(
+            std::fs::read_dir(&new_dir)
+                .expect("dir")
+                .flatten()
+                .all(|e| !e.file_name().to_string_lossy().ends_with(".restoring")),
+            "nothing staged is left"
+        );
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod backup;
 pub mod boot_watch;
 pub mod cloning;
 pub mod console;

@@ -23,6 +23,7 @@ mod asked;
 mod asked_attack_tests;
 #[cfg(test)]
 mod asked_tests;
+mod backup_calls;
 mod box_calls;
 mod lifecycle;
 mod links;
@@ -33,6 +34,7 @@ mod policy_calls;
 mod ports;
 mod probes;
 mod quarantine;
+mod reboot_pause;
 mod report;
 mod secret_calls;
 mod signal_calls;
@@ -84,11 +86,24 @@ pub struct Control {
     history: Mutex<std::collections::HashMap<String, report::History>>,
     /// Workspaces a pause or resume is under way on (pause_calls.rs).
     busy: Mutex<std::collections::HashMap<String, pause_calls::Busy>>,
+    /// A backup being uploaded for a restore, or applied (backup_calls.rs).
+    restore: Mutex<Option<backup_calls::Staged>>,
+    /// One backup made at a time (each holds a file of its size).
+    backing_up: Mutex<()>,
+    /// Held for reading by every call but a restore's, for writing by the
+    /// restore while it swaps the state: no call writes into the state it
+    /// replaced, and none reads half of each.
+    swap: std::sync::RwLock<()>,
+    /// The box is shutting down: nothing new starts (creates, resumes,
+    /// pauses, updates, backups, restores).
+    closing: std::sync::atomic::AtomicBool,
 }
 
 /// The control plane, for what reaches it other than through the API
 /// (the network services' reports of egress requests).
 static INSTANCE: std::sync::OnceLock<Arc<Control>> = std::sync::OnceLock::new();
+
+pub use reboot_pause::resume_after_reboot_soon;
 
 pub fn register(c: Arc<Control>) {
     let _ = INSTANCE.set(c);
@@ -139,6 +154,22 @@ fn store_err(e: StoreError) -> Outcome {
     )
 }
 
+/// Calls that start something a shutdown would have to wait for, or that
+/// the box must not take while its workspaces are paused for a reboot.
+fn starts_something(call: &Call) -> bool {
+    matches!(
+        call,
+        Call::CreateWorkspace { .. }
+            | Call::ResumeWorkspace { .. }
+            | Call::PauseWorkspace { .. }
+            | Call::StageUpdate { .. }
+            | Call::ApplyUpdate { .. }
+            | Call::MakeBackup
+            | Call::StageRestore { .. }
+            | Call::ApplyRestore { .. }
+    )
+}
+
 fn mem_total_mib() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -167,6 +198,10 @@ impl Control {
             test_probes: std::sync::atomic::AtomicBool::new(false),
             admission: Mutex::new(()),
             busy: Mutex::new(std::collections::HashMap::new()),
+            restore: Mutex::new(None),
+            backing_up: Mutex::new(()),
+            swap: std::sync::RwLock::new(()),
+            closing: std::sync::atomic::AtomicBool::new(false),
             execs: Mutex::new(std::collections::HashMap::new()),
             tokens: std::sync::RwLock::new(tokens),
             expiry_retry: Mutex::new(std::collections::HashMap::new()),
@@ -212,6 +247,13 @@ impl Control {
     /// Whether this control plane serves the test suite's diagnostics.
     fn probes_on(&self) -> bool {
         self.test_probes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The box begins to shut down: calls that would start something are
+    /// refused from now on.
+    pub fn begin_closing(&self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Closes the database for shutdown.
@@ -461,6 +503,10 @@ impl Control {
             Call::StageUpdate { .. } => "stage_update".into(),
             Call::ApplyUpdate { .. } => "apply_update".into(),
             Call::AbandonUpdate => "abandon_update".into(),
+            Call::MakeBackup => "make_backup".into(),
+            Call::StageRestore { .. } => "stage_restore".into(),
+            Call::ApplyRestore { .. } => "apply_restore".into(),
+            Call::AbandonRestore { .. } => "abandon_restore".into(),
             Call::RecoverKeys { .. } => "recover_keys".into(),
             Call::ScanProcesses { .. } => "scan_processes".into(),
             Call::ProbeDisk { id } => format!("probe_disk {id}"),
@@ -487,10 +533,20 @@ impl Control {
             Call::ConsoleSession { opened: true } => "console sign-in".into(),
             Call::ConsoleSession { opened: false } => "console sign-out".into(),
         };
+        // A restore takes this for writing itself, once its backup is read
+        // and checked; every other call waits while it swaps the state.
+        let _gate = (!matches!(call, Call::ApplyRestore { .. }))
+            .then(|| self.swap.read().unwrap_or_else(|e| e.into_inner()));
         let tok = match self.authenticate(auth, &what) {
             Ok(t) => t,
             Err(o) => return o,
         };
+        if self.closing.load(std::sync::atomic::Ordering::SeqCst) && starts_something(&call) {
+            return error(
+                Verdict::Unavailable,
+                "the box is shutting down (or rebooting into an update): nothing new starts",
+            );
+        }
         match self.dispatch(&tok, call, &what) {
             Ok(o) | Err(o) => o,
         }
@@ -577,6 +633,13 @@ impl Control {
                 self.apply_update(tok, reboot_at, force, what)
             }
             Call::AbandonUpdate => self.abandon_update(tok, what),
+            Call::MakeBackup => self.make_backup(tok, what),
+            Call::StageRestore { bytes } => self.stage_restore(tok, bytes, what),
+            Call::ApplyRestore {
+                staged,
+                recovery_secret,
+            } => self.apply_restore(tok, staged, recovery_secret, what),
+            Call::AbandonRestore { staged } => self.abandon_restore(tok, staged, what),
             Call::RecoverKeys { secret } => self.recover_keys(tok, secret, what),
             call @ (Call::ScanProcesses { .. }
             | Call::DropCaches

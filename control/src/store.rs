@@ -10,6 +10,16 @@ pub const TOKENS: TableDefinition<&str, &str> = TableDefinition::new("tokens");
 pub const WORKSPACES: TableDefinition<&str, &str> = TableDefinition::new("workspaces");
 pub const LINKS: TableDefinition<&str, &str> = TableDefinition::new("links");
 pub const APPROVALS: TableDefinition<&str, &str> = TableDefinition::new("approvals");
+/// Every table, for a backup's snapshot and its restore.
+pub const ALL_TABLES: [TableDefinition<&str, &str>; 4] = [TOKENS, WORKSPACES, LINKS, APPROVALS];
+
+/// A table's name as a snapshot keys it.
+pub fn name_of(table: TableDefinition<&str, &str>) -> String {
+    redb::TableHandle::name(&table).to_string()
+}
+
+/// Every table's records as stored (key → JSON text), by table name.
+pub type Snapshot = std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -204,6 +214,53 @@ impl Store {
         })
     }
 
+    /// Every table as of one read transaction: a consistent snapshot,
+    /// whatever is written meanwhile.
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        self.with(|db| {
+            let r = db.begin_read()?;
+            let mut out = Snapshot::new();
+            for table in ALL_TABLES {
+                let t = r.open_table(table)?;
+                let mut records = std::collections::BTreeMap::new();
+                for item in t.iter()? {
+                    let (k, v) = item?;
+                    records.insert(k.value().to_string(), v.value().to_string());
+                }
+                out.insert(name_of(table), records);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Replaces every table with `snapshot`'s records in one write
+    /// transaction: all of it or, on any error, none. A table the snapshot
+    /// does not name ends empty; a name it has that is no table here is
+    /// an error (the snapshot is from a box that knows tables this one
+    /// does not).
+    pub fn replace_all(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let known: Vec<String> = ALL_TABLES.iter().map(|t| name_of(*t)).collect();
+        if let Some(other) = snapshot.keys().find(|k| !known.contains(k)) {
+            return Err(StoreError::Encode(format!(
+                "the snapshot has a table {other:?} this version does not know"
+            )));
+        }
+        self.with(|db| {
+            let w = db.begin_write()?;
+            for table in ALL_TABLES {
+                w.delete_table(table)?;
+                let mut t = w.open_table(table)?;
+                if let Some(records) = snapshot.get(&name_of(table)) {
+                    for (k, v) in records {
+                        t.insert(k.as_str(), v.as_str())?;
+                    }
+                }
+            }
+            w.commit()?;
+            Ok(())
+        })
+    }
+
     pub fn delete(
         &self,
         table: TableDefinition<&str, &str>,
@@ -240,6 +297,16 @@ mod tests {
             assert!(!s.delete(TOKENS, "zz").expect("delete missing"));
         }
         let s = Store::open(&path).expect("reopen");
+        let snap = s.snapshot().expect("snapshot");
+        assert_eq!(snap["tokens"].len(), 1);
+        s.put(TOKENS, "c", &vec![9]).expect("put");
+        s.put(WORKSPACES, "w", &vec![5]).expect("put");
+        s.replace_all(&snap).expect("replace");
+        assert_eq!(s.snapshot().expect("snapshot"), snap, "back as it was");
+        let mut alien = snap.clone();
+        alien.insert("nope".into(), Default::default());
+        assert!(s.replace_all(&alien).is_err(), "an unknown table is refused");
+        assert_eq!(s.snapshot().expect("snapshot"), snap, "and nothing changed");
         s.close();
         assert!(matches!(
             s.get::<Vec<i32>>(TOKENS, "a"),

@@ -207,6 +207,10 @@ pub struct WorkspaceRecord {
 pub struct PausedAt {
     pub at: u64,
     pub ttl_left_s: u64,
+    /// Paused by the box for its own reboot (an update's): the box resumes
+    /// it once it is up again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub for_reboot: bool,
 }
 
 /// The uplink ports published workspace ports are given from.

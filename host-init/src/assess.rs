@@ -60,7 +60,23 @@ fn assess(found: Found, on_trial: String) {
         .map(|s| s.to_string())
         .unwrap_or_else(|| "?".into());
     SCREEN.update(|s| s.notes.push(format!("slot {slot} on trial: checking")));
-    match check(&found) {
+    let checked = check(&found);
+    // Workspaces paused for the update's reboot run again once the slot
+    // proved itself, or once the box stays up as it is; a slot that fails
+    // reboots, and the one the box falls back to resumes them.
+    // Counted once, only for a failed check (it writes the count).
+    let failed = if checked.is_err() {
+        failed_tries(&slot)
+    } else {
+        0
+    };
+    let stays = checked.is_ok()
+        || failed > paddock_image::slots::TRIES
+        || (found.tries_left == 0 && !found.fallback);
+    if stays {
+        crate::control::service::resume_after_reboot_soon();
+    }
+    match checked {
         Ok(()) => {
             let Some(esp) = &found.esp_dev else {
                 error!("slot {slot} is good but the ESP was not found: not blessed");
@@ -84,7 +100,7 @@ fn assess(found: Found, on_trial: String) {
                 Err(e) => error!("slot {slot} is good but blessing it failed: {e}"),
             }
         }
-        Err(why) if failed_tries(&slot) > paddock_image::slots::TRIES => {
+        Err(why) if failed > paddock_image::slots::TRIES => {
             // The boot manager should have given up on this slot by now;
             // it did not count (its file could not be renamed?): a reboot
             // would only come back here.

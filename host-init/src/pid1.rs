@@ -300,6 +300,7 @@ fn boot(cmdline: &str, started: Instant) {
         }
     }
     control.recover_after_boot();
+    control.drop_restore_leftovers();
     let ballast = std::path::Path::new(crate::control::space::BALLAST);
     if let Err(e) =
         crate::control::space::keep_ballast(ballast, crate::control::space::BALLAST_BYTES)
@@ -414,6 +415,11 @@ fn boot(cmdline: &str, started: Instant) {
         esp_dev: data.esp_dev.clone(),
         other_template: data.other_template.clone(),
     });
+    // Workspaces paused for the reboot into this boot run again: now, or
+    // once a slot on trial proved itself (assess).
+    if booted.on_trial.is_none() {
+        crate::control::service::resume_after_reboot_soon();
+    }
     // A slot on trial proves itself before it is blessed (or reboots).
     crate::assess::start(crate::assess::Found {
         esp_dev: data.esp_dev.clone(),

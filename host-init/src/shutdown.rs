@@ -9,6 +9,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 static STARTED: AtomicBool = AtomicBool::new(false);
+/// The reboot is the box's own, for an update: running workspaces are
+/// paused first and resumed after it (control's reboot_pause).
+static KEEP_WORKSPACES: AtomicBool = AtomicBool::new(false);
+/// How long the pauses before an update's reboot may take in all; a
+/// workspace left over is stopped (lost) as at any reboot.
+const PAUSE_BUDGET: Duration = Duration::from_secs(300);
 static API_PID: AtomicU32 = AtomicU32::new(0);
 static CONTROL: std::sync::OnceLock<std::sync::Arc<crate::control::service::Control>> =
     std::sync::OnceLock::new();
@@ -32,10 +38,23 @@ pub fn in_progress() -> bool {
     STARTED.load(Ordering::SeqCst)
 }
 
+/// A reboot into an update: the running workspaces are paused first, to
+/// be resumed once the box is up again.
+pub fn begin_update_reboot(why: &str) {
+    start(Then::Reboot, why, true);
+}
+
 pub fn begin(then: Then, why: &str) {
+    start(then, why, false);
+}
+
+fn start(then: Then, why: &str, keep_workspaces: bool) {
     if STARTED.swap(true, Ordering::SeqCst) {
         return;
     }
+    // Only the shutdown that started: a power button racing an update's
+    // reboot does not make it pause anything.
+    KEEP_WORKSPACES.store(keep_workspaces, Ordering::SeqCst);
     info!("shutdown requested ({why}); will {then:?} when done");
     SCREEN.update(|s| s.state = "shutting down".into());
     let _ = std::thread::Builder::new()
@@ -46,6 +65,16 @@ pub fn begin(then: Then, why: &str) {
 fn run(then: Then) -> ! {
     // No template's VM starts while the workspaces are stopped.
     crate::control::template_snapshots::disable();
+    // Nothing new starts (a create would race the pauses and the stops).
+    if let Some(c) = CONTROL.get() {
+        c.begin_closing();
+    }
+    if KEEP_WORKSPACES.load(Ordering::SeqCst) {
+        if let Some(c) = CONTROL.get() {
+            let (paused, not) = c.pause_all_for_reboot(PAUSE_BUDGET);
+            info!("shutdown: {paused} workspace(s) paused for the reboot, {not} not");
+        }
+    }
     let stopped = crate::workspaces::stop_all(Duration::from_secs(10));
     info!("shutdown: {stopped} workspace(s) stopped");
     let api = API_PID.load(Ordering::SeqCst);

@@ -15,7 +15,7 @@
 //! A cut before 4 boots the running slot as before; after 4, the new one.
 
 use crate::control::host::{UpdateDone, UpdateRefusal};
-use crate::shutdown::{self, Then};
+use crate::shutdown;
 use crate::{error, info, warn};
 use paddock_api_types::{UpdateState, UpdateStatus};
 use paddock_image::slots::{Slot, UkiName, TRIES, UKI_DIR};
@@ -342,7 +342,7 @@ fn schedule_reboot(at: u64, version: String) {
             if at > now {
                 std::thread::sleep(std::time::Duration::from_secs(at - now));
             }
-            shutdown::begin(Then::Reboot, &format!("update {version}"));
+            shutdown::begin_update_reboot(&format!("update {version}"));
         });
 }
 

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+#[path = "appliance/backups.rs"]
+mod backups;
 #[path = "appliance/broker.rs"]
 mod broker;
 #[path = "appliance/cli.rs"]

@@ -6,7 +6,7 @@ use super::Ctx;
 use crate::args::SystemCommand;
 use crate::CliError;
 use paddock_api_types::{
-    HostMetrics, HostSample, SlotInfo, SlotState, SystemStatus, UpdateState, UpdateStatus,
+    HostMetrics, HostSample, RestoreReport, SlotInfo, SlotState, SystemStatus, UpdateState, UpdateStatus,
 };
 
 /// Bytes as the largest binary unit that keeps a number of at least 1.
@@ -115,6 +115,11 @@ pub fn system(ctx: &Ctx, cmd: Option<SystemCommand>) -> Result<(), CliError> {
                 eprintln!("(`paddock system` shows when it is written)");
             })
         }
+        Some(SystemCommand::Backup { out }) => backup(ctx, &out),
+        Some(SystemCommand::Restore {
+            file,
+            recovery_secret_stdin,
+        }) => restore(ctx, &file, recovery_secret_stdin),
         Some(SystemCommand::Metrics { since }) => {
             let path = match since {
                 Some(t) => format!("/v1/system/metrics?since={t}"),
@@ -128,6 +133,87 @@ pub fn system(ctx: &Ctx, cmd: Option<SystemCommand>) -> Result<(), CliError> {
             })
         }
     }
+}
+
+/// What `system backup FILE` saved, for scripts: the CLI's own answer.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Saved {
+    bytes: usize,
+    saved: String,
+}
+
+fn backup(ctx: &Ctx, out: &std::path::Path) -> Result<(), CliError> {
+    // A new file, made before the box is asked (never over an older
+    // backup); the backup is held whole (the state and at most ~150 MiB of
+    // audit log) and written once it all arrived, the file removed if it
+    // did not: never a half one.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(out)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", out.display())))?;
+    let fetched = ctx
+        .api
+        .call("GET", "/v1/system/backup", None)
+        .map_err(CliError::from)
+        .and_then(super::ok);
+    let written = fetched.and_then(|data| {
+        std::io::Write::write_all(&mut f, &data)
+            .and_then(|_| f.sync_all())
+            .map(|_| data)
+            .map_err(|e| CliError::Config(format!("{}: {e}", out.display())))
+    });
+    let data = match written {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = std::fs::remove_file(out);
+            return Err(e);
+        }
+    };
+    let saved = Saved {
+        bytes: data.len(),
+        saved: out.display().to_string(),
+    };
+    let body = serde_json::to_vec(&saved).unwrap_or_default();
+    ctx.show(&body, |s: Saved| {
+        println!("backup: {} saved to {}", size(s.bytes as u64), s.saved)
+    })
+}
+
+fn restore(ctx: &Ctx, file: &std::path::Path, secret_stdin: bool) -> Result<(), CliError> {
+    let data = std::fs::read(file)
+        .map_err(|e| CliError::Usage(format!("reading {}: {e}", file.display())))?;
+    let mut secret = String::new();
+    if secret_stdin {
+        // From stdin, not an argument: argv is visible to every process
+        // on the operator's machine.
+        std::io::stdin()
+            .read_line(&mut secret)
+            .map_err(|e| CliError::Usage(format!("reading the recovery secret: {e}")))?;
+    }
+    let secret = secret.trim();
+    let headers: Vec<(&'static str, &str)> = if secret_stdin {
+        vec![("x-paddock-recovery-secret", secret)]
+    } else {
+        Vec::new()
+    };
+    let answer = ctx
+        .api
+        .call_with("POST", "/v1/system/restore", Some(&data), &headers)?;
+    let body = super::ok(answer)?;
+    ctx.show(&body, |r: RestoreReport| {
+        println!(
+            "restored the backup of {} (version {}, opened with the {}): {} token(s), {} workspace record(s) (all lost: a backup holds no disks), {} approval(s), {} of audit log",
+            r.backup_created_at,
+            r.backup_version,
+            if r.opened_with == "tpm" { "TPM" } else { "recovery secret" },
+            r.tokens,
+            r.workspaces,
+            r.approvals,
+            size(r.audit_bytes)
+        );
+        eprintln!("(the tokens are the backup's now: sign in with one of them)");
+    })
 }
 
 #[cfg(test)]

@@ -167,7 +167,16 @@ impl Control {
         self.need(tok, Scope::Admin, what)?;
         let store =
             paddock_keys::store().map_err(|e| error(Verdict::Unavailable, e.to_string()))?;
-        match store.recover(&secret) {
+        let recovered = match store.recover(&secret) {
+            // Keys that open already: the secret, once checked against the
+            // TPM, is what backups get encrypted to (a store set up before
+            // backups existed has no recovery backup key until then).
+            Err(paddock_keys::KeyError::NotLocked) => store
+                .add_recovery_backup_key(&secret)
+                .map(|()| "the disk keys were not locked; the recovery secret is right, and backups are encrypted to it from now on".to_string()),
+            other => other,
+        };
+        match recovered {
             Ok(summary) => {
                 self.audit
                     .record("keys_recovered", json!({"by": tok.id, "result": summary}));
@@ -188,7 +197,9 @@ impl Control {
                 );
                 let verdict = match e {
                     paddock_keys::KeyError::WrongRecovery => Verdict::Forbidden,
-                    paddock_keys::KeyError::NotLocked => Verdict::Conflict,
+                    paddock_keys::KeyError::NotLocked | paddock_keys::KeyError::NoBackupKey(_) => {
+                        Verdict::Conflict
+                    }
                     _ => Verdict::Failed,
                 };
                 Err(error(verdict, e.to_string()))

@@ -73,7 +73,7 @@ impl Control {
         })
     }
 
-    fn fresh(&self, id: &str) -> Result<WorkspaceRecord, Outcome> {
+    pub(super) fn fresh(&self, id: &str) -> Result<WorkspaceRecord, Outcome> {
         self.store
             .get::<WorkspaceRecord>(WORKSPACES, id)
             .map_err(store_err)?
@@ -102,8 +102,22 @@ impl Control {
         if let Some(why) = ttl::past_quota(tok, paused_ttl) {
             return Err(self.refuse(Verdict::Forbidden, &why, Some(&tok.id), what));
         }
-        let _busy = self.mark_busy(&seen.id, Busy::Pausing)?;
-        let ws = self.fresh(&seen.id)?;
+        self.pause_now(&seen.id, paused_ttl, Some(&tok.id), what, false)
+    }
+
+    /// Pauses `id` for `by` (a token's id; None: the box itself): the
+    /// part of a pause after the asker's checks. `for_reboot`: the box
+    /// pauses it for its reboot, and resumes it once up again.
+    pub(super) fn pause_now(
+        &self,
+        id: &str,
+        paused_ttl: u64,
+        by: Option<&str>,
+        what: &str,
+        for_reboot: bool,
+    ) -> Result<Outcome, Outcome> {
+        let _busy = self.mark_busy(id, Busy::Pausing)?;
+        let ws = self.fresh(id)?;
         if ws.state != WsState::Running {
             return Err(error(
                 Verdict::Conflict,
@@ -127,7 +141,7 @@ impl Control {
                 return Err(self.refuse(
                     Verdict::Conflict,
                     &format!("capacity: its {} MiB of memory: {why}", ws.memory_mib),
-                    Some(&tok.id),
+                    by,
                     what,
                 ));
             }
@@ -157,6 +171,7 @@ impl Control {
                 w.paused = Some(PausedAt {
                     at: now,
                     ttl_left_s: w.expires_at.saturating_sub(now).max(1),
+                    for_reboot,
                 });
                 w.expires_at = now + paused_ttl;
                 Ok(())
@@ -176,11 +191,12 @@ impl Control {
         let paused = ws.paused.unwrap_or(PausedAt {
             at: now,
             ttl_left_s: 1,
+            for_reboot,
         });
         let ms = started.elapsed().as_millis() as u64;
         self.audit.record(
             "workspace_paused",
-            json!({"workspace": ws.id, "token": tok.id, "stored_bytes": stored, "paused_ttl_s": paused_ttl, "resume_ttl_s": paused.ttl_left_s, "ms": ms}),
+            json!({"workspace": ws.id, "token": by, "stored_bytes": stored, "paused_ttl_s": paused_ttl, "resume_ttl_s": paused.ttl_left_s, "ms": ms, "for_reboot": for_reboot}),
         );
         crate::metrics::count_pause(ms);
         info!(
@@ -218,13 +234,27 @@ impl Control {
             ));
         };
         self.admit_resume(tok, &ws, what)?;
+        self.resume_now(ws, paused, &template_dev, Some(&tok.id))
+    }
+
+    /// Resumes `ws` (paused as `paused`) for `by` (a token's id; None:
+    /// the box itself): the part of a resume after the asker's checks and
+    /// the admission.
+    pub(super) fn resume_now(
+        &self,
+        ws: WorkspaceRecord,
+        paused: PausedAt,
+        template_dev: &str,
+        by: Option<&str>,
+    ) -> Result<Outcome, Outcome> {
+        let id = ws.id.clone();
         if let Err(e) = paddock_keys::store().and_then(|s| s.check_ready()) {
             return Err(error(Verdict::Unavailable, e.to_string()));
         }
         // Its secrets reach the proxy before its first command can run.
         self.push_secrets(&ws)?;
         let started = Instant::now();
-        let pid = pausing::resume(&ws, &template_dev).map_err(|e| {
+        let pid = pausing::resume(&ws, template_dev).map_err(|e| {
             crate::host::get().clear_secrets(&ws.id);
             error(
                 Verdict::Unavailable,
@@ -264,7 +294,7 @@ impl Control {
         let ms = started.elapsed().as_millis() as u64;
         self.audit.record(
             "workspace_resumed",
-            json!({"workspace": ws.id, "token": tok.id, "paused_s": now.saturating_sub(paused.at), "ms": ms}),
+            json!({"workspace": ws.id, "token": by, "paused_s": now.saturating_sub(paused.at), "ms": ms, "after_reboot": paused.for_reboot}),
         );
         crate::metrics::count_resume(ms);
         info!("workspace {} resumed in {ms} ms (pid {pid})", ws.id);

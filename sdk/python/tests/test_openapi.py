@@ -299,6 +299,7 @@ CALLS: list[tuple[str, Call]] = [
     ("set_egress", lambda c, w, p: w.set_egress(domains=["a.example"], cidrs=["198.51.100.7:443"])),
     ("metrics", lambda c, w, p: w.metrics(since=5)),
     ("system_update", lambda c, w, p: c.update_system(__file__, at="now", force=True)),
+    ("system_restore", lambda c, w, p: c.restore(__file__, recovery_secret="s3cret")),
     ("host_metrics", lambda c, w, p: c.host_metrics(since=5)),
     ("network_log", lambda c, w, p: w.network_log(since=5, decision="denied", limit=10)),
     ("exec", lambda c, w, p: w.run(["true"], stdin=b"x", env={"A": "1"}, cwd="/", user="root", timeout_s=5)),
@@ -393,6 +394,18 @@ class Settable(unittest.TestCase):
                     missing: list[str] = []
                     every_key(body, schema, name, missing)
                     self.assertEqual(missing, [], f"{name}: not settable through the SDK")
+
+
+class RestoreSecret(Settable):
+    def test_the_recovery_secret_travels_as_the_documented_header_only_when_given(self) -> None:
+        header = [p for p in operation("POST", "/v1/system/restore").get("parameters", []) if p["in"] == "header"]
+        self.assertEqual([p["name"] for p in header], ["X-Paddock-Recovery-Secret"])
+        for h in self.handles():
+            with_secret = self.capture(lambda c, w, p: c.restore(__file__, recovery_secret="s3cret"), h)
+            self.assertEqual(with_secret.headers.get("X-Paddock-Recovery-Secret"), "s3cret")
+            self.assertNotIn("s3cret", with_secret.path + repr(with_secret.query))
+            without = self.capture(lambda c, w, p: c.restore(__file__), h)
+            self.assertNotIn("X-Paddock-Recovery-Secret", without.headers)
 
 
 async def _await(x: Any) -> Any:

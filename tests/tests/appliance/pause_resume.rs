@@ -15,7 +15,7 @@ pub(crate) struct Paused {
     pub uptime_s: f64,
 }
 
-fn run(app: &Appliance, token: &str, id: &str, script: &str) -> (u16, String) {
+pub(crate) fn run(app: &Appliance, token: &str, id: &str, script: &str) -> (u16, String) {
     // As root: /run (the guest's tmpfs) is root's.
     let body =
         serde_json::to_vec(&serde_json::json!({"argv": ["sh", "-c", script], "user": "root"}))

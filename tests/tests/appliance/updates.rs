@@ -4,7 +4,8 @@
 //! is verified, written to the other slot and read back; a power cut while
 //! it is written leaves the box booting what it ran; installed again with
 //! `at=now`, the box reboots into it by itself, blesses it, and keeps its
-//! disk keys (no recovery secret), tokens and audit log.
+//! disk keys (no recovery secret), tokens and audit log, and a running
+//! workspace, paused before the reboot and resumed after it.
 
 use super::*;
 use paddock_tests::appliance::log_tail;
@@ -16,7 +17,7 @@ fn system(app: &Appliance, admin: &str) -> serde_json::Value {
 }
 
 /// POSTs `bundle` to /v1/system/update with `query`: (status, answer).
-fn upload(app: &Appliance, token: &str, bundle: &Path, query: &str) -> (u16, serde_json::Value) {
+pub(crate) fn upload(app: &Appliance, token: &str, bundle: &Path, query: &str) -> (u16, serde_json::Value) {
     let out = app
         .command("curl")
         .args([
@@ -51,7 +52,7 @@ fn upload(app: &Appliance, token: &str, bundle: &Path, query: &str) -> (u16, ser
 }
 
 /// `paddock-image` of the test kit.
-fn tool() -> Command {
+pub(crate) fn tool() -> Command {
     Command::new(
         PathBuf::from(std::env::var("PADDOCK_STATIC_BIN").expect("PADDOCK_STATIC_BIN"))
             .join("paddock-image"),
@@ -60,7 +61,7 @@ fn tool() -> Command {
 
 /// A bundle of `uki`, `template` and `signature` at `version`, signed
 /// with `key`.
-fn bundle(
+pub(crate) fn bundle(
     dir: &Path,
     name: &str,
     version: &str,
@@ -88,7 +89,7 @@ fn bundle(
 }
 
 /// The update key build-image.sh made the image trust.
-fn update_key() -> PathBuf {
+pub(crate) fn update_key() -> PathBuf {
     std::env::var_os("PADDOCK_UPDATE_KEY")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -288,6 +289,27 @@ fn signed_bundles_install_and_every_bad_one_is_refused() {
         "slot A's UKI untouched"
     );
 
+    // A running workspace with a marker only its RAM holds: the box
+    // pauses it before the update's reboot and resumes it after.
+    let (code, body) = app
+        .api(
+            "POST",
+            "/v1/workspaces",
+            &wide,
+            Some(br#"{"ttl_s": 3600, "memory_mib": 256, "disk_mib": 256}"#),
+        )
+        .expect("curl");
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    let kept_ws = json(&body)["id"].as_str().expect("id").to_string();
+    let marker = format!("kept-across-the-update-{}", std::process::id());
+    let (code, out) = pause_resume::run(
+        &app,
+        &wide,
+        &kept_ws,
+        &format!("printf %s {marker} > /run/marker"),
+    );
+    assert_eq!(code, 200, "{out}");
+
     // Again, rebooting into it as soon as it is written: the box does.
     let posted = std::time::Instant::now();
     let (code, answer) = upload(&app, &admin, &good, "?at=now");
@@ -341,6 +363,43 @@ fn signed_bundles_install_and_every_bad_one_is_refused() {
     );
     let (code, _) = app.api("GET", "/v1/workspaces", &wide, None).expect("curl");
     assert_eq!(code, 200, "a token from before the update");
+    // The workspace was paused for the reboot and runs again, its RAM
+    // as it was.
+    let until = std::time::Instant::now() + BOOT_GUARD;
+    loop {
+        let (code, body) = app
+            .api("GET", &format!("/v1/workspaces/{kept_ws}"), &wide, None)
+            .expect("curl");
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+        let state = json(&body)["state"].as_str().unwrap_or_default().to_string();
+        if state == "running" {
+            break;
+        }
+        assert!(
+            state == "paused" && std::time::Instant::now() < until,
+            "paused for the reboot, then resumed: {state}\n{}",
+            log_tail(&app.console(), 40)
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let (code, out) = pause_resume::run(&app, &wide, &kept_ws, "cat /run/marker");
+    assert_eq!((code, out.as_str()), (200, marker.as_str()), "its memory");
+    let (_, body) = app
+        .api("GET", &format!("/v1/audit?workspace={kept_ws}"), &admin, None)
+        .expect("curl");
+    let evs = json(&body)["events"].as_array().cloned().unwrap_or_default();
+    let paused = evs
+        .iter()
+        .find(|e| e["event"] == "workspace_paused" && e["for_reboot"] == true)
+        .unwrap_or_else(|| panic!("{evs:?}"));
+    let resumed = evs
+        .iter()
+        .find(|e| e["event"] == "workspace_resumed" && e["after_reboot"] == true)
+        .unwrap_or_else(|| panic!("{evs:?}"));
+    eprintln!(
+        "updates: a 256 MiB workspace paused for the reboot in {} ms, resumed after it in {} ms",
+        paused["ms"], resumed["ms"]
+    );
     let (_, body) = app
         .api("GET", "/v1/audit?event=update_written", &admin, None)
         .expect("curl");

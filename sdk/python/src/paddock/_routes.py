@@ -97,6 +97,8 @@ ROUTES: dict[str, Route] = {
     "system": Route("GET", "/v1/system", model=a.SystemStatus),
     "host_metrics": Route("GET", "/v1/system/metrics", model=a.HostMetrics, query=("since",)),
     "system_update": Route("POST", "/v1/system/update", model=a.UpdateStatus, raw_body=True, query=("at", "force")),
+    "system_backup": Route("GET", "/v1/system/backup", answer="bytes"),
+    "system_restore": Route("POST", "/v1/system/restore", model=a.RestoreReport, raw_body=True),
     "list_approvals": Route("GET", "/v1/approvals", model=r.ApprovalList, query=("state",)),
     "get_approval": Route("GET", "/v1/approvals/{id}", model=r.Approval),
     "decide_approval": Route("POST", "/v1/approvals/{id}", model=r.Approval, body=r.ApprovalDecision),

@@ -224,6 +224,22 @@ class UpdateStatus:
 
 
 @dataclass(frozen=True)
+class RestoreReport:
+    """``POST /v1/system/restore``: what a backup put in place. The tokens
+    are the backup's now (this box's own are gone); every workspace record
+    is ``lost`` (a backup holds no disks). ``opened_with``: ``"tpm"`` or
+    ``"recovery"``."""
+
+    backup_created_at: int
+    backup_version: str
+    opened_with: Literal["tpm", "recovery"]
+    tokens: int
+    workspaces: int
+    approvals: int
+    audit_bytes: int
+
+
+@dataclass(frozen=True)
 class SystemStatus:
     """``GET /v1/system``: the box's version, uptime, the API certificate's
     fingerprint, its disk keys, data partition, newest host sample and its

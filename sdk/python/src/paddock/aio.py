@@ -27,6 +27,7 @@ from .admin_models import (
     NewToken,
     Quotas,
     RecoverKeysRequest,
+    RestoreReport,
     Revoked,
     Scope,
     SystemStatus,
@@ -37,7 +38,7 @@ from .admin_models import (
     TokenList,
     TokenRotated,
 )
-from .aio_workspace import AsyncWorkspace, _file_chunks
+from .aio_workspace import AsyncWorkspace, _file_chunks, _save
 from .errors import RequestTimeout
 from .review_models import Approval, ApprovalDecision, ApprovalList, ApprovalState
 from .client import CREATE_TIMEOUT, DEFAULT_TIMEOUT
@@ -336,6 +337,27 @@ class AsyncPaddock:
         query: list[tuple[str, str | None]] = [("at", None if at is None else str(at)), ("force", "true" if force else None)]
         headers = {"Content-Length": str(os.stat(bundle_path).st_size)}
         result: UpdateStatus = await self._t.call("system_update", query=query, content=_file_chunks(bundle_path), headers=headers)
+        return result
+
+    async def backup(self, dest: str | os.PathLike[str]) -> int:
+        """Saves an encrypted backup of the box's state database and audit
+        log to ``dest`` (``GET /v1/system/backup``; admin), written whole or
+        not at all. The byte count."""
+        resp = await self._t.open("system_backup")
+        try:
+            return await _save(dest, self._t.chunks(resp))
+        finally:
+            await resp.aclose()
+
+    async def restore(self, backup_path: str | os.PathLike[str], *, recovery_secret: str | None = None) -> RestoreReport:
+        """Streams the backup at ``backup_path`` to the box (``POST
+        /v1/system/restore``; admin), which must have no workspaces: opened
+        by its TPM or with ``recovery_secret``, verified whole, then put in
+        place of its tokens, workspace records, approvals and audit history."""
+        headers = {"Content-Length": str(os.stat(backup_path).st_size)}
+        if recovery_secret is not None:
+            headers["X-Paddock-Recovery-Secret"] = recovery_secret
+        result: RestoreReport = await self._t.call("system_restore", content=_file_chunks(backup_path), headers=headers)
         return result
 
     async def prometheus_metrics(self) -> str:

@@ -26,6 +26,7 @@ from .admin_models import (
     NewToken,
     Quotas,
     RecoverKeysRequest,
+    RestoreReport,
     Revoked,
     Scope,
     SystemStatus,
@@ -39,7 +40,7 @@ from .admin_models import (
 from .models import Egress, SecretSpec, SignalRules, WorkspaceInfo, WorkspaceList
 from .errors import RequestTimeout
 from .review_models import Approval, ApprovalDecision, ApprovalList, ApprovalState
-from .workspace import Workspace, read_chunks
+from .workspace import Workspace, read_chunks, save_atomically
 
 DEFAULT_TIMEOUT = 60.0
 """Seconds an ordinary call may take (connect, each read, each write)."""
@@ -368,6 +369,30 @@ class Paddock:
             size = os.fstat(f.fileno()).st_size
             headers = {"Content-Length": str(size)}
             result: UpdateStatus = self._t.call("system_update", query=query, content=read_chunks(f), headers=headers)
+        return result
+
+    def backup(self, dest: str | os.PathLike[str]) -> int:
+        """Saves an encrypted backup of the box's state database and audit
+        log to ``dest`` (``GET /v1/system/backup``; admin), written whole or
+        not at all. This box's TPM opens it again, as does the box's
+        recovery secret anywhere. The byte count."""
+        resp = self._t.open("system_backup")
+        try:
+            return save_atomically(dest, self._t.chunks(resp))
+        finally:
+            resp.close()
+
+    def restore(self, backup_path: str | os.PathLike[str], *, recovery_secret: str | None = None) -> RestoreReport:
+        """Streams the backup at ``backup_path`` to the box (``POST
+        /v1/system/restore``; admin), which must have no workspaces: opened
+        by its TPM, or with ``recovery_secret`` (the one of the box that
+        made it), verified whole, then put in place of its tokens,
+        workspace records, approvals and audit history."""
+        with open(backup_path, "rb") as f:
+            headers = {"Content-Length": str(os.fstat(f.fileno()).st_size)}
+            if recovery_secret is not None:
+                headers["X-Paddock-Recovery-Secret"] = recovery_secret
+            result: RestoreReport = self._t.call("system_restore", content=read_chunks(f), headers=headers)
         return result
 
     def prometheus_metrics(self) -> str:
