@@ -58,7 +58,11 @@ pub fn restore(shared: &Shared, req: &http::Request, io: &mut Exchange) -> Optio
     let copied = copy_exactly(&mut io.body, &mut staged, bytes);
     drop(staged);
     if let Err(why) = copied {
-        let _ = call(shared, &req.bearer, Call::AbandonRestore { staged: staged_id });
+        let _ = call(
+            shared,
+            &req.bearer,
+            Call::AbandonRestore { staged: staged_id },
+        );
         return Some(json_error(400, why));
     }
     let call_ = Call::ApplyRestore {

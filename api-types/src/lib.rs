@@ -44,7 +44,8 @@ pub use report::{
 pub use secret::{Secret, SecretList, SecretPlace, SecretRemoved, SecretSpec};
 pub use signals::{SignalAction, SignalRule, SignalRules};
 pub use system::{
-    DiskUse, HostMetrics, HostSample, RestoreReport, SlotInfo, SlotState, SystemStatus, UpdateState, UpdateStatus,
+    DiskUse, HostMetrics, HostSample, RestoreReport, SlotInfo, SlotState, SystemStatus,
+    UpdateState, UpdateStatus,
 };
 pub use token::{
     ActionPolicy, ActionRule, MintRequest, MintedToken, Quotas, Scope, SecretFormat, TokenList,

@@ -124,7 +124,9 @@ impl AuditLog {
         let mut restored = 0u64;
         let mut sources = Vec::new();
         for p in older {
-            let len = std::fs::metadata(p).map_err(|e| named("reading", p, e))?.len();
+            let len = std::fs::metadata(p)
+                .map_err(|e| named("reading", p, e))?
+                .len();
             restored += len;
             if len > 0 {
                 sources.push(p.clone());
@@ -323,11 +325,25 @@ mod tests {
         let all = new.read(&[], 100);
         let ns: Vec<String> = all
             .iter()
-            .map(|e| e.fields.get("n").map(|n| n.to_string()).unwrap_or_else(|| e.event.clone()))
+            .map(|e| {
+                e.fields
+                    .get("n")
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| e.event.clone())
+            })
             .collect();
         assert_eq!(
             ns,
-            ["0", "1", "2", "3", "4", "5", "restored_history_ends", "\"mine\""],
+            [
+                "0",
+                "1",
+                "2",
+                "3",
+                "4",
+                "5",
+                "restored_history_ends",
+                "\"mine\""
+            ],
             "in order, none lost"
         );
         assert!(

@@ -5,14 +5,16 @@
 //! not in it (their keys die with the key store they were made in): a
 //! restored workspace record is `lost`.
 
-use crate::audit::AuditLog;
 use crate::access::{TokenTree, MAX_TOKENS};
-use crate::store::{name_of, Snapshot, Store, StoreError, ALL_TABLES, APPROVALS, LINKS, TOKENS, WORKSPACES};
+use crate::audit::AuditLog;
+use crate::store::{
+    name_of, Snapshot, Store, StoreError, ALL_TABLES, APPROVALS, LINKS, TOKENS, WORKSPACES,
+};
 use crate::tokens::{Scope, TokenRecord};
 use crate::workspace::{WorkspaceRecord, WsState};
 use paddock_api_types::Approval;
-use redb::TableDefinition;
 use paddock_backup::{Meta, SlotKey, Unlocked, Writer};
+use redb::TableDefinition;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -79,9 +81,9 @@ pub struct Contents {
 /// `audit.log.N`.
 fn audit_name_ok(name: &str) -> bool {
     name == "audit.log"
-        || name.strip_prefix("audit.log.").is_some_and(|n| {
-            !n.is_empty() && n.len() <= 3 && n.bytes().all(|b| b.is_ascii_digit())
-        })
+        || name
+            .strip_prefix("audit.log.")
+            .is_some_and(|n| !n.is_empty() && n.len() <= 3 && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Reads every entry of an unlocked backup, the audit files into
@@ -105,10 +107,7 @@ pub fn read<R: Read>(mut backup: Unlocked<R>, staging: &Path) -> Result<Contents
             let mut buf = Vec::with_capacity(len as usize);
             entry.copy_to(&mut buf)?;
             state = Some(buf);
-        } else if let Some(file) = name
-            .strip_prefix(AUDIT_PREFIX)
-            .filter(|f| audit_name_ok(f))
-        {
+        } else if let Some(file) = name.strip_prefix(AUDIT_PREFIX).filter(|f| audit_name_ok(f)) {
             let path = staging.join(file);
             if audit.contains(&path) {
                 return Err(BackupError::State(format!("two entries {name}")));
@@ -180,7 +179,10 @@ pub fn restorable(mut snapshot: Snapshot, now: u64) -> Result<Restorable, Backup
         )));
     }
     let tree = TokenTree::new(tokens.clone());
-    if !tree.all().any(|t| t.has(Scope::Admin) && tree.is_live(t, now)) {
+    if !tree
+        .all()
+        .any(|t| t.has(Scope::Admin) && tree.is_live(t, now))
+    {
         return Err(BackupError::State(
             "no admin token in it is still valid (all revoked or expired): restoring it would lock every admin out".into(),
         ));
@@ -197,8 +199,7 @@ pub fn restorable(mut snapshot: Snapshot, now: u64) -> Result<Restorable, Backup
             ws.env_sealed = None;
             ws.secrets_sealed = None;
             ws.published.clear();
-            *value =
-                serde_json::to_string(&ws).map_err(|e| BackupError::State(e.to_string()))?;
+            *value = serde_json::to_string(&ws).map_err(|e| BackupError::State(e.to_string()))?;
             lost.push(ws.id);
         }
     }
@@ -259,7 +260,9 @@ mod tests {
         ws.state = WsState::Running;
         ws.env_sealed = Some(vec![1, 2, 3]);
         store.put(WORKSPACES, "ws_a", &ws).expect("put");
-        store.put(LINKS, "lnk_a", &json!({"from": "ws_a"})).expect("put");
+        store
+            .put(LINKS, "lnk_a", &json!({"from": "ws_a"}))
+            .expect("put");
         let audit = AuditLog::new(&root.join("audit"), 300, 3);
         for i in 0..10 {
             audit.record("token_issued", json!({"n": i}));
@@ -269,7 +272,11 @@ mod tests {
         write(out, &meta(), &slots(), &store, &audit).expect("backup");
         let contents = read(unlocked(&root.join("b.pdkbak")), &root.join("staging")).expect("read");
         assert_eq!(contents.snapshot, store.snapshot().expect("snapshot"));
-        assert!(contents.audit.len() >= 2, "every generation: {:?}", contents.audit);
+        assert!(
+            contents.audit.len() >= 2,
+            "every generation: {:?}",
+            contents.audit
+        );
         let staged: Vec<u8> = contents
             .audit
             .iter()
@@ -292,7 +299,10 @@ mod tests {
         let w: WorkspaceRecord =
             serde_json::from_str(&r.snapshot[&name_of(WORKSPACES)]["ws_a"]).expect("record");
         assert_eq!(w.state, WsState::Lost);
-        assert_eq!(w.env_sealed, None, "nothing sealed under a key the box never had");
+        assert_eq!(
+            w.env_sealed, None,
+            "nothing sealed under a key the box never had"
+        );
         assert!(r.snapshot[&name_of(LINKS)].is_empty());
 
         // What the next boot could not read, or would lock every admin
@@ -305,20 +315,36 @@ mod tests {
         };
         let mut alien = contents.snapshot.clone();
         alien.insert("tables_of_tomorrow".into(), Default::default());
-        assert!(refused(&alien).contains("does not know"), "{}", refused(&alien));
+        assert!(
+            refused(&alien).contains("does not know"),
+            "{}",
+            refused(&alien)
+        );
         let mut bent = contents.snapshot.clone();
-        bent.get_mut(&name_of(TOKENS))
-            .expect("tokens")
-            .insert("tok_bent".into(), r#"{"id": "tok_bent", "scopes": ["root"]}"#.into());
-        assert!(refused(&bent).contains("tok_bent does not read"), "{}", refused(&bent));
+        bent.get_mut(&name_of(TOKENS)).expect("tokens").insert(
+            "tok_bent".into(),
+            r#"{"id": "tok_bent", "scopes": ["root"]}"#.into(),
+        );
+        assert!(
+            refused(&bent).contains("tok_bent does not read"),
+            "{}",
+            refused(&bent)
+        );
         let mut revoked = admin.clone();
         revoked.revoked = true;
         let mut locked_out = contents.snapshot.clone();
-        locked_out.get_mut(&name_of(TOKENS)).expect("tokens").insert(
-            revoked.id.clone(),
-            serde_json::to_string(&revoked).expect("json"),
+        locked_out
+            .get_mut(&name_of(TOKENS))
+            .expect("tokens")
+            .insert(
+                revoked.id.clone(),
+                serde_json::to_string(&revoked).expect("json"),
+            );
+        assert!(
+            refused(&locked_out).contains("lock every admin out"),
+            "{}",
+            refused(&locked_out)
         );
-        assert!(refused(&locked_out).contains("lock every admin out"), "{}", refused(&locked_out));
         let _ = std::fs::remove_dir_all(&root);
     }
 
@@ -334,15 +360,19 @@ mod tests {
         type Entries<'a> = &'a [(&'a str, &'a [u8])];
         let cases: [(Entries, &str); 3] = [
             (&[("state.json", &state), ("extra", b"x")], "does not know"),
-            (&[("state.json", &state), ("audit/passwd", b"x")], "does not know"),
+            (
+                &[("state.json", &state), ("audit/passwd", b"x")],
+                "does not know",
+            ),
             (&[("audit/audit.log", b"x")], "no state.json"),
         ];
         for (i, (entries, why)) in cases.iter().enumerate() {
             let path = root.join(format!("{i}.pdkbak"));
-            let mut w = Writer::new(File::create(&path).expect("file"), &meta(), &slots())
-                .expect("writer");
+            let mut w =
+                Writer::new(File::create(&path).expect("file"), &meta(), &slots()).expect("writer");
             for (name, data) in entries.iter() {
-                w.entry(name, data.len() as u64, &mut &data[..]).expect("entry");
+                w.entry(name, data.len() as u64, &mut &data[..])
+                    .expect("entry");
             }
             let mut f = w.finish().expect("finish");
             f.seek(SeekFrom::Start(0)).expect("seek");

@@ -305,7 +305,10 @@ mod tests {
         assert_eq!(s.snapshot().expect("snapshot"), snap, "back as it was");
         let mut alien = snap.clone();
         alien.insert("nope".into(), Default::default());
-        assert!(s.replace_all(&alien).is_err(), "an unknown table is refused");
+        assert!(
+            s.replace_all(&alien).is_err(),
+            "an unknown table is refused"
+        );
         assert_eq!(s.snapshot().expect("snapshot"), snap, "and nothing changed");
         s.close();
         assert!(matches!(

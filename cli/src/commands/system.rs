@@ -6,7 +6,8 @@ use super::Ctx;
 use crate::args::SystemCommand;
 use crate::CliError;
 use paddock_api_types::{
-    HostMetrics, HostSample, RestoreReport, SlotInfo, SlotState, SystemStatus, UpdateState, UpdateStatus,
+    HostMetrics, HostSample, RestoreReport, SlotInfo, SlotState, SystemStatus, UpdateState,
+    UpdateStatus,
 };
 
 /// Bytes as the largest binary unit that keeps a number of at least 1.

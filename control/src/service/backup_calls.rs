@@ -137,8 +137,12 @@ impl Control {
             + std::fs::metadata(self.state_dir.join("paddock.redb"))
                 .map(|m| m.len())
                 .unwrap_or(0);
-        let free = free_bytes(&self.state_dir)
-            .map_err(|e| error(Verdict::Failed, format!("the data partition's free space: {e}")))?;
+        let free = free_bytes(&self.state_dir).map_err(|e| {
+            error(
+                Verdict::Failed,
+                format!("the data partition's free space: {e}"),
+            )
+        })?;
         if need + KEEP_FREE > free {
             return Err(error(
                 Verdict::TooLarge,
@@ -151,9 +155,9 @@ impl Control {
             created_at: now_s(),
             box_version: env!("CARGO_PKG_VERSION").into(),
             // Which box: the API certificate's fingerprint when it was made.
-            box_id: crate::host::get()
-                .tls_fingerprint()
-                .filter(|f| !f.is_empty() && f.len() <= 128 && f.bytes().all(|b| b.is_ascii_graphic())),
+            box_id: crate::host::get().tls_fingerprint().filter(|f| {
+                !f.is_empty() && f.len() <= 128 && f.bytes().all(|b| b.is_ascii_graphic())
+            }),
         };
         let made = unnamed_file(&self.state_dir)
             .map_err(|e| backup::BackupError::Io {
@@ -166,16 +170,19 @@ impl Control {
                     f.seek(SeekFrom::Start(0))?;
                     Ok(len)
                 });
-                len.map(|len| (f, len)).map_err(|e| backup::BackupError::Io {
-                    what: "reading it back".into(),
-                    source: e,
-                })
+                len.map(|len| (f, len))
+                    .map_err(|e| backup::BackupError::Io {
+                        what: "reading it back".into(),
+                        source: e,
+                    })
             });
         let (file, bytes) = match made {
             Ok(m) => m,
             Err(e) => {
-                self.audit
-                    .record("backup_failed", json!({"by": tok.id, "reason": e.to_string()}));
+                self.audit.record(
+                    "backup_failed",
+                    json!({"by": tok.id, "reason": e.to_string()}),
+                );
                 return Err(error(Verdict::Failed, format!("making the backup: {e}")));
             }
         };
@@ -241,7 +248,10 @@ impl Control {
                 ));
             }
             let free = free_bytes(&self.state_dir).map_err(|e| {
-                error(Verdict::Failed, format!("the data partition's free space: {e}"))
+                error(
+                    Verdict::Failed,
+                    format!("the data partition's free space: {e}"),
+                )
             })?;
             if bytes.saturating_mul(2) + KEEP_FREE > free {
                 return Err(error(
@@ -252,10 +262,7 @@ impl Control {
             let mut staged = self.staged();
             if let Some(s) = staged.as_ref() {
                 if s.applying {
-                    return Err(error(
-                        Verdict::Conflict,
-                        "another backup is being restored",
-                    ));
+                    return Err(error(Verdict::Conflict, "another backup is being restored"));
                 }
                 if s.since.elapsed() < STAGE_LEASE {
                     return Err(error(
@@ -268,14 +275,17 @@ impl Control {
                 }
             }
             let file = unnamed_file(&self.state_dir).map_err(|e| {
-                error(Verdict::Failed, format!("making a file for the upload: {e}"))
+                error(
+                    Verdict::Failed,
+                    format!("making a file for the upload: {e}"),
+                )
             })?;
             let theirs = file
                 .try_clone()
                 .map_err(|e| error(Verdict::Failed, format!("sharing the upload's file: {e}")))?;
             let id = u64::from_le_bytes(
-                paddock_backup::new_context()
-                    .map_err(|e| error(Verdict::Failed, e.to_string()))?[..8]
+                paddock_backup::new_context().map_err(|e| error(Verdict::Failed, e.to_string()))?
+                    [..8]
                     .try_into()
                     .unwrap_or_default(),
             );
@@ -406,7 +416,9 @@ impl Control {
         let read = backup::read(unlocked, &staging);
         let result = read
             .map_err(|e| invalid(e.to_string()))
-            .and_then(|contents| self.put_in_place(tok, contents, created_at, &version, opened_with));
+            .and_then(|contents| {
+                self.put_in_place(tok, contents, created_at, &version, opened_with)
+            });
         let _ = std::fs::remove_dir_all(&staging);
         result
     }
@@ -427,7 +439,10 @@ impl Control {
                 Err(std::sync::TryLockError::WouldBlock) => {
                     return Err(error(
                         Verdict::Conflict,
-                        format!("calls kept running for {} s: nothing was restored; try again", SWAP_WAIT.as_secs()),
+                        format!(
+                            "calls kept running for {} s: nothing was restored; try again",
+                            SWAP_WAIT.as_secs()
+                        ),
                     ))
                 }
             }
@@ -459,7 +474,8 @@ impl Control {
         opened_with: SlotKind,
     ) -> Result<Outcome, Outcome> {
         // Everything checked before anything changes.
-        let r = backup::restorable(contents.snapshot, now_s()).map_err(|e| invalid(e.to_string()))?;
+        let r =
+            backup::restorable(contents.snapshot, now_s()).map_err(|e| invalid(e.to_string()))?;
         let tokens = r.tokens.len() as u64;
         {
             let _swap = self.swap_guard()?;
@@ -477,7 +493,10 @@ impl Control {
         }
         let boundary = json!({"ts": now_s(), "event": "restored_history_ends",
             "backup_created_at": created_at, "backup_version": version});
-        let audit_bytes = match self.audit.restore_history(&contents.audit, &boundary.to_string()) {
+        let audit_bytes = match self
+            .audit
+            .restore_history(&contents.audit, &boundary.to_string())
+        {
             Ok(n) => n,
             Err(e) => {
                 // The state is in place; the history is not. Said, not hidden.

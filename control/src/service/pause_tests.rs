@@ -23,7 +23,11 @@ fn resume(id: &str) -> Call {
 fn set_paused(c: &super::Control, id: &str, at: u64, ttl_left_s: u64) {
     c.store
         .update(WORKSPACES, id, |w: &mut WorkspaceRecord| {
-            w.paused = Some(PausedAt { at, ttl_left_s, for_reboot: false });
+            w.paused = Some(PausedAt {
+                at,
+                ttl_left_s,
+                for_reboot: false,
+            });
             Ok::<(), String>(())
         })
         .expect("update");

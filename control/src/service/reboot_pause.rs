@@ -24,7 +24,8 @@ impl Control {
     /// many were not (those are stopped with the rest).
     pub fn pause_all_for_reboot(&self, budget: Duration) -> (usize, usize) {
         let started = Instant::now();
-        let mut running: Vec<WorkspaceRecord> = match self.store.list::<WorkspaceRecord>(WORKSPACES) {
+        let mut running: Vec<WorkspaceRecord> = match self.store.list::<WorkspaceRecord>(WORKSPACES)
+        {
             Ok(all) => all
                 .into_iter()
                 .filter(|w| w.state == WsState::Running)
@@ -83,12 +84,14 @@ impl Control {
                         json!({"workspace": id, "reason": reason}),
                     );
                     // Its owner decides now; the next boot does not retry.
-                    let _ = self.store.update(WORKSPACES, &id, |w: &mut WorkspaceRecord| {
-                        if let Some(p) = w.paused.as_mut() {
-                            p.for_reboot = false;
-                        }
-                        Ok::<(), ()>(())
-                    });
+                    let _ = self
+                        .store
+                        .update(WORKSPACES, &id, |w: &mut WorkspaceRecord| {
+                            if let Some(p) = w.paused.as_mut() {
+                                p.for_reboot = false;
+                            }
+                            Ok::<(), ()>(())
+                        });
                 }
             }
         }
@@ -99,7 +102,9 @@ impl Control {
     fn resume_for_box(&self, id: &str) -> Result<Outcome, Outcome> {
         let _busy = self.mark_busy(id, super::pause_calls::Busy::Resuming)?;
         let ws = self.fresh(id)?;
-        let Some(paused) = ws.paused.filter(|p| ws.state == WsState::Paused && p.for_reboot)
+        let Some(paused) = ws
+            .paused
+            .filter(|p| ws.state == WsState::Paused && p.for_reboot)
         else {
             return Err(error(Verdict::Conflict, "no longer paused for the reboot"));
         };
@@ -151,25 +156,20 @@ impl Control {
 /// Resumes the workspaces paused for the reboot once the key store is
 /// ready, on a thread of its own (a few seconds each).
 pub fn resume_after_reboot_soon() {
-    let spawned = std::thread::Builder::new()
-        .name("resume".into())
-        .spawn(|| {
-            let Some(c) = super::instance() else {
+    let spawned = std::thread::Builder::new().name("resume".into()).spawn(|| {
+        let Some(c) = super::instance() else {
+            return;
+        };
+        let until = Instant::now() + KEYS_WAIT;
+        while paddock_keys::store().and_then(|s| s.check_ready()).is_err() {
+            if Instant::now() > until {
+                warn!("the key store is not ready: workspaces paused for the reboot stay paused");
                 return;
-            };
-            let until = Instant::now() + KEYS_WAIT;
-            while paddock_keys::store()
-                .and_then(|s| s.check_ready())
-                .is_err()
-            {
-                if Instant::now() > until {
-                    warn!("the key store is not ready: workspaces paused for the reboot stay paused");
-                    return;
-                }
-                std::thread::sleep(Duration::from_secs(1));
             }
-            c.resume_after_reboot();
-        });
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        c.resume_after_reboot();
+    });
     if let Err(e) = spawned {
         warn!("resuming the workspaces paused for the reboot: {e}");
     }

@@ -8,12 +8,25 @@
 use super::*;
 
 /// POSTs `file` to /v1/system/restore: (status, answer).
-fn restore(app: &Appliance, token: &str, file: &Path, secret: Option<&str>) -> (u16, serde_json::Value) {
+fn restore(
+    app: &Appliance,
+    token: &str,
+    file: &Path,
+    secret: Option<&str>,
+) -> (u16, serde_json::Value) {
     let mut cmd = app.command("curl");
-    cmd.args(["-skS", "--max-time", "600", "-o", "-", "-w", "\n%{http_code}"])
-        .arg("-H")
-        .arg(format!("Authorization: Bearer {token}"))
-        .args(["-H", "Content-Type: application/octet-stream"]);
+    cmd.args([
+        "-skS",
+        "--max-time",
+        "600",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+    ])
+    .arg("-H")
+    .arg(format!("Authorization: Bearer {token}"))
+    .args(["-H", "Content-Type: application/octet-stream"]);
     if let Some(s) = secret {
         cmd.arg("-H").arg(format!("X-Paddock-Recovery-Secret: {s}"));
     }
@@ -60,7 +73,12 @@ fn power_off(mut app: Appliance) {
 
 /// Runs the CLI logged in with `config`, `stdin` on its standard input:
 /// (exit code, stdout, stderr).
-fn cli(bin: &Path, config: &Path, args: &[&str], stdin: Option<&str>) -> (Option<i32>, String, String) {
+fn cli(
+    bin: &Path,
+    config: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (Option<i32>, String, String) {
     let mut child = Command::new(bin)
         .args(args)
         .env("PADDOCK_CONFIG", config)
@@ -91,7 +109,10 @@ fn events(app: &Appliance, admin: &str, query: &str) -> Vec<serde_json::Value> {
         .api("GET", &format!("/v1/audit?limit=10000{query}"), admin, None)
         .expect("curl");
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
-    json(&body)["events"].as_array().cloned().unwrap_or_default()
+    json(&body)["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 #[test]
@@ -170,7 +191,10 @@ fn a_backup_comes_back_after_a_reflash_and_on_another_tpm_with_the_recovery_secr
     let (code, answer) = restore(&app, &admin, &backup, None);
     assert_eq!(code, 409, "{answer}");
     assert!(
-        answer["error"].as_str().unwrap_or_default().contains("no workspaces"),
+        answer["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no workspaces"),
         "{answer}"
     );
     power_off(app);
@@ -180,7 +204,11 @@ fn a_backup_comes_back_after_a_reflash_and_on_another_tpm_with_the_recovery_secr
     std::fs::create_dir_all(&disk2).expect("dir");
     let disk2 = fresh_disk(&disk2);
     let (app, admin2, _) = first_boot(&disk2, &tpm, &dir.join("b2.log"));
-    assert_eq!(code_of(&app, "GET", "/v1/workspaces", &kept), 401, "box 1's tokens are not here yet");
+    assert_eq!(
+        code_of(&app, "GET", "/v1/workspaces", &kept),
+        401,
+        "box 1's tokens are not here yet"
+    );
 
     // Refused, each for its reason, changing nothing.
     let mut changed = bytes.clone();
@@ -206,20 +234,42 @@ fn a_backup_comes_back_after_a_reflash_and_on_another_tpm_with_the_recovery_secr
         (&changed_file, &admin2, None, 422, "damaged"),
         (&truncated, &admin2, None, 422, "truncated"),
         (&not_one, &admin2, None, 422, "not a paddock backup"),
-        (&backup, &admin2, Some("00000000-00000000-00000000-00000000-00000000-00000000-00000000-00000000"), 422, "recovery secret"),
+        (
+            &backup,
+            &admin2,
+            Some("00000000-00000000-00000000-00000000-00000000-00000000-00000000-00000000"),
+            422,
+            "recovery secret",
+        ),
         (&backup, &wide, None, 403, "admin"),
     ] {
         let (code, answer) = restore(&app, token, file, secret);
         assert_eq!(code, want, "{}: {answer}", file.display());
         assert!(
-            answer["error"].as_str().unwrap_or_default().to_lowercase().contains(why),
+            answer["error"]
+                .as_str()
+                .unwrap_or_default()
+                .to_lowercase()
+                .contains(why),
             "{}: {answer}",
             file.display()
         );
     }
-    assert_eq!(code_of(&app, "GET", "/v1/workspaces", &kept), 401, "nothing restored");
-    assert_eq!(code_of(&app, "GET", "/v1/workspaces", &wide), 200, "this box's tokens kept");
-    assert_eq!(events(&app, &admin2, "&event=restore_refused").len(), 4, "each refusal audited");
+    assert_eq!(
+        code_of(&app, "GET", "/v1/workspaces", &kept),
+        401,
+        "nothing restored"
+    );
+    assert_eq!(
+        code_of(&app, "GET", "/v1/workspaces", &wide),
+        200,
+        "this box's tokens kept"
+    );
+    assert_eq!(
+        events(&app, &admin2, "&event=restore_refused").len(),
+        4,
+        "each refusal audited"
+    );
 
     // The good one, opened by the TPM alone.
     let took = std::time::Instant::now();
@@ -232,15 +282,31 @@ fn a_backup_comes_back_after_a_reflash_and_on_another_tpm_with_the_recovery_secr
     assert_eq!(answer["opened_with"], "tpm", "{answer}");
     assert_eq!(answer["workspaces"], 1, "{answer}");
     assert_eq!(answer["tokens"], 2, "{answer}");
-    assert_eq!(code_of(&app, "GET", "/v1/workspaces", &kept), 200, "box 1's token works");
-    assert_eq!(code_of(&app, "GET", "/v1/system", &admin), 200, "box 1's admin works");
-    assert_eq!(code_of(&app, "GET", "/v1/workspaces", &admin2), 401, "this box's own are gone");
+    assert_eq!(
+        code_of(&app, "GET", "/v1/workspaces", &kept),
+        200,
+        "box 1's token works"
+    );
+    assert_eq!(
+        code_of(&app, "GET", "/v1/system", &admin),
+        200,
+        "box 1's admin works"
+    );
+    assert_eq!(
+        code_of(&app, "GET", "/v1/workspaces", &admin2),
+        401,
+        "this box's own are gone"
+    );
     assert_eq!(code_of(&app, "GET", "/v1/workspaces", &wide), 401);
     let (code, body) = app
         .api("GET", &format!("/v1/workspaces/{ws}"), &kept, None)
         .expect("curl");
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
-    assert_eq!(json(&body)["state"], "lost", "its disk was not in the backup");
+    assert_eq!(
+        json(&body)["state"],
+        "lost",
+        "its disk was not in the backup"
+    );
     // Box 1's history (up to the backup: its own `backup_made` came
     // after), the boundary, this box's own events, then the restore.
     let all = events(&app, &admin, "");
@@ -256,7 +322,10 @@ fn a_backup_comes_back_after_a_reflash_and_on_another_tpm_with_the_recovery_secr
         created < boundary && boundary < refused && refused < restored,
         "in order: {created} {boundary} {refused} {restored}"
     );
-    assert_eq!(all[boundary]["backup_created_at"], answer["backup_created_at"]);
+    assert_eq!(
+        all[boundary]["backup_created_at"],
+        answer["backup_created_at"]
+    );
     power_off(app);
 
     // Another machine (another TPM): only the recovery secret opens it.
@@ -267,7 +336,10 @@ fn a_backup_comes_back_after_a_reflash_and_on_another_tpm_with_the_recovery_secr
     let (code, answer) = restore(&app, &admin3, &backup, None);
     assert_eq!(code, 422, "{answer}");
     assert!(
-        answer["error"].as_str().unwrap_or_default().contains("recovery secret"),
+        answer["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("recovery secret"),
         "says what would open it: {answer}"
     );
     let (code, body) = app.api("GET", "/v1/system", &admin3, None).expect("curl");
@@ -286,6 +358,10 @@ fn a_backup_comes_back_after_a_reflash_and_on_another_tpm_with_the_recovery_secr
     );
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("opened with the recovery secret"), "{out}");
-    assert_eq!(code_of(&app, "GET", "/v1/workspaces", &kept), 200, "box 1's token works");
+    assert_eq!(
+        code_of(&app, "GET", "/v1/workspaces", &kept),
+        200,
+        "box 1's token works"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
