@@ -7,6 +7,7 @@
 #   boot-appliance.sh DISK STATE_DIR [--serial FILE] [--port N] [--accel kvm|tcg]
 #                     [--kernel FILE --initrd FILE --append ARGS] [--no-tpm]
 #                     [--forward HOSTPORT:APPLIANCEPORT]... [--tap IFNAME]
+#                     [--secure-boot]
 #
 # --forward adds a localhost port forwarded to one of the appliance's (a
 # published workspace port, say).
@@ -15,6 +16,10 @@
 # address): a test's clients can then come from many addresses.
 # --no-tpm boots without the TPM (its state stays in STATE_DIR untouched):
 # what a box does whose TPM was removed or disabled.
+# --secure-boot boots Debian's OVMF with Secure Boot on and its "snakeoil"
+# test keys enrolled (/usr/share/ovmf/PkKek-1-snakeoil.{key,pem}: sign the
+# boot manager and the UKIs with them; a new STATE_DIR takes those
+# variables). Never for anything but tests: the key is public.
 # --kernel/--initrd/--append boot a kernel directly (still through OVMF)
 # instead of the disk's UKI: the benchmark compares both, and a stock kernel.
 #
@@ -30,6 +35,7 @@ port=8443
 accel=
 direct=()
 tpm=1
+secure=0
 forwards=
 tap=
 while [ $# -gt 0 ]; do
@@ -41,6 +47,7 @@ while [ $# -gt 0 ]; do
         --initrd) direct+=(-initrd "${2:?}"); shift 2 ;;
         --append) direct+=(-append "${2:?}"); shift 2 ;;
         --no-tpm) tpm=0; shift ;;
+        --secure-boot) secure=1; shift ;;
         # The uplink on an existing tap device instead of QEMU's user-mode
         # network (a test's own namespace: clients from many addresses).
         --tap)
@@ -56,6 +63,14 @@ while [ $# -gt 0 ]; do
 done
 code=/usr/share/OVMF/OVMF_CODE_4M.fd
 vars_template=/usr/share/OVMF/OVMF_VARS_4M.fd
+machine=(-M q35)
+if [ "$secure" = 1 ]; then
+    # The Secure Boot build keeps its variables in SMM: q35 with SMM, and
+    # the variable flash only SMM may write.
+    code=/usr/share/OVMF/OVMF_CODE_4M.snakeoil.fd
+    vars_template=/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd
+    machine=(-M q35,smm=on -global driver=cfi.pflash01,property=secure,value=on)
+fi
 for f in "$code" "$vars_template"; do
     [ -f "$f" ] || { echo "boot-appliance: $f missing (apt-get install ovmf)" >&2; exit 1; }
 done
@@ -97,7 +112,7 @@ else
     net=(-netdev user,id=n0,hostfwd=tcp:127.0.0.1:"$port"-:8443"$forwards")
     echo "boot-appliance: $disk with $accel; API at https://127.0.0.1:$port/" >&2
 fi
-exec qemu-system-x86_64 -M q35 "${cpu[@]}" -m 4096 \
+exec qemu-system-x86_64 "${machine[@]}" "${cpu[@]}" -m 4096 \
     -nodefaults -display none -no-reboot \
     -drive if=pflash,format=raw,readonly=on,file="$code" \
     -drive if=pflash,format=raw,file="$state/OVMF_VARS.fd" \

@@ -14,6 +14,7 @@ packages=(
     systemd-boot-efi  # the UEFI stub the unified kernel image is built on, and systemd-boot (picks a slot)
     systemd           # systemd-measure: the check of our own PCR 11 prediction
     ovmf swtpm swtpm-tools # UEFI firmware and a TPM 2.0 for booting the appliance in QEMU
+    sbsigntool        # the Secure Boot test signs the boot manager and the slots' UKIs
     curl openssl      # the appliance tests talk HTTPS to its API
     iproute2          # the network tests: namespaces, taps, neighbours (ip)
     tmux              # the terminal test: paddock shell in a real terminal

@@ -465,7 +465,16 @@ fn signed_images(files: &[(String, Vec<u8>)]) -> Option<crate::keys::signed::Sig
     // the firmware ran) are then the stronger seal. Test images take the
     // signed seal regardless, so the suite (booted without Secure Boot)
     // exercises it; the ESP cannot turn that on, it is the build's.
-    if !crate::slot::secure_boot() && !cfg!(feature = "test-probes") {
+    let secure_boot = crate::slot::secure_boot();
+    info!(
+        "Secure Boot is {}",
+        if secure_boot {
+            "on: the firmware verified the boot manager, and it this image"
+        } else {
+            "off"
+        }
+    );
+    if !secure_boot && !cfg!(feature = "test-probes") {
         info!("Secure Boot is off: disk keys are sealed to this boot's raw PCRs, not to signed images (docs/keys.md)");
         return None;
     }

@@ -253,6 +253,15 @@ pub fn apply(
                 in_uki.as_deref().unwrap_or("none")
             ))));
         }
+        // Under Secure Boot an unsigned UKI would be written and then never
+        // boot (the firmware refuses it): refused here, where it is said.
+        if crate::slot::secure_boot()
+            && !paddock_image::pe::authenticode_signed(&uki).unwrap_or(false)
+        {
+            return Err(refuse(UpdateRefusal::Bundle(
+                "Secure Boot is on and the bundle's UKI carries no Authenticode signature: it would never boot (sign it with your Secure Boot db key; docs/secure-boot.md)".into(),
+            )));
+        }
     }
     if let Some((p, _)) = verified.part(PartName::Template) {
         if p.size > tmpl_size {

@@ -103,6 +103,40 @@ pub fn sections(pe: &[u8]) -> Result<Vec<Section<'_>>, PeError> {
     Ok(out)
 }
 
+/// Whether `pe` carries an Authenticode signature: a certificate table
+/// (data directory 4) inside the file whose first entry is PKCS#7 signed
+/// data. Its shape only: the firmware checks it against its keys; this
+/// tells an update that would never boot under Secure Boot from one that
+/// may.
+pub fn authenticode_signed(pe: &[u8]) -> Result<bool, PeError> {
+    if pe.get(..2) != Some(b"MZ") {
+        return Err(PeError::NotPe("no MZ header"));
+    }
+    let at = u32_at(pe, 0x3C)? as usize;
+    if pe.get(at..at + 4) != Some(b"PE\0\0") {
+        return Err(PeError::NotPe("no PE signature"));
+    }
+    let opt = at + 24;
+    // PE32+ keeps its data directories 16 bytes later than PE32.
+    let (count_at, dirs) = match u16_at(pe, opt)? {
+        0x20b => (opt + 108, opt + 112),
+        0x10b => (opt + 92, opt + 96),
+        _ => return Err(PeError::NotPe("unknown optional header")),
+    };
+    if u32_at(pe, count_at)? <= 4 {
+        return Ok(false);
+    }
+    let (offset, size) = (
+        u32_at(pe, dirs + 32)? as usize,
+        u32_at(pe, dirs + 36)? as usize,
+    );
+    if size < 8 || offset.checked_add(size).is_none_or(|end| end > pe.len()) {
+        return Ok(false);
+    }
+    // WIN_CERTIFICATE: length, revision, type (2: PKCS_SIGNED_DATA).
+    Ok(u16_at(pe, offset + 6)? == 2 && u32_at(pe, offset)? as usize >= 8)
+}
+
 /// The `.osrel` section's `KEY=value` for `key` (quotes removed).
 pub fn osrel_value(pe: &[u8], key: &str) -> Result<Option<String>, PeError> {
     let Some(osrel) = sections(pe)?.into_iter().find(|s| s.name == ".osrel") else {
@@ -113,4 +147,50 @@ pub fn osrel_value(pe: &[u8], key: &str) -> Result<Option<String>, PeError> {
         let v = l.strip_prefix(key)?.strip_prefix('=')?;
         Some(v.trim_end_matches('\0').trim_matches('"').to_string())
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A PE32+ header with 16 data directories and, when `cert` is given,
+    /// a certificate table of that WIN_CERTIFICATE type at the end.
+    fn pe(cert: Option<u16>, table_len: u32) -> Vec<u8> {
+        let mut b = vec![0u8; 0x400];
+        b[..2].copy_from_slice(b"MZ");
+        b[0x3C..0x40].copy_from_slice(&0x40u32.to_le_bytes());
+        b[0x40..0x44].copy_from_slice(b"PE\0\0");
+        let opt = 0x40 + 24;
+        b[opt..opt + 2].copy_from_slice(&0x20bu16.to_le_bytes());
+        b[opt + 108..opt + 112].copy_from_slice(&16u32.to_le_bytes());
+        if let Some(kind) = cert {
+            let at = 0x300u32;
+            b[opt + 144..opt + 148].copy_from_slice(&at.to_le_bytes());
+            b[opt + 148..opt + 152].copy_from_slice(&table_len.to_le_bytes());
+            let at = at as usize;
+            b[at..at + 4].copy_from_slice(&0x100u32.to_le_bytes());
+            b[at + 4..at + 6].copy_from_slice(&0x200u16.to_le_bytes());
+            b[at + 6..at + 8].copy_from_slice(&kind.to_le_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn a_signature_is_told_from_none_and_from_a_lie() {
+        assert!(authenticode_signed(&pe(Some(2), 0x100)).expect("pe"));
+        assert!(!authenticode_signed(&pe(None, 0)).expect("pe"), "no table");
+        assert!(
+            !authenticode_signed(&pe(Some(1), 0x100)).expect("pe"),
+            "an X.509 entry is no signature"
+        );
+        assert!(
+            !authenticode_signed(&pe(Some(2), 0x1000)).expect("pe"),
+            "a table past the file's end"
+        );
+        assert!(
+            authenticode_signed(b"MZ").is_err(),
+            "truncated: an error, not a panic"
+        );
+        assert!(authenticode_signed(b"not a pe").is_err());
+    }
 }

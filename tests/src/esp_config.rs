@@ -123,6 +123,25 @@ pub fn slot_ukis(disk: &Path) -> Result<Vec<String>, EspConfigError> {
     Ok(v)
 }
 
+/// Signs every EFI program on `disk`'s ESP (the boot manager, the slots'
+/// UKIs) for Secure Boot with Debian's OVMF test key
+/// (`crate::secure_boot`), in place.
+pub fn sign_efi(disk: &Path) -> Result<(), EspConfigError> {
+    let mut err = None;
+    rewrite(disk, |files| {
+        for (path, bytes) in files.iter_mut() {
+            if !path.to_ascii_lowercase().ends_with(".efi") || err.is_some() {
+                continue;
+            }
+            match crate::secure_boot::sign(bytes) {
+                Ok(signed) => *bytes = signed,
+                Err(e) => err = Some(failed(format!("signing {path}"), e)),
+            }
+        }
+    })?;
+    err.map_or(Ok(()), Err)
+}
+
 /// The files on `disk`'s ESP (path, bytes).
 pub fn files(disk: &Path) -> Result<Vec<(String, Vec<u8>)>, EspConfigError> {
     let mut out = Vec::new();

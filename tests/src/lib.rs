@@ -11,4 +11,5 @@ pub mod harness;
 pub mod measure;
 pub mod pattern;
 pub mod proxybed;
+pub mod secure_boot;
 pub mod uki;

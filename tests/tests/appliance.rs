@@ -46,6 +46,8 @@ mod pause_resume;
 mod rotations;
 #[path = "appliance/sdk.rs"]
 mod sdk;
+#[path = "appliance/secure_boot.rs"]
+mod secure_boot;
 #[path = "appliance/shell.rs"]
 mod shell;
 #[path = "appliance/signals.rs"]

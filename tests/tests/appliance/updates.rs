@@ -17,7 +17,12 @@ fn system(app: &Appliance, admin: &str) -> serde_json::Value {
 }
 
 /// POSTs `bundle` to /v1/system/update with `query`: (status, answer).
-pub(crate) fn upload(app: &Appliance, token: &str, bundle: &Path, query: &str) -> (u16, serde_json::Value) {
+pub(crate) fn upload(
+    app: &Appliance,
+    token: &str,
+    bundle: &Path,
+    query: &str,
+) -> (u16, serde_json::Value) {
     let out = app
         .command("curl")
         .args([
@@ -371,7 +376,10 @@ fn signed_bundles_install_and_every_bad_one_is_refused() {
             .api("GET", &format!("/v1/workspaces/{kept_ws}"), &wide, None)
             .expect("curl");
         assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
-        let state = json(&body)["state"].as_str().unwrap_or_default().to_string();
+        let state = json(&body)["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         if state == "running" {
             break;
         }
@@ -385,9 +393,17 @@ fn signed_bundles_install_and_every_bad_one_is_refused() {
     let (code, out) = pause_resume::run(&app, &wide, &kept_ws, "cat /run/marker");
     assert_eq!((code, out.as_str()), (200, marker.as_str()), "its memory");
     let (_, body) = app
-        .api("GET", &format!("/v1/audit?workspace={kept_ws}"), &admin, None)
+        .api(
+            "GET",
+            &format!("/v1/audit?workspace={kept_ws}"),
+            &admin,
+            None,
+        )
         .expect("curl");
-    let evs = json(&body)["events"].as_array().cloned().unwrap_or_default();
+    let evs = json(&body)["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let paused = evs
         .iter()
         .find(|e| e["event"] == "workspace_paused" && e["for_reboot"] == true)
