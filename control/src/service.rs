@@ -25,6 +25,8 @@ mod asked_attack_tests;
 mod asked_tests;
 mod backup_calls;
 mod box_calls;
+mod call_names;
+mod housekeeping;
 mod lifecycle;
 mod links;
 mod pause_calls;
@@ -154,22 +156,6 @@ fn store_err(e: StoreError) -> Outcome {
     )
 }
 
-/// Calls that start something a shutdown would have to wait for, or that
-/// the box must not take while its workspaces are paused for a reboot.
-fn starts_something(call: &Call) -> bool {
-    matches!(
-        call,
-        Call::CreateWorkspace { .. }
-            | Call::ResumeWorkspace { .. }
-            | Call::PauseWorkspace { .. }
-            | Call::StageUpdate { .. }
-            | Call::ApplyUpdate { .. }
-            | Call::MakeBackup
-            | Call::StageRestore { .. }
-            | Call::ApplyRestore { .. }
-    )
-}
-
 fn mem_total_mib() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -276,123 +262,6 @@ impl Control {
         Ok(())
     }
 
-    /// After a host reboot nothing is running: whatever was is lost, and
-    /// its disk is removed rather than left behind.
-    pub fn recover_after_boot(&self) {
-        let Ok(all) = self.store.list::<WorkspaceRecord>(WORKSPACES) else {
-            return;
-        };
-        // A directory no record names (the power went between the two) is
-        // removed too: nothing on the data partition outlives its record.
-        if let Ok(dirs) = std::fs::read_dir(layout::WORKSPACES_DIR) {
-            for d in dirs.flatten() {
-                let name = d.file_name().to_string_lossy().to_string();
-                // The demo workspace is not in the database; it manages its own.
-                if name != crate::layout::DEMO_NAME && !all.iter().any(|w| w.id == name) {
-                    let _ = runner::destroy(&name);
-                    info!("removed workspace data {name} that no record names");
-                }
-            }
-        }
-        self.drop_all_links();
-        for mut ws in all {
-            if matches!(ws.state, WsState::Running | WsState::Starting) {
-                let _ = runner::destroy(&ws.id);
-                ws.state = WsState::Lost;
-                let _ = self.store.put(WORKSPACES, &ws.id, &ws);
-                self.audit.record("workspace_lost", json!({"workspace": ws.id, "reason": "the host restarted while it ran; its disk was removed"}));
-                info!(
-                    "workspace {} was running before the restart: marked lost, disk removed",
-                    ws.id
-                );
-            }
-        }
-    }
-
-    /// Samples every running workspace's figures every few seconds; runs
-    /// forever.
-    pub fn sample_loop(self: Arc<Self>) {
-        loop {
-            self.host_samples.take(now_s());
-            if let Ok(all) = self.store.list::<WorkspaceRecord>(WORKSPACES) {
-                let now = now_s();
-                self.samples.take(&all, now);
-                self.watch_signals(&all, now);
-                self.expire_approvals(now);
-                self.forget_history(&all);
-            }
-            std::thread::sleep(Duration::from_secs(super::samples::EVERY_S));
-        }
-    }
-
-    /// Destroys workspaces whose TTL passed; runs forever.
-    pub fn expire_loop(self: Arc<Self>) {
-        loop {
-            std::thread::sleep(Duration::from_millis(500));
-            self.expire_due(now_s(), runner::destroy);
-        }
-    }
-
-    /// Destroys (with `destroy`) the workspaces whose TTL passed by `now`,
-    /// except those whose last failed attempt asks to wait.
-    fn expire_due(&self, now: u64, destroy: impl Fn(&str) -> Result<(), run_error::RunError>) {
-        let Ok(all) = self.store.list::<WorkspaceRecord>(WORKSPACES) else {
-            return;
-        };
-        for ws in all.into_iter().filter(|w| {
-            w.expires_at <= now && !matches!(w.state, WsState::Starting | WsState::Quarantined)
-        }) {
-            // Not while a pause, resume or other end of it is under way;
-            // claimed for the destroy, so none starts meanwhile.
-            let Ok(_claim) = self.mark_busy(&ws.id, pause_calls::Busy::Ending) else {
-                continue;
-            };
-            if self
-                .expiry_retry
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&ws.id)
-                .is_some_and(|t| *t > now)
-            {
-                continue;
-            }
-            if let Err(e) = destroy(&ws.id) {
-                // The record stays: it is what names the disk and key
-                // still to erase, and what lets an admin see and retry.
-                let first = self
-                    .expiry_retry
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(ws.id.clone(), now + EXPIRY_RETRY_S)
-                    .is_none();
-                if first {
-                    self.audit.record(
-                        "workspace_expiry_failed",
-                        json!({"workspace": ws.id, "reason": e.to_string(), "retry_every_s": EXPIRY_RETRY_S}),
-                    );
-                }
-                warn!(
-                    "expiring {}: {e}; its record stays and it is retried",
-                    ws.id
-                );
-                continue;
-            }
-            self.expiry_retry
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&ws.id);
-            // Written before the record goes, so whoever sees it gone
-            // finds the reason already in the log.
-            self.audit.record(
-                "workspace_expired",
-                json!({"workspace": ws.id, "owner": ws.owner, "ttl_ended_at": ws.expires_at}),
-            );
-            let _ = self.store.delete(WORKSPACES, &ws.id);
-            self.drop_links_of(&ws.id);
-            info!("workspace {} expired (TTL) and was destroyed", ws.id);
-        }
-    }
-
     fn refuse(&self, verdict: Verdict, why: &str, token: Option<&str>, what: &str) -> Outcome {
         self.audit.record(
             "request_refused",
@@ -476,63 +345,7 @@ impl Control {
     }
 
     pub fn call(&self, auth: &str, call: Call) -> Outcome {
-        let what = match &call {
-            Call::CreateWorkspace { .. } => "create_workspace".to_string(),
-            Call::ListWorkspaces { .. } => "list_workspaces".into(),
-            Call::GetWorkspace { id } => format!("get_workspace {id}"),
-            Call::DeleteWorkspace { id } => format!("delete_workspace {id}"),
-            Call::StopWorkspace { id } => format!("stop_workspace {id}"),
-            Call::PauseWorkspace { id, .. } => format!("pause_workspace {id}"),
-            Call::ResumeWorkspace { id } => format!("resume_workspace {id}"),
-            Call::SetTtl { id, ttl_s, .. } => format!("set_ttl {id} {ttl_s}"),
-            Call::QuarantineWorkspace { id } => format!("quarantine_workspace {id}"),
-            Call::SetLimits { id, .. } => format!("set_limits {id}"),
-            Call::SetEgress { id, .. } => format!("set_egress {id}"),
-            Call::ListLinks => "list_links".into(),
-            Call::PublishPort { id, .. } => format!("publish_port {id}"),
-            Call::UnpublishPort { id, port } => format!("unpublish_port {id} {port}"),
-            Call::CreateLink { .. } => "create_link".into(),
-            Call::DeleteLink { id } => format!("delete_link {id}"),
-            Call::ForensicFile { id, name } => format!("forensic_file {id} {name}"),
-            Call::DeleteForensics { id } => format!("delete_forensics {id}"),
-            Call::RotateToken { id } => format!("rotate_token {id}"),
-            Call::RotateTls => "rotate_tls".into(),
-            Call::KeyStatus => "key_status".into(),
-            Call::SystemStatus => "system_status".into(),
-            Call::HostMetrics { .. } => "host_metrics".into(),
-            Call::StageUpdate { .. } => "stage_update".into(),
-            Call::ApplyUpdate { .. } => "apply_update".into(),
-            Call::AbandonUpdate => "abandon_update".into(),
-            Call::MakeBackup => "make_backup".into(),
-            Call::StageRestore { .. } => "stage_restore".into(),
-            Call::ApplyRestore { .. } => "apply_restore".into(),
-            Call::AbandonRestore { .. } => "abandon_restore".into(),
-            Call::RecoverKeys { .. } => "recover_keys".into(),
-            Call::ScanProcesses { .. } => "scan_processes".into(),
-            Call::ProbeDisk { id } => format!("probe_disk {id}"),
-            Call::ReadConsole { name } => format!("read_console {name}"),
-            Call::DropCaches => "drop_caches".into(),
-            Call::KillNetServices => "kill_net_services".into(),
-            Call::OpenAgent { id, .. } => format!("agent {id}"),
-            Call::ExecEnded { id, .. } => format!("exec_ended {id}"),
-            Call::CreateToken { .. } => "create_token".into(),
-            Call::ListTokens => "list_tokens".into(),
-            Call::RevokeToken { id } => format!("revoke_token {id}"),
-            Call::ReadAudit { .. } => "read_audit".into(),
-            Call::Metrics => "metrics".into(),
-            Call::WorkspaceMetrics { id, .. } => format!("metrics of {id}"),
-            Call::NetworkLog { id, .. } => format!("network log of {id}"),
-            Call::WorkspaceReport { id } => format!("report of {id}"),
-            Call::ListApprovals { .. } => "list_approvals".into(),
-            Call::GetApproval { id } => format!("get_approval {id}"),
-            Call::DecideApproval { id, .. } => format!("decide_approval {id}"),
-            Call::ListSecrets { id } => format!("list_secrets {id}"),
-            Call::SetSecret { id, name, .. } => format!("set_secret {id} {name}"),
-            Call::RemoveSecret { id, name } => format!("remove_secret {id} {name}"),
-            Call::WhoAmI => "whoami".into(),
-            Call::ConsoleSession { opened: true } => "console sign-in".into(),
-            Call::ConsoleSession { opened: false } => "console sign-out".into(),
-        };
+        let what = call_names::what(&call);
         // A restore takes this for writing itself, once its backup is read
         // and checked; every other call waits while it swaps the state.
         let _gate = (!matches!(call, Call::ApplyRestore { .. }))
@@ -541,7 +354,9 @@ impl Control {
             Ok(t) => t,
             Err(o) => return o,
         };
-        if self.closing.load(std::sync::atomic::Ordering::SeqCst) && starts_something(&call) {
+        if self.closing.load(std::sync::atomic::Ordering::SeqCst)
+            && call_names::starts_something(&call)
+        {
             return error(
                 Verdict::Unavailable,
                 "the box is shutting down (or rebooting into an update): nothing new starts",
