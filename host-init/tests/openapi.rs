@@ -112,6 +112,12 @@ fn the_openapi_document_matches_the_server() {
         // updates test sends real and broken bundles to a box that has
         // them and checks every answer.
         .args(["--exclude-operation-id", "systemUpdate"])
+        // A backup is encrypted to the TPM's key and the recovery secret's,
+        // and this harness's key store (software keys, no TPM) has neither:
+        // every call is refused with 503 saying so. The appliance's backups
+        // test makes and restores real ones (restores are checked here:
+        // every broken body is refused with 4xx).
+        .args(["--exclude-operation-id", "systemBackup"])
         .args(["--phases", "examples,coverage,fuzzing"])
         .args(["--max-examples", "30", "--workers", "1", "--seed", "1"])
         .arg("--no-color")
