@@ -360,12 +360,28 @@ fn workspace_disks_are_encrypted_sealed_to_the_boot_state_and_erased_for_good() 
             Some(format!(r#"{{"recovery_secret": "{recovery}"}}"#).as_bytes()),
         )
         .expect("curl");
-    assert_eq!(
-        code,
-        409,
-        "nothing to recover: {}",
-        String::from_utf8_lossy(&body)
+    // Nothing to recover: the secret is checked against the TPM and
+    // backups are encrypted to it from then on (a store made before
+    // backups had no recovery backup key).
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let answer = json(&body);
+    assert_eq!(answer["state"], "ready", "{answer}");
+    assert!(
+        answer["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("were not locked"),
+        "{answer}"
     );
+    let (code, _) = app
+        .api(
+            "POST",
+            "/v1/keys/recover",
+            &admin,
+            Some(br#"{"recovery_secret": "00000000-00000000"}"#),
+        )
+        .expect("curl");
+    assert_eq!(code, 403, "a wrong secret adds no backup key either");
     power_off(app);
 
     // Boot 8: a new box without a TPM at all (fresh disk, fresh state):
