@@ -350,14 +350,15 @@ impl Tpm {
         Ok(())
     }
 
-    /// Creates (or re-derives: same seed, same template, same key) the
-    /// owner hierarchy's ECC storage key, as a transient object.
-    pub fn create_primary_ecc(&mut self) -> Result<EccKey, TpmError> {
-        let template = ecc_primary_template();
+    /// TPM2_CreatePrimary in the owner hierarchy (empty owner auth) with
+    /// `template`, no userAuth and no data (the TPM derives the key from
+    /// its seed and the template): the transient handle and the response
+    /// parameters, for the caller to check.
+    pub(crate) fn create_primary(&mut self, template: &[u8]) -> Result<(u32, Vec<u8>), TpmError> {
         let mut w = Writer::new();
         // inSensitive: no userAuth, no data.
         w.u16(4).u16(0).u16(0);
-        w.tpm2b(&template).tpm2b(&[]).u32(0);
+        w.tpm2b(template).tpm2b(&[]).u32(0);
         let owner = RH_OWNER.to_be_bytes();
         let cmd = Command {
             name: "CreatePrimary",
@@ -368,7 +369,17 @@ impl Tpm {
             response_handles: 1,
         };
         let (handles, out) = self.execute(cmd, &mut [Auth::Password(&[])])?;
-        let handle = handles[0];
+        let handle = handles
+            .first()
+            .copied()
+            .ok_or_else(|| TpmError::Malformed("CreatePrimary returned no handle".into()))?;
+        Ok((handle, out))
+    }
+
+    /// Creates (or re-derives: same seed, same template, same key) the
+    /// owner hierarchy's ECC storage key, as a transient object.
+    pub fn create_primary_ecc(&mut self) -> Result<EccKey, TpmError> {
+        let (handle, out) = self.create_primary(&ecc_primary_template())?;
         let parsed = (|| {
             let mut r = Reader::new(&out, "CreatePrimary");
             let public = r.tpm2b()?;

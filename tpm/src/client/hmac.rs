@@ -71,22 +71,7 @@ impl Tpm {
                 MAX_UNIQUE,
             ));
         }
-        let template = hmac_primary_template(auth_policy, unique);
-        let mut w = Writer::new();
-        // inSensitive: no userAuth, no data (the TPM makes the key).
-        w.u16(4).u16(0).u16(0);
-        w.tpm2b(&template).tpm2b(&[]).u32(0);
-        let owner = RH_OWNER.to_be_bytes();
-        let cmd = Command {
-            name: "CreatePrimary",
-            code: CC_CREATE_PRIMARY,
-            handles: &[RH_OWNER],
-            names: &[&owner],
-            params: w.into_vec(),
-            response_handles: 1,
-        };
-        let (handles, out) = self.execute(cmd, &mut [Auth::Password(&[])])?;
-        let handle = handles[0];
+        let (handle, out) = self.create_primary(&hmac_primary_template(auth_policy, unique))?;
         let parsed = parse_hmac_primary(&out, auth_policy).map(|name| HmacKey { handle, name });
         if parsed.is_err() {
             let _ = self.flush(handle);
