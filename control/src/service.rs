@@ -144,6 +144,19 @@ fn reply(verdict: Verdict, body: impl serde::Serialize) -> Outcome {
     }
 }
 
+/// An Ok answer with a descriptor passed back beside it (a file to send,
+/// a file to fill, an agent connection).
+fn with_fd(body: serde_json::Value, fd: impl Into<OwnedFd>) -> Outcome {
+    Outcome {
+        reply: CallReply {
+            verdict: Verdict::Ok,
+            body,
+            fd: true,
+        },
+        stream: Some(fd.into()),
+    }
+}
+
 fn error(verdict: Verdict, msg: impl Into<String>) -> Outcome {
     reply(verdict, ErrorBody::new(msg))
 }

@@ -2,11 +2,11 @@
 //! exec, a file operation, a process call): who may, what is audited, and
 //! the env that goes to execs only.
 
-use super::{error, Control, Outcome};
+use super::{error, with_fd, Control, Outcome};
 use crate::layout;
 use crate::tokens::{Scope, TokenRecord};
 use crate::workspace::WsState;
-use paddock_api_channel::{CallReply, Purpose, Verdict};
+use paddock_api_channel::{Purpose, Verdict};
 use serde_json::json;
 
 impl Control {
@@ -107,13 +107,6 @@ impl Control {
             Purpose::Exec { .. } => self.open_env(&ws)?,
             _ => Default::default(),
         };
-        Ok(Outcome {
-            reply: CallReply {
-                verdict: Verdict::Ok,
-                body: json!({"env": env}),
-                fd: true,
-            },
-            stream: Some(stream.into()),
-        })
+        Ok(with_fd(json!({"env": env}), stream))
     }
 }

@@ -3,14 +3,14 @@
 //! recovery secret (crate::backup, paddock-backup); and a backup put in
 //! place of a box's state, verified whole first. Both are audited.
 
-use super::{error, reply, store_err, Control, Outcome};
+use super::{error, reply, store_err, with_fd, Control, Outcome};
 use crate::access::TokenTree;
 use crate::audit::now_s;
 use crate::backup;
 use crate::store::WORKSPACES;
 use crate::tokens::{Scope, TokenRecord};
 use crate::workspace::{WorkspaceRecord, WsState};
-use paddock_api_channel::{CallReply, Verdict};
+use paddock_api_channel::Verdict;
 use paddock_api_types::RestoreReport;
 use paddock_backup::{Meta, Reader, SlotKey, SlotKind};
 use serde_json::json;
@@ -190,14 +190,10 @@ impl Control {
             "backup_made",
             json!({"by": tok.id, "bytes": bytes, "slots": kinds}),
         );
-        Ok(Outcome {
-            reply: CallReply {
-                verdict: Verdict::Ok,
-                body: json!({"bytes": bytes, "slots": kinds, "created_at": meta.created_at}),
-                fd: true,
-            },
-            stream: Some(file.into()),
-        })
+        Ok(with_fd(
+            json!({"bytes": bytes, "slots": kinds, "created_at": meta.created_at}),
+            file,
+        ))
     }
 
     fn staged(&self) -> std::sync::MutexGuard<'_, Option<Staged>> {
@@ -298,14 +294,7 @@ impl Control {
             Ok((theirs, id))
         })();
         let (theirs, id) = checked.map_err(|o| self.refuse_restore(tok, o))?;
-        Ok(Outcome {
-            reply: CallReply {
-                verdict: Verdict::Ok,
-                body: json!({"bytes": bytes, "staged": id}),
-                fd: true,
-            },
-            stream: Some(theirs.into()),
-        })
+        Ok(with_fd(json!({"bytes": bytes, "staged": id}), theirs))
     }
 
     /// The upload did not arrive whole: its file goes.

@@ -2,11 +2,11 @@
 //! identity, the disk keys' status and recovery, the box's state and its
 //! host figures.
 
-use super::{error, reply, Control, Outcome};
+use super::{error, reply, with_fd, Control, Outcome};
 use crate::forensics;
 use crate::tokens::{Scope, TokenRecord};
 use log::warn;
-use paddock_api_channel::{CallReply, Verdict};
+use paddock_api_channel::Verdict;
 use paddock_api_types::{Deleted, HostMetrics, KeyState, KeyStatus, SystemStatus, TlsRotated};
 use serde_json::json;
 use std::time::Duration;
@@ -40,14 +40,7 @@ impl Control {
             "forensics_read",
             json!({"workspace": id, "token": tok.id, "file": name}),
         );
-        Ok(Outcome {
-            reply: CallReply {
-                verdict: Verdict::Ok,
-                body: json!({"bytes": bytes}),
-                fd: true,
-            },
-            stream: Some(f.into()),
-        })
+        Ok(with_fd(json!({"bytes": bytes}), f))
     }
 
     /// `DELETE .../forensics` (admin): the snapshot removed (nothing else removes it).

@@ -3,10 +3,10 @@
 //! slot this boot does not run (PID 1's `update`). Every step is audited:
 //! staged, refused (with why), accepted, written or failed.
 
-use super::{error, reply, Control, Outcome};
+use super::{error, reply, with_fd, Control, Outcome};
 use crate::host::UpdateRefusal;
 use crate::tokens::{Scope, TokenRecord};
-use paddock_api_channel::{CallReply, Verdict};
+use paddock_api_channel::Verdict;
 use serde_json::json;
 
 fn refusal(r: UpdateRefusal) -> Outcome {
@@ -34,14 +34,7 @@ impl Control {
             );
             refusal(r)
         })?;
-        Ok(Outcome {
-            reply: CallReply {
-                verdict: Verdict::Ok,
-                body: json!({"bytes": bytes}),
-                fd: true,
-            },
-            stream: Some(file.into()),
-        })
+        Ok(with_fd(json!({"bytes": bytes}), file))
     }
 
     pub(super) fn apply_update(
